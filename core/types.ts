@@ -1,0 +1,233 @@
+/**
+ * The evaluated shapes every later stage reads: one HostSystem per host and
+ * one FleetSystem for the mesh. These are the only primitives a module may
+ * contribute to (see ARCHITECTURE.md, "The module system").
+ */
+
+/** One problem found in the fleet, printed as `file: path: expected X, found Y. Fix: Z`. */
+export interface Diagnostic {
+  severity: "error" | "warning";
+  /** The file the problem is in, relative to the repo root (e.g. `hosts/home/vps.yaml`). */
+  file: string;
+  /** The option path inside that file (e.g. `tailscale.advertiseRoutes[1]`); "" for the whole file. */
+  path: string;
+  expected: string;
+  found: string;
+  /** The setting that fixes it. */
+  fix: string;
+}
+
+export type Octal = string; // "0644", "0600"
+
+/** A file the agent owns on a host. */
+export interface FileSpec {
+  path: string;
+  content: string;
+  mode: Octal;
+  owner: string;
+  group: string;
+  /** Secret content: never logged, rendered as a Pulumi secret, written 0600. */
+  secret?: boolean;
+}
+
+export interface UnitSpec {
+  /** e.g. `headscale.service` */
+  name: string;
+  content: string;
+  /** Enabled and started by the agent. */
+  enable: boolean;
+}
+
+export type Proto = "tcp" | "udp";
+
+/** An inbound rule on the host's public side. */
+export interface InboundRule {
+  proto: Proto;
+  port: number;
+  /** Source CIDRs; empty means anywhere. */
+  from: string[];
+  /** Which module asked for it (shown in `hosts`, plan and nft comments). */
+  owner: string;
+  comment: string;
+}
+
+/** A rule on tailscale0: traffic from these peers' sets to this host's ports. */
+export interface TailnetRule {
+  proto: Proto | "any";
+  ports: number[] | "any";
+  /** Name of an nft set (`peers_<x>`) holding the allowed source addresses. */
+  fromSet: string;
+  comment: string;
+}
+
+export interface FirewallSpec {
+  /** False leaves the host's firewall alone (no `inet meshfleet` table). */
+  enable: boolean;
+  inbound: InboundRule[];
+  /** Host-side enforcement of the policy on tailscale0 (issue 7); empty = not enforced. */
+  tailnet: TailnetRule[];
+  /** nft sets: name -> addresses/CIDRs; refreshed by the agent for `peers_*` sets. */
+  sets: Record<string, string[]>;
+  /** Allow forwarding (subnet routers, exit nodes). */
+  forward: boolean;
+}
+
+export interface TailscaleSettings {
+  enable: boolean;
+  loginServer: string;
+  /** Path on the host of the 0600 file holding the pre-auth key. */
+  authKeyFile: string;
+  hostname: string;
+  tags: string[];
+  advertiseRoutes: string[];
+  advertiseExitNode: boolean;
+  acceptRoutes: boolean;
+  acceptDns: boolean;
+  ssh: boolean;
+  snatSubnetRoutes: boolean;
+  /** `tailscale up` argv (without the auth key), one flag per element. */
+  upArgs: string[];
+  /** `tailscale set` argv for later changes, one flag per element. */
+  setArgs: string[];
+}
+
+export interface ContainerSpec {
+  name: string;
+  image: string;
+  ports: { internal: number; external: number; protocol: Proto; ip?: string }[];
+  volumes: { name: string; containerPath: string }[];
+  env: Record<string, string>;
+  command: string[];
+  /** Files uploaded into the container: container path -> the HostSystem file it comes from. */
+  uploads: { containerPath: string; source: string; secret: boolean }[];
+  restart: "unless-stopped" | "always" | "no";
+  healthcheck?: { test: string[]; interval: string; timeout: string; retries: number };
+}
+
+export interface LxcSettings {
+  ctid: number;
+  /** Proxmox node host (SSH target) that owns the container. */
+  proxmoxHost: string;
+  pveVersion: string;
+  /** `create` a new container or `adopt` an existing one. */
+  mode: "create" | "adopt";
+  /** Lines for /etc/pve/lxc/<ctid>.conf that TUN passthrough needs. */
+  config: string[];
+  /** `pct` argv lists, run in order on the Proxmox host. */
+  pctCommands: string[][];
+}
+
+export type HealthProbe =
+  | { name: string; kind: "http"; url: string; expectStatus: number; insecure?: boolean }
+  | { name: string; kind: "tcp"; host: string; port: number }
+  | { name: string; kind: "tailscale-running" }
+  | { name: string; kind: "routes-advertised"; routes: string[] }
+  | { name: string; kind: "unit-active"; unit: string };
+
+export interface MetricsSettings {
+  enable: boolean;
+  /** node_exporter textfile collector directory. */
+  textfileDir: string;
+}
+
+/** Best-effort host commands run after activation (failures are warnings). */
+export interface BestEffortCommand {
+  argv: string[];
+  why: string;
+}
+
+export interface SshSettings {
+  user: string;
+  port: number;
+  /** Path (on the deploying machine) of the private key, or "" for the agent. */
+  privateKeyPath: string;
+}
+
+export type Runtime = "systemd" | "docker";
+
+export interface HostSystem {
+  name: string;
+  /** The file that declared the host. */
+  file: string;
+  /** Address Pulumi reaches the host's sshd on. */
+  address: string;
+  ssh: SshSettings;
+  /** Profiles imported, e.g. `coordinator`, `subnet-router`. */
+  roles: string[];
+  /** Hosts without an agent (a phone) only get join instructions. */
+  agent: boolean;
+  runtime: Runtime;
+  files: FileSpec[];
+  sysctl: Record<string, string>;
+  firewall: FirewallSpec;
+  units: UnitSpec[];
+  containers: ContainerSpec[];
+  tailscale: TailscaleSettings;
+  packages: string[];
+  lxc: LxcSettings | null;
+  probes: HealthProbe[];
+  metrics: MetricsSettings;
+  bestEffort: BestEffortCommand[];
+  /** The LAN CIDRs this host is attached to (routes must be inside one). */
+  lan: string[];
+  warnings: Diagnostic[];
+}
+
+export interface PreAuthKeyRequest {
+  /** The host that will use it. */
+  host: string;
+  user: string;
+  reusable: boolean;
+  ephemeral: boolean;
+  /** e.g. `90d` */
+  expiration: string;
+  tags: string[];
+}
+
+export interface DnsRecord {
+  name: string;
+  type: "A" | "AAAA";
+  value: string;
+}
+
+export interface DerpRegion {
+  regionId: number;
+  regionCode: string;
+  regionName: string;
+  nodes: {
+    name: string;
+    hostName: string;
+    ipv4?: string;
+    stunPort: number;
+    derpPort: number;
+    insecureForTests?: boolean;
+    canPort80?: boolean;
+  }[];
+}
+
+export interface CoordinatorInfo {
+  host: string;
+  serverUrl: string;
+  headscaleVersion: string;
+  baseDomain: string;
+  runtime: Runtime;
+}
+
+export interface FleetSystem {
+  stack: string;
+  /** Directory the fleet was read from. */
+  dir: string;
+  coordinator: CoordinatorInfo;
+  users: string[];
+  /** The policy as typed data (core/policy). */
+  policy: unknown;
+  /** The policy rendered to the HuJSON headscale 0.29 reads. */
+  policyHuJson: string;
+  dnsRecords: DnsRecord[];
+  derpRegions: DerpRegion[];
+  preAuthKeys: PreAuthKeyRequest[];
+  /** route or `exit-node` -> owners (`tag:router`, `alice@`). */
+  autoApprovers: { routes: Record<string, string[]>; exitNode: string[] };
+  hosts: Record<string, HostSystem>;
+  warnings: Diagnostic[];
+}
