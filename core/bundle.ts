@@ -53,19 +53,35 @@ export function bundleHash(b: Omit<Bundle, "hash">): string {
   return sha256(canonicalJson(rest));
 }
 
-/** Build a host's bundle; `nftables` comes from modules/firewall's renderer. */
-export function makeBundle(host: HostSystem, nftables: string | null): Bundle {
+/** Names of the secrets a host's files need (see FileSpec.secretRef). */
+export function secretRefs(host: HostSystem): string[] {
+  return [...new Set(host.files.flatMap((f) => (f.secretRef ? [f.secretRef] : [])))].sort();
+}
+
+/**
+ * Build a host's bundle; `nftables` comes from modules/firewall's renderer and
+ * `secrets` fills files with a secretRef (a missing one is an error, never "").
+ */
+export function makeBundle(host: HostSystem, nftables: string | null, secrets: Record<string, string> = {}): Bundle {
   const files: BundleFile[] = [...host.files]
     .sort((a, b) => a.path.localeCompare(b.path))
-    .map((f) => ({
-      path: f.path,
-      mode: f.mode,
-      owner: f.owner,
-      group: f.group,
-      sha256: sha256(f.content),
-      content: f.content,
-      secret: !!f.secret,
-    }));
+    .map((f) => {
+      let content = f.content;
+      if (f.secretRef) {
+        const v = secrets[f.secretRef];
+        if (v === undefined) throw new Error(`host ${host.name}: file ${f.path} needs secret "${f.secretRef}", which was not given`);
+        content = v;
+      }
+      return {
+        path: f.path,
+        mode: f.secretRef || f.secret ? "0600" : f.mode,
+        owner: f.owner,
+        group: f.group,
+        sha256: sha256(content),
+        content,
+        secret: !!(f.secret || f.secretRef),
+      };
+    });
   const body: Omit<Bundle, "hash"> = {
     format: BUNDLE_FORMAT,
     host: host.name,

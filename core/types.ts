@@ -28,6 +28,12 @@ export interface FileSpec {
   group: string;
   /** Secret content: never logged, rendered as a Pulumi secret, written 0600. */
   secret?: boolean;
+  /**
+   * For secrets not known at evaluation time (Noise/DERP private keys, the
+   * pre-auth key): the name of the secret whose value becomes the content when
+   * the bundle is made (`noise-key`, `derp-key`, `preauth:<host>`). `content` is "" then.
+   */
+  secretRef?: string;
 }
 
 export interface UnitSpec {
