@@ -76,6 +76,11 @@ export interface FirewallSpec {
   sets: Record<string, string[]>;
   /** Allow forwarding (subnet routers, exit nodes). */
   forward: boolean;
+  /** Interfaces whose traffic is accepted whole (a management link). */
+  trustedInterfaces: string[];
+  /** Accept all of tailscale0 (true) or only what `tailnet` allows (false). */
+  trustTailnet: boolean;
+  allowPing: boolean;
 }
 
 export interface TailscaleSettings {

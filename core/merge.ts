@@ -1,0 +1,202 @@
+/**
+ * Merging option definitions by priority (nixpkgs lib/modules.nix):
+ * the lowest priority number wins; at that priority lists concatenate,
+ * records and objects merge key by key, and two different scalars are a
+ * conflict that names both files.
+ */
+import type { z } from "zod";
+import { diag, show, suggest } from "./diagnostics.ts";
+import { Prio } from "./priority.ts";
+import type { Diagnostic } from "./types.ts";
+
+export interface Definition {
+  file: string;
+  priority: number;
+  value: unknown;
+}
+
+export interface MergeResult {
+  value: unknown;
+  /** Option path (`a.b[2]`) -> the file whose definition won there. */
+  sources: Map<string, string>;
+  diagnostics: Diagnostic[];
+}
+
+type Kind = { kind: "object"; shape: Record<string, z.ZodType> } | { kind: "record"; value: z.ZodType } | { kind: "array" } | { kind: "leaf" };
+
+/** Look through default/optional/nullable/pipe wrappers to the shape that merging cares about. */
+export function schemaKind(schema: z.ZodType): Kind {
+  let s: any = schema;
+  for (;;) {
+    const def = s?._zod?.def;
+    if (!def) return { kind: "leaf" };
+    switch (def.type) {
+      case "default": case "optional": case "nullable": case "prefault": case "readonly": case "catch":
+        s = def.innerType; continue;
+      case "pipe": s = def.in; continue;
+      case "object": return { kind: "object", shape: def.shape };
+      case "record": return { kind: "record", value: def.valueType };
+      case "array": return { kind: "array" };
+      default: return { kind: "leaf" };
+    }
+  }
+}
+
+/** An option's description, looking through wrappers. */
+export function describeOf(schema: z.ZodType | undefined): string | undefined {
+  let s: any = schema;
+  while (s) {
+    if (s.description) return s.description;
+    const def = s._zod?.def;
+    s = def?.innerType ?? (def?.type === "pipe" ? def.in : undefined);
+  }
+  return undefined;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => !!v && typeof v === "object" && !Array.isArray(v) && !(v instanceof Prio);
+
+const joinPath = (base: string, key: string | number) =>
+  typeof key === "number" ? `${base}[${key}]` : base ? `${base}.${key}` : key;
+
+function unwrap(d: Definition): Definition {
+  let { priority, value } = d;
+  while (value instanceof Prio) {
+    priority = value.priority;
+    value = value.value;
+  }
+  return { file: d.file, priority, value };
+}
+
+/** Strip priority wrappers anywhere in a value (for values past the merge point). */
+export function stripPrio(v: unknown): unknown {
+  if (v instanceof Prio) return stripPrio(v.value);
+  if (Array.isArray(v)) return v.map(stripPrio);
+  if (isPlainObject(v)) return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, stripPrio(x)]));
+  return v;
+}
+
+export function mergeDefinitions(schema: z.ZodType, defs: Definition[], path = ""): MergeResult {
+  const sources = new Map<string, string>();
+  const diagnostics: Diagnostic[] = [];
+  const value = mergeAt(schema, defs, path, sources, diagnostics);
+  return { value, sources, diagnostics };
+}
+
+function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources: Map<string, string>, out: Diagnostic[]): unknown {
+  const defs = rawDefs.map(unwrap).filter((d) => d.value !== undefined);
+  if (defs.length === 0) return undefined;
+  const kind = schemaKind(schema);
+  const top = Math.min(...defs.map((d) => d.priority));
+  const winners = defs.filter((d) => d.priority === top);
+
+  if ((kind.kind === "object" || kind.kind === "record") && defs.every((d) => isPlainObject(d.value))) {
+    // Objects merge key by key; priority is decided per leaf, not per object.
+    const keys = [...new Set(defs.flatMap((d) => Object.keys(d.value as object)))];
+    const result: Record<string, unknown> = {};
+    for (const key of keys) {
+      const sub = kind.kind === "object" ? kind.shape[key] : kind.value;
+      const keyPath = joinPath(path, key);
+      const holders = defs.filter((d) => key in (d.value as object));
+      if (!sub) {
+        const known = Object.keys((kind as { shape: object }).shape);
+        const near = suggest(key, known);
+        for (const h of holders)
+          out.push(diag(h.file, keyPath, `one of the options ${known.join(", ")}`, `unknown option "${key}"`,
+            near ? `did you mean "${near}"? Rename it.` : `remove "${key}" or move it under the module it belongs to`));
+        continue;
+      }
+      const merged = mergeAt(sub, holders.map((h) => ({ file: h.file, priority: h.priority, value: (h.value as Record<string, unknown>)[key] })), keyPath, sources, out);
+      if (merged !== undefined) result[key] = merged;
+    }
+    sources.set(path, winners[0].file);
+    return result;
+  }
+
+  if (kind.kind === "array" && winners.every((d) => Array.isArray(d.value))) {
+    const result: unknown[] = [];
+    for (const w of winners)
+      for (const item of w.value as unknown[]) {
+        sources.set(joinPath(path, result.length), w.file);
+        result.push(stripPrio(item));
+      }
+    sources.set(path, winners[0].file);
+    return result;
+  }
+
+  // A scalar (or a type mismatch zod will report): the winners must agree.
+  const first = winners[0];
+  for (const other of winners.slice(1)) {
+    if (JSON.stringify(stripPrio(other.value)) !== JSON.stringify(stripPrio(first.value))) {
+      out.push(diag(other.file, path, `one value at priority ${top} (as set in ${first.file}: ${show(stripPrio(first.value))})`,
+        `${show(stripPrio(other.value))} here`,
+        `make the two files agree, or give one of them priority with !mkForce (or drop to !mkDefault)`));
+    }
+  }
+  sources.set(path, first.file);
+  return stripPrio(first.value);
+}
+
+/** The file that defined `path`, or the closest enclosing path that has one. */
+export function sourceOf(sources: Map<string, string>, path: string, fallback: string): string {
+  let p = path;
+  for (;;) {
+    const f = sources.get(p);
+    if (f) return f;
+    if (!p) return fallback;
+    const cut = Math.max(p.lastIndexOf("."), p.lastIndexOf("["));
+    p = cut < 0 ? "" : p.slice(0, cut);
+  }
+}
+
+/** zod issues as diagnostics, each attributed to the file that defined the value. */
+export function zodDiagnostics(schema: z.ZodType, error: z.ZodError, sources: Map<string, string>, fallbackFile: string, prefix = ""): Diagnostic[] {
+  return error.issues.map((issue: any) => {
+    let path = prefix;
+    for (const k of issue.path) path = joinPath(path, k as string | number);
+    const file = sourceOf(sources, path, fallbackFile);
+    const optionDoc = describeOf(optionAt(schema, issue.path));
+    const found = "input" in issue ? show(issue.input) : "nothing";
+    let expected: string;
+    switch (issue.code) {
+      case "invalid_type":
+        expected = issue.input === undefined ? `a value (${issue.expected}) — this option is required` : `a ${issue.expected}`;
+        break;
+      case "invalid_value":
+        expected = `one of ${issue.values.map((v: unknown) => JSON.stringify(v)).join(", ")}`;
+        break;
+      case "too_small":
+        expected = issue.origin === "array" ? `at least ${issue.minimum} item(s)` : issue.origin === "string" ? `at least ${issue.minimum} character(s)` : `at least ${issue.minimum}`;
+        break;
+      case "too_big":
+        expected = issue.origin === "array" ? `at most ${issue.maximum} item(s)` : issue.origin === "string" ? `at most ${issue.maximum} character(s)` : `at most ${issue.maximum}`;
+        break;
+      case "invalid_format":
+        expected = issue.message?.startsWith("Invalid") ? `a ${issue.format}` : issue.message;
+        break;
+      case "unrecognized_keys":
+        return diag(file, path, "only known options", `unknown option(s) ${issue.keys.map((k: string) => `"${k}"`).join(", ")}`, "remove them or fix their spelling");
+      default:
+        expected = issue.message;
+    }
+    const fix = issue.input === undefined && issue.code === "invalid_type"
+      ? `set ${path}${optionDoc ? ` (${optionDoc})` : ""}`
+      : `set ${path} to ${expected}${optionDoc ? ` — ${optionDoc}` : ""}`;
+    return diag(file, path, expected, found, fix);
+  });
+}
+
+function optionAt(schema: z.ZodType, path: PropertyKey[]): z.ZodType | undefined {
+  let s: z.ZodType | undefined = schema;
+  for (const k of path) {
+    if (!s) return undefined;
+    const kind = schemaKind(s);
+    if (kind.kind === "object") s = kind.shape[k as string];
+    else if (kind.kind === "record") s = kind.value;
+    else if (kind.kind === "array") {
+      let a: any = s;
+      while (a?._zod?.def && a._zod.def.type !== "array") a = a._zod.def.innerType ?? a._zod.def.in;
+      s = a?._zod?.def?.element;
+    } else return s;
+  }
+  return s;
+}

@@ -1,0 +1,157 @@
+/**
+ * Policy -> filter rules, as headscale 0.29 compiles them
+ * (compiled.go compileGrants / compileOneGrant, filter.go):
+ *  - each ACL becomes one grant per destination (aclToGrants), appended after
+ *    the policy's own grants;
+ *  - a grant yields one rule per `ip` entry; its destinations share the ports;
+ *  - a `*` source also admits every approved subnet route (srcIPsWithRoutes),
+ *    autogroup:danger-all admits everything;
+ *  - a grant whose sources resolve to nothing yields no rule;
+ *  - autogroup:self destinations and `via` grants are per-node: they are not
+ *    in the global filter the policy `tests` run against.
+ * Each rule keeps where it came from so that an answer can say why.
+ */
+import { parseAlias, parseDestination, parseIpSpec, parseProto, protoNumbers, ANY_PORTS, type Alias, type PortRange } from "./alias.ts";
+import { ALL, EMPTY, fromPrefixStrings, union, type IPSet } from "./ipset.ts";
+import { Resolver } from "./resolve.ts";
+import type { Policy } from "./schema.ts";
+
+export interface RuleOrigin {
+  /** `acls[2]` or `grants[0]`. */
+  path: string;
+  /** The rule as written, short: `group:admins -> tag:server:22`. */
+  text: string;
+}
+
+export interface CompiledRule {
+  id: number;
+  origin: RuleOrigin;
+  category: "regular" | "self" | "via";
+  /** Sources as filter SrcIPs (wildcard routes included). */
+  src: IPSet;
+  /** For self rules: the sources before narrowing to the destination's user. */
+  srcNodes?: Set<number>;
+  /** Union of the destinations' addresses (`*` = everything). */
+  dst: IPSet;
+  /** Canonical proto name, "" for every protocol. */
+  proto: string;
+  protos: number[] | null;
+  ports: PortRange[];
+  /** Via grants: the router tags. */
+  via?: string[];
+  /** Via grants: autogroup:internet in the destinations (exit nodes). */
+  viaInternet?: boolean;
+}
+
+export interface Compiled {
+  /** No acls and no grants: headscale allows everything. */
+  allowAll: boolean;
+  rules: CompiledRule[];
+  resolver: Resolver;
+}
+
+interface GrantLike {
+  path: string;
+  text: string;
+  src: string[];
+  dst: Alias[];
+  specs: { proto: string; ports: PortRange[] }[];
+  via?: string[];
+}
+
+/** Turns a policy into rules; unparsable entries are skipped (validatePolicy reports them). */
+export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
+  const allowAll = policy.acls === undefined && policy.grants === undefined;
+  const grants: GrantLike[] = [];
+  (policy.grants ?? []).forEach((g, i) => {
+    const dst = g.dst.map((d) => parseAlias(d)).filter((a) => a.ok).map((a) => (a as { value: Alias }).value);
+    const specs = (g.ip ?? []).map(parseIpSpec).filter((s) => s.ok).map((s) => (s as { value: { proto: string; ports: PortRange[] } }).value);
+    grants.push({
+      path: `grants[${i}]`,
+      text: `${g.src.join(", ")} -> ${g.dst.join(", ")} [${(g.ip ?? []).join(", ")}]${g.via ? ` via ${g.via.join(", ")}` : ""}`,
+      src: g.src, dst, specs, via: g.via,
+    });
+  });
+  (policy.acls ?? []).forEach((a, i) => {
+    const proto = parseProto(a.proto);
+    if (!proto.ok) return;
+    const parsed = a.dst.map((d, j) => ({ d: parseDestination(d), j, raw: d }));
+    const isSelf = (x: Alias) => x.kind === "autogroup" && x.name === "self";
+    const valid = parsed.filter((p) => p.d.ok) as { d: { ok: true; value: { alias: Alias; ports: PortRange[] } }; j: number; raw: string }[];
+    // aclToGrants: non-self destinations first when any destination is not an autogroup.
+    const hasNonAutogroup = valid.some((p) => p.d.value.alias.kind !== "autogroup");
+    const ordered = hasNonAutogroup
+      ? [...valid.filter((p) => !isSelf(p.d.value.alias)), ...valid.filter((p) => isSelf(p.d.value.alias))]
+      : valid;
+    for (const p of ordered) {
+      grants.push({
+        path: `acls[${i}]`,
+        text: `${a.src.join(", ")} -> ${p.raw}${proto.value ? ` (${proto.value})` : ""}`,
+        src: a.src,
+        dst: [p.d.value.alias],
+        specs: [{ proto: proto.value, ports: p.d.value.ports }],
+      });
+    }
+  });
+
+  const rules: CompiledRule[] = [];
+  const subnetRoutes = fromPrefixStrings(resolver.nodes.flatMap((n) => n.subnetRoutes));
+  for (const g of grants) {
+    const srcAliases = g.src.map((s) => parseAlias(s)).filter((a) => a.ok).map((a) => (a as { value: Alias }).value);
+    if (srcAliases.some((a) => a.kind === "autogroup" && a.name === "self")) continue; // errSelfInSources
+    if (g.src.length === 0 || g.dst.length === 0) continue;
+    const resolved = srcAliases.map((a) => resolver.resolve(a)).filter((r) => r.set !== null);
+    if (resolved.length === 0) continue;
+    const hasWildcard = srcAliases.some((a) => a.kind === "wildcard");
+    const dangerAll = srcAliases.some((a) => a.kind === "autogroup" && a.name === "danger-all");
+    const merged = union(...resolved.map((r) => r.set as IPSet));
+    if (merged.length === 0) continue;
+    const src = dangerAll ? ALL : hasWildcard ? union(merged, subnetRoutes) : merged;
+    const origin = { path: g.path, text: g.text };
+    const base = { origin, src };
+
+    if (g.via && g.via.length > 0) {
+      const viaInternet = g.dst.some((d) => d.kind === "autogroup" && d.name === "internet");
+      const dst = union(
+        ...g.dst
+          .filter((d) => !(d.kind === "autogroup" && d.name === "internet"))
+          .map((d) => resolver.resolve(d).set ?? EMPTY),
+      );
+      for (const s of g.specs) {
+        rules.push({ ...base, id: rules.length, category: "via", dst, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports, via: g.via, viaInternet });
+      }
+      continue;
+    }
+
+    const selfDst = g.dst.some((d) => d.kind === "autogroup" && d.name === "self");
+    const others = g.dst.filter((d) => !(d.kind === "autogroup" && d.name === "self"));
+    if (others.length > 0) {
+      const sets = others.map((d) => (d.kind === "wildcard" ? ALL : resolver.resolve(d).set)).filter((s): s is IPSet => s !== null);
+      const dst = union(...sets);
+      if (sets.length > 0 && dst.length > 0) {
+        for (const s of g.specs) {
+          rules.push({ ...base, id: rules.length, category: "regular", dst, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });
+        }
+      }
+    }
+    if (selfDst) {
+      // filterSourcesToSameUser: a source node counts when one of its IPs is in a resolved source.
+      const srcNodes = new Set<number>();
+      for (const n of resolver.nodes) {
+        if (n.tagged || n.node.user === undefined) continue;
+        if (resolved.some((r) => n.addrs.some((a) => inSet(r.set as IPSet, a)))) srcNodes.add(n.index);
+      }
+      for (const s of g.specs) {
+        rules.push({ ...base, id: rules.length, category: "self", srcNodes, dst: EMPTY, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });
+      }
+    }
+  }
+  return { allowAll, rules, resolver };
+}
+
+function inSet(set: IPSet, a: bigint): boolean {
+  for (const [lo, hi] of set) if (lo <= a && a <= hi) return true;
+  return false;
+}
+
+export { ANY_PORTS };

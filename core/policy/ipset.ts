@@ -1,0 +1,264 @@
+/**
+ * Addresses, prefixes and address sets, the way Go's netip/netipx see them.
+ *
+ * Both families live in one number line so one sorted range list can hold a
+ * mixed set: IPv6 addresses are 0 .. 2^128-1 and IPv4 addresses are shifted
+ * above them (2^128 + a). `::/0` therefore never covers an IPv4 address, as in
+ * netipx, and ranges never cross families.
+ */
+import { parseIpv4, parseIpv6 } from "../schema-types.ts";
+
+export const V4_BASE = 1n << 128n;
+const V4_MAX = V4_BASE + (1n << 32n) - 1n;
+
+export interface Prefix {
+  /** First address (host bits zeroed). */
+  lo: bigint;
+  /** Last address. */
+  hi: bigint;
+  bits: number;
+  v6: boolean;
+}
+
+/** A sorted list of disjoint, non-adjacent inclusive ranges. */
+export type IPSet = readonly (readonly [bigint, bigint])[];
+
+export const EMPTY: IPSet = [];
+
+/** Parses one address (no prefix). Returns the position on the shared number line. */
+export function parseAddr(s: string): { n: bigint; v6: boolean } | null {
+  const v4 = parseIpv4(s);
+  if (v4 !== null) return { n: V4_BASE + v4, v6: false };
+  const v6 = parseIpv6WithV4Tail(s);
+  if (v6 !== null) return { n: v6, v6: true };
+  return null;
+}
+
+function parseIpv6WithV4Tail(s: string): bigint | null {
+  const m = /^(.*:)(\d+\.\d+\.\d+\.\d+)$/.exec(s);
+  if (m) {
+    const tail = parseIpv4(m[2]);
+    if (tail === null) return null;
+    const head = parseIpv6(`${m[1]}0:0`);
+    if (head === null) return null;
+    return head | tail;
+  }
+  return parseIpv6(s);
+}
+
+/**
+ * Parses `1.2.3.4`, `1.2.3.4/24`, `fd7a::1`, `fd7a::/48` as Go's netip.ParsePrefix
+ * does (a bare address is a single-host prefix; host bits are masked off when the
+ * set is built, as netipx.IPSetBuilder.AddPrefix does).
+ */
+export function parsePrefix(s: string): Prefix | null {
+  const slash = s.indexOf("/");
+  const addr = parseAddr(slash < 0 ? s : s.slice(0, slash));
+  if (!addr) return null;
+  const width = addr.v6 ? 128 : 32;
+  let bits = width;
+  if (slash >= 0) {
+    const b = s.slice(slash + 1);
+    if (!/^(0|[1-9]\d{0,2})$/.test(b)) return null;
+    bits = Number(b);
+    if (bits > width) return null;
+  }
+  const size = 1n << BigInt(width - bits);
+  const base = addr.v6 ? 0n : V4_BASE;
+  const lo = base + (((addr.n - base) / size) * size);
+  return { lo, hi: lo + size - 1n, bits, v6: addr.v6 };
+}
+
+/** True when the written prefix had host bits set (`10.0.0.1/24`). */
+export function hasHostBits(s: string): boolean {
+  const p = parsePrefix(s);
+  const a = parseAddr(s.split("/")[0]);
+  return p !== null && a !== null && p.lo !== a.n;
+}
+
+export function isV4(n: bigint): boolean {
+  return n >= V4_BASE;
+}
+
+export function formatAddr(n: bigint): string {
+  if (n >= V4_BASE) {
+    const v = Number(n - V4_BASE);
+    return [v >>> 24, (v >>> 16) & 255, (v >>> 8) & 255, v & 255].join(".");
+  }
+  const groups: number[] = [];
+  for (let i = 7; i >= 0; i--) groups.push(Number((n >> BigInt(i * 16)) & 0xffffn));
+  // RFC 5952: compress the longest run (>= 2) of zero groups, leftmost on ties.
+  let best = -1;
+  let bestLen = 1;
+  for (let i = 0; i < 8; ) {
+    if (groups[i] !== 0) { i++; continue; }
+    let j = i;
+    while (j < 8 && groups[j] === 0) j++;
+    if (j - i > bestLen) { best = i; bestLen = j - i; }
+    i = j;
+  }
+  const hex = groups.map((g) => g.toString(16));
+  if (best < 0) return hex.join(":");
+  return `${hex.slice(0, best).join(":")}::${hex.slice(best + bestLen).join(":")}`;
+}
+
+export function formatPrefix(p: Prefix): string {
+  const width = p.v6 ? 128 : 32;
+  return p.bits === width ? formatAddr(p.lo) : `${formatAddr(p.lo)}/${p.bits}`;
+}
+
+export function prefixToSet(p: Prefix): IPSet {
+  return [[p.lo, p.hi]];
+}
+
+/** Builds a set from ranges in any order, merging overlaps and neighbours. */
+export function fromRanges(ranges: Iterable<readonly [bigint, bigint]>): IPSet {
+  const list = [...ranges].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
+  const out: [bigint, bigint][] = [];
+  for (const [lo, hi] of list) {
+    const last = out[out.length - 1];
+    // Never merge across the family boundary: ::ffff..ff and 0.0.0.0 are neighbours on the line only.
+    if (last && lo <= last[1] + 1n && !(last[1] === V4_BASE - 1n && lo === V4_BASE)) {
+      if (hi > last[1]) last[1] = hi;
+    } else out.push([lo, hi]);
+  }
+  return out;
+}
+
+export function fromPrefixStrings(list: Iterable<string>): IPSet {
+  const ranges: [bigint, bigint][] = [];
+  for (const s of list) {
+    const p = parsePrefix(s);
+    if (p) ranges.push([p.lo, p.hi]);
+  }
+  return fromRanges(ranges);
+}
+
+export function union(...sets: IPSet[]): IPSet {
+  const nonEmpty = sets.filter((s) => s.length > 0);
+  if (nonEmpty.length === 0) return EMPTY;
+  if (nonEmpty.length === 1) return nonEmpty[0];
+  return fromRanges(nonEmpty.flat());
+}
+
+export function subtract(a: IPSet, b: IPSet): IPSet {
+  const out: [bigint, bigint][] = [];
+  let j = 0;
+  for (const [lo0, hi] of a) {
+    let lo = lo0;
+    while (j < b.length && b[j][1] < lo) j++;
+    let k = j;
+    while (k < b.length && b[k][0] <= hi) {
+      if (b[k][0] > lo) out.push([lo, b[k][0] - 1n]);
+      lo = b[k][1] + 1n;
+      if (lo > hi) break;
+      k++;
+    }
+    if (lo <= hi) out.push([lo, hi]);
+  }
+  return out;
+}
+
+export function intersect(a: IPSet, b: IPSet): IPSet {
+  const out: [bigint, bigint][] = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const lo = a[i][0] > b[j][0] ? a[i][0] : b[j][0];
+    const hi = a[i][1] < b[j][1] ? a[i][1] : b[j][1];
+    if (lo <= hi) out.push([lo, hi]);
+    if (a[i][1] < b[j][1]) i++;
+    else j++;
+  }
+  return out;
+}
+
+export function contains(set: IPSet, n: bigint): boolean {
+  let lo = 0;
+  let hi = set.length - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >> 1;
+    if (set[mid][1] < n) lo = mid + 1;
+    else if (set[mid][0] > n) hi = mid - 1;
+    else return true;
+  }
+  return false;
+}
+
+/** Some address of [lo, hi] is in the set (netipx IPSet.OverlapsPrefix). */
+export function overlapsRange(set: IPSet, lo: bigint, hi: bigint): boolean {
+  let a = 0;
+  let b = set.length - 1;
+  while (a <= b) {
+    const mid = (a + b) >> 1;
+    if (set[mid][1] < lo) a = mid + 1;
+    else if (set[mid][0] > hi) b = mid - 1;
+    else return true;
+  }
+  return false;
+}
+
+export function overlaps(a: IPSet, b: IPSet): boolean {
+  return intersect(a, b).length > 0;
+}
+
+/** Every address of [lo, hi] is in the set. */
+export function coversRange(set: IPSet, lo: bigint, hi: bigint): boolean {
+  for (const [a, b] of set) if (a <= lo && hi <= b) return true;
+  return false;
+}
+
+export function isEmpty(set: IPSet): boolean {
+  return set.length === 0;
+}
+
+/** The minimal list of prefixes covering the set (netipx IPSet.Prefixes). */
+export function toPrefixes(set: IPSet): Prefix[] {
+  const out: Prefix[] = [];
+  for (const [lo0, hi] of set) {
+    let lo = lo0;
+    const v6 = lo < V4_BASE;
+    const base = v6 ? 0n : V4_BASE;
+    const width = v6 ? 128 : 32;
+    while (lo <= hi) {
+      const off = lo - base;
+      // Largest aligned block starting at lo that fits in [lo, hi].
+      let size = 1n;
+      let bits = width;
+      while (bits > 0) {
+        const next = size << 1n;
+        if (off % next !== 0n || lo + next - 1n > hi) break;
+        size = next;
+        bits--;
+      }
+      out.push({ lo, hi: lo + size - 1n, bits, v6 });
+      lo += size;
+    }
+  }
+  return out;
+}
+
+/** Prefix strings, single hosts without /32 or /128 (what headscale writes in filter rules). */
+export function toStrings(set: IPSet): string[] {
+  return toPrefixes(set).map(formatPrefix);
+}
+
+/** The whole IPv4 and IPv6 space (`*` in a filter rule's destination). */
+export const ALL: IPSet = fromRanges([[0n, V4_BASE - 1n], [V4_BASE, V4_MAX]]);
+
+/** `*` as a source: the tailnet ranges minus the ChromeOS VM range (tsaddr). */
+export const TAILNET_WILDCARD: IPSet = subtract(
+  fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]),
+  fromPrefixStrings(["100.115.92.0/23"]),
+);
+
+/** autogroup:internet: public space, as headscale's util.TheInternet builds it. */
+export const THE_INTERNET: IPSet = subtract(
+  fromPrefixStrings(["2000::/3", "0.0.0.0/0"]),
+  fromPrefixStrings([
+    "fc00::/7", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+    "fd7a:115c:a1e0::/48", "100.64.0.0/10", "fe80::/10", "169.254.0.0/16",
+  ]),
+);
+
+export const CGNAT = fromPrefixStrings(["100.64.0.0/10"]);

@@ -1,0 +1,317 @@
+/**
+ * Who can reach what: every (source node, destination) pair with the
+ * protocols/ports allowed and the rules that allow them. Destinations are
+ * nodes, approved subnet routes (per router) and the internet through each
+ * exit node.
+ *
+ * Semantics follow headscale 0.29 per-node filters (compiled.go
+ * filterRulesForNode): global rules, plus autogroup:self (a user's untagged
+ * devices reach each other) and via grants (only on routers with a via tag,
+ * only for routes overlapping the grant's destinations). A node is a source
+ * of a rule when one of its addresses is in the rule's sources, and a
+ * destination when one of its addresses is in the rule's destinations; a
+ * route is reachable when the rule's destinations overlap it (a narrower
+ * destination is reported as such).
+ *
+ * Fast for big fleets: nodes with the same rule membership form a class and
+ * each (source class, destination class) is computed once.
+ */
+import { formatPorts, type PortRange } from "./alias.ts";
+import { compilePolicy, type Compiled, type CompiledRule, type RuleOrigin } from "./compile.ts";
+import { ALL, THE_INTERNET, coversRange, fromPrefixStrings, intersect, overlapsRange, parsePrefix, toStrings, type IPSet } from "./ipset.ts";
+import { Resolver, type NodeInfo, type PolicyNode } from "./resolve.ts";
+import type { Policy } from "./schema.ts";
+
+export interface ReachTarget {
+  /** `nas`, `192.168.8.0/24 via router`, `internet via exit1`. */
+  id: string;
+  kind: "node" | "route" | "internet";
+  /** The node itself, or the router / exit node. */
+  node: string;
+  cidr?: string;
+}
+
+export interface PairAccess {
+  /** Canonical text of what is allowed: `tcp:22,443 udp:53`, `any:*`, `tcp:80 to 192.168.8.10`. */
+  spec: string;
+  /** Ids of the rules that allow it (see `rules`). */
+  rules: number[];
+}
+
+export interface ReachPair {
+  src: string;
+  dst: string;
+  kind: ReachTarget["kind"];
+  spec: string;
+  why: string[];
+}
+
+export interface ReachabilityResult {
+  allowAll: boolean;
+  nodes: string[];
+  targets: ReachTarget[];
+  rules: RuleOrigin[];
+  compiled: Compiled;
+  /** Access from node `src` (index into nodes) to `targets[dst]`, or null. */
+  access(src: number, dst: number): PairAccess | null;
+  /** Every allowed pair, nodes to themselves left out. */
+  pairs(): Generator<ReachPair>;
+  /** May `src` reach `dst` (node name or target id) on port/proto? And why. */
+  explain(src: string, dst: string, port?: number, proto?: "tcp" | "udp"): { allowed: boolean; why: string };
+}
+
+const ALLOW_ALL_ORIGIN: RuleOrigin = { path: "(no acls, no grants)", text: "headscale allows everything" };
+
+export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}): ReachabilityResult {
+  const resolver = new Resolver(policy, nodes, opts.users);
+  const compiled = compilePolicy(policy, resolver);
+  const rules: CompiledRule[] = compiled.allowAll
+    ? [{ id: 0, origin: ALLOW_ALL_ORIGIN, category: "regular", src: ALL, dst: ALL, proto: "", protos: null, ports: [{ first: 0, last: 65535 }] }]
+    : compiled.rules;
+  const infos = resolver.nodes;
+  const N = infos.length;
+
+  const targets: ReachTarget[] = infos.map((n) => ({ id: n.node.name, kind: "node", node: n.node.name }));
+  const routeTargets: { t: number; node: NodeInfo; set: IPSet; lo: bigint; hi: bigint }[] = [];
+  for (const n of infos) {
+    for (const r of n.subnetRoutes) {
+      const p = parsePrefix(r);
+      if (!p) continue;
+      routeTargets.push({ t: targets.length, node: n, set: [[p.lo, p.hi]], lo: p.lo, hi: p.hi });
+      targets.push({ id: `${r} via ${n.node.name}`, kind: "route", node: n.node.name, cidr: r });
+    }
+  }
+  const internetTargets: { t: number; node: NodeInfo }[] = [];
+  for (const n of infos) {
+    if (!n.exitNode) continue;
+    internetTargets.push({ t: targets.length, node: n });
+    targets.push({ id: `internet via ${n.node.name}`, kind: "internet", node: n.node.name });
+  }
+
+  // Rule membership of every node, as bit rows, computed per distinct address set.
+  const plain = rules.filter((r) => r.category !== "self");
+  const W = Math.max(1, Math.ceil(plain.length / 32));
+  const srcRows = Array.from({ length: N }, () => new Uint32Array(W));
+  const dstRows = Array.from({ length: N }, () => new Uint32Array(W));
+  const sorted = infos.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : 0));
+  const memberCache = new Map<IPSet, number[]>();
+  const members = (set: IPSet): number[] => {
+    let m = memberCache.get(set);
+    if (m) return m;
+    m = nodesIn(set, sorted);
+    memberCache.set(set, m);
+    return m;
+  };
+  plain.forEach((r, k) => {
+    const word = k >>> 5;
+    const bit = 1 << (k & 31);
+    for (const i of members(r.src)) srcRows[i][word] |= bit;
+    if (r.category === "regular") for (const i of members(r.dst)) dstRows[i][word] |= bit;
+  });
+
+  const classOf = (rows: Uint32Array[]) => {
+    const ids = new Map<string, number>();
+    const cls = new Int32Array(rows.length);
+    const reps: Uint32Array[] = [];
+    rows.forEach((row, i) => {
+      const key = row.join(",");
+      let id = ids.get(key);
+      if (id === undefined) {
+        id = reps.length;
+        ids.set(key, id);
+        reps.push(row);
+      }
+      cls[i] = id;
+    });
+    return { cls, reps };
+  };
+  const S = classOf(srcRows);
+  const D = classOf(dstRows);
+
+  const specCache = new Map<string, PairAccess | null>();
+  const build = (entries: { rule: CompiledRule; part?: string }[]): PairAccess | null => {
+    if (entries.length === 0) return null;
+    const key = entries.map((e) => `${e.rule.id}${e.part ? `@${e.part}` : ""}`).join(" ");
+    const hit = specCache.get(key);
+    if (hit !== undefined) return hit;
+    const acc = { spec: canonicalSpec(entries), rules: [...new Set(entries.map((e) => e.rule.id))] };
+    specCache.set(key, acc);
+    return acc;
+  };
+
+  const classMatrix = new Map<number, PairAccess | null>();
+  const classAccess = (cs: number, cd: number): PairAccess | null => {
+    const k = cs * D.reps.length + cd;
+    if (classMatrix.has(k)) return classMatrix.get(k)!;
+    const a = S.reps[cs];
+    const b = D.reps[cd];
+    const entries: { rule: CompiledRule }[] = [];
+    for (let w = 0; w < W; w++) {
+      let x = a[w] & b[w];
+      while (x !== 0) {
+        const low = x & -x;
+        entries.push({ rule: plain[(w << 5) + (31 - Math.clz32(low))] });
+        x ^= low;
+      }
+    }
+    const acc = build(entries);
+    classMatrix.set(k, acc);
+    return acc;
+  };
+
+  // autogroup:self: a user's untagged devices, pairwise.
+  const selfRules = rules.filter((r) => r.category === "self");
+  const selfAccess = new Map<number, PairAccess | null>();
+  if (selfRules.length > 0) {
+    const byUser = new Map<string, number[]>();
+    for (const n of infos) {
+      if (n.tagged || n.node.user === undefined) continue;
+      const l = byUser.get(n.node.user) ?? [];
+      l.push(n.index);
+      byUser.set(n.node.user, l);
+    }
+    for (const group of byUser.values()) {
+      for (const s of group) {
+        const applicable = selfRules.filter((r) => r.srcNodes!.has(s));
+        if (applicable.length === 0) continue;
+        for (const d of group) {
+          const base = plainEntries(classAccess(S.cls[s], D.cls[d]));
+          selfAccess.set(s * targets.length + d, build([...base, ...applicable.map((rule) => ({ rule }))]));
+        }
+      }
+    }
+  }
+  const byId = new Map(rules.map((r) => [r.id, r]));
+  function plainEntries(a: PairAccess | null): { rule: CompiledRule }[] {
+    return a ? a.rules.map((id) => ({ rule: byId.get(id)! })) : [];
+  }
+
+  // Routes and exit nodes: few, so computed per source class directly.
+  const extraCache = new Map<number, PairAccess | null>();
+  const extraAccess = (cs: number, t: number): PairAccess | null => {
+    const k = cs * targets.length + t;
+    if (extraCache.has(k)) return extraCache.get(k)!;
+    const row = S.reps[cs];
+    const entries: { rule: CompiledRule; part?: string }[] = [];
+    const route = routeTargets.find((r) => r.t === t);
+    const exit = internetTargets.find((r) => r.t === t);
+    plain.forEach((rule, idx) => {
+      if ((row[idx >>> 5] & (1 << (idx & 31))) === 0) return;
+      const router = (route ?? exit)!.node;
+      if (rule.category === "via" && !rule.via!.some((v) => router.node.tags.includes(v))) return;
+      if (route) {
+        if (!overlapsRange(rule.dst, route.lo, route.hi)) return;
+        const part = coversRange(rule.dst, route.lo, route.hi) ? undefined : toStrings(intersect(rule.dst, route.set)).join(",");
+        entries.push({ rule, part });
+      } else if (exit) {
+        const ok = rule.category === "via" ? rule.viaInternet === true : intersect(rule.dst, THE_INTERNET).length > 0;
+        if (ok) entries.push({ rule });
+      }
+    });
+    const acc = build(entries);
+    extraCache.set(k, acc);
+    return acc;
+  };
+
+  const access = (s: number, t: number): PairAccess | null => {
+    if (t < N) {
+      const self = selfAccess.get(s * targets.length + t);
+      if (self !== undefined) return self;
+      return classAccess(S.cls[s], D.cls[t]);
+    }
+    return extraAccess(S.cls[s], t);
+  };
+
+  const origins = rules.map((r) => r.origin);
+  const why = (a: PairAccess) => a.rules.map((id) => `${origins[id].path}: ${origins[id].text}`);
+
+  return {
+    allowAll: compiled.allowAll,
+    nodes: infos.map((n) => n.node.name),
+    targets,
+    rules: origins,
+    compiled,
+    access,
+    *pairs() {
+      for (let s = 0; s < N; s++) {
+        for (let t = 0; t < targets.length; t++) {
+          if (t === s) continue;
+          const a = access(s, t);
+          if (a) yield { src: infos[s].node.name, dst: targets[t].id, kind: targets[t].kind, spec: a.spec, why: why(a) };
+        }
+      }
+    },
+    explain(src, dst, port, proto) {
+      const s = infos.findIndex((n) => n.node.name === src);
+      const t = targets.findIndex((x) => x.id === dst);
+      if (s < 0) return { allowed: false, why: `unknown node ${src}` };
+      if (t < 0) return { allowed: false, why: `unknown destination ${dst}` };
+      const a = access(s, t);
+      if (!a) return { allowed: false, why: "no rule matched" };
+      if (port === undefined) return { allowed: true, why: why(a).join("; ") };
+      const allowing = a.rules.filter((id) => {
+        const r = byId.get(id)!;
+        const protoOk = !r.protos || r.protos.includes(proto === "udp" ? 17 : 6);
+        return protoOk && r.ports.some((p) => p.first <= port && port <= p.last);
+      });
+      if (allowing.length === 0) return { allowed: false, why: `no rule matched on ${proto ?? "tcp"}:${port} (allowed: ${a.spec})` };
+      return { allowed: true, why: allowing.map((id) => `${origins[id].path}: ${origins[id].text}`).join("; ") };
+    },
+  };
+}
+
+/** Indices of nodes with an address in the set; `sorted` is every node address in order. */
+function nodesIn(set: IPSet, sorted: { a: bigint; i: number }[]): number[] {
+  const out = new Set<number>();
+  for (const [lo, hi] of set) {
+    let a = 0;
+    let b = sorted.length;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (sorted[mid].a < lo) a = mid + 1;
+      else b = mid;
+    }
+    for (let k = a; k < sorted.length && sorted[k].a <= hi; k++) out.add(sorted[k].i);
+  }
+  return [...out];
+}
+
+/** `any:*`, `tcp:22,443 udp:53`, `tcp:80 to 192.168.8.10`: ports merged per protocol. */
+export function canonicalSpec(entries: { rule: CompiledRule; part?: string }[]): string {
+  const groups = new Map<string, PortRange[]>();
+  for (const { rule, part } of entries) {
+    const key = `${rule.proto || "any"}${part ? `|${part}` : ""}`;
+    groups.set(key, [...(groups.get(key) ?? []), ...rule.ports]);
+  }
+  const merged = new Map([...groups].map(([k, v]) => [k, mergeRanges(v)]));
+  // Ports open to every protocol need not be repeated for one protocol.
+  for (const [k, v] of merged) {
+    const [proto, part] = k.split("|");
+    if (proto === "any") continue;
+    const any = merged.get(`any${part ? `|${part}` : ""}`);
+    if (!any) continue;
+    const rest = v.filter((p) => !any.some((a) => a.first <= p.first && p.last <= a.last));
+    if (rest.length === 0) merged.delete(k);
+    else merged.set(k, rest);
+  }
+  return [...merged]
+    .sort(([a], [b]) => (a === b ? 0 : a.startsWith("any") && !b.startsWith("any") ? -1 : !a.startsWith("any") && b.startsWith("any") ? 1 : a < b ? -1 : 1))
+    .map(([k, v]) => {
+      const [proto, part] = k.split("|");
+      return `${proto}:${formatPorts(v)}${part ? ` to ${part}` : ""}`;
+    })
+    .join(" ");
+}
+
+export function mergeRanges(ranges: PortRange[]): PortRange[] {
+  const s = [...ranges].sort((a, b) => a.first - b.first);
+  const out: PortRange[] = [];
+  for (const r of s) {
+    const last = out[out.length - 1];
+    if (last && r.first <= last.last + 1) last.last = Math.max(last.last, r.last);
+    else out.push({ ...r });
+  }
+  return out;
+}
+
+export { fromPrefixStrings };

@@ -1,0 +1,492 @@
+/**
+ * The Headscale coordinator (0.29.x): its config.yaml, the policy file, the
+ * DERP map file, the key files (as secret references) and a hardened unit or
+ * a container. Keys and checks follow hscontrol/types/config.go of 0.29.2.
+ */
+import { stringify } from "yaml";
+import { z } from "zod";
+import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
+import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, UnitSpec } from "../core/types.ts";
+import { duration, parseCidr, port } from "../core/schema-types.ts";
+import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
+
+const listenAddr = z
+  .string()
+  .regex(/^(\[[0-9a-fA-F:]+\]|[^:\s]*):\d{1,5}$/, { message: "host:port, e.g. 127.0.0.1:8080 (an empty host means every address)" });
+
+export const headscaleOptions = z
+  .object({
+    enable: z.boolean().default(false).describe("Run the Headscale coordinator on this host (it must be fleet.yaml coordinator.host)."),
+    package: z.string().default("/usr/local/bin/headscale").describe("Path of the headscale binary (systemd runtime)."),
+    image: z
+      .string()
+      .default("")
+      .describe("Container image (docker runtime); \"\" pins docker.io/headscale/headscale to fleet.yaml coordinator.headscaleVersion."),
+    listenAddr: listenAddr.default("127.0.0.1:8080").describe("HTTP listener; loopback behind the reverse proxy."),
+    metricsListenAddr: z
+      .union([listenAddr, z.literal("")])
+      .default("127.0.0.1:9090")
+      .describe("/metrics and /debug listener; \"\" disables it. Keep it private."),
+    grpcListenAddr: listenAddr.default("127.0.0.1:50443").describe("gRPC listener (remote CLI); the local CLI uses the unix socket."),
+    openFirewall: z.boolean().default(false).describe("Open listenAddr's port publicly (only without a reverse proxy)."),
+    trustedProxies: z
+      .array(z.string())
+      .default(["127.0.0.1/32", "::1/128"])
+      .describe("CIDRs whose X-Forwarded-For/X-Real-IP Headscale believes (the local reverse proxy)."),
+    database: z
+      .object({
+        type: z.enum(["sqlite", "postgres"]).default("sqlite").describe("SQLite (recommended upstream) or PostgreSQL."),
+        sqlitePath: z.string().default("/var/lib/headscale/db.sqlite").describe("SQLite database file."),
+        writeAheadLog: z.boolean().default(true).describe("SQLite WAL mode."),
+        postgres: z
+          .object({
+            host: z.string().default("localhost").describe("PostgreSQL host (or a unix socket directory)."),
+            port: port.default(5432).describe("PostgreSQL port."),
+            name: z.string().default("headscale").describe("Database name."),
+            user: z.string().default("headscale").describe("Database user."),
+            ssl: z.union([z.boolean(), z.string()]).default(false).describe("false, true (require) or a libpq sslmode."),
+            maxOpenConns: z.number().int().min(1).default(10).describe("Connection pool size."),
+          })
+          .strict()
+          .default({ host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 })
+          .describe("PostgreSQL settings; the password comes from the secret `headscale-postgres-env` (HEADSCALE_DATABASE_POSTGRES_PASS=…)."),
+      })
+      .strict()
+      .default({
+        type: "sqlite",
+        sqlitePath: "/var/lib/headscale/db.sqlite",
+        writeAheadLog: true,
+        postgres: { host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 },
+      })
+      .describe("Where Headscale keeps its state."),
+    ephemeralInactivityTimeout: duration
+      .default("30m")
+      .describe("How long an inactive ephemeral node lives (Headscale requires more than 65s)."),
+    derpAutoUpdate: z.boolean().default(true).describe("Re-read the DERP map sources periodically."),
+    derpUpdateFrequency: duration.default("3h").describe("How often to re-read them."),
+    logLevel: z.enum(["panic", "fatal", "error", "warn", "info", "debug", "trace"]).default("info").describe("Log level."),
+    logFormat: z.enum(["text", "json"]).default("text").describe("Log format."),
+    extraSettings: z
+      .record(z.string(), z.any())
+      .default({})
+      .describe("Extra config.yaml keys, deep-merged over the rendered ones (an escape hatch; legacy keys are rejected)."),
+  })
+  .strict();
+
+export type HeadscaleOptions = z.infer<typeof headscaleOptions>;
+
+/** Paths Headscale reads, as seen by the headscale process (host or container). */
+export const HS = {
+  configDir: "/etc/headscale",
+  config: "/etc/headscale/config.yaml",
+  policy: "/etc/headscale/policy.hujson",
+  derpMap: "/etc/headscale/derp.yaml",
+  stateDir: "/var/lib/headscale",
+  noiseKey: "/var/lib/headscale/noise_private.key",
+  derpKey: "/var/lib/headscale/derp_server_private.key",
+  runDir: "/var/run/headscale",
+  socket: "/var/run/headscale/headscale.sock",
+  postgresEnv: "/etc/headscale/postgres.env",
+} as const;
+
+/** Where the docker runtime keeps the files on the host before uploading them. */
+export const DOCKER_HOST_DIR = "/opt/meshfleet/headscale";
+
+/** Keys Headscale 0.29 refuses to start with (config.go deprecator fatals). */
+export const LEGACY_KEYS = [
+  "acl_policy_path",
+  "dns_config",
+  "randomize_client_port",
+  "oidc.expiry",
+  "oidc.strip_email_domain",
+  "oidc.map_legacy_users",
+  "dns.use_username_in_magic_dns",
+];
+
+export interface HeadscaleRenderInput {
+  serverUrl: string;
+  opts: HeadscaleOptions;
+  fleet: ModuleContext["fleet"];
+  /** Embedded DERP relay settings, or null. */
+  embedded: { regionId: number; regionCode: string; regionName: string; stunPort: number; ipv4?: string } | null;
+  /** Regions of the DERP map file (`derp.paths`); none means no file. */
+  fileRegions: DerpRegion[];
+  /** Listeners bind inside a container (0.0.0.0) when the docker runtime publishes them. */
+  inContainer: boolean;
+}
+
+function bindAll(listen: string): string {
+  const p = listen.slice(listen.lastIndexOf(":") + 1);
+  return `0.0.0.0:${p}`;
+}
+
+/** config.yaml as an object, keys in a fixed order (YAML output follows insertion order). */
+export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, unknown> {
+  const { opts, fleet } = i;
+  const addr = (a: string) => (i.inContainer && a !== "" ? bindAll(a) : a);
+  const db =
+    opts.database.type === "sqlite"
+      ? { type: "sqlite", sqlite: { path: opts.database.sqlitePath, write_ahead_log: opts.database.writeAheadLog } }
+      : {
+          type: "postgres",
+          postgres: {
+            host: opts.database.postgres.host,
+            port: opts.database.postgres.port,
+            name: opts.database.postgres.name,
+            user: opts.database.postgres.user,
+            ssl: opts.database.postgres.ssl,
+            max_open_conns: opts.database.postgres.maxOpenConns,
+          },
+        };
+  const split: Record<string, string[]> = {};
+  for (const k of Object.keys(fleet.dns.nameservers.split).sort()) split[k] = fleet.dns.nameservers.split[k];
+  const cfg: Record<string, unknown> = {
+    server_url: i.serverUrl,
+    listen_addr: addr(opts.listenAddr),
+    metrics_listen_addr: addr(opts.metricsListenAddr),
+    grpc_listen_addr: addr(opts.grpcListenAddr),
+    grpc_allow_insecure: false,
+    trusted_proxies: opts.trustedProxies,
+    noise: { private_key_path: HS.noiseKey },
+    prefixes: { v4: fleet.prefixes.v4, v6: fleet.prefixes.v6, allocation: fleet.prefixes.allocation },
+    derp: {
+      server: i.embedded
+        ? {
+            enabled: true,
+            region_id: i.embedded.regionId,
+            region_code: i.embedded.regionCode,
+            region_name: i.embedded.regionName,
+            verify_clients: true,
+            stun_listen_addr: `0.0.0.0:${i.embedded.stunPort}`,
+            private_key_path: HS.derpKey,
+            automatically_add_embedded_derp_region: true,
+            ...(i.embedded.ipv4 ? { ipv4: i.embedded.ipv4 } : {}),
+          }
+        : { enabled: false },
+      // Fetched at start, and a failed fetch is fatal: keep [] for offline fleets.
+      urls: fleet.derp.publicUrls,
+      paths: i.fileRegions.length > 0 ? [HS.derpMap] : [],
+      auto_update_enabled: opts.derpAutoUpdate,
+      update_frequency: opts.derpUpdateFrequency,
+    },
+    // Otherwise every CLI call asks GitHub for a newer release.
+    disable_check_updates: true,
+    node: { ephemeral: { inactivity_timeout: opts.ephemeralInactivityTimeout } },
+    database: db,
+    // TLS ends at the reverse proxy.
+    tls_cert_path: "",
+    tls_key_path: "",
+    log: { level: opts.logLevel, format: opts.logFormat },
+    policy: { mode: "file", path: HS.policy },
+    dns: {
+      magic_dns: fleet.dns.magicDns,
+      base_domain: fleet.dns.baseDomain,
+      override_local_dns: fleet.dns.overrideLocalDns,
+      nameservers: { global: fleet.dns.nameservers.global, split },
+      search_domains: [],
+      extra_records: fleet.dns.extraRecords.map((r) => ({ name: r.name, type: r.type, value: r.value })),
+    },
+    unix_socket: HS.socket,
+    // Upstream's default "0o770" does not parse and silently falls back to 0700.
+    unix_socket_permission: "0770",
+    logtail: { enabled: false },
+  };
+  return deepMerge(cfg, opts.extraSettings);
+}
+
+export function renderHeadscaleConfig(i: HeadscaleRenderInput): string {
+  return "# Rendered by meshfleet (modules/headscale.ts); edits are overwritten.\n" + stringify(headscaleConfigObject(i), { lineWidth: 0 });
+}
+
+export function renderDerpMap(regions: DerpRegion[]): string {
+  return "# Rendered by meshfleet (modules/derp.ts). Keys are lowercase on purpose: Headscale reads this with yaml.v3.\n" + stringify(derpMapFile(regions), { lineWidth: 0 });
+}
+
+function deepMerge(base: Record<string, unknown>, over: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [k, v] of Object.entries(over)) {
+    const b = out[k];
+    out[k] = isPlain(b) && isPlain(v) ? deepMerge(b, v) : v;
+  }
+  return out;
+}
+
+function isPlain(v: unknown): v is Record<string, unknown> {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function hasKey(obj: Record<string, unknown>, dotted: string): boolean {
+  let cur: unknown = obj;
+  for (const part of dotted.split(".")) {
+    if (!isPlain(cur) || !(part in cur)) return false;
+    cur = cur[part];
+  }
+  return true;
+}
+
+function seconds(d: string): number {
+  const n = Number(d.slice(0, -1));
+  return n * { s: 1, m: 60, h: 3600, d: 86400 }[d.slice(-1) as "s" | "m" | "h" | "d"];
+}
+
+/**
+ * Headscale's isSafeServerURL: the same-domain check compares the hostname,
+ * the suffix check splits `url.Host` (with the port!) on dots, so
+ * `https://hs.example.com:8443` passes with base_domain example.com.
+ */
+export function serverUrlConflict(serverUrl: string, baseDomain: string): "same" | "suffix" | null {
+  if (baseDomain === "") return null;
+  let u: URL;
+  try {
+    u = new URL(serverUrl);
+  } catch {
+    return null;
+  }
+  if (u.hostname === baseDomain) return "same";
+  const s = u.host.split(".");
+  const b = baseDomain.split(".");
+  if (s.length <= b.length) return null;
+  for (let k = 0; k < b.length; k++) if (s[s.length - k - 1] !== b[b.length - k - 1]) return null;
+  return "suffix";
+}
+
+export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, embedded: boolean): Assertion[] {
+  const f = ctx.fleet;
+  const ff = ctx.fleetFile;
+  const a: Assertion[] = [];
+  a.push({
+    assertion: ctx.host === f.coordinator.host,
+    path: "headscale.enable",
+    expected: `Headscale only on the coordinator (fleet.yaml coordinator.host: ${f.coordinator.host})`,
+    found: `headscale.enable: true on ${ctx.host}`,
+    fix: `set coordinator.host: ${ctx.host} in ${ff}, or headscale.enable: false here`,
+  });
+  const conflict = serverUrlConflict(f.coordinator.serverUrl, f.dns.baseDomain);
+  a.push({
+    assertion: conflict === null,
+    file: ff,
+    path: "dns.baseDomain",
+    expected:
+      "a MagicDNS domain that is not the server URL's host and does not contain it (clients would resolve the coordinator inside the tailnet and lose it)",
+    found: `baseDomain ${JSON.stringify(f.dns.baseDomain)} with serverUrl ${f.coordinator.serverUrl}${conflict === "same" ? " (same host)" : conflict === "suffix" ? " (the server is inside it)" : ""}`,
+    fix: "set dns.baseDomain to a domain of its own, e.g. tailnet.internal or ts.<your domain>",
+  });
+  a.push({
+    assertion: !f.dns.magicDns || f.dns.baseDomain !== "",
+    file: ff,
+    path: "dns.baseDomain",
+    expected: "a base domain when dns.magicDns is true",
+    found: '""',
+    fix: "set dns.baseDomain (e.g. tailnet.internal), or dns.magicDns: false",
+  });
+  a.push({
+    assertion: !f.dns.overrideLocalDns || f.dns.nameservers.global.length > 0,
+    file: ff,
+    path: "dns.nameservers.global",
+    expected: "at least one global nameserver when dns.overrideLocalDns is true",
+    found: "[]",
+    fix: "add resolvers to dns.nameservers.global (e.g. [1.1.1.1]), or set dns.overrideLocalDns: false",
+  });
+  const regions = derperRegionsOf(ctx).length + (embedded ? 1 : 0) + f.derp.publicUrls.length;
+  a.push({
+    assertion: regions > 0,
+    file: ff,
+    path: "derp",
+    expected: 'at least one DERP region (Headscale exits with "initial DERPMap is empty")',
+    found: "no host with derp.enable, no embedded relay and derp.publicUrls: []",
+    fix: `set derp.enable: true on a public host (or derp.mode: embedded on ${f.coordinator.host}), or add derp.publicUrls in ${ff}`,
+  });
+  a.push({
+    assertion: seconds(o.ephemeralInactivityTimeout) > 65,
+    path: "headscale.ephemeralInactivityTimeout",
+    expected: "more than 65s",
+    found: o.ephemeralInactivityTimeout,
+    fix: "set headscale.ephemeralInactivityTimeout: 30m",
+  });
+  o.trustedProxies.forEach((c, k) => {
+    const p = parseCidr(c);
+    a.push({
+      assertion: p !== null && p.bits > 0,
+      path: `headscale.trustedProxies[${k}]`,
+      expected: "a CIDR narrower than /0, e.g. 127.0.0.1/32 (a bare address is an error in Headscale)",
+      found: JSON.stringify(c),
+      fix: p === null ? `write it as ${c}/32 (or /128 for IPv6)` : "name the proxy's own address range",
+    });
+  });
+  for (const k of LEGACY_KEYS) {
+    a.push({
+      assertion: !hasKey(o.extraSettings, k),
+      path: `headscale.extraSettings.${k}`,
+      expected: "no key Headscale 0.29 rejects as legacy",
+      found: k,
+      fix: `remove ${k} (see Headscale's config-example.yaml for its replacement)`,
+    });
+  }
+  a.push({
+    assertion: !(hasKey(o.extraSettings, "dns.extra_records_path") && f.dns.extraRecords.length > 0),
+    path: "headscale.extraSettings.dns.extra_records_path",
+    expected: "either dns.extraRecords in fleet.yaml or extra_records_path, not both",
+    found: "both",
+    fix: "move the records into one of them",
+  });
+  return a;
+}
+
+function unitFor(o: HeadscaleOptions): UnitSpec {
+  const content = [
+    "[Unit]",
+    "Description=Headscale coordination server (meshfleet)",
+    "Wants=network-online.target",
+    "After=network-online.target",
+    "",
+    "[Service]",
+    "Type=simple",
+    "User=headscale",
+    "Group=headscale",
+    `ExecStart=${o.package} serve --config ${HS.config}`,
+    "ExecReload=/bin/kill -HUP $MAINPID",
+    "Restart=always",
+    "RestartSec=5",
+    ...(o.database.type === "postgres" ? [`EnvironmentFile=${HS.postgresEnv}`] : []),
+    "StateDirectory=headscale",
+    "StateDirectoryMode=0750",
+    "RuntimeDirectory=headscale",
+    "RuntimeDirectoryMode=0750",
+    "ProtectSystem=strict",
+    `ReadWritePaths=${HS.stateDir} ${HS.runDir}`,
+    "ProtectHome=yes",
+    "PrivateTmp=yes",
+    "PrivateDevices=yes",
+    "NoNewPrivileges=yes",
+    // Headscale binds high ports only (STUN 3478 included), so it needs no capability at all.
+    "CapabilityBoundingSet=",
+    "AmbientCapabilities=",
+    "ProtectKernelTunables=yes",
+    "ProtectKernelModules=yes",
+    "ProtectKernelLogs=yes",
+    "ProtectControlGroups=yes",
+    "ProtectClock=yes",
+    "ProtectHostname=yes",
+    "RestrictAddressFamilies=AF_INET AF_INET6 AF_UNIX AF_NETLINK",
+    "RestrictNamespaces=yes",
+    "RestrictRealtime=yes",
+    "RestrictSUIDSGID=yes",
+    "LockPersonality=yes",
+    "MemoryDenyWriteExecute=yes",
+    "SystemCallArchitectures=native",
+    "SystemCallFilter=@system-service",
+    "UMask=0077",
+    "",
+    "[Install]",
+    "WantedBy=multi-user.target",
+    "",
+  ].join("\n");
+  return { name: "headscale.service", content, enable: true };
+}
+
+function portOf(listen: string): number {
+  return Number(listen.slice(listen.lastIndexOf(":") + 1));
+}
+
+export const headscaleModule = defineModule({
+  name: "headscale",
+  description: "The Headscale coordination server: config.yaml, policy, DERP map, keys, and its unit or container.",
+  options: headscaleOptions,
+  config(o, ctx): Contribution {
+    if (!o.enable) return {};
+    const derpOpts = ctx.self.options?.derp as DerpOptions | undefined;
+    const emb = derpOpts?.enable && derpOpts.mode === "embedded" ? derpOpts : null;
+    const fileRegions = derperRegionsOf(ctx);
+    const docker = ctx.self.runtime === "docker";
+    const config = renderHeadscaleConfig({
+      serverUrl: ctx.fleet.coordinator.serverUrl,
+      opts: o,
+      fleet: ctx.fleet,
+      embedded: emb
+        ? {
+            regionId: regionIdOf(emb, ctx),
+            regionCode: ctx.fleet.derp.regionCode,
+            regionName: ctx.fleet.derp.regionName,
+            stunPort: emb.stunPort,
+            ...(emb.ipv4 ? { ipv4: emb.ipv4 } : {}),
+          }
+        : null,
+      fileRegions,
+      inContainer: docker,
+    });
+
+    // In-process paths -> host paths: identical for systemd, under one folder for docker.
+    const hostPath = (p: string) => (docker ? `${DOCKER_HOST_DIR}/${p.split("/").pop()}` : p);
+    const owner = docker ? "root" : "headscale";
+    const secretFile = (p: string, ref: string): FileSpec => ({
+      path: hostPath(p), content: "", mode: "0600", owner, group: owner, secret: true, secretRef: ref,
+    });
+    const plain = (p: string, content: string): FileSpec => ({
+      path: hostPath(p), content, mode: "0640", owner: "root", group: docker ? "root" : "headscale",
+    });
+    const inContainer: { containerPath: string; source: string; secret: boolean }[] = [];
+    const files: FileSpec[] = [];
+    const add = (f: FileSpec, containerPath: string) => {
+      files.push(f);
+      inContainer.push({ containerPath, source: f.path, secret: !!f.secretRef });
+    };
+    add(plain(HS.config, config), HS.config);
+    add(plain(HS.policy, ctx.policyHuJson !== "" ? ctx.policyHuJson : "{}\n"), HS.policy);
+    if (fileRegions.length > 0) add(plain(HS.derpMap, renderDerpMap(fileRegions)), HS.derpMap);
+    add(secretFile(HS.noiseKey, "noise-key"), HS.noiseKey);
+    if (emb) add(secretFile(HS.derpKey, "derp-key"), HS.derpKey);
+    if (o.database.type === "postgres") add(secretFile(HS.postgresEnv, "headscale-postgres-env"), HS.postgresEnv);
+
+    const health = loopbackOf(o.listenAddr);
+    const probes: HealthProbe[] = [
+      { name: "headscale-health", kind: "http", url: `http://${health}/health`, expectStatus: 200 },
+    ];
+    const inbound = o.openFirewall
+      ? [{ proto: "tcp" as const, port: portOf(o.listenAddr), from: [], owner: "headscale", comment: "Headscale HTTP (no proxy)" }]
+      : [];
+    if (emb) inbound.push({ proto: "udp", port: emb.stunPort, from: [], owner: "headscale", comment: "embedded DERP STUN" });
+
+    const assertions = headscaleAssertions(o, ctx, !!emb);
+    const fleet = { derpRegions: derpRegionsOf(ctx), users: ctx.fleet.users };
+
+    if (docker) {
+      const published = (listen: string, internal: number) => {
+        const host = listen.slice(0, listen.lastIndexOf(":"));
+        return { internal, external: portOf(listen), protocol: "tcp" as const, ip: host === "" || host === "0.0.0.0" ? undefined : host };
+      };
+      const ports: ContainerSpec["ports"] = [published(o.listenAddr, portOf(o.listenAddr))];
+      if (o.metricsListenAddr !== "") ports.push(published(o.metricsListenAddr, portOf(o.metricsListenAddr)));
+      if (emb) ports.push({ internal: emb.stunPort, external: emb.stunPort, protocol: "udp" });
+      for (const p of ports) if (p.ip === undefined) delete p.ip;
+      const container: ContainerSpec = {
+        name: "headscale",
+        image: o.image !== "" ? o.image : `docker.io/headscale/headscale:${ctx.fleet.coordinator.headscaleVersion}`,
+        ports,
+        volumes: [{ name: "headscale-data", containerPath: HS.stateDir }],
+        env: {},
+        command: ["serve", "--config", HS.config],
+        uploads: inContainer,
+        restart: "unless-stopped",
+        // The image is distroless: no shell, no curl; `headscale health` asks the server itself.
+        healthcheck: { test: ["CMD", "headscale", "health"], interval: "30s", timeout: "5s", retries: 3 },
+      };
+      return { files, inbound, containers: [container], probes, assertions, fleet };
+    }
+
+    files.push({
+      path: "/etc/sysusers.d/headscale.conf",
+      content: `u headscale - "Headscale coordination server" ${HS.stateDir} /usr/sbin/nologin\n`,
+      mode: "0644",
+      owner: "root",
+      group: "root",
+    });
+    return {
+      files,
+      inbound,
+      units: [unitFor(o)],
+      probes: [...probes, { name: "headscale-unit", kind: "unit-active", unit: "headscale.service" }],
+      assertions,
+      fleet,
+    };
+  },
+});

@@ -1,0 +1,32 @@
+/** metrics: the node_exporter textfile directory the agent writes its metrics to. */
+import { z } from "zod";
+import { defineModule } from "../core/module.ts";
+
+export const metricsModule = defineModule({
+  name: "metrics",
+  description: "Prometheus metrics through node_exporter's textfile collector.",
+  options: z
+    .object({
+      enable: z.boolean().default(true).describe("Write tailscale_* and meshfleet_* metrics."),
+      textfileDir: z.string().startsWith("/").default("/var/lib/prometheus/node-exporter").describe("node_exporter --collector.textfile.directory."),
+      intervalSeconds: z.number().int().min(10).max(3600).default(60).describe("How often the metrics are refreshed."),
+    })
+    .strict(),
+  config(o) {
+    if (!o.enable) return {};
+    return {
+      units: [
+        {
+          name: "meshfleet-metrics.service",
+          enable: false,
+          content: "[Unit]\nDescription=meshfleet metrics (textfile)\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node /var/lib/meshfleet/agent/meshfleet-agent.mjs metrics\n",
+        },
+        {
+          name: "meshfleet-metrics.timer",
+          enable: true,
+          content: `[Unit]\nDescription=meshfleet metrics every ${o.intervalSeconds}s\n\n[Timer]\nOnBootSec=30\nOnUnitActiveSec=${o.intervalSeconds}\n\n[Install]\nWantedBy=timers.target\n`,
+        },
+      ],
+    };
+  },
+});
