@@ -159,6 +159,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     return acc;
   };
 
+  const byId = new Map(rules.map((r) => [r.id, r]));
   // autogroup:self: a user's untagged devices, pairwise.
   const selfRules = rules.filter((r) => r.category === "self");
   const selfAccess = new Map<number, PairAccess | null>();
@@ -181,7 +182,6 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
       }
     }
   }
-  const byId = new Map(rules.map((r) => [r.id, r]));
   function plainEntries(a: PairAccess | null): { rule: CompiledRule }[] {
     return a ? a.rules.map((id) => ({ rule: byId.get(id)! })) : [];
   }

@@ -1,0 +1,89 @@
+/**
+ * Host-side enforcement of the policy on tailscale0: the rules of the
+ * policy whose destinations include this host, as nft-ready data for the
+ * host's own `inet meshfleet` table. Belt and braces: tailscaled already
+ * filters by the same policy; this keeps a host closed if the coordinator
+ * is wrong or compromised.
+ *
+ * Each distinct source list becomes a set `peers_<n>` holding the addresses
+ * the policy resolves it to today; the rule comment names the policy rule and
+ * its sources (`acls[2] src=group:admins,tag:ci`) so the agent can refresh
+ * the set from `tailscale status` as peers come and go. Sets hold CIDRs, so
+ * the agent must declare them with `flags interval`.
+ *
+ * Limits: nft rules here carry tcp/udp ports or "any"; a rule for another
+ * protocol (icmp, sctp, …) is left out (that traffic stays governed by
+ * tailscaled alone). Port ranges are expanded into port lists.
+ */
+import type { FirewallSpec, TailnetRule } from "../types.ts";
+import { compilePolicy } from "./compile.ts";
+import { contains, fromRanges, toStrings, type IPSet } from "./ipset.ts";
+import { Resolver, type PolicyNode } from "./resolve.ts";
+import type { Policy } from "./schema.ts";
+
+export interface HostTailnetRules {
+  tailnet: TailnetRule[];
+  sets: FirewallSpec["sets"];
+}
+
+export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}): HostTailnetRules {
+  const resolver = new Resolver(policy, nodes, opts.users);
+  const compiled = compilePolicy(policy, resolver);
+  // Allow-all: nothing to enforce (an empty list means "not enforced").
+  if (compiled.allowAll) return { tailnet: [], sets: {} };
+  const me = resolver.nodes.find((n) => n.node.name === host);
+  if (!me) throw new Error(`tailnetRulesForHost: ${host} is not one of the nodes`);
+
+  const sets: Record<string, string[]> = {};
+  const setNames = new Map<string, string>();
+  const setFor = (addrs: string[]): string => {
+    const key = addrs.join(" ");
+    let name = setNames.get(key);
+    if (!name) {
+      name = `peers_${setNames.size}`;
+      setNames.set(key, name);
+      sets[name] = addrs;
+    }
+    return name;
+  };
+  const tailnet: TailnetRule[] = [];
+  const srcText = (path: string) => {
+    const [section, idx] = /^(acls|grants)\[(\d+)\]$/.exec(path)!.slice(1);
+    const rule = section === "acls" ? policy.acls![Number(idx)] : policy.grants![Number(idx)];
+    return rule.src.join(",");
+  };
+  for (const r of compiled.rules) {
+    let src: IPSet | null = null;
+    if (r.category === "regular") {
+      if (!me.addrs.some((a) => contains(r.dst, a))) continue;
+      src = r.src;
+    } else if (r.category === "self") {
+      if (me.tagged || me.node.user === undefined) continue;
+      const peers = resolver.nodes.filter((n) => r.srcNodes!.has(n.index) && n.node.user === me.node.user);
+      if (peers.length === 0) continue;
+      src = fromRanges(peers.flatMap((n) => n.set));
+    } else continue; // via rules route through this host; they do not open the host itself
+    if (r.proto !== "" && r.proto !== "tcp" && r.proto !== "udp") continue;
+    const anyPort = r.ports.some((p) => p.first <= 1 && p.last === 65535);
+    const ports = anyPort ? "any" : [...new Set(r.ports.flatMap((p) => range(Math.max(1, p.first), p.last)))].sort((a, b) => a - b);
+    tailnet.push({
+      proto: r.proto === "" ? "any" : (r.proto as "tcp" | "udp"),
+      ports,
+      fromSet: setFor(toStrings(src)),
+      comment: `${r.origin.path} src=${srcText(r.origin.path)}`,
+    });
+  }
+  if (tailnet.length === 0) {
+    // Nobody may reach this host: enforce with a rule from an empty set.
+    tailnet.push({ proto: "any", ports: "any", fromSet: setFor([]), comment: "policy allows no peer to reach this host" });
+  }
+  return { tailnet, sets };
+}
+
+function range(a: number, b: number): number[] {
+  const out: number[] = [];
+  for (let i = a; i <= b; i++) out.push(i);
+  return out;
+}
+
+export type { PolicyNode };
