@@ -158,10 +158,11 @@ export function derpRegionsOf(ctx: ModuleContext): DerpRegion[] {
  * must be the lowercased Go field names; CamelCase keys silently yield an
  * empty map (and Headscale then refuses to start: "initial DERPMap is empty").
  */
-export function derpMapFile(regions: DerpRegion[]): { regions: Record<number, unknown> } {
-  const out: Record<number, unknown> = {};
+export function derpMapFile(regions: DerpRegion[]): { regions: Map<number, unknown> } {
+  // A Map keeps the ids integers in YAML: a quoted "900" key does not decode into Go's map[int].
+  const out = new Map<number, unknown>();
   for (const r of regions) {
-    out[r.regionId] = {
+    out.set(r.regionId, {
       regionid: r.regionId,
       regioncode: r.regionCode,
       regionname: r.regionName,
@@ -175,7 +176,7 @@ export function derpMapFile(regions: DerpRegion[]): { regions: Record<number, un
         ...(n.insecureForTests ? { insecurefortests: true } : {}),
         ...(n.canPort80 ? { canport80: true } : {}),
       })),
-    };
+    });
   }
   return { regions: out };
 }

@@ -6,7 +6,7 @@
 import { stringify } from "yaml";
 import { z } from "zod";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
-import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, UnitSpec } from "../core/types.ts";
+import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
 
@@ -441,8 +441,8 @@ export const headscaleModule = defineModule({
     const probes: HealthProbe[] = [
       { name: "headscale-health", kind: "http", url: `http://${health}/health`, expectStatus: 200 },
     ];
-    const inbound = o.openFirewall
-      ? [{ proto: "tcp" as const, port: portOf(o.listenAddr), from: [], owner: "headscale", comment: "Headscale HTTP (no proxy)" }]
+    const inbound: InboundRule[] = o.openFirewall
+      ? [{ proto: "tcp", port: portOf(o.listenAddr), from: [], owner: "headscale", comment: "Headscale HTTP (no proxy)" }]
       : [];
     if (emb) inbound.push({ proto: "udp", port: emb.stunPort, from: [], owner: "headscale", comment: "embedded DERP STUN" });
 

@@ -1,0 +1,87 @@
+/**
+ * A hand-built ModuleContext (the evaluator's job in production): fleet.yaml
+ * parsed with its schema, each host's module options parsed with the
+ * module's own schema, so defaults are the real ones.
+ */
+import { fleetSchema } from "../../../core/fleet-schema.ts";
+import type { ModuleContext, PeerView } from "../../../core/module.ts";
+import type { Runtime } from "../../../core/types.ts";
+import { derpOptions } from "../../../modules/derp.ts";
+import { headscaleOptions } from "../../../modules/headscale.ts";
+import { reverseProxyOptions } from "../../../modules/reverse-proxy.ts";
+
+const schemas = { headscale: headscaleOptions, derp: derpOptions, "reverse-proxy": reverseProxyOptions } as const;
+
+export interface HostInput {
+  address: string;
+  runtime?: Runtime;
+  options?: Partial<Record<keyof typeof schemas, Record<string, unknown>>>;
+}
+
+export const SIMPLE_POLICY = `// test policy
+{
+  "groups": { "group:admins": ["alice@"] },
+  "tagOwners": { "tag:router": ["group:admins"] },
+  "acls": [
+    { "action": "accept", "src": ["group:admins"], "dst": ["*:*"] },
+    { "action": "accept", "src": ["tag:router"], "dst": ["tag:router:*"] },
+  ],
+}
+`;
+
+export function makeCtx(
+  self: string,
+  hosts: Record<string, HostInput>,
+  fleet: Record<string, unknown> = {},
+  policyHuJson = SIMPLE_POLICY,
+): ModuleContext {
+  const f = fleetSchema.parse({
+    coordinator: { host: "vps", serverUrl: "https://headscale.example.com" },
+    users: ["alice"],
+    ...fleet,
+  });
+  const views: Record<string, PeerView> = {};
+  for (const [name, h] of Object.entries(hosts)) {
+    const options: Record<string, unknown> = {};
+    for (const [mod, schema] of Object.entries(schemas)) {
+      options[mod] = schema.parse(h.options?.[mod as keyof typeof schemas] ?? {});
+    }
+    views[name] = {
+      name,
+      file: `hosts/lab/${name}.yaml`,
+      address: h.address,
+      roles: [],
+      runtime: h.runtime ?? "systemd",
+      lan: [],
+      options,
+    };
+  }
+  return {
+    host: self,
+    file: `hosts/lab/${self}.yaml`,
+    self: views[self],
+    hosts: views,
+    fleet: f,
+    fleetFile: "hosts/lab/fleet.yaml",
+    stack: "lab",
+    policyHuJson,
+    autoApprovers: { routes: {}, exitNode: [] },
+  };
+}
+
+/** Seed 004's coordinator: one VPS with Headscale, a proxy and derper. */
+export function seed004(
+  proxy: Record<string, unknown> = { kind: "nginx" },
+  derp: Record<string, unknown> = { enable: true, hostname: "derp.example.com", derpPort: 443 },
+  runtime: Runtime = "systemd",
+): ModuleContext {
+  return makeCtx(
+    "vps",
+    {
+      vps: { address: "203.0.113.10", runtime, options: { headscale: { enable: true }, "reverse-proxy": { enable: true, ...proxy } } },
+      relay: { address: "203.0.113.20", options: { derp } },
+      router: { address: "192.168.8.105" },
+    },
+    { dns: { baseDomain: "tailnet.example.net", nameservers: { global: ["1.1.1.1"], split: { "home.arpa": ["192.168.8.1"] } } } },
+  );
+}

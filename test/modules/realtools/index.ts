@@ -1,0 +1,190 @@
+/**
+ * Run the real programs that read meshfleet's rendered files (caddy, nginx,
+ * headscale) against them, in a temp dir, and report {ok, output}.
+ * A missing program skips the test with a reason, unless
+ * MESHFLEET_REQUIRE_TOOLS is set (CI), where it fails instead.
+ */
+import { execa } from "execa";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { homedir, tmpdir } from "node:os";
+import { join } from "node:path";
+
+export interface ToolResult {
+  ok: boolean;
+  /** stdout + stderr, for the assertion message. */
+  output: string;
+  exitCode?: number;
+}
+
+const toolsDir = () => process.env.MESHFLEET_TOOLS_DIR ?? join(homedir(), ".cache", "meshfleet", "tools");
+
+/** Absolute path of a tool, or null if it is not installed. */
+export function toolPath(name: "caddy" | "nginx" | "headscale" | "openssl" | "derper"): string | null {
+  const candidates: Record<string, string[]> = {
+    caddy: ["/usr/bin/caddy"],
+    nginx: ["/usr/sbin/nginx"],
+    openssl: ["/usr/bin/openssl"],
+    headscale: [join(toolsDir(), "headscale@0.29.2", "bin", "headscale")],
+    derper: [join(toolsDir(), "tailscale@1.98.10", "bin", "derper")],
+  };
+  return candidates[name].find((p) => existsSync(p)) ?? null;
+}
+
+/** For `it.skipIf(...)`: a reason to skip, or "" to run. Throws when tools are required. */
+export function missing(...names: Parameters<typeof toolPath>[0][]): string {
+  const gone = names.filter((n) => toolPath(n) === null);
+  if (gone.length === 0) return "";
+  if (process.env.MESHFLEET_REQUIRE_TOOLS) {
+    throw new Error(`MESHFLEET_REQUIRE_TOOLS is set but ${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx; scripts build headscale/derper into ${toolsDir()})`);
+  }
+  return `skipped: ${gone.join(", ")} not installed`;
+}
+
+export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
+  const dir = mkdtempSync(join(tmpdir(), `meshfleet-${prefix}-`));
+  return { dir, cleanup: () => rmSync(dir, { recursive: true, force: true }) };
+}
+
+async function run(file: string, args: string[], env: Record<string, string> = {}, cwd?: string): Promise<ToolResult> {
+  const r = await execa(file, args, { reject: false, all: true, env: { ...process.env, ...env }, cwd, timeout: 60_000 });
+  return { ok: r.exitCode === 0 && !r.timedOut, output: `${file} ${args.join(" ")}\n${r.all ?? ""}`, exitCode: r.exitCode };
+}
+
+/** `caddy validate` with a private HOME/XDG so it touches nothing of the machine's. */
+export async function caddyValidate(caddyfile: string): Promise<ToolResult> {
+  const t = tempDir("caddy");
+  try {
+    const f = join(t.dir, "Caddyfile");
+    writeFileSync(f, caddyfile);
+    return await run(toolPath("caddy")!, ["validate", "--config", f, "--adapter", "caddyfile"], {
+      HOME: t.dir, XDG_DATA_HOME: join(t.dir, "data"), XDG_CONFIG_HOME: join(t.dir, "config"),
+    });
+  } finally {
+    t.cleanup();
+  }
+}
+
+/** A self-signed certificate for nginx -t (which loads the files it names). */
+export async function selfSignedCert(dir: string, cn: string): Promise<{ cert: string; key: string }> {
+  const cert = join(dir, "cert.pem");
+  const key = join(dir, "key.pem");
+  const r = await run(toolPath("openssl")!, [
+    "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1",
+    "-subj", `/CN=${cn}`, "-keyout", key, "-out", cert,
+  ]);
+  if (!r.ok) throw new Error(r.output);
+  return { cert, key };
+}
+
+/**
+ * `nginx -t` with the file included inside `http {}` of a wrapper main
+ * config, the way Debian's nginx.conf includes conf.d/*.conf. Prefix, pid,
+ * error log and temp paths live in a temp dir, so no root paths are needed.
+ */
+export async function nginxTest(confD: string, dir: string): Promise<ToolResult> {
+  mkdirSync(join(dir, "conf.d"), { recursive: true });
+  const inc = join(dir, "conf.d", "meshfleet-headscale.conf");
+  writeFileSync(inc, confD);
+  const main = [
+    `pid ${dir}/nginx.pid;`,
+    `error_log ${dir}/error.log;`,
+    "events {}",
+    "http {",
+    `    access_log ${dir}/access.log;`,
+    `    client_body_temp_path ${dir}/body;`,
+    `    proxy_temp_path ${dir}/proxy;`,
+    `    fastcgi_temp_path ${dir}/fastcgi;`,
+    `    uwsgi_temp_path ${dir}/uwsgi;`,
+    `    scgi_temp_path ${dir}/scgi;`,
+    `    include ${dir}/conf.d/*.conf;`,
+    "}",
+    "",
+  ].join("\n");
+  const f = join(dir, "nginx.conf");
+  writeFileSync(f, main);
+  return run(toolPath("nginx")!, ["-t", "-p", dir, "-c", f, "-e", join(dir, "error.log")]);
+}
+
+/** Rewrite the absolute paths of a rendered headscale config into `dir`. */
+export function relocateHeadscale(text: string, dir: string): string {
+  return text
+    .replaceAll("/etc/headscale/", `${dir}/etc/`)
+    .replaceAll("/var/lib/headscale/", `${dir}/lib/`)
+    .replaceAll("/var/run/headscale/", `${dir}/run/`);
+}
+
+export interface HeadscaleFiles {
+  config: string;
+  policy: string;
+  derpMap?: string;
+  noiseKey: string;
+  derpKey?: string;
+}
+
+/** Lay the files out under `dir` (paths relocated) and return the config path. */
+export function layoutHeadscale(dir: string, f: HeadscaleFiles): string {
+  for (const d of ["etc", "lib", "run"]) mkdirSync(join(dir, d), { recursive: true, mode: 0o700 });
+  const cfg = join(dir, "etc", "config.yaml");
+  writeFileSync(cfg, relocateHeadscale(f.config, dir));
+  writeFileSync(join(dir, "etc", "policy.hujson"), f.policy);
+  if (f.derpMap !== undefined) writeFileSync(join(dir, "etc", "derp.yaml"), f.derpMap);
+  writeFileSync(join(dir, "lib", "noise_private.key"), f.noiseKey + "\n", { mode: 0o600 });
+  if (f.derpKey !== undefined) writeFileSync(join(dir, "lib", "derp_server_private.key"), f.derpKey + "\n", { mode: 0o600 });
+  return cfg;
+}
+
+export async function headscaleConfigtest(configPath: string): Promise<ToolResult> {
+  return run(toolPath("headscale")!, ["configtest", "-c", configPath]);
+}
+
+export async function headscalePolicyCheck(configPath: string, policyPath: string): Promise<ToolResult> {
+  return run(toolPath("headscale")!, [
+    "policy", "check", "-c", configPath, "-f", policyPath, "--bypass-grpc-and-access-database-directly", "--force",
+  ]);
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once("error", reject);
+    s.listen(0, "127.0.0.1", () => {
+      const a = s.address();
+      s.close(() => resolve(typeof a === "object" && a ? a.port : 0));
+    });
+  });
+}
+
+/**
+ * Start `headscale serve` on loopback ports only, wait for /health, hand the
+ * metrics/debug base URL to `probe`, and stop it (by its own pid).
+ */
+export async function withHeadscaleServing<T>(
+  configPath: string,
+  metricsBase: string,
+  healthUrl: string,
+  probe: () => Promise<T>,
+): Promise<{ result?: T; output: string; ok: boolean }> {
+  const child = execa(toolPath("headscale")!, ["serve", "-c", configPath], { reject: false, all: true, timeout: 60_000 });
+  let output = "";
+  child.all?.on("data", (d: Buffer) => (output += d.toString()));
+  try {
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (child.exitCode !== null) return { ok: false, output };
+      try {
+        const r = await fetch(healthUrl);
+        if (r.status === 200) break;
+      } catch {
+        /* not up yet */
+      }
+      if (Date.now() > deadline) return { ok: false, output: output + "\n(timed out waiting for /health)" };
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    void metricsBase;
+    return { ok: true, result: await probe(), output };
+  } finally {
+    child.kill("SIGTERM");
+    await child;
+  }
+}
