@@ -1,0 +1,149 @@
+/**
+ * Activation: carry out a plan in a fixed order (files, sysctl, nftables,
+ * units, tailscale, current), writing each finished step to the journal so
+ * that the next agent run can tell how far an interrupted one got.
+ */
+import * as path from "node:path";
+import type { Host } from "./host.ts";
+import { describeFailure } from "./host.ts";
+import { SYSCTL_FILE } from "./desired.ts";
+import { makePlan, ownerIds, type FileAction, type Plan, type PlanInput } from "./plan.ts";
+import { STATE_DIR, type Generation, type Journal, type State } from "./state.ts";
+
+export class AgentError extends Error {}
+
+export type Log = (line: string) => void;
+
+export const STEPS = ["stage", "files", "sysctl", "nftables", "units", "tailscale", "current", "probes"] as const;
+
+/**
+ * Test hook: MESHFLEET_TEST_CRASH_AT=<step> makes the agent exit abruptly
+ * right after that step's effects and before the journal records it: the
+ * worst moment for a crash.
+ */
+export function crashPoint(step: string): void {
+  if (process.env.MESHFLEET_TEST_CRASH_AT === step) {
+    process.stderr.write(`test hook: exiting abruptly after step ${step}\n`);
+    process.exit(86);
+  }
+}
+
+export function journalStep(state: State, j: Journal, step: string): void {
+  crashPoint(step);
+  j.done.push(step);
+  state.writeJournal(j);
+}
+
+function applyFile(host: Host, state: State, a: FileAction): void {
+  if (a.op === "remove") host.removeFile(a.path);
+  else if (a.op === "restore") state.restoreFile(a.path);
+  else if (a.desired) {
+    if (a.takeOver) state.backupFile(a.path);
+    const { uid, gid } = ownerIds(host, a.desired);
+    host.writeFileAtomic(a.path, a.desired.content, parseInt(a.desired.mode, 8), uid ?? undefined, gid ?? undefined);
+  }
+}
+
+export interface ActivateOptions {
+  host: Host;
+  state: State;
+  log: Log;
+  journal: Journal;
+  target: Generation;
+  plan: PlanInput;
+}
+
+/** Run every activation step for `target`; throws AgentError on the first failing step. */
+export function activate(o: ActivateOptions): Plan {
+  const { host, state, log, journal: j, target } = o;
+  const plan = makePlan(host, state, o.plan);
+  const step = (name: string) => journalStep(state, j, name);
+
+  // files
+  const own = plan.files.filter((a) => a.kind === "file");
+  for (const a of own) {
+    applyFile(host, state, a);
+    log(`  file ${a.op} ${a.path} (${a.reasons.join(", ")})`);
+  }
+  if (own.length === 0) log("  files unchanged");
+  step("files");
+
+  // sysctl: our own sysctl.d file for boot, and the running kernel through /proc/sys
+  for (const a of plan.files.filter((x) => x.kind === "sysctl")) applyFile(host, state, a);
+  const backups = state.sysctlBackups();
+  let backupsChanged = false;
+  const ownedKeys = new Set(Object.keys(o.plan.others[0]?.bundle.sysctl ?? {}));
+  for (const s of plan.sysctl) {
+    if (!ownedKeys.has(s.key) && !(s.key in backups) && s.from !== null) {
+      backups[s.key] = s.from;
+      backupsChanged = true;
+    }
+  }
+  if (backupsChanged) state.writeSysctlBackups(backups);
+  for (const s of plan.sysctl) {
+    try {
+      host.writeSysctl(s.key, s.to);
+    } catch (e) {
+      throw new AgentError(`sysctl ${s.key} = ${s.to} (from ${SYSCTL_FILE}): ${(e as Error).message}`);
+    }
+    log(`  sysctl ${s.key} = ${s.to}`);
+  }
+  for (const s of plan.sysctlRestore) {
+    host.writeSysctl(s.key, s.to);
+    log(`  sysctl ${s.key} restored to ${s.to}`);
+  }
+  if (plan.sysctl.length + plan.sysctlRestore.length === 0) log("  sysctl unchanged");
+  step("sysctl");
+
+  // nftables: one transaction that creates-if-missing, deletes and recreates only our table
+  if (plan.nft.op !== "none") {
+    const text = ["table inet meshfleet {}", "delete table inet meshfleet", target.bundle.nftables ?? "", ""].join("\n");
+    const rel = path.join(STATE_DIR, "nft-apply.nft");
+    host.writeFileAtomic(rel, text, 0o600);
+    const r = host.nftApply(host.p(rel));
+    if (r.code !== 0) throw new AgentError(`nftables: ${describeFailure(["nft", "-f", rel], r)}`);
+    log(`  nftables: ${plan.nft.op} table inet meshfleet (${plan.nft.why})`);
+  } else log("  nftables unchanged");
+  state.recordNftLive(target.n, host.nftList());
+  step("nftables");
+
+  // units
+  const sc = (args: string[], soft = false) => {
+    const r = host.systemctl(args);
+    if (r.code !== 0 && !soft) throw new AgentError(`units: ${describeFailure(["systemctl", ...args], r)}`);
+    return r;
+  };
+  for (const u of plan.units.remove) {
+    sc(["stop", u], true);
+    sc(["disable", u], true);
+    log(`  unit ${u} stopped and disabled`);
+  }
+  for (const a of plan.files.filter((x) => x.kind === "unit")) applyFile(host, state, a);
+  if (plan.units.reload) sc(["daemon-reload"]);
+  for (const u of plan.units.enable) sc(["enable", u]);
+  for (const u of plan.units.restart) {
+    sc(["restart", u]);
+    log(`  unit ${u} restarted (${plan.units.write.includes(u) ? "unit file changed" : "its files changed"})`);
+  }
+  if (plan.units.write.length + plan.units.remove.length + plan.units.restart.length === 0) log("  units unchanged");
+  step("units");
+
+  // tailscale
+  if (plan.tailscale.op !== "none") {
+    const r = host.tailscale(plan.tailscale.argv, 90_000);
+    if (r.code !== 0) throw new AgentError(`tailscale: ${describeFailure(["tailscale", ...plan.tailscale.argv], r)}`);
+    log(`  tailscale ${plan.tailscale.op} (${plan.tailscale.why})`);
+  } else log(`  tailscale unchanged`);
+  step("tailscale");
+
+  state.setCurrent(target.n);
+  step("current");
+
+  for (const c of target.bundle.bestEffort) {
+    const r = host.run(c.argv, { timeoutMs: 30_000 });
+    if (r.code !== 0) log(`  warning: best-effort ${describeFailure(c.argv, r)} (${c.why})`);
+  }
+  return plan;
+}
+
+

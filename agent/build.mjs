@@ -1,0 +1,30 @@
+// Bundles the agent into one ESM file for the hosts' own Node 18 (Debian
+// bookworm), with no node_modules there: everything it imports is node:*.
+import { build } from "esbuild";
+import { statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
+
+const root = join(dirname(fileURLToPath(import.meta.url)), "..");
+const outfile = join(root, "dist", "meshfleet-agent.mjs");
+const LIMIT = 400 * 1024;
+
+await build({
+  entryPoints: [join(root, "agent", "main.ts")],
+  outfile,
+  bundle: true,
+  platform: "node",
+  target: "node18",
+  format: "esm",
+  minify: true,
+  legalComments: "none",
+  banner: { js: "#!/usr/bin/env node" },
+  logLevel: "warning",
+});
+
+const size = statSync(outfile).size;
+console.log(`dist/meshfleet-agent.mjs: ${size} bytes`);
+if (size > LIMIT) {
+  console.error(`agent bundle is ${size} bytes, over the ${LIMIT}-byte budget`);
+  process.exit(1);
+}

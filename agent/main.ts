@@ -1,0 +1,255 @@
+/**
+ * meshfleet-agent: applies this host's meshfleet generations. Bundled into
+ * one file (dist/meshfleet-agent.mjs) that runs on the host's own Node 18.
+ */
+import { AgentError } from "./activate.ts";
+import { realHost } from "./host.ts";
+import { renderMetrics, tailscaleMetrics } from "./metrics.ts";
+import {
+  doConfirm,
+  doDiff,
+  doGc,
+  doGuardExpire,
+  doRollback,
+  doSwitch,
+  expirePending,
+  loadCurrent,
+  lockState,
+  refreshMetrics,
+  withRecovery,
+  type Ctx,
+} from "./ops.ts";
+import { State } from "./state.ts";
+import { findDrift } from "./verify.ts";
+
+interface Command {
+  usage: string;
+  summary: string;
+  help: string;
+  run(ctx: Ctx, args: string[], flags: Map<string, string | true>): number | Promise<number>;
+}
+
+const num = (flag: string, v: string | true | undefined): number | undefined => {
+  if (v === undefined) return undefined;
+  if (v === true || !/^\d+$/.test(v)) throw new AgentError(`${flag}: expected a whole number, found ${v === true ? "nothing" : JSON.stringify(v)}`);
+  return Number(v);
+};
+
+const COMMANDS: Record<string, Command> = {
+  switch: {
+    usage: "switch <bundle.json> [--confirm-timeout S]",
+    summary: "stage and activate a bundle as a new generation",
+    help: `Checks the bundle (format, hashes) before touching anything, stages it as
+generation N, then activates: files, sysctl, the nft table (one transaction),
+systemd units, tailscale; then runs the bundle's health probes. A failing step
+or probe rolls back to the previous generation. An unchanged bundle is a no-op.
+  --confirm-timeout S   start a lockout guard: unless \`confirm\` runs within S
+                        seconds (over a new ssh connection), roll back by itself`,
+    run: (ctx, args, flags) => {
+      if (args.length !== 1) throw new AgentError("switch: expected one bundle file (usage: switch <bundle.json> [--confirm-timeout S])");
+      return doSwitch(ctx, args[0], { confirmTimeoutS: num("--confirm-timeout", flags.get("confirm-timeout")) });
+    },
+  },
+  confirm: {
+    usage: "confirm",
+    summary: "keep the generation a guarded switch activated",
+    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.",
+    run: (ctx) => doConfirm(ctx),
+  },
+  rollback: {
+    usage: "rollback [N]",
+    summary: "make generation N (default: the previous one) current again",
+    help: "Activates an older generation; files, sysctls, the nft table, units and tailscale settings follow it.\n`rollback 0` releases everything meshfleet owns (restoring files it had replaced).",
+    run: (ctx, args) => doRollback(ctx, num("N", args[0])),
+  },
+  status: {
+    usage: "status [--json]",
+    summary: "show the current generation, a pending confirm and the last switch",
+    help: "Prints the current generation, whether it awaits confirm, and the last switch's result.",
+    run: (ctx, _a, flags) =>
+      withRecovery(ctx, false, () => {
+        const g = loadCurrent(ctx);
+        const p = ctx.state.pending();
+        const last = ctx.state.lastSwitch();
+        const j = ctx.state.journal();
+        const s = {
+          host: g.n ? g.bundle.host : null,
+          generation: g.n,
+          hash: g.n ? g.bundle.hash : null,
+          createdAt: g.n ? g.meta.createdAt : null,
+          pendingConfirm: p ? { generation: p.generation, previous: p.previous, secondsLeft: Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) } : null,
+          lastSwitch: last,
+          interrupted: j,
+        };
+        if (flags.has("json")) ctx.log(JSON.stringify(s, null, 2));
+        else {
+          ctx.log(g.n ? `host ${s.host}: generation ${g.n} (bundle ${g.bundle.hash.slice(0, 12)}, created ${g.meta.createdAt})` : "no generation is active");
+          if (p) ctx.log(`awaiting confirm of generation ${p.generation}: ${s.pendingConfirm!.secondsLeft}s left, else rollback to ${p.previous}`);
+          if (last) ctx.log(`last switch: generation ${last.generation} ${last.success ? "succeeded" : `failed (${last.error})`} at ${new Date(last.timestamp).toISOString()}`);
+        }
+        return 0;
+      }),
+  },
+  verify: {
+    usage: "verify [--json]",
+    summary: "compare the live host with the current generation (exit 1 on drift)",
+    help: "Checks owned files (content, mode, owner), sysctls, table inet meshfleet, units and tailscale settings.",
+    run: (ctx, _a, flags) =>
+      withRecovery(ctx, false, () => {
+        const g = loadCurrent(ctx);
+        const drift = findDrift(ctx.host, g);
+        try {
+          refreshMetrics(ctx, drift.length);
+        } catch {
+          // metrics are a side output of verify; the verdict stands without them
+        }
+        if (flags.has("json")) ctx.log(JSON.stringify({ generation: g.n, clean: drift.length === 0, drift }, null, 2));
+        else if (drift.length === 0) ctx.log(`generation ${g.n}: no drift`);
+        else {
+          ctx.log(`generation ${g.n}: ${drift.length} drift item(s):`);
+          for (const d of drift) ctx.log(`  ${d.kind} ${d.subject}: ${d.detail}`);
+        }
+        return drift.length === 0 ? 0 : 1;
+      }),
+  },
+  diff: {
+    usage: "diff <bundle.json>",
+    summary: "show what a switch to this bundle would change (a dry activate)",
+    help: "Reads the live host and prints each change a switch would make; secret contents are never shown.",
+    run: (ctx, args) => {
+      if (args.length !== 1) throw new AgentError("diff: expected one bundle file (usage: diff <bundle.json>)");
+      return doDiff(ctx, args[0]);
+    },
+  },
+  generations: {
+    usage: "generations [--json]",
+    summary: "list generations",
+    help: "Lists every kept generation with its state; `*` marks the current one.",
+    run: (ctx, _a, flags) =>
+      withRecovery(ctx, false, () => {
+        const cur = ctx.state.currentNumber();
+        const rows = ctx.state.generationNumbers().map((n) => {
+          const g = ctx.state.load(n);
+          return { generation: n, current: n === cur, status: g.meta.status, createdAt: g.meta.createdAt, hash: g.meta.hash, error: g.meta.error };
+        });
+        if (flags.has("json")) ctx.log(JSON.stringify(rows, null, 2));
+        else for (const r of rows) ctx.log(`${r.current ? "*" : " "} ${String(r.generation).padStart(4)}  ${r.createdAt}  ${r.hash.slice(0, 12)}  ${r.status}${r.error ? ` (${r.error})` : ""}`);
+        return 0;
+      }),
+  },
+  gc: {
+    usage: "gc [--keep N]",
+    summary: "delete old generations (keeps the newest N, default 5, and the current one)",
+    help: "Removes generation records only; the live host is not touched.",
+    run: (ctx, _a, flags) => doGc(ctx, num("--keep", flags.get("keep")) ?? 5),
+  },
+  metrics: {
+    usage: "metrics [--print]",
+    summary: "write the Prometheus textfile (tailscale and meshfleet gauges)",
+    help: "Writes meshfleet.prom atomically into the generation's metrics.textfileDir; --print also prints it.",
+    run: (ctx, _a, flags) =>
+      withRecovery(ctx, false, () => {
+        const file = refreshMetrics(ctx);
+        if (flags.has("print")) {
+          const g = loadCurrent(ctx);
+          ctx.log(file ? ctx.host.readFile(file) ?? "" : renderMetrics({ ...tailscaleMetrics(ctx.host), generation: g.n, drift: findDrift(ctx.host, g).length, lastSwitchSuccess: 0, lastSwitchTimestamp: 0 }));
+        }
+        if (file) ctx.log(`wrote ${file}`);
+        else ctx.log("metrics are off in the current generation; nothing written");
+        return 0;
+      }),
+  },
+  "guard-expire": {
+    usage: "guard-expire <N>",
+    summary: "(internal) the lockout guard's action",
+    help: "Rolls back generation N unless it was confirmed. Run by the guard timer.",
+    run: (ctx, args) => doGuardExpire(ctx, num("N", args[0]) ?? 0),
+  },
+  "guard-wait": {
+    usage: "guard-wait <N> <deadline-ms>",
+    summary: "(internal) detached guard: wait, then guard-expire",
+    help: "Sleeps until the deadline, then acts like guard-expire.",
+    run: async (ctx, args) => {
+      const n = num("N", args[0]) ?? 0;
+      const deadline = num("deadline", args[1]) ?? 0;
+      await new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())));
+      const l = lockState(ctx);
+      try {
+        return expirePending(ctx, n, `generation ${n} was not confirmed in time`);
+      } finally {
+        l.release();
+      }
+    },
+  },
+};
+
+function mainHelp(): string {
+  const rows = Object.entries(COMMANDS)
+    .filter(([n]) => !n.startsWith("guard-"))
+    .map(([, c]) => `  ${c.usage.padEnd(46)} ${c.summary}`);
+  return [
+    "usage: meshfleet-agent <command> [args] [--root DIR] [--debug]",
+    "",
+    "Applies this host's meshfleet generations atomically (state in /var/lib/meshfleet).",
+    "",
+    "commands:",
+    ...rows,
+    "",
+    "  --root DIR   act on DIR as if it were / (tests); also MESHFLEET_ROOT",
+    "  --debug      print stack traces",
+    "Run `<command> --help` for details.",
+  ].join("\n");
+}
+
+function parse(argv: string[]): { positional: string[]; flags: Map<string, string | true> } {
+  const flags = new Map<string, string | true>();
+  const positional: string[] = [];
+  const valued = new Set(["confirm-timeout", "keep", "root"]);
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a.startsWith("--")) {
+      const [k, v] = a.slice(2).split("=", 2);
+      if (v !== undefined) flags.set(k, v);
+      else if (valued.has(k)) {
+        if (i + 1 >= argv.length) throw new AgentError(`--${k}: expected a value`);
+        flags.set(k, argv[++i]);
+      } else flags.set(k, true);
+    } else if (a === "-h") flags.set("help", true);
+    else positional.push(a);
+  }
+  return { positional, flags };
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const debug = argv.includes("--debug");
+  try {
+    const { positional, flags } = parse(argv);
+    const [name, ...args] = positional;
+    if (!name) {
+      process.stdout.write(mainHelp() + "\n");
+      return flags.has("help") ? 0 : 2;
+    }
+    const cmd = COMMANDS[name];
+    if (!cmd) throw new AgentError(`unknown command ${JSON.stringify(name)}; run --help for the list`);
+    if (flags.has("help")) {
+      process.stdout.write(`usage: meshfleet-agent ${cmd.usage}\n\n${cmd.help}\n`);
+      return 0;
+    }
+    const root = (flags.get("root") as string | undefined) ?? process.env.MESHFLEET_ROOT ?? "/";
+    const host = realHost(root);
+    const ctx: Ctx = { host, state: new State(host), log: (l) => process.stdout.write(l + "\n") };
+    return await cmd.run(ctx, args, flags);
+  } catch (e) {
+    if (e instanceof AgentError) {
+      process.stderr.write(`meshfleet-agent: ${e.message}\n`);
+      if (debug) process.stderr.write(`${e.stack}\n`);
+      return 1;
+    }
+    process.stderr.write(`meshfleet-agent: internal error: ${(e as Error).message}${debug ? `\n${(e as Error).stack}` : " (run with --debug for the stack)"}\n`);
+    return 70;
+  }
+}
+
+main(process.argv.slice(2)).then((code) => {
+  process.exitCode = code;
+});

@@ -1,0 +1,334 @@
+/**
+ * The agent's operations: switch, rollback, confirm, guard expiry, and the
+ * recovery every run starts with. Each returns an exit code; user-facing
+ * failures are AgentError (one line, no stack).
+ */
+import * as fs from "node:fs";
+import { checkBundle, type Bundle } from "../core/bundle.ts";
+import { activate, AgentError, crashPoint, journalStep, type Log } from "./activate.ts";
+import { desiredFiles } from "./desired.ts";
+import { startGuard, stopGuard } from "./guard.ts";
+import type { Host } from "./host.ts";
+import { tryLock, type Lock } from "./lock.ts";
+import { tailscaleMetrics, writeMetrics } from "./metrics.ts";
+import { describePlan, makePlan, planIsEmpty } from "./plan.ts";
+import { runProbes } from "./probes.ts";
+import { State, type Generation, type Journal } from "./state.ts";
+import { findDrift } from "./verify.ts";
+
+export interface Ctx {
+  host: Host;
+  state: State;
+  log: Log;
+}
+
+/** How long probes may keep retrying (ms); MESHFLEET_PROBE_DEADLINE_MS overrides for tests. */
+const probeDeadline = () => Number(process.env.MESHFLEET_PROBE_DEADLINE_MS ?? 60_000);
+/** After the confirm deadline, any run rolls back if the guard itself did not (e.g. a reboot). */
+const GUARD_GRACE_MS = 15_000;
+
+export function lockState(ctx: Ctx, waitMs = 120_000): Lock {
+  const l = tryLock(ctx.state.dir, waitMs);
+  if ("heldBy" in l) throw new AgentError(`another meshfleet agent (pid ${l.heldBy}) is changing this host; try again when it is done`);
+  return l;
+}
+
+export function readBundle(file: string): Bundle {
+  let text: string;
+  try {
+    text = fs.readFileSync(file, "utf8");
+  } catch (e) {
+    throw new AgentError(`cannot read bundle ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (e) {
+    throw new AgentError(`bundle ${file} refused: not valid JSON (${(e as Error).message})`);
+  }
+  const problems = checkBundle(parsed);
+  if (problems.length) throw new AgentError(`bundle ${file} refused: ${problems.join("; ")}; nothing was changed`);
+  return parsed as Bundle;
+}
+
+function hostProblems(host: Host, b: Bundle): string[] {
+  const out: string[] = [];
+  for (const f of desiredFiles(b)) {
+    if (!/^0?[0-7]{3,4}$/.test(f.mode)) out.push(`file ${f.path}: mode ${JSON.stringify(f.mode)} is not octal`);
+    if (host.lookupUser(f.owner) === null) out.push(`file ${f.path}: owner ${f.owner} does not exist on this host`);
+    if (host.lookupGroup(f.group) === null) out.push(`file ${f.path}: group ${f.group} does not exist on this host`);
+  }
+  return out;
+}
+
+export function loadCurrent(ctx: Ctx, hostName?: string): Generation {
+  return ctx.state.load(ctx.state.currentNumber(), hostName);
+}
+
+export function refreshMetrics(ctx: Ctx, drift?: number): string | null {
+  const g = loadCurrent(ctx);
+  const m = g.bundle.metrics;
+  if (!m?.enable || !m.textfileDir) return null;
+  const last = ctx.state.lastSwitch();
+  const d = drift ?? findDrift(ctx.host, g).length;
+  return writeMetrics(ctx.host, m.textfileDir, {
+    ...tailscaleMetrics(ctx.host),
+    generation: g.n,
+    drift: d,
+    lastSwitchSuccess: last?.success ? 1 : 0,
+    lastSwitchTimestamp: last ? Math.floor(last.timestamp / 1000) : 0,
+  });
+}
+
+/** Activate `target` in place of `from`: the rollback path shared by rollback, guard expiry, failed probes and recovery. */
+function rollbackTo(ctx: Ctx, from: Generation, target: Generation, why: string, recovering = false): void {
+  const j: Journal = { op: "rollback", from: from.n, to: target.n, startedAt: new Date().toISOString(), done: [] };
+  ctx.state.writeJournal(j);
+  ctx.log(`rolling back to generation ${target.n} (${why})`);
+  activate({
+    ...ctx,
+    journal: j,
+    target,
+    plan: { target: target.bundle, others: [from, target], appliedTailscale: from.bundle.tailscale, forceNft: recovering },
+  });
+  ctx.state.clearJournal();
+}
+
+/**
+ * Finish what an interrupted run left: a switch is rolled back to where it
+ * started, a rollback is carried through; an expired, unconfirmed generation
+ * is rolled back when its guard did not do it.
+ */
+export function recover(ctx: Ctx): void {
+  const { state } = ctx;
+  state.removeStaging();
+  const j = state.journal();
+  if (j) {
+    const exists = (n: number) => n === 0 || state.generationNumbers().includes(n);
+    if (j.op === "switch" && !exists(j.to)) {
+      ctx.log(`recovery: the switch to generation ${j.to} stopped before it was staged; nothing to undo`);
+      state.clearJournal();
+    } else {
+      const a = state.load(j.op === "switch" ? j.to : j.from);
+      const b = state.load(j.op === "switch" ? j.from : j.to, a.bundle.host);
+      ctx.log(`recovery: ${j.op} ${j.from} -> ${j.to} was interrupted after [${j.done.join(", ") || "nothing"}]`);
+      rollbackTo(ctx, a, b, `finishing an interrupted ${j.op}`, true);
+      if (j.op === "switch") {
+        state.setMeta(j.to, { status: "failed", error: "interrupted; rolled back by recovery" });
+        state.writeLastSwitch({ success: false, timestamp: Date.now(), generation: j.to, error: "interrupted; rolled back" });
+      }
+      ctx.log(`recovery: generation ${b.n} is current`);
+    }
+  }
+  const p = state.pending();
+  if (p && Date.now() > p.deadline + GUARD_GRACE_MS) expirePending(ctx, p.generation, "the confirm deadline passed and the guard did not act");
+}
+
+export function withRecovery<T>(ctx: Ctx, mutate: boolean, body: () => T): T {
+  if (mutate) {
+    const l = lockState(ctx);
+    try {
+      recover(ctx);
+      return body();
+    } finally {
+      l.release();
+    }
+  }
+  // Read-only commands recover only when nobody else is mid-switch.
+  const l = tryLock(ctx.state.dir, 0);
+  if ("heldBy" in l) {
+    ctx.log(`note: agent pid ${l.heldBy} is changing this host right now`);
+    return body();
+  }
+  try {
+    recover(ctx);
+  } finally {
+    l.release();
+  }
+  return body();
+}
+
+export interface SwitchOptions {
+  confirmTimeoutS?: number;
+}
+
+export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): Promise<number> {
+  const bundle = readBundle(bundleFile);
+  const problems = hostProblems(ctx.host, bundle);
+  if (problems.length) throw new AgentError(`bundle ${bundleFile} refused: ${problems.join("; ")}; nothing was changed`);
+  const lock = lockState(ctx);
+  try {
+    recover(ctx);
+    const { state, log } = ctx;
+    const cur = loadCurrent(ctx, bundle.host);
+    if (cur.n !== 0 && cur.bundle.host !== bundle.host)
+      throw new AgentError(`bundle ${bundleFile} refused: it is for host ${bundle.host}, but this host runs ${cur.bundle.host}'s generation ${cur.n}; nothing was changed`);
+    if (cur.n !== 0 && cur.bundle.hash === bundle.hash) {
+      log(`generation ${cur.n} is already current; nothing to do`);
+      return 0;
+    }
+    const n = Math.max(0, ...state.generationNumbers()) + 1;
+    const j: Journal = { op: "switch", from: cur.n, to: n, startedAt: new Date().toISOString(), done: [] };
+    state.writeJournal(j);
+    log(`switching ${bundle.host} from generation ${cur.n} to ${n} (bundle ${bundle.hash.slice(0, 12)})`);
+    const target = state.stage(n, bundle);
+    journalStep(state, j, "stage");
+    let failure: string | null = null;
+    try {
+      activate({ ...ctx, journal: j, target, plan: { target: bundle, others: [cur], appliedTailscale: cur.bundle.tailscale } });
+      log("health probes");
+      const failed = await runProbes(ctx.host, bundle.probes, probeDeadline(), log);
+      crashPoint("probes");
+      if (failed.length) failure = `health probes failed: ${failed.join("; ")}`;
+    } catch (e) {
+      if (!(e instanceof AgentError)) throw e;
+      failure = e.message;
+    }
+    if (failure) {
+      log(`switch failed: ${failure}`);
+      rollbackTo(ctx, state.load(n), cur, "the switch failed");
+      state.setMeta(n, { status: "failed", error: failure });
+      state.writeLastSwitch({ success: false, timestamp: Date.now(), generation: n, error: failure });
+      safeMetrics(ctx);
+      throw new AgentError(`switch to generation ${n} failed and was rolled back to generation ${cur.n}: ${failure}`);
+    }
+    state.setMeta(n, { status: "active" });
+    state.writeLastSwitch({ success: true, timestamp: Date.now(), generation: n });
+    if (o.confirmTimeoutS !== undefined) {
+      const old = state.pending();
+      if (old) stopGuard(ctx.host, old.guard);
+      const guard = startGuard(ctx.host, n, o.confirmTimeoutS);
+      state.writePending({ generation: n, previous: cur.n, deadline: Date.now() + o.confirmTimeoutS * 1000, guard });
+      state.clearJournal();
+      safeMetrics(ctx);
+      log(`generation ${n} is active; awaiting confirm within ${o.confirmTimeoutS}s (run \`confirm\` over a NEW ssh connection), else it rolls back to generation ${cur.n} (guard: ${guard.kind === "systemd" ? guard.unit : `pid ${guard.pid}`})`);
+      return 0;
+    }
+    const old = state.pending();
+    if (old) {
+      stopGuard(ctx.host, old.guard);
+      state.clearPending();
+    }
+    state.clearJournal();
+    safeMetrics(ctx);
+    log(`generation ${n} is active`);
+    return 0;
+  } finally {
+    lock.release();
+  }
+}
+
+function safeMetrics(ctx: Ctx): void {
+  try {
+    refreshMetrics(ctx);
+  } catch (e) {
+    ctx.log(`warning: metrics not written: ${(e as Error).message}`);
+  }
+}
+
+export function doConfirm(ctx: Ctx): number {
+  return withRecovery(ctx, true, () => {
+    const p = ctx.state.pending();
+    const cur = ctx.state.currentNumber();
+    if (!p) {
+      ctx.log(`nothing awaits confirmation; generation ${cur} is current`);
+      return 0;
+    }
+    if (Date.now() > p.deadline) throw new AgentError(`too late: the confirm deadline for generation ${p.generation} has passed; it is being rolled back to ${p.previous}`);
+    stopGuard(ctx.host, p.guard);
+    ctx.state.clearPending();
+    ctx.log(`generation ${p.generation} confirmed`);
+    return 0;
+  });
+}
+
+/** Roll back an unconfirmed generation; a no-op when it was confirmed meanwhile. */
+export function expirePending(ctx: Ctx, n: number, why: string): number {
+  const p = ctx.state.pending();
+  if (!p || p.generation !== n) {
+    ctx.log(`generation ${n} was confirmed or superseded; guard has nothing to do`);
+    return 0;
+  }
+  const cur = ctx.state.currentNumber();
+  if (cur === n) {
+    const from = ctx.state.load(n);
+    rollbackTo(ctx, from, ctx.state.load(p.previous, from.bundle.host), why);
+    ctx.state.setMeta(n, { status: "failed", error: "not confirmed in time" });
+    ctx.state.writeLastSwitch({ success: false, timestamp: Date.now(), generation: n, error: `not confirmed in time; rolled back to ${p.previous}` });
+  }
+  ctx.state.clearPending();
+  safeMetrics(ctx);
+  return 0;
+}
+
+export function doGuardExpire(ctx: Ctx, n: number): number {
+  const l = lockState(ctx);
+  try {
+    return expirePending(ctx, n, `generation ${n} was not confirmed in time`);
+  } finally {
+    l.release();
+  }
+}
+
+export function doRollback(ctx: Ctx, to: number | undefined): number {
+  return withRecovery(ctx, true, () => {
+    const { state } = ctx;
+    const curN = state.currentNumber();
+    const p = state.pending();
+    let target = to;
+    if (target === undefined) {
+      if (p && p.generation === curN) target = p.previous;
+      else {
+        const older = state.generationNumbers().filter((n) => n < curN && state.load(n).meta.status !== "failed");
+        if (!older.length) throw new AgentError(`no generation before ${curN} to roll back to (use \`rollback 0\` to release everything)`);
+        target = older[older.length - 1];
+      }
+    }
+    if (target !== 0 && !state.generationNumbers().includes(target)) throw new AgentError(`generation ${target} does not exist (see \`generations\`)`);
+    if (target === curN) {
+      ctx.log(`generation ${curN} is already current; nothing to do`);
+      return 0;
+    }
+    const from = loadCurrent(ctx);
+    rollbackTo(ctx, from, state.load(target, from.bundle.host), "requested");
+    if (p) {
+      stopGuard(ctx.host, p.guard);
+      state.clearPending();
+    }
+    safeMetrics(ctx);
+    ctx.log(`generation ${target} is current`);
+    return 0;
+  });
+}
+
+export function doDiff(ctx: Ctx, bundleFile: string): number {
+  const bundle = readBundle(bundleFile);
+  return withRecovery(ctx, false, () => {
+    const cur = loadCurrent(ctx, bundle.host);
+    const plan = makePlan(ctx.host, ctx.state, { target: bundle, others: [cur], appliedTailscale: cur.bundle.tailscale });
+    if (cur.n !== 0 && cur.bundle.hash === bundle.hash && planIsEmpty(plan)) {
+      ctx.log(`generation ${cur.n} is already current; nothing to do`);
+      return 0;
+    }
+    const lines = describePlan(ctx.host, plan);
+    ctx.log(`a switch from generation ${cur.n} would change:`);
+    for (const l of lines.length ? lines : ["(nothing on the host; only the generation record)"]) ctx.log(`  ${l}`);
+    return 0;
+  });
+}
+
+export function doGc(ctx: Ctx, keep: number): number {
+  return withRecovery(ctx, true, () => {
+    const { state } = ctx;
+    const cur = state.currentNumber();
+    const p = state.pending();
+    const all = state.generationNumbers();
+    const kept = new Set(all.slice(-keep));
+    kept.add(cur);
+    if (p) kept.add(p.previous);
+    const removed = all.filter((n) => !kept.has(n));
+    for (const n of removed) state.removeGeneration(n);
+    ctx.log(removed.length ? `removed generations ${removed.join(", ")}; kept ${[...kept].filter((n) => n > 0).sort((a, b) => a - b).join(", ")}` : "nothing to remove");
+    return 0;
+  });
+}

@@ -1,0 +1,76 @@
+/**
+ * Tailscale client decisions, pure: which of `up` / `set` / nothing a change
+ * needs, drift between declared settings and `tailscale debug prefs`, and
+ * peer counts from `tailscale status --json`.
+ */
+import { canonicalJson } from "../core/bundle.ts";
+import type { TailscaleSettings } from "../core/types.ts";
+
+export interface TailscaleAction {
+  op: "none" | "up" | "set";
+  argv: string[];
+  why: string;
+}
+
+/** `tailscale up` gives up after this; without it `up` retries forever against a dead coordinator. */
+export const UP_TIMEOUT = "60s";
+
+const LOGGED_OUT = new Set(["NeedsLogin", "NoState"]);
+const sortedTags = (s: TailscaleSettings | null) => [...(s?.tags ?? [])].sort().join(",");
+
+/**
+ * `backendState` is BackendState from `tailscale status --json` ("" when
+ * tailscaled did not answer); `applied` is what the previous generation set.
+ */
+export function tailscaleAction(backendState: string, applied: TailscaleSettings | null, want: TailscaleSettings | null): TailscaleAction {
+  if (!want) return { op: "none", argv: [], why: "tailscale is not managed by this generation" };
+  const authArgs = ["--auth-key", `file:${want.authKeyFile}`];
+  if (backendState === "" || LOGGED_OUT.has(backendState))
+    return { op: "up", argv: ["up", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: `not logged in (BackendState ${backendState || "unknown"})` };
+  if (applied && applied.loginServer !== want.loginServer)
+    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: "login server changed" };
+  if (!applied) return { op: "up", argv: ["up", ...want.upArgs, "--timeout", UP_TIMEOUT], why: "logged in but not yet configured by meshfleet" };
+  // `tailscale set` has no --advertise-tags: only a full `up` can change them.
+  if (sortedTags(applied) !== sortedTags(want)) return { op: "up", argv: ["up", ...want.upArgs, "--timeout", UP_TIMEOUT], why: "tags changed" };
+  if (canonicalJson(applied.setArgs) !== canonicalJson(want.setArgs) || canonicalJson(applied.upArgs) !== canonicalJson(want.upArgs))
+    return { op: "set", argv: ["set", ...want.setArgs], why: "settings changed" };
+  return { op: "none", argv: [], why: "unchanged" };
+}
+
+/** Drift between declared settings and `tailscale debug prefs` (ipn.Prefs JSON). */
+export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknown>): string[] {
+  const out: string[] = [];
+  const cmp = (what: string, expected: unknown, found: unknown) => {
+    if (canonicalJson(expected) !== canonicalJson(found)) out.push(`${what}: expected ${canonicalJson(expected)}, found ${canonicalJson(found)}`);
+  };
+  const strip = (u: unknown) => String(u ?? "").replace(/\/+$/, "");
+  cmp("login server", strip(want.loginServer), strip(prefs.ControlURL));
+  cmp("hostname", want.hostname, prefs.Hostname ?? "");
+  cmp("tags", [...want.tags].sort(), [...((prefs.AdvertiseTags as string[] | null) ?? [])].sort());
+  const routes = [...want.advertiseRoutes, ...(want.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])].sort();
+  cmp("advertised routes", routes, [...((prefs.AdvertiseRoutes as string[] | null) ?? [])].sort());
+  cmp("accept routes", want.acceptRoutes, !!prefs.RouteAll);
+  cmp("accept dns", want.acceptDns, !!prefs.CorpDNS);
+  cmp("ssh", want.ssh, !!prefs.RunSSH);
+  cmp("snat subnet routes", want.snatSubnetRoutes, !prefs.NoSNAT);
+  return out;
+}
+
+export interface PeerCounts {
+  peers: number;
+  direct: number;
+  relay: number;
+}
+
+/** By the CLI's own rule: an Active peer with CurAddr is direct; CurAddr empty with Relay and no PeerRelay is relayed via DERP. */
+export function countPeers(status: { Peer?: Record<string, { Active?: boolean; CurAddr?: string; Relay?: string; PeerRelay?: string }> | null }): PeerCounts {
+  const peers = Object.values(status.Peer ?? {});
+  let direct = 0;
+  let relay = 0;
+  for (const p of peers) {
+    if (!p.Active) continue;
+    if (p.CurAddr) direct++;
+    else if (p.Relay && !p.PeerRelay) relay++;
+  }
+  return { peers: peers.length, direct, relay };
+}

@@ -1,0 +1,63 @@
+/**
+ * Drift: the live host against the current generation — owned files
+ * (content, mode, owner), sysctls, our nft table, units, tailscale settings.
+ */
+import { sha256 } from "../core/bundle.ts";
+import type { Host } from "./host.ts";
+import { desiredFiles, normalizeSysctl } from "./desired.ts";
+import { ownerIds } from "./plan.ts";
+import type { Generation } from "./state.ts";
+import { prefsDrift } from "./tailscale.ts";
+
+export interface Drift {
+  kind: "file" | "sysctl" | "nftables" | "unit" | "tailscale";
+  subject: string;
+  detail: string;
+}
+
+export function findDrift(host: Host, g: Generation): Drift[] {
+  const out: Drift[] = [];
+  const root = typeof process.getuid === "function" && process.getuid() === 0;
+  for (const f of desiredFiles(g.bundle)) {
+    const st = host.stat(f.path);
+    if (!st) {
+      out.push({ kind: "file", subject: f.path, detail: "missing" });
+      continue;
+    }
+    const live = host.readFile(f.path);
+    if (live === null || sha256(live) !== f.sha256) out.push({ kind: "file", subject: f.path, detail: f.secret ? "content changed (secret)" : "content changed" });
+    if (st.mode !== parseInt(f.mode, 8)) out.push({ kind: "file", subject: f.path, detail: `mode is ${st.mode.toString(8).padStart(4, "0")}, expected ${f.mode}` });
+    if (root) {
+      const ids = ownerIds(host, f);
+      if (ids.uid !== st.uid || ids.gid !== st.gid) out.push({ kind: "file", subject: f.path, detail: `owner is ${st.uid}:${st.gid}, expected ${f.owner}:${f.group}` });
+    }
+  }
+  for (const [key, value] of Object.entries(g.bundle.sysctl)) {
+    const live = host.readSysctl(key);
+    if (live === null || normalizeSysctl(live) !== normalizeSysctl(value)) out.push({ kind: "sysctl", subject: key, detail: `is ${live ?? "(unreadable)"}, expected ${value}` });
+  }
+  const nft = host.nftList();
+  if (g.bundle.nftables === null) {
+    if (nft !== null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "present, but the firewall is off in this generation" });
+  } else if (nft === null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "missing" });
+  else if (g.nftLive !== null && nft !== g.nftLive) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "differs from the ruleset this generation applied" });
+  for (const u of g.bundle.units) {
+    if (!u.enable) continue;
+    const enabled = host.systemctl(["is-enabled", u.name]).stdout.trim();
+    if (enabled !== "enabled") out.push({ kind: "unit", subject: u.name, detail: `is ${enabled || "unknown"}, expected enabled` });
+    const active = host.systemctl(["is-active", u.name]).stdout.trim();
+    if (active !== "active") out.push({ kind: "unit", subject: u.name, detail: `is ${active || "unknown"}, expected active` });
+  }
+  if (g.bundle.tailscale) {
+    const r = host.tailscale(["debug", "prefs"], 10_000);
+    let prefs: Record<string, unknown> | null = null;
+    try {
+      prefs = JSON.parse(r.stdout);
+    } catch {
+      prefs = null;
+    }
+    if (!prefs) out.push({ kind: "tailscale", subject: "prefs", detail: "`tailscale debug prefs` did not answer" });
+    else for (const d of prefsDrift(g.bundle.tailscale, prefs)) out.push({ kind: "tailscale", subject: "prefs", detail: d });
+  }
+  return out;
+}

@@ -1,0 +1,104 @@
+/**
+ * Test helpers: build the real bundled agent once, run it against a temp
+ * root (files, /proc/sys as plain files, state) with stand-ins for nft,
+ * systemctl and tailscale on PATH that keep their state under the root.
+ */
+import { execFileSync, spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { fileURLToPath } from "node:url";
+import { bundleHash, sha256, type Bundle, type BundleFile } from "../../core/bundle.ts";
+
+const HERE = path.dirname(fileURLToPath(import.meta.url));
+export const REPO = path.resolve(HERE, "../..");
+export const AGENT = path.join(REPO, "dist", "meshfleet-agent.mjs");
+const FAKEBIN = path.join(HERE, "fakebin");
+
+let built = false;
+export function buildAgent(): string {
+  if (!built) {
+    execFileSync(process.execPath, [path.join(REPO, "agent", "build.mjs")], { stdio: "pipe" });
+    built = true;
+  }
+  return AGENT;
+}
+
+export function tempRoot(): string {
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-agent-"));
+  fs.mkdirSync(path.join(root, "sim"));
+  return root;
+}
+
+export interface Run {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+export function agent(root: string, args: string[], env: Record<string, string> = {}): Run {
+  const r = spawnSync(process.execPath, [AGENT, ...args], {
+    encoding: "utf8",
+    env: {
+      ...process.env,
+      PATH: `${FAKEBIN}:${process.env.PATH}`,
+      MESHFLEET_ROOT: root,
+      MESHFLEET_GUARD: "detached",
+      MESHFLEET_PROBE_DEADLINE_MS: "1500",
+      ...env,
+    },
+    timeout: 60_000,
+  });
+  return { code: r.status ?? -1, stdout: r.stdout, stderr: r.stderr };
+}
+
+export function file(p: string, content: string, extra: Partial<BundleFile> = {}): BundleFile {
+  return { path: p, mode: "0644", owner: "root", group: "root", sha256: sha256(content), content, secret: false, ...extra };
+}
+
+export function bundle(parts: Partial<Omit<Bundle, "hash" | "format">> = {}): Bundle {
+  const body: Omit<Bundle, "hash"> = {
+    format: 1,
+    host: "testhost",
+    files: [],
+    sysctl: {},
+    nftables: null,
+    units: [],
+    tailscale: null,
+    probes: [],
+    metrics: { enable: false, textfileDir: "" },
+    bestEffort: [],
+    ...parts,
+  };
+  return { ...body, hash: bundleHash(body) };
+}
+
+export function writeBundle(root: string, b: Bundle, name = `bundle-${b.hash.slice(0, 8)}.json`): string {
+  const p = path.join(root, "..", `${path.basename(root)}-${name}`);
+  fs.writeFileSync(p, JSON.stringify(b));
+  return p;
+}
+
+/** Every file under root except the sim dir, with content: a snapshot to prove "nothing changed". */
+export function snapshot(root: string): Record<string, string> {
+  const out: Record<string, string> = {};
+  const walk = (d: string) => {
+    for (const e of fs.readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (p === path.join(root, "sim", "calls.log")) continue;
+      if (e.isSymbolicLink()) out[path.relative(root, p)] = `-> ${fs.readlinkSync(p)}`;
+      else if (e.isDirectory()) walk(p);
+      else out[path.relative(root, p)] = fs.readFileSync(p, "utf8");
+    }
+  };
+  walk(root);
+  return out;
+}
+
+export const read = (root: string, p: string): string | null => {
+  try {
+    return fs.readFileSync(path.join(root, p), "utf8");
+  } catch {
+    return null;
+  }
+};
