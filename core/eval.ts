@@ -37,7 +37,7 @@ export const hostBaseShape = {
 
 export function hostSchema(modules: MeshModule[] = MODULES) {
   const shape: Record<string, z.ZodType> = { ...hostBaseShape };
-  for (const m of modules) shape[m.name] = m.options.default({} as never);
+  for (const m of modules) shape[m.name] = m.options.prefault({} as never); // prefault: zod 4 parses it, so inner defaults apply
   return z.object(shape).strict();
 }
 

@@ -1,12 +1,12 @@
 /**
- * ssh: an sshd drop-in (keys only) kept reachable by the firewall — the
+ * sshd: an sshd drop-in (keys only) kept reachable by the firewall — the
  * deploy path itself, so the firewall can never be rendered without it.
  */
 import { z } from "zod";
 import { defineModule } from "../core/module.ts";
 
 export const sshModule = defineModule({
-  name: "ssh",
+  name: "sshd",
   description: "OpenSSH server settings (the path meshfleet deploys through).",
   options: z
     .object({
@@ -39,10 +39,10 @@ export const sshModule = defineModule({
       probes: [{ name: "sshd listening", kind: "tcp", host: "127.0.0.1", port: sshPort }],
       assertions: [{
         assertion: o.openFirewall || ctx.self.options.firewall?.enable === false,
-        path: "ssh.openFirewall",
+        path: "sshd.openFirewall",
         expected: "true while the firewall is on (meshfleet deploys over SSH)",
         found: "false",
-        fix: "leave ssh.openFirewall true, or list the management interface in firewall.trustedInterfaces and set ssh.openFirewall: !mkForce false",
+        fix: "leave sshd.openFirewall true, or list the management interface in firewall.trustedInterfaces and set sshd.openFirewall: !mkForce false",
       }],
     };
   },

@@ -1,0 +1,34 @@
+/** meshfleet check: validate and evaluate a fleet; every problem, then exit 1 on any error. */
+import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
+import type { Command } from "../main.ts";
+import { runFleetPolicyTests } from "../policy-tests.ts";
+
+const flags = fleetFlags;
+
+export const command: Command = {
+  name: "check",
+  summary: "validate and evaluate a fleet, run the policy's tests, print every problem",
+  usage: `usage: meshfleet check [--stack S | --hosts-dir DIR] [--json]\n\nReads hosts/<stack>/fleet.yaml and the host files, evaluates every module,\nand prints each problem as file: option path: expected, found, fix.\nExit 0 when the fleet is valid (warnings allowed), 1 otherwise.\n\n${flagHelp(flags)}`,
+  async run(argv) {
+    const { opts } = parseArgs(argv, flags);
+    const { dir, stack } = fleetDir(opts);
+    const t0 = performance.now();
+    const r = await evaluateFleet(dir, stack);
+    const tests = r.fleet ? await runFleetPolicyTests(r.fleet) : { results: [], diagnostics: [] };
+    const diagnostics = [...r.diagnostics, ...tests.diagnostics];
+    const ok = !hasErrors(diagnostics);
+    if (opts.json) {
+      console.log(JSON.stringify({ ok, stack, dir, hosts: r.fleet ? Object.keys(r.fleet.hosts) : [], diagnostics, policyTests: tests.results }, null, 2));
+    } else {
+      if (diagnostics.length) console.log(formatDiagnostics(diagnostics));
+      const ms = Math.round(performance.now() - t0);
+      if (ok) {
+        const n = Object.keys(r.fleet!.hosts).length;
+        const passed = tests.results.filter((x) => x.pass).length;
+        console.log(`ok: ${dir}: ${n} hosts evaluated${tests.results.length ? `, ${passed}/${tests.results.length} policy tests pass` : ""} (${ms} ms)`);
+      } else console.log(`${diagnostics.filter((d) => d.severity === "error").length} error(s) in ${dir}; nothing was deployed.`);
+    }
+    return ok ? 0 : 1;
+  },
+};
