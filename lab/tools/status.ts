@@ -36,6 +36,7 @@ export function toolStatus(t: ToolSpec, root = toolsDir(), pathVar = process.env
   const bin = toolBinDir(root, t);
   const names = Object.keys(t.binaries);
   const base = { name: t.name, version: t.version };
+  let cacheNote: string | undefined;
   if (allPresent(bin, t)) {
     if (readStamp(root, t)) {
       return { ...base, state: "cached", binDir: bin, binaries: names.map((n) => ({ name: n, path: join(bin, n), version: t.version })) };
@@ -43,14 +44,18 @@ export function toolStatus(t: ToolSpec, root = toolsDir(), pathVar = process.env
     // Built by hand or by an older run into the right place: trust it only if it says so.
     const found = names.map((n) => ({ name: n, path: join(bin, n), version: binaryVersion(join(bin, n), t.binaries[n]) ?? null }));
     if (found.every((b) => b.version === t.version)) return { ...base, state: "cached", binDir: bin, binaries: found, unstamped: true };
+    const off = found.filter((b) => b.version !== t.version);
+    cacheNote = `${bin} holds ${off.map((b) => `${b.name} ${b.version ?? "(no version)"}`).join(", ")}`;
   }
   const onPath = probePath(t, pathVar);
   const binaries = names.map((n) => ({ name: n, path: onPath[n]?.path ?? null, version: onPath[n]?.version ?? null }));
   if (binaries.every((b) => b.path && b.version === t.version)) return { ...base, state: "path", binDir: null, binaries };
   const wrong = binaries.filter((b) => b.path && b.version !== t.version);
-  const note = wrong.length
-    ? `on PATH at another version: ${wrong.map((b) => `${b.path} (${b.version ?? "version unknown"})`).join(", ")}`
-    : undefined;
+  const notes = [
+    cacheNote,
+    wrong.length ? `on PATH at another version: ${wrong.map((b) => `${b.path} (${b.version ?? "version unknown"})`).join(", ")}` : undefined,
+  ].filter(Boolean);
+  const note = notes.length ? notes.join("; ") : undefined;
   return { ...base, state: "missing", binDir: null, binaries: names.map((n) => ({ name: n, path: null, version: null })), note };
 }
 
