@@ -7,7 +7,7 @@
 import { readdir, readFile } from "node:fs/promises";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { isMap, isScalar, isSeq, isAlias, parseDocument, type Node as YamlNode } from "yaml";
+import { isMap, isScalar, isSeq, isAlias, LineCounter, parseDocument, type Node as YamlNode } from "yaml";
 import { diag } from "./diagnostics.ts";
 import { Prio, YAML_PRIORITY_TAGS } from "./priority.ts";
 import type { Diagnostic } from "./types.ts";
@@ -33,14 +33,19 @@ export function displayPath(p: string): string {
 
 /** Parse one YAML text; returns the value or diagnostics (one per YAML error). */
 export function parseYaml(text: string, file: string): { value?: unknown; diagnostics: Diagnostic[] } {
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
+  const at = (pos: [number, number] | undefined) => {
+    const p = lineCounter.linePos(pos?.[0] ?? 0);
+    return [p.line, p.col];
+  };
   const diagnostics: Diagnostic[] = doc.errors.map((e) => {
-    const [line, col] = e.linePos?.[0] ? [e.linePos[0].line, e.linePos[0].col] : [0, 0];
+    const [line, col] = at(e.pos);
     return diag(file, `line ${line}:${col}`, "valid YAML", e.message.split("\n")[0], e.code === "DUPLICATE_KEY" ? "remove the duplicated key" : "fix the YAML syntax at that line");
   });
   for (const w of doc.warnings) {
     if (w.code === "TAG_RESOLVE_FAILED" && /!mk(Default|Force)/.test(w.message)) continue;
-    const [line, col] = w.linePos?.[0] ? [w.linePos[0].line, w.linePos[0].col] : [0, 0];
+    const [line, col] = at(w.pos);
     diagnostics.push(diag(file, `line ${line}:${col}`, "a known YAML tag (!mkDefault, !mkForce)", w.message.split("\n")[0], "remove the tag or use !mkDefault / !mkForce"));
   }
   if (diagnostics.length) return { diagnostics };

@@ -159,7 +159,7 @@ export function zodDiagnostics(schema: z.ZodType, error: z.ZodError, sources: Ma
     let expected: string;
     switch (issue.code) {
       case "invalid_type":
-        expected = issue.input === undefined ? `a value (${issue.expected}) — this option is required` : `a ${issue.expected}`;
+        expected = issue.input === undefined ? `a value (${issue.expected}) — this option is required` : `${/^[aeiou]/.test(issue.expected) ? "an" : "a"} ${issue.expected}`;
         break;
       case "invalid_value":
         expected = `one of ${issue.values.map((v: unknown) => JSON.stringify(v)).join(", ")}`;

@@ -1,0 +1,97 @@
+/**
+ * Bad input: each case is a small fleet with one mistake; its exact
+ * diagnostics (file, option path, expected, found, fix) are the contract,
+ * snapshotted. The temp folder's path is replaced by <fleet>.
+ */
+import { describe, expect, it } from "vitest";
+import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { BASE, writeFleet } from "./fleet-fixture.ts";
+
+const vps = BASE["vps.yaml"];
+const router = BASE["router.yaml"];
+const fleet = BASE["fleet.yaml"];
+
+const CASES: Record<string, Record<string, string | null>> = {
+  "yaml syntax error": { "laptop.yaml": "imports: [client\naddress: 1.2.3.4\n" },
+  "yaml duplicate key": { "laptop.yaml": "imports: [client]\naddress: 10.0.0.5\naddress: 10.0.0.6\n" },
+  "yaml unknown tag": { "laptop.yaml": "imports: [client]\naddress: !mkWhatever 10.0.0.5\n" },
+  "host file not a mapping": { "laptop.yaml": "- just\n- a list\n" },
+  "bad host file name": { "Laptop_1.yaml": "imports: [client]\naddress: 10.0.0.9\n" },
+  "duplicate host (yaml and yml)": { "laptop.yml": "imports: [client]\naddress: 10.0.0.6\n" },
+  "missing fleet.yaml": { "fleet.yaml": null },
+  "unknown top-level option": { "laptop.yaml": BASE["laptop.yaml"] + "adress: 1.2.3.4\n" },
+  "unknown module option": { "laptop.yaml": "imports: [client]\naddress: 10.0.0.5\ntailscale:\n  user: alice\n  acceptRoute: true\n" },
+  "unknown module": { "laptop.yaml": BASE["laptop.yaml"] + "wireguard:\n  enable: true\n" },
+  "wrong type (string for bool)": { "laptop.yaml": "imports: [client]\naddress: 10.0.0.5\ntailscale:\n  user: alice\n  acceptRoutes: \"yes\"\n" },
+  "wrong type (number for list)": { "laptop.yaml": "imports: [client]\naddress: 10.0.0.5\ntailscale:\n  user: alice\n  tags: 5\n" },
+  "missing address": { "laptop.yaml": "imports: [client]\ntailscale:\n  user: alice\n" },
+  "bad CIDR in routes": { "router.yaml": router.replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/33]") },
+  "CIDR with host bits": { "router.yaml": router.replace("routes: [192.168.8.0/24]", "routes: [192.168.8.5/24]") },
+  "route not in the host's LAN": { "router.yaml": router.replace("routes: [192.168.8.0/24]", "routes: [192.168.9.0/24]") },
+  "overlapping routes on one host": { "router.yaml": router.replace("lan: [192.168.8.0/24]", "lan: [192.168.0.0/16]").replace("routes: [192.168.8.0/24]", "routes: [192.168.0.0/16, 192.168.8.0/24]") },
+  "overlapping routes across routers": { "router2.yaml": router.replace("lan: [192.168.8.0/24]", "lan: [192.168.0.0/16]").replace("routes: [192.168.8.0/24]", "routes: [192.168.0.0/16]").replace("192.168.8.205", "192.168.8.206") },
+  "subnet router with no routes": { "router.yaml": router.replace("routes: [192.168.8.0/24]", "routes: []") },
+  "bad lan CIDR": { "router.yaml": router.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0]") },
+  "unknown import": { "laptop.yaml": BASE["laptop.yaml"].replace("[client]", "[clinet]") },
+  "import file missing": { "laptop.yaml": BASE["laptop.yaml"].replace("[client]", "[client, ./common.yaml]") },
+  "bad tag name": { "router.yaml": router.replace("tags: [tag:router]", "tags: [router]") },
+  "no user and no tags": { "laptop.yaml": "imports: [client]\naddress: 10.0.0.5\n" },
+  "user not declared": { "laptop.yaml": BASE["laptop.yaml"].replace("user: alice", "user: bob") },
+  "coordinator host missing": { "fleet.yaml": fleet.replace("host: vps", "host: hs1") },
+  "coordinator not running headscale": { "vps.yaml": vps.replace("coordinator, ", "") },
+  "two coordinators": { "vps2.yaml": vps.replace("203.0.113.10", "203.0.113.11") },
+  "coordinator host is another host": { "fleet.yaml": fleet.replace("host: vps", "host: laptop") },
+  "server URL without scheme": { "fleet.yaml": fleet.replace("https://hs.example.com", "hs.example.com") },
+  "missing serverUrl": { "fleet.yaml": fleet.replace("  serverUrl: https://hs.example.com\n", "") },
+  "unknown fleet option": { "fleet.yaml": fleet + "dnss:\n  magicDns: true\n" },
+  "base_domain equal to the server URL's host": { "fleet.yaml": fleet + "dns:\n  baseDomain: hs.example.com\n" },
+  "server URL inside base_domain": { "fleet.yaml": fleet + "dns:\n  baseDomain: example.com\n" },
+  "bad prefix CIDR": { "fleet.yaml": fleet + "prefixes:\n  v4: 100.64.0.0/40\n" },
+  "bad allocation": { "fleet.yaml": fleet + "prefixes:\n  allocation: roundrobin\n" },
+  "DERP region id out of range": { "fleet.yaml": fleet + "derp:\n  regionId: 5\n" },
+  "bad expiration duration": { "fleet.yaml": fleet + "preAuthKeyExpiration: 3 months\n" },
+  "port clash between modules": { "vps.yaml": vps + "firewall:\n  allowedTCPPorts: [443]\n" },
+  "port out of range": { "vps.yaml": vps + "firewall:\n  allowedUDPPorts: [70000]\n" },
+  "conflicting scalars at one priority": { "_common.yaml": "tailscale:\n  acceptRoutes: false\n", "laptop.yaml": BASE["laptop.yaml"].replace("[client]", "[client, ./_common.yaml]") },
+  "duplicate tailscale hostname": { "laptop.yaml": BASE["laptop.yaml"] + "  hostname: vps\n" },
+  "bad ssh port": { "laptop.yaml": BASE["laptop.yaml"] + "ssh:\n  port: 0\n" },
+  "bad runtime": { "laptop.yaml": BASE["laptop.yaml"] + "runtime: podman\n" },
+  "lxc without proxmox host": { "router.yaml": router.replace("[subnet-router]", "[subnet-router, proxmox-lxc]") + "lxc:\n  ctid: 205\n" },
+  "bad PVE version": { "router.yaml": router.replace("[subnet-router]", "[subnet-router, proxmox-lxc]") + "lxc:\n  ctid: 205\n  proxmoxHost: root@192.168.8.2\n  pveVersion: eight\n" },
+};
+
+describe("bad input: one clear diagnostic per problem", () => {
+  it("has at least 40 cases", () => expect(Object.keys(CASES).length).toBeGreaterThanOrEqual(40));
+
+  for (const [name, files] of Object.entries(CASES)) {
+    it(name, async () => {
+      const { dir, cleanup } = writeFleet(files);
+      try {
+        const r = await evaluateFleet(dir, "fx");
+        expect(hasErrors(r.diagnostics), "the case must be rejected").toBe(true);
+        expect(r.fleet).toBeUndefined();
+        const text = formatDiagnostics(r.diagnostics).split(dir).join("<fleet>");
+        expect(text).not.toMatch(/\n\s+at /); // no stack traces
+        for (const d of r.diagnostics) {
+          expect(d.file).not.toBe("");
+          expect(d.expected).not.toBe("");
+          expect(d.fix).not.toBe("");
+        }
+        expect(text).toMatchSnapshot();
+      } finally {
+        cleanup();
+      }
+    });
+  }
+
+  it("the base fixture itself is valid", async () => {
+    const { dir, cleanup } = writeFleet();
+    try {
+      const r = await evaluateFleet(dir, "fx");
+      expect(formatDiagnostics(r.diagnostics)).toBe("");
+      expect(Object.keys(r.fleet!.hosts).sort()).toEqual(["laptop", "router", "vps"]);
+    } finally {
+      cleanup();
+    }
+  });
+});
