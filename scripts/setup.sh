@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Installs what meshfleet's tests and lab need, saying what it does:
+# npm packages, Debian packages, and the Go-built tools (cached outside the repo).
+# Idempotent: a second run with everything present takes a second or two.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+say() { printf '[meshfleet setup] %s\n' "$*" >&2; }
+
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  say "installing npm packages (npm ci)"
+  npm ci --no-audit --no-fund --loglevel=error
+fi
+
+need=()
+for pair in caddy:caddy nginx:nginx nft:nftables ip:iproute2 debootstrap:debootstrap \
+            systemd-nspawn:systemd-container ssh:openssh-client ssh-keygen:openssh-client \
+            chromium:chromium openssl:openssl; do
+  command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    say "missing Debian packages: ${need[*]} — run as root, or: sudo apt-get install ${need[*]}"
+    exit 1
+  fi
+  say "installing Debian packages: ${need[*]}"
+  # Packages like nginx and caddy start a service on install; the tests only
+  # run their binaries, so keep the services from starting (policy-rc.d).
+  had_policy=0; [ -e /usr/sbin/policy-rc.d ] && had_policy=1
+  [ $had_policy = 1 ] || { printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; }
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+  [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d
+fi
+
+if ! command -v go >/dev/null 2>&1; then
+  say "Go is missing: the real peers (headscale, tailscale, derper, pulumi) are built from Go modules; install Go >= 1.24 (apt-get install golang-go, or go.dev)"
+  exit 1
+fi
+say "building or reusing the Go-built tools (meshfleet tools build)"
+node bin/meshfleet.mjs tools build
