@@ -1,0 +1,215 @@
+/**
+ * Coordinator: Headscale on the VPS, in one of two runtimes.
+ *
+ * - `docker` (the seeds' setup): the host's docker over SSH, a pinned
+ *   `headscale/headscale:<version>` image, a named volume for
+ *   /var/lib/headscale, config/policy/DERP map/keys as container uploads
+ *   (keys as secrets), ports, restart unless-stopped, a health check.
+ * - `systemd` (NixOS style, the lab): the binary, a hardened unit and the
+ *   files, all in the host's generation, delivered through HostAgent.
+ *
+ * Either way it ends with `ready`: a command that returns once the headscale
+ * CLI answers on the host, which users, keys and nodes wait for.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import * as docker from "@pulumi/docker";
+import { existsSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
+import { dockerHost, dockerService, dockerSshOpts, validateContainerSpec, type DockerService } from "./dockerService.ts";
+import { headscaleCommand, type HeadscaleCli } from "./headscaleCli.ts";
+import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
+import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+
+export interface CoordinatorArgs {
+  /**
+   * The evaluated coordinator host (roles include `coordinator`).
+   * @example fleet.hosts[fleet.coordinator.host]
+   */
+  host: HostSystem;
+  /**
+   * The fleet's coordinator facts (server URL, version, runtime).
+   * @example fleet.coordinator
+   */
+  info: CoordinatorInfo;
+  /**
+   * Secret values the host's files reference (`noise-key`, `derp-key`).
+   * @default {}
+   * @example { "noise-key": noiseKey, "derp-key": derpKey }
+   */
+  secrets?: Record<string, pulumi.Input<string>>;
+  /**
+   * SSH private key text for the command provider (a secret); the SSH agent when unset.
+   * @default undefined
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * SSH private key file for the docker provider (it runs ssh(1)); docker runtime only.
+   * @default undefined (ssh's own defaults and agent)
+   * @example "~/.ssh/id_ed25519"
+   */
+  sshPrivateKeyPath?: string;
+  /**
+   * The host's nftables ruleset (systemd runtime, or a docker host with an agent).
+   * @default null
+   * @example renderNftables(host)
+   */
+  nftables?: string | null;
+  /**
+   * Name of the headscale container in `host.containers` (docker runtime).
+   * @default "headscale"
+   */
+  containerName?: string;
+  /**
+   * Pin the image by digest as well as tag (docker runtime).
+   * @default undefined
+   * @example "sha256:4b1c…"
+   */
+  imageDigest?: string;
+  /**
+   * A headscale binary on this machine to install on the host (systemd runtime);
+   * unset means the host already has it (package or image).
+   * @default undefined
+   * @example "~/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale"
+   */
+  binaryPath?: string;
+  /**
+   * Where the headscale binary lives on the host (systemd runtime).
+   * @default "/usr/local/bin/headscale"
+   */
+  binaryRemotePath?: string;
+  /**
+   * Seconds to wait for headscale to answer before the deploy fails.
+   * @default 120
+   */
+  readyTimeoutSeconds?: number;
+  /**
+   * Options passed to the host's HostAgent (agent path, confirm timeout).
+   * @default {}
+   * @example { confirmTimeoutSeconds: 300 }
+   */
+  agent?: Partial<Pick<HostAgentArgs, "agentPath" | "remoteAgentPath" | "stateDir" | "confirmTimeoutSeconds" | "node">>;
+}
+
+export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
+  const h = args.host;
+  const p: string[] = [];
+  if (!/^https?:\/\//.test(args.info.serverUrl)) p.push(`fleet.yaml: coordinator.serverUrl: expected http:// or https://, found ${JSON.stringify(args.info.serverUrl)}`);
+  if (args.info.runtime !== h.runtime) p.push(`${h.file}: runtime: the coordinator runs "${args.info.runtime}" but host ${h.name} says "${h.runtime}"`);
+  if (h.runtime === "docker") {
+    const name = args.containerName ?? "headscale";
+    const spec = h.containers.find((c) => c.name === name);
+    if (!spec) p.push(`${h.file}: containers: expected a container named "${name}" for the docker runtime, found ${JSON.stringify(h.containers.map((c) => c.name))}`);
+    else p.push(...validateContainerSpec(h, spec, Object.keys(args.secrets ?? {})));
+  } else {
+    if (!h.agent) p.push(`${h.file}: agent: the systemd runtime delivers headscale through the agent; found agent: false. Fix: agent: true or runtime: docker`);
+    if (!h.units.some((u) => u.name === "headscale.service")) p.push(`${h.file}: units: expected headscale.service for the systemd runtime, found ${JSON.stringify(h.units.map((u) => u.name))}`);
+    if (args.binaryPath && !existsSync(args.binaryPath)) p.push(`Coordinator ${h.name}: binaryPath: ${args.binaryPath} does not exist. Fix: build headscale ${args.info.headscaleVersion} or unset binaryPath`);
+  }
+  return p;
+}
+
+/** The CLI location for a coordinator host. */
+export function coordinatorCli(host: HostSystem, o: { containerName?: string; binaryRemotePath?: string } = {}): HeadscaleCli {
+  return host.runtime === "docker"
+    ? { runtime: "docker", container: o.containerName ?? "headscale" }
+    : { runtime: "systemd", binary: o.binaryRemotePath ?? "/usr/local/bin/headscale" };
+}
+
+/** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
+export function readyScript(cli: HeadscaleCli, host: string, timeoutSeconds: number): string {
+  const probe = headscaleCommand(cli, ["users", "list", "-o", "json"]);
+  const tries = Math.max(1, Math.ceil(timeoutSeconds / 2));
+  return [
+    `i=0`,
+    `while [ "$i" -lt ${tries} ]; do`,
+    `  if ${probe} >/dev/null 2>&1; then echo ready; exit 0; fi`,
+    `  i=$((i + 1)); sleep 2`,
+    `done`,
+    `echo ${shq(`meshfleet: headscale on ${host} did not answer within ${timeoutSeconds}s; check its log (journalctl -u headscale or docker logs headscale)`)} >&2`,
+    `exit 1`,
+  ].join("\n");
+}
+
+export class Coordinator extends pulumi.ComponentResource {
+  /** The URL clients log in to (`--login-server`). */
+  public readonly url: pulumi.Output<string>;
+  public readonly runtime: pulumi.Output<string>;
+  /** Where the CLI runs; HeadscaleUser/PreAuthKey use it. */
+  public readonly cli: HeadscaleCli;
+  /** Depend on this: headscale answers. */
+  public readonly ready: command.remote.Command;
+  /** The docker provider of the host (docker runtime), shared with the proxy and DERP containers. */
+  public readonly dockerProvider?: docker.Provider;
+  public readonly dockerNetwork?: docker.Network;
+  public readonly service?: DockerService;
+  /** The host's agent push (systemd runtime, or any host with an agent). */
+  public readonly hostAgent?: HostAgent;
+
+  constructor(name: string, args: CoordinatorArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("meshfleet:index:Coordinator", name, {}, opts);
+    assertNoProblems(validateCoordinatorArgs(args), `Coordinator ${name}`);
+    const h = args.host;
+    const secrets = args.secrets ?? {};
+    const connection = hostConnection(h, args.sshPrivateKey);
+    this.cli = coordinatorCli(h, args);
+    const waitFor: pulumi.Resource[] = [];
+
+    if (h.runtime === "docker") {
+      this.dockerProvider = new docker.Provider(`${name}-docker`, { host: dockerHost(h), sshOpts: dockerSshOpts(args.sshPrivateKeyPath) }, { parent: this });
+      this.dockerNetwork = new docker.Network(`${name}-network`, { name: "meshfleet" }, { parent: this, provider: this.dockerProvider });
+      const spec = h.containers.find((c) => c.name === (args.containerName ?? "headscale"))!;
+      this.service = dockerService(this, name, h, spec, {
+        provider: this.dockerProvider,
+        network: this.dockerNetwork,
+        imageDigest: args.imageDigest,
+        secrets,
+        waitTimeoutSeconds: args.readyTimeoutSeconds,
+      });
+      waitFor.push(this.service.container);
+    } else if (args.binaryPath) {
+      const sha = createHash("sha256").update(readFileSync(args.binaryPath)).digest("hex");
+      const remote = args.binaryRemotePath ?? "/usr/local/bin/headscale";
+      // Copied aside, then installed 0755 in one rename: a running headscale never sees a half-written binary.
+      const staged = `/var/tmp/meshfleet-headscale-${sha.slice(0, 16)}`;
+      const copy = new command.remote.CopyToRemote(
+        `${name}-binary-copy`,
+        { connection, source: new pulumi.asset.FileAsset(args.binaryPath), remotePath: staged, triggers: [sha] },
+        { parent: this },
+      );
+      const install = new command.remote.Command(
+        `${name}-binary-install`,
+        { connection, create: `install -m 0755 ${shq(staged)} ${shq(remote)}.new && mv -f ${shq(remote)}.new ${shq(remote)} && rm -f ${shq(staged)}`, triggers: [sha] },
+        { parent: this, dependsOn: [copy] },
+      );
+      waitFor.push(install);
+    }
+
+    if (h.agent) {
+      this.hostAgent = new HostAgent(
+        `${name}-agent`,
+        { host: h, nftables: args.nftables ?? null, secrets, connection, ...args.agent },
+        { parent: this, dependsOn: h.runtime === "systemd" ? [...waitFor] : [] },
+      );
+      if (h.runtime === "systemd") waitFor.push(this.hostAgent.confirmed);
+    }
+
+    this.ready = new command.remote.Command(
+      `${name}-ready`,
+      {
+        connection,
+        create: readyScript(this.cli, h.name, args.readyTimeoutSeconds ?? 120),
+        // Re-checked whenever what runs headscale changed.
+        triggers: [this.service?.container.id ?? this.hostAgent?.generation ?? h.name],
+      },
+      { parent: this, dependsOn: waitFor },
+    );
+
+    this.url = pulumi.output(args.info.serverUrl);
+    this.runtime = pulumi.output(h.runtime);
+    this.registerOutputs({ url: this.url, runtime: this.runtime, ready: this.ready.stdout });
+  }
+}

@@ -1,0 +1,120 @@
+/**
+ * DerpRelay: the fleet's own DERP relay, either headscale's embedded one
+ * (`derp.server.enabled`, nothing separate to run: headscale serves it) or a
+ * standalone `derper` (docker container, or a systemd unit in the host's
+ * generation) that verifies clients against headscale's /verify.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import type * as docker from "@pulumi/docker";
+import type { DerpRegion, HostSystem } from "../core/types.ts";
+import { dockerService, validateContainerSpec, type DockerService } from "./dockerService.ts";
+import type { HostAgent } from "./hostAgent.ts";
+import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+
+export type DerpMode = "embedded" | "standalone";
+
+export interface DerpRelayArgs {
+  /**
+   * The host the relay runs on.
+   * @example fleet.hosts["vps"]
+   */
+  host: HostSystem;
+  /**
+   * headscale's embedded DERP, or a standalone derper.
+   * @default "embedded"
+   * @example "standalone"
+   */
+  mode?: DerpMode;
+  /**
+   * The region this relay serves (from the fleet's DERP map).
+   * @example fleet.derpRegions[0]
+   */
+  region: DerpRegion;
+  /**
+   * Docker runtime, standalone mode: the host's docker provider.
+   * @default undefined
+   * @example coordinator.dockerProvider
+   */
+  provider?: docker.Provider;
+  /**
+   * Docker runtime: the shared network.
+   * @default undefined
+   * @example coordinator.dockerNetwork
+   */
+  network?: docker.Network;
+  /**
+   * Docker runtime: pin the derper image by digest too.
+   * @default undefined
+   * @example "sha256:…"
+   */
+  imageDigest?: string;
+  /**
+   * Systemd runtime, standalone mode: the host's agent push.
+   * @default undefined
+   * @example coordinator.hostAgent
+   */
+  hostAgent?: HostAgent;
+  /**
+   * SSH private key text (secret) for the check command.
+   * @default undefined (SSH agent)
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * Secret values the relay's files reference (`derp-key`).
+   * @default {}
+   * @example { "derp-key": derpKey }
+   */
+  secrets?: Record<string, pulumi.Input<string>>;
+}
+
+export function validateDerpRelayArgs(args: DerpRelayArgs): string[] {
+  const h = args.host;
+  const p: string[] = [];
+  if (args.region.nodes.length === 0) p.push(`fleet.yaml: derp.regions[${args.region.regionId}]: expected at least one DERP node, found none`);
+  if ((args.mode ?? "embedded") === "embedded") return p;
+  if (h.runtime === "docker") {
+    const spec = h.containers.find((c) => c.name === "derper");
+    if (!spec) p.push(`${h.file}: containers: expected a "derper" container for the standalone DERP relay, found ${JSON.stringify(h.containers.map((c) => c.name))}`);
+    else p.push(...validateContainerSpec(h, spec, Object.keys(args.secrets ?? {})));
+    if (!args.provider) p.push(`DerpRelay on ${h.name}: the docker runtime needs the host's docker provider (Coordinator.dockerProvider)`);
+  } else {
+    if (!h.units.some((u) => u.name === "derper.service")) p.push(`${h.file}: units: expected derper.service for the standalone DERP relay, found ${JSON.stringify(h.units.map((u) => u.name))}`);
+    if (!args.hostAgent) p.push(`DerpRelay on ${h.name}: the systemd runtime needs the host's HostAgent`);
+  }
+  return p;
+}
+
+export class DerpRelay extends pulumi.ComponentResource {
+  public readonly mode: pulumi.Output<string>;
+  public readonly regionId: pulumi.Output<number>;
+  public readonly hostName: pulumi.Output<string>;
+  public readonly service?: DockerService;
+  public readonly check?: command.remote.Command;
+
+  constructor(name: string, args: DerpRelayArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("meshfleet:index:DerpRelay", name, {}, opts);
+    assertNoProblems(validateDerpRelayArgs(args), `DerpRelay ${name}`);
+    const h = args.host;
+    const mode = args.mode ?? "embedded";
+    if (mode === "standalone" && h.runtime === "docker") {
+      const spec = h.containers.find((c) => c.name === "derper")!;
+      this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
+    } else if (mode === "standalone") {
+      this.check = new command.remote.Command(
+        `${name}-check`,
+        {
+          connection: hostConnection(h, args.sshPrivateKey),
+          create: `systemctl is-active --quiet derper.service || { echo ${shq(`meshfleet: derper.service is not active on ${h.name}; see journalctl -u derper`)} >&2; exit 1; }`,
+          triggers: [args.hostAgent!.generation],
+        },
+        { parent: this, dependsOn: [args.hostAgent!.confirmed] },
+      );
+    }
+    this.mode = pulumi.output(mode);
+    this.regionId = pulumi.output(args.region.regionId);
+    this.hostName = pulumi.output(args.region.nodes[0]?.hostName ?? "");
+    this.registerOutputs({ mode: this.mode, regionId: this.regionId, hostName: this.hostName });
+  }
+}

@@ -1,0 +1,196 @@
+/**
+ * The headscale CLI as meshfleet drives it (headscale 0.29.2): argv builders,
+ * the parsers for its `-o json` output, and the route-approval check. Pure:
+ * components turn these into `remote.Command`s on the coordinator.
+ *
+ * JSON facts (cmd/headscale/cli/utils.go): `-o json` is Go's
+ * json.MarshalIndent of the protobuf structs with tab indentation, snake_case
+ * keys, empty fields omitted, uint64 ids as numbers.
+ */
+import type { PreAuthKeyRequest, Runtime } from "../core/types.ts";
+import { shArgv } from "./shell.ts";
+
+/** Where the headscale CLI runs on the coordinator. */
+export interface HeadscaleCli {
+  runtime: Runtime;
+  /**
+   * Docker runtime: the container the CLI runs in (`docker exec <container> headscale ...`).
+   * @default "headscale"
+   */
+  container?: string;
+  /**
+   * Systemd runtime: the headscale binary on the host.
+   * @default "headscale"
+   */
+  binary?: string;
+}
+
+export function headscaleArgv(cli: HeadscaleCli, args: readonly string[]): string[] {
+  return cli.runtime === "docker"
+    ? ["docker", "exec", cli.container ?? "headscale", "headscale", ...args]
+    : [cli.binary ?? "headscale", ...args];
+}
+
+export function headscaleCommand(cli: HeadscaleCli, args: readonly string[]): string {
+  return shArgv(headscaleArgv(cli, args));
+}
+
+// ---- users ----
+
+export const usersCreateArgs = (name: string): string[] => ["users", "create", name, "-o", "json"];
+// `--force` skips the interactive confirmation (cmd/headscale/cli/root.go); destroy also removes the user's pre-auth keys.
+export const usersDestroyArgs = (name: string): string[] => ["users", "destroy", "--name", name, "--force"];
+
+export interface HeadscaleUserInfo {
+  id: number;
+  name: string;
+}
+
+/** Parse `users create NAME -o json`; throws a message naming the user on anything else. */
+export function parseUserJson(stdout: string, user: string): HeadscaleUserInfo {
+  const v = parseJson(stdout, `headscale users create ${user}`);
+  const o = v as { id?: unknown; name?: unknown; error?: unknown };
+  if (o && typeof o === "object" && typeof o.error === "string") throw new Error(`headscale users create ${user} failed: ${o.error}`);
+  const id = typeof o?.id === "string" ? Number(o.id) : o?.id;
+  if (typeof id !== "number" || !Number.isInteger(id) || id <= 0 || typeof o.name !== "string") {
+    throw new Error(`headscale users create ${user}: expected JSON {id, name}, found ${clip(stdout)}`);
+  }
+  return { id, name: o.name };
+}
+
+// ---- pre-auth keys ----
+
+/** `preauthkeys create` argv; a tags-only key (no user) is allowed by headscale 0.29. */
+export function preAuthKeyCreateArgs(userId: number | undefined, req: Pick<PreAuthKeyRequest, "reusable" | "ephemeral" | "expiration" | "tags">): string[] {
+  const args = ["preauthkeys", "create"];
+  if (userId !== undefined) args.push("-u", String(userId));
+  if (req.reusable) args.push("--reusable");
+  if (req.ephemeral) args.push("--ephemeral");
+  args.push("-e", req.expiration);
+  if (req.tags.length > 0) args.push("--tags", req.tags.join(","));
+  args.push("-o", "json");
+  return args;
+}
+
+export interface PreAuthKeyInfo {
+  id: number;
+  key: string;
+}
+
+/** Parse `preauthkeys create -o json`. The error text never includes the output (it holds the key). */
+export function parsePreAuthKeyJson(stdout: string, host: string): PreAuthKeyInfo {
+  let v: unknown;
+  try {
+    v = JSON.parse(stdout);
+  } catch {
+    throw new Error(`pre-auth key for ${host}: headscale did not print JSON (${stdout.length} bytes; output withheld, it may hold a key)`);
+  }
+  const o = v as { id?: unknown; key?: unknown; error?: unknown };
+  if (typeof o?.error === "string") throw new Error(`pre-auth key for ${host}: headscale said: ${o.error}`);
+  const id = typeof o?.id === "string" ? Number(o.id) : o?.id;
+  if (typeof o?.key !== "string" || !o.key.startsWith("hskey-auth-") || typeof id !== "number") {
+    throw new Error(`pre-auth key for ${host}: expected JSON {id, key: "hskey-auth-…"} from headscale preauthkeys create`);
+  }
+  return { id, key: o.key };
+}
+
+/**
+ * The delete step of a PreAuthKey: expire the key by the id in the create
+ * step's own output. The command provider puts that output in
+ * PULUMI_COMMAND_STDOUT; the key's id is the only `"id"` at one tab of
+ * indentation (the nested user's id sits at two).
+ */
+export function preAuthKeyExpireScript(cli: HeadscaleCli): string {
+  const expire = headscaleCommand(cli, ["preauthkeys", "expire", "--id"]);
+  return [
+    `id=$(printf '%s\\n' "$PULUMI_COMMAND_STDOUT" | sed -n "s/^$(printf '\\t')\\"id\\": *\\"\\{0,1\\}\\([0-9][0-9]*\\).*/\\1/p" | head -n 1)`,
+    // Nothing to expire when the create step never printed a key (or state predates it).
+    `if [ -z "$id" ]; then exit 0; fi`,
+    `${expire} "$id" -o json >/dev/null`,
+  ].join("\n");
+}
+
+// ---- nodes and routes ----
+
+export const nodesListArgs = (): string[] => ["nodes", "list", "-o", "json"];
+
+export interface HeadscaleNode {
+  id?: number | string;
+  name?: string;
+  given_name?: string;
+  online?: boolean;
+  tags?: string[];
+  approved_routes?: string[];
+  available_routes?: string[];
+  subnet_routes?: string[];
+}
+
+export interface RouteExpectation {
+  /** The fleet host (named in every message). */
+  host: string;
+  /** The name the node registered with (`tailscale up --hostname`). */
+  hostname: string;
+  /** Subnet routes the fleet declares for it. */
+  routes: string[];
+  /** Whether it advertises itself as an exit node. */
+  exitNode: boolean;
+}
+
+export const EXIT_ROUTES = ["0.0.0.0/0", "::/0"] as const;
+
+/**
+ * The routes a host should serve against what headscale approved (`nodes list
+ * -o json`). Each problem names the host and route and says how to fix it;
+ * empty means every declared route is approved.
+ */
+export function checkRouteApproval(nodesJson: string, want: RouteExpectation): string[] {
+  const parsed = parseJson(nodesJson, "headscale nodes list");
+  if (parsed !== null && !Array.isArray(parsed)) {
+    const err = (parsed as { error?: unknown }).error;
+    return [`host ${want.host}: headscale nodes list failed: ${typeof err === "string" ? err : clip(nodesJson)}`];
+  }
+  const nodes = (parsed ?? []) as HeadscaleNode[];
+  const matches = nodes.filter((n) => n.given_name === want.hostname || n.name === want.hostname);
+  if (matches.length === 0) {
+    return [
+      `host ${want.host}: no node named "${want.hostname}" is registered with headscale, so its routes (${[...want.routes, ...(want.exitNode ? ["exit-node"] : [])].join(", ")}) cannot be approved; check that the agent ran \`tailscale up\` on ${want.host} (meshfleet-agent status)`,
+    ];
+  }
+  // Several registrations of one hostname happen after a reinstall; the newest (highest id) is the live one.
+  const node = matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
+  const approved = new Set(node.approved_routes ?? []);
+  const available = new Set(node.available_routes ?? []);
+  const problems: string[] = [];
+  const wanted = [...want.routes, ...(want.exitNode ? EXIT_ROUTES : [])];
+  for (const route of wanted) {
+    const label = EXIT_ROUTES.includes(route as (typeof EXIT_ROUTES)[number]) ? `exit-node route ${route}` : `route ${route}`;
+    if (approved.has(route)) continue;
+    if (!available.has(route)) {
+      problems.push(
+        `host ${want.host}: ${label} is declared in the fleet but the node does not announce it to headscale (available: ${list(available)}); check tailscale.${route.includes("/0") ? "advertiseExitNode" : "advertiseRoutes"} and the agent's \`tailscale set\` on ${want.host}`,
+      );
+    } else {
+      problems.push(
+        `host ${want.host}: ${label} is declared in the fleet but headscale did not approve it (approved: ${list(approved)}); make autoApprovers.${route.includes("/0") ? "exitNode" : `routes["${route}"]`} in the policy cover the node's owner or tags (${(node.tags ?? []).join(", ") || "no tags"}), then redeploy`,
+      );
+    }
+  }
+  return problems;
+}
+
+function list(s: Set<string>): string {
+  return s.size ? [...s].join(", ") : "none";
+}
+
+function parseJson(text: string, what: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new Error(`${what}: expected JSON output, found ${clip(text)}`);
+  }
+}
+
+function clip(s: string): string {
+  const t = s.trim();
+  return JSON.stringify(t.length > 200 ? `${t.slice(0, 200)}…` : t);
+}

@@ -1,0 +1,313 @@
+/**
+ * Mesh: one evaluated FleetSystem in, the whole mesh out. Validates
+ * everything first (all problems at once, before any resource exists), then
+ * builds, in dependency order:
+ *
+ *   Coordinator (+ ReverseProxy, DerpRelay on its host) ─▶ ready
+ *     ─▶ HeadscaleUser per fleet user ─▶ PreAuthKey per request
+ *       ─▶ SubnetRouter / ExitNode / MeshNode per host (agent push with its key)
+ *         ─▶ RouteApproval for what each node advertises
+ */
+import * as pulumi from "@pulumi/pulumi";
+import { secretRefs } from "../core/bundle.ts";
+import { derivePrivateKey } from "../core/keys.ts";
+import type { FleetSystem, HostSystem } from "../core/types.ts";
+import { Coordinator, coordinatorCli, validateCoordinatorArgs, type CoordinatorArgs } from "./coordinator.ts";
+import { DerpRelay, type DerpMode } from "./derpRelay.ts";
+import { validateContainerSpec } from "./dockerService.ts";
+import { ExitNode, validateExitNodeArgs } from "./exitNode.ts";
+import { HeadscaleUser, validateHeadscaleUserArgs } from "./headscaleUser.ts";
+import { validateHostAgentArgs, type HostAgentArgs } from "./hostAgent.ts";
+import { MeshNode } from "./meshNode.ts";
+import { validateMeshNodeArgs, type MeshNodeArgs, type NodeBase } from "./node.ts";
+import { PreAuthKey, validatePreAuthKeyArgs } from "./preAuthKey.ts";
+import { ReverseProxy, type ProxyKind } from "./reverseProxy.ts";
+import { assertNoProblems, hostConnection, slug } from "./shell.ts";
+import { SubnetRouter, validateSubnetRouterArgs } from "./subnetRouter.ts";
+
+export interface MeshArgs {
+  /**
+   * The evaluated fleet (core `evaluateFleet`).
+   * @example (await evaluateFleet("hosts/home")).fleet
+   */
+  fleet: FleetSystem;
+  /**
+   * The stack's key seed (a secret ≥ 16 characters); the Noise and DERP keys derive from it.
+   * @example config.requireSecret("keySeed")
+   */
+  keySeed: pulumi.Input<string>;
+  /**
+   * SSH private key text (secret) for every host; the SSH agent when unset.
+   * @default undefined
+   * @example pulumi.secret(readFileSync(keyPath, "utf8"))
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * SSH private key file (the docker provider runs ssh(1) and needs a path).
+   * @default undefined
+   * @example "/home/me/.ssh/id_ed25519"
+   */
+  sshPrivateKeyPath?: string;
+  /**
+   * The firewall renderer (core `renderNftables`): a host's `table inet meshfleet`, or null.
+   * @example renderNftables
+   */
+  renderNftables: (host: HostSystem) => string | null;
+  /**
+   * HostAgent options for every host.
+   * @default {}
+   * @example { agentPath: "dist/meshfleet-agent.mjs", confirmTimeoutSeconds: 120 }
+   */
+  agent?: Partial<Pick<HostAgentArgs, "agentPath" | "remoteAgentPath" | "stateDir" | "confirmTimeoutSeconds" | "node">>;
+  /**
+   * Image digests by container name (docker runtime), pinned on top of the tag.
+   * @default {}
+   * @example { headscale: "sha256:…" }
+   */
+  imageDigests?: Record<string, string>;
+  /**
+   * A headscale binary to install on a systemd-runtime coordinator.
+   * @default undefined (already on the host)
+   * @example "/root/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale"
+   */
+  headscaleBinaryPath?: string;
+  /**
+   * Seconds the route approval checks wait.
+   * @default 60
+   */
+  routeApprovalTimeoutSeconds?: number;
+}
+
+export type NodeKind = "subnet-router" | "exit-node" | "client";
+
+/** Which component a host becomes. */
+export function nodeKind(h: HostSystem): NodeKind {
+  if (h.roles.includes("subnet-router")) return "subnet-router";
+  if (h.roles.includes("exit-node")) return "exit-node";
+  return "client";
+}
+
+/** The reverse proxy on the coordinator host, if any: by role, container or unit. */
+export function proxyKind(h: HostSystem): ProxyKind | null {
+  for (const k of ["caddy", "nginx"] as const) {
+    if (h.containers.some((c) => c.name === k) || h.units.some((u) => u.name === `${k}.service`)) return k;
+  }
+  return null;
+}
+
+/** A standalone derper, headscale's embedded relay, or none. */
+export function derpMode(fleet: FleetSystem, h: HostSystem): DerpMode | null {
+  if (h.containers.some((c) => c.name === "derper") || h.units.some((u) => u.name === "derper.service")) return "standalone";
+  return h.roles.includes("derp") && fleet.derpRegions.length > 0 ? "embedded" : null;
+}
+
+/** The secret names meshfleet can fill, for a fleet. */
+export function providedSecrets(fleet: FleetSystem): string[] {
+  return ["noise-key", "derp-key", ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`)];
+}
+
+/** Every problem that would stop the deploy, found before any resource exists. */
+export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath">): string[] {
+  const { fleet } = args;
+  const p: string[] = [];
+  const coord = fleet.hosts[fleet.coordinator.host];
+  if (!coord) {
+    return [`fleet.yaml: coordinator.host: expected one of the fleet's hosts (${Object.keys(fleet.hosts).join(", ")}), found ${JSON.stringify(fleet.coordinator.host)}`];
+  }
+  const provided = providedSecrets(fleet);
+  const secretsOf = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => provided.includes(r)).map((r) => [r, ""]));
+  for (const h of Object.values(fleet.hosts)) {
+    for (const ref of secretRefs(h)) {
+      if (!provided.includes(ref)) {
+        p.push(
+          ref.startsWith("preauth:")
+            ? `fleet.yaml: preAuthKeys: host ${h.name} reads secret "${ref}" but the fleet asks for no pre-auth key for it. Fix: add { host: ${h.name}, user: … } to preAuthKeys`
+            : `${h.file}: files: secret "${ref}" is not one meshfleet provides (${provided.join(", ")})`,
+        );
+      }
+    }
+  }
+  if (secretRefs(coord).some((r) => r.startsWith("preauth:"))) {
+    p.push(`${coord.file}: tailscale: the coordinator host ${coord.name} cannot join its own mesh with a key its own headscale issues in the same deploy; disable tailscale on it or move headscale`);
+  }
+  const coordArgs: CoordinatorArgs = { host: coord, info: fleet.coordinator, secrets: secretsOf(coord), binaryPath: args.headscaleBinaryPath };
+  p.push(...validateCoordinatorArgs(coordArgs));
+  if (coord.agent) p.push(...validateHostAgentArgs({ host: coord, secrets: secretsOf(coord), ...args.agent }));
+  const proxy = proxyKind(coord);
+  if (proxy && coord.runtime === "docker") p.push(...validateContainerSpec(coord, coord.containers.find((c) => c.name === proxy)!, Object.keys(secretsOf(coord))));
+  if (derpMode(fleet, coord) === "standalone" && coord.runtime === "docker") {
+    p.push(...validateContainerSpec(coord, coord.containers.find((c) => c.name === "derper")!, Object.keys(secretsOf(coord))));
+  }
+  for (const u of fleet.users) p.push(...validateHeadscaleUserArgs({ user: u }));
+  for (const k of fleet.preAuthKeys) {
+    if (!fleet.hosts[k.host]) p.push(`fleet.yaml: preAuthKeys: expected a host of the fleet, found ${JSON.stringify(k.host)}`);
+    if (k.user && !fleet.users.includes(k.user)) p.push(`fleet.yaml: preAuthKeys[${k.host}].user: expected one of users (${fleet.users.join(", ")}), found ${JSON.stringify(k.user)}`);
+    p.push(...validatePreAuthKeyArgs(k));
+  }
+  const keyed = new Set(fleet.preAuthKeys.map((k) => k.host));
+  for (const h of Object.values(fleet.hosts)) {
+    if (h.name === coord.name) continue;
+    const nodeArgs: MeshNodeArgs = {
+      host: h,
+      loginServer: fleet.coordinator.serverUrl,
+      preAuthKey: keyed.has(h.name) ? "" : undefined,
+      coordinator: { cli: coordinatorCli(coord), connection: { host: coord.address } },
+    };
+    const kind = nodeKind(h);
+    p.push(...(kind === "subnet-router" ? validateSubnetRouterArgs(nodeArgs) : kind === "exit-node" ? validateExitNodeArgs(nodeArgs) : validateMeshNodeArgs(nodeArgs)));
+    if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ...args.agent }));
+  }
+  return [...new Set(p)];
+}
+
+export interface NodeSummary {
+  name: string;
+  roles: string[];
+  routes: string[];
+  state: string;
+}
+
+/** The readable network summary (a stack output). */
+export function meshSummary(fleet: FleetSystem, nodes: Record<string, NodeSummary>): string {
+  const c = fleet.coordinator;
+  const rows = Object.values(nodes).map((n) => [n.name, n.roles.join(",") || "client", n.routes.join(" ") || "-", n.state]);
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((r) => r[i].length), 4));
+  return [
+    `mesh ${fleet.stack}: coordinator ${c.serverUrl} on ${c.host} (${c.runtime}, headscale ${c.headscaleVersion}), ${Object.keys(nodes).length} nodes`,
+    ...rows.map((r) => `  ${r[0].padEnd(widths[0])}  ${r[1].padEnd(widths[1])}  ${r[2].padEnd(widths[2])}  ${r[3]}`),
+  ].join("\n");
+}
+
+export class Mesh extends pulumi.ComponentResource {
+  public readonly coordinatorUrl: pulumi.Output<string>;
+  /** Per node: name, roles, routes, state. */
+  public readonly nodes: pulumi.Output<Record<string, NodeSummary>>;
+  public readonly summary: pulumi.Output<string>;
+  /** Join instructions of hosts without an agent (a secret). */
+  public readonly joinInstructions: pulumi.Output<Record<string, string>>;
+  public readonly coordinator: Coordinator;
+  public readonly proxy?: ReverseProxy;
+  public readonly derp?: DerpRelay;
+  public readonly users: Record<string, HeadscaleUser> = {};
+  public readonly preAuthKeys: Record<string, PreAuthKey> = {};
+  public readonly members: Record<string, NodeBase> = {};
+
+  constructor(name: string, args: MeshArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("meshfleet:index:Mesh", name, {}, opts);
+    assertNoProblems(validateMesh(args), `meshfleet cannot deploy stack ${args.fleet.stack}`);
+    const fleet = args.fleet;
+    const coordHost = fleet.hosts[fleet.coordinator.host];
+    const seed = pulumi.secret(args.keySeed);
+    const keys: Record<string, pulumi.Output<string>> = {
+      "noise-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "noise"))),
+      "derp-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "derp"))),
+    };
+    const pick = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => r in keys).map((r) => [r, keys[r]]));
+    const child = { parent: this };
+
+    this.coordinator = new Coordinator(
+      `${name}-coordinator`,
+      {
+        host: coordHost,
+        info: fleet.coordinator,
+        secrets: pick(coordHost),
+        sshPrivateKey: args.sshPrivateKey,
+        sshPrivateKeyPath: args.sshPrivateKeyPath,
+        nftables: args.renderNftables(coordHost),
+        imageDigest: args.imageDigests?.headscale,
+        binaryPath: args.headscaleBinaryPath,
+        agent: args.agent,
+      },
+      child,
+    );
+    const c = this.coordinator;
+    const proxy = proxyKind(coordHost);
+    if (proxy) {
+      this.proxy = new ReverseProxy(
+        `${name}-proxy`,
+        {
+          host: coordHost,
+          kind: proxy,
+          url: fleet.coordinator.serverUrl,
+          provider: c.dockerProvider,
+          network: c.dockerNetwork,
+          imageDigest: args.imageDigests?.[proxy],
+          hostAgent: c.hostAgent,
+          sshPrivateKey: args.sshPrivateKey,
+          secrets: pick(coordHost),
+        },
+        child,
+      );
+    }
+    const derp = derpMode(fleet, coordHost);
+    if (derp) {
+      this.derp = new DerpRelay(
+        `${name}-derp`,
+        {
+          host: coordHost,
+          mode: derp,
+          region: fleet.derpRegions[0],
+          provider: c.dockerProvider,
+          network: c.dockerNetwork,
+          imageDigest: args.imageDigests?.derper,
+          hostAgent: c.hostAgent,
+          sshPrivateKey: args.sshPrivateKey,
+          secrets: pick(coordHost),
+        },
+        child,
+      );
+    }
+
+    const coordConn = hostConnection(coordHost, args.sshPrivateKey);
+    const answered = { parent: this, dependsOn: [c.ready] };
+    for (const u of fleet.users) {
+      this.users[u] = new HeadscaleUser(`${name}-user-${slug(u)}`, { user: u, cli: c.cli, connection: coordConn }, answered);
+    }
+    for (const req of fleet.preAuthKeys) {
+      const user = req.user ? this.users[req.user] : undefined;
+      this.preAuthKeys[req.host] = new PreAuthKey(
+        `${name}-key-${slug(req.host)}`,
+        { request: req, userId: user?.userId, cli: c.cli, connection: coordConn },
+        { parent: this, dependsOn: [c.ready, ...(user ? [user] : [])] },
+      );
+    }
+
+    for (const h of Object.values(fleet.hosts)) {
+      if (h.name === coordHost.name) continue;
+      const nodeArgs: MeshNodeArgs = {
+        host: h,
+        loginServer: c.url,
+        preAuthKey: this.preAuthKeys[h.name]?.key,
+        secrets: pick(h),
+        sshPrivateKey: args.sshPrivateKey,
+        nftables: args.renderNftables(h),
+        agent: args.agent,
+        coordinator: { cli: c.cli, connection: coordConn },
+        routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
+      };
+      const kind = nodeKind(h);
+      const n = `${name}-${slug(h.name)}`;
+      this.members[h.name] =
+        kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, answered) : kind === "exit-node" ? new ExitNode(n, nodeArgs, answered) : new MeshNode(n, nodeArgs, answered);
+    }
+
+    const coordState = c.ready.stdout.apply((s) => (s.trim() === "ready" ? "serving" : s.trim() || "serving"));
+    const entries: pulumi.Output<NodeSummary>[] = [
+      coordState.apply((state) => ({ name: coordHost.name, roles: coordHost.roles, routes: [], state })),
+      ...Object.values(this.members).map((m) =>
+        pulumi.all([m.nodeName, m.roles, m.routes, m.state]).apply(([nodeName, roles, routes, state]) => ({ name: nodeName, roles, routes, state })),
+      ),
+    ];
+    this.nodes = pulumi.all(entries).apply((list) => Object.fromEntries(list.map((e) => [e.name, e])));
+    this.summary = this.nodes.apply((n) => meshSummary(fleet, n));
+    this.coordinatorUrl = c.url;
+    const join = Object.entries(this.members).filter(([, m]) => m.joinInstructions);
+    this.joinInstructions = pulumi.secret(pulumi.all(Object.fromEntries(join.map(([h, m]) => [h, m.joinInstructions!]))));
+    this.registerOutputs({
+      coordinatorUrl: this.coordinatorUrl,
+      nodes: this.nodes,
+      summary: this.summary,
+      joinInstructions: this.joinInstructions,
+    });
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * What every mesh node shares (client, subnet router, exit node): the Proxmox
+ * CT when the host lives in one, the agent push with the host's pre-auth key,
+ * the route approval check for what it advertises, or, for a host without an
+ * agent (a phone), join instructions as a secret output.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import type * as command from "@pulumi/command";
+import { secretRefs } from "../core/bundle.ts";
+import type { HostSystem, LxcSettings } from "../core/types.ts";
+import type { HeadscaleCli } from "./headscaleCli.ts";
+import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
+import { ProxmoxLxc, validateLxc } from "./proxmoxLxc.ts";
+import { RouteApproval } from "./routeApproval.ts";
+import { hostConnection, shArgv } from "./shell.ts";
+
+export interface MeshNodeArgs {
+  /**
+   * The evaluated host.
+   * @example fleet.hosts["laptop"]
+   */
+  host: HostSystem;
+  /**
+   * The coordinator's URL (`--login-server`).
+   * @example coordinator.url
+   */
+  loginServer: pulumi.Input<string>;
+  /**
+   * The host's pre-auth key (a secret, from PreAuthKey.key); fills `preauth:<host>`.
+   * @default undefined (the host already joined, or has no tailscale)
+   * @example preAuthKey.key
+   */
+  preAuthKey?: pulumi.Input<string>;
+  /**
+   * Other secret values the host's files reference.
+   * @default {}
+   * @example {}
+   */
+  secrets?: Record<string, pulumi.Input<string>>;
+  /**
+   * SSH private key text (secret) for the host and its Proxmox node.
+   * @default undefined (SSH agent)
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * The host's nftables ruleset.
+   * @default null
+   * @example renderNftables(host)
+   */
+  nftables?: string | null;
+  /**
+   * HostAgent options.
+   * @default {}
+   * @example { confirmTimeoutSeconds: 300 }
+   */
+  agent?: Partial<Pick<HostAgentArgs, "agentPath" | "remoteAgentPath" | "stateDir" | "confirmTimeoutSeconds" | "node">>;
+  /**
+   * The coordinator's CLI and SSH connection, for the route approval check.
+   * Required when the host advertises routes or an exit node.
+   * @default undefined
+   * @example { cli: coordinator.cli, connection: hostConnection(vps, key) }
+   */
+  coordinator?: { cli: HeadscaleCli; connection: pulumi.Input<command.types.input.remote.ConnectionArgs> };
+  /**
+   * Seconds the route approval check waits for the node and its approval.
+   * @default 60
+   */
+  routeApprovalTimeoutSeconds?: number;
+}
+
+/** Problems common to every node kind. */
+export function validateMeshNodeArgs(args: MeshNodeArgs): string[] {
+  const h = args.host;
+  const p = validateLxc(h);
+  const advertises = h.tailscale.enable && (h.tailscale.advertiseRoutes.length > 0 || h.tailscale.advertiseExitNode);
+  if (advertises && h.agent && !args.coordinator) p.push(`${h.name}: it advertises routes, so the deploy needs the coordinator to check their approval`);
+  if (!h.agent && h.lxc) p.push(`${h.file}: agent: host ${h.name} lives in a Proxmox CT but has no agent; set agent: true`);
+  const needsKey = secretRefs(h).includes(`preauth:${h.name}`) || (!h.agent && h.tailscale.enable);
+  if (needsKey && args.preAuthKey === undefined) p.push(`fleet.yaml: preAuthKeys: host ${h.name} needs a pre-auth key, found none. Fix: add { host: ${h.name}, user: … } to preAuthKeys`);
+  return p;
+}
+
+/** Join instructions for a device meshfleet cannot reach (no agent): what to type, with the key. */
+export function joinInstructions(host: HostSystem, loginServer: string, key: string): string {
+  const argv = ["tailscale", "up", `--login-server=${loginServer}`, `--auth-key=${key}`, `--hostname=${host.tailscale.hostname || host.name}`];
+  if (host.tailscale.acceptRoutes) argv.push("--accept-routes");
+  return [
+    `${host.name} has no meshfleet agent; join it by hand.`,
+    `Login server: ${loginServer}`,
+    `Pre-auth key: ${key}`,
+    `Desktop/CLI: ${shArgv(argv)}`,
+    `Mobile app: Settings → Accounts → Use an alternate server → ${loginServer}, then sign in with the pre-auth key.`,
+  ].join("\n");
+}
+
+/** A one-word state from `meshfleet-agent status --json` (the agent's format may grow; unknown shapes read as "deployed"). */
+export function agentState(statusJson: string): string {
+  try {
+    const s = JSON.parse(statusJson) as Record<string, unknown>;
+    for (const k of ["state", "health", "status", "backendState"]) if (typeof s[k] === "string") return s[k] as string;
+  } catch {
+    /* an agent that printed no JSON still confirmed its generation */
+  }
+  return "deployed";
+}
+
+export interface NodeParts {
+  lxc?: ProxmoxLxc;
+  agent?: HostAgent;
+  routes?: RouteApproval;
+  state: pulumi.Output<string>;
+  joinInstructions?: pulumi.Output<string>;
+}
+
+/** Create a node's children under `parent`, each named `<name>-…`. */
+export function deployNode(parent: pulumi.ComponentResource, name: string, args: MeshNodeArgs): NodeParts {
+  const h = args.host;
+  if (!h.agent) {
+    const text = pulumi.all([args.loginServer, args.preAuthKey ?? ""]).apply(([url, key]) => joinInstructions(h, url, key));
+    return { state: pulumi.output("join instructions issued"), joinInstructions: pulumi.secret(text) };
+  }
+  const lxc = h.lxc ? new ProxmoxLxc(`${name}-lxc`, { host: h as HostSystem & { lxc: LxcSettings }, sshPrivateKey: args.sshPrivateKey }, { parent }) : undefined;
+  const secrets: Record<string, pulumi.Input<string>> = { ...(args.secrets ?? {}) };
+  if (args.preAuthKey !== undefined) secrets[`preauth:${h.name}`] = args.preAuthKey;
+  const agent = new HostAgent(
+    `${name}-agent`,
+    { host: h, nftables: args.nftables ?? null, secrets, connection: hostConnection(h, args.sshPrivateKey), ...args.agent },
+    { parent, dependsOn: lxc ? [lxc] : [] },
+  );
+  const t = h.tailscale;
+  let routes: RouteApproval | undefined;
+  if (t.enable && (t.advertiseRoutes.length > 0 || t.advertiseExitNode) && args.coordinator) {
+    routes = new RouteApproval(
+      `${name}-routes`,
+      {
+        expect: { host: h.name, hostname: t.hostname || h.name, routes: t.advertiseRoutes, exitNode: t.advertiseExitNode },
+        cli: args.coordinator.cli,
+        connection: args.coordinator.connection,
+        triggers: [agent.generation],
+        timeoutSeconds: args.routeApprovalTimeoutSeconds,
+      },
+      { parent, dependsOn: [agent.confirmed] },
+    );
+  }
+  // The state reads "deployed" only once the routes are verified too: a failed check fails this output.
+  const state = pulumi.all([agent.status, routes?.approvedRoutes ?? []]).apply(([s]) => agentState(s));
+  return { lxc, agent, routes, state };
+}
+
+/** The outputs every node kind registers. */
+export abstract class NodeBase extends pulumi.ComponentResource {
+  public readonly nodeName!: pulumi.Output<string>;
+  public readonly roles!: pulumi.Output<string[]>;
+  public readonly routes!: pulumi.Output<string[]>;
+  public readonly state!: pulumi.Output<string>;
+  /** Only for hosts without an agent; a secret. */
+  public readonly joinInstructions?: pulumi.Output<string>;
+  public readonly parts!: NodeParts;
+
+  protected constructor(type: string, name: string, args: MeshNodeArgs, problems: string[], opts?: pulumi.ComponentResourceOptions) {
+    super(type, name, {}, opts);
+    if (problems.length) throw new pulumi.RunError(`${type.split(":").pop()} ${name}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+    const h = args.host;
+    const parts = deployNode(this, name, args);
+    Object.assign(this, {
+      parts,
+      nodeName: pulumi.output(h.name),
+      roles: pulumi.output(h.roles),
+      routes: pulumi.output([...h.tailscale.advertiseRoutes, ...(h.tailscale.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])]),
+      state: parts.state,
+      joinInstructions: parts.joinInstructions,
+    });
+    this.registerOutputs({
+      nodeName: this.nodeName,
+      roles: this.roles,
+      routes: this.routes,
+      state: this.state,
+      ...(this.joinInstructions ? { joinInstructions: this.joinInstructions } : {}),
+    });
+  }
+}

@@ -1,0 +1,119 @@
+/**
+ * ReverseProxy: Caddy or nginx in front of headscale (TLS, HTTP/1.1 upgrade
+ * to the control protocol, no buffering). Docker runtime: its own pinned
+ * container on the coordinator's docker network. Systemd runtime: the unit
+ * and config are in the host's generation (HostAgent); this checks the
+ * service is active after the switch.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import type * as docker from "@pulumi/docker";
+import type { HostSystem } from "../core/types.ts";
+import { dockerService, validateContainerSpec, type DockerService } from "./dockerService.ts";
+import type { HostAgent } from "./hostAgent.ts";
+import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+
+export type ProxyKind = "caddy" | "nginx";
+
+export interface ReverseProxyArgs {
+  /**
+   * The host the proxy runs on (usually the coordinator VPS).
+   * @example fleet.hosts["vps"]
+   */
+  host: HostSystem;
+  /**
+   * Which proxy the fleet chose.
+   * @default "caddy"
+   * @example "nginx"
+   */
+  kind?: ProxyKind;
+  /**
+   * The public URL it serves (headscale's server_url).
+   * @example "https://headscale.example.com"
+   */
+  url: string;
+  /**
+   * Docker runtime: the host's docker provider (from Coordinator).
+   * @default undefined
+   * @example coordinator.dockerProvider
+   */
+  provider?: docker.Provider;
+  /**
+   * Docker runtime: the network shared with the headscale container.
+   * @default undefined
+   * @example coordinator.dockerNetwork
+   */
+  network?: docker.Network;
+  /**
+   * Docker runtime: pin the image by digest too.
+   * @default undefined
+   * @example "sha256:…"
+   */
+  imageDigest?: string;
+  /**
+   * Systemd runtime: the host's agent push the check waits for.
+   * @default undefined
+   * @example coordinator.hostAgent
+   */
+  hostAgent?: HostAgent;
+  /**
+   * SSH private key text (secret) for the check command.
+   * @default undefined (SSH agent)
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * Secret values the proxy's files reference (none in the usual setup).
+   * @default {}
+   * @example {}
+   */
+  secrets?: Record<string, pulumi.Input<string>>;
+}
+
+export function validateReverseProxyArgs(args: ReverseProxyArgs): string[] {
+  const h = args.host;
+  const kind = args.kind ?? "caddy";
+  if (h.runtime === "docker") {
+    const spec = h.containers.find((c) => c.name === kind);
+    if (!spec) return [`${h.file}: containers: expected a "${kind}" container for the reverse proxy, found ${JSON.stringify(h.containers.map((c) => c.name))}`];
+    const p = validateContainerSpec(h, spec, Object.keys(args.secrets ?? {}));
+    if (!args.provider) p.push(`ReverseProxy on ${h.name}: the docker runtime needs the host's docker provider (Coordinator.dockerProvider)`);
+    return p;
+  }
+  const unit = `${kind}.service`;
+  const p: string[] = [];
+  if (!h.units.some((u) => u.name === unit)) p.push(`${h.file}: units: expected ${unit} for the ${kind} reverse proxy, found ${JSON.stringify(h.units.map((u) => u.name))}`);
+  if (!args.hostAgent) p.push(`ReverseProxy on ${h.name}: the systemd runtime needs the host's HostAgent (Coordinator.hostAgent)`);
+  return p;
+}
+
+export class ReverseProxy extends pulumi.ComponentResource {
+  public readonly url: pulumi.Output<string>;
+  public readonly kind: pulumi.Output<string>;
+  public readonly service?: DockerService;
+  public readonly check?: command.remote.Command;
+
+  constructor(name: string, args: ReverseProxyArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("meshfleet:index:ReverseProxy", name, {}, opts);
+    assertNoProblems(validateReverseProxyArgs(args), `ReverseProxy ${name}`);
+    const h = args.host;
+    const kind = args.kind ?? "caddy";
+    if (h.runtime === "docker") {
+      const spec = h.containers.find((c) => c.name === kind)!;
+      this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
+    } else {
+      this.check = new command.remote.Command(
+        `${name}-check`,
+        {
+          connection: hostConnection(h, args.sshPrivateKey),
+          create: `systemctl is-active --quiet ${shq(`${kind}.service`)} || { echo ${shq(`meshfleet: ${kind}.service is not active on ${h.name}; see journalctl -u ${kind}`)} >&2; exit 1; }`,
+          triggers: [args.hostAgent!.generation],
+        },
+        { parent: this, dependsOn: [args.hostAgent!.confirmed] },
+      );
+    }
+    this.url = pulumi.output(args.url);
+    this.kind = pulumi.output(kind);
+    this.registerOutputs({ url: this.url, kind: this.kind });
+  }
+}

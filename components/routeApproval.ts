@@ -1,0 +1,96 @@
+/**
+ * RouteApproval: verify, after a node joined, that headscale approved every
+ * route the fleet declares for it. Approval itself is declarative (the
+ * policy's autoApprovers, generated from the fleet); headscale 0.25–0.26 had
+ * autoApprover bugs (juanfont/headscale#2485, #2547), so it is checked, never
+ * assumed. A missing approval fails the deploy naming host and route.
+ */
+import * as pulumi from "@pulumi/pulumi";
+import * as command from "@pulumi/command";
+import { checkRouteApproval, EXIT_ROUTES, headscaleCommand, nodesListArgs, type HeadscaleCli, type RouteExpectation } from "./headscaleCli.ts";
+import { shq } from "./shell.ts";
+
+export interface RouteApprovalArgs {
+  /**
+   * What the fleet declares for the node.
+   * @example { host: "router", hostname: "router", routes: ["192.168.8.0/24"], exitNode: false }
+   */
+  expect: RouteExpectation;
+  /**
+   * Where the headscale CLI runs.
+   * @example coordinator.cli
+   */
+  cli: HeadscaleCli;
+  /**
+   * SSH connection to the coordinator host.
+   * @example hostConnection(fleet.hosts["vps"], sshPrivateKey)
+   */
+  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  /**
+   * Re-check when any of these change (the node's generation).
+   * @default []
+   * @example [agent.generation]
+   */
+  triggers?: pulumi.Input<unknown>[];
+  /**
+   * Seconds to wait for the node to register and its routes to show up as approved.
+   * @default 60
+   */
+  timeoutSeconds?: number;
+}
+
+/**
+ * The command run on the coordinator: list nodes until the node is there and
+ * each wanted route shows up at least twice (announced and approved), or the
+ * time is up; then print the list for the pure check to judge.
+ */
+export function routeApprovalScript(cli: HeadscaleCli, want: RouteExpectation, timeoutSeconds: number): string {
+  const list = headscaleCommand(cli, nodesListArgs());
+  const routes = [...want.routes, ...(want.exitNode ? EXIT_ROUTES : [])];
+  const tries = Math.max(1, Math.ceil(timeoutSeconds / 2));
+  const conds = [`printf '%s' "$out" | grep -qF -- ${shq(`"${want.hostname}"`)}`, ...routes.map((r) => `[ "$(printf '%s\\n' "$out" | grep -cF -- ${shq(`"${r}"`)})" -ge 2 ]`)];
+  return [
+    `i=0`,
+    `while :; do`,
+    `  out=$(${list})`,
+    `  if ${conds.join(" && ")}; then break; fi`,
+    `  i=$((i + 1)); [ "$i" -ge ${tries} ] && break`,
+    `  sleep 2`,
+    `done`,
+    `printf '%s\\n' "$out"`,
+  ].join("\n");
+}
+
+export class RouteApprovalError extends pulumi.RunError {
+  constructor(public readonly problems: string[]) {
+    super(`route approval failed:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
+  }
+}
+
+export class RouteApproval extends pulumi.ComponentResource {
+  /** The routes verified as approved (the deploy fails otherwise). */
+  public readonly approvedRoutes: pulumi.Output<string[]>;
+  public readonly command: command.remote.Command;
+
+  constructor(name: string, args: RouteApprovalArgs, opts?: pulumi.ComponentResourceOptions) {
+    super("meshfleet:index:RouteApproval", name, {}, opts);
+    const want = args.expect;
+    this.command = new command.remote.Command(
+      `${name}-check`,
+      {
+        connection: args.connection,
+        create: routeApprovalScript(args.cli, want, args.timeoutSeconds ?? 60),
+        triggers: [JSON.stringify(want), ...(args.triggers ?? [])],
+        // The node list is long and holds nothing secret, but it is noise in the update log.
+        logging: "stderr",
+      },
+      { parent: this },
+    );
+    this.approvedRoutes = this.command.stdout.apply((out) => {
+      const problems = checkRouteApproval(out, want);
+      if (problems.length) throw new RouteApprovalError(problems);
+      return [...want.routes, ...(want.exitNode ? [...EXIT_ROUTES] : [])];
+    });
+    this.registerOutputs({ approvedRoutes: this.approvedRoutes });
+  }
+}
