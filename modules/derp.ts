@@ -346,6 +346,8 @@ export const derpModule = defineModule({
   config(o, ctx): Contribution {
     if (!o.enable) return {};
     const assertions = derpAssertions(o, ctx);
+    // The embedded relay's STUN port is opened by the headscale module, which runs it.
+    if (o.mode === "embedded") return { assertions };
     const inbound = o.openFirewall
       ? [
           { proto: "udp" as const, port: o.stunPort, from: [], owner: "derp", comment: "DERP STUN" },
@@ -353,7 +355,6 @@ export const derpModule = defineModule({
           ...(o.mode === "derper" ? [{ proto: "tcp" as const, port: o.derpPort, from: [], owner: "derp", comment: "DERP relay" }] : []),
         ]
       : [];
-    if (o.mode === "embedded") return { inbound, assertions };
     const probes = [{ name: "derper", kind: "tcp" as const, host: "127.0.0.1", port: o.derpPort }];
     const files: FileSpec[] = [];
     if (ctx.self.runtime === "docker") {
