@@ -309,6 +309,13 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     for (const w of c.warnings ?? [])
       if (w.when) host.warnings.push(diag(w.file ?? peer.file, w.path, w.expected, w.found, w.fix, "warning"));
   }
+  if (!host.agent) {
+    // A node without an agent (a phone) is configured by hand from its join
+    // instructions: nothing is rendered for the host itself.
+    Object.assign(host, { files: [], sysctl: {}, units: [], containers: [], packages: [], probes: [], bestEffort: [], lxc: null });
+    host.firewall = { ...host.firewall, enable: false, inbound: [] };
+    host.metrics = { ...host.metrics, enable: false };
+  }
   const t = host.tailscale;
   t.advertiseRoutes = [...new Set(t.advertiseRoutes)];
   if (t.enable) {
