@@ -29,7 +29,7 @@ export const derpOptions = z
     ipv4: z
       .string()
       .default("")
-      .describe("Public IPv4 address put in the DERP map (skips DNS on clients); \"\" uses the host's address when it is an IPv4."),
+      .describe("Public IPv4 address put in the DERP map (clients dial it instead of resolving the name); \"\" uses the hostname when it is an IPv4."),
     derpPort: port.default(443).describe("TCP port of the DERP (HTTPS) listener."),
     stunPort: port.default(3478).describe("UDP port of the STUN listener."),
     certMode: z
@@ -78,9 +78,13 @@ function nodeHost(o: DerpOptions, p: PeerView): string {
   return o.hostname !== "" ? o.hostname : p.address;
 }
 
-function nodeIpv4(o: DerpOptions, p: PeerView): string | undefined {
+/**
+ * The address clients dial (it wins over the host name). Never the SSH
+ * address by default: that is often a management or private address.
+ */
+function nodeIpv4(o: DerpOptions, hostName: string): string | undefined {
   if (o.ipv4 !== "") return o.ipv4;
-  return parseIpv4(p.address) !== null ? p.address : undefined;
+  return parseIpv4(hostName) !== null ? hostName : undefined;
 }
 
 /**
@@ -105,7 +109,7 @@ export function derperRegionsOf(ctx: ModuleContext): DerpRegion[] {
       };
       byRegion.set(id, r);
     }
-    const ipv4 = nodeIpv4(o, p);
+    const ipv4 = nodeIpv4(o, nodeHost(o, p));
     r.nodes.push({
       name: `${id}-${name}`,
       hostName: nodeHost(o, p),
@@ -126,7 +130,7 @@ export function embeddedRegionOf(ctx: ModuleContext): DerpRegion | null {
   const o = enabledDerp(coord);
   if (!o || o.mode !== "embedded") return null;
   const server = new URL(ctx.fleet.coordinator.serverUrl);
-  const ipv4 = nodeIpv4(o, coord);
+  const ipv4 = nodeIpv4(o, server.hostname);
   const id = regionIdOf(o, ctx);
   return {
     regionId: id,

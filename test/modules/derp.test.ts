@@ -56,13 +56,17 @@ describe("derp module", () => {
     expect([...derpMapFile([]).regions.keys()]).toEqual([]);
   });
 
-  it("embedded mode: only STUN opens, no unit, region on the server URL", () => {
+  it("embedded mode: only STUN opens, no unit, region on the server URL", async () => {
     const ctx = makeCtx("vps", { vps: { address: "203.0.113.10", options: { headscale: { enable: true }, derp: { enable: true, mode: "embedded" } } } });
     const c = run(ctx);
     expect(c.units).toBeUndefined();
-    expect(c.inbound!.map((r) => `${r.proto}/${r.port}`)).toEqual(["udp/3478"]);
+    // Headscale runs the embedded relay, so its module opens STUN (once, not twice).
+    expect(c.inbound).toBeUndefined();
+    const { headscaleModule } = await import("../../modules/headscale.ts");
+    const hs = headscaleModule.config(headscaleModule.options.parse(ctx.self.options.headscale), ctx);
+    expect(hs.inbound!.map((r) => `${r.proto}/${r.port}`)).toEqual(["udp/3478"]);
     expect(derpRegionsOf(ctx)).toEqual([
-      { regionId: 900, regionCode: "home", regionName: "meshfleet", nodes: [{ name: "900", hostName: "headscale.example.com", ipv4: "203.0.113.10", stunPort: 3478, derpPort: 443 }] },
+      { regionId: 900, regionCode: "home", regionName: "meshfleet", nodes: [{ name: "900", hostName: "headscale.example.com", stunPort: 3478, derpPort: 443 }] },
     ]);
   });
 

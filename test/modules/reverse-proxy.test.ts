@@ -88,7 +88,7 @@ describe("reverse-proxy module", () => {
 
 describe("caddy accepts the Caddyfile", () => {
   const skip = rt.missing("caddy");
-  it.skipIf(skip).each([
+  it.skipIf(skip).each<[string, Record<string, unknown>]>([
     ["auto", { kind: "caddy", acmeEmail: "ops@example.com" }],
     ["internal", { kind: "caddy", tls: "internal" }],
     ["off", { kind: "caddy", tls: "off" }],

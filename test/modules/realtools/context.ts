@@ -72,7 +72,7 @@ export function makeCtx(
 /** Seed 004's coordinator: one VPS with Headscale, a proxy and derper. */
 export function seed004(
   proxy: Record<string, unknown> = { kind: "nginx" },
-  derp: Record<string, unknown> = { enable: true, hostname: "derp.example.com", derpPort: 443 },
+  derp: Record<string, unknown> = { enable: true, hostname: "derp.example.com", ipv4: "203.0.113.20", derpPort: 443 },
   runtime: Runtime = "systemd",
 ): ModuleContext {
   return makeCtx(
