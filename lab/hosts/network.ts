@@ -22,13 +22,31 @@ export interface NetStep {
 const inNs = (ns: string, argv: string[]) => ["ip", "netns", "exec", ns, ...argv];
 const sysctl = (ns: string, kv: string) => inNs(ns, ["sysctl", "-qw", kv]);
 
-/** nftables NAT for a router: masquerade what leaves through `out`. */
+/**
+ * A home router's nftables: masquerade what leaves through `out`, and drop
+ * what comes in unasked, as a real one does. The drop is not only realism:
+ * without it a peer's early hole-punching packet reaches the router itself,
+ * leaves an unreplied conntrack entry for that port pair, and the router's
+ * own masquerade then picks another source port for the LAN host's packets
+ * to the same peer, so two NATed tailscale peers never get a direct path.
+ */
 export function natRuleset(out: string): string {
   return [
     "table ip lab_nat {",
     "  chain postrouting {",
     "    type nat hook postrouting priority srcnat; policy accept;",
     `    oifname "${out}" masquerade`,
+    "  }",
+    "  chain input {",
+    "    type filter hook input priority filter; policy accept;",
+    `    iifname "${out}" ct state established,related accept`,
+    `    iifname "${out}" icmp type echo-request accept`,
+    `    iifname "${out}" drop`,
+    "  }",
+    "  chain forward {",
+    "    type filter hook forward priority filter; policy accept;",
+    `    iifname "${out}" ct state established,related accept`,
+    `    iifname "${out}" drop`,
     "  }",
     "}",
     "",
