@@ -13,3 +13,4 @@ export { tailnetRulesForHost, type HostTailnetRules } from "./enforce.ts";
 export { syntheticIps } from "./synthetic.ts";
 export type { PolicyNode } from "./resolve.ts";
 export type { RuleOrigin } from "./compile.ts";
+export { fleetPolicyNodes, runFleetTests } from "./fleet.ts";

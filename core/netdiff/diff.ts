@@ -1,0 +1,151 @@
+/**
+ * What a change does to the network: base model vs head model. Reachability
+ * is compared pair by pair (source node, destination node/route/exit), by
+ * name, so renumbering is not a change; each gained or changed pair names the
+ * head rules that allow it, each lost pair the base rules that allowed it.
+ */
+import type { NetworkModel } from "./model.ts";
+
+export interface ReachChange {
+  src: string;
+  dst: string;
+  kind: "node" | "route" | "internet";
+  before: string;
+  after: string;
+  /** Rules responsible: head's for gained/changed, base's for lost. */
+  why: string[];
+}
+
+export interface NetworkDiff {
+  stack: string;
+  hosts: { added: string[]; removed: string[]; roles: { host: string; added: string[]; removed: string[] }[]; tags: { host: string; before: string[]; after: string[] }[] };
+  routes: { added: { host: string; route: string; approved: boolean }[]; removed: { host: string; route: string }[] };
+  exitNodes: { added: string[]; removed: string[] };
+  reach: { gained: ReachChange[]; lost: ReachChange[]; changed: ReachChange[]; total: { gained: number; lost: number; changed: number }; truncated: boolean };
+  dns: { added: string[]; removed: string[] };
+  publicPorts: { opened: { host: string; port: string; detail: string }[]; closed: { host: string; port: string; detail: string }[] };
+  versions: { key: string; before: string; after: string }[];
+  policyChanged: boolean;
+  empty: boolean;
+}
+
+export interface DiffOptions {
+  /** Keep at most this many pairs per list (totals stay exact). */
+  maxPairs?: number;
+}
+
+export function diffNetwork(base: NetworkModel, head: NetworkModel, opts: DiffOptions = {}): NetworkDiff {
+  const max = opts.maxPairs ?? 5000;
+  const names = (m: NetworkModel) => new Set(Object.keys(m.hosts));
+  const bn = names(base);
+  const hn = names(head);
+  const added = [...hn].filter((h) => !bn.has(h)).sort();
+  const removed = [...bn].filter((h) => !hn.has(h)).sort();
+  const both = [...hn].filter((h) => bn.has(h)).sort();
+
+  const roles: NetworkDiff["hosts"]["roles"] = [];
+  const tags: NetworkDiff["hosts"]["tags"] = [];
+  const routesAdded: NetworkDiff["routes"]["added"] = [];
+  const routesRemoved: NetworkDiff["routes"]["removed"] = [];
+  const exitAdded: string[] = [];
+  const exitRemoved: string[] = [];
+  const opened: NetworkDiff["publicPorts"]["opened"] = [];
+  const closed: NetworkDiff["publicPorts"]["closed"] = [];
+  for (const h of [...hn].sort()) {
+    const b = base.hosts[h];
+    const a = head.hosts[h];
+    if (b) {
+      const ra = a.roles.filter((r) => !b.roles.includes(r));
+      const rr = b.roles.filter((r) => !a.roles.includes(r));
+      if (ra.length || rr.length) roles.push({ host: h, added: ra, removed: rr });
+      if (a.tags.join() !== b.tags.join()) tags.push({ host: h, before: b.tags, after: a.tags });
+    }
+    for (const r of a.routes) if (!b?.routes.includes(r)) routesAdded.push({ host: h, route: r, approved: a.approvedRoutes.includes(r) });
+    if (a.exitNode && !b?.exitNode) exitAdded.push(h);
+    if (!a.exitNode && b?.exitNode) exitRemoved.push(h);
+    for (const [p, d] of Object.entries(a.publicPorts)) if (!b || b.publicPorts[p] === undefined) opened.push({ host: h, port: p, detail: d });
+    if (b) for (const [p, d] of Object.entries(b.publicPorts)) if (a.publicPorts[p] === undefined) closed.push({ host: h, port: p, detail: d });
+  }
+  for (const h of [...bn].sort()) {
+    const b = base.hosts[h];
+    const a = head.hosts[h];
+    for (const r of b.routes) if (!a?.routes.includes(r)) routesRemoved.push({ host: h, route: r });
+    if (!a && b.exitNode) exitRemoved.push(h);
+    if (!a) for (const [p, d] of Object.entries(b.publicPorts)) closed.push({ host: h, port: p, detail: d });
+  }
+
+  const reach = diffReach(base, head, max);
+  const dnsAdded = head.dns.filter((d) => !base.dns.includes(d));
+  const dnsRemoved = base.dns.filter((d) => !head.dns.includes(d));
+  const versions: NetworkDiff["versions"] = [];
+  for (const k of [...new Set([...Object.keys(base.versions), ...Object.keys(head.versions)])].sort()) {
+    const before = base.versions[k] ?? "";
+    const after = head.versions[k] ?? "";
+    if (before !== after) versions.push({ key: k, before, after });
+  }
+  const policyChanged = base.policyHuJson !== head.policyHuJson;
+  const d: NetworkDiff = {
+    stack: head.stack,
+    hosts: { added, removed, roles, tags },
+    routes: { added: routesAdded, removed: routesRemoved },
+    exitNodes: { added: exitAdded, removed: exitRemoved },
+    reach,
+    dns: { added: dnsAdded, removed: dnsRemoved },
+    publicPorts: { opened, closed },
+    versions,
+    policyChanged,
+    empty: false,
+  };
+  void both;
+  d.empty = !added.length && !removed.length && !roles.length && !tags.length && !routesAdded.length && !routesRemoved.length &&
+    !exitAdded.length && !exitRemoved.length && !reach.total.gained && !reach.total.lost && !reach.total.changed &&
+    !dnsAdded.length && !dnsRemoved.length && !opened.length && !closed.length && !versions.length && !policyChanged;
+  return d;
+}
+
+function diffReach(base: NetworkModel, head: NetworkModel, max: number): NetworkDiff["reach"] {
+  const B = base.reach;
+  const H = head.reach;
+  const bSrc = new Map(B.nodes.map((n, i) => [n, i]));
+  const bDst = new Map(B.targets.map((t, i) => [t.id, i]));
+  const hSrc = new Map(H.nodes.map((n, i) => [n, i]));
+  const hDst = new Map(H.targets.map((t, i) => [t.id, i]));
+  const why = (r: typeof B, rules: number[]) => rules.map((id) => `${r.rules[id].path}: ${r.rules[id].text}`);
+  const gained: ReachChange[] = [];
+  const lost: ReachChange[] = [];
+  const changed: ReachChange[] = [];
+  const total = { gained: 0, lost: 0, changed: 0 };
+  for (let s = 0; s < H.nodes.length; s++) {
+    const bs = bSrc.get(H.nodes[s]);
+    for (let t = 0; t < H.targets.length; t++) {
+      const target = H.targets[t];
+      if (target.id === H.nodes[s]) continue;
+      const a = H.access(s, t);
+      const bt = bDst.get(target.id);
+      const b = bs !== undefined && bt !== undefined ? B.access(bs, bt) : null;
+      const after = a?.spec ?? "";
+      const before = b?.spec ?? "";
+      if (after === before) continue;
+      if (!before) {
+        if (total.gained++ < max) gained.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!.rules) });
+      } else if (!after) {
+        if (total.lost++ < max) lost.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(B, b!.rules) });
+      } else if (total.changed++ < max) {
+        changed.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!.rules) });
+      }
+    }
+  }
+  // Pairs whose source or destination is gone from head.
+  for (let s = 0; s < B.nodes.length; s++) {
+    const hs = hSrc.get(B.nodes[s]);
+    for (let t = 0; t < B.targets.length; t++) {
+      const target = B.targets[t];
+      if (target.id === B.nodes[s]) continue;
+      if (hs !== undefined && hDst.has(target.id)) continue;
+      const b = B.access(s, t);
+      if (!b) continue;
+      if (total.lost++ < max) lost.push({ src: B.nodes[s], dst: target.id, kind: target.kind, before: b.spec, after: "", why: why(B, b.rules) });
+    }
+  }
+  return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };
+}
