@@ -76,6 +76,8 @@ export interface ProxySite {
   certificate: string;
   certificateKey: string;
   rateLimit: { enable: boolean; perMinute: number; burst: number };
+  /** The upstream is a container name, resolved by docker's embedded DNS. */
+  dockerDns: boolean;
 }
 
 export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
@@ -92,6 +94,7 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
     certificate: o.certificate !== "" ? o.certificate : `/etc/letsencrypt/live/${domain}/fullchain.pem`,
     certificateKey: o.certificateKey !== "" ? o.certificateKey : `/etc/letsencrypt/live/${domain}/privkey.pem`,
     rateLimit: o.rateLimit,
+    dockerDns: ctx.self.runtime === "docker" && o.upstream === "",
   };
 }
 
@@ -147,7 +150,9 @@ export function renderCaddyfile(s: ProxySite): string {
  */
 export function renderNginxConf(s: ProxySite): string {
   const up = [
-    "        proxy_pass http://headscale_upstream;",
+    // With docker, resolve the container per request: a name in `upstream {}` is resolved once at
+    // start, so nginx would refuse to start before the headscale container exists.
+    s.dockerDns ? "        proxy_pass http://$meshfleet_headscale;" : "        proxy_pass http://headscale_upstream;",
     "        proxy_http_version 1.1;",
     "        proxy_set_header Upgrade $http_upgrade;",
     "        proxy_set_header Connection $connection_upgrade;",
@@ -187,12 +192,12 @@ export function renderNginxConf(s: ProxySite): string {
     "    ''      close;",
     "}",
     "",
-    "upstream headscale_upstream {",
-    `    server ${s.upstream};`,
-    "    keepalive 16;",
-    "}",
-    "",
   ];
+  if (s.dockerDns) {
+    L.push("resolver 127.0.0.11 valid=10s;", "", `map $host $meshfleet_headscale {`, `    default ${s.upstream};`, "}", "");
+  } else {
+    L.push("upstream headscale_upstream {", `    server ${s.upstream};`, "    keepalive 16;", "}", "");
+  }
   if (s.rateLimit.enable) {
     L.push(`limit_req_zone $binary_remote_addr zone=meshfleet_headscale_register:10m rate=${s.rateLimit.perMinute}r/m;`, "");
   }

@@ -127,6 +127,24 @@ describe("nginx accepts the conf.d file inside http {}", () => {
     }
   });
 
+  it.skipIf(skip)("nginx -t: docker runtime (upstream resolved per request, so nginx starts before headscale does)", async () => {
+    const t = rt.tempDir("nginx");
+    try {
+      const { cert, key } = await rt.selfSignedCert(t.dir, "headscale.example.com");
+      const conf = run(seed004({ kind: "nginx", certificate: cert, certificateKey: key }, undefined, "docker")).files![0].content;
+      expect(conf).toContain("proxy_pass http://$meshfleet_headscale;");
+      expect(conf).not.toContain("upstream headscale_upstream");
+      const r = await rt.nginxTest(conf, t.dir);
+      expect(r.ok, r.output).toBe(true);
+      // The same name in an upstream block is what nginx refuses without docker's DNS.
+      const eager = await rt.nginxTest(conf.replace("resolver 127.0.0.11 valid=10s;", "upstream eager { server headscale:8080; }"), t.dir);
+      expect(eager.ok).toBe(false);
+      expect(eager.output).toContain('host not found in upstream "headscale:8080"');
+    } finally {
+      t.cleanup();
+    }
+  });
+
   it.skipIf(skip)("nginx -t: tls off", async () => {
     const t = rt.tempDir("nginx");
     try {
