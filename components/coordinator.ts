@@ -14,13 +14,12 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
-import { existsSync } from "node:fs";
 import { createHash } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
 import { dockerHost, dockerService, dockerSshOpts, validateContainerSpec, type DockerService } from "./dockerService.ts";
 import { headscaleCommand, type HeadscaleCli } from "./headscaleCli.ts";
-import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
+import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { assertNoProblems, hostConnection, shq } from "./shell.ts";
 
 export interface CoordinatorArgs {
@@ -92,6 +91,14 @@ export interface CoordinatorArgs {
    * @example { confirmTimeoutSeconds: 300 }
    */
   agent?: Partial<Pick<HostAgentArgs, "agentPath" | "remoteAgentPath" | "stateDir" | "confirmTimeoutSeconds" | "node">>;
+  /**
+   * The host also joins the mesh as a node (it reads `preauth:<host>`). Systemd
+   * runtime: its first generation is pushed without the tailscale join
+   * (bootstrap, once); the full one comes from its MeshNode when the key
+   * exists. Docker runtime: the host's agent is left to its MeshNode entirely.
+   * @default false
+   */
+  joinsMesh?: boolean;
 }
 
 export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
@@ -112,11 +119,17 @@ export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
   return p;
 }
 
-/** The CLI location for a coordinator host. */
-export function coordinatorCli(host: HostSystem, o: { containerName?: string; binaryRemotePath?: string } = {}): HeadscaleCli {
-  return host.runtime === "docker"
-    ? { runtime: "docker", container: o.containerName ?? "headscale" }
-    : { runtime: "systemd", binary: o.binaryRemotePath ?? "/usr/local/bin/headscale" };
+/** The headscale binary a systemd unit runs (`ExecStart=/path/headscale serve …`), if it names one. */
+export function headscaleBinaryOf(host: HostSystem): string | undefined {
+  const unit = host.units.find((u) => u.name === "headscale.service");
+  return unit ? /^ExecStart=-?(\S+)/m.exec(unit.content)?.[1] : undefined;
+}
+
+/** The CLI location for a coordinator host: the container, or the binary its unit runs. */
+export function coordinatorCli(host: HostSystem, o: { containerName?: string; binaryPath?: string; binaryRemotePath?: string } = {}): HeadscaleCli {
+  if (host.runtime === "docker") return { runtime: "docker", container: o.containerName ?? "headscale" };
+  const installed = o.binaryPath ? (o.binaryRemotePath ?? "/usr/local/bin/headscale") : undefined;
+  return { runtime: "systemd", binary: installed ?? headscaleBinaryOf(host) ?? "headscale" };
 }
 
 /** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
@@ -146,7 +159,7 @@ export class Coordinator extends pulumi.ComponentResource {
   public readonly dockerProvider?: docker.Provider;
   public readonly dockerNetwork?: docker.Network;
   public readonly service?: DockerService;
-  /** The host's agent push (systemd runtime, or any host with an agent). */
+  /** The host's agent push (systemd runtime; the bootstrap one when the host joins the mesh). */
   public readonly hostAgent?: HostAgent;
 
   constructor(name: string, args: CoordinatorArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -188,13 +201,15 @@ export class Coordinator extends pulumi.ComponentResource {
       waitFor.push(install);
     }
 
-    if (h.agent) {
+    if (h.runtime === "systemd") {
+      // headscale, its unit and files arrive with the host's generation.
+      const bootstrap = args.joinsMesh === true;
       this.hostAgent = new HostAgent(
-        `${name}-agent`,
-        { host: h, nftables: args.nftables ?? null, secrets, connection, ...args.agent },
-        { parent: this, dependsOn: h.runtime === "systemd" ? [...waitFor] : [] },
+        `${name}-${bootstrap ? "bootstrap" : "agent"}`,
+        { host: bootstrap ? bootstrapHost(h) : h, nftables: args.nftables ?? null, secrets, connection, once: bootstrap, ...args.agent },
+        { parent: this, dependsOn: [...waitFor] },
       );
-      if (h.runtime === "systemd") waitFor.push(this.hostAgent.confirmed);
+      waitFor.push(this.hostAgent.confirmed);
     }
 
     this.ready = new command.remote.Command(

@@ -63,6 +63,12 @@ export interface HostAgentArgs {
    * @default "node"
    */
   node?: string;
+  /**
+   * Push this generation once, at creation, and never again (the coordinator's
+   * bootstrap generation, before the host can get its own pre-auth key).
+   * @default false
+   */
+  once?: boolean;
 }
 
 export const HOST_AGENT_DEFAULTS = {
@@ -87,6 +93,21 @@ export function validateHostAgentArgs(args: Pick<HostAgentArgs, "host" | "secret
   const t = args.confirmTimeoutSeconds ?? HOST_AGENT_DEFAULTS.confirmTimeoutSeconds;
   if (!Number.isInteger(t) || t < 10) problems.push(`HostAgent ${h.name}: confirmTimeoutSeconds: expected a whole number of seconds ≥ 10, found ${t}`);
   return problems;
+}
+
+/**
+ * The host as its first generation on a coordinator that also joins the mesh:
+ * everything but the tailscale join (its pre-auth key file, the tailscale
+ * settings and the probes that need a joined node), because the key comes
+ * from the headscale this very generation starts.
+ */
+export function bootstrapHost(h: HostSystem): HostSystem {
+  return {
+    ...h,
+    files: h.files.filter((f) => !f.secretRef?.startsWith("preauth:")),
+    tailscale: { ...h.tailscale, enable: false },
+    probes: h.probes.filter((p) => p.kind !== "tailscale-running" && p.kind !== "routes-advertised"),
+  };
 }
 
 /** The shell script of the switch step; the bundle arrives on stdin and never touches argv or logs. */
@@ -133,6 +154,8 @@ export class HostAgent extends pulumi.ComponentResource {
       node: args.node ?? HOST_AGENT_DEFAULTS.node,
     };
     const host = args.host;
+    // A one-shot generation keeps its first bundle: later changes go to the host's full HostAgent.
+    const frozen = args.once ? { ignoreChanges: ["triggers", "stdin", "create"] } : {};
     const agentSha = createHash("sha256").update(readFileSync(o.agentPath)).digest("hex");
 
     // Only the secrets this host references travel with its bundle.
@@ -168,7 +191,7 @@ export class HostAgent extends pulumi.ComponentResource {
         triggers: [this.generation, agentSha],
         logging: "stdoutAndStderr",
       },
-      { parent: this, dependsOn: [copy] },
+      { parent: this, dependsOn: [copy], ...frozen },
     );
     // A separate resource is a separate SSH connection: if the switch cut SSH, this fails and the host rolls back.
     this.confirmed = new command.remote.Command(
@@ -178,7 +201,7 @@ export class HostAgent extends pulumi.ComponentResource {
         create: `${shq(o.node)} ${shq(o.remoteAgentPath)} confirm`,
         triggers: [this.generation],
       },
-      { parent: this, dependsOn: [sw] },
+      { parent: this, dependsOn: [sw], ...frozen },
     );
     const status = new command.remote.Command(
       `${name}-status`,
@@ -188,7 +211,7 @@ export class HostAgent extends pulumi.ComponentResource {
         triggers: [this.generation],
         logging: "stderr",
       },
-      { parent: this, dependsOn: [this.confirmed] },
+      { parent: this, dependsOn: [this.confirmed], ...frozen },
     );
     this.status = status.stdout;
     this.registerOutputs({ generation: this.generation, status: this.status });

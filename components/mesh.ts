@@ -78,6 +78,16 @@ export interface MeshArgs {
   routeApprovalTimeoutSeconds?: number;
 }
 
+/** Whether the coordinator host is also a node: it joins the mesh, or (docker) its agent has host work to do. */
+export function coordinatorIsNode(h: HostSystem): boolean {
+  return joinsMesh(h) || (h.runtime === "docker" && h.agent);
+}
+
+/** The host reads its own pre-auth key: it joins the mesh. */
+export function joinsMesh(h: HostSystem): boolean {
+  return secretRefs(h).some((r) => r.startsWith("preauth:"));
+}
+
 export type NodeKind = "subnet-router" | "exit-node" | "client";
 
 /** Which component a host becomes. */
@@ -98,7 +108,7 @@ export function proxyKind(h: HostSystem): ProxyKind | null {
 /** A standalone derper, headscale's embedded relay, or none. */
 export function derpMode(fleet: FleetSystem, h: HostSystem): DerpMode | null {
   if (h.containers.some((c) => c.name === "derper") || h.units.some((u) => u.name === "derper.service")) return "standalone";
-  return h.roles.includes("derp") && fleet.derpRegions.length > 0 ? "embedded" : null;
+  return (h.roles.includes("derp") || h.roles.includes("derp-relay")) && fleet.derpRegions.length > 0 ? "embedded" : null;
 }
 
 /** The secret names meshfleet can fill, for a fleet. */
@@ -127,12 +137,8 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
       }
     }
   }
-  if (secretRefs(coord).some((r) => r.startsWith("preauth:"))) {
-    p.push(`${coord.file}: tailscale: the coordinator host ${coord.name} cannot join its own mesh with a key its own headscale issues in the same deploy; disable tailscale on it or move headscale`);
-  }
   const coordArgs: CoordinatorArgs = { host: coord, info: fleet.coordinator, secrets: secretsOf(coord), binaryPath: args.headscaleBinaryPath };
   p.push(...validateCoordinatorArgs(coordArgs));
-  if (coord.agent) p.push(...validateHostAgentArgs({ host: coord, secrets: secretsOf(coord), ...args.agent }));
   const proxy = proxyKind(coord);
   if (proxy && coord.runtime === "docker") p.push(...validateContainerSpec(coord, coord.containers.find((c) => c.name === proxy)!, Object.keys(secretsOf(coord))));
   if (derpMode(fleet, coord) === "standalone" && coord.runtime === "docker") {
@@ -146,7 +152,10 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
   }
   const keyed = new Set(fleet.preAuthKeys.map((k) => k.host));
   for (const h of Object.values(fleet.hosts)) {
-    if (h.name === coord.name) continue;
+    if (h.name === coord.name && !coordinatorIsNode(coord)) {
+      if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ...args.agent }));
+      continue;
+    }
     const nodeArgs: MeshNodeArgs = {
       host: h,
       loginServer: fleet.coordinator.serverUrl,
@@ -217,47 +226,11 @@ export class Mesh extends pulumi.ComponentResource {
         imageDigest: args.imageDigests?.headscale,
         binaryPath: args.headscaleBinaryPath,
         agent: args.agent,
+        joinsMesh: joinsMesh(coordHost),
       },
       child,
     );
     const c = this.coordinator;
-    const proxy = proxyKind(coordHost);
-    if (proxy) {
-      this.proxy = new ReverseProxy(
-        `${name}-proxy`,
-        {
-          host: coordHost,
-          kind: proxy,
-          url: fleet.coordinator.serverUrl,
-          provider: c.dockerProvider,
-          network: c.dockerNetwork,
-          imageDigest: args.imageDigests?.[proxy],
-          hostAgent: c.hostAgent,
-          sshPrivateKey: args.sshPrivateKey,
-          secrets: pick(coordHost),
-        },
-        child,
-      );
-    }
-    const derp = derpMode(fleet, coordHost);
-    if (derp) {
-      this.derp = new DerpRelay(
-        `${name}-derp`,
-        {
-          host: coordHost,
-          mode: derp,
-          region: fleet.derpRegions[0],
-          provider: c.dockerProvider,
-          network: c.dockerNetwork,
-          imageDigest: args.imageDigests?.derper,
-          hostAgent: c.hostAgent,
-          sshPrivateKey: args.sshPrivateKey,
-          secrets: pick(coordHost),
-        },
-        child,
-      );
-    }
-
     const coordConn = hostConnection(coordHost, args.sshPrivateKey);
     const answered = { parent: this, dependsOn: [c.ready] };
     for (const u of fleet.users) {
@@ -273,7 +246,7 @@ export class Mesh extends pulumi.ComponentResource {
     }
 
     for (const h of Object.values(fleet.hosts)) {
-      if (h.name === coordHost.name) continue;
+      if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
       const nodeArgs: MeshNodeArgs = {
         host: h,
         loginServer: c.url,
@@ -291,9 +264,48 @@ export class Mesh extends pulumi.ComponentResource {
         kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, answered) : kind === "exit-node" ? new ExitNode(n, nodeArgs, answered) : new MeshNode(n, nodeArgs, answered);
     }
 
+    // Systemd runtime: the proxy and relay checks follow the host's final generation.
+    const coordAgent = this.members[coordHost.name]?.parts.agent ?? c.hostAgent;
+    const proxy = proxyKind(coordHost);
+    if (proxy) {
+      this.proxy = new ReverseProxy(
+        `${name}-proxy`,
+        {
+          host: coordHost,
+          kind: proxy,
+          url: fleet.coordinator.serverUrl,
+          provider: c.dockerProvider,
+          network: c.dockerNetwork,
+          imageDigest: args.imageDigests?.[proxy],
+          hostAgent: coordAgent,
+          sshPrivateKey: args.sshPrivateKey,
+          secrets: pick(coordHost),
+        },
+        child,
+      );
+    }
+    const derp = derpMode(fleet, coordHost);
+    if (derp) {
+      this.derp = new DerpRelay(
+        `${name}-derp`,
+        {
+          host: coordHost,
+          mode: derp,
+          region: fleet.derpRegions[0],
+          provider: c.dockerProvider,
+          network: c.dockerNetwork,
+          imageDigest: args.imageDigests?.derper,
+          hostAgent: coordAgent,
+          sshPrivateKey: args.sshPrivateKey,
+          secrets: pick(coordHost),
+        },
+        child,
+      );
+    }
+
     const coordState = c.ready.stdout.apply((s) => (s.trim() === "ready" ? "serving" : s.trim() || "serving"));
     const entries: pulumi.Output<NodeSummary>[] = [
-      coordState.apply((state) => ({ name: coordHost.name, roles: coordHost.roles, routes: [], state })),
+      ...(this.members[coordHost.name] ? [] : [coordState.apply((state) => ({ name: coordHost.name, roles: coordHost.roles, routes: [] as string[], state }))]),
       ...Object.values(this.members).map((m) =>
         pulumi.all([m.nodeName, m.roles, m.routes, m.state]).apply(([nodeName, roles, routes, state]) => ({ name: nodeName, roles, routes, state })),
       ),

@@ -94,15 +94,21 @@ export function joinInstructions(host: HostSystem, loginServer: string, key: str
   ].join("\n");
 }
 
-/** A one-word state from `meshfleet-agent status --json` (the agent's format may grow; unknown shapes read as "deployed"). */
+/**
+ * A short state from `meshfleet-agent status --json` ({generation, hash,
+ * pendingConfirm, lastSwitch}); an unknown shape reads as "deployed".
+ */
 export function agentState(statusJson: string): string {
+  let s: { generation?: unknown; pendingConfirm?: unknown; lastSwitch?: { success?: unknown; error?: unknown } | null };
   try {
-    const s = JSON.parse(statusJson) as Record<string, unknown>;
-    for (const k of ["state", "health", "status", "backendState"]) if (typeof s[k] === "string") return s[k] as string;
+    s = JSON.parse(statusJson);
   } catch {
-    /* an agent that printed no JSON still confirmed its generation */
+    return "deployed";
   }
-  return "deployed";
+  if (typeof s?.generation !== "number") return "deployed";
+  if (s.lastSwitch && s.lastSwitch.success === false) return `generation ${s.generation} (last switch failed: ${String(s.lastSwitch.error ?? "unknown")})`;
+  if (s.pendingConfirm) return `generation ${s.generation} (awaiting confirm)`;
+  return `generation ${s.generation}`;
 }
 
 export interface NodeParts {

@@ -16,18 +16,23 @@ export function validateLxc(host: HostSystem): string[] {
   if (!Number.isInteger(l.ctid) || l.ctid < 100) p.push(`${where}.ctid: expected a Proxmox CT id (an integer ≥ 100), found ${l.ctid}`);
   if (!l.proxmoxHost) p.push(`${where}.proxmoxHost: expected the Proxmox node's SSH address, found nothing`);
   for (const [i, argv] of l.pctCommands.entries()) {
-    if (argv[0] !== "pct") p.push(`${where}.pctCommands[${i}]: expected a pct command, found ${JSON.stringify(argv.join(" "))}`);
-    else if (argv[2] !== undefined && argv[2] !== String(l.ctid)) p.push(`${where}.pctCommands[${i}]: targets CT ${argv[2]}, but the host's ctid is ${l.ctid}`);
+    const shell = argv[0] === "sh" && argv[1] === "-c" && argv.length === 3;
+    if (argv[0] !== "pct" && !shell) p.push(`${where}.pctCommands[${i}]: expected a pct command (or sh -c SCRIPT), found ${JSON.stringify(argv.join(" "))}`);
+    else if (argv[0] === "pct" && argv[2] !== undefined && argv[2] !== String(l.ctid)) p.push(`${where}.pctCommands[${i}]: targets CT ${argv[2]}, but the host's ctid is ${l.ctid}`);
   }
   if (l.mode === "create" && !l.pctCommands.some((a) => a[1] === "create")) p.push(`${where}.mode: "create" needs a \`pct create\` among pctCommands, found none`);
   return p;
 }
 
 /**
- * The script run on the Proxmox node. Idempotent: `pct create` only when the
- * CT does not exist, config lines only when missing (inserted before any
- * snapshot section, so snapshots stay as they were), `pct start` only when
- * stopped, and a reboot only when the TUN config changed under a running CT.
+ * The script run on the Proxmox node: the lxc module's pctCommands, in
+ * order, made safe to re-run. `pct create` runs only when the CT does not
+ * exist; config lines the module asks for are added only when missing
+ * (inserted before any snapshot section, so snapshots stay as they were),
+ * after the create and before the other commands (which start or reboot
+ * the CT so that TUN passthrough takes effect). When the module's commands
+ * never start the CT, it is started here if stopped, or rebooted if the
+ * config changed under it.
  */
 export function pctScript(host: string, l: LxcSettings): string {
   const id = String(l.ctid);
@@ -36,26 +41,28 @@ export function pctScript(host: string, l: LxcSettings): string {
   if (l.mode === "adopt") {
     lines.push(`pct status ${id} >/dev/null 2>&1 || { echo ${shq(`meshfleet: ${host}: CT ${id} does not exist on this Proxmox node (lxc.mode is adopt); create it or set lxc.mode: create`)} >&2; exit 1; }`);
   }
-  for (const argv of l.pctCommands) {
-    if (argv[1] === "create") lines.push(`if ! pct status ${id} >/dev/null 2>&1; then ${shArgv(argv)}; changed=1; fi`);
-    else if (argv[1] === "start") continue; // started once, at the end, after the config is complete
-    else lines.push(shArgv(argv));
-  }
+  const isCreate = (a: string[]) => a[0] === "pct" && a[1] === "create";
+  for (const argv of l.pctCommands.filter(isCreate)) lines.push(`if ! pct status ${id} >/dev/null 2>&1; then ${shArgv(argv)}; changed=1; fi`);
   for (const line of l.config) {
     const q = shq(line);
     lines.push(
       `if ! grep -qxF -- ${q} ${conf}; then awk -v l=${q} '!d && /^\\[/ {print l; d=1} {print} END {if (!d) print l}' ${conf} > ${conf}.meshfleet && cat ${conf}.meshfleet > ${conf} && rm -f ${conf}.meshfleet; changed=1; fi`,
     );
   }
-  lines.push(
-    `if pct status ${id} | grep -q 'status: running'; then`,
-    // TUN passthrough is read when the CT starts: a config change needs a reboot to take effect.
-    `  if [ "$changed" = 1 ]; then pct reboot ${id}; fi`,
-    `else`,
-    `  pct start ${id}`,
-    `fi`,
-    `pct status ${id}`,
-  );
+  const rest = l.pctCommands.filter((a) => !isCreate(a));
+  for (const argv of rest) lines.push(shArgv(argv));
+  const starts = rest.some((a) => (a[0] === "pct" && (a[1] === "start" || a[1] === "reboot")) || (a[0] === "sh" && /pct (start|reboot)/.test(a[2] ?? "")));
+  if (!starts) {
+    lines.push(
+      `if pct status ${id} | grep -q 'status: running'; then`,
+      // TUN passthrough is read when the CT starts: a config change needs a reboot to take effect.
+      `  if [ "$changed" = 1 ]; then pct reboot ${id}; fi`,
+      `else`,
+      `  pct start ${id}`,
+      `fi`,
+    );
+  }
+  lines.push(`pct status ${id}`);
   return lines.join("\n");
 }
 
