@@ -83,7 +83,11 @@ export interface LabHost {
 }
 
 export interface LabTopology {
-  /** Lab instance number: several labs may coexist (a developer's lab and a test's). */
+  /**
+   * Lab instance number: several labs may coexist (a developer's lab and a
+   * test's). Taken: 0 the developer's / end-to-end lab, 6 bench/lab-boot,
+   * 8 test/lab/hosts, 9 test/lab/peers (list in lab/hosts/README.md).
+   */
   instance: number;
   /** Prefix of every netns, and of every interface made in the root namespace. */
   prefix: string;
