@@ -3,7 +3,8 @@
  * (lab up/check/report/down) can be added beside `hosts` without touching the
  * dispatch.
  */
-import { hostsDown, hostsStatus, hostsUp, LabError, type LabStatus } from "../../lab/hosts/index.ts";
+import { defaultInstance, hostsDown, hostsStatus, hostsUp, LabError, type LabStatus } from "../../lab/hosts/index.ts";
+import { e2eCommands } from "../../lab/e2e/cli.ts";
 
 export interface LabSubcommand {
   summary: string;
@@ -95,6 +96,9 @@ const hostsSubcommands: Record<string, LabSubcommand> = {
   },
 };
 
+/** Plain subcommands (`lab up`), the end-to-end lab; defined in lab/e2e/cli.ts. */
+export const labCommands: Record<string, LabSubcommand> = e2eCommands(say, defaultInstance);
+
 /** Groups of subcommands: `lab <group> <sub>`; a group may also be a plain subcommand later (`lab up`). */
 export const labSubcommands: Record<string, Record<string, LabSubcommand>> = {
   hosts: hostsSubcommands,
@@ -102,6 +106,7 @@ export const labSubcommands: Record<string, Record<string, LabSubcommand>> = {
 
 function usage(): string {
   const lines = ["usage: meshfleet lab <command> ...", ""];
+  for (const [name, s] of Object.entries(labCommands)) lines.push(`  ${name.padEnd(16)} ${s.summary}`);
   for (const [group, subs] of Object.entries(labSubcommands)) {
     for (const [name, s] of Object.entries(subs)) lines.push(`  ${`${group} ${name}`.padEnd(16)} ${s.summary}`);
   }
@@ -123,6 +128,8 @@ export const command = {
         say(usage());
         return group ? 0 : 2;
       }
+      const plain = labCommands[group];
+      if (plain) return await plain.run(sub === undefined ? args : [sub, ...args], flags);
       const subs = labSubcommands[group];
       if (!subs) {
         process.stderr.write(`meshfleet lab: unknown command "${group}"\n${usage()}\n`);

@@ -1,0 +1,259 @@
+/**
+ * `meshfleet lab check`: proves the deployed mesh with real traffic between
+ * the lab's hosts. Every check runs real programs on the hosts (nc, ping,
+ * tailscale, headscale, nft) and passes only on what they answer.
+ */
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { HOST_TOOLS_DIR, netnsExec, sshExec } from "../hosts/index.ts";
+import { labTopology } from "../topology.ts";
+import { loadVersions } from "../tools/index.ts";
+import { e2ePaths } from "./paths.ts";
+import { failureSummary, labPulumiEnv, runPulumi, STACK } from "./pulumi.ts";
+
+export interface CheckResult {
+  name: string;
+  ok: boolean;
+  reason: string;
+  ms: number;
+}
+
+export interface PeerView {
+  name: string;
+  ips: string[];
+  online: boolean;
+  active: boolean;
+  curAddr: string;
+  relay: string;
+}
+
+export interface ChecksFile {
+  at: string;
+  instance: number;
+  totalMs: number;
+  checks: CheckResult[];
+  /** laptop's view of its peers, per phase ("normal", "udp-blocked"). */
+  peers: Record<string, PeerView[]>;
+  versions: Record<string, string>;
+}
+
+const NAS = "192.168.8.10";
+const HOME_NAT = "203.0.113.20";
+const LAPTOP_NAT = "198.51.100.20";
+const BLOCK_TABLE = "meshfleet_e2e_block";
+
+const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
+export const tsCli = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin/tailscale --socket=/run/tailscale/tailscaled.sock`;
+export const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
+
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Poll `probe` until it returns a pass string or the deadline; the last failure is the reason. */
+async function until(ms: number, probe: () => Promise<{ ok: boolean; why: string }>): Promise<{ ok: boolean; why: string }> {
+  const end = Date.now() + ms;
+  let last = { ok: false, why: "not tried" };
+  while (Date.now() < end) {
+    last = await probe();
+    if (last.ok) return last;
+    await sleep(700);
+  }
+  return last;
+}
+
+type Status = { BackendState?: string; Self?: { HostName?: string; TailscaleIPs?: string[] }; Peer?: Record<string, Record<string, unknown>> };
+
+export async function tailscaleStatus(host: string, instance: number): Promise<Status> {
+  const r = await sshExec(host, `${tsCli()} status --json`, { instance, timeoutMs: 15_000 });
+  if (r.code !== 0) throw new Error(`tailscale status on ${host}: ${r.stderr.trim() || `exit ${r.code}`}`);
+  return JSON.parse(r.stdout) as Status;
+}
+
+export function peersOf(s: Status): PeerView[] {
+  return Object.values(s.Peer ?? {}).map((p) => ({
+    name: String(p.HostName ?? ""),
+    ips: (p.TailscaleIPs as string[] | undefined) ?? [],
+    online: p.Online === true,
+    active: p.Active === true,
+    curAddr: String(p.CurAddr ?? ""),
+    relay: String(p.Relay ?? ""),
+  }));
+}
+
+async function tcp(from: string, ip: string, port: number, instance: number, waitS = 3): Promise<{ ok: boolean; why: string }> {
+  const r = await sshExec(from, `nc -z -w ${waitS} ${ip} ${port}`, { instance, timeoutMs: (waitS + 10) * 1000 });
+  return { ok: r.code === 0, why: r.code === 0 ? `${from} -> ${ip}:${port} connected` : `${from} -> ${ip}:${port} refused or timed out (${r.stderr.trim() || `nc exit ${r.code}`})` };
+}
+
+function internetNs(instance: number): string {
+  const h = labTopology(instance).hosts.find((x) => x.name === "internet");
+  if (!h) throw new Error("lab topology has no internet namespace");
+  return h.netns;
+}
+
+/** Drop UDP between the two NATs in the lab's internet namespace (direct WireGuard paths die; DERP over TCP stays). */
+export async function blockUdp(instance: number): Promise<void> {
+  const ruleset = [
+    `table inet ${BLOCK_TABLE} {`,
+    "  chain forward {",
+    "    type filter hook forward priority -10; policy accept;",
+    `    ip saddr ${HOME_NAT} ip daddr ${LAPTOP_NAT} meta l4proto udp drop`,
+    `    ip saddr ${LAPTOP_NAT} ip daddr ${HOME_NAT} meta l4proto udp drop`,
+    "  }",
+    "}",
+  ].join("\n");
+  await netnsExec(internetNs(instance), ["nft", "-f", "-"], { input: ruleset });
+}
+
+export async function unblockUdp(instance: number): Promise<void> {
+  const ns = internetNs(instance);
+  if (!existsSync(`/run/netns/${ns}`)) return;
+  await netnsExec(ns, ["nft", "delete", "table", "inet", BLOCK_TABLE], { allowFail: true });
+}
+
+export interface LabChecksOptions {
+  instance: number;
+  log: (line: string) => void;
+  /** Skip the slow ones (relay, outage, idempotence). */
+  quick?: boolean;
+}
+
+export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
+  const { instance } = opts;
+  const t0 = Date.now();
+  const out: ChecksFile = { at: new Date().toISOString(), instance, totalMs: 0, checks: [], peers: {}, versions: {} };
+  const check = async (name: string, fn: () => Promise<{ ok: boolean; why: string }>) => {
+    const t = Date.now();
+    let r: { ok: boolean; why: string };
+    try {
+      r = await fn();
+    } catch (e) {
+      r = { ok: false, why: (e as Error).message };
+    }
+    const c: CheckResult = { name, ok: r.ok, reason: r.why, ms: Date.now() - t };
+    out.checks.push(c);
+    opts.log(`${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${c.ok ? "PASS" : "FAIL"}  ${name} (${(c.ms / 1000).toFixed(1)}s): ${c.reason}`);
+    return c.ok;
+  };
+  const peer = async (name: string) => peersOf(await tailscaleStatus("laptop", instance)).find((p) => p.name === name);
+
+  try {
+    await check("subnet route: laptop reaches nas 192.168.8.10 (no tailscale on nas)", async () => {
+      const route = await sshExec("laptop", `ip route get ${NAS}`, { instance });
+      const r = await until(15_000, () => tcp("laptop", NAS, 22, instance));
+      const via = route.stdout.trim().split("\n")[0] ?? "";
+      if (!r.ok) return { ok: false, why: `${r.why}; route: ${via || route.stderr.trim()}` };
+      if (!/tailscale0/.test(via)) return { ok: false, why: `connected but not through the tunnel: ${via}` };
+      return { ok: true, why: `${r.why} via tailscale0` };
+    });
+
+    await check("tailscale status on laptop lists lxc-tailscale and vps", async () => {
+      const s = await tailscaleStatus("laptop", instance);
+      out.peers.normal = peersOf(s);
+      const names = out.peers.normal.map((p) => p.name);
+      const missing = ["lxc-tailscale", "vps"].filter((n) => !names.includes(n));
+      if (s.BackendState !== "Running") return { ok: false, why: `BackendState ${s.BackendState}` };
+      return missing.length ? { ok: false, why: `missing ${missing.join(", ")}; peers: ${names.join(", ") || "none"}` } : { ok: true, why: `peers: ${names.join(", ")}` };
+    });
+
+    await check("policy denies laptop -> vps:22 over the tailnet (allows vps:443)", async () => {
+      const vps = await peer("vps");
+      const ip = vps?.ips.find((x) => x.includes("."));
+      if (!ip) return { ok: false, why: "vps has no tailnet IPv4 in laptop's status" };
+      const allowed = await tcp("laptop", ip, 443, instance);
+      if (!allowed.ok) return { ok: false, why: `the allowed control flow failed too, so a denial proves nothing: ${allowed.why}` };
+      const denied = await tcp("laptop", ip, 22, instance, 3);
+      return denied.ok ? { ok: false, why: `${denied.why}, but the policy denies it` } : { ok: true, why: `443 open, 22 dropped (${ip})` };
+    });
+
+    if (!opts.quick) {
+      let blocked = false;
+      try {
+        await check("UDP blocked between the NATs: laptop -> nas relayed through the lab's DERP", async () => {
+          await blockUdp(instance);
+          blocked = true;
+          // Traffic keeps the peer Active, and makes tailscaled notice the dead direct path.
+          await sshExec("laptop", `(ping -i 0.5 -w 30 ${NAS} >/dev/null 2>&1 &)`, { instance });
+          const r = await until(35_000, async () => {
+            const p = await peer("lxc-tailscale");
+            if (!p) return { ok: false, why: "lxc-tailscale not in laptop's status" };
+            out.peers["udp-blocked"] = peersOf(await tailscaleStatus("laptop", instance));
+            const ok = p.active && p.curAddr === "" && p.relay !== "";
+            return { ok, why: `Active=${p.active} CurAddr=${JSON.stringify(p.curAddr)} Relay=${JSON.stringify(p.relay)}` };
+          });
+          if (!r.ok) return r;
+          const t = await tcp("laptop", NAS, 22, instance, 5);
+          return { ok: t.ok, why: `${r.why}; ${t.why}` };
+        });
+      } finally {
+        if (blocked) await unblockUdp(instance);
+      }
+
+      await check("UDP unblocked: laptop <-> lxc-tailscale direct again", async () => {
+        const lxc = await peer("lxc-tailscale");
+        const ip = lxc?.ips.find((x) => x.includes("."));
+        if (!ip) return { ok: false, why: "lxc-tailscale has no tailnet IPv4" };
+        const r = await until(40_000, async () => {
+          const p = await sshExec("laptop", `${tsCli()} ping -c 3 --timeout 3s ${ip}`, { instance, timeoutMs: 20_000 });
+          const line = p.stdout.trim().split("\n").pop() ?? p.stderr.trim();
+          const s = await peer("lxc-tailscale");
+          return { ok: !!s && s.curAddr !== "", why: `CurAddr=${JSON.stringify(s?.curAddr ?? "")}; ${line}` };
+        });
+        if (r.ok) out.peers.normal = peersOf(await tailscaleStatus("laptop", instance));
+        return r;
+      });
+
+      let stopped = false;
+      try {
+        await check("headscale stopped: the existing tunnel still carries laptop -> nas", async () => {
+          const st = await sshExec("vps", "systemctl stop headscale && ! systemctl is-active --quiet headscale", { instance });
+          if (st.code !== 0) return { ok: false, why: `could not stop headscale: ${st.stderr.trim()}` };
+          stopped = true;
+          const t = await tcp("laptop", NAS, 22, instance, 5);
+          return { ok: t.ok, why: `headscale inactive; ${t.why}` };
+        });
+      } finally {
+        if (stopped) await sshExec("vps", "systemctl start headscale", { instance });
+      }
+
+      await check("headscale started again: nodes reconnect", async () => {
+        return until(40_000, async () => {
+          const r = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
+          if (r.code !== 0) return { ok: false, why: `headscale nodes list: ${r.stderr.trim().split("\n").pop()}` };
+          const nodes = JSON.parse(r.stdout || "[]") as { name?: string; given_name?: string; online?: boolean }[];
+          const want = ["laptop", "lxc-tailscale"];
+          const off = want.filter((w) => !nodes.some((n) => (n.given_name === w || n.name === w) && n.online === true));
+          return off.length ? { ok: false, why: `not online in headscale: ${off.join(", ")}` } : { ok: true, why: `${want.join(", ")} online` };
+        });
+      });
+
+      await check("a second pulumi run makes no changes (preview --expect-no-changes)", async () => {
+        const p = e2ePaths(instance);
+        const r = await runPulumi(["preview", "--expect-no-changes", "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], {
+          env: labPulumiEnv(instance),
+          logFile: p.log,
+        });
+        return r.code === 0 ? { ok: true, why: "no changes" } : { ok: false, why: failureSummary(r, 6) };
+      });
+    }
+  } finally {
+    out.totalMs = Date.now() - t0;
+    out.versions = await versionsOnHosts(instance);
+    const p = e2ePaths(instance);
+    mkdirSync(p.dir, { recursive: true });
+    writeFileSync(p.checks, JSON.stringify(out, null, 2));
+  }
+  return out;
+}
+
+async function versionsOnHosts(instance: number): Promise<Record<string, string>> {
+  const v: Record<string, string> = {};
+  for (const t of loadVersions().tools) v[t.name] = t.version;
+  const run = async (host: string, cmd: string) => {
+    const r = await sshExec(host, cmd, { instance, timeoutMs: 8000 }).catch(() => undefined);
+    return r && r.code === 0 ? r.stdout.trim().split("\n")[0]! : "unreachable";
+  };
+  v["tailscale on laptop"] = await run("laptop", `${tsCli()} version`);
+  v["headscale on vps"] = await run("vps", `${hsCli()} version 2>/dev/null || ${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale version`);
+  v["caddy on vps"] = await run("vps", "caddy version");
+  v["node on hosts"] = await run("laptop", "node --version");
+  return v;
+}

@@ -1,0 +1,128 @@
+/**
+ * `meshfleet lab up`: tools, hosts, agent bundle, the lab-only preparations,
+ * then the real Pulumi engine deploying hosts/lab on stack `lab`. Every step
+ * prints its progress; the first failure stops the run and is named.
+ */
+import { execa } from "execa";
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { hostsUp, labKeyPath } from "../hosts/index.ts";
+import { buildTools, toolsStatus } from "../tools/index.ts";
+import { dropStackState } from "./down.ts";
+import { e2ePaths } from "./paths.ts";
+import { provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
+import { Progress, StepError, type StepRecord } from "./progress.ts";
+import { failureSummary, interestingLine, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
+import { ensureStack } from "./stack.ts";
+
+export const FLEET_DIR = join(REPO, "hosts", "lab");
+export const COORDINATOR = "vps";
+export const SERVER_URL = "https://203.0.113.10";
+
+/** The fleet's hosts (one YAML per host; fleet.yaml and _shared files are not hosts). */
+export function fleetHosts(dir = FLEET_DIR): string[] {
+  return readdirSync(dir)
+    .filter((f) => f.endsWith(".yaml") && f !== "fleet.yaml" && !f.startsWith("_"))
+    .map((f) => f.slice(0, -5))
+    .sort();
+}
+
+export interface UpSummary {
+  ok: boolean;
+  instance: number;
+  startedAt: string;
+  totalMs: number;
+  failedStep?: string;
+  error?: string;
+  steps: StepRecord[];
+  pulumi?: { changes?: string; outputs?: Record<string, unknown> };
+}
+
+export interface LabUpOptions {
+  instance: number;
+  log: (line: string) => void;
+  /** Skip building missing tools (fail instead). */
+  noBuild?: boolean;
+}
+
+export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
+  const { instance } = opts;
+  const pr = new Progress(opts.log);
+  const summary: UpSummary = { ok: false, instance, startedAt: new Date().toISOString(), totalMs: 0, steps: pr.steps };
+  const p = e2ePaths(instance);
+  mkdirSync(p.dir, { recursive: true });
+  try {
+    await pr.step("tools", undefined, async () => {
+      const missing = toolsStatus().filter((t) => t.state !== "cached" && t.state !== "path");
+      if (missing.length === 0) return "cached";
+      if (opts.noBuild) throw new Error(`not built: ${missing.map((t) => `${t.name} ${t.version}`).join(", ")} (run \`meshfleet tools build\`)`);
+      await buildTools({ onProgress: (x) => pr.line("tools", `${x.tool} ${x.version}: ${x.step}${x.detail ? ` ${x.detail}` : ""}`) });
+      return `built ${missing.map((t) => t.name).join(", ")}`;
+    }, (v) => v);
+
+    await pr.step("hosts", undefined, async () => {
+      const r = await hostsUp({ instance, log: (l) => pr.line("hosts", l.trim()) });
+      const down = r.hosts.filter((h) => h.kind === "nspawn" && (h.state !== "up" || !h.ssh));
+      if (down.length > 0) throw new Error(`hosts without ssh after boot: ${down.map((h) => h.name).join(", ")}`);
+      const fresh = fleetHosts().filter((h) => h in r.bootMs);
+      if (fresh.length > 0 && existsSync(join(p.dir, "state"))) {
+        // Fresh hosts hold none of the recorded resources; a kept state would make pulumi up a no-op.
+        dropStackState(instance);
+        pr.line("hosts", `fresh ${fresh.join(", ")}: dropped the old stack state`);
+      }
+      return `${r.hosts.filter((h) => h.state === "up").length} up${fresh.length ? `, booted ${fresh.join(", ")}` : ", all already running"}`;
+    }, (v) => v);
+
+    await pr.step("agent bundle", undefined, async () => {
+      const r = await execa(process.execPath, [join(REPO, "agent", "build.mjs")], { reject: false, cwd: REPO });
+      if (r.exitCode !== 0) throw new Error(`npm run build:agent: ${String(r.stderr).trim().split("\n").slice(-3).join(" | ")}`);
+      return String(r.stdout).trim();
+    }, (v) => v);
+
+    await pr.step("program", undefined, async () => {
+      if (!existsSync(join(REPO, "index.ts"))) throw new Error("the Pulumi program index.ts (Pulumi.yaml main) is not in the repo yet");
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "check", FLEET_DIR], { reject: false, cwd: REPO });
+      if (r.exitCode !== 0) throw new Error(`meshfleet check hosts/lab: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-4).join(" | ")}`);
+    });
+
+    await pr.step("caddy", COORDINATOR, () => provideCaddy(COORDINATOR, instance), (v) => v);
+    await pr.step("caddy CA seed", COORDINATOR, () => seedCaddyCa(COORDINATOR, instance), (v) => v);
+    for (const h of fleetHosts()) {
+      await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
+    }
+
+    const env = labPulumiEnv(instance);
+    await pr.step("stack", STACK, () => ensureStack(instance, env, labKeyPath({ instance })), (v) => v);
+
+    const up = await pr.step("pulumi up", STACK, async () => {
+      const r = await runPulumi(["up", "--yes", "--skip-preview", "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], {
+        env,
+        logFile: p.log,
+        onLine: (l) => {
+          if (interestingLine(l)) pr.line("pulumi", l.trim().slice(0, 160));
+        },
+      });
+      if (r.code !== 0) throw new Error(`exit ${r.code} (full log: ${p.log})\n  ${failureSummary(r)}`);
+      const m = r.stdout.match(/Resources:\s*\n([\s\S]*?)\n\s*\n/);
+      return m ? m[1]!.trim().replace(/\s+/g, " ") : "done";
+    }, (v) => v);
+    summary.pulumi = { changes: up };
+
+    await pr.step("outputs", STACK, async () => {
+      const r = await runPulumi(["stack", "output", "--json", "--stack", STACK], { env });
+      if (r.code !== 0) throw new Error(failureSummary(r));
+      summary.pulumi!.outputs = JSON.parse(r.stdout || "{}") as Record<string, unknown>;
+      return Object.keys(summary.pulumi!.outputs).join(", ");
+    }, (v) => v);
+
+    await pr.step("verify TLS", "laptop", () => verifyCaddyTls(COORDINATOR, "laptop", SERVER_URL, instance), (v) => v);
+    summary.ok = true;
+  } catch (e) {
+    summary.ok = false;
+    summary.failedStep = e instanceof StepError ? e.step : "?";
+    summary.error = (e as Error).message;
+  }
+  summary.totalMs = Date.now() - pr.t0;
+  writeFileSync(p.upResult, JSON.stringify(summary, null, 2));
+  return summary;
+}
