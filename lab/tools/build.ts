@@ -1,7 +1,7 @@
 // Building what is missing: runs the recipe plans, reports progress, verifies the
 // result, and moves it into the cache only once it reports the pinned version.
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, cpSync, existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describeFailure, goMissing, goTooOld, ToolsError } from "./errors.ts";
 import { buildDir, logFile, stampFile, toolBinDir, toolHome, toolsDir } from "./paths.ts";
@@ -159,6 +159,45 @@ function adopt(t: ToolSpec, s: ToolStatus, root: string, go: string) {
   writeFileSync(stampFile(root, t), `${JSON.stringify(stamp, null, 2)}\n`);
 }
 
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * One build at a time per tools dir: a second `meshfleet tools build` (another shell,
+ * a test run) waits for the first and then finds its result cached.
+ */
+async function withLock<T>(root: string, onWait: (pid: number) => void, fn: () => Promise<T>): Promise<T> {
+  const lock = join(root, ".build", "lock");
+  mkdirSync(dirname(lock), { recursive: true });
+  for (let waited = 0; ; waited++) {
+    try {
+      closeSync(openSync(lock, "wx"));
+      writeFileSync(lock, String(process.pid));
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      const holder = Number(readFileSync(lock, "utf8")) || 0;
+      if (holder && !alive(holder)) {
+        rmSync(lock, { force: true });
+        continue;
+      }
+      if (waited % 15 === 0) onWait(holder);
+      await new Promise((r) => setTimeout(r, 2000));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    rmSync(lock, { force: true });
+  }
+}
+
 /** Builds every pinned tool that is neither cached nor on PATH at its version; one at a time (Go builds use every core). */
 export async function buildTools(opts: BuildOptions = {}): Promise<BuildOutcome[]> {
   const versions = loadVersions();
@@ -179,8 +218,17 @@ export async function buildTools(opts: BuildOptions = {}): Promise<BuildOutcome[
       continue;
     }
     go ??= goInfo(versions.goMinimum);
-    mkdirSync(join(root, ".build"), { recursive: true });
-    outcomes.push(await buildOne(t, go, root, opts));
+    const info = go;
+    const onWait = (pid: number) =>
+      opts.onProgress?.({ tool: t.name, version: t.version, step: "waiting", elapsedMs: 0, detail: `another build (pid ${pid}) holds ${join(root, ".build", "lock")}` });
+    outcomes.push(
+      await withLock(root, onWait, async () => {
+        // The build we waited for may have built this one.
+        const again = toolStatus(t, root);
+        if (!opts.force && again.state !== "missing") return { name: t.name, version: t.version, action: again.state, seconds: 0, binDir: again.binDir };
+        return buildOne(t, info, root, opts);
+      }),
+    );
   }
   return outcomes;
 }
