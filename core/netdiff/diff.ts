@@ -110,28 +110,39 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
   const bDst = new Map(B.targets.map((t, i) => [t.id, i]));
   const hSrc = new Map(H.nodes.map((n, i) => [n, i]));
   const hDst = new Map(H.targets.map((t, i) => [t.id, i]));
-  const why = (r: typeof B, rules: number[]) => rules.map((id) => `${r.rules[id].path}: ${r.rules[id].text}`);
+  // One text per distinct access, shared by every pair that has it.
+  const whyCache = new Map<object, string[]>();
+  const why = (r: typeof B, a: { rules: number[] }) => {
+    let w = whyCache.get(a);
+    if (!w) {
+      w = a.rules.map((id) => `${r.rules[id].path}: ${r.rules[id].text}`);
+      whyCache.set(a, w);
+    }
+    return w;
+  };
   const gained: ReachChange[] = [];
   const lost: ReachChange[] = [];
   const changed: ReachChange[] = [];
   const total = { gained: 0, lost: 0, changed: 0 };
+  // Index maps once, not a string lookup per pair (a plan may compare a million pairs).
+  const bt = Int32Array.from(H.targets, (t) => bDst.get(t.id) ?? -1);
   for (let s = 0; s < H.nodes.length; s++) {
-    const bs = bSrc.get(H.nodes[s]);
+    const bs = bSrc.get(H.nodes[s]) ?? -1;
     for (let t = 0; t < H.targets.length; t++) {
+      if (t === s) continue; // targets start with the nodes, in node order
       const target = H.targets[t];
-      if (target.id === H.nodes[s]) continue;
       const a = H.access(s, t);
-      const bt = bDst.get(target.id);
-      const b = bs !== undefined && bt !== undefined ? B.access(bs, bt) : null;
+      const b = bs >= 0 && bt[t] >= 0 ? B.access(bs, bt[t]) : null;
+      if (a === b) continue;
       const after = a?.spec ?? "";
       const before = b?.spec ?? "";
       if (after === before) continue;
       if (!before) {
-        if (total.gained++ < max) gained.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!.rules) });
+        if (total.gained++ < max) gained.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!) });
       } else if (!after) {
-        if (total.lost++ < max) lost.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(B, b!.rules) });
+        if (total.lost++ < max) lost.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(B, b!) });
       } else if (total.changed++ < max) {
-        changed.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!.rules) });
+        changed.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!) });
       }
     }
   }
@@ -140,11 +151,11 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
     const hs = hSrc.get(B.nodes[s]);
     for (let t = 0; t < B.targets.length; t++) {
       const target = B.targets[t];
-      if (target.id === B.nodes[s]) continue;
+      if (t === s) continue;
       if (hs !== undefined && hDst.has(target.id)) continue;
       const b = B.access(s, t);
       if (!b) continue;
-      if (total.lost++ < max) lost.push({ src: B.nodes[s], dst: target.id, kind: target.kind, before: b.spec, after: "", why: why(B, b.rules) });
+      if (total.lost++ < max) lost.push({ src: B.nodes[s], dst: target.id, kind: target.kind, before: b.spec, after: "", why: why(B, b) });
     }
   }
   return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };

@@ -12,7 +12,7 @@
  * Each rule keeps where it came from so that an answer can say why.
  */
 import { parseAlias, parseDestination, parseIpSpec, parseProto, protoNumbers, ANY_PORTS, type Alias, type PortRange } from "./alias.ts";
-import { ALL, EMPTY, fromPrefixStrings, union, type IPSet } from "./ipset.ts";
+import { ALL, EMPTY, contains, fromPrefixStrings, union, type IPSet } from "./ipset.ts";
 import { Resolver } from "./resolve.ts";
 import type { Policy } from "./schema.ts";
 
@@ -139,7 +139,7 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
       const srcNodes = new Set<number>();
       for (const n of resolver.nodes) {
         if (n.tagged || n.node.user === undefined) continue;
-        if (resolved.some((r) => n.addrs.some((a) => inSet(r.set as IPSet, a)))) srcNodes.add(n.index);
+        if (resolved.some((r) => n.addrs.some((a) => contains(r.set as IPSet, a)))) srcNodes.add(n.index);
       }
       for (const s of g.specs) {
         rules.push({ ...base, id: rules.length, category: "self", srcNodes, dst: EMPTY, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });
@@ -147,11 +147,6 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
     }
   }
   return { allowAll, rules, resolver };
-}
-
-function inSet(set: IPSet, a: bigint): boolean {
-  for (const [lo, hi] of set) if (lo <= a && a <= hi) return true;
-  return false;
 }
 
 export { ANY_PORTS };

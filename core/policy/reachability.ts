@@ -139,10 +139,11 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     return acc;
   };
 
-  const classMatrix = new Map<number, PairAccess | null>();
+  const classMatrix: (PairAccess | null | undefined)[] = new Array(S.reps.length * D.reps.length);
   const classAccess = (cs: number, cd: number): PairAccess | null => {
     const k = cs * D.reps.length + cd;
-    if (classMatrix.has(k)) return classMatrix.get(k)!;
+    const hit = classMatrix[k];
+    if (hit !== undefined) return hit;
     const a = S.reps[cs];
     const b = D.reps[cd];
     const entries: { rule: CompiledRule }[] = [];
@@ -155,7 +156,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
       }
     }
     const acc = build(entries);
-    classMatrix.set(k, acc);
+    classMatrix[k] = acc;
     return acc;
   };
 
@@ -163,6 +164,8 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   // autogroup:self: a user's untagged devices, pairwise.
   const selfRules = rules.filter((r) => r.category === "self");
   const selfAccess = new Map<number, PairAccess | null>();
+  // Same-user pairs are the only ones autogroup:self can touch.
+  const userOf = new Int32Array(N).fill(-1);
   if (selfRules.length > 0) {
     const byUser = new Map<string, number[]>();
     for (const n of infos) {
@@ -171,7 +174,10 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
       l.push(n.index);
       byUser.set(n.node.user, l);
     }
+    let u = 0;
     for (const group of byUser.values()) {
+      for (const s of group) userOf[s] = u;
+      u++;
       for (const s of group) {
         const applicable = selfRules.filter((r) => r.srcNodes!.has(s));
         if (applicable.length === 0) continue;
@@ -215,8 +221,10 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
 
   const access = (s: number, t: number): PairAccess | null => {
     if (t < N) {
-      const self = selfAccess.get(s * targets.length + t);
-      if (self !== undefined) return self;
+      if (userOf[s] >= 0 && userOf[s] === userOf[t]) {
+        const self = selfAccess.get(s * targets.length + t);
+        if (self !== undefined) return self;
+      }
       return classAccess(S.cls[s], D.cls[t]);
     }
     return extraAccess(S.cls[s], t);

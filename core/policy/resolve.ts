@@ -11,7 +11,7 @@
  */
 import type { Alias } from "./alias.ts";
 import {
-  ALL, EMPTY, THE_INTERNET, TAILNET_WILDCARD, fromRanges, parseAddr, parsePrefix, prefixToSet, union,
+  ALL, EMPTY, THE_INTERNET, TAILNET_WILDCARD, V4_BASE, fromRanges, parseAddr, parsePrefix, prefixToSet,
   type IPSet,
 } from "./ipset.ts";
 import type { Policy } from "./schema.ts";
@@ -52,10 +52,12 @@ export class Resolver {
   private readonly cache = new Map<string, Resolved>();
   private readonly byTag = new Map<string, number[]>();
   private readonly byUser = new Map<string, number[]>();
+  /** Every node address in order, to build node sets without sorting. */
+  private readonly sorted: { a: bigint; i: number }[];
 
   constructor(readonly policy: Policy, nodes: PolicyNode[], users?: string[]) {
     this.nodes = nodes.map((node, index) => {
-      const addrs = node.ips.map((ip) => parseAddr(ip)?.n).filter((n): n is bigint => n !== undefined);
+      const addrs = node.ips.map((ip) => parseAddrCached(ip)).filter((n): n is bigint => n !== undefined);
       const isExit = (r: string) => r === "0.0.0.0/0" || r === "::/0";
       return {
         node,
@@ -71,6 +73,7 @@ export class Resolver {
       for (const t of n.node.tags) push(this.byTag, t, n.index);
       if (!n.tagged && n.node.user !== undefined) push(this.byUser, n.node.user, n.index);
     }
+    this.sorted = this.nodes.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : 0));
     this.users = new Set(users ?? nodes.map((n) => n.user).filter((u): u is string => u !== undefined));
   }
 
@@ -83,7 +86,16 @@ export class Resolver {
   }
 
   private fromNodes(idx: number[], error?: string): Resolved {
-    return { set: union(...idx.map((i) => this.nodes[i].set)), nodes: idx, error };
+    const mark = new Uint8Array(this.nodes.length);
+    for (const i of idx) mark[i] = 1;
+    const ranges: [bigint, bigint][] = [];
+    for (const { a, i } of this.sorted) {
+      if (!mark[i]) continue;
+      const last = ranges[ranges.length - 1];
+      if (last && last[1] + 1n === a && a !== V4_BASE) last[1] = a;
+      else if (!last || last[1] < a) ranges.push([a, a]);
+    }
+    return { set: ranges, nodes: idx, error };
   }
 
   private compute(alias: Alias): Resolved {
@@ -141,3 +153,13 @@ function push<K, V>(m: Map<K, V[]>, k: K, v: V): void {
 }
 
 export { EMPTY };
+
+// Both revisions of a plan share most addresses; parsing IPv6 text is the costly part.
+const addrCache = new Map<string, bigint | undefined>();
+function parseAddrCached(ip: string): bigint | undefined {
+  if (addrCache.has(ip)) return addrCache.get(ip);
+  const n = parseAddr(ip)?.n;
+  if (addrCache.size > 200_000) addrCache.clear();
+  addrCache.set(ip, n);
+  return n;
+}
