@@ -163,8 +163,8 @@ export class Coordinator extends pulumi.ComponentResource {
   public readonly hostAgent?: HostAgent;
 
   constructor(name: string, args: CoordinatorArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("meshfleet:index:Coordinator", name, {}, opts);
     assertNoProblems(validateCoordinatorArgs(args), `Coordinator ${name}`);
+    super("meshfleet:index:Coordinator", name, {}, opts);
     const h = args.host;
     const secrets = args.secrets ?? {};
     const connection = hostConnection(h, args.sshPrivateKey);

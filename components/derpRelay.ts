@@ -94,8 +94,8 @@ export class DerpRelay extends pulumi.ComponentResource {
   public readonly check?: command.remote.Command;
 
   constructor(name: string, args: DerpRelayArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("meshfleet:index:DerpRelay", name, {}, opts);
     assertNoProblems(validateDerpRelayArgs(args), `DerpRelay ${name}`);
+    super("meshfleet:index:DerpRelay", name, {}, opts);
     const h = args.host;
     const mode = args.mode ?? "embedded";
     if (mode === "standalone" && h.runtime === "docker") {

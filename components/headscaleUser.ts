@@ -5,6 +5,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
+import { assertNoProblems } from "./shell.ts";
 import { headscaleCommand, parseUserJson, usersCreateArgs, usersDestroyArgs, type HeadscaleCli } from "./headscaleCli.ts";
 
 export interface HeadscaleUserArgs {
@@ -40,9 +41,8 @@ export class HeadscaleUser extends pulumi.ComponentResource {
   public readonly command: command.remote.Command;
 
   constructor(name: string, args: HeadscaleUserArgs, opts?: pulumi.ComponentResourceOptions) {
+    assertNoProblems(validateHeadscaleUserArgs(args), `HeadscaleUser ${name}`);
     super("meshfleet:index:HeadscaleUser", name, {}, opts);
-    const problems = validateHeadscaleUserArgs(args);
-    if (problems.length) throw new pulumi.RunError(problems.join("\n"));
     this.command = new command.remote.Command(
       `${name}-create`,
       {

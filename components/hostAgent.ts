@@ -144,8 +144,8 @@ export class HostAgent extends pulumi.ComponentResource {
   public readonly confirmed: command.remote.Command;
 
   constructor(name: string, args: HostAgentArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("meshfleet:index:HostAgent", name, {}, opts);
     assertNoProblems(validateHostAgentArgs(args), `HostAgent ${name}`);
+    super("meshfleet:index:HostAgent", name, {}, opts);
     const o = {
       agentPath: args.agentPath ?? HOST_AGENT_DEFAULTS.agentPath,
       remoteAgentPath: args.remoteAgentPath ?? HOST_AGENT_DEFAULTS.remoteAgentPath,

@@ -14,4 +14,4 @@ export { RouteApproval, RouteApprovalError, routeApprovalScript, type RouteAppro
 export { ProxmoxLxc, pctScript, pctDeleteScript, validateLxc, type ProxmoxLxcArgs } from "./proxmoxLxc.ts";
 export { validateImagePin, pinnedImage, validateContainerSpec, containerUploads, dockerHost } from "./dockerService.ts";
 export * from "./headscaleCli.ts";
-export { MeshfleetError, shq, shArgv, parseSshTarget, hostConnection } from "./shell.ts";
+export { DeployError, shq, shArgv, parseSshTarget, hostConnection } from "./shell.ts";

@@ -202,8 +202,8 @@ export class Mesh extends pulumi.ComponentResource {
   public readonly members: Record<string, NodeBase> = {};
 
   constructor(name: string, args: MeshArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("meshfleet:index:Mesh", name, {}, opts);
     assertNoProblems(validateMesh(args), `meshfleet cannot deploy stack ${args.fleet.stack}`);
+    super("meshfleet:index:Mesh", name, {}, opts);
     const fleet = args.fleet;
     const coordHost = fleet.hosts[fleet.coordinator.host];
     const seed = pulumi.secret(args.keySeed);

@@ -12,7 +12,7 @@ import type { HeadscaleCli } from "./headscaleCli.ts";
 import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { ProxmoxLxc, validateLxc } from "./proxmoxLxc.ts";
 import { RouteApproval } from "./routeApproval.ts";
-import { hostConnection, shArgv } from "./shell.ts";
+import { assertNoProblems, hostConnection, shArgv } from "./shell.ts";
 
 export interface MeshNodeArgs {
   /**
@@ -165,8 +165,8 @@ export abstract class NodeBase extends pulumi.ComponentResource {
   public readonly parts!: NodeParts;
 
   protected constructor(type: string, name: string, args: MeshNodeArgs, problems: string[], opts?: pulumi.ComponentResourceOptions) {
+    assertNoProblems(problems, `${type.split(":").pop()} ${name}`);
     super(type, name, {}, opts);
-    if (problems.length) throw new pulumi.RunError(`${type.split(":").pop()} ${name}:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
     const h = args.host;
     const parts = deployNode(this, name, args);
     Object.assign(this, {

@@ -6,6 +6,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
+import { assertNoProblems } from "./shell.ts";
 import type { PreAuthKeyRequest } from "../core/types.ts";
 import { headscaleCommand, parsePreAuthKeyJson, preAuthKeyCreateArgs, preAuthKeyExpireScript, type HeadscaleCli } from "./headscaleCli.ts";
 
@@ -53,9 +54,8 @@ export class PreAuthKey extends pulumi.ComponentResource {
   public readonly command: command.remote.Command;
 
   constructor(name: string, args: PreAuthKeyArgs, opts?: pulumi.ComponentResourceOptions) {
+    assertNoProblems(validatePreAuthKeyArgs(args.request), `PreAuthKey ${name}`);
     super("meshfleet:index:PreAuthKey", name, {}, opts);
-    const problems = validatePreAuthKeyArgs(args.request);
-    if (problems.length) throw new pulumi.RunError(problems.join("\n"));
     const req = args.request;
     const create = pulumi
       .output(args.userId)

@@ -6,7 +6,7 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import type { HostSystem, LxcSettings } from "../core/types.ts";
-import { connectionFor, parseSshTarget, shArgv, shq } from "./shell.ts";
+import { assertNoProblems, connectionFor, parseSshTarget, shArgv, shq } from "./shell.ts";
 
 export function validateLxc(host: HostSystem): string[] {
   const l = host.lxc;
@@ -93,6 +93,7 @@ export class ProxmoxLxc extends pulumi.ComponentResource {
   public readonly command: command.remote.Command;
 
   constructor(name: string, args: ProxmoxLxcArgs, opts?: pulumi.ComponentResourceOptions) {
+    assertNoProblems(validateLxc(args.host), `ProxmoxLxc ${name}`);
     super("meshfleet:index:ProxmoxLxc", name, {}, opts);
     const l = args.host.lxc;
     const target = parseSshTarget(l.proxmoxHost);

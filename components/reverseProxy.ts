@@ -94,8 +94,8 @@ export class ReverseProxy extends pulumi.ComponentResource {
   public readonly check?: command.remote.Command;
 
   constructor(name: string, args: ReverseProxyArgs, opts?: pulumi.ComponentResourceOptions) {
-    super("meshfleet:index:ReverseProxy", name, {}, opts);
     assertNoProblems(validateReverseProxyArgs(args), `ReverseProxy ${name}`);
+    super("meshfleet:index:ReverseProxy", name, {}, opts);
     const h = args.host;
     const kind = args.kind ?? "caddy";
     if (h.runtime === "docker") {

@@ -22,7 +22,7 @@ export function shArgv(argv: readonly string[]): string {
  * Problems found before any resource exists. Printed without a stack trace
  * (pulumi.RunError), one line per problem.
  */
-export class MeshfleetError extends pulumi.RunError {
+export class DeployError extends pulumi.RunError {
   constructor(
     public readonly problems: string[],
     title = "meshfleet cannot deploy this fleet",
@@ -31,9 +31,9 @@ export class MeshfleetError extends pulumi.RunError {
   }
 }
 
-/** Throw a MeshfleetError when `problems` is not empty. */
+/** Throw a DeployError when `problems` is not empty. */
 export function assertNoProblems(problems: string[], title?: string): void {
-  if (problems.length > 0) throw new MeshfleetError(problems, title);
+  if (problems.length > 0) throw new DeployError(problems, title);
 }
 
 /** `user@host:port` (user and port optional) as its parts. */

@@ -25,13 +25,15 @@ export interface EvaluatedFleet {
   fleet: FleetSystem;
   /** The workaround applied to hosts/home, or null when it evaluated as is. */
   workaround: string | null;
+  /** The directory that was evaluated (a patched copy when a workaround applies). */
+  dirUsed: string;
 }
 
 export async function evaluateStack(stack: "home" | "lab"): Promise<EvaluatedFleet> {
   const dir = join(REPO, "hosts", stack);
   const r = await evaluateFleet(dir);
   const errors = r.diagnostics.filter((d) => d.severity === "error");
-  if (r.fleet && errors.length === 0) return { fleet: r.fleet, workaround: null };
+  if (r.fleet && errors.length === 0) return { fleet: r.fleet, workaround: null, dirUsed: dir };
   const text = formatDiagnostics(r.diagnostics);
   if (stack === "home" && errors.length === 1 && KNOWN_HOME_CONFLICT.test(text)) {
     const copy = mkdtempSync(join(tmpdir(), "meshfleet-home-"));
@@ -41,7 +43,7 @@ export async function evaluateStack(stack: "home" | "lab"): Promise<EvaluatedFle
     const again = await evaluateFleet(copy);
     if (again.fleet && !again.diagnostics.some((d) => d.severity === "error")) {
       // The loader records the dir it read; the tests name the real one.
-      return { fleet: { ...again.fleet, dir }, workaround: "vps.yaml derp.openFirewall: false" };
+      return { fleet: { ...again.fleet, dir }, workaround: "vps.yaml derp.openFirewall: false", dirUsed: copy };
     }
     throw new Error(`hosts/home did not evaluate even with the workaround:\n${formatDiagnostics(again.diagnostics)}`);
   }
@@ -61,7 +63,7 @@ export const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only-not-a-key
 
 export interface FakeHeadscale {
   respond: Responder;
-  /** Keys handed out, by host (read from the simulated `preauthkeys create`). */
+  /** Keys handed out, by the resource that asked (the simulated `preauthkeys create`). */
   keys: Map<string, string>;
   users: Map<string, number>;
 }
@@ -89,7 +91,7 @@ export function fakeHeadscale(fleet: FleetSystem, opts: { deny?: { host: string;
         });
         return { id: i + 1, name: t.hostname || h.name, given_name: t.hostname || h.name, tags: t.tags, available_routes: available, approved_routes: approved, subnet_routes: approved };
       });
-  const respond: Responder = ({ type, inputs }) => {
+  const respond: Responder = ({ type, name, inputs }) => {
     if (type !== "command:remote:Command") return undefined;
     const create = String(inputs.create ?? "");
     let m: RegExpExecArray | null;
@@ -101,7 +103,7 @@ export function fakeHeadscale(fleet: FleetSystem, opts: { deny?: { host: string;
     if (/preauthkeys create/.test(create)) {
       const key = `hskey-auth-${randomBytes(12).toString("hex")}`;
       const uid = /-u (\d+)/.exec(create)?.[1];
-      keys.set(create, key);
+      keys.set(name, key);
       return { stdout: json({ ...(uid ? { user: { id: Number(uid), name: "alice" } } : {}), id: ++keyId, key, reusable: /--reusable/.test(create), acl_tags: /--tags (\S+)/.exec(create)?.[1].split(",") }) };
     }
     if (/nodes list -o json/.test(create)) return { stdout: json(nodes()) };

@@ -1,0 +1,67 @@
+/**
+ * The Pulumi program: read the stack's config, evaluate the fleet in
+ * hosts/<stack>, and build one Mesh. A broken fleet stops here with the
+ * foundation's diagnostics, before any resource exists.
+ *
+ * Stack config (stacks/Pulumi.<stack>.yaml):
+ *   meshfleet:hostsDir            fleet directory (default hosts/<stack>)
+ *   meshfleet:keySeed             secret, ≥ 16 characters: the Noise/DERP keys derive from it
+ *   meshfleet:sshPrivateKeyPath   private key for every host (default: the SSH agent)
+ *   meshfleet:agentPath           the bundled agent (default dist/meshfleet-agent.mjs)
+ *   meshfleet:confirmTimeoutSeconds  lockout guard window (default 120)
+ *   meshfleet:headscaleBinaryPath a headscale binary to install (systemd runtime)
+ *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
+ */
+import { readFileSync } from "node:fs";
+import { homedir } from "node:os";
+import path from "node:path";
+import * as pulumi from "@pulumi/pulumi";
+import { Mesh } from "./components/index.ts";
+import { evaluateFleet, formatDiagnostics, hasErrors, renderNftables } from "./core/index.ts";
+
+function expandHome(p: string): string {
+  return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
+}
+
+export async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
+  const config = new pulumi.Config("meshfleet");
+  const stack = pulumi.getStack();
+  const hostsDir = config.get("hostsDir") ?? path.join("hosts", stack);
+  const { fleet, diagnostics } = await evaluateFleet(path.resolve(hostsDir), stack);
+  if (!fleet || hasErrors(diagnostics)) {
+    throw new pulumi.RunError(`the fleet in ${hostsDir} has errors; nothing was deployed:\n${formatDiagnostics(diagnostics)}`);
+  }
+  for (const w of diagnostics.filter((d) => d.severity === "warning")) pulumi.log.warn(formatDiagnostics([w]));
+
+  const keyPath = config.get("sshPrivateKeyPath");
+  let sshPrivateKey: pulumi.Output<string> | undefined;
+  if (keyPath) {
+    try {
+      sshPrivateKey = pulumi.secret(readFileSync(expandHome(keyPath), "utf8"));
+    } catch (e) {
+      throw new pulumi.RunError(`meshfleet:sshPrivateKeyPath: cannot read ${keyPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:sshPrivateKeyPath <path of your key>`);
+    }
+  }
+  const mesh = new Mesh(stack, {
+    fleet,
+    keySeed: config.requireSecret("keySeed"),
+    sshPrivateKey,
+    sshPrivateKeyPath: keyPath ? expandHome(keyPath) : undefined,
+    renderNftables,
+    agent: {
+      agentPath: config.get("agentPath") ?? "dist/meshfleet-agent.mjs",
+      confirmTimeoutSeconds: config.getNumber("confirmTimeoutSeconds") ?? 120,
+    },
+    headscaleBinaryPath: config.get("headscaleBinaryPath"),
+    imageDigests: config.getObject<Record<string, string>>("imageDigests"),
+  });
+  return {
+    coordinatorUrl: mesh.coordinatorUrl,
+    nodes: mesh.nodes,
+    summary: mesh.summary,
+    joinInstructions: mesh.joinInstructions,
+  };
+}
+
+// Pulumi calls a default-exported function and exports what it returns as stack outputs.
+export default program;
