@@ -12,9 +12,7 @@ import {
   doGuardExpire,
   doRollback,
   doSwitch,
-  expirePending,
   loadCurrent,
-  lockState,
   refreshMetrics,
   withRecovery,
   type Ctx,
@@ -173,12 +171,7 @@ or probe rolls back to the previous generation. An unchanged bundle is a no-op.
       const n = num("N", args[0]) ?? 0;
       const deadline = num("deadline", args[1]) ?? 0;
       await new Promise((r) => setTimeout(r, Math.max(0, deadline - Date.now())));
-      const l = lockState(ctx);
-      try {
-        return expirePending(ctx, n, `generation ${n} was not confirmed in time`);
-      } finally {
-        l.release();
-      }
+      return doGuardExpire(ctx, n);
     },
   },
 };
@@ -249,6 +242,11 @@ export async function main(argv: string[]): Promise<number> {
     return 70;
   }
 }
+
+// A switch must outlive its SSH session: a dropped connection neither stops it (SIGHUP) nor crashes it (EPIPE).
+process.on("SIGHUP", () => {});
+process.stdout.on("error", () => {});
+process.stderr.on("error", () => {});
 
 main(process.argv.slice(2)).then((code) => {
   process.exitCode = code;

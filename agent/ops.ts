@@ -172,6 +172,14 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     state.writeJournal(j);
     log(`switching ${bundle.host} from generation ${cur.n} to ${n} (bundle ${bundle.hash.slice(0, 12)})`);
     const target = state.stage(n, bundle);
+    if (o.confirmTimeoutS !== undefined) {
+      // Armed before activation: a rule that cuts this SSH session mid-switch must not leave the host unguarded.
+      const old = state.pending();
+      if (old) stopGuard(ctx.host, old.guard);
+      const guard = startGuard(ctx.host, n, o.confirmTimeoutS);
+      state.writePending({ generation: n, previous: cur.n, deadline: Date.now() + o.confirmTimeoutS * 1000, guard });
+      log(`lockout guard armed: ${guard.kind === "systemd" ? guard.unit : `pid ${guard.pid}`} rolls back to generation ${cur.n} in ${o.confirmTimeoutS}s unless confirmed`);
+    }
     journalStep(state, j, "stage");
     let failure: string | null = null;
     try {
@@ -187,6 +195,11 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     if (failure) {
       log(`switch failed: ${failure}`);
       rollbackTo(ctx, state.load(n), cur, "the switch failed");
+      const p = state.pending();
+      if (p && p.generation === n) {
+        stopGuard(ctx.host, p.guard);
+        state.clearPending();
+      }
       state.setMeta(n, { status: "failed", error: failure });
       state.writeLastSwitch({ success: false, timestamp: Date.now(), generation: n, error: failure });
       safeMetrics(ctx);
@@ -195,13 +208,10 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     state.setMeta(n, { status: "active" });
     state.writeLastSwitch({ success: true, timestamp: Date.now(), generation: n });
     if (o.confirmTimeoutS !== undefined) {
-      const old = state.pending();
-      if (old) stopGuard(ctx.host, old.guard);
-      const guard = startGuard(ctx.host, n, o.confirmTimeoutS);
-      state.writePending({ generation: n, previous: cur.n, deadline: Date.now() + o.confirmTimeoutS * 1000, guard });
       state.clearJournal();
       safeMetrics(ctx);
-      log(`generation ${n} is active; awaiting confirm within ${o.confirmTimeoutS}s (run \`confirm\` over a NEW ssh connection), else it rolls back to generation ${cur.n} (guard: ${guard.kind === "systemd" ? guard.unit : `pid ${guard.pid}`})`);
+      const left = Math.max(0, Math.round(((state.pending()?.deadline ?? Date.now()) - Date.now()) / 1000));
+      log(`generation ${n} is active; awaiting confirm within ${left}s (run \`confirm\` over a NEW ssh connection), else it rolls back to generation ${cur.n}`);
       return 0;
     }
     const old = state.pending();
@@ -264,6 +274,7 @@ export function expirePending(ctx: Ctx, n: number, why: string): number {
 export function doGuardExpire(ctx: Ctx, n: number): number {
   const l = lockState(ctx);
   try {
+    recover(ctx);
     return expirePending(ctx, n, `generation ${n} was not confirmed in time`);
   } finally {
     l.release();
