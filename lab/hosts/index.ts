@@ -8,7 +8,7 @@ import { connect } from "node:net";
 import type { LabHost, LabTopology } from "../topology.ts";
 import { findHost, hostsNeeded, labTopology, primaryAddress } from "../topology.ts";
 import { LabError, netnsExec, run, type RunResult } from "./exec.ts";
-import { boot, hostPaths, isMounted, isOurProcess, mountOverlay, mountPoints, prepareRoot, stop } from "./machine.ts";
+import { boot, containerInit, isMounted, isOurProcess, killContainer, mountOverlay, mountPoints, prepareRoot, stop } from "./machine.ts";
 import { applyNetwork, networkPlan } from "./network.ts";
 import { HOST_TOOLS_DIR, knownHostsPath, rootfsDir, runDir, sshKeyPath } from "./paths.ts";
 import { ensureRootfs, withLock } from "./rootfs.ts";
@@ -118,7 +118,16 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
           log("running", h.name);
           return;
         }
-        for (const m of state.made) if (m.kind === "process" && m.host === h.name) forget(state, m);
+        // nspawn gone: a container it left behind (nspawn killed hard) must go
+        // before the same root is booted again.
+        for (const m of [...state.made]) {
+          if (m.kind === "container" && m.host === h.name) {
+            if (isOurProcess(m.pid, m.startTime)) log("kill", `${h.name} (orphaned container ${m.pid})`);
+            await killContainer(m.pid, m.startTime);
+            forget(state, m);
+          }
+          if (m.kind === "process" && m.host === h.name) forget(state, m);
+        }
         const p = await mountOverlay(topo, h, rootfsDir());
         record(state, { kind: "mount", host: h.name, path: p.merged });
         const hostKey = await prepareRoot(h, p, pub);
@@ -127,6 +136,8 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         const tb = Date.now();
         const b = await boot(topo, h, p);
         record(state, { kind: "process", host: h.name, pid: b.pid, startTime: b.startTime });
+        const init = await containerInit(b.pid);
+        if (init) record(state, { kind: "container", host: h.name, pid: init.pid, startTime: init.startTime });
         await waitForSsh(topo, h.name, opts.bootTimeoutMs ?? 120_000, () => isOurProcess(b.pid, b.startTime));
         bootMs[h.name] = Date.now() - tb;
         state.bootMs[h.name] = bootMs[h.name]!;
@@ -204,6 +215,9 @@ async function teardown(state: LabState, log: (step: string, what?: string) => v
       }),
     ),
   );
+  for (const m of of("container")) {
+    await attempt(m, () => killContainer(m.pid, m.startTime));
+  }
   for (const m of of("mount")) {
     await attempt(m, async () => {
       if (!isMounted(m.path)) return;

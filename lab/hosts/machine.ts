@@ -4,7 +4,7 @@
  * host's network namespace.
  */
 import { spawn } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync, closeSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { LabHost, LabTopology } from "../topology.ts";
 import { LabError, run } from "./exec.ts";
@@ -155,6 +155,38 @@ function childrenOf(pid: number): number[] {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/**
+ * The container's init: the first of nspawn's children in a pid namespace of
+ * its own. (nspawn first forks an "outer child" in our pid namespace that
+ * lives only a few ms; that one is not it.)
+ */
+export async function containerInit(nspawnPid: number, timeoutMs = 10_000): Promise<Booted | undefined> {
+  const ours = readlinkSync("/proc/self/ns/pid");
+  const until = Date.now() + timeoutMs;
+  while (Date.now() < until) {
+    for (const c of childrenOf(nspawnPid)) {
+      try {
+        if (readlinkSync(`/proc/${c}/ns/pid`) === ours) continue;
+      } catch {
+        continue;
+      }
+      const startTime = processStartTime(c);
+      if (startTime) return { pid: c, startTime };
+    }
+    await sleep(20);
+  }
+  return undefined;
+}
+
+/** Kill a container whose nspawn is gone: SIGKILL to its init ends its whole pid namespace. */
+export async function killContainer(pid: number, startTime: string): Promise<void> {
+  if (!isOurProcess(pid, startTime)) return;
+  process.kill(pid, "SIGKILL");
+  const until = Date.now() + 5_000;
+  while (isOurProcess(pid, startTime) && Date.now() < until) await sleep(50);
+  if (isOurProcess(pid, startTime)) throw new LabError(`stop: container init pid ${pid} survived SIGKILL`);
+}
 
 /**
  * Stop a host: SIGTERM makes nspawn ask the container's systemd for an

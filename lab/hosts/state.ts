@@ -17,7 +17,13 @@ export type Made =
   /** An overlay mount (the host's root). */
   | { kind: "mount"; host: string; path: string }
   /** A systemd-nspawn process; `startTime` (field 22 of /proc/<pid>/stat) guards against pid reuse. */
-  | { kind: "process"; host: string; pid: number; startTime: string };
+  | { kind: "process"; host: string; pid: number; startTime: string }
+  /**
+   * The container's init (nspawn's child, PID 1 of the host's pid namespace).
+   * Recorded apart because it outlives a killed nspawn; killing it ends every
+   * process of the host.
+   */
+  | { kind: "container"; host: string; pid: number; startTime: string };
 
 export interface LabState {
   format: 1;

@@ -9,8 +9,9 @@
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { lab, type UpResult } from "../../lab/hosts/index.ts";
-import { runDir } from "../../lab/hosts/paths.ts";
-import { findHost } from "../../lab/topology.ts";
+import { networkPlan } from "../../lab/hosts/network.ts";
+import { runDir, stateFile } from "../../lab/hosts/paths.ts";
+import { findHost, labTopology, MAX_INSTANCE } from "../../lab/topology.ts";
 
 // An instance of its own: never touches a developer's lab (0) or the peers test (9).
 const L = lab(8);
@@ -47,11 +48,55 @@ function labNspawnPids(): number[] {
   return pids;
 }
 
+function aliveNotZombie(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    return !stat.slice(stat.lastIndexOf(")") + 2).startsWith("Z");
+  } catch {
+    return false;
+  }
+}
+
 async function ok(host: string, cmd: string): Promise<string> {
   const r = await L.sshExec(host, cmd, { timeoutMs: 30_000 });
   if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr}`);
   return r.stdout;
 }
+
+describe("lab topology and network plan (pure)", () => {
+  const inRange = (ip: string, net: string) => ip.split(".").slice(0, 3).join(".") === net;
+  it.each([0, 5, 8, MAX_INSTANCE])("instance %i: names fit the kernel, carry the lab prefix, addresses stay in lab ranges", (i) => {
+    const topo = labTopology(i);
+    const steps = networkPlan(topo, topo.hosts);
+    const ifnames = steps.flatMap((s) => {
+      const a = s.argv;
+      const at = a.indexOf("add");
+      return at >= 0 && a[at + 2] === "type" ? [a[at + 1]!, ...(a.includes("peer") ? [a[a.indexOf("name") + 1]!] : [])] : [];
+    });
+    expect(ifnames.length).toBeGreaterThan(10);
+    for (const n of ifnames) expect(n.length, n).toBeLessThanOrEqual(15);
+    // Whatever is made in the root namespace or as a netns carries the instance prefix.
+    for (const s of steps) {
+      if (s.makes?.kind === "netns" || s.makes?.kind === "link") expect(s.makes.name.startsWith(topo.prefix), s.makes.name).toBe(true);
+    }
+    // The machine's own network (192.0.2.0/24 here) is never used inside the lab.
+    const addrs = topo.hosts.flatMap((h) => [...h.links.map((l) => l.address), ...h.bridges.flatMap((b) => b.addresses), ...(h.mgmt ? [h.mgmt] : [])]);
+    for (const a of addrs) expect(inRange(a.split("/")[0]!, "192.0.2"), a).toBe(false);
+    // Only routers forward, and nothing points a default route at the mgmt link.
+    expect(steps.filter((s) => s.argv.includes("default")).every((s) => !s.argv.includes("mgmt0"))).toBe(true);
+    expect(topo.hosts.filter((h) => h.forwarding).map((h) => h.name).sort()).toEqual(["homenat", "internet", "laptopnat"]);
+  });
+
+  it("gives each instance its own mgmt subnet and prefix", () => {
+    const seen = new Set<string>();
+    for (let i = 0; i <= MAX_INSTANCE; i++) {
+      const t = labTopology(i);
+      expect(seen.has(t.mgmtSubnet)).toBe(false);
+      seen.add(t.mgmtSubnet);
+    }
+    expect(() => labTopology(10)).toThrow(/expected an integer 0\.\.9, found 10/);
+  });
+});
 
 describe.skipIf(!isRoot)("lab hosts (real nspawn hosts)", () => {
   let up: UpResult;
@@ -138,6 +183,25 @@ describe.skipIf(!isRoot)("lab hosts (real nspawn hosts)", () => {
     // ... and have no default route through it.
     expect(await ok("laptop", "ip route show default")).toMatch(/^default via 10\.77\.0\.1 dev eth0/);
   }, 30_000);
+
+  it("is idempotent, and reboots a host whose nspawn was killed without leaving its container behind", async () => {
+    const again = await L.up({ hosts: ["vps", "laptop"] });
+    expect(again.bootMs).toEqual({}); // nothing booted: both were running
+    const state = JSON.parse(readFileSync(stateFile(L.instance), "utf8")) as { made: { kind: string; host?: string; pid?: number }[] };
+    const nspawn = state.made.find((m) => m.kind === "process" && m.host === "laptop")!.pid!;
+    const init = state.made.find((m) => m.kind === "container" && m.host === "laptop")!.pid!;
+    expect(readFileSync(`/proc/${init}/comm`, "utf8").trim()).toBe("systemd");
+    process.kill(nspawn, "SIGKILL"); // the container's init survives this
+    await new Promise((r) => setTimeout(r, 300));
+    expect(aliveNotZombie(init)).toBe(true);
+    const re = await L.up({ hosts: ["vps", "laptop"] });
+    expect(Object.keys(re.bootMs)).toEqual(["laptop"]);
+    expect(aliveNotZombie(init)).toBe(false);
+    // Exactly one systemd runs in laptop's netns again, and it answers SSH.
+    expect((await ok("laptop", "hostname")).trim()).toBe("laptop");
+    expect(labNspawnPids()).toHaveLength(2);
+    up = re;
+  }, 120_000);
 
   it("tears down leaving nothing behind", async () => {
     const pids = up.hosts.filter((h) => h.pid).map((h) => h.pid!);
