@@ -150,7 +150,7 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
       }
       checkRef(parsed.value.alias, dp, "dst");
       if (parsed.value.alias.kind === "autogroup" && parsed.value.alias.name === "self") hasSelf = true;
-      if (proto.ok && !protoSupportsPorts(proto.value) && parsed.value.portsText !== "*") {
+      if (proto.ok && !protoSupportsPorts(proto.value) && parsed.value.ports.some((r) => r.first !== 0 || r.last !== 65535)) {
         err(dp, `ports "*" with proto ${proto.value} (only tcp, udp and sctp have ports)`, JSON.stringify(d), `write ${d.slice(0, d.lastIndexOf(":"))}:*`);
       }
     });
