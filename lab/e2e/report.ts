@@ -22,48 +22,55 @@ export interface ReportInput {
 
 const esc = (s: string) => s.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
 
-/** Topology drawing: internet in the middle row, its hosts and NATs below, NAT LANs further down; tunnels as dashed arcs. */
+/** Topology drawing: internet on top, its hosts and NATs below, NAT LANs further down; tunnels from the laptop as arcs, labelled in a legend. */
 export function topologySvg(topo: LabTopology, peers: PeerView[] | undefined): string {
-  const W = 900;
+  const W = 980;
   const pos: Record<string, { x: number; y: number }> = {
-    internet: { x: 450, y: 60 },
-    vps: { x: 150, y: 190 },
-    derp: { x: 320, y: 190 },
-    homenat: { x: 560, y: 190 },
-    laptopnat: { x: 780, y: 190 },
-    "lxc-tailscale": { x: 480, y: 330 },
-    nas: { x: 640, y: 330 },
-    laptop: { x: 780, y: 330 },
+    internet: { x: 490, y: 50 },
+    vps: { x: 110, y: 180 },
+    derp: { x: 300, y: 180 },
+    homenat: { x: 560, y: 180 },
+    laptopnat: { x: 850, y: 180 },
+    "lxc-tailscale": { x: 460, y: 320 },
+    nas: { x: 660, y: 320 },
+    laptop: { x: 850, y: 320 },
   };
-  const parts: string[] = [];
-  const box = (name: string, label: string, sub: string, kind: string) => {
+  const lines: string[] = [];
+  const arcs: string[] = [];
+  const boxes: string[] = [];
+  const legend: string[] = [];
+  const box = (name: string, label: string, sub: string[], kind: string) => {
     const p = pos[name];
     if (!p) return;
     const fill = kind === "nat" ? "#fde68a" : kind === "internet" ? "#e5e7eb" : "#bfdbfe";
-    parts.push(`<g><rect x="${p.x - 70}" y="${p.y - 24}" width="140" height="48" rx="8" fill="${fill}" stroke="#334155"/>` +
-      `<text x="${p.x}" y="${p.y - 4}" text-anchor="middle" font-size="14" font-weight="bold">${esc(label)}</text>` +
-      `<text x="${p.x}" y="${p.y + 14}" text-anchor="middle" font-size="11">${esc(sub)}</text></g>`);
+    boxes.push(`<g><rect x="${p.x - 90}" y="${p.y - 28}" width="180" height="${40 + 13 * sub.length}" rx="8" fill="${fill}" stroke="#334155"/>` +
+      `<text x="${p.x}" y="${p.y - 8}" text-anchor="middle" font-size="14" font-weight="bold">${esc(label)}</text>` +
+      sub.map((t, i) => `<text x="${p.x}" y="${p.y + 9 + 13 * i}" text-anchor="middle" font-size="11">${esc(t)}</text>`).join("") + "</g>");
   };
   for (const h of topo.hosts) {
     for (const l of h.links) {
       const a = pos[h.name], b = pos[l.to];
-      if (a && b) parts.push(`<line x1="${a.x}" y1="${a.y}" x2="${b.x}" y2="${b.y}" stroke="#64748b" stroke-width="2"/>`);
+      if (a && b) lines.push(`<line x1="${a.x}" y1="${a.y}" x2="${b.x}" y2="${b.y}" stroke="#64748b" stroke-width="2"/>`);
     }
   }
   // Tunnels seen from the laptop: green solid = direct, orange dashed = relayed through DERP.
-  for (const p of peers ?? []) {
+  (peers ?? []).forEach((p, i) => {
     const a = pos.laptop, b = pos[p.name];
-    if (!a || !b) continue;
+    if (!a || !b) return;
     const relayed = p.curAddr === "" && p.relay !== "";
-    const midY = Math.min(a.y, b.y) + 110;
-    parts.push(`<path d="M ${a.x} ${a.y + 24} Q ${(a.x + b.x) / 2} ${midY + 40} ${b.x} ${b.y + 24}" fill="none" stroke="${relayed ? "#ea580c" : "#16a34a"}" stroke-width="3" ${relayed ? 'stroke-dasharray="8 6"' : ""}/>` +
-      `<text x="${(a.x + b.x) / 2}" y="${midY + 30}" text-anchor="middle" font-size="11" fill="${relayed ? "#ea580c" : "#16a34a"}">laptop ⇄ ${esc(p.name)}: ${relayed ? `relayed (${esc(p.relay)})` : `direct ${esc(p.curAddr)}`}</text>`);
-  }
+    const color = relayed ? "#ea580c" : p.curAddr ? "#16a34a" : "#94a3b8";
+    const dip = 430 + 30 * i;
+    arcs.push(`<path d="M ${a.x} ${a.y + 30} Q ${(a.x + b.x) / 2} ${dip} ${b.x} ${b.y + 30}" fill="none" stroke="${color}" stroke-width="3" ${relayed ? 'stroke-dasharray="8 6"' : ""}/>`);
+    const y = 470 + 18 * i;
+    legend.push(`<line x1="20" y1="${y - 4}" x2="60" y2="${y - 4}" stroke="${color}" stroke-width="3" ${relayed ? 'stroke-dasharray="8 6"' : ""}/>` +
+      `<text x="70" y="${y}" font-size="12" fill="${color}">laptop ⇄ ${esc(p.name)}: ${relayed ? `relayed (${esc(p.relay)})` : p.curAddr ? `direct ${esc(p.curAddr)}` : "idle"}</text>`);
+  });
   for (const h of topo.hosts) {
     const addrs = [...h.links.map((l) => l.address), ...h.bridges.flatMap((b) => b.addresses)];
-    box(h.name, h.name, addrs.slice(0, 2).join(" "), h.role === "nat" ? "nat" : h.role === "internet" ? "internet" : "host");
+    box(h.name, h.name, addrs.slice(0, 2), h.role === "nat" ? "nat" : h.role === "internet" ? "internet" : "host");
   }
-  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} 470" width="${W}" height="470" font-family="sans-serif">${parts.join("")}</svg>`;
+  const H = 480 + 18 * Math.max(1, (peers ?? []).length);
+  return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif">${lines.join("")}${arcs.join("")}${boxes.join("")}${legend.join("")}</svg>`;
 }
 
 export function renderReport(r: ReportInput): string {
