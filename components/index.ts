@@ -10,7 +10,7 @@ export { validateMeshNodeArgs, joinInstructions, agentState } from "./node.ts";
 export { HostAgent, validateHostAgentArgs, switchScript, prepareScript, HOST_AGENT_DEFAULTS, type HostAgentArgs } from "./hostAgent.ts";
 export { HeadscaleUser, validateHeadscaleUserArgs, type HeadscaleUserArgs } from "./headscaleUser.ts";
 export { PreAuthKey, validatePreAuthKeyArgs, type PreAuthKeyArgs } from "./preAuthKey.ts";
-export { RouteApproval, RouteApprovalError, routeApprovalScript, type RouteApprovalArgs } from "./routeApproval.ts";
+export { RouteApproval, routeApprovalScript, routeVerdictScript, type RouteApprovalArgs } from "./routeApproval.ts";
 export { ProxmoxLxc, pctScript, pctDeleteScript, validateLxc, type ProxmoxLxcArgs } from "./proxmoxLxc.ts";
 export { validateImagePin, pinnedImage, validateContainerSpec, containerUploads, dockerHost } from "./dockerService.ts";
 export * from "./headscaleCli.ts";

@@ -57,20 +57,29 @@ export function routeApprovalScript(cli: HeadscaleCli, want: RouteExpectation, t
     `  i=$((i + 1)); [ "$i" -ge ${tries} ] && break`,
     `  sleep 2`,
     `done`,
-    `printf '%s\\n' "$out"`,
+    // Nodes joined with a legacy (pre-0.27) key list it in full under pre_auth_key: never let it into state.
+    `printf '%s\\n' "$out" | sed 's/\\("key": *"\\)[^"]*"/\\1(masked by meshfleet)"/'`,
   ].join("\n");
 }
 
-export class RouteApprovalError extends pulumi.RunError {
-  constructor(public readonly problems: string[]) {
-    super(`route approval failed:\n${problems.map((p) => `  - ${p}`).join("\n")}`);
-  }
+/**
+ * The verdict step: succeeds quietly, or fails printing one line per problem.
+ * A failing resource is how a deploy fails cleanly in Pulumi (a thrown
+ * error in an output surfaces as an unhandled exception, and log.error does
+ * not fail the update, pulumi/pulumi#6090).
+ */
+export function routeVerdictScript(problems: string[]): string {
+  if (problems.length === 0) return "echo 'meshfleet: every declared route is approved'";
+  return [...problems.map((p) => `echo ${shq(`meshfleet: ${p}`)} >&2`), "exit 1"].join("\n");
 }
 
 export class RouteApproval extends pulumi.ComponentResource {
-  /** The routes verified as approved (the deploy fails otherwise). */
+  /** The declared routes headscale approved (the verdict step fails the deploy when one is missing). */
   public readonly approvedRoutes: pulumi.Output<string[]>;
+  /** Problems found (empty when all is approved). */
+  public readonly problems: pulumi.Output<string[]>;
   public readonly command: command.remote.Command;
+  public readonly verdict: command.remote.Command;
 
   constructor(name: string, args: RouteApprovalArgs, opts?: pulumi.ComponentResourceOptions) {
     super("meshfleet:index:RouteApproval", name, {}, opts);
@@ -86,11 +95,14 @@ export class RouteApproval extends pulumi.ComponentResource {
       },
       { parent: this },
     );
-    this.approvedRoutes = this.command.stdout.apply((out) => {
-      const problems = checkRouteApproval(out, want);
-      if (problems.length) throw new RouteApprovalError(problems);
-      return [...want.routes, ...(want.exitNode ? [...EXIT_ROUTES] : [])];
-    });
-    this.registerOutputs({ approvedRoutes: this.approvedRoutes });
+    this.problems = this.command.stdout.apply((out) => checkRouteApproval(out, want));
+    this.verdict = new command.remote.Command(
+      `${name}-verdict`,
+      { connection: args.connection, create: this.problems.apply(routeVerdictScript), triggers: [this.command.stdout] },
+      { parent: this },
+    );
+    const wanted = [...want.routes, ...(want.exitNode ? [...EXIT_ROUTES] : [])];
+    this.approvedRoutes = pulumi.all([this.problems, this.verdict.stdout]).apply(([problems]) => wanted.filter((r) => !problems.some((p) => p.includes(` ${r} `))));
+    this.registerOutputs({ approvedRoutes: this.approvedRoutes, problems: this.problems });
   }
 }
