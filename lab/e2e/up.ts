@@ -55,13 +55,18 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     await pr.step("tools", undefined, async () => {
       const missing = toolsStatus().filter((t) => t.state !== "cached" && t.state !== "path");
       if (missing.length === 0) return "cached";
-      if (opts.noBuild) throw new Error(`not built: ${missing.map((t) => `${t.name} ${t.version}`).join(", ")} (run \`meshfleet tools build\`)`);
+      if (opts.noBuild) {
+        // The hosts need the peers now; pulumi is needed only at the stack step, which fails by itself naming it.
+        const peers = missing.filter((t) => !t.name.startsWith("pulumi"));
+        if (peers.length > 0) throw new Error(`not built: ${peers.map((t) => `${t.name} ${t.version}`).join(", ")} (run \`meshfleet tools build\`)`);
+        return `not built yet: ${missing.map((t) => t.name).join(", ")} (needed from the stack step on)`;
+      }
       await buildTools({ onProgress: (x) => pr.line("tools", `${x.tool} ${x.version}: ${x.step}${x.detail ? ` ${x.detail}` : ""}`) });
       return `built ${missing.map((t) => t.name).join(", ")}`;
     }, (v) => v);
 
     await pr.step("hosts", undefined, async () => {
-      const r = await hostsUp({ instance, log: (l) => pr.line("hosts", l.trim()) });
+      const r = await hostsUp({ instance, log: (l) => pr.line("hosts", l.trim().replace(/^[\d.]+s\s+/, "")) });
       const down = r.hosts.filter((h) => h.kind === "nspawn" && (h.state !== "up" || !h.ssh));
       if (down.length > 0) throw new Error(`hosts without ssh after boot: ${down.map((h) => h.name).join(", ")}`);
       const fresh = fleetHosts().filter((h) => h in r.bootMs);
@@ -91,8 +96,11 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
     }
 
-    const env = labPulumiEnv(instance);
-    await pr.step("stack", STACK, () => ensureStack(instance, env, labKeyPath({ instance })), (v) => v);
+    let env: Record<string, string> = {};
+    await pr.step("stack", STACK, async () => {
+      env = labPulumiEnv(instance);
+      return ensureStack(instance, env, labKeyPath({ instance }));
+    }, (v) => v);
 
     const up = await pr.step("pulumi up", STACK, async () => {
       const r = await runPulumi(["up", "--yes", "--skip-preview", "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], {
