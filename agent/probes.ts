@@ -1,18 +1,16 @@
 /**
  * Health probes from the bundle, each retried until it passes or the shared
  * deadline passes. A probe that never passes fails the switch.
+ * node:http/https/net load lazily: they cost start-up time on every command.
  */
-import * as http from "node:http";
-import * as https from "node:https";
-import * as net from "node:net";
 import type { HealthProbe } from "../core/types.ts";
 import type { Host } from "./host.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-function httpStatus(url: string, insecure: boolean, timeoutMs: number): Promise<number> {
+async function httpStatus(url: string, insecure: boolean, timeoutMs: number): Promise<number> {
+  const mod = url.startsWith("https:") ? await import("node:https") : await import("node:http");
   return new Promise((resolve, reject) => {
-    const mod = url.startsWith("https:") ? https : http;
     const req = mod.get(url, { timeout: timeoutMs, rejectUnauthorized: !insecure }, (res) => {
       res.resume();
       resolve(res.statusCode ?? 0);
@@ -22,7 +20,8 @@ function httpStatus(url: string, insecure: boolean, timeoutMs: number): Promise<
   });
 }
 
-function tcpOpen(host: string, port: number, timeoutMs: number): Promise<void> {
+async function tcpOpen(host: string, port: number, timeoutMs: number): Promise<void> {
+  const net = await import("node:net");
   return new Promise((resolve, reject) => {
     const s = net.connect({ host, port, timeout: timeoutMs }, () => {
       s.destroy();
