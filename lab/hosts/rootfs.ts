@@ -154,6 +154,13 @@ export async function ensureRootfs(log: (msg: string) => void = () => {}): Promi
   if (rootfsIsCurrent(root)) return { path: root, made: false };
   return withLock(`${root}.lock`, "lab rootfs", async () => {
     if (rootfsIsCurrent(root)) return { path: root, made: false };
+    // Replacing a lower layer under a mounted overlay corrupts the hosts on it.
+    const users = overlaysOn(root);
+    if (users.length > 0) {
+      throw new LabError(
+        `lab rootfs: ${root} must be remade (its package list changed) but running hosts use it: ${users.join(", ")}; run 'meshfleet lab hosts down --instance N' for each lab first`,
+      );
+    }
     const partial = `${root}.partial`;
     rmSync(partial, { recursive: true, force: true });
     const mirror = debianMirror();
@@ -169,6 +176,14 @@ export async function ensureRootfs(log: (msg: string) => void = () => {}): Promi
     renameSync(partial, root);
     return { path: root, made: true, debootstrapMs };
   });
+}
+
+/** Mount points of overlays whose lower layer is `root`. */
+export function overlaysOn(root: string): string[] {
+  return readFileSync("/proc/self/mountinfo", "utf8")
+    .split("\n")
+    .filter((l) => / - overlay /.test(l) && l.includes(`lowerdir=${root},`))
+    .map((l) => l.split(" ")[4]!);
 }
 
 function mask(root: string, unit: string) {
