@@ -54,18 +54,31 @@ function runGo(step: GoStep, t: ToolSpec, log: string, goproxy: string, report: 
   return new Promise((resolveRun, reject) => {
     const child = spawn("go", step.args, { cwd: step.cwd, env: { ...process.env, ...step.env }, stdio: ["ignore", "pipe", "pipe"] });
     let output = "";
-    let detail = step.step === "compile" ? "go build" : undefined;
+    let downloads = 0;
+    let lastDownload = "";
+    let lastDownloadAt = 0;
     const onData = (chunk: Buffer) => {
       const text = chunk.toString();
       appendFileSync(log, text);
       output = (output + text).slice(-200_000);
-      const downloading = [...text.matchAll(/^go: downloading (\S+ \S+)/gm)].at(-1);
-      if (downloading) detail = `downloading ${downloading[1]}`;
+      const found = [...text.matchAll(/^go: downloading (\S+ \S+)/gm)];
+      if (found.length) {
+        downloads += found.length;
+        lastDownload = found.at(-1)![1];
+        lastDownloadAt = Date.now();
+      }
     };
+    // go prints only what it downloads; quiet after downloads means it is compiling.
+    const detail = () =>
+      Date.now() - lastDownloadAt < heartbeatMs
+        ? `downloading ${lastDownload}, ${downloads} modules so far`
+        : step.step === "compile"
+          ? `compiling${downloads ? `, ${downloads} modules downloaded` : ""}`
+          : undefined;
     child.stdout.on("data", onData);
     child.stderr.on("data", onData);
-    report(step.step, detail);
-    const timer = setInterval(() => report(step.step, detail), heartbeatMs);
+    report(step.step, detail());
+    const timer = setInterval(() => report(step.step, detail()), heartbeatMs);
     child.on("error", (err) => {
       clearInterval(timer);
       reject(new ToolsError(goMissing(), { cause: err }));
