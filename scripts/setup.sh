@@ -14,7 +14,7 @@ fi
 need=()
 for pair in caddy:caddy nginx:nginx nft:nftables ip:iproute2 debootstrap:debootstrap \
             systemd-nspawn:systemd-container ssh:openssh-client ssh-keygen:openssh-client \
-            chromium:chromium openssl:openssl sqlite3:sqlite3; do
+            chromium:chromium openssl:openssl sqlite3:sqlite3 ps:procps; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
