@@ -11,8 +11,9 @@ import { loadFleetDir, parseYaml, displayPath, type LoadedFleet } from "./load.t
 import { mergeDefinitions, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type { Contribution, MeshModule, ModuleContext, PeerView } from "./module.ts";
 import { PRIORITY } from "./priority.ts";
-import { cidr, cidrsOverlap, parseCidr } from "./schema-types.ts";
-import { policyHooks } from "./policy-hooks.ts";
+import { addressIn, cidr, cidrContains, cidrsOverlap, parseCidr } from "./schema-types.ts";
+import { fleetPolicyNodes, policyHooks } from "./policy-hooks.ts";
+import { tailnetRulesForHost, type Policy } from "./policy/index.ts";
 import type { Diagnostic, FleetSystem, HostSystem, InboundRule, TailscaleSettings } from "./types.ts";
 import { MODULES, PROFILES, tailscaleSetArgs, tailscaleUpArgs } from "../modules/index.ts";
 import { readFileSync, existsSync } from "node:fs";
@@ -165,7 +166,34 @@ export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: Mesh
     hosts,
     warnings: fleetWarnings,
   };
+  enforcePolicyOnHosts(fleet);
   return { fleet, diagnostics };
+}
+
+/**
+ * Host-side enforcement (firewall.trustTailnet: false): the policy's rules
+ * that reach this host become its own nft rules on tailscale0, so a policy
+ * widened on the coordinator alone does not open the host. Sets name fleet
+ * hosts, not addresses: the agent fills in their live tailnet addresses.
+ */
+function enforcePolicyOnHosts(fleet: FleetSystem) {
+  const enforced = Object.values(fleet.hosts).filter((h) => h.firewall.enable && !h.firewall.trustTailnet && h.tailscale.enable);
+  if (!enforced.length || !fleet.policy) return;
+  const nodes = fleetPolicyNodes(fleet);
+  const tailnetPrefixes = [parseCidr("100.64.0.0/10")!, parseCidr("fd7a:115c:a1e0::/48")!];
+  for (const h of enforced) {
+    const r = tailnetRulesForHost(h.name, nodes, fleet.policy as Policy, { users: fleet.users });
+    h.firewall.tailnet = r.tailnet;
+    for (const [name, cidrs] of Object.entries(r.sets)) {
+      const parsed = cidrs.map((c) => [c, parseCidr(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`)] as const);
+      // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
+      h.firewall.sets[name] = parsed.filter(([, p]) => p && !tailnetPrefixes.some((t) => cidrContains(t, p))).map(([c]) => c);
+      h.firewall.setMembers[name] = nodes
+        .filter((n) => n.ips.some((ip) => parsed.some(([, p]) => p && addressIn(ip, p))))
+        .map((n) => n.name)
+        .sort();
+    }
+  }
 }
 
 function collectImports(file: string, raw: Record<string, unknown>, defs: Definition[], roles: string[], out: Diagnostic[], seen: Set<string>) {
@@ -256,7 +284,7 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     runtime: o.runtime,
     files: [],
     sysctl: {},
-    firewall: { enable: fw.enable, inbound: [], tailnet: [], sets: {}, forward: false, trustedInterfaces: fw.trustedInterfaces, trustTailnet: fw.trustTailnet, allowPing: fw.allowPing },
+    firewall: { enable: fw.enable, inbound: [], tailnet: [], sets: {}, setMembers: {}, forward: false, trustedInterfaces: fw.trustedInterfaces, trustTailnet: fw.trustTailnet, allowPing: fw.allowPing },
     units: [],
     containers: [],
     tailscale: {

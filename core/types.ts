@@ -72,8 +72,17 @@ export interface FirewallSpec {
   inbound: InboundRule[];
   /** Host-side enforcement of the policy on tailscale0 (issue 7); empty = not enforced. */
   tailnet: TailnetRule[];
-  /** nft sets: name -> addresses/CIDRs; refreshed by the agent for `peers_*` sets. */
+  /**
+   * nft sets: name -> the CIDRs always in it. Rendered as `<name>_v4` and
+   * `<name>_v6` (nft sets hold one family each).
+   */
   sets: Record<string, string[]>;
+  /**
+   * For host-side enforcement: which fleet hosts' live tailnet addresses
+   * belong in each set. The agent resolves them from `tailscale status` and
+   * refreshes the sets as peers come and go (`meshfleet-agent peers`).
+   */
+  setMembers: Record<string, string[]>;
   /** Allow forwarding (subnet routers, exit nodes). */
   forward: boolean;
   /** Interfaces whose traffic is accepted whole (a management link). */

@@ -43,10 +43,13 @@ export function renderNftables(host: HostSystem): string | null {
   const opts = fw;
   const lines: string[] = [`table inet ${NFT_TABLE} {`];
   for (const [name, elems] of Object.entries(fw.sets).sort(([a], [b]) => a.localeCompare(b))) {
-    const v6 = elems.some((e) => e.includes(":"));
-    lines.push(`  set ${name} {`, `    type ${v6 ? "ipv6_addr" : "ipv4_addr"}`, "    flags interval");
-    if (elems.length) lines.push(`    elements = { ${elems.join(", ")} }`);
-    lines.push("  }");
+    // nft sets hold one family; each policy set becomes a v4 and a v6 set.
+    for (const [fam, type] of [["v4", "ipv4_addr"], ["v6", "ipv6_addr"]] as const) {
+      const mine = elems.filter((e) => e.includes(":") === (fam === "v6"));
+      lines.push(`  set ${name}_${fam} {`, `    type ${type}`, "    flags interval");
+      if (mine.length) lines.push(`    elements = { ${mine.join(", ")} }`);
+      lines.push("  }");
+    }
   }
   lines.push(
     "  chain input {",
@@ -71,8 +74,9 @@ export function renderNftables(host: HostSystem): string | null {
     lines.push("  chain tailnet {");
     for (const r of fw.tailnet) {
       const ports = r.ports === "any" ? "" : ` dport { ${r.ports.join(", ")} }`;
-      const proto = r.proto === "any" ? (ports ? "meta l4proto { tcp, udp } th" : "") : r.proto;
-      lines.push(`    ip saddr @${r.fromSet} ${proto}${ports} accept comment ${q(r.comment)}`.replace(/ {2,}/g, " ").replace(/^ /, "    "));
+      const proto = r.proto === "any" ? (ports ? " meta l4proto { tcp, udp } th" : "") : ` ${r.proto}`;
+      for (const [fam, match] of [["v4", "ip"], ["v6", "ip6"]] as const)
+        lines.push(`    ${match} saddr @${r.fromSet}_${fam}${proto}${ports} accept comment ${q(r.comment)}`);
     }
     lines.push('    counter drop comment "tailnet: not allowed by the fleet policy"', "  }");
   }
