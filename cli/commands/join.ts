@@ -28,6 +28,8 @@ export const command: Command = {
     if (!h) throw new MeshfleetError(`no host "${host}" in ${dir} (hosts: ${Object.keys(r.fleet.hosts).join(", ")})`);
     if (h.agent) throw new MeshfleetError(`${host} runs the meshfleet agent: \`pulumi up\` joins it; join instructions are for hosts with agent: false`);
     const out = await execa("pulumi", ["stack", "output", "joinInstructions", "--show-secrets", "--json", "--stack", stack], { reject: false });
+    if (out.exitCode === undefined)
+      throw new MeshfleetError(`cannot run pulumi (${(out as { code?: string }).code ?? "not found"}): install the Pulumi CLI, or \`meshfleet tools build\` and put its pulumi on PATH`);
     if (out.exitCode !== 0)
       throw new MeshfleetError(`pulumi stack output failed (exit ${out.exitCode}): ${out.stderr.split("\n")[0] || out.stdout.split("\n")[0]}; run \`pulumi up\` for stack ${stack} first`);
     const all = JSON.parse(out.stdout || "{}") as Record<string, string>;
