@@ -60,6 +60,7 @@ export interface CoordinatorArgs {
   /**
    * Name of the headscale container in `host.containers` (docker runtime).
    * @default "headscale"
+   * @example "hs"
    */
   containerName?: string;
   /**
@@ -78,11 +79,13 @@ export interface CoordinatorArgs {
   /**
    * Where the headscale binary lives on the host (systemd runtime).
    * @default "/usr/local/bin/headscale"
+   * @example "/opt/headscale/bin/headscale"
    */
   binaryRemotePath?: string;
   /**
    * Seconds to wait for headscale to answer before the deploy fails.
    * @default 120
+   * @example 300
    */
   readyTimeoutSeconds?: number;
   /**
@@ -97,6 +100,7 @@ export interface CoordinatorArgs {
    * (bootstrap, once); the full one comes from its MeshNode when the key
    * exists. Docker runtime: the host's agent is left to its MeshNode entirely.
    * @default false
+   * @example secretRefs(host).includes(`preauth:${host.name}`)
    */
   joinsMesh?: boolean;
 }

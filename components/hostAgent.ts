@@ -40,16 +40,19 @@ export interface HostAgentArgs {
   /**
    * The bundled agent on this machine (built by `npm run build:agent`).
    * @default "dist/meshfleet-agent.mjs"
+   * @example "/srv/meshfleet/dist/meshfleet-agent.mjs"
    */
   agentPath?: string;
   /**
    * Where the agent file lives on the host.
    * @default "/usr/local/lib/meshfleet/meshfleet-agent.mjs"
+   * @example "/opt/meshfleet/meshfleet-agent.mjs"
    */
   remoteAgentPath?: string;
   /**
    * The agent's state directory on the host (generations, incoming bundle).
    * @default "/var/lib/meshfleet"
+   * @example "/persist/meshfleet"
    */
   stateDir?: string;
   /**
@@ -61,12 +64,14 @@ export interface HostAgentArgs {
   /**
    * The Node.js binary on the host (Node 18 or newer).
    * @default "node"
+   * @example "/usr/bin/nodejs"
    */
   node?: string;
   /**
    * Push this generation once, at creation, and never again (the coordinator's
    * bootstrap generation, before the host can get its own pre-auth key).
    * @default false
+   * @example true
    */
   once?: boolean;
 }

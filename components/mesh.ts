@@ -74,6 +74,7 @@ export interface MeshArgs {
   /**
    * Seconds the route approval checks wait.
    * @default 60
+   * @example 180
    */
   routeApprovalTimeoutSeconds?: number;
 }

@@ -65,6 +65,7 @@ export interface MeshNodeArgs {
   /**
    * Seconds the route approval check waits for the node and its approval.
    * @default 60
+   * @example 180
    */
   routeApprovalTimeoutSeconds?: number;
 }

@@ -35,6 +35,7 @@ export interface RouteApprovalArgs {
   /**
    * Seconds to wait for the node to register and its routes to show up as approved.
    * @default 60
+   * @example 180
    */
   timeoutSeconds?: number;
 }

@@ -1,0 +1,73 @@
+/**
+ * The lab fleet (systemd runtime, NixOS style): headscale, caddy and derper
+ * arrive with the VPS's generation through the agent. The VPS also joins its
+ * own mesh, so its first generation is a bootstrap without the tailscale join
+ * (pushed once), and its full generation follows once its key exists.
+ */
+import { beforeAll, describe, expect, it } from "vitest";
+import * as pulumi from "@pulumi/pulumi";
+import { Mesh } from "../../components/index.ts";
+import { renderNftables } from "../../core/index.ts";
+import type { FleetSystem } from "../../core/types.ts";
+import { installMocks, settle, valueOf, type Recorder } from "./harness.ts";
+import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED } from "./fixtures.ts";
+
+let fleet: FleetSystem;
+let rec: Recorder;
+let mesh: Mesh;
+
+beforeAll(async () => {
+  ({ fleet } = await evaluateStack("lab"));
+  rec = await installMocks(fakeHeadscale(fleet).respond, { stack: "lab" });
+  mesh = new Mesh("lab", { fleet, keySeed: pulumi.secret(KEY_SEED), renderNftables, agent: { agentPath: fakeAgentFile() } });
+  await valueOf(mesh.summary);
+  await settle();
+});
+
+describe("lab fleet, systemd runtime", () => {
+  it("creates no docker resources and pushes the VPS twice: a one-shot bootstrap, then its full generation", () => {
+    expect(rec.resources.filter((r) => r.type.startsWith("docker:") || r.type === "pulumi:providers:docker")).toEqual([]);
+    const agents = rec.ofType("meshfleet:index:HostAgent").map((r) => r.name).sort();
+    expect(agents).toEqual(["lab-coordinator-bootstrap", "lab-laptop-agent", "lab-lxc-tailscale-agent", "lab-vps-agent"]);
+    for (const step of ["switch", "confirm", "status"]) {
+      expect(rec.byName(`lab-coordinator-bootstrap-${step}`).ignoreChanges.sort()).toEqual(["create", "stdin", "triggers"]);
+      expect(rec.byName(`lab-vps-agent-${step}`).ignoreChanges).toEqual([]);
+    }
+  });
+
+  it("bootstraps without the join: no key file, no tailscale settings, no probe that needs a joined node", () => {
+    const boot = JSON.parse(rec.byName("lab-coordinator-bootstrap-switch").inputs.stdin);
+    const full = JSON.parse(rec.byName("lab-vps-agent-switch").inputs.stdin);
+    expect(boot.files.map((f: any) => f.path)).not.toContain(fleet.hosts.vps.tailscale.authKeyFile);
+    expect(full.files.map((f: any) => f.path)).toContain(fleet.hosts.vps.tailscale.authKeyFile);
+    expect(boot.tailscale).toBeNull();
+    expect(full.tailscale.loginServer).toBe("https://203.0.113.10");
+    expect(boot.probes.map((p: any) => p.kind)).not.toContain("tailscale-running");
+    expect(boot.units.map((u: any) => u.name)).toEqual(full.units.map((u: any) => u.name));
+    expect(boot.files.find((f: any) => f.path === "/var/lib/headscale/noise_private.key").secret).toBe(true);
+  });
+
+  it("waits for headscale with the binary its unit runs, and orders bootstrap → ready → key → full push", () => {
+    const ready = rec.byName("lab-coordinator-ready").inputs.create as string;
+    expect(ready).toContain("/opt/meshfleet/tools/headscale@0.29.2/bin/headscale users list -o json");
+    expect(rec.before("lab-coordinator-ready")).toContain("lab-coordinator-bootstrap-confirm");
+    expect(rec.before("lab-key-vps-create")).toContain("lab-coordinator-ready");
+    expect(rec.before("lab-vps-agent-switch")).toContain("lab-key-vps-create");
+    expect(rec.byName("lab-key-vps-create").inputs.create).toBe("/opt/meshfleet/tools/headscale@0.29.2/bin/headscale preauthkeys create -e 1d --tags tag:server -o json");
+  });
+
+  it("checks caddy and derper after the VPS's final generation", () => {
+    const proxy = rec.byName("lab-proxy-check");
+    expect(proxy.inputs.create).toContain("systemctl is-active --quiet caddy.service");
+    expect(rec.before("lab-proxy-check")).toContain("lab-vps-agent-confirm");
+    const derp = rec.byName("lab-derp-check");
+    expect(derp.inputs.create).toContain("systemctl is-active --quiet derper.service");
+    expect(rec.before("lab-derp-check")).toContain("lab-vps-agent-confirm");
+  });
+
+  it("summarises the mesh", async () => {
+    const s = await valueOf(mesh.summary);
+    expect(s.split("\n")[0]).toBe("mesh lab: coordinator https://203.0.113.10 on vps (systemd, headscale 0.29.2), 3 nodes");
+    expect(s).toMatch(/lxc-tailscale +subnet-router +192.168.8.0\/24 +generation 2/);
+  });
+});
