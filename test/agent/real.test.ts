@@ -173,10 +173,10 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   it("lockout: a generation that drops SSH on mgmt0 is rolled back by the guard without confirm", async (ctx) => {
     if (unavailable) ctx.skip();
     const t0 = Date.now();
-    // The session that runs the switch is cut by the new table; it may hang until the timeout.
+    // The session that runs the switch is cut by the new table: it may hang until the timeout.
     const cut = await sh(agentCmd("switch /root/lockout.json --confirm-timeout 20"), undefined, 12_000);
     expect(cut.stdout).toMatch(/lockout guard armed: meshfleet-guard-\d+ rolls back to generation 1/);
-    expect(cut.stdout).not.toMatch(/is active; awaiting confirm/); // its output never made it back
+    // Its output may or may not make it back (only inbound port-22 packets are dropped); a NEW connection must fail.
     const during = await sh("true", undefined, 5_000);
     expect(during.code).not.toBe(0); // really locked out
     let back = false;
