@@ -2,7 +2,7 @@
  * Fleets for the component tests, evaluated by the real loader and modules
  * from hosts/<stack>, and a simulated headscale/agent for the mock engine.
  */
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
@@ -13,41 +13,18 @@ import type { Responder } from "./harness.ts";
 
 export const REPO = join(import.meta.dirname, "..", "..");
 
-/**
- * The known evaluation error of hosts/home at the time of writing: the derp
- * and headscale modules both open udp 3478 for the embedded relay. Until the
- * modules stop doing that, the test fleet turns off the derp module's own
- * firewall opening (headscale's rule stays), a setting a user could write.
- */
-const KNOWN_HOME_CONFLICT = /derp: .*udp 3478 is headscale's/;
-
 export interface EvaluatedFleet {
   fleet: FleetSystem;
-  /** The workaround applied to hosts/home, or null when it evaluated as is. */
-  workaround: string | null;
-  /** The directory that was evaluated (a patched copy when a workaround applies). */
+  /** The directory that was evaluated. */
   dirUsed: string;
 }
 
+/** hosts/<stack> through the real loader and modules; any error diagnostic fails the test with its text. */
 export async function evaluateStack(stack: "home" | "lab"): Promise<EvaluatedFleet> {
   const dir = join(REPO, "hosts", stack);
   const r = await evaluateFleet(dir);
-  const errors = r.diagnostics.filter((d) => d.severity === "error");
-  if (r.fleet && errors.length === 0) return { fleet: r.fleet, workaround: null, dirUsed: dir };
-  const text = formatDiagnostics(r.diagnostics);
-  if (stack === "home" && errors.length === 1 && KNOWN_HOME_CONFLICT.test(text)) {
-    const copy = mkdtempSync(join(tmpdir(), "meshfleet-home-"));
-    cpSync(dir, copy, { recursive: true });
-    const vps = join(copy, "vps.yaml");
-    writeFileSync(vps, readFileSync(vps, "utf8").replace(/^derp:\n  mode: embedded$/m, "derp:\n  mode: embedded\n  openFirewall: false"));
-    const again = await evaluateFleet(copy);
-    if (again.fleet && !again.diagnostics.some((d) => d.severity === "error")) {
-      // The loader records the dir it read; the tests name the real one.
-      return { fleet: { ...again.fleet, dir }, workaround: "vps.yaml derp.openFirewall: false", dirUsed: copy };
-    }
-    throw new Error(`hosts/home did not evaluate even with the workaround:\n${formatDiagnostics(again.diagnostics)}`);
-  }
-  throw new Error(`hosts/${stack} did not evaluate:\n${text}`);
+  if (!r.fleet || r.diagnostics.some((d) => d.severity === "error")) throw new Error(`hosts/${stack} did not evaluate:\n${formatDiagnostics(r.diagnostics)}`);
+  return { fleet: r.fleet, dirUsed: dir };
 }
 
 /** A stand-in agent bundle (the real one is built by `npm run build:agent`). */
