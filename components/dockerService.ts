@@ -80,18 +80,26 @@ export interface DockerService {
   container: docker.Container;
 }
 
+const isBindMount = (name: string) => name.startsWith("/");
+
 /** Create the image, volumes and container of one spec, each a child of `parent` named `<prefix>-…`. */
 export function dockerService(parent: pulumi.Resource, prefix: string, host: HostSystem, spec: ContainerSpec, o: DockerServiceOptions): DockerService {
   const copts = { parent, provider: o.provider };
   const image = new docker.RemoteImage(`${prefix}-image`, { name: pinnedImage(spec.image, o.imageDigest), keepLocally: true }, copts);
-  const volumes = spec.volumes.map((v) => new docker.Volume(`${prefix}-volume-${v.name}`, { name: v.name }, { ...copts, retainOnDelete: true }));
+  // A volume "name" that is an absolute path is a read-only bind mount of that host directory
+  // (certificates certbot keeps on the host); any other name is a docker named volume, kept on
+  // `pulumi destroy` because it holds headscale's database.
+  const named = spec.volumes.filter((v) => !isBindMount(v.name));
+  const volumes = named.map((v) => new docker.Volume(`${prefix}-volume-${v.name}`, { name: v.name }, { ...copts, retainOnDelete: true }));
   const container = new docker.Container(
     `${prefix}-container`,
     {
       name: spec.name,
       image: image.imageId,
       ports: spec.ports.map((p) => ({ internal: p.internal, external: p.external, protocol: p.protocol, ...(p.ip ? { ip: p.ip } : {}) })),
-      volumes: spec.volumes.map((v) => ({ volumeName: v.name, containerPath: v.containerPath })),
+      volumes: spec.volumes.map((v) =>
+        isBindMount(v.name) ? { hostPath: v.name, containerPath: v.containerPath, readOnly: true } : { volumeName: v.name, containerPath: v.containerPath },
+      ),
       envs: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
       ...(spec.command.length ? { command: spec.command } : {}),
       uploads: containerUploads(host, spec, o.secrets),
