@@ -7,6 +7,7 @@ import * as path from "node:path";
 import type { Host } from "./host.ts";
 import { describeFailure } from "./host.ts";
 import { SYSCTL_FILE } from "./desired.ts";
+import { refreshPeers } from "./peers.ts";
 import { makePlan, ownerIds, type FileAction, type Plan, type PlanInput } from "./plan.ts";
 import { STATE_DIR, type Generation, type Journal, type State } from "./state.ts";
 
@@ -138,6 +139,9 @@ export function activate(o: ActivateOptions): Plan {
 
   state.setCurrent(target.n);
   step("current");
+
+  // The new table's peer sets start empty; fill them before the probes run.
+  if (target.bundle.peerSets) log(`  ${refreshPeers(host, target.bundle)}`);
 
   for (const c of target.bundle.bestEffort) {
     const r = host.run(c.argv, { timeoutMs: 30_000 });

@@ -166,7 +166,8 @@ export function realHost(root = "/"): Host {
       return run(["systemctl", ...args], { timeoutMs: 120_000 });
     },
     tailscale(args, timeoutMs = 90_000) {
-      return run(["tailscale", ...args], { timeoutMs });
+      // The bundle names the CLI (hosts may keep it off PATH); see useTailscaleCli.
+      return run([process.env.MESHFLEET_TAILSCALE_CLI || "tailscale", ...args], { timeoutMs });
     },
     lookupUser: (name) => lookupIn(passwd(), name),
     lookupGroup: (name) => lookupIn(group(), name),

@@ -10,6 +10,7 @@ import {
   doDiff,
   doGc,
   doGuardExpire,
+  doPeers,
   doRollback,
   doSwitch,
   loadCurrent,
@@ -18,6 +19,7 @@ import {
   type Ctx,
 } from "./ops.ts";
 import { State } from "./state.ts";
+import { useTailscaleCli } from "./peers.ts";
 import { findDrift } from "./verify.ts";
 
 interface Command {
@@ -157,6 +159,12 @@ or probe rolls back to the previous generation. An unchanged bundle is a no-op.
         return 0;
       }),
   },
+  peers: {
+    usage: "peers",
+    summary: "refresh the policy's peer sets (host-side enforcement) from tailscale status",
+    help: "Fills the peers_* sets of table inet meshfleet with the live tailnet addresses of the hosts\nthe fleet's policy lets in. Run by meshfleet-peers.timer; a no-op where the policy is not enforced.",
+    run: (ctx) => doPeers(ctx),
+  },
   "guard-expire": {
     usage: "guard-expire <N>",
     summary: "(internal) the lockout guard's action",
@@ -231,6 +239,11 @@ export async function main(argv: string[]): Promise<number> {
     const root = (flags.get("root") as string | undefined) ?? process.env.MESHFLEET_ROOT ?? "/";
     const host = realHost(root);
     const ctx: Ctx = { host, state: new State(host), log: (l) => process.stdout.write(l + "\n") };
+    try {
+      useTailscaleCli(loadCurrent(ctx).bundle);
+    } catch {
+      /* no generation yet: `tailscale` from PATH */
+    }
     return await cmd.run(ctx, args, flags);
   } catch (e) {
     if (e instanceof AgentError) {

@@ -5,6 +5,7 @@
  */
 import * as fs from "node:fs";
 import { checkBundle, type Bundle } from "../core/bundle.ts";
+import { refreshPeers, useTailscaleCli } from "./peers.ts";
 import { activate, AgentError, crashPoint, journalStep, type Log } from "./activate.ts";
 import { desiredFiles } from "./desired.ts";
 import { startGuard, stopGuard } from "./guard.ts";
@@ -154,6 +155,7 @@ export interface SwitchOptions {
 
 export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): Promise<number> {
   const bundle = readBundle(bundleFile);
+  useTailscaleCli(bundle);
   const problems = hostProblems(ctx.host, bundle);
   if (problems.length) throw new AgentError(`bundle ${bundleFile} refused: ${problems.join("; ")}; nothing was changed`);
   const lock = lockState(ctx);
@@ -341,5 +343,19 @@ export function doGc(ctx: Ctx, keep: number): number {
     for (const n of removed) state.removeGeneration(n);
     ctx.log(removed.length ? `removed generations ${removed.join(", ")}; kept ${[...kept].filter((n) => n > 0).sort((a, b) => a - b).join(", ")}` : "nothing to remove");
     return 0;
+  });
+}
+
+/** `peers`: refresh the policy's peer sets of the current generation from tailscale status. */
+export function doPeers(ctx: Ctx): number {
+  return withRecovery(ctx, false, () => {
+    const g = loadCurrent(ctx);
+    if (g.n === 0) {
+      ctx.log("no generation is active; nothing to refresh");
+      return 0;
+    }
+    const line = refreshPeers(ctx.host, g.bundle);
+    ctx.log(line);
+    return line.includes("exited with") || line.includes("timed out") ? 1 : 0;
   });
 }

@@ -7,6 +7,7 @@
 import { sha256 as shaOf, type Bundle } from "../core/bundle.ts";
 import type { TailscaleSettings } from "../core/types.ts";
 import type { Host } from "./host.ts";
+import { nftComparable } from "./peers.ts";
 import { desiredFiles, normalizeSysctl, unitDependencies, unitPath, type DesiredFile } from "./desired.ts";
 import type { State } from "./state.ts";
 import { tailscaleAction, type TailscaleAction } from "./tailscale.ts";
@@ -109,7 +110,7 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
     if (liveNft !== null) nft = { op: "remove", why: "firewall is off in this generation" };
   } else if (liveNft === null) nft = { op: "replace", why: "table inet meshfleet is missing" };
   else if (!prev || prev.bundle.nftables !== target.nftables) nft = { op: "replace", why: "ruleset changed" };
-  else if (prev.nftLive !== null && prev.nftLive !== liveNft) nft = { op: "replace", why: "live table drifted" };
+  else if (prev.nftLive !== null && nftComparable(prev.nftLive) !== nftComparable(liveNft)) nft = { op: "replace", why: "live table drifted" };
   else if (input.forceNft) nft = { op: "replace", why: "reapplied: an interrupted run may have changed it" };
 
   const writtenUnits = files.filter((a) => a.kind === "unit" && a.op === "write").map((a) => a.path.slice(unitPath("").length));

@@ -4,6 +4,7 @@
  */
 import { sha256 } from "../core/bundle.ts";
 import type { Host } from "./host.ts";
+import { nftComparable } from "./peers.ts";
 import { desiredFiles, normalizeSysctl } from "./desired.ts";
 import { ownerIds } from "./plan.ts";
 import type { Generation } from "./state.ts";
@@ -40,7 +41,7 @@ export function findDrift(host: Host, g: Generation): Drift[] {
   if (g.bundle.nftables === null) {
     if (nft !== null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "present, but the firewall is off in this generation" });
   } else if (nft === null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "missing" });
-  else if (g.nftLive !== null && nft !== g.nftLive) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "differs from the ruleset this generation applied" });
+  else if (g.nftLive !== null && nftComparable(nft) !== nftComparable(g.nftLive)) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "differs from the ruleset this generation applied" });
   for (const u of g.bundle.units) {
     if (!u.enable) continue;
     const enabled = host.systemctl(["is-enabled", u.name]).stdout.trim();

@@ -34,6 +34,12 @@ export interface Bundle {
   probes: HealthProbe[];
   metrics: MetricsSettings;
   bestEffort: BestEffortCommand[];
+  /**
+   * Host-side policy enforcement: per nft set (`<name>_v4`/`_v6`), the fleet
+   * hosts whose live tailnet addresses belong in it and the CIDRs always in
+   * it. Absent when the host trusts the coordinator's filtering.
+   */
+  peerSets?: Record<string, { members: string[]; cidrs: string[] }>;
 }
 
 export const sha256 = (s: string): string => createHash("sha256").update(s, "utf8").digest("hex");
@@ -94,6 +100,10 @@ export function makeBundle(host: HostSystem, nftables: string | null, secrets: R
     metrics: host.metrics,
     bestEffort: host.bestEffort,
   };
+  if (host.firewall.enable && host.firewall.tailnet.length)
+    body.peerSets = Object.fromEntries(
+      Object.keys(host.firewall.sets).sort().map((k) => [k, { members: host.firewall.setMembers[k] ?? [], cidrs: host.firewall.sets[k] }]),
+    );
   return { ...body, hash: bundleHash(body) };
 }
 

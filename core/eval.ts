@@ -176,6 +176,19 @@ export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: Mesh
  * widened on the coordinator alone does not open the host. Sets name fleet
  * hosts, not addresses: the agent fills in their live tailnet addresses.
  */
+const PEER_REFRESH_UNITS = [
+  {
+    name: "meshfleet-peers.service",
+    enable: false,
+    content: "[Unit]\nDescription=meshfleet: refresh the policy's peer sets from tailscale status\nAfter=tailscaled.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node /var/lib/meshfleet/agent/meshfleet-agent.mjs peers\n",
+  },
+  {
+    name: "meshfleet-peers.timer",
+    enable: true,
+    content: "[Unit]\nDescription=meshfleet: keep the policy's peer sets current\n\n[Timer]\nOnBootSec=10\nOnUnitActiveSec=30\nAccuracySec=5\n\n[Install]\nWantedBy=timers.target\n",
+  },
+];
+
 function enforcePolicyOnHosts(fleet: FleetSystem) {
   const enforced = Object.values(fleet.hosts).filter((h) => h.firewall.enable && !h.firewall.trustTailnet && h.tailscale.enable);
   if (!enforced.length || !fleet.policy) return;
@@ -184,6 +197,7 @@ function enforcePolicyOnHosts(fleet: FleetSystem) {
   for (const h of enforced) {
     const r = tailnetRulesForHost(h.name, nodes, fleet.policy as Policy, { users: fleet.users });
     h.firewall.tailnet = r.tailnet;
+    h.units.push(...PEER_REFRESH_UNITS);
     for (const [name, cidrs] of Object.entries(r.sets)) {
       const parsed = cidrs.map((c) => [c, parseCidr(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`)] as const);
       // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
@@ -289,7 +303,7 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     containers: [],
     tailscale: {
       enable: false, loginServer: "", authKeyFile: "", hostname: peer.name, tags: [], advertiseRoutes: [], advertiseExitNode: false,
-      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, upArgs: [], setArgs: [],
+      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, cli: o.tailscale.tailscalePath, upArgs: [], setArgs: [],
     },
     packages: [],
     lxc: null,

@@ -105,6 +105,8 @@ export interface TailscaleSettings {
   acceptDns: boolean;
   ssh: boolean;
   snatSubnetRoutes: boolean;
+  /** Path of the tailscale CLI on the host (the agent runs it). */
+  cli: string;
   /** `tailscale up` argv (without the auth key), one flag per element. */
   upArgs: string[];
   /** `tailscale set` argv for later changes, one flag per element. */

@@ -65,6 +65,7 @@ export const tailscaleModule = defineModule({
         acceptDns: o.acceptDns,
         ssh: o.ssh,
         snatSubnetRoutes: o.snatSubnetRoutes,
+        cli: o.tailscalePath,
       },
       files: agent
         ? [{ path: AUTH_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: `preauth:${ctx.host}` }]
@@ -123,7 +124,7 @@ export const tailscaleModule = defineModule({
 });
 
 /** `tailscale up` argv (no auth key): every setting explicit, so a later `up` never fails on "non-default flags". */
-export function tailscaleUpArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs">, netfilterMode = "on", extra: string[] = []): string[] {
+export function tailscaleUpArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode = "on", extra: string[] = []): string[] {
   return [
     `--login-server=${s.loginServer}`,
     `--hostname=${s.hostname}`,
@@ -134,11 +135,11 @@ export function tailscaleUpArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs">
 }
 
 /** `tailscale set` argv: what `set` can change without re-login (no tags, no login server). */
-export function tailscaleSetArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs">, netfilterMode = "on"): string[] {
+export function tailscaleSetArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode = "on"): string[] {
   return [`--hostname=${s.hostname}`, ...commonArgs(s, netfilterMode)];
 }
 
-function commonArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs">, netfilterMode: string): string[] {
+function commonArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode: string): string[] {
   return [
     `--advertise-routes=${s.advertiseRoutes.join(",")}`,
     `--advertise-exit-node=${s.advertiseExitNode}`,

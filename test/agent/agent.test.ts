@@ -273,6 +273,7 @@ describe("tailscale", () => {
     loginServer: "https://hs.example.test",
     authKeyFile: "/etc/meshfleet/tailscale-authkey",
     hostname: "router",
+    cli: "tailscale",
     tags: ["tag:router"],
     advertiseRoutes: ["192.168.8.0/24"],
     advertiseExitNode: false,
