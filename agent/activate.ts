@@ -60,9 +60,26 @@ export function activate(o: ActivateOptions): Plan {
   const plan = makePlan(host, state, o.plan);
   const step = (name: string) => journalStep(state, j, name);
 
-  // files
+  // files: sysusers.d first, so the users other files belong to exist
+  // before they are written (headscale's keys are 0600 headscale:headscale).
   const own = plan.files.filter((a) => a.kind === "file");
-  for (const a of own) {
+  const isSysusers = (a: FileAction) => a.path.startsWith("/etc/sysusers.d/") && a.op !== "remove";
+  const ordered = [...own.filter(isSysusers), ...own.filter((a) => !isSysusers(a))];
+  let usersMade = false;
+  for (const a of ordered) {
+    if (!isSysusers(a) && !usersMade && own.some(isSysusers)) {
+      // Under a test root, create the accounts in that root, never the machine's.
+      const root = host.p("/");
+      const argv = ["systemd-sysusers", ...(root !== "/" ? ["--root", root] : [])];
+      const r = host.run(argv, { timeoutMs: 30_000 });
+      if (r.code !== 0) throw new AgentError(`files: ${describeFailure(argv, r)}`);
+      usersMade = true;
+    }
+    if (a.desired && a.op !== "remove" && a.op !== "restore") {
+      const { uid, gid } = ownerIds(host, a.desired);
+      if (uid === null || gid === null)
+        throw new AgentError(`files: ${a.path} belongs to ${a.desired.owner}:${a.desired.group}, which does not exist on this host (declare it in /etc/sysusers.d)`);
+    }
     applyFile(host, state, a);
     log(`  file ${a.op} ${a.path} (${a.reasons.join(", ")})`);
   }

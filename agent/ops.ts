@@ -52,12 +52,28 @@ export function readBundle(file: string): Bundle {
   return parsed as Bundle;
 }
 
+/** Users and groups the bundle's own sysusers.d files declare (`u name ...`, `g name ...`). */
+export function declaredAccounts(b: Bundle): { users: Set<string>; groups: Set<string> } {
+  const users = new Set<string>();
+  const groups = new Set<string>();
+  for (const f of b.files) {
+    if (!f.path.startsWith("/etc/sysusers.d/")) continue;
+    for (const line of f.content.split("\n")) {
+      const [kind, name] = line.trim().split(/\s+/);
+      if (kind === "u") { users.add(name); groups.add(name); }
+      else if (kind === "g") groups.add(name);
+    }
+  }
+  return { users, groups };
+}
+
 function hostProblems(host: Host, b: Bundle): string[] {
   const out: string[] = [];
+  const declared = declaredAccounts(b);
   for (const f of desiredFiles(b)) {
     if (!/^0?[0-7]{3,4}$/.test(f.mode)) out.push(`file ${f.path}: mode ${JSON.stringify(f.mode)} is not octal`);
-    if (host.lookupUser(f.owner) === null) out.push(`file ${f.path}: owner ${f.owner} does not exist on this host`);
-    if (host.lookupGroup(f.group) === null) out.push(`file ${f.path}: group ${f.group} does not exist on this host`);
+    if (host.lookupUser(f.owner) === null && !declared.users.has(f.owner)) out.push(`file ${f.path}: owner ${f.owner} does not exist on this host (nor in the bundle's sysusers.d)`);
+    if (host.lookupGroup(f.group) === null && !declared.groups.has(f.group)) out.push(`file ${f.path}: group ${f.group} does not exist on this host (nor in the bundle's sysusers.d)`);
   }
   return out;
 }

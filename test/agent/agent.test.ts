@@ -199,6 +199,36 @@ describe("failures roll back", () => {
     expect(JSON.parse(agent(root, ["status", "--json"]).stdout).lastSwitch.success).toBe(false);
   });
 
+  it("a file owned by a user neither the host nor the bundle's sysusers.d has is refused before anything changes", () => {
+    const root = tempRoot();
+    agent(root, ["switch", writeBundle(root, gen1())]);
+    const b = bundle({ ...gen2(), files: [...gen2().files, file("/etc/headscale/noise.key", "k", { owner: "nosuchuser-mf", group: "nosuchuser-mf", mode: "0600" })] } as never);
+    const r = agent(root, ["switch", writeBundle(root, b)]);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/file \/etc\/headscale\/noise\.key: owner nosuchuser-mf does not exist on this host \(nor in the bundle's sysusers\.d\).*nothing was changed/);
+    expectGen1Live(root);
+    expect(agent(root, ["verify"]).code).toBe(0);
+  });
+
+  it("users a bundle declares in sysusers.d are made (in the agent's root) before the files they own", () => {
+    const root = tempRoot();
+    fs.mkdirSync(path.join(root, "etc"), { recursive: true });
+    fs.writeFileSync(path.join(root, "etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n");
+    fs.writeFileSync(path.join(root, "etc/group"), "root:x:0:\n");
+    const b = bundle({
+      files: [
+        file("/etc/sysusers.d/mftest.conf", "u mftest - \"meshfleet test\" /var/lib/mftest\n"),
+        file("/var/lib/mftest/key", "k", { owner: "mftest", group: "mftest", mode: "0600" }),
+      ],
+    });
+    const r = agent(root, ["switch", writeBundle(root, b)]);
+    expect(r.code, r.stderr).toBe(0);
+    const uid = fs.readFileSync(path.join(root, "etc/passwd"), "utf8").match(/^mftest:x:(\d+):/m)?.[1];
+    expect(uid).toBeDefined();
+    expect(fs.statSync(path.join(root, "var/lib/mftest/key")).uid).toBe(Number(uid));
+    expect(agent(root, ["verify"]).code).toBe(0);
+  });
+
   it("a ruleset nft rejects, or a unit that fails to start, rolls back", () => {
     const root = tempRoot();
     agent(root, ["switch", writeBundle(root, gen1())]);
