@@ -17,6 +17,7 @@ import { homedir } from "node:os";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "./components/index.ts";
+import { knownHostKey, parseKnownHosts } from "./components/shell.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, renderNftables } from "./core/index.ts";
 
 function expandHome(p: string): string {
@@ -32,6 +33,19 @@ export async function program(): Promise<Record<string, pulumi.Output<unknown>>>
     throw new pulumi.RunError(`the fleet in ${hostsDir} has errors; nothing was deployed:\n${formatDiagnostics(diagnostics)}`);
   }
   for (const w of diagnostics.filter((d) => d.severity === "warning")) pulumi.log.warn(formatDiagnostics([w]));
+
+  // Pin host keys from a known_hosts file (the lab records one) where the fleet names none.
+  const knownHostsPath = config.get("knownHostsPath");
+  if (knownHostsPath) {
+    let text: string;
+    try {
+      text = readFileSync(expandHome(knownHostsPath), "utf8");
+    } catch (e) {
+      throw new pulumi.RunError(`meshfleet:knownHostsPath: cannot read ${knownHostsPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:knownHostsPath <path of a known_hosts file>, or remove it`);
+    }
+    const known = parseKnownHosts(text);
+    for (const h of Object.values(fleet.hosts)) if (!h.ssh.hostKey) h.ssh.hostKey = knownHostKey(known, h.address, h.ssh.port) ?? "";
+  }
 
   const keyPath = config.get("sshPrivateKeyPath");
   let sshPrivateKey: pulumi.Output<string> | undefined;

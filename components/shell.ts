@@ -64,13 +64,15 @@ export function parseSshTarget(target: string, defaults: { user: string; port: n
  * the stack's key file); without one the command provider uses the SSH agent.
  */
 export function connectionFor(
-  target: { address: string; user: string; port: number },
+  target: { address: string; user: string; port: number; hostKey?: string },
   privateKey?: pulumi.Input<string>,
 ): command.types.input.remote.ConnectionArgs {
   return {
     host: target.address,
     user: target.user,
     port: target.port,
+    // A known host key is checked on every connection; without one the provider ignores it.
+    ...(target.hostKey ? { hostKey: target.hostKey } : {}),
     // Hosts answer slowly right after `pct start` or a reboot; retry dials instead of failing the deploy.
     dialErrorLimit: 30,
     perDialTimeout: 10,
@@ -79,10 +81,32 @@ export function connectionFor(
 }
 
 export function hostConnection(host: HostSystem, privateKey?: pulumi.Input<string>): command.types.input.remote.ConnectionArgs {
-  return connectionFor({ address: host.address, user: host.ssh.user, port: host.ssh.port }, privateKey);
+  return connectionFor({ address: host.address, user: host.ssh.user, port: host.ssh.port, hostKey: host.ssh.hostKey }, privateKey);
 }
 
 /** A Pulumi-safe resource name fragment (hostnames and user names stay readable). */
 export function slug(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, "-");
+}
+
+/**
+ * known_hosts lines (`host[,host] keytype key`, or `[host]:port ...`) as a map
+ * from `host` / `[host]:port` to `keytype key`. Hashed entries (`|1|...`)
+ * cannot be matched to an address and are skipped.
+ */
+export function parseKnownHosts(text: string): Map<string, string> {
+  const out = new Map<string, string>();
+  for (const line of text.split("\n")) {
+    const t = line.trim();
+    if (!t || t.startsWith("#") || t.startsWith("|") || t.startsWith("@")) continue;
+    const [hosts, type, key] = t.split(/\s+/);
+    if (!type || !key) continue;
+    for (const h of hosts.split(",")) if (!out.has(h)) out.set(h, `${type} ${key}`);
+  }
+  return out;
+}
+
+/** The known key for a host at address:port, as ssh itself would look it up. */
+export function knownHostKey(known: Map<string, string>, address: string, port: number): string | undefined {
+  return port === 22 ? known.get(address) ?? known.get(`[${address}]:22`) : known.get(`[${address}]:${port}`);
 }

@@ -26,9 +26,13 @@ export const hostBaseShape = {
       user: z.string().default("root").describe("SSH user meshfleet deploys as."),
       port: z.number().int().min(1).max(65535).default(22).describe("sshd port."),
       privateKeyPath: z.string().default("").describe("Private key for this host (empty: the stack's meshfleet:sshPrivateKeyPath)."),
+      hostKey: z
+        .union([z.string().regex(/^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]+$/, { message: "an SSH public key such as ssh-ed25519 AAAA…" }), z.literal("")])
+        .default("")
+        .describe("The host's SSH public key, checked on every deploy (empty: from the stack's meshfleet:knownHostsPath, else unchecked)."),
     })
     .strict()
-    .default({ user: "root", port: 22, privateKeyPath: "" })
+    .default({ user: "root", port: 22, privateKeyPath: "", hostKey: "" })
     .describe("How Pulumi reaches the host."),
   lan: z.array(cidr).default([]).describe("LAN subnets the host is attached to (advertised routes must be inside one)."),
   agent: z.boolean().default(true).describe("Run the meshfleet agent (false for phones and other nodes you configure by hand)."),
@@ -292,7 +296,7 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     name: peer.name,
     file: peer.file,
     address: peer.address,
-    ssh: { user: o.ssh.user, port: o.ssh.port, privateKeyPath: o.ssh.privateKeyPath },
+    ssh: { user: o.ssh.user, port: o.ssh.port, privateKeyPath: o.ssh.privateKeyPath, hostKey: o.ssh.hostKey },
     roles: peer.roles,
     agent: o.agent,
     runtime: o.runtime,

@@ -163,6 +163,8 @@ export interface SshSettings {
   port: number;
   /** Path (on the deploying machine) of the private key, or "" for the agent. */
   privateKeyPath: string;
+  /** The host's SSH public key (`ssh-ed25519 AAAA…`) deploys check; "" leaves it unchecked. */
+  hostKey: string;
 }
 
 export type Runtime = "systemd" | "docker";
