@@ -375,7 +375,9 @@ export const reverseProxyModule = defineModule({
         name: o.kind,
         image: o.image !== "" ? o.image : DEFAULT_IMAGE[o.kind],
         ports: inbound.map((r) => ({ internal: r.port, external: r.port, protocol: "tcp" as const })),
-        volumes: o.kind === "caddy" ? [{ name: "caddy-data", containerPath: "/data" }] : [],
+        // nginx reads certificates from the host (certbot's /etc/letsencrypt keeps
+        // live/ as symlinks into archive/, so the whole tree is mounted, read-only).
+        volumes: o.kind === "caddy" ? [{ name: "caddy-data", containerPath: "/data" }] : certificateMounts(s),
         env: {},
         command: o.kind === "caddy" ? ["caddy", "run", "--config", CADDYFILE, "--adapter", "caddyfile"] : [],
         uploads: [{ containerPath: configPath, source: hostPath, secret: false }],
@@ -397,3 +399,12 @@ export const reverseProxyModule = defineModule({
     };
   },
 });
+
+/** Host directories an nginx container needs for its certificate and key (a name starting with / is a bind mount). */
+function certificateMounts(s: { tls: string; certificate: string; certificateKey: string }): ContainerSpec["volumes"] {
+  if (s.tls === "off") return [];
+  const dirs = new Set(
+    [s.certificate, s.certificateKey].map((f) => (f.startsWith("/etc/letsencrypt/") ? "/etc/letsencrypt" : f.slice(0, f.lastIndexOf("/")) || "/")),
+  );
+  return [...dirs].sort().map((d) => ({ name: d, containerPath: d }));
+}
