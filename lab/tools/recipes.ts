@@ -61,7 +61,11 @@ export function baseEnv(ctx: PlanContext): Record<string, string> {
 export function plan(t: ToolSpec, ctx: PlanContext): Plan {
   const env = baseEnv(ctx);
   const flags = ldflags(t);
-  const linkArgs = flags ? ["-ldflags", flags] : [];
+  // -trimpath keeps this machine's paths out of the binaries, but it also drops
+  // -ldflags from the embedded build info, which is the only place a tool with no
+  // version flag (the command provider) can be asked its version.
+  const trim = Object.values(t.binaries).every((b) => b.versionArgs !== null) ? ["-trimpath"] : [];
+  const linkArgs = [...trim, ...(flags ? ["-ldflags", flags] : [])];
   if (t.source) {
     const src = join(ctx.work, "src");
     return {
@@ -73,7 +77,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
           ([bin, b]): GoStep => ({
             kind: "go",
             step: "compile",
-            args: ["build", "-trimpath", ...linkArgs, "-o", join(ctx.outBin, bin), b.package],
+            args: ["build", ...linkArgs, "-o", join(ctx.outBin, bin), b.package],
             cwd: src,
             env,
           }),
@@ -92,7 +96,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
           ([bin, b]): GoStep => ({
             kind: "go",
             step: "compile",
-            args: ["build", "-trimpath", ...linkArgs, "-o", join(ctx.outBin, bin), b.package],
+            args: ["build", ...linkArgs, "-o", join(ctx.outBin, bin), b.package],
             cwd: dir,
             env,
           }),
@@ -110,7 +114,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
       {
         kind: "go",
         step: "compile",
-        args: ["install", "-trimpath", ...linkArgs, ...Object.values(t.binaries).map((b) => `${b.package}@${t.moduleVersion}`)],
+        args: ["install", ...linkArgs, ...Object.values(t.binaries).map((b) => `${b.package}@${t.moduleVersion}`)],
         cwd: ctx.work,
         env: { ...installEnv, GOBIN: ctx.outBin, GOPROXY: `${fileProxy},${ctx.goproxy}` },
       },
