@@ -106,3 +106,30 @@ export async function verifyCaddyTls(vps: string, node: string, url: string, ins
   if (r.code !== 0) throw new Error(`curl ${url}/health from ${node}: ${r.stderr.trim()}`);
   return `${url}/health -> ${r.stdout.trim()} (verified TLS from ${node})`;
 }
+
+/**
+ * Workaround (agent): the switch runs under `umask 077` and the agent makes
+ * missing parent folders without a mode, so a fresh /etc/headscale comes out
+ * 0700 root and headscale (its own user) cannot read its config. Until the
+ * agent sets folder modes, the lab makes the rendered files' folders 0755 first.
+ */
+export async function precreateFolders(host: string, renderedRoot: string, instance: number): Promise<string> {
+  const { readdirSync, statSync: st } = await import("node:fs");
+  const { join: j } = await import("node:path");
+  const dirs: string[] = [];
+  const walk = (rel: string) => {
+    for (const e of readdirSync(j(renderedRoot, rel))) {
+      const r = `${rel}/${e}`;
+      if (st(j(renderedRoot, r)).isDirectory()) {
+        dirs.push(r);
+        walk(r);
+      }
+    }
+  };
+  if (existsSync(j(renderedRoot, "etc"))) walk("etc");
+  if (dirs.length === 0) return "nothing rendered";
+  const missing = await sshExec(host, dirs.map((d) => `[ -d ${q(d)} ] || echo ${q(d)}`).join("; "), { instance });
+  const make = missing.stdout.split("\n").filter(Boolean);
+  if (make.length > 0) await must(host, `mkdir -p -m 0755 ${make.map(q).join(" ")}`, instance);
+  return make.length ? `made ${make.join(" ")}` : "all there";
+}

@@ -18,6 +18,8 @@ export interface PulumiRun {
 }
 
 export const REPO = join(dirname(new URL(import.meta.url).pathname), "..", "..");
+/** Where pulumi runs: lab/e2e/project (the repo's program through a default-export-only entry; see its Pulumi.yaml). */
+export const PROJECT_DIR = join(REPO, "lab", "e2e", "project");
 
 /** A secret made once per lab and kept (0600): the stack's passphrase or key seed. */
 export function keptSecret(path: string, bytes = 32): string {
@@ -44,11 +46,11 @@ export interface RunPulumiOptions {
   timeoutMs?: number;
 }
 
-/** Run `pulumi args...` in the repo (where Pulumi.yaml is). Never throws for a non-zero exit. */
+/** Run `pulumi args...` in PROJECT_DIR. Never throws for a non-zero exit. */
 export function runPulumi(args: string[], opts: RunPulumiOptions): Promise<PulumiRun> {
   const bin = toolPath("pulumi");
   return new Promise((resolve) => {
-    const child = spawn(bin, args, { cwd: REPO, env: opts.env, stdio: ["pipe", "pipe", "pipe"] });
+    const child = spawn(bin, args, { cwd: PROJECT_DIR, env: opts.env, stdio: ["pipe", "pipe", "pipe"] });
     const log = opts.logFile ? createWriteStream(opts.logFile, { flags: "a" }) : undefined;
     log?.write(`\n$ pulumi ${args.join(" ")}\n`);
     let stdout = "";

@@ -5,16 +5,18 @@
  * provider's salt. Pulumi reads it through `--config-file`.
  */
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { parse, stringify } from "yaml";
 import { e2ePaths, STACK } from "./paths.ts";
-import { failureSummary, keptSecret, REPO, runPulumi } from "./pulumi.ts";
+import { failureSummary, keptSecret, PROJECT_DIR, REPO, runPulumi } from "./pulumi.ts";
 
 type StackFile = { encryptionsalt?: string; secretsprovider?: string; config?: Record<string, unknown> };
 
 const readYaml = (p: string): StackFile => (existsSync(p) ? ((parse(readFileSync(p, "utf8")) as StackFile | null) ?? {}) : {});
 
 export const repoStackFile = () => join(REPO, "stacks", `Pulumi.${STACK}.yaml`);
+/** Where `stack init` writes the salt: the project pulumi runs in has no stackConfigDir. */
+const projectStackFile = () => join(PROJECT_DIR, `Pulumi.${STACK}.yaml`);
 
 /**
  * Make sure stack `lab` exists in the lab's backend and is selected, with its
@@ -22,12 +24,12 @@ export const repoStackFile = () => join(REPO, "stacks", `Pulumi.${STACK}.yaml`);
  * project's stack file; that write is moved into the lab's own file so the
  * repo's copy is left exactly as it was.
  */
-export async function ensureStack(instance: number, env: Record<string, string>, sshKeyPath: string): Promise<string> {
+export async function ensureStack(instance: number, env: Record<string, string>, ssh: { keyPath: string; knownHostsPath: string }): Promise<string> {
   const p = e2ePaths(instance);
   mkdirSync(dirname(p.stackConfig), { recursive: true });
-  const repoFile = repoStackFile();
+  const repoFile = projectStackFile();
   const repoBefore = existsSync(repoFile) ? readFileSync(repoFile, "utf8") : undefined;
-  const base = readYaml(repoFile);
+  const base = readYaml(repoStackFile());
   const mine = readYaml(p.stackConfig);
 
   const ls = await runPulumi(["stack", "ls", "--json"], { env });
@@ -37,7 +39,7 @@ export async function ensureStack(instance: number, env: Record<string, string>,
   if (!stacks.some((s) => s.name === STACK || s.name.endsWith(`/${STACK}`))) {
     const init = await runPulumi(["stack", "init", STACK, "--secrets-provider", "passphrase"], { env });
     const after = readYaml(repoFile);
-    if (after.encryptionsalt && after.encryptionsalt !== base.encryptionsalt) mine.encryptionsalt = after.encryptionsalt;
+    if (after.encryptionsalt) mine.encryptionsalt = after.encryptionsalt;
     restore(repoFile, repoBefore);
     if (init.code !== 0) throw new Error(`pulumi stack init ${STACK}: ${failureSummary(init)}`);
     made = true;
@@ -49,7 +51,13 @@ export async function ensureStack(instance: number, env: Record<string, string>,
     ...(mine.encryptionsalt ? { encryptionsalt: mine.encryptionsalt } : {}),
     config: { ...(base.config ?? {}), ...(mine.config ?? {}) },
   };
-  (merged.config as Record<string, unknown>)["meshfleet:sshPrivateKeyPath"] = sshKeyPath;
+  const cfg = merged.config as Record<string, unknown>;
+  cfg["meshfleet:sshPrivateKeyPath"] = ssh.keyPath;
+  // The lab's known_hosts holds each host's key as booted: the provider checks it on every connection.
+  cfg["meshfleet:knownHostsPath"] = ssh.knownHostsPath;
+  // The program runs from lab/e2e/project; it chdirs to the repo, but absolute paths leave no doubt.
+  cfg["meshfleet:hostsDir"] = resolve(REPO, String(cfg["meshfleet:hostsDir"] ?? `hosts/${STACK}`));
+  cfg["meshfleet:agentPath"] = resolve(REPO, String(cfg["meshfleet:agentPath"] ?? "dist/meshfleet-agent.mjs"));
   writeFileSync(p.stackConfig, stringify(merged));
 
   if (!(merged.config as Record<string, unknown>)["meshfleet:keySeed"]) {

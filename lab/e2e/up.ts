@@ -4,13 +4,13 @@
  * prints its progress; the first failure stops the run and is named.
  */
 import { execa } from "execa";
-import { existsSync, mkdirSync, readdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { hostsUp, labKeyPath } from "../hosts/index.ts";
+import { hostsUp, labKeyPath, labKnownHostsPath } from "../hosts/index.ts";
 import { buildTools, toolsStatus } from "../tools/index.ts";
 import { dropStackState } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
-import { provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
+import { precreateFolders, provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
 import { Progress, StepError, type StepRecord } from "./progress.ts";
 import { failureSummary, interestingLine, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
@@ -86,7 +86,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
 
     await pr.step("program", undefined, async () => {
       if (!existsSync(join(REPO, "index.ts"))) throw new Error("the Pulumi program index.ts (Pulumi.yaml main) is not in the repo yet");
-      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "check", FLEET_DIR], { reject: false, cwd: REPO });
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "check", "--hosts-dir", FLEET_DIR], { reject: false, cwd: REPO });
       if (r.exitCode !== 0) throw new Error(`meshfleet check hosts/lab: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-4).join(" | ")}`);
     });
 
@@ -96,10 +96,21 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
     }
 
+    const rendered = await pr.step("render", undefined, async () => {
+      const out = join(p.dir, "rendered");
+      rmSync(out, { recursive: true, force: true });
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "render", "--hosts-dir", FLEET_DIR, "--out", out], { reject: false, cwd: REPO });
+      if (r.exitCode !== 0) throw new Error(`meshfleet render: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-3).join(" | ")}`);
+      return out;
+    });
+    for (const h of fleetHosts()) {
+      await pr.step("workaround dirs", h, () => precreateFolders(h, join(rendered, h), instance), (v) => v);
+    }
+
     let env: Record<string, string> = {};
     await pr.step("stack", STACK, async () => {
       env = labPulumiEnv(instance);
-      return ensureStack(instance, env, labKeyPath({ instance }));
+      return ensureStack(instance, env, { keyPath: labKeyPath({ instance }), knownHostsPath: labKnownHostsPath({ instance }) });
     }, (v) => v);
 
     const up = await pr.step("pulumi up", STACK, async () => {
