@@ -1,7 +1,7 @@
 // Building what is missing: runs the recipe plans, reports progress, verifies the
 // result, and moves it into the cache only once it reports the pinned version.
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, cpSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describeFailure, goMissing, goTooOld, ToolsError } from "./errors.ts";
 import { buildDir, logFile, stampFile, toolBinDir, toolHome, toolsDir } from "./paths.ts";
@@ -132,12 +132,14 @@ async function buildOne(t: ToolSpec, go: GoInfo, root: string, opts: BuildOption
   writeFileSync(log, `building ${t.name} ${t.version} with go ${go.version}\n`);
   const ctx: PlanContext = { repoRoot, work, outBin: join(staging, "bin"), modCache: go.modCache, goproxy: go.goproxy };
   const p: Plan = plan(t, ctx);
+  if (p.recipe === "unavailable") {
+    rmSync(work, { recursive: true, force: true });
+    rmSync(staging, { recursive: true, force: true });
+    throw new ToolsError(`${t.name} ${t.version} cannot be built here: ${t.unavailable}`);
+  }
   try {
     for (const step of p.steps) {
-      if (step.kind === "copy") {
-        report("prepare", `copying ${step.from.slice(repoRoot.length + 1)}`);
-        cpSync(step.from, step.to, { recursive: true });
-      } else if (step.kind === "wrapper") {
+      if (step.kind === "wrapper") {
         report("prepare", `wrapper module for ${t.module}@${t.moduleVersion}`);
         await prepareWrapper(step.dir, t, ctx, log, go, report, hb);
       } else {
@@ -221,9 +223,15 @@ export async function buildTools(opts: BuildOptions = {}): Promise<BuildOutcome[
   }
   const tools = versions.tools.filter((t) => !opts.only?.length || opts.only.includes(t.name));
   const outcomes: BuildOutcome[] = [];
+  const cannot: string[] = [];
   let go: GoInfo | undefined;
   for (const t of tools) {
     const s = toolStatus(t, root);
+    if (t.unavailable && s.state === "missing") {
+      // Build the rest first; report every tool that cannot be built at the end.
+      cannot.push(`${t.name} ${t.version} cannot be built here: ${t.unavailable}`);
+      continue;
+    }
     if (!opts.force && s.state !== "missing") {
       if (s.unstamped) adopt(t, s, root, "unknown");
       opts.onProgress?.({ tool: t.name, version: t.version, step: s.state, elapsedMs: 0, detail: s.binDir ?? s.binaries[0]?.path ?? undefined });
@@ -243,5 +251,6 @@ export async function buildTools(opts: BuildOptions = {}): Promise<BuildOutcome[
       }),
     );
   }
+  if (cannot.length) throw new ToolsError(cannot.join("\n"));
   return outcomes;
 }

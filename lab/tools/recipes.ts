@@ -8,9 +8,9 @@
 //  - wrapper: the pulumi CLI's go.mod replaces the sdk by a relative path, which
 //    `go install` rejects; a scratch module that copies its requirements (minus
 //    that replace) and requires pkg/v3 builds the same package.
-//  - source: modules the proxy does not serve at all (the nodejs language host, the
-//    command provider) are vendored at their release tag under lab/tools/src and
-//    built from a copy of that directory.
+//  - unavailable: modules the proxy does not serve at all (the nodejs language
+//    host, the command provider). No upstream source is committed here, so they
+//    are used from the cache or PATH and otherwise reported, never built.
 import { join } from "node:path";
 import type { ToolSpec } from "./versions.ts";
 
@@ -24,10 +24,9 @@ export type GoStep = {
 };
 /** Writes the scratch module (go.mod/go.sum) for a wrapper build from the upstream go.mod. */
 export type WrapperStep = { kind: "wrapper"; step: "prepare"; dir: string };
-export type CopyStep = { kind: "copy"; step: "prepare"; from: string; to: string };
-export type Step = GoStep | WrapperStep | CopyStep;
+export type Step = GoStep | WrapperStep;
 
-export type Plan = { tool: ToolSpec; recipe: "install" | "wrapper" | "source"; steps: Step[] };
+export type Plan = { tool: ToolSpec; recipe: "install" | "wrapper" | "unavailable"; steps: Step[] };
 
 export type PlanContext = {
   repoRoot: string;
@@ -66,25 +65,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
   // version flag (the command provider) can be asked its version.
   const trim = Object.values(t.binaries).every((b) => b.versionArgs !== null) ? ["-trimpath"] : [];
   const linkArgs = [...trim, ...(flags ? ["-ldflags", flags] : [])];
-  if (t.source) {
-    const src = join(ctx.work, "src");
-    return {
-      tool: t,
-      recipe: "source",
-      steps: [
-        { kind: "copy", step: "prepare", from: join(ctx.repoRoot, t.source), to: src },
-        ...Object.entries(t.binaries).map(
-          ([bin, b]): GoStep => ({
-            kind: "go",
-            step: "compile",
-            args: ["build", ...linkArgs, "-o", join(ctx.outBin, bin), b.package],
-            cwd: src,
-            env,
-          }),
-        ),
-      ],
-    };
-  }
+  if (t.unavailable) return { tool: t, recipe: "unavailable", steps: [] };
   if (t.goSum || t.name === "pulumi") {
     const dir = join(ctx.work, "wrapper");
     return {

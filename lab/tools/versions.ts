@@ -8,7 +8,7 @@ export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), "../.."
 export const versionsFile = join(repoRoot, "lab/versions.json");
 
 const binarySchema = z.object({
-  /** Go package path (or `./dir` inside `source`) that builds this binary. */
+  /** Go package path that builds this binary. */
   package: z.string().min(1),
   /** Arguments that make the binary print its version; null when it has no such flag. */
   versionArgs: z.array(z.string()).nullable(),
@@ -18,8 +18,11 @@ const toolSchema = z.object({
   version: z.string().regex(/^\d+\.\d+\.\d+$/, "a plain semver like 1.2.3"),
   module: z.string().min(1),
   moduleVersion: z.string().regex(/^v\d+\.\d+\.\d+/),
-  /** Repo-relative directory holding the module's source, for modules the proxy does not serve. */
-  source: z.string().optional(),
+  /**
+   * Why this tool cannot be built here (the module proxy does not serve it);
+   * it is then only used from the tools cache or PATH, never built.
+   */
+  unavailable: z.string().optional(),
   /** go.sum lines to trust for `module` when the checksum database has no entry for it. */
   goSum: z.array(z.string()).optional(),
   binaries: z.record(z.string(), binarySchema),
