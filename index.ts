@@ -24,7 +24,7 @@ function expandHome(p: string): string {
   return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
 }
 
-export async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
+async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   const config = new pulumi.Config("meshfleet");
   const stack = pulumi.getStack();
   const hostsDir = config.get("hostsDir") ?? path.join("hosts", stack);
@@ -77,5 +77,7 @@ export async function program(): Promise<Record<string, pulumi.Output<unknown>>>
   };
 }
 
-// Pulumi calls a default-exported function and exports what it returns as stack outputs.
+// Pulumi calls a default-exported function and exports what it returns as stack
+// outputs. The module may have no other export: Pulumi's Node.js host refuses
+// an entry module with both a default and named exports.
 export default program;

@@ -3,5 +3,5 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 process.chdir(join(dirname(fileURLToPath(import.meta.url)), "..", "..", ".."));
-const { program } = await import("../../../index.ts");
+const { default: program } = await import("../../../index.ts");
 export default program;
