@@ -119,7 +119,7 @@ export async function precreateFolders(host: string, renderedRoot: string, insta
   const dirs: string[] = [];
   const walk = (rel: string) => {
     for (const e of readdirSync(j(renderedRoot, rel))) {
-      const r = `${rel}/${e}`;
+      const r = `${rel}/${e}`; // relative to the rendered root; "/" + r on the host
       if (st(j(renderedRoot, r)).isDirectory()) {
         dirs.push(r);
         walk(r);
@@ -128,8 +128,13 @@ export async function precreateFolders(host: string, renderedRoot: string, insta
   };
   if (existsSync(j(renderedRoot, "etc"))) walk("etc");
   if (dirs.length === 0) return "nothing rendered";
-  const missing = await sshExec(host, dirs.map((d) => `[ -d ${q(d)} ] || echo ${q(d)}`).join("; "), { instance });
+  const abs = dirs.map((d) => `/${d}`);
+  const missing = await sshExec(host, abs.map((d) => `[ -d ${q(d)} ] || echo ${q(d)}`).join("; "), { instance });
   const make = missing.stdout.split("\n").filter(Boolean);
   if (make.length > 0) await must(host, `mkdir -p -m 0755 ${make.map(q).join(" ")}`, instance);
-  return make.length ? `made ${make.join(" ")}` : "all there";
+  // A folder an earlier switch made 0700 stays so (a rollback keeps folders): open it for the services' users.
+  const closed = await sshExec(host, `find ${abs.map(q).join(" ")} -maxdepth 0 -type d ! -perm -0005`, { instance });
+  const open = closed.stdout.split("\n").filter(Boolean);
+  if (open.length > 0) await must(host, `chmod go+rx ${open.map(q).join(" ")}`, instance);
+  return [make.length ? `made ${make.join(" ")}` : "", open.length ? `opened ${open.join(" ")}` : ""].filter(Boolean).join("; ") || "all there";
 }
