@@ -18,8 +18,8 @@ export interface PulumiRun {
 }
 
 export const REPO = join(dirname(new URL(import.meta.url).pathname), "..", "..");
-/** Where pulumi runs: lab/e2e/project (the repo's program through a default-export-only entry; see its Pulumi.yaml). */
-export const PROJECT_DIR = join(REPO, "lab", "e2e", "project");
+/** Where pulumi runs: the repo's own project (Pulumi.yaml, index.ts). */
+export const PROJECT_DIR = REPO;
 
 /** A secret made once per lab and kept (0600): the stack's passphrase or key seed. */
 export function keptSecret(path: string, bytes = 32): string {

@@ -15,8 +15,8 @@ type StackFile = { encryptionsalt?: string; secretsprovider?: string; config?: R
 const readYaml = (p: string): StackFile => (existsSync(p) ? ((parse(readFileSync(p, "utf8")) as StackFile | null) ?? {}) : {});
 
 export const repoStackFile = () => join(REPO, "stacks", `Pulumi.${STACK}.yaml`);
-/** Where `stack init` writes the salt: the project pulumi runs in has no stackConfigDir. */
-const projectStackFile = () => join(PROJECT_DIR, `Pulumi.${STACK}.yaml`);
+/** Where `stack init` writes the salt: the project's stackConfigDir (stacks/). */
+const projectStackFile = () => join(PROJECT_DIR, "stacks", `Pulumi.${STACK}.yaml`);
 
 /**
  * Make sure stack `lab` exists in the lab's backend and is selected, with its
@@ -55,7 +55,7 @@ export async function ensureStack(instance: number, env: Record<string, string>,
   cfg["meshfleet:sshPrivateKeyPath"] = ssh.keyPath;
   // The lab's known_hosts holds each host's key as booted: the provider checks it on every connection.
   cfg["meshfleet:knownHostsPath"] = ssh.knownHostsPath;
-  // The program runs from lab/e2e/project; it chdirs to the repo, but absolute paths leave no doubt.
+  // Absolute: the program resolves them against its working directory.
   cfg["meshfleet:hostsDir"] = resolve(REPO, String(cfg["meshfleet:hostsDir"] ?? `hosts/${STACK}`));
   cfg["meshfleet:agentPath"] = resolve(REPO, String(cfg["meshfleet:agentPath"] ?? "dist/meshfleet-agent.mjs"));
   writeFileSync(p.stackConfig, stringify(merged));
