@@ -118,7 +118,7 @@ export function realHost(root = "/"): Host {
     writeFileAtomic(hostPath, content, mode, uid, gid) {
       const target = p(hostPath);
       const dir = path.dirname(target);
-      fs.mkdirSync(dir, { recursive: true });
+      mkdirs(dir);
       const tmp = path.join(dir, `.${path.basename(target)}.meshfleet-tmp`);
       const fd = fs.openSync(tmp, "w", 0o600);
       try {
@@ -172,4 +172,16 @@ export function realHost(root = "/"): Host {
     lookupUser: (name) => lookupIn(passwd(), name),
     lookupGroup: (name) => lookupIn(group(), name),
   };
+}
+
+/**
+ * Create missing directories 0755 whatever the umask (the agent runs under
+ * `umask 077` over SSH, which would leave /etc/headscale unreadable to the
+ * service). Existing directories keep their mode.
+ */
+function mkdirs(dir: string): void {
+  if (fs.existsSync(dir)) return;
+  mkdirs(path.dirname(dir));
+  fs.mkdirSync(dir);
+  fs.chmodSync(dir, 0o755);
 }

@@ -31,7 +31,11 @@ export function tailscaleAction(backendState: string, applied: TailscaleSettings
     return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: "login server changed" };
   if (!applied) return { op: "up", argv: ["up", ...want.upArgs, "--timeout", UP_TIMEOUT], why: "logged in but not yet configured by meshfleet" };
   // `tailscale set` has no --advertise-tags: only a full `up` can change them.
-  if (sortedTags(applied) !== sortedTags(want)) return { op: "up", argv: ["up", ...want.upArgs, "--timeout", UP_TIMEOUT], why: "tags changed" };
+  // Headscale 0.29 takes a node's tags from its pre-auth key (it refuses tags a
+  // client requests with --advertise-tags), so new tags mean logging in again
+  // with the new key.
+  if (sortedTags(applied) !== sortedTags(want))
+    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: "tags changed (re-login with the new key)" };
   if (canonicalJson(applied.setArgs) !== canonicalJson(want.setArgs) || canonicalJson(applied.upArgs) !== canonicalJson(want.upArgs))
     return { op: "set", argv: ["set", ...want.setArgs], why: "settings changed" };
   return { op: "none", argv: [], why: "unchanged" };

@@ -123,12 +123,16 @@ export const tailscaleModule = defineModule({
   },
 });
 
-/** `tailscale up` argv (no auth key): every setting explicit, so a later `up` never fails on "non-default flags". */
+/**
+ * `tailscale up` argv (no auth key): every setting explicit, so a later `up`
+ * never fails on "non-default flags". No --advertise-tags: headscale 0.29
+ * gives a node the tags of its pre-auth key and refuses tags the client
+ * requests when it registers with a key.
+ */
 export function tailscaleUpArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode = "on", extra: string[] = []): string[] {
   return [
     `--login-server=${s.loginServer}`,
     `--hostname=${s.hostname}`,
-    `--advertise-tags=${s.tags.join(",")}`,
     ...commonArgs(s, netfilterMode),
     ...extra,
   ];

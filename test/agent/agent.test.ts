@@ -311,17 +311,17 @@ describe("tailscale", () => {
     acceptDns: true,
     ssh: false,
     snatSubnetRoutes: true,
-    upArgs: ["--login-server=https://hs.example.test", "--hostname=router", "--advertise-tags=tag:router", "--advertise-routes=192.168.8.0/24"],
+    upArgs: ["--login-server=https://hs.example.test", "--hostname=router", "--advertise-routes=192.168.8.0/24"],
     setArgs: ["--hostname=router", "--advertise-routes=192.168.8.0/24"],
     ...over,
   });
-  it("logs in once with the key file, then uses set, and up again only for tags", () => {
+  it("logs in once with the key file, then uses set, and logs in again (new key) only for tags", () => {
     const root = tempRoot();
     const key = file("/etc/meshfleet/tailscale-authkey", "hskey-secret", { secret: true, mode: "0600" });
     const tsCalls = () => calls(root).split("\n").filter((l) => /^tailscale (up|set)/.test(l));
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key], tailscale: ts() }))]).code).toBe(0);
     expect(tsCalls()).toEqual([
-      "tailscale up --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router --advertise-tags=tag:router --advertise-routes=192.168.8.0/24 --timeout 60s",
+      "tailscale up --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router --advertise-routes=192.168.8.0/24 --timeout 60s",
     ]);
     fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running" }));
     const routes = ["192.168.8.0/24", "192.168.20.0/24"];
@@ -331,9 +331,12 @@ describe("tailscale", () => {
     // unchanged tailscale settings, other change: no tailscale call at all
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key, file("/etc/x", "x")], tailscale: withRoutes }))]).code).toBe(0);
     expect(tsCalls()).toHaveLength(2);
-    const tagged = { ...withRoutes, tags: ["tag:router", "tag:exit"], upArgs: [...withRoutes.upArgs.slice(0, 2), "--advertise-tags=tag:router,tag:exit"] };
+    // Tags come from the pre-auth key (headscale 0.29), so new tags re-login with the new key.
+    const tagged = { ...withRoutes, tags: ["tag:router", "tag:exit"] };
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key], tailscale: tagged }))]).code).toBe(0);
-    expect(tsCalls().slice(2)).toEqual(["tailscale up --login-server=https://hs.example.test --hostname=router --advertise-tags=tag:router,tag:exit --timeout 60s"]);
+    expect(tsCalls().slice(2)).toEqual([
+      "tailscale up --force-reauth --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router --advertise-routes=192.168.8.0/24 --timeout 60s",
+    ]);
     expect(calls(root)).not.toContain("hskey-secret");
   });
 });
