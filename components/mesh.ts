@@ -233,7 +233,7 @@ export class Mesh extends pulumi.ComponentResource {
     );
     const c = this.coordinator;
     const coordConn = hostConnection(coordHost, args.sshPrivateKey);
-    const answered = { parent: this, dependsOn: [c.ready] };
+    const answered: pulumi.ComponentResourceOptions = { parent: this, dependsOn: [c.ready] };
     for (const u of fleet.users) {
       this.users[u] = new HeadscaleUser(`${name}-user-${slug(u)}`, { user: u, cli: c.cli, connection: coordConn }, answered);
     }
@@ -246,7 +246,13 @@ export class Mesh extends pulumi.ComponentResource {
       );
     }
 
-    for (const h of Object.values(fleet.hosts)) {
+    // The coordinator's own node goes first: in the systemd runtime its
+    // generation carries the policy, and headscale auto-approves a route only
+    // if the policy allowing it is loaded when the node announces the route.
+    // So every other node's agent waits for the coordinator's.
+    const ordered = Object.values(fleet.hosts).sort((a, b) => Number(b.name === coordHost.name) - Number(a.name === coordHost.name));
+    let afterCoordinator = answered;
+    for (const h of ordered) {
       if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
       const nodeArgs: MeshNodeArgs = {
         host: h,
@@ -261,8 +267,11 @@ export class Mesh extends pulumi.ComponentResource {
       };
       const kind = nodeKind(h);
       const n = `${name}-${slug(h.name)}`;
+      const opts = h.name === coordHost.name ? answered : afterCoordinator;
       this.members[h.name] =
-        kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, answered) : kind === "exit-node" ? new ExitNode(n, nodeArgs, answered) : new MeshNode(n, nodeArgs, answered);
+        kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, opts) : kind === "exit-node" ? new ExitNode(n, nodeArgs, opts) : new MeshNode(n, nodeArgs, opts);
+      const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
+      if (coordAgentPart) afterCoordinator = { parent: this, dependsOn: [c.ready, coordAgentPart] };
     }
 
     // Systemd runtime: the proxy and relay checks follow the host's final generation.

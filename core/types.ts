@@ -42,6 +42,12 @@ export interface UnitSpec {
   content: string;
   /** Enabled and started by the agent. */
   enable: boolean;
+  /**
+   * Files whose change restarts the unit, beyond the paths its own text
+   * names (headscale reads its policy and DERP map from paths named only in
+   * config.yaml).
+   */
+  restartTriggers?: string[];
 }
 
 export type Proto = "tcp" | "udp";

@@ -483,7 +483,9 @@ export const headscaleModule = defineModule({
     return {
       files,
       inbound,
-      units: [unitFor(o)],
+      // A new policy or DERP map only takes effect when headscale reloads it;
+      // the unit names only config.yaml, so list every file it reads.
+      units: [{ ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() }],
       probes: [...probes, { name: "headscale-unit", kind: "unit-active", unit: "headscale.service" }],
       assertions,
       fleet,

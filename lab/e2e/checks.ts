@@ -3,12 +3,13 @@
  * the lab's hosts. Every check runs real programs on the hosts (nc, ping,
  * tailscale, headscale, nft) and passes only on what they answer.
  */
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { HOST_TOOLS_DIR, netnsExec, sshExec } from "../hosts/index.ts";
 import { labTopology } from "../topology.ts";
 import { loadVersions } from "../tools/index.ts";
 import { e2ePaths } from "./paths.ts";
-import { failureSummary, labPulumiEnv, runPulumi, STACK } from "./pulumi.ts";
+import { failureSummary, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 
 export interface CheckResult {
   name: string;
@@ -154,14 +155,44 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
       return missing.length ? { ok: false, why: `missing ${missing.join(", ")}; peers: ${names.join(", ") || "none"}` } : { ok: true, why: `peers: ${names.join(", ")}` };
     });
 
-    await check("policy denies laptop -> vps:22 over the tailnet (allows vps:443)", async () => {
-      const vps = await peer("vps");
-      const ip = vps?.ips.find((x) => x.includes("."));
-      if (!ip) return { ok: false, why: "vps has no tailnet IPv4 in laptop's status" };
-      const allowed = await tcp("laptop", ip, 443, instance);
+    // hosts/lab/fleet.yaml: alice reaches tag:server on every port but tag:router only on 80/443.
+    await check("policy denies laptop -> lxc-tailscale:22 over the tailnet (allows laptop -> vps:22)", async () => {
+      const vps = (await peer("vps"))?.ips.find((x) => x.includes("."));
+      const lxc = (await peer("lxc-tailscale"))?.ips.find((x) => x.includes("."));
+      if (!vps || !lxc) return { ok: false, why: "vps or lxc-tailscale has no tailnet IPv4 in laptop's status" };
+      const allowed = await tcp("laptop", vps, 22, instance);
       if (!allowed.ok) return { ok: false, why: `the allowed control flow failed too, so a denial proves nothing: ${allowed.why}` };
-      const denied = await tcp("laptop", ip, 22, instance, 3);
-      return denied.ok ? { ok: false, why: `${denied.why}, but the policy denies it` } : { ok: true, why: `443 open, 22 dropped (${ip})` };
+      const denied = await tcp("laptop", lxc, 22, instance, 3);
+      return denied.ok ? { ok: false, why: `${denied.why}, but the policy denies it` } : { ok: true, why: `vps:22 open, lxc-tailscale:22 dropped (${lxc})` };
+    });
+
+    // Seed 003: the coordinator is the root of trust and could push wider ACLs.
+    // lxc-tailscale enforces the fleet's policy in its own nft table too, so a
+    // policy widened on headscale alone (not in git) lets tailscaled pass the
+    // packets, and meshfleet's table still drops them (its drop counter moves).
+    await check("policy widened on headscale alone: lxc-tailscale's own table still drops laptop -> :22", async () => {
+      const lxc = (await peer("lxc-tailscale"))?.ips.find((x) => x.includes("."));
+      if (!lxc) return { ok: false, why: "lxc-tailscale has no tailnet IPv4 in laptop's status" };
+      const policy = "/etc/headscale/policy.hujson";
+      const counter = async () => {
+        const r = await sshExec("lxc-tailscale", "nft list chain inet meshfleet tailnet", { instance });
+        return Number(/counter packets (\d+) bytes \d+ drop/.exec(r.stdout)?.[1] ?? NaN);
+      };
+      const widen = await sshExec("vps", `cp -p ${policy} ${policy}.mf-check && sed -i 's/"tag:router:80,443"/"tag:router:*"/' ${policy} && grep -q '"tag:router:\\*"' ${policy} && systemctl restart headscale`, { instance });
+      try {
+        if (widen.code !== 0) return { ok: false, why: `could not widen the policy on vps: ${widen.stderr.trim() || widen.stdout.trim()}` };
+        const before = await counter();
+        // Wait until the wider netmap reached lxc-tailscale: its table starts counting laptop's SYNs.
+        const r = await until(30_000, async () => {
+          const t = await tcp("laptop", lxc, 22, instance, 2);
+          const n = await counter();
+          if (t.ok) return { ok: false, why: `${t.why}: the host's own table let it in` };
+          return { ok: n > before, why: `lxc-tailscale:22 still closed; meshfleet's tailnet drop counter ${before} -> ${n}` };
+        });
+        return r;
+      } finally {
+        await sshExec("vps", `test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && systemctl restart headscale`, { instance });
+      }
     });
 
     // Relay, outage and reconnect checks need the peers; without them they would only wait out their timeouts.
@@ -185,7 +216,8 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
             return { ok, why: `Active=${p.active} CurAddr=${JSON.stringify(p.curAddr)} Relay=${JSON.stringify(p.relay)}` };
           });
           if (!r.ok) return r;
-          const t = await tcp("laptop", NAS, 22, instance, 5);
+          // Right after the switch to DERP a first SYN can be lost; TCP itself would retry, so do we.
+          const t = await until(20_000, () => tcp("laptop", NAS, 22, instance, 5));
           return { ok: t.ok, why: `${r.why}; ${t.why}` };
         });
       } finally {
@@ -240,6 +272,8 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         });
         return r.code === 0 ? { ok: true, why: "no changes" } : { ok: false, why: failureSummary(r, 6) };
       });
+
+      await check("an edited host file (a new advertised route): preview shows it, up applies it, headscale approves it", () => editedRouteCheck(instance));
     }
   } finally {
     out.totalMs = Date.now() - t0;
@@ -249,6 +283,56 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
     writeFileSync(p.checks, JSON.stringify(out, null, 2));
   }
   return out;
+}
+
+/**
+ * Deploy a copy of hosts/lab whose lxc-tailscale advertises one more route
+ * (192.168.9.0/24): `pulumi preview` must name that host's agent and no other
+ * host's, `pulumi up` must apply it, and headscale must approve the route
+ * (autoApprovers). Then the lab is deployed back as it was.
+ */
+async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: string }> {
+  const p = e2ePaths(instance);
+  const env = labPulumiEnv(instance);
+  const edited = join(p.dir, "hosts-edited");
+  rmSync(edited, { recursive: true, force: true });
+  cpSync(join(REPO, "hosts", "lab"), edited, { recursive: true });
+  const f = join(edited, "lxc-tailscale.yaml");
+  const text = readFileSync(f, "utf8");
+  const next = text.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]");
+  if (next === text) return { ok: false, why: "hosts/lab/lxc-tailscale.yaml no longer has the lines this check edits" };
+  writeFileSync(f, next);
+  const cfg = (k: string, v: string) => runPulumi(["config", "set", "--config-file", p.stackConfig, "--stack", STACK, k, v], { env });
+  const original = resolve(REPO, "hosts", "lab");
+  const pulumi = (args: string[]) => runPulumi([...args, "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], { env, logFile: p.log });
+  try {
+    await cfg("meshfleet:hostsDir", edited);
+    const pv = await pulumi(["preview", "--diff", "--color", "never"]);
+    if (pv.code !== 0) return { ok: false, why: `preview failed: ${failureSummary(pv, 6)}` };
+    // `preview --diff` prints each change as `+-type: (replace)`, then its [id=…] and [urn=…::name] lines.
+    const lines = pv.stdout.split("\n");
+    const changed = [...new Set(lines.flatMap((l, i) => {
+      if (!/^\s*[~+-]+\S+: \((?:update|replace|create|delete)\)/.test(l)) return [];
+      const urn = lines.slice(i + 1, i + 4).map((x) => /\[urn=[^\]]*::([^\]]+)\]/.exec(x)?.[1]).find(Boolean);
+      return urn ? [urn] : [];
+    }))];
+    const lxcSwitch = changed.some((n) => n.includes("lxc-tailscale-agent-switch"));
+    // The route also widens the policy's autoApprovers, so the coordinator's files change too; the laptop's must not.
+    const wrong = changed.filter((n) => n.includes("laptop"));
+    if (!lxcSwitch || wrong.length) return { ok: false, why: `preview changes: ${changed.join(", ") || "none"} (want lxc-tailscale's agent, and nothing of the laptop's)` };
+    const up = await pulumi(["up", "--yes", "--skip-preview"]);
+    if (up.code !== 0) return { ok: false, why: `up failed: ${failureSummary(up, 6)}` };
+    const routes = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
+    const nodes = JSON.parse(routes.stdout || "[]") as { given_name?: string; approved_routes?: string[] }[];
+    const approved = nodes.find((n) => n.given_name === "lxc-tailscale")?.approved_routes ?? [];
+    return approved.includes("192.168.9.0/24")
+      ? { ok: true, why: `preview: ${changed.join(", ")}; applied; headscale approved ${approved.join(", ")}` }
+      : { ok: false, why: `applied, but headscale approved only ${approved.join(", ") || "nothing"}` };
+  } finally {
+    await cfg("meshfleet:hostsDir", original);
+    await pulumi(["up", "--yes", "--skip-preview"]);
+    rmSync(edited, { recursive: true, force: true });
+  }
 }
 
 async function versionsOnHosts(instance: number): Promise<Record<string, string>> {
