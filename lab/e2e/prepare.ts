@@ -107,34 +107,3 @@ export async function verifyCaddyTls(vps: string, node: string, url: string, ins
   return `${url}/health -> ${r.stdout.trim()} (verified TLS from ${node})`;
 }
 
-/**
- * Workaround (agent): the switch runs under `umask 077` and the agent makes
- * missing parent folders without a mode, so a fresh /etc/headscale comes out
- * 0700 root and headscale (its own user) cannot read its config. Until the
- * agent sets folder modes, the lab makes the rendered files' folders 0755 first.
- */
-export async function precreateFolders(host: string, renderedRoot: string, instance: number): Promise<string> {
-  const { readdirSync, statSync: st } = await import("node:fs");
-  const { join: j } = await import("node:path");
-  const dirs: string[] = [];
-  const walk = (rel: string) => {
-    for (const e of readdirSync(j(renderedRoot, rel))) {
-      const r = `${rel}/${e}`; // relative to the rendered root; "/" + r on the host
-      if (st(j(renderedRoot, r)).isDirectory()) {
-        dirs.push(r);
-        walk(r);
-      }
-    }
-  };
-  if (existsSync(j(renderedRoot, "etc"))) walk("etc");
-  if (dirs.length === 0) return "nothing rendered";
-  const abs = dirs.map((d) => `/${d}`);
-  const missing = await sshExec(host, abs.map((d) => `[ -d ${q(d)} ] || echo ${q(d)}`).join("; "), { instance });
-  const make = missing.stdout.split("\n").filter(Boolean);
-  if (make.length > 0) await must(host, `mkdir -p -m 0755 ${make.map(q).join(" ")}`, instance);
-  // A folder an earlier switch made 0700 stays so (a rollback keeps folders): open it for the services' users.
-  const closed = await sshExec(host, `find ${abs.map(q).join(" ")} -maxdepth 0 -type d ! -perm -0005`, { instance });
-  const open = closed.stdout.split("\n").filter(Boolean);
-  if (open.length > 0) await must(host, `chmod go+rx ${open.map(q).join(" ")}`, instance);
-  return [make.length ? `made ${make.join(" ")}` : "", open.length ? `opened ${open.join(" ")}` : ""].filter(Boolean).join("; ") || "all there";
-}

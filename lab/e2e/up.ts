@@ -10,7 +10,7 @@ import { hostsUp, labKeyPath, labKnownHostsPath } from "../hosts/index.ts";
 import { buildTools, toolsStatus } from "../tools/index.ts";
 import { dropStackState } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
-import { precreateFolders, provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
+import { provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
 import { Progress, StepError, type StepRecord } from "./progress.ts";
 import { failureSummary, interestingLine, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
@@ -96,16 +96,14 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
     }
 
-    const rendered = await pr.step("render", undefined, async () => {
+    // What each host gets, written for inspection beside the lab's state.
+    await pr.step("render", undefined, async () => {
       const out = join(p.dir, "rendered");
       rmSync(out, { recursive: true, force: true });
       const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "render", "--hosts-dir", FLEET_DIR, "--out", out], { reject: false, cwd: REPO });
       if (r.exitCode !== 0) throw new Error(`meshfleet render: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-3).join(" | ")}`);
       return out;
     });
-    for (const h of fleetHosts()) {
-      await pr.step("workaround dirs", h, () => precreateFolders(h, join(rendered, h), instance), (v) => v);
-    }
 
     let env: Record<string, string> = {};
     await pr.step("stack", STACK, async () => {
