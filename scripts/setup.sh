@@ -7,8 +7,10 @@ cd "$(dirname "$0")/.."
 say() { printf '[meshfleet setup] %s\n' "$*" >&2; }
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages (npm ci)"
-  npm ci --no-audit --no-fund --loglevel=error
+  say "installing npm packages (npm install, as package-lock.json pins them)"
+  # Not `npm ci`: npm 11 writes lock files without other platforms' optional
+  # packages (rollup's) and then refuses them in `npm ci` as out of sync.
+  npm install --no-audit --no-fund --loglevel=error
 fi
 
 need=()
