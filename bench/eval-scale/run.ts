@@ -35,7 +35,7 @@ async function child(mode: string, dir: string) {
   }
   const wallMs = performance.now() - t0;
   const c = process.cpuUsage(cpu0);
-  // CPU time is the headline figure: it holds when other work shares the cores.
+  // CPU time holds when other work shares the cores; wall time is what a person waits.
   console.log(JSON.stringify({ ms: (c.user + c.system) / 1000, wallMs, hosts, maxRssMb: process.resourceUsage().maxRSS / 1024 }));
 }
 
@@ -70,8 +70,10 @@ async function main() {
     if (results[1000] && results[100]) {
       const g = results[1000].eval.ms / results[100].eval.ms;
       console.log(`growth 1000/100: ${g.toFixed(2)}x (linear would be 10x)`);
-      const ok = results[1000].eval.ms < 1000 && results[1000].eval.maxRssMb < 300;
-      console.log(`target 1,000 hosts < 1 s and < 300 MB: ${ok ? "met" : "NOT met"}`);
+      // Wall time is the target (what a person waits); CPU time also counts the
+      // GC's and loader's threads, so it can exceed wall on an idle machine.
+      const ok = results[1000].eval.wallMs < 1000 && results[1000].eval.maxRssMb < 300;
+      console.log(`target 1,000 hosts < 1 s (wall) and < 300 MB: ${ok ? "met" : "NOT met"} (${results[1000].eval.wallMs.toFixed(0)} ms, ${results[1000].eval.maxRssMb.toFixed(0)} MB)`);
     }
   } finally {
     rmSync(root, { recursive: true, force: true });
