@@ -36,7 +36,7 @@ export function fakeAgentFile(): string {
 }
 
 export const KEY_SEED = "test-seed-0123456789abcdef-not-a-real-one";
-export const SSH_KEY = "-----BEGIN OPENSSH PRIVATE KEY-----\ntest-only-not-a-key\n-----END OPENSSH PRIVATE KEY-----\n";
+export { SSH_KEY } from "../fixtures/keys.ts";
 
 export interface FakeHeadscale {
   respond: Responder;

@@ -14,7 +14,7 @@ import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 
-const SSH_KEY_TEXT = "-----BEGIN OPENSSH PRIVATE KEY-----\nssh-test-key-material-7f3a\n-----END OPENSSH PRIVATE KEY-----\n";
+import { SSH_KEY_TEXT } from "../fixtures/keys.ts";
 let rec: Recorder;
 let outputs: Record<string, pulumi.Output<unknown>>;
 let handedOut: string[];
