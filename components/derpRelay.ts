@@ -6,15 +6,13 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
-import type * as docker from "@pulumi/docker";
 import type { DerpRegion, HostSystem } from "../core/types.ts";
-import { dockerService, validateContainerSpec, type DockerService } from "./dockerService.ts";
-import type { HostAgent } from "./hostAgent.ts";
+import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
 import { assertNoProblems, hostConnection, shq } from "./shell.ts";
 
 export type DerpMode = "embedded" | "standalone";
 
-export interface DerpRelayArgs {
+export interface DerpRelayArgs extends CoordinatorServiceArgs {
   /**
    * The host the relay runs on.
    * @example fleet.hosts["vps"]
@@ -31,42 +29,6 @@ export interface DerpRelayArgs {
    * @example fleet.derpRegions[0]
    */
   region: DerpRegion;
-  /**
-   * Docker runtime, standalone mode: the host's docker provider.
-   * @default undefined
-   * @example coordinator.dockerProvider
-   */
-  provider?: docker.Provider;
-  /**
-   * Docker runtime: the shared network.
-   * @default undefined
-   * @example coordinator.dockerNetwork
-   */
-  network?: docker.Network;
-  /**
-   * Docker runtime: pin the derper image by digest too.
-   * @default undefined
-   * @example "sha256:…"
-   */
-  imageDigest?: string;
-  /**
-   * Systemd runtime, standalone mode: the host's agent push.
-   * @default undefined
-   * @example coordinator.hostAgent
-   */
-  hostAgent?: HostAgent;
-  /**
-   * SSH private key text (secret) for the check command.
-   * @default undefined (SSH agent)
-   * @example config.requireSecret("sshPrivateKey")
-   */
-  sshPrivateKey?: pulumi.Input<string>;
-  /**
-   * Secret values the relay's files reference (`derp-key`).
-   * @default {}
-   * @example { "derp-key": derpKey }
-   */
-  secrets?: Record<string, pulumi.Input<string>>;
 }
 
 export function validateDerpRelayArgs(args: DerpRelayArgs): string[] {

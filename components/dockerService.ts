@@ -7,8 +7,52 @@
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import type { ContainerSpec, HostSystem } from "../core/types.ts";
+import type { HostAgent } from "./hostAgent.ts";
 
 /** Problems with an image reference: it must be pinned by an exact tag or a digest. */
+/**
+ * What a service beside headscale on the coordinator's host (the reverse
+ * proxy, a standalone DERP relay) needs in either runtime.
+ */
+export interface CoordinatorServiceArgs {
+  /**
+   * Docker runtime: the host's docker provider (from Coordinator).
+   * @default undefined
+   * @example coordinator.dockerProvider
+   */
+  provider?: docker.Provider;
+  /**
+   * Docker runtime: the network shared with the headscale container.
+   * @default undefined
+   * @example coordinator.dockerNetwork
+   */
+  network?: docker.Network;
+  /**
+   * Docker runtime: pin the image by digest too.
+   * @default undefined
+   * @example "sha256:…"
+   */
+  imageDigest?: string;
+  /**
+   * Systemd runtime: the host's agent push the service check waits for.
+   * @default undefined
+   * @example coordinator.hostAgent
+   */
+  hostAgent?: HostAgent;
+  /**
+   * SSH private key text (secret) for the check command.
+   * @default undefined (SSH agent)
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  sshPrivateKey?: pulumi.Input<string>;
+  /**
+   * Secret values the service's files reference (a standalone relay: `derp-key`).
+   * @default {}
+   * @example { "derp-key": derpKey }
+   */
+  secrets?: Record<string, pulumi.Input<string>>;
+}
+
 export function validateImagePin(image: string, where: string): string[] {
   const digest = /@sha256:[0-9a-f]{64}$/.test(image);
   const name = image.replace(/@sha256:.*$/, "");

@@ -7,15 +7,13 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
-import type * as docker from "@pulumi/docker";
 import type { HostSystem } from "../core/types.ts";
-import { dockerService, validateContainerSpec, type DockerService } from "./dockerService.ts";
-import type { HostAgent } from "./hostAgent.ts";
+import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
 import { assertNoProblems, hostConnection, shq } from "./shell.ts";
 
 export type ProxyKind = "caddy" | "nginx";
 
-export interface ReverseProxyArgs {
+export interface ReverseProxyArgs extends CoordinatorServiceArgs {
   /**
    * The host the proxy runs on (usually the coordinator VPS).
    * @example fleet.hosts["vps"]
@@ -32,42 +30,6 @@ export interface ReverseProxyArgs {
    * @example "https://headscale.example.com"
    */
   url: string;
-  /**
-   * Docker runtime: the host's docker provider (from Coordinator).
-   * @default undefined
-   * @example coordinator.dockerProvider
-   */
-  provider?: docker.Provider;
-  /**
-   * Docker runtime: the network shared with the headscale container.
-   * @default undefined
-   * @example coordinator.dockerNetwork
-   */
-  network?: docker.Network;
-  /**
-   * Docker runtime: pin the image by digest too.
-   * @default undefined
-   * @example "sha256:…"
-   */
-  imageDigest?: string;
-  /**
-   * Systemd runtime: the host's agent push the check waits for.
-   * @default undefined
-   * @example coordinator.hostAgent
-   */
-  hostAgent?: HostAgent;
-  /**
-   * SSH private key text (secret) for the check command.
-   * @default undefined (SSH agent)
-   * @example config.requireSecret("sshPrivateKey")
-   */
-  sshPrivateKey?: pulumi.Input<string>;
-  /**
-   * Secret values the proxy's files reference (none in the usual setup).
-   * @default {}
-   * @example {}
-   */
-  secrets?: Record<string, pulumi.Input<string>>;
 }
 
 export function validateReverseProxyArgs(args: ReverseProxyArgs): string[] {
