@@ -171,6 +171,24 @@ or probe rolls back to the previous generation. An unchanged bundle is a no-op.
     help: "Rolls back generation N unless it was confirmed. Run by the guard timer.",
     run: (ctx, args) => doGuardExpire(ctx, num("N", args[0]) ?? 0),
   },
+  boot: {
+    usage: "boot",
+    summary: "at boot: finish or roll back an interrupted switch, keep an unconfirmed generation's guard",
+    help: `Run by meshfleet-boot.service. The lockout guard is a transient timer that
+a reboot loses: this recovers an interrupted switch, rolls back a generation
+whose confirm deadline passed, and otherwise waits out the deadline itself.`,
+    run: async (ctx) => {
+      withRecovery(ctx, false, () => undefined);
+      const p = ctx.state.pending();
+      if (!p) {
+        ctx.log("boot: no generation awaits confirm");
+        return 0;
+      }
+      ctx.log(`boot: generation ${p.generation} awaits confirm; rolling back to ${p.previous} at ${new Date(p.deadline).toISOString()} unless it comes`);
+      await new Promise((r) => setTimeout(r, Math.max(0, p.deadline - Date.now())));
+      return ctx.state.pending()?.generation === p.generation ? doGuardExpire(ctx, p.generation) : 0;
+    },
+  },
   "guard-wait": {
     usage: "guard-wait <N> <deadline-ms>",
     summary: "(internal) detached guard: wait, then guard-expire",

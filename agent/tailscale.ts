@@ -50,7 +50,6 @@ export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknow
   const strip = (u: unknown) => String(u ?? "").replace(/\/+$/, "");
   cmp("login server", strip(want.loginServer), strip(prefs.ControlURL));
   cmp("hostname", want.hostname, prefs.Hostname ?? "");
-  cmp("tags", [...want.tags].sort(), [...((prefs.AdvertiseTags as string[] | null) ?? [])].sort());
   const routes = [...want.advertiseRoutes, ...(want.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])].sort();
   cmp("advertised routes", routes, [...((prefs.AdvertiseRoutes as string[] | null) ?? [])].sort());
   cmp("accept routes", want.acceptRoutes, !!prefs.RouteAll);
@@ -58,6 +57,17 @@ export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknow
   cmp("ssh", want.ssh, !!prefs.RunSSH);
   cmp("snat subnet routes", want.snatSubnetRoutes, !prefs.NoSNAT);
   return out;
+}
+
+/**
+ * Tags are not prefs under headscale 0.29: the node gets its pre-auth key's
+ * tags, so they are compared with what the coordinator says the node has
+ * (`tailscale status --json`, Self.Tags).
+ */
+export function tagsDrift(want: TailscaleSettings, status: { Self?: { Tags?: string[] | null } | null }): string[] {
+  const found = [...(status.Self?.Tags ?? [])].sort();
+  const expected = [...want.tags].sort();
+  return canonicalJson(found) === canonicalJson(expected) ? [] : [`tags: expected ${canonicalJson(expected)}, found ${canonicalJson(found)}`];
 }
 
 export interface PeerCounts {

@@ -8,7 +8,7 @@ import { nftComparable } from "./peers.ts";
 import { desiredFiles, normalizeSysctl } from "./desired.ts";
 import { ownerIds } from "./plan.ts";
 import type { Generation } from "./state.ts";
-import { prefsDrift } from "./tailscale.ts";
+import { prefsDrift, tagsDrift } from "./tailscale.ts";
 
 export interface Drift {
   kind: "file" | "sysctl" | "nftables" | "unit" | "tailscale";
@@ -59,6 +59,13 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     }
     if (!prefs) out.push({ kind: "tailscale", subject: "prefs", detail: "`tailscale debug prefs` did not answer" });
     else for (const d of prefsDrift(g.bundle.tailscale, prefs)) out.push({ kind: "tailscale", subject: "prefs", detail: d });
+    let status: { Self?: { Tags?: string[] | null } } | null = null;
+    try {
+      status = JSON.parse(host.tailscale(["status", "--json"], 10_000).stdout);
+    } catch {
+      status = null;
+    }
+    if (status) for (const d of tagsDrift(g.bundle.tailscale, status)) out.push({ kind: "tailscale", subject: "node", detail: d });
   }
   return out;
 }

@@ -10,7 +10,7 @@ import { existsSync, readFileSync } from "node:fs";
 import * as pulumi from "@pulumi/pulumi";
 import * as command from "@pulumi/command";
 import { makeBundle, secretRefs, type Bundle } from "../core/bundle.ts";
-import type { HostSystem } from "../core/types.ts";
+import { AGENT_HOST_PATH, type HostSystem } from "../core/types.ts";
 import { assertNoProblems, shq } from "./shell.ts";
 
 export interface HostAgentArgs {
@@ -78,7 +78,7 @@ export interface HostAgentArgs {
 
 export const HOST_AGENT_DEFAULTS = {
   agentPath: "dist/meshfleet-agent.mjs",
-  remoteAgentPath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs",
+  remoteAgentPath: AGENT_HOST_PATH,
   stateDir: "/var/lib/meshfleet",
   confirmTimeoutSeconds: 120,
   node: "node",

@@ -14,7 +14,7 @@ import { PRIORITY } from "./priority.ts";
 import { addressIn, cidr, cidrContains, cidrsOverlap, parseCidr } from "./schema-types.ts";
 import { fleetPolicyNodes, policyHooks } from "./policy-hooks.ts";
 import { tailnetRulesForHost, type Policy } from "./policy/index.ts";
-import type { Diagnostic, FleetSystem, HostSystem, InboundRule, TailscaleSettings } from "./types.ts";
+import { AGENT_HOST_PATH, type Diagnostic, type FleetSystem, type HostSystem, type InboundRule, type TailscaleSettings } from "./types.ts";
 import { MODULES, PROFILES, tailscaleSetArgs, tailscaleUpArgs } from "../modules/index.ts";
 import { readFileSync, existsSync } from "node:fs";
 
@@ -180,11 +180,22 @@ export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: Mesh
  * widened on the coordinator alone does not open the host. Sets name fleet
  * hosts, not addresses: the agent fills in their live tailnet addresses.
  */
+/**
+ * The lockout guard is a transient timer, gone after a reboot: at boot the
+ * agent finishes or rolls back an interrupted switch and re-arms the guard of
+ * a generation still awaiting its confirm.
+ */
+const AGENT_BOOT_UNIT = {
+  name: "meshfleet-boot.service",
+  enable: true,
+  content: `[Unit]\nDescription=meshfleet: recover an interrupted switch, keep the lockout guard across reboots\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n# simple, so starting it never waits on a pending confirm; stays active after it is done.\nType=simple\nRemainAfterExit=yes\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} boot\n\n[Install]\nWantedBy=multi-user.target\n`,
+};
+
 const PEER_REFRESH_UNITS = [
   {
     name: "meshfleet-peers.service",
     enable: false,
-    content: "[Unit]\nDescription=meshfleet: refresh the policy's peer sets from tailscale status\nAfter=tailscaled.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node /var/lib/meshfleet/agent/meshfleet-agent.mjs peers\n",
+    content: `[Unit]\nDescription=meshfleet: refresh the policy's peer sets from tailscale status\nAfter=tailscaled.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} peers\n`,
   },
   {
     name: "meshfleet-peers.timer",
@@ -355,6 +366,7 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     for (const w of c.warnings ?? [])
       if (w.when) host.warnings.push(diag(w.file ?? peer.file, w.path, w.expected, w.found, w.fix, "warning"));
   }
+  if (host.agent) host.units.push(AGENT_BOOT_UNIT);
   if (!host.agent) {
     // A node without an agent (a phone) is configured by hand from its join
     // instructions: nothing is rendered for the host itself.

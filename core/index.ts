@@ -7,3 +7,4 @@ export { makeBundle, checkBundle, secretRefs, canonicalJson, sha256, type Bundle
 export { derivePrivateKey, publicKeyOf } from "./keys.ts";
 export { renderNftables } from "../modules/firewall.ts";
 export type * from "./types.ts";
+export { AGENT_HOST_PATH } from "./types.ts";

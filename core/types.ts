@@ -19,6 +19,9 @@ export interface Diagnostic {
 
 export type Octal = string; // "0644", "0600"
 
+/** Where HostAgent installs the bundled agent on every host; units that run it use this path. */
+export const AGENT_HOST_PATH = "/usr/local/lib/meshfleet/meshfleet-agent.mjs";
+
 /** A file the agent owns on a host. */
 export interface FileSpec {
   path: string;

@@ -1,6 +1,7 @@
 /** metrics: the node_exporter textfile directory the agent writes its metrics to. */
 import { z } from "zod";
 import { defineModule } from "../core/module.ts";
+import { AGENT_HOST_PATH } from "../core/types.ts";
 
 export const metricsModule = defineModule({
   name: "metrics",
@@ -19,7 +20,7 @@ export const metricsModule = defineModule({
         {
           name: "meshfleet-metrics.service",
           enable: false,
-          content: "[Unit]\nDescription=meshfleet metrics (textfile)\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node /var/lib/meshfleet/agent/meshfleet-agent.mjs metrics\n",
+          content: `[Unit]\nDescription=meshfleet metrics (textfile)\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} metrics\n`,
         },
         {
           name: "meshfleet-metrics.timer",

@@ -7,6 +7,7 @@ import { cpSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } fr
 import { join, resolve } from "node:path";
 import { HOST_TOOLS_DIR, netnsExec, sshExec } from "../hosts/index.ts";
 import { labTopology } from "../topology.ts";
+import { AGENT_HOST_PATH } from "../../core/types.ts";
 import { loadVersions } from "../tools/index.ts";
 import { e2ePaths } from "./paths.ts";
 import { failureSummary, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
@@ -153,6 +154,16 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
       const missing = ["lxc-tailscale", "vps"].filter((n) => !names.includes(n));
       if (s.BackendState !== "Running") return { ok: false, why: `BackendState ${s.BackendState}` };
       return missing.length ? { ok: false, why: `missing ${missing.join(", ")}; peers: ${names.join(", ") || "none"}` } : { ok: true, why: `peers: ${names.join(", ")}` };
+    });
+
+    // The agent's own view: every host matches its generation and writes its metrics.
+    await check("agent verify: no drift on laptop, lxc-tailscale, vps; metrics say tailscale is up", async () => {
+      const bad: string[] = [];
+      for (const h of ["laptop", "lxc-tailscale", "vps"]) {
+        const v = await sshExec(h, `node ${AGENT_HOST_PATH} verify && node ${AGENT_HOST_PATH} metrics --print | grep -x 'tailscale_up 1'`, { instance, timeoutMs: 30_000 });
+        if (v.code !== 0) bad.push(`${h}: ${(v.stdout + v.stderr).trim().split("\n").slice(-3).join(" | ")}`);
+      }
+      return bad.length ? { ok: false, why: bad.join("; ") } : { ok: true, why: "3 hosts: no drift, tailscale_up 1" };
     });
 
     // hosts/lab/fleet.yaml: alice reaches tag:server on every port but tag:router only on 80/443.

@@ -295,6 +295,22 @@ describe("lockout guard", () => {
     expect(fs.readlinkSync(path.join(root, "var/lib/meshfleet/current"))).toBe("generations/3");
     expect(agent(root, ["verify"]).code).toBe(0);
   }, 30_000);
+
+  it("a reboot that loses the guard: `boot` waits out the deadline and rolls back by itself", () => {
+    const root = tempRoot();
+    agent(root, ["switch", writeBundle(root, gen1())]);
+    agent(root, ["switch", writeBundle(root, gen2()), "--confirm-timeout", "3"]);
+    const pending = JSON.parse(fs.readFileSync(path.join(root, "var/lib/meshfleet/pending.json"), "utf8"));
+    expect(pending.guard.kind).toBe("detached");
+    process.kill(pending.guard.pid, "SIGKILL"); // what a reboot does to the guard
+    expect(read(root, "etc/app/app.conf")).toBe("v=2\n");
+    const b = agent(root, ["boot"]);
+    expect(b.code, b.stderr).toBe(0);
+    expect(b.stdout).toMatch(/boot: generation 2 awaits confirm; rolling back to 1/);
+    expectGen1Live(root);
+    expect(agent(root, ["verify"]).code).toBe(0);
+    expect(agent(root, ["boot"]).stdout).toContain("boot: no generation awaits confirm");
+  }, 30_000);
 });
 
 describe("tailscale", () => {

@@ -64,3 +64,12 @@ describe("peer sets", () => {
     }
   });
 });
+
+describe("node tags", () => {
+  it("are checked against the coordinator's view (Self.Tags), not prefs", async () => {
+    const { tagsDrift } = await import("../../agent/tailscale.ts");
+    const want = { tags: ["tag:router"] } as never;
+    expect(tagsDrift(want, { Self: { Tags: ["tag:router"] } })).toEqual([]);
+    expect(tagsDrift(want, { Self: { Tags: null } })).toEqual(['tags: expected ["tag:router"], found []']);
+  });
+});
