@@ -12,8 +12,8 @@ import { mergeDefinitions, stripPrio, zodDiagnostics, type Definition } from "./
 import type { Contribution, MeshModule, ModuleContext, PeerView } from "./module.ts";
 import { PRIORITY } from "./priority.ts";
 import { addressIn, cidr, cidrContains, cidrsOverlap, parseCidr } from "./schema-types.ts";
-import { fleetPolicyNodes, policyHooks } from "./policy-hooks.ts";
-import { tailnetRulesForHost, type Policy } from "./policy/index.ts";
+import { policyHooks } from "./policy-hooks.ts";
+import { fleetPolicyNodes, tailnetRulesForHost, type Policy } from "./policy/index.ts";
 import { AGENT_HOST_PATH, type Diagnostic, type FleetSystem, type HostSystem, type InboundRule, type TailscaleSettings } from "./types.ts";
 import { MODULES, PROFILES, tailscaleSetArgs, tailscaleUpArgs } from "../modules/index.ts";
 import { readFileSync, existsSync } from "node:fs";

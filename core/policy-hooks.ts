@@ -1,17 +1,18 @@
 /**
  * The seam between fleet evaluation and the policy model (core/policy):
  * parse and validate the typed policy against the fleet, generate
- * autoApprovers from the hosts that advertise routes, render the HuJSON
- * headscale reads, and describe the fleet's nodes to the evaluator.
+ * autoApprovers from the hosts that advertise routes, and render the HuJSON
+ * headscale reads. (The fleet's nodes as the evaluator sees them:
+ * core/policy/fleet.ts.)
  */
 import type { FleetConfig } from "./fleet-schema.ts";
 import { zodDiagnostics } from "./merge.ts";
 import type { PeerView } from "./module.ts";
 import {
-  generateAutoApprovers, policySchema, renderPolicyHuJson, syntheticIps, validatePolicy,
-  type AdvertisingHost, type Policy, type PolicyNode,
+  generateAutoApprovers, policySchema, renderPolicyHuJson, validatePolicy,
+  type AdvertisingHost, type Policy,
 } from "./policy/index.ts";
-import type { Diagnostic, FleetSystem } from "./types.ts";
+import type { Diagnostic } from "./types.ts";
 
 export interface PolicyPrepared {
   policy: Policy | undefined;
@@ -59,29 +60,3 @@ export const policyHooks = {
     return { policy, huJson: renderPolicyHuJson(policy, autoApprovers), autoApprovers, diagnostics };
   },
 };
-
-/**
- * The fleet's nodes as the policy evaluator sees them, before any joined:
- * declared routes count as approved (autoApprovers approve them), and nodes
- * get stable placeholder tailnet addresses.
- */
-export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
-  return syntheticIps(
-    Object.values(fleet.hosts)
-      .filter((h) => h.tailscale.enable)
-      .map((h) => {
-        const user = (fleet.hosts[h.name] && userOf(fleet, h.name)) || undefined;
-        return {
-          name: h.name,
-          user,
-          tags: h.tailscale.tags,
-          ips: [],
-          approvedRoutes: [...h.tailscale.advertiseRoutes, ...(h.tailscale.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])],
-        };
-      }),
-  );
-}
-
-function userOf(fleet: FleetSystem, host: string): string | undefined {
-  return fleet.preAuthKeys.find((k) => k.host === host)?.user || undefined;
-}

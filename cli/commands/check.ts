@@ -2,7 +2,7 @@
 import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
 import type { Command } from "../main.ts";
-import { runFleetPolicyTests } from "../policy-tests.ts";
+import { runFleetTests } from "../../core/policy/index.ts";
 
 const flags = fleetFlags;
 
@@ -15,7 +15,7 @@ export const command: Command = {
     const { dir, stack } = fleetDir(opts);
     const t0 = performance.now();
     const r = await evaluateFleet(dir, stack);
-    const tests = r.fleet ? await runFleetPolicyTests(r.fleet) : { results: [], diagnostics: [] };
+    const tests = r.fleet ? runFleetTests(r.fleet) : { results: [], diagnostics: [] };
     const diagnostics = [...r.diagnostics, ...tests.diagnostics];
     const ok = !hasErrors(diagnostics);
     if (opts.json) {

@@ -9,6 +9,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleHash, sha256, type Bundle, type BundleFile } from "../../core/bundle.ts";
+import { emptyBundle } from "../../agent/state.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(HERE, "../..");
@@ -57,19 +58,8 @@ export function file(p: string, content: string, extra: Partial<BundleFile> = {}
 }
 
 export function bundle(parts: Partial<Omit<Bundle, "hash" | "format">> = {}): Bundle {
-  const body: Omit<Bundle, "hash"> = {
-    format: 1,
-    host: "testhost",
-    files: [],
-    sysctl: {},
-    nftables: null,
-    units: [],
-    tailscale: null,
-    probes: [],
-    metrics: { enable: false, textfileDir: "" },
-    bestEffort: [],
-    ...parts,
-  };
+  const { hash: _none, ...empty } = emptyBundle("testhost");
+  const body: Omit<Bundle, "hash"> = { ...empty, ...parts };
   return { ...body, hash: bundleHash(body) };
 }
 
