@@ -1,0 +1,323 @@
+/**
+ * The bundle contract: everything the agent needs to activate one host's
+ * generation, as one JSON document. This file is the whole contract — one
+ * zod schema gives both the TypeScript type and the validation, and
+ * `BUNDLE_FORMAT` names its version. The deploy side builds bundles
+ * (core/render.ts renderHost); the agent reads them (agent/ops.ts) and
+ * imports nothing else from the deploy side.
+ *
+ * Changing the schema means bumping BUNDLE_FORMAT: test/contract holds a
+ * golden of the schema's JSON form together with the format number.
+ */
+import { createHash } from "node:crypto";
+import { z } from "zod";
+import { NFT_FAMILY, NFT_TABLE, SYSCTL_FILE, unitPath } from "./constants.ts";
+
+export const BUNDLE_FORMAT = 2;
+
+// ---------------------------------------------------------------------------
+// Small value types
+
+/** Why a path is not one the agent may write, or null when it is fine. */
+export function pathProblem(p: string): string | null {
+  if (!p.startsWith("/")) return "is not absolute";
+  if (p.includes("//")) return 'contains "//"';
+  if (/[\0\n\r]/.test(p)) return "contains a control character";
+  const segs = p.slice(1).split("/");
+  if (segs.includes("..")) return 'contains a ".." segment';
+  if (segs.includes(".")) return 'contains a "." segment';
+  if (p.length > 1 && p.endsWith("/")) return 'ends with "/"';
+  return null;
+}
+
+const absPath = z
+  .string()
+  .regex(/^\//, { message: "an absolute path" })
+  .superRefine((p, ctx) => {
+    const why = pathProblem(p);
+    if (why) ctx.addIssue({ code: "custom", message: `path ${JSON.stringify(p)} ${why}` });
+  });
+
+const hex64 = z.string().regex(/^[0-9a-f]{64}$/, { message: "64 lowercase hex digits (sha256)" });
+const mode = z.string().regex(/^0[0-7]{3}$/, { message: 'an octal mode such as "0644"' });
+const account = z.string().regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/, { message: "a user or group name" });
+const unitName = z.string().regex(/^[A-Za-z0-9@._:\\-]+\.(service|timer|socket|path|target|mount)$/, { message: "a systemd unit name such as tailscaled.service" });
+const ifname = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" });
+const nftName = z.string().regex(/^[a-z][a-z0-9_]{0,62}$/, { message: "an nft name (lowercase letters, digits, _)" });
+/** nft comments: at most 128 bytes, no quotes or backslashes (they end up inside "..."). */
+const nftComment = z.string().regex(/^[^"\\\n\r]{0,128}$/, { message: "a comment of at most 128 characters without quotes or backslashes" });
+const port = z.number().int().min(1).max(65535);
+const tag = z.string().regex(/^tag:[a-z0-9][a-z0-9-]*$/, { message: "a tag such as tag:router" });
+const hostLabel = z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, { message: "a host name (DNS label)" });
+const ipFamily = z.enum(["ip", "ip6"]);
+
+const v4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+function isIpv6(s: string): boolean {
+  if (!/^[0-9a-fA-F:]+$/.test(s) || s.split("::").length > 2) return false;
+  const parts = s.split("::").map((h) => (h ? h.split(":") : []));
+  if (parts.some((gs) => gs.some((g) => !/^[0-9a-fA-F]{1,4}$/.test(g)))) return false;
+  const n = parts.reduce((a, gs) => a + gs.length, 0);
+  return parts.length === 2 ? n < 8 : n === 8;
+}
+/** An address or CIDR of either family; `family` tells which. */
+export function cidrFamily(s: string): "ip" | "ip6" | null {
+  const [a, bits, more] = s.split("/");
+  if (more !== undefined) return null;
+  const fam = v4.test(a) ? "ip" : isIpv6(a) ? "ip6" : null;
+  if (!fam) return null;
+  if (bits === undefined) return fam;
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > (fam === "ip" ? 32 : 128)) return null;
+  return fam;
+}
+const cidr = z.string().refine((s) => cidrFamily(s) !== null, { message: "an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48" });
+
+// ---------------------------------------------------------------------------
+// The parts of a bundle
+
+export const bundleFileSchema = z.strictObject({
+  path: absPath,
+  mode,
+  owner: account,
+  group: account,
+  /** sha256 hex of `content` (utf8). */
+  sha256: hex64,
+  content: z.string(),
+  /** Secret content: never logged or diffed; written 0600. */
+  secret: z.boolean(),
+});
+
+export const bundleUnitSchema = z.strictObject({
+  name: unitName,
+  content: z.string(),
+  /** Enabled and started by the agent. */
+  enable: z.boolean(),
+  /** Files whose change restarts the unit, beyond the paths its own text names. */
+  restartTriggers: z.array(absPath),
+});
+
+/** One nft rule: matches (all optional, in this order in the text), then a verdict. */
+export const nftRuleSchema = z.strictObject({
+  iifname: ifname.optional(),
+  ctState: z.array(z.enum(["established", "related", "invalid", "new", "untracked"])).min(1).optional(),
+  saddr: z
+    .union([
+      z.strictObject({ family: ipFamily, cidrs: z.array(cidr).min(1) }),
+      z.strictObject({ family: ipFamily, set: nftName }),
+    ])
+    .optional(),
+  icmp: z
+    .strictObject({
+      family: ipFamily,
+      types: z.array(z.enum(["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"])).min(1),
+    })
+    .optional(),
+  l4: z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.array(port).min(1).optional() }).optional(),
+  counter: z.boolean().optional(),
+  verdict: z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })]),
+  comment: nftComment.optional(),
+});
+
+export const nftSetSchema = z.strictObject({
+  name: nftName,
+  type: z.enum(["ipv4_addr", "ipv6_addr"]),
+  /** Addresses and CIDRs always in the set (flags interval). */
+  elements: z.array(cidr),
+  /**
+   * Fleet hosts whose live tailnet addresses of this family belong in the
+   * set too; the agent fills them from `tailscale status` (`peers`).
+   */
+  members: z.array(hostLabel),
+});
+
+export const nftChainSchema = z.strictObject({
+  name: nftName,
+  /** A base chain's hook, or null for a regular chain (reached by jump). */
+  hook: z
+    .strictObject({
+      type: z.literal("filter"),
+      hook: z.enum(["input", "forward", "output"]),
+      priority: z.literal("filter"),
+      policy: z.enum(["accept", "drop"]),
+    })
+    .nullable(),
+  rules: z.array(nftRuleSchema),
+});
+
+/** The host's `table inet meshfleet`, as data; the agent renders it (contract/nftables.ts). */
+export const firewallSchema = z.strictObject({
+  family: z.literal(NFT_FAMILY),
+  table: z.literal(NFT_TABLE),
+  sets: z.array(nftSetSchema),
+  chains: z.array(nftChainSchema),
+});
+
+/** The tailscale client's settings; the agent builds the `tailscale up/set` argv (contract/tailscale.ts). */
+export const tailscaleSchema = z.strictObject({
+  /** The tailscale CLI on the host. */
+  cli: absPath,
+  loginServer: z.string().regex(/^https?:\/\/[^\s/]+(\/\S*)?$/, { message: "a URL starting with http:// or https://" }),
+  /** The 0600 file holding the pre-auth key (one of the bundle's secret files). */
+  authKeyFile: absPath,
+  hostname: hostLabel,
+  /** The node's tags: they come from its pre-auth key; the agent checks them, never requests them. */
+  tags: z.array(tag),
+  /** Subnet routes advertised (the exit routes are `exitNode`). */
+  routes: z.array(cidr),
+  exitNode: z.boolean(),
+  acceptRoutes: z.boolean(),
+  acceptDns: z.boolean(),
+  ssh: z.boolean(),
+  snatSubnetRoutes: z.boolean(),
+  netfilterMode: z.enum(["on", "nodivert", "off"]),
+  /** More `tailscale up` flags, one per element (`--operator=alice`). */
+  extraUpFlags: z.array(z.string().regex(/^--[a-z][a-z-]*(=[^\n\r]*)?$/, { message: "a flag such as --operator=alice" })),
+});
+
+export const probeSchema = z.discriminatedUnion("kind", [
+  z.strictObject({ name: z.string().min(1), kind: z.literal("http"), url: z.string().regex(/^https?:\/\//), expectStatus: z.number().int().min(100).max(599), insecure: z.boolean().optional() }),
+  z.strictObject({ name: z.string().min(1), kind: z.literal("tcp"), host: z.string().min(1), port }),
+  z.strictObject({ name: z.string().min(1), kind: z.literal("tailscale-running") }),
+  z.strictObject({ name: z.string().min(1), kind: z.literal("routes-advertised"), routes: z.array(cidr) }),
+  z.strictObject({ name: z.string().min(1), kind: z.literal("unit-active"), unit: unitName }),
+]);
+
+export const bundleSchema = z.strictObject({
+  format: z.literal(BUNDLE_FORMAT),
+  host: hostLabel,
+  /** sha256 over the canonical JSON of every other field; names the generation. */
+  hash: hex64,
+  files: z.array(bundleFileSchema),
+  /** sysctl key -> value, written to SYSCTL_FILE and applied. */
+  sysctl: z.record(
+    z.string().regex(/^[a-z0-9_][a-z0-9_.\-/]*$/, { message: "a sysctl key such as net.ipv4.ip_forward" }),
+    z.string().regex(/^[^\n\r]*$/, { message: "a one-line value" }),
+  ),
+  units: z.array(bundleUnitSchema),
+  /** null: the firewall is off (no table inet meshfleet). */
+  firewall: firewallSchema.nullable(),
+  /** null: tailscale is not managed on this host. */
+  tailscale: tailscaleSchema.nullable(),
+  probes: z.array(probeSchema),
+  metrics: z.strictObject({ enable: z.boolean(), textfileDir: z.union([absPath, z.literal("")]) }),
+  /** Host commands run after activation; their failures are warnings. */
+  bestEffort: z.array(z.strictObject({ argv: z.array(z.string()).min(1), why: z.string() })),
+});
+
+export type Bundle = z.infer<typeof bundleSchema>;
+export type BundleFile = z.infer<typeof bundleFileSchema>;
+export type BundleUnit = z.infer<typeof bundleUnitSchema>;
+export type Firewall = z.infer<typeof firewallSchema>;
+export type NftSet = z.infer<typeof nftSetSchema>;
+export type NftChain = z.infer<typeof nftChainSchema>;
+export type NftRule = z.infer<typeof nftRuleSchema>;
+export type TailscaleConfig = z.infer<typeof tailscaleSchema>;
+export type Probe = z.infer<typeof probeSchema>;
+
+// ---------------------------------------------------------------------------
+// Hashing
+
+export const sha256 = (s: string): string => createHash("sha256").update(s, "utf8").digest("hex");
+
+/** JSON with keys sorted at every level: the same bundle always hashes the same. */
+export function canonicalJson(value: unknown): string {
+  return JSON.stringify(value, (_k, v) => {
+    if (v && typeof v === "object" && !Array.isArray(v)) {
+      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]));
+    }
+    return v;
+  });
+}
+
+export function bundleHash(b: Omit<Bundle, "hash"> | Bundle): string {
+  const { hash: _ignored, ...rest } = b as Bundle;
+  return sha256(canonicalJson(rest));
+}
+
+/** Fill in `hash` for a bundle body. */
+export function sealBundle(body: Omit<Bundle, "hash">): Bundle {
+  return { ...body, hash: bundleHash(body) };
+}
+
+// ---------------------------------------------------------------------------
+// Validation
+
+function issuePath(path: readonly PropertyKey[]): string {
+  let s = "";
+  for (const k of path) s += typeof k === "number" ? `[${k}]` : s ? `.${String(k)}` : String(k);
+  return s || "bundle";
+}
+
+/** Cross-field rules the schema's shape cannot say. */
+function consistencyProblems(b: Bundle): string[] {
+  const out: string[] = [];
+  const owned = new Map<string, string>();
+  const claim = (p: string, by: string) => {
+    const prev = owned.get(p);
+    if (prev) out.push(`${by}: path ${p} is also written by ${prev}`);
+    else owned.set(p, by);
+  };
+  b.files.forEach((f, i) => {
+    claim(f.path, `files[${i}]`);
+    if (sha256(f.content) !== f.sha256) out.push(`files[${i}] (${f.path}): sha256 does not match its content`);
+  });
+  if (Object.keys(b.sysctl).length) claim(SYSCTL_FILE, "sysctl");
+  b.units.forEach((u, i) => claim(unitPath(u.name), `units[${i}]`));
+  if (b.firewall) {
+    const sets = new Map(b.firewall.sets.map((s) => [s.name, s]));
+    if (sets.size !== b.firewall.sets.length) out.push("firewall.sets: set names repeat");
+    b.firewall.sets.forEach((s, i) =>
+      s.elements.forEach((e, j) => {
+        if (cidrFamily(e) !== (s.type === "ipv4_addr" ? "ip" : "ip6")) out.push(`firewall.sets[${i}].elements[${j}]: ${e} is not an ${s.type === "ipv4_addr" ? "IPv4" : "IPv6"} address`);
+      }),
+    );
+    const chains = new Set(b.firewall.chains.map((c) => c.name));
+    if (chains.size !== b.firewall.chains.length) out.push("firewall.chains: chain names repeat");
+    b.firewall.chains.forEach((c, i) =>
+      c.rules.forEach((r, j) => {
+        const at = `firewall.chains[${i}].rules[${j}]`;
+        if (typeof r.verdict === "object" && !chains.has(r.verdict.jump)) out.push(`${at}: jumps to chain ${r.verdict.jump}, which the table does not have`);
+        if (r.saddr && "set" in r.saddr) {
+          const s = sets.get(r.saddr.set);
+          if (!s) out.push(`${at}: uses set ${r.saddr.set}, which the table does not have`);
+          else if ((s.type === "ipv4_addr") !== (r.saddr.family === "ip")) out.push(`${at}: matches ${r.saddr.family} saddr against ${s.type} set ${s.name}`);
+        }
+        if (r.saddr && "cidrs" in r.saddr)
+          for (const c2 of r.saddr.cidrs) if (cidrFamily(c2) !== r.saddr.family) out.push(`${at}: ${c2} is not an ${r.saddr.family} address`);
+      }),
+    );
+  }
+  if (b.hash !== bundleHash(b)) out.push("bundle hash does not match its content");
+  return out;
+}
+
+/**
+ * Check an untrusted value (a parsed bundle.json) against the contract
+ * before anything is touched: the format version, the schema (unknown
+ * fields refused), paths, content hashes and the bundle hash.
+ */
+export function parseBundle(x: unknown): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
+  if (!x || typeof x !== "object" || Array.isArray(x)) return { ok: false, problems: ["bundle is not a JSON object"] };
+  const format = (x as { format?: unknown }).format;
+  if (format !== BUNDLE_FORMAT)
+    return { ok: false, problems: [`bundle format ${JSON.stringify(format)} is not supported (this agent reads format ${BUNDLE_FORMAT}); deploy with a matching meshfleet`] };
+  const r = bundleSchema.safeParse(x);
+  if (!r.success) {
+    const problems = r.error.issues.map((i) =>
+      i.code === "unrecognized_keys" ? `${issuePath(i.path)}: unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => JSON.stringify(k)).join(", ")}` : `${issuePath(i.path)}: ${i.message}`,
+    );
+    return { ok: false, problems };
+  }
+  const problems = consistencyProblems(r.data);
+  return problems.length ? { ok: false, problems } : { ok: true, bundle: r.data };
+}
+
+/** The problems with a bundle; empty = valid. */
+export function checkBundle(x: unknown): string[] {
+  const r = parseBundle(x);
+  return r.ok ? [] : r.problems;
+}
+
+/** The schema's JSON Schema form (its golden guards BUNDLE_FORMAT). */
+export function bundleJsonSchema(): unknown {
+  return z.toJSONSchema(bundleSchema, { unrepresentable: "any" });
+}

@@ -1,0 +1,144 @@
+/**
+ * The one render: an evaluated host to the bundle its agent activates.
+ * Pure. The deploy (components/HostAgent) ships its result, `meshfleet
+ * render` writes its files (contract/desired.ts), tests golden it.
+ */
+import { BUNDLE_FORMAT, parseBundle, sealBundle, sha256, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
+import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
+import { nftRuleset } from "../contract/nftables.ts";
+import type { FirewallSpec, HealthProbe, HostSystem, TailscaleSettings } from "./types.ts";
+
+/** An nft comment: no quotes or backslashes (it sits inside "..."), at most 128 characters. */
+const comment = (s: string) => s.replace(/["\\\n\r]/g, "'").slice(0, 128);
+const familyOf = (c: string): "ip" | "ip6" => (c.includes(":") ? "ip6" : "ip");
+
+/** A host's firewall as the bundle carries it: `table inet meshfleet` as data, or null when off. */
+export function hostFirewall(fw: FirewallSpec): Firewall | null {
+  if (!fw.enable) return null;
+  const enforce = fw.tailnet.length > 0 || !fw.trustTailnet;
+  const sets: NftSet[] = [];
+  for (const name of Object.keys(fw.sets).sort()) {
+    // nft sets hold one family; each policy set becomes a v4 and a v6 set.
+    for (const [fam, type] of [["v4", "ipv4_addr"], ["v6", "ipv6_addr"]] as const)
+      sets.push({ name: `${name}_${fam}`, type, elements: fw.sets[name].filter((e) => e.includes(":") === (fam === "v6")), members: [...(fw.setMembers[name] ?? [])] });
+  }
+  const input: NftRule[] = [
+    { ctState: ["established", "related"], verdict: "accept" },
+    { ctState: ["invalid"], verdict: "drop" },
+    { iifname: "lo", verdict: "accept" },
+    ...fw.trustedInterfaces.map((i): NftRule => ({ iifname: i, verdict: "accept", comment: "trusted interface" })),
+    ...(fw.allowPing
+      ? [{ icmp: { family: "ip", types: ["echo-request"] }, verdict: "accept" } as NftRule, { icmp: { family: "ip6", types: ["echo-request"] }, verdict: "accept" } as NftRule]
+      : []),
+    // IPv6 neighbour discovery and router adverts must always pass, or v6 breaks.
+    { icmp: { family: "ip6", types: ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"] }, verdict: "accept" },
+    enforce
+      ? { iifname: "tailscale0", verdict: { jump: "tailnet" } }
+      : { iifname: "tailscale0", verdict: "accept", comment: "tailnet: filtered by the coordinator policy" },
+  ];
+  const inbound = [...fw.inbound].sort((a, b) => a.proto.localeCompare(b.proto) || a.port - b.port);
+  for (const r of inbound) {
+    const base: NftRule = { l4: { proto: r.proto, dports: [r.port] }, verdict: "accept", comment: comment(`${r.owner}: ${r.comment}`) };
+    if (!r.from.length) input.push(base);
+    // One rule per address family: an nft anonymous set holds one family.
+    else for (const fam of ["ip", "ip6"] as const) {
+      const cidrs = r.from.filter((c) => familyOf(c) === fam);
+      if (cidrs.length) input.push({ saddr: { family: fam, cidrs }, ...base });
+    }
+  }
+  const chains: NftChain[] = [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "drop" }, rules: input }];
+  if (enforce) {
+    const rules: NftRule[] = [];
+    for (const r of fw.tailnet) {
+      const l4: NftRule["l4"] =
+        r.proto === "any" ? (r.ports === "any" ? undefined : { proto: "tcp+udp", dports: r.ports }) : r.ports === "any" ? { proto: r.proto } : { proto: r.proto, dports: r.ports };
+      for (const [fam, family] of [["v4", "ip"], ["v6", "ip6"]] as const)
+        rules.push({ saddr: { family, set: `${r.fromSet}_${fam}` }, ...(l4 ? { l4 } : {}), verdict: "accept", comment: comment(r.comment) });
+    }
+    rules.push({ counter: true, verdict: "drop", comment: "tailnet: not allowed by the fleet policy" });
+    chains.push({ name: "tailnet", hook: null, rules });
+  }
+  return { family: NFT_FAMILY, table: NFT_TABLE, sets, chains };
+}
+
+/** The whole `table inet meshfleet { ... }` text for a host, or null when its firewall is off. */
+export const renderNftables = (host: HostSystem): string | null => nftRuleset(hostFirewall(host.firewall));
+
+/** Flags the evaluation renders from typed settings; the rest of upArgs are the user's extra flags. */
+const TYPED_FLAGS = ["--login-server", "--hostname", "--advertise-routes", "--advertise-exit-node", "--accept-routes", "--accept-dns", "--ssh", "--snat-subnet-routes", "--netfilter-mode"];
+
+/** A host's tailscale settings as the bundle carries them (typed; no argv), or null when not managed. */
+export function hostTailscale(t: TailscaleSettings): TailscaleConfig | null {
+  if (!t.enable) return null;
+  const typed = t as TailscaleSettings & { netfilterMode?: TailscaleConfig["netfilterMode"]; extraUpFlags?: string[] };
+  const nfArg = t.upArgs.find((a) => a.startsWith("--netfilter-mode="));
+  const netfilterMode = typed.netfilterMode ?? ((nfArg?.slice("--netfilter-mode=".length) ?? "on") as TailscaleConfig["netfilterMode"]);
+  const extraUpFlags = typed.extraUpFlags ?? t.upArgs.filter((a) => !TYPED_FLAGS.some((f) => a === f || a.startsWith(`${f}=`)));
+  return {
+    cli: t.cli,
+    loginServer: t.loginServer,
+    authKeyFile: t.authKeyFile,
+    hostname: t.hostname,
+    tags: [...t.tags],
+    routes: [...t.advertiseRoutes],
+    exitNode: t.advertiseExitNode,
+    acceptRoutes: t.acceptRoutes,
+    acceptDns: t.acceptDns,
+    ssh: t.ssh,
+    snatSubnetRoutes: t.snatSubnetRoutes,
+    netfilterMode,
+    extraUpFlags: [...extraUpFlags],
+  };
+}
+
+function probe(p: HealthProbe): Probe {
+  switch (p.kind) {
+    case "http":
+      return { name: p.name, kind: p.kind, url: p.url, expectStatus: p.expectStatus, ...(p.insecure !== undefined ? { insecure: p.insecure } : {}) };
+    case "tcp":
+      return { name: p.name, kind: p.kind, host: p.host, port: p.port };
+    case "tailscale-running":
+      return { name: p.name, kind: p.kind };
+    case "routes-advertised":
+      return { name: p.name, kind: p.kind, routes: [...p.routes] };
+    case "unit-active":
+      return { name: p.name, kind: p.kind, unit: p.unit };
+  }
+}
+
+/**
+ * Render a host's bundle. `secrets` fills files with a secretRef (a missing
+ * one is an error, never ""). The result is checked against the contract, so
+ * the deploy never ships a bundle its agent would refuse.
+ */
+export function renderHost(host: HostSystem, secrets: Record<string, string>): Bundle {
+  const files: BundleFile[] = [...host.files]
+    .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
+    .map((f) => {
+      let content = f.content;
+      if (f.secretRef) {
+        const v = secrets[f.secretRef];
+        if (v === undefined) throw new Error(`host ${host.name}: file ${f.path} needs secret "${f.secretRef}", which was not given`);
+        content = v;
+      }
+      const secret = !!(f.secret || f.secretRef);
+      return { path: f.path, mode: secret ? "0600" : f.mode, owner: f.owner, group: f.group, sha256: sha256(content), content, secret };
+    });
+  const bundle = sealBundle({
+    format: BUNDLE_FORMAT,
+    host: host.name,
+    files,
+    sysctl: Object.fromEntries(Object.keys(host.sysctl).sort().map((k) => [k, String(host.sysctl[k])])),
+    units: [...host.units]
+      .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0))
+      .map((u) => ({ name: u.name, content: u.content, enable: u.enable, restartTriggers: [...(u.restartTriggers ?? [])] })),
+    firewall: hostFirewall(host.firewall),
+    tailscale: hostTailscale(host.tailscale),
+    probes: host.probes.map(probe),
+    metrics: { enable: host.metrics.enable, textfileDir: host.metrics.textfileDir },
+    bestEffort: host.bestEffort.map((c) => ({ argv: [...c.argv], why: c.why })),
+  });
+  const checked = parseBundle(bundle);
+  if (!checked.ok) throw new Error(`host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${checked.problems.join("; ")}. Fix the module or option that produced it`);
+  return bundle;
+}
