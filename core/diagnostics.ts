@@ -5,7 +5,49 @@
 import type { Diagnostic } from "./types.ts";
 
 export function diag(file: string, path: string, expected: string, found: string, fix: string, severity: Diagnostic["severity"] = "error"): Diagnostic {
-  return { severity, file, path, expected, found, fix };
+  found = asTyped(file, path, found);
+  return {
+    severity,
+    file: oneLine(file, 240),
+    path: oneLine(path, 160),
+    expected: oneLine(expected, 600),
+    found: oneLine(found, 400),
+    fix: oneLine(fixThatFixes(fix, path), 600),
+  };
+}
+
+/**
+ * The value as the user typed it. YAML turns `0.30` into 0.3 and `0x1F`
+ * into 31; the loader records such scalars (file + option path -> source
+ * text), and a "found" that is the parsed value's rendering is replaced by
+ * the source text, so the message quotes what is in the file.
+ */
+const typedScalars = new Map<string, Map<string, { parsed: string; source: string }>>();
+
+/** Record the scalars of `file` whose source text differs from their parsed rendering (replaces earlier records). */
+export function recordTypedScalars(file: string, scalars: Map<string, { parsed: string; source: string }>): void {
+  if (scalars.size) typedScalars.set(file, scalars);
+  else typedScalars.delete(file);
+}
+
+function asTyped(file: string, path: string, found: string): string {
+  const t = typedScalars.get(file)?.get(path);
+  return t && found === t.parsed ? t.source : found;
+}
+
+/** Control characters (newline, NUL, ESC...) escaped, so a diagnostic stays one line and cannot drive the terminal; long text cut. */
+export function oneLine(s: string, max: number): string {
+  const esc = s.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g, (c) => (c === "\n" ? "\\n" : c === "\t" ? "\\t" : c === "\r" ? "\\r" : `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`));
+  return esc.length > max ? `${esc.slice(0, max - 1)}…` : esc;
+}
+
+/**
+ * A fix must be a setting that fixes: never "set  to ..." (no option path),
+ * which zod-derived fixes produce for a whole-file problem.
+ */
+function fixThatFixes(fix: string, path: string): string {
+  if (!path && /^set\s+to /.test(fix)) return `write the file as ${fix.replace(/^set\s+to /, "").replace(/ — .*$/, "")}`;
+  return fix;
 }
 
 export function formatDiagnostic(d: Diagnostic): string {
@@ -33,12 +75,32 @@ export class MeshfleetError extends Error {
   }
 }
 
-/** Render a value briefly for "found ...". */
+/** The most of a value a diagnostic quotes: a huge or binary value is never echoed whole. */
+export const ECHO_MAX = 80;
+
+/** Render a value briefly for "found ...": at most ECHO_MAX characters, control characters escaped. */
 export function show(v: unknown): string {
   if (v === undefined) return "nothing";
-  if (typeof v === "string") return JSON.stringify(v);
-  const s = JSON.stringify(v);
-  return s === undefined ? String(v) : s.length > 80 ? s.slice(0, 77) + "..." : s;
+  if (typeof v === "string") return quote(v);
+  if (typeof v === "bigint" || typeof v === "symbol" || typeof v === "function") return String(v);
+  let s: string | undefined;
+  try {
+    s = JSON.stringify(v);
+  } catch {
+    s = undefined; // circular (a self-referencing alias) or otherwise unprintable
+  }
+  if (s === undefined) s = Array.isArray(v) ? "a list" : typeof v === "object" && v ? "a mapping" : String(v);
+  return cut(s);
+}
+
+/** A string quoted for a diagnostic: JSON-escaped, cut to ECHO_MAX characters with the full length said. */
+export function quote(s: string): string {
+  if (s.length <= ECHO_MAX) return JSON.stringify(s);
+  return `${JSON.stringify(s.slice(0, ECHO_MAX - 3)).slice(0, -1)}..." (${s.length} characters)`;
+}
+
+function cut(s: string): string {
+  return s.length > ECHO_MAX ? `${s.slice(0, ECHO_MAX - 3)}... (${s.length} characters)` : s;
 }
 
 /** The closest of `candidates` to `word`, if close enough to suggest. */

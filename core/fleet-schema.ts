@@ -3,7 +3,43 @@
  * Every field has its default and description here; docs come from these.
  */
 import { z } from "zod";
-import { cidr, duration, hostName, ipv4, url, userName } from "./schema-types.ts";
+import { diag, quote, show, suggest } from "./diagnostics.ts";
+import { schemaKind, zodDiagnostics } from "./merge.ts";
+import { labelProblem } from "./names.ts";
+import { policySchema } from "./policy/schema.ts";
+import { cidr, duration, hostName, ipv4, parseIpv4, parseIpv6, url, userName } from "./schema-types.ts";
+import type { Diagnostic } from "./types.ts";
+
+/** A resolver headscale accepts: an IP address, or a DNS-over-HTTPS URL. Anything else it drops silently, leaving nodes with no resolver. */
+export function isNameserver(s: string): boolean {
+  if (parseIpv4(s) !== null || parseIpv6(s.replace(/%[A-Za-z0-9_.-]+$/, "")) !== null) return true;
+  if (!/^https:\/\/[^\s/?#]+(\/[^\s]*)?$/.test(s)) return false;
+  try {
+    return new URL(s).hostname !== "";
+  } catch {
+    return false;
+  }
+}
+
+const NAMESERVER = "an IP address such as 1.1.1.1 or 2606:4700:4700::1111, or a DNS-over-HTTPS URL (https://…)";
+const nameserver = z.string().refine(isNameserver, { message: NAMESERVER });
+
+/** Why `s` is not a domain name (labels of letters, digits and '-', dot-separated); undefined when it is one. */
+export function domainProblem(s: string): string | undefined {
+  if (s === "") return "an empty name";
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(s)) return "a URL (write the domain alone, without the scheme)";
+  if (/:\d*$/.test(s)) return "a port (write the domain alone)";
+  const body = s.endsWith(".") ? s.slice(0, -1) : s;
+  if (body.length > 253) return `${body.length} characters (a domain has at most 253)`;
+  for (const label of body.split(".")) {
+    const p = labelProblem(label);
+    if (p) return label === "" ? "an empty label (two dots in a row, or a leading dot)" : `the label ${quote(label)}, which has ${p}`;
+  }
+  return undefined;
+}
+
+/** A domain as DNS compares it: lowercase, no trailing dot. */
+export const canonicalDomain = (s: string) => s.toLowerCase().replace(/\.$/, "");
 
 export const fleetSchema = z
   .object({
@@ -34,8 +70,11 @@ export const fleetSchema = z
         overrideLocalDns: z.boolean().default(true).describe("Make nodes use the nameservers below."),
         nameservers: z
           .object({
-            global: z.array(z.string()).default(["1.1.1.1", "9.9.9.9"]).describe("Resolvers for everything."),
-            split: z.record(z.string(), z.array(z.string())).default({}).describe("Per-domain resolvers, e.g. home.arpa: [192.168.8.1]."),
+            global: z.array(nameserver).default(["1.1.1.1", "9.9.9.9"]).describe("Resolvers for everything: IP addresses or DNS-over-HTTPS URLs."),
+            split: z
+              .record(z.string(), z.array(nameserver).min(1))
+              .default({})
+              .describe("Per-domain resolvers: a domain -> a list of resolver addresses, e.g. home.arpa: [192.168.8.1]."),
           })
           .strict()
           .default({ global: ["1.1.1.1", "9.9.9.9"], split: {} }),
@@ -63,5 +102,141 @@ export const fleetSchema = z
   .strict();
 
 export type FleetConfig = z.infer<typeof fleetSchema>;
+
+const FLEET_DESC = "a mapping of fleet settings (coordinator, users, dns, derp, policy...)";
+
+/**
+ * Every problem in fleet.yaml's value, reported together: the schema's (with
+ * "did you mean" for misspelt keys, the policy's keys included), resolvers
+ * that are not addresses, split-DNS domains that are not domains, and a
+ * baseDomain that would swallow the server URL's host however it is spelt.
+ * The loader calls this before evaluation; a fleet.yaml with errors goes no
+ * further, so each problem is reported once.
+ */
+export function checkFleetFile(value: unknown, file: string): Diagnostic[] {
+  if (!value || typeof value !== "object" || Array.isArray(value))
+    return [diag(file, "", FLEET_DESC, show(value), "write fleet.yaml as key: value lines, starting with coordinator: (host and serverUrl)")];
+  const out: Diagnostic[] = [];
+  const v = value as Record<string, unknown>;
+  const r = fleetSchema.safeParse(v, { reportInput: true });
+  if (!r.success) {
+    const rest = r.error.issues.filter((i) => i.code !== "unrecognized_keys");
+    for (const i of r.error.issues) if (i.code === "unrecognized_keys") out.push(...unknownKeys(file, fleetSchema, i.path as PropertyKey[], i.keys));
+    if (rest.length) out.push(...zodDiagnostics(fleetSchema, { issues: rest } as unknown as z.ZodError, new Map(), file));
+  }
+  const policy = v.policy;
+  if (policy && typeof policy === "object" && !Array.isArray(policy)) {
+    const p = policySchema.safeParse(policy);
+    if (!p.success)
+      for (const i of p.error.issues) if (i.code === "unrecognized_keys") out.push(...unknownKeys(file, policySchema, i.path as PropertyKey[], i.keys, "policy"));
+  }
+  out.push(...checkDns(v, file));
+  const coord = v.coordinator as Record<string, unknown> | undefined;
+  if (coord && typeof coord.serverUrl === "string" && /^http:\/\//i.test(coord.serverUrl) && !isLoopbackUrl(coord.serverUrl))
+    out.push(
+      diag(file, "coordinator.serverUrl", "an https:// URL (clients send their node keys and pre-auth keys to it)", quote(coord.serverUrl), `use https:// (the reverse-proxy profile terminates TLS), or keep http only on a network you trust`, "warning"),
+    );
+  return out;
+}
+
+function isLoopbackUrl(u: string): boolean {
+  try {
+    const h = new URL(u).hostname;
+    return h === "localhost" || h === "[::1]" || h.startsWith("127.");
+  } catch {
+    return false;
+  }
+}
+
+const joinPath = (base: string, key: PropertyKey) => (typeof key === "number" ? `${base}[${key}]` : base ? `${base}.${String(key)}` : String(key));
+
+/** One diagnostic per unknown key, with the closest known key as the fix when there is one. */
+function unknownKeys(file: string, schema: z.ZodType, at: PropertyKey[], keys: string[], prefix = ""): Diagnostic[] {
+  let s: z.ZodType | undefined = schema;
+  for (const k of at) {
+    if (!s) break;
+    const kind = schemaKind(s);
+    if (kind.kind === "object") s = kind.shape[k as string];
+    else if (kind.kind === "record") s = kind.value;
+    else if (kind.kind === "array") s = elementOf(s);
+    else s = undefined;
+  }
+  const kind = s ? schemaKind(s) : undefined;
+  const known = kind?.kind === "object" ? Object.keys(kind.shape) : [];
+  const base = at.reduce<string>((p, k) => joinPath(p, k), prefix);
+  const where = base ? `${base}` : "the top level";
+  return keys.map((k) => {
+    const near = suggest(k, known);
+    return diag(
+      file,
+      joinPath(base, k),
+      `one of the options ${known.join(", ")}${base ? "" : ""}`,
+      `unknown option ${quote(k)} at ${where}`,
+      near ? `did you mean "${near}"? Rename it.` : `remove ${quote(k)}${base ? ` from ${base}` : ""}`,
+    );
+  });
+}
+
+function elementOf(s: z.ZodType): z.ZodType | undefined {
+  let a: any = s;
+  while (a?._zod?.def && a._zod.def.type !== "array") a = a._zod.def.innerType ?? a._zod.def.in;
+  return a?._zod?.def?.element;
+}
+
+function checkDns(v: Record<string, unknown>, file: string): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const dns = v.dns as Record<string, unknown> | undefined;
+  if (!dns || typeof dns !== "object") return out;
+  const ns = dns.nameservers as Record<string, unknown> | undefined;
+  const split = ns && typeof ns === "object" ? ns.split : undefined;
+  if (split && typeof split === "object" && !Array.isArray(split))
+    for (const domain of Object.keys(split)) {
+      const p = domainProblem(domain);
+      if (p)
+        out.push(
+          diag(file, `dns.nameservers.split.${domain}`, "a domain (such as home.arpa) mapped to a list of resolver addresses", `${quote(domain)}, which has ${p}`, "write the key as the domain whose names those resolvers answer, e.g. home.arpa: [192.168.8.1]"),
+        );
+    }
+  const base = dns.baseDomain;
+  const serverUrl = (v.coordinator as Record<string, unknown> | undefined)?.serverUrl;
+  if (typeof base !== "string" || base === "") return out;
+  const conflict = typeof serverUrl === "string" ? serverUrlConflict(serverUrl, base) : null;
+  if (conflict)
+    out.push(
+      diag(
+        file,
+        "dns.baseDomain",
+        "a MagicDNS domain that is not the server URL's host and does not contain it (clients would resolve the coordinator inside the tailnet and lose it)",
+        `baseDomain ${quote(base)} with serverUrl ${serverUrl}${conflict === "same" ? " (same host)" : " (the server is inside it)"}`,
+        "set dns.baseDomain to a domain of its own, e.g. tailnet.internal or ts.<your domain>",
+      ),
+    );
+  else {
+    const p = domainProblem(base);
+    if (p) out.push(diag(file, "dns.baseDomain", "a domain name such as tailnet.internal", `${quote(base)}, which has ${p}`, "set dns.baseDomain to a domain name alone, e.g. tailnet.internal"));
+  }
+  return out;
+}
+
+/**
+ * Does baseDomain equal the server URL's host, or contain it? Compared as DNS
+ * compares names: case-insensitive, a trailing dot ignored, a port in either
+ * ignored (the names resolve the same whatever the port).
+ */
+export function serverUrlConflict(serverUrl: string, baseDomain: string): "same" | "suffix" | null {
+  let host: string;
+  try {
+    host = new URL(serverUrl).hostname;
+  } catch {
+    return null;
+  }
+  if (host.startsWith("[")) return null; // an IPv6 literal is inside no domain
+  const h = canonicalDomain(host);
+  const b = canonicalDomain(baseDomain.replace(/^[a-z][a-z0-9+.-]*:\/\//i, "").replace(/\/.*$/, "").replace(/:\d*$/, ""));
+  if (!b) return null;
+  if (h === b) return "same";
+  if (h.endsWith(`.${b}`)) return "suffix";
+  return null;
+}
 
 export { ipv4 };

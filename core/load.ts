@@ -3,14 +3,33 @@
  * (`<host>.yaml`, or `<host>.ts` exporting the same shape). YAML priority
  * tags (!mkDefault, !mkForce) become Prio wrappers; parse errors become
  * diagnostics with the line and column.
+ *
+ * The loader is the fleet's border: every file it reads is a regular file
+ * inside the hosts folder (symlinks are followed only when they stay inside
+ * it), no bigger than LIMITS.fileBytes, UTF-8 text, one YAML document. The
+ * `imports:` files of every host are checked here too (inside the folder,
+ * no cycle), so evaluation only ever opens files the loader has vetted; a
+ * host whose imports are refused is left out of `hosts`, its problems
+ * reported once. Nothing is thrown: every problem is a Diagnostic, all of
+ * them reported together.
+ *
+ * Limits (documented in the diagnostics that enforce them):
+ *  - a file is at most LIMITS.fileBytes bytes (checked before it is read);
+ *  - at most LIMITS.lines lines plus commas (a cheap bound checked before
+ *    parsing, so a huge list is refused in milliseconds);
+ *  - a list or mapping has at most LIMITS.listItems entries;
+ *  - a file holds at most LIMITS.values values once YAML aliases are
+ *    expanded (an "alias bomb" stops there), nested at most LIMITS.depth deep.
  */
 // Synchronous reads: a fleet is a few small files, and 1,000 awaited reads
 // cost more in scheduling than in I/O.
-import { readdirSync, readFileSync } from "node:fs";
+import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, constants as fsConstants } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { isMap, isScalar, isSeq, isAlias, LineCounter, parse as parseYamlValue, parseDocument, type Node as YamlNode } from "yaml";
-import { diag } from "./diagnostics.ts";
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import { diag, quote, recordTypedScalars, show } from "./diagnostics.ts";
+import { checkFleetFile } from "./fleet-schema.ts";
+import { caseCollisions, labelProblem, suggestLabel } from "./names.ts";
 import { Prio, YAML_PRIORITY_TAGS } from "./priority.ts";
 import type { Diagnostic } from "./types.ts";
 
@@ -25,121 +44,650 @@ export interface LoadedFleet {
   dir: string;
   fleet?: SourceFile;
   hosts: { name: string; source: SourceFile }[];
+  /**
+   * Every file reached through `imports:` (shown path -> parsed file), each
+   * read and parsed once; evaluation may take them from here instead of
+   * reading them again.
+   */
+  imports?: Record<string, SourceFile>;
   diagnostics: Diagnostic[];
 }
 
+/** The loader's size and shape limits; see the file comment. */
+export const LIMITS = {
+  /** Bytes in one fleet file (fleet.yaml, a host file, an imported file). A homelab's fleet.yaml is a few KiB. */
+  fileBytes: 64 * 1024,
+  /** Lines plus commas in one YAML file: bounds the values the parser must build before it runs. */
+  lines: 12_000,
+  /** Items in one list, or keys in one mapping. */
+  listItems: 2_000,
+  /** Values in one file after aliases are expanded. */
+  values: 20_000,
+  /** Nesting of lists and mappings. */
+  depth: 48,
+} as const;
+
 export function displayPath(p: string): string {
   const rel = path.relative(process.cwd(), p);
-  return rel && !rel.startsWith("..") ? rel : p;
+  return rel && !rel.startsWith("..") && !path.isAbsolute(rel) ? rel : p;
 }
 
-/** Parse one YAML text; returns the value or diagnostics (one per YAML error). */
+const kib = (n: number) => `${Math.round(n / 1024)} KiB`;
+
+// ---------------------------------------------------------------------------
+// Text: UTF-8, not binary, not too big
+
+/** Decode a fleet file's bytes; a problem (not UTF-8, binary, UTF-16) as a diagnostic. */
+export function decodeText(bytes: Uint8Array, file: string): { text?: string; diagnostics: Diagnostic[] } {
+  const fail = (found: string, fix: string) => ({ diagnostics: [diag(file, "", "a UTF-8 text file", found, fix)] });
+  if ((bytes[0] === 0xff && bytes[1] === 0xfe) || (bytes[0] === 0xfe && bytes[1] === 0xff))
+    return fail("UTF-16 text (it starts with a UTF-16 byte-order mark)", "save the file as UTF-8");
+  const nul = bytes.indexOf(0);
+  if (nul >= 0) return fail(`binary data (a NUL byte at line ${lineAt(bytes, nul)})`, "replace the file with the YAML text it should hold; check it is the file you meant");
+  try {
+    let text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+    return { text, diagnostics: [] };
+  } catch {
+    const at = firstInvalidUtf8(bytes);
+    return fail(`bytes that are not UTF-8 at line ${lineAt(bytes, at)} (byte 0x${bytes[at].toString(16).padStart(2, "0")})`, "save the file as UTF-8 (e.g. iconv -f latin1 -t utf-8)");
+  }
+}
+
+function lineAt(bytes: Uint8Array, offset: number): number {
+  let line = 1;
+  for (let i = 0; i < offset && i < bytes.length; i++) if (bytes[i] === 10) line++;
+  return line;
+}
+
+function firstInvalidUtf8(b: Uint8Array): number {
+  for (let i = 0; i < b.length; ) {
+    const c = b[i];
+    const n = c < 0x80 ? 0 : c >= 0xc2 && c <= 0xdf ? 1 : c >= 0xe0 && c <= 0xef ? 2 : c >= 0xf0 && c <= 0xf4 ? 3 : -1;
+    if (n < 0) return i;
+    for (let k = 1; k <= n; k++) if (i + k >= b.length || (b[i + k] & 0xc0) !== 0x80) return i;
+    i += n + 1;
+  }
+  return 0;
+}
+
+// ---------------------------------------------------------------------------
+// Files: regular, inside the hosts folder, within the size limit
+
+/** A path's real location (symlinks resolved), or why it has none. */
+function realOf(full: string): { real?: string; code?: string } {
+  try {
+    return { real: realpathSync(full) };
+  } catch (e) {
+    return { code: (e as NodeJS.ErrnoException).code ?? "EIO" };
+  }
+}
+
+/** Something (a file, a folder, a link even if dangling) is at `p`. */
+function exists(p: string): boolean {
+  try {
+    lstatSync(p);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+const inside = (root: string, p: string) => p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
+
+/**
+ * Read one fleet file safely. `root` is the hosts folder's real path: the
+ * file (after symlinks) must be inside it. Nothing outside is ever read, and
+ * a refused file's contents are never quoted.
+ */
+export function readFleetFile(full: string, file: string, root: string, what = "a file"): { bytes?: Uint8Array; diagnostics: Diagnostic[] } {
+  const fail = (found: string, fix: string) => ({ diagnostics: [diag(file, "", `${what} inside the hosts folder`, found, fix)] });
+  let l;
+  try {
+    l = lstatSync(full);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    return fail(code === "ENOENT" || code === "ENOTDIR" ? "no such file" : `a file that cannot be read (${code})`, code === "ENOENT" || code === "ENOTDIR" ? `create ${file}, or fix the name` : `make ${file} readable`);
+  }
+  let real = full;
+  if (l.isSymbolicLink()) {
+    const r = realOf(full);
+    if (!r.real)
+      return fail(
+        r.code === "ELOOP" ? "a symbolic link that loops" : "a symbolic link to a file that does not exist",
+        `replace the link ${file} with the file itself, or remove it`,
+      );
+    if (!inside(root, r.real))
+      return fail("a symbolic link to a file outside the hosts folder (it was not read)", `copy the file into the hosts folder instead of linking to it, or remove the link ${file}`);
+    real = r.real;
+  } else {
+    const r = realOf(full);
+    if (r.real && !inside(root, r.real))
+      return fail("a path that leaves the hosts folder through a linked folder (it was not read)", `keep the file inside the hosts folder itself`);
+    if (r.real) real = r.real;
+  }
+  let st;
+  try {
+    st = statSync(real);
+  } catch (e) {
+    return fail(`a file that cannot be read (${(e as NodeJS.ErrnoException).code})`, `make ${file} readable`);
+  }
+  if (st.isDirectory()) return fail("a directory", `remove or rename the directory ${file} (a host is one file), or put shared files in a file named _<name>.yaml`);
+  if (!st.isFile()) return fail("a special file (a pipe, socket or device), which is not read", `replace ${file} with a regular file`);
+  if (st.size > LIMITS.fileBytes)
+    return { diagnostics: [diag(file, "", `a fleet file of at most ${kib(LIMITS.fileBytes)} (the documented limit)`, `${st.size} bytes`, "split it into smaller files with imports, or remove what does not belong in a fleet file")] };
+  // Open without following a link the checks above did not see (the file
+  // could be swapped between the check and the read).
+  let fd: number | undefined;
+  try {
+    fd = openSync(real, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
+    const fst = fstatSync(fd);
+    if (!fst.isFile() || fst.size > LIMITS.fileBytes) return fail("a file that changed while it was read", `run the command again`);
+    const buf = Buffer.alloc(fst.size);
+    let off = 0;
+    while (off < buf.length) {
+      const n = readSync(fd, buf, off, buf.length - off, off);
+      if (n === 0) break;
+      off += n;
+    }
+    return { bytes: buf.subarray(0, off), diagnostics: [] };
+  } catch (e) {
+    return fail(`a file that cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`, `make ${file} a readable regular file`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+// ---------------------------------------------------------------------------
+// YAML
+
+/**
+ * Parse one YAML text; returns the value or diagnostics. Aliases and `<<`
+ * merge keys are expanded (within LIMITS.values); nothing becomes null
+ * silently. When there is any error, there is no value.
+ */
 export function parseYaml(text: string, file: string): { value?: unknown; diagnostics: Diagnostic[] } {
+  const bytes = Buffer.byteLength(text, "utf8");
+  if (bytes > LIMITS.fileBytes)
+    return { diagnostics: [diag(file, "", `a fleet file of at most ${kib(LIMITS.fileBytes)} (the documented limit)`, `${bytes} bytes`, "split it into smaller files with imports, or remove what does not belong in a fleet file")] };
+  let lines = 0;
+  let flowDepth = 0;
+  let maxFlow = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 10 || c === 44) lines++;
+    else if (c === 91 || c === 123) maxFlow = Math.max(maxFlow, ++flowDepth);
+    else if (c === 93 || c === 125) flowDepth--;
+  }
+  if (lines > LIMITS.lines)
+    return { diagnostics: [diag(file, "", `at most ${LIMITS.lines} lines and list items (the documented limit)`, `${lines}`, "split the file with imports, or shorten its lists")] };
+  if (maxFlow > LIMITS.depth * 4 || new RegExp(`(?:-[ \\t]+){${LIMITS.depth}}`).test(text))
+    return { diagnostics: [diag(file, "", `lists and mappings nested at most ${LIMITS.depth} deep`, maxFlow > LIMITS.depth * 4 ? `${maxFlow} opening brackets in a row` : `more than ${LIMITS.depth} list markers ("- ") on one line`, "flatten the structure")] };
+
   const lineCounter = new LineCounter();
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true, lineCounter });
-  const at = (pos: [number, number] | undefined) => {
-    const p = lineCounter.linePos(pos?.[0] ?? 0);
-    return [p.line, p.col];
+  let doc: Document.Parsed;
+  try {
+    doc = parseDocument(text, { prettyErrors: false, uniqueKeys: false, merge: true, lineCounter });
+  } catch (e) {
+    // The parser recurses per nesting level; "- - - - …" on one line can exhaust the stack.
+    return { diagnostics: [diag(file, "", `lists and mappings nested at most ${LIMITS.depth} deep`, e instanceof RangeError ? "nesting too deep to parse" : `a file the YAML parser gave up on (${(e as Error).message.split("\n")[0]})`, "flatten the structure")] };
+  }
+  const at = (pos: number | undefined) => {
+    const p = lineCounter.linePos(pos ?? 0);
+    return `line ${p.line}:${p.col}`;
   };
-  const diagnostics: Diagnostic[] = doc.errors.map((e) => {
-    const [line, col] = at(e.pos);
-    return diag(file, `line ${line}:${col}`, "valid YAML", e.message.split("\n")[0], e.code === "DUPLICATE_KEY" ? "remove the duplicated key" : "fix the YAML syntax at that line");
-  });
+  const diagnostics: Diagnostic[] = [];
+  for (const e of doc.errors) {
+    if (e.code === "MULTIPLE_DOCS") {
+      diagnostics.push(diag(file, at(e.pos[0]), "one YAML document per file", "a second document after a '---' line", "remove the '---' line (and what follows it, or move it into a file of its own)"));
+      break;
+    }
+    diagnostics.push(diag(file, at(e.pos[0]), "valid YAML", e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, ""), "fix the YAML syntax at that line"));
+  }
   for (const w of doc.warnings) {
     if (w.code === "TAG_RESOLVE_FAILED" && /!mk(Default|Force)/.test(w.message)) continue;
-    const [line, col] = at(w.pos);
-    diagnostics.push(diag(file, `line ${line}:${col}`, "a known YAML tag (!mkDefault, !mkForce)", w.message.split("\n")[0], "remove the tag or use !mkDefault / !mkForce"));
+    diagnostics.push(diag(file, at(w.pos[0]), "a known YAML tag (!mkDefault, !mkForce)", w.message.split("\n")[0], "remove the tag or use !mkDefault / !mkForce"));
   }
   if (diagnostics.length) return { diagnostics };
-  const unknownTags: Diagnostic[] = [];
-  const value = toValue(doc.contents as YamlNode | null, file, unknownTags);
-  return { value: value ?? {}, diagnostics: unknownTags };
+  const w = new Walker(doc, file, at);
+  const value = w.value(doc.contents as YamlNode | null, "", 0);
+  recordTypedScalars(file, w.typed);
+  if (w.out.length) return { diagnostics: w.out };
+  return { value: value ?? {}, diagnostics: [] };
 }
 
-function toValue(node: YamlNode | null, file: string, out: Diagnostic[]): unknown {
-  if (node === null || node === undefined) return null;
-  let v: unknown;
-  if (isAlias(node)) return null;
-  if (isMap(node)) {
-    const o: Record<string, unknown> = {};
-    for (const pair of node.items) {
-      const k = isScalar(pair.key) ? String(pair.key.value) : String(pair.key);
-      o[k] = toValue(pair.value as YamlNode | null, file, out);
-    }
-    v = o;
-  } else if (isSeq(node)) {
-    v = node.items.map((n) => toValue(n as YamlNode | null, file, out));
-  } else if (isScalar(node)) {
-    v = node.value;
-    // A custom tag makes yaml read the scalar as a string; a plain scalar
-    // under !mkForce keeps its own type (`!mkForce 1` is the number 1).
-    if (node.tag && node.tag in YAML_PRIORITY_TAGS && node.type === "PLAIN") v = parseYamlValue(String(node.source ?? v));
+const joinPath = (base: string, key: string | number) => (typeof key === "number" ? `${base}[${key}]` : base ? `${base}.${key}` : key);
+
+/** Turns YAML nodes into values: aliases and merge keys expanded within the limits, duplicates and odd keys reported. */
+class Walker {
+  out: Diagnostic[] = [];
+  typed = new Map<string, { parsed: string; source: string }>();
+  private budget: number = LIMITS.values;
+  private stopped = false;
+  private expanding = new Set<YamlNode>();
+
+  constructor(private doc: Document.Parsed, private file: string, private at: (pos: number | undefined) => string) {}
+
+  private err(path: string, expected: string, found: string, fix: string) {
+    this.out.push(diag(this.file, path, expected, found, fix));
   }
-  const tag = (node as { tag?: string }).tag;
-  if (tag && tag in YAML_PRIORITY_TAGS) return new Prio(YAML_PRIORITY_TAGS[tag], v);
+
+  value(node: YamlNode | null | undefined, p: string, depth: number): unknown {
+    if (node === null || node === undefined) return null;
+    if (this.stopped) return undefined;
+    if (--this.budget < 0) {
+      this.stopped = true;
+      this.err(p, `at most ${LIMITS.values} values in one file, aliases expanded (the documented limit)`, `more, at ${this.at(node.range?.[0])}`, "write the values out, or use fewer aliases of large anchors");
+      return undefined;
+    }
+    if (depth > LIMITS.depth) {
+      this.stopped = true;
+      this.err(p, `lists and mappings nested at most ${LIMITS.depth} deep`, `deeper, at ${this.at(node.range?.[0])}`, "flatten the structure");
+      return undefined;
+    }
+    if (isAlias(node)) {
+      const target = node.resolve(this.doc) as YamlNode | undefined;
+      if (!target) {
+        this.err(p, "an alias to an anchor defined above it", `*${node.source}, which no anchor (&${node.source}) defines`, `define &${node.source} before it, or write the value out`);
+        return undefined;
+      }
+      if (this.expanding.has(target)) {
+        this.err(p, "an alias outside the value its anchor names", `*${node.source} inside &${node.source} itself (it would never end)`, `write the value out instead of *${node.source}`);
+        return undefined;
+      }
+      this.expanding.add(target);
+      try {
+        return this.value(target, p, depth);
+      } finally {
+        this.expanding.delete(target);
+      }
+    }
+    let v: unknown;
+    if (isMap(node)) {
+      if (node.items.length > LIMITS.listItems) {
+        this.err(p, `a mapping of at most ${LIMITS.listItems} keys (the documented limit)`, `${node.items.length} keys`, "split it, or move part of it into an imported file");
+        return undefined;
+      }
+      this.expanding.add(node);
+      const o: Record<string, unknown> = {};
+      const line = new Map<string, string>();
+      const merged: Record<string, unknown>[] = [];
+      for (const pair of node.items) {
+        const key = pair.key as YamlNode | null;
+        if (isScalar(key) && typeof key.value === "symbol") {
+          merged.push(...this.mergeSources(pair.value as YamlNode | null, joinPath(p, "<<"), depth));
+          continue;
+        }
+        if (key !== null && !isScalar(key)) {
+          this.err(p, "plain keys (text)", `a ${isMap(key) ? "mapping" : isSeq(key) ? "list" : "alias"} used as a key at ${this.at(key.range?.[0])}`, "write the key as plain text");
+          continue;
+        }
+        const k = key === null || key.value === null ? "" : String(key.value);
+        const kp = joinPath(p, k);
+        const where = this.at(key?.range?.[0] ?? (pair.value as YamlNode | null)?.range?.[0]);
+        if (line.has(k)) {
+          this.err(kp, `one "${k}" key in this mapping`, `a second one at ${where} (the first is at ${line.get(k)})`, "remove one of the two, or merge their values");
+          continue;
+        }
+        line.set(k, where);
+        const val = this.value(pair.value as YamlNode | null, kp, depth + 1);
+        // `__proto__` stays an ordinary (unknown) option, never the object's prototype.
+        Object.defineProperty(o, k, { value: val, enumerable: true, writable: true, configurable: true });
+      }
+      this.expanding.delete(node);
+      // Merge keys: explicit keys win, then earlier merge sources over later ones (YAML 1.1 merge).
+      for (const src of merged)
+        for (const [k, val] of Object.entries(src)) if (!Object.prototype.hasOwnProperty.call(o, k)) Object.defineProperty(o, k, { value: val, enumerable: true, writable: true, configurable: true });
+      v = o;
+    } else if (isSeq(node)) {
+      if (node.items.length > LIMITS.listItems) {
+        this.err(p, `a list of at most ${LIMITS.listItems} items (the documented limit)`, `${node.items.length} items`, "split it, or move part of it into an imported file");
+        return undefined;
+      }
+      this.expanding.add(node);
+      v = node.items.map((n, i) => this.value(n as YamlNode | null, joinPath(p, i), depth + 1));
+      this.expanding.delete(node);
+    } else if (isScalar(node)) {
+      v = node.value;
+      // A custom tag makes yaml read the scalar as a string; a plain scalar
+      // under !mkForce keeps its own type (`!mkForce 1` is the number 1).
+      if (node.tag && node.tag in YAML_PRIORITY_TAGS && node.type === "PLAIN") v = parseYamlValue(String(node.source ?? v));
+      if (v !== null && typeof v === "object") {
+        this.err(p, "text, a number, true/false or null", `a ${(node.tag ?? "tagged").replace("tag:yaml.org,2002:", "!!")} value`, "write the value as plain text");
+        return undefined;
+      }
+      if (typeof v !== "string" && typeof node.source === "string" && node.source !== String(v)) this.typed.set(p, { parsed: show(v), source: node.source });
+    }
+    const tag = (node as { tag?: string }).tag;
+    if (tag && tag in YAML_PRIORITY_TAGS) return new Prio(YAML_PRIORITY_TAGS[tag], v);
+    return v;
+  }
+
+  /** The mappings a `<<:` key merges: one mapping (or alias to one), or a list of them. */
+  private mergeSources(node: YamlNode | null, p: string, depth: number): Record<string, unknown>[] {
+    const one = (n: YamlNode | null): Record<string, unknown> | undefined => {
+      const v = this.value(n, p, depth + 1);
+      if (v && typeof v === "object" && !Array.isArray(v) && !(v instanceof Prio)) return v as Record<string, unknown>;
+      if (v !== undefined) this.err(p, "a mapping (or an alias to one) after <<:", show(v), "merge a mapping, e.g. <<: *defaults where &defaults names a mapping");
+      return undefined;
+    };
+    const target = isAlias(node) ? (node.resolve(this.doc) as YamlNode | undefined) : node;
+    if (isSeq(target) && !isAlias(node)) return target.items.map((n) => one(n as YamlNode)).filter((x): x is Record<string, unknown> => !!x);
+    const r = one(node);
+    return r ? [r] : [];
+  }
+}
+
+// ---------------------------------------------------------------------------
+// The fleet folder
+
+const FILE_EXT = /\.(ya?ml|ts)$/i;
+
+function stripPrio(v: unknown): unknown {
+  while (v instanceof Prio) v = v.value;
   return v;
 }
-
-const HOST_FILE = /^([a-z0-9][a-z0-9-]*)\.(ya?ml|ts)$/;
 
 export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
   const diagnostics: Diagnostic[] = [];
   const shown = displayPath(dir);
+  const root = realOf(dir).real;
   let entries: string[];
   try {
+    if (!root) throw Object.assign(new Error("missing"), { code: realOf(dir).code });
+    if (!statSync(root).isDirectory()) throw Object.assign(new Error("not a folder"), { code: "ENOTDIR" });
     entries = readdirSync(dir).sort();
   } catch (e) {
-    return { dir, hosts: [], diagnostics: [diag(shown, "", "a folder holding fleet.yaml and one file per host", `no such folder (${(e as NodeJS.ErrnoException).code})`, "pass --stack NAME for hosts/NAME, or --hosts-dir DIR")] };
+    const code = (e as NodeJS.ErrnoException).code;
+    return {
+      dir,
+      hosts: [],
+      diagnostics: [diag(shown, "", "a folder holding fleet.yaml and one file per host", code === "ENOTDIR" ? "a file, not a folder" : code === "ENOENT" ? "no such folder" : `a folder that cannot be read (${code})`, "pass --stack NAME for hosts/NAME, or --hosts-dir DIR")],
+    };
   }
+
+  const readText = (full: string, file: string, what?: string): string | undefined => {
+    const r = readFleetFile(full, file, root, what);
+    diagnostics.push(...r.diagnostics);
+    if (!r.bytes) return undefined;
+    const t = decodeText(r.bytes, file);
+    diagnostics.push(...t.diagnostics);
+    return t.text;
+  };
+
+  // fleet.yaml
   let fleet: SourceFile | undefined;
-  const fleetName = entries.find((e) => e === "fleet.yaml" || e === "fleet.yml");
+  const fleetNames: string[] = entries.filter((e) => e === "fleet.yaml" || e === "fleet.yml");
+  const fleetName = fleetNames[0];
+  if (fleetNames.length > 1)
+    diagnostics.push(diag(displayPath(path.join(dir, fleetNames[1])), "", "one fleet file", `both ${fleetNames.join(" and ")}`, `remove ${fleetNames[1]} (fleet.yaml is the one read)`));
   if (!fleetName) {
     diagnostics.push(diag(path.join(shown, "fleet.yaml"), "", "the mesh-wide settings file fleet.yaml", "no such file", "create fleet.yaml with at least coordinator.host and coordinator.serverUrl"));
   } else {
     const file = displayPath(path.join(dir, fleetName));
-    const r = parseYaml(readFileSync(path.join(dir, fleetName), "utf8"), file);
-    diagnostics.push(...r.diagnostics);
-    if (r.value !== undefined) fleet = { file, value: r.value };
+    const text = readText(path.join(dir, fleetName), file, "the fleet file");
+    if (text !== undefined) {
+      const r = parseYaml(text, file);
+      diagnostics.push(...r.diagnostics);
+      if (r.value !== undefined) {
+        const problems = checkFleetFile(stripPrioDeep(r.value), file);
+        diagnostics.push(...problems);
+        // A fleet.yaml with errors is not handed on: evaluation would report them a second time.
+        if (!problems.some((d) => d.severity === "error")) fleet = { file, value: r.value };
+      }
+    }
   }
+
+  // host files
   const hosts: LoadedFleet["hosts"] = [];
   const seen = new Map<string, string>();
+  const named: { name: string; file: string; path: string }[] = [];
   for (const entry of entries) {
-    if (entry === fleetName || entry.startsWith("_") || entry.startsWith(".")) continue;
+    if (fleetNames.includes(entry) || entry.startsWith("_") || entry.startsWith(".")) continue;
     const full = path.join(dir, entry);
     const file = displayPath(full);
-    if (!/\.(ya?ml|ts)$/.test(entry)) continue;
-    const m = HOST_FILE.exec(entry);
-    if (!m) {
-      diagnostics.push(diag(file, "", "a host file named <host>.yaml with a DNS-label name (lowercase letters, digits, '-')", JSON.stringify(entry), "rename the file, e.g. lxc-tailscale.yaml (prefix it with _ to keep it out of the fleet)"));
+    if (!FILE_EXT.test(entry)) {
+      // Not a host file by its name; a folder or a README is no concern of the loader.
       continue;
     }
-    const name = m[1];
+    const ext = /\.([^.]+)$/.exec(entry)![1];
+    const stem = entry.slice(0, -(ext.length + 1));
+    const problem = labelProblem(stem, { lowercase: true }) ?? (ext !== ext.toLowerCase() ? `the extension .${ext} (write it in lowercase)` : undefined);
+    if (problem) {
+      const better = suggestLabel(stem);
+      const taken = better !== undefined && entries.some((e) => e.replace(FILE_EXT, "") === better && e !== entry);
+      diagnostics.push(
+        diag(
+          file,
+          "",
+          "a host file named <host>.yaml whose name is a DNS label (lowercase letters, digits, '-', at most 63 characters)",
+          `${quote(entry)}, which has ${problem}`,
+          better && !taken
+            ? `rename the file to ${better}.${ext.toLowerCase()} (prefix it with _ to keep it out of the fleet)`
+            : better
+              ? `rename the file: ${better}.${ext.toLowerCase()} is taken by another host, so pick another name (prefix it with _ to keep it out of the fleet)`
+              : "rename the file to the host's name in lowercase letters, digits and '-' (prefix it with _ to keep it out of the fleet)",
+        ),
+      );
+      continue;
+    }
+    const name = stem;
     if (seen.has(name)) {
       diagnostics.push(diag(file, "", `one file for host "${name}"`, `a second one (first: ${seen.get(name)})`, `remove or rename one of them`));
       continue;
     }
     seen.set(name, file);
-    if (m[2] === "ts") {
+    if (ext === "ts") {
+      const text = readText(full, file, "a host file");
+      if (text === undefined) continue;
+      const syntax = await tsSyntaxProblem(text, file);
+      if (syntax) {
+        diagnostics.push(syntax);
+        continue;
+      }
       try {
         const mod = await import(pathToFileURL(full).href);
         const value = typeof mod.default === "function" ? await mod.default() : mod.default;
-        if (!value || typeof value !== "object") {
+        if (!value || typeof value !== "object" || Array.isArray(value)) {
           diagnostics.push(diag(file, "", "a default export: the host's options object (or a function returning it)", show(value), "export default { imports: [...], address: ..., ... }"));
           continue;
         }
         hosts.push({ name, source: { file, value } });
+        named.push({ name: nodeNameOf(value, name), file, path: hasOwnHostname(value) ? "tailscale.hostname" : "" });
       } catch (e) {
-        diagnostics.push(diag(file, "", "a TypeScript module that loads", (e as Error).message.split("\n")[0], "fix the error in the host module"));
+        diagnostics.push(diag(file, "", "a TypeScript module that loads", firstLine(e), "fix the error in the host module"));
       }
       continue;
     }
-    const r = parseYaml(readFileSync(full, "utf8"), file);
+    const text = readText(full, file, "a host file");
+    if (text === undefined) continue;
+    const r = parseYaml(text, file);
     diagnostics.push(...r.diagnostics);
-    if (r.value !== undefined) hosts.push({ name, source: { file, value: r.value } });
+    if (r.value === undefined) continue;
+    hosts.push({ name, source: { file, value: r.value } });
+    named.push({ name: nodeNameOf(r.value, name), file, path: hasOwnHostname(r.value) ? "tailscale.hostname" : "" });
   }
-  return { dir, fleet, hosts, diagnostics };
+
+  // node names: each a DNS label, none equal to another after case folding
+  for (const n of named) {
+    if (!n.path) continue;
+    const problem = labelProblem(n.name);
+    if (problem) {
+      const better = suggestLabel(n.name);
+      diagnostics.push(diag(n.file, n.path, "a node name that is one DNS label (letters, digits, '-', at most 63 characters)", `${quote(n.name)}, which has ${problem}`, better ? `set tailscale.hostname: ${better}` : "set tailscale.hostname to a name of letters, digits and '-', or remove it to use the file name"));
+    }
+  }
+  for (const pair of caseCollisions(named.filter((n) => !labelProblem(n.name)))) {
+    // Blame the host that chose its name (tailscale.hostname) over one named by its file.
+    const [other, culprit] = !pair.second.path && pair.first.path ? [pair.second, pair.first] : [pair.first, pair.second];
+    diagnostics.push(
+      diag(
+        culprit.file,
+        culprit.path,
+        "a node name no other host has, ignoring case (tailscale and MagicDNS lowercase names)",
+        `${quote(culprit.name)}, the same name as ${quote(other.name)} (${other.file}) in other capitals`,
+        culprit.path ? "set tailscale.hostname to a name of its own" : `set tailscale.hostname: <another name> in ${culprit.file}`,
+      ),
+    );
+  }
+
+  // imports: files inside the folder, each read once, no cycles
+  const imports = new Imports(dir, root, readText, diagnostics);
+  const kept = hosts.filter((h) => imports.check(h.source));
+  return { dir, fleet, hosts: kept, imports: imports.files, diagnostics };
 }
 
-function show(v: unknown) {
-  return v === undefined ? "nothing" : JSON.stringify(v) ?? String(v);
+function firstLine(e: unknown): string {
+  return String((e as Error)?.message ?? e).split("\n")[0];
 }
+
+function stripPrioDeep(v: unknown): unknown {
+  v = stripPrio(v);
+  if (Array.isArray(v)) return v.map(stripPrioDeep);
+  if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, stripPrioDeep(x)]));
+  return v;
+}
+
+function tailscaleOf(value: unknown): Record<string, unknown> | undefined {
+  const v = stripPrio(value);
+  if (!v || typeof v !== "object" || Array.isArray(v)) return undefined;
+  const ts = stripPrio((v as Record<string, unknown>).tailscale);
+  return ts && typeof ts === "object" && !Array.isArray(ts) ? (ts as Record<string, unknown>) : undefined;
+}
+
+function hasOwnHostname(value: unknown): boolean {
+  const h = stripPrio(tailscaleOf(value)?.hostname);
+  return typeof h === "string" && h !== "";
+}
+
+/** The node name a host file asks for: tailscale.hostname, else the file's name. */
+function nodeNameOf(value: unknown, host: string): string {
+  const h = stripPrio(tailscaleOf(value)?.hostname);
+  return typeof h === "string" && h !== "" ? h : host;
+}
+
+/**
+ * A `.ts` host with a syntax error: named with its line and column before it
+ * is run (the module loader's own error is a stack of its internals). tsx,
+ * which runs the CLI, brings esbuild; without it the check is skipped and the
+ * import's error is reported instead.
+ */
+async function tsSyntaxProblem(text: string, file: string): Promise<Diagnostic | undefined> {
+  let transform: ((code: string, opts: object) => unknown) | undefined;
+  try {
+    const esbuild = (await import("esbuild")) as { transformSync?: (code: string, opts: object) => unknown; default?: { transformSync?: (code: string, opts: object) => unknown } };
+    transform = esbuild.transformSync ?? esbuild.default?.transformSync;
+  } catch {
+    return undefined;
+  }
+  if (!transform) return undefined;
+  try {
+    transform(text, { loader: "ts", format: "esm", logLevel: "silent" });
+    return undefined;
+  } catch (e) {
+    const err = (e as { errors?: { text: string; location?: { line: number; column: number } }[] }).errors?.[0];
+    if (!err) return diag(file, "", "TypeScript that parses", firstLine(e), "fix the syntax error");
+    const where = err.location ? `line ${err.location.line}:${err.location.column + 1}` : "";
+    return diag(file, where, "TypeScript that parses", err.text, "fix the syntax error at that line");
+  }
+}
+
+/**
+ * Checks every host's `imports:` files: inside the hosts folder, regular,
+ * parsed once, no cycles. A depth-first walk over the import graph: a file
+ * on the current path seen again is a cycle (reported once per cycle); a file
+ * already finished keeps its verdict, so a shared file is walked once.
+ */
+class Imports {
+  files: Record<string, SourceFile> = {};
+  private parsed = new Map<string, SourceFile | null>();
+  private done = new Map<string, boolean>();
+  private cycles = new Set<string>();
+
+  constructor(
+    private dir: string,
+    private root: string,
+    private readText: (full: string, file: string, what?: string) => string | undefined,
+    private out: Diagnostic[],
+  ) {}
+
+  /** True when the host's import graph is sound (evaluation may read it). */
+  check(host: SourceFile): boolean {
+    const key = path.resolve(host.file);
+    this.parsed.set(key, host);
+    return this.visit(key, host, []);
+  }
+
+  private visit(key: string, source: SourceFile, stack: string[]): boolean {
+    const known = this.done.get(key);
+    if (known !== undefined) return known;
+    stack.push(key);
+    const ok = this.walk(source.file, source.value, stack);
+    stack.pop();
+    this.done.set(key, ok);
+    return ok;
+  }
+
+  private walk(file: string, value: unknown, stack: string[]): boolean {
+    const v = stripPrio(value);
+    if (!v || typeof v !== "object" || Array.isArray(v)) return true;
+    const list = stripPrio((v as Record<string, unknown>).imports);
+    if (!Array.isArray(list)) return true; // evaluation reports a non-list
+    let ok = true;
+    list.forEach((raw, i) => {
+      const imp = stripPrio(raw);
+      if (typeof imp !== "string") return; // evaluation reports it
+      const at = `imports[${i}]`;
+      const isPath = imp.startsWith(".") || imp.includes("/") || imp.includes("\\") || /\.ya?ml$/i.test(imp) || /[\u0000-\u001f\u007f]/.test(imp);
+      if (!isPath) return; // a profile name: evaluation checks it
+      const bad = (expected: string, found: string, fix: string) => {
+        this.out.push(diag(file, at, expected, found, fix));
+        ok = false;
+      };
+      if (/[\u0000-\u001f\u007f]/.test(imp)) return bad("a file path of printable characters", `${quote(imp)}, which has a control character`, "write the path without control characters, e.g. ./_common.yaml");
+      if (path.isAbsolute(imp) || imp.includes("\\")) return bad("a file inside the hosts folder, written ./<file>.yaml", `${quote(imp)}, an absolute or Windows path`, "copy the file into the hosts folder and import it as ./<file>.yaml");
+      if (!imp.startsWith("./") && !imp.startsWith("../")) return bad("a profile name, or a file written ./<file>.yaml", quote(imp), imp.startsWith(".") ? "write the path as ./<file>.yaml" : `write it as ./${imp}`);
+      const full = path.resolve(path.dirname(file), imp);
+      if (!inside(path.resolve(this.dir), full)) return bad("a file inside the hosts folder", `${quote(imp)}, which leaves the hosts folder (it was not read)`, "copy the file into the hosts folder and import it as ./<file>.yaml");
+      if (!/\.ya?ml$/i.test(imp)) return bad("a YAML file (./<file>.yaml)", quote(imp), "import a .yaml file (a .ts host cannot be imported)");
+      const shown = displayPath(full);
+      const cycleAt = stack.indexOf(full);
+      if (cycleAt >= 0) {
+        ok = false;
+        const members = stack.slice(cycleAt);
+        const id = [...members].sort().join("\0");
+        if (!this.cycles.has(id)) {
+          this.cycles.add(id);
+          const names = [...members, full].map((f) => path.basename(f));
+          this.out.push(diag(file, at, "imports without a cycle (a file cannot import itself, directly or through others)", `the cycle ${names.join(" → ")}`, `remove ${imp} from imports in ${file}`));
+        }
+        return;
+      }
+      let source = this.parsed.get(full);
+      if (source === undefined && !exists(full)) return bad("a file that exists", quote(imp), `create ${shown} or fix the path`);
+      if (source === undefined) {
+        source = this.read(full, shown);
+        this.parsed.set(full, source);
+      }
+      if (source === null || !this.visit(full, source, stack)) ok = false;
+    });
+    return ok;
+  }
+
+  private read(full: string, shown: string): SourceFile | null {
+    const text = this.readText(full, shown, "an imported file");
+    if (text === undefined) return null;
+    const r = parseYaml(text, shown);
+    this.out.push(...r.diagnostics);
+    if (r.value === undefined) return null;
+    const val = stripPrio(r.value);
+    if (!val || typeof val !== "object" || Array.isArray(val)) {
+      this.out.push(diag(shown, "", "a mapping of options (like a host file)", show(stripPrioDeep(val)), "write the file as key: value lines"));
+      return null;
+    }
+    const source = { file: shown, value: r.value };
+    this.files[shown] = source;
+    return source;
+  }
+}
+
