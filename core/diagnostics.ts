@@ -5,7 +5,10 @@
 import type { Diagnostic } from "./types.ts";
 
 export function diag(file: string, path: string, expected: string, found: string, fix: string, severity: Diagnostic["severity"] = "error"): Diagnostic {
+  const typed = typedScalars.get(file)?.get(path);
   found = asTyped(file, path, found);
+  // YAML read `1.90` as a number where text was wanted: quoting it keeps it as typed.
+  if (typed && !typed.cut && expected === "a string" && found === typed.source && path) fix = `quote the value so it stays text: ${path.endsWith("]") ? "-" : `${path.replace(/^.*\./, "")}:`} "${typed.source}"`;
   return {
     severity,
     file: oneLine(file, 240),
@@ -22,10 +25,17 @@ export function diag(file: string, path: string, expected: string, found: string
  * text), and a "found" that is the parsed value's rendering is replaced by
  * the source text, so the message quotes what is in the file.
  */
-const typedScalars = new Map<string, Map<string, { parsed: string; source: string }>>();
+const typedScalars = new Map<string, Map<string, TypedScalar>>();
+
+/** A scalar as parsed (its "found" rendering) and as typed (cut to ECHO_MAX characters when `cut`). */
+export interface TypedScalar {
+  parsed: string;
+  source: string;
+  cut?: boolean;
+}
 
 /** Record the scalars of `file` whose source text differs from their parsed rendering (replaces earlier records). */
-export function recordTypedScalars(file: string, scalars: Map<string, { parsed: string; source: string }>): void {
+export function recordTypedScalars(file: string, scalars: Map<string, TypedScalar>): void {
   if (scalars.size) typedScalars.set(file, scalars);
   else typedScalars.delete(file);
 }

@@ -27,7 +27,7 @@ import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readSync, realp
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, type Document, type Node as YamlNode } from "yaml";
-import { diag, quote, recordTypedScalars, show } from "./diagnostics.ts";
+import { diag, ECHO_MAX, quote, recordTypedScalars, show, type TypedScalar } from "./diagnostics.ts";
 import { checkFleetFile } from "./fleet-schema.ts";
 import { caseCollisions, labelProblem, suggestLabel } from "./names.ts";
 import { Prio, YAML_PRIORITY_TAGS } from "./priority.ts";
@@ -261,7 +261,7 @@ const joinPath = (base: string, key: string | number) => (typeof key === "number
 /** Turns YAML nodes into values: aliases and merge keys expanded within the limits, duplicates and odd keys reported. */
 class Walker {
   out: Diagnostic[] = [];
-  typed = new Map<string, { parsed: string; source: string }>();
+  typed = new Map<string, TypedScalar>();
   private budget: number = LIMITS.values;
   private stopped = false;
   private expanding = new Set<YamlNode>();
@@ -356,7 +356,7 @@ class Walker {
         this.err(p, "text, a number, true/false or null", `a ${(node.tag ?? "tagged").replace("tag:yaml.org,2002:", "!!")} value`, "write the value as plain text");
         return undefined;
       }
-      if (typeof v !== "string" && typeof node.source === "string" && node.source !== String(v)) this.typed.set(p, { parsed: show(v), source: node.source });
+      if (typeof v !== "string" && typeof node.source === "string" && node.source !== String(v)) this.typed.set(p, node.source.length > ECHO_MAX ? { parsed: show(v), source: `${node.source.slice(0, ECHO_MAX - 3)}... (${node.source.length} characters)`, cut: true } : { parsed: show(v), source: node.source });
     }
     const tag = (node as { tag?: string }).tag;
     if (tag && tag in YAML_PRIORITY_TAGS) return new Prio(YAML_PRIORITY_TAGS[tag], v);

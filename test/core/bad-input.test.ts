@@ -5,6 +5,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { BASE, writeFleet } from "./fleet-fixture.ts";
 
 const vps = BASE["vps.yaml"];
@@ -58,6 +59,18 @@ const CASES: Record<string, Record<string, string | null>> = {
   "bad runtime": { "laptop.yaml": BASE["laptop.yaml"] + "runtime: podman\n" },
   "lxc without proxmox host": { "router.yaml": router.replace("[subnet-router]", "[subnet-router, proxmox-lxc]") + "lxc:\n  ctid: 205\n" },
   "bad PVE version": { "router.yaml": router.replace("[subnet-router]", "[subnet-router, proxmox-lxc]") + "lxc:\n  ctid: 205\n  proxmoxHost: root@192.168.8.2\n  pveVersion: eight\n" },
+  // issue 17: the loader's classes, end to end (one diagnostic each, nothing from evaluation on top)
+  "import outside the hosts folder": { "laptop.yaml": BASE["laptop.yaml"].replace("[client]", "[client, ../../etc/common.yaml]") },
+  "circular imports": { "_a.yaml": "imports: [./_b.yaml]\n", "_b.yaml": "imports: [./_a.yaml]\n", "laptop.yaml": BASE["laptop.yaml"].replace("[client]", "[client, ./_a.yaml]") },
+  "node name with a path in it": { "laptop.yaml": BASE["laptop.yaml"] + "  hostname: ../etc\n" },
+  "node names equal but for case": { "laptop.yaml": BASE["laptop.yaml"] + "  hostname: VPS\n" },
+  "nameserver not an address": { "fleet.yaml": fleet + "dns:\n  nameservers:\n    global: [one.one.one.one]\n" },
+  "baseDomain spelled in capitals with a trailing dot": { "fleet.yaml": fleet.replace("https://hs.example.com", "https://hs.example.com:8443") + "dns:\n  baseDomain: Example.COM.\n" },
+  "policy key misspelt": { "fleet.yaml": fleet.replace("  acls:", "  acl:") },
+  "YAML alias bomb": { "laptop.yaml": "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n" },
+  "multi-document YAML": { "laptop.yaml": BASE["laptop.yaml"] + "---\naddress: 10.0.0.6\n" },
+  "value shown as typed": { "laptop.yaml": BASE["laptop.yaml"] + "ssh:\n  port: 0x0\n", "fleet.yaml": fleet + "tailscaleVersion: 1.90\n" },
+  "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(20000)) + "runtime: " + "p".repeat(5000) + "\n" },
 };
 
 describe("bad input: one clear diagnostic per problem", () => {
@@ -67,7 +80,7 @@ describe("bad input: one clear diagnostic per problem", () => {
     it(name, async () => {
       const { dir, cleanup } = writeFleet(files);
       try {
-        const r = await evaluateFleet(dir, "fx");
+        const r = await evaluateFleet(REGISTRY, dir, "fx");
         expect(hasErrors(r.diagnostics), "the case must be rejected").toBe(true);
         expect(r.fleet).toBeUndefined();
         const text = formatDiagnostics(r.diagnostics).split(dir).join("<fleet>");
@@ -87,7 +100,7 @@ describe("bad input: one clear diagnostic per problem", () => {
   it("the base fixture itself is valid", async () => {
     const { dir, cleanup } = writeFleet();
     try {
-      const r = await evaluateFleet(dir, "fx");
+      const r = await evaluateFleet(REGISTRY, dir, "fx");
       expect(formatDiagnostics(r.diagnostics)).toBe("");
       expect(Object.keys(r.fleet!.hosts).sort()).toEqual(["laptop", "router", "vps"]);
     } finally {
