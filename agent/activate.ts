@@ -6,7 +6,9 @@
 import * as path from "node:path";
 import type { Host } from "./host.ts";
 import { describeFailure } from "./host.ts";
+import { NFT_TABLE_REF, nftScriptFor } from "../contract/nftables.ts";
 import { SYSCTL_FILE } from "./desired.ts";
+import { peerSetsOf, rulesetOf } from "./legacy.ts";
 import { refreshPeers } from "./peers.ts";
 import { makePlan, ownerIds, type FileAction, type Plan, type PlanInput } from "./plan.ts";
 import { STATE_DIR, type Generation, type Journal, type State } from "./state.ts";
@@ -115,12 +117,12 @@ export function activate(o: ActivateOptions): Plan {
 
   // nftables: one transaction that creates-if-missing, deletes and recreates only our table
   if (plan.nft.op !== "none") {
-    const text = ["table inet meshfleet {}", "delete table inet meshfleet", target.bundle.nftables ?? "", ""].join("\n");
+    const text = nftScriptFor(rulesetOf(target.bundle));
     const rel = path.join(STATE_DIR, "nft-apply.nft");
     host.writeFileAtomic(rel, text, 0o600);
     const r = host.nftApply(host.p(rel));
     if (r.code !== 0) throw new AgentError(`nftables: ${describeFailure(["nft", "-f", rel], r)}`);
-    log(`  nftables: ${plan.nft.op} table inet meshfleet (${plan.nft.why})`);
+    log(`  nftables: ${plan.nft.op} table ${NFT_TABLE_REF} (${plan.nft.why})`);
   } else log("  nftables unchanged");
   state.recordNftLive(target.n, host.nftList());
   step("nftables");
@@ -158,7 +160,7 @@ export function activate(o: ActivateOptions): Plan {
   step("current");
 
   // The new table's peer sets start empty; fill them before the probes run.
-  if (target.bundle.peerSets) log(`  ${refreshPeers(host, target.bundle)}`);
+  if (peerSetsOf(target.bundle).length) log(`  ${refreshPeers(host, target.bundle)}`);
 
   for (const c of target.bundle.bestEffort) {
     const r = host.run(c.argv, { timeoutMs: 30_000 });

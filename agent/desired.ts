@@ -1,64 +1,19 @@
 /**
- * What a bundle asks of a host, as plain data: every file the agent owns
- * (the bundle's files, its sysctl.d file, its unit files) and which files
+ * What a bundle asks of a host: the file list is the contract's
+ * (contract/desired.ts, shared with `meshfleet render`); here, which files
  * each unit depends on. Pure.
  */
-import { sha256, type Bundle } from "../core/bundle.ts";
-import type { UnitSpec } from "../core/types.ts";
+import type { BundleUnit } from "../contract/bundle.ts";
 
-export const SYSCTL_FILE = "/etc/sysctl.d/90-meshfleet.conf";
-export const UNIT_DIR = "/etc/systemd/system";
-
-export interface DesiredFile {
-  path: string;
-  kind: "file" | "sysctl" | "unit";
-  content: string;
-  sha256: string;
-  mode: string;
-  owner: string;
-  group: string;
-  secret: boolean;
-}
-
-export function renderSysctl(sysctl: Record<string, string>): string {
-  const keys = Object.keys(sysctl).sort();
-  return ["# Written by the meshfleet agent; changes here are reverted on the next switch.", ...keys.map((k) => `${k} = ${sysctl[k]}`), ""].join("\n");
-}
-
-export const unitPath = (name: string) => `${UNIT_DIR}/${name}`;
-
-export function desiredFiles(b: Bundle): DesiredFile[] {
-  const out: DesiredFile[] = b.files.map((f) => ({
-    path: f.path,
-    kind: "file" as const,
-    content: f.content,
-    sha256: f.sha256,
-    mode: f.mode,
-    owner: f.owner,
-    group: f.group,
-    secret: f.secret,
-  }));
-  const own = (path: string, kind: DesiredFile["kind"], content: string): DesiredFile => ({
-    path,
-    kind,
-    content,
-    sha256: sha256(content),
-    mode: "0644",
-    owner: "root",
-    group: "root",
-    secret: false,
-  });
-  if (Object.keys(b.sysctl).length > 0) out.push(own(SYSCTL_FILE, "sysctl", renderSysctl(b.sysctl)));
-  for (const u of b.units) out.push(own(unitPath(u.name), "unit", u.content));
-  return out;
-}
+export { SYSCTL_FILE, UNIT_DIR, unitPath } from "../contract/constants.ts";
+export { desiredFiles, renderSysctl, type DesiredFile } from "../contract/desired.ts";
 
 /**
- * The bundle files a unit must be restarted for: those named in an optional
- * `restartTriggers` list (additive to UnitSpec), plus any bundle file whose
- * path, or whose directory (two levels deep or more), the unit text mentions.
+ * The bundle files a unit must be restarted for: those named in its
+ * `restartTriggers`, plus any bundle file whose path, or whose directory
+ * (two levels deep or more), the unit text mentions.
  */
-export function unitDependencies(unit: UnitSpec & { restartTriggers?: string[] }, filePaths: string[]): string[] {
+export function unitDependencies(unit: Pick<BundleUnit, "content"> & { restartTriggers?: string[] }, filePaths: string[]): string[] {
   const tokens = new Set(
     unit.content
       .split(/[\s="'`,;]+/)

@@ -6,6 +6,7 @@
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 
 export interface RunResult {
   code: number;
@@ -159,7 +160,7 @@ export function realHost(root = "/"): Host {
       return run(["nft", "-f", file], { timeoutMs: 30_000 });
     },
     nftList() {
-      const r = run(["nft", "-s", "list", "table", "inet", "meshfleet"], { timeoutMs: 30_000 });
+      const r = run(["nft", "-s", "list", "table", NFT_FAMILY, NFT_TABLE], { timeoutMs: 30_000 });
       return r.code === 0 ? r.stdout : null;
     },
     systemctl(args) {

@@ -4,7 +4,7 @@
  * failures are AgentError (one line, no stack).
  */
 import * as fs from "node:fs";
-import { checkBundle, type Bundle } from "../core/bundle.ts";
+import { parseBundle, type Bundle } from "../contract/bundle.ts";
 import { refreshPeers, useTailscaleCli } from "./peers.ts";
 import { activate, AgentError, crashPoint, journalStep, type Log } from "./activate.ts";
 import { desiredFiles } from "./desired.ts";
@@ -47,9 +47,9 @@ export function readBundle(file: string): Bundle {
   } catch (e) {
     throw new AgentError(`bundle ${file} refused: not valid JSON (${(e as Error).message})`);
   }
-  const problems = checkBundle(parsed);
-  if (problems.length) throw new AgentError(`bundle ${file} refused: ${problems.join("; ")}; nothing was changed`);
-  return parsed as Bundle;
+  const r = parseBundle(parsed);
+  if (!r.ok) throw new AgentError(`bundle ${file} refused: ${r.problems.join("; ")}; nothing was changed`);
+  return r.bundle;
 }
 
 /** Users and groups the bundle's own sysusers.d files declare (`u name ...`, `g name ...`). */

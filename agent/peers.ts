@@ -6,15 +6,14 @@
  * compare the table with set elements left out.
  */
 import * as path from "node:path";
-import type { Bundle } from "../core/bundle.ts";
+import type { Bundle } from "../contract/bundle.ts";
+import { NFT_TABLE_REF, peerSetScript } from "../contract/nftables.ts";
 import type { Host } from "./host.ts";
 import { describeFailure } from "./host.ts";
+import { peerSetsOf, rulesetOf } from "./legacy.ts";
 import { STATE_DIR } from "./state.ts";
 
-/** The table's text without the elements of peer sets (they follow tailscale status). */
-export function nftComparable(text: string): string {
-  return text.replace(/(set peers_\w+ \{[^{}]*?)\s*elements = \{[^{}]*\}/g, "$1");
-}
+export { nftComparable, peerSetScript } from "../contract/nftables.ts";
 
 interface StatusPeer { HostName?: string; DNSName?: string; TailscaleIPs?: string[] }
 
@@ -36,33 +35,22 @@ export function addressesByHost(statusJson: string): Map<string, string[]> {
   return out;
 }
 
-/** The nft script that replaces every peer set's elements in one transaction. */
-export function peerSetScript(peerSets: NonNullable<Bundle["peerSets"]>, addrs: Map<string, string[]>): string {
-  const lines: string[] = [];
-  for (const [name, { members, cidrs }] of Object.entries(peerSets)) {
-    const all = [...new Set([...cidrs, ...members.flatMap((m) => addrs.get(m) ?? [])])];
-    for (const [fam, v6] of [["v4", false], ["v6", true]] as const) {
-      const set = `inet meshfleet ${name}_${fam}`;
-      lines.push(`flush set ${set}`);
-      const mine = all.filter((a) => a.includes(":") === v6);
-      if (mine.length) lines.push(`add element ${set} { ${mine.join(", ")} }`);
-    }
-  }
-  return lines.join("\n") + "\n";
-}
+/** Names of the sets whose elements follow tailscale status (left out of drift checks). */
+export const dynamicSetNames = (bundle: Bundle): string[] => peerSetsOf(bundle).map((s) => s.name);
 
 /** Refresh the peer sets; returns a one-line summary. Never throws: the rules stay closed without it. */
 export function refreshPeers(host: Host, bundle: Bundle): string {
-  if (!bundle.peerSets || !bundle.nftables) return "peers: the policy is not enforced on this host";
+  const sets = peerSetsOf(bundle);
+  if (!sets.length || rulesetOf(bundle) === null) return "peers: the policy is not enforced on this host";
   const st = host.tailscale(["status", "--json"], 10_000);
   const addrs = addressesByHost(st.stdout);
   const rel = path.join(STATE_DIR, "nft-peers.nft");
-  host.writeFileAtomic(rel, peerSetScript(bundle.peerSets, addrs), 0o600);
+  host.writeFileAtomic(rel, peerSetScript(sets, addrs), 0o600);
   const r = host.nftApply(host.p(rel));
-  if (r.code !== 0) return `peers: ${describeFailure(["nft", "-f", rel], r)}`;
-  const known = Object.values(bundle.peerSets).flatMap((s) => s.members).filter((m, i, a) => a.indexOf(m) === i);
+  if (r.code !== 0) return `peers: ${describeFailure(["nft", "-f", rel], r)} (table ${NFT_TABLE_REF})`;
+  const known = [...new Set(sets.flatMap((s) => s.members))];
   const live = known.filter((m) => addrs.has(m));
-  return `peers: ${Object.keys(bundle.peerSets).length} set(s) refreshed; ${live.length}/${known.length} allowed hosts online (${live.join(", ") || "none"})`;
+  return `peers: ${sets.length} set(s) refreshed; ${live.length}/${known.length} allowed hosts online (${live.join(", ") || "none"})`;
 }
 
 /** Run the tailscale CLI the bundle names (an absolute path), else `tailscale` from PATH. */

@@ -4,10 +4,11 @@
  * live host, not only with the previous generation, is what makes a resumed
  * or repeated activation idempotent after a crash.
  */
-import { sha256 as shaOf, type Bundle } from "../core/bundle.ts";
-import type { TailscaleSettings } from "../core/types.ts";
+import { sha256 as shaOf, type Bundle, type TailscaleConfig } from "../contract/bundle.ts";
+import { NFT_TABLE_REF, nftComparable } from "../contract/nftables.ts";
 import type { Host } from "./host.ts";
-import { nftComparable } from "./peers.ts";
+import { isLegacy, rulesetOf } from "./legacy.ts";
+import { dynamicSetNames } from "./peers.ts";
 import { desiredFiles, normalizeSysctl, unitDependencies, unitPath, type DesiredFile } from "./desired.ts";
 import type { State } from "./state.ts";
 import { tailscaleAction, type TailscaleAction } from "./tailscale.ts";
@@ -37,7 +38,7 @@ export interface PlanInput {
   /** Generations whose state may be live now: the current one, and in recovery the interrupted one. */
   others: { bundle: Bundle; nftLive: string | null }[];
   /** Settings `tailscale up/set` may last have applied. */
-  appliedTailscale: TailscaleSettings | null;
+  appliedTailscale: TailscaleConfig | null;
   /** Reapply the nft table even if it looks unchanged (recovery). */
   forceNft?: boolean;
 }
@@ -105,12 +106,13 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
 
   const liveNft = host.nftList();
   const prev = others[0];
+  const wantNft = rulesetOf(target);
   let nft: Plan["nft"] = { op: "none", why: "unchanged" };
-  if (target.nftables === null) {
+  if (wantNft === null) {
     if (liveNft !== null) nft = { op: "remove", why: "firewall is off in this generation" };
-  } else if (liveNft === null) nft = { op: "replace", why: "table inet meshfleet is missing" };
-  else if (!prev || prev.bundle.nftables !== target.nftables) nft = { op: "replace", why: "ruleset changed" };
-  else if (prev.nftLive !== null && nftComparable(prev.nftLive) !== nftComparable(liveNft)) nft = { op: "replace", why: "live table drifted" };
+  } else if (liveNft === null) nft = { op: "replace", why: `table ${NFT_TABLE_REF} is missing` };
+  else if (!prev || rulesetOf(prev.bundle) !== wantNft) nft = { op: "replace", why: isLegacy(prev?.bundle ?? target) ? "ruleset changed (from a generation an older agent wrote)" : "ruleset changed" };
+  else if (prev.nftLive !== null && nftComparable(prev.nftLive, dynamicSetNames(prev.bundle)) !== nftComparable(liveNft, dynamicSetNames(prev.bundle))) nft = { op: "replace", why: "live table drifted" };
   else if (input.forceNft) nft = { op: "replace", why: "reapplied: an interrupted run may have changed it" };
 
   const writtenUnits = files.filter((a) => a.kind === "unit" && a.op === "write").map((a) => a.path.slice(unitPath("").length));
@@ -166,7 +168,7 @@ export function describePlan(host: Host, p: Plan): string[] {
   }
   for (const s of p.sysctl) out.push(`sysctl: ${s.key} ${s.from ?? "(unset)"} -> ${s.to}`);
   for (const s of p.sysctlRestore) out.push(`sysctl: ${s.key} restored to ${s.to}`);
-  if (p.nft.op !== "none") out.push(`nftables: ${p.nft.op} table inet meshfleet (${p.nft.why})`);
+  if (p.nft.op !== "none") out.push(`nftables: ${p.nft.op} table ${NFT_TABLE_REF} (${p.nft.why})`);
   for (const u of p.units.remove) out.push(`unit: stop, disable and remove ${u}`);
   for (const u of p.units.write) out.push(`unit: write ${u}`);
   if (p.units.reload) out.push("unit: systemctl daemon-reload");

@@ -3,7 +3,7 @@
  * deadline passes. A probe that never passes fails the switch.
  * node:http/https/net load lazily: they cost start-up time on every command.
  */
-import type { HealthProbe } from "../core/types.ts";
+import type { Probe as HealthProbe } from "../contract/bundle.ts";
 import type { Host } from "./host.ts";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));

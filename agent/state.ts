@@ -6,11 +6,13 @@
  */
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Bundle } from "../core/bundle.ts";
+import { BUNDLE_FORMAT, sealBundle, type Bundle } from "../contract/bundle.ts";
+import { STATE_DIR } from "../contract/constants.ts";
 import type { Host } from "./host.ts";
 import { desiredFiles, type DesiredFile } from "./desired.ts";
+import { fromStored, rulesetOf } from "./legacy.ts";
 
-export const STATE_DIR = "/var/lib/meshfleet";
+export { STATE_DIR };
 
 export interface ManifestEntry {
   path: string;
@@ -64,19 +66,18 @@ export interface LastSwitch {
 
 /** Generation 0: nothing owned. Activating it releases everything. */
 export function emptyBundle(host: string): Bundle {
-  return {
-    format: 1,
+  return sealBundle({
+    format: BUNDLE_FORMAT,
     host,
-    hash: "",
     files: [],
     sysctl: {},
-    nftables: null,
     units: [],
+    firewall: null,
     tailscale: null,
     probes: [],
     metrics: { enable: false, textfileDir: "" },
     bestEffort: [],
-  };
+  });
 }
 
 export class State {
@@ -126,7 +127,7 @@ export class State {
       return { n: 0, bundle: emptyBundle(hostName), meta: { generation: 0, host: hostName, hash: "", createdAt: "", status: "active" }, nftLive: null };
     }
     const dir = this.file("generations", String(n));
-    const bundle = JSON.parse(fs.readFileSync(path.join(dir, "bundle.json"), "utf8")) as Bundle;
+    const bundle = fromStored(JSON.parse(fs.readFileSync(path.join(dir, "bundle.json"), "utf8")));
     const meta = JSON.parse(fs.readFileSync(path.join(dir, "meta.json"), "utf8")) as GenerationMeta;
     let nftLive: string | null = null;
     try {
@@ -158,7 +159,8 @@ export class State {
     put("bundle.json", JSON.stringify(bundle) + "\n");
     put("meta.json", JSON.stringify(meta, null, 2) + "\n");
     put("manifest.json", JSON.stringify(manifestOf(bundle), null, 2) + "\n");
-    if (bundle.nftables !== null) put("nftables.nft", bundle.nftables);
+    const ruleset = rulesetOf(bundle);
+    if (ruleset !== null) put("nftables.nft", ruleset);
     put("sysctl.json", JSON.stringify(bundle.sysctl, null, 2) + "\n");
     for (const u of bundle.units) put(path.join("units", u.name), u.content);
     put("tailscale.json", JSON.stringify(bundle.tailscale, null, 2) + "\n");

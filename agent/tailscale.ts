@@ -3,8 +3,8 @@
  * needs, drift between declared settings and `tailscale debug prefs`, and
  * peer counts from `tailscale status --json`.
  */
-import { canonicalJson } from "../core/bundle.ts";
-import type { TailscaleSettings } from "../core/types.ts";
+import { canonicalJson, type TailscaleConfig } from "../contract/bundle.ts";
+import { advertisedRoutes, tailscaleSetFlags, tailscaleUpFlags } from "../contract/tailscale.ts";
 
 export interface TailscaleAction {
   op: "none" | "up" | "set";
@@ -16,33 +16,35 @@ export interface TailscaleAction {
 export const UP_TIMEOUT = "60s";
 
 const LOGGED_OUT = new Set(["NeedsLogin", "NoState"]);
-const sortedTags = (s: TailscaleSettings | null) => [...(s?.tags ?? [])].sort().join(",");
+const sortedTags = (s: TailscaleConfig | null) => [...(s?.tags ?? [])].sort().join(",");
 
 /**
  * `backendState` is BackendState from `tailscale status --json` ("" when
  * tailscaled did not answer); `applied` is what the previous generation set.
  */
-export function tailscaleAction(backendState: string, applied: TailscaleSettings | null, want: TailscaleSettings | null): TailscaleAction {
+export function tailscaleAction(backendState: string, applied: TailscaleConfig | null, want: TailscaleConfig | null): TailscaleAction {
   if (!want) return { op: "none", argv: [], why: "tailscale is not managed by this generation" };
   const authArgs = ["--auth-key", `file:${want.authKeyFile}`];
+  const up = tailscaleUpFlags(want);
   if (backendState === "" || LOGGED_OUT.has(backendState))
-    return { op: "up", argv: ["up", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: `not logged in (BackendState ${backendState || "unknown"})` };
+    return { op: "up", argv: ["up", ...authArgs, ...up, "--timeout", UP_TIMEOUT], why: `not logged in (BackendState ${backendState || "unknown"})` };
   if (applied && applied.loginServer !== want.loginServer)
-    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: "login server changed" };
-  if (!applied) return { op: "up", argv: ["up", ...want.upArgs, "--timeout", UP_TIMEOUT], why: "logged in but not yet configured by meshfleet" };
+    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...up, "--timeout", UP_TIMEOUT], why: "login server changed" };
+  if (!applied) return { op: "up", argv: ["up", ...up, "--timeout", UP_TIMEOUT], why: "logged in but not yet configured by meshfleet" };
   // `tailscale set` has no --advertise-tags: only a full `up` can change them.
   // Headscale 0.29 takes a node's tags from its pre-auth key (it refuses tags a
   // client requests with --advertise-tags), so new tags mean logging in again
   // with the new key.
   if (sortedTags(applied) !== sortedTags(want))
-    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...want.upArgs, "--timeout", UP_TIMEOUT], why: "tags changed (re-login with the new key)" };
-  if (canonicalJson(applied.setArgs) !== canonicalJson(want.setArgs) || canonicalJson(applied.upArgs) !== canonicalJson(want.upArgs))
-    return { op: "set", argv: ["set", ...want.setArgs], why: "settings changed" };
+    return { op: "up", argv: ["up", "--force-reauth", ...authArgs, ...up, "--timeout", UP_TIMEOUT], why: "tags changed (re-login with the new key)" };
+  const set = tailscaleSetFlags(want);
+  if (canonicalJson(tailscaleSetFlags(applied)) !== canonicalJson(set) || canonicalJson(tailscaleUpFlags(applied)) !== canonicalJson(up))
+    return { op: "set", argv: ["set", ...set], why: "settings changed" };
   return { op: "none", argv: [], why: "unchanged" };
 }
 
 /** Drift between declared settings and `tailscale debug prefs` (ipn.Prefs JSON). */
-export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknown>): string[] {
+export function prefsDrift(want: TailscaleConfig, prefs: Record<string, unknown>): string[] {
   const out: string[] = [];
   const cmp = (what: string, expected: unknown, found: unknown) => {
     if (canonicalJson(expected) !== canonicalJson(found)) out.push(`${what}: expected ${canonicalJson(expected)}, found ${canonicalJson(found)}`);
@@ -50,8 +52,7 @@ export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknow
   const strip = (u: unknown) => String(u ?? "").replace(/\/+$/, "");
   cmp("login server", strip(want.loginServer), strip(prefs.ControlURL));
   cmp("hostname", want.hostname, prefs.Hostname ?? "");
-  const routes = [...want.advertiseRoutes, ...(want.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])].sort();
-  cmp("advertised routes", routes, [...((prefs.AdvertiseRoutes as string[] | null) ?? [])].sort());
+  cmp("advertised routes", advertisedRoutes(want), [...((prefs.AdvertiseRoutes as string[] | null) ?? [])].sort());
   cmp("accept routes", want.acceptRoutes, !!prefs.RouteAll);
   cmp("accept dns", want.acceptDns, !!prefs.CorpDNS);
   cmp("ssh", want.ssh, !!prefs.RunSSH);
@@ -64,7 +65,7 @@ export function prefsDrift(want: TailscaleSettings, prefs: Record<string, unknow
  * tags, so they are compared with what the coordinator says the node has
  * (`tailscale status --json`, Self.Tags).
  */
-export function tagsDrift(want: TailscaleSettings, status: { Self?: { Tags?: string[] | null } | null }): string[] {
+export function tagsDrift(want: TailscaleConfig, status: { Self?: { Tags?: string[] | null } | null }): string[] {
   const found = [...(status.Self?.Tags ?? [])].sort();
   const expected = [...want.tags].sort();
   return canonicalJson(found) === canonicalJson(expected) ? [] : [`tags: expected ${canonicalJson(expected)}, found ${canonicalJson(found)}`];

@@ -2,9 +2,11 @@
  * Drift: the live host against the current generation — owned files
  * (content, mode, owner), sysctls, our nft table, units, tailscale settings.
  */
-import { sha256 } from "../core/bundle.ts";
+import { sha256 } from "../contract/bundle.ts";
+import { NFT_TABLE_REF, nftComparable } from "../contract/nftables.ts";
 import type { Host } from "./host.ts";
-import { nftComparable } from "./peers.ts";
+import { rulesetOf } from "./legacy.ts";
+import { dynamicSetNames } from "./peers.ts";
 import { desiredFiles, normalizeSysctl } from "./desired.ts";
 import { ownerIds } from "./plan.ts";
 import type { Generation } from "./state.ts";
@@ -38,10 +40,12 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     if (live === null || normalizeSysctl(live) !== normalizeSysctl(value)) out.push({ kind: "sysctl", subject: key, detail: `is ${live ?? "(unreadable)"}, expected ${value}` });
   }
   const nft = host.nftList();
-  if (g.bundle.nftables === null) {
-    if (nft !== null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "present, but the firewall is off in this generation" });
-  } else if (nft === null) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "missing" });
-  else if (g.nftLive !== null && nftComparable(nft) !== nftComparable(g.nftLive)) out.push({ kind: "nftables", subject: "table inet meshfleet", detail: "differs from the ruleset this generation applied" });
+  const subject = `table ${NFT_TABLE_REF}`;
+  const dynamic = dynamicSetNames(g.bundle);
+  if (rulesetOf(g.bundle) === null) {
+    if (nft !== null) out.push({ kind: "nftables", subject, detail: "present, but the firewall is off in this generation" });
+  } else if (nft === null) out.push({ kind: "nftables", subject, detail: "missing" });
+  else if (g.nftLive !== null && nftComparable(nft, dynamic) !== nftComparable(g.nftLive, dynamic)) out.push({ kind: "nftables", subject, detail: "differs from the ruleset this generation applied" });
   for (const u of g.bundle.units) {
     if (!u.enable) continue;
     const enabled = host.systemctl(["is-enabled", u.name]).stdout.trim();

@@ -10,46 +10,40 @@
  * golden of the schema's JSON form together with the format number.
  */
 import { createHash } from "node:crypto";
-import { z } from "zod";
+import { en } from "zod/locales";
+import * as z from "zod/mini";
 import { NFT_FAMILY, NFT_TABLE, SYSCTL_FILE, unitPath } from "./constants.ts";
 
 export const BUNDLE_FORMAT = 2;
 
+// zod/mini keeps the agent small; it has no messages until a locale is set.
+z.config(en());
+
 // ---------------------------------------------------------------------------
 // Small value types
 
-/** Why a path is not one the agent may write, or null when it is fine. */
-export function pathProblem(p: string): string | null {
-  if (!p.startsWith("/")) return "is not absolute";
-  if (p.includes("//")) return 'contains "//"';
-  if (/[\0\n\r]/.test(p)) return "contains a control character";
-  const segs = p.slice(1).split("/");
-  if (segs.includes("..")) return 'contains a ".." segment';
-  if (segs.includes(".")) return 'contains a "." segment';
-  if (p.length > 1 && p.endsWith("/")) return 'ends with "/"';
-  return null;
-}
+const str = (re: RegExp, message: string) => z.string().check(z.regex(re, { message }));
 
-const absPath = z
-  .string()
-  .regex(/^\//, { message: "an absolute path" })
-  .superRefine((p, ctx) => {
-    const why = pathProblem(p);
-    if (why) ctx.addIssue({ code: "custom", message: `path ${JSON.stringify(p)} ${why}` });
-  });
+/**
+ * Where the agent may write: an absolute path of non-empty segments, none of
+ * them "." or "..", so no "//", no trailing "/", no control characters.
+ */
+export const ABS_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/\0\n\r]+)+$/;
+const absPath = str(ABS_PATH, 'an absolute path without "..", "." or empty ("//") segments');
 
-const hex64 = z.string().regex(/^[0-9a-f]{64}$/, { message: "64 lowercase hex digits (sha256)" });
-const mode = z.string().regex(/^0[0-7]{3}$/, { message: 'an octal mode such as "0644"' });
-const account = z.string().regex(/^[a-z_][a-z0-9_-]{0,31}\$?$/, { message: "a user or group name" });
-const unitName = z.string().regex(/^[A-Za-z0-9@._:\\-]+\.(service|timer|socket|path|target|mount)$/, { message: "a systemd unit name such as tailscaled.service" });
-const ifname = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" });
-const nftName = z.string().regex(/^[a-z][a-z0-9_]{0,62}$/, { message: "an nft name (lowercase letters, digits, _)" });
+const hex64 = str(/^[0-9a-f]{64}$/, "64 lowercase hex digits (sha256)");
+const mode = str(/^0[0-7]{3}$/, 'an octal mode such as "0644"');
+const account = str(/^[a-z_][a-z0-9_-]{0,31}\$?$/, "a user or group name");
+const unitName = str(/^[A-Za-z0-9@._:\\-]+\.(service|timer|socket|path|target|mount)$/, "a systemd unit name such as tailscaled.service");
+const ifname = str(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name");
+const nftName = str(/^[a-z][a-z0-9_]{0,62}$/, "an nft name (lowercase letters, digits, _)");
 /** nft comments: at most 128 bytes, no quotes or backslashes (they end up inside "..."). */
-const nftComment = z.string().regex(/^[^"\\\n\r]{0,128}$/, { message: "a comment of at most 128 characters without quotes or backslashes" });
-const port = z.number().int().min(1).max(65535);
-const tag = z.string().regex(/^tag:[a-z0-9][a-z0-9-]*$/, { message: "a tag such as tag:router" });
-const hostLabel = z.string().regex(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, { message: "a host name (DNS label)" });
+const nftComment = str(/^[^"\\\n\r]{0,128}$/, "a comment of at most 128 characters without quotes or backslashes");
+const port = z.int().check(z.gte(1), z.lte(65535));
+const tag = str(/^tag:[a-z0-9][a-z0-9-]*$/, "a tag such as tag:router");
+const hostLabel = str(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, "a host name (DNS label)");
 const ipFamily = z.enum(["ip", "ip6"]);
+const nonEmpty = <T extends z.ZodMiniType>(t: T) => z.array(t).check(z.minLength(1));
 
 const v4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 function isIpv6(s: string): boolean {
@@ -69,7 +63,7 @@ export function cidrFamily(s: string): "ip" | "ip6" | null {
   if (!/^\d{1,3}$/.test(bits) || Number(bits) > (fam === "ip" ? 32 : 128)) return null;
   return fam;
 }
-const cidr = z.string().refine((s) => cidrFamily(s) !== null, { message: "an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48" });
+const cidr = z.string().check(z.refine((s) => cidrFamily(s) !== null, { message: "an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48" }));
 
 // ---------------------------------------------------------------------------
 // The parts of a bundle
@@ -97,24 +91,24 @@ export const bundleUnitSchema = z.strictObject({
 
 /** One nft rule: matches (all optional, in this order in the text), then a verdict. */
 export const nftRuleSchema = z.strictObject({
-  iifname: ifname.optional(),
-  ctState: z.array(z.enum(["established", "related", "invalid", "new", "untracked"])).min(1).optional(),
-  saddr: z
-    .union([
-      z.strictObject({ family: ipFamily, cidrs: z.array(cidr).min(1) }),
+  iifname: z.optional(ifname),
+  ctState: z.optional(nonEmpty(z.enum(["established", "related", "invalid", "new", "untracked"]))),
+  saddr: z.optional(
+    z.union([
+      z.strictObject({ family: ipFamily, cidrs: nonEmpty(cidr) }),
       z.strictObject({ family: ipFamily, set: nftName }),
-    ])
-    .optional(),
-  icmp: z
-    .strictObject({
+    ]),
+  ),
+  icmp: z.optional(
+    z.strictObject({
       family: ipFamily,
-      types: z.array(z.enum(["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"])).min(1),
-    })
-    .optional(),
-  l4: z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.array(port).min(1).optional() }).optional(),
-  counter: z.boolean().optional(),
+      types: nonEmpty(z.enum(["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"])),
+    }),
+  ),
+  l4: z.optional(z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.optional(nonEmpty(port)) })),
+  counter: z.optional(z.boolean()),
   verdict: z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })]),
-  comment: nftComment.optional(),
+  comment: z.optional(nftComment),
 });
 
 export const nftSetSchema = z.strictObject({
@@ -132,14 +126,14 @@ export const nftSetSchema = z.strictObject({
 export const nftChainSchema = z.strictObject({
   name: nftName,
   /** A base chain's hook, or null for a regular chain (reached by jump). */
-  hook: z
-    .strictObject({
+  hook: z.nullable(
+    z.strictObject({
       type: z.literal("filter"),
       hook: z.enum(["input", "forward", "output"]),
       priority: z.literal("filter"),
       policy: z.enum(["accept", "drop"]),
-    })
-    .nullable(),
+    }),
+  ),
   rules: z.array(nftRuleSchema),
 });
 
@@ -153,9 +147,9 @@ export const firewallSchema = z.strictObject({
 
 /** The tailscale client's settings; the agent builds the `tailscale up/set` argv (contract/tailscale.ts). */
 export const tailscaleSchema = z.strictObject({
-  /** The tailscale CLI on the host. */
-  cli: absPath,
-  loginServer: z.string().regex(/^https?:\/\/[^\s/]+(\/\S*)?$/, { message: "a URL starting with http:// or https://" }),
+  /** The tailscale CLI on the host: an absolute path, or a command name looked up on PATH. */
+  cli: z.union([absPath, str(/^[a-z][a-z0-9._-]*$/, "a command name such as tailscale")]),
+  loginServer: str(/^https?:\/\/[^\s/]+(\/\S*)?$/, "a URL starting with http:// or https://"),
   /** The 0600 file holding the pre-auth key (one of the bundle's secret files). */
   authKeyFile: absPath,
   hostname: hostLabel,
@@ -170,15 +164,16 @@ export const tailscaleSchema = z.strictObject({
   snatSubnetRoutes: z.boolean(),
   netfilterMode: z.enum(["on", "nodivert", "off"]),
   /** More `tailscale up` flags, one per element (`--operator=alice`). */
-  extraUpFlags: z.array(z.string().regex(/^--[a-z][a-z-]*(=[^\n\r]*)?$/, { message: "a flag such as --operator=alice" })),
+  extraUpFlags: z.array(str(/^--[a-z][a-z-]*(=[^\n\r]*)?$/, "a flag such as --operator=alice")),
 });
 
+const probeName = z.string().check(z.minLength(1));
 export const probeSchema = z.discriminatedUnion("kind", [
-  z.strictObject({ name: z.string().min(1), kind: z.literal("http"), url: z.string().regex(/^https?:\/\//), expectStatus: z.number().int().min(100).max(599), insecure: z.boolean().optional() }),
-  z.strictObject({ name: z.string().min(1), kind: z.literal("tcp"), host: z.string().min(1), port }),
-  z.strictObject({ name: z.string().min(1), kind: z.literal("tailscale-running") }),
-  z.strictObject({ name: z.string().min(1), kind: z.literal("routes-advertised"), routes: z.array(cidr) }),
-  z.strictObject({ name: z.string().min(1), kind: z.literal("unit-active"), unit: unitName }),
+  z.strictObject({ name: probeName, kind: z.literal("http"), url: str(/^https?:\/\//, "an http(s) URL"), expectStatus: z.int().check(z.gte(100), z.lte(599)), insecure: z.optional(z.boolean()) }),
+  z.strictObject({ name: probeName, kind: z.literal("tcp"), host: z.string().check(z.minLength(1)), port }),
+  z.strictObject({ name: probeName, kind: z.literal("tailscale-running") }),
+  z.strictObject({ name: probeName, kind: z.literal("routes-advertised"), routes: z.array(cidr) }),
+  z.strictObject({ name: probeName, kind: z.literal("unit-active"), unit: unitName }),
 ]);
 
 export const bundleSchema = z.strictObject({
@@ -188,19 +183,16 @@ export const bundleSchema = z.strictObject({
   hash: hex64,
   files: z.array(bundleFileSchema),
   /** sysctl key -> value, written to SYSCTL_FILE and applied. */
-  sysctl: z.record(
-    z.string().regex(/^[a-z0-9_][a-z0-9_.\-/]*$/, { message: "a sysctl key such as net.ipv4.ip_forward" }),
-    z.string().regex(/^[^\n\r]*$/, { message: "a one-line value" }),
-  ),
+  sysctl: z.record(str(/^[a-z0-9_][a-z0-9_.\-/]*$/, "a sysctl key such as net.ipv4.ip_forward"), str(/^[^\n\r]*$/, "a one-line value")),
   units: z.array(bundleUnitSchema),
   /** null: the firewall is off (no table inet meshfleet). */
-  firewall: firewallSchema.nullable(),
+  firewall: z.nullable(firewallSchema),
   /** null: tailscale is not managed on this host. */
-  tailscale: tailscaleSchema.nullable(),
+  tailscale: z.nullable(tailscaleSchema),
   probes: z.array(probeSchema),
   metrics: z.strictObject({ enable: z.boolean(), textfileDir: z.union([absPath, z.literal("")]) }),
   /** Host commands run after activation; their failures are warnings. */
-  bestEffort: z.array(z.strictObject({ argv: z.array(z.string()).min(1), why: z.string() })),
+  bestEffort: z.array(z.strictObject({ argv: nonEmpty(z.string()), why: z.string() })),
 });
 
 export type Bundle = z.infer<typeof bundleSchema>;
@@ -246,6 +238,17 @@ function issuePath(path: readonly PropertyKey[]): string {
   for (const k of path) s += typeof k === "number" ? `[${k}]` : s ? `.${String(k)}` : String(k);
   return s || "bundle";
 }
+
+function valueAt(x: unknown, path: readonly PropertyKey[]): unknown {
+  let v = x;
+  for (const k of path) v = v && typeof v === "object" ? (v as Record<PropertyKey, unknown>)[k] : undefined;
+  return v;
+}
+
+const shown = (v: unknown): string => {
+  const s = v === undefined ? "nothing" : JSON.stringify(v);
+  return s.length > 80 ? `${s.slice(0, 77)}...` : s;
+};
 
 /** Cross-field rules the schema's shape cannot say. */
 function consistencyProblems(b: Bundle): string[] {
@@ -303,7 +306,13 @@ export function parseBundle(x: unknown): { ok: true; bundle: Bundle } | { ok: fa
   const r = bundleSchema.safeParse(x);
   if (!r.success) {
     const problems = r.error.issues.map((i) =>
-      i.code === "unrecognized_keys" ? `${issuePath(i.path)}: unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => JSON.stringify(k)).join(", ")}` : `${issuePath(i.path)}: ${i.message}`,
+      i.code === "unrecognized_keys"
+        ? `${issuePath(i.path)}: unknown field${i.keys.length > 1 ? "s" : ""} ${i.keys.map((k) => JSON.stringify(k)).join(", ")} (this agent reads bundle format ${BUNDLE_FORMAT})`
+        : i.code === "invalid_format" || i.code === "custom"
+          ? `${issuePath(i.path)}: expected ${i.message}, found ${shown(valueAt(x, i.path))}`
+          : i.code === "invalid_union" && i.errors.length
+            ? `${issuePath(i.path)}: expected ${[...new Set(i.errors.map((e) => (e[0]?.code === "invalid_format" || e[0]?.code === "custom" ? e[0].message : (e[0]?.message ?? "?"))))].join(", or ")}; found ${shown(valueAt(x, i.path))}`
+            : `${issuePath(i.path)}: ${i.message}`,
     );
     return { ok: false, problems };
   }

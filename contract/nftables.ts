@@ -56,8 +56,10 @@ export function nftRuleset(fw: Firewall | null): string | null {
  * missing, deletes it and loads the new ruleset (or only deletes it when the
  * firewall is off). No other table is touched.
  */
-export function nftScript(fw: Firewall | null): string {
-  const ruleset = nftRuleset(fw);
+export const nftScript = (fw: Firewall | null): string => nftScriptFor(nftRuleset(fw));
+
+/** nftScript for a ruleset already rendered (null: only delete the table). */
+export function nftScriptFor(ruleset: string | null): string {
   return [`table ${NFT_TABLE_REF} {}`, `delete table ${NFT_TABLE_REF}`, ruleset ?? "", ""].join("\n");
 }
 

@@ -1,34 +1,53 @@
 /**
  * Every artifact of a fleet as (relative path, content) pairs: per host under
  * `<host>/`, mesh-wide under `fleet/`. Pure; `meshfleet render` writes them,
- * tests feed them to the real programs. Secret files are listed, never written.
+ * tests feed them to the real programs.
+ *
+ * A host's files come from its bundle (core/render.ts renderHost) through the
+ * same list the agent writes (contract/desired.ts): the bundle's files, the
+ * sysctl.d file and the unit files, at their host paths. The nft script is
+ * the one the agent loads; tailscale.json holds the typed settings and the
+ * argv the agent runs. Secret files are listed in meshfleet/SECRETS, never
+ * written.
  */
-import { renderNftables } from "../modules/firewall.ts";
+import { desiredFiles } from "../contract/desired.ts";
+import { nftScript } from "../contract/nftables.ts";
+import { tailscaleSetFlags, tailscaleUpFlags } from "../contract/tailscale.ts";
+import { secretRefs } from "./bundle.ts";
+import { renderHost } from "./render.ts";
 import type { FleetSystem, HostSystem } from "./types.ts";
 import { stringify } from "yaml";
 
 export interface Artifact { path: string; content: string; mode: string }
 
+/** Stand-ins for secrets not known at render time; their files are listed, never written. */
+const standIns = (h: HostSystem) => Object.fromEntries(secretRefs(h).map((k) => [k, ""]));
+
 export function hostArtifacts(h: HostSystem): Artifact[] {
+  const bundle = renderHost(h, standIns(h));
+  const secretRef = new Map(h.files.map((f) => [f.path, f.secretRef]));
   const out: Artifact[] = [];
   const secrets: string[] = [];
-  for (const f of h.files) {
-    if (f.secretRef || f.secret) { secrets.push(`${f.path}\t${f.secretRef ?? "secret"}`); continue; }
+  for (const f of desiredFiles(bundle)) {
+    if (f.secret) { secrets.push(`${f.path}\t${secretRef.get(f.path) ?? "secret"}`); continue; }
     out.push({ path: f.path.replace(/^\//, ""), content: f.content, mode: f.mode });
   }
-  for (const u of h.units) out.push({ path: `etc/systemd/system/${u.name}`, content: u.content, mode: "0644" });
-  if (Object.keys(h.sysctl).length)
-    out.push({ path: "etc/sysctl.d/90-meshfleet.conf", content: Object.entries(h.sysctl).map(([k, v]) => `${k} = ${v}`).join("\n") + "\n", mode: "0644" });
-  const nft = renderNftables(h);
-  if (nft) out.push({ path: "etc/nftables.d/meshfleet.nft", content: nft, mode: "0644" });
-  if (h.tailscale.enable)
-    out.push({ path: "meshfleet/tailscale.json", content: JSON.stringify({ up: h.tailscale.upArgs, set: h.tailscale.setArgs, authKeyFile: h.tailscale.authKeyFile }, null, 2) + "\n", mode: "0644" });
+  if (bundle.firewall) out.push({ path: "meshfleet/nftables.nft", content: nftScript(bundle.firewall), mode: "0644" });
+  if (bundle.tailscale) {
+    const t = bundle.tailscale;
+    const view = {
+      settings: t,
+      up: [t.cli, "up", "--auth-key", `file:${t.authKeyFile}`, ...tailscaleUpFlags(t)],
+      set: [t.cli, "set", ...tailscaleSetFlags(t)],
+    };
+    out.push({ path: "meshfleet/tailscale.json", content: JSON.stringify(view, null, 2) + "\n", mode: "0644" });
+  }
   if (h.containers.length) out.push({ path: "meshfleet/containers.yaml", content: stringify(h.containers), mode: "0644" });
   if (h.lxc) {
     out.push({ path: `meshfleet/lxc/${h.lxc.ctid}.conf`, content: h.lxc.config.join("\n") + "\n", mode: "0644" });
     out.push({ path: "meshfleet/lxc/pct.sh", content: "#!/bin/sh\nset -e\n" + h.lxc.pctCommands.map(shellJoin).join("\n") + "\n", mode: "0755" });
   }
-  if (h.bestEffort.length) out.push({ path: "meshfleet/best-effort.sh", content: "#!/bin/sh\n" + h.bestEffort.map((c) => `${shellJoin(c.argv)} || true  # ${c.why}`).join("\n") + "\n", mode: "0755" });
+  if (bundle.bestEffort.length) out.push({ path: "meshfleet/best-effort.sh", content: "#!/bin/sh\n" + bundle.bestEffort.map((c) => `${shellJoin(c.argv)} || true  # ${c.why}`).join("\n") + "\n", mode: "0755" });
   if (secrets.length) out.push({ path: "meshfleet/SECRETS", content: "# secret files, written by the agent from Pulumi secrets (path, secret)\n" + secrets.join("\n") + "\n", mode: "0644" });
   return out;
 }

@@ -6,29 +6,39 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { TailscaleSettings } from "../../core/types.ts";
+import type { Firewall, NftRule, TailscaleConfig } from "../../contract/bundle.ts";
+import { nftRuleset } from "../../contract/nftables.ts";
 import { agent, buildAgent, bundle, file, read, snapshot, tempRoot, writeBundle } from "./helpers.ts";
 
 beforeAll(() => {
   buildAgent();
 });
 
-const NFT1 = "table inet meshfleet {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t}\n}\n";
-const NFT2 = "table inet meshfleet {\n\tchain input {\n\t\ttype filter hook input priority 0; policy accept;\n\t\ttcp dport 8080 accept\n\t}\n}\n";
+const table = (rules: NftRule[]): Firewall => ({
+  family: "inet",
+  table: "meshfleet",
+  sets: [],
+  chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
+});
+const FW1 = table([]);
+const FW2 = table([{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept" }]);
+/** What the agent loads for them: the contract's text. */
+const NFT1 = nftRuleset(FW1)!;
+const NFT2 = nftRuleset(FW2)!;
 const UNIT = "[Service]\nExecStart=/usr/bin/app -c /etc/app/app.conf\n";
 
 const gen1 = () =>
   bundle({
     files: [file("/etc/app/app.conf", "v=1\n"), file("/etc/app/key", "SECRET-ONE", { secret: true, mode: "0600" }), file("/etc/other.conf", "other\n")],
     sysctl: { "net.ipv4.ip_forward": "1" },
-    nftables: NFT1,
+    firewall: FW1,
     units: [{ name: "app.service", content: UNIT, enable: true }],
   });
 const gen2 = () =>
   bundle({
     files: [file("/etc/app/app.conf", "v=2\n"), file("/etc/app/key", "SECRET-TWO", { secret: true, mode: "0600" })],
     sysctl: { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1" },
-    nftables: NFT2,
+    firewall: FW2,
     units: [{ name: "app.service", content: UNIT, enable: true }, { name: "extra.service", content: "[Service]\nExecStart=/bin/true\n", enable: true }],
   });
 
@@ -48,7 +58,11 @@ describe("bundle refusal", () => {
   it.each([
     ["bad file hash", (b: ReturnType<typeof gen1>) => ((b.files[0].content = "tampered\n"), b), /sha256 does not match its content/],
     ["bad bundle hash", (b: ReturnType<typeof gen1>) => ((b.sysctl["kernel.x"] = "1"), b), /bundle hash does not match/],
-    ["bad format", (b: ReturnType<typeof gen1>) => ({ ...b, format: 2 }), /format 2 is not supported/],
+    ["bad format", (b: ReturnType<typeof gen1>) => ({ ...b, format: 1 }), /format 1 is not supported \(this agent reads format 2\)/],
+    ["unknown field", (b: ReturnType<typeof gen1>) => ({ ...b, nftables: NFT1 }), /unknown field "nftables"/],
+    ["a path with ..", (b: ReturnType<typeof gen1>) => bundle({ ...b, files: [file("/etc/app/../../root/.ssh/authorized_keys", "x")] }), /files\[0\]\.path: expected an absolute path without "\.\.", "\." or empty \("\/\/"\) segments, found "\/etc\/app\/\.\.\//],
+    ["a path with //", (b: ReturnType<typeof gen1>) => bundle({ ...b, files: [file("/etc//app.conf", "x")] }), /files\[0\]\.path: .*found "\/etc\/\/app\.conf"/],
+    ["a relative path", (b: ReturnType<typeof gen1>) => bundle({ ...b, files: [file("etc/app.conf", "x")] }), /files\[0\]\.path: .*found "etc\/app\.conf"/],
   ])("%s: one clear line, exit 1, nothing changed", (_name, spoil, msg) => {
     const root = tempRoot();
     expect(agent(root, ["switch", writeBundle(root, gen1())]).code).toBe(0);
@@ -232,7 +246,8 @@ describe("failures roll back", () => {
   it("a ruleset nft rejects, or a unit that fails to start, rolls back", () => {
     const root = tempRoot();
     agent(root, ["switch", writeBundle(root, gen1())]);
-    const bad = bundle({ ...gen2(), nftables: "table inet meshfleet { INVALID }\n" } as never);
+    // The stand-in nft refuses any script containing INVALID, as the real one refuses a bad ruleset.
+    const bad = bundle({ ...gen2(), firewall: table([{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept", comment: "INVALID" }]) });
     const r = agent(root, ["switch", writeBundle(root, bad)]);
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/nftables: `nft -f .*` exited with code 1: Error: syntax error/);
@@ -314,36 +329,37 @@ describe("lockout guard", () => {
 });
 
 describe("tailscale", () => {
-  const ts = (over: Partial<TailscaleSettings> = {}): TailscaleSettings => ({
-    enable: true,
+  const ts = (over: Partial<TailscaleConfig> = {}): TailscaleConfig => ({
     loginServer: "https://hs.example.test",
     authKeyFile: "/etc/meshfleet/tailscale-authkey",
     hostname: "router",
     cli: "tailscale",
     tags: ["tag:router"],
-    advertiseRoutes: ["192.168.8.0/24"],
-    advertiseExitNode: false,
+    routes: ["192.168.8.0/24"],
+    exitNode: false,
     acceptRoutes: false,
     acceptDns: true,
     ssh: false,
     snatSubnetRoutes: true,
-    upArgs: ["--login-server=https://hs.example.test", "--hostname=router", "--advertise-routes=192.168.8.0/24"],
-    setArgs: ["--hostname=router", "--advertise-routes=192.168.8.0/24"],
+    netfilterMode: "on",
+    extraUpFlags: [],
     ...over,
   });
+  const flags = (routes: string) =>
+    `--advertise-routes=${routes} --advertise-exit-node=false --accept-routes=false --accept-dns=true --ssh=false --snat-subnet-routes=true --netfilter-mode=on`;
   it("logs in once with the key file, then uses set, and logs in again (new key) only for tags", () => {
     const root = tempRoot();
     const key = file("/etc/meshfleet/tailscale-authkey", "hskey-secret", { secret: true, mode: "0600" });
     const tsCalls = () => calls(root).split("\n").filter((l) => /^tailscale (up|set)/.test(l));
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key], tailscale: ts() }))]).code).toBe(0);
     expect(tsCalls()).toEqual([
-      "tailscale up --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router --advertise-routes=192.168.8.0/24 --timeout 60s",
+      `tailscale up --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router ${flags("192.168.8.0/24")} --timeout 60s`,
     ]);
     fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running" }));
     const routes = ["192.168.8.0/24", "192.168.20.0/24"];
-    const withRoutes = ts({ advertiseRoutes: routes, setArgs: ["--hostname=router", `--advertise-routes=${routes.join(",")}`] });
+    const withRoutes = ts({ routes });
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key], tailscale: withRoutes }))]).code).toBe(0);
-    expect(tsCalls().slice(1)).toEqual(["tailscale set --hostname=router --advertise-routes=192.168.8.0/24,192.168.20.0/24"]);
+    expect(tsCalls().slice(1)).toEqual([`tailscale set --hostname=router ${flags("192.168.8.0/24,192.168.20.0/24")}`]);
     // unchanged tailscale settings, other change: no tailscale call at all
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key, file("/etc/x", "x")], tailscale: withRoutes }))]).code).toBe(0);
     expect(tsCalls()).toHaveLength(2);
@@ -351,7 +367,7 @@ describe("tailscale", () => {
     const tagged = { ...withRoutes, tags: ["tag:router", "tag:exit"] };
     expect(agent(root, ["switch", writeBundle(root, bundle({ files: [key], tailscale: tagged }))]).code).toBe(0);
     expect(tsCalls().slice(2)).toEqual([
-      "tailscale up --force-reauth --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router --advertise-routes=192.168.8.0/24 --timeout 60s",
+      `tailscale up --force-reauth --auth-key file:/etc/meshfleet/tailscale-authkey --login-server=https://hs.example.test --hostname=router ${flags("192.168.8.0/24,192.168.20.0/24")} --timeout 60s`,
     ]);
     expect(calls(root)).not.toContain("hskey-secret");
   });

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleHash, sha256, type Bundle, type BundleFile } from "../../core/bundle.ts";
+import { bundleHash, sha256, type Bundle, type BundleFile } from "../../contract/bundle.ts";
 import { emptyBundle } from "../../agent/state.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
@@ -57,9 +57,14 @@ export function file(p: string, content: string, extra: Partial<BundleFile> = {}
   return { path: p, mode: "0644", owner: "root", group: "root", sha256: sha256(content), content, secret: false, ...extra };
 }
 
-export function bundle(parts: Partial<Omit<Bundle, "hash" | "format">> = {}): Bundle {
+type UnitIn = Omit<Bundle["units"][number], "restartTriggers"> & { restartTriggers?: string[] };
+
+/** A sealed bundle from the agent's own empty one; units may leave out restartTriggers ([]). */
+export function bundle(parts: Partial<Omit<Bundle, "hash" | "format" | "units">> & { units?: UnitIn[] } = {}): Bundle {
   const { hash: _none, ...empty } = emptyBundle("testhost");
-  const body: Omit<Bundle, "hash"> = { ...empty, ...parts };
+  const { hash: _old, format: _f, ...rest } = parts as Partial<Bundle>;
+  const units = (parts.units ?? []).map((u) => ({ ...u, restartTriggers: u.restartTriggers ?? [] }));
+  const body: Omit<Bundle, "hash"> = { ...empty, ...rest, units };
   return { ...body, hash: bundleHash(body) };
 }
 

@@ -4,9 +4,11 @@
  */
 import { execa } from "execa";
 import { describe, expect, it } from "vitest";
-import { makeBundle } from "../../core/bundle.ts";
+import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
+import { nftRuleset, peerSets } from "../../contract/nftables.ts";
+import { renderHost } from "../../core/render.ts";
 import { evaluateFleet } from "../../core/index.ts";
-import { renderNftables } from "../../modules/firewall.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { addressesByHost, nftComparable, peerSetScript } from "../../agent/peers.ts";
 
 const STATUS = JSON.stringify({
@@ -27,7 +29,13 @@ describe("peer sets", () => {
   });
 
   it("writes only the allowed hosts' addresses, per family", () => {
-    const script = peerSetScript({ peers_0: { members: ["laptop"], cidrs: ["192.168.50.0/24"] } }, addressesByHost(STATUS));
+    const script = peerSetScript(
+      [
+        { name: "peers_0_v4", type: "ipv4_addr", elements: ["192.168.50.0/24"], members: ["laptop"] },
+        { name: "peers_0_v6", type: "ipv6_addr", elements: [], members: ["laptop"] },
+      ],
+      addressesByHost(STATUS),
+    );
     expect(script).toBe(
       "flush set inet meshfleet peers_0_v4\nadd element inet meshfleet peers_0_v4 { 192.168.50.0/24, 100.64.0.3 }\n" +
         "flush set inet meshfleet peers_0_v6\nadd element inet meshfleet peers_0_v6 { fd7a:115c:a1e0::3 }\n",
@@ -38,27 +46,32 @@ describe("peer sets", () => {
   it("drift checks ignore set elements but not rules", () => {
     const a = "table inet meshfleet {\n\tset peers_0_v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 100.64.0.3 }\n\t}\n\tchain input {\n\t}\n}\n";
     const b = a.replace("\n\t\telements = { 100.64.0.3 }", "");
-    expect(nftComparable(a)).toBe(nftComparable(b));
-    expect(nftComparable(a)).not.toBe(nftComparable(b.replace("chain input", "chain output")));
+    expect(nftComparable(a, ["peers_0_v4"])).toBe(nftComparable(b, ["peers_0_v4"]));
+    expect(nftComparable(a, ["peers_0_v4"])).not.toBe(nftComparable(b.replace("chain input", "chain output"), ["peers_0_v4"]));
+    // Only the bundle's own sets follow tailscale status: another set's elements are compared.
+    expect(nftComparable(a, ["peers_1_v4"])).not.toBe(nftComparable(b, ["peers_1_v4"]));
   });
 
-  it.skipIf(process.getuid?.() !== 0)("a real nft table takes the lab router's rules and refreshed sets", async () => {
-    const r = await evaluateFleet("hosts/lab", "lab");
+  it.skipIf(skipUnlessCi(process.getuid?.() !== 0 && NEEDS_ROOT))("a real nft table takes the lab router's rules and refreshed sets", async () => {
+    const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     const host = r.fleet!.hosts["lxc-tailscale"];
-    const bundle = makeBundle(host, renderNftables(host), { "preauth:lxc-tailscale": "test-key" });
-    expect(bundle.peerSets).toBeDefined();
+    const bundle = renderHost(host, { "preauth:lxc-tailscale": "test-key" });
+    const sets = peerSets(bundle.firewall);
+    expect(sets.length).toBeGreaterThan(0);
+    const names = sets.map((s) => s.name);
     const ns = `mf-peers-${process.pid}`;
     await execa("ip", ["netns", "add", ns]);
     try {
       const nft = (input: string, args = ["-f", "-"]) => execa("ip", ["netns", "exec", ns, "nft", ...args], { input, all: true });
-      await nft(bundle.nftables!);
+      await nft(nftRuleset(bundle.firewall)!);
       const before = (await execa("ip", ["netns", "exec", ns, "nft", "-s", "list", "table", "inet", "meshfleet"])).stdout;
-      await nft(peerSetScript(bundle.peerSets!, addressesByHost(STATUS)));
+      await nft(peerSetScript(sets, addressesByHost(STATUS)));
       const after = (await execa("ip", ["netns", "exec", ns, "nft", "-s", "list", "table", "inet", "meshfleet"])).stdout;
       expect(after).toContain("100.64.0.3"); // laptop: allowed on 80/443
       expect(after).toContain("100.64.0.1"); // vps: tagged, allowed
       expect(after).not.toContain("100.64.0.9"); // not in the fleet
-      expect(nftComparable(after)).toBe(nftComparable(before));
+      expect(nftComparable(after, names)).toBe(nftComparable(before, names));
+      expect(nftComparable(after, [])).not.toBe(nftComparable(before, []));
     } finally {
       await execa("ip", ["netns", "del", ns], { reject: false });
     }

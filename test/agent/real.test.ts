@@ -8,7 +8,9 @@
  */
 import * as fs from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NEEDS_ROOT, skipOrFail, skipUnlessCi } from "../lab/ci-gate.ts";
 import { lab } from "../../lab/hosts/index.ts";
+import type { Firewall, NftRule } from "../../contract/bundle.ts";
 import { AGENT, buildAgent, bundle, file } from "./helpers.ts";
 
 // Lab instance of its own: 0 is a developer's, 7-9 belong to other tests and benches.
@@ -18,8 +20,13 @@ const isRoot = process.getuid?.() === 0;
 const AGENT_ON_HOST = "/usr/local/lib/meshfleet/meshfleet-agent.mjs";
 let unavailable = isRoot ? "" : "needs root to boot lab hosts";
 
-const nft = (extra: string[]) =>
-  ["table inet meshfleet {", "\tchain input {", "\t\ttype filter hook input priority filter; policy accept;", ...extra.map((r) => `\t\t${r}`), "\t}", "}", ""].join("\n");
+const fw = (rules: NftRule[]): Firewall => ({
+  family: "inet",
+  table: "meshfleet",
+  sets: [],
+  chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
+});
+const hello: NftRule = { l4: { proto: "tcp", dports: [8080] }, verdict: "accept", comment: "hello" };
 
 const SERVER = `const http = require("http"); const fs = require("fs");
 const body = fs.readFileSync(process.env.CONF, "utf8"); // read once: a changed file shows only after a restart
@@ -48,7 +55,7 @@ const b1 = bundle({
   host: HOST,
   files: [...common("v1"), file("/etc/issue.net", "managed by meshfleet\n")],
   sysctl: { "net.ipv4.ip_forward": "1" },
-  nftables: nft(['tcp dport 8080 accept comment "hello"']),
+  firewall: fw([hello]),
   units,
   probes,
   metrics: { enable: true, textfileDir: "/var/lib/prometheus/node-exporter" },
@@ -57,13 +64,13 @@ const b2 = bundle({
   host: HOST,
   files: common("v2"),
   sysctl: { "net.ipv4.ip_forward": "1", "net.ipv4.conf.all.rp_filter": "2" },
-  nftables: nft(['tcp dport 8080 accept comment "hello"', "tcp dport 8081 accept"]),
+  firewall: fw([hello, { l4: { proto: "tcp", dports: [8081] }, verdict: "accept" }]),
   units,
   probes,
   metrics: { enable: true, textfileDir: "/var/lib/prometheus/node-exporter" },
 });
 // The lockout: SSH arrives on mgmt0; this generation drops it there (established sessions too).
-const lockout = bundle({ ...b1, nftables: nft(['iifname "mgmt0" tcp dport 22 drop', 'tcp dport 8080 accept comment "hello"']) } as never);
+const lockout = bundle({ ...b1, firewall: fw([{ iifname: "mgmt0", l4: { proto: "tcp", dports: [22] }, verdict: "drop" }, hello]) });
 
 async function sh(cmd: string, input?: string, timeoutMs = 120_000) {
   return L.sshExec(HOST, cmd, { input, timeoutMs });
@@ -83,7 +90,7 @@ const verifyClean = async () => {
 
 let original: { issue: string; forward: string; rpFilter: string };
 
-describe.skipIf(!isRoot)("agent on a real lab host", () => {
+describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("agent on a real lab host", () => {
   beforeAll(async () => {
     buildAgent();
     try {
@@ -112,7 +119,7 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   }, 300_000);
 
   it("switch with --confirm-timeout, then confirm over a new connection", async (ctx) => {
-    if (unavailable) ctx.skip();
+    if (unavailable) skipOrFail(ctx, unavailable);
     expect((await ok("node --version")).trim()).toMatch(/^v18\./);
     const r = await sh(agentCmd("switch /root/b1.json --confirm-timeout 60"));
     expect(r.stderr).toBe("");
@@ -144,7 +151,7 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   }, 300_000);
 
   it("a second switch changes files, sysctls, the table and restarts the unit", async (ctx) => {
-    if (unavailable) ctx.skip();
+    if (unavailable) skipOrFail(ctx, unavailable);
     const diff = await ok(agentCmd("diff /root/b2.json"));
     expect(diff).toContain("file: write /etc/meshfleet-test/token (content changed (secret))");
     expect(diff).not.toContain("secret-v");
@@ -160,7 +167,7 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   }, 300_000);
 
   it("rollback returns to generation 1 everywhere", async (ctx) => {
-    if (unavailable) ctx.skip();
+    if (unavailable) skipOrFail(ctx, unavailable);
     expect(await ok(agentCmd("rollback"))).toMatch(/generation 1 is current/);
     expect(await ok("curl -s http://127.0.0.1:8080/")).toBe("v1");
     expect(await ok("nft list table inet meshfleet")).not.toContain("8081");
@@ -171,7 +178,7 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   }, 300_000);
 
   it("lockout: a generation that drops SSH on mgmt0 is rolled back by the guard without confirm", async (ctx) => {
-    if (unavailable) ctx.skip();
+    if (unavailable) skipOrFail(ctx, unavailable);
     const t0 = Date.now();
     // The session that runs the switch is cut by the new table: it may hang until the timeout.
     const cut = await sh(agentCmd("switch /root/lockout.json --confirm-timeout 20"), undefined, 12_000);
@@ -202,7 +209,7 @@ describe.skipIf(!isRoot)("agent on a real lab host", () => {
   }, 300_000);
 
   it("rollback 0 releases everything and restores what was there before", async (ctx) => {
-    if (unavailable) ctx.skip();
+    if (unavailable) skipOrFail(ctx, unavailable);
     await ok(agentCmd("rollback 0"));
     expect(await ok("cat /etc/issue.net")).toBe(original.issue);
     expect((await sh("test -e /etc/meshfleet-test/hello.conf")).code).not.toBe(0);
