@@ -1,25 +1,42 @@
 /**
- * Evaluation: loaded files -> merged options -> module contributions ->
- * one HostSystem per host and a FleetSystem. Pure apart from reading the
- * folder (load.ts); every problem found is returned, none thrown.
+ * Evaluation: loaded files -> one HostSystem per host and a FleetSystem, in
+ * phases, each pure (apart from reading the folder, load.ts) and each
+ * building new values, never editing an earlier phase's result:
+ *
+ *  1. host options: imports and profiles, the priority merge, the schema;
+ *     then the options modules set on each other (`settings`), merged by the
+ *     same priority rules; then each module's facts (services, tailnet node)
+ *     and the host's roles;
+ *  2. fleet phase: the coordinator, node names and routes across hosts, the
+ *     policy, its auto-approvers, and host-side enforcement per host;
+ *  3. host modules: every module's `config` -> the host's primitives;
+ *  4. fleet records: DNS records, DERP regions, pre-auth keys, users.
+ *
+ * (`renderHost`, core/render.ts, turns a HostSystem into its bundle.)
+ *
+ * core/ never imports modules/: the caller passes the registry in
+ * (modules/index.ts `REGISTRY`), as nixpkgs passes modules to evalModules.
+ * Every problem found is returned, none thrown.
  */
 import path from "node:path";
+import { readFileSync, existsSync } from "node:fs";
 import { z } from "zod";
-import { diag, hasErrors, show } from "./diagnostics.ts";
+import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
 import { loadFleetDir, parseYaml, displayPath, type LoadedFleet } from "./load.ts";
-import { mergeDefinitions, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
-import type { Contribution, MeshModule, ModuleContext, PeerView } from "./module.ts";
-import { PRIORITY } from "./priority.ts";
-import { addressIn, cidr, cidrContains, cidrsOverlap, parseCidr } from "./schema-types.ts";
-import { policyHooks } from "./policy-hooks.ts";
-import { fleetPolicyNodes, tailnetRulesForHost, type Policy } from "./policy/index.ts";
-import { AGENT_HOST_PATH, type Diagnostic, type FleetSystem, type HostSystem, type InboundRule, type TailscaleSettings } from "./types.ts";
-import { MODULES, PROFILES, tailscaleSetArgs, tailscaleUpArgs } from "../modules/index.ts";
-import { readFileSync, existsSync } from "node:fs";
+import { mergeDefinitions, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
+import type {
+  AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
+} from "./module.ts";
+import { PRIORITY, Prio } from "./priority.ts";
+import { cidr, cidrsOverlap, parseCidr } from "./schema-types.ts";
+import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
+import { hostEnforcement, policyNodesOf } from "./policy/fleet.ts";
+import type { Policy } from "./policy/index.ts";
+import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings } from "./types.ts";
 
 export const hostBaseShape = {
-  imports: z.array(z.string()).default([]).describe(`Profiles (${Object.keys(PROFILES).join(", ")}) or ./files.yaml to import.`),
+  imports: z.array(z.string()).default([]).describe("Profiles or ./files.yaml to import."),
   address: z.string().min(1).describe("Address (IP or DNS name) Pulumi reaches the host's sshd on."),
   ssh: z
     .object({
@@ -40,8 +57,19 @@ export const hostBaseShape = {
   description: z.string().default("").describe("Free text shown by `meshfleet hosts`."),
 };
 
-export function hostSchema(modules: MeshModule[] = MODULES) {
-  const shape: Record<string, z.ZodType> = { ...hostBaseShape };
+function checkRegistry(registry: ModuleRegistry | undefined): ModuleRegistry {
+  if (!registry || typeof registry !== "object" || !Array.isArray(registry.modules))
+    throw new MeshfleetError("evaluation needs the module registry: pass REGISTRY from modules/index.ts (evaluateFleet(REGISTRY, dir, stack))");
+  return registry;
+}
+
+/** The schema of a host file for these modules. */
+export function hostSchema(registry: ModuleRegistry) {
+  const { modules, profiles } = checkRegistry(registry);
+  const shape: Record<string, z.ZodType> = {
+    ...hostBaseShape,
+    imports: hostBaseShape.imports.describe(`Profiles (${Object.keys(profiles).join(", ")}) or ./files.yaml to import.`),
+  };
   for (const m of modules) shape[m.name] = m.options.prefault({} as never); // prefault: zod 4 parses it, so inner defaults apply
   return z.object(shape).strict();
 }
@@ -51,16 +79,24 @@ export interface EvalResult {
   diagnostics: Diagnostic[];
 }
 
-export async function evaluateFleet(dir: string, stack = path.basename(path.resolve(dir))): Promise<EvalResult> {
-  return evaluateLoaded(await loadFleetDir(dir), stack);
+export async function evaluateFleet(registry: ModuleRegistry, dir: string, stack = path.basename(path.resolve(dir))): Promise<EvalResult> {
+  checkRegistry(registry);
+  return evaluateLoaded(registry, await loadFleetDir(dir), stack);
 }
 
-export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: MeshModule[] = MODULES): EvalResult {
-  const diagnostics: Diagnostic[] = [...loaded.diagnostics];
-  const schema = hostSchema(modules);
-  const knownModules = new Set(modules.map((m) => m.name));
+/** A host after phase 1: its final options, where each came from, its facts. */
+interface HostOptions {
+  peer: PeerView;
+  /** Where an option path's value was defined: a file and the path in it (see `originOf`). */
+  origin: (optionPath: string) => { file: string; path: string };
+}
 
-  // 1. fleet.yaml
+export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, stack: string): EvalResult {
+  const { modules } = checkRegistry(registry);
+  const diagnostics: Diagnostic[] = [...loaded.diagnostics];
+  const schema = hostSchema(registry);
+
+  // fleet.yaml
   let fleetCfg: FleetConfig | undefined;
   const fleetFile = loaded.fleet?.file ?? displayPath(path.join(loaded.dir, "fleet.yaml"));
   if (loaded.fleet) {
@@ -69,86 +105,58 @@ export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: Mesh
     else diagnostics.push(...zodDiagnostics(fleetSchema, r.error, new Map(), fleetFile));
   }
 
-  // 2. hosts: imports, merge by priority, parse
-  const peers: Record<string, PeerView> = {};
+  // Phase 1: each host's options
+  const evaluated: Record<string, HostOptions> = {};
   for (const { name, source } of loaded.hosts) {
-    const defs: Definition[] = [];
-    const roles: string[] = [];
-    const raw = source.value;
-    if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
-      diagnostics.push(diag(source.file, "", "a mapping of options (imports, address, ssh, modules...)", show(stripPrio(raw)), "write the host as key: value lines"));
-      continue;
-    }
-    collectImports(source.file, raw as Record<string, unknown>, defs, roles, diagnostics, new Set([source.file]));
-    defs.push({ file: source.file, priority: PRIORITY.plain, value: raw });
-    const merged = mergeDefinitions(schema, defs);
-    const before = diagnostics.length;
-    diagnostics.push(...merged.diagnostics);
-    const parsed = schema.safeParse(merged.value, { reportInput: true });
-    if (!parsed.success) {
-      diagnostics.push(...zodDiagnostics(schema, parsed.error, merged.sources, source.file).filter((d) => !(d.found.startsWith("unknown option") && diagnostics.length > before)));
-      continue;
-    }
-    if (diagnostics.length > before) continue;
-    const o = parsed.data as Record<string, any>;
-    peers[name] = { name, file: source.file, address: o.address, roles, runtime: o.runtime, lan: o.lan, options: o };
+    const h = hostOptions(registry, schema, loaded, name, source.file, source.value, diagnostics);
+    if (h) evaluated[name] = h;
   }
+  const peers: Record<string, PeerView> = Object.fromEntries(Object.entries(evaluated).map(([n, h]) => [n, h.peer]));
   if (!fleetCfg || hasErrors(diagnostics)) return { diagnostics };
 
-  // 3. fleet-wide structure: the coordinator, names, routes
-  const coordinators = Object.values(peers).filter((p) => p.options.headscale?.enable);
+  // Phase 2: the fleet
+  const fleetPhase = evaluateFleetPhase(fleetCfg, fleetFile, loaded, evaluated, diagnostics);
+  if (!fleetPhase || hasErrors(diagnostics)) return { diagnostics };
+  const { pol, enforcement } = fleetPhase;
   const coordHost = fleetCfg.coordinator.host;
-  if (!peers[coordHost] && !loaded.hosts.some((h) => h.name === coordHost)) {
-    diagnostics.push(diag(fleetFile, "coordinator.host", `the name of a host file in ${displayPath(loaded.dir)} (${Object.keys(peers).join(", ") || "none"})`, JSON.stringify(coordHost), `create ${coordHost}.yaml importing "coordinator", or point coordinator.host at an existing host`));
-  } else if (coordinators.length === 0) {
-    diagnostics.push(diag(peers[coordHost]?.file ?? fleetFile, "imports", 'the coordinator host to import "coordinator" (headscale.enable)', "no host runs headscale", `add "coordinator" to imports in ${peers[coordHost]?.file ?? coordHost + ".yaml"}`));
-  }
-  if (coordinators.length > 1) {
-    for (const c of coordinators.slice(1))
-      diagnostics.push(diag(c.file, "headscale.enable", `one coordinator per fleet (already ${coordinators[0].name} in ${coordinators[0].file})`, "a second host running headscale", `remove "coordinator" from this host's imports, or set coordinator.host in ${fleetFile}`));
-  } else if (coordinators.length === 1 && coordinators[0].name !== coordHost && peers[coordHost]) {
-    diagnostics.push(diag(fleetFile, "coordinator.host", `the host that runs headscale (${coordinators[0].name})`, JSON.stringify(coordHost), `set coordinator.host: ${coordinators[0].name}`));
-  }
-  checkNames(peers, diagnostics);
-  checkRoutesAcrossHosts(peers, diagnostics);
 
-  // 4. policy (typed, validated, rendered)
-  const pol = policyHooks.prepare(fleetCfg.policy, { fleetFile, fleet: fleetCfg, peers });
-  diagnostics.push(...pol.diagnostics);
-  if (hasErrors(diagnostics)) return { diagnostics };
-
-  // 5. module contributions
+  // Phase 3: host modules
   const hosts: Record<string, HostSystem> = {};
   const fleetWarnings: Diagnostic[] = [];
-  const dnsRecords: FleetSystem["dnsRecords"] = [...fleetCfg.dns.extraRecords];
-  const derpRegions: FleetSystem["derpRegions"] = [];
-  const preAuthKeys: FleetSystem["preAuthKeys"] = [];
-  const users = new Set<string>(fleetCfg.users);
-  for (const peer of Object.values(peers)) {
+  const contributionsByHost: Contribution[][] = [];
+  for (const { peer, origin } of Object.values(evaluated)) {
     const ctx: ModuleContext = {
       host: peer.name, file: peer.file, self: peer, hosts: peers, fleet: fleetCfg, fleetFile, stack,
-      policyHuJson: pol.huJson, autoApprovers: pol.autoApprovers,
+      policyHuJson: pol.huJson, autoApprovers: pol.autoApprovers, enforcement: enforcement[peer.name] ?? null,
     };
     const contribs: { module: string; c: Contribution }[] = [];
     for (const m of modules) {
       try {
-        contribs.push({ module: m.name, c: m.config(peer.options[m.name], ctx) });
+        contribs.push({ module: m.name, c: m.config((peer.config as Record<string, any>)[m.name], ctx) });
       } catch (e) {
         diagnostics.push(diag(peer.file, m.name, `module ${m.name} to evaluate`, (e as Error).message, "report this: a module must not throw (use assertions)"));
       }
     }
-    const host = assemble(peer, contribs, diagnostics);
+    const host = assemble(peer, origin, contribs, diagnostics);
     hosts[peer.name] = host;
-    for (const { c } of contribs) {
+    contributionsByHost.push(contribs.map((x) => x.c));
+    fleetWarnings.push(...host.warnings);
+  }
+  diagnostics.push(...fleetWarnings);
+  if (hasErrors(diagnostics)) return { diagnostics };
+
+  // Phase 4: the fleet's records
+  const dnsRecords: FleetSystem["dnsRecords"] = [...fleetCfg.dns.extraRecords];
+  const derpRegions: FleetSystem["derpRegions"] = [];
+  const preAuthKeys: FleetSystem["preAuthKeys"] = [];
+  const users = new Set<string>(fleetCfg.users);
+  for (const contribs of contributionsByHost)
+    for (const c of contribs) {
       dnsRecords.push(...(c.fleet?.dnsRecords ?? []));
       for (const r of c.fleet?.derpRegions ?? []) if (!derpRegions.some((x) => x.regionId === r.regionId)) derpRegions.push(r);
       preAuthKeys.push(...(c.fleet?.preAuthKeys ?? []));
       for (const u of c.fleet?.users ?? []) users.add(u);
     }
-    fleetWarnings.push(...host.warnings);
-  }
-  diagnostics.push(...fleetWarnings);
-  if (hasErrors(diagnostics)) return { diagnostics };
 
   const fleet: FleetSystem = {
     stack,
@@ -170,62 +178,156 @@ export function evaluateLoaded(loaded: LoadedFleet, stack: string, modules: Mesh
     hosts,
     warnings: fleetWarnings,
   };
-  enforcePolicyOnHosts(fleet);
   return { fleet, diagnostics };
 }
 
-/**
- * Host-side enforcement (firewall.trustTailnet: false): the policy's rules
- * that reach this host become its own nft rules on tailscale0, so a policy
- * widened on the coordinator alone does not open the host. Sets name fleet
- * hosts, not addresses: the agent fills in their live tailnet addresses.
- */
-/**
- * The lockout guard is a transient timer, gone after a reboot: at boot the
- * agent finishes or rolls back an interrupted switch and re-arms the guard of
- * a generation still awaiting its confirm.
- */
-const AGENT_BOOT_UNIT = {
-  name: "meshfleet-boot.service",
-  enable: true,
-  content: `[Unit]\nDescription=meshfleet: recover an interrupted switch, keep the lockout guard across reboots\nAfter=network-online.target\nWants=network-online.target\n\n[Service]\n# simple, so starting it never waits on a pending confirm; stays active after it is done.\nType=simple\nRemainAfterExit=yes\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} boot\n\n[Install]\nWantedBy=multi-user.target\n`,
-};
+// ---------------------------------------------------------------- phase 1
 
-const PEER_REFRESH_UNITS = [
-  {
-    name: "meshfleet-peers.service",
-    enable: false,
-    content: `[Unit]\nDescription=meshfleet: refresh the policy's peer sets from tailscale status\nAfter=tailscaled.service\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} peers\n`,
-  },
-  {
-    name: "meshfleet-peers.timer",
-    enable: true,
-    content: "[Unit]\nDescription=meshfleet: keep the policy's peer sets current\n\n[Timer]\nOnBootSec=10\nOnUnitActiveSec=30\nAccuracySec=5\n\n[Install]\nWantedBy=timers.target\n",
-  },
-];
+/** How a module's settings are labelled in the merge (never a file name: files end in .yaml or .ts). */
+const MODULE_LABEL = "module:";
 
-function enforcePolicyOnHosts(fleet: FleetSystem) {
-  const enforced = Object.values(fleet.hosts).filter((h) => h.firewall.enable && !h.firewall.trustTailnet && h.tailscale.enable);
-  if (!enforced.length || !fleet.policy) return;
-  const nodes = fleetPolicyNodes(fleet);
-  const tailnetPrefixes = [parseCidr("100.64.0.0/10")!, parseCidr("fd7a:115c:a1e0::/48")!];
-  for (const h of enforced) {
-    const r = tailnetRulesForHost(h.name, nodes, fleet.policy as Policy, { users: fleet.users });
-    h.firewall.tailnet = r.tailnet;
-    h.units.push(...PEER_REFRESH_UNITS);
-    for (const [name, cidrs] of Object.entries(r.sets)) {
-      const parsed = cidrs.map((c) => [c, parseCidr(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`)] as const);
-      // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
-      h.firewall.sets[name] = parsed.filter(([, p]) => p && !tailnetPrefixes.some((t) => cidrContains(t, p))).map(([c]) => c);
-      h.firewall.setMembers[name] = nodes
-        .filter((n) => n.ips.some((ip) => parsed.some(([, p]) => p && addressIn(ip, p))))
-        .map((n) => n.name)
-        .sort();
-    }
+function hostOptions(
+  registry: ModuleRegistry, schema: z.ZodType, loaded: LoadedFleet, name: string, file: string, raw: unknown, diagnostics: Diagnostic[],
+): HostOptions | undefined {
+  if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
+    diagnostics.push(diag(file, "", "a mapping of options (imports, address, ssh, modules...)", show(stripPrio(raw)), "write the host as key: value lines"));
+    return undefined;
   }
+  const defs: Definition[] = [];
+  collectImports(registry, loaded, file, raw as Record<string, unknown>, defs, diagnostics, new Set([file]));
+  defs.push({ file, priority: PRIORITY.plain, value: raw });
+
+  const before = diagnostics.length;
+  const parse = (all: Definition[]) => {
+    const merged = mergeDefinitions(schema, all);
+    const parsed = merged.diagnostics.length ? undefined : schema.safeParse(merged.value, { reportInput: true });
+    return { merged, parsed };
+  };
+  let { merged, parsed } = parse(defs);
+  // The options modules set on each other, merged like a host file's; again until they settle.
+  let settings: { module: AnyModule; list: OptionSetting[] }[] = [];
+  let settingsKey = "[]";
+  for (let round = 0; parsed?.success && round < 4; round++) {
+    const config = parsed.data as HostConfig;
+    const identity: HostIdentity = { name, file, config };
+    const next = registry.modules
+      .filter((m) => m.settings)
+      .map((m) => ({ module: m, list: m.settings!((config as Record<string, any>)[m.name], identity) }))
+      .filter((s) => s.list.length > 0);
+    const key = JSON.stringify(next.map((s) => [s.module.name, s.list]));
+    if (key === settingsKey) break;
+    if (round === 3) {
+      diagnostics.push(diag(file, next.map((s) => s.module.name).join(", "), "module settings that settle", "settings that change each time they are applied", "report this: a module's settings must not depend on what they set"));
+      return undefined;
+    }
+    settings = next;
+    settingsKey = key;
+    const contributed = settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }));
+    ({ merged, parsed } = parse([...defs, ...contributed]));
+  }
+  const sources = merged.sources;
+  const origin = makeOrigin(file, sources, settings);
+  diagnostics.push(...merged.diagnostics.map((d) => relabel(d, origin)));
+  if (!parsed) return undefined;
+  if (!parsed.success) {
+    diagnostics.push(
+      ...zodDiagnostics(schema, parsed.error, sources, file)
+        .filter((d) => !(d.found.startsWith("unknown option") && diagnostics.length > before))
+        .map((d) => relabel(d, origin)),
+    );
+    return undefined;
+  }
+  if (diagnostics.length > before) return undefined;
+
+  const config = parsed.data as HostConfig;
+  const identity: HostIdentity = { name, file, config };
+  const facts: HostFacts = { services: {}, tailnet: null };
+  for (const m of registry.modules) {
+    const f = m.facts?.((config as Record<string, any>)[m.name], identity);
+    if (!f) continue;
+    Object.assign(facts.services, f.services);
+    if (f.tailnet !== undefined) facts.tailnet = f.tailnet;
+    if (f.enforcePolicy) facts.enforcePolicy = true;
+  }
+  const peer: PeerView = {
+    name, file, address: config.address, roles: rolesOf(registry, config), runtime: config.runtime, lan: config.lan, config, facts,
+  };
+  return { peer, origin };
 }
 
-function collectImports(file: string, raw: Record<string, unknown>, defs: Definition[], roles: string[], out: Diagnostic[], seen: Set<string>) {
+/** `[{option: "a.b", value}]` -> `{a: {b: value}}` (values keep their priority wrappers). */
+function nest(list: OptionSetting[]): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const s of list) {
+    const parts = s.option.split(".");
+    let cur = out;
+    for (const p of parts.slice(0, -1)) cur = (cur[p] ??= {}) as Record<string, unknown>;
+    const last = parts[parts.length - 1];
+    const prev = cur[last];
+    // Two settings of one list option from one module concatenate.
+    cur[last] = Array.isArray(prev) && Array.isArray(s.value) ? [...prev, ...s.value] : s.value;
+  }
+  return out;
+}
+
+const isRealFile = (label: string) => !label.startsWith(MODULE_LABEL) && !label.startsWith("profile ");
+
+/**
+ * Where the value at an option path was defined: the file and the path in
+ * that file. A list item is counted within its own file's list; a value a
+ * module set from one of its own options (`from`) is traced to that option.
+ */
+function makeOrigin(hostFile: string, sources: Map<string, string>, settings: { module: AnyModule; list: OptionSetting[] }[]) {
+  const itemIndex = (listPath: string, i: number, label: string) => {
+    let first = i;
+    while (first > 0 && sources.get(`${listPath}[${first - 1}]`) === label) first--;
+    return i - first;
+  };
+  const origin = (optionPath: string, depth = 0): { file: string; path: string } => {
+    const label = sourceOf(sources, optionPath, hostFile);
+    const item = /^(.*)\[(\d+)\](.*)$/.exec(optionPath);
+    if (!label.startsWith(MODULE_LABEL)) {
+      if (item && sources.get(`${item[1]}[${item[2]}]`) === label)
+        return { file: isRealFile(label) ? label : hostFile, path: `${item[1]}[${itemIndex(item[1], Number(item[2]), label)}]${item[3]}` };
+      return { file: isRealFile(label) ? label : hostFile, path: optionPath };
+    }
+    const mod = label.slice(MODULE_LABEL.length);
+    const s = settings.find((x) => x.module.name === mod)?.list.find((x) => optionPath === x.option || optionPath.startsWith(`${x.option}.`) || optionPath.startsWith(`${x.option}[`));
+    if (!s?.from || depth > 4) return { file: hostFile, path: s?.option ?? optionPath };
+    let rest = optionPath.slice(s.option.length);
+    const head = /^\[(\d+)\](.*)$/.exec(rest);
+    if (head) rest = `[${itemIndex(s.option, Number(head[1]), label)}]${head[2]}`;
+    return origin(`${s.from}${rest}`, depth + 1);
+  };
+  return origin;
+}
+
+/** A problem the merge or the schema found in a value a module set: reported where that value came from. */
+function relabel(d: Diagnostic, origin: (p: string) => { file: string; path: string }): Diagnostic {
+  if (!d.file.startsWith(MODULE_LABEL)) return d;
+  const mod = d.file.slice(MODULE_LABEL.length);
+  const o = origin(d.path);
+  return { ...d, file: o.file, path: o.path, found: `${d.found} (set by the ${mod} module)` };
+}
+
+/**
+ * The host's roles: the profiles whose `enable` definitions all hold in the
+ * evaluated config, whichever way they were spelled; a profile implied by a
+ * more specific one that holds (`client` by `subnet-router`) is left out.
+ */
+function rolesOf(registry: ModuleRegistry, config: HostConfig): string[] {
+  const enables = (defs: Record<string, unknown>) =>
+    Object.entries(defs).filter(([, v]) => v && typeof v === "object" && !(v instanceof Prio) && "enable" in (v as object)).map(([k]) => k);
+  const holding = Object.entries(registry.profiles)
+    .map(([role, p]) => ({ role, mods: enables(p.definitions) }))
+    .filter((p) => p.mods.length > 0 && p.mods.every((m) => (config as Record<string, any>)[m]?.enable === true));
+  return holding
+    .filter((p) => !holding.some((q) => q !== p && q.mods.length > p.mods.length && p.mods.every((m) => q.mods.includes(m))))
+    .map((p) => p.role);
+}
+
+function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {
+  const profiles = registry.profiles;
   const imports = stripPrio(raw.imports);
   if (imports === undefined) return;
   if (!Array.isArray(imports)) {
@@ -241,89 +343,142 @@ function collectImports(file: string, raw: Record<string, unknown>, defs: Defini
       const full = path.resolve(path.dirname(file), imp);
       const shown = displayPath(full);
       if (seen.has(shown)) return;
-      if (!existsSync(full)) {
-        out.push(diag(file, `imports[${i}]`, "a file that exists", JSON.stringify(imp), `create ${shown} or fix the path`));
-        return;
+      // The loader has read (and vetted) every imported file; read it here only when it did not.
+      let value: unknown;
+      const vetted = loaded.imports?.[shown];
+      if (vetted) value = vetted.value;
+      else {
+        if (!existsSync(full)) {
+          out.push(diag(file, `imports[${i}]`, "a file that exists", JSON.stringify(imp), `create ${shown} or fix the path`));
+          return;
+        }
+        const r = parseYaml(readFileSync(full, "utf8"), shown);
+        out.push(...r.diagnostics);
+        value = r.value;
       }
-      const r = parseYaml(readFileSync(full, "utf8"), shown);
-      out.push(...r.diagnostics);
-      if (r.value && typeof r.value === "object") {
+      if (value && typeof value === "object") {
         seen.add(shown);
-        collectImports(shown, r.value as Record<string, unknown>, defs, roles, out, seen);
-        defs.push({ file: shown, priority: PRIORITY.plain, value: r.value });
+        collectImports(registry, loaded, shown, value as Record<string, unknown>, defs, out, seen);
+        defs.push({ file: shown, priority: PRIORITY.plain, value });
       }
       return;
     }
-    const profile = PROFILES[imp];
+    const profile = profiles[imp];
     if (!profile) {
-      out.push(diag(file, `imports[${i}]`, `one of the profiles ${Object.keys(PROFILES).join(", ")} or a ./file.yaml`, JSON.stringify(imp), `fix the name${suggestName(imp)}`));
+      out.push(diag(file, `imports[${i}]`, `one of the profiles ${Object.keys(profiles).join(", ")} or a ./file.yaml`, JSON.stringify(imp), `fix the name${suggestName(profiles, imp)}`));
       return;
     }
-    if (!roles.includes(imp)) roles.push(imp);
     defs.push({ file: `profile "${imp}" (imported by ${file})`, priority: PRIORITY.mkDefault, value: profile.definitions });
   });
 }
 
-function suggestName(imp: string): string {
-  const near = Object.keys(PROFILES).find((p) => p.startsWith(imp.slice(0, 3)));
+function suggestName(profiles: Record<string, unknown>, imp: string): string {
+  const near = Object.keys(profiles).find((p) => p.startsWith(imp.slice(0, 3)));
   return near ? `: did you mean "${near}"?` : "";
 }
 
-function checkNames(peers: Record<string, PeerView>, out: Diagnostic[]) {
+// ---------------------------------------------------------------- phase 2
+
+function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loaded: LoadedFleet, evaluated: Record<string, HostOptions>, diagnostics: Diagnostic[]) {
+  const peers = Object.values(evaluated).map((h) => h.peer);
+  const byName = Object.fromEntries(peers.map((p) => [p.name, p]));
+  const coordinators = peers.filter((p) => p.facts.services.headscale);
+  const coordHost = fleetCfg.coordinator.host;
+  if (!byName[coordHost] && !loaded.hosts.some((h) => h.name === coordHost)) {
+    diagnostics.push(diag(fleetFile, "coordinator.host", `the name of a host file in ${displayPath(loaded.dir)} (${peers.map((p) => p.name).join(", ") || "none"})`, JSON.stringify(coordHost), `create ${coordHost}.yaml importing "coordinator", or point coordinator.host at an existing host`));
+  } else if (coordinators.length === 0) {
+    diagnostics.push(diag(byName[coordHost]?.file ?? fleetFile, "imports", 'the coordinator host to import "coordinator" (headscale.enable)', "no host runs headscale", `add "coordinator" to imports in ${byName[coordHost]?.file ?? coordHost + ".yaml"}`));
+  }
+  if (coordinators.length > 1) {
+    for (const c of coordinators.slice(1))
+      diagnostics.push(diag(c.file, "headscale.enable", `one coordinator per fleet (already ${coordinators[0].name} in ${coordinators[0].file})`, "a second host running headscale", `remove "coordinator" from this host's imports, or set coordinator.host in ${fleetFile}`));
+  } else if (coordinators.length === 1 && coordinators[0].name !== coordHost && byName[coordHost]) {
+    diagnostics.push(diag(fleetFile, "coordinator.host", `the host that runs headscale (${coordinators[0].name})`, JSON.stringify(coordHost), `set coordinator.host: ${coordinators[0].name}`));
+  }
+  checkNames(evaluated, diagnostics);
+  checkRoutesAcrossHosts(evaluated, diagnostics);
+
+  // The policy: typed, validated, rendered, with auto-approvers from the hosts' facts.
+  const nodes: PolicyHost[] = peers.flatMap((p) => {
+    const t = p.facts.tailnet;
+    return t ? [{ name: p.name, tags: t.tags, user: t.user, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode }] : [];
+  });
+  const pol = policyHooks.prepare(fleetCfg.policy, { fleetFile, fleet: fleetCfg, hostNames: peers.map((p) => p.name), nodes });
+  diagnostics.push(...pol.diagnostics);
+  if (hasErrors(diagnostics) || !pol.policy) return undefined;
+
+  // Host-side enforcement: the policy's rules that reach a host become its own rules on tailscale0.
+  const enforcement: Record<string, HostEnforcement> = {};
+  const enforced = peers.filter((p) => p.facts.enforcePolicy && p.facts.tailnet);
+  if (enforced.length) {
+    const policyNodes = policyNodesOf(nodes, pol.policy, pol.autoApprovers);
+    for (const p of enforced) enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: fleetCfg.users });
+  }
+  return { pol, enforcement };
+}
+
+function checkNames(evaluated: Record<string, HostOptions>, out: Diagnostic[]) {
   const byTsName = new Map<string, PeerView>();
-  for (const p of Object.values(peers)) {
-    const ts = p.options.tailscale;
-    if (!ts?.enable) continue;
-    const n = ts.hostname || p.name;
-    const prev = byTsName.get(n);
+  for (const { peer: p, origin } of Object.values(evaluated)) {
+    const t = p.facts.tailnet;
+    if (!t) continue;
+    const prev = byTsName.get(t.name);
+    const at = origin(t.nameOption);
     if (prev)
-      out.push(diag(p.file, "tailscale.hostname", `a node name no other host uses (${prev.name} in ${prev.file} is "${n}")`, JSON.stringify(n), "set tailscale.hostname to a unique name"));
-    else byTsName.set(n, p);
+      out.push(diag(at.file, at.path, `a node name no other host uses (${prev.name} in ${prev.file} is "${t.name}")`, JSON.stringify(t.name), `set ${t.nameOption} to a unique name`));
+    else byTsName.set(t.name, p);
   }
 }
 
-function checkRoutesAcrossHosts(peers: Record<string, PeerView>, out: Diagnostic[]) {
-  const seen: { host: PeerView; route: string; i: number }[] = [];
-  for (const p of Object.values(peers)) {
-    const routes: string[] = [...(p.options["subnet-router"]?.enable ? p.options["subnet-router"].routes : []), ...(p.options.tailscale?.advertiseRoutes ?? [])];
-    routes.forEach((route, i) => {
+/** Two routers' routes may be equal (high availability), not overlap; reported where the later one was written. */
+function checkRoutesAcrossHosts(evaluated: Record<string, HostOptions>, out: Diagnostic[]) {
+  const seen: { host: PeerView; route: string; parsed: NonNullable<ReturnType<typeof parseCidr>> }[] = [];
+  for (const { peer: p, origin } of Object.values(evaluated)) {
+    for (const { cidr: route, option } of p.facts.tailnet?.routes ?? []) {
       const c = parseCidr(route);
-      if (!c) return;
+      if (!c) continue;
       for (const s of seen) {
-        if (s.host === p || s.route === route) continue; // identical routes on two routers are HA, allowed
-        if (cidrsOverlap(c, parseCidr(s.route)!))
-          out.push(diag(p.file, `subnet-router.routes[${i}]`, `a route that does not overlap other routers' routes`, `${route}, which overlaps ${s.route} from ${s.host.name} (${s.host.file})`, "advertise the same CIDR on both (high availability) or make them disjoint"));
+        if (s.host === p || s.route === route) continue;
+        if (cidrsOverlap(c, s.parsed)) {
+          const at = origin(option);
+          out.push(diag(at.file, at.path, `a route that does not overlap other routers' routes`, `${route}, which overlaps ${s.route} from ${s.host.name} (${s.host.file})`, "advertise the same CIDR on both (high availability) or make them disjoint"));
+        }
       }
-      seen.push({ host: p, route, i });
-    });
+      seen.push({ host: p, route, parsed: c });
+    }
   }
 }
 
-/** Merge the contributions of all modules into a HostSystem. */
-function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[], out: Diagnostic[]): HostSystem {
-  const o = peer.options;
-  const fw = o.firewall;
+// ---------------------------------------------------------------- phase 3
+
+const NO_SERVICES: HostServices = { headscale: false, proxy: null, derp: null, subnetRouter: false, exitNode: false, tailnet: false, nodeExporter: false };
+
+/** The contributions of all modules, merged into a new HostSystem. */
+function assemble(peer: PeerView, origin: (p: string) => { file: string; path: string }, contribs: { module: string; c: Contribution }[], out: Diagnostic[]): HostSystem {
+  const o = peer.config;
   const host: HostSystem = {
     name: peer.name,
     file: peer.file,
     address: peer.address,
     ssh: { user: o.ssh.user, port: o.ssh.port, privateKeyPath: o.ssh.privateKeyPath, hostKey: o.ssh.hostKey },
     roles: peer.roles,
+    services: { ...NO_SERVICES, ...peer.facts.services },
+    agentNodePath: "",
     agent: o.agent,
     runtime: o.runtime,
     files: [],
     sysctl: {},
-    firewall: { enable: fw.enable, inbound: [], tailnet: [], sets: {}, setMembers: {}, forward: false, trustedInterfaces: fw.trustedInterfaces, trustTailnet: fw.trustTailnet, allowPing: fw.allowPing },
+    firewall: { enable: false, inbound: [], tailnetInbound: [], tailnet: [], sets: {}, setMembers: {}, forward: false, trustedInterfaces: [], trustTailnet: true, allowPing: true },
     units: [],
     containers: [],
     tailscale: {
       enable: false, loginServer: "", authKeyFile: "", hostname: peer.name, tags: [], advertiseRoutes: [], advertiseExitNode: false,
-      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, cli: o.tailscale.tailscalePath, upArgs: [], setArgs: [],
+      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, cli: "", upArgs: [], setArgs: [],
     },
     packages: [],
     lxc: null,
     probes: [],
-    metrics: { enable: o.metrics.enable, textfileDir: o.metrics.textfileDir },
+    metrics: { enable: false, textfileDir: "" },
     bestEffort: [],
     lan: peer.lan,
     warnings: [],
@@ -331,6 +486,10 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
   const fileOwner = new Map<string, string>();
   const unitOwner = new Map<string, string>();
   const portOwner = new Map<string, InboundRule>();
+  const at = (a: { path: string; file?: string }) => {
+    if (a.file) return { file: a.file, path: a.path };
+    return origin(a.path);
+  };
   for (const { module, c } of contribs) {
     for (const f of c.files ?? []) {
       const prev = fileOwner.get(f.path);
@@ -342,14 +501,17 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
         out.push(diag(peer.file, module, `one value for sysctl ${k}`, `${host.sysctl[k]} and ${v}`, "make the modules agree"));
       host.sysctl[k] = v;
     }
-    for (const r of c.inbound ?? []) {
-      const key = `${r.proto}/${r.port}`;
-      const prev = portOwner.get(key);
-      if (prev && prev.owner !== r.owner)
-        out.push(diag(peer.file, `${r.owner}`, `one service per port (${r.proto} ${r.port} is ${prev.owner}'s: ${prev.comment})`, `${r.owner} also wants ${r.proto} ${r.port}`, `move one of them to another port`));
-      else if (!prev) { portOwner.set(key, r); host.firewall.inbound.push(r); }
+    for (const [list, rules] of [[host.firewall.inbound, c.inbound], [host.firewall.tailnetInbound, c.tailnetInbound]] as const) {
+      for (const r of rules ?? []) {
+        const key = `${r.proto}/${r.port}`;
+        const prev = portOwner.get(key);
+        if (prev && prev.owner !== r.owner)
+          out.push(diag(peer.file, `${r.owner}`, `one service per port (${r.proto} ${r.port} is ${prev.owner}'s: ${prev.comment})`, `${r.owner} also wants ${r.proto} ${r.port}`, `move one of them to another port`));
+        else if (!prev) { portOwner.set(key, r); list.push(r); }
+      }
     }
     if (c.forward) host.firewall.forward = true;
+    if (c.firewall) host.firewall = { ...host.firewall, ...c.firewall };
     for (const u of c.units ?? []) {
       const prev = unitOwner.get(u.name);
       if (prev) out.push(diag(peer.file, module, `one module owning ${u.name}`, `both ${prev} and ${module}`, "disable one of the two modules on this host"));
@@ -358,28 +520,29 @@ function assemble(peer: PeerView, contribs: { module: string; c: Contribution }[
     host.containers.push(...(c.containers ?? []));
     host.packages.push(...(c.packages ?? []).filter((p) => !host.packages.includes(p)));
     if (c.lxc) host.lxc = c.lxc;
+    if (c.metrics) host.metrics = c.metrics;
+    if (c.agentNodePath) host.agentNodePath = c.agentNodePath;
     host.probes.push(...(c.probes ?? []));
     host.bestEffort.push(...(c.bestEffort ?? []));
     if (c.tailscale) mergeTailscale(host.tailscale, c.tailscale, peer, module, out);
-    for (const a of c.assertions ?? [])
-      if (!a.assertion) out.push(diag(a.file ?? peer.file, a.path, a.expected, a.found, a.fix));
-    for (const w of c.warnings ?? [])
-      if (w.when) host.warnings.push(diag(w.file ?? peer.file, w.path, w.expected, w.found, w.fix, "warning"));
+    for (const a of c.assertions ?? []) {
+      if (a.assertion) continue;
+      const w = at(a);
+      out.push(diag(w.file, w.path, a.expected, a.found, a.fix));
+    }
+    for (const wn of c.warnings ?? []) {
+      if (!wn.when) continue;
+      const w = at(wn);
+      host.warnings.push(diag(w.file, w.path, wn.expected, wn.found, wn.fix, "warning"));
+    }
   }
-  if (host.agent) host.units.push(AGENT_BOOT_UNIT);
   if (!host.agent) {
     // A node without an agent (a phone) is configured by hand from its join
     // instructions: nothing is rendered for the host itself.
     Object.assign(host, { files: [], sysctl: {}, units: [], containers: [], packages: [], probes: [], bestEffort: [], lxc: null });
-    host.firewall = { ...host.firewall, enable: false, inbound: [] };
+    host.firewall = { ...host.firewall, enable: false, inbound: [], tailnetInbound: [] };
     host.metrics = { ...host.metrics, enable: false };
-  }
-  const t = host.tailscale;
-  t.advertiseRoutes = [...new Set(t.advertiseRoutes)];
-  if (t.enable) {
-    const tsOpts = o.tailscale;
-    t.upArgs = tailscaleUpArgs(t, tsOpts.netfilterMode, tsOpts.extraUpFlags);
-    t.setArgs = tailscaleSetArgs(t, tsOpts.netfilterMode);
+    host.services = { ...host.services, nodeExporter: false };
   }
   return host;
 }

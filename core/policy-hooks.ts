@@ -1,17 +1,17 @@
 /**
  * The seam between fleet evaluation and the policy model (core/policy):
- * parse and validate the typed policy against the fleet, generate
- * autoApprovers from the hosts that advertise routes, and render the HuJSON
- * headscale reads. (The fleet's nodes as the evaluator sees them:
- * core/policy/fleet.ts.)
+ * parse and validate the typed policy against the fleet's nodes, generate
+ * autoApprovers from the nodes that advertise routes, and render the HuJSON
+ * headscale reads. The nodes are the hosts' facts (their routes computed
+ * once, by the option merge), so nothing here reads module options.
  */
 import type { FleetConfig } from "./fleet-schema.ts";
 import { zodDiagnostics } from "./merge.ts";
-import type { PeerView } from "./module.ts";
 import {
   generateAutoApprovers, policySchema, renderPolicyHuJson, validatePolicy,
   type AdvertisingHost, type Policy,
 } from "./policy/index.ts";
+import type { FleetNode } from "./policy/fleet.ts";
 import type { Diagnostic } from "./types.ts";
 
 export interface PolicyPrepared {
@@ -21,18 +21,17 @@ export interface PolicyPrepared {
   diagnostics: Diagnostic[];
 }
 
+/** A host that joins the mesh, as the policy needs it. */
+export type PolicyHost = FleetNode;
+
 export interface PolicyInput {
   fleetFile: string;
   fleet: FleetConfig;
-  peers: Record<string, PeerView>;
+  /** Every host of the fleet (a policy may name hosts that are not nodes). */
+  hostNames: string[];
+  /** The hosts that join the mesh. */
+  nodes: PolicyHost[];
 }
-
-function advertisedRoutes(p: PeerView): string[] {
-  const ts = p.options.tailscale;
-  return [...new Set([...(ts?.advertiseRoutes ?? []), ...(p.options["subnet-router"]?.enable ? p.options["subnet-router"].routes : [])])];
-}
-const isExitNode = (p: PeerView) => !!(p.options.tailscale?.advertiseExitNode || p.options["exit-node"]?.enable);
-const inMesh = (p: PeerView) => !!p.options.tailscale?.enable;
 
 export const policyHooks = {
   prepare(raw: unknown, input: PolicyInput): PolicyPrepared {
@@ -40,21 +39,20 @@ export const policyHooks = {
     const parsed = policySchema.safeParse(raw ?? {}, { reportInput: true });
     if (!parsed.success) return { ...empty, diagnostics: zodDiagnostics(policySchema, parsed.error, new Map(), input.fleetFile, "policy") };
     const policy = parsed.data;
-    const peers = Object.values(input.peers).filter(inMesh);
+    const nodes = input.nodes;
     const diagnostics = validatePolicy(policy, {
       file: input.fleetFile,
       basePath: "policy",
       users: input.fleet.users,
-      hostTags: Object.fromEntries(peers.map((p) => [p.name, p.options.tailscale.tags])),
-      hostNames: Object.keys(input.peers),
-      advertisedRoutes: Object.fromEntries(peers.map((p) => [p.name, advertisedRoutes(p)])),
-      exitNodes: peers.filter(isExitNode).map((p) => p.name),
+      hostTags: Object.fromEntries(nodes.map((n) => [n.name, n.tags])),
+      hostNames: input.hostNames,
+      advertisedRoutes: Object.fromEntries(nodes.map((n) => [n.name, n.routes])),
+      exitNodes: nodes.filter((n) => n.exitNode).map((n) => n.name),
       coordinatorHost: input.fleet.coordinator.host,
       adminUsers: input.fleet.admins,
     });
-    const hosts: AdvertisingHost[] = peers.map((p) => ({
-      name: p.name, tags: p.options.tailscale.tags, user: p.options.tailscale.user || undefined,
-      routes: advertisedRoutes(p), exitNode: isExitNode(p),
+    const hosts: AdvertisingHost[] = nodes.map((n) => ({
+      name: n.name, tags: n.tags, user: n.user || undefined, routes: n.routes, exitNode: n.exitNode,
     }));
     const autoApprovers = generateAutoApprovers(hosts, policy.autoApprovers);
     return { policy, huJson: renderPolicyHuJson(policy, autoApprovers), autoApprovers, diagnostics };

@@ -19,8 +19,8 @@ export interface Diagnostic {
 
 export type Octal = string; // "0644", "0600"
 
-/** Where HostAgent installs the bundled agent on every host; units that run it use this path. */
-export const AGENT_HOST_PATH = "/usr/local/lib/meshfleet/meshfleet-agent.mjs";
+/** Where HostAgent installs the bundled agent on every host (one definition: contract/constants.ts). */
+export { AGENT_HOST_PATH } from "../contract/constants.ts";
 
 /** A file the agent owns on a host. */
 export interface FileSpec {
@@ -92,6 +92,12 @@ export interface FirewallSpec {
    * refreshes the sets as peers come and go (`meshfleet-agent peers`).
    */
   setMembers: Record<string, string[]>;
+  /**
+   * Ports services listen on for the tailnet only (node-exporter's 9100):
+   * never on the public side. With trustTailnet they are accepted with the
+   * rest of tailscale0; with host-side enforcement the policy decides.
+   */
+  tailnetInbound: InboundRule[];
   /** Allow forwarding (subnet routers, exit nodes). */
   forward: boolean;
   /** Interfaces whose traffic is accepted whole (a management link). */
@@ -178,6 +184,28 @@ export interface SshSettings {
 
 export type Runtime = "systemd" | "docker";
 
+/**
+ * What runs on a host, from its evaluated config (whichever way it was
+ * spelled: a profile import or the module's `enable`). Components read these
+ * facts; they never guess from profile, unit or container names.
+ */
+export interface HostServices {
+  /** Headscale runs here (headscale.enable). */
+  headscale: boolean;
+  /** The reverse proxy in front of Headscale (reverse-proxy.enable → its kind). */
+  proxy: "caddy" | "nginx" | null;
+  /** A DERP relay: standalone derper, or Headscale's embedded one (derp.enable → derp.mode). */
+  derp: "standalone" | "embedded" | null;
+  /** The node advertises at least one subnet route (subnet-router.routes or tailscale.advertiseRoutes). */
+  subnetRouter: boolean;
+  /** The node offers itself as an exit node (exit-node.enable or tailscale.advertiseExitNode). */
+  exitNode: boolean;
+  /** The host joins the mesh (tailscale.enable). */
+  tailnet: boolean;
+  /** prometheus-node-exporter runs here, on the tailnet only (node-exporter.enable). */
+  nodeExporter: boolean;
+}
+
 export interface HostSystem {
   name: string;
   /** The file that declared the host. */
@@ -185,8 +213,15 @@ export interface HostSystem {
   /** Address Pulumi reaches the host's sshd on. */
   address: string;
   ssh: SshSettings;
-  /** Profiles imported, e.g. `coordinator`, `subnet-router`. */
+  /**
+   * Roles from the evaluated config: the profiles whose module enables all
+   * hold (most specific only), e.g. `coordinator`, `subnet-router`.
+   */
   roles: string[];
+  /** What runs on the host (from its evaluated config). */
+  services: HostServices;
+  /** The node binary the agent's own units run (meshfleet-agent.nodePath). */
+  agentNodePath: string;
   /** Hosts without an agent (a phone) only get join instructions. */
   agent: boolean;
   runtime: Runtime;

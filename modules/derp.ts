@@ -59,15 +59,21 @@ export const derpOptions = z
   })
   .strict();
 
-export type DerpOptions = z.infer<typeof derpOptions>;
+export type DerpOptions = z.output<typeof derpOptions>;
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    derp: DerpOptions;
+  }
+}
 
 export const DERPER_STATE_DIR = "/var/lib/derper";
 /** derper keeps its identity in a JSON file (`{"PrivateKey": …}`) it writes itself on first start. */
 export const DERPER_KEY_FILE = `${DERPER_STATE_DIR}/derper.key`;
 
 function enabledDerp(p: PeerView): DerpOptions | null {
-  const o = p.options?.derp as DerpOptions | undefined;
-  return o && o.enable ? o : null;
+  const o = p.config.derp;
+  return o.enable ? o : null;
 }
 
 export function regionIdOf(o: DerpOptions, ctx: ModuleContext): number {
@@ -211,8 +217,8 @@ export function derperArgs(o: DerpOptions, ctx: ModuleContext, binary: string): 
 export function verifyUrlOf(o: DerpOptions, ctx: ModuleContext): string {
   if (o.verifyClientUrl !== "") return o.verifyClientUrl;
   const coord = ctx.hosts[ctx.fleet.coordinator.host];
-  const hs = coord?.options?.headscale as { enable?: boolean; listenAddr?: string } | undefined;
-  if (ctx.host === ctx.fleet.coordinator.host && hs?.enable && hs.listenAddr) {
+  const hs = coord?.config.headscale;
+  if (ctx.host === ctx.fleet.coordinator.host && hs?.enable) {
     return `http://${loopbackOf(hs.listenAddr)}/verify`;
   }
   return `${ctx.fleet.coordinator.serverUrl.replace(/\/+$/, "")}/verify`;
@@ -292,7 +298,7 @@ export function derpAssertions(o: DerpOptions, ctx: ModuleContext): Assertion[] 
       found: `"embedded" on ${ctx.host}`,
       fix: `set derp.mode: derper on ${ctx.host}, or move it to hosts/${ctx.stack}/${ctx.fleet.coordinator.host}.yaml`,
     });
-    const hs = ctx.hosts[ctx.fleet.coordinator.host]?.options?.headscale as { enable?: boolean } | undefined;
+    const hs = ctx.hosts[ctx.fleet.coordinator.host]?.config.headscale;
     a.push({
       assertion: !isCoord || !!hs?.enable,
       path: "derp.mode",
@@ -325,9 +331,9 @@ export function derpAssertions(o: DerpOptions, ctx: ModuleContext): Assertion[] 
     found: JSON.stringify(nodeHost(o, ctx.self)),
     fix: "set derp.hostname to the relay's DNS name, or derp.certMode: manual (an IP hostname then gets a self-signed certificate; set derp.insecureForTests only in a lab)",
   });
-  const proxy = ctx.self.options?.["reverse-proxy"] as { enable?: boolean } | undefined;
+  const proxy = ctx.self.config["reverse-proxy"];
   a.push({
-    assertion: !(proxy?.enable && o.derpPort === 443),
+    assertion: !(proxy.enable && o.derpPort === 443),
     path: "derp.derpPort",
     expected: "a port the reverse proxy on this host does not use",
     found: "443, which reverse-proxy also listens on",
@@ -347,6 +353,9 @@ export const derpModule = defineModule({
   name: "derp",
   description: "A DERP relay (standalone derper, or Headscale's embedded one) and its region in the DERP map.",
   options: derpOptions,
+  facts(o) {
+    return { services: { derp: !o.enable ? null : o.mode === "derper" ? "standalone" : "embedded" } };
+  },
   config(o, ctx): Contribution {
     if (!o.enable) return {};
     const assertions = derpAssertions(o, ctx);

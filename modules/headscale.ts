@@ -73,7 +73,13 @@ export const headscaleOptions = z
   })
   .strict();
 
-export type HeadscaleOptions = z.infer<typeof headscaleOptions>;
+export type HeadscaleOptions = z.output<typeof headscaleOptions>;
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    headscale: HeadscaleOptions;
+  }
+}
 
 /** Paths Headscale reads, as seen by the headscale process (host or container). */
 export const HS = {
@@ -392,10 +398,13 @@ export const headscaleModule = defineModule({
   name: "headscale",
   description: "The Headscale coordination server: config.yaml, policy, DERP map, keys, and its unit or container.",
   options: headscaleOptions,
+  facts(o) {
+    return { services: { headscale: o.enable } };
+  },
   config(o, ctx): Contribution {
     if (!o.enable) return {};
-    const derpOpts = ctx.self.options?.derp as DerpOptions | undefined;
-    const emb = derpOpts?.enable && derpOpts.mode === "embedded" ? derpOpts : null;
+    const derpOpts: DerpOptions = ctx.self.config.derp;
+    const emb = derpOpts.enable && derpOpts.mode === "embedded" ? derpOpts : null;
     const fileRegions = derperRegionsOf(ctx);
     const docker = ctx.self.runtime === "docker";
     const config = renderHeadscaleConfig({

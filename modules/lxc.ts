@@ -14,10 +14,7 @@ export function pveHasDev0(version: string): boolean {
   return maj > 8 || (maj === 8 && min >= 2);
 }
 
-export const lxcModule = defineModule({
-  name: "lxc",
-  description: "Run the node in a Proxmox LXC container with TUN passthrough.",
-  options: z
+export const lxcOptions = z
     .object({
       enable: z.boolean().default(false).describe("This host is a Proxmox LXC container meshfleet creates or adopts."),
       ctid: z.number().int().min(100).max(999999999).default(100).describe("Container id, e.g. 205."),
@@ -32,7 +29,18 @@ export const lxcModule = defineModule({
       net0: z.string().default("name=eth0,bridge=vmbr0,ip=dhcp").describe("pct --net0 value."),
       unprivileged: z.boolean().default(true).describe("Run unprivileged."),
     })
-    .strict(),
+    .strict();
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    lxc: z.output<typeof lxcOptions>;
+  }
+}
+
+export const lxcModule = defineModule({
+  name: "lxc",
+  description: "Run the node in a Proxmox LXC container with TUN passthrough.",
+  options: lxcOptions,
   config(o, ctx) {
     if (!o.enable) return {};
     const id = String(o.ctid);

@@ -1,26 +1,37 @@
-/** metrics: the node_exporter textfile directory the agent writes its metrics to. */
+/** metrics: the node_exporter textfile directory the agent writes its metrics to, and the timer that runs it. */
 import { z } from "zod";
+import { AGENT_HOST_PATH } from "../contract/constants.ts";
 import { defineModule } from "../core/module.ts";
-import { AGENT_HOST_PATH } from "../core/types.ts";
+
+export const metricsOptions = z
+  .object({
+    enable: z.boolean().default(true).describe("Write tailscale_* and meshfleet_* metrics."),
+    textfileDir: z.string().startsWith("/").default("/var/lib/prometheus/node-exporter").describe("node_exporter --collector.textfile.directory."),
+    intervalSeconds: z.number().int().min(10).max(3600).default(60).describe("How often the metrics are refreshed."),
+  })
+  .strict();
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    metrics: z.output<typeof metricsOptions>;
+  }
+}
 
 export const metricsModule = defineModule({
   name: "metrics",
   description: "Prometheus metrics through node_exporter's textfile collector.",
-  options: z
-    .object({
-      enable: z.boolean().default(true).describe("Write tailscale_* and meshfleet_* metrics."),
-      textfileDir: z.string().startsWith("/").default("/var/lib/prometheus/node-exporter").describe("node_exporter --collector.textfile.directory."),
-      intervalSeconds: z.number().int().min(10).max(3600).default(60).describe("How often the metrics are refreshed."),
-    })
-    .strict(),
-  config(o) {
-    if (!o.enable) return {};
+  options: metricsOptions,
+  config(o, ctx) {
+    const metrics = { enable: o.enable, textfileDir: o.textfileDir };
+    if (!o.enable) return { metrics };
+    const node = ctx.self.config["meshfleet-agent"].nodePath;
     return {
+      metrics,
       units: [
         {
           name: "meshfleet-metrics.service",
           enable: false,
-          content: `[Unit]\nDescription=meshfleet metrics (textfile)\n\n[Service]\nType=oneshot\nExecStart=/usr/bin/node ${AGENT_HOST_PATH} metrics\n`,
+          content: `[Unit]\nDescription=meshfleet metrics (textfile)\n\n[Service]\nType=oneshot\nExecStart=${node} ${AGENT_HOST_PATH} metrics\n`,
         },
         {
           name: "meshfleet-metrics.timer",

@@ -1,13 +1,15 @@
 /**
  * Profiles a host `imports`: bundles of option definitions at mkDefault
  * priority, so a host file can override any of them with a plain value.
+ * A profile only turns modules on; what a module implies (subnet-router
+ * turns tailscale on) the module sets itself, so `subnet-router.enable: true`
+ * without the import gives the same host. A host's roles are the profiles
+ * whose enables hold in its evaluated config (core/eval.ts `rolesOf`).
  */
+import type { Profile } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 
-export interface Profile {
-  description: string;
-  definitions: Record<string, unknown>;
-}
+export type { Profile };
 
 const on = (module: string) => ({ [module]: { enable: mkDefault(true) } });
 
@@ -17,12 +19,12 @@ export const PROFILES: Record<string, Profile> = {
   "derp-relay": { description: "Runs a DERP relay (standalone derper) and STUN for the mesh.", definitions: { ...on("derp") } },
   "subnet-router": {
     description: "A tailnet node that advertises LAN subnets.",
-    definitions: { ...on("subnet-router"), tailscale: { enable: mkDefault(true) } },
+    definitions: { ...on("subnet-router"), ...on("tailscale") },
   },
   "exit-node": {
     description: "A tailnet node that offers itself as an exit node.",
-    definitions: { ...on("exit-node"), tailscale: { enable: mkDefault(true) } },
+    definitions: { ...on("exit-node"), ...on("tailscale") },
   },
-  client: { description: "A plain tailnet node (laptop, server, phone).", definitions: { tailscale: { enable: mkDefault(true) } } },
+  client: { description: "A plain tailnet node (laptop, server, phone).", definitions: { ...on("tailscale") } },
   "proxmox-lxc": { description: "The host is a Proxmox LXC container with TUN passed through.", definitions: { ...on("lxc") } },
 };

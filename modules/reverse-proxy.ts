@@ -59,7 +59,13 @@ export const reverseProxyOptions = z
   })
   .strict();
 
-export type ReverseProxyOptions = z.infer<typeof reverseProxyOptions>;
+export type ReverseProxyOptions = z.output<typeof reverseProxyOptions>;
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    "reverse-proxy": ReverseProxyOptions;
+  }
+}
 
 export const CADDYFILE = "/etc/caddy/Caddyfile";
 export const NGINX_CONF = "/etc/nginx/conf.d/meshfleet-headscale.conf";
@@ -100,7 +106,7 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
 
 function upstreamOf(ctx: ModuleContext): string {
   const coord = ctx.hosts[ctx.fleet.coordinator.host];
-  const listen = (coord?.options?.headscale as { listenAddr?: string } | undefined)?.listenAddr ?? "127.0.0.1:8080";
+  const listen = coord?.config.headscale.listenAddr ?? "127.0.0.1:8080";
   if (ctx.self.runtime === "docker") return `headscale:${listen.slice(listen.lastIndexOf(":") + 1)}`;
   return loopbackOf(listen);
 }
@@ -341,6 +347,9 @@ export const reverseProxyModule = defineModule({
   name: "reverse-proxy",
   description: "Caddy or nginx in front of Headscale: TLS, the control-protocol upgrade, and rate limits on login paths.",
   options: reverseProxyOptions,
+  facts(o) {
+    return { services: { proxy: o.enable ? o.kind : null } };
+  },
   config(o, ctx): Contribution {
     if (!o.enable) return {};
     const s = siteOf(o, ctx);

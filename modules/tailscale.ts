@@ -4,8 +4,8 @@
  * and re-applied on every deploy with `tailscale set` (nixpkgs#276912, #509367).
  */
 import { z } from "zod";
-import { defineModule } from "../core/module.ts";
-import { cidr, port, tag, userName, duration } from "../core/schema-types.ts";
+import { defineModule, type Assertion } from "../core/module.ts";
+import { cidr, cidrContains, isNetworkAddress, parseCidr, port, tag, userName, duration } from "../core/schema-types.ts";
 import type { TailscaleSettings } from "../core/types.ts";
 
 export const AUTH_KEY_FILE = "/var/lib/meshfleet/secrets/tailscale-authkey";
@@ -42,30 +42,106 @@ export const tailscaleOptions = z
   })
   .strict();
 
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    tailscale: z.output<typeof tailscaleOptions>;
+  }
+}
+
+export type TailscaleOptions = z.output<typeof tailscaleOptions>;
+
+/**
+ * The routes the node advertises: `tailscale.advertiseRoutes` after the
+ * merge (the subnet-router module sets its routes there), first of each kept,
+ * each with the option path that holds it. The one route list: the policy,
+ * the cross-host check, the flags and the probes all read this.
+ */
+export function advertisedRoutes(o: TailscaleOptions): { cidr: string; option: string }[] {
+  const seen = new Set<string>();
+  const out: { cidr: string; option: string }[] = [];
+  o.advertiseRoutes.forEach((c, i) => {
+    if (seen.has(c)) return;
+    seen.add(c);
+    out.push({ cidr: c, option: `tailscale.advertiseRoutes[${i}]` });
+  });
+  return out;
+}
+
+/** Each route: a network address, inside one of the host's LANs, not overlapping another route of the host. */
+function routeAssertions(routes: { cidr: string; option: string }[], lan: string[], file: string): Assertion[] {
+  const lans = lan.map((c) => parseCidr(c)).filter((c) => c !== null);
+  const a: Assertion[] = [];
+  routes.forEach(({ cidr: r, option }, i) => {
+    const c = parseCidr(r)!;
+    a.push({ assertion: isNetworkAddress(c), path: option, expected: "a network address (host bits zero)", found: JSON.stringify(r), fix: `write the network, e.g. ${networkOf(r)}` });
+    a.push({
+      assertion: lans.some((l) => cidrContains(l, c)),
+      path: option,
+      expected: `a subnet inside the host's LAN (${lan.join(", ") || "no lan declared"})`,
+      found: JSON.stringify(r),
+      fix: `add the LAN to \`lan\` in ${file}, or advertise a subnet the host is attached to`,
+    });
+    routes.forEach(({ cidr: other, option: otherOption }, j) => {
+      if (j <= i) return;
+      const d = parseCidr(other)!;
+      a.push({
+        assertion: !(cidrContains(c, d) || cidrContains(d, c)),
+        path: otherOption,
+        expected: "routes that do not overlap each other",
+        found: `${other}, which overlaps routes[${i}] ${r}`,
+        fix: "keep only the wider route or split them so they do not overlap",
+      });
+    });
+  });
+  return a;
+}
+
+function networkOf(r: string): string {
+  const c = parseCidr(r);
+  if (!c || c.v6) return r;
+  const mask = ((1n << 32n) - 1n) ^ ((1n << BigInt(32 - c.bits)) - 1n);
+  const a = c.addr & mask;
+  return `${[24n, 16n, 8n, 0n].map((s) => (a >> s) & 255n).join(".")}/${c.bits}`;
+}
+
 export const tailscaleModule = defineModule({
   name: "tailscale",
   description: "The Tailscale client (tailscaled) and how the node joins the mesh.",
   options: tailscaleOptions,
+  facts(o, host) {
+    if (!o.enable) return { services: { tailnet: false, subnetRouter: false, exitNode: false }, tailnet: null };
+    const routes = advertisedRoutes(o);
+    return {
+      services: { tailnet: true, subnetRouter: routes.length > 0, exitNode: o.advertiseExitNode },
+      tailnet: { name: o.hostname || host.name, nameOption: "tailscale.hostname", tags: o.tags, user: o.user, routes, exitNode: o.advertiseExitNode },
+    };
+  },
   config(o, ctx) {
-    if (!o.enable) return {};
-    const agent = ctx.self.options.agent !== false;
+    if (!o.enable) return { tailscale: { cli: o.tailscalePath } };
+    const agent = ctx.self.config.agent;
     const user = o.user;
     const expiration = o.authKey.expiration || ctx.fleet.preAuthKeyExpiration;
     const env = { TS_NO_LOGS_NO_SUPPORT: "true", ...o.environment };
+    const routes = advertisedRoutes(o);
+    const settings: Omit<TailscaleSettings, "upArgs" | "setArgs"> = {
+      enable: true,
+      loginServer: o.loginServer || ctx.fleet.coordinator.serverUrl,
+      authKeyFile: AUTH_KEY_FILE,
+      hostname: o.hostname || ctx.host,
+      tags: o.tags,
+      advertiseRoutes: routes.map((r) => r.cidr),
+      advertiseExitNode: o.advertiseExitNode,
+      acceptRoutes: o.acceptRoutes,
+      acceptDns: o.acceptDns,
+      ssh: o.ssh,
+      snatSubnetRoutes: o.snatSubnetRoutes,
+      cli: o.tailscalePath,
+    };
     return {
       tailscale: {
-        enable: true,
-        loginServer: o.loginServer || ctx.fleet.coordinator.serverUrl,
-        authKeyFile: AUTH_KEY_FILE,
-        hostname: o.hostname || ctx.host,
-        tags: o.tags,
-        advertiseRoutes: o.advertiseRoutes,
-        advertiseExitNode: o.advertiseExitNode,
-        acceptRoutes: o.acceptRoutes,
-        acceptDns: o.acceptDns,
-        ssh: o.ssh,
-        snatSubnetRoutes: o.snatSubnetRoutes,
-        cli: o.tailscalePath,
+        ...settings,
+        upArgs: tailscaleUpArgs(settings, o.netfilterMode, o.extraUpFlags),
+        setArgs: tailscaleSetArgs(settings, o.netfilterMode),
       },
       files: agent
         ? [{ path: AUTH_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: `preauth:${ctx.host}` }]
@@ -104,6 +180,7 @@ export const tailscaleModule = defineModule({
         users: user ? [user] : [],
       },
       assertions: [
+        ...routeAssertions(routes, ctx.self.lan, ctx.file),
         {
           assertion: o.tags.length > 0 || user !== "",
           path: "tailscale.user",

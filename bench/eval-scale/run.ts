@@ -21,6 +21,7 @@ async function child(mode: string, dir: string) {
   // figure is evaluation + rendering, not start-up.
   const { parse } = await import("yaml");
   const { evaluateFleet, formatDiagnostics } = await import("../../core/index.ts");
+  const { REGISTRY } = await import("../../modules/index.ts");
   const { allArtifacts } = await import("../../core/artifacts.ts");
   const cpu0 = process.cpuUsage();
   const t0 = performance.now();
@@ -28,7 +29,7 @@ async function child(mode: string, dir: string) {
   if (mode === "baseline") {
     for (const f of readdirSync(dir)) { parse(readFileSync(path.join(dir, f), "utf8")); hosts++; }
   } else {
-    const r = await evaluateFleet(dir, "bench");
+    const r = await evaluateFleet(REGISTRY, dir, "bench");
     if (!r.fleet) throw new Error(formatDiagnostics(r.diagnostics));
     hosts = Object.keys(r.fleet.hosts).length;
     allArtifacts(r.fleet);

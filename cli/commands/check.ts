@@ -1,7 +1,8 @@
 /** meshfleet check: validate and evaluate a fleet; every problem, then exit 1 on any error. */
 import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
-import type { Command } from "../main.ts";
+import type { Command } from "../command.ts";
 import { runFleetTests } from "../../core/policy/index.ts";
 
 const flags = fleetFlags;
@@ -14,7 +15,7 @@ export const command: Command = {
     const { opts } = parseArgs(argv, flags);
     const { dir, stack } = fleetDir(opts);
     const t0 = performance.now();
-    const r = await evaluateFleet(dir, stack);
+    const r = await evaluateFleet(REGISTRY, dir, stack);
     const tests = r.fleet ? runFleetTests(r.fleet) : { results: [], diagnostics: [] };
     const diagnostics = [...r.diagnostics, ...tests.diagnostics];
     const ok = !hasErrors(diagnostics);

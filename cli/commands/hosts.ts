@@ -1,7 +1,8 @@
 /** meshfleet hosts: the fleet as a table. */
 import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
-import type { Command } from "../main.ts";
+import type { Command } from "../command.ts";
 
 export function hostRows(fleet: NonNullable<Awaited<ReturnType<typeof evaluateFleet>>["fleet"]>) {
   return Object.values(fleet.hosts).map((h) => ({
@@ -30,7 +31,7 @@ export const command: Command = {
   async run(argv) {
     const { opts } = parseArgs(argv, fleetFlags);
     const { dir, stack } = fleetDir(opts);
-    const r = await evaluateFleet(dir, stack);
+    const r = await evaluateFleet(REGISTRY, dir, stack);
     if (!r.fleet || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));
       return 1;

@@ -5,8 +5,9 @@
  */
 import { execa } from "execa";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
-import type { Command } from "../main.ts";
+import type { Command } from "../command.ts";
 
 const flags = fleetFlags.filter((f) => f.name !== "json");
 
@@ -19,7 +20,7 @@ export const command: Command = {
     const host = positional[0];
     if (!host) throw new MeshfleetError("join needs a host name, e.g. meshfleet join phone --stack home");
     const { dir, stack } = fleetDir(opts);
-    const r = await evaluateFleet(dir, stack);
+    const r = await evaluateFleet(REGISTRY, dir, stack);
     if (!r.fleet || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));
       return 1;

@@ -2,9 +2,9 @@
 import { hostSchema } from "../../core/eval.ts";
 import { fleetSchema } from "../../core/fleet-schema.ts";
 import { describeOf, schemaKind } from "../../core/merge.ts";
-import { PROFILES } from "../../modules/index.ts";
+import { PROFILES, REGISTRY } from "../../modules/index.ts";
 import { parseArgs } from "../args.ts";
-import type { Command } from "../main.ts";
+import type { Command } from "../command.ts";
 import type { z } from "zod";
 
 interface OptionDoc { path: string; default: unknown; description: string }
@@ -33,7 +33,7 @@ export const command: Command = {
   async run(argv) {
     const { opts, positional } = parseArgs(argv, [{ name: "json", help: "" }]);
     const which = positional[0];
-    let docs = which === "fleet" ? optionDocs(fleetSchema) : optionDocs(hostSchema());
+    let docs = which === "fleet" ? optionDocs(fleetSchema) : optionDocs(hostSchema(REGISTRY));
     if (which && which !== "fleet") docs = docs.filter((d) => d.path === which || d.path.startsWith(which + "."));
     if (opts.json) { console.log(JSON.stringify({ options: docs, profiles: PROFILES }, null, 2)); return 0; }
     for (const d of docs) console.log(`${d.path}${d.default !== undefined ? ` (default ${JSON.stringify(d.default)})` : " (required)"}\n    ${d.description}`);

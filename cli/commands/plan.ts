@@ -11,10 +11,11 @@ import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { diffNetwork, emptyModel, networkModel, renderDiffJson, renderDiffMarkdown, type NetworkModel } from "../../core/netdiff/index.ts";
 import type { Diagnostic } from "../../core/types.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs, type Flag } from "../args.ts";
-import type { Command } from "../main.ts";
+import type { Command } from "../command.ts";
 
 const flags: Flag[] = [{ name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" }, ...fleetFlags];
 
@@ -42,7 +43,7 @@ export const command: Command = {
 };
 
 async function evaluate(dir: string, stack: string): Promise<{ model?: NetworkModel; diagnostics: Diagnostic[] }> {
-  const r = await evaluateFleet(dir, stack);
+  const r = await evaluateFleet(REGISTRY, dir, stack);
   if (!r.fleet || hasErrors(r.diagnostics)) return { diagnostics: r.diagnostics };
   return { model: networkModel(r.fleet), diagnostics: r.diagnostics };
 }

@@ -6,21 +6,34 @@
  * and reachability through them is not assumed). Addresses are the stable
  * stand-ins of synthetic.ts until nodes have joined.
  */
+import { EXIT_ROUTES } from "../../contract/constants.ts";
 import type { Diagnostic, FleetSystem } from "../types.ts";
-import { parsePrefix } from "./ipset.ts";
+import { contains, fromPrefixStrings, parseAddr, parsePrefix } from "./ipset.ts";
+import { tailnetRulesForHost } from "./enforce.ts";
 import { runPolicyTests } from "./tests.ts";
 import { syntheticIps } from "./synthetic.ts";
 import type { PolicyNode } from "./resolve.ts";
 import type { Policy } from "./schema.ts";
 
-export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
-  const policy = (fleet.policy ?? {}) as Policy;
+/** A tailnet node as evaluation knows it (a host's facts). */
+export interface FleetNode {
+  name: string;
+  tags: string[];
+  /** The user its pre-auth key is for; "" when none. */
+  user: string;
+  /** Subnet routes it advertises. */
+  routes: string[];
+  exitNode: boolean;
+}
+
+type AutoApprovers = { routes: Record<string, string[]>; exitNode: string[] };
+
+/** The policy's nodes for these hosts: one definition, used by evaluation, `check`, `plan` and the lab. */
+export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers: AutoApprovers): PolicyNode[] {
   const nodes: PolicyNode[] = [];
-  for (const h of Object.values(fleet.hosts).sort((a, b) => a.name.localeCompare(b.name))) {
-    if (!h.tailscale.enable) continue;
-    const key = fleet.preAuthKeys.find((k) => k.host === h.name);
-    const tags = h.tailscale.tags.length > 0 ? h.tailscale.tags : (key?.tags ?? []);
-    const user = key?.user || undefined;
+  for (const h of [...hosts].sort((a, b) => a.name.localeCompare(b.name))) {
+    const tags = h.tags;
+    const user = h.user || undefined;
     const owners = new Set<string>(tags.length > 0 ? tags : user ? [`${user}@`] : []);
     if (tags.length === 0 && user) {
       for (const [g, members] of Object.entries(policy.groups ?? {})) if (members.includes(`${user}@`)) owners.add(g);
@@ -29,16 +42,54 @@ export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
       const rp = parsePrefix(route);
       if (!rp) return false;
       const isExit = rp.bits === 0;
-      if (isExit) return fleet.autoApprovers.exitNode.some((o) => owners.has(o));
-      return Object.entries(fleet.autoApprovers.routes).some(([cidr, who]) => {
+      if (isExit) return autoApprovers.exitNode.some((o) => owners.has(o));
+      return Object.entries(autoApprovers.routes).some(([cidr, who]) => {
         const p = parsePrefix(cidr);
         return p !== null && p.v6 === rp.v6 && p.lo <= rp.lo && rp.hi <= p.hi && who.some((o) => owners.has(o));
       });
     };
-    const advertised = [...h.tailscale.advertiseRoutes, ...(h.tailscale.advertiseExitNode ? ["0.0.0.0/0", "::/0"] : [])];
+    const advertised = [...h.routes, ...(h.exitNode ? EXIT_ROUTES : [])];
     nodes.push({ name: h.name, user: tags.length > 0 ? undefined : user, tags, ips: [], approvedRoutes: advertised.filter(approved) });
   }
   return syntheticIps(nodes);
+}
+
+/** The evaluated fleet's nodes (hosts running tailscale; the user is the one of its pre-auth key). */
+export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
+  const hosts: FleetNode[] = Object.values(fleet.hosts)
+    .filter((h) => h.tailscale.enable)
+    .map((h) => {
+      const key = fleet.preAuthKeys.find((k) => k.host === h.name);
+      const tags = h.tailscale.tags.length > 0 ? h.tailscale.tags : (key?.tags ?? []);
+      return { name: h.name, tags, user: key?.user ?? "", routes: h.tailscale.advertiseRoutes, exitNode: h.tailscale.advertiseExitNode };
+    });
+  return policyNodesOf(hosts, (fleet.policy ?? {}) as Policy, fleet.autoApprovers);
+}
+
+/**
+ * Host-side enforcement for one host: its tailnet rules, each set as the
+ * literal CIDRs it holds (LANs, `hosts:` entries) and the fleet hosts whose
+ * live tailnet addresses the agent adds. The nodes' stand-in addresses stay
+ * inside the policy model: sets name hosts, never those addresses.
+ */
+export function hostEnforcement(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}) {
+  const r = tailnetRulesForHost(host, nodes, policy, opts);
+  const tailnetRanges = fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
+  const inTailnet = (c: string) => {
+    const p = parsePrefix(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`);
+    return !!p && contains(tailnetRanges, p.lo) && contains(tailnetRanges, p.hi);
+  };
+  const sets: Record<string, string[]> = {};
+  const setMembers: Record<string, string[]> = {};
+  for (const [name, cidrs] of Object.entries(r.sets)) {
+    const set = fromPrefixStrings(cidrs.map((c) => (c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`)));
+    sets[name] = cidrs.filter((c) => !inTailnet(c));
+    setMembers[name] = nodes
+      .filter((n) => n.ips.some((ip) => { const a = parseAddr(ip); return a !== null && contains(set, a.n); }))
+      .map((n) => n.name)
+      .sort();
+  }
+  return { tailnet: r.tailnet, sets, setMembers };
 }
 
 /** The policy's `tests` on the fleet (what `meshfleet check` runs). */

@@ -1,12 +1,13 @@
 /** Host-side enforcement: the policy's rules for one host, as nft sets of fleet hosts. */
 import { describe, expect, it } from "vitest";
 import { evaluateFleet } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { renderNftables } from "../../modules/firewall.ts";
 import { writeFleet } from "./fleet-fixture.ts";
 
 describe("firewall.trustTailnet: false", () => {
   it("lab: lxc-tailscale admits alice's devices on 80/443 only and the tagged hosts on everything", async () => {
-    const r = await evaluateFleet("hosts/lab", "lab");
+    const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     const fw = r.fleet!.hosts["lxc-tailscale"].firewall;
     const byComment = Object.fromEntries(fw.tailnet.map((t) => [t.comment, t]));
     expect(byComment["acls[0] src=alice@"]).toMatchObject({ ports: [80, 443] });
@@ -18,7 +19,7 @@ describe("firewall.trustTailnet: false", () => {
   });
 
   it("hosts that trust the tailnet accept tailscale0 whole", async () => {
-    const r = await evaluateFleet("hosts/lab", "lab");
+    const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     expect(r.fleet!.hosts.laptop.firewall.tailnet).toEqual([]);
     expect(renderNftables(r.fleet!.hosts.laptop)).toContain('iifname "tailscale0" accept');
   });
@@ -29,7 +30,7 @@ describe("firewall.trustTailnet: false", () => {
       "router.yaml": `imports: [subnet-router]\naddress: 192.168.8.205\nlan: [192.168.8.0/24]\nsubnet-router:\n  routes: [192.168.8.0/24]\ntailscale:\n  tags: [tag:router]\nfirewall:\n  trustTailnet: false\n`,
     });
     try {
-      const r = await evaluateFleet(dir, "fx");
+      const r = await evaluateFleet(REGISTRY, dir, "fx");
       expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
       const fw = r.fleet!.hosts.router.firewall;
       const lan = fw.tailnet.find((t) => t.comment.startsWith("acls[1]"))!;

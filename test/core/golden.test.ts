@@ -6,9 +6,10 @@
 import { describe, expect, it } from "vitest";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 
 describe("hosts/home renders the same files", async () => {
-  const r = await evaluateFleet("hosts/home", "home");
+  const r = await evaluateFleet(REGISTRY, "hosts/home", "home");
   const arts = allArtifacts(r.fleet!);
   it("renders something for every host with an agent", () => {
     for (const h of Object.values(r.fleet!.hosts)) {

@@ -5,6 +5,7 @@ import { mergeDefinitions, type Definition } from "../../core/merge.ts";
 import { mkDefault, mkForce, PRIORITY } from "../../core/priority.ts";
 import { parseYaml } from "../../core/load.ts";
 import { evaluateFleet } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { writeFleet } from "./fleet-fixture.ts";
 
 const schema = z.object({
@@ -70,7 +71,7 @@ describe("fleet-level priorities", () => {
       "laptop.yaml": "imports: [client, ./_common.yaml]\naddress: 10.0.0.5\ntailscale:\n  user: alice\n  acceptRoutes: true\n  enable: true\n",
     });
     try {
-      const r = await evaluateFleet(dir, "fx");
+      const r = await evaluateFleet(REGISTRY, dir, "fx");
       expect(r.diagnostics.filter((x) => x.severity === "error")).toEqual([]);
       const t = r.fleet!.hosts.laptop.tailscale;
       expect(t.acceptRoutes).toBe(false);
@@ -87,7 +88,7 @@ describe("fleet-level priorities", () => {
       "laptop.ts": `export default { imports: ["client"], address: "10.0.0.5", tailscale: { user: "alice", hostname: "lap-ts" } };\n`,
     });
     try {
-      const r = await evaluateFleet(dir, "fx");
+      const r = await evaluateFleet(REGISTRY, dir, "fx");
       expect(r.diagnostics.filter((x) => x.severity === "error")).toEqual([]);
       expect(r.fleet!.hosts.laptop.tailscale.hostname).toBe("lap-ts");
       expect(r.fleet!.hosts.laptop.file).toMatch(/laptop\.ts$/);

@@ -10,7 +10,7 @@ function on(ctx: ModuleContext, host: string): ModuleContext {
   return { ...ctx, host, file: ctx.hosts[host].file, self: ctx.hosts[host] };
 }
 function run(ctx: ModuleContext): Contribution {
-  return derpModule.config(derpModule.options.parse(ctx.self.options.derp), ctx);
+  return derpModule.config(derpModule.options.parse(ctx.self.config.derp), ctx);
 }
 const failed = (c: Contribution) =>
   c.assertions!.filter((a) => !a.assertion).map((a) => `${a.file ?? "(host file)"}: ${a.path}: expected ${a.expected}, found ${a.found}. Fix: ${a.fix}`);
@@ -30,14 +30,14 @@ describe("derp module", () => {
 
   it("verifies clients against headscale, failing closed", () => {
     const ctx = on(seed004(), "relay");
-    const args = derperArgs(derpModule.options.parse(ctx.self.options.derp), ctx, "derper");
+    const args = derperArgs(derpModule.options.parse(ctx.self.config.derp), ctx, "derper");
     expect(args).toContain("-verify-client-url=https://headscale.example.com/verify");
     expect(args).toContain("-verify-client-url-fail-open=false");
     // On the coordinator itself it asks headscale over loopback.
     const local = makeCtx("vps", {
       vps: { address: "203.0.113.10", options: { headscale: { enable: true }, derp: { enable: true, derpPort: 8443, certMode: "manual", hostname: "203.0.113.10" } } },
     });
-    expect(derperArgs(derpModule.options.parse(local.self.options.derp), local, "derper")).toContain("-verify-client-url=http://127.0.0.1:8080/verify");
+    expect(derperArgs(derpModule.options.parse(local.self.config.derp), local, "derper")).toContain("-verify-client-url=http://127.0.0.1:8080/verify");
   });
 
   it("the DERP map uses yaml.v3's lowercase keys and integer region ids (golden)", async () => {
@@ -63,7 +63,7 @@ describe("derp module", () => {
     // Headscale runs the embedded relay, so its module opens STUN (once, not twice).
     expect(c.inbound).toBeUndefined();
     const { headscaleModule } = await import("../../modules/headscale.ts");
-    const hs = headscaleModule.config(headscaleModule.options.parse(ctx.self.options.headscale), ctx);
+    const hs = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
     expect(hs.inbound!.map((r) => `${r.proto}/${r.port}`)).toEqual(["udp/3478"]);
     expect(derpRegionsOf(ctx)).toEqual([
       { regionId: 900, regionCode: "home", regionName: "meshfleet", nodes: [{ name: "900", hostName: "headscale.example.com", stunPort: 3478, derpPort: 443 }] },
@@ -94,7 +94,7 @@ describe("derper accepts its flags", () => {
   const skip = rt.missing("derper");
   it.skipIf(skip)("every flag meshfleet passes exists in derper 1.98.10", async () => {
     const ctx = on(seed004(), "relay");
-    const args = derperArgs(derpModule.options.parse(ctx.self.options.derp), ctx, "derper").slice(1);
+    const args = derperArgs(derpModule.options.parse(ctx.self.config.derp), ctx, "derper").slice(1);
     const { execa } = await import("execa");
     const help = await execa(rt.toolPath("derper")!, ["-h"], { reject: false, all: true });
     for (const a of args) {

@@ -5,6 +5,7 @@
 import { describe, expect, it } from "vitest";
 import { derivePrivateKey } from "../../core/keys.ts";
 import { evaluateFleet } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import type { HostSystem } from "../../core/types.ts";
 import * as rt from "./realtools/index.ts";
 
@@ -12,7 +13,7 @@ const NOISE = derivePrivateKey("test-seed-0123456789", "noise");
 const DERP = derivePrivateKey("test-seed-0123456789", "derp");
 
 async function coordinator(dir: string): Promise<HostSystem> {
-  const r = await evaluateFleet(dir);
+  const r = await evaluateFleet(REGISTRY, dir);
   // Only this suite's modules are judged here; other modules' findings belong to their tests.
   const ours = r.diagnostics.filter((d) => d.severity === "error" && /^(headscale|derp|reverse-proxy|dns|coordinator)/.test(d.path));
   expect(ours).toEqual([]);

@@ -10,7 +10,7 @@ const NOISE = derivePrivateKey("test-seed-0123456789", "noise");
 const DERP = derivePrivateKey("test-seed-0123456789", "derp");
 
 function run(ctx: ModuleContext): Contribution {
-  return headscaleModule.config(headscaleModule.options.parse(ctx.self.options.headscale), ctx);
+  return headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
 }
 const file = (c: Contribution, path: string) => c.files!.find((f) => f.path === path);
 const failed = (c: Contribution) =>
@@ -159,7 +159,7 @@ describe("headscale assertions (messages are part of the contract)", () => {
         relay: { address: "203.0.113.20", options: { derp: { enable: true, hostname: "derp.example.com" } } },
       },
     );
-    const c = derpModule.config(ctx.self.options.derp, ctx);
+    const c = derpModule.config(ctx.self.config.derp, ctx);
     expect(failed(c)).toMatchSnapshot();
   });
 });

@@ -5,7 +5,7 @@ import { makeCtx, seed004 } from "./realtools/context.ts";
 import * as rt from "./realtools/index.ts";
 
 function run(ctx: ModuleContext): Contribution {
-  return reverseProxyModule.config(reverseProxyModule.options.parse(ctx.self.options["reverse-proxy"]), ctx);
+  return reverseProxyModule.config(reverseProxyModule.options.parse(ctx.self.config["reverse-proxy"]), ctx);
 }
 const failed = (c: Contribution) =>
   c.assertions!.filter((a) => !a.assertion).map((a) => `${a.file ?? "(host file)"}: ${a.path}: expected ${a.expected}, found ${a.found}. Fix: ${a.fix}`);
@@ -43,7 +43,7 @@ describe("reverse-proxy module", () => {
       { vps: { address: "203.0.113.10", options: { headscale: { enable: true, listenAddr: "0.0.0.0:8081" }, "reverse-proxy": { enable: true } } } },
       { coordinator: { host: "vps", serverUrl: "https://hs.example.org:8443" } },
     );
-    const s = siteOf(reverseProxyModule.options.parse(ctx.self.options["reverse-proxy"]), ctx);
+    const s = siteOf(reverseProxyModule.options.parse(ctx.self.config["reverse-proxy"]), ctx);
     expect(s).toMatchObject({ domain: "hs.example.org", upstream: "127.0.0.1:8081", httpsPort: 8443 });
     expect(renderCaddyfile(s)).toContain("https://hs.example.org:8443 {");
     expect(renderNginxConf(s)).toContain("return 301 https://$host:8443$request_uri;");

@@ -3,19 +3,31 @@
  * parsed with its schema, each host's module options parsed with the
  * module's own schema, so defaults are the real ones.
  */
+import { hostSchema } from "../../../core/eval.ts";
 import { fleetSchema } from "../../../core/fleet-schema.ts";
-import type { ModuleContext, PeerView } from "../../../core/module.ts";
+import type { HostConfig, HostFacts, ModuleContext, ModuleOptions, PeerView } from "../../../core/module.ts";
 import type { Runtime } from "../../../core/types.ts";
-import { derpOptions } from "../../../modules/derp.ts";
-import { headscaleOptions } from "../../../modules/headscale.ts";
-import { reverseProxyOptions } from "../../../modules/reverse-proxy.ts";
-
-const schemas = { headscale: headscaleOptions, derp: derpOptions, "reverse-proxy": reverseProxyOptions } as const;
+import { REGISTRY } from "../../../modules/index.ts";
 
 export interface HostInput {
   address: string;
   runtime?: Runtime;
-  options?: Partial<Record<keyof typeof schemas, Record<string, unknown>>>;
+  options?: { [K in keyof ModuleOptions]?: Record<string, unknown> };
+}
+
+const schema = hostSchema(REGISTRY);
+
+/** A host's config as the evaluator makes it (the real schema and defaults), with its modules' facts. */
+export function peerOf(name: string, h: HostInput): PeerView {
+  const config = schema.parse({ address: h.address, runtime: h.runtime ?? "systemd", ...(h.options ?? {}) }) as unknown as HostConfig;
+  const file = `hosts/lab/${name}.yaml`;
+  const facts: HostFacts = { services: {}, tailnet: null };
+  for (const m of REGISTRY.modules) {
+    const f = m.facts?.((config as Record<string, any>)[m.name], { name, file, config });
+    if (f?.services) Object.assign(facts.services, f.services);
+    if (f?.tailnet !== undefined) facts.tailnet = f.tailnet;
+  }
+  return { name, file, address: h.address, roles: [], runtime: config.runtime, lan: config.lan, config, facts };
 }
 
 export const SIMPLE_POLICY = `// test policy
@@ -41,21 +53,7 @@ export function makeCtx(
     ...fleet,
   });
   const views: Record<string, PeerView> = {};
-  for (const [name, h] of Object.entries(hosts)) {
-    const options: Record<string, unknown> = {};
-    for (const [mod, schema] of Object.entries(schemas)) {
-      options[mod] = schema.parse(h.options?.[mod as keyof typeof schemas] ?? {});
-    }
-    views[name] = {
-      name,
-      file: `hosts/lab/${name}.yaml`,
-      address: h.address,
-      roles: [],
-      runtime: h.runtime ?? "systemd",
-      lan: [],
-      options,
-    };
-  }
+  for (const [name, h] of Object.entries(hosts)) views[name] = peerOf(name, h);
   return {
     host: self,
     file: `hosts/lab/${self}.yaml`,
