@@ -212,12 +212,19 @@ export const sha256 = (s: string): string => createHash("sha256").update(s, "utf
 
 /** JSON with keys sorted at every level: the same bundle always hashes the same. */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(value, (_k, v) => {
-    if (v && typeof v === "object" && !Array.isArray(v)) {
-      return Object.fromEntries(Object.keys(v).sort().map((k) => [k, (v as Record<string, unknown>)[k]]));
-    }
-    return v;
-  });
+  return JSON.stringify(sortedKeys(value));
+}
+
+/** A copy with object keys in sorted order (null-prototype objects, so no key is special). */
+function sortedKeys(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(sortedKeys);
+  if (v && typeof v === "object" && typeof (v as { toJSON?: unknown }).toJSON !== "function") {
+    const o = v as Record<string, unknown>;
+    const out: Record<string, unknown> = Object.create(null);
+    for (const k of Object.keys(o).sort()) out[k] = sortedKeys(o[k]);
+    return out;
+  }
+  return v;
 }
 
 export function bundleHash(b: Omit<Bundle, "hash"> | Bundle): string {
@@ -250,8 +257,8 @@ const shown = (v: unknown): string => {
   return s.length > 80 ? `${s.slice(0, 77)}...` : s;
 };
 
-/** Cross-field rules the schema's shape cannot say. */
-function consistencyProblems(b: Bundle): string[] {
+/** Cross-field rules the schema's shape cannot say; `hashes: false` skips the content and bundle hashes. */
+function consistencyProblems(b: Bundle, hashes = true): string[] {
   const out: string[] = [];
   const owned = new Map<string, string>();
   const claim = (p: string, by: string) => {
@@ -261,7 +268,7 @@ function consistencyProblems(b: Bundle): string[] {
   };
   b.files.forEach((f, i) => {
     claim(f.path, `files[${i}]`);
-    if (sha256(f.content) !== f.sha256) out.push(`files[${i}] (${f.path}): sha256 does not match its content`);
+    if (hashes && sha256(f.content) !== f.sha256) out.push(`files[${i}] (${f.path}): sha256 does not match its content`);
   });
   if (Object.keys(b.sysctl).length) claim(SYSCTL_FILE, "sysctl");
   b.units.forEach((u, i) => claim(unitPath(u.name), `units[${i}]`));
@@ -289,7 +296,7 @@ function consistencyProblems(b: Bundle): string[] {
       }),
     );
   }
-  if (b.hash !== bundleHash(b)) out.push("bundle hash does not match its content");
+  if (hashes && b.hash !== bundleHash(b)) out.push("bundle hash does not match its content");
   return out;
 }
 
@@ -299,6 +306,19 @@ function consistencyProblems(b: Bundle): string[] {
  * fields refused), paths, content hashes and the bundle hash.
  */
 export function parseBundle(x: unknown): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
+  return checked(x, true);
+}
+
+/**
+ * The contract check for a bundle just built and sealed here (core/render.ts):
+ * everything but the hashes, which sealing made right.
+ */
+export function checkSealed(b: Bundle): string[] {
+  const r = checked(b, false);
+  return r.ok ? [] : r.problems;
+}
+
+function checked(x: unknown, hashes: boolean): { ok: true; bundle: Bundle } | { ok: false; problems: string[] } {
   if (!x || typeof x !== "object" || Array.isArray(x)) return { ok: false, problems: ["bundle is not a JSON object"] };
   const format = (x as { format?: unknown }).format;
   if (format !== BUNDLE_FORMAT)
@@ -316,7 +336,7 @@ export function parseBundle(x: unknown): { ok: true; bundle: Bundle } | { ok: fa
     );
     return { ok: false, problems };
   }
-  const problems = consistencyProblems(r.data);
+  const problems = consistencyProblems(r.data, hashes);
   return problems.length ? { ok: false, problems } : { ok: true, bundle: r.data };
 }
 

@@ -3,7 +3,7 @@
  * Pure. The deploy (components/HostAgent) ships its result, `meshfleet
  * render` writes its files (contract/desired.ts), tests golden it.
  */
-import { BUNDLE_FORMAT, parseBundle, sealBundle, sha256, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
+import { BUNDLE_FORMAT, checkSealed, sealBundle, sha256, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
 import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 import { nftRuleset } from "../contract/nftables.ts";
 import type { FirewallSpec, HealthProbe, HostSystem, TailscaleSettings } from "./types.ts";
@@ -138,7 +138,7 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
     metrics: { enable: host.metrics.enable, textfileDir: host.metrics.textfileDir },
     bestEffort: host.bestEffort.map((c) => ({ argv: [...c.argv], why: c.why })),
   });
-  const checked = parseBundle(bundle);
-  if (!checked.ok) throw new Error(`host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${checked.problems.join("; ")}. Fix the module or option that produced it`);
+  const problems = checkSealed(bundle);
+  if (problems.length) throw new Error(`host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${problems.join("; ")}. Fix the module or option that produced it`);
   return bundle;
 }

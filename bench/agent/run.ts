@@ -13,7 +13,8 @@ import { execFileSync, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleHash, sha256, type Bundle } from "../../core/bundle.ts";
+import { BUNDLE_FORMAT, bundleHash, sha256, type Bundle, type Firewall, type NftRule } from "../../contract/bundle.ts";
+import { nftScript } from "../../contract/nftables.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 const REPO = path.resolve(HERE, "../..");
@@ -39,22 +40,14 @@ const must = (argv: string[], env?: NodeJS.ProcessEnv) => {
 const FILES_DIR = "/var/lib/meshfleet-bench";
 const SYSCTL = { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1", "net.ipv4.conf.all.rp_filter": "2", "net.core.somaxconn": "1024" };
 
-function ruleset(v: number): string {
-  const rules = Array.from({ length: 40 }, (_, i) => `\t\ttcp dport ${10000 + i + v} ip saddr @peers accept comment "rule ${i}"`);
-  return [
-    "table inet meshfleet {",
-    "\tset peers {",
-    "\t\ttype ipv4_addr; flags interval;",
-    `\t\telements = { 100.64.0.0/24, 100.64.${v}.0/24 }`,
-    "\t}",
-    "\tchain input {",
-    "\t\ttype filter hook input priority filter; policy accept;",
-    "\t\tct state established,related accept",
-    ...rules,
-    "\t}",
-    "}",
-    "",
-  ].join("\n");
+function firewall(v: number): Firewall {
+  const rules: NftRule[] = Array.from({ length: 40 }, (_, i) => ({ saddr: { family: "ip", set: "peers" }, l4: { proto: "tcp", dports: [10000 + i + v] }, verdict: "accept", comment: `rule ${i}` }));
+  return {
+    family: "inet",
+    table: "meshfleet",
+    sets: [{ name: "peers", type: "ipv4_addr", elements: ["100.64.0.0/24", `100.64.${v}.0/24`], members: [] }],
+    chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules: [{ ctState: ["established", "related"], verdict: "accept" }, ...rules] }],
+  };
 }
 
 function makeBundle(v: number): Bundle {
@@ -63,12 +56,12 @@ function makeBundle(v: number): Bundle {
     return { path: `${FILES_DIR}/etc/f${String(i).padStart(2, "0")}.conf`, mode: "0644", owner: "root", group: "root", sha256: sha256(content), content, secret: false };
   });
   const body: Omit<Bundle, "hash"> = {
-    format: 1,
+    format: BUNDLE_FORMAT,
     host: "bench",
     files,
     sysctl: SYSCTL,
-    nftables: ruleset(v),
     units: [],
+    firewall: firewall(v),
     tailscale: null,
     probes: [],
     metrics: { enable: false, textfileDir: "" },
@@ -84,7 +77,7 @@ function floorScript(b: Bundle, dir: string): string {
   lines.push(`sysctl -q -p ${dir}/sysctl.conf`, `nft -f ${dir}/ruleset.nft`);
   b.files.forEach((f, i) => fs.writeFileSync(path.join(dir, `f${i}`), f.content));
   fs.writeFileSync(path.join(dir, "sysctl.conf"), Object.entries(b.sysctl).map(([k, v]) => `${k} = ${v}`).join("\n") + "\n");
-  fs.writeFileSync(path.join(dir, "ruleset.nft"), ["table inet meshfleet {}", "delete table inet meshfleet", b.nftables].join("\n"));
+  fs.writeFileSync(path.join(dir, "ruleset.nft"), nftScript(b.firewall));
   const script = path.join(dir, "deploy.sh");
   fs.writeFileSync(script, lines.join("\n") + "\n", { mode: 0o755 });
   return script;
