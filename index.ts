@@ -6,19 +6,21 @@
  * Stack config (stacks/Pulumi.<stack>.yaml):
  *   meshfleet:hostsDir            fleet directory (default hosts/<stack>)
  *   meshfleet:keySeed             secret, ≥ 16 characters: the Noise/DERP keys derive from it
- *   meshfleet:sshPrivateKeyPath   private key for every host (default: the SSH agent)
+ *   meshfleet:sshPrivateKeyPath   private key file for every host (default: ssh's own keys and agent)
+ *   meshfleet:knownHostsPath      known_hosts file with host key pins (read with ssh-keygen -F) for hosts
+ *                                 whose file sets no ssh.hostKey; a host with no pin stops the deploy
  *   meshfleet:agentPath           the bundled agent (default dist/meshfleet-agent.mjs)
  *   meshfleet:confirmTimeoutSeconds  lockout guard window (default 120)
  *   meshfleet:headscaleBinaryPath a headscale binary to install (systemd runtime)
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
  */
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "./components/index.ts";
-import { knownHostKey, parseKnownHosts } from "./components/shell.ts";
-import { evaluateFleet, formatDiagnostics, hasErrors, renderNftables } from "./core/index.ts";
+import { evaluateFleet, formatDiagnostics, hasErrors } from "./core/index.ts";
+import { REGISTRY } from "./modules/index.ts";
 
 function expandHome(p: string): string {
   return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
@@ -28,30 +30,22 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   const config = new pulumi.Config("meshfleet");
   const stack = pulumi.getStack();
   const hostsDir = config.get("hostsDir") ?? path.join("hosts", stack);
-  const { fleet, diagnostics } = await evaluateFleet(path.resolve(hostsDir), stack);
+  const { fleet, diagnostics } = await evaluateFleet(REGISTRY, path.resolve(hostsDir), stack);
   if (!fleet || hasErrors(diagnostics)) {
     throw new pulumi.RunError(`the fleet in ${hostsDir} has errors; nothing was deployed:\n${formatDiagnostics(diagnostics)}`);
   }
   for (const w of diagnostics.filter((d) => d.severity === "warning")) pulumi.log.warn(formatDiagnostics([w]));
 
-  // Pin host keys from a known_hosts file (the lab records one) where the fleet names none.
+  // Host key pins for hosts whose file names none come from a known_hosts file
+  // (the lab records one); the fleet itself is left as evaluated.
   const knownHostsPath = config.get("knownHostsPath");
-  if (knownHostsPath) {
-    let text: string;
-    try {
-      text = readFileSync(expandHome(knownHostsPath), "utf8");
-    } catch (e) {
-      throw new pulumi.RunError(`meshfleet:knownHostsPath: cannot read ${knownHostsPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:knownHostsPath <path of a known_hosts file>, or remove it`);
-    }
-    const known = parseKnownHosts(text);
-    for (const h of Object.values(fleet.hosts)) if (!h.ssh.hostKey) h.ssh.hostKey = knownHostKey(known, h.address, h.ssh.port) ?? "";
+  if (knownHostsPath && !existsSync(expandHome(knownHostsPath))) {
+    throw new pulumi.RunError(`meshfleet:knownHostsPath: ${knownHostsPath} does not exist. Fix: \`npx meshfleet pin HOST\` records pins there, or pulumi config set meshfleet:knownHostsPath <path of a known_hosts file>`);
   }
-
   const keyPath = config.get("sshPrivateKeyPath");
-  let sshPrivateKey: pulumi.Output<string> | undefined;
   if (keyPath) {
     try {
-      sshPrivateKey = pulumi.secret(readFileSync(expandHome(keyPath), "utf8"));
+      readFileSync(expandHome(keyPath));
     } catch (e) {
       throw new pulumi.RunError(`meshfleet:sshPrivateKeyPath: cannot read ${keyPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:sshPrivateKeyPath <path of your key>`);
     }
@@ -59,9 +53,10 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   const mesh = new Mesh(stack, {
     fleet,
     keySeed: config.requireSecret("keySeed"),
-    sshPrivateKey,
-    sshPrivateKeyPath: keyPath ? expandHome(keyPath) : undefined,
-    renderNftables,
+    ssh: {
+      knownHostsPath: knownHostsPath ? path.resolve(expandHome(knownHostsPath)) : undefined,
+      privateKeyPath: keyPath ? path.resolve(expandHome(keyPath)) : undefined,
+    },
     agent: {
       agentPath: config.get("agentPath") ?? "dist/meshfleet-agent.mjs",
       confirmTimeoutSeconds: config.getNumber("confirmTimeoutSeconds") ?? 120,

@@ -8,19 +8,20 @@
  * - `systemd` (NixOS style, the lab): the binary, a hardened unit and the
  *   files, all in the host's generation, delivered through HostAgent.
  *
- * Either way it ends with `ready`: a command that returns once the headscale
- * CLI answers on the host, which users, keys and nodes wait for.
+ * Either way it ends with `ready` (meshfleet:headscale:Ready): done once the
+ * headscale CLI answers on the host, which users, keys and nodes wait for.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
 import * as docker from "@pulumi/docker";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
+import { HeadscaleReady, HostFile } from "../provider/sdk.ts";
 import { dockerHost, dockerService, dockerSshOpts, validateContainerSpec, type DockerService } from "./dockerService.ts";
-import { headscaleCommand, type HeadscaleCli } from "./headscaleCli.ts";
+import type { HeadscaleCli } from "./headscaleCli.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
-import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, type SshAccess } from "./shell.ts";
 
 export interface CoordinatorArgs {
   /**
@@ -40,23 +41,12 @@ export interface CoordinatorArgs {
    */
   secrets?: Record<string, pulumi.Input<string>>;
   /**
-   * SSH private key text for the command provider (a secret); the SSH agent when unset.
-   * @default undefined
-   * @example config.requireSecret("sshPrivateKey")
+   * How the deploy logs in to the host (pins, private key); the docker
+   * provider uses the key file and the known_hosts file too.
+   * @default {}
+   * @example { privateKeyPath: "~/.ssh/id_ed25519", knownHostsPath: "~/.config/meshfleet/known_hosts" }
    */
-  sshPrivateKey?: pulumi.Input<string>;
-  /**
-   * SSH private key file for the docker provider (it runs ssh(1)); docker runtime only.
-   * @default undefined (ssh's own defaults and agent)
-   * @example "~/.ssh/id_ed25519"
-   */
-  sshPrivateKeyPath?: string;
-  /**
-   * The host's nftables ruleset (systemd runtime, or a docker host with an agent).
-   * @default null
-   * @example renderNftables(host)
-   */
-  nftables?: string | null;
+  ssh?: SshAccess;
   /**
    * Name of the headscale container in `host.containers` (docker runtime).
    * @default "headscale"
@@ -108,6 +98,7 @@ export interface CoordinatorArgs {
 export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
   const h = args.host;
   const p: string[] = [];
+  if (h.address) p.push(...connectionIssues(hostConnection(h, args.ssh), `${h.file}: ssh.hostKey`));
   if (!/^https?:\/\//.test(args.info.serverUrl)) p.push(`fleet.yaml: coordinator.serverUrl: expected http:// or https://, found ${JSON.stringify(args.info.serverUrl)}`);
   if (args.info.runtime !== h.runtime) p.push(`${h.file}: runtime: the coordinator runs "${args.info.runtime}" but host ${h.name} says "${h.runtime}"`);
   if (h.runtime === "docker") {
@@ -136,29 +127,14 @@ export function coordinatorCli(host: HostSystem, o: { containerName?: string; bi
   return { runtime: "systemd", binary: installed ?? headscaleBinaryOf(host) ?? "headscale" };
 }
 
-/** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
-export function readyScript(cli: HeadscaleCli, host: string, timeoutSeconds: number): string {
-  const probe = headscaleCommand(cli, ["users", "list", "-o", "json"]);
-  const tries = Math.max(1, Math.ceil(timeoutSeconds / 2));
-  return [
-    `i=0`,
-    `while [ "$i" -lt ${tries} ]; do`,
-    `  if ${probe} >/dev/null 2>&1; then echo ready; exit 0; fi`,
-    `  i=$((i + 1)); sleep 2`,
-    `done`,
-    `echo ${shq(`meshfleet: headscale on ${host} did not answer within ${timeoutSeconds}s; check its log (journalctl -u headscale or docker logs headscale)`)} >&2`,
-    `exit 1`,
-  ].join("\n");
-}
-
 export class Coordinator extends pulumi.ComponentResource {
   /** The URL clients log in to (`--login-server`). */
   public readonly url: pulumi.Output<string>;
   public readonly runtime: pulumi.Output<string>;
   /** Where the CLI runs; HeadscaleUser/PreAuthKey use it. */
   public readonly cli: HeadscaleCli;
-  /** Depend on this: headscale answers. */
-  public readonly ready: command.remote.Command;
+  /** Depend on this: headscale answers (`ready.state` is "serving"). */
+  public readonly ready: HeadscaleReady;
   /** The docker provider of the host (docker runtime), shared with the proxy and DERP containers. */
   public readonly dockerProvider?: docker.Provider;
   public readonly dockerNetwork?: docker.Network;
@@ -171,12 +147,13 @@ export class Coordinator extends pulumi.ComponentResource {
     super("meshfleet:index:Coordinator", name, {}, opts);
     const h = args.host;
     const secrets = args.secrets ?? {};
-    const connection = hostConnection(h, args.sshPrivateKey);
+    const connection = hostConnection(h, args.ssh);
+    const key = privateKeyInput(args.ssh);
     this.cli = coordinatorCli(h, args);
     const waitFor: pulumi.Resource[] = [];
 
     if (h.runtime === "docker") {
-      this.dockerProvider = new docker.Provider(`${name}-docker`, { host: dockerHost(h), sshOpts: dockerSshOpts(args.sshPrivateKeyPath) }, { parent: this });
+      this.dockerProvider = new docker.Provider(`${name}-docker`, { host: dockerHost(h), sshOpts: dockerSshOpts(args.ssh?.privateKeyPath, args.ssh?.knownHostsPath) }, { parent: this });
       this.dockerNetwork = new docker.Network(`${name}-network`, { name: "meshfleet" }, { parent: this, provider: this.dockerProvider });
       const spec = h.containers.find((c) => c.name === (args.containerName ?? "headscale"))!;
       this.service = dockerService(this, name, h, spec, {
@@ -189,18 +166,11 @@ export class Coordinator extends pulumi.ComponentResource {
       waitFor.push(this.service.container);
     } else if (args.binaryPath) {
       const sha = createHash("sha256").update(readFileSync(args.binaryPath)).digest("hex");
-      const remote = args.binaryRemotePath ?? "/usr/local/bin/headscale";
-      // Copied aside, then installed 0755 in one rename: a running headscale never sees a half-written binary.
-      const staged = `/var/tmp/meshfleet-headscale-${sha.slice(0, 16)}`;
-      const copy = new command.remote.CopyToRemote(
-        `${name}-binary-copy`,
-        { connection, source: new pulumi.asset.FileAsset(args.binaryPath), remotePath: staged, triggers: [sha] },
+      // Pushed into a temp file beside the target and renamed over it: a running headscale never sees half a binary.
+      const install = new HostFile(
+        `${name}-binary`,
+        { host: h.name, connection, ...key, localPath: path.resolve(args.binaryPath), sha256: sha, remotePath: args.binaryRemotePath ?? "/usr/local/bin/headscale", mode: "0755" },
         { parent: this },
-      );
-      const install = new command.remote.Command(
-        `${name}-binary-install`,
-        { connection, create: `install -m 0755 ${shq(staged)} ${shq(remote)}.new && mv -f ${shq(remote)}.new ${shq(remote)} && rm -f ${shq(staged)}`, triggers: [sha] },
-        { parent: this, dependsOn: [copy] },
       );
       waitFor.push(install);
     }
@@ -210,25 +180,28 @@ export class Coordinator extends pulumi.ComponentResource {
       const bootstrap = args.joinsMesh === true;
       this.hostAgent = new HostAgent(
         `${name}-${bootstrap ? "bootstrap" : "agent"}`,
-        { host: bootstrap ? bootstrapHost(h) : h, nftables: args.nftables ?? null, secrets, connection, once: bootstrap, ...args.agent },
+        { host: bootstrap ? bootstrapHost(h) : h, secrets, ssh: args.ssh, once: bootstrap, ...args.agent },
         { parent: this, dependsOn: [...waitFor] },
       );
       waitFor.push(this.hostAgent.confirmed);
     }
 
-    this.ready = new command.remote.Command(
+    this.ready = new HeadscaleReady(
       `${name}-ready`,
       {
+        host: h.name,
         connection,
-        create: readyScript(this.cli, h.name, args.readyTimeoutSeconds ?? 120),
+        ...key,
+        cli: this.cli,
+        timeoutSeconds: args.readyTimeoutSeconds ?? 120,
         // Re-checked whenever what runs headscale changed.
-        triggers: [this.service?.container.id ?? this.hostAgent?.generation ?? h.name],
+        trigger: this.service?.container.id ?? this.hostAgent?.generation ?? h.name,
       },
       { parent: this, dependsOn: waitFor },
     );
 
     this.url = pulumi.output(args.info.serverUrl);
     this.runtime = pulumi.output(h.runtime);
-    this.registerOutputs({ url: this.url, runtime: this.runtime, ready: this.ready.stdout });
+    this.registerOutputs({ url: this.url, runtime: this.runtime, ready: this.ready.state });
   }
 }

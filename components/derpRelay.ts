@@ -5,10 +5,10 @@
  * generation) that verifies clients against headscale's /verify.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
 import type { DerpRegion, HostSystem } from "../core/types.ts";
 import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
-import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+import { ServiceCheck } from "../provider/sdk.ts";
+import { assertNoProblems, hostConnection, privateKeyInput } from "./shell.ts";
 
 export type DerpMode = "embedded" | "standalone";
 
@@ -53,7 +53,7 @@ export class DerpRelay extends pulumi.ComponentResource {
   public readonly regionId: pulumi.Output<number>;
   public readonly hostName: pulumi.Output<string>;
   public readonly service?: DockerService;
-  public readonly check?: command.remote.Command;
+  public readonly check?: ServiceCheck;
 
   constructor(name: string, args: DerpRelayArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validateDerpRelayArgs(args), `DerpRelay ${name}`);
@@ -64,13 +64,9 @@ export class DerpRelay extends pulumi.ComponentResource {
       const spec = h.containers.find((c) => c.name === "derper")!;
       this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
     } else if (mode === "standalone") {
-      this.check = new command.remote.Command(
+      this.check = new ServiceCheck(
         `${name}-check`,
-        {
-          connection: hostConnection(h, args.sshPrivateKey),
-          create: `systemctl is-active --quiet derper.service || { echo ${shq(`meshfleet: derper.service is not active on ${h.name}; see journalctl -u derper`)} >&2; exit 1; }`,
-          triggers: [args.hostAgent!.generation],
-        },
+        { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units: ["derper.service"], trigger: args.hostAgent!.generation },
         { parent: this, dependsOn: [args.hostAgent!.confirmed] },
       );
     }

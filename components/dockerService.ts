@@ -8,6 +8,7 @@ import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
 import type { ContainerSpec, HostSystem } from "../core/types.ts";
 import type { HostAgent } from "./hostAgent.ts";
+import type { SshAccess } from "./shell.ts";
 
 /** Problems with an image reference: it must be pinned by an exact tag or a digest. */
 /**
@@ -40,11 +41,11 @@ export interface CoordinatorServiceArgs {
    */
   hostAgent?: HostAgent;
   /**
-   * SSH private key text (secret) for the check command.
-   * @default undefined (SSH agent)
-   * @example config.requireSecret("sshPrivateKey")
+   * How the deploy logs in to the host for the service check (pins, private key).
+   * @default {}
+   * @example { privateKeyPath: "~/.ssh/id_ed25519" }
    */
-  sshPrivateKey?: pulumi.Input<string>;
+  ssh?: SshAccess;
   /**
    * Secret values the service's files reference (a standalone relay: `derp-key`).
    * @default {}
@@ -93,9 +94,10 @@ export function dockerHost(host: HostSystem): string {
   return `ssh://${host.ssh.user}@${host.address}${port}`;
 }
 
-export function dockerSshOpts(privateKeyPath?: string): string[] {
+export function dockerSshOpts(privateKeyPath?: string, knownHostsPath?: string): string[] {
   // The docker provider shells out to ssh(1), which wants a key file, not key text.
-  const opts = ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new"];
+  // With the stack's known_hosts file the host key is checked against it; without one, ssh's own files are used.
+  const opts = ["-o", "BatchMode=yes", ...(knownHostsPath ? ["-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHostsPath}`] : ["-o", "StrictHostKeyChecking=accept-new"])];
   return privateKeyPath ? [...opts, "-i", privateKeyPath] : opts;
 }
 

@@ -1,12 +1,14 @@
 /**
- * HeadscaleUser: a user on the coordinator, created with the headscale CLI
- * over SSH and destroyed with it on `pulumi destroy`. A changed name is a new
- * user (replace), never a rename behind the fleet's back.
+ * HeadscaleUser: a user on the coordinator (meshfleet:headscale:User),
+ * created with the headscale CLI over SSH (an existing user of that name is
+ * adopted) and destroyed with it on `pulumi destroy`. A changed name is a
+ * new user (replace), never a rename behind the fleet's back.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
+import type { SshConnection } from "../provider/types.ts";
+import { HeadscaleUserResource } from "../provider/sdk.ts";
 import { assertNoProblems } from "./shell.ts";
-import { headscaleCommand, parseUserJson, usersCreateArgs, usersDestroyArgs, type HeadscaleCli } from "./headscaleCli.ts";
+import type { HeadscaleCli } from "./headscaleCli.ts";
 
 export interface HeadscaleUserArgs {
   /**
@@ -20,10 +22,16 @@ export interface HeadscaleUserArgs {
    */
   cli: HeadscaleCli;
   /**
-   * SSH connection to the coordinator host.
-   * @example hostConnection(fleet.hosts["vps"], sshPrivateKey)
+   * SSH connection to the coordinator host (with its pinned host keys).
+   * @example hostConnection(fleet.hosts["vps"], ssh)
    */
-  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  connection: SshConnection;
+  /**
+   * Private key text (a secret) when the connection names no key file.
+   * @default undefined
+   * @example privateKeyInput(ssh).sshPrivateKey
+   */
+  sshPrivateKey?: pulumi.Input<string>;
 }
 
 const USER_NAME = /^[A-Za-z][A-Za-z0-9._-]*(@[A-Za-z0-9._-]*)?$/;
@@ -38,24 +46,18 @@ export class HeadscaleUser extends pulumi.ComponentResource {
   /** The user's numeric id in headscale (what `preauthkeys create -u` takes). */
   public readonly userId: pulumi.Output<number>;
   public readonly userName: pulumi.Output<string>;
-  public readonly command: command.remote.Command;
+  public readonly resource: HeadscaleUserResource;
 
   constructor(name: string, args: HeadscaleUserArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validateHeadscaleUserArgs(args), `HeadscaleUser ${name}`);
     super("meshfleet:index:HeadscaleUser", name, {}, opts);
-    this.command = new command.remote.Command(
-      `${name}-create`,
-      {
-        connection: args.connection,
-        create: headscaleCommand(args.cli, usersCreateArgs(args.user)),
-        delete: headscaleCommand(args.cli, usersDestroyArgs(args.user)),
-      },
-      // `create` holds the name: a new name replaces the resource (destroy old user after creating the new).
-      { parent: this, replaceOnChanges: ["create"], deleteBeforeReplace: true },
+    this.resource = new HeadscaleUserResource(
+      `${name}-user`,
+      { name: args.user, cli: args.cli, connection: args.connection, ...(args.sshPrivateKey !== undefined ? { sshPrivateKey: args.sshPrivateKey } : {}) },
+      { parent: this },
     );
-    const info = this.command.stdout.apply((out) => parseUserJson(out, args.user));
-    this.userId = info.apply((i) => i.id);
-    this.userName = info.apply((i) => i.name);
+    this.userId = this.resource.userId;
+    this.userName = pulumi.output(args.user);
     this.registerOutputs({ userId: this.userId, userName: this.userName });
   }
 }

@@ -1,17 +1,22 @@
 /**
- * HostAgent: ship one host's generation to its agent over SSH and make the
- * agent activate it, with the lockout guard: `switch` arms a rollback timer,
- * and only a `confirm` over a *new* SSH connection keeps the generation. A
- * deploy that cuts its own SSH path (firewall, tailnet route) is rolled back
- * by the host itself.
+ * HostAgent: one host's generation, rendered here (core renderHost) and
+ * applied by the provider's `meshfleet:host:Generation` through the host's
+ * agent, with the lockout guard: `switch` arms a rollback timer, and only a
+ * `confirm <hash>` over a *new* SSH connection keeps the generation. A deploy
+ * that cuts its own SSH path (firewall, tailnet route) is rolled back by the
+ * host itself, and the deploy fails naming the host.
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
-import { makeBundle, secretRefs, type Bundle } from "../core/bundle.ts";
+import { secretRefs } from "../core/bundle.ts";
+import { renderHost } from "../core/render.ts";
 import { AGENT_HOST_PATH, type HostSystem } from "../core/types.ts";
-import { assertNoProblems, shq } from "./shell.ts";
+import { Generation } from "../provider/sdk.ts";
+import { bundleSummary } from "../provider/summary.ts";
+import type { GenerationSummary } from "../provider/types.ts";
+import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, type SshAccess } from "./shell.ts";
 
 export interface HostAgentArgs {
   /**
@@ -20,12 +25,6 @@ export interface HostAgentArgs {
    */
   host: HostSystem;
   /**
-   * The host's rendered `table inet meshfleet` ruleset, or null to leave the firewall alone.
-   * @default null
-   * @example renderNftables(fleet.hosts["router"])
-   */
-  nftables?: string | null;
-  /**
    * Values for the host's secret references (FileSpec.secretRef): `noise-key`,
    * `derp-key`, `preauth:<host>`. Only the names the host uses are read.
    * @default {}
@@ -33,10 +32,11 @@ export interface HostAgentArgs {
    */
   secrets?: Record<string, pulumi.Input<string>>;
   /**
-   * How to reach the host's sshd.
-   * @example hostConnection(host, sshPrivateKey)
+   * How the deploy logs in: pins from a known_hosts file, the private key.
+   * @default {} (the host file's ssh.hostKey, ssh's own key and agent)
+   * @example { knownHostsPath: "~/.config/meshfleet/known_hosts", privateKeyPath: "~/.ssh/id_ed25519" }
    */
-  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  ssh?: SshAccess;
   /**
    * The bundled agent on this machine (built by `npm run build:agent`).
    * @default "dist/meshfleet-agent.mjs"
@@ -85,12 +85,13 @@ export const HOST_AGENT_DEFAULTS = {
 } as const;
 
 /** Problems with HostAgent args, found before anything is created. */
-export function validateHostAgentArgs(args: Pick<HostAgentArgs, "host" | "secrets" | "agentPath" | "confirmTimeoutSeconds">): string[] {
+export function validateHostAgentArgs(args: Pick<HostAgentArgs, "host" | "secrets" | "agentPath" | "confirmTimeoutSeconds" | "ssh">): string[] {
   const problems: string[] = [];
   const h = args.host;
   const agentPath = args.agentPath ?? HOST_AGENT_DEFAULTS.agentPath;
   if (!h.agent) problems.push(`${h.file}: agent: host ${h.name} has no agent (agent: false), so nothing can be pushed to it; give it join instructions (MeshNode) instead`);
   if (!h.address) problems.push(`${h.file}: address: expected the address Pulumi reaches ${h.name}'s sshd on, found nothing. Fix: set address`);
+  else problems.push(...connectionIssues(hostConnection(h, args.ssh), `${h.file}: ssh.hostKey`));
   if (!existsSync(agentPath)) problems.push(`the agent bundle ${agentPath} does not exist. Fix: run \`npm run build:agent\` before \`pulumi up\``);
   for (const ref of secretRefs(h)) {
     if (!args.secrets || !(ref in args.secrets)) problems.push(`${h.file}: files: host ${h.name} needs secret "${ref}", which the deploy does not provide`);
@@ -115,38 +116,13 @@ export function bootstrapHost(h: HostSystem): HostSystem {
   };
 }
 
-/** The shell script of the switch step; the bundle arrives on stdin and never touches argv or logs. */
-export function switchScript(o: { node: string; remoteAgentPath: string; stateDir: string; confirmTimeoutSeconds: number }): string {
-  const incoming = `${o.stateDir}/incoming`;
-  const file = `${incoming}/bundle.json`;
-  return [
-    "set -eu",
-    "umask 077",
-    `mkdir -p ${shq(incoming)}`,
-    `cat > ${shq(`${file}.tmp`)}`,
-    `mv -f ${shq(`${file}.tmp`)} ${shq(file)}`,
-    `${shq(o.node)} ${shq(o.remoteAgentPath)} switch ${shq(file)} --confirm-timeout ${o.confirmTimeoutSeconds}`,
-  ].join("\n");
-}
-
-/** The preparation step: the host has Node and the agent's directories exist. */
-export function prepareScript(o: { host: string; node: string; remoteAgentPath: string; stateDir: string }): string {
-  const dir = o.remoteAgentPath.replace(/\/[^/]+$/, "") || "/";
-  return [
-    "set -eu",
-    `if ! command -v ${shq(o.node)} >/dev/null 2>&1; then echo ${shq(`meshfleet: ${o.host} has no ${o.node} (Node.js 18 or newer); install the nodejs package on it`)} >&2; exit 1; fi`,
-    `install -d -m 0755 ${shq(dir)}`,
-    `install -d -m 0700 ${shq(o.stateDir)}`,
-  ].join("\n");
-}
-
 export class HostAgent extends pulumi.ComponentResource {
   /** The generation hash now active on the host (sha256 of the bundle). */
   public readonly generation: pulumi.Output<string>;
   /** `meshfleet-agent status --json` after the confirm. */
   public readonly status: pulumi.Output<string>;
-  /** The confirm step; depend on it for "this host runs its new generation". */
-  public readonly confirmed: command.remote.Command;
+  /** The host's generation: switched, confirmed over a new connection, verified. Depend on it for "this host runs its new generation". */
+  public readonly confirmed: Generation;
 
   constructor(name: string, args: HostAgentArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validateHostAgentArgs(args), `HostAgent ${name}`);
@@ -159,66 +135,38 @@ export class HostAgent extends pulumi.ComponentResource {
       node: args.node ?? HOST_AGENT_DEFAULTS.node,
     };
     const host = args.host;
-    // A one-shot generation keeps its first bundle: later changes go to the host's full HostAgent.
-    const frozen = args.once ? { ignoreChanges: ["triggers", "stdin", "create"] } : {};
     const agentSha = createHash("sha256").update(readFileSync(o.agentPath)).digest("hex");
 
     // Only the secrets this host references travel with its bundle.
     const wanted = secretRefs(host);
     const secretValues = pulumi.all(Object.fromEntries(wanted.map((r) => [r, args.secrets![r]])) as Record<string, pulumi.Input<string>>);
-    const bundle: pulumi.Output<Bundle> = secretValues.apply((s) => makeBundle(host, args.nftables ?? null, s));
-    const bundleJson = pulumi.secret(bundle.apply((b) => JSON.stringify(b)));
-    // The hash of a bundle is a sha256 over 256-bit keys and public text; it names the generation and may be shown.
-    this.generation = pulumi.unsecret(bundle.apply((b) => b.hash));
+    const bundle = secretValues.apply((s) => renderHost(host, s));
+    // Digests and public metadata only: shown by `preview --diff`, kept in clear in the state.
+    const summary = pulumi.unsecret(bundle.apply((b) => bundleSummary(b)));
+    const part = <K extends keyof GenerationSummary>(k: K) => summary.apply((x) => x[k]);
 
-    const prepare = new command.remote.Command(
-      `${name}-prepare`,
-      { connection: args.connection, create: prepareScript({ host: host.name, ...o }) },
+    this.confirmed = new Generation(
+      `${name}-generation`,
+      {
+        host: host.name,
+        connection: hostConnection(host, args.ssh),
+        ...privateKeyInput(args.ssh),
+        agent: { localPath: path.resolve(o.agentPath), sha256: agentSha, remotePath: o.remoteAgentPath, node: o.node, stateDir: o.stateDir },
+        bundle: pulumi.secret(bundle.apply((b) => JSON.stringify(b))),
+        confirmTimeoutSeconds: o.confirmTimeoutSeconds,
+        once: args.once === true,
+        hash: part("hash"),
+        files: part("files"),
+        units: part("units"),
+        sysctl: part("sysctl"),
+        firewall: part("firewall"),
+        tailscale: part("tailscale"),
+      },
       { parent: this },
     );
-    const copy = new command.remote.CopyToRemote(
-      `${name}-agent`,
-      {
-        connection: args.connection,
-        source: new pulumi.asset.FileAsset(o.agentPath),
-        remotePath: o.remoteAgentPath,
-        triggers: [agentSha],
-      },
-      { parent: this, dependsOn: [prepare] },
-    );
-    const sw = new command.remote.Command(
-      `${name}-switch`,
-      {
-        connection: args.connection,
-        create: switchScript(o),
-        stdin: bundleJson,
-        // An unchanged generation (same hash, same agent) does nothing on `pulumi up`.
-        triggers: [this.generation, agentSha],
-        logging: "stdoutAndStderr",
-      },
-      { parent: this, dependsOn: [copy], ...frozen },
-    );
-    // A separate resource is a separate SSH connection: if the switch cut SSH, this fails and the host rolls back.
-    this.confirmed = new command.remote.Command(
-      `${name}-confirm`,
-      {
-        connection: args.connection,
-        create: `${shq(o.node)} ${shq(o.remoteAgentPath)} confirm`,
-        triggers: [this.generation],
-      },
-      { parent: this, dependsOn: [sw], ...frozen },
-    );
-    const status = new command.remote.Command(
-      `${name}-status`,
-      {
-        connection: args.connection,
-        create: `${shq(o.node)} ${shq(o.remoteAgentPath)} status --json`,
-        triggers: [this.generation],
-        logging: "stderr",
-      },
-      { parent: this, dependsOn: [this.confirmed], ...frozen },
-    );
-    this.status = status.stdout;
+    // The hash names the generation (a sha256 over 256-bit keys and public text) and may be shown.
+    this.generation = pulumi.unsecret(this.confirmed.hash);
+    this.status = this.confirmed.status;
     this.registerOutputs({ generation: this.generation, status: this.status });
   }
 }

@@ -22,7 +22,7 @@ import { MeshNode } from "./meshNode.ts";
 import { validateMeshNodeArgs, type MeshNodeArgs, type NodeBase } from "./node.ts";
 import { PreAuthKey, validatePreAuthKeyArgs } from "./preAuthKey.ts";
 import { ReverseProxy, type ProxyKind } from "./reverseProxy.ts";
-import { assertNoProblems, hostConnection, slug } from "./shell.ts";
+import { assertNoProblems, hostConnection, privateKeyInput, slug, type SshAccess } from "./shell.ts";
 import { SubnetRouter, validateSubnetRouterArgs } from "./subnetRouter.ts";
 
 export interface MeshArgs {
@@ -37,22 +37,15 @@ export interface MeshArgs {
    */
   keySeed: pulumi.Input<string>;
   /**
-   * SSH private key text (secret) for every host; the SSH agent when unset.
-   * @default undefined
-   * @example pulumi.secret(readFileSync(keyPath, "utf8"))
+   * How the deploy logs in to every host and Proxmox node: pins for hosts
+   * whose file sets no `ssh.hostKey` (a known_hosts file, read with
+   * `ssh-keygen -F`), and the private key (a file path; key text only when
+   * there is no file). A host with no pin stops the deploy before anything
+   * is touched.
+   * @default {}
+   * @example { knownHostsPath: "~/.config/meshfleet/known_hosts", privateKeyPath: "~/.ssh/id_ed25519" }
    */
-  sshPrivateKey?: pulumi.Input<string>;
-  /**
-   * SSH private key file (the docker provider runs ssh(1) and needs a path).
-   * @default undefined
-   * @example "/home/me/.ssh/id_ed25519"
-   */
-  sshPrivateKeyPath?: string;
-  /**
-   * The firewall renderer (core `renderNftables`): a host's `table inet meshfleet`, or null.
-   * @example renderNftables
-   */
-  renderNftables: (host: HostSystem) => string | null;
+  ssh?: SshAccess;
   /**
    * HostAgent options for every host.
    * @default {}
@@ -118,7 +111,7 @@ export function providedSecrets(fleet: FleetSystem): string[] {
 }
 
 /** Every problem that would stop the deploy, found before any resource exists. */
-export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath">): string[] {
+export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath" | "ssh">): string[] {
   const { fleet } = args;
   const p: string[] = [];
   const coord = fleet.hosts[fleet.coordinator.host];
@@ -138,7 +131,7 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
       }
     }
   }
-  const coordArgs: CoordinatorArgs = { host: coord, info: fleet.coordinator, secrets: secretsOf(coord), binaryPath: args.headscaleBinaryPath };
+  const coordArgs: CoordinatorArgs = { host: coord, info: fleet.coordinator, secrets: secretsOf(coord), binaryPath: args.headscaleBinaryPath, ssh: args.ssh };
   p.push(...validateCoordinatorArgs(coordArgs));
   const proxy = proxyKind(coord);
   if (proxy && coord.runtime === "docker") p.push(...validateContainerSpec(coord, coord.containers.find((c) => c.name === proxy)!, Object.keys(secretsOf(coord))));
@@ -154,18 +147,19 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
   const keyed = new Set(fleet.preAuthKeys.map((k) => k.host));
   for (const h of Object.values(fleet.hosts)) {
     if (h.name === coord.name && !coordinatorIsNode(coord)) {
-      if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ...args.agent }));
+      if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ssh: args.ssh, ...args.agent }));
       continue;
     }
     const nodeArgs: MeshNodeArgs = {
       host: h,
       loginServer: fleet.coordinator.serverUrl,
       preAuthKey: keyed.has(h.name) ? "" : undefined,
-      coordinator: { cli: coordinatorCli(coord), connection: { host: coord.address } },
+      coordinator: { cli: coordinatorCli(coord), connection: hostConnection(coord, args.ssh) },
+      ssh: args.ssh,
     };
     const kind = nodeKind(h);
     p.push(...(kind === "subnet-router" ? validateSubnetRouterArgs(nodeArgs) : kind === "exit-node" ? validateExitNodeArgs(nodeArgs) : validateMeshNodeArgs(nodeArgs)));
-    if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ...args.agent }));
+    if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ssh: args.ssh, ...args.agent }));
   }
   return [...new Set(p)];
 }
@@ -221,9 +215,7 @@ export class Mesh extends pulumi.ComponentResource {
         host: coordHost,
         info: fleet.coordinator,
         secrets: pick(coordHost),
-        sshPrivateKey: args.sshPrivateKey,
-        sshPrivateKeyPath: args.sshPrivateKeyPath,
-        nftables: args.renderNftables(coordHost),
+        ssh: args.ssh,
         imageDigest: args.imageDigests?.headscale,
         binaryPath: args.headscaleBinaryPath,
         agent: args.agent,
@@ -232,16 +224,17 @@ export class Mesh extends pulumi.ComponentResource {
       child,
     );
     const c = this.coordinator;
-    const coordConn = hostConnection(coordHost, args.sshPrivateKey);
+    const coordConn = hostConnection(coordHost, args.ssh);
+    const key = privateKeyInput(args.ssh);
     const answered: pulumi.ComponentResourceOptions = { parent: this, dependsOn: [c.ready] };
     for (const u of fleet.users) {
-      this.users[u] = new HeadscaleUser(`${name}-user-${slug(u)}`, { user: u, cli: c.cli, connection: coordConn }, answered);
+      this.users[u] = new HeadscaleUser(`${name}-user-${slug(u)}`, { user: u, cli: c.cli, connection: coordConn, ...key }, answered);
     }
     for (const req of fleet.preAuthKeys) {
       const user = req.user ? this.users[req.user] : undefined;
       this.preAuthKeys[req.host] = new PreAuthKey(
         `${name}-key-${slug(req.host)}`,
-        { request: req, userId: user?.userId, cli: c.cli, connection: coordConn },
+        { request: req, userId: user?.userId, cli: c.cli, connection: coordConn, ...key },
         { parent: this, dependsOn: [c.ready, ...(user ? [user] : [])] },
       );
     }
@@ -259,8 +252,7 @@ export class Mesh extends pulumi.ComponentResource {
         loginServer: c.url,
         preAuthKey: this.preAuthKeys[h.name]?.key,
         secrets: pick(h),
-        sshPrivateKey: args.sshPrivateKey,
-        nftables: args.renderNftables(h),
+        ssh: args.ssh,
         agent: args.agent,
         coordinator: { cli: c.cli, connection: coordConn },
         routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
@@ -288,7 +280,7 @@ export class Mesh extends pulumi.ComponentResource {
           network: c.dockerNetwork,
           imageDigest: args.imageDigests?.[proxy],
           hostAgent: coordAgent,
-          sshPrivateKey: args.sshPrivateKey,
+          ssh: args.ssh,
           secrets: pick(coordHost),
         },
         child,
@@ -306,14 +298,14 @@ export class Mesh extends pulumi.ComponentResource {
           network: c.dockerNetwork,
           imageDigest: args.imageDigests?.derper,
           hostAgent: coordAgent,
-          sshPrivateKey: args.sshPrivateKey,
+          ssh: args.ssh,
           secrets: pick(coordHost),
         },
         child,
       );
     }
 
-    const coordState = c.ready.stdout.apply((s) => (s.trim() === "ready" ? "serving" : s.trim() || "serving"));
+    const coordState = c.ready.state.apply((s) => s || "serving");
     const entries: pulumi.Output<NodeSummary>[] = [
       ...(this.members[coordHost.name] ? [] : [coordState.apply((state) => ({ name: coordHost.name, roles: coordHost.roles, routes: [] as string[], state }))]),
       ...Object.values(this.members).map((m) =>

@@ -5,14 +5,14 @@
  * agent (a phone), join instructions as a secret output.
  */
 import * as pulumi from "@pulumi/pulumi";
-import type * as command from "@pulumi/command";
 import { secretRefs } from "../core/bundle.ts";
+import type { SshConnection } from "../provider/types.ts";
 import type { HostSystem, LxcSettings } from "../core/types.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { ProxmoxLxc, validateLxc } from "./proxmoxLxc.ts";
 import { RouteApproval } from "./routeApproval.ts";
-import { assertNoProblems, hostConnection, shArgv } from "./shell.ts";
+import { assertNoProblems, privateKeyInput, shArgv, type SshAccess } from "./shell.ts";
 
 export interface MeshNodeArgs {
   /**
@@ -38,17 +38,11 @@ export interface MeshNodeArgs {
    */
   secrets?: Record<string, pulumi.Input<string>>;
   /**
-   * SSH private key text (secret) for the host and its Proxmox node.
-   * @default undefined (SSH agent)
-   * @example config.requireSecret("sshPrivateKey")
+   * How the deploy logs in to the host and its Proxmox node (pins, private key).
+   * @default {}
+   * @example { knownHostsPath: "~/.config/meshfleet/known_hosts", privateKeyPath: "~/.ssh/id_ed25519" }
    */
-  sshPrivateKey?: pulumi.Input<string>;
-  /**
-   * The host's nftables ruleset.
-   * @default null
-   * @example renderNftables(host)
-   */
-  nftables?: string | null;
+  ssh?: SshAccess;
   /**
    * HostAgent options.
    * @default {}
@@ -59,9 +53,9 @@ export interface MeshNodeArgs {
    * The coordinator's CLI and SSH connection, for the route approval check.
    * Required when the host advertises routes or an exit node.
    * @default undefined
-   * @example { cli: coordinator.cli, connection: hostConnection(vps, key) }
+   * @example { cli: coordinator.cli, connection: hostConnection(vps, ssh) }
    */
-  coordinator?: { cli: HeadscaleCli; connection: pulumi.Input<command.types.input.remote.ConnectionArgs> };
+  coordinator?: { cli: HeadscaleCli; connection: SshConnection };
   /**
    * Seconds the route approval check waits for the node and its approval.
    * @default 60
@@ -73,7 +67,7 @@ export interface MeshNodeArgs {
 /** Problems common to every node kind. */
 export function validateMeshNodeArgs(args: MeshNodeArgs): string[] {
   const h = args.host;
-  const p = validateLxc(h);
+  const p = validateLxc(h, args.ssh);
   const advertises = h.tailscale.enable && (h.tailscale.advertiseRoutes.length > 0 || h.tailscale.advertiseExitNode);
   if (advertises && h.agent && !args.coordinator) p.push(`${h.name}: it advertises routes, so the deploy needs the coordinator to check their approval`);
   if (!h.agent && h.lxc) p.push(`${h.file}: agent: host ${h.name} lives in a Proxmox CT but has no agent; set agent: true`);
@@ -127,12 +121,12 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
     const text = pulumi.all([args.loginServer, args.preAuthKey ?? ""]).apply(([url, key]) => joinInstructions(h, url, key));
     return { state: pulumi.output("join instructions issued"), joinInstructions: pulumi.secret(text) };
   }
-  const lxc = h.lxc ? new ProxmoxLxc(`${name}-lxc`, { host: h as HostSystem & { lxc: LxcSettings }, sshPrivateKey: args.sshPrivateKey }, { parent }) : undefined;
+  const lxc = h.lxc ? new ProxmoxLxc(`${name}-lxc`, { host: h as HostSystem & { lxc: LxcSettings }, ssh: args.ssh }, { parent }) : undefined;
   const secrets: Record<string, pulumi.Input<string>> = { ...(args.secrets ?? {}) };
   if (args.preAuthKey !== undefined) secrets[`preauth:${h.name}`] = args.preAuthKey;
   const agent = new HostAgent(
     `${name}-agent`,
-    { host: h, nftables: args.nftables ?? null, secrets, connection: hostConnection(h, args.sshPrivateKey), ...args.agent },
+    { host: h, secrets, ssh: args.ssh, ...args.agent },
     { parent, dependsOn: lxc ? [lxc] : [] },
   );
   const t = h.tailscale;
@@ -144,7 +138,8 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
         expect: { host: h.name, hostname: t.hostname || h.name, routes: t.advertiseRoutes, exitNode: t.advertiseExitNode },
         cli: args.coordinator.cli,
         connection: args.coordinator.connection,
-        triggers: [agent.generation],
+        ...privateKeyInput(args.ssh),
+        trigger: agent.generation,
         timeoutSeconds: args.routeApprovalTimeoutSeconds,
       },
       { parent, dependsOn: [agent.confirmed] },

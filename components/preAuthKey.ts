@@ -1,14 +1,16 @@
 /**
- * PreAuthKey: a headscale pre-auth key for one host, made with the CLI on the
- * coordinator. The key is a Pulumi secret from the moment it exists (the
- * command's stdout is an additional secret output and its logging is off).
- * Any change of its inputs makes a new key (replace) and expires the old one.
+ * PreAuthKey: a headscale pre-auth key for one host
+ * (meshfleet:headscale:PreAuthKey), made with the CLI on the coordinator.
+ * The key is a Pulumi secret from the moment it exists (an additional secret
+ * output; the provider keeps the CLI's output out of its log). Any change of
+ * the request makes a new key (replace) and expires the old one.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
-import { assertNoProblems } from "./shell.ts";
 import type { PreAuthKeyRequest } from "../core/types.ts";
-import { headscaleCommand, parsePreAuthKeyJson, preAuthKeyCreateArgs, preAuthKeyExpireScript, type HeadscaleCli } from "./headscaleCli.ts";
+import { PreAuthKeyResource } from "../provider/sdk.ts";
+import type { SshConnection } from "../provider/types.ts";
+import { assertNoProblems } from "./shell.ts";
+import type { HeadscaleCli } from "./headscaleCli.ts";
 
 export interface PreAuthKeyArgs {
   /**
@@ -28,10 +30,16 @@ export interface PreAuthKeyArgs {
    */
   cli: HeadscaleCli;
   /**
-   * SSH connection to the coordinator host.
-   * @example hostConnection(fleet.hosts["vps"], sshPrivateKey)
+   * SSH connection to the coordinator host (with its pinned host keys).
+   * @example hostConnection(fleet.hosts["vps"], ssh)
    */
-  connection: pulumi.Input<command.types.input.remote.ConnectionArgs>;
+  connection: SshConnection;
+  /**
+   * Private key text (a secret) when the connection names no key file.
+   * @default undefined
+   * @example privateKeyInput(ssh).sshPrivateKey
+   */
+  sshPrivateKey?: pulumi.Input<string>;
 }
 
 const DURATION = /^\d+(ns|us|µs|ms|s|m|h|d|w|y)$/;
@@ -51,35 +59,29 @@ export class PreAuthKey extends pulumi.ComponentResource {
   public readonly key: pulumi.Output<string>;
   /** The key's id in headscale (not secret). */
   public readonly keyId: pulumi.Output<number>;
-  public readonly command: command.remote.Command;
+  public readonly resource: PreAuthKeyResource;
 
   constructor(name: string, args: PreAuthKeyArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validatePreAuthKeyArgs(args.request), `PreAuthKey ${name}`);
     super("meshfleet:index:PreAuthKey", name, {}, opts);
     const req = args.request;
-    const create = pulumi
-      .output(args.userId)
-      .apply((id) => headscaleCommand(args.cli, preAuthKeyCreateArgs(id, req)));
-    this.command = new command.remote.Command(
-      `${name}-create`,
+    this.resource = new PreAuthKeyResource(
+      `${name}-key`,
       {
+        host: req.host,
+        ...(args.userId !== undefined ? { userId: args.userId } : {}),
+        reusable: req.reusable,
+        ephemeral: req.ephemeral,
+        expiration: req.expiration,
+        tags: [...req.tags],
+        cli: args.cli,
         connection: args.connection,
-        create,
-        delete: preAuthKeyExpireScript(args.cli),
-        // Nothing of the key reaches the engine's log.
-        logging: "none",
-        addPreviousOutputInEnv: true,
+        ...(args.sshPrivateKey !== undefined ? { sshPrivateKey: args.sshPrivateKey } : {}),
       },
-      {
-        parent: this,
-        additionalSecretOutputs: ["stdout"],
-        // Keys are made, never edited: any change means a new key, the old one expired after.
-        replaceOnChanges: ["create"],
-      },
+      { parent: this },
     );
-    const info = this.command.stdout.apply((out) => parsePreAuthKeyJson(out, req.host));
-    this.key = pulumi.secret(info.apply((i) => i.key));
-    this.keyId = pulumi.unsecret(info.apply((i) => i.id));
+    this.key = pulumi.secret(this.resource.key);
+    this.keyId = pulumi.unsecret(this.resource.keyId);
     this.registerOutputs({ key: this.key, keyId: this.keyId });
   }
 }

@@ -1,20 +1,24 @@
 /**
- * The LXC container of a host on Proxmox, created or adopted with `pct` over
- * SSH to the Proxmox node: TUN passthrough in its config, started. Pure
- * script building here; the component runs it as one `remote.Command`.
+ * The LXC container of a host on Proxmox (meshfleet:proxmox:Container),
+ * created or adopted with `pct` over SSH to the Proxmox node: TUN
+ * passthrough in its config, started. The Proxmox node's host key is pinned
+ * like any host's (the stack's known_hosts file).
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
 import type { HostSystem, LxcSettings } from "../core/types.ts";
-import { assertNoProblems, connectionFor, parseSshTarget, shArgv, shq } from "./shell.ts";
+import { ProxmoxContainer } from "../provider/sdk.ts";
+import { assertNoProblems, connectionIssues, privateKeyInput, targetConnection, type SshAccess } from "./shell.ts";
 
-export function validateLxc(host: HostSystem): string[] {
+export { pctScript, pctDeleteScript } from "../provider/resources/proxmox.ts";
+
+export function validateLxc(host: HostSystem, ssh?: SshAccess): string[] {
   const l = host.lxc;
   if (!l) return [];
   const where = `${host.file}: lxc`;
   const p: string[] = [];
   if (!Number.isInteger(l.ctid) || l.ctid < 100) p.push(`${where}.ctid: expected a Proxmox CT id (an integer ≥ 100), found ${l.ctid}`);
   if (!l.proxmoxHost) p.push(`${where}.proxmoxHost: expected the Proxmox node's SSH address, found nothing`);
+  else if (ssh) p.push(...connectionIssues(proxmoxConnection(host as HostSystem & { lxc: LxcSettings }, ssh), `${where}.proxmoxHost`));
   for (const [i, argv] of l.pctCommands.entries()) {
     const shell = argv[0] === "sh" && argv[1] === "-c" && argv.length === 3;
     if (argv[0] !== "pct" && !shell) p.push(`${where}.pctCommands[${i}]: expected a pct command (or sh -c SCRIPT), found ${JSON.stringify(argv.join(" "))}`);
@@ -24,52 +28,10 @@ export function validateLxc(host: HostSystem): string[] {
   return p;
 }
 
-/**
- * The script run on the Proxmox node: the lxc module's pctCommands, in
- * order, made safe to re-run. `pct create` runs only when the CT does not
- * exist; config lines the module asks for are added only when missing
- * (inserted before any snapshot section, so snapshots stay as they were),
- * after the create and before the other commands (which start or reboot
- * the CT so that TUN passthrough takes effect). When the module's commands
- * never start the CT, it is started here if stopped, or rebooted if the
- * config changed under it.
- */
-export function pctScript(host: string, l: LxcSettings): string {
-  const id = String(l.ctid);
-  const conf = `/etc/pve/lxc/${id}.conf`;
-  const lines: string[] = ["set -eu", "changed=0"];
-  if (l.mode === "adopt") {
-    lines.push(`pct status ${id} >/dev/null 2>&1 || { echo ${shq(`meshfleet: ${host}: CT ${id} does not exist on this Proxmox node (lxc.mode is adopt); create it or set lxc.mode: create`)} >&2; exit 1; }`);
-  }
-  const isCreate = (a: string[]) => a[0] === "pct" && a[1] === "create";
-  for (const argv of l.pctCommands.filter(isCreate)) lines.push(`if ! pct status ${id} >/dev/null 2>&1; then ${shArgv(argv)}; changed=1; fi`);
-  for (const line of l.config) {
-    const q = shq(line);
-    lines.push(
-      `if ! grep -qxF -- ${q} ${conf}; then awk -v l=${q} '!d && /^\\[/ {print l; d=1} {print} END {if (!d) print l}' ${conf} > ${conf}.meshfleet && cat ${conf}.meshfleet > ${conf} && rm -f ${conf}.meshfleet; changed=1; fi`,
-    );
-  }
-  const rest = l.pctCommands.filter((a) => !isCreate(a));
-  for (const argv of rest) lines.push(shArgv(argv));
-  const starts = rest.some((a) => (a[0] === "pct" && (a[1] === "start" || a[1] === "reboot")) || (a[0] === "sh" && /pct (start|reboot)/.test(a[2] ?? "")));
-  if (!starts) {
-    lines.push(
-      `if pct status ${id} | grep -q 'status: running'; then`,
-      // TUN passthrough is read when the CT starts: a config change needs a reboot to take effect.
-      `  if [ "$changed" = 1 ]; then pct reboot ${id}; fi`,
-      `else`,
-      `  pct start ${id}`,
-      `fi`,
-    );
-  }
-  lines.push(`pct status ${id}`);
-  return lines.join("\n");
-}
-
-export function pctDeleteScript(l: LxcSettings): string | undefined {
-  // An adopted CT was there before meshfleet and stays after it.
-  if (l.mode === "adopt") return undefined;
-  return `if pct status ${l.ctid} >/dev/null 2>&1; then pct stop ${l.ctid} || true; pct destroy ${l.ctid}; fi`;
+/** The Proxmox node's connection (`lxc.proxmoxHost`, pinned from the stack's known_hosts file). */
+export function proxmoxConnection(host: HostSystem & { lxc: LxcSettings }, ssh: SshAccess = {}) {
+  const t = host.lxc.proxmoxHost;
+  return targetConnection(`Proxmox node ${t} (of ${host.name})`, t, ssh);
 }
 
 export interface ProxmoxLxcArgs {
@@ -79,40 +41,38 @@ export interface ProxmoxLxcArgs {
    */
   host: HostSystem & { lxc: LxcSettings };
   /**
-   * SSH private key text (secret) for the Proxmox node.
-   * @default undefined (SSH agent)
-   * @example config.requireSecret("sshPrivateKey")
+   * How the deploy logs in to the Proxmox node (pins, private key).
+   * @default {}
+   * @example { knownHostsPath: "~/.config/meshfleet/known_hosts" }
    */
-  sshPrivateKey?: pulumi.Input<string>;
+  ssh?: SshAccess;
 }
 
 export class ProxmoxLxc extends pulumi.ComponentResource {
   public readonly ctid: pulumi.Output<number>;
   /** `pct status` after the run. */
   public readonly status: pulumi.Output<string>;
-  public readonly command: command.remote.Command;
+  public readonly resource: ProxmoxContainer;
 
   constructor(name: string, args: ProxmoxLxcArgs, opts?: pulumi.ComponentResourceOptions) {
-    assertNoProblems(validateLxc(args.host), `ProxmoxLxc ${name}`);
+    assertNoProblems(validateLxc(args.host, args.ssh), `ProxmoxLxc ${name}`);
     super("meshfleet:index:ProxmoxLxc", name, {}, opts);
     const l = args.host.lxc;
-    const target = parseSshTarget(l.proxmoxHost);
-    const script = pctScript(args.host.name, l);
-    const del = pctDeleteScript(l);
-    this.command = new command.remote.Command(
-      `${name}-pct`,
+    this.resource = new ProxmoxContainer(
+      `${name}-ct`,
       {
-        connection: connectionFor({ address: target.host, user: target.user, port: target.port }, args.sshPrivateKey),
-        create: script,
-        // An `update` makes a changed setting re-run the script in place, never destroy-and-create the CT.
-        update: script,
-        ...(del ? { delete: del } : {}),
-        triggers: [JSON.stringify(l)],
+        host: args.host.name,
+        connection: proxmoxConnection(args.host, args.ssh),
+        ...privateKeyInput(args.ssh),
+        ctid: l.ctid,
+        mode: l.mode,
+        config: [...l.config],
+        pctCommands: l.pctCommands.map((a) => [...a]),
       },
       { parent: this },
     );
     this.ctid = pulumi.output(l.ctid);
-    this.status = this.command.stdout;
+    this.status = this.resource.status;
     this.registerOutputs({ ctid: this.ctid, status: this.status });
   }
 }

@@ -6,10 +6,10 @@
  * service is active after the switch.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as command from "@pulumi/command";
 import type { HostSystem } from "../core/types.ts";
 import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
-import { assertNoProblems, hostConnection, shq } from "./shell.ts";
+import { ServiceCheck } from "../provider/sdk.ts";
+import { assertNoProblems, hostConnection, privateKeyInput } from "./shell.ts";
 
 export type ProxyKind = "caddy" | "nginx";
 
@@ -53,7 +53,7 @@ export class ReverseProxy extends pulumi.ComponentResource {
   public readonly url: pulumi.Output<string>;
   public readonly kind: pulumi.Output<string>;
   public readonly service?: DockerService;
-  public readonly check?: command.remote.Command;
+  public readonly check?: ServiceCheck;
 
   constructor(name: string, args: ReverseProxyArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validateReverseProxyArgs(args), `ReverseProxy ${name}`);
@@ -64,13 +64,9 @@ export class ReverseProxy extends pulumi.ComponentResource {
       const spec = h.containers.find((c) => c.name === kind)!;
       this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
     } else {
-      this.check = new command.remote.Command(
+      this.check = new ServiceCheck(
         `${name}-check`,
-        {
-          connection: hostConnection(h, args.sshPrivateKey),
-          create: `systemctl is-active --quiet ${shq(`${kind}.service`)} || { echo ${shq(`meshfleet: ${kind}.service is not active on ${h.name}; see journalctl -u ${kind}`)} >&2; exit 1; }`,
-          triggers: [args.hostAgent!.generation],
-        },
+        { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units: [`${kind}.service`], trigger: args.hostAgent!.generation },
         { parent: this, dependsOn: [args.hostAgent!.confirmed] },
       );
     }

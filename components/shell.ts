@@ -1,22 +1,15 @@
 /**
- * Small pure helpers every component shares: shell quoting for commands run
- * over SSH, the SSH connection a HostSystem describes, and the user-facing
- * error class for problems found before anything is created.
+ * Small helpers every component shares: shell quoting, the SSH connection a
+ * host gets (with its pinned host keys), and the user-facing error class for
+ * problems found before anything is created.
  */
+import { spawnSync } from "node:child_process";
 import * as pulumi from "@pulumi/pulumi";
-import type * as command from "@pulumi/command";
 import type { HostSystem } from "../core/types.ts";
+import { connectionProblems, knownHostsName } from "../provider/ssh.ts";
+import type { SshConnection } from "../provider/types.ts";
 
-/** Quote one argument for a POSIX shell; plain words stay readable in previews. */
-export function shq(arg: string): string {
-  if (arg !== "" && /^[A-Za-z0-9_@%+=:,./-]+$/.test(arg)) return arg;
-  return `'${arg.replace(/'/g, `'"'"'`)}'`;
-}
-
-/** One argv list as a shell command line (one flag per element, never re-split). */
-export function shArgv(argv: readonly string[]): string {
-  return argv.map(shq).join(" ");
-}
+export { shq, shArgv } from "../provider/quote.ts";
 
 /**
  * Problems found before any resource exists. Printed without a stack trace
@@ -59,54 +52,95 @@ export function parseSshTarget(target: string, defaults: { user: string; port: n
   return { user, host: rest, port };
 }
 
-/**
- * The SSH connection to a host. The private key is a secret Input (read from
- * the stack's key file); without one the command provider uses the SSH agent.
- */
-export function connectionFor(
-  target: { address: string; user: string; port: number; hostKey?: string },
-  privateKey?: pulumi.Input<string>,
-): command.types.input.remote.ConnectionArgs {
+/** How the deploy logs in to hosts: the pins' second source and the private key. */
+export interface SshAccess {
+  /**
+   * A known_hosts file with pins for hosts whose file sets no `ssh.hostKey`
+   * (the stack's `meshfleet:knownHostsPath`; read with `ssh-keygen -F`, so hashed entries work).
+   * @default undefined (only the fleet's own pins)
+   * @example "~/.config/meshfleet/known_hosts"
+   */
+  knownHostsPath?: string;
+  /**
+   * Private key file for every host (`meshfleet:sshPrivateKeyPath`).
+   * @default undefined (ssh's own defaults and agent)
+   * @example "/home/me/.ssh/id_ed25519"
+   */
+  privateKeyPath?: string;
+  /**
+   * Private key text (a secret) when there is no file; written 0600 for the run only.
+   * @default undefined
+   * @example config.requireSecret("sshPrivateKey")
+   */
+  privateKey?: pulumi.Input<string>;
+}
+
+const pinCache = new Map<string, string[]>();
+
+/** `type base64` keys for `name` in a known_hosts file, via `ssh-keygen -F` (hashed entries match too). */
+export function knownHostsKeys(file: string, address: string, port: number): string[] {
+  const names = port === 22 ? [address, `[${address}]:22`] : [knownHostsName(address, port)];
+  const out: string[] = [];
+  for (const name of names) {
+    const ck = `${file}\0${name}`;
+    let keys = pinCache.get(ck);
+    if (!keys) {
+      const r = spawnSync("ssh-keygen", ["-F", name, "-f", file], { encoding: "utf8", timeout: 10_000 });
+      keys = (r.status === 0 ? r.stdout : "")
+        .split("\n")
+        .map((l) => l.trim())
+        .filter((l) => l && !l.startsWith("#") && !l.startsWith("@"))
+        .map((l) => l.split(/\s+/).slice(1, 3).join(" "))
+        .filter((k) => / /.test(k));
+      pinCache.set(ck, keys);
+    }
+    for (const k of keys) if (!out.includes(k)) out.push(k);
+  }
+  return out;
+}
+
+/** The pins for one target: the fleet's own key, else the known_hosts file's entries. */
+export function pinsFor(fleetKey: string | undefined, address: string, port: number, knownHostsPath?: string): string[] {
+  if (fleetKey?.trim()) return [fleetKey.trim().split(/\s+/).slice(0, 2).join(" ")];
+  return knownHostsPath ? knownHostsKeys(knownHostsPath, address, port) : [];
+}
+
+/** The connection to a fleet host. */
+export function hostConnection(host: HostSystem, ssh: SshAccess = {}): SshConnection {
   return {
-    host: target.address,
-    user: target.user,
-    port: target.port,
-    // A known host key is checked on every connection; without one the provider ignores it.
-    ...(target.hostKey ? { hostKey: target.hostKey } : {}),
-    // Hosts answer slowly right after `pct start` or a reboot; retry dials instead of failing the deploy.
-    dialErrorLimit: 30,
-    perDialTimeout: 10,
-    ...(privateKey !== undefined ? { privateKey: pulumi.secret(privateKey) } : {}),
+    name: host.name,
+    host: host.address,
+    port: host.ssh.port,
+    user: host.ssh.user,
+    hostKeys: pinsFor(host.ssh.hostKey, host.address, host.ssh.port, ssh.knownHostsPath),
+    ...(ssh.privateKeyPath ? { privateKeyPath: ssh.privateKeyPath } : {}),
   };
 }
 
-export function hostConnection(host: HostSystem, privateKey?: pulumi.Input<string>): command.types.input.remote.ConnectionArgs {
-  return connectionFor({ address: host.address, user: host.ssh.user, port: host.ssh.port, hostKey: host.ssh.hostKey }, privateKey);
+/** The connection to a machine outside the fleet's hosts (a Proxmox node, `user@host:port`). */
+export function targetConnection(name: string, target: string, ssh: SshAccess = {}, hostKey?: string): SshConnection {
+  const t = parseSshTarget(target);
+  return {
+    name,
+    host: t.host,
+    port: t.port,
+    user: t.user,
+    hostKeys: pinsFor(hostKey, t.host, t.port, ssh.knownHostsPath),
+    ...(ssh.privateKeyPath ? { privateKeyPath: ssh.privateKeyPath } : {}),
+  };
+}
+
+/** The private key text as a resource input (a secret), only when there is no key file. */
+export function privateKeyInput(ssh: SshAccess = {}): { sshPrivateKey?: pulumi.Input<string> } {
+  return !ssh.privateKeyPath && ssh.privateKey !== undefined ? { sshPrivateKey: pulumi.secret(ssh.privateKey) } : {};
+}
+
+/** Problems with a connection (no pin, no address), phrased for the fleet's files. */
+export function connectionIssues(c: SshConnection, where: string): string[] {
+  return connectionProblems(c).map((p) => `${where}: ${p}`);
 }
 
 /** A Pulumi-safe resource name fragment (hostnames and user names stay readable). */
 export function slug(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, "-");
-}
-
-/**
- * known_hosts lines (`host[,host] keytype key`, or `[host]:port ...`) as a map
- * from `host` / `[host]:port` to `keytype key`. Hashed entries (`|1|...`)
- * cannot be matched to an address and are skipped.
- */
-export function parseKnownHosts(text: string): Map<string, string> {
-  const out = new Map<string, string>();
-  for (const line of text.split("\n")) {
-    const t = line.trim();
-    if (!t || t.startsWith("#") || t.startsWith("|") || t.startsWith("@")) continue;
-    const [hosts, type, key] = t.split(/\s+/);
-    if (!type || !key) continue;
-    for (const h of hosts.split(",")) if (!out.has(h)) out.set(h, `${type} ${key}`);
-  }
-  return out;
-}
-
-/** The known key for a host at address:port, as ssh itself would look it up. */
-export function knownHostKey(known: Map<string, string>, address: string, port: number): string | undefined {
-  return port === 22 ? known.get(address) ?? known.get(`[${address}]:22`) : known.get(`[${address}]:${port}`);
 }

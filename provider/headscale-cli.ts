@@ -1,14 +1,23 @@
 /**
  * The headscale CLI as meshfleet drives it (headscale 0.29.2): argv builders,
  * the parsers for its `-o json` output, and the route-approval check. Pure:
- * components turn these into `remote.Command`s on the coordinator.
+ * the provider's headscale resources run these on the coordinator over SSH.
  *
  * JSON facts (cmd/headscale/cli/utils.go): `-o json` is Go's
  * json.MarshalIndent of the protobuf structs with tab indentation, snake_case
  * keys, empty fields omitted, uint64 ids as numbers.
  */
-import type { PreAuthKeyRequest, Runtime } from "../core/types.ts";
-import { shArgv } from "./shell.ts";
+import { shArgv, shq } from "./quote.ts";
+
+type Runtime = "docker" | "systemd";
+
+/** What the fleet asks of a pre-auth key (core PreAuthKeyRequest's fields the CLI reads). */
+export interface PreAuthKeyFlags {
+  reusable: boolean;
+  ephemeral: boolean;
+  expiration: string;
+  tags: string[];
+}
 
 /** Where the headscale CLI runs on the coordinator. */
 export interface HeadscaleCli {
@@ -61,7 +70,7 @@ export function parseUserJson(stdout: string, user: string): HeadscaleUserInfo {
 // ---- pre-auth keys ----
 
 /** `preauthkeys create` argv; a tags-only key (no user) is allowed by headscale 0.29. */
-export function preAuthKeyCreateArgs(userId: number | undefined, req: Pick<PreAuthKeyRequest, "reusable" | "ephemeral" | "expiration" | "tags">): string[] {
+export function preAuthKeyCreateArgs(userId: number | undefined, req: PreAuthKeyFlags): string[] {
   const args = ["preauthkeys", "create"];
   if (userId !== undefined) args.push("-u", String(userId));
   if (req.reusable) args.push("--reusable");
@@ -94,25 +103,61 @@ export function parsePreAuthKeyJson(stdout: string, host: string): PreAuthKeyInf
   return { id, key: o.key };
 }
 
-/**
- * The delete step of a PreAuthKey: expire the key by the id in the create
- * step's own output. The command provider puts that output in
- * PULUMI_COMMAND_STDOUT; the key's id is the only `"id"` at one tab of
- * indentation (the nested user's id sits at two).
- */
-export function preAuthKeyExpireScript(cli: HeadscaleCli): string {
-  const expire = headscaleCommand(cli, ["preauthkeys", "expire", "--id"]);
+export const preAuthKeyExpireArgs = (id: number): string[] => ["preauthkeys", "expire", "--id", String(id), "-o", "json"];
+export const preAuthKeysListArgs = (): string[] => ["preauthkeys", "list", "-o", "json"];
+
+export interface PreAuthKeyListed {
+  id: number;
+  /** Unix seconds; Infinity when none. */
+  expiresAt: number;
+  used: boolean;
+}
+
+/** Parse `preauthkeys list -o json` (keys are masked there). */
+export function parsePreAuthKeyList(stdout: string): PreAuthKeyListed[] {
+  const v = parseJson(stdout, "headscale preauthkeys list");
+  if (v !== null && !Array.isArray(v)) throw new Error(`headscale preauthkeys list: ${errorOf(v) ?? clip(stdout)}`);
+  return ((v ?? []) as { id?: unknown; expiration?: { seconds?: unknown }; used?: unknown }[]).map((k) => ({
+    id: Number(k.id),
+    expiresAt: k.expiration?.seconds !== undefined ? Number(k.expiration.seconds) : Infinity,
+    used: k.used === true,
+  }));
+}
+
+export const usersListArgs = (): string[] => ["users", "list", "-o", "json"];
+
+/** Parse `users list -o json`. */
+export function parseUsersList(stdout: string): HeadscaleUserInfo[] {
+  const v = parseJson(stdout, "headscale users list");
+  if (v !== null && !Array.isArray(v)) throw new Error(`headscale users list: ${errorOf(v) ?? clip(stdout)}`);
+  return ((v ?? []) as { id?: unknown; name?: unknown }[]).map((u) => ({ id: Number(u.id), name: String(u.name ?? "") }));
+}
+
+function errorOf(v: unknown): string | undefined {
+  const e = (v as { error?: unknown })?.error;
+  return typeof e === "string" ? e : undefined;
+}
+
+/** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
+export function readyScript(cli: HeadscaleCli, host: string, timeoutSeconds: number): string {
+  const probe = headscaleCommand(cli, usersListArgs());
+  const tries = Math.max(1, Math.ceil(timeoutSeconds / 2));
   return [
-    `id=$(printf '%s\\n' "$PULUMI_COMMAND_STDOUT" | sed -n "s/^$(printf '\\t')\\"id\\": *\\"\\{0,1\\}\\([0-9][0-9]*\\).*/\\1/p" | head -n 1)`,
-    // Nothing to expire when the create step never printed a key (or state predates it).
-    `if [ -z "$id" ]; then exit 0; fi`,
-    `${expire} "$id" -o json >/dev/null`,
+    `i=0`,
+    `while [ "$i" -lt ${tries} ]; do`,
+    `  if ${probe} >/dev/null 2>&1; then echo ready; exit 0; fi`,
+    `  i=$((i + 1)); sleep 2`,
+    `done`,
+    `echo ${shq(`meshfleet: headscale on ${host} did not answer within ${timeoutSeconds}s; check its log (journalctl -u headscale or docker logs headscale)`)} >&2`,
+    `exit 1`,
   ].join("\n");
 }
 
 // ---- nodes and routes ----
 
 export const nodesListArgs = (): string[] => ["nodes", "list", "-o", "json"];
+/** Replaces the node's approved set (`-r ""` clears it); an exit route approves both 0.0.0.0/0 and ::/0. */
+export const approveRoutesArgs = (id: number, routes: readonly string[]): string[] => ["nodes", "approve-routes", "-i", String(id), "-r", routes.join(",")];
 
 export interface HeadscaleNode {
   id?: number | string;
@@ -193,4 +238,12 @@ function parseJson(text: string, what: string): unknown {
 function clip(s: string): string {
   const t = s.trim();
   return JSON.stringify(t.length > 200 ? `${t.slice(0, 200)}…` : t);
+}
+
+/** The live registration of a hostname (the newest, when a reinstall left several), or null. */
+export function findNode(nodesJson: string, hostname: string): HeadscaleNode | null {
+  const parsed = parseJson(nodesJson, "headscale nodes list");
+  if (parsed !== null && !Array.isArray(parsed)) throw new Error(`headscale nodes list: ${errorOf(parsed) ?? clip(nodesJson)}`);
+  const matches = ((parsed ?? []) as HeadscaleNode[]).filter((n) => n.given_name === hostname || n.name === hostname);
+  return matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0] ?? null;
 }

@@ -2,11 +2,13 @@
  * Fleets for the component tests, evaluated by the real loader and modules
  * from hosts/<stack>, and a simulated headscale/agent for the mock engine.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { evaluateFleet, formatDiagnostics } from "../../core/index.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { EXIT_ROUTES } from "../../components/headscaleCli.ts";
 import type { Responder } from "./harness.ts";
@@ -22,7 +24,7 @@ export interface EvaluatedFleet {
 /** hosts/<stack> through the real loader and modules; any error diagnostic fails the test with its text. */
 export async function evaluateStack(stack: "home" | "lab"): Promise<EvaluatedFleet> {
   const dir = join(REPO, "hosts", stack);
-  const r = await evaluateFleet(dir);
+  const r = await evaluateFleet(REGISTRY, dir);
   if (!r.fleet || r.diagnostics.some((d) => d.severity === "error")) throw new Error(`hosts/${stack} did not evaluate:\n${formatDiagnostics(r.diagnostics)}`);
   return { fleet: r.fleet, dirUsed: dir };
 }
@@ -36,6 +38,40 @@ export function fakeAgentFile(): string {
 }
 
 export const KEY_SEED = "test-seed-0123456789abcdef-not-a-real-one";
+
+/** A stand-in host key per name (shaped like an ed25519 public key). */
+export const hostKeyOf = (name: string) => `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${Buffer.from(name.padEnd(24, "-")).toString("base64").replace(/=+$/, "")}`;
+
+/**
+ * A known_hosts file pinning every agent host of the fleet and the Proxmox
+ * nodes, as `meshfleet pin` records it; `hashed` hosts are written as
+ * hashed entries (`ssh-keygen -H`), which only `ssh-keygen -F` can match.
+ */
+export function knownHostsFile(fleet: FleetSystem, o: { hashed?: string[]; leaveOut?: string[] } = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "meshfleet-known-"));
+  const lines: string[] = [];
+  const entry = (address: string, port: number, key: string) => `${port === 22 ? address : `[${address}]:${port}`} ${key}`;
+  for (const h of Object.values(fleet.hosts)) {
+    if (!h.agent || o.leaveOut?.includes(h.name)) continue;
+    lines.push(entry(h.address, h.ssh.port, hostKeyOf(h.name)));
+    if (h.lxc) {
+      const node = h.lxc.proxmoxHost.replace(/^.*@/, "");
+      lines.push(entry(node, 22, hostKeyOf(`pve-${node}`)));
+    }
+  }
+  const plain = join(dir, "known_hosts");
+  writeFileSync(plain, [...new Set(lines)].join("\n") + "\n");
+  for (const name of o.hashed ?? []) {
+    const h = fleet.hosts[name];
+    // ssh-keygen -H hashes every entry of a file: hash a one-line file and put it in place of the plain line.
+    const one = join(dir, `one-${name}`);
+    writeFileSync(one, entry(h.address, h.ssh.port, hostKeyOf(h.name)) + "\n");
+    execFileSync("ssh-keygen", ["-H", "-f", one], { stdio: "ignore" });
+    const hashed = readFileSync(one, "utf8").trim();
+    writeFileSync(plain, readFileSync(plain, "utf8").replace(entry(h.address, h.ssh.port, hostKeyOf(h.name)), hashed));
+  }
+  return plain;
+}
 export { SSH_KEY } from "../fixtures/keys.ts";
 
 export interface FakeHeadscale {
@@ -68,26 +104,37 @@ export function fakeHeadscale(fleet: FleetSystem, opts: { deny?: { host: string;
         });
         return { id: i + 1, name: t.hostname || h.name, given_name: t.hostname || h.name, tags: t.tags, available_routes: available, approved_routes: approved, subnet_routes: approved };
       });
+  // What meshfleet's provider answers for each resource type (its logic is proved in test/provider).
   const respond: Responder = ({ type, name, inputs }) => {
-    if (type !== "command:remote:Command") return undefined;
-    const create = String(inputs.create ?? "");
-    let m: RegExpExecArray | null;
-    if ((m = /users create (\S+) -o json/.exec(create))) {
-      const id = users.get(m[1]) ?? users.size + 1;
-      users.set(m[1], id);
-      return { stdout: json({ id, name: m[1], created_at: { seconds: 1 } }) };
+    switch (type) {
+      case "meshfleet:headscale:User": {
+        const id = users.get(inputs.name) ?? users.size + 1;
+        users.set(inputs.name, id);
+        return { userId: id };
+      }
+      case "meshfleet:headscale:PreAuthKey": {
+        const key = `hskey-auth-${randomBytes(12).toString("hex")}`;
+        keys.set(name, key);
+        return { key, keyId: ++keyId, expired: false };
+      }
+      case "meshfleet:headscale:RouteApproval": {
+        // (The provider fails the resource when a declared route is not approved: test/provider/headscale.test.ts.)
+        const node = nodes().find((n) => n.given_name === inputs.hostname)!;
+        return { nodeId: node.id, approvedRoutes: [...node.approved_routes].sort() };
+      }
+      case "meshfleet:headscale:Ready":
+        return { state: "serving" };
+      case "meshfleet:host:Generation":
+        return { generation: 2, status: json({ host: inputs.host, generation: 2, hash: inputs.hash, pendingConfirm: null, lastSwitch: { generation: 2, success: true } }), drift: [] };
+      case "meshfleet:host:ServiceCheck":
+        return { states: Object.fromEntries((inputs.units as string[]).map((u) => [u, "active"])) };
+      case "meshfleet:host:File":
+        return { liveSha256: inputs.sha256 };
+      case "meshfleet:proxmox:Container":
+        return { status: "status: running", missingConfig: [] };
+      default:
+        return undefined;
     }
-    if (/preauthkeys create/.test(create)) {
-      const key = `hskey-auth-${randomBytes(12).toString("hex")}`;
-      const uid = /-u (\d+)/.exec(create)?.[1];
-      keys.set(name, key);
-      return { stdout: json({ ...(uid ? { user: { id: Number(uid), name: "alice" } } : {}), id: ++keyId, key, reusable: /--reusable/.test(create), acl_tags: /--tags (\S+)/.exec(create)?.[1].split(",") }) };
-    }
-    if (/nodes list -o json/.test(create)) return { stdout: json(nodes()) };
-    if (/users list -o json/.test(create)) return { stdout: "ready" };
-    if (/ status --json$/.test(create)) return { stdout: json({ host: "h", generation: 2, hash: "abc", pendingConfirm: null, lastSwitch: { generation: 2, success: true } }) };
-    if (/pct status/.test(create)) return { stdout: "status: running" };
-    return { stdout: "" };
   };
   return { respond, keys, users };
 }

@@ -2,16 +2,19 @@
  * The home fleet (seed 004: headscale in docker on the VPS behind nginx,
  * embedded DERP, the LXC subnet router in CT 205, laptop, phone, exit node)
  * through Mesh on the mock engine: the resource graph, the docker inputs,
- * the pct commands, the agent push, and the headscale CLI commands.
+ * and the inputs of meshfleet's own provider resources (the CT, the
+ * generation with its bundle, the headscale user, keys and route approval).
  */
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "../../components/index.ts";
-import { makeBundle, renderNftables, secretRefs } from "../../core/index.ts";
+import { secretRefs } from "../../core/index.ts";
+import { renderHost } from "../../core/render.ts";
+import { bundleSummary } from "../../provider/summary.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import { installMocks, isSecret, settle, valueOf, type Recorder } from "./harness.ts";
-import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED, SSH_KEY } from "./fixtures.ts";
+import { evaluateStack, fakeAgentFile, fakeHeadscale, hostKeyOf, KEY_SEED, knownHostsFile, SSH_KEY } from "./fixtures.ts";
 
 let fleet: FleetSystem;
 let rec: Recorder;
@@ -26,16 +29,14 @@ beforeAll(async () => {
   mesh = new Mesh("home", {
     fleet,
     keySeed: pulumi.secret(KEY_SEED),
-    sshPrivateKey: pulumi.secret(SSH_KEY),
-    sshPrivateKeyPath: "/home/me/.ssh/id_ed25519",
-    renderNftables,
+    // Key text (a secret) rather than a file: the provider writes it 0600 for the run.
+    ssh: { privateKey: pulumi.secret(SSH_KEY), knownHostsPath: knownHostsFile(fleet, { hashed: ["exit"] }) },
     agent: { agentPath },
   });
   await valueOf(mesh.summary);
   await settle();
 });
 
-const COMMAND = "command:remote:Command";
 
 describe("home fleet, docker runtime: the resource graph", () => {
   it("has the components and children each role needs, named with their component as prefix", () => {
@@ -53,6 +54,14 @@ describe("home fleet, docker runtime: the resource graph", () => {
     expect(names("meshfleet:index:RouteApproval")).toEqual(["home-exit-routes", "home-lxc-tailscale-routes"]);
     // A host without an agent gets nothing pushed: no HostAgent for the phone.
     expect(names("meshfleet:index:HostAgent")).toEqual(["home-exit-agent", "home-laptop-agent", "home-lxc-tailscale-agent", "home-vps-agent"]);
+    // Every host action is a resource of meshfleet's own provider; nothing of @pulumi/command is left.
+    expect(names("meshfleet:host:Generation")).toEqual(["home-exit-agent-generation", "home-laptop-agent-generation", "home-lxc-tailscale-agent-generation", "home-vps-agent-generation"]);
+    expect(names("meshfleet:headscale:User")).toEqual(["home-user-alice-user"]);
+    expect(names("meshfleet:headscale:PreAuthKey")).toEqual(fleet.preAuthKeys.map((k) => `home-key-${k.host}-key`).sort());
+    expect(names("meshfleet:headscale:RouteApproval")).toEqual(["home-exit-routes-approval", "home-lxc-tailscale-routes-approval"]);
+    expect(names("meshfleet:headscale:Ready")).toEqual(["home-coordinator-ready"]);
+    expect(names("meshfleet:proxmox:Container")).toEqual(["home-lxc-tailscale-lxc-ct"]);
+    expect(rec.resources.filter((r) => r.type.startsWith("command:"))).toEqual([]);
     expect(names("docker:index/container:Container")).toEqual(["home-coordinator-container", "home-proxy-container"]);
     expect(names("docker:index/remoteImage:RemoteImage")).toEqual(["home-coordinator-image", "home-proxy-image"]);
     expect(names("docker:index/volume:Volume")).toEqual(["home-coordinator-volume-headscale-data"]);
@@ -68,39 +77,37 @@ describe("home fleet, docker runtime: the resource graph", () => {
   it("parents children to their component", () => {
     expect(rec.parentName("home-coordinator")).toBe("home");
     expect(rec.parentName("home-coordinator-container")).toBe("home-coordinator");
-    expect(rec.parentName("home-lxc-tailscale-lxc-pct")).toBe("home-lxc-tailscale-lxc");
+    expect(rec.parentName("home-lxc-tailscale-lxc-ct")).toBe("home-lxc-tailscale-lxc");
     expect(rec.parentName("home-lxc-tailscale-lxc")).toBe("home-lxc-tailscale");
-    expect(rec.parentName("home-lxc-tailscale-agent-switch")).toBe("home-lxc-tailscale-agent");
-    expect(rec.parentName("home-key-laptop-create")).toBe("home-key-laptop");
+    expect(rec.parentName("home-lxc-tailscale-agent-generation")).toBe("home-lxc-tailscale-agent");
+    expect(rec.parentName("home-key-laptop-key")).toBe("home-key-laptop");
   });
 
   it("orders the deploy: coordinator answers, then users, keys, nodes, then route checks", () => {
     const ready = "home-coordinator-ready";
     expect(rec.before(ready)).toContain("home-coordinator-container");
-    expect(rec.before("home-user-alice-create")).toContain(ready);
-    expect(rec.before("home-key-laptop-create")).toContain("home-user-alice-create");
-    expect(rec.before("home-key-laptop-create")).toContain(ready);
-    // A node's push waits for its key (through the secret bundle) and for the coordinator.
-    const sw = rec.before("home-laptop-agent-switch");
-    expect(sw).toContain("home-key-laptop-create");
-    expect(sw).toContain(ready);
-    expect(sw).toContain("home-laptop-agent-agent");
+    expect(rec.before("home-user-alice-user")).toContain(ready);
+    expect(rec.before("home-key-laptop-key")).toContain("home-user-alice-user");
+    expect(rec.before("home-key-laptop-key")).toContain(ready);
+    // A node's generation waits for its key (through the secret bundle) and for the coordinator.
+    const gen = rec.before("home-laptop-agent-generation");
+    expect(gen).toContain("home-key-laptop-key");
+    expect(gen).toContain(ready);
     // The subnet router's CT exists and runs before anything is pushed into it.
-    expect(rec.before("home-lxc-tailscale-agent-prepare")).toContain("home-lxc-tailscale-lxc-pct");
-    // confirm after switch; status after confirm; route check after confirm.
-    expect(rec.dependsOn("home-lxc-tailscale-agent-confirm")).toContain("home-lxc-tailscale-agent-switch");
-    expect(rec.dependsOn("home-lxc-tailscale-agent-status")).toContain("home-lxc-tailscale-agent-confirm");
-    expect(rec.before("home-lxc-tailscale-routes-check")).toContain("home-lxc-tailscale-agent-confirm");
+    expect(rec.before("home-lxc-tailscale-agent-generation")).toContain("home-lxc-tailscale-lxc-ct");
+    // Route approval after the node's generation is confirmed.
+    expect(rec.before("home-lxc-tailscale-routes-approval")).toContain("home-lxc-tailscale-agent-generation");
     // The key does not wait for any node, and the coordinator waits for no key.
-    expect(rec.before(ready)).not.toContain("home-key-vps-create");
-    expect(rec.before("home-coordinator-container")).not.toContain("home-user-alice-create");
+    expect(rec.before(ready)).not.toContain("home-key-vps-key");
+    expect(rec.before("home-coordinator-container")).not.toContain("home-user-alice-user");
   });
 
   it("uses one docker provider over SSH to the VPS for every container", () => {
     const [provider] = rec.ofType("pulumi:providers:docker");
     const vps = fleet.hosts.vps;
     expect(provider.inputs.host).toBe(`ssh://${vps.ssh.user}@${vps.address}:${vps.ssh.port}`);
-    expect(provider.inputs.sshOpts).toContain("/home/me/.ssh/id_ed25519");
+    // The docker provider's ssh(1) checks the host key against the stack's known_hosts file too.
+    expect(provider.inputs.sshOpts).toContain("StrictHostKeyChecking=yes");
     for (const r of [...rec.ofType("docker:index/container:Container"), ...rec.ofType("docker:index/remoteImage:RemoteImage")]) {
       expect(r.provider.startsWith(provider.urn), `${r.name} uses the VPS provider`).toBe(true);
     }
@@ -154,69 +161,61 @@ describe("home fleet: the headscale container", () => {
   });
 });
 
-describe("home fleet: pct, the agent push and the headscale CLI", () => {
-  it("adopts CT 205 on the Proxmox node with the module's pct commands (TUN passthrough, started)", () => {
-    const pct = rec.byName("home-lxc-tailscale-lxc-pct").inputs;
+describe("home fleet: the Proxmox CT, the generation and headscale", () => {
+  it("adopts CT 205 on the Proxmox node with the module's pct commands, the node pinned like a host", () => {
+    const ct = rec.byName("home-lxc-tailscale-lxc-ct");
     const lxc = fleet.hosts["lxc-tailscale"].lxc!;
-    expect(pct.connection.host).toBe("192.168.8.82");
-    expect(pct.connection.user).toBe("root");
-    expect(pct.create).toContain("pct status 205 >/dev/null 2>&1 || {");
-    expect(pct.create).toContain("pct set 205 --dev0 /dev/net/tun");
-    expect(pct.create).toContain("grep -qxF -- 'dev0: /dev/net/tun' /etc/pve/lxc/205.conf");
-    expect(pct.update).toBe(pct.create);
-    // Adopted: the CT is not destroyed with the stack.
-    expect(pct.delete).toBeUndefined();
-    expect(lxc.mode).toBe("adopt");
+    expect(ct.inputs.connection).toEqual({ name: "Proxmox node root@192.168.8.82 (of lxc-tailscale)", host: "192.168.8.82", port: 22, user: "root", hostKeys: [hostKeyOf("pve-192.168.8.82")] });
+    expect(ct.inputs).toMatchObject({ host: "lxc-tailscale", ctid: 205, mode: "adopt", config: lxc.config, pctCommands: lxc.pctCommands });
+    expect(ct.inputs.pctCommands.map((a: string[]) => a.join(" "))).toContain("pct set 205 --dev0 /dev/net/tun");
   });
 
-  it("pushes the agent and the host's bundle, switches with a confirm timeout, confirms on a new connection", () => {
+  it("ships the host's real bundle (its key filled in) as a secret, with a per-file summary in clear", () => {
     const host = fleet.hosts["lxc-tailscale"];
-    const copy = rec.byName("home-lxc-tailscale-agent-agent").inputs;
-    expect(copy.remotePath).toBe("/usr/local/lib/meshfleet/meshfleet-agent.mjs");
-    expect(copy.connection.host).toBe(host.address);
-    const sw = rec.byName("home-lxc-tailscale-agent-switch");
-    expect(sw.inputs.create).toContain("node /usr/local/lib/meshfleet/meshfleet-agent.mjs switch /var/lib/meshfleet/incoming/bundle.json --confirm-timeout 120");
-    expect(sw.inputs.create).toContain("umask 077");
-    // The bundle goes by stdin, as a secret, and is the host's real bundle with its key filled in.
-    expect(JSON.stringify(sw.raw.stdin)).toContain("1b47061264138c4ac30d75fd1eb44270");
-    const bundle = JSON.parse(sw.inputs.stdin);
-    const keyCmd = rec.byName("home-key-lxc-tailscale-create");
-    const key = JSON.parse(keyCmd.state.stdout).key as string;
-    expect(bundle).toEqual(makeBundle(host, renderNftables(host), { "preauth:lxc-tailscale": key }));
+    const g = rec.byName("home-lxc-tailscale-agent-generation");
+    expect(g.inputs.connection).toEqual({ name: "lxc-tailscale", host: host.address, port: host.ssh.port, user: host.ssh.user, hostKeys: [hostKeyOf("lxc-tailscale")] });
+    expect(g.inputs.agent).toMatchObject({ remotePath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs", node: "node", stateDir: "/var/lib/meshfleet" });
+    expect(g.inputs.agent.sha256).toMatch(/^[0-9a-f]{64}$/);
+    expect(g.inputs.confirmTimeoutSeconds).toBe(120);
+    // The bundle goes as a secret, and is the host's real bundle with its key filled in.
+    expect(JSON.stringify(g.raw.bundle)).toContain("1b47061264138c4ac30d75fd1eb44270");
+    const bundle = JSON.parse(g.inputs.bundle);
+    const key = rec.byName("home-key-lxc-tailscale-key").state.key as string;
+    expect(bundle).toEqual(renderHost(host, { "preauth:lxc-tailscale": key }));
     expect(secretRefs(host)).toEqual(["preauth:lxc-tailscale"]);
-    // An unchanged host does nothing: the switch only re-runs when the bundle hash changes.
-    expect(sw.inputs.triggers[0]).toBe(bundle.hash);
-    const confirm = rec.byName("home-lxc-tailscale-agent-confirm").inputs;
-    expect(confirm.create).toBe("node /usr/local/lib/meshfleet/meshfleet-agent.mjs confirm");
-    expect(confirm.triggers).toEqual([bundle.hash]);
-    expect(rec.byName("home-lxc-tailscale-agent-status").inputs.create).toMatch(/ status --json$/);
+    // What preview --diff shows is in clear: paths, modes, digests; the key file's content is not there.
+    const summary = bundleSummary(bundle);
+    expect(g.inputs).toMatchObject(summary);
+    expect(JSON.stringify(g.raw.files)).not.toContain(key);
+    expect(JSON.stringify(g.raw.files)).not.toContain("1b47061264138c4ac30d75fd1eb44270");
+    // Private key text: a secret input and an additional secret output.
+    expect(JSON.stringify(g.raw.sshPrivateKey)).toContain("1b47061264138c4ac30d75fd1eb44270");
+    expect(g.additionalSecretOutputs).toContain("sshPrivateKey");
   });
 
-  it("creates the user and the pre-auth keys with the headscale CLI in the container, keys replaced not edited", () => {
-    const user = rec.byName("home-user-alice-create");
-    expect(user.inputs.create).toBe("docker exec headscale headscale users create alice -o json");
-    expect(user.inputs.delete).toBe("docker exec headscale headscale users destroy --name alice --force");
-    expect(user.inputs.connection.host).toBe("203.0.113.10");
-    expect(user.inputs.connection.port).toBe(56777);
+  it("pins come from the fleet's known_hosts file, hashed entries too (ssh-keygen -F)", () => {
+    expect(rec.byName("home-exit-agent-generation").inputs.connection.hostKeys).toEqual([hostKeyOf("exit")]);
+    expect(rec.byName("home-vps-agent-generation").inputs.connection).toMatchObject({ host: "203.0.113.10", port: 56777, hostKeys: [hostKeyOf("vps")] });
+  });
+
+  it("creates the user and the pre-auth keys through the headscale CLI in the container; keys are secret outputs", () => {
+    const user = rec.byName("home-user-alice-user");
+    expect(user.inputs).toMatchObject({ name: "alice", cli: { runtime: "docker", container: "headscale" } });
+    expect(user.inputs.connection).toMatchObject({ host: "203.0.113.10", port: 56777 });
     const laptopReq = fleet.preAuthKeys.find((k) => k.host === "laptop")!;
-    const laptop = rec.byName("home-key-laptop-create");
-    const flags = [laptopReq.reusable ? " --reusable" : "", laptopReq.ephemeral ? " --ephemeral" : ""].join("");
-    expect(laptop.inputs.create).toBe(`docker exec headscale headscale preauthkeys create -u 1${flags} -e ${laptopReq.expiration} -o json`);
-    const router = rec.byName("home-key-lxc-tailscale-create");
-    expect(router.inputs.create).toMatch(/^docker exec headscale headscale preauthkeys create( -u \d+)? -e 90d --tags tag:router -o json$/);
-    for (const k of rec.ofType(COMMAND).filter((r) => /^home-key-.*-create$/.test(r.name))) {
-      expect(k.additionalSecretOutputs).toContain("stdout");
-      expect(k.replaceOnChanges).toContain("create");
-      expect(k.inputs.logging).toBe("none");
-      expect(k.inputs.delete).toContain("preauthkeys expire --id");
-    }
+    const laptop = rec.byName("home-key-laptop-key");
+    expect(laptop.inputs).toMatchObject({ host: "laptop", userId: 1, reusable: laptopReq.reusable, ephemeral: laptopReq.ephemeral, expiration: laptopReq.expiration, tags: laptopReq.tags });
+    expect(rec.byName("home-key-lxc-tailscale-key").inputs).toMatchObject({ expiration: "90d", tags: ["tag:router"] });
+    for (const k of rec.ofType("meshfleet:headscale:PreAuthKey")) expect(k.additionalSecretOutputs).toEqual(expect.arrayContaining(["key", "sshPrivateKey"]));
   });
 
-  it("checks route approval on the coordinator after the node joined", () => {
-    const chk = rec.byName("home-lxc-tailscale-routes-check").inputs;
-    expect(chk.create).toContain("docker exec headscale headscale nodes list -o json");
-    expect(chk.connection.host).toBe("203.0.113.10");
-    expect(chk.create).toContain(`'"192.168.20.0/24"'`);
+  it("approves the router's declared routes on the coordinator after the node joined", () => {
+    const a = rec.byName("home-lxc-tailscale-routes-approval");
+    expect(a.inputs).toMatchObject({ host: "lxc-tailscale", hostname: "lxc-tailscale", routes: ["192.168.8.0/24", "192.168.20.0/24"], exitNode: false, timeoutSeconds: 60 });
+    expect(a.inputs.connection.host).toBe("203.0.113.10");
+    // Re-verified when the node's generation changes.
+    expect(a.inputs.trigger).toBe(rec.byName("home-lxc-tailscale-agent-generation").inputs.hash);
+    expect(rec.byName("home-exit-routes-approval").inputs).toMatchObject({ routes: [], exitNode: true });
   });
 });
 

@@ -7,10 +7,9 @@
 import { beforeAll, describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "../../components/index.ts";
-import { renderNftables } from "../../core/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { installMocks, settle, valueOf, type Recorder } from "./harness.ts";
-import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED } from "./fixtures.ts";
+import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile } from "./fixtures.ts";
 
 let fleet: FleetSystem;
 let rec: Recorder;
@@ -19,7 +18,7 @@ let mesh: Mesh;
 beforeAll(async () => {
   ({ fleet } = await evaluateStack("lab"));
   rec = await installMocks(fakeHeadscale(fleet).respond, { stack: "lab" });
-  mesh = new Mesh("lab", { fleet, keySeed: pulumi.secret(KEY_SEED), renderNftables, agent: { agentPath: fakeAgentFile() } });
+  mesh = new Mesh("lab", { fleet, keySeed: pulumi.secret(KEY_SEED), ssh: { knownHostsPath: knownHostsFile(fleet), privateKeyPath: fakeAgentFile() }, agent: { agentPath: fakeAgentFile() } });
   await valueOf(mesh.summary);
   await settle();
 });
@@ -29,15 +28,16 @@ describe("lab fleet, systemd runtime", () => {
     expect(rec.resources.filter((r) => r.type.startsWith("docker:") || r.type === "pulumi:providers:docker")).toEqual([]);
     const agents = rec.ofType("meshfleet:index:HostAgent").map((r) => r.name).sort();
     expect(agents).toEqual(["lab-coordinator-bootstrap", "lab-laptop-agent", "lab-lxc-tailscale-agent", "lab-vps-agent"]);
-    for (const step of ["switch", "confirm", "status"]) {
-      expect(rec.byName(`lab-coordinator-bootstrap-${step}`).ignoreChanges.sort()).toEqual(["create", "stdin", "triggers"]);
-      expect(rec.byName(`lab-vps-agent-${step}`).ignoreChanges).toEqual([]);
-    }
+    // The bootstrap generation is pushed once: the provider's diff never updates a `once` generation.
+    expect(rec.byName("lab-coordinator-bootstrap-generation").inputs.once).toBe(true);
+    expect(rec.byName("lab-vps-agent-generation").inputs.once).toBe(false);
+    // A key file, not key text: no secret key input at all.
+    for (const g of rec.ofType("meshfleet:host:Generation")) expect("sshPrivateKey" in g.inputs).toBe(false);
   });
 
   it("bootstraps without the join: no key file, no tailscale settings, no probe that needs a joined node", () => {
-    const boot = JSON.parse(rec.byName("lab-coordinator-bootstrap-switch").inputs.stdin);
-    const full = JSON.parse(rec.byName("lab-vps-agent-switch").inputs.stdin);
+    const boot = JSON.parse(rec.byName("lab-coordinator-bootstrap-generation").inputs.bundle);
+    const full = JSON.parse(rec.byName("lab-vps-agent-generation").inputs.bundle);
     expect(boot.files.map((f: any) => f.path)).not.toContain(fleet.hosts.vps.tailscale.authKeyFile);
     expect(full.files.map((f: any) => f.path)).toContain(fleet.hosts.vps.tailscale.authKeyFile);
     expect(boot.tailscale).toBeNull();
@@ -48,21 +48,25 @@ describe("lab fleet, systemd runtime", () => {
   });
 
   it("waits for headscale with the binary its unit runs, and orders bootstrap → ready → key → full push", () => {
-    const ready = rec.byName("lab-coordinator-ready").inputs.create as string;
-    expect(ready).toContain("/opt/meshfleet/tools/headscale@0.29.2/bin/headscale users list -o json");
-    expect(rec.before("lab-coordinator-ready")).toContain("lab-coordinator-bootstrap-confirm");
-    expect(rec.before("lab-key-vps-create")).toContain("lab-coordinator-ready");
-    expect(rec.before("lab-vps-agent-switch")).toContain("lab-key-vps-create");
-    expect(rec.byName("lab-key-vps-create").inputs.create).toBe("/opt/meshfleet/tools/headscale@0.29.2/bin/headscale preauthkeys create -e 1d --tags tag:server -o json");
+    const ready = rec.byName("lab-coordinator-ready").inputs;
+    expect(ready.cli).toEqual({ runtime: "systemd", binary: "/opt/meshfleet/tools/headscale@0.29.2/bin/headscale" });
+    expect(ready.trigger).toBe(rec.byName("lab-coordinator-bootstrap-generation").inputs.hash);
+    expect(rec.before("lab-coordinator-ready")).toContain("lab-coordinator-bootstrap-generation");
+    expect(rec.before("lab-key-vps-key")).toContain("lab-coordinator-ready");
+    expect(rec.before("lab-vps-agent-generation")).toContain("lab-key-vps-key");
+    expect(rec.byName("lab-key-vps-key").inputs).toMatchObject({ host: "vps", expiration: "1d", tags: ["tag:server"], cli: ready.cli });
+    expect("userId" in rec.byName("lab-key-vps-key").inputs).toBe(false);
   });
 
   it("checks caddy and derper after the VPS's final generation", () => {
     const proxy = rec.byName("lab-proxy-check");
-    expect(proxy.inputs.create).toContain("systemctl is-active --quiet caddy.service");
-    expect(rec.before("lab-proxy-check")).toContain("lab-vps-agent-confirm");
+    expect(proxy.type).toBe("meshfleet:host:ServiceCheck");
+    expect(proxy.inputs.units).toEqual(["caddy.service"]);
+    expect(rec.before("lab-proxy-check")).toContain("lab-vps-agent-generation");
     const derp = rec.byName("lab-derp-check");
-    expect(derp.inputs.create).toContain("systemctl is-active --quiet derper.service");
-    expect(rec.before("lab-derp-check")).toContain("lab-vps-agent-confirm");
+    expect(derp.inputs.units).toEqual(["derper.service"]);
+    expect(derp.inputs.trigger).toBe(rec.byName("lab-vps-agent-generation").inputs.hash);
+    expect(rec.before("lab-derp-check")).toContain("lab-vps-agent-generation");
   });
 
   it("summarises the mesh", async () => {

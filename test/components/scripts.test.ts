@@ -1,8 +1,8 @@
 /**
- * The shell the components send over SSH, run for real through sh with
- * stand-in `pct`, `node` and headscale programs that record their calls:
- * the pct script on a Proxmox-like config tree, the agent switch, and the
- * pure parsers and checks, table-driven.
+ * The shell the provider sends over SSH, run for real through sh with
+ * stand-in `pct` and `node` programs that record their calls: the pct
+ * script on a Proxmox-like config tree, the agent switch, and the pure
+ * parsers and checks, table-driven.
  */
 import { spawnSync } from "node:child_process";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync, mkdirSync } from "node:fs";
@@ -15,15 +15,14 @@ import {
   parsePreAuthKeyJson,
   parseSshTarget,
   pctScript,
-  prepareScript,
-  routeApprovalScript,
-  switchScript,
   validateImagePin,
   validateLxc,
   pinnedImage,
   shq,
 } from "../../components/index.ts";
 import type { LxcSettings } from "../../core/types.ts";
+import { prepareScript, switchScript } from "../../provider/resources/generation.ts";
+import { findNode } from "../../provider/headscale-cli.ts";
 import { evaluateStack } from "./fixtures.ts";
 
 const dirs: string[] = [];
@@ -135,35 +134,39 @@ describe("agent switch over SSH", () => {
     fakeBin(dir, "node", `[ "$2" = switch ] && cp "$3" ${dir}/seen.json; exit 0`);
     const state = join(dir, "state");
     const bundle = JSON.stringify({ host: "router", secret: "hskey-auth-abc" });
-    const r = run(dir, switchScript({ node: "node", remoteAgentPath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs", stateDir: state, confirmTimeoutSeconds: 90 }), {}, bundle);
+    const r = run(dir, switchScript({ node: "node", remotePath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs", stateDir: state, localPath: "", sha256: "" }, 90, false), {}, bundle);
     expect(r.status, r.stderr).toBe(0);
     const f = join(state, "incoming", "bundle.json");
     expect(statSync(f).mode & 0o777).toBe(0o600);
     expect(statSync(join(state, "incoming")).mode & 0o777).toBe(0o700);
     expect(readFileSync(join(dir, "seen.json"), "utf8")).toBe(bundle);
     expect(calls(dir)).toEqual([`node /usr/local/lib/meshfleet/meshfleet-agent.mjs switch ${f} --confirm-timeout 90`]);
+    // A repair re-applies the current generation where the host drifted.
+    const r2 = run(dir, switchScript({ node: "node", remotePath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs", stateDir: state, localPath: "", sha256: "" }, 90, true), {}, bundle);
+    expect(r2.status, r2.stderr).toBe(0);
+    expect(calls(dir)[1]).toBe(`node /usr/local/lib/meshfleet/meshfleet-agent.mjs switch ${f} --confirm-timeout 90 --repair`);
     // The bundle never appears on a command line.
     expect(calls(dir).join("\n")).not.toContain("hskey-auth");
   });
 
   it("fails before the push when the host has no Node.js, saying what to install", () => {
     const dir = temp("mf-prepare-");
-    const r = spawnSync("sh", ["-c", prepareScript({ host: "router", node: "node-that-is-not-there", remoteAgentPath: `${dir}/lib/agent.mjs`, stateDir: `${dir}/state` })], { encoding: "utf8" });
-    expect(r.status).toBe(1);
+    const r = spawnSync("sh", ["-c", prepareScript("router", { node: "node-that-is-not-there", remotePath: `${dir}/lib/agent.mjs`, stateDir: `${dir}/state`, localPath: "", sha256: "" })], { encoding: "utf8" });
+    expect(r.status).toBe(3);
     expect(r.stderr).toContain("meshfleet: router has no node-that-is-not-there (Node.js 18 or newer); install the nodejs package on it");
   });
 });
 
-describe("route approval listing", () => {
-  it("masks legacy full keys that headscale lists under pre_auth_key", () => {
-    const dir = temp("mf-nodes-");
-    const nodes = [{ id: 1, name: "router", given_name: "router", approved_routes: ["192.168.8.0/24"], available_routes: ["192.168.8.0/24"], pre_auth_key: { id: 3, key: "hskey-auth-legacyfullkey" } }];
-    fakeBin(dir, "hs", `printf '%s\\n' ${shq(JSON.stringify(nodes, null, "\t"))}`);
-    const want = { host: "router", hostname: "router", routes: ["192.168.8.0/24"], exitNode: false };
-    const r = run(dir, routeApprovalScript({ runtime: "systemd", binary: "hs" }, want, 2));
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout).not.toContain("legacyfullkey");
-    expect(checkRouteApproval(r.stdout, want)).toEqual([]);
+describe("route approval: the node headscale lists", () => {
+  it("is the newest registration of the hostname; none when it never joined", () => {
+    const nodes = JSON.stringify([
+      { id: 1, name: "router", given_name: "router", approved_routes: ["192.168.8.0/24"] },
+      { id: 7, name: "router", given_name: "router", approved_routes: ["192.168.8.0/24", "192.168.9.0/24"] },
+      { id: 3, name: "laptop", given_name: "laptop" },
+    ]);
+    expect(findNode(nodes, "router")?.id).toBe(7);
+    expect(findNode(nodes, "nas")).toBeNull();
+    expect(() => findNode(JSON.stringify({ error: "connection refused" }), "router")).toThrow("headscale nodes list: connection refused");
   });
 });
 

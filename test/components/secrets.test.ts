@@ -9,7 +9,7 @@ import * as pulumi from "@pulumi/pulumi";
 import program from "../../index.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import { clearSecrets, installMocks, settle, SIG, SECRET_SIG, type Recorder } from "./harness.ts";
-import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED } from "./fixtures.ts";
+import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile } from "./fixtures.ts";
 import { writeFileSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,7 @@ import { SSH_KEY_TEXT } from "../fixtures/keys.ts";
 let rec: Recorder;
 let outputs: Record<string, pulumi.Output<unknown>>;
 let handedOut: string[];
+let keyFile: string;
 const needles = (): (string | RegExp)[] => [
   /privkey:[0-9a-f]{64}/,
   /hskey-auth-/,
@@ -30,15 +31,18 @@ const needles = (): (string | RegExp)[] => [
 
 beforeAll(async () => {
   const { fleet, dirUsed } = await evaluateStack("home");
+  const knownHosts = knownHostsFile(fleet);
   const hs = fakeHeadscale(fleet);
   const keyDir = mkdtempSync(join(tmpdir(), "meshfleet-ssh-"));
-  writeFileSync(join(keyDir, "id_test"), SSH_KEY_TEXT, { mode: 0o600 });
+  keyFile = join(keyDir, "id_test");
+  writeFileSync(keyFile, SSH_KEY_TEXT, { mode: 0o600 });
   rec = await installMocks(hs.respond, {
     stack: "home",
     config: {
       "meshfleet:hostsDir": dirUsed,
       "meshfleet:keySeed": KEY_SEED,
-      "meshfleet:sshPrivateKeyPath": join(keyDir, "id_test"),
+      "meshfleet:sshPrivateKeyPath": keyFile,
+      "meshfleet:knownHostsPath": knownHosts,
       "meshfleet:agentPath": fakeAgentFile(),
     },
     secretKeys: ["meshfleet:keySeed"],
@@ -55,7 +59,9 @@ describe("secrets stay secret (index.ts on the home fleet)", () => {
     const everything = JSON.stringify(rec.resources.map((r) => r.inputs));
     expect(everything).toContain(derivePrivateKey(KEY_SEED, "noise"));
     expect(everything).toContain(handedOut[0]);
-    expect(everything).toContain("ssh-test-key-material-7f3a");
+    // The SSH key is used by path: its text is nowhere in the program's resources.
+    expect(everything).not.toContain("ssh-test-key-material-7f3a");
+    expect(everything).toContain(keyFile);
   });
 
   it("no resource input holds a secret outside a secret wrapper", () => {

@@ -1,27 +1,70 @@
-/** SSH connections pin host keys when the fleet or a known_hosts file gives one. */
+/**
+ * Host key pins: the fleet's own `ssh.hostKey` first, else the stack's
+ * known_hosts file read with `ssh-keygen -F` (so hashed entries match, and
+ * `[host]:port` entries for other ports); a host with no pin is a problem
+ * reported before anything is created.
+ */
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { connectionFor, knownHostKey, parseKnownHosts } from "../../components/shell.ts";
+import { connectionIssues, hostConnection, knownHostsKeys, pinsFor, targetConnection } from "../../components/shell.ts";
+import type { HostSystem } from "../../core/types.ts";
 
-const KNOWN = [
-  "# lab",
-  "172.31.240.10 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIvps",
-  "[172.31.240.77]:2222 ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlap",
-  "|1|hashed= ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIhash",
-  "a.example,b.example ssh-rsa AAAAB3NzaC1yc2E",
-].join("\n");
+const K = (s: string) => `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${s}`;
 
-describe("known hosts", () => {
-  const known = parseKnownHosts(KNOWN);
+function knownHosts(): string {
+  const dir = mkdtempSync(join(tmpdir(), "mf-kh-"));
+  const hashed = join(dir, "hashed");
+  writeFileSync(hashed, `172.31.240.205 ${K("router")}\n`);
+  execFileSync("ssh-keygen", ["-H", "-f", hashed], { stdio: "ignore" });
+  const f = join(dir, "known_hosts");
+  writeFileSync(
+    f,
+    [
+      "# lab",
+      `172.31.240.10 ${K("vps")}`,
+      `[172.31.240.77]:2222 ${K("lap")}`,
+      readFileSync(hashed, "utf8").trim(),
+      `a.example,b.example ssh-rsa AAAAB3NzaC1yc2E`,
+      `[172.31.240.11]:22 ${K("bracketed22")}`,
+    ].join("\n") + "\n",
+  );
+  return f;
+}
+
+describe("host key pins", () => {
+  const f = knownHosts();
   it.each([
-    ["172.31.240.10", 22, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIvps"],
-    ["172.31.240.77", 2222, "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlap"],
-    ["172.31.240.77", 22, undefined],
-    ["b.example", 22, "ssh-rsa AAAAB3NzaC1yc2E"],
-    ["203.0.113.10", 22, undefined],
-  ])("%s:%i", (address, port, want) => expect(knownHostKey(known, address, port)).toBe(want));
+    ["172.31.240.10", 22, [K("vps")]],
+    ["172.31.240.77", 2222, [K("lap")]],
+    ["172.31.240.77", 22, []],
+    ["172.31.240.205", 22, [K("router")]],
+    ["b.example", 22, ["ssh-rsa AAAAB3NzaC1yc2E"]],
+    ["172.31.240.11", 22, [K("bracketed22")]],
+    ["203.0.113.10", 22, []],
+  ])("ssh-keygen -F %s:%i", (address, port, want) => expect(knownHostsKeys(f, address as string, port as number)).toEqual(want));
 
-  it("a known key goes into the connection; none leaves it out", () => {
-    expect(connectionFor({ address: "h", user: "root", port: 22, hostKey: "ssh-ed25519 AAAA" }).hostKey).toBe("ssh-ed25519 AAAA");
-    expect("hostKey" in connectionFor({ address: "h", user: "root", port: 22 })).toBe(false);
+  it("the fleet's own pin wins over the known_hosts file", () => {
+    expect(pinsFor(`${K("own")} comment`, "172.31.240.10", 22, f)).toEqual([K("own")]);
+    expect(pinsFor(undefined, "172.31.240.10", 22, f)).toEqual([K("vps")]);
+  });
+
+  const host = (o: Partial<HostSystem["ssh"]>, address = "203.0.113.99") =>
+    ({ name: "nas", file: "hosts/home/nas.yaml", address, ssh: { user: "root", port: 22, hostKey: "", ...o } }) as unknown as HostSystem;
+
+  it("a host with no pin is a problem naming the host and the fix, before anything is sent", () => {
+    const c = hostConnection(host({}), { knownHostsPath: f, privateKeyPath: "/nonexistent/id" });
+    expect(c).toEqual({ name: "nas", host: "203.0.113.99", port: 22, user: "root", hostKeys: [], privateKeyPath: "/nonexistent/id" });
+    expect(connectionIssues(c, "hosts/home/nas.yaml: ssh.hostKey")).toEqual([
+      "hosts/home/nas.yaml: ssh.hostKey: host nas (203.0.113.99): no pinned SSH host key, so nothing is sent to it. Fix: `npx meshfleet pin nas` (shows the fingerprint and records it), or set ssh.hostKey in its host file",
+      "hosts/home/nas.yaml: ssh.hostKey: host nas: private key /nonexistent/id does not exist. Fix: meshfleet:sshPrivateKeyPath",
+    ]);
+    expect(connectionIssues(hostConnection(host({}, "172.31.240.10"), { knownHostsPath: f }), "x")).toEqual([]);
+  });
+
+  it("a Proxmox node is pinned like a host", () => {
+    expect(targetConnection("pve", "root@172.31.240.77:2222", { knownHostsPath: f })).toEqual({ name: "pve", host: "172.31.240.77", port: 2222, user: "root", hostKeys: [K("lap")] });
   });
 });

@@ -1,0 +1,236 @@
+/**
+ * meshfleet:headscale:* — users, pre-auth keys, route approvals and the
+ * readiness check, through the headscale CLI on the coordinator (over SSH;
+ * in its container for the docker runtime). Argv and JSON facts are in
+ * headscale-cli.ts (headscale 0.29.2).
+ */
+import {
+  approveRoutesArgs,
+  checkRouteApproval,
+  EXIT_ROUTES,
+  findNode,
+  headscaleCommand,
+  nodesListArgs,
+  parsePreAuthKeyJson,
+  parsePreAuthKeyList,
+  parseUserJson,
+  parseUsersList,
+  preAuthKeyCreateArgs,
+  preAuthKeyExpireArgs,
+  preAuthKeysListArgs,
+  readyScript,
+  usersCreateArgs,
+  usersDestroyArgs,
+  usersListArgs,
+} from "../headscale-cli.ts";
+import { log } from "../log.ts";
+import { connectionProblems, session, type RunResult } from "../ssh.ts";
+import type {
+  HeadscaleBase,
+  PreAuthKeyInputs,
+  PreAuthKeyOutputs,
+  ReadyInputs,
+  ReadyOutputs,
+  RouteApprovalInputs,
+  RouteApprovalOutputs,
+  UserInputs,
+  UserOutputs,
+} from "../types.ts";
+import { deepEqual, ProviderError, topLevelDiff, type DetailedDiffResult } from "../wire.ts";
+import { isUnknown, poll, type CheckFailure, type ResourceHandler } from "./common.ts";
+
+function checkConnection(n: HeadscaleBase): CheckFailure[] {
+  return isUnknown(n.connection) ? [] : connectionProblems(n.connection).map((reason) => ({ property: "connection", reason }));
+}
+
+async function hs(r: HeadscaleBase, args: string[], what: string, quiet = false): Promise<RunResult> {
+  return session.run(r.connection, headscaleCommand(r.cli, args), { what, privateKey: r.sshPrivateKey, quiet });
+}
+
+function failed(host: string, what: string, r: RunResult, showOutput = true): ProviderError {
+  const text = showOutput ? (r.stderr || r.stdout).trim().slice(0, 400) : `${r.stderr.trim().slice(0, 200)} (stdout withheld: it may hold a key)`;
+  return new ProviderError(`coordinator ${host}: ${what} failed (exit ${r.code}): ${text}`);
+}
+
+// ---- users ----
+
+export const user: ResourceHandler<UserInputs, UserOutputs> = {
+  check: (n) => checkConnection(n),
+  diff(olds, news) {
+    // A new name is a new user, never a rename behind the fleet's back.
+    return { ...topLevelDiff(olds as never, news as never, { replaceKeys: ["name"] }), deleteBeforeReplace: true };
+  },
+  async create(n) {
+    const list = await hs(n, usersListArgs(), "users list");
+    if (list.code !== 0) throw failed(n.connection.name, "headscale users list", list);
+    const existing = parseUsersList(list.stdout).find((u) => u.name === n.name);
+    if (existing) {
+      log(`headscale user ${n.name} exists (id ${existing.id}); adopted`);
+      return { id: String(existing.id), outs: { ...n, userId: existing.id } };
+    }
+    const r = await hs(n, usersCreateArgs(n.name), `users create ${n.name}`);
+    if (r.code !== 0) throw failed(n.connection.name, `headscale users create ${n.name}`, r);
+    const info = parseUserJson(r.stdout, n.name);
+    return { id: String(info.id), outs: { ...n, userId: info.id } };
+  },
+  async update(_id, olds, news) {
+    return { ...news, userId: olds.userId };
+  },
+  async read(_id, o) {
+    const list = await hs(o, usersListArgs(), "users list (refresh)");
+    if (list.code !== 0) throw failed(o.connection.name, "headscale users list", list);
+    const u = parseUsersList(list.stdout).find((x) => x.name === o.name);
+    return u ? { ...o, userId: u.id } : null;
+  },
+  async delete(_id, o) {
+    const r = await hs(o, usersDestroyArgs(o.name), `users destroy ${o.name}`);
+    if (r.code !== 0 && !/not found|does not exist/i.test(r.stderr + r.stdout)) throw failed(o.connection.name, `headscale users destroy ${o.name}`, r);
+  },
+};
+
+// ---- pre-auth keys ----
+
+const KEY_REQUEST = ["host", "userId", "reusable", "ephemeral", "expiration", "tags"] as const;
+
+export const preAuthKey: ResourceHandler<PreAuthKeyInputs, PreAuthKeyOutputs> = {
+  check(n) {
+    const f = checkConnection(n);
+    if (!isUnknown(n.expiration) && !/^\d+(ns|us|µs|ms|s|m|h|d|w|y)$/.test(n.expiration)) f.push({ property: "expiration", reason: `pre-auth key for ${n.host}: expected a duration like 90d, found ${JSON.stringify(n.expiration)}` });
+    if (n.userId === undefined && Array.isArray(n.tags) && n.tags.length === 0) f.push({ property: "tags", reason: `pre-auth key for ${n.host}: needs a user or tags (headscale 0.29)` });
+    return f;
+  },
+  diff(olds, news): DetailedDiffResult {
+    // Keys are made, never edited: any change of the request is a new key; the old one is expired after.
+    const d = topLevelDiff(olds as never, news as never, { replaceKeys: [...KEY_REQUEST] });
+    // A key found expired (or gone) at the last refresh is made again.
+    if (olds.expired) {
+      d.detailedDiff!.key = "update-replace";
+      d.replaces!.push("key");
+      return { ...d, changes: true };
+    }
+    return d;
+  },
+  async create(n) {
+    // The output holds the key: `quiet` keeps it out of the provider log.
+    const r = await hs(n, preAuthKeyCreateArgs(n.userId, n), `preauthkeys create for ${n.host}`, true);
+    if (r.code !== 0) throw failed(n.connection.name, `headscale preauthkeys create (for ${n.host})`, r, false);
+    const info = parsePreAuthKeyJson(r.stdout, n.host);
+    return { id: String(info.id), outs: { ...n, key: info.key, keyId: info.id, expired: false } };
+  },
+  async update(_id, olds, news) {
+    // Only the connection changed (every request key replaces).
+    return { ...news, key: olds.key, keyId: olds.keyId, expired: olds.expired };
+  },
+  async read(_id, o) {
+    const r = await hs(o, preAuthKeysListArgs(), "preauthkeys list (refresh)");
+    if (r.code !== 0) throw failed(o.connection.name, "headscale preauthkeys list", r);
+    const k = parsePreAuthKeyList(r.stdout).find((x) => x.id === o.keyId);
+    const expired = !k || k.expiresAt <= Date.now() / 1000;
+    return { ...o, expired };
+  },
+  async delete(_id, o) {
+    if (!o.keyId) return;
+    const r = await hs(o, preAuthKeyExpireArgs(o.keyId), `preauthkeys expire --id ${o.keyId}`);
+    if (r.code !== 0 && !/not found|record not found/i.test(r.stderr + r.stdout)) throw failed(o.connection.name, `headscale preauthkeys expire --id ${o.keyId} (key of ${o.host})`, r);
+  },
+};
+
+// ---- route approval ----
+
+function wanted(n: Pick<RouteApprovalInputs, "routes" | "exitNode">): string[] {
+  return [...n.routes, ...(n.exitNode ? EXIT_ROUTES : [])];
+}
+
+/**
+ * Wait for the node and its declared routes to be approved; then revoke any
+ * approval the fleet no longer declares (headscale keeps approving a route a
+ * router stopped advertising, so a stale approval would pass a check).
+ */
+async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
+  const want = { host: n.host, hostname: n.hostname, routes: n.routes, exitNode: n.exitNode };
+  let last = "";
+  let problems: string[] = [];
+  const ok = await poll(n.timeoutSeconds * 1000, 2000, async () => {
+    const r = await hs(n, nodesListArgs(), `nodes list (routes of ${n.host})`, true);
+    if (r.code !== 0) throw failed(n.connection.name, "headscale nodes list", r);
+    last = r.stdout;
+    problems = checkRouteApproval(last, want);
+    return problems.length === 0 ? true : null;
+  });
+  if (!ok) throw new ProviderError(problems.join("\n"));
+  const node = findNode(last, n.hostname)!;
+  const approved = node.approved_routes ?? [];
+  const keep = approved.filter((r) => wanted(n).includes(r));
+  if (keep.length !== approved.length) {
+    const stale = approved.filter((r) => !keep.includes(r));
+    const r = await hs(n, approveRoutesArgs(Number(node.id), keep), `approve-routes ${n.host}: revoke ${stale.join(",")}`);
+    if (r.code !== 0) throw failed(n.connection.name, `revoking ${stale.join(", ")} of ${n.host} (headscale nodes approve-routes)`, r);
+    log(`host ${n.host}: revoked approval of ${stale.join(", ")} (no longer declared in the fleet)`);
+  }
+  return { ...n, nodeId: Number(node.id), approvedRoutes: [...keep].sort() };
+}
+
+export const routeApproval: ResourceHandler<RouteApprovalInputs, RouteApprovalOutputs> = {
+  check: (n) => checkConnection(n),
+  diff(olds, news) {
+    const d = topLevelDiff(olds as never, news as never, { ignore: ["timeoutSeconds"] });
+    // What headscale approved at the last read differs from what the fleet declares: re-approve/revoke.
+    if (olds.approvedRoutes && !isUnknown(news.routes) && !deepEqual([...olds.approvedRoutes].sort(), [...wanted(news)].sort())) {
+      d.detailedDiff!.approvedRoutes = "update";
+      return { ...d, changes: true };
+    }
+    return d;
+  },
+  async create(n) {
+    const outs = await approve(n);
+    return { id: `${n.host}`, outs };
+  },
+  update: (_id, _olds, news) => approve(news),
+  async read(_id, o) {
+    const r = await hs(o, nodesListArgs(), `nodes list (refresh routes of ${o.host})`, true);
+    if (r.code !== 0) throw failed(o.connection.name, "headscale nodes list", r);
+    const node = findNode(r.stdout, o.hostname);
+    return { ...o, nodeId: node ? Number(node.id) : 0, approvedRoutes: [...(node?.approved_routes ?? [])].sort() };
+  },
+  async delete(_id, o) {
+    // The fleet no longer declares routes for this node: revoke what headscale approves.
+    const r = await hs(o, nodesListArgs(), `nodes list (revoke routes of ${o.host})`, true);
+    if (r.code !== 0) throw failed(o.connection.name, "headscale nodes list", r);
+    const node = findNode(r.stdout, o.hostname);
+    if (!node || !(node.approved_routes ?? []).length) return;
+    const rv = await hs(o, approveRoutesArgs(Number(node.id), []), `approve-routes ${o.host}: revoke all`);
+    if (rv.code !== 0) throw failed(o.connection.name, `revoking the routes of ${o.host}`, rv);
+    log(`host ${o.host}: revoked approval of ${(node.approved_routes ?? []).join(", ")}`);
+  },
+};
+
+// ---- readiness ----
+
+export const ready: ResourceHandler<ReadyInputs, ReadyOutputs> = {
+  check: (n) => checkConnection(n),
+  diff(olds, news) {
+    const d = topLevelDiff(olds as never, news as never, { ignore: ["timeoutSeconds"] });
+    if (olds.state && olds.state !== "serving") return { ...d, changes: true, detailedDiff: { ...d.detailedDiff, state: "update" } };
+    return d;
+  },
+  async create(n) {
+    return { id: n.host, outs: await waitReady(n) };
+  },
+  update: (_id, _o, n) => waitReady(n),
+  async read(_id, o) {
+    const r = await hs(o, usersListArgs(), "users list (refresh readiness)");
+    return { ...o, state: r.code === 0 ? "serving" : `not answering: ${(r.stderr || r.stdout).trim().slice(0, 120)}` };
+  },
+  async delete() {},
+};
+
+async function waitReady(n: ReadyInputs): Promise<ReadyOutputs> {
+  const r = await session.run(n.connection, readyScript(n.cli, n.host, n.timeoutSeconds), {
+    what: "headscale ready",
+    privateKey: n.sshPrivateKey,
+    timeoutMs: (n.timeoutSeconds + 60) * 1000,
+  });
+  if (r.code !== 0) throw failed(n.host, "waiting for headscale to answer", r);
+  return { ...n, state: "serving" };
+}
+
