@@ -210,11 +210,13 @@ function hostOptions(
   for (let round = 0; parsed?.success && round < 4; round++) {
     const config = parsed.data as HostConfig;
     const identity: HostIdentity = { name, file, config };
-    const next = registry.modules
-      .filter((m) => m.settings)
-      .map((m) => ({ module: m, list: m.settings!((config as Record<string, any>)[m.name], identity) }))
-      .filter((s) => s.list.length > 0);
-    const key = JSON.stringify(next.map((s) => [s.module.name, s.list]));
+    const next: { module: AnyModule; list: OptionSetting[] }[] = [];
+    for (const m of registry.modules) {
+      if (!m.settings) continue;
+      const list = m.settings((config as Record<string, any>)[m.name], identity);
+      if (list.length) next.push({ module: m, list });
+    }
+    const key = next.length ? JSON.stringify(next.map((s) => [s.module.name, s.list])) : "[]";
     if (key === settingsKey) break;
     if (round === 3) {
       diagnostics.push(diag(file, next.map((s) => s.module.name).join(", "), "module settings that settle", "settings that change each time they are applied", "report this: a module's settings must not depend on what they set"));
@@ -316,14 +318,23 @@ function relabel(d: Diagnostic, origin: (p: string) => { file: string; path: str
  * more specific one that holds (`client` by `subnet-router`) is left out.
  */
 function rolesOf(registry: ModuleRegistry, config: HostConfig): string[] {
-  const enables = (defs: Record<string, unknown>) =>
-    Object.entries(defs).filter(([, v]) => v && typeof v === "object" && !(v instanceof Prio) && "enable" in (v as object)).map(([k]) => k);
-  const holding = Object.entries(registry.profiles)
-    .map(([role, p]) => ({ role, mods: enables(p.definitions) }))
-    .filter((p) => p.mods.length > 0 && p.mods.every((m) => (config as Record<string, any>)[m]?.enable === true));
+  const holding = profileEnables(registry).filter((p) => p.mods.every((m) => (config as Record<string, any>)[m]?.enable === true));
   return holding
     .filter((p) => !holding.some((q) => q !== p && q.mods.length > p.mods.length && p.mods.every((m) => q.mods.includes(m))))
     .map((p) => p.role);
+}
+
+/** Per profile, the modules whose `enable` it sets (worked out once per registry). */
+const enablesCache = new WeakMap<ModuleRegistry, { role: string; mods: string[] }[]>();
+function profileEnables(registry: ModuleRegistry) {
+  let cached = enablesCache.get(registry);
+  if (!cached) {
+    const enables = (defs: Record<string, unknown>) =>
+      Object.entries(defs).filter(([, v]) => v && typeof v === "object" && !(v instanceof Prio) && "enable" in (v as object)).map(([k]) => k);
+    cached = Object.entries(registry.profiles).map(([role, p]) => ({ role, mods: enables(p.definitions) })).filter((p) => p.mods.length > 0);
+    enablesCache.set(registry, cached);
+  }
+  return cached;
 }
 
 function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {

@@ -1,5 +1,5 @@
 /** meshfleet hosts: the fleet as a table. */
-import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+import { evaluateFleet, formatDiagnostics, hasErrors, type HostServices } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
 import type { Command } from "../command.ts";
@@ -10,10 +10,26 @@ export function hostRows(fleet: NonNullable<Awaited<ReturnType<typeof evaluateFl
     roles: h.roles.join(",") || "-",
     address: h.address,
     runtime: h.agent ? h.runtime : "no agent",
+    services: servicesOf(h.services).join(",") || "-",
     tags: h.tailscale.tags.join(",") || "-",
     routes: [...h.tailscale.advertiseRoutes, ...(h.tailscale.advertiseExitNode ? ["exit"] : [])].join(",") || "-",
-    ports: h.firewall.inbound.map((r) => `${r.port}/${r.proto}`).join(",") || "-",
+    ports: [
+      ...h.firewall.inbound.map((r) => `${r.port}/${r.proto}`),
+      ...h.firewall.tailnetInbound.map((r) => `${r.port}/${r.proto}(tailnet)`),
+    ].join(",") || "-",
   }));
+}
+
+/** The services a host runs, from its evaluated facts: `headscale`, `nginx`, `derp:embedded`, ... */
+export function servicesOf(s: HostServices): string[] {
+  return [
+    ...(s.headscale ? ["headscale"] : []),
+    ...(s.proxy ? [s.proxy] : []),
+    ...(s.derp ? [`derp:${s.derp}`] : []),
+    ...(s.subnetRouter ? ["subnet-router"] : []),
+    ...(s.exitNode ? ["exit-node"] : []),
+    ...(s.nodeExporter ? ["node-exporter"] : []),
+  ];
 }
 
 export function table(rows: Record<string, string>[]): string {
@@ -26,7 +42,7 @@ export function table(rows: Record<string, string>[]): string {
 
 export const command: Command = {
   name: "hosts",
-  summary: "print the fleet's hosts: roles, addresses, tags, routes, open ports",
+  summary: "print the fleet's hosts: roles, services, addresses, tags, routes, open ports",
   usage: `usage: meshfleet hosts [--stack S | --hosts-dir DIR] [--json]\n\n${flagHelp(fleetFlags)}`,
   async run(argv) {
     const { opts } = parseArgs(argv, fleetFlags);

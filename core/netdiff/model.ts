@@ -6,6 +6,7 @@
 import type { FleetSystem } from "../types.ts";
 import { evaluateReachability, fleetPolicyNodes, type ReachabilityResult } from "../policy/index.ts";
 import type { Policy } from "../policy/index.ts";
+import { EXIT_ROUTES } from "../../contract/constants.ts";
 
 export interface HostModel {
   name: string;
@@ -50,7 +51,7 @@ export function networkModel(fleet: FleetSystem): NetworkModel {
       roles: [...h.roles].sort(),
       tags: h.tailscale.enable ? [...h.tailscale.tags].sort() : [],
       routes: h.tailscale.enable ? [...h.tailscale.advertiseRoutes].sort() : [],
-      approvedRoutes: (node?.approvedRoutes ?? []).filter((r) => r !== "0.0.0.0/0" && r !== "::/0").sort(),
+      approvedRoutes: (node?.approvedRoutes ?? []).filter((r) => !EXIT_ROUTES.includes(r)).sort(),
       exitNode: h.tailscale.enable && h.tailscale.advertiseExitNode,
       publicPorts,
     };

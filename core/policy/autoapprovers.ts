@@ -7,6 +7,7 @@
  * after a node joins, never assumed from this.
  */
 import type { AutoApprovers } from "./schema.ts";
+import { EXIT_ROUTES } from "../../contract/constants.ts";
 
 export interface AdvertisingHost {
   name: string;
@@ -26,7 +27,7 @@ export function generateAutoApprovers(hosts: AdvertisingHost[], handWritten?: Pa
     const owners = h.tags.length > 0 ? h.tags : h.user ? [`${h.user.replace(/@$/, "")}@`] : [];
     if (owners.length === 0) continue;
     for (const r of h.routes) {
-      if (r === "0.0.0.0/0" || r === "::/0") {
+      if (EXIT_ROUTES.includes(r)) {
         owners.forEach((o) => exit.add(o));
         continue;
       }

@@ -15,6 +15,7 @@ import {
   type IPSet,
 } from "./ipset.ts";
 import type { Policy } from "./schema.ts";
+import { EXIT_ROUTES } from "../../contract/constants.ts";
 
 /** A node as the policy sees it. */
 export interface PolicyNode {
@@ -58,7 +59,7 @@ export class Resolver {
   constructor(readonly policy: Policy, nodes: PolicyNode[], users?: string[]) {
     this.nodes = nodes.map((node, index) => {
       const addrs = node.ips.map((ip) => parseAddrCached(ip)).filter((n): n is bigint => n !== undefined);
-      const isExit = (r: string) => r === "0.0.0.0/0" || r === "::/0";
+      const isExit = (r: string) => EXIT_ROUTES.includes(r);
       return {
         node,
         index,
