@@ -3,8 +3,6 @@
  * lives in contract/bundle.ts; the one render is core/render.ts renderHost.
  */
 import type { HostSystem } from "./types.ts";
-import { renderHost } from "./render.ts";
-import type { Bundle } from "../contract/bundle.ts";
 
 export {
   BUNDLE_FORMAT,
@@ -26,12 +24,4 @@ export { renderHost } from "./render.ts";
 /** Names of the secrets a host's files need (see FileSpec.secretRef). */
 export function secretRefs(host: HostSystem): string[] {
   return [...new Set(host.files.flatMap((f) => (f.secretRef ? [f.secretRef] : [])))].sort();
-}
-
-/**
- * @deprecated use renderHost(host, secrets). Kept until components/ has
- * moved; the nft text argument is ignored (the firewall travels as data).
- */
-export function makeBundle(host: HostSystem, _nftables: string | null, secrets: Record<string, string> = {}): Bundle {
-  return renderHost(host, secrets);
 }

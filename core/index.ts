@@ -9,7 +9,7 @@ export type { HostConfig, ModuleOptions, ModuleRegistry, MeshModule, PeerView, H
 export { loadFleetDir, parseYaml } from "./load.ts";
 export { formatDiagnostic, formatDiagnostics, sortDiagnostics, hasErrors, MeshfleetError } from "./diagnostics.ts";
 export { mkDefault, mkForce, mkOverride, PRIORITY } from "./priority.ts";
-export { makeBundle, checkBundle, secretRefs, canonicalJson, sha256, type Bundle } from "./bundle.ts";
+export { renderHost, parseBundle, checkBundle, secretRefs, canonicalJson, sha256, BUNDLE_FORMAT, type Bundle } from "./bundle.ts";
 export { derivePrivateKey, publicKeyOf } from "./keys.ts";
 export { renderNftables } from "./render.ts";
 export type * from "./types.ts";
