@@ -37,30 +37,32 @@ const num = (flag: string, v: string | true | undefined): number | undefined => 
 
 const COMMANDS: Record<string, Command> = {
   switch: {
-    usage: "switch <bundle.json> [--confirm-timeout S]",
+    usage: "switch <bundle.json> [--confirm-timeout S] [--repair]",
     summary: "stage and activate a bundle as a new generation",
     help: `Checks the bundle (format, hashes) before touching anything, stages it as
 generation N, then activates: files, sysctl, the nft table (one transaction),
 systemd units, tailscale; then runs the bundle's health probes. A failing step
 or probe rolls back to the previous generation. An unchanged bundle is a no-op.
   --confirm-timeout S   start a lockout guard: unless \`confirm\` runs within S
-                        seconds (over a new ssh connection), roll back by itself`,
+                        seconds (over a new ssh connection), roll back by itself
+  --repair              when the bundle is already current, re-apply it where the
+                        host drifted from it (what \`verify\` reports)`,
     run: (ctx, args, flags) => {
       if (args.length !== 1) throw new AgentError("switch: expected one bundle file (usage: switch <bundle.json> [--confirm-timeout S])");
-      return doSwitch(ctx, args[0], { confirmTimeoutS: num("--confirm-timeout", flags.get("confirm-timeout")) });
+      return doSwitch(ctx, args[0], { confirmTimeoutS: num("--confirm-timeout", flags.get("confirm-timeout")), repair: flags.has("repair") });
     },
   },
   confirm: {
-    usage: "confirm",
+    usage: "confirm [HASH]",
     summary: "keep the generation a guarded switch activated",
-    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.",
-    run: (ctx) => doConfirm(ctx),
+    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.\nWith HASH (a bundle hash), fails unless that generation is the current one (the guard may have rolled it back).",
+    run: (ctx, args) => doConfirm(ctx, args[0]),
   },
   rollback: {
-    usage: "rollback [N]",
+    usage: "rollback [N] [--confirm-timeout S]",
     summary: "make generation N (default: the previous one) current again",
     help: "Activates an older generation; files, sysctls, the nft table, units and tailscale settings follow it.\n`rollback 0` releases everything meshfleet owns (restoring files it had replaced).",
-    run: (ctx, args) => doRollback(ctx, num("N", args[0])),
+    run: (ctx, args, flags) => doRollback(ctx, num("N", args[0]), num("--confirm-timeout", flags.get("confirm-timeout"))),
   },
   status: {
     usage: "status [--json]",

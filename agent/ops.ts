@@ -167,6 +167,8 @@ export function withRecovery<T>(ctx: Ctx, mutate: boolean, body: () => T): T {
 
 export interface SwitchOptions {
   confirmTimeoutS?: number;
+  /** The bundle is already current: re-apply it where the host drifted from it (files, units, nft table). */
+  repair?: boolean;
 }
 
 export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): Promise<number> {
@@ -182,6 +184,12 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     if (cur.n !== 0 && cur.bundle.host !== bundle.host)
       throw new AgentError(`bundle ${bundleFile} refused: it is for host ${bundle.host}, but this host runs ${cur.bundle.host}'s generation ${cur.n}; nothing was changed`);
     if (cur.n !== 0 && cur.bundle.hash === bundle.hash) {
+      if (o.repair && findDrift(ctx.host, cur).length > 0) {
+        rollbackTo(ctx, cur, cur, "repairing drift from the current generation", true);
+        safeMetrics(ctx);
+        log(`generation ${cur.n} re-applied: drift repaired`);
+        return 0;
+      }
       log(`generation ${cur.n} is already current; nothing to do`);
       return 0;
     }
@@ -254,10 +262,18 @@ function safeMetrics(ctx: Ctx): void {
   }
 }
 
-export function doConfirm(ctx: Ctx): number {
+export function doConfirm(ctx: Ctx, hash?: string): number {
   return withRecovery(ctx, true, () => {
     const p = ctx.state.pending();
     const cur = ctx.state.currentNumber();
+    // With a hash, confirm that generation only: a host its guard already rolled back says so.
+    const curHash = cur ? loadCurrent(ctx).bundle.hash : "";
+    if (hash !== undefined && curHash !== hash) {
+      const last = ctx.state.lastSwitch();
+      throw new AgentError(
+        `generation ${hash.slice(0, 12)} is not current (generation ${cur}${curHash ? ` ${curHash.slice(0, 12)}` : ""} is)${last && !last.success ? `: ${last.error ?? "the last switch failed"}` : ""}`,
+      );
+    }
     if (!p) {
       ctx.log(`nothing awaits confirmation; generation ${cur} is current`);
       return 0;
@@ -299,7 +315,7 @@ export function doGuardExpire(ctx: Ctx, n: number): number {
   }
 }
 
-export function doRollback(ctx: Ctx, to: number | undefined): number {
+export function doRollback(ctx: Ctx, to: number | undefined, confirmTimeoutS?: number): number {
   return withRecovery(ctx, true, () => {
     const { state } = ctx;
     const curN = state.currentNumber();
@@ -319,13 +335,18 @@ export function doRollback(ctx: Ctx, to: number | undefined): number {
       return 0;
     }
     const from = loadCurrent(ctx);
-    rollbackTo(ctx, from, state.load(target, from.bundle.host), "requested");
     if (p) {
       stopGuard(ctx.host, p.guard);
       state.clearPending();
     }
+    if (confirmTimeoutS !== undefined) {
+      // Guarded like a switch (the deploy's uninstall): unless `confirm` comes over a new connection, generation curN comes back.
+      const guard = startGuard(ctx.host, target, confirmTimeoutS);
+      state.writePending({ generation: target, previous: curN, deadline: Date.now() + confirmTimeoutS * 1000, guard });
+    }
+    rollbackTo(ctx, from, state.load(target, from.bundle.host), "requested");
     safeMetrics(ctx);
-    ctx.log(`generation ${target} is current`);
+    ctx.log(`generation ${target} is current${confirmTimeoutS !== undefined ? `; awaiting confirm within ${confirmTimeoutS}s, else generation ${curN} comes back` : ""}`);
     return 0;
   });
 }

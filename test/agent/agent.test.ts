@@ -168,6 +168,33 @@ describe("generations", () => {
   });
 });
 
+describe("repair and confirm by hash (the provider's update and create)", () => {
+  it("switch --repair re-applies the current bundle where the host drifted; a plain switch of it does nothing", () => {
+    const root = tempRoot();
+    const b = gen1();
+    expect(agent(root, ["switch", writeBundle(root, b)]).code).toBe(0);
+    fs.writeFileSync(path.join(root, "etc/app/app.conf"), "edited by hand\n");
+    const plain = agent(root, ["switch", writeBundle(root, b)]);
+    expect(plain.stdout).toContain("generation 1 is already current; nothing to do");
+    expect(read(root, "etc/app/app.conf")).toBe("edited by hand\n");
+    const r = agent(root, ["switch", writeBundle(root, b), "--repair"]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain("generation 1 re-applied: drift repaired");
+    expect(read(root, "etc/app/app.conf")).toBe("v=1\n");
+    expect(agent(root, ["verify"]).code).toBe(0);
+  });
+
+  it("confirm HASH fails unless that generation is current", () => {
+    const root = tempRoot();
+    const b = gen1();
+    expect(agent(root, ["switch", writeBundle(root, b)]).code).toBe(0);
+    const wrong = agent(root, ["confirm", "f".repeat(64)]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr).toContain(`generation ffffffffffff is not current (generation 1 ${b.hash.slice(0, 12)} is)`);
+    expect(agent(root, ["confirm", b.hash]).code).toBe(0);
+  });
+});
+
 describe("verify and diff", () => {
   it("reports drift in files, sysctl, nft and units, exits 1; diff never prints secrets", () => {
     const root = tempRoot();
