@@ -1,0 +1,190 @@
+/**
+ * The provider's diff semantics and its headscale resources, table-driven:
+ * - olds are the previous *outputs* (extra keys, computed outputs): only the
+ *   keys of news count, so an unchanged resource is no update;
+ * - secret inputs arrive wrapped and are compared unwrapped;
+ * - a generation's diff names files by path and never carries content;
+ * - route approval fails naming host and route, and revokes an approval the
+ *   fleet no longer declares; a pre-auth key's output never reaches the log.
+ * The headscale CLI is answered by a recorder standing in for ssh (the real
+ * CLI is proved in test/components/headscale-cli.real.test.ts).
+ */
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterEach, describe, expect, it, vi } from "vitest";
+import { provider, typeOfUrn } from "../../provider/provider.ts";
+import { generation } from "../../provider/resources/generation.ts";
+import { preAuthKey, routeApproval, user } from "../../provider/resources/headscale.ts";
+import { session, type RunResult } from "../../provider/ssh.ts";
+import { bundleSummary } from "../../provider/summary.ts";
+import type { GenerationInputs, GenerationOutputs, PreAuthKeyInputs, RouteApprovalInputs, SshConnection } from "../../provider/types.ts";
+import { SECRET_SIG, SIG_KEY } from "../../provider/wire.ts";
+import { bundle, file } from "../agent/helpers.ts";
+
+const wrap = (value: unknown) => ({ [SIG_KEY]: SECRET_SIG, value });
+const conn: SshConnection = { name: "vps", host: "203.0.113.10", port: 22, user: "root", hostKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIvps"] };
+const urn = (type: string, name: string) => `urn:pulumi:lab::meshfleet::meshfleet:index:Mesh$meshfleet:index:HostAgent$${type}::${name}`;
+
+function genInputs(b: ReturnType<typeof bundle>): GenerationInputs {
+  return {
+    host: "router",
+    connection: conn,
+    agent: { localPath: "/x/agent.mjs", sha256: "a".repeat(64), remotePath: "/usr/local/lib/meshfleet/meshfleet-agent.mjs", node: "node", stateDir: "/var/lib/meshfleet" },
+    bundle: JSON.stringify(b),
+    confirmTimeoutSeconds: 120,
+    once: false,
+    ...bundleSummary(b),
+  };
+}
+/** What create would have stored: inputs minus the bundle, plus what the agent said. */
+function genOutputs(i: GenerationInputs): GenerationOutputs {
+  const { bundle: _b, ...rest } = i;
+  return { ...rest, generation: 3, status: '{"generation":3}', drift: [] };
+}
+
+const SECRET = "hskey-auth-0123456789abcdef-secret";
+const b1 = () => bundle({ files: [file("/etc/app.conf", "v=1\n"), file("/etc/tailscale/authkey", SECRET, { secret: true, mode: "0600" })] });
+
+describe("Generation diff", () => {
+  it("an unchanged generation is no update, though olds are outputs with more keys", () => {
+    const news = genInputs(b1());
+    expect(generation.diff(genOutputs(news), news)).toMatchObject({ changes: false });
+  });
+
+  it("through the provider: news with wrapped secrets against plain outputs is still no update", async () => {
+    const news = genInputs(b1());
+    const wrapped = { ...news, bundle: wrap(news.bundle), sshPrivateKey: wrap("KEY") };
+    const r = await provider.diffDetailed("router", urn("meshfleet:host:Generation", "g"), { ...genOutputs(news), sshPrivateKey: "KEY" }, wrapped);
+    expect(r.changes).toBe(false);
+    // check hands the inputs back wrapped: the engine keeps them secret.
+    const c = await provider.check!(urn("meshfleet:host:Generation", "g"), {}, wrapped);
+    expect(c.inputs.bundle).toEqual(wrap(news.bundle));
+    expect(c.failures).toEqual([]);
+  });
+
+  it("a changed secret file is named by path; its content is nowhere in the diff", () => {
+    const old = genInputs(b1());
+    const b2 = bundle({ files: [file("/etc/app.conf", "v=1\n"), file("/etc/tailscale/authkey", "hskey-auth-NEW-secret-value", { secret: true, mode: "0600" }), file("/etc/new.conf", "n\n")] });
+    const d = generation.diff(genOutputs(old), genInputs(b2));
+    expect(d.changes).toBe(true);
+    expect(d.detailedDiff).toEqual({ hash: "update", 'files["/etc/tailscale/authkey"]': "update", 'files["/etc/new.conf"]': "add" });
+    expect(JSON.stringify(d)).not.toContain("secret-value");
+    // What preview --diff displays of the file: mode, owner, digest; never the content.
+    expect(JSON.stringify(genInputs(b2).files)).not.toContain("hskey-auth");
+  });
+
+  it("drift found by read is an update on the drifted path", () => {
+    const news = genInputs(b1());
+    const olds = { ...genOutputs(news), units: { "headscale.service": "drift: is inactive, expected active" }, drift: [{ kind: "unit", subject: "headscale.service", detail: "is inactive, expected active" }] };
+    expect(generation.diff(olds, { ...news, units: { "headscale.service": "abc" } }).detailedDiff).toEqual({ 'units["headscale.service"]': "update" });
+    const fw = { ...genOutputs(news), drift: [{ kind: "nftables", subject: "table inet meshfleet", detail: "missing" }] };
+    expect(generation.diff(fw, news).detailedDiff).toEqual({ firewall: "update" });
+  });
+
+  it("a bootstrap generation (once) is never updated; a new host name replaces", () => {
+    const news = { ...genInputs(b1()), once: true };
+    const changed = { ...genInputs(bundle({ files: [file("/etc/app.conf", "v=9\n")] })), once: true };
+    expect(generation.diff(genOutputs(news), changed).changes).toBe(false);
+    const moved = generation.diff(genOutputs(genInputs(b1())), { ...genInputs(b1()), host: "router2" });
+    expect(moved).toMatchObject({ changes: true, replaces: ["host"], deleteBeforeReplace: true });
+  });
+
+  it("a host with no pin fails check with the fix", async () => {
+    const c = await provider.check!(urn("meshfleet:host:Generation", "g"), {}, { ...genInputs(b1()), connection: { ...conn, hostKeys: [] } });
+    expect(c.failures).toEqual([
+      {
+        property: "connection",
+        reason: "host vps (203.0.113.10): no pinned SSH host key, so nothing is sent to it. Fix: `npx meshfleet pin vps` (shows the fingerprint and records it), or set ssh.hostKey in its host file",
+      },
+    ]);
+  });
+});
+
+describe("provider plumbing", () => {
+  it.each([
+    ["urn:pulumi:lab::meshfleet::meshfleet:index:Mesh$meshfleet:host:Generation::lab-vps-agent-generation", "meshfleet:host:Generation"],
+    ["urn:pulumi:lab::meshfleet::meshfleet:headscale:User::u", "meshfleet:headscale:User"],
+  ])("typeOfUrn(%s)", (u, t) => expect(typeOfUrn(u)).toBe(t));
+
+  it("an unknown type fails naming it", async () => {
+    await expect(provider.create!(urn("meshfleet:host:Nope", "x"), {})).rejects.toThrow(/has no resource type meshfleet:host:Nope/);
+  });
+});
+
+describe("headscale resources (ssh answered by a recorder)", () => {
+  const log = path.join(mkdtempSync(path.join(tmpdir(), "mf-prov-log-")), "provider.log");
+  process.env.MESHFLEET_PROVIDER_LOG = log;
+  afterEach(() => vi.restoreAllMocks());
+
+  /** Answer each remote script by the first matching pattern; record the scripts. */
+  function answer(rules: [RegExp, (script: string) => Partial<RunResult>][]) {
+    const seen: string[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script) => {
+      seen.push(script);
+      for (const [re, f] of rules) if (re.test(script)) return { code: 0, stdout: "", stderr: "", ...f(script) };
+      return { code: 1, stdout: "", stderr: `unexpected: ${script}` };
+    });
+    return seen;
+  }
+  const base = { cli: { runtime: "systemd" as const, binary: "/usr/local/bin/headscale" }, connection: conn };
+  const ra: RouteApprovalInputs = { ...base, host: "router", hostname: "router", routes: ["192.168.8.0/24"], exitNode: false, trigger: "h1", timeoutSeconds: 0 };
+  const nodes = (approved: string[], available = ["192.168.8.0/24", "192.168.9.0/24"]) => JSON.stringify([{ id: 5, name: "router", given_name: "router", tags: ["tag:router"], approved_routes: approved, available_routes: available }], null, "\t");
+
+  it("route approval fails naming host and route when headscale did not approve a declared route", async () => {
+    answer([[/nodes list/, () => ({ stdout: nodes([]) })]]);
+    await expect(routeApproval.create(ra)).rejects.toThrow(
+      `host router: route 192.168.8.0/24 is declared in the fleet but headscale did not approve it (approved: none); make autoApprovers.routes["192.168.8.0/24"] in the policy cover the node's owner or tags (tag:router), then redeploy`,
+    );
+  });
+
+  it("route approval revokes an approval the fleet no longer declares (approve-routes replaces the set)", async () => {
+    const seen = answer([
+      [/nodes list/, () => ({ stdout: nodes(["192.168.8.0/24", "192.168.9.0/24"]) })],
+      [/approve-routes/, () => ({ stdout: "{}" })],
+    ]);
+    const out = await routeApproval.create(ra);
+    expect(out.outs).toMatchObject({ nodeId: 5, approvedRoutes: ["192.168.8.0/24"] });
+    expect(seen).toContain("/usr/local/bin/headscale nodes approve-routes -i 5 -r 192.168.8.0/24");
+    // read sees a stale approval again: diff asks for an update.
+    answer([[/nodes list/, () => ({ stdout: nodes(["192.168.8.0/24", "192.168.9.0/24"]) })]]);
+    const read = (await routeApproval.read("router", out.outs))!;
+    expect(read.approvedRoutes).toEqual(["192.168.8.0/24", "192.168.9.0/24"]);
+    expect(routeApproval.diff(read, ra)).toMatchObject({ changes: true, detailedDiff: { approvedRoutes: "update" } });
+    expect(routeApproval.diff(out.outs, ra).changes).toBe(false);
+  });
+
+  it("deleting a route approval revokes the node's approvals", async () => {
+    const seen = answer([
+      [/nodes list/, () => ({ stdout: nodes(["192.168.8.0/24"]) })],
+      [/approve-routes/, () => ({ stdout: "{}" })],
+    ]);
+    await routeApproval.delete("router", { ...ra, nodeId: 5, approvedRoutes: ["192.168.8.0/24"] });
+    expect(seen).toContain("/usr/local/bin/headscale nodes approve-routes -i 5 -r ''");
+  });
+
+  it("a pre-auth key: created quietly, expired by id on delete, replaced on any change, its key never logged", async () => {
+    const key: PreAuthKeyInputs = { ...base, host: "laptop", userId: 1, reusable: false, ephemeral: false, expiration: "90d", tags: [] };
+    const seen = answer([[/preauthkeys create/, () => ({ stdout: JSON.stringify({ id: 7, key: SECRET }, null, "\t") })], [/preauthkeys expire/, () => ({})]]);
+    const r = await preAuthKey.create(key);
+    expect(r.outs).toMatchObject({ key: SECRET, keyId: 7, expired: false });
+    expect(seen[0]).toBe("/usr/local/bin/headscale preauthkeys create -u 1 -e 90d -o json");
+    expect(preAuthKey.diff(r.outs, key).changes).toBe(false);
+    expect(preAuthKey.diff(r.outs, { ...key, tags: ["tag:laptop"] })).toMatchObject({ changes: true, replaces: ["tags"] });
+    expect(preAuthKey.diff({ ...r.outs, expired: true }, key)).toMatchObject({ changes: true, replaces: ["key"] });
+    await preAuthKey.delete("7", r.outs);
+    expect(seen[1]).toBe("/usr/local/bin/headscale preauthkeys expire --id 7 -o json");
+    // A failed create never repeats headscale's output (it may hold a key).
+    answer([[/preauthkeys create/, () => ({ code: 1, stdout: `{"key":"${SECRET}"}`, stderr: "rpc error" })]]);
+    const err = await preAuthKey.create(key).catch((e: Error) => e);
+    expect(String(err)).toBe("Error: coordinator vps: headscale preauthkeys create (for laptop) failed (exit 1): rpc error (stdout withheld: it may hold a key)");
+  });
+
+  it("a user that exists is adopted, not created twice", async () => {
+    const seen = answer([[/users list/, () => ({ stdout: JSON.stringify([{ id: 3, name: "alice" }]) })]]);
+    const r = await user.create({ ...base, name: "alice" });
+    expect(r).toMatchObject({ id: "3", outs: { userId: 3 } });
+    expect(seen).toEqual(["/usr/local/bin/headscale users list -o json"]);
+    expect(user.diff(r.outs, { ...base, name: "bob" })).toMatchObject({ changes: true, replaces: ["name"], deleteBeforeReplace: true });
+  });
+});
