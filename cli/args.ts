@@ -2,10 +2,11 @@
 import path from "node:path";
 import { MeshfleetError } from "../core/diagnostics.ts";
 
-export interface Flag { name: string; value?: boolean; help: string }
+export interface Flag { name: string; value?: boolean; help: string; /** May be given more than once: every value lands in `lists`. */ repeat?: boolean }
 
-export function parseArgs(argv: string[], flags: Flag[]): { opts: Record<string, string | boolean>; positional: string[] } {
+export function parseArgs(argv: string[], flags: Flag[]): { opts: Record<string, string | boolean>; positional: string[]; lists: Record<string, string[]> } {
   const opts: Record<string, string | boolean> = {};
+  const lists: Record<string, string[]> = {};
   const positional: string[] = [];
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -17,9 +18,10 @@ export function parseArgs(argv: string[], flags: Flag[]): { opts: Record<string,
       const v = inline ?? argv[++i];
       if (v === undefined) throw new MeshfleetError(`--${key} needs a value`);
       opts[key] = v;
+      if (f.repeat) (lists[key] ??= []).push(v);
     } else opts[key] = true;
   }
-  return { opts, positional };
+  return { opts, positional, lists };
 }
 
 export const fleetFlags: Flag[] = [

@@ -19,6 +19,11 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   options: () => import("./commands/options.ts"),
   plan: () => import("./commands/plan.ts"),
   join: () => import("./commands/join.ts"),
+  up: () => import("./commands/up.ts").then((m) => ({ command: m.up })),
+  preview: () => import("./commands/up.ts").then((m) => ({ command: m.preview })),
+  refresh: () => import("./commands/up.ts").then((m) => ({ command: m.refresh })),
+  destroy: () => import("./commands/up.ts").then((m) => ({ command: m.destroy })),
+  pin: () => import("./commands/pin.ts"),
   tools: () => import("./commands/tools.ts"),
   lab: () => import("./commands/lab.ts"),
 };

@@ -63,7 +63,7 @@ async function build(argv: string[], json: boolean): Promise<number> {
 
 export const command = {
   name: "tools",
-  summary: "build or list the pinned Go tools (headscale, tailscale, derper, pulumi and its plugins)",
+  summary: "build or list the pinned Go tools (headscale, tailscale, derper, the pulumi CLI)",
   usage,
   run: async (argv: string[]): Promise<number> => {
     const [sub, ...rest] = argv;

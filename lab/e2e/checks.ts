@@ -10,7 +10,15 @@ import { labTopology } from "../topology.ts";
 import { AGENT_HOST_PATH } from "../../core/types.ts";
 import { loadVersions } from "../tools/index.ts";
 import { e2ePaths } from "./paths.ts";
-import { failureSummary, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
+import { runDeploy, type DeployOptions } from "../../cli/commands/deploy.ts";
+import { deployChecks } from "./deploy-checks.ts";
+import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
+
+/** `meshfleet <verb> --stack lab --config-file <lab>/Pulumi.lab.yaml --yes`, in this process. */
+export function labDeploy(instance: number, o: Omit<DeployOptions, "stack" | "configFile" | "env">) {
+  const p = e2ePaths(instance);
+  return runDeploy({ stack: STACK, configFile: p.stackConfig, env: labPulumiEnv(instance), logFile: p.log, ...o });
+}
 
 export interface CheckResult {
   name: string;
@@ -275,16 +283,15 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
 
     }
     if (!opts.quick) {
-      await check("a second pulumi run makes no changes (preview --expect-no-changes)", async () => {
-        const p = e2ePaths(instance);
-        const r = await runPulumi(["preview", "--expect-no-changes", "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], {
-          env: labPulumiEnv(instance),
-          logFile: p.log,
-        });
-        return r.code === 0 ? { ok: true, why: "no changes" } : { ok: false, why: failureSummary(r, 6) };
+      await check("a second run makes no changes (meshfleet preview --expect-no-changes)", async () => {
+        const r = await labDeploy(instance, { verb: "preview", expectNoChanges: true });
+        const changed = r.resources.filter((x) => x.op !== "same" && x.op !== "read").map((x) => `${x.host ?? "fleet"}: ${x.op} ${x.name}`);
+        return r.ok ? { ok: true, why: "no changes" } : { ok: false, why: `${changed.join(", ") || r.errors.join("; ")}` };
       });
 
       await check("an edited host file (a new advertised route): preview shows it, up applies it, headscale approves it", () => editedRouteCheck(instance));
+
+      await deployChecks(instance, check);
     }
   } finally {
     out.totalMs = Date.now() - t0;
@@ -315,33 +322,27 @@ async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: s
   writeFileSync(f, next);
   const cfg = (k: string, v: string) => runPulumi(["config", "set", "--config-file", p.stackConfig, "--stack", STACK, k, v], { env });
   const original = resolve(REPO, "hosts", "lab");
-  const pulumi = (args: string[]) => runPulumi([...args, "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], { env, logFile: p.log });
   try {
     await cfg("meshfleet:hostsDir", edited);
-    const pv = await pulumi(["preview", "--diff", "--color", "never"]);
-    if (pv.code !== 0) return { ok: false, why: `preview failed: ${failureSummary(pv, 6)}` };
-    // `preview --diff` prints each change as `+-type: (replace)`, then its [id=…] and [urn=…::name] lines.
-    const lines = pv.stdout.split("\n");
-    const changed = [...new Set(lines.flatMap((l, i) => {
-      if (!/^\s*[~+-]+\S+: \((?:update|replace|create|delete)\)/.test(l)) return [];
-      const urn = lines.slice(i + 1, i + 4).map((x) => /\[urn=[^\]]*::([^\]]+)\]/.exec(x)?.[1]).find(Boolean);
-      return urn ? [urn] : [];
-    }))];
-    const lxcSwitch = changed.some((n) => n.includes("lxc-tailscale-agent-switch"));
+    const pv = await labDeploy(instance, { verb: "preview", diff: true });
+    if (!pv.ok) return { ok: false, why: `preview failed: ${pv.errors.join("; ")}` };
+    const changed = pv.resources.filter((r) => r.op !== "same" && r.op !== "read");
+    const byHost = (h: string) => changed.filter((r) => r.host === h).map((r) => `${r.op} ${r.type} ${r.name}`);
     // The route also widens the policy's autoApprovers, so the coordinator's files change too; the laptop's must not.
-    const wrong = changed.filter((n) => n.includes("laptop"));
-    if (!lxcSwitch || wrong.length) return { ok: false, why: `preview changes: ${changed.join(", ") || "none"} (want lxc-tailscale's agent, and nothing of the laptop's)` };
-    const up = await pulumi(["up", "--yes", "--skip-preview"]);
-    if (up.code !== 0) return { ok: false, why: `up failed: ${failureSummary(up, 6)}` };
+    if (byHost("lxc-tailscale").length === 0 || byHost("laptop").length > 0) {
+      return { ok: false, why: `preview changes: ${changed.map((r) => `${r.host ?? "fleet"}: ${r.op} ${r.name}`).join(", ") || "none"} (want lxc-tailscale's, and nothing of the laptop's)` };
+    }
+    const up = await labDeploy(instance, { verb: "up" });
+    if (!up.ok) return { ok: false, why: `up failed: ${up.errors.join("; ")}` };
     const routes = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
     const nodes = JSON.parse(routes.stdout || "[]") as { given_name?: string; approved_routes?: string[] }[];
     const approved = nodes.find((n) => n.given_name === "lxc-tailscale")?.approved_routes ?? [];
     return approved.includes("192.168.9.0/24")
-      ? { ok: true, why: `preview: ${changed.join(", ")}; applied; headscale approved ${approved.join(", ")}` }
+      ? { ok: true, why: `preview: lxc-tailscale ${byHost("lxc-tailscale").join(", ")}; applied; headscale approved ${approved.join(", ")}` }
       : { ok: false, why: `applied, but headscale approved only ${approved.join(", ") || "nothing"}` };
   } finally {
     await cfg("meshfleet:hostsDir", original);
-    await pulumi(["up", "--yes", "--skip-preview"]);
+    await labDeploy(instance, { verb: "up" });
     rmSync(edited, { recursive: true, force: true });
   }
 }

@@ -1,5 +1,5 @@
 /** `meshfleet lab up|check|report|down`: the end-to-end lab's commands for cli/commands/lab.ts's table. */
-import type { LabSubcommand } from "../../cli/commands/lab.ts";
+import type { LabSubcommand } from "../../cli/command.ts";
 import { labChecks } from "./checks.ts";
 import { labDown } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
@@ -15,7 +15,7 @@ export function e2eCommands(say: (line: string) => void, defaultInstance: () => 
   };
   return {
     up: {
-      summary: "build tools, boot the hosts and deploy hosts/lab with the real pulumi up",
+      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host)",
       usage: "meshfleet lab up [--instance N] [--no-build]",
       run: async (argv, flags) => {
         unknown("up", argv, ["--no-build"]);

@@ -1,8 +1,11 @@
 /**
- * The real Pulumi CLI on the lab's stack: a local file backend and its own
- * PULUMI_HOME (lab/tools pulumiEnv), passphrase secrets, and a stack config
- * file kept in the lab's state folder so running the lab never edits the
- * repo's stacks/ (`--config-file` on every command that reads config).
+ * The lab's Pulumi settings: a local file backend and its own PULUMI_HOME
+ * (lab/tools pulumiEnv; PULUMI_HOME from the environment wins, so CI can
+ * hand it a fresh one and look at it afterwards), passphrase secrets, and a
+ * stack config file kept in the lab's state folder so running the lab never
+ * edits the repo's stacks/ (`--config-file` on every command that reads
+ * config). Deploys go through `meshfleet up`'s own code (cli/commands/deploy.ts);
+ * runPulumi is for the CLI-only commands (`config set`).
  */
 import { spawn } from "node:child_process";
 import { chmodSync, createWriteStream, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
@@ -33,7 +36,7 @@ export function keptSecret(path: string, bytes = 32): string {
 
 export function labPulumiEnv(instance: number): Record<string, string> {
   const p = e2ePaths(instance);
-  return pulumiEnv(p.pulumiWork, { passphrase: keptSecret(p.passphrase) });
+  return pulumiEnv(p.pulumiWork, { passphrase: keptSecret(p.passphrase), home: process.env.PULUMI_HOME || undefined });
 }
 
 export interface RunPulumiOptions {
@@ -89,11 +92,6 @@ export function failureSummary(r: PulumiRun, max = 12): string {
   const errs = all.filter((l) => /error|failed|Error:/i.test(l) && l.trim() !== "");
   const pick = (errs.length > 0 ? errs : all.filter(Boolean)).slice(-max);
   return pick.map((l) => l.trim()).join("\n  ");
-}
-
-/** Resource-level lines of `pulumi up` output worth echoing as progress. */
-export function interestingLine(l: string): boolean {
-  return /\b(created|updated|deleted|replaced|creating failed|updating failed|failed|error)\b/i.test(l) || /^\s*(error|warning):/i.test(l);
 }
 
 export { STACK };

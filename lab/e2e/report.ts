@@ -73,6 +73,23 @@ export function topologySvg(topo: LabTopology, peers: PeerView[] | undefined): s
   return `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}" font-family="sans-serif">${lines.join("")}${arcs.join("")}${boxes.join("")}${legend.join("")}</svg>`;
 }
 
+/**
+ * The report's deploy line: what `meshfleet up` changed and what `agent verify`
+ * found on each host afterwards. "ok" needs both; drift is counted by host.
+ */
+export function deployLine(up: UpSummary | undefined): string {
+  if (!up) return "not run";
+  const changes = up.deploy ? Object.entries(up.deploy.changes).filter(([, n]) => n > 0).map(([k, n]) => `${n} ${k}`).join(", ") : "";
+  const drift = up.drift;
+  const driftText = drift
+    ? drift.every((d) => d.ok)
+      ? `agent verify: no drift on ${drift.length}/${drift.length} hosts`
+      : `agent verify: drift on ${drift.filter((d) => !d.ok).length}/${drift.length} hosts (${drift.filter((d) => !d.ok).map((d) => `${d.host}: ${d.detail}`).join("; ")})`
+    : "agent verify: not run";
+  const head = up.ok ? `ok in ${(up.totalMs / 1000).toFixed(1)}s` : `FAILED at ${up.failedStep ?? "?"}`;
+  return [head, changes && `resources: ${changes}`, driftText].filter(Boolean).join("; ");
+}
+
 export function renderReport(r: ReportInput): string {
   const c = r.checks;
   const peers = c?.peers["udp-blocked"] && !c.peers.normal ? c.peers["udp-blocked"] : c?.peers.normal;
@@ -97,7 +114,7 @@ body{font-family:sans-serif;margin:24px;color:#0f172a}table{border-collapse:coll
 .pass td:first-child,.pass{background:#dcfce7}.fail td:first-child,.fail{background:#fee2e2}td.deny{background:#f1f5f9;color:#64748b}h2{margin-top:28px}
 </style></head><body>
 <h1>meshfleet lab</h1>
-<p>Generated ${esc(r.generatedAt)}. Deploy: ${r.up ? (r.up.ok ? `ok in ${(r.up.totalMs / 1000).toFixed(1)}s` : `FAILED at ${esc(r.up.failedStep ?? "?")}`) : "not run"}. Checks: ${c ? `${passed}/${c.checks.length} passed in ${(c.totalMs / 1000).toFixed(1)}s` : "not run"}.</p>
+<p>Generated ${esc(r.generatedAt)}. Deploy: ${esc(deployLine(r.up))}. Checks: ${c ? `${passed}/${c.checks.length} passed in ${(c.totalMs / 1000).toFixed(1)}s` : "not run"}.</p>
 <h2>Topology</h2>${topologySvg(r.topology, peers)}
 <h2>Tunnels (seen from laptop)</h2><table><tr><th>peer</th><th>tailnet IPs</th><th>path</th><th>state</th></tr>${tunnels || '<tr><td colspan="4">no status recorded</td></tr>'}</table>
 <h2>Routes</h2><table><tr><th>host</th><th>advertised routes</th></tr>${r.routes.map((x) => `<tr><td>${esc(x.host)}</td><td>${esc(x.routes.join(", ") || "—")}</td></tr>`).join("")}</table>

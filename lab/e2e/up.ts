@@ -1,7 +1,10 @@
 /**
  * `meshfleet lab up`: tools, hosts, agent bundle, the lab-only preparations,
- * then the real Pulumi engine deploying hosts/lab on stack `lab`. Every step
- * prints its progress; the first failure stops the run and is named.
+ * then `meshfleet up` (the same runDeploy, in this process) deploying
+ * hosts/lab on stack `lab` with the lab's own backend, passphrase and config
+ * file, and last `agent verify` on every host, so drift is counted, not
+ * assumed. Every step prints its progress; the first failure stops the run
+ * and is named.
  */
 import { execa } from "execa";
 import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
@@ -12,7 +15,10 @@ import { dropStackState } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
 import { provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
 import { Progress, StepError, type StepRecord } from "./progress.ts";
-import { failureSummary, interestingLine, labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
+import { runDeploy, type HostResult } from "../../cli/commands/deploy.ts";
+import { AGENT_HOST_PATH } from "../../core/types.ts";
+import { sshExec } from "../hosts/index.ts";
+import { labPulumiEnv, REPO, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
 
 export const FLEET_DIR = join(REPO, "hosts", "lab");
@@ -36,6 +42,10 @@ export interface UpSummary {
   error?: string;
   steps: StepRecord[];
   pulumi?: { changes?: string; outputs?: Record<string, unknown> };
+  /** What `meshfleet up` did: Pulumi's counts and each host's. */
+  deploy?: { ok: boolean; changes: Record<string, number>; hosts: HostResult[]; ms: number; errors: string[] };
+  /** `agent verify` on every fleet host after the deploy: ok means no drift. */
+  drift?: { host: string; ok: boolean; detail: string }[];
 }
 
 export interface LabUpOptions {
@@ -43,6 +53,17 @@ export interface LabUpOptions {
   log: (line: string) => void;
   /** Skip building missing tools (fail instead). */
   noBuild?: boolean;
+}
+
+/** `agent verify` on every fleet host: exit 0 means the host matches its generation. */
+export async function agentVerify(instance: number, hosts = fleetHosts()): Promise<{ host: string; ok: boolean; detail: string }[]> {
+  return Promise.all(
+    hosts.map(async (host) => {
+      const r = await sshExec(host, `node ${AGENT_HOST_PATH} verify`, { instance, timeoutMs: 30_000 }).catch((e: Error) => ({ code: -1, stdout: "", stderr: e.message }));
+      const text = `${r.stdout}\n${r.stderr}`.trim().split("\n").filter(Boolean);
+      return { host, ok: r.code === 0, detail: r.code === 0 ? "no drift" : text.slice(-3).join(" | ") || `exit ${r.code}` };
+    }),
+  );
 }
 
 export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
@@ -111,25 +132,29 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       return ensureStack(instance, env, { keyPath: labKeyPath({ instance }), knownHostsPath: labKnownHostsPath({ instance }) });
     }, (v) => v);
 
-    const up = await pr.step("pulumi up", STACK, async () => {
-      const r = await runPulumi(["up", "--yes", "--skip-preview", "--non-interactive", "--config-file", p.stackConfig, "--stack", STACK], {
+    // The same code path as `meshfleet up --stack lab --yes --config-file <lab>/Pulumi.lab.yaml`.
+    const up = await pr.step("meshfleet up", STACK, async () => {
+      const r = await runDeploy({
+        verb: "up",
+        stack: STACK,
+        configFile: p.stackConfig,
         env,
         logFile: p.log,
-        onLine: (l) => {
-          if (interestingLine(l)) pr.line("pulumi", l.trim().slice(0, 160));
-        },
+        say: (l) => pr.line("up", l.trim().slice(0, 180)),
       });
-      if (r.code !== 0) throw new Error(`exit ${r.code} (full log: ${p.log})\n  ${failureSummary(r)}`);
-      const m = r.stdout.match(/Resources:\s*\n([\s\S]*?)\n\s*\n/);
-      return m ? m[1]!.trim().replace(/\s+/g, " ") : "done";
+      summary.deploy = { ok: r.ok, changes: r.changes, hosts: r.hosts, ms: r.ms, errors: r.errors };
+      summary.pulumi = { outputs: r.outputs };
+      if (!r.ok) throw new Error(`${r.errors.join("\n  ")}\n  (full log: ${p.log})`);
+      return Object.entries(r.changes).map(([k, n]) => `${n} ${k}`).join(", ");
     }, (v) => v);
-    summary.pulumi = { changes: up };
+    summary.pulumi = { ...summary.pulumi, changes: up };
 
-    await pr.step("outputs", STACK, async () => {
-      const r = await runPulumi(["stack", "output", "--json", "--stack", STACK], { env });
-      if (r.code !== 0) throw new Error(failureSummary(r));
-      summary.pulumi!.outputs = JSON.parse(r.stdout || "{}") as Record<string, unknown>;
-      return Object.keys(summary.pulumi!.outputs).join(", ");
+    // The deploy said ok; the hosts must agree: no drift from the generation just switched to.
+    await pr.step("agent verify", undefined, async () => {
+      summary.drift = await agentVerify(instance);
+      const bad = summary.drift.filter((d) => !d.ok);
+      if (bad.length > 0) throw new Error(`drift after the deploy on ${bad.map((d) => `${d.host}: ${d.detail}`).join("; ")}`);
+      return `${summary.drift.length}/${summary.drift.length} hosts without drift`;
     }, (v) => v);
 
     await pr.step("verify TLS", "laptop", () => verifyCaddyTls(COORDINATOR, "laptop", SERVER_URL, instance), (v) => v);

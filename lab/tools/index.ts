@@ -1,4 +1,4 @@
-// The real peers' toolchain: headscale, tailscale, derper, pulumi and its plugins,
+// The real peers' toolchain: headscale, tailscale, derper and the pulumi CLI,
 // pinned in lab/versions.json and built from Go modules into a shared cache.
 import { mkdirSync } from "node:fs";
 import { delimiter, dirname, join, resolve } from "node:path";
@@ -16,8 +16,8 @@ export { loadVersions, type ToolSpec } from "./versions.ts";
 const resolved = new Map<string, string>();
 
 /**
- * Absolute path of a pinned binary (headscale, tailscale, tailscaled, derper, pulumi,
- * pulumi-language-nodejs, pulumi-resource-command): the cached build, else one on PATH
+ * Absolute path of a pinned binary (headscale, tailscale, tailscaled, derper, pulumi):
+ * the cached build, else one on PATH
  * that reports the pinned version. Throws a one-line ToolsError naming the fix otherwise.
  */
 export function toolPath(binary: string): string {
@@ -42,13 +42,16 @@ export type PulumiEnvOptions = {
   passphrase?: string;
   /** Base environment; default: process.env. */
   env?: NodeJS.ProcessEnv;
+  /** PULUMI_HOME; default: `workDir/home`. */
+  home?: string;
 };
 
 /**
  * The environment Pulumi runs with: a file backend under `workDir/state`, its own
  * PULUMI_HOME under `workDir/home` (nothing written to ~/.pulumi), no update check, no
- * plugin downloads, and the pinned pulumi, language host and command provider first on
- * PATH, where Pulumi picks up plugins it is not given otherwise. Creates both directories.
+ * plugin downloads, and the pinned pulumi CLI first on PATH. No plugin comes from PATH:
+ * the program runs inline and meshfleet's provider is declared in Pulumi.yaml.
+ * Creates both directories.
  */
 export function pulumiEnv(workDir: string, opts: PulumiEnvOptions = {}): Record<string, string> {
   const base = opts.env ?? process.env;
@@ -58,11 +61,11 @@ export function pulumiEnv(workDir: string, opts: PulumiEnvOptions = {}): Record<
   }
   const dir = resolve(workDir);
   const state = join(dir, "state");
-  const home = join(dir, "home");
+  const home = opts.home ? resolve(opts.home) : join(dir, "home");
   mkdirSync(state, { recursive: true });
   mkdirSync(home, { recursive: true });
-  const bins = ["pulumi", "pulumi-language-nodejs", "pulumi-resource-command"].map((b) => dirname(toolPath(b)));
-  // The language host runs `node`; the one running this process is the one the repo was tested with.
+  const bins = [dirname(toolPath("pulumi"))];
+  // The provider's shim runs `node`; the one running this process is the one the repo was tested with.
   const path = [...new Set([...bins, dirname(process.execPath)]), base.PATH ?? ""].filter(Boolean).join(delimiter);
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(base)) if (v !== undefined) env[k] = v;

@@ -1,6 +1,6 @@
 // How each pinned tool is built from Go modules: pure plans, run by build.ts.
 //
-// Three recipes, because the module proxy serves these projects differently:
+// Recipes, because the module proxy serves these projects differently:
 //  - install: `go install pkg@version` (headscale, tailscale). The module cache's
 //    download dir is put in front of GOPROXY as a file proxy, because `go install`
 //    asks the proxy for the module's version list (to look for deprecations) and a
@@ -8,9 +8,10 @@
 //  - wrapper: the pulumi CLI's go.mod replaces the sdk by a relative path, which
 //    `go install` rejects; a scratch module that copies its requirements (minus
 //    that replace) and requires pkg/v3 builds the same package.
-//  - unavailable: modules the proxy does not serve at all (the nodejs language
-//    host, the command provider). No upstream source is committed here, so they
-//    are used from the cache or PATH and otherwise reported, never built.
+//  - unavailable: a pinned module the proxy does not serve at all. No upstream
+//    source is committed here, so such a tool is used from the cache or PATH and
+//    otherwise reported, never built. None is pinned today: Pulumi runs inline
+//    (no Node.js language host) with meshfleet's own provider (no command provider).
 import { join } from "node:path";
 import type { ToolSpec } from "./versions.ts";
 
@@ -44,9 +45,8 @@ const ldflagsByTool: Record<string, (t: ToolSpec) => string> = {
   // What upstream's build_dist.sh stamps; without it `go install` binaries call
   // themselves "x.y.z-ERR-BuildInfo" (no VCS info in a module build).
   tailscale: (t) => `-X tailscale.com/version.longStamp=${t.version} -X tailscale.com/version.shortStamp=${t.version}`,
+  // The Automation API asks the CLI its version (`refresh` fails on an empty one).
   pulumi: (t) => `-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v${t.version}`,
-  "pulumi-language-nodejs": (t) => `-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v${t.version}`,
-  "pulumi-resource-command": (t) => `-X github.com/pulumi/pulumi-command/provider/pkg/version.Version=${t.version}`,
 };
 
 export function ldflags(t: ToolSpec): string | undefined {
@@ -62,7 +62,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
   const flags = ldflags(t);
   // -trimpath keeps this machine's paths out of the binaries, but it also drops
   // -ldflags from the embedded build info, which is the only place a tool with no
-  // version flag (the command provider) can be asked its version.
+  // version flag (a plugin) can be asked its version.
   const trim = Object.values(t.binaries).every((b) => b.versionArgs !== null) ? ["-trimpath"] : [];
   const linkArgs = [...trim, ...(flags ? ["-ldflags", flags] : [])];
   if (t.unavailable) return { tool: t, recipe: "unavailable", steps: [] };

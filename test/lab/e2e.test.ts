@@ -11,11 +11,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { inflateSync } from "node:zlib";
 import { afterAll, describe, expect, it } from "vitest";
+import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
 import type { ChecksFile } from "../../lab/e2e/checks.ts";
 import { labChecks } from "../../lab/e2e/checks.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { renderReport, topologySvg } from "../../lab/e2e/report.ts";
-import { labUp, type UpSummary } from "../../lab/e2e/up.ts";
+import { fleetHosts, labUp, type UpSummary } from "../../lab/e2e/up.ts";
 import { labTopology } from "../../lab/topology.ts";
 
 const REPO = join(import.meta.dirname, "..", "..");
@@ -106,17 +107,20 @@ describe("lab commands", () => {
 
 const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 
-describe.skipIf(!real)("the lab for real (MESHFLEET_LAB_E2E=1)", () => {
+describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab end to end runs with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))("the lab for real (MESHFLEET_LAB_E2E=1)", () => {
   const lines: string[] = [];
   afterAll(async () => {
     if (process.env.MESHFLEET_LAB_KEEP !== "1") await labDown({ instance: 0, log: () => undefined });
   }, 300_000);
 
-  it("lab up deploys hosts/lab with the real pulumi up", async () => {
+  it("lab up deploys hosts/lab through meshfleet up, and agent verify finds no drift", async () => {
     const r = await labUp({ instance: 0, log: (l) => lines.push(l) });
     expect(r.error ?? "", lines.slice(-15).join("\n")).toBe("");
     expect(r.ok).toBe(true);
-    expect(r.steps.map((s) => s.step)).toContain("pulumi up");
+    expect(r.steps.map((s) => s.step)).toEqual(expect.arrayContaining(["meshfleet up", "agent verify"]));
+    expect(r.deploy?.ok).toBe(true);
+    expect(r.drift?.map((d) => d.host).sort()).toEqual(fleetHosts());
+    expect(r.drift?.filter((d) => !d.ok)).toEqual([]);
   }, 1_800_000);
 
   it("lab check passes every check on real traffic", async () => {

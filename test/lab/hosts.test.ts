@@ -8,6 +8,7 @@
  */
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
 import { lab, type UpResult } from "../../lab/hosts/index.ts";
 import { networkPlan } from "../../lab/hosts/network.ts";
 import { runDir, stateFile } from "../../lab/hosts/paths.ts";
@@ -98,7 +99,7 @@ describe("lab topology and network plan (pure)", () => {
   });
 });
 
-describe.skipIf(!isRoot)("lab hosts (real nspawn hosts)", () => {
+describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("lab hosts (real nspawn hosts)", () => {
   let up: UpResult;
 
   beforeAll(async () => {

@@ -15,6 +15,7 @@
  */
 import { existsSync, readdirSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
 import { lab, toolsDir, HOST_TOOLS_DIR } from "../../lab/hosts/index.ts";
 
 const L = lab(9);
@@ -106,7 +107,7 @@ interface HsNode {
   subnet_routes?: string[];
 }
 
-describe.skipIf(!isRoot)("real peers in the lab (headscale + tailscaled + subnet route)", () => {
+describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("real peers in the lab (headscale + tailscaled + subnet route)", () => {
   let HS: string;
   let TS: string;
   let TSD: string;

@@ -35,8 +35,8 @@ export function toolPath(name: "caddy" | "nginx" | "headscale" | "openssl" | "de
 export function missing(...names: Parameters<typeof toolPath>[0][]): string {
   const gone = names.filter((n) => toolPath(n) === null);
   if (gone.length === 0) return "";
-  if (process.env.MESHFLEET_REQUIRE_TOOLS) {
-    throw new Error(`MESHFLEET_REQUIRE_TOOLS is set but ${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx; scripts build headscale/derper into ${toolsDir()})`);
+  if (process.env.MESHFLEET_REQUIRE_TOOLS || (process.env.CI && process.env.CI !== "false" && process.env.CI !== "0")) {
+    throw new Error(`MESHFLEET_REQUIRE_TOOLS or CI is set but ${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx; scripts build headscale/derper into ${toolsDir()})`);
   }
   return `skipped: ${gone.join(", ")} not installed`;
 }
