@@ -261,7 +261,7 @@ function hostOptions(
 function nest(list: OptionSetting[]): Record<string, unknown> {
   const out: Record<string, unknown> = {};
   for (const s of list) {
-    const parts = s.option.split(".");
+    const parts = Array.isArray(s.option) ? s.option : s.option.split(".");
     let cur = out;
     for (const p of parts.slice(0, -1)) cur = (cur[p] ??= {}) as Record<string, unknown>;
     const last = parts[parts.length - 1];
@@ -294,7 +294,10 @@ function makeOrigin(hostFile: string, sources: Map<string, string>, settings: { 
       return { file: isRealFile(label) ? label : hostFile, path: optionPath };
     }
     const mod = label.slice(MODULE_LABEL.length);
-    const s = settings.find((x) => x.module.name === mod)?.list.find((x) => optionPath === x.option || optionPath.startsWith(`${x.option}.`) || optionPath.startsWith(`${x.option}[`));
+    const s = settings
+      .find((x) => x.module.name === mod)
+      ?.list.map((x) => ({ ...x, option: Array.isArray(x.option) ? x.option.join(".") : x.option }))
+      .find((x) => optionPath === x.option || optionPath.startsWith(`${x.option}.`) || optionPath.startsWith(`${x.option}[`));
     if (!s?.from || depth > 4) return { file: hostFile, path: s?.option ?? optionPath };
     let rest = optionPath.slice(s.option.length);
     const head = /^\[(\d+)\](.*)$/.exec(rest);

@@ -134,8 +134,11 @@ export type Warning = Omit<Assertion, "assertion"> & { when: boolean };
  * value comes from, so a problem with it is reported there.
  */
 export interface OptionSetting {
-  /** Dotted option path, e.g. `tailscale.advertiseRoutes`. */
-  option: string;
+  /**
+   * Option path: dotted (`tailscale.advertiseRoutes`), or a list of keys when
+   * a key holds dots itself (`["kernel", "sysctl", "net.ipv4.ip_forward"]`).
+   */
+  option: string | string[];
   value: unknown;
   from?: string;
 }

@@ -9,6 +9,7 @@ import { agentModule } from "./agent.ts";
 import { derpModule } from "./derp.ts";
 import { firewallModule } from "./firewall.ts";
 import { headscaleModule } from "./headscale.ts";
+import { kernelModule } from "./kernel.ts";
 import { lxcModule } from "./lxc.ts";
 import { metricsModule } from "./metrics.ts";
 import { nodeExporterModule } from "./node-exporter.ts";
@@ -21,7 +22,7 @@ import { tailscaleModule } from "./tailscale.ts";
 /** In contribution order (the agent's own units come last). */
 export const MODULES = [
   headscaleModule, reverseProxyModule, derpModule, tailscaleModule, subnetRouterModule,
-  exitNodeModule, firewallModule, sshModule, lxcModule, metricsModule, nodeExporterModule, agentModule,
+  exitNodeModule, firewallModule, sshModule, lxcModule, metricsModule, nodeExporterModule, agentModule, kernelModule,
 ] as const satisfies readonly AnyModule[];
 
 // Every module in the list declares its options in the typed config tree, and nothing else does.

@@ -1,18 +1,23 @@
 /**
  * subnet-router and exit-node: forwarding sysctls (tailscale will not set
- * them) and best-effort UDP GRO forwarding. The routes themselves are
+ * them; set as kernel.sysctl, so a host can override them) and best-effort
+ * UDP GRO forwarding. The routes themselves are
  * tailscale's: subnet-router sets `tailscale.advertiseRoutes` (and exit-node
  * `tailscale.advertiseExitNode`) through the same priority merge as a host
  * file, so a node routes the same whichever way it was spelled, and the
  * tailscale module checks every route once, wherever it was written.
  */
 import { z } from "zod";
-import { defineModule } from "../core/module.ts";
+import { defineModule, type OptionSetting } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 import { cidr } from "../core/schema-types.ts";
 import type { BestEffortCommand } from "../core/types.ts";
 
 const FORWARDING = { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1" };
+
+/** Forwarding on, as kernel.sysctl settings (a host can still !mkForce them). */
+const forwarding = (from: string): OptionSetting[] =>
+  Object.entries(FORWARDING).map(([k, v]) => ({ option: ["kernel", "sysctl", k], value: v, from }));
 
 const groForwarding = (iface: string): BestEffortCommand => ({
   // Does not survive a reboot and fails on some NICs, so it is best effort (REFERENCE.md).
@@ -48,11 +53,15 @@ export const subnetRouterModule = defineModule({
   name: "subnet-router",
   description: "Advertise home subnets to the tailnet (a subnet router).",
   options: subnetRouterOptions,
-  settings(o) {
-    if (!o.enable) return [];
+  settings(o, host) {
+    // A node that advertises routes forwards, however the routes were set.
+    const ts = host.config.tailscale;
+    const routes = ts.enable && ts.advertiseRoutes.length > 0;
+    if (!o.enable) return routes ? forwarding("tailscale.advertiseRoutes") : [];
     return [
       { option: "tailscale.enable", value: mkDefault(true) },
       { option: "tailscale.advertiseRoutes", value: o.routes, from: "subnet-router.routes" },
+      ...forwarding("subnet-router.enable"),
     ];
   },
   config(o, ctx) {
@@ -60,7 +69,6 @@ export const subnetRouterModule = defineModule({
     const routes = ctx.self.facts.tailnet?.routes.map((r) => r.cidr) ?? [];
     if (!o.enable && routes.length === 0) return {};
     return {
-      sysctl: FORWARDING,
       forward: true,
       bestEffort: o.udpGroForwarding ? [groForwarding(o.lanInterface)] : [],
       probes: routes.length ? [{ name: "routes advertised", kind: "routes-advertised", routes }] : [],
@@ -81,17 +89,18 @@ export const exitNodeModule = defineModule({
   name: "exit-node",
   description: "Offer this node as an exit node for the tailnet's internet traffic.",
   options: exitNodeOptions,
-  settings(o) {
-    if (!o.enable) return [];
+  settings(o, host) {
+    const ts = host.config.tailscale;
+    if (!o.enable) return ts.enable && ts.advertiseExitNode ? forwarding("tailscale.advertiseExitNode") : [];
     return [
       { option: "tailscale.enable", value: mkDefault(true) },
       { option: "tailscale.advertiseExitNode", value: true, from: "exit-node.enable" },
+      ...forwarding("exit-node.enable"),
     ];
   },
   config(o, ctx) {
     if (!o.enable && !ctx.self.facts.tailnet?.exitNode) return {};
     return {
-      sysctl: FORWARDING,
       forward: true,
       bestEffort: o.udpGroForwarding ? [groForwarding(o.wanInterface)] : [],
     };

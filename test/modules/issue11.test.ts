@@ -177,6 +177,35 @@ describe("modules set each other's options through the priority merge", () => {
   });
 });
 
+describe("sysctl through the priority merge (kernel.sysctl)", () => {
+  it("subnet-router sets forwarding as kernel.sysctl; !mkForce in the host file wins", async () => {
+    const plain = await evalOk(labCopy());
+    expect(plain.hosts["lxc-tailscale"].sysctl).toEqual({ "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1" });
+    const forced = await evalOk(labCopy({
+      "lxc-tailscale.yaml": (t) => t + 'kernel:\n  sysctl:\n    net.ipv6.conf.all.forwarding: !mkForce "0"\n    vm.swappiness: "10"\n',
+    }));
+    expect(forced.hosts["lxc-tailscale"].sysctl).toEqual({ "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "0", "vm.swappiness": "10" });
+  });
+
+  it("a plain value against a module's: a conflict at the sysctl key, in the host file", async () => {
+    const r = await evaluateFleet(REGISTRY, labCopy({
+      "lxc-tailscale.yaml": (t) => t + 'kernel:\n  sysctl:\n    net.ipv4.ip_forward: "0"\n',
+    }), "lab");
+    expect(r.fleet).toBeUndefined();
+    expect(r.diagnostics.filter((d) => d.severity === "error")).toMatchObject([
+      { path: "kernel.sysctl.net.ipv4.ip_forward", file: expect.stringMatching(/lxc-tailscale\.yaml$/), found: '"1" here (set by the subnet-router module)' },
+    ]);
+  });
+
+  it("routes spelled through tailscale alone turn forwarding on too (the same route on two routers is HA)", async () => {
+    const f = await evalOk(labCopy({
+      "laptop.yaml": (t) => t.replace("tailscale:\n", "tailscale:\n  advertiseRoutes: [192.168.8.0/24]\n") + "lan: [192.168.8.0/24]\n",
+    }));
+    expect(f.hosts.laptop.sysctl["net.ipv4.ip_forward"]).toBe("1");
+    expect(f.hosts.laptop.services.subnetRouter).toBe(true);
+  });
+});
+
 describe("the agent's own units come from the meshfleet-agent module", () => {
   it("meshfleet-agent.nodePath is the node the units run (the configurable node binary)", async () => {
     const f = await evalOk(labCopy({ "laptop.yaml": (t) => t + "meshfleet-agent:\n  nodePath: /usr/bin/nodejs\n" }));
