@@ -42,7 +42,7 @@ export function recordTypedScalars(file: string, scalars: Map<string, TypedScala
 
 function asTyped(file: string, path: string, found: string): string {
   const t = typedScalars.get(file)?.get(path);
-  return t && found === t.parsed ? t.source : found;
+  return t && t.source && found === t.parsed ? t.source : found;
 }
 
 /** Control characters (newline, NUL, ESC...) escaped, so a diagnostic stays one line and cannot drive the terminal; long text cut. */

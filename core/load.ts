@@ -26,7 +26,7 @@
 import { closeSync, fstatSync, lstatSync, openSync, readdirSync, readSync, realpathSync, statSync, constants as fsConstants } from "node:fs";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
-import { isAlias, isMap, isScalar, isSeq, LineCounter, parse as parseYamlValue, parseDocument, type Document, type Node as YamlNode } from "yaml";
+import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import { diag, ECHO_MAX, quote, recordTypedScalars, show, type TypedScalar } from "./diagnostics.ts";
 import { checkFleetFile } from "./fleet-schema.ts";
 import { caseCollisions, labelProblem, suggestLabel } from "./names.ts";
@@ -258,6 +258,12 @@ export function parseYaml(text: string, file: string): { value?: unknown; diagno
 
 const joinPath = (base: string, key: string | number) => (typeof key === "number" ? `${base}[${key}]` : base ? `${base}.${key}` : key);
 
+/** A plain scalar's own type (`1` -> 1, `true` -> true); text that is not one plain scalar stays text. */
+function plainScalar(source: string): unknown {
+  const d = parseDocument(source, { prettyErrors: false });
+  return !d.errors.length && isScalar(d.contents) ? d.contents.value : source;
+}
+
 /** Turns YAML nodes into values: aliases and merge keys expanded within the limits, duplicates and odd keys reported. */
 class Walker {
   out: Diagnostic[] = [];
@@ -351,12 +357,12 @@ class Walker {
       v = node.value;
       // A custom tag makes yaml read the scalar as a string; a plain scalar
       // under !mkForce keeps its own type (`!mkForce 1` is the number 1).
-      if (node.tag && node.tag in YAML_PRIORITY_TAGS && node.type === "PLAIN") v = parseYamlValue(String(node.source ?? v));
+      if (node.tag && node.tag in YAML_PRIORITY_TAGS && node.type === "PLAIN") v = plainScalar(String(node.source ?? v));
       if (v !== null && typeof v === "object") {
         this.err(p, "text, a number, true/false or null", `a ${(node.tag ?? "tagged").replace("tag:yaml.org,2002:", "!!")} value`, "write the value as plain text");
         return undefined;
       }
-      if (typeof v !== "string" && typeof node.source === "string" && node.source !== String(v)) this.typed.set(p, node.source.length > ECHO_MAX ? { parsed: show(v), source: `${node.source.slice(0, ECHO_MAX - 3)}... (${node.source.length} characters)`, cut: true } : { parsed: show(v), source: node.source });
+      if (typeof v !== "string" && typeof node.source === "string" && node.source.trim() !== "" && node.source !== String(v)) this.typed.set(p, node.source.length > ECHO_MAX ? { parsed: show(v), source: `${node.source.slice(0, ECHO_MAX - 3)}... (${node.source.length} characters)`, cut: true } : { parsed: show(v), source: node.source });
     }
     const tag = (node as { tag?: string }).tag;
     if (tag && tag in YAML_PRIORITY_TAGS) return new Prio(YAML_PRIORITY_TAGS[tag], v);

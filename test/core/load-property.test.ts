@@ -83,7 +83,7 @@ function build(w: fc.RecordValue<any>): string {
     if (path.dirname(file) !== dir || h.name.includes("\0")) continue; // not a name a folder can hold
     try {
       switch (h.kind) {
-        case "file": realFs.writeFileSync(file, h.text); break;
+        case "file": realFs.writeFileSync(file, h.text, { flag: "wx" }); break; // never through a link made earlier (a FIFO would block)
         case "link-secret": realFs.symlinkSync(path.join(root, "outside", "secret.yaml"), file); break;
         case "link-pipe": realFs.symlinkSync("../outside/pipe.yaml", file); break;
         case "link-inside": realFs.symlinkSync("_f0.yaml", file); break;
@@ -109,6 +109,7 @@ describe("loader: property", () => {
   it("never throws, always classifies, never opens a file outside the hosts folder", async () => {
     await fc.assert(
       fc.asyncProperty(world, async (w) => {
+        if (process.env.MESHFLEET_PROPERTY_LOG) realFs.appendFileSync(process.env.MESHFLEET_PROPERTY_LOG, JSON.stringify(w) + "\n");
         const dir = build(w);
         const realDir = realFs.realpathSync(dir);
         opened.length = 0;
