@@ -207,6 +207,7 @@ function hostOptions(
   // The options modules set on each other, merged like a host file's; again until they settle.
   let settings: { module: AnyModule; list: OptionSetting[] }[] = [];
   let settingsKey = "[]";
+  let allDefs = defs;
   for (let round = 0; parsed?.success && round < 4; round++) {
     const config = parsed.data as HostConfig;
     const identity: HostIdentity = { name, file, config };
@@ -224,16 +225,19 @@ function hostOptions(
     }
     settings = next;
     settingsKey = key;
-    const contributed = settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }));
-    ({ merged, parsed } = parse([...defs, ...contributed]));
+    allDefs = [...defs, ...settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }))];
+    ({ merged, parsed } = parse(allDefs));
   }
-  const sources = merged.sources;
-  const origin = makeOrigin(file, sources, settings);
+  // Where each value came from is only needed to report a problem: the merge's source map is kept
+  // for this host while it is checked, then worked out again (from the same definitions) on demand.
+  let sources: Map<string, string> | undefined = merged.sources;
+  const finalDefs = allDefs;
+  const origin = makeOrigin(file, () => (sources ??= mergeDefinitions(schema, finalDefs).sources), settings);
   diagnostics.push(...merged.diagnostics.map((d) => relabel(d, origin)));
   if (!parsed) return undefined;
   if (!parsed.success) {
     diagnostics.push(
-      ...zodDiagnostics(schema, parsed.error, sources, file)
+      ...zodDiagnostics(schema, parsed.error, merged.sources, file)
         .filter((d) => !(d.found.startsWith("unknown option") && diagnostics.length > before))
         .map((d) => relabel(d, origin)),
     );
@@ -241,6 +245,7 @@ function hostOptions(
   }
   if (diagnostics.length > before) return undefined;
 
+  sources = undefined;
   const config = parsed.data as HostConfig;
   const identity: HostIdentity = { name, file, config };
   const facts: HostFacts = { services: {}, tailnet: null };
@@ -279,13 +284,15 @@ const isRealFile = (label: string) => !label.startsWith(MODULE_LABEL) && !label.
  * that file. A list item is counted within its own file's list; a value a
  * module set from one of its own options (`from`) is traced to that option.
  */
-function makeOrigin(hostFile: string, sources: Map<string, string>, settings: { module: AnyModule; list: OptionSetting[] }[]) {
+function makeOrigin(hostFile: string, sourcesOf: () => Map<string, string>, settings: { module: AnyModule; list: OptionSetting[] }[]) {
   const itemIndex = (listPath: string, i: number, label: string) => {
+    const sources = sourcesOf();
     let first = i;
     while (first > 0 && sources.get(`${listPath}[${first - 1}]`) === label) first--;
     return i - first;
   };
   const origin = (optionPath: string, depth = 0): { file: string; path: string } => {
+    const sources = sourcesOf();
     const label = sourceOf(sources, optionPath, hostFile);
     const item = /^(.*)\[(\d+)\](.*)$/.exec(optionPath);
     if (!label.startsWith(MODULE_LABEL)) {
