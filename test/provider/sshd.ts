@@ -6,23 +6,40 @@
  * provider runs through it see MESHFLEET_ROOT (the agent acts on a temp
  * root) and the agent tests' stand-ins for nft/systemctl/tailscale on PATH.
  *
- * The sshd binary: MESHFLEET_TEST_SSHD (a path to sshd), else /usr/sbin/sshd.
- * A binary unpacked from the Debian package (`<dir>/usr/sbin/sshd`) gets
- * `<dir>/usr/lib/<triplet>` on LD_LIBRARY_PATH for its libwrap.
+ * The sshd binary: MESHFLEET_TEST_SSHD (a path to sshd), else
+ * /usr/sbin/sshd, else the one in the lab's cached Debian root. A binary
+ * from another root (`<root>/usr/sbin/sshd`) gets the libraries the machine
+ * lacks (libwrap) from that root, linked one by one into a folder on
+ * LD_LIBRARY_PATH, never the root's whole lib folder.
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { rootfsDir } from "../../lab/hosts/paths.ts";
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const FAKEBIN = path.resolve(HERE, "../agent/fakebin");
 
 export function sshdBinary(): string | null {
-  for (const c of [process.env.MESHFLEET_TEST_SSHD, "/usr/sbin/sshd"]) if (c && existsSync(c)) return path.resolve(c);
+  for (const c of [process.env.MESHFLEET_TEST_SSHD, "/usr/sbin/sshd", path.join(rootfsDir(), "usr/sbin/sshd")]) if (c && existsSync(c)) return path.resolve(c);
   return null;
+}
+
+/** A folder of links to the libraries `bin` needs that the machine lacks, from the root the binary came from. */
+function missingLibs(bin: string, into: string): string | null {
+  const ldd = spawnSync("ldd", [bin], { encoding: "utf8" });
+  const missing = [...(ldd.stdout ?? "").matchAll(/^\s*(\S+) => not found/gm)].map((m) => m[1]);
+  if (!missing.length) return null;
+  const root = path.resolve(path.dirname(bin), "../..");
+  mkdirSync(into, { recursive: true });
+  for (const lib of missing) {
+    const from = ["usr/lib/x86_64-linux-gnu", "lib/x86_64-linux-gnu", "usr/lib/aarch64-linux-gnu", "lib/aarch64-linux-gnu"].map((d) => path.join(root, d, lib)).find((f) => existsSync(f));
+    if (from) symlinkSync(from, path.join(into, lib));
+  }
+  return into;
 }
 
 /** Why the real tests cannot run here, or null when they can. */
@@ -103,8 +120,7 @@ export async function startSshd(env: Record<string, string> = {}): Promise<Sshd>
       `SetEnv ${Object.entries(setEnv).map(([k, v]) => `${k}=${v}`).join(" ")}`,
     ].join("\n") + "\n",
   );
-  const sbin = path.dirname(bin);
-  const libs = ["x86_64-linux-gnu", "aarch64-linux-gnu"].map((t) => path.resolve(sbin, "..", "lib", t)).filter((d) => existsSync(d) && bin !== "/usr/sbin/sshd");
+  const libs = missingLibs(bin, path.join(dir, "lib"));
   const script = [
     "set -e",
     "mount --make-rprivate /",
@@ -115,7 +131,7 @@ export async function startSshd(env: Record<string, string> = {}): Promise<Sshd>
   ].join("\n");
   const child: ChildProcess = spawn("unshare", ["-m", "sh", "-c", script], {
     stdio: ["ignore", "ignore", "pipe"],
-    env: { ...process.env, ...(libs.length ? { LD_LIBRARY_PATH: libs.join(":") } : {}) },
+    env: { ...process.env, ...(libs ? { LD_LIBRARY_PATH: libs } : {}) },
   });
   let log = "";
   child.stderr!.on("data", (d) => (log += d));
