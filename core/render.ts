@@ -6,6 +6,7 @@
 import { BUNDLE_FORMAT, checkSealed, sealBundle, sha256, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
 import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 import { nftRuleset } from "../contract/nftables.ts";
+import { MeshfleetError } from "./diagnostics.ts";
 import type { FirewallSpec, HealthProbe, HostSystem, TailscaleSettings } from "./types.ts";
 
 /** An nft comment: no quotes or backslashes (it sits inside "..."), at most 128 characters. */
@@ -118,7 +119,10 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
       let content = f.content;
       if (f.secretRef) {
         const v = secrets[f.secretRef];
-        if (v === undefined) throw new Error(`host ${host.name}: file ${f.path} needs secret "${f.secretRef}", which was not given`);
+        if (v === undefined)
+          throw new MeshfleetError(`host ${host.name}: file ${f.path} needs secret "${f.secretRef}", which was not given`, [
+            { severity: "error", file: host.file, path: "", expected: `secret "${f.secretRef}" for ${f.path}`, found: "none given", fix: "give the render every secret secretRefs(host) names" },
+          ]);
         content = v;
       }
       const secret = !!(f.secret || f.secretRef);
@@ -139,6 +143,10 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
     bestEffort: host.bestEffort.map((c) => ({ argv: [...c.argv], why: c.why })),
   });
   const problems = checkSealed(bundle);
-  if (problems.length) throw new Error(`host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${problems.join("; ")}. Fix the module or option that produced it`);
+  if (problems.length)
+    throw new MeshfleetError(
+      `host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${problems.join("; ")}. Fix the module or option that produced it`,
+      problems.map((p) => ({ severity: "error" as const, file: host.file, path: "", expected: "a bundle the agent accepts", found: p, fix: "fix the module or option that produced it" })),
+    );
   return bundle;
 }

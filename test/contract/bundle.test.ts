@@ -8,7 +8,7 @@ import { beforeAll, describe, expect, it } from "vitest";
 import { BUNDLE_FORMAT, bundleJsonSchema, canonicalJson, parseBundle, sealBundle, sha256, type Bundle } from "../../contract/bundle.ts";
 import { tailscaleSetFlags, tailscaleUpFlags } from "../../contract/tailscale.ts";
 import { secretRefs } from "../../core/bundle.ts";
-import { evaluateFleet } from "../../core/index.ts";
+import { evaluateFleet, MeshfleetError } from "../../core/index.ts";
 import { renderHost } from "../../core/render.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { REGISTRY } from "../../modules/index.ts";
@@ -78,6 +78,27 @@ describe("home fleet bundles", () => {
         expect(tailscaleUpFlags(t!), `${stack}/${h.name}`).toEqual(h.tailscale.upArgs);
         expect(tailscaleSetFlags(t!), `${stack}/${h.name}`).toEqual(h.tailscale.setArgs);
       }
+  });
+
+  it("a host whose modules produce what the agent would refuse fails at render, naming the host file", () => {
+    const vps = structuredClone(fleets.home.hosts.vps);
+    vps.files.push({ path: "/etc/headscale/../shadow", content: "x", mode: "0644", owner: "root", group: "root" });
+    vps.units[0] = { ...vps.units[0], name: "not a unit" };
+    let err: unknown;
+    try {
+      renderHost(vps, standInSecrets(secretRefs(vps)));
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(MeshfleetError);
+    // Bundles list files by path and units by name (code-point order).
+    const byKey = <T>(xs: T[], k: (x: T) => string) => [...xs].sort((a, b) => (k(a) < k(b) ? -1 : k(a) > k(b) ? 1 : 0));
+    const fi = byKey(vps.files, (f) => f.path).findIndex((f) => f.path.includes(".."));
+    const ui = byKey(vps.units, (u) => u.name).findIndex((u) => u.name === "not a unit");
+    expect((err as MeshfleetError).diagnostics.map((d) => `${d.file}: ${d.found}`)).toEqual([
+      `${vps.file}: files[${fi}].path: expected an absolute path without "..", "." or empty ("//") segments, found "/etc/headscale/../shadow"`,
+      `${vps.file}: units[${ui}].name: expected a systemd unit name such as tailscaled.service, found "not a unit"`,
+    ]);
   });
 
   it("a secret the host needs and was not given is an error, never an empty file", () => {
