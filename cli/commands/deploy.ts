@@ -168,10 +168,10 @@ export async function openStack(o: OpenOptions): Promise<OpenStack> {
   const root = o.root ?? REPO_ROOT;
   const env = deployEnv(o.env);
   checkPassphrase(o.stack, env, o.configFile, o.secretsProvider);
-  const program = o.program ?? inlineProgram(await loadProgram(root));
+  // Loading the program and asking the CLI its version overlap.
+  const [program, cmd] = await Promise.all([o.program ?? loadProgram(root).then(inlineProgram), pulumiCommand()]);
   const projectFile = projectStackFile(o.stack, root);
   const before = existsSync(projectFile) ? readFileSync(projectFile, "utf8") : undefined;
-  const cmd = await pulumiCommand();
   let stack: Stack;
   try {
     // No projectSettings: the workspace reads the repo's Pulumi.yaml and never writes it.
@@ -267,6 +267,19 @@ export function attributeHosts(resources: Map<string, ResourceInfo>, hosts: stri
     return h;
   };
   for (const r of resources.values()) r.host = hostOf(r.urn);
+  // A component named for its role (lab-coordinator) belongs to the one host all its children belong to.
+  const below = new Map<string, Set<string>>();
+  for (const r of resources.values()) {
+    if (!r.host) continue;
+    for (let p = r.parent, i = 0; p && i < 64; p = resources.get(p)?.parent, i++) {
+      if (!below.has(p)) below.set(p, new Set());
+      below.get(p)!.add(r.host);
+    }
+  }
+  for (const r of resources.values()) {
+    const hs = below.get(r.urn);
+    if (!r.host && hs && hs.size === 1 && !r.type.startsWith("pulumi:")) r.host = [...hs][0];
+  }
 }
 
 // ---------------------------------------------------------------------------
@@ -324,6 +337,8 @@ export class EventTracker {
   readonly diagnostics: { severity: string; message: string; urn?: string; host?: string }[] = [];
   readonly started = new Map<string, number>();
   changes: OpMap | undefined;
+  /** The stack's outputs as the engine reports them (secrets already "[secret]"). */
+  stackOutputs: Record<string, unknown> | undefined;
 
   constructor(
     private readonly hosts: string[],
@@ -379,6 +394,7 @@ export class EventTracker {
       if (this.isChange(m.op) && !this.opts.preview && !e.resourcePreEvent.planning) this.line(r, `${m.op}...`);
     } else if (e.resOutputsEvent) {
       const m = e.resOutputsEvent.metadata;
+      if (m.type === "pulumi:pulumi:Stack" && m.new?.outputs) this.stackOutputs = m.new.outputs as Record<string, unknown>;
       const r = this.record(m);
       r.done = true;
       const t = this.started.get(m.urn);
@@ -541,10 +557,16 @@ export async function fleetForSelection(hostsDir: string, stack: string): Promis
   return { hosts, coordinator: fleet.coordinator.host, joins };
 }
 
-function outputsOf(map: Record<string, { value: unknown; secret: boolean }> | undefined): Record<string, unknown> {
-  const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(map ?? {})) out[k] = v.secret ? "[secret]" : v.value;
-  return out;
+const SECRET_SIG = "4dabf18193072939515e22adb298388d";
+
+/** Outputs as events carry them, with every secret (already masked by the engine) shown as "[secret]". */
+export function maskSecrets(v: unknown): unknown {
+  if (Array.isArray(v)) return v.map(maskSecrets);
+  if (v && typeof v === "object") {
+    if (SECRET_SIG in (v as object)) return "[secret]";
+    return Object.fromEntries(Object.entries(v as Record<string, unknown>).map(([k, x]) => [k, maskSecrets(x)]));
+  }
+  return v;
 }
 
 /** Runs one verb against the stack and returns what happened per host. Throws only for problems before Pulumi runs. */
@@ -641,6 +663,12 @@ async function runVerb(
 ): Promise<DeployResult> {
   const preview = o.verb === "preview" || !!o.previewOnly;
   const tracker = new EventTracker(hostNames, { say: o.say, diff: o.diff || preview, verbose: o.verbose, preview, t0 });
+  // After up/refresh the Automation API runs three more CLI commands (stack output twice, stack
+  // history) for outputs and a summary the engine's own events already carried: about 2 s of a
+  // 4 s no-op. This stack's results come from the events instead.
+  const quick = stack as unknown as { outputs: () => Promise<unknown>; info: () => Promise<unknown> };
+  quick.outputs = async () => ({});
+  quick.info = async () => undefined;
   const onEvent = (e: EngineEvent) => tracker.handle(e);
   const base = { ...common, ...targeting, onEvent };
   try {
@@ -657,9 +685,9 @@ async function runVerb(
           const r = await stack.preview({ ...base, expectNoChanges: o.expectNoChanges, refresh: o.refresh });
           changes = r.changeSummary as Record<string, number>;
         } else {
-          const r = await stack.up({ ...base, diff: o.diff, expectNoChanges: o.expectNoChanges, refresh: o.refresh });
-          changes = r.summary.resourceChanges as Record<string, number>;
-          outputs = outputsOf(r.outputs);
+          await stack.up({ ...base, diff: o.diff, expectNoChanges: o.expectNoChanges, refresh: o.refresh });
+          changes = tracker.changes as Record<string, number>;
+          outputs = maskSecrets(tracker.stackOutputs ?? {}) as Record<string, unknown>;
         }
         break;
       }
@@ -668,9 +696,9 @@ async function runVerb(
           const r = await stack.previewRefresh({ ...base, expectNoChanges: o.expectNoChanges });
           changes = r.changeSummary as Record<string, number>;
         } else {
-          const r = await stack.refresh({ ...base, expectNoChanges: o.expectNoChanges });
-          changes = r.summary.resourceChanges as Record<string, number>;
-          outputs = outputsOf(await stack.outputs());
+          await stack.refresh({ ...base, expectNoChanges: o.expectNoChanges });
+          changes = tracker.changes as Record<string, number>;
+          outputs = maskSecrets(tracker.stackOutputs ?? {}) as Record<string, unknown>;
         }
         break;
       }
@@ -679,8 +707,8 @@ async function runVerb(
           const r = await stack.previewDestroy(base);
           changes = r.changeSummary as Record<string, number>;
         } else {
-          const r = await stack.destroy(base);
-          changes = r.summary.resourceChanges as Record<string, number>;
+          await stack.destroy(base);
+          changes = tracker.changes as Record<string, number>;
         }
         break;
       }

@@ -188,3 +188,18 @@ describe("meshfleet up/preview/refresh/destroy as a user runs them", () => {
     }
   });
 });
+
+describe("components named for a role", () => {
+  it("belong to the one host all their children belong to, never to two", () => {
+    const mk = (type: string, name: string, parent?: string, hostInput?: string): [string, ResourceInfo] => [urn(type, name), { urn: urn(type, name), type, name, parent: parent ? urn("meshfleet:index:" + parent.split(":")[0], parent.split(":")[1]!) : undefined, hostInput }];
+    const res = new Map<string, ResourceInfo>([
+      mk("meshfleet:index:Mesh", "lab"),
+      mk("meshfleet:index:Coordinator", "lab-coordinator", "Mesh:lab"),
+      mk("meshfleet:host:Generation", "lab-coordinator-generation", "Coordinator:lab-coordinator", "vps"),
+    ]);
+    res.set(urn("meshfleet:host:Generation", "lab-node-a"), { urn: urn("meshfleet:host:Generation", "lab-node-a"), type: "meshfleet:host:Generation", name: "lab-node-a", parent: urn("meshfleet:index:Mesh", "lab"), hostInput: "laptop" });
+    attributeHosts(res, HOSTS);
+    expect(res.get(urn("meshfleet:index:Coordinator", "lab-coordinator"))!.host).toBe("vps");
+    expect(res.get(urn("meshfleet:index:Mesh", "lab"))!.host).toBeUndefined();
+  });
+});
