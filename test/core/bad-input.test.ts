@@ -70,7 +70,7 @@ const CASES: Record<string, Record<string, string | null>> = {
   "YAML alias bomb": { "laptop.yaml": "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n" },
   "multi-document YAML": { "laptop.yaml": BASE["laptop.yaml"] + "---\naddress: 10.0.0.6\n" },
   "value shown as typed": { "laptop.yaml": BASE["laptop.yaml"] + "ssh:\n  port: 0x0\n", "fleet.yaml": fleet + "tailscaleVersion: 1.90\n" },
-  "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(20000)) + "runtime: " + "p".repeat(5000) + "\n" },
+  "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(9000)) + "runtime: " + "p".repeat(4000) + "\n" },
 };
 
 describe("bad input: one clear diagnostic per problem", () => {

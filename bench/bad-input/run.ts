@@ -1,0 +1,120 @@
+/**
+ * bench/bad-input: how fast the loader answers the largest fleet files it
+ * allows, and the ones just past its limits (issue 17: "the largest allowed
+ * fleet file is refused or accepted in under 200 ms"). Each case runs in a
+ * fresh process (the CLI loads a fleet once per run, so the first, cold load
+ * is what a person waits for); modules are imported before the clock starts.
+ * The baseline, measured in the same run and the same way, is loading a
+ * normal fleet (the base test fleet: fleet.yaml and three hosts).
+ *
+ *   node --import tsx bench/bad-input/run.ts [--runs 5]
+ */
+import { execFileSync } from "node:child_process";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { BASE } from "../../test/core/fleet-fixture.ts";
+
+const self = fileURLToPath(import.meta.url);
+
+/** The floor: the YAML library alone parsing the same fleet.yaml, cold, in a process of its own. */
+async function parseOnly(file: string) {
+  const { parseDocument } = await import("yaml");
+  const text = readFileSync(file, "utf8");
+  const c = process.cpuUsage();
+  const t = performance.now();
+  parseDocument(text);
+  const ms = performance.now() - t;
+  const u = process.cpuUsage(c);
+  console.log(JSON.stringify({ cold: ms, cpu: (u.user + u.system) / 1000, warm: ms, verdict: "parsed (yaml library only)" }));
+}
+
+async function child(dir: string, runs: number) {
+  const { loadFleetDir } = await import("../../core/load.ts");
+  const times: number[] = [];
+  let cpu = 0;
+  let verdict = "";
+  for (let i = 0; i < runs; i++) {
+    const c = process.cpuUsage();
+    const t = performance.now();
+    const r = await loadFleetDir(dir);
+    times.push(performance.now() - t);
+    if (i === 0) {
+      const u = process.cpuUsage(c);
+      cpu = (u.user + u.system) / 1000;
+    }
+    const errors = r.diagnostics.filter((d) => d.severity === "error");
+    verdict = errors.length ? `refused: ${errors[0].expected.slice(0, 60)}` : "accepted";
+  }
+  const warm = times.slice(1).sort((a, b) => a - b);
+  console.log(JSON.stringify({ cold: times[0], cpu, warm: warm.length ? warm[Math.floor(warm.length / 2)] : times[0], verdict }));
+}
+
+/** A fleet.yaml of realistic content (users, groups, many ACLs) just under `bytes`. */
+function bigPolicyFleet(bytes: number): string {
+  const head = `${BASE["fleet.yaml"].replace(/policy:[\s\S]*$/, "")}policy:\n  groups:\n    group:admins: [alice@]\n  tagOwners:\n    tag:router: [alice@]\n    tag:server: [group:admins]\n  acls:\n`;
+  let out = head;
+  for (let i = 0; ; i++) {
+    const rule = `    - action: accept\n      src: [group:admins, tag:server]\n      dst: ["tag:server:${1000 + (i % 60000)}", "10.${i % 250}.0.0/16:22,443"]\n`;
+    if (Buffer.byteLength(out + rule) > bytes) return out;
+    out += rule;
+  }
+}
+
+function flowList(items: number): string {
+  return `${BASE["laptop.yaml"]}lan: [${Array(items).fill("10.0.0.0/24").join(", ")}]\n`;
+}
+
+const KIB = 1024;
+
+async function main() {
+  const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 5;
+  const { LIMITS } = await import("../../core/load.ts");
+  const root = mkdtempSync(path.join(os.tmpdir(), "mf-bench-bad-"));
+  const aliasFan = (levels: number, fan: number) => {
+    let s = `a0: &a0 [${Array(fan).fill("x").join(", ")}]\n`;
+    for (let l = 1; l < levels; l++) s += `a${l}: &a${l} [${Array(fan).fill(`*a${l - 1}`).join(", ")}]\n`;
+    return s;
+  };
+  // name -> files replacing the base fleet's (null deletes one)
+  const cases: [string, Record<string, string>][] = [
+    ["baseline: normal fleet (4 files)", {}],
+    [`largest allowed fleet.yaml: policy just under ${LIMITS.fileBytes / KIB} KiB`, { "fleet.yaml": bigPolicyFleet(LIMITS.fileBytes - 16) }],
+    [`largest allowed list: ${LIMITS.listItems} items`, { "laptop.yaml": flowList(LIMITS.listItems) }],
+    [`most lines allowed: ${LIMITS.lines - 10} comment lines`, { "laptop.yaml": BASE["laptop.yaml"] + "#\n".repeat(LIMITS.lines - 10) }],
+    ["aliases expanding to ~8,400 values (allowed)", { "laptop.yaml": aliasFan(3, 20) }],
+    ["refused: a 10 MB fleet.yaml", { "fleet.yaml": `${BASE["fleet.yaml"]}extra: [${"1,".repeat(5 * 1024 * 1024)}1]\n` }],
+    [`refused: a list of ${LIMITS.listItems + 1} items`, { "laptop.yaml": flowList(LIMITS.listItems + 1) }],
+    [`refused: ${LIMITS.lines + 1} values in ${Math.round((2 * LIMITS.lines) / KIB)} KiB`, { "laptop.yaml": `lan: [${"1,".repeat(LIMITS.lines)}1]\n` }],
+    ["refused: an alias bomb (9^9 values)", { "laptop.yaml": aliasFan(9, 9) }],
+  ];
+  try {
+    const results: { name: string; cold: number; cpu: number; warm: number; verdict: string }[] = [];
+    cases.forEach(([name, files], i) => {
+      const dir = path.join(root, `c${i}`, "fx");
+      mkdirSync(dir, { recursive: true });
+      for (const [f, t] of Object.entries({ ...BASE, ...files })) writeFileSync(path.join(dir, f), t);
+      const out = execFileSync(process.execPath, ["--import", "tsx", self, "--child", dir, String(runs)], { encoding: "utf8" });
+      results.push({ name, ...JSON.parse(out.trim().split("\n").pop()!) });
+      if (i === 1) {
+        const floor = execFileSync(process.execPath, ["--import", "tsx", self, "--parse-only", path.join(dir, "fleet.yaml")], { encoding: "utf8" });
+        results.push({ name: "  floor: the yaml library alone on that file", ...JSON.parse(floor.trim().split("\n").pop()!) });
+      }
+    });
+    const base = results[0];
+    console.log(`bench/bad-input: loadFleetDir, fresh process per case; cold = first load (wall, and its CPU), warm = median of ${runs - 1} more (wall)`);
+    console.log(`limits: ${LIMITS.fileBytes / KIB} KiB a file, ${LIMITS.lines} lines+commas, ${LIMITS.listItems} items a list, ${LIMITS.values} values; load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs`);
+    console.log("case                                                    cold ms   cold cpu ms   warm ms   cold/baseline   verdict");
+    for (const r of results)
+      console.log(`${r.name.padEnd(54)} ${r.cold.toFixed(1).padStart(8)} ${r.cpu.toFixed(1).padStart(12)} ${r.warm.toFixed(1).padStart(9)} ${(r.cold / base.cold).toFixed(2).padStart(12)}x   ${r.verdict.slice(0, 70)}`);
+    const worst = results.slice(1).filter((r) => !r.name.includes("floor")).reduce((a, b) => (b.cold > a.cold ? b : a));
+    console.log(`target: every case answered in < 200 ms (cold): ${worst.cold < 200 ? "met" : "NOT met"} (slowest: ${worst.name}, ${worst.cold.toFixed(0)} ms)`);
+  } finally {
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+if (process.argv[2] === "--child") await child(process.argv[3], Number(process.argv[4]));
+else if (process.argv[2] === "--parse-only") await parseOnly(process.argv[3]);
+else await main();
