@@ -4,7 +4,7 @@
  * ~/.cache/meshfleet/provider.log. Callers pass no secret to it: bundles and
  * keys travel on stdin and in memory only.
  */
-import { appendFileSync, mkdirSync } from "node:fs";
+import { appendFileSync, mkdirSync, renameSync, statSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
 
@@ -15,6 +15,8 @@ export function logFile(): string | null {
   const f = process.env.MESHFLEET_PROVIDER_LOG || path.join(homedir(), ".cache", "meshfleet", "provider.log");
   try {
     mkdirSync(path.dirname(f), { recursive: true });
+    // One older file is kept: the log never grows past about twice this.
+    if ((statSync(f, { throwIfNoEntry: false })?.size ?? 0) > 5_000_000) renameSync(f, `${f}.1`);
     file = f;
   } catch {
     file = null;

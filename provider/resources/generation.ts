@@ -58,6 +58,7 @@ export function switchScript(a: AgentSpec, confirmTimeoutSeconds: number, repair
 }
 
 const VERIFY_MARK = "@@meshfleet-verify@@";
+const CONFIRMED_MARK = "@@meshfleet-confirmed@@";
 
 /** status --json, then verify --json (exit 1 on drift is an answer, not a failure). */
 export function inspectScript(a: AgentSpec): string {
@@ -271,7 +272,8 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
   // A separate TCP connection and login: if the switch cut SSH, this fails and the guard rolls back.
   let conf: RunResult;
   try {
-    conf = await run(agentCmd(n.agent, ["confirm", n.hash]), `confirm ${n.hash.slice(0, 12)}`, { fresh: true });
+    // status and verify ride on the same new connection, once the confirm succeeded.
+    conf = await run(`${agentCmd(n.agent, ["confirm", n.hash])} || exit $?\necho ${CONFIRMED_MARK}\n${inspectScript(n.agent)}`, `confirm ${n.hash.slice(0, 12)}, status + verify`, { fresh: true });
   } catch (e) {
     // A refused login or host key after the switch is a lockout like a refused dial.
     conf = { code: 255, stdout: "", stderr: (e as Error).message };
@@ -285,9 +287,7 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
     );
   }
 
-  const ins = await run(inspectScript(n.agent), "status + verify");
-  if (ins.code !== 0) throw runFailure(host, "reading the agent's status", ins);
-  const { status, statusText, drift } = parseInspect(host, ins.stdout);
+  const { status, statusText, drift } = parseInspect(host, conf.stdout.slice(conf.stdout.indexOf(CONFIRMED_MARK) + CONFIRMED_MARK.length));
   if (status.hash !== n.hash) {
     throw new ProviderError(`host ${host}: after the confirm the host runs ${status.hash ? status.hash.slice(0, 12) : "no generation"}, not ${n.hash.slice(0, 12)} (its guard rolled back?); see \`meshfleet-agent status\` on ${host}`);
   }
