@@ -71,7 +71,7 @@ const world = fc.record({
 });
 
 let n = 0;
-function build(w: fc.RecordValue<any>): string {
+function build(w: any): string {
   const dir = path.join(root, `fx${n++}`);
   realFs.mkdirSync(dir);
   realFs.writeFileSync(path.join(dir, "fleet.yaml"), w.fleet);
