@@ -197,6 +197,23 @@ function checkDns(v: Record<string, unknown>, file: string): Diagnostic[] {
           diag(file, `dns.nameservers.split.${domain}`, "a domain (such as home.arpa) mapped to a list of resolver addresses", `${quote(domain)}, which has ${p}`, "write the key as the domain whose names those resolvers answer, e.g. home.arpa: [192.168.8.1]"),
         );
     }
+  const records = dns.extraRecords;
+  if (Array.isArray(records))
+    records.forEach((r, i) => {
+      if (!r || typeof r !== "object") return; // the schema reports it
+      const { name, type = "A", value } = r as Record<string, unknown>;
+      if (typeof name === "string") {
+        const p = domainProblem(name);
+        if (p) out.push(diag(file, `dns.extraRecords[${i}].name`, "a DNS name such as nas.home.arpa", `${quote(name)}, which has ${p}`, "set the name to a domain name of letters, digits, '-' and dots"));
+      }
+      if (typeof value === "string" && (type === "A" || type === "AAAA")) {
+        const ok = type === "A" ? parseIpv4(value) !== null : parseIpv6(value) !== null;
+        if (!ok)
+          out.push(
+            diag(file, `dns.extraRecords[${i}].value`, type === "A" ? "an IPv4 address for an A record, such as 192.168.8.10" : "an IPv6 address for an AAAA record, such as fd7a:115c:a1e0::1", quote(value), type === "A" ? "set the value to an IPv4 address, or type: AAAA for an IPv6 one" : "set the value to an IPv6 address, or type: A for an IPv4 one"),
+          );
+      }
+    });
   const base = dns.baseDomain;
   const serverUrl = (v.coordinator as Record<string, unknown> | undefined)?.serverUrl;
   if (typeof base !== "string" || base === "") return out;

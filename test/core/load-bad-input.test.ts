@@ -178,6 +178,17 @@ const CASES: Record<string, { want: Want[]; hosts?: string[]; fleet?: boolean }>
     want: [{ file: "<fleet>/fleet.yaml", path: "dns.baseDomain", expected: "a domain name such as tailnet.internal", found: ["a port"] }],
     fleet: false,
   },
+  "dns-extra-records": {
+    want: [
+      { file: "<fleet>/fleet.yaml", path: "dns.extraRecords[1].name", expected: "a DNS name such as nas.home.arpa", found: ['"nas home"', "whitespace"] },
+      { file: "<fleet>/fleet.yaml", path: "dns.extraRecords[2].value", expected: "an IPv6 address for an AAAA record, such as fd7a:115c:a1e0::1", found: ['"192.168.8.12"'], fix: ["type: A"] },
+    ],
+    fleet: false,
+  },
+  "http-server-url": {
+    want: [{ file: "<fleet>/fleet.yaml", path: "coordinator.serverUrl", expected: /^an https:\/\/ URL/, severity: "warning", found: ['"http://hs.example.com"'] }],
+    fleet: true,
+  },
   // 5. YAML and messages
   "did-you-mean-fleet": {
     want: [
@@ -238,6 +249,7 @@ describe("loader: bad input, class by class", () => {
       } else check(r.diagnostics, dir, c.want);
       if (c.hosts) expect(r.hosts.map((h) => h.name).sort()).toEqual(c.hosts);
       if (c.fleet === false) expect(r.fleet).toBeUndefined();
+      if (c.fleet === true) expect(r.fleet).toBeDefined(); // a warning does not stop evaluation
     });
   }
 
