@@ -24,7 +24,8 @@ type Verdict = { ok: boolean; why: string };
 type Check = (name: string, fn: () => Promise<Verdict>) => Promise<boolean>;
 
 const DRIFT_HOST = "laptop";
-const DRIFT_FILE = "/etc/sysctl.d/90-meshfleet.conf";
+// A unit every agent host gets; a comment line is harmless to systemd and still drift.
+const DRIFT_FILE = "/etc/systemd/system/meshfleet-metrics.service";
 
 /** The agent's current generation number on a host, from `agent status`. */
 async function generation(host: string, instance: number): Promise<string> {
