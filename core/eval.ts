@@ -132,7 +132,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
     const contribs: { module: string; c: Contribution }[] = [];
     for (const m of modules) {
       try {
-        contribs.push({ module: m.name, c: m.config((peer.config as Record<string, any>)[m.name], ctx) });
+        contribs.push({ module: m.name, c: m.config(optionsOf(peer.config, m), ctx) });
       } catch (e) {
         diagnostics.push(diag(peer.file, m.name, `module ${m.name} to evaluate`, (e as Error).message, "report this: a module must not throw (use assertions)"));
       }
@@ -214,7 +214,7 @@ function hostOptions(
     const next: { module: AnyModule; list: OptionSetting[] }[] = [];
     for (const m of registry.modules) {
       if (!m.settings) continue;
-      const list = m.settings((config as Record<string, any>)[m.name], identity);
+      const list = m.settings(optionsOf(config, m), identity);
       if (list.length) next.push({ module: m, list });
     }
     const key = next.length ? JSON.stringify(next.map((s) => [s.module.name, s.list])) : "[]";
@@ -250,7 +250,7 @@ function hostOptions(
   const identity: HostIdentity = { name, file, config };
   const facts: HostFacts = { services: {}, tailnet: null };
   for (const m of registry.modules) {
-    const f = m.facts?.((config as Record<string, any>)[m.name], identity);
+    const f = m.facts?.(optionsOf(config, m), identity);
     if (!f) continue;
     Object.assign(facts.services, f.services);
     if (f.tailnet !== undefined) facts.tailnet = f.tailnet;
@@ -260,6 +260,11 @@ function hostOptions(
     name, file, address: config.address, roles: rolesOf(registry, config), runtime: config.runtime, lan: config.lan, config, facts,
   };
   return { peer, origin };
+}
+
+/** A module's own options in a host's config (the registry is only known at run time). */
+function optionsOf(config: HostConfig, m: AnyModule | string): never {
+  return (config as unknown as Record<string, unknown>)[typeof m === "string" ? m : m.name] as never;
 }
 
 /** `[{option: "a.b", value}]` -> `{a: {b: value}}` (values keep their priority wrappers). */
@@ -328,7 +333,7 @@ function relabel(d: Diagnostic, origin: (p: string) => { file: string; path: str
  * more specific one that holds (`client` by `subnet-router`) is left out.
  */
 function rolesOf(registry: ModuleRegistry, config: HostConfig): string[] {
-  const holding = profileEnables(registry).filter((p) => p.mods.every((m) => (config as Record<string, any>)[m]?.enable === true));
+  const holding = profileEnables(registry).filter((p) => p.mods.every((m) => (optionsOf(config, m) as { enable?: unknown } | undefined)?.enable === true));
   return holding
     .filter((p) => !holding.some((q) => q !== p && q.mods.length > p.mods.length && p.mods.every((m) => q.mods.includes(m))))
     .map((p) => p.role);
@@ -569,15 +574,14 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
 }
 
 function mergeTailscale(t: TailscaleSettings, c: Partial<TailscaleSettings>, peer: PeerView, module: string, out: Diagnostic[]) {
+  const w = t as unknown as Record<string, unknown>;
   for (const [k, v] of Object.entries(c) as [keyof TailscaleSettings, unknown][]) {
-    if (Array.isArray(v)) (t[k] as unknown[]) = [...(t[k] as unknown[]), ...v];
-    else if (typeof v === "boolean") {
-      if (k === "advertiseExitNode" || k === "enable") (t as any)[k] = (t as any)[k] || v;
-      else (t as any)[k] = v;
-    } else if (typeof v === "string") {
-      const cur = t[k] as string;
+    if (Array.isArray(v)) w[k] = [...(w[k] as unknown[]), ...v];
+    else if (typeof v === "boolean") w[k] = k === "advertiseExitNode" || k === "enable" ? (w[k] as boolean) || v : v;
+    else if (typeof v === "string") {
+      const cur = w[k] as string;
       if (cur && cur !== v && k !== "hostname") out.push(diag(peer.file, `tailscale.${k}`, `one value`, `${cur} and ${v} (from ${module})`, "make them agree"));
-      (t as any)[k] = v;
+      w[k] = v;
     }
   }
 }
