@@ -17,7 +17,9 @@ async function entries(dir: string): Promise<string[] | null> {
   try {
     return await readdir(dir);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOENT") return null;
+    if (code === "ENOTDIR") throw new MeshfleetError(`render --out ${dir}: that is a file, not a folder; nothing was written. Fix: pick a new or empty folder`, [], { cause: e });
     throw e;
   }
 }

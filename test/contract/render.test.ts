@@ -116,6 +116,13 @@ describe("render --out", () => {
     expect(fs.readFileSync(path.join(out, "thesis.tex"), "utf8")).toBe("years of work");
   });
 
+  it("refuses a file given as the folder", async () => {
+    const f = path.join(tmp(), "notes.txt");
+    fs.writeFileSync(f, "mine");
+    await expect(run(f)).rejects.toThrow(/render --out .*notes\.txt: that is a file, not a folder; nothing was written/);
+    expect(fs.readFileSync(f, "utf8")).toBe("mine");
+  });
+
   it("over an earlier render: replaces its files (a stale one goes), keeps what the user added", async () => {
     const out = path.join(tmp(), "r");
     expect(await run(out)).toBe(0);
