@@ -24,9 +24,11 @@ import type { Policy } from "./schema.ts";
 export interface HostTailnetRules {
   tailnet: TailnetRule[];
   sets: FirewallSpec["sets"];
+  /** With `members`: per set, the nodes (by name) whose addresses it holds. */
+  setMembers?: FirewallSpec["setMembers"];
 }
 
-export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}): HostTailnetRules {
+export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; members?: boolean } = {}): HostTailnetRules {
   const resolver = new Resolver(policy, nodes, opts.users);
   const compiled = compilePolicy(policy, resolver);
   // Allow-all: nothing to enforce (an empty list means "not enforced").
@@ -35,14 +37,18 @@ export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: P
   if (!me) throw new Error(`tailnetRulesForHost: ${host} is not one of the nodes`);
 
   const sets: Record<string, string[]> = {};
+  const setMembers: Record<string, string[]> = {};
   const setNames = new Map<string, string>();
-  const setFor = (addrs: string[]): string => {
+  const setFor = (src: IPSet): string => {
+    const addrs = toStrings(src);
     const key = addrs.join(" ");
     let name = setNames.get(key);
     if (!name) {
       name = `peers_${setNames.size}`;
       setNames.set(key, name);
       sets[name] = addrs;
+      // The nodes in it, from the resolver's own view of them (no address is parsed back).
+      if (opts.members) setMembers[name] = resolver.nodes.filter((n) => n.addrs.some((a) => contains(src, a))).map((n) => n.node.name).sort();
     }
     return name;
   };
@@ -69,7 +75,7 @@ export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: P
     tailnet.push({
       proto: r.proto === "" ? "any" : (r.proto as "tcp" | "udp"),
       ports,
-      fromSet: setFor(toStrings(src)),
+      fromSet: setFor(src),
       comment: `${r.origin.path} src=${srcText(r.origin.path)}`,
     });
   }
@@ -77,7 +83,7 @@ export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: P
     // Nobody may reach this host: enforce with a rule from an empty set.
     tailnet.push({ proto: "any", ports: "any", fromSet: setFor([]), comment: "policy allows no peer to reach this host" });
   }
-  return { tailnet, sets };
+  return opts.members ? { tailnet, sets, setMembers } : { tailnet, sets };
 }
 
 function range(a: number, b: number): number[] {

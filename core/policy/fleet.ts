@@ -8,7 +8,7 @@
  */
 import { EXIT_ROUTES } from "../../contract/constants.ts";
 import type { Diagnostic, FleetSystem } from "../types.ts";
-import { contains, fromPrefixStrings, parseAddr, parsePrefix } from "./ipset.ts";
+import { contains, fromPrefixStrings, parsePrefix } from "./ipset.ts";
 import { tailnetRulesForHost } from "./enforce.ts";
 import { runPolicyTests } from "./tests.ts";
 import { syntheticIps } from "./synthetic.ts";
@@ -69,27 +69,21 @@ export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
 /**
  * Host-side enforcement for one host: its tailnet rules, each set as the
  * literal CIDRs it holds (LANs, `hosts:` entries) and the fleet hosts whose
- * live tailnet addresses the agent adds. The nodes' stand-in addresses stay
- * inside the policy model: sets name hosts, never those addresses.
+ * live tailnet addresses the agent adds. Members come from the policy
+ * model's own nodes; the stand-in addresses never leave it.
  */
 export function hostEnforcement(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}) {
-  const r = tailnetRulesForHost(host, nodes, policy, opts);
-  const tailnetRanges = fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
-  const inTailnet = (c: string) => {
-    const p = parsePrefix(c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`);
-    return !!p && contains(tailnetRanges, p.lo) && contains(tailnetRanges, p.hi);
-  };
+  const r = tailnetRulesForHost(host, nodes, policy, { ...opts, members: true });
   const sets: Record<string, string[]> = {};
-  const setMembers: Record<string, string[]> = {};
-  for (const [name, cidrs] of Object.entries(r.sets)) {
-    const set = fromPrefixStrings(cidrs.map((c) => (c.includes("/") ? c : `${c}/${c.includes(":") ? 128 : 32}`)));
-    sets[name] = cidrs.filter((c) => !inTailnet(c));
-    setMembers[name] = nodes
-      .filter((n) => n.ips.some((ip) => { const a = parseAddr(ip); return a !== null && contains(set, a.n); }))
-      .map((n) => n.name)
-      .sort();
-  }
-  return { tailnet: r.tailnet, sets, setMembers };
+  // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
+  for (const [name, cidrs] of Object.entries(r.sets)) sets[name] = cidrs.filter((c) => !insideTailnet(c));
+  return { tailnet: r.tailnet, sets, setMembers: r.setMembers ?? {} };
+}
+
+const TAILNET_RANGES = fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
+function insideTailnet(c: string): boolean {
+  const p = parsePrefix(c);
+  return !!p && contains(TAILNET_RANGES, p.lo) && contains(TAILNET_RANGES, p.hi);
 }
 
 /** The policy's `tests` on the fleet (what `meshfleet check` runs). */
