@@ -775,7 +775,10 @@ export function summaryLines(r: DeployResult): string[] {
   if (r.selectedHosts) lines.push(`  --on: ${r.selectedHosts.join(", ")} (${r.targets?.length ?? 0} resources targeted; other hosts left as they are)`);
   const width = Math.max(8, ...r.hosts.map((h) => h.host.length));
   for (const h of r.hosts) {
-    const counts = Object.keys(h.ops).length === 0 ? (r.selectedHosts && !r.selectedHosts.includes(h.host) && h.host !== FLEET_WIDE ? "not selected" : "no resources") : preview ? planOps(h.ops) : fmtOps(h.ops);
+    const untargeted = r.selectedHosts && !r.selectedHosts.includes(h.host) && h.host !== FLEET_WIDE;
+    const counts = untargeted
+      ? `not targeted (${Object.values(h.ops).reduce((a, b) => a + b, 0)} resources left as they are)`
+      : Object.keys(h.ops).length === 0 ? "no resources" : preview ? planOps(h.ops) : fmtOps(h.ops);
     const state = h.failed.length > 0 || h.errors.length > 0 ? "FAILED " : "";
     lines.push(`  ${h.host.padEnd(width)}  ${state}${counts}${h.ms >= 100 && !preview ? ` (${(h.ms / 1000).toFixed(1)}s)` : ""}`);
   }
