@@ -12,7 +12,7 @@
  * case, must also pass `wellFormed`: file, expected and fix present, one line,
  * a fix that fixes (never `set  to`, never the bad value again).
  */
-import { mkdirSync, readdirSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { describe, expect, it } from "vitest";
 import { formatDiagnostics, show, quote } from "../../core/diagnostics.ts";
@@ -354,6 +354,30 @@ describe("loader: files that are not plain files inside the folder", () => {
       expect(r.hosts.map((h) => h.name)).toEqual(["vps"]);
     } finally {
       w.cleanup();
+    }
+  });
+
+  it("fleet.yaml that is a directory, or a link outside, or fleet.yaml and fleet.yml both: named, the fleet not handed on", async () => {
+    for (const mode of ["dir", "link", "both"] as const) {
+      const w = world();
+      try {
+        const f = path.join(w.dir, "fleet.yaml");
+        if (mode === "both") writeFileSync(path.join(w.dir, "fleet.yml"), readFileSync(f, "utf8"));
+        else {
+          rmSync(f);
+          if (mode === "dir") mkdirSync(f);
+          else symlinkSync(path.join(w.root, "outside", "secret.yaml"), f);
+        }
+        const r = await loadFleetDir(w.dir);
+        if (mode === "both") check(r.diagnostics, w.dir, [{ file: "<fleet>/fleet.yml", path: "", expected: "one fleet file", fix: ["remove fleet.yml"] }]);
+        else {
+          check(r.diagnostics, w.dir, [{ file: "<fleet>/fleet.yaml", path: "", expected: "the fleet file inside the hosts folder", found: [mode === "dir" ? "a directory" : "outside the hosts folder"] }]);
+          expect(r.fleet).toBeUndefined();
+        }
+        expect(JSON.stringify(r)).not.toContain(SECRET);
+      } finally {
+        w.cleanup();
+      }
     }
   });
 
