@@ -16,35 +16,15 @@ import { NFT_FAMILY, NFT_TABLE, SYSCTL_FILE, unitPath } from "./constants.ts";
 
 export const BUNDLE_FORMAT = 2;
 
-// zod/mini keeps the agent small; it has no messages until a locale is set.
-z.config(en());
 
 // ---------------------------------------------------------------------------
 // Small value types
-
-const str = (re: RegExp, message: string) => z.string().check(z.regex(re, { message }));
 
 /**
  * Where the agent may write: an absolute path of non-empty segments, none of
  * them "." or "..", so no "//", no trailing "/", no control characters.
  */
 export const ABS_PATH = /^(?:\/(?!\.\.?(?:\/|$))[^/\0\n\r]+)+$/;
-const absPath = str(ABS_PATH, 'an absolute path without "..", "." or empty ("//") segments');
-
-const hex64 = str(/^[0-9a-f]{64}$/, "64 lowercase hex digits (sha256)");
-const mode = str(/^0[0-7]{3}$/, 'an octal mode such as "0644"');
-const account = str(/^[a-z_][a-z0-9_-]{0,31}\$?$/, "a user or group name");
-const unitName = str(/^[A-Za-z0-9@._:\\-]+\.(service|timer|socket|path|target|mount)$/, "a systemd unit name such as tailscaled.service");
-const ifname = str(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name");
-const nftName = str(/^[a-z][a-z0-9_]{0,62}$/, "an nft name (lowercase letters, digits, _)");
-/** nft comments: at most 128 bytes, no quotes or backslashes (they end up inside "..."). */
-const nftComment = str(/^[^"\\\n\r]{0,128}$/, "a comment of at most 128 characters without quotes or backslashes");
-const port = z.int().check(z.gte(1), z.lte(65535));
-const tag = str(/^tag:[a-z0-9][a-z0-9-]*$/, "a tag such as tag:router");
-const hostLabel = str(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, "a host name (DNS label)");
-const ipFamily = z.enum(["ip", "ip6"]);
-const nonEmpty = <T extends z.ZodMiniType>(t: T) => z.array(t).check(z.minLength(1));
-
 const v4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 function isIpv6(s: string): boolean {
   if (!/^[0-9a-fA-F:]+$/.test(s) || s.split("::").length > 2) return false;
@@ -63,147 +43,185 @@ export function cidrFamily(s: string): "ip" | "ip6" | null {
   if (!/^\d{1,3}$/.test(bits) || Number(bits) > (fam === "ip" ? 32 : 128)) return null;
   return fam;
 }
-const cidr = z.string().check(z.refine((s) => cidrFamily(s) !== null, { message: "an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48" }));
 
-// ---------------------------------------------------------------------------
-// The parts of a bundle
+/**
+ * The schemas, built on first use: building them costs the agent tens of
+ * milliseconds at start-up, and most of its commands (the 30 s peers timer,
+ * metrics, status) never read a bundle from outside.
+ */
+function buildSchemas() {
+  // zod/mini keeps the agent small; it has no messages until a locale is set.
+  z.config(en());
+  const str = (re: RegExp, message: string) => z.string().check(z.regex(re, { message }));
 
-export const bundleFileSchema = z.strictObject({
-  path: absPath,
-  mode,
-  owner: account,
-  group: account,
-  /** sha256 hex of `content` (utf8). */
-  sha256: hex64,
-  content: z.string(),
-  /** Secret content: never logged or diffed; written 0600. */
-  secret: z.boolean(),
-});
+  const absPath = str(ABS_PATH, 'an absolute path without "..", "." or empty ("//") segments');
 
-export const bundleUnitSchema = z.strictObject({
-  name: unitName,
-  content: z.string(),
-  /** Enabled and started by the agent. */
-  enable: z.boolean(),
-  /** Files whose change restarts the unit, beyond the paths its own text names. */
-  restartTriggers: z.array(absPath),
-});
+  const hex64 = str(/^[0-9a-f]{64}$/, "64 lowercase hex digits (sha256)");
+  const mode = str(/^0[0-7]{3}$/, 'an octal mode such as "0644"');
+  const account = str(/^[a-z_][a-z0-9_-]{0,31}\$?$/, "a user or group name");
+  const unitName = str(/^[A-Za-z0-9@._:\\-]+\.(service|timer|socket|path|target|mount)$/, "a systemd unit name such as tailscaled.service");
+  const ifname = str(/^[A-Za-z0-9_.:@-]{1,15}$/, "an interface name");
+  const nftName = str(/^[a-z][a-z0-9_]{0,62}$/, "an nft name (lowercase letters, digits, _)");
+  /** nft comments: at most 128 bytes, no quotes or backslashes (they end up inside "..."). */
+  const nftComment = str(/^[^"\\\n\r]{0,128}$/, "a comment of at most 128 characters without quotes or backslashes");
+  const port = z.int().check(z.gte(1), z.lte(65535));
+  const tag = str(/^tag:[a-z0-9][a-z0-9-]*$/, "a tag such as tag:router");
+  const hostLabel = str(/^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/, "a host name (DNS label)");
+  const ipFamily = z.enum(["ip", "ip6"]);
+  const nonEmpty = <T extends z.ZodMiniType>(t: T) => z.array(t).check(z.minLength(1));
 
-/** One nft rule: matches (all optional, in this order in the text), then a verdict. */
-export const nftRuleSchema = z.strictObject({
-  iifname: z.optional(ifname),
-  ctState: z.optional(nonEmpty(z.enum(["established", "related", "invalid", "new", "untracked"]))),
-  saddr: z.optional(
-    z.union([
-      z.strictObject({ family: ipFamily, cidrs: nonEmpty(cidr) }),
-      z.strictObject({ family: ipFamily, set: nftName }),
-    ]),
-  ),
-  icmp: z.optional(
-    z.strictObject({
-      family: ipFamily,
-      types: nonEmpty(z.enum(["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"])),
-    }),
-  ),
-  l4: z.optional(z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.optional(nonEmpty(port)) })),
-  counter: z.optional(z.boolean()),
-  verdict: z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })]),
-  comment: z.optional(nftComment),
-});
+  const cidr = z.string().check(z.refine((s) => cidrFamily(s) !== null, { message: "an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48" }));
 
-export const nftSetSchema = z.strictObject({
-  name: nftName,
-  type: z.enum(["ipv4_addr", "ipv6_addr"]),
-  /** Addresses and CIDRs always in the set (flags interval). */
-  elements: z.array(cidr),
-  /**
-   * Fleet hosts whose live tailnet addresses of this family belong in the
-   * set too; the agent fills them from `tailscale status` (`peers`).
-   */
-  members: z.array(hostLabel),
-});
+  // ---------------------------------------------------------------------------
+  // The parts of a bundle
 
-export const nftChainSchema = z.strictObject({
-  name: nftName,
-  /** A base chain's hook, or null for a regular chain (reached by jump). */
-  hook: z.nullable(
-    z.strictObject({
-      type: z.literal("filter"),
-      hook: z.enum(["input", "forward", "output"]),
-      priority: z.literal("filter"),
-      policy: z.enum(["accept", "drop"]),
-    }),
-  ),
-  rules: z.array(nftRuleSchema),
-});
+  const bundleFileSchema = z.strictObject({
+    path: absPath,
+    mode,
+    owner: account,
+    group: account,
+    /** sha256 hex of `content` (utf8). */
+    sha256: hex64,
+    content: z.string(),
+    /** Secret content: never logged or diffed; written 0600. */
+    secret: z.boolean(),
+  });
 
-/** The host's `table inet meshfleet`, as data; the agent renders it (contract/nftables.ts). */
-export const firewallSchema = z.strictObject({
-  family: z.literal(NFT_FAMILY),
-  table: z.literal(NFT_TABLE),
-  sets: z.array(nftSetSchema),
-  chains: z.array(nftChainSchema),
-});
+  const bundleUnitSchema = z.strictObject({
+    name: unitName,
+    content: z.string(),
+    /** Enabled and started by the agent. */
+    enable: z.boolean(),
+    /** Files whose change restarts the unit, beyond the paths its own text names. */
+    restartTriggers: z.array(absPath),
+  });
 
-/** The tailscale client's settings; the agent builds the `tailscale up/set` argv (contract/tailscale.ts). */
-export const tailscaleSchema = z.strictObject({
-  /** The tailscale CLI on the host: an absolute path, or a command name looked up on PATH. */
-  cli: z.union([absPath, str(/^[a-z][a-z0-9._-]*$/, "a command name such as tailscale")]),
-  loginServer: str(/^https?:\/\/[^\s/]+(\/\S*)?$/, "a URL starting with http:// or https://"),
-  /** The 0600 file holding the pre-auth key (one of the bundle's secret files). */
-  authKeyFile: absPath,
-  hostname: hostLabel,
-  /** The node's tags: they come from its pre-auth key; the agent checks them, never requests them. */
-  tags: z.array(tag),
-  /** Subnet routes advertised (the exit routes are `exitNode`). */
-  routes: z.array(cidr),
-  exitNode: z.boolean(),
-  acceptRoutes: z.boolean(),
-  acceptDns: z.boolean(),
-  ssh: z.boolean(),
-  snatSubnetRoutes: z.boolean(),
-  netfilterMode: z.enum(["on", "nodivert", "off"]),
-  /** More `tailscale up` flags, one per element (`--operator=alice`). */
-  extraUpFlags: z.array(str(/^--[a-z][a-z-]*(=[^\n\r]*)?$/, "a flag such as --operator=alice")),
-});
+  /** One nft rule: matches (all optional, in this order in the text), then a verdict. */
+  const nftRuleSchema = z.strictObject({
+    iifname: z.optional(ifname),
+    ctState: z.optional(nonEmpty(z.enum(["established", "related", "invalid", "new", "untracked"]))),
+    saddr: z.optional(
+      z.union([
+        z.strictObject({ family: ipFamily, cidrs: nonEmpty(cidr) }),
+        z.strictObject({ family: ipFamily, set: nftName }),
+      ]),
+    ),
+    icmp: z.optional(
+      z.strictObject({
+        family: ipFamily,
+        types: nonEmpty(z.enum(["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"])),
+      }),
+    ),
+    l4: z.optional(z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.optional(nonEmpty(port)) })),
+    counter: z.optional(z.boolean()),
+    verdict: z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })]),
+    comment: z.optional(nftComment),
+  });
 
-const probeName = z.string().check(z.minLength(1));
-export const probeSchema = z.discriminatedUnion("kind", [
-  z.strictObject({ name: probeName, kind: z.literal("http"), url: str(/^https?:\/\//, "an http(s) URL"), expectStatus: z.int().check(z.gte(100), z.lte(599)), insecure: z.optional(z.boolean()) }),
-  z.strictObject({ name: probeName, kind: z.literal("tcp"), host: z.string().check(z.minLength(1)), port }),
-  z.strictObject({ name: probeName, kind: z.literal("tailscale-running") }),
-  z.strictObject({ name: probeName, kind: z.literal("routes-advertised"), routes: z.array(cidr) }),
-  z.strictObject({ name: probeName, kind: z.literal("unit-active"), unit: unitName }),
-]);
+  const nftSetSchema = z.strictObject({
+    name: nftName,
+    type: z.enum(["ipv4_addr", "ipv6_addr"]),
+    /** Addresses and CIDRs always in the set (flags interval). */
+    elements: z.array(cidr),
+    /**
+     * Fleet hosts whose live tailnet addresses of this family belong in the
+     * set too; the agent fills them from `tailscale status` (`peers`).
+     */
+    members: z.array(hostLabel),
+  });
 
-export const bundleSchema = z.strictObject({
-  format: z.literal(BUNDLE_FORMAT),
-  host: hostLabel,
-  /** sha256 over the canonical JSON of every other field; names the generation. */
-  hash: hex64,
-  files: z.array(bundleFileSchema),
-  /** sysctl key -> value, written to SYSCTL_FILE and applied. */
-  sysctl: z.record(str(/^[a-z0-9_][a-z0-9_.\-/]*$/, "a sysctl key such as net.ipv4.ip_forward"), str(/^[^\n\r]*$/, "a one-line value")),
-  units: z.array(bundleUnitSchema),
-  /** null: the firewall is off (no table inet meshfleet). */
-  firewall: z.nullable(firewallSchema),
-  /** null: tailscale is not managed on this host. */
-  tailscale: z.nullable(tailscaleSchema),
-  probes: z.array(probeSchema),
-  metrics: z.strictObject({ enable: z.boolean(), textfileDir: z.union([absPath, z.literal("")]) }),
-  /** Host commands run after activation; their failures are warnings. */
-  bestEffort: z.array(z.strictObject({ argv: nonEmpty(z.string()), why: z.string() })),
-});
+  const nftChainSchema = z.strictObject({
+    name: nftName,
+    /** A base chain's hook, or null for a regular chain (reached by jump). */
+    hook: z.nullable(
+      z.strictObject({
+        type: z.literal("filter"),
+        hook: z.enum(["input", "forward", "output"]),
+        priority: z.literal("filter"),
+        policy: z.enum(["accept", "drop"]),
+      }),
+    ),
+    rules: z.array(nftRuleSchema),
+  });
 
-export type Bundle = z.infer<typeof bundleSchema>;
-export type BundleFile = z.infer<typeof bundleFileSchema>;
-export type BundleUnit = z.infer<typeof bundleUnitSchema>;
-export type Firewall = z.infer<typeof firewallSchema>;
-export type NftSet = z.infer<typeof nftSetSchema>;
-export type NftChain = z.infer<typeof nftChainSchema>;
-export type NftRule = z.infer<typeof nftRuleSchema>;
-export type TailscaleConfig = z.infer<typeof tailscaleSchema>;
-export type Probe = z.infer<typeof probeSchema>;
+  /** The host's `table inet meshfleet`, as data; the agent renders it (contract/nftables.ts). */
+  const firewallSchema = z.strictObject({
+    family: z.literal(NFT_FAMILY),
+    table: z.literal(NFT_TABLE),
+    sets: z.array(nftSetSchema),
+    chains: z.array(nftChainSchema),
+  });
+
+  /** The tailscale client's settings; the agent builds the `tailscale up/set` argv (contract/tailscale.ts). */
+  const tailscaleSchema = z.strictObject({
+    /** The tailscale CLI on the host: an absolute path, or a command name looked up on PATH. */
+    cli: z.union([absPath, str(/^[a-z][a-z0-9._-]*$/, "a command name such as tailscale")]),
+    loginServer: str(/^https?:\/\/[^\s/]+(\/\S*)?$/, "a URL starting with http:// or https://"),
+    /** The 0600 file holding the pre-auth key (one of the bundle's secret files). */
+    authKeyFile: absPath,
+    hostname: hostLabel,
+    /** The node's tags: they come from its pre-auth key; the agent checks them, never requests them. */
+    tags: z.array(tag),
+    /** Subnet routes advertised (the exit routes are `exitNode`). */
+    routes: z.array(cidr),
+    exitNode: z.boolean(),
+    acceptRoutes: z.boolean(),
+    acceptDns: z.boolean(),
+    ssh: z.boolean(),
+    snatSubnetRoutes: z.boolean(),
+    netfilterMode: z.enum(["on", "nodivert", "off"]),
+    /** More `tailscale up` flags, one per element (`--operator=alice`). */
+    extraUpFlags: z.array(str(/^--[a-z][a-z-]*(=[^\n\r]*)?$/, "a flag such as --operator=alice")),
+  });
+
+  const probeName = z.string().check(z.minLength(1));
+  const probeSchema = z.discriminatedUnion("kind", [
+    z.strictObject({ name: probeName, kind: z.literal("http"), url: str(/^https?:\/\//, "an http(s) URL"), expectStatus: z.int().check(z.gte(100), z.lte(599)), insecure: z.optional(z.boolean()) }),
+    z.strictObject({ name: probeName, kind: z.literal("tcp"), host: z.string().check(z.minLength(1)), port }),
+    z.strictObject({ name: probeName, kind: z.literal("tailscale-running") }),
+    z.strictObject({ name: probeName, kind: z.literal("routes-advertised"), routes: z.array(cidr) }),
+    z.strictObject({ name: probeName, kind: z.literal("unit-active"), unit: unitName }),
+  ]);
+
+  const bundleSchema = z.strictObject({
+    format: z.literal(BUNDLE_FORMAT),
+    host: hostLabel,
+    /** sha256 over the canonical JSON of every other field; names the generation. */
+    hash: hex64,
+    files: z.array(bundleFileSchema),
+    /** sysctl key -> value, written to SYSCTL_FILE and applied. */
+    sysctl: z.record(str(/^[a-z0-9_][a-z0-9_.\-/]*$/, "a sysctl key such as net.ipv4.ip_forward"), str(/^[^\n\r]*$/, "a one-line value")),
+    units: z.array(bundleUnitSchema),
+    /** null: the firewall is off (no table inet meshfleet). */
+    firewall: z.nullable(firewallSchema),
+    /** null: tailscale is not managed on this host. */
+    tailscale: z.nullable(tailscaleSchema),
+    probes: z.array(probeSchema),
+    metrics: z.strictObject({ enable: z.boolean(), textfileDir: z.union([absPath, z.literal("")]) }),
+    /** Host commands run after activation; their failures are warnings. */
+    bestEffort: z.array(z.strictObject({ argv: nonEmpty(z.string()), why: z.string() })),
+  });
+
+  return { bundleFileSchema, bundleUnitSchema, nftRuleSchema, nftSetSchema, nftChainSchema, firewallSchema, tailscaleSchema, probeSchema, bundleSchema };
+}
+
+type Schemas = ReturnType<typeof buildSchemas>;
+let built: Schemas | undefined;
+/** The bundle's schema and its parts' (built once, on first use). */
+export const schemas = (): Schemas => (built ??= buildSchemas());
+
+/** The bundle's zod schema (lazy: built when first used). */
+export const bundleSchema = z.lazy(() => schemas().bundleSchema);
+
+export type Bundle = z.infer<Schemas["bundleSchema"]>;
+export type BundleFile = z.infer<Schemas["bundleFileSchema"]>;
+export type BundleUnit = z.infer<Schemas["bundleUnitSchema"]>;
+export type Firewall = z.infer<Schemas["firewallSchema"]>;
+export type NftSet = z.infer<Schemas["nftSetSchema"]>;
+export type NftChain = z.infer<Schemas["nftChainSchema"]>;
+export type NftRule = z.infer<Schemas["nftRuleSchema"]>;
+export type TailscaleConfig = z.infer<Schemas["tailscaleSchema"]>;
+export type Probe = z.infer<Schemas["probeSchema"]>;
 
 // ---------------------------------------------------------------------------
 // Hashing
@@ -323,7 +341,7 @@ function checked(x: unknown, hashes: boolean): { ok: true; bundle: Bundle } | { 
   const format = (x as { format?: unknown }).format;
   if (format !== BUNDLE_FORMAT)
     return { ok: false, problems: [`bundle format ${JSON.stringify(format)} is not supported (this agent reads format ${BUNDLE_FORMAT}); deploy with a matching meshfleet`] };
-  const r = bundleSchema.safeParse(x);
+  const r = schemas().bundleSchema.safeParse(x);
   if (!r.success) {
     const problems = r.error.issues.map((i) =>
       i.code === "unrecognized_keys"
@@ -348,5 +366,5 @@ export function checkBundle(x: unknown): string[] {
 
 /** The schema's JSON Schema form (its golden guards BUNDLE_FORMAT). */
 export function bundleJsonSchema(): unknown {
-  return z.toJSONSchema(bundleSchema, { unrepresentable: "any" });
+  return z.toJSONSchema(schemas().bundleSchema, { unrepresentable: "any" });
 }
