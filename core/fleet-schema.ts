@@ -7,7 +7,7 @@ import { diag, quote, show, suggest } from "./diagnostics.ts";
 import { schemaKind, zodDiagnostics } from "./merge.ts";
 import { labelProblem } from "./names.ts";
 import { policySchema } from "./policy/schema.ts";
-import { cidr, duration, hostName, ipv4, parseIpv4, parseIpv6, url, userName } from "./schema-types.ts";
+import { cidr, duration, hostName, ipv4, isNetworkAddress, parseCidr, parseIpv4, parseIpv6, url, userName, type ParsedCidr } from "./schema-types.ts";
 import type { Diagnostic } from "./types.ts";
 
 /** A resolver headscale accepts: an IP address, or a DNS-over-HTTPS URL. Anything else it drops silently, leaving nodes with no resolver. */
@@ -130,6 +130,7 @@ export function checkFleetFile(value: unknown, file: string): Diagnostic[] {
     if (!p.success)
       for (const i of p.error.issues) if (i.code === "unrecognized_keys") out.push(...unknownKeys(file, policySchema, i.path as PropertyKey[], i.keys, "policy"));
   }
+  if (policy && typeof policy === "object" && !Array.isArray(policy)) out.push(...checkPolicyNoOps(policy as Record<string, unknown>, file));
   out.push(...checkDns(v, file));
   const coord = v.coordinator as Record<string, unknown> | undefined;
   if (coord && typeof coord.serverUrl === "string" && /^http:\/\//i.test(coord.serverUrl) && !isLoopbackUrl(coord.serverUrl))
@@ -181,6 +182,45 @@ function elementOf(s: z.ZodType): z.ZodType | undefined {
   let a: any = s;
   while (a?._zod?.def && a._zod.def.type !== "array") a = a._zod.def.innerType ?? a._zod.def.in;
   return a?._zod?.def?.element;
+}
+
+/** The network of a CIDR with host bits set, written out (192.168.8.5/24 -> 192.168.8.0/24). */
+function networkOf(c: ParsedCidr): string {
+  const width = c.v6 ? 128 : 32;
+  const mask = ((1n << BigInt(width)) - 1n) ^ ((1n << BigInt(width - c.bits)) - 1n);
+  const a = c.addr & mask;
+  if (!c.v6) return `${[24n, 16n, 8n, 0n].map((s) => String((a >> s) & 255n)).join(".")}/${c.bits}`;
+  const groups = Array.from({ length: 8 }, (_, i) => ((a >> BigInt(112 - 16 * i)) & 0xffffn).toString(16));
+  return `${groups.join(":").replace(/(^|:)0(:0)+(:|$)/, "::")}/${c.bits}`;
+}
+
+/**
+ * Policy entries headscale takes without a word and that then do nothing:
+ * an auto-approver route with host bits set (it never equals an advertised
+ * route), and a tag whose only owners are groups with no members (no one can
+ * assign it).
+ */
+function checkPolicyNoOps(policy: Record<string, unknown>, file: string): Diagnostic[] {
+  const out: Diagnostic[] = [];
+  const aa = policy.autoApprovers as Record<string, unknown> | undefined;
+  const routes = aa && typeof aa === "object" ? aa.routes : undefined;
+  if (routes && typeof routes === "object" && !Array.isArray(routes))
+    for (const r of Object.keys(routes)) {
+      const c = parseCidr(r);
+      if (c && !isNetworkAddress(c))
+        out.push(diag(file, `policy.autoApprovers.routes["${r}"]`, "a network address (host bits zero): an approver for a route with host bits set never matches an advertised route", quote(r), `write the network: ${networkOf(c)}`));
+    }
+  const groups = (policy.groups && typeof policy.groups === "object" ? policy.groups : {}) as Record<string, unknown>;
+  const owners = (policy.tagOwners && typeof policy.tagOwners === "object" ? policy.tagOwners : {}) as Record<string, unknown>;
+  for (const [tag, list] of Object.entries(owners)) {
+    if (!Array.isArray(list) || list.length === 0) continue;
+    const empty = list.filter((o) => typeof o === "string" && o.startsWith("group:") && Array.isArray(groups[o]) && (groups[o] as unknown[]).length === 0);
+    if (empty.length === list.length)
+      out.push(
+        diag(file, `policy.tagOwners["${tag}"]`, "a tag someone can assign (an owner that is a user, or a group with members)", `owners ${empty.join(", ")}, which ${empty.length > 1 ? "have" : "has"} no members`, `add members to ${empty[0]} in policy.groups, or list a user (alice@) as an owner of ${tag}`, "warning"),
+      );
+  }
+  return out;
 }
 
 function checkDns(v: Record<string, unknown>, file: string): Diagnostic[] {

@@ -189,6 +189,14 @@ const CASES: Record<string, { want: Want[]; hosts?: string[]; fleet?: boolean }>
     want: [{ file: "<fleet>/fleet.yaml", path: "coordinator.serverUrl", expected: /^an https:\/\/ URL/, severity: "warning", found: ['"http://hs.example.com"'] }],
     fleet: true,
   },
+  "policy-silent-no-ops": {
+    want: [
+      { file: "<fleet>/fleet.yaml", path: 'policy.autoApprovers.routes["192.168.8.5/24"]', expected: /^a network address \(host bits zero\)/, found: ['"192.168.8.5/24"'], fix: ["write the network: 192.168.8.0/24"] },
+      { file: "<fleet>/fleet.yaml", path: 'policy.autoApprovers.routes["fd00::1/64"]', expected: /^a network address/, fix: ["write the network: fd00::/64"] },
+      { file: "<fleet>/fleet.yaml", path: 'policy.tagOwners["tag:backup"]', expected: /^a tag someone can assign/, severity: "warning", found: ["group:ops, which has no members"] },
+    ],
+    fleet: false,
+  },
   // 5. YAML and messages
   "did-you-mean-fleet": {
     want: [
