@@ -53,19 +53,25 @@ function project(): { env: Record<string, string>; configFile: string; files: st
   };
 }
 
+class File extends pulumi.CustomResource {
+  constructor(name: string, props: { path: string; content: pulumi.Input<string> }, opts?: pulumi.CustomResourceOptions) {
+    super("mftest:index:File", name, props, opts);
+  }
+}
+
 function programFor(files: string, laptopText: string) {
   return async () => {
     const greeting = new pulumi.Config("meshfleet").require("greeting");
     class Host extends pulumi.ComponentResource {
       constructor(name: string, text: string) {
         super("mftest:index:Host", name);
-        new pulumi.CustomResource("mftest:index:File", `${name}-motd`, { path: join(files, name), content: `${greeting} ${text}\n` }, { parent: this });
+        new File(`${name}-motd`, { path: join(files, name), content: `${greeting} ${text}\n` }, { parent: this });
         this.registerOutputs({});
       }
     }
     new Host("vps", "from the coordinator");
     new Host("laptop", laptopText);
-    new pulumi.CustomResource("mftest:index:File", "fleet-token", { path: join(files, "token"), content: pulumi.secret(SECRET) });
+    new File("fleet-token", { path: join(files, "token"), content: pulumi.secret(SECRET) });
     return { hello: greeting, token: pulumi.secret(SECRET) };
   };
 }
@@ -152,7 +158,7 @@ describe.skipIf(skipUnlessCi(!pulumiBuilt && "the pulumi CLI is not built: run `
     const r = await runDeploy({
       stack: "t", root, configFile, env, verb: "up",
       program: async () => {
-        new pulumi.CustomResource("mftest:index:File", "laptop-bad", { path: join(root, "no-such-dir", "x"), content: "x" });
+        new File("laptop-bad", { path: join(root, "no-such-dir", "x"), content: "x" });
         return {};
       },
     });
