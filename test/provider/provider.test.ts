@@ -16,9 +16,11 @@ import { afterEach, describe, expect, it, vi } from "vitest";
 import { provider, typeOfUrn } from "../../provider/provider.ts";
 import { generation } from "../../provider/resources/generation.ts";
 import { preAuthKey, routeApproval, user } from "../../provider/resources/headscale.ts";
+import { container, pctScript } from "../../provider/resources/proxmox.ts";
+import { UNKNOWN } from "../../provider/resources/common.ts";
 import { session, type RunResult } from "../../provider/ssh.ts";
 import { bundleSummary } from "../../provider/summary.ts";
-import type { GenerationInputs, GenerationOutputs, PreAuthKeyInputs, RouteApprovalInputs, SshConnection } from "../../provider/types.ts";
+import type { ContainerInputs, ContainerOutputs, GenerationInputs, GenerationOutputs, PreAuthKeyInputs, RouteApprovalInputs, SshConnection } from "../../provider/types.ts";
 import { SECRET_SIG, SIG_KEY } from "../../provider/wire.ts";
 import { bundle, file } from "../agent/helpers.ts";
 
@@ -98,6 +100,40 @@ describe("Generation diff", () => {
         reason: "host vps (203.0.113.10): no pinned SSH host key, so nothing is sent to it. Fix: `npx meshfleet pin vps` (shows the fingerprint and records it), or set ssh.hostKey in its host file",
       },
     ]);
+  });
+});
+
+describe("preview with values not known yet", () => {
+  it("a generation whose bundle waits on a new key diffs as an update of hash and files", () => {
+    const news = { ...genInputs(b1()), hash: UNKNOWN, files: UNKNOWN as never, units: UNKNOWN as never, bundle: UNKNOWN };
+    expect(generation.diff(genOutputs(genInputs(b1())), news).detailedDiff).toMatchObject({ hash: "update", files: "update", units: "update" });
+  });
+});
+
+describe("Proxmox container", () => {
+  afterEach(() => vi.restoreAllMocks());
+  const ct: ContainerInputs = { host: "router", connection: conn, ctid: 205, mode: "create", config: ["dev0: /dev/net/tun"], pctCommands: [["pct", "create", "205", "local:vztmpl/debian-12.tar.zst"]] };
+  const outs: ContainerOutputs = { ...ct, status: "status: running", missingConfig: [] };
+  const answer = (stdout: string) => vi.spyOn(session, "run").mockResolvedValue({ code: 0, stdout, stderr: "" });
+
+  it("read: a CT meshfleet created and that is gone is gone (the next up creates it); an adopted one stays and is re-checked", async () => {
+    answer("status: missing\n@@missing@@\ndev0: /dev/net/tun\n");
+    expect(await container.read("205", outs)).toBeNull();
+    // Adopted: kept, and the next up's pct script says the CT is missing (see scripts.test.ts).
+    const adopted = (await container.read("205", { ...outs, mode: "adopt" }))!;
+    expect(adopted.status).toBe("status: missing");
+    expect(container.diff(adopted, { ...ct, mode: "adopt" }).changes).toBe(true);
+    answer("status: running\n@@missing@@\ndev0: /dev/net/tun\n");
+    const r = (await container.read("205", outs))!;
+    expect(r.missingConfig).toEqual(["dev0: /dev/net/tun"]);
+    expect(container.diff(r, ct)).toMatchObject({ changes: true, detailedDiff: { status: "update" } });
+    expect(container.diff(outs, ct).changes).toBe(false);
+    expect(container.diff(outs, { ...ct, ctid: 206 })).toMatchObject({ replaces: ["ctid"] });
+  });
+
+  it("every pct value is its own quoted argument", () => {
+    const s = pctScript("router", { ...ct, pctCommands: [["pct", "set", "205", "--description", "it's; rm -rf /"]], mode: "adopt" });
+    expect(s).toContain(`pct set 205 --description 'it'"'"'s; rm -rf /'`);
   });
 });
 
