@@ -39,10 +39,11 @@ const COMMANDS: Record<string, Command> = {
   switch: {
     usage: "switch <bundle.json> [--confirm-timeout S] [--repair]",
     summary: "stage and activate a bundle as a new generation",
-    help: `Checks the bundle (format, hashes) before touching anything, stages it as
-generation N, then activates: files, sysctl, the nft table (one transaction),
-systemd units, tailscale; then runs the bundle's health probes. A failing step
-or probe rolls back to the previous generation. An unchanged bundle is a no-op.
+    help: `Checks the bundle against its contract (format, fields, paths, hashes)
+before touching anything, stages it as generation N, then activates: files,
+sysctl, the nft table (one transaction), systemd units, tailscale; then runs
+the bundle's health probes. A failing step or probe rolls back to the previous
+generation. An unchanged bundle is a no-op.
   --confirm-timeout S   start a lockout guard: unless \`confirm\` runs within S
                         seconds (over a new ssh connection), roll back by itself
   --repair              when the bundle is already current, re-apply it where the
