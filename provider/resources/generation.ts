@@ -247,17 +247,22 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
   const run = (script: string, what: string, extra: { stdin?: string | Buffer; fresh?: boolean; quiet?: boolean } = {}) =>
     session.run(c, script, { what, privateKey: n.sshPrivateKey, ...extra });
 
-  const prep = await run(prepareScript(host, n.agent), "prepare (node, folders, agent sha256)");
-  if (prep.code !== 0) throw runFailure(host, "preparing the host", prep);
-  const remoteSha = prep.stdout.trim().split("\n").pop() ?? "";
   let localBytes: Buffer;
   try {
     localBytes = readFileSync(n.agent.localPath);
   } catch (e) {
-    throw new ProviderError(`the agent bundle ${n.agent.localPath} cannot be read (${(e as NodeJS.ErrnoException).code}). Fix: npm run build:agent`);
+    throw new ProviderError(`the agent bundle ${n.agent.localPath} cannot be read (${(e as NodeJS.ErrnoException).code}); nothing was sent to ${host}. Fix: npm run build:agent`);
   }
   const localSha = createHash("sha256").update(localBytes).digest("hex");
-  if (localSha !== n.agent.sha256) log(`host ${host}: agent ${n.agent.localPath} changed since the program read it (${n.agent.sha256.slice(0, 12)} → ${localSha.slice(0, 12)}); pushing the file as it is now`);
+  // Only the agent the program saw is pushed: a rebuild while the deploy runs (or a half-written file) stops here.
+  if (localSha !== n.agent.sha256 || localBytes.length === 0) {
+    throw new ProviderError(
+      `the agent bundle ${n.agent.localPath} changed while this deploy ran (${localBytes.length} bytes, sha256 ${localSha.slice(0, 12)}; the program read ${n.agent.sha256.slice(0, 12)}); nothing was sent to ${host}. Run the deploy again once \`npm run build:agent\` is done`,
+    );
+  }
+  const prep = await run(prepareScript(host, n.agent), "prepare (node, folders, agent sha256)");
+  if (prep.code !== 0) throw runFailure(host, "preparing the host", prep);
+  const remoteSha = prep.stdout.trim().split("\n").pop() ?? "";
   if (remoteSha !== localSha) {
     const push = await run(pushScript(n.agent.remotePath, "0644"), `push agent (${localBytes.length} bytes)`, { stdin: localBytes });
     if (push.code !== 0) throw runFailure(host, "pushing the agent", push);

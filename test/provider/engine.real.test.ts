@@ -19,7 +19,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { toolPath } from "../../lab/tools/index.ts";
 import { Generation } from "../../provider/sdk.ts";
 import { bundleSummary } from "../../provider/summary.ts";
-import { buildAgent, bundle, file } from "../agent/helpers.ts";
+import { bundle, file } from "../agent/helpers.ts";
+import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
@@ -43,7 +44,7 @@ describe.skipIf(why !== null)(`the provider in the real engine${why ? ` (skipped
   const times: Record<string, number> = {};
 
   beforeAll(async () => {
-    const agentPath = buildAgent();
+    const agentPath = privateAgent();
     sshd = await startSshd();
     tmp = mkdtempSync(path.join(tmpdir(), "mf-engine-"));
     mkdirSync(path.join(tmp, "state"));

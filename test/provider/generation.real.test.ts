@@ -14,7 +14,8 @@ import { generation } from "../../provider/resources/generation.ts";
 import { session } from "../../provider/ssh.ts";
 import { bundleSummary } from "../../provider/summary.ts";
 import type { GenerationInputs, GenerationOutputs, SshConnection } from "../../provider/types.ts";
-import { buildAgent, bundle, file } from "../agent/helpers.ts";
+import { bundle, file } from "../agent/helpers.ts";
+import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
 import { createHash } from "node:crypto";
 
@@ -26,7 +27,7 @@ describe.skipIf(why !== null)(`Generation against a real sshd and agent${why ? `
   let agentPath: string;
 
   beforeAll(async () => {
-    agentPath = buildAgent();
+    agentPath = privateAgent();
     // authorized_keys lives under the agent's root, so a generation can lock the deploy out.
     sshd = await startSshd();
     conn = { name: "testhost", host: "127.0.0.1", port: sshd.port, user: "root", hostKeys: [sshd.hostKey], privateKeyPath: sshd.clientKeyPath, dialAttempts: 3 };

@@ -17,7 +17,8 @@ import { file as hostFile, serviceCheck } from "../../provider/resources/host.ts
 import { session } from "../../provider/ssh.ts";
 import { bundleSummary } from "../../provider/summary.ts";
 import type { GenerationInputs, GenerationOutputs, SshConnection } from "../../provider/types.ts";
-import { buildAgent, bundle, file } from "../agent/helpers.ts";
+import { bundle, file } from "../agent/helpers.ts";
+import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
 
 const why = sshdUnavailable();
@@ -36,7 +37,7 @@ describe.skipIf(why !== null)(`host drift and host resources through ssh${why ? 
   const local = mkdtempSync(path.join(tmpdir(), "mf-hostfile-"));
 
   beforeAll(async () => {
-    agentPath = buildAgent();
+    agentPath = privateAgent();
     sshd = await startSshd();
     conn = { name: "testhost", host: "127.0.0.1", port: sshd.port, user: "root", hostKeys: [sshd.hostKey], privateKeyPath: sshd.clientKeyPath, dialAttempts: 3 };
   }, 30_000);

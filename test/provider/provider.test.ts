@@ -9,7 +9,7 @@
  * The headscale CLI is answered by a recorder standing in for ssh (the real
  * CLI is proved in test/components/headscale-cli.real.test.ts).
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -100,6 +100,20 @@ describe("Generation diff", () => {
         reason: "host vps (203.0.113.10): no pinned SSH host key, so nothing is sent to it. Fix: `npx meshfleet pin vps` (shows the fingerprint and records it), or set ssh.hostKey in its host file",
       },
     ]);
+  });
+});
+
+describe("Generation create refuses an agent file other than the one the program hashed", () => {
+  afterEach(() => vi.restoreAllMocks());
+  it("a rebuilt or half-written agent: nothing is sent to the host", async () => {
+    const dir = mkdtempSync(path.join(tmpdir(), "mf-agent-race-"));
+    const agent = path.join(dir, "meshfleet-agent.mjs");
+    writeFileSync(agent, "");
+    const run = vi.spyOn(session, "run");
+    const i = genInputs(b1());
+    const err = await generation.create({ ...i, agent: { ...i.agent, localPath: agent } }).catch((e: Error) => e);
+    expect(String(err)).toMatch(new RegExp(`^Error: the agent bundle ${agent} changed while this deploy ran \\(0 bytes, sha256 e3b0c44298fc; the program read aaaaaaaaaaaa\\); nothing was sent to router\\.`));
+    expect(run).not.toHaveBeenCalled();
   });
 });
 
