@@ -190,7 +190,7 @@ function buildSchemas() {
     hash: hex64,
     files: z.array(bundleFileSchema),
     /** sysctl key -> value, written to SYSCTL_FILE and applied. */
-    sysctl: z.record(str(/^[a-z0-9_][a-z0-9_.\-/]*$/, "a sysctl key such as net.ipv4.ip_forward"), str(/^[^\n\r]*$/, "a one-line value")),
+    sysctl: z.record(str(/^[a-z0-9_][A-Za-z0-9_.\-/]*$/, "a sysctl key such as net.ipv4.ip_forward"), str(/^[^\n\r]*$/, "a one-line value")),
     units: z.array(bundleUnitSchema),
     /** null: the firewall is off (no table inet meshfleet). */
     firewall: z.nullable(firewallSchema),

