@@ -1,5 +1,6 @@
 // Bundles the agent into one ESM file for the hosts' own Node 18 (Debian
-// bookworm), with no node_modules there: everything it imports is node:*.
+// bookworm), with no node_modules there: it imports node:* and the bundle
+// contract (contract/), whose zod/mini schema is bundled in (about 40 KB).
 import { build } from "esbuild";
 import { statSync } from "node:fs";
 import { dirname, join } from "node:path";
