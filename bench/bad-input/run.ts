@@ -109,7 +109,9 @@ async function main() {
     for (const r of results)
       console.log(`${r.name.padEnd(54)} ${r.cold.toFixed(1).padStart(8)} ${r.cpu.toFixed(1).padStart(12)} ${r.warm.toFixed(1).padStart(9)} ${(r.cold / base.cold).toFixed(2).padStart(12)}x   ${r.verdict.slice(0, 70)}`);
     const worst = results.slice(1).filter((r) => !r.name.includes("floor")).reduce((a, b) => (b.cold > a.cold ? b : a));
-    console.log(`target: every case answered in < 200 ms (cold): ${worst.cold < 200 ? "met" : "NOT met"} (slowest: ${worst.name}, ${worst.cold.toFixed(0)} ms)`);
+    const worstCpu = results.slice(1).filter((r) => !r.name.includes("floor")).reduce((a, b) => (b.cpu > a.cpu ? b : a));
+    console.log(`target: every case answered in < 200 ms (cold, wall): ${worst.cold < 200 ? "met" : "NOT met"} (slowest: ${worst.name}, ${worst.cold.toFixed(0)} ms)`);
+    console.log(`        the same in CPU time, which a busy machine inflates less: ${worstCpu.cpu < 200 ? "met" : "NOT met"} (most: ${worstCpu.name}, ${worstCpu.cpu.toFixed(0)} ms)`);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }
