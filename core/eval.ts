@@ -449,10 +449,10 @@ function checkNames(evaluated: Record<string, HostOptions>, out: Diagnostic[]) {
     const t = p.facts.tailnet;
     if (!t) continue;
     const prev = byTsName.get(t.name);
-    const at = origin(t.nameOption);
-    if (prev)
+    if (prev) {
+      const at = origin(t.nameOption);
       out.push(diag(at.file, at.path, `a node name no other host uses (${prev.name} in ${prev.file} is "${t.name}")`, JSON.stringify(t.name), `set ${t.nameOption} to a unique name`));
-    else byTsName.set(t.name, p);
+    } else byTsName.set(t.name, p);
   }
 }
 
