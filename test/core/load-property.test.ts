@@ -45,7 +45,7 @@ const yamlText = fc.oneof(
   fc.array(fc.constantFrom(...FRAGMENTS), { maxLength: 40 }).map((a) => a.join("")),
   fc.string({ maxLength: 200 }),
   fc.record({
-    imports: fc.array(fc.constantFrom("client", "coordinator", "./_f0.yaml", "./_f1.yaml", "./_f2.yaml", "../outside/secret.yaml", "../outside/pipe.yaml", "./../outside/secret.yaml", "/etc/passwd", "./missing.yaml", "./sub/../_f0.yaml", "_f1.yaml", "./lnk.yaml", "./dir.yaml", "./h0.yaml", "../fx/_f2.yaml"), { maxLength: 4 }),
+    imports: fc.array(fc.constantFrom("client", "coordinator", "./_f0.yaml", "./_f1.yaml", "./_f2.yaml", "../outside/secret.yaml", "../outside/pipe.yaml", "./../outside/secret.yaml", "/etc/passwd", "./missing.yaml", "./sub/../_f0.yaml", "_f1.yaml", "./lnk.yaml", "./dir.yaml", "./h0.yaml", "../fx/_f2.yaml", "./lnkdir/secret.yaml", "./lnkdir/pipe.yaml", "./lnkdir/../lnk.yaml"), { maxLength: 4 }),
     address: fc.constantFrom("10.0.0.1", SENTINEL.toLowerCase()),
     tailscale: fc.record({ hostname: fc.oneof(fc.string({ maxLength: 70 }), fc.constantFrom("GW", "gw", "../etc", "a\nb", "rоuter", "h0", "H0")) }, { requiredKeys: [] }),
   }, { requiredKeys: [] }).map((v) => stringify(v)),
@@ -78,6 +78,7 @@ function build(w: any): string {
   w.includes.forEach((t: string, i: number) => realFs.writeFileSync(path.join(dir, `_f${i}.yaml`), t));
   realFs.mkdirSync(path.join(dir, "dir.yaml"));
   realFs.symlinkSync(path.join(root, "outside", "secret.yaml"), path.join(dir, "lnk.yaml"));
+  realFs.symlinkSync(path.join(root, "outside"), path.join(dir, "lnkdir")); // a folder inside that is the one outside
   for (const h of w.hosts) {
     const file = path.join(dir, `${h.name}.${h.ext}`);
     if (path.dirname(file) !== dir || h.name.includes("\0")) continue; // not a name a folder can hold
