@@ -15,6 +15,7 @@
  * protocol (icmp, sctp, …) is left out (that traffic stays governed by
  * tailscaled alone). Port ranges are expanded into port lists.
  */
+import { MeshfleetError } from "../diagnostics.ts";
 import type { FirewallSpec, TailnetRule } from "../types.ts";
 import { compilePolicy } from "./compile.ts";
 import { contains, fromRanges, toStrings, type IPSet } from "./ipset.ts";
@@ -34,7 +35,7 @@ export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: P
   // Allow-all: nothing to enforce (an empty list means "not enforced").
   if (compiled.allowAll) return { tailnet: [], sets: {} };
   const me = resolver.nodes.find((n) => n.node.name === host);
-  if (!me) throw new Error(`tailnetRulesForHost: ${host} is not one of the nodes`);
+  if (!me) throw new MeshfleetError(`tailnetRulesForHost: ${host} is not one of the policy's nodes (${resolver.nodes.map((n) => n.node.name).join(", ")}); enforce only on hosts that join the mesh`);
 
   const sets: Record<string, string[]> = {};
   const setMembers: Record<string, string[]> = {};
