@@ -89,6 +89,11 @@ describe("bad input: one clear diagnostic per problem", () => {
           expect(d.file).not.toBe("");
           expect(d.expected).not.toBe("");
           expect(d.fix).not.toBe("");
+          // The fix must fix: never "set  to ...", never setting the value found wrong again.
+          expect(d.fix).not.toMatch(/set\s{2,}|^set\s+to /);
+          const bad = /^"([^"]{2,})"/.exec(d.found)?.[1];
+          if (bad) expect(d.fix).not.toMatch(new RegExp(`(\\bto |: )"?${bad.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}(["\\s.,;]|$)`));
+          for (const f of [d.file, d.path, d.expected, d.found, d.fix]) expect(f).not.toMatch(/[\n\r\u0000\u001b]/);
         }
         expect(text).toMatchSnapshot();
       } finally {
