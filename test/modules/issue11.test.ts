@@ -9,7 +9,9 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
-import { evaluateFleet, formatDiagnostics, type FleetSystem } from "../../core/index.ts";
+import { z } from "zod";
+import { evaluateFleet, formatDiagnostics, type FleetSystem, type ModuleRegistry } from "../../core/index.ts";
+import { defineModule } from "../../core/module.ts";
 import { REGISTRY } from "../../modules/index.ts";
 
 const cleanups: (() => void)[] = [];
@@ -231,6 +233,22 @@ describe("the agent's own units come from the meshfleet-agent module", () => {
     const a = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     const b = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     expect(JSON.stringify(a.fleet)).toEqual(JSON.stringify(b.fleet));
+  });
+
+  it("the caller's registry is what evaluation knows: a module added there is evaluated like the others", async () => {
+    const motd = defineModule({
+      name: "motd",
+      description: "A message of the day.",
+      options: z.object({ text: z.string().default("").describe("The message.") }).strict(),
+      config: (o) => (o.text ? { files: [{ path: "/etc/motd", content: `${o.text}\n`, mode: "0644", owner: "root", group: "root" }] } : {}),
+    });
+    const registry: ModuleRegistry = { ...REGISTRY, modules: [...REGISTRY.modules, motd] };
+    const dir = labCopy({ "laptop.yaml": (t) => t + "motd:\n  text: hello\n" });
+    const r = await evaluateFleet(registry, dir, "lab");
+    expect(r.fleet?.hosts.laptop.files.find((f) => f.path === "/etc/motd")?.content).toBe("hello\n");
+    // The default registry does not know it: the same file is refused, naming the option.
+    const refused = await evaluateFleet(REGISTRY, dir, "lab");
+    expect(refused.diagnostics.find((d) => d.severity === "error")).toMatchObject({ path: "motd", found: 'unknown option "motd"' });
   });
 
   it("without the registry, evaluation says what to pass", async () => {
