@@ -247,11 +247,11 @@ export function parseYaml(text: string, file: string): { value?: unknown; diagno
       diagnostics.push(diag(file, at(e.pos[0]), "one YAML document per file", "a second document after a '---' line", "remove the '---' line (and what follows it, or move it into a file of its own)"));
       break;
     }
-    diagnostics.push(diag(file, at(e.pos[0]), "valid YAML", e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, ""), "fix the YAML syntax at that line"));
+    diagnostics.push(diag(file, at(e.pos[0]), "valid YAML", brief(e.message.split("\n")[0].replace(/ at line \d+, column \d+:?$/, "")), "fix the YAML syntax at that line"));
   }
   for (const w of doc.warnings) {
     if (w.code === "TAG_RESOLVE_FAILED" && /!mk(Default|Force)/.test(w.message)) continue;
-    diagnostics.push(diag(file, at(w.pos[0]), "a known YAML tag (!mkDefault, !mkForce)", w.message.split("\n")[0], "remove the tag or use !mkDefault / !mkForce"));
+    diagnostics.push(diag(file, at(w.pos[0]), "a known YAML tag (!mkDefault, !mkForce)", brief(w.message.split("\n")[0]), "remove the tag or use !mkDefault / !mkForce"));
   }
   if (diagnostics.length) return { diagnostics };
   const w = new Walker(doc, file, at);
@@ -560,7 +560,12 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
 }
 
 function firstLine(e: unknown): string {
-  return String((e as Error)?.message ?? e).split("\n")[0];
+  return brief(String((e as Error)?.message ?? e).split("\n")[0]);
+}
+
+/** A parser's or module's message, cut: it may quote the input (a huge tag, a long line). */
+function brief(s: string): string {
+  return s.length > 160 ? `${s.slice(0, 157)}...` : s;
 }
 
 function stripPrioDeep(v: unknown): unknown {
