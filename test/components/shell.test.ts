@@ -5,10 +5,10 @@
  * reported before anything is created.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { describe, expect, it } from "vitest";
+import path, { join } from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
 import { connectionIssues, hostConnection, knownHostsKeys, pinsFor, targetConnection } from "../../components/shell.ts";
 import type { HostSystem } from "../../core/types.ts";
 
@@ -36,6 +36,7 @@ function knownHosts(): string {
 
 describe("host key pins", () => {
   const f = knownHosts();
+  afterAll(() => rmSync(path.dirname(f), { recursive: true, force: true }));
   it.each([
     ["172.31.240.10", 22, [K("vps")]],
     ["172.31.240.77", 2222, [K("lap")]],

@@ -4,7 +4,7 @@
  * dist/meshfleet-agent.mjs under a deploy that is reading it would make that
  * deploy push another file than its program hashed.
  */
-import { mkdtempSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -15,7 +15,9 @@ let built: string | null = null;
 
 export function privateAgent(): string {
   if (built) return built;
-  const out = path.join(mkdtempSync(path.join(tmpdir(), "mf-test-agent-")), "meshfleet-agent.mjs");
+  const dir = mkdtempSync(path.join(tmpdir(), "mf-test-agent-"));
+  process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
+  const out = path.join(dir, "meshfleet-agent.mjs");
   buildSync({
     entryPoints: [path.join(REPO, "agent", "main.ts")],
     outfile: out,

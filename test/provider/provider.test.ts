@@ -9,10 +9,10 @@
  * The headscale CLI is answered by a recorder standing in for ssh (the real
  * CLI is proved in test/components/headscale-cli.real.test.ts).
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { afterEach, describe, expect, it, vi } from "vitest";
+import { afterAll, afterEach, describe, expect, it, vi } from "vitest";
 import { provider, typeOfUrn } from "../../provider/provider.ts";
 import { generation } from "../../provider/resources/generation.ts";
 import { preAuthKey, routeApproval, user } from "../../provider/resources/headscale.ts";
@@ -112,6 +112,7 @@ describe("Generation create refuses an agent file other than the one the program
     const run = vi.spyOn(session, "run");
     const i = genInputs(b1());
     const err = await generation.create({ ...i, agent: { ...i.agent, localPath: agent } }).catch((e: Error) => e);
+    rmSync(dir, { recursive: true, force: true });
     expect(String(err)).toMatch(new RegExp(`^Error: the agent bundle ${agent} changed while this deploy ran \\(0 bytes, sha256 e3b0c44298fc; the program read aaaaaaaaaaaa\\); nothing was sent to router\\.`));
     expect(run).not.toHaveBeenCalled();
   });
@@ -163,9 +164,10 @@ describe("provider plumbing", () => {
 });
 
 describe("headscale resources (ssh answered by a recorder)", () => {
-  const log = path.join(mkdtempSync(path.join(tmpdir(), "mf-prov-log-")), "provider.log");
-  process.env.MESHFLEET_PROVIDER_LOG = log;
+  const logDir = mkdtempSync(path.join(tmpdir(), "mf-prov-log-"));
+  process.env.MESHFLEET_PROVIDER_LOG = path.join(logDir, "provider.log");
   afterEach(() => vi.restoreAllMocks());
+  afterAll(() => rmSync(logDir, { recursive: true, force: true }));
 
   /** Answer each remote script by the first matching pattern; record the scripts. */
   function answer(rules: [RegExp, (script: string) => Partial<RunResult>][]) {
