@@ -3,7 +3,7 @@
  * Its unit runs Debian's prometheus-node-exporter with the agent's textfile
  * directory; its port is opened on the tailnet only (never the public side).
  */
-import { spawn } from "node:child_process";
+import { spawn, spawnSync } from "node:child_process";
 import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import os from "node:os";
@@ -81,6 +81,20 @@ describe("node-exporter module", () => {
   });
 
   const bin = "/usr/bin/prometheus-node-exporter";
+  const analyze = "/usr/bin/systemd-analyze";
+  it.skipIf(!existsSync(bin) || !existsSync(analyze))("systemd-analyze verify accepts the unit", async () => {
+    const f = await lab({ "laptop.yaml": enable });
+    const unit = f.hosts.laptop.units.find((u) => u.name === "prometheus-node-exporter.service")!;
+    const dir = mkdtempSync(path.join(os.tmpdir(), "mf-unit-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    writeFileSync(path.join(dir, unit.name), unit.content);
+    const r = spawnSync(analyze, ["verify", path.join(dir, unit.name)], { encoding: "utf8", timeout: 30_000 });
+    // Warnings about the host's other units are not this unit's; anything naming it is.
+    const ours = `${r.stdout}${r.stderr}`.split("\n").filter((l) => l.includes(unit.name));
+    expect(ours, r.stderr).toEqual([]);
+    expect(r.status, r.stderr).toBe(0);
+  }, 40_000);
+
   it.skipIf(!existsSync(bin))("the real node_exporter accepts the rendered flags and serves the textfile metrics", async () => {
     const f = await lab({ "laptop.yaml": enable });
     const exec = f.hosts.laptop.units.find((u) => u.name === "prometheus-node-exporter.service")!.content.split("\n").find((l) => l.startsWith("ExecStart="))!;
