@@ -499,7 +499,7 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
     containers: [],
     tailscale: {
       enable: false, loginServer: "", authKeyFile: "", hostname: peer.name, tags: [], advertiseRoutes: [], advertiseExitNode: false,
-      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, cli: "", upArgs: [], setArgs: [],
+      acceptRoutes: false, acceptDns: true, ssh: false, snatSubnetRoutes: true, cli: "", netfilterMode: "on", extraUpFlags: [], upArgs: [], setArgs: [],
     },
     packages: [],
     lxc: null,
@@ -512,6 +512,7 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
   const fileOwner = new Map<string, string>();
   const unitOwner = new Map<string, string>();
   const portOwner = new Map<string, InboundRule>();
+  const tailscaleSetBy = new Map<string, string>();
   const at = (a: { path: string; file?: string }) => {
     if (a.file) return { file: a.file, path: a.path };
     return origin(a.path);
@@ -550,7 +551,7 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
     if (c.agentNodePath) host.agentNodePath = c.agentNodePath;
     host.probes.push(...(c.probes ?? []));
     host.bestEffort.push(...(c.bestEffort ?? []));
-    if (c.tailscale) mergeTailscale(host.tailscale, c.tailscale, peer, module, out);
+    if (c.tailscale) mergeTailscale(host.tailscale, c.tailscale, tailscaleSetBy, peer, module, out);
     for (const a of c.assertions ?? []) {
       if (a.assertion) continue;
       const w = at(a);
@@ -573,14 +574,17 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
   return host;
 }
 
-function mergeTailscale(t: TailscaleSettings, c: Partial<TailscaleSettings>, peer: PeerView, module: string, out: Diagnostic[]) {
+/** Tailscale settings from the modules: lists concatenate, enable/exit-node are or-ed, other values must agree. */
+function mergeTailscale(t: TailscaleSettings, c: Partial<TailscaleSettings>, setBy: Map<string, string>, peer: PeerView, module: string, out: Diagnostic[]) {
   const w = t as unknown as Record<string, unknown>;
   for (const [k, v] of Object.entries(c) as [keyof TailscaleSettings, unknown][]) {
     if (Array.isArray(v)) w[k] = [...(w[k] as unknown[]), ...v];
     else if (typeof v === "boolean") w[k] = k === "advertiseExitNode" || k === "enable" ? (w[k] as boolean) || v : v;
     else if (typeof v === "string") {
-      const cur = w[k] as string;
-      if (cur && cur !== v && k !== "hostname") out.push(diag(peer.file, `tailscale.${k}`, `one value`, `${cur} and ${v} (from ${module})`, "make them agree"));
+      const prev = setBy.get(k);
+      if (prev !== undefined && w[k] !== v)
+        out.push(diag(peer.file, `tailscale.${k}`, `one value`, `${String(w[k])} (from ${prev}) and ${v} (from ${module})`, "make them agree"));
+      setBy.set(k, module);
       w[k] = v;
     }
   }

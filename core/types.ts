@@ -122,7 +122,11 @@ export interface TailscaleSettings {
   snatSubnetRoutes: boolean;
   /** Path of the tailscale CLI on the host (the agent runs it). */
   cli: string;
-  /** `tailscale up` argv (without the auth key), one flag per element. */
+  /** How tailscaled manages netfilter rules (`--netfilter-mode`). */
+  netfilterMode: "on" | "nodivert" | "off";
+  /** The user's extra `tailscale up` flags, one per element. */
+  extraUpFlags: string[];
+  /** `tailscale up` argv (without the auth key), one flag per element (contract/tailscale.ts builds it). */
   upArgs: string[];
   /** `tailscale set` argv for later changes, one flag per element. */
   setArgs: string[];

@@ -33,4 +33,3 @@ void _everyModuleTyped;
 export const REGISTRY: ModuleRegistry = { modules: MODULES, profiles: PROFILES };
 
 export { PROFILES } from "./profiles.ts";
-export { tailscaleUpArgs, tailscaleSetArgs } from "./tailscale.ts";

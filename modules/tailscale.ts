@@ -7,6 +7,7 @@ import { z } from "zod";
 import { defineModule, type Assertion } from "../core/module.ts";
 import { cidr, cidrContains, isNetworkAddress, parseCidr, port, tag, userName, duration } from "../core/schema-types.ts";
 import type { TailscaleSettings } from "../core/types.ts";
+import { tailscaleSetFlags, tailscaleUpFlags } from "../contract/tailscale.ts";
 
 export const AUTH_KEY_FILE = "/var/lib/meshfleet/secrets/tailscale-authkey";
 
@@ -104,6 +105,13 @@ function networkOf(r: string): string {
   return `${[24n, 16n, 8n, 0n].map((s) => (a >> s) & 255n).join(".")}/${c.bits}`;
 }
 
+/** The settings as the bundle's typed tailscale config, whose flags the contract builds (one definition). */
+const flagsOf = (s: Omit<TailscaleSettings, "upArgs" | "setArgs">): Parameters<typeof tailscaleUpFlags>[0] => ({
+  cli: s.cli, loginServer: s.loginServer, authKeyFile: s.authKeyFile, hostname: s.hostname, tags: s.tags,
+  routes: s.advertiseRoutes, exitNode: s.advertiseExitNode, acceptRoutes: s.acceptRoutes, acceptDns: s.acceptDns,
+  ssh: s.ssh, snatSubnetRoutes: s.snatSubnetRoutes, netfilterMode: s.netfilterMode, extraUpFlags: s.extraUpFlags,
+});
+
 export const tailscaleModule = defineModule({
   name: "tailscale",
   description: "The Tailscale client (tailscaled) and how the node joins the mesh.",
@@ -124,6 +132,8 @@ export const tailscaleModule = defineModule({
     const env = { TS_NO_LOGS_NO_SUPPORT: "true", ...o.environment };
     const routes = advertisedRoutes(o);
     const settings: Omit<TailscaleSettings, "upArgs" | "setArgs"> = {
+      netfilterMode: o.netfilterMode,
+      extraUpFlags: o.extraUpFlags,
       enable: true,
       loginServer: o.loginServer || ctx.fleet.coordinator.serverUrl,
       authKeyFile: AUTH_KEY_FILE,
@@ -138,11 +148,7 @@ export const tailscaleModule = defineModule({
       cli: o.tailscalePath,
     };
     return {
-      tailscale: {
-        ...settings,
-        upArgs: tailscaleUpArgs(settings, o.netfilterMode, o.extraUpFlags),
-        setArgs: tailscaleSetArgs(settings, o.netfilterMode),
-      },
+      tailscale: { ...settings, upArgs: tailscaleUpFlags(flagsOf(settings)), setArgs: tailscaleSetFlags(flagsOf(settings)) },
       files: agent
         ? [{ path: AUTH_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: `preauth:${ctx.host}` }]
         : [],
@@ -200,34 +206,3 @@ export const tailscaleModule = defineModule({
   },
 });
 
-/**
- * `tailscale up` argv (no auth key): every setting explicit, so a later `up`
- * never fails on "non-default flags". No --advertise-tags: headscale 0.29
- * gives a node the tags of its pre-auth key and refuses tags the client
- * requests when it registers with a key.
- */
-export function tailscaleUpArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode = "on", extra: string[] = []): string[] {
-  return [
-    `--login-server=${s.loginServer}`,
-    `--hostname=${s.hostname}`,
-    ...commonArgs(s, netfilterMode),
-    ...extra,
-  ];
-}
-
-/** `tailscale set` argv: what `set` can change without re-login (no tags, no login server). */
-export function tailscaleSetArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode = "on"): string[] {
-  return [`--hostname=${s.hostname}`, ...commonArgs(s, netfilterMode)];
-}
-
-function commonArgs(s: Omit<TailscaleSettings, "upArgs" | "setArgs" | "cli">, netfilterMode: string): string[] {
-  return [
-    `--advertise-routes=${s.advertiseRoutes.join(",")}`,
-    `--advertise-exit-node=${s.advertiseExitNode}`,
-    `--accept-routes=${s.acceptRoutes}`,
-    `--accept-dns=${s.acceptDns}`,
-    `--ssh=${s.ssh}`,
-    `--snat-subnet-routes=${s.snatSubnetRoutes}`,
-    `--netfilter-mode=${netfilterMode}`,
-  ];
-}

@@ -153,6 +153,15 @@ describe("modules set each other's options through the priority merge", () => {
     expect(f.hosts["lxc-tailscale"].tailscale.upArgs).toContain("--advertise-routes=192.168.8.0/25");
   });
 
+  it("tailscale flags are built once, by the bundle contract, from typed settings", async () => {
+    const f = await evalOk(labCopy({ "laptop.yaml": (t) => t.replace("tailscale:\n", "tailscale:\n  netfilterMode: nodivert\n  extraUpFlags: [--operator=alice]\n") }));
+    const t = f.hosts.laptop.tailscale;
+    expect(t).toMatchObject({ netfilterMode: "nodivert", extraUpFlags: ["--operator=alice"] });
+    expect(t.upArgs).toEqual(expect.arrayContaining(["--netfilter-mode=nodivert", "--operator=alice"]));
+    expect(t.setArgs).toContain("--netfilter-mode=nodivert");
+    expect(t.setArgs).not.toContain("--operator=alice");
+  });
+
   it("!mkForce false on tailscale.advertiseExitNode beats the exit-node module", async () => {
     const r = await evaluateFleet(REGISTRY, "hosts/home", "home");
     expect(r.fleet!.hosts.exit.tailscale.advertiseExitNode).toBe(true);
