@@ -8,7 +8,7 @@
  * tailscale module checks every route once, wherever it was written.
  */
 import { z } from "zod";
-import { defineModule, type OptionSetting } from "../core/module.ts";
+import { defineModule, type Assertion, type OptionSetting } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 import { cidr } from "../core/schema-types.ts";
 import type { BestEffortCommand } from "../core/types.ts";
@@ -23,6 +23,15 @@ const groForwarding = (iface: string): BestEffortCommand => ({
   // Does not survive a reboot and fails on some NICs, so it is best effort (REFERENCE.md).
   argv: ["ethtool", "-K", iface, "rx-udp-gro-forwarding", "on", "rx-gro-list", "off"],
   why: `UDP GRO forwarding on ${iface} for subnet-router throughput`,
+});
+
+/** A router that does not join the mesh routes nothing (tailscale.enable: false overrides what the module turns on). */
+const joinsMesh = (ok: boolean, module: string): Assertion => ({
+  assertion: ok,
+  path: "tailscale.enable",
+  expected: `true with ${module} (it advertises to the tailnet)`,
+  found: "false",
+  fix: `remove tailscale.enable: false, or set ${module}.enable: false`,
 });
 
 export const subnetRouterOptions = z
@@ -73,13 +82,16 @@ export const subnetRouterModule = defineModule({
       bestEffort: o.udpGroForwarding ? [groForwarding(o.lanInterface)] : [],
       probes: routes.length ? [{ name: "routes advertised", kind: "routes-advertised", routes }] : [],
       assertions: o.enable
-        ? [{
-            assertion: o.routes.length > 0,
-            path: "subnet-router.routes",
-            expected: "at least one subnet to advertise",
-            found: "an empty list",
-            fix: "add the home LAN, e.g. subnet-router.routes: [192.168.8.0/24], or drop the subnet-router import",
-          }]
+        ? [
+            {
+              assertion: o.routes.length > 0,
+              path: "subnet-router.routes",
+              expected: "at least one subnet to advertise",
+              found: "an empty list",
+              fix: "add the home LAN, e.g. subnet-router.routes: [192.168.8.0/24], or drop the subnet-router import",
+            },
+            joinsMesh(ctx.self.facts.tailnet !== null, "subnet-router"),
+          ]
         : [],
     };
   },
@@ -103,6 +115,7 @@ export const exitNodeModule = defineModule({
     return {
       forward: true,
       bestEffort: o.udpGroForwarding ? [groForwarding(o.wanInterface)] : [],
+      assertions: o.enable ? [joinsMesh(ctx.self.facts.tailnet !== null, "exit-node")] : [],
     };
   },
 });

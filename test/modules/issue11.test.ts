@@ -70,6 +70,13 @@ describe("bug 1: subnet-router.enable without the import is a subnet router", ()
     expect(f.autoApprovers.routes["192.168.8.0/24"]).toEqual(["tag:router"]);
   });
 
+  it("a subnet router whose host turns tailscale off is refused at tailscale.enable", async () => {
+    const r = await evaluateFleet(REGISTRY, labCopy({ "lxc-tailscale.yaml": (t) => t.replace("tailscale:\n", "tailscale:\n  enable: false\n") }), "lab");
+    expect(r.diagnostics.filter((d) => d.severity === "error")).toMatchObject([
+      { path: "tailscale.enable", file: expect.stringMatching(/lxc-tailscale\.yaml$/), expected: "true with subnet-router (it advertises to the tailnet)" },
+    ]);
+  });
+
   it("a plain client has no router facts", async () => {
     const f = await evalOk(labCopy());
     expect(f.hosts.laptop.roles).toEqual(["client"]);
