@@ -10,6 +10,12 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleHash, sha256, type Bundle, type BundleFile } from "../../contract/bundle.ts";
 import { emptyBundle } from "../../agent/state.ts";
+import { afterEach } from "vitest";
+
+// The agent runs through spawnSync, so a file of such tests never gives the
+// worker's event loop a turn: vitest's own messages wait, and under load its
+// 60 s RPC timeout fires ("Timeout calling onTaskUpdate"). One turn per test.
+afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(HERE, "../..");
