@@ -12,6 +12,7 @@
  * resource belongs to the host its inputs or its name or its parent's name
  * name), and into a result with counts per host.
  */
+import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync, appendFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
@@ -625,7 +626,11 @@ async function deployOpened(o: DeployOptions, root: string, t0: number, hostsDir
         return failed(o, t0, backend, learn, e, selected);
       }
     } else {
-      const state = await stack.exportStack();
+      // `stack export` without --show-secrets (the Automation API's exportStack decrypts them).
+      const ws = stack.workspace as LocalWorkspace;
+      const exported = spawnSync(ws.pulumiCommand.command, ["stack", "export", "--stack", o.stack, "--non-interactive"], { cwd: ws.workDir, env, encoding: "utf8", maxBuffer: 256 << 20 });
+      if (exported.status !== 0) throw new MeshfleetError(`pulumi stack export --stack ${o.stack}: ${cliError(exported.stderr)}`);
+      const state = JSON.parse(exported.stdout) as { deployment?: unknown };
       const res = (state.deployment as { resources?: { urn: string; type: string; parent?: string; provider?: string; inputs?: Record<string, unknown> }[] })?.resources ?? [];
       for (const r of res) {
         learn.handle({ sequence: 0, timestamp: 0, resOutputsEvent: { metadata: { op: "same", urn: r.urn, type: r.type, provider: r.provider ?? "", new: { type: r.type, urn: r.urn, id: "", parent: r.parent ?? "", inputs: r.inputs ?? {}, outputs: {}, provider: r.provider ?? "" } } } });

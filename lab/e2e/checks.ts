@@ -10,15 +10,10 @@ import { labTopology } from "../topology.ts";
 import { AGENT_HOST_PATH } from "../../core/types.ts";
 import { loadVersions } from "../tools/index.ts";
 import { e2ePaths } from "./paths.ts";
-import { runDeploy, type DeployOptions } from "../../cli/commands/deploy.ts";
-import { deployChecks } from "./deploy-checks.ts";
+import { deployChecks, labDeploy } from "./deploy-checks.ts";
 import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 
-/** `meshfleet <verb> --stack lab --config-file <lab>/Pulumi.lab.yaml --yes`, in this process. */
-export function labDeploy(instance: number, o: Omit<DeployOptions, "stack" | "configFile" | "env">) {
-  const p = e2ePaths(instance);
-  return runDeploy({ stack: STACK, configFile: p.stackConfig, env: labPulumiEnv(instance), logFile: p.log, ...o });
-}
+export { labDeploy };
 
 export interface CheckResult {
   name: string;

@@ -16,9 +16,15 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { AGENT_HOST_PATH } from "../../core/types.ts";
 import { labKeyPath, labKnownHostsPath, sshExec } from "../hosts/index.ts";
-import { labDeploy } from "./checks.ts";
+import { runDeploy, type DeployOptions } from "../../cli/commands/deploy.ts";
 import { e2ePaths, STACK } from "./paths.ts";
 import { keptSecret, labPulumiEnv, REPO, runPulumi } from "./pulumi.ts";
+
+/** `meshfleet <verb> --stack lab --config-file <lab>/Pulumi.lab.yaml --yes`, in this process. */
+export function labDeploy(instance: number, o: Omit<DeployOptions, "stack" | "configFile" | "env">) {
+  const p = e2ePaths(instance);
+  return runDeploy({ stack: STACK, configFile: p.stackConfig, env: labPulumiEnv(instance), logFile: p.log, ...o });
+}
 
 type Verdict = { ok: boolean; why: string };
 type Check = (name: string, fn: () => Promise<Verdict>) => Promise<boolean>;
