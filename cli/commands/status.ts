@@ -1,0 +1,247 @@
+/**
+ * `meshfleet status --stack S [--on ...] [--json]`: one table of the fleet,
+ * read live from every host over SSH in parallel (one connection per host,
+ * the host's own reads in parallel there too) and from headscale on the
+ * coordinator: generation (hash, age, confirmed), drift, tailscale state and
+ * online, direct/relayed peers, routes advertised and approved, key expiry,
+ * agent and tailscale versions.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
+import { MeshfleetError } from "../../core/diagnostics.ts";
+import type { HostSystem } from "../../core/types.ts";
+import { headscaleCommand, nodesListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
+import { shq } from "../../provider/quote.ts";
+import type { SshSession } from "../../provider/ssh.ts";
+import { flagHelp, parseArgs } from "../args.ts";
+import type { Command } from "../command.ts";
+import { age, agentCommand, AGENT_HOST_PATH, connectionTo, headscaleCliOf, jsonOr, newSession, openStackFleet, REPO_ROOT, sections, stackFlags, table, tryRun, type StackAccess } from "../fleet-hosts.ts";
+
+/** What `tailscale status --json` holds that status and doctor read. */
+export interface TsStatus {
+  Version?: string;
+  BackendState?: string;
+  Self?: { HostName?: string; Online?: boolean; KeyExpiry?: string; TailscaleIPs?: string[] };
+  Peer?: Record<string, { HostName?: string; DNSName?: string; Online?: boolean; CurAddr?: string; Relay?: string; PeerRelay?: string; Active?: boolean; KeyExpiry?: string }>;
+}
+
+export interface PeerPath {
+  peer: string;
+  online: boolean;
+  path: "direct" | "relayed" | "idle";
+  via: string;
+}
+
+/** Each peer's path from `tailscale status --json`: direct when it has a current UDP address, relayed when only a DERP home is known. */
+export function peerPaths(ts: TsStatus | undefined): PeerPath[] {
+  return Object.values(ts?.Peer ?? {}).map((p) => ({
+    peer: p.HostName || (p.DNSName ?? "").split(".")[0] || "?",
+    online: p.Online === true,
+    // No current UDP address: traffic (if any) goes through the DERP home; without recent traffic the path is not known yet.
+    path: p.CurAddr ? "direct" : p.Active && p.Relay ? "relayed" : "idle",
+    via: p.CurAddr || (p.Relay ? `derp:${p.Relay}` : ""),
+  }));
+}
+
+export interface HostStatus {
+  host: string;
+  reachable: boolean;
+  error?: string;
+  /** ms for the host's SSH round trip. */
+  ms: number;
+  generation: { n: number; hash: string | null; createdAt: string | null; ageSeconds: number | null; confirmed: boolean; pendingConfirm: unknown } | null;
+  drift: { clean: boolean; items: { kind: string; subject: string; detail: string }[] } | null;
+  tailscale: {
+    enabled: boolean;
+    state: string | null;
+    online: boolean | null;
+    version: string | null;
+    peers: PeerPath[];
+    keyExpiry: string | null;
+  };
+  headscale: { registered: boolean; online: boolean | null; advertised: string[]; approved: string[]; expiry: string | null } | null;
+  agent: { sha256: string | null; matchesLocal: boolean | null };
+}
+
+export interface FleetStatus {
+  stack: string;
+  at: string;
+  ms: number;
+  coordinator: string;
+  headscaleError?: string;
+  hosts: HostStatus[];
+}
+
+const mark = (s: string) => `echo; echo @@mf:${s}@@`;
+
+/** The one script a host runs for status: the agent's and tailscale's reads in parallel, then each printed in its section. */
+export function statusScript(h: HostSystem, o: { headscale?: string }): string {
+  const t = '"$t"';
+  const lines = [
+    't=$(mktemp -d) || exit 1',
+    `trap 'rm -rf "$t"' EXIT`,
+    `if [ -f ${shq(AGENT_HOST_PATH)} ]; then`,
+    `  (${agentCommand(h, ["status", "--json"])} >${t}/status 2>&1) &`,
+    `  (${agentCommand(h, ["verify", "--json"])} >${t}/verify 2>&1) &`,
+    `  (sha256sum ${shq(AGENT_HOST_PATH)} | cut -c1-64 >${t}/agent) &`,
+    "fi",
+  ];
+  if (h.tailscale.enable) lines.push(`(${shq(h.tailscale.cli || "tailscale")} status --json >${t}/ts 2>${t}/ts.err) &`);
+  if (o.headscale) lines.push(`(${o.headscale} >${t}/nodes 2>&1) &`);
+  lines.push("wait");
+  for (const s of ["status", "verify", "agent", "ts", "nodes"]) lines.push(mark(s), `cat ${t}/${s} 2>/dev/null`);
+  lines.push(mark("now"), "date +%s%3N", mark("end"));
+  return lines.join("\n");
+}
+
+export function headscaleNodesCommand(fleetAccess: StackAccess): string | undefined {
+  const cli = headscaleCliOf(fleetAccess);
+  return cli ? headscaleCommand(cli, nodesListArgs()) : undefined;
+}
+
+function findNodeIn(nodes: HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
+  return nodes.filter((n) => n.given_name === hostname || n.name === hostname).sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
+}
+
+function localAgentSha(a: StackAccess): string | null {
+  const p = typeof a.config["meshfleet:agentPath"] === "string" ? (a.config["meshfleet:agentPath"] as string) : "dist/meshfleet-agent.mjs";
+  const file = path.isAbsolute(p) ? p : path.join(REPO_ROOT, p);
+  return existsSync(file) ? createHash("sha256").update(readFileSync(file)).digest("hex") : null;
+}
+
+/** Read the whole selection's status; the raw sections per host come back too (doctor reads more of them). */
+export async function collectStatus(a: StackAccess, session: SshSession, extra: (h: HostSystem) => string = () => ""): Promise<{ status: FleetStatus; raw: Record<string, Record<string, string>> }> {
+  const t0 = Date.now();
+  const coordName = a.fleet.coordinator.host;
+  const hsCmd = headscaleNodesCommand(a);
+  // The coordinator is read even when --on leaves it out: routes and registration live there.
+  const targets = a.selected.some((h) => h.name === coordName) || !a.fleet.hosts[coordName] ? a.selected : [...a.selected, a.fleet.hosts[coordName]!];
+  const results = await Promise.all(
+    targets.map(async (h) => {
+      if (!h.agent && !h.address) return { h, r: { code: 255, stdout: "", stderr: "", error: `host ${h.name}: no agent and no address (a phone or laptop joined by hand); nothing to read`, ms: 0 } };
+      const script = statusScript(h, { headscale: h.name === coordName ? hsCmd : undefined }) + "\n" + extra(h);
+      return { h, r: await tryRun(session, connectionTo(a, h), script, { what: "status", timeoutMs: 20_000 }) };
+    }),
+  );
+  const raw: Record<string, Record<string, string>> = {};
+  for (const { h, r } of results) raw[h.name] = r.error ? {} : sections(r.stdout);
+  const coordRaw = raw[coordName] ?? {};
+  const nodes = jsonOr<HeadscaleNode[] | { error?: string }>(coordRaw.nodes);
+  const nodeList = Array.isArray(nodes) ? nodes : null;
+  const headscaleError = nodeList ? undefined : results.find((x) => x.h.name === coordName)?.r.error ?? `headscale nodes list on ${coordName}: ${(coordRaw.nodes ?? "no answer").slice(0, 200)}`;
+  const localSha = localAgentSha(a);
+  const hosts: HostStatus[] = results
+    .filter(({ h }) => a.selected.includes(h))
+    .map(({ h, r }) => {
+      const s = raw[h.name]!;
+      const st = jsonOr<{ generation: number; hash: string | null; createdAt: string | null; pendingConfirm: unknown }>(s.status);
+      const vf = jsonOr<{ clean: boolean; drift: { kind: string; subject: string; detail: string }[] }>(s.verify);
+      const ts = jsonOr<TsStatus>(s.ts);
+      const now = Number(s.now) || Date.now();
+      const node = nodeList ? findNodeIn(nodeList, h.tailscale.hostname || h.name) : undefined;
+      const exp = (node as { expiry?: { seconds?: number | string } } | undefined)?.expiry?.seconds;
+      return {
+        host: h.name,
+        reachable: !r.error,
+        ...(r.error ? { error: r.error } : {}),
+        ms: r.ms,
+        generation: st
+          ? {
+              n: st.generation,
+              hash: st.hash,
+              createdAt: st.createdAt,
+              ageSeconds: st.createdAt ? Math.round((now - Date.parse(st.createdAt)) / 1000) : null,
+              confirmed: st.generation > 0 && !st.pendingConfirm,
+              pendingConfirm: st.pendingConfirm ?? null,
+            }
+          : null,
+        drift: vf ? { clean: vf.clean, items: vf.drift ?? [] } : null,
+        tailscale: {
+          enabled: h.tailscale.enable,
+          state: ts?.BackendState ?? null,
+          online: ts?.Self ? ts.Self.Online !== false && ts.BackendState === "Running" : null,
+          version: ts?.Version ? ts.Version.split("-")[0]! : null,
+          peers: peerPaths(ts),
+          keyExpiry: ts?.Self?.KeyExpiry ?? null,
+        },
+        headscale: nodeList && h.tailscale.enable
+          ? {
+              registered: !!node,
+              online: node ? node.online === true : null,
+              advertised: node?.available_routes ?? [],
+              approved: node?.approved_routes ?? [],
+              expiry: exp !== undefined && Number(exp) > 0 ? new Date(Number(exp) * 1000).toISOString() : null,
+            }
+          : null,
+        agent: { sha256: s.agent && /^[0-9a-f]{64}$/.test(s.agent) ? s.agent : null, matchesLocal: s.agent && localSha ? s.agent === localSha : null },
+      };
+    });
+  return { status: { stack: a.stack, at: new Date().toISOString(), ms: Date.now() - t0, coordinator: coordName, ...(headscaleError ? { headscaleError } : {}), hosts }, raw };
+}
+
+function expiry(iso: string | null, now = Date.now()): string {
+  if (!iso || iso.startsWith("0001-")) return "never";
+  const ms = Date.parse(iso) - now;
+  return ms < 0 ? `EXPIRED ${age(-ms)} ago` : `in ${age(ms)}`;
+}
+
+export function statusLines(s: FleetStatus): string[] {
+  const rows = s.hosts.map((h) => {
+    if (!h.reachable) return [h.host, "UNREACHABLE", "", "", "", "", "", "", (h.error ?? "").slice(0, 120)];
+    const g = h.generation;
+    const gen = g ? (g.n ? `${g.n} ${g.hash?.slice(0, 12)} ${g.ageSeconds !== null ? age(g.ageSeconds * 1000) : "?"}${g.confirmed ? "" : " UNCONFIRMED"}` : "none") : "no agent";
+    const drift = h.drift ? (h.drift.clean ? "clean" : `${h.drift.items.length} item(s)`) : "-";
+    const t = h.tailscale;
+    const tsState = !t.enabled ? "off" : `${t.state ?? "?"}${t.online === null ? "" : t.online ? " online" : " OFFLINE"}`;
+    const online = t.peers.filter((p) => p.online);
+    const paths = !t.enabled ? "-" : `${online.filter((p) => p.path === "direct").length} direct, ${online.filter((p) => p.path === "relayed").length} relayed`;
+    const hs = h.headscale;
+    const routes = !hs ? "-" : !hs.registered ? "not registered" : hs.advertised.length === 0 ? "none" : hs.advertised.map((r) => (hs.approved.includes(r) ? r : `${r} (NOT APPROVED)`)).join(" ");
+    const keyExp = !t.enabled ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
+    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}`;
+    return [h.host, gen, drift, tsState, paths, routes, keyExp, versions, ""];
+  });
+  const out = table(["HOST", "GENERATION", "DRIFT", "TAILSCALE", "PEERS", "ROUTES", "KEY EXPIRY", "VERSIONS", "NOTE"], rows);
+  if (s.headscaleError) out.push(`headscale (${s.coordinator}): ${s.headscaleError}`);
+  for (const h of s.hosts) for (const d of h.drift?.items ?? []) out.push(`drift ${h.host}: ${d.kind} ${d.subject}: ${d.detail}`);
+  out.push(`read ${s.hosts.length} host(s) in ${(s.ms / 1000).toFixed(1)}s`);
+  return out;
+}
+
+export const command: Command = {
+  name: "status",
+  summary: "one table of the fleet: generation, drift, tailscale, peers, routes, expiry, versions",
+  usage: `usage: meshfleet status --stack S [--on HOST|@role|@tag] [--config-file FILE] [--json]
+
+Reads every host over SSH in parallel (the deploy's pins and key; see
+\`meshfleet up --help\`) and headscale's node list on the coordinator:
+  GENERATION  the agent's current generation: number, bundle hash, age;
+              UNCONFIRMED while a lockout guard waits for its confirm
+  DRIFT       what \`meshfleet-agent verify\` finds changed on the host
+  TAILSCALE   tailscaled's state and whether the node is online
+  PEERS       online peers reached directly or through a DERP relay
+  ROUTES      routes the node advertises, and whether headscale approved them
+  KEY EXPIRY  the node key's expiry (headscale's view, else tailscale's)
+  VERSIONS    the agent's sha256 (flagged when it is not this checkout's
+              dist/ bundle) and tailscale's version
+
+${flagHelp(stackFlags)}
+
+Exit code: 0 read every host, 1 some host could not be read, 2 bad usage.`,
+  async run(argv) {
+    const { opts, positional, lists } = parseArgs(argv, stackFlags);
+    if (positional.length > 0) throw new MeshfleetError(`meshfleet status: unexpected argument ${JSON.stringify(positional[0])}; hosts go with --on`);
+    if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet status: which stack? Add --stack S");
+    const a = await openStackFleet({ stack: opts.stack, configFile: typeof opts["config-file"] === "string" ? opts["config-file"] : undefined, on: lists.on });
+    const session = newSession();
+    try {
+      const { status } = await collectStatus(a, session);
+      if (opts.json) process.stdout.write(JSON.stringify(status, null, 2) + "\n");
+      else for (const l of statusLines(status)) process.stdout.write(l + "\n");
+      return status.hosts.every((h) => h.reachable) ? 0 : 1;
+    } finally {
+      session.close();
+    }
+  },
+};
