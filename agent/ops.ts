@@ -98,7 +98,7 @@ export function refreshMetrics(ctx: Ctx, drift?: number): string | null {
 }
 
 /** Activate `target` in place of `from`: the rollback path shared by rollback, guard expiry, failed probes and recovery. */
-function rollbackTo(ctx: Ctx, from: Generation, target: Generation, why: string, recovering = false): void {
+function rollbackTo(ctx: Ctx, from: Generation, target: Generation, why: string, recovering = false, repair = false): void {
   const j: Journal = { op: "rollback", from: from.n, to: target.n, startedAt: new Date().toISOString(), done: [] };
   ctx.state.writeJournal(j);
   ctx.log(`rolling back to generation ${target.n} (${why})`);
@@ -106,7 +106,7 @@ function rollbackTo(ctx: Ctx, from: Generation, target: Generation, why: string,
     ...ctx,
     journal: j,
     target,
-    plan: { target: target.bundle, others: [from, target], appliedTailscale: from.bundle.tailscale, forceNft: recovering },
+    plan: { target: target.bundle, others: [from, target], appliedTailscale: from.bundle.tailscale, forceNft: recovering, repair },
   });
   ctx.state.clearJournal();
 }
@@ -185,7 +185,7 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
       throw new AgentError(`bundle ${bundleFile} refused: it is for host ${bundle.host}, but this host runs ${cur.bundle.host}'s generation ${cur.n}; nothing was changed`);
     if (cur.n !== 0 && cur.bundle.hash === bundle.hash) {
       if (o.repair && findDrift(ctx.host, cur).length > 0) {
-        rollbackTo(ctx, cur, cur, "repairing drift from the current generation", true);
+        rollbackTo(ctx, cur, cur, "repairing drift from the current generation", true, true);
         safeMetrics(ctx);
         log(`generation ${cur.n} re-applied: drift repaired`);
         return 0;

@@ -41,6 +41,8 @@ export interface PlanInput {
   appliedTailscale: TailscaleConfig | null;
   /** Reapply the nft table even if it looks unchanged (recovery). */
   forceNft?: boolean;
+  /** `switch --repair`: also enable and restart units of the bundle the host has stopped or disabled. */
+  repair?: boolean;
 }
 
 export function ownerIds(host: Host, f: { owner: string; group: string }): { uid: number | null; gid: number | null } {
@@ -125,7 +127,8 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
   for (const u of target.units) {
     if (!u.enable) continue;
     const deps = unitDependencies(u, filePaths);
-    if (writtenUnits.includes(u.name) || deps.some((d) => changedFiles.has(d))) {
+    const stopped = input.repair === true && (host.systemctl(["is-active", u.name]).stdout.trim() !== "active" || host.systemctl(["is-enabled", u.name]).stdout.trim() !== "enabled");
+    if (writtenUnits.includes(u.name) || deps.some((d) => changedFiles.has(d)) || stopped) {
       restart.push(u.name);
       enable.push(u.name);
     }

@@ -25,14 +25,21 @@ export const firewallModule = defineModule({
     })
     .strict(),
   config(o) {
-    if (!o.enable) return {};
+    const firewall = { enable: o.enable, trustedInterfaces: o.trustedInterfaces, trustTailnet: o.trustTailnet, allowPing: o.allowPing };
+    if (!o.enable) return { firewall };
     const extra: InboundRule[] = [
       ...o.allowedTCPPorts.map((p): InboundRule => ({ proto: "tcp", port: p, from: [], owner: "firewall", comment: "firewall.allowedTCPPorts" })),
       ...o.allowedUDPPorts.map((p): InboundRule => ({ proto: "udp", port: p, from: [], owner: "firewall", comment: "firewall.allowedUDPPorts" })),
     ];
-    return { inbound: extra };
+    return { inbound: extra, firewall };
   },
 });
+
+declare module "../core/module.ts" {
+  interface ModuleOptions {
+    firewall: z.output<typeof firewallModule.options>;
+  }
+}
 
 /** The nft text lives with the bundle contract (contract/nftables.ts); this is the host's table as `meshfleet render` shows it. */
 export { renderNftables } from "../core/render.ts";

@@ -182,6 +182,13 @@ describe("repair and confirm by hash (the provider's update and create)", () => 
     expect(r.stdout).toContain("generation 1 re-applied: drift repaired");
     expect(read(root, "etc/app/app.conf")).toBe("v=1\n");
     expect(agent(root, ["verify"]).code).toBe(0);
+    // A unit stopped by hand is drift too: --repair starts it again.
+    fs.writeFileSync(path.join(root, "sim/active"), "");
+    expect(agent(root, ["verify"]).code).toBe(1);
+    const u = agent(root, ["switch", writeBundle(root, b), "--repair"]);
+    expect(u.code, u.stderr).toBe(0);
+    expect(u.stdout).toContain("unit app.service restarted");
+    expect(agent(root, ["verify"]).code).toBe(0);
   });
 
   it("confirm HASH fails unless that generation is current", () => {
