@@ -15,7 +15,7 @@ import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
 import type { ChecksFile } from "../../lab/e2e/checks.ts";
 import { labChecks } from "../../lab/e2e/checks.ts";
 import { labDown } from "../../lab/e2e/down.ts";
-import { renderReport, topologySvg } from "../../lab/e2e/report.ts";
+import { deployLine, renderReport, topologySvg } from "../../lab/e2e/report.ts";
 import { fleetHosts, labUp, type UpSummary } from "../../lab/e2e/up.ts";
 import { labTopology } from "../../lab/topology.ts";
 
@@ -59,6 +59,15 @@ describe("lab report", () => {
     expect(html).toContain("FAILED at pulumi up lab");
     expect(html).toMatch(/<th>laptop<\/th><td class="pass">tcp:80,443<\/td><td class="pass">any:\*<\/td>/);
     expect(html).toMatch(/<th>lxc-tailscale<\/th><td class="deny">—<\/td>/);
+  });
+
+  it("counts drift in the deploy line: ok needs agent verify clean on every host", () => {
+    const base: UpSummary = { ok: true, instance: 0, startedAt: "", totalMs: 38_000, steps: [], deploy: { ok: true, changes: { create: 29 }, hosts: [], ms: 26_000, errors: [] } };
+    expect(deployLine({ ...base, drift: [{ host: "laptop", ok: true, detail: "no drift" }, { host: "vps", ok: true, detail: "no drift" }] })).toBe("ok in 38.0s; resources: 29 create; agent verify: no drift on 2/2 hosts");
+    const drifted = { ...base, ok: false, failedStep: "agent verify", drift: [{ host: "laptop", ok: true, detail: "no drift" }, { host: "vps", ok: false, detail: "table inet meshfleet missing" }] };
+    expect(deployLine(drifted)).toBe("FAILED at agent verify; resources: 29 create; agent verify: drift on 1/2 hosts (vps: table inet meshfleet missing)");
+    expect(deployLine({ ...base, drift: undefined })).toContain("agent verify: not run");
+    expect(renderReport({ topology: topo, up: drifted, checks, matrix, routes: [], generatedAt: "now" })).toContain("Deploy: FAILED at agent verify; resources: 29 create; agent verify: drift on 1/2 hosts (vps: table inet meshfleet missing).");
   });
 
   it("renders in headless Chromium to a non-trivial PNG", () => {
