@@ -127,6 +127,8 @@ export interface StackAccess {
   ssh: SshAccess;
   /** Plain (not secret) config values of the stack, e.g. meshfleet:confirmTimeoutSeconds. */
   config: Record<string, unknown>;
+  /** `--stack S` plus `--config-file F` when one was given: for the commands messages suggest. */
+  stackArgs: string;
   /** Hosts picked by --on (all hosts when none), in fleet order. */
   selected: HostSystem[];
 }
@@ -164,6 +166,7 @@ export async function openStackFleet(o: { stack: string; configFile?: string; on
       privateKeyPath: privateKeyPath ? path.resolve(expandHome(privateKeyPath)) : undefined,
     },
     config: raw,
+    stackArgs: `--stack ${o.stack}${o.configFile ? ` --config-file ${o.configFile}` : ""}`,
     selected,
   };
 }

@@ -78,6 +78,8 @@ export function stunTargets(a: Pick<StackAccess, "fleet">): { name: string; host
   return a.fleet.derpRegions.flatMap((r) => r.nodes.map((n) => ({ name: `${r.regionCode}/${n.name}`, host: n.ipv4 || n.hostName, port: n.stunPort }))).filter((t) => t.port > 0);
 }
 
+const TUN_FIX = "mkdir -p /dev/net && { [ -c /dev/net/tun ] || { rm -f /dev/net/tun && mknod /dev/net/tun c 10 200; }; } && chmod 0666 /dev/net/tun";
+
 const isRouter = (h: HostSystem) => h.tailscale.enable && (h.tailscale.advertiseRoutes.length > 0 || h.tailscale.advertiseExitNode);
 
 /** What doctor reads on a host beyond the status script. */
@@ -160,8 +162,8 @@ function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
       host: h.name, check: "tun device", level: "fail",
       what: "/dev/net/tun is missing",
       why: "tailscaled needs the TUN device to route packets in kernel mode; without it, it falls back to userspace networking where subnet routing and exit-node forwarding do not work (typical in an unprivileged LXC container)",
-      fix: `create it: mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun, then systemctl restart tailscaled.${lxc}`,
-      fixCommand: { on: h.name, command: "mkdir -p /dev/net && mknod /dev/net/tun c 10 200 && chmod 0666 /dev/net/tun" },
+      fix: `create it on ${h.name}: ${TUN_FIX}; then systemctl restart tailscaled.${lxc}`,
+      fixCommand: { on: h.name, command: TUN_FIX },
     });
   } else out.push({ host: h.name, check: "tun device", level: "ok", what: "/dev/net/tun present" });
   const gro = s.gro ?? "";
@@ -248,10 +250,10 @@ function coordinatorFindings(h: HostSystem, st: HostStatus, s: Record<string, st
         host: h.name, check: "pre-auth keys", level: "fail",
         what: `${pending.map((x) => x.name).join(", ")} ${pending.length === 1 ? "is" : "are"} not registered and headscale holds no unused, unexpired pre-auth key`,
         why: "a host joins the tailnet with a pre-auth key; an expired one is refused",
-        fix: `\`meshfleet up --stack ${a.stack} --on ${pending.map((x) => x.name).join(",")}\` (the deploy makes the host's key; preAuthKeyExpiration in fleet.yaml sets how long it lives)`,
+        fix: `\`meshfleet up ${a.stackArgs} --on ${pending.map((x) => x.name).join(",")}\` (the deploy makes the host's key; preAuthKeyExpiration in fleet.yaml sets how long it lives)`,
       });
     } else if (soon.length > 0 && pending.length > 0) {
-      out.push({ host: h.name, check: "pre-auth keys", level: "warn", what: `${soon.length} unused pre-auth key(s) expire within the hour while ${pending.map((x) => x.name).join(", ")} still ${pending.length === 1 ? "has" : "have"} to join`, why: "a host that joins after the expiry is refused", fix: `deploy those hosts now: \`meshfleet up --stack ${a.stack}\`` });
+      out.push({ host: h.name, check: "pre-auth keys", level: "warn", what: `${soon.length} unused pre-auth key(s) expire within the hour while ${pending.map((x) => x.name).join(", ")} still ${pending.length === 1 ? "has" : "have"} to join`, why: "a host that joins after the expiry is refused", fix: `deploy those hosts now: \`meshfleet up ${a.stackArgs}\`` });
     } else out.push({ host: h.name, check: "pre-auth keys", level: "ok", what: `${keys.length} key(s), ${usable.length} unused and valid${pending.length ? `; still to join: ${pending.map((x) => x.name).join(", ")}` : "; every tailnet host is registered"}` });
   }
   return out;
@@ -282,11 +284,11 @@ function meshFindings(h: HostSystem, st: HostStatus, s: Record<string, string>, 
   }
   const ts = jsonOr<TsStatus>(s.ts);
   if (!ts) {
-    out.push({ host: h.name, check: "tailscale", level: (st.generation?.n ?? 0) > 0 ? "fail" : "skip", what: (st.generation?.n ?? 0) > 0 ? "tailscale status --json gave no answer" : "tailscale is not set up yet (nothing deployed)", why: "the host is not on the tailnet", fix: `systemctl status tailscaled on ${h.name}; \`meshfleet up --stack ${a.stack} --on ${h.name}\`` });
+    out.push({ host: h.name, check: "tailscale", level: (st.generation?.n ?? 0) > 0 ? "fail" : "skip", what: (st.generation?.n ?? 0) > 0 ? "tailscale status --json gave no answer" : "tailscale is not set up yet (nothing deployed)", why: "the host is not on the tailnet", fix: `systemctl status tailscaled on ${h.name}; \`meshfleet up ${a.stackArgs} --on ${h.name}\`` });
     return out;
   }
   if (ts.BackendState !== "Running") {
-    out.push({ host: h.name, check: "tailscale", level: "fail", what: `tailscaled is ${ts.BackendState}`, why: "the host is not on the tailnet", fix: `journalctl -u tailscaled -n 50 on ${h.name}; \`meshfleet up --stack ${a.stack} --on ${h.name}\` runs tailscale up again` });
+    out.push({ host: h.name, check: "tailscale", level: "fail", what: `tailscaled is ${ts.BackendState}`, why: "the host is not on the tailnet", fix: `journalctl -u tailscaled -n 50 on ${h.name}; \`meshfleet up ${a.stackArgs} --on ${h.name}\` runs tailscale up again` });
   } else out.push({ host: h.name, check: "tailscale", level: "ok", what: `Running ${ts.Version?.split("-")[0] ?? ""}`.trim() });
   // Node key expiry.
   const hsNode = st.headscale;
@@ -298,7 +300,7 @@ function meshFindings(h: HostSystem, st: HostStatus, s: Record<string, string>, 
         host: h.name, check: "node key", level: left < 0 ? "fail" : "warn",
         what: left < 0 ? `the node key expired ${age(-left)} ago` : `the node key expires in ${age(left)}`,
         why: "a node with an expired key drops off the tailnet until it logs in again",
-        fix: `tag the node (tailscale.tags in its host file: tagged nodes do not expire) and run \`meshfleet up --stack ${a.stack} --on ${h.name}\`, or renew now: tailscale up --force-reauth on ${h.name}`,
+        fix: `tag the node (tailscale.tags in its host file: tagged nodes do not expire) and run \`meshfleet up ${a.stackArgs} --on ${h.name}\`, or renew now: tailscale up --force-reauth on ${h.name}`,
       });
     } else out.push({ host: h.name, check: "node key", level: "ok", what: `expires in ${age(left)}` });
   } else out.push({ host: h.name, check: "node key", level: "ok", what: "does not expire (tagged node or expiry off)" });
@@ -317,7 +319,7 @@ function meshFindings(h: HostSystem, st: HostStatus, s: Record<string, string>, 
         host: h.name, check: "routes", level: "fail",
         what: p.replace(/^host [^:]+: /, ""),
         why: "a route headscale has not approved is not offered to any peer: the LAN (or exit) behind this node is unreachable",
-        fix: notApproved && approve ? `approve it now on ${a.fleet.coordinator.host}: ${approve}; for good, make the policy's autoApprovers cover the node (then \`meshfleet up\`)` : `see above; then \`meshfleet up --stack ${a.stack} --on ${h.name}\``,
+        fix: notApproved && approve ? `approve it now on ${a.fleet.coordinator.host}: ${approve}; for good, make the policy's autoApprovers cover the node (then \`meshfleet up\`)` : `see above; then \`meshfleet up ${a.stackArgs} --on ${h.name}\``,
         ...(notApproved && approve ? { fixCommand: { on: a.fleet.coordinator.host, command: approve } } : {}),
       });
     }
