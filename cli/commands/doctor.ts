@@ -157,7 +157,8 @@ function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
     });
   }
   if (s.tun !== "present") {
-    const lxc = h.lxc ? ` On the Proxmox node, add to /etc/pve/lxc/<CTID>.conf: \`lxc.cgroup2.devices.allow: c 10:200 rwm\` and \`lxc.mount.entry: /dev/net dev/net none bind,create=dir\`, then restart the container.` : "";
+    const lines = h.lxc?.config?.length ? h.lxc.config : ["lxc.cgroup2.devices.allow: c 10:200 rwm", "lxc.mount.entry: /dev/net/tun dev/net/tun none bind,create=file"];
+    const lxc = ` In an LXC container it does not last: on the Proxmox node add to /etc/pve/lxc/${h.lxc?.ctid ?? "<CTID>"}.conf ${lines.map((l) => `\`${l}\``).join(" and ")}, then pct reboot ${h.lxc?.ctid ?? "<CTID>"}.`;
     out.push({
       host: h.name, check: "tun device", level: "fail",
       what: "/dev/net/tun is missing",
