@@ -34,7 +34,7 @@ function labConfig(): Record<string, string> {
   writeFileSync(join(dir, "id_test"), SSH_KEY, { mode: 0o600 });
   return {
     "meshfleet:hostsDir": hostsDir,
-    "meshfleet:keySeed": "graph-test-seed-0123456789abcdef",
+    "meshfleet:keySeed": "Z3JhcGgtdGVzdC1zZWVkLTAxMjM0NTY3ODlhYmNkZWY=",
     "meshfleet:sshPrivateKeyPath": join(dir, "id_test"),
     "meshfleet:knownHostsPath": join(dir, "known_hosts"),
     "meshfleet:agentPath": join(REPO_ROOT, "dist", "meshfleet-agent.mjs"),
