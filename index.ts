@@ -5,7 +5,7 @@
  *
  * Stack config (stacks/Pulumi.<stack>.yaml):
  *   meshfleet:hostsDir            fleet directory (default hosts/<stack>)
- *   meshfleet:keySeed             secret, ≥ 16 characters: the Noise/DERP keys derive from it
+ *   meshfleet:keySeed             secret, ≥ 32 random bytes in base64 (`openssl rand -base64 32`): the Noise/DERP keys derive from it
  *   meshfleet:sshPrivateKeyPath   private key file for every host (default: ssh's own keys and agent)
  *   meshfleet:knownHostsPath      known_hosts file with host key pins (read with ssh-keygen -F) for hosts
  *                                 whose file sets no ssh.hostKey; a host with no pin stops the deploy
@@ -52,7 +52,7 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   }
   const mesh = new Mesh(stack, {
     fleet,
-    keySeed: config.requireSecret("keySeed"),
+    keySeed: pulumi.secret(checkedKeySeed()),
     ssh: {
       knownHostsPath: knownHostsPath ? path.resolve(expandHome(knownHostsPath)) : undefined,
       privateKeyPath: keyPath ? path.resolve(expandHome(keyPath)) : undefined,
@@ -76,3 +76,21 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
 // outputs. The module may have no other export: Pulumi's Node.js host refuses
 // an entry module with both a default and named exports.
 export default program;
+
+/**
+ * The stack's keySeed, read where it is checked: at least 32 random bytes
+ * (base64 or hex), since the coordinator's Noise key and the DERP key derive
+ * from it. The message never shows the value.
+ */
+function checkedKeySeed(): string {
+  const seed = pulumi.runtime.getConfig("meshfleet:keySeed");
+  const fix = "Fix: openssl rand -base64 32 | pulumi config set --secret meshfleet:keySeed (SECURITY.md: rotating the seed)";
+  if (seed === undefined) throw new pulumi.RunError(`meshfleet:keySeed: missing. ${fix}`);
+  const s = seed.trim();
+  const bytes = /^[0-9a-fA-F]+$/.test(s) ? s.length / 2 : /^[A-Za-z0-9+/_-]+={0,2}$/.test(s) ? Math.floor((s.replace(/=+$/, "").length * 6) / 8) : 0;
+  if (bytes < 32 || new Set(s).size < 16)
+    throw new pulumi.RunError(
+      `meshfleet:keySeed: expected at least 32 random bytes in base64 (44 characters) or hex, found ${bytes ? `${bytes} bytes` : `${s.length} characters that are neither`}${bytes >= 32 ? " with too few distinct characters to be random" : ""}. ${fix}`,
+    );
+  return s;
+}

@@ -5,7 +5,7 @@
  */
 import * as path from "node:path";
 import type { Host } from "./host.ts";
-import { describeFailure } from "./host.ts";
+import { describeFailure, UnsafePathError } from "./host.ts";
 import { NFT_TABLE_REF, nftScriptFor } from "../contract/nftables.ts";
 import { SYSCTL_FILE } from "./desired.ts";
 import { peerSetsOf, rulesetOf } from "./legacy.ts";
@@ -38,7 +38,20 @@ export function journalStep(state: State, j: Journal, step: string): void {
 }
 
 function applyFile(host: Host, state: State, a: FileAction): void {
-  if (a.op === "remove") host.removeFile(a.path);
+  try {
+    applyFileUnchecked(host, state, a);
+  } catch (e) {
+    // An unsafe folder fails the step like any other: the switch rolls back.
+    if (e instanceof UnsafePathError) throw new AgentError(`files: ${e.message}`);
+    throw e;
+  }
+}
+
+function applyFileUnchecked(host: Host, state: State, a: FileAction): void {
+  if (a.op === "remove") {
+    if (a.takeOver) state.backupFile(a.path);
+    host.removeFile(a.path);
+  }
   else if (a.op === "restore") state.restoreFile(a.path);
   else if (a.desired) {
     if (a.takeOver) state.backupFile(a.path);

@@ -2,12 +2,14 @@
 // bookworm), with no node_modules there: it imports node:* and the bundle
 // contract (contract/), whose zod/mini schema is bundled in (about 40 KB).
 import { build } from "esbuild";
-import { statSync } from "node:fs";
+import { chmodSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const outfile = join(root, "dist", "meshfleet-agent.mjs");
+const final = join(root, "dist", "meshfleet-agent.mjs");
+// Built beside it and renamed into place: a deploy reading dist/ meanwhile gets the old file or the new one, never half.
+const outfile = `${final}.${process.pid}.tmp`;
 const LIMIT = 400 * 1024;
 
 await build({
@@ -26,6 +28,9 @@ await build({
 const size = statSync(outfile).size;
 console.log(`dist/meshfleet-agent.mjs: ${size} bytes`);
 if (size > LIMIT) {
+  rmSync(outfile, { force: true });
   console.error(`agent bundle is ${size} bytes, over the ${LIMIT}-byte budget`);
   process.exit(1);
 }
+chmodSync(outfile, 0o755);
+renameSync(outfile, final);

@@ -29,3 +29,20 @@ export function unitDependencies(unit: Pick<BundleUnit, "content"> & { restartTr
 }
 
 export const normalizeSysctl = (v: string) => v.trim().split(/\s+/).join(" ");
+
+/** Where systemd reads drop-ins for a unit an administrator (or anyone root-equivalent) adds. */
+export const DROPIN_DIRS = ["/etc/systemd/system", "/run/systemd/system"];
+
+/**
+ * Drop-ins for the bundle's units that the bundle does not carry: each can
+ * change what the unit runs and as whom (`User=root`, `ExecStartPre=`).
+ */
+export function foreignDropins(list: (hostDir: string) => string[], units: readonly { name: string }[], owned: ReadonlySet<string>): { unit: string; path: string }[] {
+  const out: { unit: string; path: string }[] = [];
+  for (const u of units)
+    for (const base of DROPIN_DIRS) {
+      const dir = `${base}/${u.name}.d`;
+      for (const n of list(dir)) if (n.endsWith(".conf") && !owned.has(`${dir}/${n}`)) out.push({ unit: u.name, path: `${dir}/${n}` });
+    }
+  return out;
+}

@@ -6,6 +6,7 @@ import { AgentError } from "./activate.ts";
 import { realHost } from "./host.ts";
 import { renderMetrics, tailscaleMetrics } from "./metrics.ts";
 import {
+  doBootFirewall,
   doConfirm,
   doDiff,
   doGc,
@@ -37,26 +38,31 @@ const num = (flag: string, v: string | true | undefined): number | undefined => 
 
 const COMMANDS: Record<string, Command> = {
   switch: {
-    usage: "switch <bundle.json> [--confirm-timeout S] [--repair]",
+    usage: "switch <bundle.json> [--confirm-timeout S] [--keep N]",
     summary: "stage and activate a bundle as a new generation",
     help: `Checks the bundle against its contract (format, fields, paths, hashes)
 before touching anything, stages it as generation N, then activates: files,
 sysctl, the nft table (one transaction), systemd units, tailscale; then runs
 the bundle's health probes. A failing step or probe rolls back to the previous
-generation. An unchanged bundle is a no-op.
+generation. The bundle that is already current is re-applied where the host
+drifted from it (what \`verify\` reports: a flushed table, an edited file, a
+stopped unit, a foreign drop-in), else it is a no-op. A bundle under the
+state folder's incoming/ is deleted once read.
   --confirm-timeout S   start a lockout guard: unless \`confirm\` runs within S
                         seconds (over a new ssh connection), roll back by itself
-  --repair              when the bundle is already current, re-apply it where the
-                        host drifted from it (what \`verify\` reports)`,
+  --keep N              generations kept after a successful switch (default 10);
+                        only the current one and the next rollback target keep
+                        their secrets
+  --repair              accepted for older deploys (repairing is the default)`,
     run: (ctx, args, flags) => {
       if (args.length !== 1) throw new AgentError("switch: expected one bundle file (usage: switch <bundle.json> [--confirm-timeout S])");
-      return doSwitch(ctx, args[0], { confirmTimeoutS: num("--confirm-timeout", flags.get("confirm-timeout")), repair: flags.has("repair") });
+      return doSwitch(ctx, args[0], { confirmTimeoutS: num("--confirm-timeout", flags.get("confirm-timeout")), repair: flags.has("repair"), keep: num("--keep", flags.get("keep")) });
     },
   },
   confirm: {
     usage: "confirm [HASH]",
     summary: "keep the generation a guarded switch activated",
-    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.\nWith HASH (a bundle hash), fails unless that generation is the current one (the guard may have rolled it back).",
+    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.\nWith HASH (a bundle hash), fails unless that generation is the current one (the guard may have rolled it back).\nWithout HASH, fails when the guard already rolled the last switch back.",
     run: (ctx, args) => doConfirm(ctx, args[0]),
   },
   rollback: {
@@ -163,10 +169,22 @@ generation. An unchanged bundle is a no-op.
       }),
   },
   peers: {
-    usage: "peers",
+    usage: "peers [--repin]",
     summary: "refresh the policy's peer sets (host-side enforcement) from tailscale status",
-    help: "Fills the peers_* sets of table inet meshfleet with the live tailnet addresses of the hosts\nthe fleet's policy lets in. Run by meshfleet-peers.timer; a no-op where the policy is not enforced.",
-    run: (ctx) => doPeers(ctx),
+    help: `Fills the peers_* sets of table inet meshfleet with the live tailnet addresses of the hosts
+the fleet's policy lets in. Run by meshfleet-peers.timer; a no-op where the policy is not enforced.
+A host is known by the node key it was first seen with under its coordinator-assigned name (never
+the name a node reports); another key under that name is refused until \`--repin\`.
+  --repin   pin every allowed host to the node the coordinator lists under its name now`,
+    run: (ctx, _a, flags) => doPeers(ctx, flags.has("repin")),
+  },
+  "boot-firewall": {
+    usage: "boot-firewall",
+    summary: "at boot, before the network: load the current generation's nft table",
+    help: `Run by meshfleet-firewall.service, ordered before network-pre.target: the kernel
+starts without table inet meshfleet, so this loads the current generation's table
+(peer sets filled with the pinned addresses) before any interface is up.`,
+    run: (ctx) => doBootFirewall(ctx),
   },
   "guard-expire": {
     usage: "guard-expire <N>",
@@ -181,7 +199,14 @@ generation. An unchanged bundle is a no-op.
 a reboot loses: this recovers an interrupted switch, rolls back a generation
 whose confirm deadline passed, and otherwise waits out the deadline itself.`,
     run: async (ctx) => {
-      withRecovery(ctx, false, () => undefined);
+      // Waits for the lock (a flock: no stale owner can hold it across a reboot), then recovers.
+      withRecovery(ctx, true, () => undefined);
+      try {
+        // Where meshfleet-firewall.service is missing (an older bundle) or failed.
+        doBootFirewall(ctx);
+      } catch (e) {
+        ctx.log(`boot: ${(e as Error).message}`);
+      }
       const p = ctx.state.pending();
       if (!p) {
         ctx.log("boot: no generation awaits confirm");

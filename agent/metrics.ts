@@ -51,6 +51,9 @@ export const METRICS_FILE = "meshfleet.prom";
 
 export function writeMetrics(host: Host, textfileDir: string, v: MetricValues): string {
   const file = path.join(textfileDir, METRICS_FILE);
-  host.writeFileAtomic(file, renderMetrics(v), 0o644);
+  // The collector's folder may belong to its own user (prometheus): the file is that user's then, as only it could write there.
+  const dir = host.stat(textfileDir);
+  const own = dir?.type === "dir" && dir.uid !== 0 ? { uid: dir.uid, gid: dir.gid } : {};
+  host.writeFileAtomic(file, renderMetrics(v), 0o644, own.uid, own.gid);
   return file;
 }

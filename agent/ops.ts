@@ -4,9 +4,13 @@
  * failures are AgentError (one line, no stack).
  */
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { parseBundle, type Bundle } from "../contract/bundle.ts";
-import { refreshPeers, useTailscaleCli } from "./peers.ts";
+import { NFT_TABLE_REF, nftComparable, nftScriptFor } from "../contract/nftables.ts";
+import { dynamicSetNames, refreshPeers, useTailscaleCli } from "./peers.ts";
 import { activate, AgentError, crashPoint, journalStep, type Log } from "./activate.ts";
+import { describeFailure } from "./host.ts";
+import { peerSetsOf, rulesetOf } from "./legacy.ts";
 import { desiredFiles } from "./desired.ts";
 import { startGuard, stopGuard } from "./guard.ts";
 import type { Host } from "./host.ts";
@@ -14,7 +18,7 @@ import { tryLock, type Lock } from "./lock.ts";
 import { tailscaleMetrics, writeMetrics } from "./metrics.ts";
 import { describePlan, makePlan, planIsEmpty } from "./plan.ts";
 import { runProbes } from "./probes.ts";
-import { State, type Generation, type Journal } from "./state.ts";
+import { State, STATE_DIR, type Generation, type Journal } from "./state.ts";
 import { findDrift } from "./verify.ts";
 
 export interface Ctx {
@@ -30,7 +34,7 @@ const GUARD_GRACE_MS = 15_000;
 
 export function lockState(ctx: Ctx, waitMs = 120_000): Lock {
   const l = tryLock(ctx.state.dir, waitMs);
-  if ("heldBy" in l) throw new AgentError(`another meshfleet agent (pid ${l.heldBy}) is changing this host; try again when it is done`);
+  if ("heldBy" in l) throw new AgentError(`another meshfleet agent (pid ${l.heldBy || "unknown"}) is changing this host; try again when it is done`);
   return l;
 }
 
@@ -154,7 +158,7 @@ export function withRecovery<T>(ctx: Ctx, mutate: boolean, body: () => T): T {
   // Read-only commands recover only when nobody else is mid-switch.
   const l = tryLock(ctx.state.dir, 0);
   if ("heldBy" in l) {
-    ctx.log(`note: agent pid ${l.heldBy} is changing this host right now`);
+    ctx.log(`note: agent pid ${l.heldBy || "unknown"} is changing this host right now`);
     return body();
   }
   try {
@@ -167,11 +171,40 @@ export function withRecovery<T>(ctx: Ctx, mutate: boolean, body: () => T): T {
 
 export interface SwitchOptions {
   confirmTimeoutS?: number;
-  /** The bundle is already current: re-apply it where the host drifted from it (files, units, nft table). */
+  /**
+   * Accepted for older deploys; a switch to the current bundle always
+   * re-applies it where the host drifted (a flushed table, an edited file).
+   */
   repair?: boolean;
+  /** Generations kept after a successful switch (older ones are deleted). */
+  keep?: number;
 }
 
+/** Generations kept by default, like NixOS's configurationLimit; `switch --keep N` changes it. */
+export const KEEP_GENERATIONS = 10;
+
 export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): Promise<number> {
+  try {
+    return await switchTo(ctx, bundleFile, o);
+  } finally {
+    removeIncoming(ctx, bundleFile);
+  }
+}
+
+/** The deploy's copy of the bundle (secrets in clear) goes once the switch has read it; a bundle given from elsewhere stays. */
+function removeIncoming(ctx: Ctx, bundleFile: string): void {
+  const incoming = ctx.state.file("incoming") + "/";
+  const abs = fs.existsSync(bundleFile) ? fs.realpathSync(bundleFile) : bundleFile;
+  let dir = incoming;
+  try {
+    dir = fs.realpathSync(incoming) + "/";
+  } catch {
+    return;
+  }
+  if (abs.startsWith(dir)) fs.rmSync(abs, { force: true });
+}
+
+async function switchTo(ctx: Ctx, bundleFile: string, o: SwitchOptions): Promise<number> {
   const bundle = readBundle(bundleFile);
   useTailscaleCli(bundle);
   const problems = hostProblems(ctx.host, bundle);
@@ -184,7 +217,7 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     if (cur.n !== 0 && cur.bundle.host !== bundle.host)
       throw new AgentError(`bundle ${bundleFile} refused: it is for host ${bundle.host}, but this host runs ${cur.bundle.host}'s generation ${cur.n}; nothing was changed`);
     if (cur.n !== 0 && cur.bundle.hash === bundle.hash) {
-      if (o.repair && findDrift(ctx.host, cur).length > 0) {
+      if (findDrift(ctx.host, cur).length > 0) {
         rollbackTo(ctx, cur, cur, "repairing drift from the current generation", true, true);
         safeMetrics(ctx);
         log(`generation ${cur.n} re-applied: drift repaired`);
@@ -233,6 +266,7 @@ export async function doSwitch(ctx: Ctx, bundleFile: string, o: SwitchOptions): 
     }
     state.setMeta(n, { status: "active" });
     state.writeLastSwitch({ success: true, timestamp: Date.now(), generation: n });
+    collectGarbage(ctx, o.keep ?? KEEP_GENERATIONS);
     if (o.confirmTimeoutS !== undefined) {
       state.clearJournal();
       safeMetrics(ctx);
@@ -275,13 +309,17 @@ export function doConfirm(ctx: Ctx, hash?: string): number {
       );
     }
     if (!p) {
-      ctx.log(`nothing awaits confirmation; generation ${cur} is current`);
+      // The guard rolled the last switch back: that is a failed deploy, never "nothing to confirm".
+      const last = ctx.state.lastSwitch();
+      if (hash === undefined && last && !last.success && last.generation !== cur)
+        throw new AgentError(`generation ${last.generation} was not kept: ${last.error ?? "the last switch failed"}; generation ${cur} is current`);
+      ctx.log(`nothing awaits confirmation; generation ${cur}${curHash ? ` (bundle ${curHash.slice(0, 12)})` : ""} is current`);
       return 0;
     }
     if (Date.now() > p.deadline) throw new AgentError(`too late: the confirm deadline for generation ${p.generation} has passed; it is being rolled back to ${p.previous}`);
     stopGuard(ctx.host, p.guard);
     ctx.state.clearPending();
-    ctx.log(`generation ${p.generation} confirmed`);
+    ctx.log(`generation ${p.generation}${curHash ? ` (bundle ${curHash.slice(0, 12)})` : ""} confirmed`);
     return 0;
   });
 }
@@ -334,6 +372,8 @@ export function doRollback(ctx: Ctx, to: number | undefined, confirmTimeoutS?: n
       ctx.log(`generation ${curN} is already current; nothing to do`);
       return 0;
     }
+    if (target !== 0 && state.load(target).meta.secretsPruned)
+      throw new AgentError(`generation ${target} no longer holds its secrets (pruned after newer switches); deploy it again from git instead, or roll back to a newer one (see \`generations\`)`);
     const from = loadCurrent(ctx);
     if (p) {
       stopGuard(ctx.host, p.guard);
@@ -368,30 +408,85 @@ export function doDiff(ctx: Ctx, bundleFile: string): number {
 }
 
 export function doGc(ctx: Ctx, keep: number): number {
-  return withRecovery(ctx, true, () => {
-    const { state } = ctx;
-    const cur = state.currentNumber();
-    const p = state.pending();
-    const all = state.generationNumbers();
-    const kept = new Set(all.slice(-keep));
-    kept.add(cur);
-    if (p) kept.add(p.previous);
-    const removed = all.filter((n) => !kept.has(n));
-    for (const n of removed) state.removeGeneration(n);
-    ctx.log(removed.length ? `removed generations ${removed.join(", ")}; kept ${[...kept].filter((n) => n > 0).sort((a, b) => a - b).join(", ")}` : "nothing to remove");
+  return withRecovery(ctx, true, () => collectGarbage(ctx, keep));
+}
+
+/**
+ * Keep the newest `keep` generations (and the current one, and the one a
+ * pending confirm falls back to); delete the rest. Of those kept, only the
+ * current one and the ones a rollback goes to next keep their secrets: the
+ * others' secret contents are dropped, so old keys do not linger on disk.
+ */
+export function collectGarbage(ctx: Ctx, keep: number): number {
+  const { state } = ctx;
+  const cur = state.currentNumber();
+  const p = state.pending();
+  const all = state.generationNumbers();
+  const kept = new Set(all.slice(-Math.max(1, keep)));
+  kept.add(cur);
+  if (p) kept.add(p.previous);
+  const removed = all.filter((n) => !kept.has(n));
+  for (const n of removed) state.removeGeneration(n);
+  const rollbackTarget = all.filter((n) => n < cur && kept.has(n) && state.load(n).meta.status !== "failed").pop();
+  const withSecrets = new Set([cur, p?.previous, p?.generation, rollbackTarget]);
+  const pruned = [...kept].filter((n) => n > 0 && !withSecrets.has(n) && state.pruneSecrets(n));
+  const keptList = [...kept].filter((n) => n > 0).sort((a, b) => a - b).join(", ");
+  ctx.log(removed.length ? `removed generations ${removed.join(", ")}; kept ${keptList}` : "no generation to remove");
+  if (pruned.length) ctx.log(`secrets pruned from generations ${pruned.sort((a, b) => a - b).join(", ")}`);
+  return 0;
+}
+
+/**
+ * At boot, before the network is up (meshfleet-firewall.service): the kernel
+ * starts without table inet meshfleet, so load the current generation's
+ * table, its peer sets filled with the pinned addresses. Idempotent; `boot`
+ * and any switch of the same bundle do it again if it is missing or drifted.
+ */
+export function doBootFirewall(ctx: Ctx): number {
+  // A switch that restarts this unit holds the lock and loads its own table: `current` is still the old one then.
+  const l = tryLock(ctx.state.dir, 0);
+  if ("heldBy" in l) {
+    ctx.log(`agent pid ${l.heldBy || "unknown"} is changing this host; it loads the table itself`);
     return 0;
-  });
+  }
+  try {
+    return loadCurrentTable(ctx);
+  } finally {
+    l.release();
+  }
+}
+
+function loadCurrentTable(ctx: Ctx): number {
+  const g = loadCurrent(ctx);
+  const ruleset = g.n ? rulesetOf(g.bundle) : null;
+  if (ruleset === null) {
+    ctx.log(g.n ? `generation ${g.n} has no firewall; nothing to load` : "no generation is active; nothing to load");
+    return 0;
+  }
+  const live = ctx.host.nftList();
+  const dyn = dynamicSetNames(g.bundle);
+  if (live !== null && g.nftLive !== null && nftComparable(live, dyn) === nftComparable(g.nftLive, dyn)) {
+    ctx.log(`table ${NFT_TABLE_REF} of generation ${g.n} is already loaded`);
+    return 0;
+  }
+  const rel = path.join(STATE_DIR, "nft-boot.nft");
+  ctx.host.writeFileAtomic(rel, nftScriptFor(ruleset), 0o600);
+  const r = ctx.host.nftApply(ctx.host.p(rel));
+  if (r.code !== 0) throw new AgentError(`table ${NFT_TABLE_REF} of generation ${g.n} not loaded: ${describeFailure(["nft", "-f", rel], r)}`);
+  ctx.log(`table ${NFT_TABLE_REF} of generation ${g.n} loaded (${live === null ? "it was missing" : "it had drifted"})`);
+  if (peerSetsOf(g.bundle).length) ctx.log(refreshPeers(ctx.host, g.bundle, { offline: true }));
+  return 0;
 }
 
 /** `peers`: refresh the policy's peer sets of the current generation from tailscale status. */
-export function doPeers(ctx: Ctx): number {
+export function doPeers(ctx: Ctx, repin = false): number {
   return withRecovery(ctx, false, () => {
     const g = loadCurrent(ctx);
     if (g.n === 0) {
       ctx.log("no generation is active; nothing to refresh");
       return 0;
     }
-    const line = refreshPeers(ctx.host, g.bundle);
+    const line = refreshPeers(ctx.host, g.bundle, { repin });
     ctx.log(line);
     return line.includes("exited with") || line.includes("timed out") ? 1 : 0;
   });

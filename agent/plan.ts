@@ -9,7 +9,7 @@ import { NFT_TABLE_REF, nftComparable } from "../contract/nftables.ts";
 import type { Host } from "./host.ts";
 import { isLegacy, rulesetOf } from "./legacy.ts";
 import { dynamicSetNames } from "./peers.ts";
-import { desiredFiles, normalizeSysctl, unitDependencies, unitPath, type DesiredFile } from "./desired.ts";
+import { desiredFiles, foreignDropins, normalizeSysctl, unitDependencies, unitPath, type DesiredFile } from "./desired.ts";
 import type { State } from "./state.ts";
 import { tailscaleAction, type TailscaleAction } from "./tailscale.ts";
 
@@ -73,6 +73,7 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
     const reasons: string[] = [];
     const st = host.stat(f.path);
     if (!st) reasons.push("new");
+    else if (st.type !== "file") reasons.push(`a ${st.type === "symlink" ? "symlink" : st.type === "dir" ? "folder" : "special file"} where a file should be`);
     else {
       const live = host.readFile(f.path);
       if (live === null || shaOf(live) !== f.sha256) reasons.push(f.secret ? "content changed (secret)" : "content changed");
@@ -117,6 +118,13 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
   else if (prev.nftLive !== null && nftComparable(prev.nftLive, dynamicSetNames(prev.bundle)) !== nftComparable(liveNft, dynamicSetNames(prev.bundle))) nft = { op: "replace", why: "live table drifted" };
   else if (input.forceNft) nft = { op: "replace", why: "reapplied: an interrupted run may have changed it" };
 
+  // Drop-ins the bundle does not carry (a `User=root` added beside a unit): removed, backed up first.
+  const dropinUnits = new Set<string>();
+  for (const d of foreignDropins((dir) => host.listDir(dir), target.units, wantPaths)) {
+    files.push({ path: d.path, kind: "file", op: "remove", reasons: [`drop-in for ${d.unit} not in the bundle`], secret: false, takeOver: !state.hasBackup(d.path) });
+    dropinUnits.add(d.unit);
+  }
+
   const writtenUnits = files.filter((a) => a.kind === "unit" && a.op === "write").map((a) => a.path.slice(unitPath("").length));
   const targetUnits = new Set(target.units.map((u) => u.name));
   const removedUnits = [...new Set(others.flatMap((o) => o.bundle.units.map((u) => u.name)))].filter((n) => !targetUnits.has(n)).sort();
@@ -128,7 +136,7 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
     if (!u.enable) continue;
     const deps = unitDependencies(u, filePaths);
     const stopped = input.repair === true && (host.systemctl(["is-active", u.name]).stdout.trim() !== "active" || host.systemctl(["is-enabled", u.name]).stdout.trim() !== "enabled");
-    if (writtenUnits.includes(u.name) || deps.some((d) => changedFiles.has(d)) || stopped) {
+    if (writtenUnits.includes(u.name) || deps.some((d) => changedFiles.has(d)) || stopped || dropinUnits.has(u.name)) {
       restart.push(u.name);
       enable.push(u.name);
     }
@@ -138,7 +146,7 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
     remove: removedUnits,
     restart,
     enable,
-    reload: writtenUnits.length > 0 || removedUnits.length > 0,
+    reload: writtenUnits.length > 0 || removedUnits.length > 0 || dropinUnits.size > 0,
   };
 
   const tailscale = target.tailscale

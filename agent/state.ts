@@ -32,6 +32,8 @@ export interface GenerationMeta {
   /** Filled once known: the switch that made it current succeeded, or failed and was rolled back. */
   status: "staged" | "active" | "failed";
   error?: string;
+  /** Its secret files' contents were deleted (gc): it can no longer be rolled back to. */
+  secretsPruned?: boolean;
 }
 
 export interface Generation {
@@ -196,6 +198,18 @@ export class State {
     fs.closeSync(fd);
   }
 
+  /** Drop generation N's secret contents (bundle.json keeps their sha256); true when something was pruned. */
+  pruneSecrets(n: number): boolean {
+    const g = this.load(n);
+    if (g.meta.secretsPruned || !g.bundle.files.some((f) => f.secret)) return false;
+    // The stored JSON as it is (an older agent's format too), only secret contents emptied.
+    const rel = path.join("generations", String(n), "bundle.json");
+    const raw = JSON.parse(fs.readFileSync(this.file(rel), "utf8")) as { files: { secret: boolean; content: string }[] };
+    this.writeJson(rel, { ...raw, files: raw.files.map((f) => (f.secret ? { ...f, content: "" } : f)) });
+    this.setMeta(n, { secretsPruned: true });
+    return true;
+  }
+
   removeGeneration(n: number): void {
     fs.rmSync(this.file("generations", String(n)), { recursive: true, force: true });
   }
@@ -244,17 +258,30 @@ export class State {
     if (fs.existsSync(this.file(rel))) return;
     const st = this.host.stat(hostPath);
     if (!st) return;
-    const content = fs.readFileSync(this.host.p(hostPath));
-    this.writeJson(rel, { path: hostPath, mode: st.mode, uid: st.uid, gid: st.gid, content: content.toString("base64") });
+    // A link is kept as a link: reading through it would copy (and later restore) whatever it points at.
+    if (st.type === "symlink") {
+      this.writeJson(rel, { path: hostPath, symlink: fs.readlinkSync(this.host.p(hostPath)) });
+      return;
+    }
+    if (st.type !== "file") return;
+    const fd = fs.openSync(this.host.p(hostPath), fs.constants.O_RDONLY | fs.constants.O_NOFOLLOW);
+    let raw: Buffer;
+    try {
+      raw = fs.readFileSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    this.writeJson(rel, { path: hostPath, mode: st.mode, uid: st.uid, gid: st.gid, content: raw.toString("base64") });
   }
   hasBackup(hostPath: string): boolean {
     return fs.existsSync(this.file(this.backupRel(hostPath)));
   }
   /** Put the pre-existing file back; false when there was none to restore. */
   restoreFile(hostPath: string): boolean {
-    const b = this.readJson<{ mode: number; uid: number; gid: number; content: string }>(this.backupRel(hostPath));
+    const b = this.readJson<{ mode: number; uid: number; gid: number; content: string; symlink?: string }>(this.backupRel(hostPath));
     if (!b) return false;
-    this.host.writeFileAtomic(hostPath, Buffer.from(b.content, "base64"), b.mode, b.uid, b.gid);
+    if (b.symlink !== undefined) this.host.writeSymlink(hostPath, b.symlink);
+    else this.host.writeFileAtomic(hostPath, Buffer.from(b.content, "base64"), b.mode, b.uid, b.gid);
     this.host.removeFile(path.join(STATE_DIR, this.backupRel(hostPath)));
     return true;
   }

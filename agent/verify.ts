@@ -7,7 +7,7 @@ import { NFT_TABLE_REF, nftComparable } from "../contract/nftables.ts";
 import type { Host } from "./host.ts";
 import { rulesetOf } from "./legacy.ts";
 import { dynamicSetNames } from "./peers.ts";
-import { desiredFiles, normalizeSysctl } from "./desired.ts";
+import { desiredFiles, foreignDropins, normalizeSysctl } from "./desired.ts";
 import { ownerIds } from "./plan.ts";
 import type { Generation } from "./state.ts";
 import { prefsDrift, tagsDrift } from "./tailscale.ts";
@@ -25,6 +25,10 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     const st = host.stat(f.path);
     if (!st) {
       out.push({ kind: "file", subject: f.path, detail: "missing" });
+      continue;
+    }
+    if (st.type !== "file") {
+      out.push({ kind: "file", subject: f.path, detail: `is a ${st.type === "symlink" ? "symlink" : st.type === "dir" ? "folder" : "special file"}, expected a regular file` });
       continue;
     }
     const live = host.readFile(f.path);
@@ -46,6 +50,9 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     if (nft !== null) out.push({ kind: "nftables", subject, detail: "present, but the firewall is off in this generation" });
   } else if (nft === null) out.push({ kind: "nftables", subject, detail: "missing" });
   else if (g.nftLive !== null && nftComparable(nft, dynamic) !== nftComparable(g.nftLive, dynamic)) out.push({ kind: "nftables", subject, detail: "differs from the ruleset this generation applied" });
+  const owned = new Set(desiredFiles(g.bundle).map((f) => f.path));
+  for (const d of foreignDropins((dir) => host.listDir(dir), g.bundle.units, owned))
+    out.push({ kind: "unit", subject: d.unit, detail: `drop-in ${d.path} is not in the bundle (it can change what the unit runs, and as whom)` });
   for (const u of g.bundle.units) {
     if (!u.enable) continue;
     const enabled = host.systemctl(["is-enabled", u.name]).stdout.trim();

@@ -38,6 +38,19 @@ export function bootUnit(node: string): UnitSpec {
   };
 }
 
+/**
+ * The kernel boots without table inet meshfleet: this loads the current
+ * generation's table before any network interface comes up (oneshot, so
+ * network-pre.target waits for it to finish).
+ */
+export function firewallBootUnit(node: string): UnitSpec {
+  return {
+    name: "meshfleet-firewall.service",
+    enable: true,
+    content: `[Unit]\nDescription=meshfleet: load the current generation's nft table before the network\nDefaultDependencies=no\nAfter=local-fs.target\nBefore=network-pre.target shutdown.target\nWants=network-pre.target\nConflicts=shutdown.target\n\n[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=${node} ${AGENT_HOST_PATH} boot-firewall\n\n[Install]\nWantedBy=sysinit.target\n`,
+  };
+}
+
 export function peerRefreshUnits(node: string): UnitSpec[] {
   return [
     {
@@ -63,7 +76,7 @@ export const agentModule = defineModule({
   },
   config(o, ctx): Contribution {
     if (!ctx.self.config.agent) return {};
-    const c: Contribution = { agentNodePath: o.nodePath, units: [bootUnit(o.nodePath)] };
+    const c: Contribution = { agentNodePath: o.nodePath, units: [bootUnit(o.nodePath), ...(ctx.self.config.firewall.enable ? [firewallBootUnit(o.nodePath)] : [])] };
     const e = ctx.enforcement;
     if (e) {
       c.units!.push(...peerRefreshUnits(o.nodePath));

@@ -84,7 +84,7 @@ describe("generations an older agent stored", () => {
     expect(read(root, "sim/nft")?.trim()).toBe(LEGACY_NFT.trim());
     expect(fs.readlinkSync(path.join(root, "var/lib/meshfleet/current"))).toBe("generations/1");
     // Its peer sets (format 1 kept them beside the text) are refreshed as before.
-    fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running", Peer: { a: { HostName: "laptop", TailscaleIPs: ["100.64.0.3"] } } }));
+    fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running", Peer: { "nodekey:a": { HostName: "laptop", DNSName: "laptop.tailnet.", TailscaleIPs: ["100.64.0.3"] } } }));
     const p = agent(root, ["peers"]);
     expect(p.code, p.stderr).toBe(0);
     expect(p.stdout).toContain("peers: 2 set(s) refreshed; 1/1 allowed hosts online (laptop)");

@@ -37,7 +37,7 @@ export function fakeAgentFile(): string {
   return p;
 }
 
-export const KEY_SEED = "test-seed-0123456789abcdef-not-a-real-one";
+export const KEY_SEED = "bWVzaGZsZWV0LXRlc3Qtc2VlZC1ub3QtYS1zZWNyZXQ="; // base64 of a 32-byte test string, not a secret
 
 /** A stand-in host key per name (shaped like an ed25519 public key). */
 export const hostKeyOf = (name: string) => `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI${Buffer.from(name.padEnd(24, "-")).toString("base64").replace(/=+$/, "")}`;
