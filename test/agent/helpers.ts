@@ -19,12 +19,13 @@ afterEach(() => new Promise<void>((resolve) => setImmediate(resolve)));
 
 const HERE = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(HERE, "../..");
-export const AGENT = path.join(REPO, "dist", "meshfleet-agent.mjs");
+/** MESHFLEET_TEST_AGENT runs the tests against another build (e.g. an older agent, to see an attack test fail on it). */
+export const AGENT = process.env.MESHFLEET_TEST_AGENT ?? path.join(REPO, "dist", "meshfleet-agent.mjs");
 const FAKEBIN = path.join(HERE, "fakebin");
 
 let built = false;
 export function buildAgent(): string {
-  if (!built) {
+  if (!built && !process.env.MESHFLEET_TEST_AGENT) {
     execFileSync(process.execPath, [path.join(REPO, "agent", "build.mjs")], { stdio: "pipe" });
     built = true;
   }

@@ -127,7 +127,7 @@ describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("agent on a real lab host",
     expect(r.stdout).toMatch(/probe hello-http: ok/);
     expect(r.stdout).toMatch(/generation 1 is active; awaiting confirm/);
     expect((await sh("systemctl is-active meshfleet-guard-1.timer")).stdout.trim()).toBe("active");
-    expect(await ok(agentCmd("confirm"))).toContain("generation 1 confirmed");
+    expect(await ok(agentCmd("confirm"))).toMatch(/generation 1 \(bundle [0-9a-f]{12}\) confirmed/);
     expect((await sh("systemctl is-active meshfleet-guard-1.timer")).stdout.trim()).not.toBe("active");
     expect(await ok("curl -s http://127.0.0.1:8080/")).toBe("v1");
     expect(await ok("nft list table inet meshfleet")).toContain("tcp dport 8080 accept");

@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { ABS_PATH, bundleHash, parseBundle, sha256, type Bundle } from "../../contract/bundle.ts";
+import { ABS_PATH, bundleHash, canonicalJson, parseBundle, sha256, type Bundle } from "../../contract/bundle.ts";
 import { realHost, UnsafePathError } from "../../agent/host.ts";
 import { emptyBundle } from "../../agent/state.ts";
 
@@ -40,6 +40,23 @@ describe("parseBundle on hostile input", () => {
         if (r.ok) expect(bundleHash(r.bundle)).toBe(r.bundle.hash);
       }),
       { numRuns: RUNS },
+    );
+  });
+});
+
+describe("canonicalJson (what the bundle hash is taken over)", () => {
+  /** The definition: JSON.stringify of a copy with keys sorted at every level. */
+  const sorted = (v: unknown): unknown =>
+    Array.isArray(v) ? v.map(sorted) : v && typeof v === "object" ? Object.fromEntries(Object.keys(v).sort().map((k) => [k, sorted((v as Record<string, unknown>)[k])])) : v;
+  it("equals JSON.stringify of the key-sorted copy, and does not depend on key order", () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 5 }), (x) => {
+        const c = canonicalJson(x);
+        expect(c).toBe(JSON.stringify(sorted(x)));
+        const reversed = JSON.parse(JSON.stringify(x), (_k, v) => (v && typeof v === "object" && !Array.isArray(v) ? Object.fromEntries(Object.entries(v).reverse()) : v));
+        expect(canonicalJson(reversed)).toBe(c);
+      }),
+      { numRuns: RUNS * 2 },
     );
   });
 });
