@@ -12,6 +12,7 @@ import { NEEDS_ROOT, skipOrFail, skipUnlessCi } from "../lab/ci-gate.ts";
 import { lab } from "../../lab/hosts/index.ts";
 import type { Firewall, NftRule } from "../../contract/bundle.ts";
 import { AGENT, buildAgent, bundle, file } from "./helpers.ts";
+import { firewallBootUnit } from "../../modules/agent.ts";
 
 // Lab instance of its own: 0 is a developer's, 7-9 belong to other tests and benches.
 const L = lab(6);
@@ -69,6 +70,8 @@ const b2 = bundle({
   probes,
   metrics: { enable: true, textfileDir: "/var/lib/prometheus/node-exporter" },
 });
+// Generation 1 plus the unit that loads the table at boot (issue 12 item 1), as the meshfleet-agent module renders it.
+const withBootUnit = bundle({ ...b1, units: [...units, { ...firewallBootUnit("/usr/bin/node"), restartTriggers: [] }] } as never);
 // The lockout: SSH arrives on mgmt0; this generation drops it there (established sessions too).
 const lockout = bundle({ ...b1, firewall: fw([{ iifname: "mgmt0", l4: { proto: "tcp", dports: [22] }, verdict: "drop" }, hello]) });
 
@@ -105,6 +108,7 @@ describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("agent on a real lab host",
     await push("/root/b1.json", JSON.stringify(b1));
     await push("/root/b2.json", JSON.stringify(b2));
     await push("/root/lockout.json", JSON.stringify(lockout));
+    await push("/root/boot-unit.json", JSON.stringify(withBootUnit));
     // someone else's table, which the agent must never touch
     await ok("nft add table inet keepme && nft add chain inet keepme c");
     original = {
@@ -206,6 +210,23 @@ describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("agent on a real lab host",
     expect(gens.at(-1)).toMatchObject({ generation: 3, status: "failed", current: false });
     await verifyClean();
     console.log(`lockout: SSH back after ${secs.toFixed(1)}s`);
+  }, 300_000);
+
+  it("a table lost as at boot comes back from meshfleet-firewall.service, which runs before network-pre.target", async (ctx) => {
+    if (unavailable) skipOrFail(ctx, unavailable);
+    const s = await sh(agentCmd("switch /root/boot-unit.json"));
+    expect(s.code, s.stderr).toBe(0);
+    const prop = async (p: string) => (await ok(`systemctl show -p ${p} --value meshfleet-firewall.service`)).trim();
+    expect((await prop("Before")).split(" ")).toContain("network-pre.target");
+    expect(await prop("Type")).toBe("oneshot");
+    expect((await prop("Wants")).split(" ")).toContain("network-pre.target");
+    expect((await ok("systemctl is-enabled meshfleet-firewall.service")).trim()).toBe("enabled");
+    await ok("nft delete table inet meshfleet");
+    expect((await sh("nft list table inet meshfleet")).code).not.toBe(0);
+    await ok("systemctl restart meshfleet-firewall.service");
+    expect(await ok("nft list table inet meshfleet")).toContain('tcp dport 8080 accept comment "hello"');
+    expect(await ok("nft list tables")).toContain("table inet keepme");
+    await verifyClean();
   }, 300_000);
 
   it("rollback 0 releases everything and restores what was there before", async (ctx) => {
