@@ -1,5 +1,68 @@
 #!/usr/bin/env node
-// Runs the TypeScript CLI through tsx, so there is no build step.
-import { register } from "tsx/esm/api";
-register();
-await import("../cli/main.ts");
+// Runs the prebuilt CLI (dist/cli, made by `node cli/build.mjs`, the
+// build:cli script) when it was built from the sources as they are now;
+// otherwise, or with MESHFLEET_TSX=1, the TypeScript itself through tsx.
+// Loading tsx costs more than `--help` may take, so the prebuilt CLI
+// answers `--help`, `--version` and `<command> --help` from its manifest.
+import { readFileSync, realpathSync, statSync } from "node:fs";
+import { register } from "node:module";
+import { fileURLToPath } from "node:url";
+
+const root = new URL("../", import.meta.url);
+
+// node:crypto only when an mtime moved (a checkout, a copy): most runs only stat.
+const sha256 = async (file) => (await import("node:crypto")).createHash("sha256").update(readFileSync(file)).digest("hex");
+
+/** The manifest when every source is as it was built (same size and mtime, else same sha256); else null. */
+export async function freshManifest(dir = new URL("dist/cli/", root), base = root) {
+  let m;
+  try {
+    m = JSON.parse(readFileSync(new URL("manifest.json", dir), "utf8"));
+  } catch {
+    return null;
+  }
+  if (m?.format !== 1 || !m.inputs) return null;
+  for (const [rel, want] of Object.entries(m.inputs)) {
+    const file = new URL(rel, base);
+    let st;
+    try {
+      st = statSync(file);
+    } catch {
+      return null;
+    }
+    if (st.size !== want.size) return null;
+    if (st.mtimeMs !== want.mtimeMs && (await sha256(file)) !== want.sha256) return null;
+  }
+  return m;
+}
+
+// These load the Pulumi program (index.ts and everything it imports) or run the
+// lab: they take seconds anyway, and through tsx there is one copy of each
+// module (the bundle holds its own copies of core/ and contract/).
+const VIA_TSX = new Set(["up", "preview", "refresh", "destroy", "lab"]);
+
+const isMain = process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1]);
+if (isMain) {
+  const m = process.env.MESHFLEET_TSX === "1" ? null : await freshManifest();
+  if (m) {
+    const [name, ...rest] = process.argv.slice(2).filter((a) => a !== "--debug");
+    const text =
+      name === "--help" || name === "-h" || name === "help" ? m.help
+      : name === "--version" || name === "-V" ? `meshfleet ${m.version}\n`
+      : name && m.usage[name] !== undefined && (rest.includes("--help") || rest.includes("-h")) ? m.usage[name]
+      : undefined;
+    if (text !== undefined) process.stdout.write(text);
+    else if (VIA_TSX.has(name)) await viaTsx();
+    else {
+      // Completion answers from folder names and never imports TypeScript: no hooks thread for it.
+      if (name !== "completion") register(new URL("cli/ts-hooks.mjs", root));
+      await import(new URL("dist/cli/main.mjs", root).href);
+    }
+  } else await viaTsx();
+}
+
+async function viaTsx() {
+  const { register: tsx } = await import("tsx/esm/api");
+  tsx();
+  await import("../cli/main.ts");
+}

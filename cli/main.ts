@@ -4,6 +4,7 @@
  * shows the cause.
  */
 import { MeshfleetError } from "../core/diagnostics.ts";
+import { meshfleetVersion, UsageError } from "./args.ts";
 
 export interface Command {
   name: string;
@@ -30,6 +31,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   pin: () => import("./commands/pin.ts"),
   tools: () => import("./commands/tools.ts"),
   lab: () => import("./commands/lab.ts"),
+  completion: () => import("./commands/completion.ts").then((m) => ({ command: m.completionCommand(COMMANDS) })),
 };
 
 async function help(): Promise<string> {
@@ -48,8 +50,13 @@ async function help(): Promise<string> {
 export async function main(argv: string[]): Promise<number> {
   const [name, ...rest] = argv;
   if (!name || name === "--help" || name === "-h" || name === "help") {
-    console.log(await help());
+    if (name) console.log(await help());
+    else console.error(await help()); // no command: a usage error (exit 2), so stderr
     return name ? 0 : 2;
+  }
+  if (name === "--version" || name === "-V") {
+    console.log(`meshfleet ${meshfleetVersion()}`);
+    return 0;
   }
   const load = COMMANDS[name];
   if (!load) {
@@ -61,7 +68,13 @@ export async function main(argv: string[]): Promise<number> {
     console.log(command.usage);
     return 0;
   }
-  return command.run(rest);
+  try {
+    return await command.run(rest);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    console.error(`meshfleet ${name}: ${e.message}\n\n${command.usage}`);
+    return 2;
+  }
 }
 
 // `meshfleet options | head` closes stdout early; that is not an error.

@@ -53,7 +53,7 @@ export const hostBaseShape = {
     .describe("How Pulumi reaches the host."),
   lan: z.array(cidr).default([]).describe("LAN subnets the host is attached to (advertised routes must be inside one)."),
   agent: z.boolean().default(true).describe("Run the meshfleet agent (false for phones and other nodes you configure by hand)."),
-  runtime: z.enum(["systemd", "docker"]).default("systemd").describe("How services run: native systemd units, or docker containers (the seeds' setup)."),
+  runtime: z.enum(["systemd", "docker"]).default("systemd").describe("How services run: native systemd units, or docker containers (one container per service, as on a VPS that runs everything in docker)."),
   description: z.string().default("").describe("Free text shown by `meshfleet hosts`."),
 };
 

@@ -1,7 +1,7 @@
 /** meshfleet check: validate and evaluate a fleet; every problem, then exit 1 on any error. */
 import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
-import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
+import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet } from "../args.ts";
 import type { Command } from "../command.ts";
 import { runFleetTests } from "../../core/policy/index.ts";
 
@@ -10,10 +10,19 @@ const flags = fleetFlags;
 export const command: Command = {
   name: "check",
   summary: "validate and evaluate a fleet, run the policy's tests, print every problem",
-  usage: `usage: meshfleet check [--stack S | --hosts-dir DIR] [--json]\n\nReads hosts/<stack>/fleet.yaml and the host files, evaluates every module,\nand prints each problem as file: option path: expected, found, fix.\nExit 0 when the fleet is valid (warnings allowed), 1 otherwise.\n\n${flagHelp(flags)}`,
+  flags,
+  usage: `usage: meshfleet check [--stack S | --hosts-dir DIR] [--json]
+
+Reads hosts/<stack>/fleet.yaml and the host files, evaluates every module,
+runs the policy's tests, and prints each problem (to stderr) as
+file: option path: expected, found, fix.
+Exit 0 when the fleet is valid (warnings allowed), 1 when it has errors,
+2 for a command line it cannot take.
+
+${flagHelp(flags)}`,
   async run(argv) {
-    const { opts } = parseArgs(argv, flags);
-    const { dir, stack } = fleetDir(opts);
+    const { opts } = parseArgs(argv, flags, { positionals: [] });
+    const { dir, stack } = resolveFleet(opts);
     const t0 = performance.now();
     const r = await evaluateFleet(REGISTRY, dir, stack);
     const tests = r.fleet ? runFleetTests(r.fleet) : { results: [], diagnostics: [] };
@@ -22,13 +31,13 @@ export const command: Command = {
     if (opts.json) {
       console.log(JSON.stringify({ ok, stack, dir, hosts: r.fleet ? Object.keys(r.fleet.hosts) : [], diagnostics, policyTests: tests.results }, null, 2));
     } else {
-      if (diagnostics.length) console.log(formatDiagnostics(diagnostics));
+      if (diagnostics.length) console.error(formatDiagnostics(diagnostics));
       const ms = Math.round(performance.now() - t0);
       if (ok) {
         const n = Object.keys(r.fleet!.hosts).length;
         const passed = tests.results.filter((x) => x.pass).length;
-        console.log(`ok: ${dir}: ${n} hosts evaluated${tests.results.length ? `, ${passed}/${tests.results.length} policy tests pass` : ""} (${ms} ms)`);
-      } else console.log(`${diagnostics.filter((d) => d.severity === "error").length} error(s) in ${dir}; nothing was deployed.`);
+        console.log(`ok: ${fleetLine({ dir, stack })}: ${n} hosts evaluated${tests.results.length ? `, ${passed}/${tests.results.length} policy tests pass` : ""} (${ms} ms)`);
+      } else console.error(`${diagnostics.filter((d) => d.severity === "error").length} error(s) in ${fleetLine({ dir, stack })}; nothing was deployed.`);
     }
     return ok ? 0 : 1;
   },

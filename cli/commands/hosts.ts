@@ -1,23 +1,43 @@
 /** meshfleet hosts: the fleet as a table. */
 import { evaluateFleet, formatDiagnostics, hasErrors, type HostServices } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
-import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
+import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet } from "../args.ts";
 import type { Command } from "../command.ts";
 
+/** One row per host; lists stay lists (the table joins them, --json keeps them arrays). */
 export function hostRows(fleet: NonNullable<Awaited<ReturnType<typeof evaluateFleet>>["fleet"]>) {
   return Object.values(fleet.hosts).map((h) => ({
     host: h.name,
-    roles: h.roles.join(",") || "-",
+    roles: [...h.roles],
     address: h.address,
-    runtime: h.agent ? h.runtime : "no agent",
-    services: servicesOf(h.services).join(",") || "-",
-    tags: h.tailscale.tags.join(",") || "-",
-    routes: [...h.tailscale.advertiseRoutes, ...(h.tailscale.advertiseExitNode ? ["exit"] : [])].join(",") || "-",
+    agent: h.agent,
+    runtime: h.agent ? h.runtime : null,
+    services: servicesOf(h.services),
+    tags: [...h.tailscale.tags],
+    routes: [...h.tailscale.advertiseRoutes],
+    exitNode: h.tailscale.advertiseExitNode,
     ports: [
-      ...h.firewall.inbound.map((r) => `${r.port}/${r.proto}`),
-      ...h.firewall.tailnetInbound.map((r) => `${r.port}/${r.proto}(tailnet)`),
-    ].join(",") || "-",
+      ...h.firewall.inbound.map((r) => ({ port: r.port, proto: r.proto, from: "any" as const })),
+      ...h.firewall.tailnetInbound.map((r) => ({ port: r.port, proto: r.proto, from: "tailnet" as const })),
+    ],
   }));
+}
+
+type HostRow = ReturnType<typeof hostRows>[number];
+
+/** The table's cells: lists comma-joined, "-" for none. */
+export function textRow(r: HostRow): Record<string, string> {
+  const list = (xs: string[]) => xs.join(",") || "-";
+  return {
+    host: r.host,
+    roles: list(r.roles),
+    address: r.address,
+    runtime: r.runtime ?? "no agent",
+    services: list(r.services),
+    tags: list(r.tags),
+    routes: list([...r.routes, ...(r.exitNode ? ["exit"] : [])]),
+    ports: list(r.ports.map((p) => `${p.port}/${p.proto}${p.from === "tailnet" ? "(tailnet)" : ""}`)),
+  };
 }
 
 /** The services a host runs, from its evaluated facts: `headscale`, `nginx`, `derp:embedded`, ... */
@@ -43,17 +63,25 @@ export function table(rows: Record<string, string>[]): string {
 export const command: Command = {
   name: "hosts",
   summary: "print the fleet's hosts: roles, services, addresses, tags, routes, open ports",
-  usage: `usage: meshfleet hosts [--stack S | --hosts-dir DIR] [--json]\n\n${flagHelp(fleetFlags)}`,
+  flags: fleetFlags,
+  usage: `usage: meshfleet hosts [--stack S | --hosts-dir DIR] [--json]
+
+A table of the fleet's hosts; --json prints {stack, dir, hosts: [...]} with
+every list (roles, services, tags, routes, ports) as a JSON array.
+
+${flagHelp(fleetFlags)}`,
   async run(argv) {
-    const { opts } = parseArgs(argv, fleetFlags);
-    const { dir, stack } = fleetDir(opts);
+    const { opts } = parseArgs(argv, fleetFlags, { positionals: [] });
+    const { dir, stack } = resolveFleet(opts);
     const r = await evaluateFleet(REGISTRY, dir, stack);
     if (!r.fleet || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));
+      console.error(`${r.diagnostics.filter((d) => d.severity === "error").length} error(s) in ${fleetLine({ dir, stack })}`);
       return 1;
     }
     const rows = hostRows(r.fleet);
-    console.log(opts.json ? JSON.stringify(rows, null, 2) : table(rows));
+    if (opts.json) console.log(JSON.stringify({ stack, dir, hosts: rows }, null, 2));
+    else console.log(`${fleetLine({ dir, stack })}\n\n${table(rows.map(textRow))}`);
     return 0;
   },
 };

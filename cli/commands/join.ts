@@ -6,20 +6,23 @@
 import { execa } from "execa";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
-import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
+import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 
 const flags = fleetFlags.filter((f) => f.name !== "json");
 
 export const command: Command = {
   name: "join",
+  flags,
+  complete: "host",
   summary: "print the join instructions (login server, pre-auth key) of a node without an agent",
   usage: `usage: meshfleet join HOST [--stack S | --hosts-dir DIR]\n\nFor hosts with agent: false (phones, tablets). Reads the pre-auth key from\nthe Pulumi stack's secret output, so run it where \`pulumi stack output\`\nworks (same backend and passphrase as \`pulumi up\`).\n\n${flagHelp(flags)}`,
   async run(argv) {
-    const { opts, positional } = parseArgs(argv, flags);
+    const { opts, positional } = parseArgs(argv, flags, { positionals: ["HOST"] });
     const host = positional[0];
-    if (!host) throw new MeshfleetError("join needs a host name, e.g. meshfleet join phone --stack home");
-    const { dir, stack } = fleetDir(opts);
+    if (!host) throw new UsageError("join needs a host name, e.g. meshfleet join phone --stack home");
+    const { dir, stack } = resolveFleet(opts);
+    console.error(fleetLine({ dir, stack }));
     const r = await evaluateFleet(REGISTRY, dir, stack);
     if (!r.fleet || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));

@@ -3,8 +3,10 @@
  * a base git revision (extracted with `git archive`, so the working tree is
  * never touched) and in the working tree, and prints the difference: hosts,
  * roles, routes, exit nodes, who can reach what (and the rule responsible),
- * public ports, DNS records, versions. Markdown by default (a PR comment),
- * JSON with --json. Exit 0 when both sides evaluate, 1 otherwise.
+ * public ports, DNS records, versions; then warnings and, per host whose
+ * generation (bundle) changes, the files, restarts, tailscale settings and
+ * firewall lines. Markdown by default (a PR comment), JSON with --json (the
+ * same, as data). Exit 0 when both sides evaluate, 1 otherwise.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
@@ -13,20 +15,25 @@ import path from "node:path";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { diffNetwork, emptyModel, networkModel, renderDiffJson, renderDiffMarkdown, type NetworkModel } from "../../core/netdiff/index.ts";
-import type { Diagnostic } from "../../core/types.ts";
-import { fleetDir, fleetFlags, flagHelp, parseArgs, type Flag } from "../args.ts";
+import type { Diagnostic, FleetSystem, HostSystem } from "../../core/types.ts";
+import { renderHost, secretRefs } from "../../core/bundle.ts";
+import { desiredFiles, type Bundle } from "../../contract/index.ts";
+import { nftRuleset } from "../../contract/nftables.ts";
+import { unitDependencies } from "../../agent/desired.ts";
+import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
 
 const flags: Flag[] = [{ name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" }, ...fleetFlags];
 
 export const command: Command = {
   name: "plan",
+  flags,
   summary: "show what a change does to the network (hosts, routes, reachability, ports, DNS, versions)",
-  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON.\n\n${flagHelp(flags)}`,
+  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON: the network\n(hosts, routes, reachability, public ports, DNS, versions), warnings (a\ndowngrade, a client losing the routes it used, a host losing reachability\nor starting to drop traffic), and a section per host whose generation\nchanges: files changed, units and containers restarted, tailscale settings,\nfirewall lines added and removed. Secrets are not read: a changed secret\nvalue does not show.\n\n${flagHelp(flags)}`,
   async run(argv) {
-    const { opts } = parseArgs(argv, flags);
-    if (typeof opts.base !== "string") throw new MeshfleetError("plan needs --base <git ref>, e.g. --base origin/main");
-    const { dir, stack } = fleetDir(opts);
+    const { opts } = parseArgs(argv, flags, { positionals: [] });
+    if (typeof opts.base !== "string") throw new UsageError("plan needs --base <git ref>, e.g. --base origin/main");
+    const { dir, stack } = resolveFleet(opts);
     const head = await evaluate(dir, stack);
     const base = await atRevision(opts.base, dir, stack);
     const problems = [...base.diagnostics.map((d) => ({ ...d, file: `${opts.base}:${d.file}` })), ...head.diagnostics];
@@ -36,20 +43,189 @@ export const command: Command = {
       return 1;
     }
     const diff = diffNetwork(base.model!, head.model!);
-    if (opts.json) process.stdout.write(renderDiffJson(diff));
-    else process.stdout.write(renderDiffMarkdown(diff, `meshfleet plan: ${stack} (${opts.base} → working tree)`));
+    const hosts = diffGenerations(base.fleet ?? NO_HOSTS, head.fleet!);
+    const warnings = planWarnings(base.fleet ?? NO_HOSTS, head.fleet!, diff);
+    if (opts.json) {
+      process.stdout.write(JSON.stringify({ ...JSON.parse(renderDiffJson(diff)), warnings, generations: hosts, empty: diff.empty && !hosts.length && !warnings.length }, null, 2) + "\n");
+      return 0;
+    }
+    const title = `meshfleet plan: ${fleetLine({ dir, stack })}, ${opts.base} → working tree`;
+    let md = renderDiffMarkdown(diff, title);
+    if (diff.empty && (hosts.length || warnings.length)) md = md.replace("No change to the network.", "The network (hosts, routes, reachability, ports, DNS, versions) is the same; the hosts below change.");
+    process.stdout.write([md.trimEnd(), renderWarnings(warnings), renderGenerations(hosts)].filter(Boolean).join("\n\n") + "\n");
     return 0;
   },
 };
 
-async function evaluate(dir: string, stack: string): Promise<{ model?: NetworkModel; diagnostics: Diagnostic[] }> {
+type Side = { model?: NetworkModel; fleet?: FleetSystem; diagnostics: Diagnostic[] };
+
+async function evaluate(dir: string, stack: string): Promise<Side> {
   const r = await evaluateFleet(REGISTRY, dir, stack);
   if (!r.fleet || hasErrors(r.diagnostics)) return { diagnostics: r.diagnostics };
-  return { model: networkModel(r.fleet), diagnostics: r.diagnostics };
+  return { model: networkModel(r.fleet), fleet: r.fleet, diagnostics: r.diagnostics };
+}
+
+// ---------------------------------------------------------------------------
+// Per host: what its next generation changes on it.
+
+/** What the per-host comparison reads of a fleet (a base without the fleet folder has no hosts). */
+type Fleetish = Pick<FleetSystem, "hosts">;
+const NO_HOSTS: Fleetish = { hosts: {} };
+
+export interface HostGeneration {
+  host: string;
+  /** new: the host gets its first generation; removed: it leaves the fleet (the agent keeps what is there). */
+  change: "new" | "changed" | "removed";
+  files: { added: string[]; removed: string[]; changed: string[] };
+  units: { restarted: { unit: string; because: string[] }[]; started: string[]; stopped: string[] };
+  /** Docker containers (runtime: docker): replaced when their spec changes, restarted when a file uploaded into them changes. */
+  containers: { restarted: { container: string; because: string[] }[]; started: string[]; stopped: string[] };
+  firewall: { added: string[]; removed: string[] };
+  tailscale: { setting: string; before: unknown; after: unknown }[];
+}
+
+export interface PlanWarning {
+  kind: "downgrade" | "routes-lost" | "reachability-lost" | "firewall-closes";
+  host?: string;
+  message: string;
+}
+
+/** Secrets are not read by plan: each stands for itself, so only a change of which secret a file holds shows. */
+function bundleOf(h: HostSystem): Bundle {
+  return renderHost(h, Object.fromEntries(secretRefs(h).map((r) => [r, `(secret ${r})`])));
+}
+
+const lines = (text: string | null) => (text ?? "").split("\n").map((l) => l.trim()).filter((l) => l && !l.startsWith("#"));
+
+function lineDiff(a: string[], b: string[]): { added: string[]; removed: string[] } {
+  const count = (xs: string[]) => xs.reduce((m, x) => m.set(x, (m.get(x) ?? 0) + 1), new Map<string, number>());
+  const ca = count(a), cb = count(b);
+  const added = [...cb].flatMap(([l, n]) => Array(Math.max(0, n - (ca.get(l) ?? 0))).fill(l));
+  const removed = [...ca].flatMap(([l, n]) => Array(Math.max(0, n - (cb.get(l) ?? 0))).fill(l));
+  return { added, removed };
+}
+
+/** One entry per agent host whose bundle (its generation) differs between the two fleets. */
+export function diffGenerations(base: Fleetish, head: Fleetish): HostGeneration[] {
+  const out: HostGeneration[] = [];
+  const names = [...new Set([...Object.keys(base.hosts), ...Object.keys(head.hosts)])].sort();
+  for (const name of names) {
+    const b = base.hosts[name]?.agent ? bundleOf(base.hosts[name]) : undefined;
+    const h = head.hosts[name]?.agent ? bundleOf(head.hosts[name]) : undefined;
+    if (!b && !h) continue;
+    const bc = new Map((base.hosts[name]?.agent ? base.hosts[name].containers : []).map((c) => [c.name, c]));
+    const hc = head.hosts[name]?.agent ? head.hosts[name].containers : [];
+    if (b && h && b.hash === h.hash && JSON.stringify([...bc.values()]) === JSON.stringify(hc)) continue;
+    const bf = new Map((b ? desiredFiles(b) : []).map((f) => [f.path, f]));
+    const hf = new Map((h ? desiredFiles(h) : []).map((f) => [f.path, f]));
+    const files = {
+      added: [...hf.keys()].filter((p) => !bf.has(p)).sort(),
+      removed: [...bf.keys()].filter((p) => !hf.has(p)).sort(),
+      changed: [...hf.keys()].filter((p) => bf.has(p) && bf.get(p)!.sha256 !== hf.get(p)!.sha256).sort(),
+    };
+    const changed = new Set([...files.changed, ...files.added]);
+    const bu = new Map((b?.units ?? []).map((u) => [u.name, u]));
+    const units: HostGeneration["units"] = { restarted: [], started: [], stopped: [] };
+    for (const u of h?.units ?? []) {
+      const old = bu.get(u.name);
+      if (!old) { units.started.push(u.name); continue; }
+      const because = [
+        ...(old.content !== u.content ? [`its unit file`] : []),
+        ...unitDependencies(u, [...hf.keys()]).filter((p) => changed.has(p)),
+      ];
+      if (because.length) units.restarted.push({ unit: u.name, because });
+    }
+    units.stopped = (b?.units ?? []).map((u) => u.name).filter((n) => !h?.units.some((u) => u.name === n));
+    const containers: HostGeneration["containers"] = { restarted: [], started: [], stopped: [] };
+    for (const c of hc) {
+      const old = bc.get(c.name);
+      if (!old) { containers.started.push(c.name); continue; }
+      const spec = (["image", "ports", "volumes", "env", "command", "restart", "healthcheck"] as const).filter((k) => JSON.stringify(old[k]) !== JSON.stringify(c[k]));
+      const because = [...spec.map((k) => `its ${k}`), ...c.uploads.map((u) => u.source).filter((p) => changed.has(p))];
+      if (because.length) containers.restarted.push({ container: c.name, because });
+    }
+    containers.stopped = [...bc.keys()].filter((n) => !hc.some((c) => c.name === n));
+    const firewall = lineDiff(lines(nftRuleset(b?.firewall ?? null)), lines(nftRuleset(h?.firewall ?? null)));
+    const tailscale: HostGeneration["tailscale"] = [];
+    const bt = (b?.tailscale ?? {}) as Record<string, unknown>, ht = (h?.tailscale ?? {}) as Record<string, unknown>;
+    for (const k of [...new Set([...Object.keys(bt), ...Object.keys(ht)])].sort())
+      if (JSON.stringify(bt[k]) !== JSON.stringify(ht[k])) tailscale.push({ setting: k, before: bt[k], after: ht[k] });
+    out.push({ host: name, change: !b ? "new" : !h ? "removed" : "changed", files, units, containers, firewall, tailscale });
+  }
+  return out;
+}
+
+/** "0.29.2" → [0, 29, 2]; undefined for what is not a version. */
+function version(s: string): number[] | undefined {
+  const m = /^v?(\d+)\.(\d+)(?:\.(\d+))?/.exec(s.split(":").pop() ?? s);
+  return m ? [Number(m[1]), Number(m[2]), Number(m[3] ?? 0)] : undefined;
+}
+const older = (a: number[], b: number[]) => { for (let i = 0; i < 3; i++) if (a[i] !== b[i]) return a[i] < b[i]; return false; };
+
+/** The changes a person must not miss: downgrades, a client losing the routes it used, a host losing reachability. */
+export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<typeof diffNetwork>): PlanWarning[] {
+  const out: PlanWarning[] = [];
+  for (const v of diff.versions) {
+    const a = version(v.before), b = version(v.after);
+    if (!a || !b || !older(b, a)) continue;
+    // The headscale container follows coordinator.headscaleVersion: one warning says it.
+    if (v.key !== "headscale" && /headscale/.test(v.after) && diff.versions.some((x) => x.key === "headscale")) continue;
+    const why = /headscale/.test(`${v.key} ${v.after}`) ? " (headscale migrates its database forwards only: restore the backup taken before the upgrade, or keep " + v.before + ")" : "";
+    out.push({ kind: "downgrade", message: `${v.key} goes back from ${v.before} to ${v.after}: a downgrade${why}` });
+  }
+  const routesOf = (f: Fleetish, except: string) =>
+    Object.values(f.hosts).filter((x) => x.name !== except && x.tailscale.enable).flatMap((x) => x.tailscale.advertiseRoutes.map((r) => `${r} (via ${x.name})`));
+  for (const [name, h] of Object.entries(head.hosts)) {
+    const was = base.hosts[name];
+    if (!was) continue;
+    const lost = was.tailscale.enable && was.tailscale.acceptRoutes ? routesOf(base, name) : [];
+    if (lost.length && (!h.tailscale.enable || !h.tailscale.acceptRoutes))
+      out.push({ kind: "routes-lost", host: name, message: `${name} stops using the subnet routes it used: ${lost.join(", ")} (${h.tailscale.enable ? "tailscale.acceptRoutes: false" : "tailscale.enable: false"})` });
+    if (h.agent && !was.firewall.enable && h.firewall.enable) {
+      const open = h.firewall.inbound.map((r) => `${r.port}/${r.proto}`).join(", ") || "nothing";
+      out.push({ kind: "firewall-closes", host: name, message: `${name}: firewall.enable turns on: inbound traffic is dropped except ${open} (and what the tailnet policy allows)` });
+    }
+  }
+  const lostBy = new Map<string, string[]>();
+  for (const r of diff.reach.lost) lostBy.set(r.dst, [...(lostBy.get(r.dst) ?? []), r.src]);
+  for (const [dst, srcs] of lostBy)
+    out.push({ kind: "reachability-lost", host: dst.split(":")[0], message: `${dst} can no longer be reached from ${[...new Set(srcs)].slice(0, 8).join(", ")}${new Set(srcs).size > 8 ? ` and ${new Set(srcs).size - 8} more` : ""}` });
+  for (const p of diff.publicPorts.closed)
+    out.push({ kind: "reachability-lost", host: p.host, message: `${p.host}: ${p.port} is no longer open to the internet (${p.detail})` });
+  return out;
+}
+
+function renderWarnings(ws: PlanWarning[]): string {
+  if (!ws.length) return "";
+  return ["### ⚠ Warnings", "", ...ws.map((w) => `- **${w.kind}**: ${w.message}`)].join("\n");
+}
+
+function renderGenerations(hs: HostGeneration[]): string {
+  if (!hs.length) return "";
+  const out = ["### Hosts with a new generation", ""];
+  const code = (xs: string[]) => xs.map((x) => `\`${x}\``).join(", ");
+  for (const g of hs) {
+    out.push(`#### \`${g.host}\`${g.change === "new" ? " (first generation)" : g.change === "removed" ? " (leaves the fleet; the agent keeps what is there)" : ""}`, "");
+    if (g.files.changed.length) out.push(`- files changed: ${code(g.files.changed)}`);
+    if (g.files.added.length) out.push(`- files added: ${code(g.files.added)}`);
+    if (g.files.removed.length) out.push(`- files removed: ${code(g.files.removed)}`);
+    for (const u of g.units.restarted) out.push(`- restarts \`${u.unit}\` (${u.because.map((b) => (b.startsWith("/") ? `\`${b}\`` : b)).join(", ")} changed)`);
+    if (g.units.started.length) out.push(`- starts ${code(g.units.started)}`);
+    if (g.units.stopped.length) out.push(`- stops ${code(g.units.stopped)}`);
+    for (const c of g.containers.restarted) out.push(`- restarts container \`${c.container}\` (${c.because.map((b) => (b.startsWith("/") ? `\`${b}\`` : b)).join(", ")} changed)`);
+    if (g.containers.started.length) out.push(`- starts container(s) ${code(g.containers.started)}`);
+    if (g.containers.stopped.length) out.push(`- removes container(s) ${code(g.containers.stopped)}`);
+    for (const t of g.tailscale) out.push(`- tailscale ${t.setting}: ${JSON.stringify(t.before ?? null)} → ${JSON.stringify(t.after ?? null)}`);
+    if (g.firewall.added.length || g.firewall.removed.length) {
+      out.push("- firewall:", "", "```diff", ...g.firewall.removed.map((l) => `- ${l}`), ...g.firewall.added.map((l) => `+ ${l}`), "```");
+    }
+    out.push("");
+  }
+  return out.join("\n").trimEnd();
 }
 
 /** The fleet folder as it was at `ref`; a folder that did not exist yet is an empty fleet. */
-async function atRevision(ref: string, dir: string, stack: string): Promise<{ model?: NetworkModel; diagnostics: Diagnostic[] }> {
+async function atRevision(ref: string, dir: string, stack: string): Promise<Side> {
   const abs = path.resolve(dir);
   const git = (args: string[], cwd: string) => execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
   let top: string;

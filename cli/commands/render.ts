@@ -4,7 +4,7 @@ import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
-import { fleetDir, fleetFlags, flagHelp, parseArgs } from "../args.ts";
+import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 
 /** Marks a folder as render output and lists what the render wrote, so the next render removes only that. */
@@ -58,6 +58,7 @@ async function clearPrevious(out: string, files: string[]): Promise<void> {
 
 export const command: Command = {
   name: "render",
+  flags,
   summary: "write each host's bundle files as they land: DIR/<host>/... and DIR/fleet/...",
   usage: `usage: meshfleet render [--stack S | --hosts-dir DIR] --out DIR [--json]
 
@@ -75,8 +76,8 @@ in DIR is touched.
 
 ${flagHelp(flags)}`,
   async run(argv) {
-    const { opts } = parseArgs(argv, flags);
-    if (typeof opts.out !== "string" || !opts.out) throw new MeshfleetError("render needs --out DIR");
+    const { opts } = parseArgs(argv, flags, { positionals: [] });
+    if (typeof opts.out !== "string" || !opts.out) throw new UsageError("render needs --out DIR");
     const out = opts.out;
     const existing = await entries(out);
     const previous = existing && existing.length ? await previousRender(out) : [];
@@ -84,7 +85,7 @@ ${flagHelp(flags)}`,
       throw new MeshfleetError(
         `render --out ${out}: the folder is not empty and is not an earlier render's output (no ${RENDER_MARKER} file); nothing was written. Fix: pick a new or empty folder`,
       );
-    const { dir, stack } = fleetDir(opts);
+    const { dir, stack } = resolveFleet(opts);
     const r = await evaluateFleet(REGISTRY, dir, stack);
     if (!r.fleet || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));
@@ -104,8 +105,8 @@ ${flagHelp(flags)}`,
       await writeFile(p, a.content);
       await chmod(p, parseInt(a.mode, 8));
     }
-    if (opts.json) console.log(JSON.stringify({ out, files: arts.map((a) => a.path) }, null, 2));
-    else console.log(`wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
+    if (opts.json) console.log(JSON.stringify({ stack, dir, out, files: arts.map((a) => a.path) }, null, 2));
+    else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
     return 0;
   },
 };
