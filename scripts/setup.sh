@@ -7,10 +7,11 @@ cd "$(dirname "$0")/.."
 say() { printf '[meshfleet setup] %s\n' "$*" >&2; }
 
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
-  say "installing npm packages (npm install, as package-lock.json pins them)"
-  # Not `npm ci`: npm 11 writes lock files without other platforms' optional
-  # packages (rollup's) and then refuses them in `npm ci` as out of sync.
-  npm install --no-audit --no-fund --loglevel=error
+  say "installing npm packages (npm ci: exactly what package-lock.json pins, the lock file untouched)"
+  # npm ci never rewrites package-lock.json, so a fresh clone stays clean
+  # (git status shows nothing after setup). The committed lock file carries
+  # every platform's optional packages, so npm ci accepts it anywhere.
+  npm ci --no-audit --no-fund --loglevel=error
 fi
 
 need=()

@@ -12,6 +12,7 @@ import { loadVersions } from "../tools/index.ts";
 import { e2ePaths } from "./paths.ts";
 import { deployChecks, labDeploy } from "./deploy-checks.ts";
 import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
+import { lockoutCheck, noChangesCheck, outageCheck, preAuthKeyCheck } from "./hold-checks.ts";
 
 export { labDeploy };
 
@@ -209,10 +210,18 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
       }
     });
 
+    // Issue 12 item 1: the kernel boots without meshfleet's table. Delete it (what a reboot does), run the
+    // boot unit that loads it before the network, and the table with its tailnet rules is back.
+    await check("firewall after a reboot: meshfleet-firewall.service brings lxc-tailscale's table back", async () => {
+      const r = await sshExec("lxc-tailscale", "nft delete table inet meshfleet && ! nft list table inet meshfleet >/dev/null 2>&1 && systemctl restart meshfleet-firewall.service && nft list chain inet meshfleet tailnet", { instance });
+      if (r.code !== 0) await sshExec("lxc-tailscale", "systemctl restart meshfleet-boot.service", { instance });
+      return r.code === 0 && /drop/.test(r.stdout) ? { ok: true, why: "table deleted, loaded again by the boot unit (tailnet chain present)" } : { ok: false, why: `exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
+    });
+
     // Relay, outage and reconnect checks need the peers; without them they would only wait out their timeouts.
     const needsMesh = (name: string) => check(name, async () => ({ ok: false, why: "not run: laptop does not see lxc-tailscale and vps (see the status check)" }));
     if (!opts.quick && !meshUp) {
-      for (const n of ["UDP blocked between the NATs: laptop -> nas relayed through the lab's DERP", "UDP unblocked: laptop <-> lxc-tailscale direct again", "headscale stopped: the existing tunnel still carries laptop -> nas", "headscale started again: nodes reconnect"]) await needsMesh(n);
+      for (const n of ["UDP blocked between the NATs: laptop -> nas relayed through the lab's DERP", "UDP unblocked: laptop <-> lxc-tailscale direct again", "headscale held down ~60 s: every connection and ping laptop -> nas through the tunnel passes", "headscale started again: nodes reconnect"]) await needsMesh(n);
     }
     if (!opts.quick && meshUp) {
       let blocked = false;
@@ -252,18 +261,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         return r;
       });
 
-      let stopped = false;
-      try {
-        await check("headscale stopped: the existing tunnel still carries laptop -> nas", async () => {
-          const st = await sshExec("vps", "systemctl stop headscale && ! systemctl is-active --quiet headscale", { instance });
-          if (st.code !== 0) return { ok: false, why: `could not stop headscale: ${st.stderr.trim()}` };
-          stopped = true;
-          const t = await tcp("laptop", NAS, 22, instance, 5);
-          return { ok: t.ok, why: `headscale inactive; ${t.why}` };
-        });
-      } finally {
-        if (stopped) await sshExec("vps", "systemctl start headscale", { instance });
-      }
+      await check("headscale held down ~60 s: every connection and ping laptop -> nas through the tunnel passes", () => outageCheck(instance, 60));
 
       await check("headscale started again: nodes reconnect", async () => {
         return until(40_000, async () => {
@@ -278,15 +276,17 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
 
     }
     if (!opts.quick) {
-      await check("a second run makes no changes (meshfleet preview --expect-no-changes)", async () => {
-        const r = await labDeploy(instance, { verb: "preview", expectNoChanges: true });
-        const changed = r.resources.filter((x) => x.op !== "same" && x.op !== "read").map((x) => `${x.host ?? "fleet"}: ${x.op} ${x.name}`);
-        return r.ok ? { ok: true, why: "no changes" } : { ok: false, why: `${changed.join(", ") || r.errors.join("; ")}` };
-      });
+      await check("a second run makes no changes (meshfleet preview --expect-no-changes) and agent verify is clean on every host", () => noChangesCheck(instance));
 
       await check("an edited host file (a new advertised route): preview shows it, up applies it, headscale approves it", () => editedRouteCheck(instance));
 
+      await check("a replaced pre-auth key is refused by headscale (tailscale up --auth-key=<old key>)", () => preAuthKeyCheck(instance));
+
+      await check("a deploy that locks itself out (laptop's SSH limited to 192.0.2.0/24) fails naming the host, and the host is back on its previous generation", () => lockoutCheck(instance));
+
       await deployChecks(instance, check);
+
+      await check("after every check: a second run makes no changes and agent verify is clean on every host", () => noChangesCheck(instance));
     }
   } finally {
     out.totalMs = Date.now() - t0;
@@ -304,7 +304,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
  * host's, `pulumi up` must apply it, and headscale must approve the route
  * (autoApprovers). Then the lab is deployed back as it was.
  */
-async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: string }> {
+export async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: string }> {
   const p = e2ePaths(instance);
   const env = labPulumiEnv(instance);
   const edited = join(p.dir, "hosts-edited");
@@ -317,7 +317,33 @@ async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: s
   writeFileSync(f, next);
   const cfg = (k: string, v: string) => runPulumi(["config", "set", "--config-file", p.stackConfig, "--stack", STACK, k, v], { env });
   const original = resolve(REPO, "hosts", "lab");
+  const EXTRA = "192.168.9.0/24";
+  const approvedOf = async () => {
+    const r = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
+    if (r.code !== 0) throw new Error(`headscale nodes list: ${r.stderr.trim().split("\n").pop()}`);
+    const nodes = JSON.parse(r.stdout || "[]") as { given_name?: string; approved_routes?: string[] }[];
+    return nodes.find((n) => n.given_name === "lxc-tailscale")?.approved_routes ?? [];
+  };
+  // A stale approval (left by an earlier run, or approved by hand) would let this check pass without autoApprovers.
+  const stale = await approvedOf();
+  if (stale.includes(EXTRA)) rmSync(edited, { recursive: true, force: true });
+  if (stale.includes(EXTRA)) return { ok: false, why: `before the edit headscale already approves ${EXTRA} for lxc-tailscale (stale: the fleet does not declare it, so the provider should have revoked it)` };
+  let verdict: { ok: boolean; why: string } = { ok: false, why: "not run" };
   try {
+    verdict = await editAndApply();
+  } finally {
+    await cfg("meshfleet:hostsDir", original);
+    const back = await labDeploy(instance, { verb: "up" });
+    rmSync(edited, { recursive: true, force: true });
+    // The route left the fleet: its approval must be revoked, or the next run's check would pass on it.
+    const after = await approvedOf().catch((e: Error) => [`(${e.message})`]);
+    if (verdict.ok && !back.ok) verdict = { ok: false, why: `deploying the lab back failed: ${back.errors.join("; ")}` };
+    else if (verdict.ok && after.includes(EXTRA)) verdict = { ok: false, why: `${verdict.why}; but after the route left the fleet headscale still approves ${EXTRA} (approvals: ${after.join(", ")})` };
+    else if (verdict.ok) verdict = { ok: true, why: `${verdict.why}; not approved before; revoked after the route left the fleet (approvals: ${after.join(", ")})` };
+  }
+  return verdict;
+
+  async function editAndApply(): Promise<{ ok: boolean; why: string }> {
     await cfg("meshfleet:hostsDir", edited);
     const pv = await labDeploy(instance, { verb: "preview", diff: true });
     if (!pv.ok) return { ok: false, why: `preview failed: ${pv.errors.join("; ")}` };
@@ -332,13 +358,9 @@ async function editedRouteCheck(instance: number): Promise<{ ok: boolean; why: s
     const routes = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
     const nodes = JSON.parse(routes.stdout || "[]") as { given_name?: string; approved_routes?: string[] }[];
     const approved = nodes.find((n) => n.given_name === "lxc-tailscale")?.approved_routes ?? [];
-    return approved.includes("192.168.9.0/24")
+    return approved.includes(EXTRA)
       ? { ok: true, why: `preview: lxc-tailscale ${byHost("lxc-tailscale").join(", ")}; applied; headscale approved ${approved.join(", ")}` }
       : { ok: false, why: `applied, but headscale approved only ${approved.join(", ") || "nothing"}` };
-  } finally {
-    await cfg("meshfleet:hostsDir", original);
-    await labDeploy(instance, { verb: "up" });
-    rmSync(edited, { recursive: true, force: true });
   }
 }
 
