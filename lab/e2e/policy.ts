@@ -1,11 +1,12 @@
 /** The lab fleet's policy as a who-can-reach-what matrix and its advertised routes, from core's own evaluator. */
 import { evaluateFleet } from "../../core/eval.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { evaluateReachability, fleetPolicyNodes, type Policy } from "../../core/policy/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { FLEET_DIR } from "./up.ts";
 
 async function fleet(): Promise<FleetSystem> {
-  const r = await evaluateFleet(FLEET_DIR, "lab");
+  const r = await evaluateFleet(REGISTRY, FLEET_DIR, "lab");
   if (!r.fleet) throw new Error(`hosts/lab does not evaluate: ${r.diagnostics.map((d) => JSON.stringify(d)).slice(0, 3).join("; ")}`);
   return r.fleet;
 }
