@@ -151,6 +151,7 @@ export function realHost(root = "/"): Host {
     writeFileAtomic(hostPath, content, mode, uid, gid) {
       const target = p(hostPath);
       const dir = path.dirname(target);
+      checkLinks(absRoot, dir, hostPath);
       mkdirs(dir);
       const d = openCheckedDir(absRoot, dir, hostPath, uid);
       const tmp = `.${path.basename(target)}.${randomBytes(6).toString("hex")}.meshfleet-tmp`;
@@ -178,6 +179,7 @@ export function realHost(root = "/"): Host {
     writeSymlink(hostPath, linkTarget) {
       const target = p(hostPath);
       const dir = path.dirname(target);
+      checkLinks(absRoot, dir, hostPath);
       mkdirs(dir);
       const d = openCheckedDir(absRoot, dir, hostPath, undefined);
       const tmp = `.${path.basename(target)}.${randomBytes(6).toString("hex")}.meshfleet-tmp`;
@@ -253,16 +255,24 @@ export class UnsafePathError extends Error {}
  * and the rename go through the open folder (/proc/self/fd/N/...), so
  * swapping a folder on the way after the check changes nothing.
  */
-function openCheckedDir(root: string, dir: string, hostPath: string, ownerUid: number | undefined): { fd: number; at(name: string): string } {
+/**
+ * A symlink on the way is followed only if root made it in a folder only root
+ * can change: a link a service user planted in its own folder
+ * (/var/lib/headscale/sub -> /etc) would send root's write anywhere. Stops at
+ * the first component that does not exist yet (checked before any folder is made).
+ */
+function checkLinks(root: string, dir: string, hostPath: string): void {
   const self = typeof process.getuid === "function" ? process.getuid() : 0;
-  const allowed = new Set([0, ownerUid ?? 0, self]);
-  // A symlink on the way is followed only if root made it in a folder only root can change: a link a service
-  // user planted in its own folder (/var/lib/headscale/sub -> /etc) would send root's write anywhere.
   const rel = path.relative(root, dir);
   let at = root;
   for (const part of rel ? rel.split(path.sep) : []) {
     const next = path.join(at, part);
-    const st = fs.lstatSync(next);
+    let st: fs.Stats;
+    try {
+      st = fs.lstatSync(next);
+    } catch {
+      return;
+    }
     if (st.isSymbolicLink()) {
       const parent = fs.statSync(at);
       if (![0, self].includes(st.uid) || ![0, self].includes(parent.uid))
@@ -270,6 +280,12 @@ function openCheckedDir(root: string, dir: string, hostPath: string, ownerUid: n
     }
     at = next;
   }
+}
+
+function openCheckedDir(root: string, dir: string, hostPath: string, ownerUid: number | undefined): { fd: number; at(name: string): string } {
+  const self = typeof process.getuid === "function" ? process.getuid() : 0;
+  const allowed = new Set([0, ownerUid ?? 0, self]);
+  checkLinks(root, dir, hostPath);
   const real = fs.realpathSync(dir);
   const chain: string[] = [];
   for (let d = real; ; d = path.dirname(d)) {

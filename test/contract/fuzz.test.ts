@@ -92,13 +92,13 @@ describe("bundle paths (item 11)", () => {
 
 describe.runIf(process.getuid?.() === 0)("the agent's writes under what a service user planted (item 2)", () => {
   const EVIL = 1234;
-  type Plant = "none" | "link-at-file" | "link-at-old-temp" | "link-as-folder" | "evil-folder";
+  type Plant = "none" | "link-at-file" | "link-at-old-temp" | "link-as-folder" | "link-above-new-folder" | "evil-folder";
   it("root never writes, chowns or creates anything outside the host root, whatever is planted", () => {
     fc.assert(
       fc.property(
         fc.array(fc.stringMatching(/^[a-z]{1,6}$/), { minLength: 1, maxLength: 3 }),
         fc.stringMatching(/^[a-z]{1,6}$/),
-        fc.constantFrom<Plant>("none", "link-at-file", "link-at-old-temp", "link-as-folder", "evil-folder"),
+        fc.constantFrom<Plant>("none", "link-at-file", "link-at-old-temp", "link-as-folder", "link-above-new-folder", "evil-folder"),
         fc.constantFrom(0, EVIL),
         (dirs, name, plant, owner) => {
           const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-fuzz-root-"));
@@ -120,6 +120,11 @@ describe.runIf(process.getuid?.() === 0)("the agent's writes under what a servic
             if (plant === "link-as-folder") {
               planted(path.join(dir, "sub"), victimDir);
               target = path.join(dir, "sub", name);
+            }
+            if (plant === "link-above-new-folder") {
+              // The folder the file goes in does not exist yet: making it must not go through the link either.
+              planted(path.join(dir, "sub"), victimDir);
+              target = path.join(dir, "sub", "new", name);
             }
             const hostPath = "/" + path.relative(root, target);
             const before = fs.readdirSync(victimDir).sort();
