@@ -133,16 +133,16 @@ state folder's incoming/ is deleted once read.
   generations: {
     usage: "generations [--json]",
     summary: "list generations",
-    help: "Lists every kept generation with its state; `*` marks the current one.",
+    help: "Lists every kept generation with its state; `*` marks the current one. A generation whose secrets\nwere pruned (`switch --keep`) cannot be rolled back to (secretsPruned in --json).",
     run: (ctx, _a, flags) =>
       withRecovery(ctx, false, () => {
         const cur = ctx.state.currentNumber();
         const rows = ctx.state.generationNumbers().map((n) => {
           const g = ctx.state.load(n);
-          return { generation: n, current: n === cur, status: g.meta.status, createdAt: g.meta.createdAt, hash: g.meta.hash, error: g.meta.error };
+          return { generation: n, current: n === cur, status: g.meta.status, createdAt: g.meta.createdAt, hash: g.meta.hash, error: g.meta.error, secretsPruned: g.meta.secretsPruned === true };
         });
         if (flags.has("json")) ctx.log(JSON.stringify(rows, null, 2));
-        else for (const r of rows) ctx.log(`${r.current ? "*" : " "} ${String(r.generation).padStart(4)}  ${r.createdAt}  ${r.hash.slice(0, 12)}  ${r.status}${r.error ? ` (${r.error})` : ""}`);
+        else for (const r of rows) ctx.log(`${r.current ? "*" : " "} ${String(r.generation).padStart(4)}  ${r.createdAt}  ${r.hash.slice(0, 12)}  ${r.status}${r.error ? ` (${r.error})` : ""}${r.secretsPruned ? " (secrets pruned: cannot be rolled back to)" : ""}`);
         return 0;
       }),
   },

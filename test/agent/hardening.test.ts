@@ -256,6 +256,8 @@ describe("item 12: secrets do not linger", () => {
     expect(stored(5)).toContain("SECRET-5");
     expect(stored(4)).toContain("SECRET-4");
     expect(stored(3)).not.toContain("SECRET-3");
+    const listed = JSON.parse(agent(root, ["generations", "--json"]).stdout) as { generation: number; secretsPruned: boolean }[];
+    expect(listed.map((g) => [g.generation, g.secretsPruned])).toEqual([[3, true], [4, false], [5, false]]);
     const r3 = agent(root, ["rollback", "3"]);
     expect(r3.code).toBe(1);
     expect(r3.stderr).toContain("generation 3 no longer holds its secrets");
