@@ -9,7 +9,7 @@
  * Changing the schema means bumping BUNDLE_FORMAT: test/contract holds a
  * golden of the schema's JSON form together with the format number.
  */
-import { createHash } from "node:crypto";
+import * as crypto from "node:crypto";
 import { en } from "zod/locales";
 import * as z from "zod/mini";
 import { NFT_FAMILY, NFT_TABLE, SYSCTL_FILE, unitPath } from "./constants.ts";
@@ -226,11 +226,78 @@ export type Probe = z.infer<Schemas["probeSchema"]>;
 // ---------------------------------------------------------------------------
 // Hashing
 
-export const sha256 = (s: string): string => createHash("sha256").update(s, "utf8").digest("hex");
+/** crypto.hash (node >= 20.12): one call, no Hash object; the agent may run on an older node. */
+const oneShot = (crypto as { hash?: (algorithm: string, data: string, encoding: "hex") => string }).hash;
+export const sha256 = (s: string): string => (oneShot ? oneShot("sha256", s, "hex") : crypto.createHash("sha256").update(s, "utf8").digest("hex"));
+
+/**
+ * sha256 for texts many hosts share (unit files, non-secret files): texts
+ * hashed before -> their hash, so a fleet's 1,000 copies of one unit are
+ * hashed once. Never for secret content (the memo would keep it). Bounded by
+ * the characters held.
+ */
+const hashed = new Map<string, string>();
+let hashedChars = 0;
+const HASHED_MAX_CHARS = 4 * 1024 * 1024;
+export const sha256Shared = (s: string): string => {
+  const known = hashed.get(s);
+  if (known !== undefined) return known;
+  const h = sha256(s);
+  if (s.length <= 64 * 1024) {
+    if (hashedChars + s.length > HASHED_MAX_CHARS) {
+      hashed.clear();
+      hashedChars = 0;
+    }
+    hashed.set(s, h);
+    hashedChars += s.length;
+  }
+  return h;
+};
 
 /** JSON with keys sorted at every level: the same bundle always hashes the same. */
 export function canonicalJson(value: unknown): string {
-  return JSON.stringify(sortedKeys(value));
+  return canonical(value) as string;
+}
+
+/** An object key that is an array index: JSON.stringify writes those first, in numeric order. */
+const isIndexKey = (k: string) => { const c = k.charCodeAt(0); return c >= 48 && c <= 57 && /^(?:0|[1-9]\d{0,9})$/.test(k) && Number(k) < 4294967295; };
+
+/**
+ * JSON.stringify(sortedKeys(v)), written out directly: no sorted copy (a
+ * bundle is hashed on every render). Plain objects and arrays only; any other
+ * object (toJSON, a class instance) goes through the sorted copy as before.
+ */
+function canonical(v: unknown): string | undefined {
+  if (v === null) return "null";
+  switch (typeof v) {
+    case "string":
+    case "number":
+    case "bigint":
+      return JSON.stringify(v);
+    case "boolean":
+      return v ? "true" : "false";
+    case "object":
+      break;
+    default:
+      return undefined;
+  }
+  if (Array.isArray(v)) {
+    let s = "[";
+    for (let i = 0; i < v.length; i++) s += (i ? "," : "") + (canonical(v[i]) ?? "null");
+    return s + "]";
+  }
+  const proto = Object.getPrototypeOf(v);
+  if ((proto !== Object.prototype && proto !== null) || typeof (v as { toJSON?: unknown }).toJSON === "function") return JSON.stringify(sortedKeys(v));
+  const o = v as Record<string, unknown>;
+  let keys = Object.keys(o).sort();
+  if (keys.some(isIndexKey)) keys = [...keys.filter(isIndexKey).sort((a, b) => Number(a) - Number(b)), ...keys.filter((k) => !isIndexKey(k))];
+  let s = "{";
+  for (const k of keys) {
+    const x = canonical(o[k]);
+    if (x === undefined) continue;
+    s += (s.length > 1 ? "," : "") + JSON.stringify(k) + ":" + x;
+  }
+  return s + "}";
 }
 
 /** A copy with object keys in sorted order (null-prototype objects, so no key is special). */
@@ -276,7 +343,7 @@ const shown = (v: unknown): string => {
 };
 
 /** Cross-field rules the schema's shape cannot say; `hashes: false` skips the content and bundle hashes. */
-function consistencyProblems(b: Bundle, hashes = true): string[] {
+export function consistencyProblems(b: Bundle, hashes = true): string[] {
   const out: string[] = [];
   const owned = new Map<string, string>();
   const claim = (p: string, by: string) => {

@@ -3,7 +3,7 @@
  * its sysctl.d file and its unit files. Pure. The agent writes exactly these
  * and `meshfleet render` writes the same list, so a golden is what lands.
  */
-import { sha256, type Bundle } from "./bundle.ts";
+import { sha256Shared, type Bundle } from "./bundle.ts";
 import { SYSCTL_FILE, unitPath } from "./constants.ts";
 
 export interface DesiredFile {
@@ -37,7 +37,7 @@ export function desiredFiles(b: Pick<Bundle, "files" | "sysctl" | "units">): Des
     path,
     kind,
     content,
-    sha256: sha256(content),
+    sha256: sha256Shared(content), // unit and sysctl texts: never secret, mostly the same on every host
     mode: "0644",
     owner: "root",
     group: "root",

@@ -199,8 +199,9 @@ function hostOptions(
 
   const before = diagnostics.length;
   const parse = (all: Definition[]) => {
-    const merged = mergeDefinitions(schema, all);
-    const parsed = merged.diagnostics.length ? undefined : schema.safeParse(merged.value, { reportInput: true });
+    // No source map here: it is worked out (from the same definitions) only when a problem is reported.
+    const merged = mergeDefinitions(schema, all, "", false);
+    const parsed = merged.diagnostics.length ? undefined : parseOptions(schema, merged.value);
     return { merged, parsed };
   };
   let { merged, parsed } = parse(defs);
@@ -228,16 +229,17 @@ function hostOptions(
     allDefs = [...defs, ...settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }))];
     ({ merged, parsed } = parse(allDefs));
   }
-  // Where each value came from is only needed to report a problem: the merge's source map is kept
-  // for this host while it is checked, then worked out again (from the same definitions) on demand.
-  let sources: Map<string, string> | undefined = merged.sources;
+  // Where each value came from is only needed to report a problem: the source map is worked out
+  // (from the same definitions) on demand, kept while this host is checked, then dropped.
+  let sources: Map<string, string> | undefined;
   const finalDefs = allDefs;
-  const origin = makeOrigin(file, () => (sources ??= mergeDefinitions(schema, finalDefs).sources), settings);
+  const sourcesOf = () => (sources ??= mergeDefinitions(schema, finalDefs).sources);
+  const origin = makeOrigin(file, sourcesOf, settings);
   diagnostics.push(...merged.diagnostics.map((d) => relabel(d, origin)));
   if (!parsed) return undefined;
   if (!parsed.success) {
     diagnostics.push(
-      ...zodDiagnostics(schema, parsed.error, merged.sources, file)
+      ...zodDiagnostics(schema, parsed.error, sourcesOf(), file)
         .filter((d) => !(d.found.startsWith("unknown option") && diagnostics.length > before))
         .map((d) => relabel(d, origin)),
     );
@@ -260,6 +262,84 @@ function hostOptions(
     name, file, address: config.address, roles: rolesOf(registry, config), runtime: config.runtime, lan: config.lan, config, facts,
   };
   return { peer, origin };
+}
+
+/**
+ * The host schema's parse, option by option, memoised per schema: a fleet's
+ * hosts mostly give a module the same options (the profile's), so each
+ * distinct value of a top-level option (its JSON text) is parsed once per
+ * evaluation and each host gets its own copy of the result. Only plain data
+ * (text, finite numbers, booleans, null, lists, mappings) is memoised, in
+ * and out. Anything that fails, or an unknown option, takes the schema's
+ * own parse, so problems are reported exactly as before.
+ */
+const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, unknown>>>();
+const OPTION_MEMO_MAX = 10_000;
+
+function parseOptions(schema: z.ZodType, value: unknown): { success: true; data: unknown } | { success: false; error: z.ZodError } {
+  const full = () => schema.safeParse(value, { reportInput: true });
+  const shape = (schema as unknown as { _zod: { def: { type: string; shape?: Record<string, z.ZodType>; catchall?: unknown } } })._zod.def;
+  if (shape.type !== "object" || !shape.shape || !isPlainRecord(value)) return full();
+  const fields = shape.shape;
+  for (const k in value) if (!Object.prototype.hasOwnProperty.call(fields, k)) return full();
+  let memo = optionMemo.get(schema);
+  if (!memo) optionMemo.set(schema, (memo = new Map()));
+  const out: Record<string, unknown> = {};
+  for (const k of Object.keys(fields)) {
+    const v = value[k];
+    const text = v === undefined ? "" : plainJson(v); // "" is no JSON text: it stands for an option not given
+    let seen = memo.get(k);
+    if (!seen) memo.set(k, (seen = new Map()));
+    if (text !== undefined && seen.has(text)) {
+      out[k] = clonePlain(seen.get(text));
+      continue;
+    }
+    const r = fields[k].safeParse(v);
+    if (!r.success) return full();
+    if (r.data === undefined) {
+      if (k in value) out[k] = undefined;
+      continue;
+    }
+    out[k] = r.data;
+    if (text !== undefined && plainJson(r.data) !== undefined) {
+      if (seen.size >= OPTION_MEMO_MAX) seen.clear();
+      seen.set(text, clonePlain(r.data));
+    }
+  }
+  return { success: true, data: out };
+}
+
+const isPlainRecord = (v: unknown): v is Record<string, unknown> => {
+  if (!v || typeof v !== "object" || Array.isArray(v)) return false;
+  const p = Object.getPrototypeOf(v);
+  return p === Object.prototype || p === null;
+};
+
+/** JSON text of plain data that JSON carries exactly (no undefined, NaN, -0, class instances), else undefined. */
+function plainJson(v: unknown): string | undefined {
+  return isPlainData(v, 0) ? JSON.stringify(v) : undefined;
+}
+
+function isPlainData(v: unknown, depth: number): boolean {
+  if (v === null || typeof v === "string" || typeof v === "boolean") return true;
+  if (typeof v === "number") return Number.isFinite(v) && !Object.is(v, -0);
+  if (typeof v !== "object" || depth > 32) return false;
+  if (Array.isArray(v)) {
+    for (let i = 0; i < v.length; i++) if (!(i in v) || !isPlainData(v[i], depth + 1)) return false;
+    return true;
+  }
+  if (!isPlainRecord(v)) return false;
+  for (const k in v) if (k === "__proto__" || !isPlainData(v[k], depth + 1)) return false;
+  return true;
+}
+
+/** A copy of plain data (isPlainData holds). */
+function clonePlain(v: unknown): unknown {
+  if (v === null || typeof v !== "object") return v;
+  if (Array.isArray(v)) return v.map(clonePlain);
+  const out: Record<string, unknown> = {};
+  for (const k in v as Record<string, unknown>) out[k] = clonePlain((v as Record<string, unknown>)[k]);
+  return out;
 }
 
 /** A module's own options in a host's config (the registry is only known at run time). */

@@ -75,19 +75,39 @@ export function stripPrio(v: unknown): unknown {
   return v;
 }
 
-export function mergeDefinitions(schema: z.ZodType, defs: Definition[], path = ""): MergeResult {
+/**
+ * `trackSources: false` leaves `sources` empty: evaluation merges every host
+ * (twice, with the modules' settings) and needs where a value came from only
+ * to report a problem; it merges again with sources then.
+ */
+export function mergeDefinitions(schema: z.ZodType, defs: Definition[], path = "", trackSources = true): MergeResult {
   const sources = new Map<string, string>();
   const diagnostics: Diagnostic[] = [];
-  const value = mergeAt(schema, defs, path, sources, diagnostics);
+  const value = mergeAt(schema, defs, path, trackSources ? sources : undefined, diagnostics);
   return { value, sources, diagnostics };
 }
 
-function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources: Map<string, string>, out: Diagnostic[]): unknown {
-  const defs = rawDefs.map(unwrap).filter((d) => d.value !== undefined);
+/** schemaKind per schema: a host's merge asks it for every option of every host. */
+const kinds = new WeakMap<object, Kind>();
+function kindOf(schema: z.ZodType): Kind {
+  if (!schema || (typeof schema !== "object" && typeof schema !== "function")) return schemaKind(schema);
+  let k = kinds.get(schema);
+  if (!k) kinds.set(schema, (k = schemaKind(schema)));
+  return k;
+}
+
+function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources: Map<string, string> | undefined, out: Diagnostic[]): unknown {
+  const defs: Definition[] = [];
+  let top = Infinity;
+  for (const raw of rawDefs) {
+    const d = raw.value instanceof Prio ? unwrap(raw) : raw;
+    if (d.value === undefined) continue;
+    defs.push(d);
+    if (d.priority < top) top = d.priority;
+  }
   if (defs.length === 0) return undefined;
-  const kind = schemaKind(schema);
-  const top = Math.min(...defs.map((d) => d.priority));
-  const winners = defs.filter((d) => d.priority === top);
+  const kind = kindOf(schema);
+  const winners = defs.length === 1 ? defs : defs.filter((d) => d.priority === top);
 
   if ((kind.kind === "object" || kind.kind === "record") && defs.every((d) => isPlainObject(d.value))) {
     // Objects merge key by key; priority is decided per leaf, not per object.
@@ -108,7 +128,7 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
       const merged = mergeAt(sub, holders.map((h) => ({ file: h.file, priority: h.priority, value: (h.value as Record<string, unknown>)[key] })), keyPath, sources, out);
       if (merged !== undefined) result[key] = merged;
     }
-    sources.set(path, winners[0].file);
+    sources?.set(path, winners[0].file);
     return result;
   }
 
@@ -116,10 +136,10 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
     const result: unknown[] = [];
     for (const w of winners)
       for (const item of w.value as unknown[]) {
-        sources.set(joinPath(path, result.length), w.file);
+        sources?.set(joinPath(path, result.length), w.file);
         result.push(stripPrio(item));
       }
-    sources.set(path, winners[0].file);
+    sources?.set(path, winners[0].file);
     return result;
   }
 
@@ -132,7 +152,7 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
         `make the two files agree, or give one of them priority with !mkForce (or drop to !mkDefault)`));
     }
   }
-  sources.set(path, first.file);
+  sources?.set(path, first.file);
   return stripPrio(first.value);
 }
 

@@ -3,7 +3,7 @@
  * Pure. The deploy (components/HostAgent) ships its result, `meshfleet
  * render` writes its files (contract/desired.ts), tests golden it.
  */
-import { BUNDLE_FORMAT, checkSealed, sealBundle, sha256, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
+import { BUNDLE_FORMAT, canonicalJson, checkSealed, consistencyProblems, schemas, sha256, sha256Shared, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
 import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 import { nftRuleset } from "../contract/nftables.ts";
 import { MeshfleetError } from "./diagnostics.ts";
@@ -126,9 +126,9 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
         content = v;
       }
       const secret = !!(f.secret || f.secretRef);
-      return { path: f.path, mode: secret ? "0600" : f.mode, owner: f.owner, group: f.group, sha256: sha256(content), content, secret };
+      return { path: f.path, mode: secret ? "0600" : f.mode, owner: f.owner, group: f.group, sha256: secret ? sha256(content) : sha256Shared(content), content, secret };
     });
-  const bundle = sealBundle({
+  const { bundle, fieldsValid } = sealChecked({
     format: BUNDLE_FORMAT,
     host: host.name,
     files,
@@ -142,11 +142,82 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
     metrics: { enable: host.metrics.enable, textfileDir: host.metrics.textfileDir },
     bestEffort: host.bestEffort.map((c) => ({ argv: [...c.argv], why: c.why })),
   });
-  const problems = checkSealed(bundle);
+  // Every field passed its schema: only the cross-field rules are left. Else the full check, for its exact problems.
+  const problems = fieldsValid ? consistencyProblems(bundle, false) : checkSealed(bundle);
   if (problems.length)
     throw new MeshfleetError(
       `host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${problems.join("; ")}. Fix the module or option that produced it`,
       problems.map((p) => ({ severity: "error" as const, file: host.file, path: "", expected: "a bundle the agent accepts", found: p, fix: "fix the module or option that produced it" })),
     );
   return bundle;
+}
+
+// ---------------------------------------------------------------------------
+// Sealing and checking, field by field
+
+type Schema = { safeParse(x: unknown): { success: boolean } };
+
+let fields: Map<string, Schema> | undefined;
+/** The bundle schema's fields (built on first use, like the schema). */
+function bundleFields(): Map<string, Schema> {
+  fields ??= new Map(Object.entries((schemas().bundleSchema as unknown as { _zod: { def: { shape: Record<string, Schema> } } })._zod.def.shape));
+  return fields;
+}
+
+/**
+ * Per field schema: the JSON.stringify text of each value it accepted -> that
+ * value's canonical JSON. Render builds equal values with equal key order, so
+ * the native JSON text finds a value seen before (the unit list, files and
+ * firewall every client shares) without sorting or checking it again. Equal
+ * JSON text is equal JSON data, and the bundle travels as JSON: a field is
+ * judged by the data its JSON carries. Bounded: a long-lived process renders
+ * many fleets.
+ */
+const accepted = new Map<Schema, Map<string, string>>();
+const ACCEPTED_MAX = 20_000;
+
+/** A field's canonical JSON, and whether its schema accepts it. */
+function field(schema: Schema, value: unknown): { json: string | undefined; ok: boolean } {
+  if (value === undefined) return { json: undefined, ok: schema.safeParse(value).success };
+  const text = JSON.stringify(value);
+  let seen = accepted.get(schema);
+  if (!seen) accepted.set(schema, (seen = new Map()));
+  const known = seen.get(text);
+  if (known !== undefined) return { json: known, ok: true };
+  const json = canonicalJson(value);
+  if (!schema.safeParse(value).success) return { json, ok: false };
+  if (seen.size >= ACCEPTED_MAX) seen.clear();
+  seen.set(text, json);
+  return { json, ok: true };
+}
+
+/**
+ * Seal a bundle body (contract sealBundle: `hash` = sha256 of the canonical
+ * JSON of every other field) and check each field against its part of the
+ * bundle schema. The canonical JSON is assembled from the fields' (in sorted
+ * order), so the text hashed is exactly canonicalJson(body); a test holds the
+ * hash to bundleHash. `fieldsValid: false` when a field failed, or is unknown
+ * or missing: the caller then runs the full contract check for its problems.
+ */
+function sealChecked(body: Omit<Bundle, "hash">): { bundle: Bundle; fieldsValid: boolean } {
+  const spec = bundleFields();
+  const b = body as unknown as Record<string, unknown>;
+  let fieldsValid = true;
+  let text = "{";
+  for (const k of Object.keys(b).sort()) {
+    if (k === "hash") continue; // as bundleHash: the hash covers every other field
+    const schema = spec.get(k);
+    let json: string | undefined;
+    if (!schema) {
+      fieldsValid = false;
+      json = canonicalJson(b[k]) as string | undefined;
+    } else {
+      const f = field(schema, b[k]);
+      if (!f.ok) fieldsValid = false;
+      json = f.json;
+    }
+    if (json !== undefined) text += (text.length > 1 ? "," : "") + JSON.stringify(k) + ":" + json;
+  }
+  for (const k of spec.keys()) if (k !== "hash" && !(k in b)) fieldsValid = false;
+  return { bundle: { ...body, hash: sha256(text + "}") }, fieldsValid };
 }
