@@ -1,6 +1,6 @@
 /**
  * The shell the provider sends over SSH, run for real through sh with
- * stand-in `pct` and `node` programs that record their calls: the pct
+ * stand-in `pct` (checking pct(1)'s grammar, fake-pct.mjs) and `node` programs that record their calls: the pct
  * script on a Proxmox-like config tree, the agent switch, and the pure
  * parsers and checks, table-driven.
  */
@@ -44,6 +44,46 @@ function run(dir: string, script: string, env: Record<string, string> = {}, inpu
 }
 const calls = (dir: string) => (existsSync(`${dir}/calls.log`) ? readFileSync(`${dir}/calls.log`, "utf8").trim().split("\n") : []);
 
+const FAKE_PCT = join(import.meta.dirname, "fake-pct.mjs");
+
+describe("the stand-in pct refuses what pct(1) refuses (so the scripts below can fail on a bad call)", () => {
+  const pve = () => {
+    const dir = temp("mf-pct-grammar-");
+    mkdirSync(join(dir, "lxc"));
+    writeFileSync(join(dir, "lxc", "205.conf"), "arch: amd64\n");
+    writeFileSync(join(dir, "state"), "stopped");
+    return (...argv: string[]) => spawnSync("node", [FAKE_PCT, ...argv], { env: { ...process.env, PCT_FAKE_DIR: dir }, encoding: "utf8" });
+  };
+  it.each([
+    [["frobnicate", "205"], /unknown command 'pct frobnicate'/],
+    [["set", "abc", "--dev0", "/dev/net/tun"], /vmid: value 'abc' does not look like a valid VM ID/],
+    [["set", "99", "--onboot", "1"], /does not look like a valid VM ID/],
+    [["set", "205", "--dev0"], /Option dev0 requires an argument/],
+    [["set", "205", "--devv0", "/dev/net/tun"], /Unknown option: devv0/],
+    [["set", "205", "--dev0", "net/tun"], /dev0: invalid format/],
+    [["set", "205", "--onboot", "maybe"], /onboot: invalid format/],
+    [["set", "205", "/dev/net/tun"], /400 too many arguments/],
+    [["start", "205", "--force"], /Unknown option: force/],
+    [["create", "206"], /not enough arguments/],
+    [["create", "206", "debian-12.tar.zst"], /ostemplate: invalid format/],
+    [["create", "206", "local:vztmpl/debian-12.tar.zst", "--hostname", "LXC tailscale"], /hostname: invalid format/],
+    [["create", "205", "local:vztmpl/debian-12.tar.zst"], /CT 205 already exists/],
+    [["status", "207"], /Configuration file 'nodes\/pve\/lxc\/207.conf' does not exist/],
+  ] as const)("pct %j is refused", (argv, msg) => {
+    const r = pve()(...argv);
+    expect(r.status).toBe(255);
+    expect(r.stderr).toMatch(msg);
+  });
+  it("accepts the documented forms meshfleet uses", () => {
+    const pct = pve();
+    for (const argv of [["status", "205"], ["set", "205", "--dev0", "/dev/net/tun"], ["set", "205", "--dev1", "path=/dev/net/tun,mode=0666"], ["config", "205"], ["start", "205"], ["reboot", "205"], ["status", "205", "--verbose"], ["create", "206", "local:vztmpl/debian-12.tar.zst", "--hostname", "LXC_tailscale", "--net0", "name=eth0,bridge=vmbr0,ip=dhcp", "--unprivileged", "1", "--features", "nesting=1"], ["stop", "206"], ["destroy", "206", "--purge"]]) {
+      const r = pct(...argv);
+      expect(r.status, `pct ${argv.join(" ")}: ${r.stderr}`).toBe(0);
+    }
+    expect(pct("config", "205").stdout).toBe("arch: amd64\ndev0: /dev/net/tun\ndev1: path=/dev/net/tun,mode=0666\n");
+  });
+});
+
 describe("pct script (Proxmox CT created or adopted, TUN passthrough, started)", () => {
   /** A Proxmox node in a directory: `pct status` answers from a state file. */
   function proxmox(ct: { exists: boolean; running: boolean; conf?: string }) {
@@ -51,19 +91,8 @@ describe("pct script (Proxmox CT created or adopted, TUN passthrough, started)",
     mkdirSync(join(dir, "lxc"));
     if (ct.exists) writeFileSync(join(dir, "lxc", "205.conf"), ct.conf ?? "arch: amd64\nhostname: LXC_tailscale\n");
     writeFileSync(join(dir, "state"), ct.running ? "running" : "stopped");
-    fakeBin(
-      dir,
-      "pct",
-      [
-        `case "$1" in`,
-        `  status) [ -f ${dir}/lxc/$2.conf ] || { echo "CT $2 does not exist" >&2; exit 2; }; echo "status: $(cat ${dir}/state)";;`,
-        `  start) echo running > ${dir}/state;;`,
-        `  reboot) echo running > ${dir}/state;;`,
-        `  create) echo "arch: amd64" > ${dir}/lxc/$2.conf; echo stopped > ${dir}/state;;`,
-        `  set) [ "$3" = --dev0 ] && { grep -qx "dev0: $4" ${dir}/lxc/$2.conf || echo "dev0: $4" >> ${dir}/lxc/$2.conf; };;`,
-        `esac`,
-      ].join("\n"),
-    );
+    // pct's grammar (pct(1)) checked by a stand-in: the real pct runs only on a Proxmox VE node (see fake-pct.mjs).
+    fakeBin(dir, "pct", `PCT_FAKE_DIR=${dir} exec node ${FAKE_PCT} "$@"`);
     const script = (l: LxcSettings) => pctScript("lxc-tailscale", l).replaceAll("/etc/pve/lxc", `${dir}/lxc`);
     return { dir, script, conf: () => readFileSync(join(dir, "lxc", "205.conf"), "utf8") };
   }
