@@ -109,6 +109,40 @@ const ctx: PolicyContext = {
   coordinatorHost: "vps", adminUsers: ["alice"],
 };
 
+/** The one lockout diagnostic a policy gets when it no longer lets the admin reach the coordinator. */
+const LOCKOUT = (path = "policy.acls", found = "no rule matched"): [string, string, string] => [path, "admin alice@ allowed tcp:22 to the coordinator vps", found];
+const WANT: Record<string, [string, string, string][]> = {
+  "unknown group": [["policy.acls[0].src[0]", "a group defined in policy.groups", "unknown group \"group:nope\""], LOCKOUT()],
+  "unknown tag": [["policy.acls[0].dst[0]", "a tag defined in policy.tagOwners", "unknown tag \"tag:nope\""], LOCKOUT()],
+  "unknown host": [["policy.acls[0].dst[0]", "a host defined in policy.hosts (or a user written with @, a group:, tag: or CIDR)", "unknown host \"nas\""], LOCKOUT()],
+  "unknown user": [["policy.groups[\"group:admins\"][1]", "a user from fleet.yaml users (alice@, bob@)", "unknown user \"mallory@\""]],
+  "port out of range": [["policy.acls[0].dst[0]", "alias:ports, e.g. tag:web:443, host:22, 192.168.8.0/24:*", "\"tag:server:70000\""], LOCKOUT()],
+  "port range backwards": [["policy.acls[0].dst[0]", "alias:ports, e.g. tag:web:443, host:22, 192.168.8.0/24:*", "\"tag:server:90-80\""], LOCKOUT()],
+  "destination without port": [["policy.acls[0].dst[0]", "alias:ports, e.g. tag:web:443, host:22, 192.168.8.0/24:*", "\"tag:server\""], LOCKOUT()],
+  "bad proto": [["policy.acls[0].proto", "a protocol name (tcp, udp, icmp, …) or number 1-255, or nothing for all", "\"tpc\""], LOCKOUT()],
+  "icmp with ports": [["policy.acls[0].dst[0]", "ports \"*\" with proto icmp (only tcp, udp and sctp have ports)", "\"tag:server:22\""], LOCKOUT("policy.acls", "no rule matched on tcp:22 (allowed: icmp:22)")],
+  "tag used by a host, owned by nobody": [["policy.tagOwners[\"tag:server\"]", "at least one owner (host vps uses tag:server)", "[]"]],
+  "tag used by a host, not in tagOwners": [["policy.tagOwners", "an entry for tag:server (host vps uses it)", "none"]],
+  "route approved for a tag no host has": [["policy.autoApprovers.routes[\"192.168.8.0/24\"][0]", "a tag some host carries", "tag:gone (no host has it)"]],
+  "bad route CIDR": [["policy.autoApprovers.routes[\"192.168.8.0/33\"]", "a CIDR", "\"192.168.8.0/33\""]],
+  "admin cut off from the coordinator": [LOCKOUT()],
+  "deny-all cuts everyone off": [LOCKOUT("policy.grants")],
+  "self with a tag source": [["policy.acls[0].src[0]", "users, groups, autogroup:member or * as sources of autogroup:self", "\"tag:server\""], LOCKOUT()],
+  "grant without ip": [["policy.grants[0]", "ip or app", "neither"], LOCKOUT("policy.grants")],
+  "grant to 0.0.0.0/0": [["policy.grants[0].dst[0]", "\"*\" or autogroup:internet for all addresses", "\"0.0.0.0/0\""]],
+  "ssh to a host alias": [["policy.ssh[0].dst[0]", "tags, autogroup:member/tagged/self or the source user", "host \"nas\""]],
+  "ssh from tag to user": [["policy.ssh[0].dst[0]", "tags or autogroup:tagged as destinations of tagged sources", "\"alice@\""]],
+  "ssh users empty": [["policy.ssh[0].users", "at least one login user (root, autogroup:nonroot, a name)", "[]"]],
+  "test with two ports": [["policy.tests[0].accept[0]", "one port (tests check one connection)", "\"tag:server:22,80\""]],
+  "test to a CIDR": [["policy.tests[0].accept[0]", "one host, not a CIDR", "\"192.168.8.0/24:22\""]],
+  "test with no assertions": [["policy.tests[0]", "accept or deny (at least one)", "neither"]],
+  "test proto icmp": [["policy.tests[0].proto", "tcp, udp, sctp or nothing", "\"icmp\""]],
+  "group member without @": [["policy.groups[\"group:admins\"][0]", "a user written with @ (alice@)", "\"alice\""]],
+  "nested group": [["policy.groups[\"group:all\"][0]", "users (groups cannot contain groups)", "\"group:admins\""]],
+  "autogroup:internet as source": [["policy.acls[0].src[0]", "one of autogroup:member, autogroup:tagged, autogroup:danger-all here", "\"autogroup:internet\""]],
+  "host with a bad address": [["policy.hosts[\"nas\"]", "an IP address or CIDR", "\"192.168.8.300\""]],
+};
+
 describe("validatePolicy", () => {
   const good = policySchema.parse({
     groups: { "group:admins": ["alice@"] },
@@ -150,10 +184,13 @@ describe("validatePolicy", () => {
     ["autogroup:internet as source", { acls: [{ action: "accept", src: ["autogroup:internet"], dst: ["*:*"] }, ...good.acls!] }],
     ["host with a bad address", { hosts: { nas: "192.168.8.300" } }],
   ];
-  it.each(bad)("%s", (_name, patch) => {
+  it.each(bad)("%s", (name, patch) => {
     const p = policySchema.parse({ ...good, ...(patch as object) });
     const d = validatePolicy(p, ctx);
-    expect(d.length).toBeGreaterThan(0);
+    // The exact diagnostics: each one's option path, what was expected and what was found, in this file, as errors.
+    expect(d.map((x) => [x.path, x.expected, x.found])).toEqual(WANT[name]);
+    // An approver for a tag nobody has approves nothing: a warning; everything else stops the deploy.
+    for (const x of d) expect([x.file, x.severity, x.fix.length > 0]).toEqual([ctx.file, name === "route approved for a tag no host has" ? "warning" : "error", true]);
     expect(d).toMatchSnapshot();
   });
 });
