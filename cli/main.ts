@@ -6,12 +6,9 @@
 import { MeshfleetError } from "../core/diagnostics.ts";
 import { meshfleetVersion, UsageError } from "./args.ts";
 
-export interface Command {
-  name: string;
-  summary: string;
-  usage: string;
-  run(argv: string[]): Promise<number>;
-}
+import type { Command } from "./command.ts";
+
+export type { Command };
 
 const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   check: () => import("./commands/check.ts"),
@@ -24,13 +21,13 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   preview: () => import("./commands/up.ts").then((m) => ({ command: m.preview })),
   refresh: () => import("./commands/up.ts").then((m) => ({ command: m.refresh })),
   destroy: () => import("./commands/up.ts").then((m) => ({ command: m.destroy })),
+  pin: () => import("./commands/pin.ts"),
+  tools: () => import("./commands/tools.ts"),
+  lab: () => import("./commands/lab.ts"),
   status: () => import("./commands/status.ts"),
   doctor: () => import("./commands/doctor.ts"),
   rollback: () => import("./commands/rollback.ts"),
   generations: () => import("./commands/generations.ts"),
-  pin: () => import("./commands/pin.ts"),
-  tools: () => import("./commands/tools.ts"),
-  lab: () => import("./commands/lab.ts"),
   completion: () => import("./commands/completion.ts").then((m) => ({ command: m.completionCommand(COMMANDS) })),
 };
 

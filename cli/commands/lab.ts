@@ -6,16 +6,9 @@
 import { defaultInstance, hostsDown, hostsStatus, hostsUp, LabError, type LabStatus } from "../../lab/hosts/index.ts";
 import { e2eCommands } from "../../lab/e2e/cli.ts";
 
-export interface LabSubcommand {
-  summary: string;
-  usage: string;
-  run: (argv: string[], flags: CommonFlags) => Promise<number>;
-}
+import type { CommonFlags, LabSubcommand } from "../command.ts";
 
-export interface CommonFlags {
-  instance?: number;
-  debug: boolean;
-}
+export type { CommonFlags, LabSubcommand };
 
 /** Take the flags every lab subcommand understands out of argv. */
 export function commonFlags(argv: string[]): { flags: CommonFlags; rest: string[] } {

@@ -233,6 +233,7 @@ describe("the agent's own units come from the meshfleet-agent module", () => {
     expect(execs.filter((l) => l.includes("meshfleet-agent.mjs"))).toEqual([
       "ExecStart=/usr/bin/nodejs /usr/local/lib/meshfleet/meshfleet-agent.mjs metrics",
       "ExecStart=/usr/bin/nodejs /usr/local/lib/meshfleet/meshfleet-agent.mjs boot",
+      "ExecStart=/usr/bin/nodejs /usr/local/lib/meshfleet/meshfleet-agent.mjs boot-firewall",
     ]);
   });
 
