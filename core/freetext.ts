@@ -129,6 +129,16 @@ export function environmentLine(key: string, value: string): string {
   return `Environment="${esc}"`;
 }
 
+/**
+ * `Environment=KEY=value` as is when systemd reads it back unchanged (no
+ * space, quote, backslash, `%` or `$`), else environmentLine's quoted form.
+ */
+export function systemdEnvironment(key: string, value: string): string {
+  const bad = envNameProblem(key) ?? envValueProblem(value);
+  if (bad) throw new Error(`systemdEnvironment: ${bad.expected}, found ${bad.found}`);
+  return /^[A-Za-z0-9_.,:/+@=-]*$/.test(value) ? `Environment=${key}=${value}` : environmentLine(key, value);
+}
+
 // --- tailscale up: extraUpFlags ----------------------------------------------
 
 /** `tailscale up` flags of tailscale 1.98 (`tailscale up --help`), with `--authkey`, the older spelling it still takes. */
@@ -196,23 +206,27 @@ export function sslmodeProblem(v: string): TextProblem | undefined {
 export function checkedString(check: (v: string) => TextProblem | undefined) {
   return z.string().superRefine((v, ctx) => {
     const p = check(v);
-    if (p) ctx.addIssue({ code: "custom", message: `${p.expected} (found ${p.found}; ${p.fix})`, input: v });
+    if (p) ctx.addIssue({ code: "custom", message: `${p.expected} (found ${p.found}; ${p.fix})`, input: v, params: { ...p } });
   });
 }
 
 export const acmeEmail = checkedString(acmeEmailProblem);
 export const serverName = checkedString(serverNameProblem);
+/** reverse-proxy.domain: "" (the host of coordinator.serverUrl) or a server_name entry. */
+export const proxyDomain = checkedString((v) => (v === "" ? undefined : serverNameProblem(v)));
+/** A libpq sslmode given as a string (headscale.database.postgres.ssl also takes true/false). */
+export const sslmodeText = checkedString(sslmodeProblem);
 export const derpHostname = checkedString(derpHostnameProblem);
 export const sslmode = z.enum(SSLMODES, { message: `a Postgres sslmode: one of ${SSLMODES.join(", ")}` });
 export const environment = z.record(z.string(), z.string()).superRefine((env, ctx) => {
   for (const [k, v] of Object.entries(env)) {
     const p = envNameProblem(k) ?? envValueProblem(v);
-    if (p) ctx.addIssue({ code: "custom", path: [k], message: `${p.expected} (found ${p.found}; ${p.fix})`, input: v });
+    if (p) ctx.addIssue({ code: "custom", path: [k], message: `${p.expected} (found ${p.found}; ${p.fix})`, input: v, params: { ...p } });
   }
 });
 export const extraUpFlags = z.array(z.string()).superRefine((flags, ctx) => {
   flags.forEach((f, i) => {
     const p = upFlagProblem(f);
-    if (p) ctx.addIssue({ code: "custom", path: [i], message: `${p.expected} (found ${p.found}; ${p.fix})`, input: f });
+    if (p) ctx.addIssue({ code: "custom", path: [i], message: `${p.expected} (found ${p.found}; ${p.fix})`, input: f, params: { ...p } });
   });
 });

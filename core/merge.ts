@@ -195,6 +195,10 @@ export function zodDiagnostics(schema: z.ZodType, error: z.ZodError, sources: Ma
         break;
       case "unrecognized_keys":
         return diag(file, path, "only known options", `unknown option(s) ${issue.keys.map((k: string) => `"${k}"`).join(", ")}`, "remove them or fix their spelling");
+      case "custom": // a check with its own expected/found/fix (core/freetext.ts)
+        if (typeof issue.params?.expected === "string") return diag(file, path, issue.params.expected, issue.params.found, issue.params.fix);
+        expected = issue.message;
+        break;
       default:
         expected = issue.message;
     }

@@ -4,6 +4,7 @@
  * become one region of the DERP map Headscale serves (see `derpRegionsOf`).
  */
 import { z } from "zod";
+import { derpHostname } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext, type PeerView } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, UnitSpec } from "../core/types.ts";
 import { parseIpv4, port } from "../core/schema-types.ts";
@@ -22,8 +23,7 @@ export const derpOptions = z
       .max(999)
       .default(0)
       .describe("DERP region this relay serves; 0 takes fleet.yaml derp.regionId. The embedded relay and derper must not share one."),
-    hostname: z
-      .string()
+    hostname: derpHostname
       .default("")
       .describe("Name clients dial and the TLS certificate is for; \"\" uses the host's address."),
     ipv4: z

@@ -5,6 +5,7 @@
  */
 import { stringify } from "yaml";
 import { z } from "zod";
+import { sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
@@ -44,7 +45,7 @@ export const headscaleOptions = z
             port: port.default(5432).describe("PostgreSQL port."),
             name: z.string().default("headscale").describe("Database name."),
             user: z.string().default("headscale").describe("Database user."),
-            ssl: z.union([z.boolean(), z.string()]).default(false).describe("false, true (require) or a libpq sslmode."),
+            ssl: z.union([z.boolean(), sslmodeText]).default(false).describe("false, true (require) or a libpq sslmode."),
             maxOpenConns: z.number().int().min(1).default(10).describe("Connection pool size."),
           })
           .strict()

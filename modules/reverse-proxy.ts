@@ -11,6 +11,7 @@ import { z } from "zod";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { port } from "../core/schema-types.ts";
+import { acmeEmail as acmeEmailSchema, proxyDomain } from "../core/freetext.ts";
 import { loopbackOf } from "./derp.ts";
 
 export const reverseProxyOptions = z
@@ -21,7 +22,7 @@ export const reverseProxyOptions = z
       .enum(["auto", "internal", "off"])
       .default("auto")
       .describe("`auto`: Caddy's ACME / nginx's certificate files; `internal`: Caddy's own CA (the lab); `off`: plain HTTP."),
-    domain: z.string().default("").describe("Site name; \"\" takes the host of fleet.yaml coordinator.serverUrl."),
+    domain: proxyDomain.default("").describe("Site name; \"\" takes the host of fleet.yaml coordinator.serverUrl."),
     upstream: z
       .string()
       .default("")
@@ -34,7 +35,7 @@ export const reverseProxyOptions = z
       .max(65535)
       .default(0)
       .describe("HTTPS port; 0 takes the server URL's port (443 when it has none)."),
-    acmeEmail: z.string().default("").describe("Contact address for the ACME account (Caddy, tls: auto)."),
+    acmeEmail: acmeEmailSchema.default("").describe("Contact address for the ACME account (Caddy, tls: auto)."),
     certificate: z
       .string()
       .default("")
@@ -332,6 +333,13 @@ export function reverseProxyAssertions(o: ReverseProxyOptions, ctx: ModuleContex
     expected: "a DNS name for ACME certificates (tls: auto)",
     found: s.domain,
     fix: "use a DNS name in coordinator.serverUrl, or reverse-proxy.tls: internal",
+  });
+  a.push({
+    assertion: !(o.kind === "caddy" && (s.domain === "_" || s.domain.startsWith(".") || s.domain.startsWith("*"))),
+    path: "reverse-proxy.domain",
+    expected: "one host name for Caddy's site address (\"_\", \".name\" and wildcards are nginx server_name forms)",
+    found: JSON.stringify(s.domain),
+    fix: "set reverse-proxy.domain to the coordinator's public DNS name, or reverse-proxy.kind: nginx",
   });
   a.push({
     assertion: s.httpPort !== s.httpsPort,

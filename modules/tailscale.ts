@@ -4,6 +4,7 @@
  * and re-applied on every deploy with `tailscale set` (nixpkgs#276912, #509367).
  */
 import { z } from "zod";
+import { environment, extraUpFlags, systemdEnvironment } from "../core/freetext.ts";
 import { defineModule, type Assertion } from "../core/module.ts";
 import { cidr, cidrContains, isNetworkAddress, parseCidr, port, tag, userName, duration } from "../core/schema-types.ts";
 import type { TailscaleSettings } from "../core/types.ts";
@@ -38,8 +39,8 @@ export const tailscaleOptions = z
       .describe("The pre-auth key meshfleet makes for this node."),
     tailscaledPath: z.string().default("/usr/sbin/tailscaled").describe("Path of the tailscaled binary on the host."),
     tailscalePath: z.string().default("/usr/bin/tailscale").describe("Path of the tailscale CLI on the host."),
-    environment: z.record(z.string(), z.string()).default({}).describe("Extra environment for tailscaled (e.g. TS_DEBUG_FIREWALL_MODE=nftables)."),
-    extraUpFlags: z.array(z.string().regex(/^--[a-z-]+(=.*)?$/, { message: "a flag such as --operator=alice" })).default([]).describe("More `tailscale up` flags, one per element."),
+    environment: environment.default({}).describe("Extra environment for tailscaled (e.g. TS_DEBUG_FIREWALL_MODE=nftables)."),
+    extraUpFlags: extraUpFlags.default([]).describe("More `tailscale up` flags, one per element."),
   })
   .strict();
 
@@ -163,7 +164,7 @@ export const tailscaleModule = defineModule({
               "After=network-pre.target NetworkManager.service systemd-resolved.service",
               "",
               "[Service]",
-              ...Object.entries(env).sort().map(([k, v]) => `Environment=${k}=${v}`),
+              ...Object.entries(env).sort().map(([k, v]) => systemdEnvironment(k, v)),
               `ExecStart=${o.tailscaledPath} --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${o.port}`,
               `ExecStopPost=${o.tailscaledPath} --cleanup`,
               "Restart=on-failure",

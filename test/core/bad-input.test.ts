@@ -70,6 +70,13 @@ const CASES: Record<string, Record<string, string | null>> = {
   "YAML alias bomb": { "laptop.yaml": "a: &a [x,x,x,x,x,x,x,x,x]\nb: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]\nc: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]\nd: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]\ne: [*d,*d,*d,*d,*d,*d,*d,*d,*d]\n" },
   "multi-document YAML": { "laptop.yaml": BASE["laptop.yaml"] + "---\naddress: 10.0.0.6\n" },
   "value shown as typed": { "laptop.yaml": BASE["laptop.yaml"] + "ssh:\n  port: 0x0\n", "fleet.yaml": fleet + "tailscaleVersion: 1.90\n" },
+  // issue 17: free text that reaches a config file, a unit or a command line (core/freetext.ts, wired in the modules)
+  "Caddy acmeEmail that breaks the global block": { "vps.yaml": vps + 'reverse-proxy:\n  acmeEmail: "ops@example.com }"\n' },
+  "nginx server_name with a second directive": { "vps.yaml": vps + 'reverse-proxy:\n  kind: nginx\n  domain: "hs.example.com; return 200"\n' },
+  "derper hostname that reads as a flag": { "vps.yaml": vps.replace("derp:\n", "derp:\n  hostname: -verify-clients\n") },
+  "systemd Environment= value on two lines": { "laptop.yaml": BASE["laptop.yaml"] + '  environment:\n    TS_X: "a\\nExecStartPre=/bin/sh"\n' },
+  "extraUpFlags setting a typed option's flag": { "laptop.yaml": BASE["laptop.yaml"] + '  extraUpFlags: ["--login-server=https://evil.example"]\n' },
+  "Postgres sslmode not one of libpq's": { "vps.yaml": vps + "headscale:\n  database:\n    type: postgres\n    postgres:\n      ssl: strict\n" },
   "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(9000)) + "runtime: " + "p".repeat(4000) + "\n" },
 };
 
