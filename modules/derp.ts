@@ -317,6 +317,25 @@ export function derpAssertions(o: DerpOptions, ctx: ModuleContext): Assertion[] 
     });
     return a;
   }
+  // Two relays with one name: clients dial one of them for both, and the certificate fits only one.
+  const norm = (h: string) => h.toLowerCase().replace(/\.$/, "");
+  const mine = norm(nodeHost(o, ctx.self));
+  const emb = embeddedRegionOf(ctx);
+  const twin = emb && norm(emb.nodes[0].hostName) === mine
+    ? `${ctx.fleet.coordinator.host} (the embedded relay, on the server URL's host)`
+    : Object.keys(ctx.hosts).sort().find((n) => {
+        if (n >= ctx.host) return false;
+        const p = ctx.hosts[n];
+        const po = enabledDerp(p);
+        return po?.mode === "derper" && norm(nodeHost(po, p)) === mine;
+      });
+  a.push({
+    assertion: !twin,
+    path: "derp.hostname",
+    expected: "a name no other DERP relay of the fleet uses",
+    found: `${JSON.stringify(nodeHost(o, ctx.self))}, also the relay on host ${twin}`,
+    fix: `set derp.hostname on ${ctx.host} to a name of its own that points at ${ctx.self.address}`,
+  });
   a.push({
     assertion: o.certMode !== "letsencrypt" || o.derpPort === 443,
     path: "derp.derpPort",

@@ -8,7 +8,7 @@
  * tailscale module checks every route once, wherever it was written.
  */
 import { z } from "zod";
-import { defineModule, type Assertion, type OptionSetting } from "../core/module.ts";
+import { defineModule, type Assertion, type ModuleContext, type OptionSetting } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 import { cidr } from "../core/schema-types.ts";
 import type { BestEffortCommand } from "../core/types.ts";
@@ -32,6 +32,32 @@ const joinsMesh = (ok: boolean, module: string): Assertion => ({
   expected: `true with ${module} (it advertises to the tailnet)`,
   found: "false",
   fix: `remove tailscale.enable: false, or set ${module}.enable: false`,
+});
+
+/**
+ * Forwarding still on after the merge: a host can `!mkForce` the sysctls
+ * off, and then the node advertises what it cannot route (tailscale only
+ * warns). IPv6 forwarding is needed for an exit node and for IPv6 routes.
+ */
+function forwardingOn(ctx: ModuleContext, what: string, v6: boolean): Assertion[] {
+  const sysctl = ctx.self.config.kernel.sysctl;
+  const keys = ["net.ipv4.ip_forward", ...(v6 ? ["net.ipv6.conf.all.forwarding"] : [])];
+  return keys.map((k) => ({
+    assertion: sysctl[k] === "1",
+    path: `kernel.sysctl.${k}`,
+    expected: `"1" on ${what} (the kernel must forward what the node advertises)`,
+    found: sysctl[k] === undefined ? "not set" : JSON.stringify(sysctl[k]),
+    fix: `remove the kernel.sysctl.${k} override`,
+  }));
+}
+
+/** Without the agent nothing on the host sets forwarding or re-applies the routes: the node is configured by hand. */
+const needsAgent = (ctx: ModuleContext, module: string): Assertion => ({
+  assertion: ctx.self.config.agent,
+  path: "agent",
+  expected: `true with ${module} (the agent sets forwarding and advertises the routes)`,
+  found: "false",
+  fix: `remove agent: false, or remove ${module} from imports`,
 });
 
 export const subnetRouterOptions = z
@@ -91,8 +117,10 @@ export const subnetRouterModule = defineModule({
               fix: "add the home LAN, e.g. subnet-router.routes: [192.168.8.0/24], or drop the subnet-router import",
             },
             joinsMesh(ctx.self.facts.tailnet !== null, "subnet-router"),
+            needsAgent(ctx, "subnet-router"),
+            ...(ctx.self.config.agent ? forwardingOn(ctx, "a subnet router", routes.some((r) => r.includes(":"))) : []),
           ]
-        : [],
+        : ctx.self.config.agent ? forwardingOn(ctx, "a node advertising routes", routes.some((r) => r.includes(":"))) : [],
     };
   },
 });
@@ -115,7 +143,10 @@ export const exitNodeModule = defineModule({
     return {
       forward: true,
       bestEffort: o.udpGroForwarding ? [groForwarding(o.wanInterface)] : [],
-      assertions: o.enable ? [joinsMesh(ctx.self.facts.tailnet !== null, "exit-node")] : [],
+      assertions: [
+        ...(o.enable ? [joinsMesh(ctx.self.facts.tailnet !== null, "exit-node")] : []),
+        ...(ctx.self.config.agent ? forwardingOn(ctx, "an exit node", true) : []),
+      ],
     };
   },
 });

@@ -187,7 +187,7 @@ export const tailscaleModule = defineModule({
         users: user ? [user] : [],
       },
       assertions: [
-        ...routeAssertions(routes, ctx.self.lan, ctx.file),
+        ...routeAssertions(routes, ctx.self.lan, ctx.file.split(/[\\/]/).pop() ?? ctx.file),
         {
           assertion: o.tags.length > 0 || user !== "",
           path: "tailscale.user",

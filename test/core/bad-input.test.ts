@@ -77,6 +77,12 @@ const CASES: Record<string, Record<string, string | null>> = {
   "systemd Environment= value on two lines": { "laptop.yaml": BASE["laptop.yaml"] + '  environment:\n    TS_X: "a\\nExecStartPre=/bin/sh"\n' },
   "extraUpFlags setting a typed option's flag": { "laptop.yaml": BASE["laptop.yaml"] + '  extraUpFlags: ["--login-server=https://evil.example"]\n' },
   "Postgres sslmode not one of libpq's": { "vps.yaml": vps + "headscale:\n  database:\n    type: postgres\n    postgres:\n      ssl: strict\n" },
+  // issue 17: routes, exit nodes and relays
+  "tailscale.advertiseRoutes outside the host's LAN": { "laptop.yaml": BASE["laptop.yaml"] + "  advertiseRoutes: [10.9.0.0/24]\n" },
+  "exit node with forwarding forced off": { "laptop.yaml": "imports: [exit-node]\naddress: 10.0.0.5\ntailscale:\n  user: alice\nkernel:\n  sysctl:\n    net.ipv6.conf.all.forwarding: !mkForce \"0\"\n" },
+  "subnet router with forwarding forced off": { "router.yaml": router + "kernel:\n  sysctl:\n    net.ipv4.ip_forward: !mkForce \"0\"\n" },
+  "subnet router with agent: false": { "router.yaml": router + "agent: false\n" },
+  "two DERP relays with one hostname": { "vps.yaml": vps.replace("derp:\n", "derp:\n  hostname: derp.example.com\n"), "relay.yaml": "imports: [derp-relay]\naddress: 203.0.113.20\nderp:\n  hostname: DERP.example.com.\n  derpPort: 8443\n  certMode: manual\ntailscale:\n  user: alice\n" },
   "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(9000)) + "runtime: " + "p".repeat(4000) + "\n" },
 };
 
