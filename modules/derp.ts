@@ -290,6 +290,16 @@ function derperContainer(o: DerpOptions, ctx: ModuleContext): ContainerSpec {
 export function derpAssertions(o: DerpOptions, ctx: ModuleContext): Assertion[] {
   const a: Assertion[] = [];
   const isCoord = ctx.host === ctx.fleet.coordinator.host;
+  // With a public DERP map merged in, a region id outside 900-999 can be one of Tailscale's
+  // own regions, which Headscale then replaces (or is replaced by) without a word.
+  const rid = regionIdOf(o, ctx);
+  a.push({
+    assertion: rid >= 900 || ctx.fleet.derp.publicUrls.length === 0,
+    path: "derp.regionId",
+    expected: "a region id in 900-999 while fleet.yaml derp.publicUrls merges a public DERP map (its regions use the ids below 900)",
+    found: String(rid),
+    fix: `set derp.regionId to an id in 900-999 other than the fleet's (e.g. ${ctx.fleet.derp.regionId === 999 ? 998 : 999}), or 0 for the fleet's region`,
+  });
   if (o.mode === "embedded") {
     a.push({
       assertion: isCoord,

@@ -51,6 +51,14 @@ const BAD: Record<string, { files: Record<string, string>; want: { file: string;
     files: { "vps.yaml": vpsNamed, "relay.yaml": relay("DERP.example.com.") },
     want: { file: "<fleet>/vps.yaml", path: "derp.hostname", expected: "a name no other DERP relay of the fleet uses", found: '"derp.example.com", also the relay on host relay', fix: "set derp.hostname on vps to a name of its own that points at 203.0.113.10" },
   },
+  "an exit node with tailscale disabled": {
+    files: { "laptop.yaml": exitNode().replace("tailscale:\n", "tailscale:\n  enable: false\n") },
+    want: { file: "<fleet>/laptop.yaml", path: "tailscale.enable", expected: "true with exit-node (it advertises to the tailnet)", found: "false", fix: "remove tailscale.enable: false, or set exit-node.enable: false" },
+  },
+  "a DERP region id below 900 while a public DERP map is merged": {
+    files: { "vps.yaml": vps.replace("derp:\n", "derp:\n  regionId: 1\n"), "fleet.yaml": BASE["fleet.yaml"] + "derp:\n  publicUrls: [https://controlplane.tailscale.com/derpmap/default]\n" },
+    want: { file: "<fleet>/vps.yaml", path: "derp.regionId", expected: "a region id in 900-999 while fleet.yaml derp.publicUrls merges a public DERP map (its regions use the ids below 900)", found: "1", fix: "set derp.regionId to an id in 900-999 other than the fleet's (e.g. 999), or 0 for the fleet's region" },
+  },
 };
 
 describe("issue 17: routes, exit nodes and relays", () => {
@@ -66,6 +74,8 @@ describe("issue 17: routes, exit nodes and relays", () => {
     "a route through tailscale.advertiseRoutes inside the host's LAN": { "laptop.yaml": laptop.replace("address: 10.0.0.5\n", "address: 10.0.0.5\nlan: [10.9.0.0/16]\n") + "  advertiseRoutes: [10.9.0.0/24]\n" },
     "an exit node with forwarding as the module sets it": { "laptop.yaml": exitNode() },
     "two DERP relays with names of their own": { "vps.yaml": vpsNamed, "relay.yaml": relay("derp2.example.com") },
+    "a DERP region id below 900 with no public DERP map": { "vps.yaml": vps.replace("derp:\n", "derp:\n  regionId: 1\n") },
+    "a public DERP map with the fleet's own region id": { "fleet.yaml": BASE["fleet.yaml"] + "derp:\n  publicUrls: [https://controlplane.tailscale.com/derpmap/default]\n" },
   };
   for (const [name, files] of Object.entries(GOOD)) {
     it(`passes: ${name}`, async () => {
