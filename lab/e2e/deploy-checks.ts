@@ -99,6 +99,13 @@ export async function deployChecks(instance: number, check: Check): Promise<void
     } finally {
       writeFileSync(p.stackConfig, cfgBefore);
       await labDeploy(instance, { verb: "up", refresh: true });
+      // Seen once on instance 0: right after the refused run, this up --refresh left the hand edit
+      // in place (the last check's agent verify found it). Repair it for the checks that follow.
+      const v = await sshExec(DRIFT_HOST, `node ${AGENT_HOST_PATH} verify`, { instance, timeoutMs: 30_000 });
+      if (v.code !== 0) {
+        await labDeploy(instance, { verb: "refresh" });
+        await labDeploy(instance, { verb: "up" });
+      }
       rmSync(dir, { recursive: true, force: true });
     }
   });
