@@ -230,3 +230,53 @@ export const extraUpFlags = z.array(z.string()).superRefine((flags, ctx) => {
     if (p) ctx.addIssue({ code: "custom", path: [i], message: `${p.expected} (found ${p.found}; ${p.fix})`, input: f, params: { ...p } });
   });
 });
+
+// --- Paths and interface names written into units, flags and config directives ---
+
+/**
+ * An absolute path that a unit line (ExecStart=), a flag or a config
+ * directive takes as one word: no whitespace (a second argument), no quotes,
+ * `;`, `{`, `}`, `$`, `%` or `\` (nginx and systemd syntax), no `..`.
+ */
+export function absPathProblem(option: string, example: string) {
+  return (v: string): TextProblem | undefined => {
+    const expected = `an absolute path such as ${example} (letters, digits and / . _ - + @ :)`;
+    const cp = controlProblem(v);
+    if (cp) return { expected, found: `${quote(v)}, which has ${cp}`, fix: `set ${option} to one path on one line` };
+    if (!v.startsWith("/")) return { expected, found: `${quote(v)}, a relative path`, fix: `set ${option} to the full path, starting with /` };
+    if (/[\s"'`;{}$%\\]/.test(v)) return { expected, found: `${quote(v)}, which has characters a unit or config file reads as syntax`, fix: `set ${option} to a path without spaces, quotes or ; { } $ % \\` };
+    if (v.split("/").includes("..")) return { expected, found: `${quote(v)}, which climbs with ..`, fix: `set ${option} to the path with .. resolved` };
+    if (!/^[A-Za-z0-9/._+@:-]+$/.test(v)) return { expected, found: `${quote(v)}, which has characters outside letters, digits and / . _ - + @ :`, fix: `set ${option} to a plain path such as ${example}` };
+    return undefined;
+  };
+}
+
+/** An absolute path option (see absPathProblem); `orEmpty` lets "" through for options where it means a default. */
+export const absPath = (option: string, example: string, orEmpty = false) => {
+  const check = absPathProblem(option, example);
+  return checkedString((v) => (orEmpty && v === "" ? undefined : check(v)));
+};
+
+/** A Linux interface name (IFNAMSIZ 16: at most 15 bytes, no '/', whitespace or ':'), one argv element. */
+export function ifaceProblem(option: string) {
+  return (v: string): TextProblem | undefined => {
+    const expected = "a network interface name such as eth0 (at most 15 characters, no / : or spaces)";
+    if (v === "" || v === "." || v === ".." || v.length > 15 || /[\s/:\u0000-\u001f\u007f]/.test(v) || v.startsWith("-"))
+      return { expected, found: v.startsWith("-") ? `${quote(v)}, which reads as a flag` : quote(v), fix: `set ${option} to the interface's name as \`ip link\` shows it` };
+    return undefined;
+  };
+}
+export const ifaceName = (option: string) => checkedString(ifaceProblem(option));
+
+/** tailscale.loginServer: "" (the fleet's serverUrl) or an http(s) URL, one flag value. */
+export function loginServerProblem(v: string): TextProblem | undefined {
+  if (v === "") return undefined;
+  const expected = "an http:// or https:// URL such as https://hs.example.com, or \"\" for fleet.yaml coordinator.serverUrl";
+  const cp = controlProblem(v);
+  if (cp || /\s/.test(v)) return { expected, found: `${quote(v)}, which has ${cp ?? "whitespace"}`, fix: "set tailscale.loginServer to one URL, or remove it to use coordinator.serverUrl" };
+  let u: URL | undefined;
+  try { u = new URL(v); } catch { u = undefined; }
+  if (!u || (u.protocol !== "https:" && u.protocol !== "http:")) return { expected, found: quote(v), fix: "set tailscale.loginServer to the coordinator's URL with https://, or remove it" };
+  return undefined;
+}
+export const loginServer = checkedString(loginServerProblem);

@@ -4,7 +4,7 @@
  * become one region of the DERP map Headscale serves (see `derpRegionsOf`).
  */
 import { z } from "zod";
-import { derpHostname } from "../core/freetext.ts";
+import { absPath, derpHostname } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext, type PeerView } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, UnitSpec } from "../core/types.ts";
 import { parseIpv4, port } from "../core/schema-types.ts";
@@ -36,7 +36,7 @@ export const derpOptions = z
       .enum(["letsencrypt", "manual"])
       .default("letsencrypt")
       .describe("derper's -certmode: `letsencrypt` (needs derpPort 443 and a public DNS name) or `manual` (certs in certDir; an IP hostname gets a self-signed one)."),
-    certDir: z.string().default("/var/lib/derper/certs").describe("derper's -certdir."),
+    certDir: absPath("derp.certDir", "/var/lib/derper/certs").default("/var/lib/derper/certs").describe("derper's -certdir."),
     verifyClients: z
       .boolean()
       .default(true)
@@ -50,7 +50,7 @@ export const derpOptions = z
       .default(false)
       .describe("Mark the node InsecureForTests in the DERP map (clients skip certificate checks): for the lab's self-signed relay only."),
     canPort80: z.boolean().default(false).describe("Tell clients the relay also answers on port 80 (captive-portal checks)."),
-    package: z.string().default("/usr/local/bin/derper").describe("Path of the derper binary (systemd runtime)."),
+    package: absPath("derp.package", "/usr/local/bin/derper").default("/usr/local/bin/derper").describe("Path of the derper binary (systemd runtime)."),
     image: z
       .string()
       .default("")

@@ -5,7 +5,7 @@
  */
 import { stringify } from "yaml";
 import { z } from "zod";
-import { sslmodeText } from "../core/freetext.ts";
+import { absPath, sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
@@ -18,7 +18,7 @@ const listenAddr = z
 export const headscaleOptions = z
   .object({
     enable: z.boolean().default(false).describe("Run the Headscale coordinator on this host (it must be fleet.yaml coordinator.host)."),
-    package: z.string().default("/usr/local/bin/headscale").describe("Path of the headscale binary (systemd runtime)."),
+    package: absPath("headscale.package", "/usr/local/bin/headscale").default("/usr/local/bin/headscale").describe("Path of the headscale binary (systemd runtime)."),
     image: z
       .string()
       .default("")
@@ -37,7 +37,7 @@ export const headscaleOptions = z
     database: z
       .object({
         type: z.enum(["sqlite", "postgres"]).default("sqlite").describe("SQLite (recommended upstream) or PostgreSQL."),
-        sqlitePath: z.string().default("/var/lib/headscale/db.sqlite").describe("SQLite database file."),
+        sqlitePath: absPath("headscale.database.sqlitePath", "/var/lib/headscale/db.sqlite").default("/var/lib/headscale/db.sqlite").describe("SQLite database file."),
         writeAheadLog: z.boolean().default(true).describe("SQLite WAL mode."),
         postgres: z
           .object({

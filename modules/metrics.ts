@@ -1,12 +1,13 @@
 /** metrics: the node_exporter textfile directory the agent writes its metrics to, and the timer that runs it. */
 import { z } from "zod";
+import { absPath } from "../core/freetext.ts";
 import { AGENT_HOST_PATH } from "../contract/constants.ts";
 import { defineModule } from "../core/module.ts";
 
 export const metricsOptions = z
   .object({
     enable: z.boolean().default(true).describe("Write tailscale_* and meshfleet_* metrics."),
-    textfileDir: z.string().startsWith("/").default("/var/lib/prometheus/node-exporter").describe("node_exporter --collector.textfile.directory."),
+    textfileDir: absPath("metrics.textfileDir", "/var/lib/prometheus/node-exporter").default("/var/lib/prometheus/node-exporter").describe("node_exporter --collector.textfile.directory."),
     intervalSeconds: z.number().int().min(10).max(3600).default(60).describe("How often the metrics are refreshed."),
   })
   .strict();

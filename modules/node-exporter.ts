@@ -5,6 +5,7 @@
  * the public side; on tailscale0 the policy decides who may scrape it.
  */
 import { z } from "zod";
+import { absPath } from "../core/freetext.ts";
 import { defineModule } from "../core/module.ts";
 import { port } from "../core/schema-types.ts";
 
@@ -12,7 +13,7 @@ export const nodeExporterOptions = z
   .object({
     enable: z.boolean().default(false).describe("Run prometheus-node-exporter, reachable over the tailnet only."),
     port: port.default(9100).describe("TCP port node_exporter listens on (opened on tailscale0 only)."),
-    package: z.string().startsWith("/").default("/usr/bin/prometheus-node-exporter").describe("Path of the node_exporter binary (Debian's prometheus-node-exporter package)."),
+    package: absPath("node-exporter.package", "/usr/bin/prometheus-node-exporter").default("/usr/bin/prometheus-node-exporter").describe("Path of the node_exporter binary (Debian's prometheus-node-exporter package)."),
     extraFlags: z
       .array(z.string().regex(/^--[a-z0-9.-]+(=.*)?$/, { message: "a flag such as --collector.systemd" }))
       .default([])

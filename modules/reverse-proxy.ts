@@ -11,7 +11,7 @@ import { z } from "zod";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { port } from "../core/schema-types.ts";
-import { acmeEmail as acmeEmailSchema, proxyDomain } from "../core/freetext.ts";
+import { absPath, acmeEmail as acmeEmailSchema, proxyDomain } from "../core/freetext.ts";
 import { loopbackOf } from "./derp.ts";
 
 export const reverseProxyOptions = z
@@ -36,12 +36,10 @@ export const reverseProxyOptions = z
       .default(0)
       .describe("HTTPS port; 0 takes the server URL's port (443 when it has none)."),
     acmeEmail: acmeEmailSchema.default("").describe("Contact address for the ACME account (Caddy, tls: auto)."),
-    certificate: z
-      .string()
+    certificate: absPath("reverse-proxy.certificate", "/etc/ssl/hs/fullchain.pem", true)
       .default("")
       .describe("nginx: certificate chain file; \"\" means /etc/letsencrypt/live/<domain>/fullchain.pem (certbot's layout)."),
-    certificateKey: z
-      .string()
+    certificateKey: absPath("reverse-proxy.certificateKey", "/etc/ssl/hs/privkey.pem", true)
       .default("")
       .describe("nginx: private key file; \"\" means /etc/letsencrypt/live/<domain>/privkey.pem."),
     rateLimit: z

@@ -11,6 +11,7 @@ import { z } from "zod";
 import { defineModule, type Assertion, type ModuleContext, type OptionSetting } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 import { cidr } from "../core/schema-types.ts";
+import { ifaceName } from "../core/freetext.ts";
 import type { BestEffortCommand } from "../core/types.ts";
 
 const FORWARDING = { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1" };
@@ -64,7 +65,7 @@ export const subnetRouterOptions = z
   .object({
     enable: z.boolean().default(false).describe("Route the subnets below into the tailnet."),
     routes: z.array(cidr).default([]).describe("Subnets to advertise, each inside one of the host's `lan` CIDRs, e.g. [192.168.8.0/24]."),
-    lanInterface: z.string().default("eth0").describe("The LAN interface (for UDP GRO forwarding)."),
+    lanInterface: ifaceName("subnet-router.lanInterface").default("eth0").describe("The LAN interface (for UDP GRO forwarding)."),
     udpGroForwarding: z.boolean().default(true).describe("Tune UDP GRO forwarding on lanInterface (best effort)."),
   })
   .strict();
@@ -72,7 +73,7 @@ export const subnetRouterOptions = z
 export const exitNodeOptions = z
   .object({
     enable: z.boolean().default(false).describe("Advertise this node as an exit node."),
-    wanInterface: z.string().default("eth0").describe("The interface towards the internet (for UDP GRO forwarding)."),
+    wanInterface: ifaceName("exit-node.wanInterface").default("eth0").describe("The interface towards the internet (for UDP GRO forwarding)."),
     udpGroForwarding: z.boolean().default(true).describe("Tune UDP GRO forwarding on wanInterface (best effort)."),
   })
   .strict();

@@ -4,7 +4,7 @@
  * and re-applied on every deploy with `tailscale set` (nixpkgs#276912, #509367).
  */
 import { z } from "zod";
-import { environment, extraUpFlags, systemdEnvironment } from "../core/freetext.ts";
+import { absPath, environment, extraUpFlags, loginServer, systemdEnvironment } from "../core/freetext.ts";
 import { defineModule, type Assertion } from "../core/module.ts";
 import { cidr, cidrContains, isNetworkAddress, parseCidr, port, tag, userName, duration } from "../core/schema-types.ts";
 import type { TailscaleSettings } from "../core/types.ts";
@@ -15,7 +15,7 @@ export const AUTH_KEY_FILE = "/var/lib/meshfleet/secrets/tailscale-authkey";
 export const tailscaleOptions = z
   .object({
     enable: z.boolean().default(false).describe("Run tailscaled and join the mesh."),
-    loginServer: z.string().default("").describe("Coordinator URL; empty means fleet.yaml's coordinator.serverUrl."),
+    loginServer: loginServer.default("").describe("Coordinator URL; empty means fleet.yaml's coordinator.serverUrl."),
     hostname: z.string().default("").describe("Node name in the tailnet; empty means the host's name."),
     user: z.union([userName, z.literal("")]).default("").describe("Headscale user the node logs in as (untagged nodes need one)."),
     tags: z.array(tag).default([]).describe("ACL tags the node advertises, e.g. [tag:router]; owners come from policy.tagOwners."),
@@ -37,8 +37,8 @@ export const tailscaleOptions = z
       .strict()
       .default({ reusable: false, ephemeral: false, expiration: "" })
       .describe("The pre-auth key meshfleet makes for this node."),
-    tailscaledPath: z.string().default("/usr/sbin/tailscaled").describe("Path of the tailscaled binary on the host."),
-    tailscalePath: z.string().default("/usr/bin/tailscale").describe("Path of the tailscale CLI on the host."),
+    tailscaledPath: absPath("tailscale.tailscaledPath", "/usr/sbin/tailscaled").default("/usr/sbin/tailscaled").describe("Path of the tailscaled binary on the host."),
+    tailscalePath: absPath("tailscale.tailscalePath", "/usr/bin/tailscale").default("/usr/bin/tailscale").describe("Path of the tailscale CLI on the host."),
     environment: environment.default({}).describe("Extra environment for tailscaled (e.g. TS_DEBUG_FIREWALL_MODE=nftables)."),
     extraUpFlags: extraUpFlags.default([]).describe("More `tailscale up` flags, one per element."),
   })

@@ -85,6 +85,8 @@ const CASES: Record<string, Record<string, string | null>> = {
   "two DERP relays with one hostname": { "vps.yaml": vps.replace("derp:\n", "derp:\n  hostname: derp.example.com\n"), "relay.yaml": "imports: [derp-relay]\naddress: 203.0.113.20\nderp:\n  hostname: DERP.example.com.\n  derpPort: 8443\n  certMode: manual\ntailscale:\n  user: alice\n" },
   "DERP region id among the public map's": { "vps.yaml": vps.replace("derp:\n", "derp:\n  regionId: 1\n"), "fleet.yaml": fleet + "derp:\n  publicUrls: [https://controlplane.tailscale.com/derpmap/default]\n" },
   "exit node with tailscale disabled": { "laptop.yaml": "imports: [exit-node]\naddress: 10.0.0.5\ntailscale:\n  enable: false\n  user: alice\n" },
+  "binary path with an argument in it": { "laptop.yaml": BASE["laptop.yaml"] + "  tailscaledPath: /usr/sbin/tailscaled --tun=userspace-networking\n" },
+  "interface name that reads as a flag": { "router.yaml": router.replace("subnet-router:\n", "subnet-router:\n  lanInterface: --help\n") },
   "huge value echoed briefly": { "laptop.yaml": BASE["laptop.yaml"].replace("10.0.0.5", "1".repeat(9000)) + "runtime: " + "p".repeat(4000) + "\n" },
 };
 

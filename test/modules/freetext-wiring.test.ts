@@ -78,6 +78,26 @@ const BAD: Record<string, { files: Record<string, string>; want: Want[] }> = {
     files: { "vps.yaml": vps + "headscale:\n  database:\n    type: postgres\n    postgres:\n      ssl: strict\n" },
     want: [{ file: "<fleet>/vps.yaml", path: "headscale.database.postgres.ssl", expected: /^a Postgres sslmode/, found: '"strict"', fix: /^set headscale\.database\.postgres\.ssl to true \(require\), false \(disable\)/ }],
   },
+  "tailscaledPath with a second argument for ExecStart=": {
+    files: { "laptop.yaml": laptop + "  tailscaledPath: /usr/sbin/tailscaled --tun=userspace-networking\n" },
+    want: [{ file: "<fleet>/laptop.yaml", path: "tailscale.tailscaledPath", expected: /^an absolute path such as \/usr\/sbin\/tailscaled/, found: '"/usr/sbin/tailscaled --tun=userspace-networking", which has characters a unit or config file reads as syntax', fix: /^set tailscale\.tailscaledPath to a path without spaces/ }],
+  },
+  "derper certDir relative": {
+    files: { "vps.yaml": vps.replace("derp:\n", "derp:\n  certDir: certs\n") },
+    want: [{ file: "<fleet>/vps.yaml", path: "derp.certDir", expected: /^an absolute path such as \/var\/lib\/derper\/certs/, found: '"certs", a relative path', fix: /^set derp\.certDir to the full path, starting with \/$/ }],
+  },
+  "nginx certificate path that ends the directive": {
+    files: { "vps.yaml": vps + "reverse-proxy:\n  kind: nginx\n  certificate: /etc/ssl/a.pem;include /etc/shadow\n" },
+    want: [{ file: "<fleet>/vps.yaml", path: "reverse-proxy.certificate", expected: /^an absolute path/, found: '"/etc/ssl/a.pem;include /etc/shadow", which has characters a unit or config file reads as syntax', fix: /^set reverse-proxy\.certificate to a path without spaces/ }],
+  },
+  "subnet-router lanInterface that reads as a flag": {
+    files: { "router.yaml": BASE["router.yaml"].replace("subnet-router:\n", "subnet-router:\n  lanInterface: --help\n") },
+    want: [{ file: "<fleet>/router.yaml", path: "subnet-router.lanInterface", expected: /^a network interface name such as eth0/, found: '"--help", which reads as a flag', fix: /^set subnet-router\.lanInterface to the interface's name as `ip link` shows it$/ }],
+  },
+  "tailscale loginServer without a scheme": {
+    files: { "laptop.yaml": laptop + "  loginServer: hs.example.com\n" },
+    want: [{ file: "<fleet>/laptop.yaml", path: "tailscale.loginServer", expected: /^an http:\/\/ or https:\/\/ URL/, found: '"hs.example.com"', fix: /^set tailscale\.loginServer to the coordinator's URL with https:\/\/, or remove it$/ }],
+  },
 };
 
 describe("issue 17: free text in module options is checked before anything renders", () => {
@@ -117,6 +137,18 @@ describe("issue 17: free text in module options is checked before anything rende
     expect(unit).toContain("Environment=TS_DEBUG_FIREWALL_MODE=nftables\n");
     expect(unit).toContain('Environment="TS_NOTE=50%% done \\"ok\\""\n');
     expect(unit).toContain("Environment=TS_NO_LOGS_NO_SUPPORT=true\n");
+  });
+
+  it("valid paths, interface names and login server pass and render", async () => {
+    const r = await evaluate({
+      "vps.yaml": vps + "reverse-proxy:\n  kind: nginx\n  certificate: /etc/ssl/hs/fullchain.pem\n  certificateKey: /etc/ssl/hs/privkey.pem\n",
+      "laptop.yaml": laptop + "  tailscaledPath: /opt/meshfleet/tools/tailscale@1.98.10/bin/tailscaled\n  loginServer: https://hs.example.com\n",
+      "router.yaml": BASE["router.yaml"].replace("subnet-router:\n", "subnet-router:\n  lanInterface: enp3s0.10\n"),
+    });
+    expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
+    expect(r.fleet!.hosts.vps.files.find((f) => f.path.endsWith("meshfleet-headscale.conf"))!.content).toContain("ssl_certificate /etc/ssl/hs/fullchain.pem;");
+    expect(r.fleet!.hosts.laptop.units.find((u) => u.name === "tailscaled.service")!.content).toContain("ExecStart=/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscaled ");
+    expect(r.fleet!.hosts.router.bestEffort.map((b) => b.argv)).toContainEqual(expect.arrayContaining(["enp3s0.10"]));
   });
 
   it("a Caddy ACME e-mail and a derper IP hostname pass", async () => {
