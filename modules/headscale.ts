@@ -317,7 +317,11 @@ export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, emb
       path: `headscale.trustedProxies[${k}]`,
       expected: "a CIDR narrower than /0, e.g. 127.0.0.1/32 (a bare address is an error in Headscale)",
       found: JSON.stringify(c),
-      fix: p === null ? `write it as ${c}/32 (or /128 for IPv6)` : "name the proxy's own address range",
+      fix: p !== null
+        ? "name the proxy's own address range"
+        : parseCidr(`${c}/32`) !== null ? `write it as ${c}/32`
+        : parseCidr(`${c}/128`) !== null ? `write it as ${c}/128`
+        : "write the proxy's address as a CIDR, e.g. 127.0.0.1/32 (a name is not accepted)",
     });
   });
   for (const k of LEGACY_KEYS) {

@@ -98,6 +98,10 @@ const BAD: Record<string, { files: Record<string, string>; want: Want[] }> = {
     files: { "laptop.yaml": laptop + "  loginServer: hs.example.com\n" },
     want: [{ file: "<fleet>/laptop.yaml", path: "tailscale.loginServer", expected: /^an http:\/\/ or https:\/\/ URL/, found: '"hs.example.com"', fix: /^set tailscale\.loginServer to the coordinator's URL with https:\/\/, or remove it$/ }],
   },
+  "headscale trusted proxy that is not a CIDR": {
+    files: { "vps.yaml": vps + "headscale:\n  trustedProxies: [127.0.0.1/32, localhost]\n" },
+    want: [{ file: "<fleet>/vps.yaml", path: "headscale.trustedProxies[1]", expected: /^a CIDR narrower than \/0/, found: '"localhost"', fix: /^write the proxy's address as a CIDR, e\.g\. 127\.0\.0\.1\/32 \(a name is not accepted\)$/ }],
+  },
 };
 
 describe("issue 17: free text in module options is checked before anything renders", () => {
