@@ -261,6 +261,17 @@ export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, emb
   const f = ctx.fleet;
   const ff = ctx.fleetFile;
   const a: Assertion[] = [];
+  // The docker runtime uploads the env file into the container, but a container
+  // gets no env-file and the distroless image has no shell to read it: Headscale
+  // would start without HEADSCALE_DATABASE_POSTGRES_PASS. Refused until the
+  // container can take environment from a secret.
+  a.push({
+    assertion: !(ctx.self.runtime === "docker" && o.database.type === "postgres"),
+    path: "headscale.database.type",
+    expected: "sqlite with runtime docker (the container cannot be given the Postgres password yet)",
+    found: "postgres with runtime docker",
+    fix: "set runtime: systemd on this host, or headscale.database.type: sqlite",
+  });
   a.push({
     assertion: ctx.host === f.coordinator.host,
     path: "headscale.enable",

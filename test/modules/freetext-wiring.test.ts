@@ -102,6 +102,10 @@ const BAD: Record<string, { files: Record<string, string>; want: Want[] }> = {
     files: { "vps.yaml": vps + "headscale:\n  trustedProxies: [127.0.0.1/32, localhost]\n" },
     want: [{ file: "<fleet>/vps.yaml", path: "headscale.trustedProxies[1]", expected: /^a CIDR narrower than \/0/, found: '"localhost"', fix: /^write the proxy's address as a CIDR, e\.g\. 127\.0\.0\.1\/32 \(a name is not accepted\)$/ }],
   },
+  "headscale on docker with Postgres (the password cannot reach the container)": {
+    files: { "vps.yaml": vps.replace("derp:\n", "derp:\n  image: ghcr.io/example/derper:1.98.10\n") + "runtime: docker\nheadscale:\n  database:\n    type: postgres\n" },
+    want: [{ file: "<fleet>/vps.yaml", path: "headscale.database.type", expected: /^sqlite with runtime docker/, found: "postgres with runtime docker", fix: /^set runtime: systemd on this host, or headscale\.database\.type: sqlite$/ }],
+  },
 };
 
 describe("issue 17: free text in module options is checked before anything renders", () => {
@@ -153,6 +157,12 @@ describe("issue 17: free text in module options is checked before anything rende
     expect(r.fleet!.hosts.vps.files.find((f) => f.path.endsWith("meshfleet-headscale.conf"))!.content).toContain("ssl_certificate /etc/ssl/hs/fullchain.pem;");
     expect(r.fleet!.hosts.laptop.units.find((u) => u.name === "tailscaled.service")!.content).toContain("ExecStart=/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscaled ");
     expect(r.fleet!.hosts.router.bestEffort.map((b) => b.argv)).toContainEqual(expect.arrayContaining(["enp3s0.10"]));
+  });
+
+  it("headscale on docker with SQLite passes", async () => {
+    const r = await evaluate({ "vps.yaml": vps.replace("derp:\n", "derp:\n  image: ghcr.io/example/derper:1.98.10\n") + "runtime: docker\n" });
+    expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
+    expect(r.fleet!.hosts.vps.containers.map((c) => c.name)).toContain("headscale");
   });
 
   it("a Caddy ACME e-mail and a derper IP hostname pass", async () => {
