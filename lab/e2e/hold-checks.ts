@@ -26,7 +26,7 @@ import { loadVersions } from "../tools/index.ts";
 import { labDeploy } from "./deploy-checks.ts";
 import { e2ePaths } from "./paths.ts";
 import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
-import { fleetHosts } from "./up.ts";
+import { fleetHosts } from "./fleet.ts";
 
 export type Verdict = { ok: boolean; why: string };
 

@@ -3,7 +3,7 @@ import { evaluateFleet } from "../../core/eval.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { evaluateReachability, fleetPolicyNodes, type Policy } from "../../core/policy/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
-import { FLEET_DIR } from "./up.ts";
+import { FLEET_DIR } from "./fleet.ts";
 
 async function fleet(): Promise<FleetSystem> {
   const r = await evaluateFleet(REGISTRY, FLEET_DIR, "lab");

@@ -7,7 +7,7 @@
  * and is named.
  */
 import { execa } from "execa";
-import { existsSync, mkdirSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { hostsUp, labKeyPath, labKnownHostsPath } from "../hosts/index.ts";
 import { buildTools, toolsStatus } from "../tools/index.ts";
@@ -21,17 +21,9 @@ import { sshExec } from "../hosts/index.ts";
 import { labPulumiEnv, REPO, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
 
-export const FLEET_DIR = join(REPO, "hosts", "lab");
-export const COORDINATOR = "vps";
-export const SERVER_URL = "https://203.0.113.10";
+import { COORDINATOR, FLEET_DIR, fleetHosts, SERVER_URL } from "./fleet.ts";
 
-/** The fleet's hosts (one YAML per host; fleet.yaml and _shared files are not hosts). */
-export function fleetHosts(dir = FLEET_DIR): string[] {
-  return readdirSync(dir)
-    .filter((f) => f.endsWith(".yaml") && f !== "fleet.yaml" && !f.startsWith("_"))
-    .map((f) => f.slice(0, -5))
-    .sort();
-}
+export { COORDINATOR, FLEET_DIR, fleetHosts, SERVER_URL };
 
 export interface UpSummary {
   ok: boolean;
