@@ -17,7 +17,8 @@ fi
 need=()
 for pair in caddy:caddy nginx:nginx nft:nftables ip:iproute2 debootstrap:debootstrap \
             systemd-nspawn:systemd-container ssh:openssh-client ssh-keygen:openssh-client \
-            chromium:chromium openssl:openssl sqlite3:sqlite3 ps:procps; do
+            chromium:chromium openssl:openssl sqlite3:sqlite3 ps:procps \
+            prometheus-node-exporter:prometheus-node-exporter flock:util-linux unshare:util-linux; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -44,3 +45,11 @@ say "building or reusing the Go-built tools (meshfleet tools build)"
 # needs. Pulumi needs no plugin from here: meshfleet's program runs inline
 # (Automation API) and its provider ships in provider/.
 node bin/meshfleet.mjs tools build
+
+# The prebuilt CLI: `meshfleet` then starts without compiling TypeScript
+# (bin/meshfleet.mjs checks it against the sources on every run and falls back
+# to tsx when it is stale or missing, so a failure here only costs start-up time).
+say "building the prebuilt CLI (npm run build:cli)"
+if ! node cli/build.mjs >/dev/null; then
+  say "warning: the prebuilt CLI did not build; meshfleet runs through tsx (slower start)"
+fi
