@@ -18,28 +18,32 @@ import { MeshfleetError } from "../core/diagnostics.ts";
 import type { FleetSystem, HostSystem } from "../core/types.ts";
 import type { HeadscaleCli } from "../provider/headscale-cli.ts";
 import { shq } from "../provider/quote.ts";
-import { knownHostsName, SshSession, type RunResult } from "../provider/ssh.ts";
+import { pinsFor } from "../provider/pins.ts";
+import { SshSession, type RunResult } from "../provider/ssh.ts";
 import type { SshConnection } from "../provider/types.ts";
 import type { Flag } from "./args.ts";
 
 /** The repo root (Pulumi.yaml, hosts/, stacks/). */
 export const REPO_ROOT = path.resolve(path.dirname(new URL(import.meta.url).pathname), "..");
 
-// The stack's files, resolved by the same rules as cli/commands/deploy.ts
-// (projectStackFile, stackConfigFile, stackHostsDir, selectHosts). They are
-// repeated here because deploy.ts loads the Pulumi Automation API (2 s on a
-// loaded machine) and a status read must not wait for it;
-// test/cli/fleet-hosts.test.ts checks both give the same answers.
+// The stack's files and `--on`, for `meshfleet up` (cli/commands/deploy.ts)
+// and the live reads alike. They live here, not in deploy.ts, because deploy.ts
+// loads the Pulumi Automation API (2 s on a loaded machine) and a status read
+// must not wait for it.
 
 function readYaml<T>(file: string): T | undefined {
   return existsSync(file) ? ((parseYaml(readFileSync(file, "utf8")) as T | null) ?? undefined) : undefined;
 }
 
-/** stacks/Pulumi.<stack>.yaml (Pulumi.yaml's stackConfigDir), or `configFile`. */
-export function stackConfigFile(stack: string, configFile?: string, root = REPO_ROOT): string {
-  if (configFile) return path.resolve(configFile);
+/** Where the project keeps `Pulumi.<stack>.yaml`: Pulumi.yaml's stackConfigDir. */
+export function projectStackFile(stack: string, root = REPO_ROOT): string {
   const project = readYaml<{ stackConfigDir?: string }>(path.join(root, "Pulumi.yaml")) ?? {};
   return path.join(root, project.stackConfigDir ?? ".", `Pulumi.${stack}.yaml`);
+}
+
+/** The stack's config file: `configFile` if given, else the project's. */
+export function stackConfigFile(stack: string, configFile?: string, root = REPO_ROOT): string {
+  return configFile ? path.resolve(configFile) : projectStackFile(stack, root);
 }
 
 /** The fleet folder: meshfleet:hostsDir from the stack's config, else hosts/<stack>. */
@@ -88,26 +92,7 @@ export interface SshAccess {
   privateKeyPath?: string;
 }
 
-/**
- * The pins for a host: its own ssh.hostKey, else its entries in the stack's
- * known_hosts file read with `ssh-keygen -F` (hashed entries match too). The
- * same rule as components/shell.ts pinsFor, kept here because that module
- * loads @pulumi/pulumi (2 s), which a status read must not wait for.
- */
-export function pinsFor(fleetKey: string | undefined, address: string, port: number, knownHostsPath?: string): string[] {
-  if (fleetKey?.trim()) return [fleetKey.trim().split(/\s+/).slice(0, 2).join(" ")];
-  if (!knownHostsPath) return [];
-  const out: string[] = [];
-  for (const name of port === 22 ? [address, `[${address}]:22`] : [knownHostsName(address, port)]) {
-    const r = spawnSync("ssh-keygen", ["-F", name, "-f", knownHostsPath], { encoding: "utf8", timeout: 10_000 });
-    for (const l of (r.status === 0 ? r.stdout : "").split("\n").map((x) => x.trim())) {
-      if (!l || l.startsWith("#") || l.startsWith("@")) continue;
-      const k = l.split(/\s+/).slice(1, 3).join(" ");
-      if (/ /.test(k) && !out.includes(k)) out.push(k);
-    }
-  }
-  return out;
-}
+export { pinsFor };
 
 /** Where the headscale CLI runs on the coordinator (as components/coordinator.ts coordinatorCli decides). */
 export function headscaleCliOf(a: Pick<StackAccess, "fleet" | "config">): HeadscaleCli | undefined {

@@ -20,7 +20,10 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import { LocalWorkspace, PulumiCommand, Stack, type EngineEvent, type OpMap, type PulumiFn } from "@pulumi/pulumi/automation/index.js";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { MeshfleetError } from "../../core/diagnostics.ts";
+import { projectStackFile, selectHosts, stackConfigFile, stackHostsDir } from "../fleet-hosts.ts";
 import { toolPath } from "../../lab/tools/index.ts";
+
+export { projectStackFile, selectHosts, stackConfigFile, stackHostsDir };
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..");
 export const PROJECT = "meshfleet";
@@ -101,24 +104,6 @@ type StackFile = { encryptionsalt?: string; secretsprovider?: string; config?: R
 function readYamlFile<T>(path: string): T | undefined {
   if (!existsSync(path)) return undefined;
   return (parseYaml(readFileSync(path, "utf8")) as T | null) ?? undefined;
-}
-
-/** Where the CLI keeps `Pulumi.<stack>.yaml`: Pulumi.yaml's stackConfigDir. */
-export function projectStackFile(stack: string, root = REPO_ROOT): string {
-  const project = readYamlFile<{ stackConfigDir?: string }>(join(root, "Pulumi.yaml")) ?? {};
-  return join(root, project.stackConfigDir ?? ".", `Pulumi.${stack}.yaml`);
-}
-
-/** The stack's config file: `configFile` if given, else the project's. */
-export function stackConfigFile(stack: string, configFile?: string, root = REPO_ROOT): string {
-  return configFile ? resolve(configFile) : projectStackFile(stack, root);
-}
-
-/** The fleet folder the program will read: `meshfleet:hostsDir` from the stack's file, else hosts/<stack>. */
-export function stackHostsDir(stack: string, configFile?: string, root = REPO_ROOT): string {
-  const cfg = readYamlFile<StackFile>(stackConfigFile(stack, configFile, root))?.config ?? {};
-  const dir = typeof cfg["meshfleet:hostsDir"] === "string" ? (cfg["meshfleet:hostsDir"] as string) : join("hosts", stack);
-  return isAbsolute(dir) ? dir : join(root, dir);
 }
 
 /** Host names of a fleet folder: one YAML per host (fleet.yaml and `_` files are not hosts). */
@@ -459,38 +444,7 @@ export class EventTracker {
 // ---------------------------------------------------------------------------
 // --on: hosts by name, @tag or @role, with what they need.
 
-export interface SelectorHost {
-  name: string;
-  roles: string[];
-  tags: string[];
-}
-
-/**
- * Hosts matching `--on` selectors: a name, `@role` (a profile the host
- * imports, e.g. @subnet-router), or `@tag` (`@router` or `@tag:router`, a
- * tailscale tag of the host). Unknown names and selectors that match nothing
- * are errors that list what exists.
- */
-export function selectHosts(selectors: string[], hosts: SelectorHost[]): string[] {
-  const out = new Set<string>();
-  const problems: string[] = [];
-  for (const raw of selectors.flatMap((s) => s.split(",")).map((s) => s.trim()).filter(Boolean)) {
-    if (raw.startsWith("@")) {
-      const want = raw.slice(1);
-      const tag = want.startsWith("tag:") ? want : `tag:${want}`;
-      const hit = hosts.filter((h) => h.roles.includes(want) || h.tags.includes(tag));
-      if (hit.length === 0) {
-        const roles = [...new Set(hosts.flatMap((h) => h.roles))].sort();
-        const tags = [...new Set(hosts.flatMap((h) => h.tags))].sort();
-        problems.push(`--on ${raw}: no host has the role or tag "${want}" (roles: ${roles.join(", ") || "none"}; tags: ${tags.join(", ") || "none"})`);
-      }
-      for (const h of hit) out.add(h.name);
-    } else if (hosts.some((h) => h.name === raw)) out.add(raw);
-    else problems.push(`--on ${raw}: no such host (hosts: ${hosts.map((h) => h.name).join(", ")})`);
-  }
-  if (problems.length > 0) throw new MeshfleetError(problems.join("\n"));
-  return [...out];
-}
+export type SelectorHost = { name: string; roles: string[]; tags: string[] };
 
 /** The selected hosts plus what they need deployed first: every host with tailscale joins through the coordinator. */
 export function withDependencies(selected: string[], fleet: { coordinator: string; hosts: { name: string; joins: boolean }[] }): string[] {
