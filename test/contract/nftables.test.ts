@@ -9,6 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { parseBundle, sealBundle, type Firewall, type NftRule } from "../../contract/bundle.ts";
 import { nftRuleText, nftRuleset, nftScript, peerSetScript } from "../../contract/nftables.ts";
 import { emptyBundle } from "../../agent/state.ts";
+import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
 
 const rules: NftRule[] = [
   { ctState: ["established", "related"], verdict: "accept" },
@@ -101,7 +102,7 @@ describe("nft text", () => {
 });
 
 const isRoot = process.getuid?.() === 0;
-describe.skipIf(!isRoot)("the real nft (as root, in a throwaway network namespace)", () => {
+describe.skipIf(skipUnlessCi(!isRoot && NEEDS_ROOT))("the real nft (as root, in a throwaway network namespace)", () => {
   const ns = `mf-contract-${process.pid}`;
   const nft = (input: string, args = ["-f", "-"]) => execa("ip", ["netns", "exec", ns, "nft", ...args], { input, all: true, reject: false });
   beforeAll(async () => {

@@ -22,6 +22,7 @@ import { bundleSummary } from "../../provider/summary.ts";
 import { bundle, file } from "../agent/helpers.ts";
 import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 
@@ -36,7 +37,7 @@ const why = sshdUnavailable() ?? (pulumiBin() ? null : "no Pulumi CLI (meshfleet
 
 const SECRET = "file-secret-9c1e-never-in-state";
 
-describe.skipIf(why !== null)(`the provider in the real engine${why ? ` (skipped: ${why})` : ""}`, () => {
+describe.skipIf(skipUnlessCi(why))(`the provider in the real engine${why ? ` (skipped: ${why})` : ""}`, () => {
   let sshd: Sshd;
   let tmp: string;
   let stack: Stack;

@@ -18,10 +18,11 @@ import { bundle, file } from "../agent/helpers.ts";
 import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
 import { createHash } from "node:crypto";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
 
 const why = sshdUnavailable();
 
-describe.skipIf(why !== null)(`Generation against a real sshd and agent${why ? ` (skipped: ${why})` : ""}`, () => {
+describe.skipIf(skipUnlessCi(why))(`Generation against a real sshd and agent${why ? ` (skipped: ${why})` : ""}`, () => {
   let sshd: Sshd;
   let conn: SshConnection;
   let agentPath: string;

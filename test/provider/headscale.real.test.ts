@@ -15,11 +15,12 @@ import { session } from "../../provider/ssh.ts";
 import type { HeadscaleCliSpec, SshConnection } from "../../provider/types.ts";
 import { evaluateStack, KEY_SEED } from "../components/fixtures.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
 
 const HEADSCALE = rt.toolPath("headscale");
 const why = sshdUnavailable() ?? (HEADSCALE ? null : "no headscale (meshfleet tools build)");
 
-describe.skipIf(why !== null)(`headscale resources through ssh against a real headscale${why ? ` (skipped: ${why})` : ""}`, () => {
+describe.skipIf(skipUnlessCi(why))(`headscale resources through ssh against a real headscale${why ? ` (skipped: ${why})` : ""}`, () => {
   let sshd: Sshd;
   let stop: () => void = () => {};
   let t: { dir: string; cleanup: () => void };

@@ -20,6 +20,7 @@ import type { GenerationInputs, GenerationOutputs, SshConnection } from "../../p
 import { bundle, file } from "../agent/helpers.ts";
 import { privateAgent } from "./agent.ts";
 import { sshdUnavailable, startSshd, type Sshd } from "./sshd.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
 
 const why = sshdUnavailable();
 
@@ -30,7 +31,7 @@ const FW: Firewall = {
   chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules: [{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept" }] }],
 };
 
-describe.skipIf(why !== null)(`host drift and host resources through ssh${why ? ` (skipped: ${why})` : ""}`, () => {
+describe.skipIf(skipUnlessCi(why))(`host drift and host resources through ssh${why ? ` (skipped: ${why})` : ""}`, () => {
   let sshd: Sshd;
   let conn: SshConnection;
   let agentPath: string;

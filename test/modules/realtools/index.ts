@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
+import { skipUnlessCi } from "../../lab/ci-gate.ts";
 
 export interface ToolResult {
   ok: boolean;
@@ -35,10 +36,8 @@ export function toolPath(name: "caddy" | "nginx" | "headscale" | "openssl" | "de
 export function missing(...names: Parameters<typeof toolPath>[0][]): string {
   const gone = names.filter((n) => toolPath(n) === null);
   if (gone.length === 0) return "";
-  if (process.env.MESHFLEET_REQUIRE_TOOLS || (process.env.CI && process.env.CI !== "false" && process.env.CI !== "0")) {
-    throw new Error(`MESHFLEET_REQUIRE_TOOLS or CI is set but ${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx; scripts build headscale/derper into ${toolsDir()})`);
-  }
-  return `skipped: ${gone.join(", ")} not installed`;
+  const why = `${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx openssl; \`meshfleet tools build\` builds headscale and derper into ${toolsDir()})`;
+  return skipUnlessCi(why) ? `skipped: ${why}` : "";
 }
 
 export function tempDir(prefix: string): { dir: string; cleanup: () => void } {
