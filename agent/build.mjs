@@ -3,11 +3,13 @@
 // contract (contract/), whose zod/mini schema is bundled in (about 40 KB).
 import { build } from "esbuild";
 import { chmodSync, renameSync, rmSync, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, relative, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..");
-const final = join(root, "dist", "meshfleet-agent.mjs");
+// `--out FILE` builds elsewhere (the provider's tests build a private copy this way).
+const at = process.argv.indexOf("--out");
+const final = at > 0 ? resolve(process.argv[at + 1]) : join(root, "dist", "meshfleet-agent.mjs");
 // Built beside it and renamed into place: a deploy reading dist/ meanwhile gets the old file or the new one, never half.
 const outfile = `${final}.${process.pid}.tmp`;
 const LIMIT = 400 * 1024;
@@ -26,7 +28,8 @@ await build({
 });
 
 const size = statSync(outfile).size;
-console.log(`dist/meshfleet-agent.mjs: ${size} bytes`);
+const shown = relative(root, final).startsWith("..") ? final : relative(root, final);
+console.log(`${shown}: ${size} bytes`);
 if (size > LIMIT) {
   rmSync(outfile, { force: true });
   console.error(`agent bundle is ${size} bytes, over the ${LIMIT}-byte budget`);

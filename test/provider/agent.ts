@@ -1,6 +1,6 @@
 /**
  * The agent bundle for the provider's real tests, built into a private temp
- * folder (the same esbuild options as agent/build.mjs): rebuilding
+ * folder by agent/build.mjs --out (the one set of build options): rebuilding
  * dist/meshfleet-agent.mjs under a deploy that is reading it would make that
  * deploy push another file than its program hashed.
  */
@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { buildSync } from "esbuild";
+import { spawnSync } from "node:child_process";
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
 let built: string | null = null;
@@ -18,18 +18,8 @@ export function privateAgent(): string {
   const dir = mkdtempSync(path.join(tmpdir(), "mf-test-agent-"));
   process.on("exit", () => rmSync(dir, { recursive: true, force: true }));
   const out = path.join(dir, "meshfleet-agent.mjs");
-  buildSync({
-    entryPoints: [path.join(REPO, "agent", "main.ts")],
-    outfile: out,
-    bundle: true,
-    platform: "node",
-    target: "node18",
-    format: "esm",
-    minify: true,
-    legalComments: "none",
-    banner: { js: "#!/usr/bin/env node" },
-    logLevel: "warning",
-  });
+  const r = spawnSync(process.execPath, [path.join(REPO, "agent", "build.mjs"), "--out", out], { encoding: "utf8" });
+  if (r.status !== 0) throw new Error(`agent/build.mjs --out: ${r.stderr || r.stdout}`);
   built = out;
   return out;
 }
