@@ -42,9 +42,10 @@ export interface Parsed {
 /**
  * `positionals`: the names of the positional arguments the command takes
  * (`["HOST"]`), in order; more than that is a stray argument. Left out, any
- * number is accepted (for commands that check them themselves).
+ * number is accepted (for commands that check them themselves). `hint`
+ * says where such an argument belongs ("hosts go with --on").
  */
-export function parseArgs(argv: string[], flags: Flag[], spec: { positionals?: string[] } = {}): Parsed {
+export function parseArgs(argv: string[], flags: Flag[], spec: { positionals?: string[]; hint?: string } = {}): Parsed {
   const options: Record<string, { type: "string" | "boolean"; multiple?: boolean; short?: string }> = {};
   for (const f of flags) options[f.name] = { type: f.value ? "string" : "boolean", ...(f.repeat ? { multiple: true } : {}), ...(f.short ? { short: f.short } : {}) };
   let values: Record<string, string | boolean | (string | boolean)[] | undefined>;
@@ -66,7 +67,7 @@ export function parseArgs(argv: string[], flags: Flag[], spec: { positionals?: s
   if (spec.positionals && positionals.length > spec.positionals.length) {
     const stray = positionals.slice(spec.positionals.length);
     const takes = spec.positionals.length ? `it takes ${spec.positionals.join(" ")}` : "it takes none; flags start with --";
-    throw new UsageError(`unexpected argument${stray.length > 1 ? "s" : ""} ${stray.map((s) => JSON.stringify(s)).join(" ")} (${takes})`);
+    throw new UsageError(`unexpected argument${stray.length > 1 ? "s" : ""} ${stray.map((s) => JSON.stringify(s)).join(" ")} (${takes})${spec.hint ? `; ${spec.hint}` : ""}`);
   }
   return { opts, positional: positionals, lists };
 }

@@ -431,8 +431,7 @@ ${flagHelp(flags)}
 
 Exit code: 0 no check failed (warnings allowed), 1 some check failed, 2 bad usage.`,
   async run(argv) {
-    const { opts, positional, lists } = parseArgs(argv, flags);
-    if (positional.length > 0) throw new MeshfleetError(`meshfleet doctor: unexpected argument ${JSON.stringify(positional[0])}; hosts go with --on`);
+    const { opts, lists } = parseArgs(argv, flags, { positionals: [], hint: "hosts go with --on" });
     if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet doctor: which stack? Add --stack S");
     const a = await openStackFleet({ stack: opts.stack, configFile: typeof opts["config-file"] === "string" ? opts["config-file"] : undefined, on: lists.on });
     const r = await runDoctor(a);

@@ -59,8 +59,7 @@ back to one with \`meshfleet rollback --stack S --on HOST --to N\`.
 
 ${flagHelp(stackFlags)}`,
   async run(argv) {
-    const { opts, positional, lists } = parseArgs(argv, stackFlags);
-    if (positional.length > 0) throw new MeshfleetError(`meshfleet generations: unexpected argument ${JSON.stringify(positional[0])}; the host goes with --on`);
+    const { opts, lists } = parseArgs(argv, stackFlags, { positionals: [], hint: "the host goes with --on" });
     if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet generations: which stack? Add --stack S");
     const a = await openStackFleet({ stack: opts.stack, configFile: typeof opts["config-file"] === "string" ? opts["config-file"] : undefined, on: lists.on });
     const h = oneHost(a, "generations");

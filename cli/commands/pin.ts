@@ -11,7 +11,7 @@ import { appendFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } fr
 import { dirname, join, relative, resolve } from "node:path";
 import { parse, parseDocument } from "yaml";
 import { MeshfleetError } from "../../core/diagnostics.ts";
-import { flagHelp, parseArgs, type Flag } from "../args.ts";
+import { flagHelp, parseArgs, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { REPO_ROOT, stackHostsDir } from "./deploy.ts";
 
@@ -160,8 +160,8 @@ you deploy to it.
 
 ${flagHelp(flags)}`,
   async run(argv) {
-    const { opts, positional } = parseArgs(argv, flags);
-    if (positional.length !== 1) throw new MeshfleetError(`meshfleet pin: expected one HOST, found ${positional.length === 0 ? "none" : positional.join(" ")}`);
+    const { opts, positional } = parseArgs(argv, flags, { positionals: ["HOST"] });
+    if (positional.length !== 1) throw new UsageError("meshfleet pin needs the host to pin, e.g. meshfleet pin vps --stack home");
     if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet pin: which stack? Add --stack S");
     const t = await findHost(positional[0]!, opts.stack, typeof opts["hosts-dir"] === "string" ? opts["hosts-dir"] : undefined);
     const key = keyscan(t.address, t.port, typeof opts.timeout === "string" ? Number(opts.timeout) : 5);

@@ -108,8 +108,7 @@ Without --yes it only shows what it would do.
 
 ${flagHelp(flags)}`,
   async run(argv) {
-    const { opts, positional, lists } = parseArgs(argv, flags);
-    if (positional.length > 0) throw new MeshfleetError(`meshfleet rollback: unexpected argument ${JSON.stringify(positional[0])}; the host goes with --on, the generation with --to`);
+    const { opts, lists } = parseArgs(argv, flags, { positionals: [], hint: "the host goes with --on, the generation with --to" });
     if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet rollback: which stack? Add --stack S");
     const num = (flag: string, v: unknown, min: number) => {
       if (v === undefined) return undefined;

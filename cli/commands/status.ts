@@ -230,8 +230,7 @@ ${flagHelp(stackFlags)}
 
 Exit code: 0 read every host, 1 some host could not be read, 2 bad usage.`,
   async run(argv) {
-    const { opts, positional, lists } = parseArgs(argv, stackFlags);
-    if (positional.length > 0) throw new MeshfleetError(`meshfleet status: unexpected argument ${JSON.stringify(positional[0])}; hosts go with --on`);
+    const { opts, lists } = parseArgs(argv, stackFlags, { positionals: [], hint: "hosts go with --on" });
     if (typeof opts.stack !== "string") throw new MeshfleetError("meshfleet status: which stack? Add --stack S");
     const a = await openStackFleet({ stack: opts.stack, configFile: typeof opts["config-file"] === "string" ? opts["config-file"] : undefined, on: lists.on });
     const session = newSession();

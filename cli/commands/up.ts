@@ -122,8 +122,7 @@ function verbCommand(verb: Verb): Command {
     summary: SUMMARY[verb],
     usage: usage(verb),
     async run(argv) {
-      const { opts, positional, lists } = parseArgs(argv, FLAGS[verb]);
-      if (positional.length > 0) throw new MeshfleetError(`meshfleet ${verb}: unexpected argument ${JSON.stringify(positional[0])}; hosts go with --on`);
+      const { opts, lists } = parseArgs(argv, FLAGS[verb], { positionals: [], hint: "hosts go with --on" });
       if (typeof opts.stack !== "string") throw new MeshfleetError(`meshfleet ${verb}: which stack? Add --stack S${stacksHint()}`);
       const stack = opts.stack;
       const json = !!opts.json;

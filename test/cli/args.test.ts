@@ -137,6 +137,24 @@ describe("the CLI as a process", () => {
     expect(r.stdout).toMatch(/^phone /m);
   });
 
+  it.each([
+    [["status", "vps"], "status", "hosts go with --on"],
+    [["doctor", "vps"], "doctor", "hosts go with --on"],
+    [["generations", "laptop"], "generations", "the host goes with --on"],
+    [["rollback", "laptop"], "rollback", "the generation with --to"],
+    [["up", "vps"], "up", "hosts go with --on"],
+    [["preview", "--stack", "lab", "vps"], "preview", "hosts go with --on"],
+    [["pin", "vps", "laptop"], "pin", "it takes HOST"],
+    [["pin"], "pin", "needs the host to pin"],
+  ])("`%s` (a stray or missing argument) exits 2 before touching anything, saying where it belongs", (argv, name, hint) => {
+    const r = cli(argv);
+    expect(r.code).toBe(2);
+    expect(r.stdout).toBe("");
+    expect(r.stderr).toContain(`meshfleet ${name}: `);
+    expect(r.stderr).toContain(hint);
+    expect(r.stderr).toContain(`usage: meshfleet ${name}`);
+  });
+
   it("a mistyped stack exits 2 listing the stacks; --version and an unknown command follow the same codes", () => {
     const typo = cli(["check", "--stack", "hom"]);
     expect(typo.code).toBe(2);
