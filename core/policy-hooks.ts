@@ -12,6 +12,7 @@ import {
   type AdvertisingHost, type Policy,
 } from "./policy/index.ts";
 import type { FleetNode } from "./policy/fleet.ts";
+import { failClosedDiagnostics } from "./policy/fail-closed.ts";
 import type { Diagnostic } from "./types.ts";
 
 export interface PolicyPrepared {
@@ -51,6 +52,7 @@ export const policyHooks = {
       coordinatorHost: input.fleet.coordinator.host,
       adminUsers: input.fleet.admins,
     });
+    diagnostics.push(...failClosedDiagnostics(policy, raw, input.fleetFile)); // a policy fails closed (core/policy/fail-closed.ts)
     const hosts: AdvertisingHost[] = nodes.map((n) => ({
       name: n.name, tags: n.tags, user: n.user || undefined, routes: n.routes, exitNode: n.exitNode,
     }));

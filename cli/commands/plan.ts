@@ -19,6 +19,7 @@ import type { Diagnostic, FleetSystem, HostSystem } from "../../core/types.ts";
 import { renderHost, secretRefs } from "../../core/bundle.ts";
 import { desiredFiles, type Bundle } from "../../contract/index.ts";
 import { nftRuleset } from "../../contract/nftables.ts";
+import { allowAllWarnings } from "../../core/policy/fail-closed.ts";
 import { unitDependencies } from "../../agent/desired.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
@@ -85,7 +86,7 @@ export interface HostGeneration {
 }
 
 export interface PlanWarning {
-  kind: "downgrade" | "routes-lost" | "reachability-lost" | "firewall-closes";
+  kind: "downgrade" | "routes-lost" | "reachability-lost" | "firewall-closes" | "allow-all";
   host?: string;
   message: string;
 }
@@ -192,6 +193,7 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
     out.push({ kind: "reachability-lost", host: dst.split(":")[0], message: `${dst} can no longer be reached from ${[...new Set(srcs)].slice(0, 8).join(", ")}${new Set(srcs).size > 8 ? ` and ${new Set(srcs).size - 8} more` : ""}` });
   for (const p of diff.publicPorts.closed)
     out.push({ kind: "reachability-lost", host: p.host, message: `${p.host}: ${p.port} is no longer open to the internet (${p.detail})` });
+  out.push(...allowAllWarnings(base, head)); // core/policy/fail-closed.ts
   return out;
 }
 
