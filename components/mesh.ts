@@ -250,6 +250,7 @@ export class Mesh extends pulumi.ComponentResource {
       const nodeArgs: MeshNodeArgs = {
         host: h,
         loginServer: c.url,
+        tailscaleVersion: fleet.tailscaleVersion,
         preAuthKey: this.preAuthKeys[h.name]?.key,
         secrets: pick(h),
         ssh: args.ssh,

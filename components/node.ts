@@ -26,6 +26,12 @@ export interface MeshNodeArgs {
    */
   loginServer: pulumi.Input<string>;
   /**
+   * The Tailscale release the fleet expects, named in the join instructions of a node without an agent.
+   * @default undefined (not named)
+   * @example fleet.tailscaleVersion
+   */
+  tailscaleVersion?: string;
+  /**
    * The host's pre-auth key (a secret, from PreAuthKey.key); fills `preauth:<host>`.
    * @default undefined (the host already joined, or has no tailscale)
    * @example preAuthKey.key
@@ -77,12 +83,13 @@ export function validateMeshNodeArgs(args: MeshNodeArgs): string[] {
 }
 
 /** Join instructions for a device meshfleet cannot reach (no agent): what to type, with the key. */
-export function joinInstructions(host: HostSystem, loginServer: string, key: string): string {
+export function joinInstructions(host: HostSystem, loginServer: string, key: string, tailscaleVersion?: string): string {
   const argv = ["tailscale", "up", `--login-server=${loginServer}`, `--auth-key=${key}`, `--hostname=${host.tailscale.hostname || host.name}`];
   if (host.tailscale.acceptRoutes) argv.push("--accept-routes");
   return [
     `${host.name} has no meshfleet agent; join it by hand.`,
     `Login server: ${loginServer}`,
+    ...(tailscaleVersion ? [`Tailscale: ${tailscaleVersion} or newer (the fleet's tailscaleVersion)`] : []),
     `Pre-auth key: ${key}`,
     `Desktop/CLI: ${shArgv(argv)}`,
     `Mobile app: Settings → Accounts → Use an alternate server → ${loginServer}, then sign in with the pre-auth key.`,
@@ -118,7 +125,7 @@ export interface NodeParts {
 export function deployNode(parent: pulumi.ComponentResource, name: string, args: MeshNodeArgs): NodeParts {
   const h = args.host;
   if (!h.agent) {
-    const text = pulumi.all([args.loginServer, args.preAuthKey ?? ""]).apply(([url, key]) => joinInstructions(h, url, key));
+    const text = pulumi.all([args.loginServer, args.preAuthKey ?? ""]).apply(([url, key]) => joinInstructions(h, url, key, args.tailscaleVersion));
     return { state: pulumi.output("join instructions issued"), joinInstructions: pulumi.secret(text) };
   }
   const lxc = h.lxc ? new ProxmoxLxc(`${name}-lxc`, { host: h as HostSystem & { lxc: LxcSettings }, ssh: args.ssh }, { parent }) : undefined;

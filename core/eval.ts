@@ -168,6 +168,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
       baseDomain: fleetCfg.dns.baseDomain,
       runtime: peers[coordHost].runtime,
     },
+    tailscaleVersion: fleetCfg.tailscaleVersion,
     users: [...users],
     policy: pol.policy,
     policyHuJson: pol.huJson,

@@ -51,7 +51,7 @@ export const fleetSchema = z
       })
       .strict()
       .describe("Where the coordinator runs and how clients reach it."),
-    tailscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("1.98.10").describe("Tailscale client release the nodes run."),
+    tailscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("1.98.10").describe("The Tailscale release the fleet expects: `meshfleet status` flags a node running an older one, and join instructions for hand-joined nodes ask for it."),
     users: z.array(userName).default([]).describe("Headscale users to create (nodes log in as one of them unless tagged)."),
     admins: z.array(userName).default([]).describe("Users who must keep SSH to the coordinator (checked against the policy)."),
     prefixes: z

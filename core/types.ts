@@ -290,6 +290,8 @@ export interface FleetSystem {
   /** Directory the fleet was read from. */
   dir: string;
   coordinator: CoordinatorInfo;
+  /** The Tailscale release the fleet expects (fleet.yaml `tailscaleVersion`): `status` names nodes below it; join instructions ask for it. */
+  tailscaleVersion: string;
   users: string[];
   /** The policy as typed data (core/policy). */
   policy: unknown;

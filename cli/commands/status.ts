@@ -57,6 +57,8 @@ export interface HostStatus {
     state: string | null;
     online: boolean | null;
     version: string | null;
+    /** The fleet's tailscaleVersion; `version` below it is named in the table. */
+    wanted: string;
     peers: PeerPath[];
     keyExpiry: string | null;
   };
@@ -162,6 +164,7 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
           state: ts?.BackendState ?? null,
           online: ts?.Self ? ts.Self.Online !== false && ts.BackendState === "Running" : null,
           version: ts?.Version ? ts.Version.split("-")[0]! : null,
+          wanted: a.fleet.tailscaleVersion,
           peers: peerPaths(ts),
           keyExpiry: ts?.Self?.KeyExpiry ?? null,
         },
@@ -178,6 +181,17 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
       };
     });
   return { status: { stack: a.stack, at: new Date().toISOString(), ms: Date.now() - t0, coordinator: coordName, ...(headscaleError ? { headscaleError } : {}), hosts }, raw };
+}
+
+/** -1, 0 or 1 comparing dotted release numbers ("1.96.4" < "1.98.10"). */
+export function compareVersions(a: string, b: string): number {
+  const x = a.split(".").map(Number);
+  const y = b.split(".").map(Number);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return Math.sign(d);
+  }
+  return 0;
 }
 
 function expiry(iso: string | null, now = Date.now()): string {
@@ -199,7 +213,8 @@ export function statusLines(s: FleetStatus): string[] {
     const hs = h.headscale;
     const routes = !hs ? "-" : !hs.registered ? "not registered" : hs.advertised.length === 0 ? "none" : hs.advertised.map((r) => (hs.approved.includes(r) ? r : `${r} (NOT APPROVED)`)).join(" ");
     const keyExp = !t.enabled ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
-    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}`;
+    const below = t.version !== null && compareVersions(t.version, t.wanted) < 0;
+    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}${below ? ` (BELOW the fleet's ${t.wanted})` : ""}`;
     return [h.host, gen, drift, tsState, paths, routes, keyExp, versions, ""];
   });
   const out = table(["HOST", "GENERATION", "DRIFT", "TAILSCALE", "PEERS", "ROUTES", "KEY EXPIRY", "VERSIONS", "NOTE"], rows);
@@ -224,7 +239,8 @@ Reads every host over SSH in parallel (the deploy's pins and key; see
   ROUTES      routes the node advertises, and whether headscale approved them
   KEY EXPIRY  the node key's expiry (headscale's view, else tailscale's)
   VERSIONS    the agent's sha256 (flagged when it is not this checkout's
-              dist/ bundle) and tailscale's version
+              dist/ bundle) and tailscale's version, flagged when it is
+              below the fleet's tailscaleVersion
 
 ${flagHelp(stackFlags)}
 

@@ -21,7 +21,7 @@ afterAll(() => rmSync(root, { recursive: true, force: true }));
 
 const KEY = "hskey-auth-join-test-4be1";
 
-describe.skipIf(skipUnlessCi(!pulumiBuilt, "the Pulumi CLI is not built: run `node bin/meshfleet.mjs tools build`"))("meshfleet join reads the stack through the Automation API", () => {
+describe.skipIf(skipUnlessCi(!pulumiBuilt && "the Pulumi CLI is not built: run `node bin/meshfleet.mjs tools build`"))("meshfleet join reads the stack through the Automation API", () => {
   const env = { MESHFLEET_STATE_DIR: join(root, "state"), PULUMI_BACKEND_URL: "", PULUMI_CONFIG_PASSPHRASE: "join-test", PATH: "/usr/bin:/bin" };
   mkdirSync(join(root, "stacks"), { recursive: true });
   writeFileSync(join(root, "Pulumi.yaml"), "name: meshfleet\nruntime: nodejs\nstackConfigDir: stacks\n");

@@ -239,6 +239,8 @@ describe("home fleet: the Mesh outputs", () => {
     expect(await isSecret(mesh.joinInstructions)).toBe(true);
     expect(join.phone).toContain("--login-server=https://headscale.example.com");
     expect(join.phone).toMatch(/--auth-key=hskey-auth-[0-9a-f]+/);
+    // The fleet's tailscaleVersion (its default) is what the phone is asked to run.
+    expect(join.phone).toContain("Tailscale: 1.98.10 or newer (the fleet's tailscaleVersion)");
     expect(Object.keys(join)).toEqual(["phone"]);
   });
 });

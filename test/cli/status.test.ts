@@ -1,0 +1,40 @@
+/**
+ * `meshfleet status`'s table: the fleet's tailscaleVersion is used — a node
+ * running an older tailscale is named BELOW it, a newer or equal one is not.
+ */
+import { describe, expect, it } from "vitest";
+import { compareVersions, statusLines, type FleetStatus, type HostStatus } from "../../cli/commands/status.ts";
+
+function host(name: string, version: string | null): HostStatus {
+  return {
+    host: name,
+    reachable: true,
+    ms: 12,
+    generation: { n: 3, hash: "a".repeat(64), createdAt: null, ageSeconds: 60, confirmed: true, pendingConfirm: null },
+    drift: { clean: true, items: [] },
+    tailscale: { enabled: true, state: "Running", online: true, version, wanted: "1.98.10", peers: [], keyExpiry: null },
+    headscale: null,
+    agent: { sha256: "b".repeat(64), matchesLocal: true },
+  };
+}
+
+describe("status and the fleet's tailscaleVersion", () => {
+  it("compares release numbers field by field, not as text", () => {
+    expect(compareVersions("1.96.4", "1.98.10")).toBe(-1);
+    expect(compareVersions("1.98.9", "1.98.10")).toBe(-1);
+    expect(compareVersions("1.98.10", "1.98.10")).toBe(0);
+    expect(compareVersions("1.100.0", "1.98.10")).toBe(1);
+    expect(compareVersions("2.0", "1.98.10")).toBe(1);
+  });
+
+  it("names a node below the fleet's release and leaves the others alone", () => {
+    const s: FleetStatus = { stack: "lab", at: "", ms: 900, coordinator: "vps", hosts: [host("old", "1.96.4"), host("same", "1.98.10"), host("newer", "1.100.0"), host("unknown", null)] };
+    const lines = statusLines(s).join("\n");
+    const row = (n: string) => lines.split("\n").find((l) => l.startsWith(n + " "))!;
+    expect(row("old")).toContain("ts 1.96.4 (BELOW the fleet's 1.98.10)");
+    expect(row("same")).not.toContain("BELOW");
+    expect(row("newer")).not.toContain("BELOW");
+    expect(row("unknown")).toContain("ts -");
+    expect(row("unknown")).not.toContain("BELOW");
+  });
+});
