@@ -72,9 +72,9 @@ state folder's incoming/ is deleted once read.
     run: (ctx, args, flags) => doRollback(ctx, num("N", args[0]), num("--confirm-timeout", flags.get("confirm-timeout"))),
   },
   status: {
-    usage: "status [--json]",
+    usage: "status [--json] [--verify]",
     summary: "show the current generation, a pending confirm and the last switch",
-    help: "Prints the current generation, whether it awaits confirm, and the last switch's result.",
+    help: "Prints the current generation, whether it awaits confirm, and the last switch's result.\nWith --verify, also what `verify` finds (one process for both: `meshfleet status` reads a host with one call).",
     run: (ctx, _a, flags) =>
       withRecovery(ctx, false, () => {
         const g = loadCurrent(ctx);
@@ -89,12 +89,14 @@ state folder's incoming/ is deleted once read.
           pendingConfirm: p ? { generation: p.generation, previous: p.previous, secondsLeft: Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) } : null,
           lastSwitch: last,
           interrupted: j,
+          ...(flags.has("verify") ? { verify: verifyReport(ctx, g) } : {}),
         };
         if (flags.has("json")) ctx.log(JSON.stringify(s, null, 2));
         else {
           ctx.log(g.n ? `host ${s.host}: generation ${g.n} (bundle ${g.bundle.hash.slice(0, 12)}, created ${g.meta.createdAt})` : "no generation is active");
           if (p) ctx.log(`awaiting confirm of generation ${p.generation}: ${s.pendingConfirm!.secondsLeft}s left, else rollback to ${p.previous}`);
           if (last) ctx.log(`last switch: generation ${last.generation} ${last.success ? "succeeded" : `failed (${last.error})`} at ${new Date(last.timestamp).toISOString()}`);
+          if (s.verify) ctx.log(s.verify.clean ? "no drift" : `${s.verify.drift.length} drift item(s): ${s.verify.drift.map((d) => `${d.kind} ${d.subject}`).join(", ")}`);
         }
         return 0;
       }),
@@ -106,13 +108,9 @@ state folder's incoming/ is deleted once read.
     run: (ctx, _a, flags) =>
       withRecovery(ctx, false, () => {
         const g = loadCurrent(ctx);
-        const drift = findDrift(ctx.host, g);
-        try {
-          refreshMetrics(ctx, drift.length);
-        } catch {
-          // metrics are a side output of verify; the verdict stands without them
-        }
-        if (flags.has("json")) ctx.log(JSON.stringify({ generation: g.n, clean: drift.length === 0, drift }, null, 2));
+        const report = verifyReport(ctx, g);
+        const drift = report.drift;
+        if (flags.has("json")) ctx.log(JSON.stringify(report, null, 2));
         else if (drift.length === 0) ctx.log(`generation ${g.n}: no drift`);
         else {
           ctx.log(`generation ${g.n}: ${drift.length} drift item(s):`);
@@ -246,6 +244,17 @@ function mainHelp(): string {
     "  --debug      print stack traces",
     "Run `<command> --help` for details.",
   ].join("\n");
+}
+
+/** What `verify` reports (and `status --verify` embeds); the metrics are refreshed as a side output. */
+function verifyReport(ctx: Ctx, g: ReturnType<typeof loadCurrent>) {
+  const drift = findDrift(ctx.host, g);
+  try {
+    refreshMetrics(ctx, drift.length);
+  } catch {
+    // metrics are a side output of verify; the verdict stands without them
+  }
+  return { generation: g.n, clean: drift.length === 0, drift };
 }
 
 function parse(argv: string[]): { positional: string[]; flags: Map<string, string | true> } {

@@ -84,8 +84,8 @@ export function statusScript(h: HostSystem, o: { headscale?: string }): string {
     't=$(mktemp -d) || exit 1',
     `trap 'rm -rf "$t"' EXIT`,
     `if [ -f ${shq(AGENT_HOST_PATH)} ]; then`,
-    `  (${agentCommand(h, ["status", "--json"])} >${t}/status 2>&1) &`,
-    `  (${agentCommand(h, ["verify", "--json"])} >${t}/verify 2>&1) &`,
+    // One agent process for both reads; an agent from before `status --verify` ignores the flag and is asked again.
+    `  (${agentCommand(h, ["status", "--json", "--verify"])} >${t}/status 2>&1; grep -q '"verify"' ${t}/status || ${agentCommand(h, ["verify", "--json"])} >${t}/verify 2>&1) &`,
     `  (sha256sum ${shq(AGENT_HOST_PATH)} | cut -c1-64 >${t}/agent) &`,
     "fi",
   ];
@@ -138,7 +138,8 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
     .map(({ h, r }) => {
       const s = raw[h.name]!;
       const st = jsonOr<{ generation: number; hash: string | null; createdAt: string | null; pendingConfirm: unknown }>(s.status);
-      const vf = jsonOr<{ clean: boolean; drift: { kind: string; subject: string; detail: string }[] }>(s.verify);
+      type Verify = { clean: boolean; drift: { kind: string; subject: string; detail: string }[] };
+      const vf = (st as { verify?: Verify } | null)?.verify ?? jsonOr<Verify>(s.verify);
       const ts = jsonOr<TsStatus>(s.ts);
       const now = Number(s.now) || Date.now();
       const node = nodeList ? findNodeIn(nodeList, h.tailscale.hostname || h.name) : undefined;

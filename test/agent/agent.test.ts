@@ -223,6 +223,13 @@ describe("verify and diff", () => {
       "nftables table inet meshfleet: differs from the ruleset this generation applied",
       "unit app.service: is inactive, expected active",
     ]);
+    // status --verify gives the same verdict in the one process `meshfleet status` runs per host; status itself exits 0.
+    const sv = agent(root, ["status", "--json", "--verify"]);
+    expect(sv.code).toBe(0);
+    const both = JSON.parse(sv.stdout);
+    expect(both.generation).toBe(1);
+    expect(both.verify).toEqual(JSON.parse(r.stdout));
+    expect(JSON.parse(agent(root, ["status", "--json"]).stdout).verify).toBeUndefined();
     const d = agent(root, ["diff", writeBundle(root, gen2())]);
     expect(d.code).toBe(0);
     expect(d.stdout).toContain("file: write /etc/app/key (content changed (secret))");
