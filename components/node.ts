@@ -82,16 +82,21 @@ export function validateMeshNodeArgs(args: MeshNodeArgs): string[] {
   return p;
 }
 
-/** Join instructions for a device meshfleet cannot reach (no agent): what to type, with the key. */
+/**
+ * Join instructions for a device meshfleet cannot reach (no agent): what to
+ * type, with the key. The key goes into a 0600 file read with
+ * `--auth-key=file:`, never onto a command line (shell history, `ps`).
+ */
 export function joinInstructions(host: HostSystem, loginServer: string, key: string, tailscaleVersion?: string): string {
-  const argv = ["tailscale", "up", `--login-server=${loginServer}`, `--auth-key=${key}`, `--hostname=${host.tailscale.hostname || host.name}`];
+  const keyFile = "/etc/tailscale-authkey";
+  const argv = ["tailscale", "up", `--login-server=${loginServer}`, `--auth-key=file:${keyFile}`, `--hostname=${host.tailscale.hostname || host.name}`];
   if (host.tailscale.acceptRoutes) argv.push("--accept-routes");
   return [
     `${host.name} has no meshfleet agent; join it by hand.`,
     `Login server: ${loginServer}`,
     ...(tailscaleVersion ? [`Tailscale: ${tailscaleVersion} or newer (the fleet's tailscaleVersion)`] : []),
     `Pre-auth key: ${key}`,
-    `Desktop/CLI: ${shArgv(argv)}`,
+    `Desktop/CLI: paste the key into a file only root reads: sudo install -m 600 /dev/stdin ${keyFile} (paste, Enter, Ctrl-D); then: sudo ${shArgv(argv)}; then sudo rm ${keyFile}`,
     `Mobile app: Settings → Accounts → Use an alternate server → ${loginServer}, then sign in with the pre-auth key.`,
   ].join("\n");
 }

@@ -238,7 +238,11 @@ describe("home fleet: the Mesh outputs", () => {
     const join = await valueOf(mesh.joinInstructions);
     expect(await isSecret(mesh.joinInstructions)).toBe(true);
     expect(join.phone).toContain("--login-server=https://headscale.example.com");
-    expect(join.phone).toMatch(/--auth-key=hskey-auth-[0-9a-f]+/);
+    expect(join.phone).toMatch(/^Pre-auth key: hskey-auth-[0-9a-f]+$/m);
+    // The key never goes on a command line (shell history, ps): tailscale reads it from a 0600 file.
+    expect(join.phone).toContain("--auth-key=file:/etc/tailscale-authkey");
+    expect(join.phone).toContain("install -m 600 /dev/stdin /etc/tailscale-authkey");
+    expect(join.phone.split("\n").filter((l) => /hskey-auth-/.test(l))).toHaveLength(1);
     // The fleet's tailscaleVersion (its default) is what the phone is asked to run.
     expect(join.phone).toContain("Tailscale: 1.98.10 or newer (the fleet's tailscaleVersion)");
     expect(Object.keys(join)).toEqual(["phone"]);
