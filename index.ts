@@ -15,16 +15,12 @@
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
  */
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "./components/index.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors } from "./core/index.ts";
 import { REGISTRY } from "./modules/index.ts";
-
-function expandHome(p: string): string {
-  return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
-}
+import { localPath } from "./provider/pins.ts";
 
 async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   const config = new pulumi.Config("meshfleet");
@@ -39,13 +35,13 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   // Host key pins for hosts whose file names none come from a known_hosts file
   // (the lab records one); the fleet itself is left as evaluated.
   const knownHostsPath = config.get("knownHostsPath");
-  if (knownHostsPath && !existsSync(expandHome(knownHostsPath))) {
+  if (knownHostsPath && !existsSync(localPath(knownHostsPath))) {
     throw new pulumi.RunError(`meshfleet:knownHostsPath: ${knownHostsPath} does not exist. Fix: \`npx meshfleet pin HOST\` records pins there, or pulumi config set meshfleet:knownHostsPath <path of a known_hosts file>`);
   }
   const keyPath = config.get("sshPrivateKeyPath");
   if (keyPath) {
     try {
-      readFileSync(expandHome(keyPath));
+      readFileSync(localPath(keyPath));
     } catch (e) {
       throw new pulumi.RunError(`meshfleet:sshPrivateKeyPath: cannot read ${keyPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:sshPrivateKeyPath <path of your key>`);
     }
@@ -54,8 +50,8 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
     fleet,
     keySeed: pulumi.secret(checkedKeySeed()),
     ssh: {
-      knownHostsPath: knownHostsPath ? path.resolve(expandHome(knownHostsPath)) : undefined,
-      privateKeyPath: keyPath ? path.resolve(expandHome(keyPath)) : undefined,
+      knownHostsPath: knownHostsPath ? localPath(knownHostsPath) : undefined,
+      privateKeyPath: keyPath ? localPath(keyPath) : undefined,
     },
     agent: {
       agentPath: config.get("agentPath") ?? "dist/meshfleet-agent.mjs",

@@ -9,7 +9,6 @@
  * StrictHostKeyChecking=yes against the pins alone.
  */
 import { existsSync, readFileSync } from "node:fs";
-import { homedir } from "node:os";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { spawnSync } from "node:child_process";
@@ -18,7 +17,7 @@ import { MeshfleetError } from "../core/diagnostics.ts";
 import type { FleetSystem, HostSystem } from "../core/types.ts";
 import type { HeadscaleCli } from "../provider/headscale-cli.ts";
 import { shq } from "../provider/quote.ts";
-import { pinsFor } from "../provider/pins.ts";
+import { localPath, pinsFor } from "../provider/pins.ts";
 import { SshSession, type RunResult } from "../provider/ssh.ts";
 import type { SshConnection } from "../provider/types.ts";
 import type { Flag } from "./args.ts";
@@ -82,10 +81,6 @@ export const stackFlags: Flag[] = [
   { name: "json", help: "machine-readable output on stdout" },
 ];
 
-function expandHome(p: string): string {
-  return p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p;
-}
-
 /** How the CLI logs in to hosts: the pins' second source and the private key (the stack's config). */
 export interface SshAccess {
   knownHostsPath?: string;
@@ -128,7 +123,7 @@ export async function openStackFleet(o: { stack: string; configFile?: string; on
   if (!existsSync(hostsDir)) throw new MeshfleetError(`stack ${o.stack}: the fleet folder ${hostsDir} does not exist. Fix: set meshfleet:hostsDir in ${configFile}, or create hosts/${o.stack}`);
   const knownHostsPath = plain("meshfleet:knownHostsPath");
   const privateKeyPath = plain("meshfleet:sshPrivateKeyPath");
-  if (knownHostsPath && !existsSync(expandHome(knownHostsPath))) {
+  if (knownHostsPath && !existsSync(localPath(knownHostsPath))) {
     throw new MeshfleetError(`${configFile}: meshfleet:knownHostsPath: ${knownHostsPath} does not exist. Fix: \`meshfleet pin HOST --stack ${o.stack} --known-hosts ${knownHostsPath}\``);
   }
   const { evaluateFleet, formatDiagnostics, hasErrors } = await import("../core/index.ts");
@@ -147,8 +142,8 @@ export async function openStackFleet(o: { stack: string; configFile?: string; on
     hostsDir,
     fleet,
     ssh: {
-      knownHostsPath: knownHostsPath ? path.resolve(expandHome(knownHostsPath)) : undefined,
-      privateKeyPath: privateKeyPath ? path.resolve(expandHome(privateKeyPath)) : undefined,
+      knownHostsPath: knownHostsPath ? localPath(knownHostsPath) : undefined,
+      privateKeyPath: privateKeyPath ? localPath(privateKeyPath) : undefined,
     },
     config: raw,
     stackArgs: `--stack ${o.stack}${o.configFile ? ` --config-file ${o.configFile}` : ""}`,
@@ -158,7 +153,7 @@ export async function openStackFleet(o: { stack: string; configFile?: string; on
 
 /** The SSH connection to a fleet host, with the pins the deploy uses; quick to give up (a status, not a deploy). */
 export function connectionTo(a: Pick<StackAccess, "ssh">, h: HostSystem, o: { connectTimeoutSeconds?: number; dialAttempts?: number } = {}): SshConnection {
-  const keyPath = h.ssh.privateKeyPath ? path.resolve(expandHome(h.ssh.privateKeyPath)) : a.ssh.privateKeyPath;
+  const keyPath = h.ssh.privateKeyPath ? localPath(h.ssh.privateKeyPath) : a.ssh.privateKeyPath;
   return {
     name: h.name,
     host: h.address,

@@ -6,7 +6,7 @@
 import { spawnSync } from "node:child_process";
 import * as pulumi from "@pulumi/pulumi";
 import type { HostSystem } from "../core/types.ts";
-import { knownHostsKeys, pinsFor } from "../provider/pins.ts";
+import { knownHostsKeys, localPath, pinsFor } from "../provider/pins.ts";
 import { connectionProblems, knownHostsName } from "../provider/ssh.ts";
 import type { SshConnection } from "../provider/types.ts";
 
@@ -79,15 +79,16 @@ export interface SshAccess {
 }
 
 
-/** The connection to a fleet host. */
+/** The connection to a fleet host; the host's own `ssh.privateKeyPath` wins over the stack's key. */
 export function hostConnection(host: HostSystem, ssh: SshAccess = {}): SshConnection {
+  const keyPath = host.ssh.privateKeyPath ? localPath(host.ssh.privateKeyPath) : ssh.privateKeyPath;
   return {
     name: host.name,
     host: host.address,
     port: host.ssh.port,
     user: host.ssh.user,
     hostKeys: pinsFor(host.ssh.hostKey, host.address, host.ssh.port, ssh.knownHostsPath),
-    ...(ssh.privateKeyPath ? { privateKeyPath: ssh.privateKeyPath } : {}),
+    ...(keyPath ? { privateKeyPath: keyPath } : {}),
   };
 }
 

@@ -5,11 +5,18 @@
  * doctor, rollback) both use it.
  */
 import { spawnSync } from "node:child_process";
+import { homedir } from "node:os";
+import path from "node:path";
 import { knownHostsName } from "./ssh.ts";
 
 const pinCache = new Map<string, string[]>();
 
 /** `type base64` keys for `name` in a known_hosts file, via `ssh-keygen -F` (hashed entries match too). */
+/** A path from the fleet or the stack's config as the workstation reads it: `~/` expanded, made absolute. */
+export function localPath(p: string): string {
+  return path.resolve(p === "~" || p.startsWith("~/") ? path.join(homedir(), p.slice(1)) : p);
+}
+
 export function knownHostsKeys(file: string, address: string, port: number): string[] {
   const names = port === 22 ? [address, `[${address}]:22`] : [knownHostsName(address, port)];
   const out: string[] = [];

@@ -65,7 +65,7 @@ export function connectionProblems(c: SshConnection): string[] {
       p.push(`host ${c.name}: pinned host key ${JSON.stringify(k.slice(0, 40))}: expected "<type> <base64>" (e.g. ssh-ed25519 AAAA…)`);
     }
   }
-  if (c.privateKeyPath && !existsSync(c.privateKeyPath)) p.push(`host ${c.name}: private key ${c.privateKeyPath} does not exist. Fix: meshfleet:sshPrivateKeyPath`);
+  if (c.privateKeyPath && !existsSync(c.privateKeyPath)) p.push(`host ${c.name}: private key ${c.privateKeyPath} does not exist. Fix: point the host's ssh.privateKeyPath or the stack's meshfleet:sshPrivateKeyPath at an existing key`);
   return p;
 }
 

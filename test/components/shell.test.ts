@@ -6,7 +6,7 @@
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { homedir, tmpdir } from "node:os";
 import path, { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { connectionIssues, hostConnection, knownHostsKeys, pinsFor, targetConnection } from "../../components/shell.ts";
@@ -60,9 +60,15 @@ describe("host key pins", () => {
     expect(c).toEqual({ name: "nas", host: "203.0.113.99", port: 22, user: "root", hostKeys: [], privateKeyPath: "/nonexistent/id" });
     expect(connectionIssues(c, "hosts/home/nas.yaml: ssh.hostKey")).toEqual([
       "hosts/home/nas.yaml: ssh.hostKey: host nas (203.0.113.99): no pinned SSH host key, so nothing is sent to it. Fix: `npx meshfleet pin nas` (shows the fingerprint and records it), or set ssh.hostKey in its host file",
-      "hosts/home/nas.yaml: ssh.hostKey: host nas: private key /nonexistent/id does not exist. Fix: meshfleet:sshPrivateKeyPath",
+      "hosts/home/nas.yaml: ssh.hostKey: host nas: private key /nonexistent/id does not exist. Fix: point the host's ssh.privateKeyPath or the stack's meshfleet:sshPrivateKeyPath at an existing key",
     ]);
     expect(connectionIssues(hostConnection(host({}, "172.31.240.10"), { knownHostsPath: f }), "x")).toEqual([]);
+  });
+
+  it("a host's own ssh.privateKeyPath wins over the stack's key, with ~ expanded and a relative path made absolute", () => {
+    expect(hostConnection(host({ privateKeyPath: "~/.ssh/nas_ed25519" }), { privateKeyPath: "/keys/stack" }).privateKeyPath).toBe(join(homedir(), ".ssh/nas_ed25519"));
+    expect(hostConnection(host({ privateKeyPath: "keys/nas" }), { privateKeyPath: "/keys/stack" }).privateKeyPath).toBe(path.resolve("keys/nas"));
+    expect(hostConnection(host({ privateKeyPath: "" }), { privateKeyPath: "/keys/stack" }).privateKeyPath).toBe("/keys/stack");
   });
 
   it("a Proxmox node is pinned like a host", () => {
