@@ -3,7 +3,8 @@
  * `<host>/`, mesh-wide under `fleet/`. Pure; `meshfleet render` writes them,
  * tests feed them to the real programs.
  *
- * A host's files come from its bundle (core/render.ts renderHost) through the
+ * A host's files come from its bundle (core/render.ts renderHostBody: the
+ * bundle renderHost checks, without the hash no file shows) through the
  * same list the agent writes (contract/desired.ts): the bundle's files, the
  * sysctl.d file and the unit files, at their host paths. The nft script is
  * the one the agent loads; tailscale.json holds the typed settings and the
@@ -11,20 +12,36 @@
  * written.
  */
 import { desiredFiles } from "../contract/desired.ts";
+import type { Firewall } from "../contract/bundle.ts";
 import { nftScript } from "../contract/nftables.ts";
 import { tailscaleSetFlags, tailscaleUpFlags } from "../contract/tailscale.ts";
 import { secretRefs } from "./bundle.ts";
-import { renderHost } from "./render.ts";
+import { renderHostBody } from "./render.ts";
 import type { FleetSystem, HostSystem } from "./types.ts";
 import { stringify } from "yaml";
 
 export interface Artifact { path: string; content: string; mode: string }
 
+/**
+ * nftScript per distinct firewall (its JSON text): most of a fleet's hosts
+ * share one table, and the text is a pure function of it. Bounded.
+ */
+const scripts = new Map<string, string>();
+function nftScriptOf(fw: Firewall): string {
+  const key = JSON.stringify(fw);
+  let script = scripts.get(key);
+  if (script === undefined) {
+    if (scripts.size >= 1_000) scripts.clear();
+    scripts.set(key, (script = nftScript(fw)));
+  }
+  return script;
+}
+
 /** Stand-ins for secrets not known at render time; their files are listed, never written. */
 const standIns = (h: HostSystem) => Object.fromEntries(secretRefs(h).map((k) => [k, ""]));
 
 export function hostArtifacts(h: HostSystem): Artifact[] {
-  const bundle = renderHost(h, standIns(h));
+  const bundle = renderHostBody(h, standIns(h));
   const secretRef = new Map(h.files.map((f) => [f.path, f.secretRef]));
   const out: Artifact[] = [];
   const secrets: string[] = [];
@@ -32,7 +49,7 @@ export function hostArtifacts(h: HostSystem): Artifact[] {
     if (f.secret) { secrets.push(`${f.path}\t${secretRef.get(f.path) ?? "secret"}`); continue; }
     out.push({ path: f.path.replace(/^\//, ""), content: f.content, mode: f.mode });
   }
-  if (bundle.firewall) out.push({ path: "meshfleet/nftables.nft", content: nftScript(bundle.firewall), mode: "0644" });
+  if (bundle.firewall) out.push({ path: "meshfleet/nftables.nft", content: nftScriptOf(bundle.firewall), mode: "0644" });
   if (bundle.tailscale) {
     const t = bundle.tailscale;
     const view = {

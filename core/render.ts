@@ -3,7 +3,7 @@
  * Pure. The deploy (components/HostAgent) ships its result, `meshfleet
  * render` writes its files (contract/desired.ts), tests golden it.
  */
-import { BUNDLE_FORMAT, canonicalJson, checkSealed, consistencyProblems, schemas, sha256, sha256Shared, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
+import { BUNDLE_FORMAT, canonicalJson, checkSealed, consistencyProblems, schemas, sealBundle, sha256, sha256Shared, type Bundle, type BundleFile, type Firewall, type NftChain, type NftRule, type NftSet, type Probe, type TailscaleConfig } from "../contract/bundle.ts";
 import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 import { nftRuleset } from "../contract/nftables.ts";
 import { MeshfleetError } from "./diagnostics.ts";
@@ -59,6 +59,9 @@ export function hostFirewall(fw: FirewallSpec): Firewall | null {
     rules.push({ counter: true, verdict: "drop", comment: "tailnet: not allowed by the fleet policy" });
     chains.push({ name: "tailnet", hook: null, rules });
   }
+  // Forwarded TCP of a router: MSS clamped to the route's MTU (tailscale#8672); the chain decides nothing else.
+  if (fw.mssClamp)
+    chains.push({ name: "forward", hook: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [{ tcpMss: "rt-mtu", comment: "clamp TCP MSS to the route MTU" }] });
   return { family: NFT_FAMILY, table: NFT_TABLE, sets, chains };
 }
 
@@ -113,6 +116,20 @@ function probe(p: HealthProbe): Probe {
  * the deploy never ships a bundle its agent would refuse.
  */
 export function renderHost(host: HostSystem, secrets: Record<string, string>): Bundle {
+  return rendered(host, secrets, true) as Bundle;
+}
+
+/**
+ * The bundle without its hash, checked against the contract as renderHost's
+ * is: what `meshfleet render` writes (core/artifacts.ts), which never shows
+ * the hash, so it is not worked out (the canonical JSON and the sha256 of
+ * every host's whole bundle).
+ */
+export function renderHostBody(host: HostSystem, secrets: Record<string, string>): Omit<Bundle, "hash"> {
+  return rendered(host, secrets, false);
+}
+
+function rendered(host: HostSystem, secrets: Record<string, string>, seal: boolean): Bundle | Omit<Bundle, "hash"> {
   const files: BundleFile[] = [...host.files]
     .sort((a, b) => (a.path < b.path ? -1 : a.path > b.path ? 1 : 0))
     .map((f) => {
@@ -128,7 +145,7 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
       const secret = !!(f.secret || f.secretRef);
       return { path: f.path, mode: secret ? "0600" : f.mode, owner: f.owner, group: f.group, sha256: secret ? sha256(content) : sha256Shared(content), content, secret };
     });
-  const { bundle, fieldsValid } = sealChecked({
+  const { bundle, fieldsValid } = sealChecked(seal, {
     format: BUNDLE_FORMAT,
     host: host.name,
     files,
@@ -143,7 +160,7 @@ export function renderHost(host: HostSystem, secrets: Record<string, string>): B
     bestEffort: host.bestEffort.map((c) => ({ argv: [...c.argv], why: c.why })),
   });
   // Every field passed its schema: only the cross-field rules are left. Else the full check, for its exact problems.
-  const problems = fieldsValid ? consistencyProblems(bundle, false) : checkSealed(bundle);
+  const problems = fieldsValid ? consistencyProblems(bundle as Bundle, false) : checkSealed("hash" in bundle ? bundle : sealBundle(bundle));
   if (problems.length)
     throw new MeshfleetError(
       `host ${host.name} (${host.file}): its bundle breaks the bundle contract: ${problems.join("; ")}. Fix the module or option that produced it`,
@@ -166,7 +183,7 @@ function bundleFields(): Map<string, Schema> {
 
 /**
  * Per field schema: the JSON.stringify text of each value it accepted -> that
- * value's canonical JSON. Render builds equal values with equal key order, so
+ * value's canonical JSON ("" until a sealed render first asks for it). Render builds equal values with equal key order, so
  * the native JSON text finds a value seen before (the unit list, files and
  * firewall every client shares) without sorting or checking it again. Equal
  * JSON text is equal JSON data, and the bundle travels as JSON: a field is
@@ -176,30 +193,74 @@ function bundleFields(): Map<string, Schema> {
 const accepted = new Map<Schema, Map<string, string>>();
 const ACCEPTED_MAX = 20_000;
 
-/** A field's canonical JSON, and whether its schema accepts it. */
-function field(schema: Schema, value: unknown): { json: string | undefined; ok: boolean } {
+/**
+ * Fields that differ from host to host only in one property (the tailscale
+ * node name): the rest is shared by most of a fleet's hosts. Such a field is
+ * accepted when the rest was accepted before (with some valid value of the
+ * property; the key set is the same, as the text keeps every other key and
+ * the property is checked to be present) and the property passes its own
+ * schema. Sound for a strict object without checks of its own, which is
+ * checked (perHostSchema); else the whole field takes `field`.
+ */
+const PER_HOST_PROPERTY: Record<string, string> = { tailscale: "hostname" };
+type ObjectDef = { type: string; innerType?: Schema; shape?: Record<string, Schema>; checks?: unknown[] };
+const defOf = (s: Schema) => (s as unknown as { _zod: { def: ObjectDef } })._zod.def;
+const perHostSchemas = new Map<Schema, { prop: Schema; seen: Set<string> } | null>();
+function perHostSchema(schema: Schema, prop: string): { prop: Schema; seen: Set<string> } | null {
+  let known = perHostSchemas.get(schema);
+  if (known === undefined) {
+    let def = defOf(schema);
+    if (def.type === "nullable" && def.innerType) def = defOf(def.innerType);
+    const p = def.type === "object" && !def.checks?.length ? def.shape?.[prop] : undefined;
+    perHostSchemas.set(schema, (known = p ? { prop: p, seen: new Set() } : null));
+  }
+  return known;
+}
+
+function fieldPerHost(schema: Schema, value: unknown, prop: string, seal: boolean): { json: string | undefined; ok: boolean } {
+  const spec = value !== null && typeof value === "object" && !Array.isArray(value) && prop in value ? perHostSchema(schema, prop) : null;
+  if (!spec) return field(schema, value, seal);
+  const v = value as Record<string, unknown>;
+  const json = seal ? canonicalJson(value) : undefined;
+  const rest = JSON.stringify({ ...v, [prop]: undefined }); // JSON leaves the property out
+  if (spec.seen.has(rest)) return { json, ok: spec.prop.safeParse(v[prop]).success };
+  if (!schema.safeParse(value).success) return { json, ok: false };
+  if (spec.seen.size >= ACCEPTED_MAX) spec.seen.clear();
+  spec.seen.add(rest);
+  return { json, ok: true };
+}
+
+/** Whether a field's schema accepts it, and its canonical JSON when `seal` (else undefined). */
+function field(schema: Schema, value: unknown, seal: boolean): { json: string | undefined; ok: boolean } {
   if (value === undefined) return { json: undefined, ok: schema.safeParse(value).success };
   const text = JSON.stringify(value);
   let seen = accepted.get(schema);
   if (!seen) accepted.set(schema, (seen = new Map()));
   const known = seen.get(text);
-  if (known !== undefined) return { json: known, ok: true };
-  const json = canonicalJson(value);
+  if (known !== undefined) {
+    if (!seal) return { json: undefined, ok: true };
+    if (known) return { json: known, ok: true };
+    const json = canonicalJson(value);
+    seen.set(text, json);
+    return { json, ok: true };
+  }
+  const json = seal ? canonicalJson(value) : undefined;
   if (!schema.safeParse(value).success) return { json, ok: false };
   if (seen.size >= ACCEPTED_MAX) seen.clear();
-  seen.set(text, json);
+  seen.set(text, json ?? "");
   return { json, ok: true };
 }
 
 /**
- * Seal a bundle body (contract sealBundle: `hash` = sha256 of the canonical
- * JSON of every other field) and check each field against its part of the
- * bundle schema. The canonical JSON is assembled from the fields' (in sorted
- * order), so the text hashed is exactly canonicalJson(body); a test holds the
- * hash to bundleHash. `fieldsValid: false` when a field failed, or is unknown
- * or missing: the caller then runs the full contract check for its problems.
+ * Check each field of a bundle body against its part of the bundle schema
+ * and, when `seal`, seal it (contract sealBundle: `hash` = sha256 of the
+ * canonical JSON of every other field). The canonical JSON is assembled from
+ * the fields' (in sorted order), so the text hashed is exactly
+ * canonicalJson(body); a test holds the hash to bundleHash. `fieldsValid:
+ * false` when a field failed, or is unknown or missing: the caller then runs
+ * the full contract check for its problems.
  */
-function sealChecked(body: Omit<Bundle, "hash">): { bundle: Bundle; fieldsValid: boolean } {
+function sealChecked(seal: boolean, body: Omit<Bundle, "hash">): { bundle: Bundle | Omit<Bundle, "hash">; fieldsValid: boolean } {
   const spec = bundleFields();
   const b = body as unknown as Record<string, unknown>;
   let fieldsValid = true;
@@ -210,14 +271,14 @@ function sealChecked(body: Omit<Bundle, "hash">): { bundle: Bundle; fieldsValid:
     let json: string | undefined;
     if (!schema) {
       fieldsValid = false;
-      json = canonicalJson(b[k]) as string | undefined;
+      if (seal) json = canonicalJson(b[k]) as string | undefined;
     } else {
-      const f = field(schema, b[k]);
+      const f = k in PER_HOST_PROPERTY ? fieldPerHost(schema, b[k], PER_HOST_PROPERTY[k], seal) : field(schema, b[k], seal);
       if (!f.ok) fieldsValid = false;
       json = f.json;
     }
     if (json !== undefined) text += (text.length > 1 ? "," : "") + JSON.stringify(k) + ":" + json;
   }
   for (const k of spec.keys()) if (k !== "hash" && !(k in b)) fieldsValid = false;
-  return { bundle: { ...body, hash: sha256(text + "}") }, fieldsValid };
+  return { bundle: seal ? { ...body, hash: sha256(text + "}") } : body, fieldsValid };
 }
