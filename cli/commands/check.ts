@@ -3,19 +3,26 @@ import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet } from "../args.ts";
 import type { Command } from "../command.ts";
-import { runFleetTests } from "../../core/policy/index.ts";
+import { readNodesFile, runFleetTests } from "../../core/policy/index.ts";
+import type { Flag } from "../args.ts";
 
-const flags = fleetFlags;
+const flags: Flag[] = [
+  ...fleetFlags,
+  { name: "nodes", value: true, help: "the coordinator's nodes (headscale nodes list --output json saved to a file): evaluate the policy's tests on their real addresses" },
+];
 
 export const command: Command = {
   name: "check",
   summary: "validate and evaluate a fleet, run the policy's tests, print every problem",
   flags,
-  usage: `usage: meshfleet check [--stack S | --hosts-dir DIR] [--json]
+  usage: `usage: meshfleet check [--stack S | --hosts-dir DIR] [--nodes FILE] [--json]
 
 Reads hosts/<stack>/fleet.yaml and the host files, evaluates every module,
-runs the policy's tests, and prints each problem (to stderr) as
-file: option path: expected, found, fix.
+runs the policy's tests and sshTests, and prints each problem (to stderr) as
+file: option path: expected, found, fix. The tests run on stand-in node
+addresses unless --nodes gives the coordinator's own list (headscale nodes
+list --output json): then joined hosts take their real addresses and the
+other nodes (users' devices) take part, as in headscale's own policy check.
 Exit 0 when the fleet is valid (warnings allowed), 1 when it has errors,
 2 for a command line it cannot take.
 
@@ -24,9 +31,10 @@ ${flagHelp(flags)}`,
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     const { dir, stack } = resolveFleet(opts);
     const t0 = performance.now();
+    const live = typeof opts.nodes === "string" ? readNodesFile(opts.nodes) : undefined;
     const r = await evaluateFleet(REGISTRY, dir, stack);
-    const tests = r.fleet ? runFleetTests(r.fleet) : { results: [], diagnostics: [] };
-    const diagnostics = [...r.diagnostics, ...tests.diagnostics];
+    const tests = r.fleet && !(live && hasErrors(live.diagnostics)) ? runFleetTests(r.fleet, { live: live?.nodes, liveFile: live?.file }) : { results: [], diagnostics: [] };
+    const diagnostics = [...(live?.diagnostics ?? []), ...r.diagnostics, ...tests.diagnostics];
     const ok = !hasErrors(diagnostics);
     if (opts.json) {
       console.log(JSON.stringify({ ok, stack, dir, hosts: r.fleet ? Object.keys(r.fleet.hosts) : [], diagnostics, policyTests: tests.results }, null, 2));

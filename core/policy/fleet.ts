@@ -10,8 +10,10 @@ import { EXIT_ROUTES } from "../../contract/constants.ts";
 import type { Diagnostic, FleetSystem } from "../types.ts";
 import { contains, fromPrefixStrings, parsePrefix } from "./ipset.ts";
 import { tailnetRulesForHost } from "./enforce.ts";
-import { runPolicyTests } from "./tests.ts";
+import { runPolicyTests, type PolicyTestsReport } from "./tests.ts";
+import { runSshTests } from "./sshtests.ts";
 import { syntheticIps } from "./synthetic.ts";
+import type { LiveNode } from "./live.ts";
 import type { PolicyNode } from "./resolve.ts";
 import type { Policy } from "./schema.ts";
 
@@ -24,12 +26,14 @@ export interface FleetNode {
   /** Subnet routes it advertises. */
   routes: string[];
   exitNode: boolean;
+  /** Its name in the tailnet (tailscale.hostname) when it differs from the host's; matched against live nodes. */
+  nodeName?: string;
 }
 
 type AutoApprovers = { routes: Record<string, string[]>; exitNode: string[] };
 
 /** The policy's nodes for these hosts: one definition, used by evaluation, `check`, `plan` and the lab. */
-export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers: AutoApprovers): PolicyNode[] {
+export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers: AutoApprovers, live?: LiveNode[]): PolicyNode[] {
   const nodes: PolicyNode[] = [];
   for (const h of [...hosts].sort((a, b) => a.name.localeCompare(b.name))) {
     const tags = h.tags;
@@ -51,19 +55,66 @@ export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers:
     const advertised = [...h.routes, ...(h.exitNode ? EXIT_ROUTES : [])];
     nodes.push({ name: h.name, user: tags.length > 0 ? undefined : user, tags, ips: [], approvedRoutes: advertised.filter(approved) });
   }
+  if (live) return syntheticIps(withLiveNodes(nodes, new Map(hosts.map((h) => [h.name, h.nodeName ?? h.name])), live));
   return syntheticIps(nodes);
 }
 
+/**
+ * The fleet's nodes on the coordinator's real addresses: a host that has joined
+ * takes its node's addresses (matched by tailnet name, given_name first, then
+ * case-insensitively); nodes that are no fleet host join as they are (their
+ * user, tags and approved routes). Hosts not joined keep `ips: []` (stand-ins
+ * are chosen later, away from the real addresses).
+ */
+export function withLiveNodes(nodes: PolicyNode[], tailnetName: Map<string, string>, live: LiveNode[]): PolicyNode[] {
+  const used = new Set<LiveNode>();
+  const find = (want: string) =>
+    live.find((l) => !used.has(l) && l.names[0] === want) ??
+    live.find((l) => !used.has(l) && l.names.includes(want)) ??
+    live.find((l) => !used.has(l) && l.names.some((n) => n.toLowerCase() === want.toLowerCase()));
+  const out: PolicyNode[] = nodes.map((n) => {
+    const l = find(tailnetName.get(n.name) ?? n.name);
+    if (!l) return { ...n, ips: [] };
+    used.add(l);
+    return { ...n, ips: [...l.ips] };
+  });
+  const names = new Set(out.map((n) => n.name));
+  for (const l of live) {
+    if (used.has(l)) continue;
+    let name = l.name;
+    for (let k = 2; names.has(name); k++) name = `${l.name}#${k}`;
+    names.add(name);
+    out.push({ name, user: l.tags.length > 0 ? undefined : l.user, tags: [...l.tags], ips: [...l.ips], approvedRoutes: [...l.approvedRoutes] });
+  }
+  return out;
+}
+
+/** The same nodes on adjacent addresses in name order (headscale's sequential allocation from 100.64.0.1). */
+export function adjacentLayout(nodes: PolicyNode[]): PolicyNode[] {
+  return nodes.map((n, i) => {
+    const k = i + 1;
+    const v4 = 100 * 2 ** 24 + 64 * 2 ** 16 + k;
+    return { ...n, ips: [[v4 >>> 24, (v4 >>> 16) & 255, (v4 >>> 8) & 255, v4 & 255].join("."), `fd7a:115c:a1e0::${(k >>> 16) ? `${(k >>> 16).toString(16)}:` : ""}${(k & 0xffff).toString(16)}`] };
+  });
+}
+
 /** The evaluated fleet's nodes (hosts running tailscale; the user is the one of its pre-auth key). */
-export function fleetPolicyNodes(fleet: FleetSystem): PolicyNode[] {
+export function fleetPolicyNodes(fleet: FleetSystem, live?: LiveNode[]): PolicyNode[] {
   const hosts: FleetNode[] = Object.values(fleet.hosts)
     .filter((h) => h.tailscale.enable)
     .map((h) => {
       const key = fleet.preAuthKeys.find((k) => k.host === h.name);
       const tags = h.tailscale.tags.length > 0 ? h.tailscale.tags : (key?.tags ?? []);
-      return { name: h.name, tags, user: key?.user ?? "", routes: h.tailscale.advertiseRoutes, exitNode: h.tailscale.advertiseExitNode };
+      return { name: h.name, tags, user: key?.user ?? "", routes: h.tailscale.advertiseRoutes, exitNode: h.tailscale.advertiseExitNode, nodeName: h.tailscale.hostname || h.name };
     });
-  return policyNodesOf(hosts, (fleet.policy ?? {}) as Policy, fleet.autoApprovers);
+  return policyNodesOf(hosts, (fleet.policy ?? {}) as Policy, fleet.autoApprovers, live);
+}
+
+/** The users the policy is evaluated with: the fleet's, and with live nodes the users owning them. */
+export function fleetUsers(fleet: FleetSystem, live?: LiveNode[]): string[] {
+  const users = fleet.users.map((u) => u.replace(/@$/, ""));
+  for (const l of live ?? []) if (l.user !== undefined && l.tags.length === 0 && !users.includes(l.user)) users.push(l.user);
+  return users;
 }
 
 /**
@@ -86,31 +137,91 @@ function insideTailnet(c: string): boolean {
   return !!p && contains(TAILNET_RANGES, p.lo) && contains(TAILNET_RANGES, p.hi);
 }
 
-/** The policy's `tests` on the fleet (what `meshfleet check` runs). */
-export function runFleetTests(fleet: FleetSystem): { results: { line: string; pass: boolean; reason: string }[]; diagnostics: Diagnostic[] } {
+export interface FleetTestsOptions {
+  /** The coordinator's nodes (`headscale nodes list --output json`): evaluate on their real addresses. */
+  live?: LiveNode[];
+  /** Where they came from, for messages. */
+  liveFile?: string;
+}
+
+/**
+ * The policy's `tests` and `sshTests` on the fleet (what `meshfleet check` runs).
+ * Without live nodes the addresses are stand-ins; a `tests` line whose verdict
+ * changes when the same nodes sit on adjacent addresses (headscale merges a
+ * source's adjacent addresses into one prefix, and a prefix passes when any
+ * rule overlaps it) gets a warning, since the live verdict then depends on the
+ * addresses headscale hands out.
+ */
+export function runFleetTests(fleet: FleetSystem, opts: FleetTestsOptions = {}): { results: { line: string; pass: boolean; reason: string }[]; diagnostics: Diagnostic[] } {
   const policy = (fleet.policy ?? {}) as Policy;
-  const report = runPolicyTests(fleetPolicyNodes(fleet), policy, { users: fleet.users.map((u) => u.replace(/@$/, "")) });
+  const users = fleetUsers(fleet, opts.live);
+  const nodes = fleetPolicyNodes(fleet, opts.live);
+  const report = runPolicyTests(nodes, policy, { users });
   const file = `${fleet.dir.replace(/\/$/, "")}/fleet.yaml`;
   const results: { line: string; pass: boolean; reason: string }[] = [];
   const diagnostics: Diagnostic[] = [];
-  for (const r of report.results) {
+  const other = opts.live || (policy.tests ?? []).length === 0 ? null : runPolicyTests(adjacentLayout(nodes), policy, { users });
+  const where = opts.live ? ` (on the coordinator's addresses from ${opts.liveFile ?? "the nodes list"})` : "";
+  for (const [k, r] of report.results.entries()) {
     const suffix = r.proto ? ` (${r.proto})` : "";
     if (r.lines.length === 0) {
       results.push({ line: `${r.src}${suffix}`, pass: false, reason: r.errors.join("; ") });
-      diagnostics.push({ severity: "error", file, path: `policy.${r.path}.src`, expected: "a source that resolves to nodes", found: r.errors.join("; "), fix: "name a user, group, tag or host of this fleet" });
+      diagnostics.push({ severity: "error", file, path: `policy.${r.path}.src`, expected: "a source that resolves to nodes", found: r.errors.join("; ") + where, fix: "name a user, group, tag or host of this fleet" });
     }
     r.lines.forEach((l, i) => {
       const line = `${r.src} -> ${l.dst}${suffix}: expected ${l.expect}`;
       results.push({ line, pass: l.passed, reason: l.reason });
+      const idx = l.expect === "ALLOWED" ? i : i - r.lines.filter((x) => x.expect === "ALLOWED").length;
+      const path = `policy.${r.path}.${l.expect === "ALLOWED" ? "accept" : "deny"}[${idx}]`;
       if (!l.passed) {
-        const idx = l.expect === "ALLOWED" ? i : i - (r.lines.filter((x) => x.expect === "ALLOWED").length);
         diagnostics.push({
-          severity: "error", file, path: `policy.${r.path}.${l.expect === "ALLOWED" ? "accept" : "deny"}[${idx}]`,
-          expected: l.expect, found: `${l.got}: ${l.reason}`,
+          severity: "error", file, path,
+          expected: l.expect, found: `${l.got}: ${l.reason}${where}`,
           fix: l.expect === "ALLOWED" ? `add an acl allowing ${r.src} to ${l.dst}, or move it to deny` : `narrow the rule that allows it, or move it to accept`,
         });
       }
+      const alt = other?.results[k]?.lines[i];
+      if (alt && alt.got !== l.got && alt.got !== "ERROR" && l.got !== "ERROR") {
+        diagnostics.push(layoutWarning(file, path, r.src, l.dst, l.got, alt.got));
+      }
     });
+  }
+  const ssh = runSshTests(nodes, policy, { users });
+  const tagOf = (name: string) => nodes.find((n) => n.name === name)?.tags[0] ?? "autogroup:member";
+  for (const r of ssh.results) {
+    const t = policy.sshTests![Number(/\[(\d+)\]/.exec(r.path)![1])];
+    for (const e of r.errors) {
+      results.push({ line: `ssh ${r.src}`, pass: false, reason: e });
+      const path = /^dst alias/.test(e) || /destinations/.test(e) ? `policy.${r.path}.dst` : /assertions/.test(e) ? `policy.${r.path}` : `policy.${r.path}.src`;
+      diagnostics.push({ severity: "error", file, path, expected: path.endsWith(".dst") ? "destinations that resolve to nodes" : path.endsWith(".src") ? "a source that resolves to nodes" : "accept, deny or check", found: e + where, fix: path.endsWith("]") ? "add accept: [root] or deny: [root]" : "name a user, group, tag or host of this fleet" });
+    }
+    for (const l of r.lines) {
+      const verb = l.expect === "deny" ? "may not log in" : l.expect === "check" ? "logs in after a check" : "may log in";
+      results.push({ line: `ssh ${r.src} -> ${l.user}@${l.dst}: ${verb}`, pass: l.passed, reason: l.failure });
+      if (l.passed) continue;
+      const idx = (t[l.expect] ?? []).indexOf(l.user);
+      const got = l.failure.replace(/^.*: expected [^,]*, got /, "");
+      diagnostics.push({
+        severity: "error", file, path: `policy.${r.path}.${l.expect}[${idx}]`,
+        expected: l.expect === "accept" ? `${r.src} may SSH to ${l.dst} as ${l.user}` : l.expect === "deny" ? `${r.src} may not SSH to ${l.dst} as ${l.user}` : `${r.src} may SSH to ${l.dst} as ${l.user} through a check rule`,
+        found: `${got} (${l.failure})${where}`,
+        fix: l.expect === "accept" ? `add an ssh rule {action: accept, src: [${r.src}], dst: [${tagOf(l.dst)}], users: [${l.user}]}, or move ${l.user} to deny`
+          : l.expect === "deny" ? `narrow the ssh rule that lets ${r.src} in as ${l.user}, or move ${l.user} to accept`
+          : got === "ALLOWED via accept" ? `make the ssh rule for ${r.src} action: check, or move ${l.user} to accept`
+          : `add an ssh rule {action: check, src: [${r.src}], dst: [${tagOf(l.dst)}], users: [${l.user}]}`,
+      });
+    }
   }
   return { results, diagnostics };
 }
+
+function layoutWarning(file: string, path: string, src: string, dst: string, got: string, alt: string): Diagnostic {
+  return {
+    severity: "warning", file, path,
+    expected: `a verdict that does not depend on the nodes' addresses`,
+    found: `${src} -> ${dst} is ${got} on meshfleet's stand-in addresses but ${alt} when the nodes sit on adjacent addresses (headscale merges a source's adjacent addresses into one prefix, and a prefix passes when any rule overlaps it)`,
+    fix: `check against the coordinator's addresses: headscale nodes list --output json > nodes.json, then meshfleet check --nodes nodes.json`,
+  };
+}
+
+export type { PolicyTestsReport };

@@ -13,4 +13,6 @@ export { tailnetRulesForHost, type HostTailnetRules } from "./enforce.ts";
 export { syntheticIps } from "./synthetic.ts";
 export type { PolicyNode } from "./resolve.ts";
 export type { RuleOrigin } from "./compile.ts";
-export { fleetPolicyNodes, runFleetTests } from "./fleet.ts";
+export { fleetPolicyNodes, fleetUsers, runFleetTests, type FleetTestsOptions } from "./fleet.ts";
+export { runSshTests, type SshTestsReport, type SshTestResult, type SshTestLine } from "./sshtests.ts";
+export { parseNodesList, readNodesFile, MAX_NODES_FILE, type LiveNode } from "./live.ts";

@@ -7,7 +7,8 @@
  * nobody owns, approvers for tags no host has, and lockout.
  *
  * Lockout, precisely: when the policy restricts traffic (it has acls or
- * grants) and the coordinator host is a tailnet node, then
+ * grants) and the coordinator host is a tailnet node (a key of
+ * ctx.hostTags; a coordinator outside the tailnet is not checked), then
  *  - every admin (ctx.adminUsers) must be allowed tcp/22 from one of their
  *    own untagged devices to the coordinator's tailnet address, by the packet
  *    filter (acls/grants); otherwise it is an error;
@@ -94,6 +95,10 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
         break;
     }
     if (a.kind === "host" && where === "sshDst") err(path, "tags, autogroup:member/tagged/self or the source user", `host ${JSON.stringify(a.text)}`, `SSH destinations cannot be hosts entries; use the host's tag`);
+    // headscale's SSHSrcAliases take users, groups, tags and autogroups only (an address or `*` refuses the whole policy).
+    if (where === "sshSrc" && (a.kind === "host" || a.kind === "prefix" || a.kind === "wildcard")) {
+      err(path, "users (alice@), group:x, tag:x or autogroup:member/tagged as SSH sources", JSON.stringify(a.text), a.kind === "wildcard" ? "use autogroup:member (user devices) or autogroup:tagged" : "name the source devices by tag, user or group");
+    }
   };
   const alias = (raw: string, path: string, where: Where): Alias | null => {
     const a = parseAlias(raw);
@@ -265,6 +270,40 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
     }
   });
 
+  // sshTests: the shapes headscale refuses when it parses the policy (validateSSHTests).
+  (policy.sshTests ?? []).forEach((t, i) => {
+    const p = `sshTests[${i}]`;
+    if (t.src.trim() === "") err(`${p}.src`, "one source alias (a user, group, tag, host or IP)", '""', "name the source, e.g. alice@ or tag:ci");
+    else alias(t.src.trim(), `${p}.src`, "test");
+    if (t.dst.length === 0) err(`${p}.dst`, "at least one destination", "[]", "add a destination, e.g. dst: [tag:server]");
+    t.dst.forEach((d, j) => {
+      const dp = `${p}.dst[${j}]`;
+      const a = parseAlias(d.trim());
+      if (!a.ok) return err(dp, "a host, tag, user, IP or autogroup", JSON.stringify(d), a.error);
+      const v = a.value;
+      const one = "one SSH host (a tag, host, user, IP or autogroup:member/tagged/self)";
+      if (v.kind === "autogroup" && v.name === "internet") return err(dp, one, JSON.stringify(d), "autogroup:internet cannot be an SSH destination; name the host's tag");
+      if (v.kind === "prefix" && v.prefix.bits < (v.prefix.v6 ? 128 : 32)) return err(dp, one, JSON.stringify(d), "test one address of the range, or the host's tag");
+      if (v.kind === "tag" && !(v.text in tagOwners)) {
+        const port = /^(tag:[^:]+):\d[\d,-]*$/.exec(v.text);
+        return err(dp, `a tag defined in ${base}.tagOwners (sshTests destinations have no port)`, `unknown tag ${JSON.stringify(v.text)}`, port ? `write ${port[1]} (SSH is always port 22)` : `add ${v.text} to ${base}.tagOwners, or fix the name`);
+      }
+      if (v.kind === "host" && hosts[v.text] !== undefined) {
+        const hp = parsePrefix(hosts[v.text]);
+        if (hp && hp.bits < (hp.v6 ? 128 : 32)) return err(dp, one, `${JSON.stringify(d)} (${v.text} is ${hosts[v.text]})`, "test one address of the range, or the host's tag");
+      }
+      if (v.kind === "user" || v.kind === "group" || v.kind === "host") checkRef(v, dp, "test");
+    });
+    if ((t.accept ?? []).length + (t.deny ?? []).length + (t.check ?? []).length === 0) {
+      err(p, "accept, deny or check (at least one login user)", "none", "add accept: [root] or deny: [root], the login users to test");
+    }
+    for (const kind of ["accept", "deny", "check"] as const) {
+      (t[kind] ?? []).forEach((u, j) => {
+        if (u.trim() === "") err(`${p}.${kind}[${j}]`, "a login user (root, a name)", '""', "name the login user, e.g. root");
+      });
+    }
+  });
+
   // Tags the hosts carry must be owned by someone.
   for (const [host, tags] of Object.entries(ctx.hostTags).sort(([a], [b]) => a.localeCompare(b))) {
     for (const t of tags) {
@@ -286,7 +325,9 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
 
 function lockout(policy: Policy, ctx: PolicyContext, err: (path: string, expected: string, found: string, fix: string) => void): Diagnostic[] {
   if (policy.acls === undefined && policy.grants === undefined) return [];
-  if (!ctx.hostNames.includes(ctx.coordinatorHost)) return [];
+  // Only a coordinator that is itself a tailnet node (hostTags lists the nodes) can be reached over
+  // the tailnet; one outside it is reached over its own address, which the policy does not govern.
+  if (!Object.hasOwn(ctx.hostTags, ctx.coordinatorHost)) return [];
   const admins = (ctx.adminUsers ?? []).map((u) => u.replace(/@$/, ""));
   const candidates = admins.length > 0 ? admins : ctx.users.map((u) => u.replace(/@$/, ""));
   // Whether an admin's device reaches the coordinator depends on those two nodes only (no routes are

@@ -20,11 +20,19 @@ import { execFileSync, spawnSync } from "node:child_process";
 import { copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir, homedir } from "node:os";
 import { join } from "node:path";
-import { renderPolicyHuJson, runPolicyTests } from "../../../core/policy/index.ts";
-import { generateCorpus, type CorpusCase } from "./generate.ts";
+import { renderPolicyHuJson, runPolicyTests, runSshTests } from "../../../core/policy/index.ts";
+import { generateCorpus, handCrafted, type CorpusCase } from "./generate.ts";
 
 export const CORPUS_SEED = 7;
 export const CORPUS_SIZE = 60;
+
+/** Both address layouts (adjacent, as headscale allocates in sequence; and spaced), same policies. */
+export function corpusCases(): CorpusCase[] {
+  return [
+    ...generateCorpus(CORPUS_SEED, CORPUS_SIZE, "adjacent"), ...handCrafted("adjacent"),
+    ...generateCorpus(CORPUS_SEED, CORPUS_SIZE, "spaced"), ...handCrafted("spaced"),
+  ];
+}
 
 export function headscaleBinary(): string {
   const dir = process.env.MESHFLEET_TOOLS_DIR ?? join(homedir(), ".cache/meshfleet/tools");
@@ -117,14 +125,17 @@ export function askHeadscale(cases: CorpusCase[]): Record<string, HeadscaleAnswe
 export function parseAnswer(status: number, stdout: string, stderr: string): HeadscaleAnswer {
   if (status === 0 && stdout.includes("Policy is valid")) return { valid: true, failures: [] };
   const text = stderr.split("\n").filter((l) => !/^\d{4}-\d\d-\d\dT/.test(l)).join("\n");
-  const m = /Error: test\(s\) failed:\n([\s\S]*)$/.exec(text);
-  if (m) return { valid: false, failures: m[1].split("\n").map((l) => l.trim()).filter(Boolean).sort() };
+  // One failing block prints `Error: test(s) failed:\n<lines>`; tests and sshTests failing together
+  // print `Error: multiple errors:\n\ttest(s) failed:\n<lines>\n\ttest(s) failed:\n<lines>` (multierr).
+  const m = /Error: (?:multiple errors:\n\t)?test\(s\) failed:\n([\s\S]*)$/.exec(text);
+  if (m) return { valid: false, failures: m[1].split("\n").map((l) => l.trim()).filter((l) => l && l !== "test(s) failed:").sort() };
   return { valid: false, failures: [], error: text.trim() };
 }
 
 export function ours(c: CorpusCase): HeadscaleAnswer {
   const r = runPolicyTests(c.nodes, c.policy, { users: c.users });
-  return { valid: r.allPassed, failures: [...r.failures].sort() };
+  const s = runSshTests(c.nodes, c.policy, { users: c.users });
+  return { valid: r.allPassed && s.allPassed, failures: [...r.failures, ...s.failures].sort() };
 }
 
 export function compare(cases: CorpusCase[], answers: Record<string, HeadscaleAnswer>) {
@@ -135,6 +146,7 @@ export function compare(cases: CorpusCase[], answers: Record<string, HeadscaleAn
     const hs = answers[c.name];
     const me = ours(c);
     lines += (c.policy.tests ?? []).reduce((n, t) => n + (t.accept?.length ?? 0) + (t.deny?.length ?? 0), 0);
+    lines += (c.policy.sshTests ?? []).reduce((n, t) => n + t.dst.length * ((t.accept?.length ?? 0) + (t.deny?.length ?? 0) + (t.check?.length ?? 0)), 0);
     if (hs && !hs.error && hs.valid === me.valid && JSON.stringify(hs.failures) === JSON.stringify(me.failures)) agree++;
     else disagreements.push({ name: c.name, headscale: hs, meshfleet: me });
   }
@@ -142,7 +154,7 @@ export function compare(cases: CorpusCase[], answers: Record<string, HeadscaleAn
 }
 
 if (import.meta.url === `file://${process.argv[1]}`) {
-  const cases = generateCorpus(CORPUS_SEED, CORPUS_SIZE);
+  const cases = corpusCases();
   const answers = askHeadscale(cases);
   if (process.argv.includes("--record")) {
     writeFileSync(new URL("./headscale-results.json", import.meta.url), `${JSON.stringify(answers, null, 1)}\n`);
