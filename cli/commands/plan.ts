@@ -23,20 +23,31 @@ import { allowAllWarnings } from "../../core/policy/fail-closed.ts";
 import { unitDependencies } from "../../agent/desired.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
+import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
 
-const flags: Flag[] = [{ name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" }, ...fleetFlags];
+const flags: Flag[] = [
+  { name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" },
+  ...fleetFlags,
+  { name: "nodes", value: true, help: "the coordinator's nodes (headscale nodes list --output json saved to a file): reachability on their real addresses, the tailnet's other devices included" },
+];
 
 export const command: Command = {
   name: "plan",
   flags,
   summary: "show what a change does to the network (hosts, routes, reachability, ports, DNS, versions)",
-  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON: the network\n(hosts, routes, reachability, public ports, DNS, versions), warnings (a\ndowngrade, a client losing the routes it used, a host losing reachability\nor starting to drop traffic), and a section per host whose generation\nchanges: files changed, units and containers restarted, tailscale settings,\nfirewall lines added and removed. Secrets are not read: a changed secret\nvalue does not show.\n\n${flagHelp(flags)}`,
+  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--nodes FILE] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON: the network\n(hosts, routes, reachability, public ports, DNS, versions), warnings (a\ndowngrade, a client losing the routes it used, a host losing reachability\nor starting to drop traffic), and a section per host whose generation\nchanges: files changed, units and containers restarted, tailscale settings,\nfirewall lines added and removed. Secrets are not read: a changed secret\nvalue does not show. With --nodes, both sides are evaluated on the\ncoordinator's node addresses (and its other nodes) instead of stand-ins.\n\n${flagHelp(flags)}`,
   async run(argv) {
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     if (typeof opts.base !== "string") throw new UsageError("plan needs --base <git ref>, e.g. --base origin/main");
     const { dir, stack } = resolveFleet(opts);
-    const head = await evaluate(dir, stack);
-    const base = await atRevision(opts.base, dir, stack);
+    const live = typeof opts.nodes === "string" ? readNodesFile(opts.nodes) : undefined;
+    if (live && hasErrors(live.diagnostics)) {
+      console.error(formatDiagnostics(live.diagnostics));
+      console.error(`cannot plan: --nodes ${opts.nodes} is not the coordinator's nodes list`);
+      return 1;
+    }
+    const head = await evaluate(dir, stack, live?.nodes);
+    const base = await atRevision(opts.base, dir, stack, live?.nodes);
     const problems = [...base.diagnostics.map((d) => ({ ...d, file: `${opts.base}:${d.file}` })), ...head.diagnostics];
     if (hasErrors(problems)) {
       console.error(formatDiagnostics(problems.filter((d) => d.severity === "error")));
@@ -60,10 +71,10 @@ export const command: Command = {
 
 type Side = { model?: NetworkModel; fleet?: FleetSystem; diagnostics: Diagnostic[] };
 
-async function evaluate(dir: string, stack: string): Promise<Side> {
+async function evaluate(dir: string, stack: string, live?: LiveNode[]): Promise<Side> {
   const r = await evaluateFleet(REGISTRY, dir, stack);
   if (!r.fleet || hasErrors(r.diagnostics)) return { diagnostics: r.diagnostics };
-  return { model: networkModel(r.fleet), fleet: r.fleet, diagnostics: r.diagnostics };
+  return { model: networkModel(r.fleet, live), fleet: r.fleet, diagnostics: r.diagnostics };
 }
 
 // ---------------------------------------------------------------------------
@@ -227,7 +238,7 @@ function renderGenerations(hs: HostGeneration[]): string {
 }
 
 /** The fleet folder as it was at `ref`; a folder that did not exist yet is an empty fleet. */
-async function atRevision(ref: string, dir: string, stack: string): Promise<Side> {
+async function atRevision(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<Side> {
   const abs = path.resolve(dir);
   const git = (args: string[], cwd: string) => execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
   let top: string;
@@ -246,7 +257,7 @@ async function atRevision(ref: string, dir: string, stack: string): Promise<Side
     // git archive | tar -x: the base's files only, no worktree, no index.
     const tar = execFileSync("git", ["archive", "--format=tar", ref, "--", rel], { cwd: top, maxBuffer: 1 << 30 });
     execFileSync("tar", ["-x", "-C", tmp], { input: tar });
-    return await evaluate(path.join(tmp, rel), stack);
+    return await evaluate(path.join(tmp, rel), stack, live);
   } finally {
     rmSync(tmp, { recursive: true, force: true });
   }

@@ -4,7 +4,7 @@
  * records, versions, and who can reach what under the policy.
  */
 import type { FleetSystem } from "../types.ts";
-import { evaluateReachability, fleetPolicyNodes, type ReachabilityResult } from "../policy/index.ts";
+import { evaluateReachability, fleetPolicyNodes, fleetUsers, type LiveNode, type ReachabilityResult } from "../policy/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { EXIT_ROUTES } from "../../contract/constants.ts";
 
@@ -32,9 +32,10 @@ export interface NetworkModel {
   reach: ReachabilityResult;
 }
 
-export function networkModel(fleet: FleetSystem): NetworkModel {
-  const nodes = fleetPolicyNodes(fleet);
-  const reach = evaluateReachability(nodes, (fleet.policy ?? {}) as Policy, { users: fleet.users.map((u) => u.replace(/@$/, "")) });
+/** `live`: the coordinator's nodes (plan --nodes), so reachability is evaluated on their real addresses. */
+export function networkModel(fleet: FleetSystem, live?: LiveNode[]): NetworkModel {
+  const nodes = fleetPolicyNodes(fleet, live);
+  const reach = evaluateReachability(nodes, (fleet.policy ?? {}) as Policy, { users: fleetUsers(fleet, live) });
   const hosts: Record<string, HostModel> = {};
   const versions: Record<string, string> = {};
   if (fleet.coordinator?.headscaleVersion) versions.headscale = fleet.coordinator.headscaleVersion;
