@@ -60,7 +60,9 @@ function tailscaleV1(t: V1Tailscale | null): TailscaleConfig | null {
 export function fromStored(raw: unknown): Bundle {
   const x = raw as Record<string, unknown> & { format?: number };
   if (x.format === BUNDLE_FORMAT) return x as unknown as Bundle;
-  if (x.format !== 1) throw new Error(`stored bundle format ${String(x.format)} is unknown to this agent (it reads ${BUNDLE_FORMAT} and 1)`);
+  // Format 3 only added what format 2 could not say (a rule's tcpMss, a rule without a verdict): a format 2 bundle is one as it is.
+  if (x.format === 2) return { ...x, format: BUNDLE_FORMAT } as unknown as Bundle;
+  if (x.format !== 1) throw new Error(`stored bundle format ${String(x.format)} is unknown to this agent (it reads ${BUNDLE_FORMAT}, 2 and 1)`);
   const v1 = x as unknown as {
     host: string;
     hash: string;

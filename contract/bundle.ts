@@ -14,7 +14,7 @@ import { en } from "zod/locales";
 import * as z from "zod/mini";
 import { NFT_FAMILY, NFT_TABLE, SYSCTL_FILE, unitPath } from "./constants.ts";
 
-export const BUNDLE_FORMAT = 2;
+export const BUNDLE_FORMAT = 3;
 
 
 // ---------------------------------------------------------------------------
@@ -96,7 +96,7 @@ function buildSchemas() {
     restartTriggers: z.array(absPath),
   });
 
-  /** One nft rule: matches (all optional, in this order in the text), then a verdict. */
+  /** One nft rule: matches (all optional, in this order in the text), a statement, then a verdict (a rule without one goes on to the next). */
   const nftRuleSchema = z.strictObject({
     iifname: z.optional(ifname),
     ctState: z.optional(nonEmpty(z.enum(["established", "related", "invalid", "new", "untracked"]))),
@@ -113,8 +113,14 @@ function buildSchemas() {
       }),
     ),
     l4: z.optional(z.strictObject({ proto: z.enum(["tcp", "udp", "tcp+udp"]), dports: z.optional(nonEmpty(port)) })),
+    /**
+     * Format 3. TCP SYNs get their MSS lowered to the route's MTU
+     * (`tcp flags syn tcp option maxseg size set rt mtu`): TCP through a
+     * router whose path MTU discovery fails stalls (tailscale#8672, #9720).
+     */
+    tcpMss: z.optional(z.literal("rt-mtu")),
     counter: z.optional(z.boolean()),
-    verdict: z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })]),
+    verdict: z.optional(z.union([z.enum(["accept", "drop"]), z.strictObject({ jump: nftName })])),
     comment: z.optional(nftComment),
   });
 
@@ -371,6 +377,10 @@ export function consistencyProblems(b: Bundle, hashes = true): string[] {
       c.rules.forEach((r, j) => {
         const at = `firewall.chains[${i}].rules[${j}]`;
         if (typeof r.verdict === "object" && !chains.has(r.verdict.jump)) out.push(`${at}: jumps to chain ${r.verdict.jump}, which the table does not have`);
+        if (r.verdict === undefined && !r.tcpMss && !r.counter) out.push(`${at}: has no verdict and no statement (tcpMss, counter): it does nothing`);
+        if (r.tcpMss && r.l4 && r.l4.proto !== "tcp") out.push(`${at}: clamps the TCP MSS of ${r.l4.proto} packets`);
+        // The kernel takes `rt mtu` only where a route is known: forward, output (nft_rt validate).
+        if (r.tcpMss && c.hook?.hook !== "forward" && c.hook?.hook !== "output") out.push(`${at}: clamps the TCP MSS in chain ${c.name}, which is not hooked on forward or output`);
         if (r.saddr && "set" in r.saddr) {
           const s = sets.get(r.saddr.set);
           if (!s) out.push(`${at}: uses set ${r.saddr.set}, which the table does not have`);

@@ -23,8 +23,9 @@ export function nftRuleText(r: NftRule): string {
     else if (protos.length === 1) parts.push(`${protos[0]} dport ${list(r.l4.dports)}`);
     else parts.push(`meta l4proto ${list(protos)} th dport ${list(r.l4.dports)}`);
   }
+  if (r.tcpMss === "rt-mtu") parts.push("tcp flags syn tcp option maxseg size set rt mtu");
   if (r.counter) parts.push("counter");
-  parts.push(typeof r.verdict === "string" ? r.verdict : `jump ${r.verdict.jump}`);
+  if (r.verdict !== undefined) parts.push(typeof r.verdict === "string" ? r.verdict : `jump ${r.verdict.jump}`);
   if (r.comment !== undefined) parts.push(`comment ${q(r.comment)}`);
   return parts.join(" ");
 }

@@ -100,6 +100,8 @@ export interface FirewallSpec {
   tailnetInbound: InboundRule[];
   /** Allow forwarding (subnet routers, exit nodes). */
   forward: boolean;
+  /** Clamp the MSS of forwarded TCP SYNs to the route's MTU (subnet-router/exit-node `clampMss`); unset is off. */
+  mssClamp?: boolean;
   /** Interfaces whose traffic is accepted whole (a management link). */
   trustedInterfaces: string[];
   /** Accept all of tailscale0 (true) or only what `tailnet` allows (false). */

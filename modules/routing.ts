@@ -1,7 +1,8 @@
 /**
  * subnet-router and exit-node: forwarding sysctls (tailscale will not set
- * them; set as kernel.sysctl, so a host can override them) and best-effort
- * UDP GRO forwarding. The routes themselves are
+ * them; set as kernel.sysctl, so a host can override them), MSS clamping of
+ * forwarded TCP in the host's nft table, and UDP GRO forwarding per
+ * interface through a unit that tolerates NICs without it. The routes themselves are
  * tailscale's: subnet-router sets `tailscale.advertiseRoutes` (and exit-node
  * `tailscale.advertiseExitNode`) through the same priority merge as a host
  * file, so a node routes the same whichever way it was spelled, and the
@@ -10,9 +11,9 @@
 import { z } from "zod";
 import { defineModule, type Assertion, type ModuleContext, type OptionSetting } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
-import { cidr } from "../core/schema-types.ts";
+import { addressIn, cidr, parseCidr } from "../core/schema-types.ts";
 import { ifaceName } from "../core/freetext.ts";
-import type { BestEffortCommand } from "../core/types.ts";
+import type { UnitSpec } from "../core/types.ts";
 
 const FORWARDING = { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding": "1" };
 
@@ -20,11 +21,85 @@ const FORWARDING = { "net.ipv4.ip_forward": "1", "net.ipv6.conf.all.forwarding":
 const forwarding = (from: string): OptionSetting[] =>
   Object.entries(FORWARDING).map(([k, v]) => ({ option: ["kernel", "sysctl", k], value: v, from }));
 
-const groForwarding = (iface: string): BestEffortCommand => ({
-  // Does not survive a reboot and fails on some NICs, so it is best effort (REFERENCE.md).
-  argv: ["ethtool", "-K", iface, "rx-udp-gro-forwarding", "on", "rx-gro-list", "off"],
-  why: `UDP GRO forwarding on ${iface} for subnet-router throughput`,
-});
+/** Where Debian's ethtool package puts ethtool (the unit is skipped when it is not there). */
+export const ETHTOOL = "/usr/sbin/ethtool";
+
+/** systemd-escape for a unit-name part: what is not [A-Za-z0-9:_.] becomes \xNN (a leading "." too). */
+export function systemdEscape(s: string): string {
+  return [...Buffer.from(s, "utf8")]
+    .map((b, i) => {
+      const c = String.fromCharCode(b);
+      return /[A-Za-z0-9:_]/.test(c) || (c === "." && i > 0) ? c : `\\x${b.toString(16).padStart(2, "0")}`;
+    })
+    .join("");
+}
+
+/** The unit that turns UDP GRO forwarding on for one interface. */
+export const groUnitName = (iface: string): string => `meshfleet-udp-gro-${systemdEscape(iface)}.service`;
+
+/**
+ * UDP GRO forwarding on one interface (tailscale's Linux throughput advice),
+ * as a unit so that it comes back after a reboot and whenever the NIC
+ * appears. Not every driver has the feature (hassio-addons#370): the `-`
+ * prefix keeps a refusal from failing the unit, and a host without ethtool
+ * skips it. `meshfleet doctor` reads `ethtool -k` to say whether it took.
+ */
+export function groUnit(iface: string): UnitSpec {
+  const dev = `sys-subsystem-net-devices-${systemdEscape(iface)}.device`;
+  return {
+    name: groUnitName(iface),
+    enable: true,
+    content: [
+      "[Unit]",
+      `Description=meshfleet: UDP GRO forwarding on ${iface} (best effort: some drivers lack it)`,
+      `After=${dev}`,
+      `BindsTo=${dev}`,
+      `ConditionFileIsExecutable=${ETHTOOL}`,
+      "",
+      "[Service]",
+      "Type=oneshot",
+      "RemainAfterExit=yes",
+      // systemd expands % specifiers and $ variables in ExecStart=: doubled, they stay literal.
+      `ExecStart=-${ETHTOOL} -K ${iface.replace(/[%$]/g, "$&$&")} rx-udp-gro-forwarding on rx-gro-list off`,
+      "",
+      "[Install]",
+      `WantedBy=${dev} multi-user.target`,
+      "",
+    ].join("\n"),
+  };
+}
+
+/**
+ * A Proxmox node that routes a subnet holding its own containers: tailscale
+ * marks a forwarded packet in ts-forward and masquerades it in
+ * ts-postrouting; bridged into the container it crosses the same chains
+ * again, is masqueraded a second time and dropped (tailscale#12407). Found
+ * from the fleet: a host whose address is another host's lxc.proxmoxHost,
+ * and that host's address inside one of the routes.
+ */
+function proxmoxNodeRoutesOwnContainers(ctx: ModuleContext, routes: { cidr: string; option: string }[]): Assertion[] {
+  if (!ctx.self.config.tailscale.snatSubnetRoutes) return [];
+  const me = new Set([ctx.self.address, ctx.host]);
+  const out: Assertion[] = [];
+  for (const r of routes) {
+    const c = parseCidr(r.cidr);
+    if (!c) continue;
+    const inside = Object.values(ctx.hosts).filter((h) => {
+      const l = h.config.lxc;
+      return h.name !== ctx.host && l.enable && me.has(l.proxmoxHost.replace(/^[^@]*@/, "").replace(/:\d+$/, "")) && addressIn(h.address, c);
+    });
+    if (!inside.length) continue;
+    const names = inside.map((h) => `${h.name} (${h.address}, CT ${h.config.lxc.ctid})`).join(", ");
+    out.push({
+      assertion: false,
+      path: r.option,
+      expected: "a subnet router that is not the Proxmox node of containers inside the route it advertises (tailscale#12407: traffic to them is masqueraded twice and dropped)",
+      found: `${r.cidr}, which holds this Proxmox node's own container${inside.length > 1 ? "s" : ""} ${names}, with tailscale.snatSubnetRoutes on`,
+      fix: `run the subnet router inside a container on the node instead (imports: [subnet-router, proxmox-lxc], as hosts/home/lxc-tailscale.yaml), or set tailscale.snatSubnetRoutes: false on ${ctx.host} and route the tailnet (100.64.0.0/10) to ${ctx.self.address} on the LAN's gateway`,
+    });
+  }
+  return out;
+}
 
 /** A router that does not join the mesh routes nothing (tailscale.enable: false overrides what the module turns on). */
 const joinsMesh = (ok: boolean, module: string): Assertion => ({
@@ -66,7 +141,8 @@ export const subnetRouterOptions = z
     enable: z.boolean().default(false).describe("Route the subnets below into the tailnet."),
     routes: z.array(cidr).default([]).describe("Subnets to advertise, each inside one of the host's `lan` CIDRs, e.g. [192.168.8.0/24]."),
     lanInterface: ifaceName("subnet-router.lanInterface").default("eth0").describe("The LAN interface (for UDP GRO forwarding)."),
-    udpGroForwarding: z.boolean().default(true).describe("Tune UDP GRO forwarding on lanInterface (best effort)."),
+    udpGroForwarding: z.boolean().default(true).describe("Turn UDP GRO forwarding on for lanInterface at every boot (a unit that tolerates NICs without it; `doctor` says whether it took)."),
+    clampMss: z.boolean().default(true).describe("Clamp the MSS of forwarded TCP SYNs to the route's MTU in the host's nft table (needs firewall.enable), so TCP through the router does not stall when path MTU discovery fails."),
   })
   .strict();
 
@@ -74,7 +150,8 @@ export const exitNodeOptions = z
   .object({
     enable: z.boolean().default(false).describe("Advertise this node as an exit node."),
     wanInterface: ifaceName("exit-node.wanInterface").default("eth0").describe("The interface towards the internet (for UDP GRO forwarding)."),
-    udpGroForwarding: z.boolean().default(true).describe("Tune UDP GRO forwarding on wanInterface (best effort)."),
+    udpGroForwarding: z.boolean().default(true).describe("Turn UDP GRO forwarding on for wanInterface at every boot (a unit that tolerates NICs without it; `doctor` says whether it took)."),
+    clampMss: z.boolean().default(true).describe("Clamp the MSS of forwarded TCP SYNs to the route's MTU in the host's nft table (needs firewall.enable)."),
   })
   .strict();
 
@@ -106,7 +183,8 @@ export const subnetRouterModule = defineModule({
     if (!o.enable && routes.length === 0) return {};
     return {
       forward: true,
-      bestEffort: o.udpGroForwarding ? [groForwarding(o.lanInterface)] : [],
+      ...(o.clampMss ? { firewall: { mssClamp: true } } : {}),
+      units: o.udpGroForwarding ? [groUnit(o.lanInterface)] : [],
       probes: routes.length ? [{ name: "routes advertised", kind: "routes-advertised", routes }] : [],
       assertions: o.enable
         ? [
@@ -120,8 +198,12 @@ export const subnetRouterModule = defineModule({
             joinsMesh(ctx.self.facts.tailnet !== null, "subnet-router"),
             needsAgent(ctx, "subnet-router"),
             ...(ctx.self.config.agent ? forwardingOn(ctx, "a subnet router", routes.some((r) => r.includes(":"))) : []),
+            ...proxmoxNodeRoutesOwnContainers(ctx, ctx.self.facts.tailnet?.routes ?? []),
           ]
-        : ctx.self.config.agent ? forwardingOn(ctx, "a node advertising routes", routes.some((r) => r.includes(":"))) : [],
+        : [
+            ...(ctx.self.config.agent ? forwardingOn(ctx, "a node advertising routes", routes.some((r) => r.includes(":"))) : []),
+            ...proxmoxNodeRoutesOwnContainers(ctx, ctx.self.facts.tailnet?.routes ?? []),
+          ],
     };
   },
 });
@@ -141,9 +223,13 @@ export const exitNodeModule = defineModule({
   },
   config(o, ctx) {
     if (!o.enable && !ctx.self.facts.tailnet?.exitNode) return {};
+    // A subnet router on the same host may already own the unit for this interface.
+    const sr = ctx.self.config["subnet-router"];
+    const srGro = (sr.enable || (ctx.self.facts.tailnet?.routes.length ?? 0) > 0) && sr.udpGroForwarding ? sr.lanInterface : null;
     return {
       forward: true,
-      bestEffort: o.udpGroForwarding ? [groForwarding(o.wanInterface)] : [],
+      ...(o.clampMss ? { firewall: { mssClamp: true } } : {}),
+      units: o.udpGroForwarding && srGro !== o.wanInterface ? [groUnit(o.wanInterface)] : [],
       assertions: [
         ...(o.enable ? [joinsMesh(ctx.self.facts.tailnet !== null, "exit-node")] : []),
         ...(ctx.self.config.agent ? forwardingOn(ctx, "an exit node", true) : []),

@@ -82,6 +82,53 @@ const TUN_FIX = "mkdir -p /dev/net && { [ -c /dev/net/tun ] || { rm -f /dev/net/
 
 const isRouter = (h: HostSystem) => h.tailscale.enable && (h.tailscale.advertiseRoutes.length > 0 || h.tailscale.advertiseExitNode);
 
+/** The address families a router forwards: IPv4 with an IPv4 route or as an exit node; the IPv6 routes (::/0 for an exit node). */
+export function routedFamilies(h: HostSystem): { v4: boolean; v6: string[] } {
+  const exit = h.tailscale.advertiseExitNode;
+  return {
+    v4: exit || h.tailscale.advertiseRoutes.some((r) => !r.includes(":")),
+    v6: [...h.tailscale.advertiseRoutes.filter((r) => r.includes(":")), ...(exit ? ["::/0"] : [])],
+  };
+}
+
+/** The interfaces whose UDP GRO forwarding the host's units turn on (modules/routing.ts groUnit), with their unit. */
+export function groInterfaces(h: HostSystem): { iface: string; unit: string }[] {
+  return h.units.flatMap((u) => {
+    const m = u.name.startsWith("meshfleet-udp-gro-") ? /^ExecStart=-\S*ethtool -K (\S+) rx-udp-gro-forwarding on/m.exec(u.content) : null;
+    return m ? [{ iface: m[1]!.replace(/([%$])\1/g, "$1"), unit: u.name }] : [];
+  });
+}
+
+/**
+ * Whether UDP GRO forwarding took effect on each interface the host's units
+ * set it on (`ethtool -k`): ok when on (and rx-gro-list off); skipped when
+ * the driver cannot do it (off [fixed], or no such feature: the unit
+ * tolerated it); a warning when it could be on and is not.
+ */
+export function groFindings(h: HostSystem, s: Record<string, string>): Finding[] {
+  const check = "udp gro forwarding";
+  const ifaces = groInterfaces(h);
+  if (!ifaces.length) return [{ host: h.name, check, level: "skip", what: "udpGroForwarding is off for this router (no meshfleet-udp-gro unit)" }];
+  return ifaces.map(({ iface, unit }, i): Finding => {
+    const out = s[`gro-${i}`] ?? "";
+    const state = /unit=(\S*)/.exec(out)?.[1] || "unknown";
+    const feature = /^rx-udp-gro-forwarding:\s*(on|off)(\s*\[fixed\])?/m.exec(out);
+    const list = /^rx-gro-list:\s*(on|off)(\s*\[fixed\])?/m.exec(out);
+    const command = `ethtool -K ${iface} rx-udp-gro-forwarding on rx-gro-list off`;
+    if (out.includes("no-ethtool")) return { host: h.name, check, level: "skip", what: `${iface}: ethtool is not installed (${unit} is skipped without it)`, fix: `apt-get install -y ethtool on ${h.name}, then systemctl restart ${unit}` };
+    if (/Cannot get|No such device|no device matches/.test(out) && !feature) return { host: h.name, check, level: "warn", what: `${iface}: ethtool cannot read the interface (${out.split("\n").find((l) => /Cannot get|No such device|no device matches/.test(l))?.trim()})`, why: "the unit sets UDP GRO forwarding on an interface the host does not have", fix: `set subnet-router.lanInterface (or exit-node.wanInterface) to the interface \`ip link\` shows on ${h.name}, then \`meshfleet up\`` };
+    if (feature?.[1] === "on" && list?.[1] !== "on") return { host: h.name, check, level: "ok", what: `${iface}: rx-udp-gro-forwarding on, rx-gro-list off (${unit} ${state})` };
+    if (!feature || (feature[1] === "off" && feature[2])) return { host: h.name, check, level: "skip", what: `${iface}: the driver has no UDP GRO forwarding (${feature ? "off [fixed]" : "no rx-udp-gro-forwarding feature"}); ${unit} tolerated it, nothing to do` };
+    return {
+      host: h.name, check, level: "warn",
+      what: `${iface}: rx-udp-gro-forwarding is ${feature[1]}${list?.[1] === "on" ? " and rx-gro-list is on" : ""} (${unit} is ${state})`,
+      why: "a subnet router or exit node forwards far less UDP (WireGuard) throughput without UDP GRO forwarding (tailscale's performance guide for Linux 6.2+)",
+      fix: `${command} on ${h.name} now; ${unit} applies it at every boot (systemctl restart ${unit}; \`meshfleet up\` installs it if it is missing)`,
+      fixCommand: { on: h.name, command },
+    };
+  });
+}
+
 /** What doctor reads on a host beyond the status script. */
 export function doctorScript(h: HostSystem, a: StackAccess): string {
   const m = (s: string) => `echo; echo @@mf:${s}@@`;
@@ -90,12 +137,13 @@ export function doctorScript(h: HostSystem, a: StackAccess): string {
   if (isRouter(h)) {
     lines.push(m("fwd4"), "cat /proc/sys/net/ipv4/ip_forward", m("fwd6"), "cat /proc/sys/net/ipv6/conf/all/forwarding 2>/dev/null || echo none");
     lines.push(m("tun"), "if [ -c /dev/net/tun ]; then echo present; else echo missing; fi");
-    lines.push(
-      m("gro"),
-      `dev=$(ip -4 route show default 2>/dev/null | awk '{for(i=1;i<=NF;i++) if($i=="dev"){print $(i+1); exit}}')`,
-      'echo "dev=$dev"',
-      'if [ -n "$dev" ]; then if command -v ethtool >/dev/null 2>&1; then ethtool -k "$dev" 2>&1 | grep -E "^(rx-udp-gro-forwarding|rx-gro-list):"; else echo "no-ethtool"; fi; fi',
-    );
+    for (const [i, g] of groInterfaces(h).entries()) {
+      lines.push(
+        m(`gro-${i}`),
+        `echo "unit=$(systemctl is-active ${shq(g.unit)} 2>/dev/null)"`,
+        `if command -v ethtool >/dev/null 2>&1; then ethtool -k ${shq(g.iface)} 2>&1 | grep -E "^(rx-udp-gro-forwarding|rx-gro-list):|Cannot get|No such device"; else echo "no-ethtool"; fi`,
+      );
+    }
   }
   if (h.name === a.fleet.coordinator.host) {
     const cli = headscaleCliOf(a);
@@ -133,11 +181,15 @@ function sshFindings(h: HostSystem, st: HostStatus, s: Record<string, string>, s
   return out;
 }
 
-function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
+export function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
   if (!isRouter(h)) return [];
   const out: Finding[] = [];
   const what = h.tailscale.advertiseExitNode ? "an exit node" : "a subnet router";
-  if (s.fwd4 !== "1") {
+  // Forwarding per family, for the families the node routes: tailscale's own check warns about IPv6 on a
+  // host with IPv6 disabled (tailscale#5044), and a node that routes only IPv4 needs no IPv6 forwarding.
+  const fam = routedFamilies(h);
+  if (!fam.v4) out.push({ host: h.name, check: "ip forwarding", level: "skip", what: "net.ipv4.ip_forward not needed: the node routes no IPv4" });
+  else if (s.fwd4 !== "1") {
     out.push({
       host: h.name, check: "ip forwarding", level: "fail",
       what: `net.ipv4.ip_forward is ${s.fwd4 ?? "unknown"} on ${what}`,
@@ -146,8 +198,16 @@ function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
       fixCommand: { on: h.name, command: "sysctl -w net.ipv4.ip_forward=1" },
     });
   } else out.push({ host: h.name, check: "ip forwarding", level: "ok", what: "net.ipv4.ip_forward = 1" });
-  const v6routes = [...h.tailscale.advertiseRoutes.filter((r) => r.includes(":")), ...(h.tailscale.advertiseExitNode ? ["::/0"] : [])];
-  if (v6routes.length > 0 && s.fwd6 !== "1") {
+  const v6routes = fam.v6;
+  if (v6routes.length === 0) out.push({ host: h.name, check: "ip forwarding", level: "skip", what: "net.ipv6.conf.all.forwarding not needed: the node routes no IPv6" });
+  else if (s.fwd6 === "none") {
+    out.push({
+      host: h.name, check: "ip forwarding", level: "fail",
+      what: `IPv6 is disabled on the host (no /proc/sys/net/ipv6) but the node routes IPv6 (${v6routes.join(", ")})`,
+      why: "the IPv6 routes are advertised and their traffic cannot be forwarded",
+      fix: `enable IPv6 on ${h.name} (remove ipv6.disable=1 from the kernel command line, or net.ipv6.conf.all.disable_ipv6=1 from sysctl), or stop advertising the IPv6 routes`,
+    });
+  } else if (s.fwd6 !== "1") {
     out.push({
       host: h.name, check: "ip forwarding", level: "fail",
       what: `net.ipv6.conf.all.forwarding is ${s.fwd6 ?? "unknown"} but the node routes IPv6 (${v6routes.join(", ")})`,
@@ -155,7 +215,7 @@ function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
       fix: `sysctl -w net.ipv6.conf.all.forwarding=1 on ${h.name}; \`meshfleet up\` repairs it for good`,
       fixCommand: { on: h.name, command: "sysctl -w net.ipv6.conf.all.forwarding=1" },
     });
-  }
+  } else out.push({ host: h.name, check: "ip forwarding", level: "ok", what: "net.ipv6.conf.all.forwarding = 1" });
   if (s.tun !== "present") {
     const lines = h.lxc?.config?.length ? h.lxc.config : ["lxc.cgroup2.devices.allow: c 10:200 rwm", "lxc.mount.entry: /dev/net/tun dev/net/tun none bind,create=file"];
     const lxc = ` In an LXC container it does not last: on the Proxmox node add to /etc/pve/lxc/${h.lxc?.ctid ?? "<CTID>"}.conf ${lines.map((l) => `\`${l}\``).join(" and ")}, then pct reboot ${h.lxc?.ctid ?? "<CTID>"}.`;
@@ -167,20 +227,7 @@ function routerFindings(h: HostSystem, s: Record<string, string>): Finding[] {
       fixCommand: { on: h.name, command: TUN_FIX },
     });
   } else out.push({ host: h.name, check: "tun device", level: "ok", what: "/dev/net/tun present" });
-  const gro = s.gro ?? "";
-  const dev = /dev=(\S*)/.exec(gro)?.[1] ?? "";
-  if (!dev) out.push({ host: h.name, check: "udp gro forwarding", level: "skip", what: "no default route, so no uplink to check" });
-  else if (gro.includes("no-ethtool")) out.push({ host: h.name, check: "udp gro forwarding", level: "skip", what: "ethtool is not installed", fix: "apt-get install -y ethtool, then run doctor again" });
-  else if (/rx-udp-gro-forwarding:\s*on/.test(gro) && !/rx-gro-list:\s*on/.test(gro)) out.push({ host: h.name, check: "udp gro forwarding", level: "ok", what: `${dev}: rx-udp-gro-forwarding on, rx-gro-list off` });
-  else {
-    out.push({
-      host: h.name, check: "udp gro forwarding", level: "warn",
-      what: /rx-udp-gro-forwarding/.test(gro) ? `${dev}: rx-udp-gro-forwarding is off${/rx-gro-list:\s*on/.test(gro) ? " and rx-gro-list is on" : ""}` : `${dev}: ethtool shows no rx-udp-gro-forwarding (driver without it)`,
-      why: "a subnet router or exit node forwards far less UDP (WireGuard) throughput without UDP GRO forwarding (tailscale's performance guide for Linux 6.2+)",
-      fix: `ethtool -K ${dev} rx-udp-gro-forwarding on rx-gro-list off on ${h.name} (lost at reboot: add it to a networkd-dispatcher or ifupdown hook)`,
-      fixCommand: { on: h.name, command: `ethtool -K ${dev} rx-udp-gro-forwarding on rx-gro-list off` },
-    });
-  }
+  out.push(...groFindings(h, s));
   return out;
 }
 

@@ -22,6 +22,7 @@ import { agent, buildAgent, tempRoot, writeBundle } from "../agent/helpers.ts";
  */
 const SCHEMA_SHA: Record<number, string> = {
   2: "472c774eb1f7f845cdec20bbf47e3376907780714272848ec138d1f9cb77227d",
+  3: "32a05bda9f586ba344adb7c283f324a5869d38cc87c861d9a0242372550a35c0",
 };
 
 const fleets: Record<string, FleetSystem> = {};
@@ -116,20 +117,20 @@ describe("refusals", () => {
   };
 
   it("a wrong version", () => {
-    for (const format of [1, 3, "2", undefined]) {
+    for (const format of [1, 2, 4, "3", undefined]) {
       const p = problems({ ...base(), format });
       expect(p).toEqual([`bundle format ${JSON.stringify(format)} is not supported (this agent reads format ${BUNDLE_FORMAT}); deploy with a matching meshfleet`]);
     }
   });
 
   it("an unknown field, at the top and deep inside", () => {
-    expect(problems({ ...base(), nftables: "table inet meshfleet {}" })).toEqual(['bundle: unknown field "nftables" (this agent reads bundle format 2)']);
+    expect(problems({ ...base(), nftables: "table inet meshfleet {}" })).toEqual(['bundle: unknown field "nftables" (this agent reads bundle format 3)']);
     const b = structuredClone(base()) as Bundle & { firewall: { chains: { rules: Record<string, unknown>[] }[] } };
     b.firewall.chains[0].rules[0].raw = "tcp dport 22 accept";
-    expect(problems(sealBundle(unseal(b)))).toEqual(['firewall.chains[0].rules[0]: unknown field "raw" (this agent reads bundle format 2)']);
+    expect(problems(sealBundle(unseal(b)))).toEqual(['firewall.chains[0].rules[0]: unknown field "raw" (this agent reads bundle format 3)']);
     const t = structuredClone(base()) as Bundle & { tailscale: Record<string, unknown> };
     t.tailscale.upArgs = ["--ssh"];
-    expect(problems(sealBundle(unseal(t)))).toEqual(['tailscale: unknown field "upArgs" (this agent reads bundle format 2)']);
+    expect(problems(sealBundle(unseal(t)))).toEqual(['tailscale: unknown field "upArgs" (this agent reads bundle format 3)']);
   });
 
   it.each([

@@ -156,7 +156,8 @@ describe("issue 17: free text in module options is checked before anything rende
     expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
     expect(r.fleet!.hosts.vps.files.find((f) => f.path.endsWith("meshfleet-headscale.conf"))!.content).toContain("ssl_certificate /etc/ssl/hs/fullchain.pem;");
     expect(r.fleet!.hosts.laptop.units.find((u) => u.name === "tailscaled.service")!.content).toContain("ExecStart=/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscaled ");
-    expect(r.fleet!.hosts.router.bestEffort.map((b) => b.argv)).toContainEqual(expect.arrayContaining(["enp3s0.10"]));
+    // UDP GRO forwarding is a unit per interface (issue 18), no longer a best-effort command.
+    expect(r.fleet!.hosts.router.units.find((u) => u.name === "meshfleet-udp-gro-enp3s0.10.service")!.content).toContain("ethtool -K enp3s0.10 rx-udp-gro-forwarding on rx-gro-list off");
   });
 
   it("headscale on docker with SQLite passes", async () => {
