@@ -1,18 +1,14 @@
 import { defineConfig } from "vitest/config";
+// @ts-expect-error: a plain ESM config file without types
+import { GROUPS } from "./stryker.config.mjs";
 
-// The unit suites that exercise the mutated files (stryker.config.mjs); pure, no root, no lab.
-// MESHFLEET_MUTATE_TESTS (comma-separated) narrows them for a scoped run, e.g.
-//   MESHFLEET_MUTATE_TESTS=test/policy/ipset.test.ts npm run mutate -- --mutate core/policy/ipset.ts
+// The unit suites that exercise the mutated files (stryker.config.mjs GROUPS); pure, no root, no lab.
+// MESHFLEET_MUTATE_TESTS (comma-separated) narrows them for one group's run (scripts/mutate.mjs sets it), e.g.
+//   MESHFLEET_MUTATE_TESTS=test/policy/ipset.test.ts npx stryker run --mutate core/policy/ipset.ts
+const all = [...new Set((GROUPS as { tests: string[] }[]).flatMap((g) => g.tests))];
 export default defineConfig({
   test: {
-    include: process.env.MESHFLEET_MUTATE_TESTS?.split(",") ?? [
-      "test/core/merge.test.ts",
-      "test/policy/ipset.test.ts",
-      "test/policy/policy.test.ts",
-      "test/contract/bundle.test.ts",
-      "test/contract/render.test.ts",
-      "test/agent/agent.test.ts",
-    ],
+    include: process.env.MESHFLEET_MUTATE_TESTS?.split(",").filter(Boolean) ?? all,
     testTimeout: 60_000,
   },
 });
