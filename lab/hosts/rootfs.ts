@@ -14,6 +14,8 @@ export const VARIANT = "minbase";
 /**
  * What the hosts need. tailscaled needs no iptables: the lab runs it with
  * TS_DEBUG_FIREWALL_MODE=nftables (it talks netlink, not the nft binary).
+ * python3 is there only for bench/deploy's Ansible baseline (Ansible runs
+ * its modules with the managed host's Python); meshfleet itself needs none.
  */
 export const PACKAGES: readonly string[] = [
   "ca-certificates",
@@ -27,6 +29,7 @@ export const PACKAGES: readonly string[] = [
   "nodejs",
   "openssh-server",
   "procps",
+  "python3",
   "systemd",
   "systemd-sysv",
 ];
