@@ -29,6 +29,14 @@ export interface RunOptions {
   timeoutMs?: number;
   /** What the command is, for the log and errors (the script itself is logged only when not `quiet`). */
   what: string;
+  /**
+   * Epoch ms after which a failed dial is not tried again (and no dial waits
+   * past it): the lockout guard's confirm is useless once the guard's window
+   * has closed. A dial that still fails then throws, naming the host.
+   */
+  until?: number;
+  /** Dial attempts for this command (at most the connection's `dialAttempts`). */
+  attempts?: number;
   /** Keep the command's output out of the log (it may hold a key). */
   quiet?: boolean;
 }
@@ -134,7 +142,7 @@ export class SshSession {
   }
 
   /** The ssh(1) argv for a target (without the remote command). */
-  sshArgs(c: SshConnection, o: { privateKey?: string; fresh?: boolean } = {}): string[] {
+  sshArgs(c: SshConnection, o: { privateKey?: string; fresh?: boolean; connectTimeoutSeconds?: number } = {}): string[] {
     const problems = connectionProblems(c);
     if (problems.length) throw new ProviderError(problems.join("; "));
     const dir = this.runDir();
@@ -154,7 +162,7 @@ export class SshSession {
       "-o", "GlobalKnownHostsFile=/dev/null",
       "-o", "UpdateHostKeys=no",
       "-o", "CheckHostIP=no",
-      "-o", `ConnectTimeout=${c.connectTimeoutSeconds ?? 10}`,
+      "-o", `ConnectTimeout=${o.connectTimeoutSeconds ?? c.connectTimeoutSeconds ?? 10}`,
       "-o", "ServerAliveInterval=15",
       "-o", "ServerAliveCountMax=4",
       "-o", "LogLevel=ERROR",
@@ -177,10 +185,13 @@ export class SshSession {
    * not thrown.
    */
   async run(c: SshConnection, script: string, o: RunOptions & { privateKey?: string }): Promise<RunResult> {
-    const args = [...this.sshArgs(c, o), "--", `sh -c ${shq(script)}`];
-    const attempts = Math.max(1, c.dialAttempts ?? 30);
+    const attempts = Math.max(1, Math.min(c.dialAttempts ?? 30, o.attempts ?? Infinity));
+    const dialTimeout = c.connectTimeoutSeconds ?? 10;
     for (let i = 1; ; i++) {
       const t0 = Date.now();
+      // Within a deadline, no dial may outlast it.
+      const left = o.until === undefined ? dialTimeout : Math.max(1, Math.min(dialTimeout, Math.ceil((o.until - t0) / 1000)));
+      const args = [...this.sshArgs(c, { ...o, connectTimeoutSeconds: left }), "--", `sh -c ${shq(script)}`];
       const r = await spawnSsh(args, o.stdin, o.timeoutMs ?? 600_000);
       log(`ssh ${c.user}@${knownHostsName(c.host, c.port)}${o.fresh ? " (new connection)" : ""}: ${o.what}: exit ${r.code} in ${Date.now() - t0} ms${o.quiet ? "" : r.stderr.trim() ? `; stderr: ${clip(r.stderr)}` : ""}`);
       if (r.code !== 255) return r;
@@ -192,11 +203,17 @@ export class SshSession {
       if (AUTH_FAILURE.test(r.stderr)) {
         throw new ProviderError(`host ${c.name} (${c.user}@${knownHostsName(c.host, c.port)}): ssh login refused (${clip(r.stderr)}). Fix: authorize the deploy key (meshfleet:sshPrivateKeyPath) for ${c.user} on ${c.name}`);
       }
-      if (!DIAL_FAILURE.test(r.stderr) || i >= attempts) {
-        if (DIAL_FAILURE.test(r.stderr)) throw new ProviderError(`host ${c.name} (${knownHostsName(c.host, c.port)}): cannot reach sshd after ${i} attempts: ${clip(r.stderr)}`);
+      const pause = Math.min(2000, 250 * i);
+      const late = o.until !== undefined && Date.now() + pause >= o.until;
+      if (!DIAL_FAILURE.test(r.stderr) || i >= attempts || late) {
+        if (DIAL_FAILURE.test(r.stderr)) {
+          throw new ProviderError(
+            `host ${c.name} (${knownHostsName(c.host, c.port)}): cannot reach sshd after ${i} attempts${late ? " (its deadline passed)" : ""}: ${clip(r.stderr)}`,
+          );
+        }
         return r;
       }
-      await this.sleep(Math.min(2000, 250 * i));
+      await this.sleep(pause);
     }
   }
 

@@ -2,11 +2,13 @@
  * meshfleet:host:Generation — one host's generation, applied by its agent.
  *
  * create/update: push the agent when its sha256 differs from the host's copy,
- * send the bundle on stdin and `switch` with the lockout guard armed, then
- * `confirm <hash>` over a NEW ssh connection (a switch that cut SSH is
- * rolled back by the host itself), then `status` and `verify`. A guard that
- * rolled back, or a confirm that came too late, fails the deploy naming the
- * host.
+ * send the bundle on stdin and `switch` with the lockout guard armed (one
+ * round trip with the preparation when the agent is already there), then
+ * `confirm <hash>` and `status` over a NEW ssh connection (a switch that cut
+ * SSH is rolled back by the host itself) while `verify` runs over the run's
+ * shared one. A guard that rolled back, or a confirm that came too late,
+ * fails the deploy naming the host; the confirm is not retried past the
+ * guard's window, so that failure comes when the window closes.
  * diff: per file (path, mode, owner, digest), per unit, sysctl key, firewall
  * and tailscale digests; never content.
  * read: the agent's status and verify, so `refresh` shows drift and the next
@@ -18,7 +20,7 @@ import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { log } from "../log.ts";
 import { shq } from "../quote.ts";
-import { connectionProblems, session, type RunResult } from "../ssh.ts";
+import { connectionProblems, session, type RunOptions, type RunResult } from "../ssh.ts";
 import type { DriftItem, FileSummary, GenerationInputs, GenerationOutputs, SshConnection, AgentSpec } from "../types.ts";
 import { deepEqual, keyPath, ProviderError, recordDiff, unwrapSecrets, type DetailedDiffResult, type DiffKind } from "../wire.ts";
 import { isUnknown, type ResourceHandler, type CheckFailure } from "./common.ts";
@@ -34,6 +36,22 @@ export function prepareScript(host: string, a: AgentSpec): string {
     `install -d -m 0755 ${shq(dir)}`,
     `install -d -m 0700 ${shq(a.stateDir)}`,
     `if [ -f ${shq(a.remotePath)} ]; then sha256sum ${shq(a.remotePath)} | cut -d' ' -f1; fi`,
+  ].join("\n");
+}
+
+const PUSH_MARK = "@@meshfleet-push-agent@@";
+
+/**
+ * Prepare and switch in one round trip, when the host already has this
+ * agent: otherwise print PUSH_MARK and change nothing (the bundle on stdin
+ * is not read), and the caller pushes the agent and switches after.
+ */
+export function prepareAndSwitchScript(host: string, a: AgentSpec, agentSha256: string, confirmTimeoutSeconds: number, repair: boolean): string {
+  return [
+    prepareScript(host, a).replace(/\nif \[ -f .*$/, ""),
+    `cur=$(if [ -f ${shq(a.remotePath)} ]; then sha256sum ${shq(a.remotePath)} | cut -d' ' -f1; fi)`,
+    `if [ "$cur" != ${shq(agentSha256)} ]; then echo ${PUSH_MARK}; exit 0; fi`,
+    switchScript(a, confirmTimeoutSeconds, repair).replace(/^set -eu\n/, ""),
   ].join("\n");
 }
 
@@ -244,7 +262,7 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
 async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promise<GenerationOutputs> {
   const c: SshConnection = n.connection;
   const host = n.host;
-  const run = (script: string, what: string, extra: { stdin?: string | Buffer; fresh?: boolean; quiet?: boolean } = {}) =>
+  const run = (script: string, what: string, extra: Omit<RunOptions, "what"> = {}) =>
     session.run(c, script, { what, privateKey: n.sshPrivateKey, ...extra });
 
   let localBytes: Buffer;
@@ -260,39 +278,51 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
       `the agent bundle ${n.agent.localPath} changed while this deploy ran (${localBytes.length} bytes, sha256 ${localSha.slice(0, 12)}; the program read ${n.agent.sha256.slice(0, 12)}); nothing was sent to ${host}. Run the deploy again once \`npm run build:agent\` is done`,
     );
   }
-  const prep = await run(prepareScript(host, n.agent), "prepare (node, folders, agent sha256)");
-  if (prep.code !== 0) throw runFailure(host, "preparing the host", prep);
-  const remoteSha = prep.stdout.trim().split("\n").pop() ?? "";
-  if (remoteSha !== localSha) {
-    const push = await run(pushScript(n.agent.remotePath, "0644"), `push agent (${localBytes.length} bytes)`, { stdin: localBytes });
-    if (push.code !== 0) throw runFailure(host, "pushing the agent", push);
-  }
-
   // Same hash and drift last seen: the agent re-applies the current generation in place.
   const repair = !!olds && olds.hash !== undefined && (olds.drift?.length ?? 0) > 0;
-  const sw = await run(switchScript(n.agent, n.confirmTimeoutSeconds, repair), `switch to ${n.hash.slice(0, 12)}${repair ? " (repair)" : ""}`, { stdin: n.bundle });
+  const switching = `switch to ${n.hash.slice(0, 12)}${repair ? " (repair)" : ""}`;
+  // One round trip when the host has this agent already (the usual case): prepare, then switch.
+  let sw = await run(prepareAndSwitchScript(host, n.agent, localSha, n.confirmTimeoutSeconds, repair), `prepare + ${switching}`, { stdin: n.bundle });
+  if (sw.code === 0 && sw.stdout.trim().split("\n").pop() === PUSH_MARK) {
+    const push = await run(pushScript(n.agent.remotePath, "0644"), `push agent (${localBytes.length} bytes)`, { stdin: localBytes });
+    if (push.code !== 0) throw runFailure(host, "pushing the agent", push);
+    sw = await run(switchScript(n.agent, n.confirmTimeoutSeconds, repair), switching, { stdin: n.bundle });
+  }
   log(`host ${host}: switch said: ${sw.stdout.trim().split("\n").slice(-3).join(" | ")}`);
+  if (sw.code === 3 && sw.stderr.includes(`${host} has no ${n.agent.node}`)) throw runFailure(host, "preparing the host", sw);
   if (sw.code !== 0) throw runFailure(host, `switching to generation ${n.hash.slice(0, 12)}`, sw);
 
   // A separate TCP connection and login: if the switch cut SSH, this fails and the guard rolls back.
+  // The guard was armed during the switch, so its window has closed by `until`: dialing after that
+  // can only reach the rolled-back host, and would hold the failure back by a dial's retries.
+  const until = Date.now() + n.confirmTimeoutSeconds * 1000;
+  // verify reads the active generation (confirmed or not), so it runs over the run's shared
+  // connection while the confirm dials: one dial, no retries, and nobody waits for it on a lockout.
+  const verifying = run(`${agentCmd(n.agent, ["verify", "--json"])} || true`, "verify (while the confirm runs)", { attempts: 1, until });
   let conf: RunResult;
   try {
-    // status and verify ride on the same new connection, once the confirm succeeded.
-    conf = await run(`${agentCmd(n.agent, ["confirm", n.hash])} || exit $?\necho ${CONFIRMED_MARK}\n${inspectScript(n.agent)}`, `confirm ${n.hash.slice(0, 12)}, status + verify`, { fresh: true });
+    // status rides on the new connection once the confirm succeeded (so it shows no pending confirm).
+    conf = await run(`${agentCmd(n.agent, ["confirm", n.hash])} || exit $?\necho ${CONFIRMED_MARK}\n${agentCmd(n.agent, ["status", "--json"])}`, `confirm ${n.hash.slice(0, 12)} + status`, { fresh: true, until });
   } catch (e) {
     // A refused login or host key after the switch is a lockout like a refused dial.
     conf = { code: 255, stdout: "", stderr: (e as Error).message };
   }
   if (conf.code !== 0) {
+    verifying.catch(() => {});
     const why = (conf.stderr || conf.stdout).trim().split("\n").slice(-3).join(" ");
     throw new ProviderError(
-      conf.code === 255
-        ? `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: a new SSH connection after the switch failed (${why}); the host's lockout guard rolls it back to its previous generation within ${n.confirmTimeoutSeconds}s`
-        : `host ${host}: generation ${n.hash.slice(0, 12)} was not kept: ${why}`,
+      conf.code !== 255
+        ? `host ${host}: generation ${n.hash.slice(0, 12)} was not kept: ${why}`
+        : Date.now() >= until
+          ? `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: no new SSH connection got through in the lockout guard's ${n.confirmTimeoutSeconds}s window after the switch (${why}); the host's guard has rolled it back to its previous generation`
+          : `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: a new SSH connection after the switch failed (${why}); the host's lockout guard rolls it back to its previous generation within ${n.confirmTimeoutSeconds}s`,
     );
   }
-
-  const { status, statusText, drift } = parseInspect(host, conf.stdout.slice(conf.stdout.indexOf(CONFIRMED_MARK) + CONFIRMED_MARK.length));
+  let ver = await verifying.catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
+  // The shared connection failed where the new one worked: verify again, patiently.
+  if (ver.code !== 0) ver = await run(`${agentCmd(n.agent, ["verify", "--json"])} || true`, "verify");
+  const inspected = `${conf.stdout.slice(conf.stdout.indexOf(CONFIRMED_MARK) + CONFIRMED_MARK.length)}\n${VERIFY_MARK}\n${ver.stdout}`;
+  const { status, statusText, drift } = parseInspect(host, inspected);
   if (status.hash !== n.hash) {
     throw new ProviderError(`host ${host}: after the confirm the host runs ${status.hash ? status.hash.slice(0, 12) : "no generation"}, not ${n.hash.slice(0, 12)} (its guard rolled back?); see \`meshfleet-agent status\` on ${host}`);
   }

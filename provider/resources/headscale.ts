@@ -150,7 +150,7 @@ async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
   const want = { host: n.host, hostname: n.hostname, routes: n.routes, exitNode: n.exitNode };
   let last = "";
   let problems: string[] = [];
-  const ok = await poll(n.timeoutSeconds * 1000, 2000, async () => {
+  const ok = await poll(n.timeoutSeconds * 1000, 500, async () => {
     const r = await hs(n, nodesListArgs(), `nodes list (routes of ${n.host})`, true);
     if (r.code !== 0) throw failed(n.connection.name, "headscale nodes list", r);
     last = r.stdout;

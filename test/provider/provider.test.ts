@@ -9,6 +9,7 @@
  * The headscale CLI is answered by a recorder standing in for ssh (the real
  * CLI is proved in test/components/headscale-cli.real.test.ts).
  */
+import { createHash } from "node:crypto";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -238,5 +239,90 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     expect(r).toMatchObject({ id: "3", outs: { userId: 3 } });
     expect(seen).toEqual(["/usr/local/bin/headscale users list -o json"]);
     expect(user.diff(r.outs, { ...base, name: "bob" })).toMatchObject({ changes: true, replaces: ["name"], deleteBeforeReplace: true });
+  });
+});
+
+describe("the lockout guard's confirm gives up when the guard's window closes", () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+    vi.useRealTimers();
+  });
+
+  it("ssh: a refused dial is retried only until `until`, then fails naming the host", async () => {
+    // A port nothing listens on: every dial is refused at once.
+    const { createServer } = await import("node:net");
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, "127.0.0.1", () => r()));
+    const port = (srv.address() as { port: number }).port;
+    await new Promise<void>((r) => srv.close(() => r()));
+    const c: SshConnection = { name: "laptop", host: "127.0.0.1", port, user: "root", hostKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIlaptop"], dialAttempts: 30 };
+    const t0 = Date.now();
+    const err = await session.run(c, "true", { what: "confirm", fresh: true, until: t0 + 1500 }).catch((e: Error) => e);
+    const took = Date.now() - t0;
+    session.close();
+    expect(String(err)).toMatch(new RegExp(`^Error: host laptop \\(\\[127\\.0\\.0\\.1\\]:${port}\\): cannot reach sshd after \\d+ attempts \\(its deadline passed\\): .*Connection refused`));
+    // 30 attempts would take about 45 s of pauses alone.
+    expect(took).toBeLessThan(4000);
+  });
+
+  function agentFile(): { dir: string; path: string; sha256: string } {
+    const dir = mkdtempSync(path.join(tmpdir(), "mf-agent-"));
+    const p = path.join(dir, "meshfleet-agent.mjs");
+    writeFileSync(p, "// agent\n");
+    return { dir, path: p, sha256: createHash("sha256").update("// agent\n").digest("hex") };
+  }
+
+  it("a host that stays unreachable after the switch fails when the window closes, naming it; one round trip prepares and switches", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const calls: { script: string; fresh?: boolean; until?: number; attempts?: number }[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
+      calls.push({ script, fresh: o.fresh, until: o.until, attempts: o.attempts });
+      if (/ switch /.test(script)) return { code: 0, stdout: "generation 4 is active; awaiting confirm within 120s", stderr: "" };
+      if (o.fresh) {
+        // The dial kept failing until the deadline: the clock is past it now.
+        vi.setSystemTime(o.until! + 1);
+        throw new Error("host router (203.0.113.10): cannot reach sshd after 40 attempts (its deadline passed): Connection timed out");
+      }
+      return { code: 0, stdout: "", stderr: "" };
+    });
+    vi.useFakeTimers({ toFake: ["Date"] });
+    const t0 = Date.now();
+    const err = await generation.create(inputs).catch((e: Error) => e);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(String(err)).toMatch(
+      /^Error: host router: generation [0-9a-f]{12} could not be confirmed: no new SSH connection got through in the lockout guard's 120s window after the switch \(.*its deadline passed.*\); the host's guard has rolled it back to its previous generation$/,
+    );
+    // prepare + switch in one script (the agent was there), then verify on the shared connection and the confirm on a new one.
+    expect(calls[0]!.script).toMatch(/sha256sum[\s\S]*cat > '?\/var\/lib\/meshfleet\/incoming\/bundle\.json\.tmp[\s\S]* switch /);
+    const confirm = calls.find((c) => c.fresh)!;
+    expect(confirm.script).toMatch(new RegExp(`confirm ${inputs.hash}`));
+    expect(confirm.until! - t0).toBeGreaterThanOrEqual(120_000);
+    expect(confirm.until! - t0).toBeLessThan(125_000);
+    expect(calls.find((c) => / verify /.test(c.script) && !c.fresh)).toMatchObject({ attempts: 1 });
+  });
+
+  it("a host without this agent gets it pushed, then switches", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const seen: string[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
+      seen.push(o.what);
+      if (o.what.startsWith("prepare + switch")) return { code: 0, stdout: "@@meshfleet-push-agent@@\n", stderr: "" };
+      if (o.fresh) return { code: 0, stdout: `generation 4 (bundle ${inputs.hash.slice(0, 12)}) confirmed\n@@meshfleet-confirmed@@\n${JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null })}`, stderr: "" };
+      if (/ verify /.test(script)) return { code: 0, stdout: JSON.stringify({ drift: [] }), stderr: "" };
+      return { code: 0, stdout: "generation 4 is active", stderr: "" };
+    });
+    const r = await generation.create(inputs);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(seen.filter((w) => !w.startsWith("verify"))).toEqual([
+      `prepare + switch to ${inputs.hash.slice(0, 12)}`,
+      "push agent (9 bytes)",
+      `switch to ${inputs.hash.slice(0, 12)}`,
+      `confirm ${inputs.hash.slice(0, 12)} + status`,
+    ]);
+    expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
   });
 });
