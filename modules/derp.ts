@@ -287,9 +287,29 @@ function derperContainer(o: DerpOptions, ctx: ModuleContext): ContainerSpec {
   };
 }
 
+/**
+ * A relay name only a lab uses: an IPv4 in the documentation ranges
+ * (192.0.2.0/24, 198.51.100.0/24, 203.0.113.0/24) or a name under a
+ * reserved TLD (.test, .example, .invalid, .localhost; RFC 6761).
+ */
+export function isLabName(name: string): boolean {
+  const n = name.toLowerCase().replace(/\.$/, "");
+  if (parseIpv4(n) !== null) return /^(192\.0\.2|198\.51\.100|203\.0\.113)\.\d+$/.test(n);
+  return /\.(test|example|invalid|localhost)$/.test(n);
+}
+
 export function derpAssertions(o: DerpOptions, ctx: ModuleContext): Assertion[] {
   const a: Assertion[] = [];
   const isCoord = ctx.host === ctx.fleet.coordinator.host;
+  const relayName = o.mode === "embedded" ? new URL(ctx.fleet.coordinator.serverUrl).hostname : nodeHost(o, ctx.self);
+  // Every client skips the relay's certificate check: a man in the middle reads the relayed (still WireGuard-encrypted) traffic's metadata and can impersonate the relay.
+  a.push({
+    assertion: !o.insecureForTests || isLabName(relayName),
+    path: "derp.insecureForTests",
+    expected: "false outside a lab (the lab's relay names are documentation addresses or .test/.example names)",
+    found: `true for the relay ${JSON.stringify(relayName)}, so every client would skip its certificate check`,
+    fix: "remove derp.insecureForTests and give the relay a certificate clients trust (derp.certMode: letsencrypt with a DNS name, or manual with a CA-signed certificate)",
+  });
   // With a public DERP map merged in, a region id outside 900-999 can be one of Tailscale's
   // own regions, which Headscale then replaces (or is replaced by) without a word.
   const rid = regionIdOf(o, ctx);

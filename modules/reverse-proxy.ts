@@ -44,17 +44,27 @@ export const reverseProxyOptions = z
       .describe("nginx: private key file; \"\" means /etc/letsencrypt/live/<domain>/privkey.pem."),
     rateLimit: z
       .object({
-        enable: z.boolean().default(true).describe("Limit interactive registration/login paths per client address (nginx only)."),
+        enable: z
+          .boolean()
+          .optional()
+          .describe("Limit interactive registration/login paths per client address. Unset: on with nginx, off with Caddy, whose stock build (Debian's, Docker's) has no rate limiter; true with Caddy is refused."),
         perMinute: z.number().int().min(1).default(30).describe("Sustained requests per minute per address."),
         burst: z.number().int().min(0).default(20).describe("Requests allowed above the rate before 429s."),
       })
       .strict()
-      .default({ enable: true, perMinute: 30, burst: 20 })
+      .default({ perMinute: 30, burst: 20 })
       .describe("Rate limits for /register/, /auth/ and /oidc/ (never for /ts2021 or /key: every node uses them)."),
     image: z
       .string()
       .default("")
       .describe("Container image (docker runtime); \"\" pins the official caddy or nginx image."),
+    hstsMaxAge: z
+      .number()
+      .int()
+      .min(0)
+      .max(63072000)
+      .default(31536000)
+      .describe("Strict-Transport-Security max-age (seconds) on the HTTPS site, so a browser never falls back to plain HTTP for the login pages; 0 sends no header."),
   })
   .strict();
 
@@ -81,6 +91,8 @@ export interface ProxySite {
   certificate: string;
   certificateKey: string;
   rateLimit: { enable: boolean; perMinute: number; burst: number };
+  /** Strict-Transport-Security max-age in seconds; 0: no header. */
+  hstsMaxAge: number;
   /** The upstream is a container name, resolved by docker's embedded DNS. */
   dockerDns: boolean;
 }
@@ -98,7 +110,8 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
     acmeEmail: o.acmeEmail,
     certificate: o.certificate !== "" ? o.certificate : `/etc/letsencrypt/live/${domain}/fullchain.pem`,
     certificateKey: o.certificateKey !== "" ? o.certificateKey : `/etc/letsencrypt/live/${domain}/privkey.pem`,
-    rateLimit: o.rateLimit,
+    rateLimit: { enable: o.rateLimit.enable ?? o.kind === "nginx", perMinute: o.rateLimit.perMinute, burst: o.rateLimit.burst },
+    hstsMaxAge: o.hstsMaxAge,
     dockerDns: ctx.self.runtime === "docker" && o.upstream === "",
   };
 }
@@ -112,7 +125,10 @@ function upstreamOf(ctx: ModuleContext): string {
 
 /** The Caddyfile. Caddy's reverse_proxy passes any Upgrade (not only websocket) and streams. */
 export function renderCaddyfile(s: ProxySite): string {
-  const lines: string[] = ["# Rendered by meshfleet (modules/reverse-proxy.ts); edits are overwritten."];
+  const lines: string[] = [
+    "# Rendered by meshfleet (modules/reverse-proxy.ts); edits are overwritten.",
+    "# No rate limit on /register/, /auth/, /oidc/: Caddy's stock build has none (reverse-proxy.kind: nginx has one).",
+  ];
   const global: string[] = [];
   if (s.acmeEmail !== "" && s.tls === "auto") global.push(`\temail ${s.acmeEmail}`);
   if (s.httpPort !== 80) global.push(`\thttp_port ${s.httpPort}`);
@@ -142,6 +158,7 @@ export function renderCaddyfile(s: ProxySite): string {
     "",
     `https://${s.domain}:${s.httpsPort} {`,
     ...(s.tls === "internal" ? ["\ttls internal"] : []),
+    ...(s.hstsMaxAge > 0 ? [`\theader Strict-Transport-Security "max-age=${s.hstsMaxAge}"`] : []),
     ...proxy,
     "}",
     "",
@@ -234,6 +251,7 @@ export function renderNginxConf(s: ProxySite): string {
     `    ssl_certificate ${s.certificate};`,
     `    ssl_certificate_key ${s.certificateKey};`,
     "    ssl_protocols TLSv1.2 TLSv1.3;",
+    ...(s.hstsMaxAge > 0 ? [`    add_header Strict-Transport-Security "max-age=${s.hstsMaxAge}" always;`] : []),
     "",
     ...locations(true),
     "}",
@@ -308,6 +326,9 @@ function nginxUnit(): UnitSpec {
   return { name: "nginx.service", content, enable: true };
 }
 
+/** The nginx container's command: nginx in the foreground, and a reload every 6 hours for renewed certificates. */
+export const NGINX_RELOADING = ["/bin/sh", "-c", "while :; do sleep 6h & wait $!; nginx -s reload; done & exec nginx -g 'daemon off;'"];
+
 export function reverseProxyAssertions(o: ReverseProxyOptions, ctx: ModuleContext, s: ProxySite): Assertion[] {
   const a: Assertion[] = [];
   const scheme = new URL(ctx.fleet.coordinator.serverUrl).protocol;
@@ -360,6 +381,13 @@ export const reverseProxyModule = defineModule({
     if (!o.enable) return {};
     const s = siteOf(o, ctx);
     const assertions = reverseProxyAssertions(o, ctx, s);
+    assertions.push({
+      assertion: !(o.kind === "caddy" && o.rateLimit.enable === true),
+      path: "reverse-proxy.rateLimit.enable",
+      expected: "unset or false with kind caddy (Caddy as Debian and Docker ship it has no rate limiter)",
+      found: "true",
+      fix: "set reverse-proxy.kind: nginx (its limit_req limits /register/, /auth/ and /oidc/), or remove reverse-proxy.rateLimit.enable",
+    });
     const docker = ctx.self.runtime === "docker";
     const configPath = o.kind === "caddy" ? CADDYFILE : NGINX_CONF;
     const hostPath = docker ? `${DOCKER_HOST_DIR}/${configPath.split("/").pop()}` : configPath;
@@ -394,7 +422,8 @@ export const reverseProxyModule = defineModule({
         // live/ as symlinks into archive/, so the whole tree is mounted, read-only).
         volumes: o.kind === "caddy" ? [{ name: "caddy-data", containerPath: "/data" }] : certificateMounts(s),
         env: {},
-        command: o.kind === "caddy" ? ["caddy", "run", "--config", CADDYFILE, "--adapter", "caddyfile"] : [],
+        // nginx reads its certificate once: reload every 6 hours so a renewed one (certbot on the host) is served.
+        command: o.kind === "caddy" ? ["caddy", "run", "--config", CADDYFILE, "--adapter", "caddyfile"] : NGINX_RELOADING,
         uploads: [{ containerPath: configPath, source: hostPath, secret: false }],
         restart: "unless-stopped",
         healthcheck:

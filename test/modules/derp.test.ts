@@ -78,6 +78,25 @@ describe("derp module", () => {
     expect(c.containers![0]).toMatchObject({ image: "registry.example/derper:1.98.10", restart: "unless-stopped", volumes: [{ name: "derper-data", containerPath: "/var/lib/derper" }] });
   });
 
+  it("insecureForTests only for a lab relay: documentation addresses and reserved names pass, a real name is refused", () => {
+    const relay = (hostname: string, mode = "derper") =>
+      makeCtx("relay", {
+        vps: { address: "203.0.113.10" },
+        relay: { address: "198.51.100.20", options: { derp: { enable: true, mode, hostname, certMode: "manual", derpPort: 8443, insecureForTests: true } } },
+      });
+    const insecure = (c: Contribution) => failed(c).filter((l) => l.includes("derp.insecureForTests"));
+    for (const lab of ["203.0.113.10", "198.51.100.20", "192.0.2.1", "derp.lab.test", "relay.example", "Relay.Example."]) expect(insecure(run(relay(lab))), lab).toEqual([]);
+    expect(insecure(run(relay("derp.example.com")))).toEqual([
+      '(host file): derp.insecureForTests: expected false outside a lab (the lab\'s relay names are documentation addresses or .test/.example names), found true for the relay "derp.example.com", so every client would skip its certificate check. Fix: remove derp.insecureForTests and give the relay a certificate clients trust (derp.certMode: letsencrypt with a DNS name, or manual with a CA-signed certificate)',
+    ]);
+    for (const real of ["8.8.8.8", "192.168.8.2", "derp.home.arpa"]) expect(insecure(run(relay(real))), real).toHaveLength(1);
+    // The embedded relay is named by the server URL's host.
+    const embedded = (url: string) =>
+      makeCtx("vps", { vps: { address: "203.0.113.10", options: { headscale: { enable: true }, derp: { enable: true, mode: "embedded", insecureForTests: true } } } }, { coordinator: { host: "vps", serverUrl: url } });
+    expect(insecure(run(embedded("https://203.0.113.10")))).toEqual([]);
+    expect(insecure(run(embedded("https://hs.example.org")))).toHaveLength(1);
+  });
+
   it("assertion messages", () => {
     const ctx = makeCtx("home", {
       vps: { address: "203.0.113.10", options: { "reverse-proxy": { enable: true }, derp: { enable: true } } },

@@ -59,6 +59,31 @@ describe("reverse-proxy module", () => {
     expect(run(seed004({ kind: "nginx", rateLimit: { enable: false } })).files![0].content).not.toContain("limit_req");
   });
 
+  it("HSTS on the HTTPS site of both proxies (max-age from hstsMaxAge; 0 sends none; never on plain HTTP)", () => {
+    const hsts = 'Strict-Transport-Security "max-age=31536000"';
+    const nginx = run(seed004({ kind: "nginx" })).files![0].content;
+    expect(nginx).toContain(`    add_header ${hsts} always;`);
+    const caddy = run(seed004({ kind: "caddy" })).files![0].content;
+    expect(caddy).toContain(`\theader ${hsts}`);
+    expect(caddy.indexOf(hsts)).toBeGreaterThan(caddy.indexOf("https://"));
+    expect(run(seed004({ kind: "nginx", hstsMaxAge: 600 })).files![0].content).toContain('add_header Strict-Transport-Security "max-age=600" always;');
+    for (const kind of ["nginx", "caddy"]) expect(run(seed004({ kind, hstsMaxAge: 0 })).files![0].content).not.toContain("Strict-Transport-Security");
+  });
+
+  it("Caddy has no rate limiter: the Caddyfile says so, and asking for one with Caddy is refused with the fix", () => {
+    expect(run(seed004({ kind: "caddy" })).files![0].content).toContain("# No rate limit on /register/, /auth/, /oidc/");
+    expect(failed(run(seed004({ kind: "caddy" })))).toEqual([]);
+    expect(failed(run(seed004({ kind: "caddy", rateLimit: { enable: true } })))).toEqual([
+      "(host file): reverse-proxy.rateLimit.enable: expected unset or false with kind caddy (Caddy as Debian and Docker ship it has no rate limiter), found true. Fix: set reverse-proxy.kind: nginx (its limit_req limits /register/, /auth/ and /oidc/), or remove reverse-proxy.rateLimit.enable",
+    ]);
+    expect(run(seed004({ kind: "nginx" })).files![0].content).toContain("limit_req zone=meshfleet_headscale_register");
+  });
+
+  it("docker runtime: nginx reloads every 6 hours, so a certificate certbot renewed on the host is served", () => {
+    const ct = run(seed004({ kind: "nginx" }, undefined, "docker")).containers![0];
+    expect(ct.command).toEqual(["/bin/sh", "-c", "while :; do sleep 6h & wait $!; nginx -s reload; done & exec nginx -g 'daemon off;'"]);
+  });
+
   it("docker runtime: config under /opt, uploaded into a pinned image", () => {
     const c = run(seed004({ kind: "caddy" }, undefined, "docker"));
     const ct = c.containers![0];
