@@ -7,9 +7,17 @@
  * The baseline, measured in the same run and the same way, is loading a
  * normal fleet (the base test fleet: fleet.yaml and three hosts).
  *
+ * Then what a person waits for: `meshfleet check` end to end, through the
+ * prebuilt CLI (this bench bundles cli/main.ts the way cli/build.mjs does,
+ * into dist/bench-cli), one fresh process per run, wall and CPU from the
+ * process's own start (node's bootstrap included). Its baselines, measured
+ * in the same run: `node -e 0` (an empty node process) and `check` on the
+ * normal fleet. CPU is reported beside wall because a shared machine (load
+ * average above the CPU count) stretches wall time several-fold.
+ *
  *   node --import tsx bench/bad-input/run.ts [--runs 5]
  */
-import { execFileSync } from "node:child_process";
+import { execFileSync, spawnSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -117,6 +125,75 @@ async function main() {
   }
 }
 
+/** Bundles the CLI as cli/build.mjs does (code-split ESM, packages external), without the help manifest. */
+async function buildCli(outdir: string): Promise<string> {
+  const { build } = await import("esbuild");
+  const root = path.resolve(path.dirname(self), "../..");
+  rmSync(outdir, { recursive: true, force: true });
+  await build({
+    entryPoints: { main: path.join(root, "cli", "main.ts") }, outdir, bundle: true, splitting: true, format: "esm", platform: "node",
+    target: "node20", packages: "external", outExtension: { ".js": ".mjs" }, chunkNames: "chunk-[hash]", logLevel: "error",
+  });
+  return path.join(outdir, "main.mjs");
+}
+
+/** Preloaded into each end-to-end run: on exit, the process's wall and CPU since it started. */
+const PROBE = "data:text/javascript," + encodeURIComponent(
+  'process.on("exit",()=>{const u=process.cpuUsage();process.stderr.write("\\nBENCH "+JSON.stringify({wall:performance.now(),cpu:(u.user+u.system)/1000})+"\\n")})',
+);
+
+function runE2e(argv: string[], runs: number): { wall: number; cpu: number; code: number } {
+  const walls: number[] = [];
+  const cpus: number[] = [];
+  let code = 0;
+  for (let i = 0; i < runs; i++) {
+    const r = spawnSync(process.execPath, ["--import", PROBE, ...argv], { encoding: "utf8", env: { ...process.env, NO_COLOR: "1" } });
+    const m = /BENCH (\{.*\})/.exec(r.stderr);
+    if (!m) throw new Error(`bench: no timing from ${argv.join(" ")}: ${r.stderr.slice(0, 400)}`);
+    const t = JSON.parse(m[1]);
+    walls.push(t.wall);
+    cpus.push(t.cpu);
+    code = r.status ?? 1;
+  }
+  const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return { wall: med(walls), cpu: med(cpus), code };
+}
+
+async function endToEnd(runs: number) {
+  const root = path.resolve(path.dirname(self), "../..");
+  const main = await buildCli(path.join(root, "dist", "bench-cli"));
+  const { LIMITS } = await import("../../core/load.ts");
+  const tmp = mkdtempSync(path.join(os.tmpdir(), "mf-bench-e2e-"));
+  try {
+    const fleetOf = (name: string, files: Record<string, string>) => {
+      const dir = path.join(tmp, name, "fx");
+      mkdirSync(dir, { recursive: true });
+      for (const [f, t] of Object.entries({ ...BASE, ...files })) writeFileSync(path.join(dir, f), t);
+      return dir;
+    };
+    const cases: [string, string[]][] = [
+      ["baseline: node -e 0 (an empty process)", ["-e", "0"]],
+      ["baseline: check, normal fleet (4 files)", [main, "check", "--hosts-dir", fleetOf("normal", {})]],
+      [`check, largest allowed fleet.yaml (${LIMITS.fileBytes / KIB} KiB policy)`, [main, "check", "--hosts-dir", fleetOf("big", { "fleet.yaml": bigPolicyFleet(LIMITS.fileBytes - 16) })]],
+      [`check, a list of ${LIMITS.listItems + 1} items (refused)`, [main, "check", "--hosts-dir", fleetOf("list", { "laptop.yaml": flowList(LIMITS.listItems + 1) })]],
+      ["check, a 10 MB fleet.yaml (refused)", [main, "check", "--hosts-dir", fleetOf("huge", { "fleet.yaml": `${BASE["fleet.yaml"]}extra: [${"1,".repeat(5 * 1024 * 1024)}1]\n` })]],
+    ];
+    const rows = cases.map(([name, argv]) => ({ name, ...runE2e(argv, runs) }));
+    const [empty, normal] = rows;
+    console.log(`\nend to end: meshfleet check through the prebuilt CLI (dist/bench-cli), median of ${runs} fresh processes; load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs`);
+    console.log("case                                                 wall ms    cpu ms   cpu/empty   cpu/normal  exit");
+    for (const r of rows)
+      console.log(`${r.name.padEnd(52)} ${r.wall.toFixed(0).padStart(7)} ${r.cpu.toFixed(0).padStart(9)} ${(r.cpu / empty.cpu).toFixed(2).padStart(10)}x ${(r.cpu / normal.cpu).toFixed(2).padStart(10)}x  ${r.code}`);
+    const big = rows[2];
+    console.log(`largest allowed file, beyond an empty node process: ${(big.cpu - empty.cpu).toFixed(0)} ms CPU, ${(big.wall - empty.wall).toFixed(0)} ms wall; beyond a normal fleet's check: ${(big.cpu - normal.cpu).toFixed(0)} ms CPU`);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
+}
+
 if (process.argv[2] === "--child") await child(process.argv[3], Number(process.argv[4]));
 else if (process.argv[2] === "--parse-only") await parseOnly(process.argv[3]);
-else await main();
+else {
+  await main();
+  await endToEnd(Number(process.argv[process.argv.indexOf("--runs") + 1]) || 5);
+}

@@ -1,9 +1,13 @@
 /** meshfleet check: validate and evaluate a fleet; every problem, then exit 1 on any error. */
-import { evaluateFleet, formatDiagnostics, hasErrors } from "../../core/index.ts";
+// Direct imports, not core/index.ts: check needs neither the bundle format (zod/mini) nor key derivation (@noble),
+// and a cold `meshfleet check` pays for every module it loads.
+import { evaluateFleet } from "../../core/eval.ts";
+import { formatDiagnostics, hasErrors } from "../../core/diagnostics.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet } from "../args.ts";
 import type { Command } from "../command.ts";
-import { readNodesFile, runFleetTests } from "../../core/policy/index.ts";
+import { runFleetTests } from "../../core/policy/fleet.ts";
+import { readNodesFile } from "../../core/policy/live.ts";
 import type { Flag } from "../args.ts";
 
 const flags: Flag[] = [
