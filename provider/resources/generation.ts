@@ -4,8 +4,8 @@
  * create/update: push the agent when its sha256 differs from the host's copy,
  * send the bundle on stdin and `switch` with the lockout guard armed (one
  * round trip with the preparation when the agent is already there), then
- * `confirm <hash>` and `status` over a NEW ssh connection (a switch that cut
- * SSH is rolled back by the host itself) while `verify` runs over the run's
+ * `confirm <hash>` over a NEW ssh connection (a switch that cut SSH is rolled
+ * back by the host itself) while `status` and `verify` run over the run's
  * shared one. A guard that rolled back, or a confirm that came too late,
  * fails the deploy naming the host; the confirm is not retried past the
  * guard's window, so that failure comes when the window closes.
@@ -76,7 +76,6 @@ export function switchScript(a: AgentSpec, confirmTimeoutSeconds: number, repair
 }
 
 const VERIFY_MARK = "@@meshfleet-verify@@";
-const CONFIRMED_MARK = "@@meshfleet-confirmed@@";
 
 /** status --json, then verify --json (exit 1 on drift is an answer, not a failure). */
 export function inspectScript(a: AgentSpec): string {
@@ -296,19 +295,20 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
   // The guard was armed during the switch, so its window has closed by `until`: dialing after that
   // can only reach the rolled-back host, and would hold the failure back by a dial's retries.
   const until = Date.now() + n.confirmTimeoutSeconds * 1000;
-  // verify reads the active generation (confirmed or not), so it runs over the run's shared
-  // connection while the confirm dials: one dial, no retries, and nobody waits for it on a lockout.
-  const verifying = run(`${agentCmd(n.agent, ["verify", "--json"])} || true`, "verify (while the confirm runs)", { attempts: 1, until });
+  // status and verify read the active generation (confirmed or not), so they run over the run's
+  // shared connection while the confirm dials: one dial, no retries, and nobody waits for them on a
+  // lockout. The new connection carries the confirm alone.
+  const inspect = inspectScript(n.agent);
+  const inspecting = run(inspect, "status + verify (while the confirm runs)", { attempts: 1, until });
   let conf: RunResult;
   try {
-    // status rides on the new connection once the confirm succeeded (so it shows no pending confirm).
-    conf = await run(`${agentCmd(n.agent, ["confirm", n.hash])} || exit $?\necho ${CONFIRMED_MARK}\n${agentCmd(n.agent, ["status", "--json"])}`, `confirm ${n.hash.slice(0, 12)} + status`, { fresh: true, until });
+    conf = await run(agentCmd(n.agent, ["confirm", n.hash]), `confirm ${n.hash.slice(0, 12)}`, { fresh: true, until });
   } catch (e) {
     // A refused login or host key after the switch is a lockout like a refused dial.
     conf = { code: 255, stdout: "", stderr: (e as Error).message };
   }
   if (conf.code !== 0) {
-    verifying.catch(() => {});
+    inspecting.catch(() => {});
     const why = (conf.stderr || conf.stdout).trim().split("\n").slice(-3).join(" ");
     throw new ProviderError(
       conf.code !== 255
@@ -318,11 +318,16 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
           : `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: a new SSH connection after the switch failed (${why}); the host's lockout guard rolls it back to its previous generation within ${n.confirmTimeoutSeconds}s`,
     );
   }
-  let ver = await verifying.catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
-  // The shared connection failed where the new one worked: verify again, patiently.
-  if (ver.code !== 0) ver = await run(`${agentCmd(n.agent, ["verify", "--json"])} || true`, "verify");
-  const inspected = `${conf.stdout.slice(conf.stdout.indexOf(CONFIRMED_MARK) + CONFIRMED_MARK.length)}\n${VERIFY_MARK}\n${ver.stdout}`;
-  const { status, statusText, drift } = parseInspect(host, inspected);
+  let ins = await inspecting.catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
+  // The shared connection failed where the new one worked: ask again, patiently.
+  if (ins.code !== 0) ins = await run(inspect, "status + verify");
+  if (ins.code !== 0) throw runFailure(host, "reading the agent's status and verify after the confirm", ins);
+  const read = parseInspect(host, ins.stdout);
+  // Read while the confirm ran: `confirm <hash>` succeeded, so that generation is current and
+  // nothing awaits confirmation any more, whichever of the two came first.
+  const status: AgentStatus = { ...read.status, pendingConfirm: null };
+  const statusText = JSON.stringify(status, null, 2);
+  const drift = read.drift;
   if (status.hash !== n.hash) {
     throw new ProviderError(`host ${host}: after the confirm the host runs ${status.hash ? status.hash.slice(0, 12) : "no generation"}, not ${n.hash.slice(0, 12)} (its guard rolled back?); see \`meshfleet-agent status\` on ${host}`);
   }

@@ -300,6 +300,7 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     expect(confirm.script).toMatch(new RegExp(`confirm ${inputs.hash}`));
     expect(confirm.until! - t0).toBeGreaterThanOrEqual(120_000);
     expect(confirm.until! - t0).toBeLessThan(125_000);
+    expect(confirm.script).not.toMatch(/ status | verify /);
     expect(calls.find((c) => / verify /.test(c.script) && !c.fresh)).toMatchObject({ attempts: 1 });
   });
 
@@ -311,18 +312,22 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
       seen.push(o.what);
       if (o.what.startsWith("prepare + switch")) return { code: 0, stdout: "@@meshfleet-push-agent@@\n", stderr: "" };
-      if (o.fresh) return { code: 0, stdout: `generation 4 (bundle ${inputs.hash.slice(0, 12)}) confirmed\n@@meshfleet-confirmed@@\n${JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null })}`, stderr: "" };
-      if (/ verify /.test(script)) return { code: 0, stdout: JSON.stringify({ drift: [] }), stderr: "" };
+      if (o.fresh) return { code: 0, stdout: `generation 4 (bundle ${inputs.hash.slice(0, 12)}) confirmed\n`, stderr: "" };
+      // status read before the confirm cleared its pending confirm.
+      if (/ verify /.test(script))
+        return { code: 0, stdout: `${JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: { generation: 4, previous: 3, secondsLeft: 119 }, lastSwitch: null })}\n@@meshfleet-verify@@\n${JSON.stringify({ drift: [] })}`, stderr: "" };
       return { code: 0, stdout: "generation 4 is active", stderr: "" };
     });
     const r = await generation.create(inputs);
     rmSync(a.dir, { recursive: true, force: true });
-    expect(seen.filter((w) => !w.startsWith("verify"))).toEqual([
+    expect(seen).toEqual([
       `prepare + switch to ${inputs.hash.slice(0, 12)}`,
       "push agent (9 bytes)",
       `switch to ${inputs.hash.slice(0, 12)}`,
-      `confirm ${inputs.hash.slice(0, 12)} + status`,
+      "status + verify (while the confirm runs)",
+      `confirm ${inputs.hash.slice(0, 12)}`,
     ]);
     expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
+    expect(JSON.parse(r.outs.status)).toMatchObject({ generation: 4, pendingConfirm: null });
   });
 });
