@@ -24,7 +24,7 @@ import { z } from "zod";
 import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
 import { loadFleetDir, parseYaml, displayPath, type LoadedFleet } from "./load.ts";
-import { mergeDefinitions, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
+import { definitionsAt, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
   AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
 } from "./module.ts";
@@ -33,7 +33,7 @@ import { cidr, cidrsOverlap, parseCidr } from "./schema-types.ts";
 import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
 import { hostEnforcement, policyNodesOf } from "./policy/fleet.ts";
 import type { Policy } from "./policy/index.ts";
-import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings } from "./types.ts";
+import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings, UnitSpec } from "./types.ts";
 
 export const hostBaseShape = {
   imports: z.array(z.string()).default([]).describe("Profiles or ./files.yaml to import."),
@@ -89,6 +89,8 @@ interface HostOptions {
   peer: PeerView;
   /** Where an option path's value was defined: a file and the path in it (see `originOf`). */
   origin: (optionPath: string) => { file: string; path: string };
+  /** The host's definitions (files, imports, profiles, module settings): the options modules contribute to are merged again with them. */
+  defs: Definition[];
 }
 
 export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, stack: string): EvalResult {
@@ -124,7 +126,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
   const hosts: Record<string, HostSystem> = {};
   const fleetWarnings: Diagnostic[] = [];
   const contributionsByHost: Contribution[][] = [];
-  for (const { peer, origin } of Object.values(evaluated)) {
+  for (const { peer, origin, defs } of Object.values(evaluated)) {
     const ctx: ModuleContext = {
       host: peer.name, file: peer.file, self: peer, hosts: peers, fleet: fleetCfg, fleetFile, stack,
       policyHuJson: pol.huJson, autoApprovers: pol.autoApprovers, enforcement: enforcement[peer.name] ?? null,
@@ -137,7 +139,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
         diagnostics.push(diag(peer.file, m.name, `module ${m.name} to evaluate`, (e as Error).message, "report this: a module must not throw (use assertions)"));
       }
     }
-    const host = assemble(peer, origin, contribs, diagnostics);
+    const host = assemble(peer, origin, contribs, diagnostics, { schema, defs });
     hosts[peer.name] = host;
     contributionsByHost.push(contribs.map((x) => x.c));
     fleetWarnings.push(...host.warnings);
@@ -262,7 +264,7 @@ function hostOptions(
   const peer: PeerView = {
     name, file, address: config.address, roles: rolesOf(registry, config), runtime: config.runtime, lan: config.lan, config, facts,
   };
-  return { peer, origin };
+  return { peer, origin, defs: finalDefs };
 }
 
 /**
@@ -560,8 +562,128 @@ function checkRoutesAcrossHosts(evaluated: Record<string, HostOptions>, out: Dia
 
 const NO_SERVICES: HostServices = { headscale: false, proxy: null, derp: null, subnetRouter: false, exitNode: false, tailnet: false, nodeExporter: false };
 
+/**
+ * Options that modules' contributions define alongside the host's own
+ * definitions (NixOS: a module's `networking.firewall.allowedTCPPorts` and a
+ * host file's merge by priority). A module's public inbound rule defines its
+ * port in the port list of its protocol, its unit `systemd.units.<name>`; a
+ * host file's `!mkForce` wins over them as over any module setting. The
+ * registry's schemas for these options are used when it has them.
+ */
+const CONTRIBUTED = { tcp: ["firewall", "allowedTCPPorts"], udp: ["firewall", "allowedUDPPorts"], units: ["systemd", "units"] } as const;
+const FALLBACK_SCHEMAS = {
+  ports: z.array(z.number()),
+  units: z.record(z.string(), z.object({ enable: z.boolean(), content: z.string(), restartTriggers: z.array(z.string()) }).partial()),
+};
+
+/** The schema of the option at `path` in the host schema, or undefined. */
+function optionSchema(schema: z.ZodType, path: readonly string[]): z.ZodType | undefined {
+  let s: z.ZodType | undefined = schema;
+  for (const key of path) {
+    const kind: ReturnType<typeof schemaKind> | undefined = s ? schemaKind(s) : undefined;
+    s = kind?.kind === "object" ? kind.shape[key] : undefined;
+  }
+  return s;
+}
+
+interface HostDefinitions {
+  schema: z.ZodType;
+  defs: Definition[];
+}
+
+/**
+ * The public ports, per module: each module's inbound rules that its
+ * definition of the port list kept (a host's `!mkForce` list drops them,
+ * but a port the forced list names is opened as the module opens it), and
+ * the ports the host's own definitions add (owner `firewall`, or the module
+ * whose settings set them). A dropped rule that says it must stay
+ * (`required`: sshd's, the deploy path) is an error while the firewall is on.
+ */
+function openPorts(peer: PeerView, origin: (p: string) => { file: string; path: string }, contribs: { module: string; c: Contribution }[], hd: HostDefinitions, out: Diagnostic[]): Map<string, InboundRule[]> {
+  const byModule = new Map<string, InboundRule[]>();
+  const add = (module: string, r: InboundRule) => {
+    const list = byModule.get(module);
+    if (list) list.push(r);
+    else byModule.set(module, [r]);
+  };
+  const firewallOn = (peer.config as { firewall?: { enable?: boolean } }).firewall?.enable !== false;
+  for (const proto of ["tcp", "udp"] as const) {
+    const path = CONTRIBUTED[proto];
+    const optionPath = path.join(".");
+    const rules = contribs.flatMap(({ module, c }) => (c.inbound ?? []).filter((r) => r.proto === proto).map((r) => ({ module, r })));
+    const own = definitionsAt(hd.defs, path);
+    if (!own.length) {
+      // Nothing of the host's to merge with: every module rule stays (what the merge would give).
+      for (const { module, r } of rules) add(module, r);
+      continue;
+    }
+    const moduleDefs = rules.map(({ module, r }): Definition => ({ file: `${MODULE_LABEL}${module}`, priority: PRIORITY.plain, value: [r.port] }));
+    const merged = mergeDefinitions(optionSchema(hd.schema, path) ?? FALLBACK_SCHEMAS.ports, [...own, ...moduleDefs], optionPath);
+    out.push(...merged.diagnostics.map((d) => relabel(d, origin)));
+    const kept = new Set<InboundRule>();
+    const hostPorts: number[] = [];
+    ((merged.value ?? []) as unknown[]).forEach((port, i) => {
+      if (typeof port !== "number") return;
+      const label = merged.sources.get(`${optionPath}[${i}]`) ?? peer.file;
+      if (label.startsWith(MODULE_LABEL)) {
+        const module = label.slice(MODULE_LABEL.length);
+        const rule = rules.find((x) => x.module === module && x.r.port === port && !kept.has(x.r));
+        if (rule) { kept.add(rule.r); add(module, rule.r); return; }
+        if (firewallOn) add(module, { proto, port, from: [], owner: module, comment: optionPath });
+      } else hostPorts.push(port);
+    });
+    for (const port of hostPorts) {
+      // A port the host's (forced) list keeps that a module's definition also had: opened as the
+      // module opens it (its sources, e.g. firewall.sshFrom, and its comment).
+      const rule = rules.find((x) => x.r.port === port && !kept.has(x.r));
+      if (rule && !rules.some((x) => x.r.port === port && kept.has(x.r))) { kept.add(rule.r); add(rule.module, rule.r); }
+      else if (firewallOn) add("firewall", { proto, port, from: [], owner: "firewall", comment: optionPath });
+    }
+    for (const { r } of rules) {
+      if (kept.has(r) || !r.required || !firewallOn) continue;
+      const at = origin(optionPath);
+      out.push(diag(at.file, at.path, `${proto} port ${r.port} open (${r.owner}: ${r.required})`, `a list set with a higher priority (!mkForce) without ${r.port}`, `add ${r.port} to ${optionPath} there, or drop its !mkForce`));
+    }
+  }
+  return byModule;
+}
+
+/**
+ * The host's units: each module's, merged with the host's definitions of
+ * `systemd.units.<name>` (`enable: !mkForce false` stops a module's unit,
+ * `content: !mkForce ...` replaces its text), and units of the host's own
+ * (with their content).
+ */
+function mergedUnits(origin: (p: string) => { file: string; path: string }, contribs: { module: string; u: UnitSpec }[], hd: HostDefinitions, out: Diagnostic[]): UnitSpec[] {
+  const own = definitionsAt(hd.defs, CONTRIBUTED.units);
+  if (!own.length) return contribs.map((x) => x.u);
+  const optionPath = CONTRIBUTED.units.join(".");
+  const moduleDefs = contribs.map(({ module, u }): Definition => ({
+    file: `${MODULE_LABEL}${module}`,
+    priority: PRIORITY.plain,
+    value: { [u.name]: { enable: u.enable, content: u.content, ...(u.restartTriggers ? { restartTriggers: u.restartTriggers } : {}) } },
+  }));
+  const merged = mergeDefinitions(optionSchema(hd.schema, CONTRIBUTED.units) ?? FALLBACK_SCHEMAS.units, [...own, ...moduleDefs], optionPath, false);
+  out.push(...merged.diagnostics.map((d) => relabel(d, origin)));
+  const units = (merged.value ?? {}) as Record<string, { enable?: boolean; content?: string; restartTriggers?: string[] }>;
+  // Modules' units in their order, then the host's own.
+  const names = [...new Set([...contribs.map((x) => x.u.name), ...Object.keys(units)])];
+  const result: UnitSpec[] = [];
+  for (const name of names) {
+    const u = units[name];
+    if (!u) continue;
+    if (u.content === undefined) {
+      const at = origin(`${optionPath}.${name}`);
+      out.push(diag(at.file, at.path, "a unit a module on this host provides, or the unit's content", `settings for ${name}, which no module on this host provides`, `add content: to ${optionPath}.${name}, or fix the name (this host's units: ${contribs.map((x) => x.u.name).join(", ") || "none"})`));
+      continue;
+    }
+    result.push({ name, content: u.content, enable: u.enable ?? true, ...(u.restartTriggers ? { restartTriggers: u.restartTriggers } : {}) });
+  }
+  return result;
+}
+
 /** The contributions of all modules, merged into a new HostSystem. */
-function assemble(peer: PeerView, origin: (p: string) => { file: string; path: string }, contribs: { module: string; c: Contribution }[], out: Diagnostic[]): HostSystem {
+function assemble(peer: PeerView, origin: (p: string) => { file: string; path: string }, contribs: { module: string; c: Contribution }[], out: Diagnostic[], hd: HostDefinitions): HostSystem {
   const o = peer.config;
   const host: HostSystem = {
     name: peer.name,
@@ -598,6 +720,22 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
     if (a.file) return { file: a.file, path: a.path };
     return origin(a.path);
   };
+  const open = openPorts(peer, origin, contribs, hd, out);
+  const units: { module: string; u: UnitSpec }[] = [];
+  const portsOf = (module: string) => {
+    const rules = open.get(module) ?? [];
+    open.delete(module);
+    return rules;
+  };
+  const checkPorts = (list: InboundRule[], rules: readonly InboundRule[]) => {
+    for (const r of rules) {
+      const key = `${r.proto}/${r.port}`;
+      const prev = portOwner.get(key);
+      if (prev && prev.owner !== r.owner)
+        out.push(diag(peer.file, `${r.owner}`, `one service per port (${r.proto} ${r.port} is ${prev.owner}'s: ${prev.comment})`, `${r.owner} also wants ${r.proto} ${r.port}`, `move one of them to another port`));
+      else if (!prev) { portOwner.set(key, r); list.push(r); }
+    }
+  };
   for (const { module, c } of contribs) {
     for (const f of c.files ?? []) {
       const prev = fileOwner.get(f.path);
@@ -609,21 +747,14 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
         out.push(diag(peer.file, module, `one value for sysctl ${k}`, `${host.sysctl[k]} and ${v}`, "make the modules agree"));
       host.sysctl[k] = v;
     }
-    for (const [list, rules] of [[host.firewall.inbound, c.inbound], [host.firewall.tailnetInbound, c.tailnetInbound]] as const) {
-      for (const r of rules ?? []) {
-        const key = `${r.proto}/${r.port}`;
-        const prev = portOwner.get(key);
-        if (prev && prev.owner !== r.owner)
-          out.push(diag(peer.file, `${r.owner}`, `one service per port (${r.proto} ${r.port} is ${prev.owner}'s: ${prev.comment})`, `${r.owner} also wants ${r.proto} ${r.port}`, `move one of them to another port`));
-        else if (!prev) { portOwner.set(key, r); list.push(r); }
-      }
-    }
+    checkPorts(host.firewall.inbound, portsOf(module));
+    checkPorts(host.firewall.tailnetInbound, c.tailnetInbound ?? []);
     if (c.forward) host.firewall.forward = true;
     if (c.firewall) host.firewall = { ...host.firewall, ...c.firewall };
     for (const u of c.units ?? []) {
       const prev = unitOwner.get(u.name);
       if (prev) out.push(diag(peer.file, module, `one module owning ${u.name}`, `both ${prev} and ${module}`, "disable one of the two modules on this host"));
-      else { unitOwner.set(u.name, module); host.units.push(u); }
+      else { unitOwner.set(u.name, module); units.push({ module, u }); }
     }
     host.containers.push(...(c.containers ?? []));
     host.packages.push(...(c.packages ?? []).filter((p) => !host.packages.includes(p)));
@@ -644,6 +775,9 @@ function assemble(peer: PeerView, origin: (p: string) => { file: string; path: s
       host.warnings.push(diag(w.file, w.path, wn.expected, wn.found, wn.fix, "warning"));
     }
   }
+  // Ports of modules that contributed nothing else in order (set through settings), and the units.
+  for (const module of [...open.keys()]) checkPorts(host.firewall.inbound, portsOf(module));
+  host.units = mergedUnits(origin, units, hd, out);
   if (!host.agent) {
     // A node without an agent (a phone) is configured by hand from its join
     // instructions: nothing is rendered for the host itself.

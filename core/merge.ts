@@ -76,6 +76,25 @@ export function stripPrio(v: unknown): unknown {
 }
 
 /**
+ * The definitions of the option at `path` inside each definition (priority
+ * wrappers on the way down give their priority to what they hold), for
+ * merging that option again together with more definitions of it.
+ */
+export function definitionsAt(defs: readonly Definition[], path: readonly string[]): Definition[] {
+  const out: Definition[] = [];
+  for (const d of defs) {
+    let { priority, value } = d;
+    for (const key of path) {
+      while (value instanceof Prio) ({ priority, value } = value);
+      value = isPlainObject(value) && Object.prototype.hasOwnProperty.call(value, key) ? value[key] : undefined;
+      if (value === undefined) break;
+    }
+    if (value !== undefined) out.push({ file: d.file, priority, value });
+  }
+  return out;
+}
+
+/**
  * `trackSources: false` leaves `sources` empty: evaluation merges every host
  * (twice, with the modules' settings) and needs where a value came from only
  * to report a problem; it merges again with sources then.

@@ -64,6 +64,12 @@ export interface InboundRule {
   /** Which module asked for it (shown in `hosts`, plan and nft comments). */
   owner: string;
   comment: string;
+  /**
+   * Why the port must stay open (sshd's: meshfleet deploys over it): a host
+   * list that drops it (`firewall.allowedTCPPorts: !mkForce [...]`) is an
+   * error while the firewall is on.
+   */
+  required?: string;
 }
 
 /** A rule on tailscale0: traffic from these peers' sets to this host's ports. */

@@ -1,12 +1,13 @@
 /**
  * firewall: one nftables table, `inet meshfleet`, that never touches other
  * tables (docker's and tailscale's keep theirs). Inbound is default-drop
- * with only the ports the host's modules asked for.
+ * with only the ports in allowedTCPPorts/allowedUDPPorts: the host's and
+ * its modules' definitions of them, merged by priority (NixOS
+ * `networking.firewall.allowedTCPPorts`).
  */
 import { z } from "zod";
 import { defineModule } from "../core/module.ts";
 import { cidr, port } from "../core/schema-types.ts";
-import type { InboundRule } from "../core/types.ts";
 
 export { NFT_TABLE } from "../contract/constants.ts";
 
@@ -16,22 +17,24 @@ export const firewallModule = defineModule({
   options: z
     .object({
       enable: z.boolean().default(true).describe("Manage the `inet meshfleet` nftables table."),
-      allowedTCPPorts: z.array(port).default([]).describe("More TCP ports open on the public side."),
-      allowedUDPPorts: z.array(port).default([]).describe("More UDP ports open on the public side."),
+      allowedTCPPorts: z
+        .array(port)
+        .default([])
+        .describe("TCP ports open on the public side. Modules add their services' ports to this list through the same priority merge (sshd, headscale, the proxy, DERP), so `!mkForce [22, 443]` replaces everything they open."),
+      allowedUDPPorts: z
+        .array(port)
+        .default([])
+        .describe("UDP ports open on the public side; modules add theirs (tailscale, STUN) through the same merge, and `!mkForce [...]` replaces them."),
       trustedInterfaces: z.array(z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" })).default([]).describe("Interfaces whose traffic is accepted (e.g. a management link)."),
       trustTailnet: z.boolean().default(true).describe("Accept everything arriving on tailscale0 (the coordinator's policy filters it); false enforces the fleet's policy on this host too."),
       allowPing: z.boolean().default(true).describe("Accept ICMP echo."),
       sshFrom: z.array(cidr).default([]).describe("Limit SSH to these sources (empty: anywhere)."),
     })
     .strict(),
+  // The port lists become rules in evaluation (core/eval.ts openPorts): there the modules' inbound
+  // rules are definitions of the same lists, merged by priority with the host's.
   config(o) {
-    const firewall = { enable: o.enable, trustedInterfaces: o.trustedInterfaces, trustTailnet: o.trustTailnet, allowPing: o.allowPing };
-    if (!o.enable) return { firewall };
-    const extra: InboundRule[] = [
-      ...o.allowedTCPPorts.map((p): InboundRule => ({ proto: "tcp", port: p, from: [], owner: "firewall", comment: "firewall.allowedTCPPorts" })),
-      ...o.allowedUDPPorts.map((p): InboundRule => ({ proto: "udp", port: p, from: [], owner: "firewall", comment: "firewall.allowedUDPPorts" })),
-    ];
-    return { inbound: extra, firewall };
+    return { firewall: { enable: o.enable, trustedInterfaces: o.trustedInterfaces, trustTailnet: o.trustTailnet, allowPing: o.allowPing } };
   },
 });
 

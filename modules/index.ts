@@ -17,12 +17,13 @@ import { PROFILES } from "./profiles.ts";
 import { reverseProxyModule } from "./reverse-proxy.ts";
 import { exitNodeModule, subnetRouterModule } from "./routing.ts";
 import { sshModule } from "./ssh.ts";
+import { systemdModule } from "./systemd.ts";
 import { tailscaleModule } from "./tailscale.ts";
 
 /** In contribution order (the agent's own units come last). */
 export const MODULES = [
   headscaleModule, reverseProxyModule, derpModule, tailscaleModule, subnetRouterModule,
-  exitNodeModule, firewallModule, sshModule, lxcModule, metricsModule, nodeExporterModule, agentModule, kernelModule,
+  exitNodeModule, firewallModule, sshModule, lxcModule, metricsModule, nodeExporterModule, agentModule, kernelModule, systemdModule,
 ] as const satisfies readonly AnyModule[];
 
 // Every module in the list declares its options in the typed config tree, and nothing else does.

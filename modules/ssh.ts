@@ -41,7 +41,7 @@ export const sshModule = defineModule({
           "",
         ].join("\n"),
       }],
-      inbound: o.openFirewall ? [{ proto: "tcp", port: sshPort, from, owner: "ssh", comment: "sshd (deploy path)" }] : [],
+      inbound: o.openFirewall ? [{ proto: "tcp", port: sshPort, from, owner: "ssh", comment: "sshd (deploy path)", required: "meshfleet deploys over SSH" }] : [],
       // Validate before reload, so a bad drop-in never takes sshd down.
       bestEffort: [{ argv: ["sh", "-c", "sshd -t && systemctl reload ssh"], why: "reload sshd after its drop-in changed" }],
       probes: [{ name: "sshd listening", kind: "tcp", host: "127.0.0.1", port: sshPort }],
