@@ -13,11 +13,13 @@
  *   meshfleet:confirmTimeoutSeconds  lockout guard window (default 120)
  *   meshfleet:headscaleBinaryPath a headscale binary to install (systemd runtime)
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
+ *   meshfleet:headscalePostgresPassword  secret, the database password when headscale.database.type is postgres
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "./components/index.ts";
+import { validatePostgresPassword } from "./components/dockerService.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors } from "./core/index.ts";
 import { REGISTRY } from "./modules/index.ts";
 import { localPath } from "./provider/pins.ts";
@@ -59,6 +61,7 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
     },
     headscaleBinaryPath: config.get("headscaleBinaryPath"),
     imageDigests: config.getObject<Record<string, string>>("imageDigests"),
+    headscalePostgresPassword: postgresPassword(),
   });
   return {
     coordinatorUrl: mesh.coordinatorUrl,
@@ -72,6 +75,15 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
 // outputs. The module may have no other export: Pulumi's Node.js host refuses
 // an entry module with both a default and named exports.
 export default program;
+
+/** The stack's Postgres password when set, checked (one line) without showing it; a secret from here on. */
+function postgresPassword(): pulumi.Output<string> | undefined {
+  const pw = pulumi.runtime.getConfig("meshfleet:headscalePostgresPassword");
+  if (pw === undefined) return undefined;
+  const problems = validatePostgresPassword(pw);
+  if (problems.length) throw new pulumi.RunError(problems.join("\n"));
+  return pulumi.secret(pw);
+}
 
 /**
  * The stack's keySeed, read where it is checked: at least 32 random bytes

@@ -88,6 +88,32 @@ export function validateContainerSpec(host: HostSystem, spec: ContainerSpec, sec
   return p;
 }
 
+/** The secret refs the Postgres password fills (modules/headscale.ts): systemd's env file, docker's password file. */
+export const POSTGRES_SECRET_REFS = ["headscale-postgres-env", "headscale-postgres-pgpass"] as const;
+
+/**
+ * Problems with a Postgres password before it is written anywhere: it must be
+ * one line (both files are line-based) and not empty. The message never shows it.
+ */
+export function validatePostgresPassword(password: string): string[] {
+  if (password === "") return ["meshfleet:headscalePostgresPassword: expected the Postgres password, found an empty value. Fix: pulumi config set --secret meshfleet:headscalePostgresPassword"];
+  if (/[\r\n\0]/.test(password)) return ["meshfleet:headscalePostgresPassword: expected a password on one line, found a line break or NUL in it (not shown). Fix: set a password without line breaks"];
+  return [];
+}
+
+/**
+ * The contents of both secret files from one password: systemd's
+ * EnvironmentFile line, and a libpq password file (`host:port:db:user:password`,
+ * `*` matching any; `\\` and `:` escaped) that headscale's Postgres driver reads
+ * through PGPASSFILE when its config has no password.
+ */
+export function postgresSecretFiles(password: string): Record<(typeof POSTGRES_SECRET_REFS)[number], string> {
+  return {
+    "headscale-postgres-env": `HEADSCALE_DATABASE_POSTGRES_PASS=${password}\n`,
+    "headscale-postgres-pgpass": `*:*:*:*:${password.replace(/\\/g, "\\\\").replace(/:/g, "\\:")}\n`,
+  };
+}
+
 /** The docker provider for a host, reached over SSH like the seeds' `docker compose` on the VPS. */
 export function dockerHost(host: HostSystem): string {
   const port = host.ssh.port && host.ssh.port !== 22 ? `:${host.ssh.port}` : "";

@@ -14,7 +14,7 @@ import { derivePrivateKey } from "../core/keys.ts";
 import type { FleetSystem, HostSystem } from "../core/types.ts";
 import { Coordinator, coordinatorCli, validateCoordinatorArgs, type CoordinatorArgs } from "./coordinator.ts";
 import { DerpRelay, type DerpMode } from "./derpRelay.ts";
-import { validateContainerSpec } from "./dockerService.ts";
+import { POSTGRES_SECRET_REFS, postgresSecretFiles, validateContainerSpec, validatePostgresPassword } from "./dockerService.ts";
 import { ExitNode, validateExitNodeArgs } from "./exitNode.ts";
 import { HeadscaleUser, validateHeadscaleUserArgs } from "./headscaleUser.ts";
 import { validateHostAgentArgs, type HostAgentArgs } from "./hostAgent.ts";
@@ -65,6 +65,13 @@ export interface MeshArgs {
    */
   headscaleBinaryPath?: string;
   /**
+   * The Postgres password (headscale.database.type: postgres), a secret; meshfleet writes it as the
+   * systemd EnvironmentFile or, for docker, a libpq password file named by PGPASSFILE (never the container's env).
+   * @default undefined (a Postgres coordinator then stops the deploy)
+   * @example config.requireSecret("headscalePostgresPassword")
+   */
+  headscalePostgresPassword?: pulumi.Input<string>;
+  /**
    * Seconds the route approval checks wait.
    * @default 60
    * @example 180
@@ -106,25 +113,27 @@ export function derpMode(fleet: FleetSystem, h: HostSystem): DerpMode | null {
 }
 
 /** The secret names meshfleet can fill, for a fleet. */
-export function providedSecrets(fleet: FleetSystem): string[] {
-  return ["noise-key", "derp-key", ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`)];
+export function providedSecrets(fleet: FleetSystem, o: { postgresPassword?: boolean } = {}): string[] {
+  return ["noise-key", "derp-key", ...(o.postgresPassword ? POSTGRES_SECRET_REFS : []), ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`)];
 }
 
 /** Every problem that would stop the deploy, found before any resource exists. */
-export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath" | "ssh">): string[] {
+export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath" | "ssh" | "headscalePostgresPassword">): string[] {
   const { fleet } = args;
   const p: string[] = [];
   const coord = fleet.hosts[fleet.coordinator.host];
   if (!coord) {
     return [`fleet.yaml: coordinator.host: expected one of the fleet's hosts (${Object.keys(fleet.hosts).join(", ")}), found ${JSON.stringify(fleet.coordinator.host)}`];
   }
-  const provided = providedSecrets(fleet);
+  const provided = providedSecrets(fleet, { postgresPassword: args.headscalePostgresPassword !== undefined });
   const secretsOf = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => provided.includes(r)).map((r) => [r, ""]));
   for (const h of Object.values(fleet.hosts)) {
     for (const ref of secretRefs(h)) {
       if (!provided.includes(ref)) {
         p.push(
-          ref.startsWith("preauth:")
+          (POSTGRES_SECRET_REFS as readonly string[]).includes(ref)
+            ? `${h.file}: headscale.database.type: postgres needs the database password. Fix: pulumi config set --secret meshfleet:headscalePostgresPassword <password>`
+            : ref.startsWith("preauth:")
             ? `fleet.yaml: preAuthKeys: host ${h.name} reads secret "${ref}" but the fleet asks for no pre-auth key for it. Fix: add { host: ${h.name}, user: … } to preAuthKeys`
             : `${h.file}: files: secret "${ref}" is not one meshfleet provides (${provided.join(", ")})`,
         );
@@ -206,6 +215,13 @@ export class Mesh extends pulumi.ComponentResource {
       "noise-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "noise"))),
       "derp-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "derp"))),
     };
+    if (args.headscalePostgresPassword !== undefined) {
+      const pw = pulumi.secret(args.headscalePostgresPassword).apply((v) => {
+        assertNoProblems(validatePostgresPassword(v), `meshfleet cannot deploy stack ${args.fleet.stack}`);
+        return v;
+      });
+      for (const ref of POSTGRES_SECRET_REFS) keys[ref] = pulumi.secret(pw.apply((v) => postgresSecretFiles(v)[ref]));
+    }
     const pick = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => r in keys).map((r) => [r, keys[r]]));
     const child = { parent: this };
 

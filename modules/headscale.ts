@@ -50,7 +50,7 @@ export const headscaleOptions = z
           })
           .strict()
           .default({ host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 })
-          .describe("PostgreSQL settings; the password comes from the secret `headscale-postgres-env` (HEADSCALE_DATABASE_POSTGRES_PASS=…)."),
+          .describe("PostgreSQL settings; the password comes from the stack secret meshfleet:headscalePostgresPassword (systemd: an EnvironmentFile; docker: a password file named by PGPASSFILE)."),
       })
       .strict()
       .default({
@@ -94,6 +94,8 @@ export const HS = {
   runDir: "/var/run/headscale",
   socket: "/var/run/headscale/headscale.sock",
   postgresEnv: "/etc/headscale/postgres.env",
+  /** Docker runtime: the Postgres password as a libpq password file (PGPASSFILE), never in the container's env. */
+  pgpass: "/etc/headscale/pgpass",
 } as const;
 
 /** Where the docker runtime keeps the files on the host before uploading them. */
@@ -261,17 +263,6 @@ export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, emb
   const f = ctx.fleet;
   const ff = ctx.fleetFile;
   const a: Assertion[] = [];
-  // The docker runtime uploads the env file into the container, but a container
-  // gets no env-file and the distroless image has no shell to read it: Headscale
-  // would start without HEADSCALE_DATABASE_POSTGRES_PASS. Refused until the
-  // container can take environment from a secret.
-  a.push({
-    assertion: !(ctx.self.runtime === "docker" && o.database.type === "postgres"),
-    path: "headscale.database.type",
-    expected: "sqlite with runtime docker (the container cannot be given the Postgres password yet)",
-    found: "postgres with runtime docker",
-    fix: "set runtime: systemd on this host, or headscale.database.type: sqlite",
-  });
   a.push({
     assertion: ctx.host === f.coordinator.host,
     path: "headscale.enable",
@@ -460,7 +451,13 @@ export const headscaleModule = defineModule({
     if (fileRegions.length > 0) add(plain(HS.derpMap, renderDerpMap(fileRegions)), HS.derpMap);
     add(secretFile(HS.noiseKey, "noise-key"), HS.noiseKey);
     if (emb) add(secretFile(HS.derpKey, "derp-key"), HS.derpKey);
-    if (o.database.type === "postgres") add(secretFile(HS.postgresEnv, "headscale-postgres-env"), HS.postgresEnv);
+    // Postgres password: systemd reads the env file (EnvironmentFile=); the docker image has no shell to
+    // read one, so the container gets a libpq password file that headscale's driver (pgx) reads through
+    // PGPASSFILE: only that path is in the container's environment, never the password.
+    if (o.database.type === "postgres") {
+      if (docker) add(secretFile(HS.pgpass, "headscale-postgres-pgpass"), HS.pgpass);
+      else add(secretFile(HS.postgresEnv, "headscale-postgres-env"), HS.postgresEnv);
+    }
 
     const health = loopbackOf(o.listenAddr);
     const probes: HealthProbe[] = [
@@ -488,7 +485,7 @@ export const headscaleModule = defineModule({
         image: o.image !== "" ? o.image : `docker.io/headscale/headscale:${ctx.fleet.coordinator.headscaleVersion}`,
         ports,
         volumes: [{ name: "headscale-data", containerPath: HS.stateDir }],
-        env: {},
+        env: o.database.type === "postgres" ? { PGPASSFILE: HS.pgpass } : {},
         command: ["serve", "--config", HS.config],
         uploads: inContainer,
         restart: "unless-stopped",

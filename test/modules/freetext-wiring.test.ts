@@ -102,10 +102,6 @@ const BAD: Record<string, { files: Record<string, string>; want: Want[] }> = {
     files: { "vps.yaml": vps + "headscale:\n  trustedProxies: [127.0.0.1/32, localhost]\n" },
     want: [{ file: "<fleet>/vps.yaml", path: "headscale.trustedProxies[1]", expected: /^a CIDR narrower than \/0/, found: '"localhost"', fix: /^write the proxy's address as a CIDR, e\.g\. 127\.0\.0\.1\/32 \(a name is not accepted\)$/ }],
   },
-  "headscale on docker with Postgres (the password cannot reach the container)": {
-    files: { "vps.yaml": vps.replace("derp:\n", "derp:\n  image: ghcr.io/example/derper:1.98.10\n") + "runtime: docker\nheadscale:\n  database:\n    type: postgres\n" },
-    want: [{ file: "<fleet>/vps.yaml", path: "headscale.database.type", expected: /^sqlite with runtime docker/, found: "postgres with runtime docker", fix: /^set runtime: systemd on this host, or headscale\.database\.type: sqlite$/ }],
-  },
 };
 
 describe("issue 17: free text in module options is checked before anything renders", () => {
@@ -158,6 +154,12 @@ describe("issue 17: free text in module options is checked before anything rende
     expect(r.fleet!.hosts.laptop.units.find((u) => u.name === "tailscaled.service")!.content).toContain("ExecStart=/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscaled ");
     // UDP GRO forwarding is a unit per interface (issue 18), no longer a best-effort command.
     expect(r.fleet!.hosts.router.units.find((u) => u.name === "meshfleet-udp-gro-enp3s0.10.service")!.content).toContain("ethtool -K enp3s0.10 rx-udp-gro-forwarding on rx-gro-list off");
+  });
+
+  it("headscale on docker with Postgres passes: the password goes in a file PGPASSFILE names (test/components/docker-postgres.test.ts)", async () => {
+    const r = await evaluate({ "vps.yaml": vps.replace("derp:\n", "derp:\n  image: ghcr.io/example/derper:1.98.10\n") + "runtime: docker\nheadscale:\n  database:\n    type: postgres\n" });
+    expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
+    expect(r.fleet!.hosts.vps.containers.find((c) => c.name === "headscale")!.env).toEqual({ PGPASSFILE: "/etc/headscale/pgpass" });
   });
 
   it("headscale on docker with SQLite passes", async () => {
