@@ -52,8 +52,8 @@ export function groUnit(iface: string): UnitSpec {
     content: [
       "[Unit]",
       `Description=meshfleet: UDP GRO forwarding on ${iface} (best effort: some drivers lack it)`,
+      // Ordering only: no Requires/BindsTo, so a host without the device unit (a container without udev) does not wait for it.
       `After=${dev}`,
-      `BindsTo=${dev}`,
       `ConditionFileIsExecutable=${ETHTOOL}`,
       "",
       "[Service]",

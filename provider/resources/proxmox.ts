@@ -30,6 +30,9 @@ export function pctScript(host: string, l: PctSettings): string {
     lines.push(`pct status ${id} >/dev/null 2>&1 || { echo ${shq(`meshfleet: ${host}: CT ${id} does not exist on this Proxmox node (lxc.mode is adopt); create it or set lxc.mode: create`)} >&2; exit 1; }`);
   }
   const isCreate = (a: string[]) => a[0] === "pct" && a[1] === "create";
+  // Checks on the node itself (a script that touches neither pct nor /etc/pve, such as the lxc module's TUN check) run before anything changes.
+  const isNodeCheck = (a: string[]) => a[0] === "sh" && a[1] === "-c" && !/\bpct\b|\/etc\/pve\//.test(a[2] ?? "");
+  for (const argv of l.pctCommands.filter(isNodeCheck)) lines.push(shArgv(argv));
   for (const argv of l.pctCommands.filter(isCreate)) lines.push(`if ! pct status ${id} >/dev/null 2>&1; then ${shArgv(argv)}; changed=1; fi`);
   for (const line of l.config) {
     const q = shq(line);
@@ -37,7 +40,7 @@ export function pctScript(host: string, l: PctSettings): string {
       `if ! grep -qxF -- ${q} ${conf}; then awk -v l=${q} '!d && /^\\[/ {print l; d=1} {print} END {if (!d) print l}' ${conf} > ${conf}.meshfleet && cat ${conf}.meshfleet > ${conf} && rm -f ${conf}.meshfleet; changed=1; fi`,
     );
   }
-  const rest = l.pctCommands.filter((a) => !isCreate(a));
+  const rest = l.pctCommands.filter((a) => !isCreate(a) && !isNodeCheck(a));
   for (const argv of rest) lines.push(shArgv(argv));
   const starts = rest.some((a) => (a[0] === "pct" && (a[1] === "start" || a[1] === "reboot")) || (a[0] === "sh" && /pct (start|reboot)/.test(a[2] ?? "")));
   if (!starts) {

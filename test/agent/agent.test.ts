@@ -58,7 +58,7 @@ describe("bundle refusal", () => {
   it.each([
     ["bad file hash", (b: ReturnType<typeof gen1>) => ((b.files[0].content = "tampered\n"), b), /sha256 does not match its content/],
     ["bad bundle hash", (b: ReturnType<typeof gen1>) => ((b.sysctl["kernel.x"] = "1"), b), /bundle hash does not match/],
-    ["bad format", (b: ReturnType<typeof gen1>) => ({ ...b, format: 1 }), /format 1 is not supported \(this agent reads format 2\)/],
+    ["bad format", (b: ReturnType<typeof gen1>) => ({ ...b, format: 1 }), /format 1 is not supported \(this agent reads format 3\)/],
     ["unknown field", (b: ReturnType<typeof gen1>) => ({ ...b, nftables: NFT1 }), /unknown field "nftables"/],
     ["a path with ..", (b: ReturnType<typeof gen1>) => bundle({ ...b, files: [file("/etc/app/../../root/.ssh/authorized_keys", "x")] }), /files\[0\]\.path: expected an absolute path without "\.\.", "\." or empty \("\/\/"\) segments, found "\/etc\/app\/\.\.\//],
     ["a path with //", (b: ReturnType<typeof gen1>) => bundle({ ...b, files: [file("/etc//app.conf", "x")] }), /files\[0\]\.path: .*found "\/etc\/\/app\.conf"/],
