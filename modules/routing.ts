@@ -9,7 +9,7 @@
  * tailscale module checks every route once, wherever it was written.
  */
 import { z } from "zod";
-import { defineModule, type Assertion, type ModuleContext, type OptionSetting } from "../core/module.ts";
+import { defineModule, type Assertion, type ModuleContext, type OptionSetting, type Warning } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
 import { addressIn, cidr, parseCidr } from "../core/schema-types.ts";
 import { ifaceName } from "../core/freetext.ts";
@@ -127,6 +127,15 @@ function forwardingOn(ctx: ModuleContext, what: string, v6: boolean): Assertion[
   }));
 }
 
+/** clampMss with the firewall off: the clamp lives in the meshfleet table, which is then not loaded. */
+const clampNeedsFirewall = (ctx: ModuleContext, module: string, clampMss: boolean): Warning => ({
+  when: clampMss && !ctx.self.config.firewall.enable,
+  path: `${module}.clampMss`,
+  expected: "firewall.enable: true (the MSS clamp is a chain of the host's meshfleet nft table)",
+  found: "firewall.enable: false, so TCP through this router is not clamped",
+  fix: `remove firewall.enable: false, or set ${module}.clampMss: false and clamp MSS yourself`,
+});
+
 /** Without the agent nothing on the host sets forwarding or re-applies the routes: the node is configured by hand. */
 const needsAgent = (ctx: ModuleContext, module: string): Assertion => ({
   assertion: ctx.self.config.agent,
@@ -185,6 +194,7 @@ export const subnetRouterModule = defineModule({
       forward: true,
       ...(o.clampMss ? { firewall: { mssClamp: true } } : {}),
       units: o.udpGroForwarding ? [groUnit(o.lanInterface)] : [],
+      warnings: [clampNeedsFirewall(ctx, "subnet-router", o.clampMss)],
       probes: routes.length ? [{ name: "routes advertised", kind: "routes-advertised", routes }] : [],
       assertions: o.enable
         ? [
@@ -230,6 +240,7 @@ export const exitNodeModule = defineModule({
       forward: true,
       ...(o.clampMss ? { firewall: { mssClamp: true } } : {}),
       units: o.udpGroForwarding && srGro !== o.wanInterface ? [groUnit(o.wanInterface)] : [],
+      warnings: [clampNeedsFirewall(ctx, "exit-node", o.clampMss)],
       assertions: [
         ...(o.enable ? [joinsMesh(ctx.self.facts.tailnet !== null, "exit-node")] : []),
         ...(ctx.self.config.agent ? forwardingOn(ctx, "an exit node", true) : []),

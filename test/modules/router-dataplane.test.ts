@@ -69,6 +69,23 @@ describe("MSS clamping of forwarded TCP", () => {
     expect(hostFirewall(off.hosts.router.firewall)!.chains.map((c) => c.name)).toEqual(["input"]);
   });
 
+  it("clampMss with the firewall off is a warning (the clamp lives in the table the firewall loads)", async () => {
+    const r = await evaluate({ "router.yaml": router + "firewall:\n  enable: false\n" });
+    expect(errors(r)).toEqual([]);
+    expect(r.diagnostics.filter((d) => d.path.endsWith("clampMss"))).toEqual([
+      {
+        severity: "warning",
+        file: "<fleet>/router.yaml",
+        path: "subnet-router.clampMss",
+        expected: "firewall.enable: true (the MSS clamp is a chain of the host's meshfleet nft table)",
+        found: "firewall.enable: false, so TCP through this router is not clamped",
+        fix: "remove firewall.enable: false, or set subnet-router.clampMss: false and clamp MSS yourself",
+      },
+    ]);
+    const quiet = await evaluate({ "router.yaml": router.replace("subnet-router:\n", "subnet-router:\n  clampMss: false\n") + "firewall:\n  enable: false\n" });
+    expect(quiet.diagnostics.filter((d) => d.path.endsWith("clampMss"))).toEqual([]);
+  });
+
   it("the contract refuses a clamp where the kernel has no route, a clamp on UDP, and a rule that does nothing", () => {
     const fw: Firewall = {
       family: "inet",
@@ -93,6 +110,8 @@ describe("MSS clamping of forwarded TCP", () => {
     expect(errors(r).map((d) => `${d.file}: ${d.path}: expected ${d.expected}, found ${d.found}`)).toEqual([
       "<fleet>/router.yaml: subnet-router.clampMss: expected a boolean, found \"sometimes\"",
     ]);
+    const e = await evaluate({ "laptop.yaml": exitNode("exit-node:\n  clampMss: 1\n") });
+    expect(errors(e).map((d) => `${d.file}: ${d.path}: expected ${d.expected}, found ${d.found}`)).toEqual(["<fleet>/laptop.yaml: exit-node.clampMss: expected a boolean, found 1"]);
   });
 });
 
