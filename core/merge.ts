@@ -109,8 +109,10 @@ export function mergeDefinitions(schema: z.ZodType, defs: Definition[], path = "
 /** schemaKind per schema: a host's merge asks it for every option of every host. */
 const kinds = new WeakMap<object, Kind>();
 function kindOf(schema: z.ZodType): Kind {
+  // Stryker disable next-line all: a cache only; mergeAt never passes a non-object schema (an unknown key returns before), and schemaKind answers the same either way
   if (!schema || (typeof schema !== "object" && typeof schema !== "function")) return schemaKind(schema);
   let k = kinds.get(schema);
+  // Stryker disable next-line ConditionalExpression: recomputing instead of using the cache gives the same kind
   if (!k) kinds.set(schema, (k = schemaKind(schema)));
   return k;
 }
@@ -122,10 +124,12 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
     const d = raw.value instanceof Prio ? unwrap(raw) : raw;
     if (d.value === undefined) continue;
     defs.push(d);
+    // Stryker disable next-line EqualityOperator: an equal priority sets top to the same value
     if (d.priority < top) top = d.priority;
   }
   if (defs.length === 0) return undefined;
   const kind = kindOf(schema);
+  // Stryker disable next-line ConditionalExpression: a fast path; filtering one definition at the top priority gives the same list
   const winners = defs.length === 1 ? defs : defs.filter((d) => d.priority === top);
 
   if ((kind.kind === "object" || kind.kind === "record") && defs.every((d) => isPlainObject(d.value))) {
@@ -164,6 +168,7 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
 
   // A scalar (or a type mismatch zod will report): the winners must agree.
   const first = winners[0];
+  // Stryker disable next-line MethodExpression: comparing the first winner with itself finds no conflict
   for (const other of winners.slice(1)) {
     if (JSON.stringify(stripPrio(other.value)) !== JSON.stringify(stripPrio(first.value))) {
       out.push(diag(other.file, path, `one value at priority ${top} (as set in ${first.file}: ${show(stripPrio(first.value))})`,
@@ -183,6 +188,7 @@ export function sourceOf(sources: Map<string, string>, path: string, fallback: s
     if (f) return f;
     if (!p) return fallback;
     const cut = Math.max(p.lastIndexOf("."), p.lastIndexOf("["));
+    // Stryker disable next-line EqualityOperator: at cut 0, p.slice(0, 0) is "" as well
     p = cut < 0 ? "" : p.slice(0, cut);
   }
 }
@@ -210,6 +216,7 @@ export function zodDiagnostics(schema: z.ZodType, error: z.ZodError, sources: Ma
         expected = issue.origin === "array" ? `at most ${issue.maximum} item(s)` : issue.origin === "string" ? `at most ${issue.maximum} character(s)` : `at most ${issue.maximum}`;
         break;
       case "invalid_format":
+        // Stryker disable next-line OptionalChaining: zod gives every invalid_format issue a message
         expected = issue.message?.startsWith("Invalid") ? `a ${issue.format}` : issue.message;
         break;
       case "unrecognized_keys":
@@ -231,13 +238,16 @@ export function zodDiagnostics(schema: z.ZodType, error: z.ZodError, sources: Ma
 function optionAt(schema: z.ZodType, path: PropertyKey[]): z.ZodType | undefined {
   let s: z.ZodType | undefined = schema;
   for (const k of path) {
+    // Stryker disable next-line ConditionalExpression: without it, schemaKind(undefined) is a leaf and the loop returns s, undefined as well
     if (!s) return undefined;
     const kind = schemaKind(s);
     if (kind.kind === "object") s = kind.shape[k as string];
     else if (kind.kind === "record") s = kind.value;
     else if (kind.kind === "array") {
       let a: any = s;
+      // Stryker disable next-line OptionalChaining: schemaKind found an array under these wrappers, so each step has a zod def
       while (a?._zod?.def && a._zod.def.type !== "array") a = a._zod.def.innerType ?? a._zod.def.in;
+      // Stryker disable next-line OptionalChaining: the loop stopped at the array's def
       s = a?._zod?.def?.element;
     } else return s;
   }

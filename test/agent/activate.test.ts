@@ -199,8 +199,10 @@ describe("files", () => {
     put(s, "/etc/passwd", "root:x:0:0::/root:/bin/sh\n");
     put(s, "/etc/group", "root:x:0:\n");
     const order: string[] = [];
-    s.onRun = (argv) => {
+    const timeouts: (number | undefined)[] = [];
+    s.onRun = (argv, opts) => {
       order.push(argv.join(" "));
+      timeouts.push(opts?.timeoutMs);
       if (argv[0] === "systemd-sysusers") {
         fs.appendFileSync(path.join(s.root, "etc/passwd"), "app:x:1234:1234::/:/usr/sbin/nologin\n");
         fs.appendFileSync(path.join(s.root, "etc/group"), "app:x:1234:\n");
@@ -217,6 +219,7 @@ describe("files", () => {
       }),
     );
     expect(order).toEqual([`systemd-sysusers --root ${s.root}/`]);
+    expect(timeouts).toEqual([30_000]);
     expect(r.log.slice(0, 3)).toEqual(["  file write /etc/sysusers.d/app.conf (new)", "  file write /etc/app/key (new)", "  file write /etc/app/app.conf (new)"]);
     const st = fs.statSync(path.join(s.root, "etc/app/key"));
     expect([st.uid, st.gid, st.mode & 0o7777]).toEqual([1234, 1234, 0o600]);
@@ -336,12 +339,13 @@ describe("sysctl", () => {
     expect(s.state.sysctlBackups()).toEqual({ "net.a": "0", "net.b": "5" });
   });
 
-  it("keys dropped go back to their backups", () => {
+  it("keys dropped go back to their backups, beside keys set", () => {
     const s = sim();
     put(s, "/proc/sys/net/a", "0\n");
     const first = run(s, bundle({ sysctl: { "net.a": "1" } }));
-    const r = run(s, bundle(), { from: first.gen });
+    const r = run(s, bundle({ sysctl: { "net.c": "1" } }), { from: first.gen });
     expect(get(s, "/proc/sys/net/a")).toBe("0\n");
+    expect(r.log).toContain("  sysctl net.c = 1");
     expect(r.log).toContain("  sysctl net.a restored to 0");
     expect(r.log).not.toContain("  sysctl unchanged");
   });

@@ -323,9 +323,10 @@ describe("units", () => {
   it("units the generation drops are removed once each, sorted, with a reload", () => {
     const s = sim();
     const u = (name: string) => ({ name, content: "[Service]\n", enable: true });
+    put(s, "/etc/systemd/system/keep.service", "[Service]\n");
     const p = plan(s, bundle({ units: [u("keep.service")] }), [bundle({ units: [u("z.service"), u("keep.service"), u("a.service")] }), bundle({ units: [u("z.service")] })]);
-    expect(p.units.remove).toEqual(["a.service", "z.service"]);
-    expect(p.units.reload).toBe(true);
+    // Nothing written: the removal alone asks for the reload.
+    expect(p.units).toEqual({ write: [], remove: ["a.service", "z.service"], restart: [], enable: [], reload: true });
   });
 
   it("with repair, a unit the host stopped or disabled is restarted and enabled; without, systemctl is not asked", () => {
@@ -421,6 +422,13 @@ describe("planIsEmpty", () => {
     for (const f of spoil) {
       const p = empty();
       f(p);
+      expect(planIsEmpty(p)).toBe(false);
+    }
+    // Two kinds of unit change together are not empty either (counts add, never cancel).
+    for (const [a, b] of [[4, 6], [4, 5], [5, 6]]) {
+      const p = empty();
+      spoil[a](p);
+      spoil[b](p);
       expect(planIsEmpty(p)).toBe(false);
     }
   });

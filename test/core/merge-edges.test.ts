@@ -44,6 +44,8 @@ describe("schemaKind and describeOf look through wrappers", () => {
     expect(describeOf(z.string().describe("piped").transform((s) => s.length))).toBe("piped");
     expect(describeOf(z.string().optional())).toBeUndefined();
     expect(describeOf(undefined)).toBeUndefined();
+    // Not a zod schema at all (an option path off the schema): no description, no error.
+    expect(describeOf({} as never)).toBeUndefined();
   });
 });
 
@@ -130,6 +132,10 @@ describe("mergeDefinitions", () => {
     expect(mergeDefinitions(z.array(z.string()), [d("a", ["x"]), d("b", mkDefault(["y"]))]).diagnostics).toEqual([]);
     expect(mergeDefinitions(z.any(), [d("a", { k: mkForce(1) }), d("b", { k: 1 })]).diagnostics).toEqual([]);
     expect(mergeDefinitions(z.number(), [d("a", 1, 5), d("b", 2, 5)]).diagnostics[0].expected).toBe("one value at priority 5 (as set in a: 1)");
+    // Lists concatenate only where the schema has a list: elsewhere two lists are two values.
+    const leaf = mergeDefinitions(z.any(), [d("a", [1]), d("b", [2])], "opt");
+    expect(leaf.value).toEqual([1]);
+    expect(leaf.diagnostics.map((x) => [x.file, x.found])).toEqual([["b", "[2] here"]]);
   });
 
   it("an unknown option: one diagnostic per file that sets it, with a near name or a way out", () => {
@@ -163,6 +169,8 @@ describe("sourceOf", () => {
     expect(sourceOf(sources, "x.y", "f")).toBe("root.yaml");
     expect(sourceOf(new Map([["a", "a.yaml"]]), "x[1].y", "f")).toBe("f");
     expect(sourceOf(new Map(), "", "f")).toBe("f");
+    // A path without a separator goes straight to the top, not to a shorter name.
+    expect(sourceOf(new Map([["ab", "ab.yaml"]]), "abc", "f")).toBe("f");
   });
 });
 
@@ -214,6 +222,17 @@ describe("zodDiagnostics", () => {
       { file: "fallback.yaml", path: "mail", expected: "a email", found: '"nope"', fix: "set mail to a email" },
       { file: "fallback.yaml", path: "code", expected: "lowercase letters", found: '"ABC"', fix: "set code to lowercase letters" },
     ]);
+  });
+
+  it("without a prefix the path starts at the schema; without reportInput nothing is found", () => {
+    const s = z.object({ n: z.enum(["a"]) });
+    const r = s.safeParse({ n: "x" });
+    expect(zodDiagnostics(s, r.error!, new Map(), "f.yaml").map((x) => [x.path, x.expected, x.found])).toEqual([["n", 'one of "a"', "nothing"]]);
+  });
+
+  it("a check that fails on a missing value still says what to set it to", () => {
+    const s = z.object({ v: z.any().refine(() => false, "a valid thing") });
+    expect(diags(s, {})).toEqual([{ file: "fallback.yaml", path: "v", expected: "a valid thing", found: "nothing", fix: "set v to a valid thing" }]);
   });
 
   it("unknown keys, custom checks with and without their own expected/found/fix, other codes", () => {

@@ -139,6 +139,10 @@ describe("building sets", () => {
   it("never merges the last IPv6 address with 0.0.0.0, though they are neighbours on the line", () => {
     expect(fromRanges([[V6_END - 5n, V6_END], [V4_BASE, V4_BASE + 5n]])).toEqual([[V6_END - 5n, V6_END], [V4_BASE, V4_BASE + 5n]]);
     expect(fromRanges([[V6_END - 5n, V6_END - 1n], [V6_END, V6_END]])).toEqual([[V6_END - 5n, V6_END]]);
+    // Overlaps right at either side of the boundary still merge.
+    expect(fromRanges([[V6_END - 5n, V6_END], [V6_END - 1n, V6_END]])).toEqual([[V6_END - 5n, V6_END]]);
+    expect(fromRanges([[V4_BASE, V4_BASE + 5n], [V4_BASE, V4_BASE + 3n]])).toEqual([[V4_BASE, V4_BASE + 5n]]);
+    expect(fromRanges([[V4_BASE + 3n, V4_BASE + 9n], [V4_BASE, V4_BASE + 5n]])).toEqual([[V4_BASE, V4_BASE + 9n]]);
     expect(toStrings(fromPrefixStrings(["::/0", "0.0.0.0/0"]))).toEqual(["::/0", "0.0.0.0/0"]);
   });
 
