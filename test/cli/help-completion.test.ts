@@ -37,8 +37,8 @@ describe("meshfleet completion", async () => {
 
   it("reads each command's flags, and which take a value, from the command", () => {
     const check = cmds.find((c) => c.name === "check")!;
-    expect(check.flags).toEqual(["--stack", "-s", "--hosts-dir", "--json", "--help"]);
-    expect(check.valueFlags).toEqual(["--stack", "-s", "--hosts-dir"]);
+    expect(check.flags).toEqual(["--stack", "-s", "--hosts-dir", "--json", "--nodes", "--help"]);
+    expect(check.valueFlags).toEqual(["--stack", "-s", "--hosts-dir", "--nodes"]);
     // status declares no flag list: they are read from its usage text.
     const status = cmds.find((c) => c.name === "status")!;
     expect(status.flags).toEqual(expect.arrayContaining(["--stack", "--on", "--json"]));
@@ -48,7 +48,7 @@ describe("meshfleet completion", async () => {
 
   it("bash: commands, then a command's flags", () => {
     expect(complete(bash, ["meshfleet", "h"])).toEqual(["hosts"]);
-    expect(complete(bash, ["meshfleet", "check", "--"])).toEqual(["--help", "--hosts-dir", "--json", "--stack"]);
+    expect(complete(bash, ["meshfleet", "check", "--"])).toEqual(["--help", "--hosts-dir", "--json", "--nodes", "--stack"]);
     expect(complete(bash, ["meshfleet", "completion", ""])).toEqual(["bash", "fish", "zsh"]);
   });
 
