@@ -14,6 +14,7 @@
  *   meshfleet:headscaleBinaryPath a headscale binary to install (systemd runtime)
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
  *   meshfleet:headscalePostgresPassword  secret, the database password when headscale.database.type is postgres
+ *   meshfleet:headscaleOidcClientSecret  secret, the OIDC client secret when headscale.oidc.enable is set
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -62,6 +63,7 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
     headscaleBinaryPath: config.get("headscaleBinaryPath"),
     imageDigests: config.getObject<Record<string, string>>("imageDigests"),
     headscalePostgresPassword: postgresPassword(),
+    headscaleOidcClientSecret: oidcClientSecret(),
   });
   return {
     coordinatorUrl: mesh.coordinatorUrl,
@@ -75,6 +77,12 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
 // outputs. The module may have no other export: Pulumi's Node.js host refuses
 // an entry module with both a default and named exports.
 export default program;
+
+/** The stack's OIDC client secret when set, a secret from here on (checked where it is used, never shown). */
+function oidcClientSecret(): pulumi.Output<string> | undefined {
+  const v = pulumi.runtime.getConfig("meshfleet:headscaleOidcClientSecret");
+  return v === undefined ? undefined : pulumi.secret(v);
+}
 
 /** The stack's Postgres password when set, checked (one line) without showing it; a secret from here on. */
 function postgresPassword(): pulumi.Output<string> | undefined {

@@ -14,6 +14,7 @@ import { derivePrivateKey } from "../core/keys.ts";
 import type { FleetSystem, HostSystem } from "../core/types.ts";
 import { Coordinator, coordinatorCli, validateCoordinatorArgs, type CoordinatorArgs } from "./coordinator.ts";
 import { DerpRelay, type DerpMode } from "./derpRelay.ts";
+import { OIDC_SECRET_REF } from "../modules/headscale.ts";
 import { POSTGRES_SECRET_REFS, postgresSecretFiles, validateContainerSpec, validatePostgresPassword } from "./dockerService.ts";
 import { ExitNode, validateExitNodeArgs } from "./exitNode.ts";
 import { HeadscaleUser, validateHeadscaleUserArgs } from "./headscaleUser.ts";
@@ -72,6 +73,13 @@ export interface MeshArgs {
    */
   headscalePostgresPassword?: pulumi.Input<string>;
   /**
+   * The OIDC client secret (headscale.oidc.enable), a secret; written to the 0600 file headscale's
+   * oidc.client_secret_path names, never into config.yaml or git.
+   * @default undefined (an OIDC coordinator then stops the deploy)
+   * @example config.requireSecret("headscaleOidcClientSecret")
+   */
+  headscaleOidcClientSecret?: pulumi.Input<string>;
+  /**
    * Seconds the route approval checks wait.
    * @default 60
    * @example 180
@@ -112,20 +120,33 @@ export function derpMode(fleet: FleetSystem, h: HostSystem): DerpMode | null {
   return (h.roles.includes("derp") || h.roles.includes("derp-relay")) && fleet.derpRegions.length > 0 ? "embedded" : null;
 }
 
+/** The OIDC client secret's problems, never showing it: one line, not empty. */
+export function validateOidcClientSecret(v: string): string[] {
+  if (v === "") return ["meshfleet:headscaleOidcClientSecret: empty. Fix: pulumi config set --secret meshfleet:headscaleOidcClientSecret <secret>"];
+  if (/[\r\n\0]/.test(v)) return ["meshfleet:headscaleOidcClientSecret: holds a line break or NUL (not shown). Fix: set it again without the trailing newline, e.g. printf '%s' ... | pulumi config set --secret meshfleet:headscaleOidcClientSecret"];
+  return [];
+}
+
 /** The secret names meshfleet can fill, for a fleet. */
-export function providedSecrets(fleet: FleetSystem, o: { postgresPassword?: boolean } = {}): string[] {
-  return ["noise-key", "derp-key", ...(o.postgresPassword ? POSTGRES_SECRET_REFS : []), ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`)];
+export function providedSecrets(fleet: FleetSystem, o: { postgresPassword?: boolean; oidcClientSecret?: boolean } = {}): string[] {
+  return [
+    "noise-key",
+    "derp-key",
+    ...(o.postgresPassword ? POSTGRES_SECRET_REFS : []),
+    ...(o.oidcClientSecret ? [OIDC_SECRET_REF] : []),
+    ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`),
+  ];
 }
 
 /** Every problem that would stop the deploy, found before any resource exists. */
-export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath" | "ssh" | "headscalePostgresPassword">): string[] {
+export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscaleBinaryPath" | "ssh" | "headscalePostgresPassword" | "headscaleOidcClientSecret">): string[] {
   const { fleet } = args;
   const p: string[] = [];
   const coord = fleet.hosts[fleet.coordinator.host];
   if (!coord) {
     return [`fleet.yaml: coordinator.host: expected one of the fleet's hosts (${Object.keys(fleet.hosts).join(", ")}), found ${JSON.stringify(fleet.coordinator.host)}`];
   }
-  const provided = providedSecrets(fleet, { postgresPassword: args.headscalePostgresPassword !== undefined });
+  const provided = providedSecrets(fleet, { postgresPassword: args.headscalePostgresPassword !== undefined, oidcClientSecret: args.headscaleOidcClientSecret !== undefined });
   const secretsOf = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => provided.includes(r)).map((r) => [r, ""]));
   for (const h of Object.values(fleet.hosts)) {
     for (const ref of secretRefs(h)) {
@@ -133,6 +154,8 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
         p.push(
           (POSTGRES_SECRET_REFS as readonly string[]).includes(ref)
             ? `${h.file}: headscale.database.type: postgres needs the database password. Fix: pulumi config set --secret meshfleet:headscalePostgresPassword <password>`
+            : ref === OIDC_SECRET_REF
+            ? `${h.file}: headscale.oidc.enable needs the client secret. Fix: pulumi config set --secret meshfleet:headscaleOidcClientSecret <secret> (from the OIDC provider's client registration)`
             : ref.startsWith("preauth:")
             ? `fleet.yaml: preAuthKeys: host ${h.name} reads secret "${ref}" but the fleet asks for no pre-auth key for it. Fix: add { host: ${h.name}, user: … } to preAuthKeys`
             : `${h.file}: files: secret "${ref}" is not one meshfleet provides (${provided.join(", ")})`,
@@ -221,6 +244,12 @@ export class Mesh extends pulumi.ComponentResource {
         return v;
       });
       for (const ref of POSTGRES_SECRET_REFS) keys[ref] = pulumi.secret(pw.apply((v) => postgresSecretFiles(v)[ref]));
+    }
+    if (args.headscaleOidcClientSecret !== undefined) {
+      keys[OIDC_SECRET_REF] = pulumi.secret(pulumi.output(args.headscaleOidcClientSecret).apply((v) => {
+        assertNoProblems(validateOidcClientSecret(v), `meshfleet cannot deploy stack ${args.fleet.stack}`);
+        return v;
+      }));
     }
     const pick = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => r in keys).map((r) => [r, keys[r]]));
     const child = { parent: this };

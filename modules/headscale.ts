@@ -67,6 +67,27 @@ export const headscaleOptions = z
     derpUpdateFrequency: duration.default("3h").describe("How often to re-read them."),
     logLevel: z.enum(["panic", "fatal", "error", "warn", "info", "debug", "trace"]).default("info").describe("Log level."),
     logFormat: z.enum(["text", "json"]).default("text").describe("Log format."),
+    oidc: z
+      .object({
+        enable: z.boolean().default(false).describe("Let users log in through an OpenID Connect provider; the client secret comes from the stack secret meshfleet:headscaleOidcClientSecret into a 0600 file (client_secret_path), never from git."),
+        issuer: z.string().default("").describe("The provider's issuer URL (https://...), as in its /.well-known/openid-configuration."),
+        clientId: z.string().regex(/^[^\s]*$/, "no spaces or line breaks").default("").describe("The client id the provider gave headscale."),
+        scope: z.array(z.string().regex(/^[\x21-\x7e]+$/, "one scope token")).default(["openid", "profile", "email"]).describe("Scopes asked for; must include openid."),
+        allowedDomains: z.array(z.string()).default([]).describe("Only users whose e-mail is in one of these domains may log in (empty: any)."),
+        allowedGroups: z.array(z.string()).default([]).describe("Only members of these provider groups may log in (needs the groups claim; empty: any)."),
+        allowedUsers: z.array(z.string()).default([]).describe("Only these e-mail addresses may log in (empty: any)."),
+        emailVerifiedRequired: z.boolean().default(true).describe("Take only verified e-mail addresses from the provider."),
+        pkce: z.boolean().default(true).describe("Use PKCE (S256) in the login flow."),
+        useExpiryFromToken: z.boolean().default(false).describe("Expire OIDC nodes with the provider's token instead of the fleet's node expiry (frequent re-logins)."),
+        onlyStartIfAvailable: z.boolean().default(true).describe("Headscale waits for the provider at start instead of starting without OIDC."),
+        extraParams: z.record(z.string(), z.string()).default({}).describe("Extra parameters for the provider's authorization endpoint (e.g. domain_hint)."),
+      })
+      .strict()
+      .default({
+        enable: false, issuer: "", clientId: "", scope: ["openid", "profile", "email"], allowedDomains: [], allowedGroups: [], allowedUsers: [],
+        emailVerifiedRequired: true, pkce: true, useExpiryFromToken: false, onlyStartIfAvailable: true, extraParams: {},
+      })
+      .describe("OpenID Connect login (headscale's oidc section)."),
     extraSettings: z
       .record(z.string(), z.any())
       .default({})
@@ -96,7 +117,12 @@ export const HS = {
   postgresEnv: "/etc/headscale/postgres.env",
   /** Docker runtime: the Postgres password as a libpq password file (PGPASSFILE), never in the container's env. */
   pgpass: "/etc/headscale/pgpass",
+  /** The OIDC client secret (oidc.client_secret_path), from the stack secret meshfleet:headscaleOidcClientSecret. */
+  oidcSecret: "/var/lib/headscale/oidc_client_secret",
 } as const;
+
+/** The secret the OIDC client secret file is filled from (stack secret meshfleet:headscaleOidcClientSecret). */
+export const OIDC_SECRET_REF = "headscale-oidc-client-secret";
 
 /** Where the docker runtime keeps the files on the host before uploading them. */
 export const DOCKER_HOST_DIR = "/opt/meshfleet/headscale";
@@ -200,7 +226,26 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     unix_socket_permission: "0770",
     logtail: { enabled: false },
   };
+  if (opts.oidc.enable) cfg.oidc = oidcConfig(opts.oidc);
   return deepMerge(cfg, opts.extraSettings);
+}
+
+/** headscale 0.29's oidc section; the secret is only ever a path. */
+export function oidcConfig(o: HeadscaleOptions["oidc"]): Record<string, unknown> {
+  return {
+    only_start_if_oidc_is_available: o.onlyStartIfAvailable,
+    issuer: o.issuer,
+    client_id: o.clientId,
+    client_secret_path: HS.oidcSecret,
+    scope: o.scope,
+    email_verified_required: o.emailVerifiedRequired,
+    ...(Object.keys(o.extraParams).length > 0 ? { extra_params: o.extraParams } : {}),
+    allowed_domains: o.allowedDomains,
+    allowed_users: o.allowedUsers,
+    allowed_groups: o.allowedGroups,
+    use_expiry_from_token: o.useExpiryFromToken,
+    pkce: { enabled: o.pkce, method: "S256" },
+  };
 }
 
 export function renderHeadscaleConfig(i: HeadscaleRenderInput): string {
@@ -259,10 +304,70 @@ export function serverUrlConflict(serverUrl: string, baseDomain: string): "same"
   return "suffix";
 }
 
+/** The oidc options headscale would refuse or silently mishandle, and a client secret written into git. */
+export function oidcAssertions(o: HeadscaleOptions): Assertion[] {
+  const c = o.oidc;
+  const a: Assertion[] = [];
+  // A legacy oidc key is reported by the legacy-key check alone.
+  const inGit = hasKey(o.extraSettings, "oidc") && !LEGACY_KEYS.some((k) => k.startsWith("oidc.") && hasKey(o.extraSettings, k));
+  a.push({
+    assertion: !inGit,
+    path: "headscale.extraSettings.oidc",
+    expected: "OIDC through the typed headscale.oidc options (the client secret from the stack's secrets, never from git)",
+    found: "an oidc section in extraSettings",
+    fix: "move it to headscale.oidc (enable, issuer, clientId, ...) and run `pulumi config set --secret meshfleet:headscaleOidcClientSecret <secret>`",
+  });
+  if (!c.enable) return a;
+  let issuer: URL | null = null;
+  try {
+    issuer = new URL(c.issuer);
+  } catch {
+    issuer = null;
+  }
+  a.push({
+    assertion: issuer !== null && issuer.protocol === "https:" && !issuer.search && !issuer.hash,
+    path: "headscale.oidc.issuer",
+    expected: "the provider's https:// issuer URL (no query or fragment)",
+    found: JSON.stringify(c.issuer),
+    fix: "set headscale.oidc.issuer to the issuer your provider's /.well-known/openid-configuration names",
+  });
+  a.push({
+    assertion: c.clientId !== "",
+    path: "headscale.oidc.clientId",
+    expected: "the client id the provider gave headscale",
+    found: '""',
+    fix: "register headscale as a client at the provider (redirect URL: <serverUrl>/oidc/callback) and set headscale.oidc.clientId",
+  });
+  a.push({
+    assertion: c.scope.includes("openid"),
+    path: "headscale.oidc.scope",
+    expected: 'a list that includes "openid" (without it there is no ID token)',
+    found: JSON.stringify(c.scope),
+    fix: `set headscale.oidc.scope: [${["openid", ...c.scope.filter((s) => s !== "openid")].join(", ")}]`,
+  });
+  for (const [i, d] of c.allowedDomains.entries())
+    a.push({
+      assertion: /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$/i.test(d),
+      path: `headscale.oidc.allowedDomains[${i}]`,
+      expected: "an e-mail domain such as example.com (no @, no scheme)",
+      found: JSON.stringify(d.slice(0, 80)),
+      fix: `set it to ${JSON.stringify(d.replace(/^.*@/, "").replace(/^https?:\/\//, "").replace(/\/.*$/, "") || "example.com")}`,
+    });
+  for (const [i, u] of c.allowedUsers.entries())
+    a.push({
+      assertion: /^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(u),
+      path: `headscale.oidc.allowedUsers[${i}]`,
+      expected: "an e-mail address (headscale matches users by e-mail)",
+      found: JSON.stringify(u.slice(0, 80)),
+      fix: "write the user's e-mail address, e.g. alice@example.com",
+    });
+  return a;
+}
+
 export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, embedded: boolean): Assertion[] {
   const f = ctx.fleet;
   const ff = ctx.fleetFile;
-  const a: Assertion[] = [];
+  const a: Assertion[] = [...oidcAssertions(o)];
   a.push({
     assertion: ctx.host === f.coordinator.host,
     path: "headscale.enable",
@@ -454,6 +559,7 @@ export const headscaleModule = defineModule({
     // Postgres password: systemd reads the env file (EnvironmentFile=); the docker image has no shell to
     // read one, so the container gets a libpq password file that headscale's driver (pgx) reads through
     // PGPASSFILE: only that path is in the container's environment, never the password.
+    if (o.oidc.enable) add(secretFile(HS.oidcSecret, OIDC_SECRET_REF), HS.oidcSecret);
     if (o.database.type === "postgres") {
       if (docker) add(secretFile(HS.pgpass, "headscale-postgres-pgpass"), HS.pgpass);
       else add(secretFile(HS.postgresEnv, "headscale-postgres-env"), HS.postgresEnv);
