@@ -77,9 +77,22 @@ export function switchScript(a: AgentSpec, confirmTimeoutSeconds: number, repair
 
 const VERIFY_MARK = "@@meshfleet-verify@@";
 
-/** status --json, then verify --json (exit 1 on drift is an answer, not a failure). */
+/**
+ * status --json, then verify --json (exit 1 on drift is an answer, not a
+ * failure). Both only read, so they run side by side; the output keeps
+ * that order.
+ */
 export function inspectScript(a: AgentSpec): string {
-  return [agentCmd(a, ["status", "--json"]), `echo ${VERIFY_MARK}`, `${agentCmd(a, ["verify", "--json"])} || true`].join("\n");
+  return [
+    `d=$(mktemp -d) || exit 1`,
+    `${agentCmd(a, ["status", "--json"])} > "$d/status" &`,
+    `${agentCmd(a, ["verify", "--json"])} > "$d/verify" || true`,
+    `wait`,
+    `cat "$d/status"`,
+    `echo ${VERIFY_MARK}`,
+    `cat "$d/verify"`,
+    `rm -rf "$d"`,
+  ].join("\n");
 }
 
 export interface AgentStatus {
