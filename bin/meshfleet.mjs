@@ -40,6 +40,7 @@ export async function freshManifest(dir = new URL("dist/cli/", root), base = roo
 // lab: they take seconds anyway, and through tsx there is one copy of each
 // module (the bundle holds its own copies of core/ and contract/).
 const VIA_TSX = new Set(["up", "preview", "refresh", "destroy", "lab"]);
+const LAZY_HOOKS = new Set(["check", "plan", "hosts", "render"]);
 
 const isMain = process.argv[1] && fileURLToPath(import.meta.url) === realpathSync(process.argv[1]);
 if (isMain) {
@@ -55,7 +56,16 @@ if (isMain) {
     else if (VIA_TSX.has(name)) await viaTsx();
     else {
       // Completion answers from folder names and never imports TypeScript: no hooks thread for it.
-      if (name !== "completion") register(new URL("cli/ts-hooks.mjs", root));
+      // check, plan, hosts and render import TypeScript only for a `.ts` host file, through
+      // core/load.ts, which starts the hooks when it meets one (the thread costs ~100 ms of CPU).
+      const hooks = () => register(new URL("cli/ts-hooks.mjs", root));
+      if (LAZY_HOOKS.has(name)) {
+        let started = false;
+        globalThis[Symbol.for("meshfleet.registerTsHooks")] = () => {
+          if (!started) hooks();
+          started = true;
+        };
+      } else if (name !== "completion") hooks();
       await import(new URL("dist/cli/main.mjs", root).href);
     }
   } else await viaTsx();

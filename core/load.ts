@@ -547,6 +547,9 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
         continue;
       }
       try {
+        // The prebuilt CLI starts its TypeScript hooks (a loader thread) only when a .ts host file is met.
+        const startHooks = (globalThis as Record<symbol, unknown>)[Symbol.for("meshfleet.registerTsHooks")];
+        if (typeof startHooks === "function") startHooks();
         const mod = await import(pathToFileURL(full).href);
         const value = typeof mod.default === "function" ? await mod.default() : mod.default;
         if (!value || typeof value !== "object" || Array.isArray(value)) {

@@ -10,7 +10,9 @@
  * Then what a person waits for: `meshfleet check` end to end, through the
  * prebuilt CLI (this bench bundles cli/main.ts the way cli/build.mjs does,
  * into dist/bench-cli), one fresh process per run, wall and CPU from the
- * process's own start (node's bootstrap included). Its baselines, measured
+ * process's own start (node's bootstrap included). No TypeScript hooks
+ * thread is started, as bin/meshfleet.mjs now does for check when no host
+ * file is TypeScript (registering it up front cost ~100-200 ms of CPU). Its baselines, measured
  * in the same run: `node -e 0` (an empty node process) and `check` on the
  * normal fleet. CPU is reported beside wall because a shared machine (load
  * average above the CPU count) stretches wall time several-fold.
