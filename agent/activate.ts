@@ -53,6 +53,7 @@ function applyFileUnchecked(host: Host, state: State, a: FileAction): void {
     host.removeFile(a.path);
   }
   else if (a.op === "restore") state.restoreFile(a.path);
+  // Stryker disable next-line ConditionalExpression: makePlan gives every write its desired file
   else if (a.desired) {
     if (a.takeOver) state.backupFile(a.path);
     const { uid, gid } = ownerIds(host, a.desired);
@@ -90,6 +91,7 @@ export function activate(o: ActivateOptions): Plan {
       if (r.code !== 0) throw new AgentError(`files: ${describeFailure(argv, r)}`);
       usersMade = true;
     }
+    // Stryker disable next-line ConditionalExpression,LogicalOperator,StringLiteral: only writes carry desired (makePlan), so the op checks never decide
     if (a.desired && a.op !== "remove" && a.op !== "restore") {
       const { uid, gid } = ownerIds(host, a.desired);
       if (uid === null || gid === null)

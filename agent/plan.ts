@@ -65,7 +65,9 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
   const wantPaths = new Set(want.map((f) => f.path));
   const ownedBefore = new Map<string, DesiredFile>();
   for (const o of others) for (const f of desiredFiles(o.bundle)) ownedBefore.set(f.path, f);
+  // Stryker disable next-line ArrayDeclaration: with no generation before, the set is only asked about the bundle's own paths, never a made-up one
   const fromPaths = new Set(others.length ? desiredFiles(others[0].bundle).map((f) => f.path) : []);
+  // Stryker disable next-line ConditionalExpression: process.getuid exists wherever the agent runs (Linux)
   const root = typeof process.getuid === "function" && process.getuid() === 0;
 
   const files: FileAction[] = [];
@@ -151,6 +153,7 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
 
   const tailscale = target.tailscale
     ? tailscaleAction(tailscaleBackendState(host), input.appliedTailscale, target.tailscale)
+    // Stryker disable next-line StringLiteral: with nothing wanted, tailscaleAction never reads the backend state
     : tailscaleAction("", null, null);
 
   return { files, sysctl, sysctlRestore, nft, units, tailscale };
@@ -171,7 +174,8 @@ export function planIsEmpty(p: Plan): boolean {
 export function describePlan(host: Host, p: Plan): string[] {
   const out: string[] = [];
   for (const f of p.files) {
-    out.push(`${f.kind === "file" ? "file" : f.kind}: ${f.op} ${f.path} (${f.reasons.join(", ")})`);
+    out.push(`${f.kind}: ${f.op} ${f.path} (${f.reasons.join(", ")})`);
+    // Stryker disable next-line ConditionalExpression,LogicalOperator: defence in depth: only writes carry desired, and a secret's reason is "content changed (secret)", never "content changed"
     if (f.op === "write" && !f.secret && f.desired && f.reasons.includes("content changed")) {
       const old = host.readFile(f.path) ?? "";
       for (const l of lineDiff(old, f.desired.content)) out.push(`    ${l}`);
@@ -201,10 +205,12 @@ export function lineDiff(a: string, b: string, context = 1): string[] {
   let i = 0;
   let j = 0;
   while (i < n || j < m) {
+    // Stryker disable next-line ConditionalExpression,LogicalOperator,EqualityOperator: past either end x[i] or y[j] is undefined, never equal to a line
     if (i < n && j < m && x[i] === y[j]) (ops.push(`  ${x[i]}`), i++, j++);
     else if (i < n && (j >= m || L[i + 1][j] >= L[i][j + 1])) (ops.push(`- ${x[i]}`), i++);
     else (ops.push(`+ ${y[j]}`), j++);
   }
+  // Stryker disable next-line ConditionalExpression: a changed line is inside its own context window, so the window test keeps it anyway
   const keep = ops.map((o, k) => o[0] !== " " || ops.slice(Math.max(0, k - context), k + context + 1).some((q) => q[0] !== " "));
   const out: string[] = [];
   ops.forEach((o, k) => {

@@ -145,6 +145,16 @@ describe("a full activation", () => {
     ]);
   });
 
+  it("each file is written once, in its own step: files, then the sysctl file, then unit files", () => {
+    const s = sim();
+    put(s, "/etc/app/app.conf", "old\n", 0o600);
+    const written: string[] = [];
+    const host: Host = { ...s.host, writeFileAtomic: (p, ...rest) => (p.startsWith("/var/lib/meshfleet") || written.push(p), s.host.writeFileAtomic(p, ...rest)) };
+    const { log } = run(s, bundle({ files: [file("/etc/app/app.conf", "v=1\n")], sysctl: { "net.a": "1" }, units: [{ name: "app.service", content: UNIT, enable: true }] }), { host });
+    expect(written).toEqual(["/etc/app/app.conf", "/etc/sysctl.d/90-meshfleet.conf", "/etc/systemd/system/app.service"]);
+    expect(log[0]).toBe("  file write /etc/app/app.conf (content changed, mode 0600 -> 0644)");
+  });
+
   it("activating the same bundle again changes nothing and says so for each step", () => {
     const s = sim();
     const target = bundle({ files: [file("/etc/app/app.conf", "v=1\n")], sysctl: { "net.ipv4.ip_forward": "1" }, firewall: FW1, units: [{ name: "app.service", content: UNIT, enable: true }], tailscale: ts() });
@@ -201,7 +211,8 @@ describe("files", () => {
     const order: string[] = [];
     const timeouts: (number | undefined)[] = [];
     s.onRun = (argv, opts) => {
-      order.push(argv.join(" "));
+      // The sysusers.d file is on disk before systemd-sysusers reads it.
+      order.push(`${argv.join(" ")}${get(s, "/etc/sysusers.d/app.conf") === null ? " (before its file)" : ""}`);
       timeouts.push(opts?.timeoutMs);
       if (argv[0] === "systemd-sysusers") {
         fs.appendFileSync(path.join(s.root, "etc/passwd"), "app:x:1234:1234::/:/usr/sbin/nologin\n");
@@ -306,10 +317,12 @@ describe("files", () => {
     expect(s.state.hasBackup("/etc/app/app.conf")).toBe(true);
     expect(s.state.hasBackup("/etc/systemd/system/app.service.d/override.conf")).toBe(true);
     expect(first.log).toContain("  file remove /etc/systemd/system/app.service.d/override.conf (drop-in for app.service not in the bundle)");
-    // A file written (not taken over) over what an earlier generation wrote is not backed up.
     const second = run(s, bundle({ files: [file("/etc/app/app.conf", "v=2\n"), file("/etc/new.conf", "n\n")], units }), { from: first.gen });
+    // A file rewritten over what an earlier generation wrote is not backed up (it was never the host's).
+    const rewritten = run(s, bundle({ files: [file("/etc/app/app.conf", "v=2\n"), file("/etc/new.conf", "n2\n")], units }), { from: second.gen });
+    expect(rewritten.log).toContain("  file write /etc/new.conf (content changed)");
     expect(s.state.hasBackup("/etc/new.conf")).toBe(false);
-    const released = run(s, bundle({ files: [file("/etc/new.conf", "n\n")], units }), { from: second.gen });
+    const released = run(s, bundle({ files: [file("/etc/new.conf", "n\n")], units }), { from: rewritten.gen });
     expect(released.log).toContain("  file restore /etc/app/app.conf (no longer managed; pre-existing file restored)");
     expect(get(s, "/etc/app/app.conf")).toBe("ORIGINAL\n");
     expect(mode(s, "/etc/app/app.conf")).toBe(0o640);
@@ -317,6 +330,8 @@ describe("files", () => {
     const gone = run(s, bundle(), { from: released.gen });
     expect(gone.log).toContain("  file remove /etc/new.conf (no longer managed)");
     expect(get(s, "/etc/new.conf")).toBeNull();
+    // What the agent itself wrote is removed without a backup.
+    expect(s.state.hasBackup("/etc/new.conf")).toBe(false);
   });
 });
 

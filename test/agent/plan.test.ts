@@ -130,13 +130,16 @@ describe("files", () => {
     put(s, "/etc/app/a.conf", "a\n");
     put(s, "/etc/app/b.conf", "b\n");
     put(s, "/etc/app/c.conf", "c\n");
+    put(s, "/etc/app/d.conf", "d\n");
     fs.chownSync(path.join(s.root, "etc/app/b.conf"), 1234, 0);
     fs.chownSync(path.join(s.root, "etc/app/c.conf"), 1234, 1234);
+    fs.chownSync(path.join(s.root, "etc/app/d.conf"), 0, 1234);
     const own = { owner: "app", group: "app" };
-    const p = plan(s, bundle({ files: [file("/etc/app/a.conf", "a\n", own), file("/etc/app/b.conf", "b\n", own), file("/etc/app/c.conf", "c\n", own)] }));
+    const p = plan(s, bundle({ files: ["a", "b", "c", "d"].map((n) => file(`/etc/app/${n}.conf`, `${n}\n`, own)) }));
     expect(p.files.map((a) => [a.path, a.reasons])).toEqual([
       ["/etc/app/a.conf", ["owner 0:0 -> app:app"]],
       ["/etc/app/b.conf", ["owner 1234:0 -> app:app"]],
+      ["/etc/app/d.conf", ["owner 0:1234 -> app:app"]],
     ]);
     expect(ownerIds(s.host, { owner: "app", group: "root" })).toEqual({ uid: 1234, gid: 0 });
     expect(ownerIds(s.host, { owner: "nobody-here", group: "app" })).toEqual({ uid: null, gid: 1234 });
@@ -200,7 +203,7 @@ describe("sysctl", () => {
     put(s, "/proc/sys/net/core/somaxconn", "4096\n");
     const p = plan(
       s,
-      bundle({ sysctl: { "net.ipv4.ip_forward": "1", "net.ipv4.ip_local_port_range": "32768 60999", "net.core.somaxconn": "4096", "net.ipv6.conf.all.forwarding": "1" } }),
+      bundle({ sysctl: { "net.ipv6.conf.all.forwarding": "1", "net.ipv4.ip_local_port_range": "32768 60999", "net.core.somaxconn": "4096", "net.ipv4.ip_forward": "1" } }),
     );
     expect(p.sysctl).toEqual([
       { key: "net.ipv4.ip_forward", from: "0", to: "1" },
@@ -324,9 +327,11 @@ describe("units", () => {
     const s = sim();
     const u = (name: string) => ({ name, content: "[Service]\n", enable: true });
     put(s, "/etc/systemd/system/keep.service", "[Service]\n");
+    put(s, "/etc/systemd/system/z.service", "[Service]\n");
     const p = plan(s, bundle({ units: [u("keep.service")] }), [bundle({ units: [u("z.service"), u("keep.service"), u("a.service")] }), bundle({ units: [u("z.service")] })]);
-    // Nothing written: the removal alone asks for the reload.
+    // Nothing written (z.service's file is removed, not written): the removal alone asks for the reload.
     expect(p.units).toEqual({ write: [], remove: ["a.service", "z.service"], restart: [], enable: [], reload: true });
+    expect(p.files.map((a) => [a.path, a.op])).toEqual([["/etc/systemd/system/z.service", "remove"]]);
   });
 
   it("with repair, a unit the host stopped or disabled is restarted and enabled; without, systemctl is not asked", () => {
@@ -440,6 +445,7 @@ describe("describePlan", () => {
     put(s, "/etc/app/app.conf", "a\nb\nc\n");
     put(s, "/etc/key", "OLD-SECRET", 0o600);
     put(s, "/etc/mode.conf", "m\n", 0o600);
+    put(s, "/etc/both.conf", "x\ny\n", 0o600);
     put(s, "/etc/old.conf", "old\n");
     put(s, "/proc/sys/net/ipv4/ip_forward", "0\n");
     put(s, "/proc/sys/net/dropped", "1\n");
@@ -452,6 +458,7 @@ describe("describePlan", () => {
         file("/etc/app/app.conf", "a\nB\nc\n"),
         file("/etc/key", "NEW-SECRET", { secret: true, mode: "0600" }),
         file("/etc/mode.conf", "m\n"),
+        file("/etc/both.conf", "x\nY\n"),
         file("/etc/new.conf", "n\n"),
         file("/etc/meshfleet/tailscale-authkey", "K", { secret: true, mode: "0600" }),
       ],
@@ -471,6 +478,11 @@ describe("describePlan", () => {
       "      ...",
       "file: write /etc/key (content changed (secret))",
       "file: write /etc/mode.conf (mode 0600 -> 0644)",
+      "file: write /etc/both.conf (content changed, mode 0600 -> 0644)",
+      "      x",
+      "    - y",
+      "    + Y",
+      "      ",
       "file: write /etc/new.conf (new)",
       "file: write /etc/meshfleet/tailscale-authkey (new)",
       "sysctl: write /etc/sysctl.d/90-meshfleet.conf (new)",
@@ -515,6 +527,13 @@ describe("lineDiff", () => {
     expect(lineDiff("a\nb\nc", "a\nc")).toEqual(["  a", "- b", "  c"]);
     expect(lineDiff("a\nc", "a\nb\nc")).toEqual(["  a", "+ b", "  c"]);
     expect(lineDiff("x\na\nb", "a\nb\ny", 3)).toEqual(["- x", "  a", "  b", "+ y"]);
+    // Lines left over on either side after the other runs out.
+    expect(lineDiff("a\nb\nc", "a")).toEqual(["  a", "- b", "- c"]);
+    expect(lineDiff("a", "a\nb\nc")).toEqual(["  a", "+ b", "+ c"]);
+    // A moved line: the three kept in order beat the one moved.
+    expect(lineDiff("a\nb\nc\nd", "b\nc\nd\na", 5)).toEqual(["- a", "  b", "  c", "  d", "+ a"]);
+    expect(lineDiff("x\na\ny\nb\nz", "a\nb", 5)).toEqual(["- x", "  a", "- y", "  b", "- z"]);
+    expect(lineDiff("a\nb\nc\nd\ne", "e\na\nb\nX\nd", 5)).toEqual(["+ e", "  a", "  b", "- c", "+ X", "  d", "- e"]);
     // Ties go to the deletion first.
     expect(lineDiff("a", "b")).toEqual(["- a", "+ b"]);
     expect(lineDiff("p\na\nq", "p\nb\nq")).toEqual(["  p", "- a", "+ b", "  q"]);
