@@ -276,7 +276,7 @@ function hostOptions(
  * and out. Anything that fails, or an unknown option, takes the schema's
  * own parse, so problems are reported exactly as before.
  */
-const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, unknown>>>();
+const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, string>>>();
 const OPTION_MEMO_MAX = 10_000;
 
 function parseOptions(schema: z.ZodType, value: unknown): { success: true; data: unknown } | { success: false; error: z.ZodError } {
@@ -293,8 +293,10 @@ function parseOptions(schema: z.ZodType, value: unknown): { success: true; data:
     const text = v === undefined ? "" : plainJson(v); // "" is no JSON text: it stands for an option not given
     let seen = memo.get(k);
     if (!seen) memo.set(k, (seen = new Map()));
-    if (text !== undefined && seen.has(text)) {
-      out[k] = clonePlain(seen.get(text));
+    const parsed = text === undefined ? undefined : seen.get(text);
+    if (parsed !== undefined) {
+      // The parsed value's JSON text, parsed again: each host its own copy (native, faster than a walk).
+      out[k] = JSON.parse(parsed);
       continue;
     }
     const r = fields[k].safeParse(v);
@@ -304,9 +306,10 @@ function parseOptions(schema: z.ZodType, value: unknown): { success: true; data:
       continue;
     }
     out[k] = r.data;
-    if (text !== undefined && plainJson(r.data) !== undefined) {
+    const result = text === undefined ? undefined : plainJson(r.data);
+    if (text !== undefined && result !== undefined) {
       if (seen.size >= OPTION_MEMO_MAX) seen.clear();
-      seen.set(text, clonePlain(r.data));
+      seen.set(text, result);
     }
   }
   return { success: true, data: out };
@@ -336,14 +339,6 @@ function isPlainData(v: unknown, depth: number): boolean {
   return true;
 }
 
-/** A copy of plain data (isPlainData holds). */
-function clonePlain(v: unknown): unknown {
-  if (v === null || typeof v !== "object") return v;
-  if (Array.isArray(v)) return v.map(clonePlain);
-  const out: Record<string, unknown> = {};
-  for (const k in v as Record<string, unknown>) out[k] = clonePlain((v as Record<string, unknown>)[k]);
-  return out;
-}
 
 /** A module's own options in a host's config (the registry is only known at run time). */
 function optionsOf(config: HostConfig, m: AnyModule | string): never {
@@ -607,18 +602,23 @@ function openPorts(peer: PeerView, origin: (p: string) => { file: string; path: 
     else byModule.set(module, [r]);
   };
   const firewallOn = (peer.config as { firewall?: { enable?: boolean } }).firewall?.enable !== false;
+  const own = { tcp: definitionsAt(hd.defs, CONTRIBUTED.tcp), udp: definitionsAt(hd.defs, CONTRIBUTED.udp) };
+  if (!own.tcp.length && !own.udp.length) {
+    // The host defines neither list (most hosts): every module rule stays, as the merge would give.
+    for (const { module, c } of contribs) for (const r of c.inbound ?? []) add(module, r);
+    return byModule;
+  }
   for (const proto of ["tcp", "udp"] as const) {
     const path = CONTRIBUTED[proto];
     const optionPath = path.join(".");
     const rules = contribs.flatMap(({ module, c }) => (c.inbound ?? []).filter((r) => r.proto === proto).map((r) => ({ module, r })));
-    const own = definitionsAt(hd.defs, path);
-    if (!own.length) {
+    if (!own[proto].length) {
       // Nothing of the host's to merge with: every module rule stays (what the merge would give).
       for (const { module, r } of rules) add(module, r);
       continue;
     }
     const moduleDefs = rules.map(({ module, r }): Definition => ({ file: `${MODULE_LABEL}${module}`, priority: PRIORITY.plain, value: [r.port] }));
-    const merged = mergeDefinitions(optionSchema(hd.schema, path) ?? FALLBACK_SCHEMAS.ports, [...own, ...moduleDefs], optionPath);
+    const merged = mergeDefinitions(optionSchema(hd.schema, path) ?? FALLBACK_SCHEMAS.ports, [...own[proto], ...moduleDefs], optionPath);
     out.push(...merged.diagnostics.map((d) => relabel(d, origin)));
     const kept = new Set<InboundRule>();
     const hostPorts: number[] = [];

@@ -19,7 +19,7 @@ import { generateFleet } from "../../bench/eval-scale/generate.ts";
 import { bundleHash, canonicalJson, checkSealed, parseBundle, sealBundle, sha256, sha256Shared, type Bundle } from "../../contract/bundle.ts";
 import { evaluateFleet, formatDiagnostics, type FleetSystem, type HostSystem, type ModuleRegistry } from "../../core/index.ts";
 import { defineModule } from "../../core/module.ts";
-import { renderHost } from "../../core/render.ts";
+import { renderHost, renderHostBody } from "../../core/render.ts";
 import { secretRefs } from "../../core/bundle.ts";
 import { REGISTRY } from "../../modules/index.ts";
 
@@ -92,6 +92,33 @@ describe("render: field-by-field check and hash", () => {
     // And a cross-field rule (two units at one path) still holds on the short path.
     const twice: HostSystem = { ...h, units: [...h.units, h.units[0]] };
     expect(() => render(twice)).toThrow(/is also written by/);
+  });
+
+  it("the tailscale field, checked once per fleet apart from its node name: a bad node name is refused after the rest was accepted", async () => {
+    const f = await fleetOf("hosts/lab");
+    const h = Object.values(f.hosts).find((x) => x.tailscale.enable)!;
+    render(h); // the rest of its tailscale settings are in the memo now
+    for (const hostname of ["not a label", "-x", "a".repeat(64)]) {
+      const bad: HostSystem = { ...h, tailscale: { ...h.tailscale, hostname } };
+      expect(() => render(bad), hostname).toThrow(/breaks the bundle contract: tailscale\.hostname: expected a host name/);
+    }
+    // A good name on the same settings passes, and so does the whole field checked from scratch.
+    const other: HostSystem = { ...h, tailscale: { ...h.tailscale, hostname: "another-node" } };
+    const b = render(other);
+    expect(b.tailscale?.hostname).toBe("another-node");
+    expect(checkSealed(b)).toEqual([]);
+  });
+
+  it("renderHostBody (what meshfleet render writes) is renderHost's bundle without the hash, and refuses what renderHost refuses", async () => {
+    const f = await fleetOf("hosts/home");
+    for (const h of Object.values(f.hosts)) {
+      const { hash, ...rest } = render(h);
+      expect(hash).toMatch(/^[0-9a-f]{64}$/);
+      expect(renderHostBody(h, secretsOf(h))).toEqual(rest);
+    }
+    const h = Object.values(f.hosts).find((x) => x.units.length > 0)!;
+    const bad: HostSystem = { ...h, units: [...h.units, { ...h.units[0], name: "not a unit" }] };
+    expect(() => renderHostBody(bad, secretsOf(bad))).toThrow(/breaks the bundle contract/);
   });
 
   it("secret contents are hashed without the shared memo, shared texts with it, both plain sha256", () => {
