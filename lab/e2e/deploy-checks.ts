@@ -68,7 +68,17 @@ export async function deployChecks(instance: number, check: Check): Promise<void
     return { ok: true, why: `refresh: ${DRIFT_HOST} changed (${JSON.stringify(refresh.changes)}); up: ${JSON.stringify(up.changes)}; file restored, agent verify clean` };
   });
 
-  await check(`a host whose key does not match its pin (${DRIFT_HOST}) is refused before anything is sent`, async () => {
+  await check(`a host whose key does not match its pin (${DRIFT_HOST}) is refused before anything is sent, and the next up --refresh repairs the hand edit it left`, async () => {
+    let repaired = "";
+    const verdict = await pinRefused((r) => {
+      repaired = r;
+    });
+    if (!verdict.ok) return verdict;
+    return repaired ? { ok: false, why: `${verdict.why}; but ${repaired}` } : { ...verdict, why: `${verdict.why}; the next up --refresh repaired the hand edit (agent verify clean)` };
+  });
+
+  /** The pin check itself; `notRepaired` hears when the up --refresh after it left the hand edit. */
+  async function pinRefused(notRepaired: (why: string) => void): Promise<Verdict> {
     const known = readFileSync(labKnownHostsPath({ instance }), "utf8");
     const dir = mkdtempSync(join(tmpdir(), "mf-pin-check-"));
     const env = labPulumiEnv(instance);
@@ -98,17 +108,19 @@ export async function deployChecks(instance: number, check: Check): Promise<void
       return { ok: true, why: `refused: ${text.slice(0, 200)}; ${DRIFT_HOST} stayed on generation ${gen0}` };
     } finally {
       writeFileSync(p.stackConfig, cfgBefore);
-      await labDeploy(instance, { verb: "up", refresh: true });
-      // Seen once on instance 0: right after the refused run, this up --refresh left the hand edit
-      // in place (the last check's agent verify found it). Repair it for the checks that follow.
+      const up = await labDeploy(instance, { verb: "up", refresh: true });
+      // Right after the refused run, up --refresh must repair the hand edit: the refused run's
+      // refresh stored the drift, and a second refresh once forgot it (the stored hash carried the
+      // drift note). Then repair it for the checks that follow.
       const v = await sshExec(DRIFT_HOST, `node ${AGENT_HOST_PATH} verify`, { instance, timeoutMs: 30_000 });
-      if (v.code !== 0) {
+      if (v.code !== 0 || !up.ok) {
+        notRepaired(`up --refresh after it ${up.ok ? `left the hand edit (${JSON.stringify(up.changes)}; agent verify: ${(v.stdout + v.stderr).trim().split("\n").slice(-1)[0]})` : `failed: ${up.errors.join("; ").slice(0, 200)}`}`);
         await labDeploy(instance, { verb: "refresh" });
         await labDeploy(instance, { verb: "up" });
       }
       rmSync(dir, { recursive: true, force: true });
     }
-  });
+  }
 
   await check("meshfleet pin records the key the lab saw at boot (ssh-keyscan, ssh-keygen -F)", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mf-pin-"));

@@ -218,6 +218,9 @@ export async function preAuthKeyCheck(instance: number): Promise<Verdict> {
   }
 }
 
+/** The lab's lockout guard window (meshfleet:confirmTimeoutSeconds' default). */
+const LOCKOUT_CONFIRM_S = 120;
+
 export async function lockoutCheck(instance: number, host = "laptop"): Promise<Verdict> {
   const before = await generationOf(host, instance);
   if (!before?.hash) return { ok: false, why: `agent status on ${host} gave no generation` };
@@ -225,11 +228,16 @@ export async function lockoutCheck(instance: number, host = "laptop"): Promise<V
   const fleet = await editedFleet(instance, "lockout", (f) => ({ [host]: `${f[host]!.trimEnd()}\nfirewall:\n  sshFrom: [192.0.2.0/24]\n` }));
   let why: Verdict | null = null;
   try {
+    const t0 = Date.now();
     const up = await labDeploy(instance, { verb: "up", on: [host] });
+    const failedAfter = Date.now() - t0;
     const text = up.errors.join("; ");
     if (up.ok) why = { ok: false, why: `the deploy that limits ${host}'s SSH to 192.0.2.0/24 succeeded` };
     else if (!text.includes(`host ${host}`)) why = { ok: false, why: `the deploy failed without naming ${host}: ${text.slice(0, 300)}` };
-    else if (!/confirm|new SSH connection|rolled? back/i.test(text)) why = { ok: false, why: `the deploy failed, but not on the lockout: ${text.slice(0, 300)}` };
+    // The confirm's dials stop when the guard's window closes: the failure is the lockout itself,
+    // not a later "was not kept" from a dial that got through after the rollback.
+    else if (!/could not be confirmed/i.test(text)) why = { ok: false, why: `the deploy failed, but not on the lockout's confirm: ${text.slice(0, 300)}` };
+    else if (failedAfter > (LOCKOUT_CONFIRM_S + 60) * 1000) why = { ok: false, why: `the deploy failed only ${(failedAfter / 1000).toFixed(0)} s after it started: the confirm outlasted the guard's ${LOCKOUT_CONFIRM_S} s window` };
     // The guard (confirm timeout 120 s) puts the previous generation back; SSH answers again after it.
     const end = Date.now() + 200_000;
     let after: { generation: string; hash: string } | null = null;
@@ -243,7 +251,7 @@ export async function lockoutCheck(instance: number, host = "laptop"): Promise<V
     if (after.hash !== before.hash) return { ok: false, why: `${host} runs ${after.hash.slice(0, 12)} (generation ${after.generation}), not its previous ${before.hash.slice(0, 12)}` };
     const v = await sshExec(host, `node ${AGENT_HOST_PATH} verify`, { instance, timeoutMs: 30_000 });
     if (v.code !== 0) return { ok: false, why: `${host} is back on ${before.hash.slice(0, 12)} but agent verify fails: ${last(v.stdout + v.stderr)}` };
-    return { ok: true, why: `failed naming ${host} (${redact(text).slice(0, 160)}); back on generation ${after.generation} (${after.hash.slice(0, 12)}), agent verify clean` };
+    return { ok: true, why: `failed after ${(failedAfter / 1000).toFixed(0)} s naming ${host} (${redact(text).slice(0, 160)}); back on generation ${after.generation} (${after.hash.slice(0, 12)}), agent verify clean` };
   } finally {
     await fleet.restore();
     await labDeploy(instance, { verb: "up" });

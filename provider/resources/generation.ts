@@ -140,6 +140,12 @@ export function driftPath(d: DriftItem): string {
   }
 }
 
+/** A generation hash without the drift note markDrift may have added to it. */
+export function plainHash(h: string): string {
+  const i = h.indexOf(" (drift: ");
+  return i < 0 ? h : h.slice(0, i);
+}
+
 /** Outputs with what `verify` found marked where diff and display look. */
 export function markDrift(o: GenerationOutputs, drift: DriftItem[]): GenerationOutputs {
   const files: Record<string, FileSummary> = Object.fromEntries(Object.entries(o.files ?? {}).map(([p, f]) => [p, { ...f, drift: undefined }]));
@@ -241,7 +247,9 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
       status: statusText,
       agent: { ...o.agent, sha256: liveAgent || "missing" },
     };
-    return markDrift(base, status.hash === o.hash ? drift : []);
+    // o.hash may carry the note of drift an earlier refresh stored (a deploy that failed after it
+    // keeps that state): compare the hash itself, or that drift is forgotten and never repaired.
+    return markDrift(base, status.hash === plainHash(o.hash) ? drift : []);
   },
 
   async delete(_id, props) {
@@ -252,7 +260,7 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
     });
     if (r.code !== 0) throw runFailure(o.host, "reading the agent's status before uninstalling", r);
     const { status } = parseInspect(o.host, r.stdout);
-    if (!status.hash || status.hash !== o.hash) {
+    if (!status.hash || status.hash !== plainHash(o.hash)) {
       log(`host ${o.host}: runs ${status.hash ? `generation ${status.generation} (${status.hash.slice(0, 12)})` : "no generation"}, not ${o.hash.slice(0, 12)}; nothing to uninstall`);
       return;
     }

@@ -331,3 +331,29 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     expect(JSON.parse(r.outs.status)).toMatchObject({ generation: 4, pendingConfirm: null });
   });
 });
+
+describe("drift an earlier refresh stored survives the next refresh (up --refresh after a failed deploy)", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("a second read of a host still drifting keeps the drift, so the next up repairs it", async () => {
+    const news = genInputs(b1());
+    const drift = [
+      { kind: "file", subject: "/etc/app.conf", detail: "content differs" },
+      { kind: "generation", subject: "files", detail: "1 file changed by hand" },
+    ];
+    const answer = () =>
+      `${JSON.stringify({ host: "router", generation: 3, hash: news.hash, pendingConfirm: null, lastSwitch: null })}\n@@meshfleet-verify@@\n${JSON.stringify({ drift })}\n${"a".repeat(64)}\n`;
+    vi.spyOn(session, "run").mockImplementation(async () => ({ code: 0, stdout: answer(), stderr: "" }));
+    // The first refresh marks the drift; a deploy that then fails (a refused host key) leaves these outputs in the state.
+    const first = (await generation.read("router", genOutputs(news)))!;
+    expect(first.hash).toMatch(new RegExp(`^${news.hash} \\(drift: `));
+    expect(first.drift).toHaveLength(2);
+    // up --refresh reads again: the drift is still there and the diff still asks for an update.
+    const second = (await generation.read("router", first))!;
+    expect(second.drift).toEqual(drift);
+    expect(second.files["/etc/app.conf"]!.drift).toBe("content differs");
+    const d = generation.diff(second, news);
+    expect(d.changes).toBe(true);
+    expect(d.detailedDiff).toMatchObject({ 'files["/etc/app.conf"]': "update", hash: "update" });
+  });
+});
