@@ -77,16 +77,28 @@ export function groUnit(iface: string): UnitSpec {
  * from the fleet: a host whose address is another host's lxc.proxmoxHost,
  * and that host's address inside one of the routes.
  */
+/** The fleet's LXC containers, listed once per fleet (every router's routes are checked against them: no hosts x routers scan). */
+const containersOf = (() => {
+  const seen = new WeakMap<ModuleContext["hosts"], ModuleContext["hosts"][string][]>();
+  return (hosts: ModuleContext["hosts"]) => {
+    let list = seen.get(hosts);
+    if (!list) seen.set(hosts, (list = Object.values(hosts).filter((h) => h.config.lxc.enable)));
+    return list;
+  };
+})();
+
 function proxmoxNodeRoutesOwnContainers(ctx: ModuleContext, routes: { cidr: string; option: string }[]): Assertion[] {
   if (!ctx.self.config.tailscale.snatSubnetRoutes) return [];
+  const containers = containersOf(ctx.hosts);
+  if (!containers.length) return [];
   const me = new Set([ctx.self.address, ctx.host]);
   const out: Assertion[] = [];
   for (const r of routes) {
     const c = parseCidr(r.cidr);
     if (!c) continue;
-    const inside = Object.values(ctx.hosts).filter((h) => {
+    const inside = containers.filter((h) => {
       const l = h.config.lxc;
-      return h.name !== ctx.host && l.enable && me.has(l.proxmoxHost.replace(/^[^@]*@/, "").replace(/:\d+$/, "")) && addressIn(h.address, c);
+      return h.name !== ctx.host && me.has(l.proxmoxHost.replace(/^[^@]*@/, "").replace(/:\d+$/, "")) && addressIn(h.address, c);
     });
     if (!inside.length) continue;
     const names = inside.map((h) => `${h.name} (${h.address}, CT ${h.config.lxc.ctid})`).join(", ");
