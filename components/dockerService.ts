@@ -89,7 +89,7 @@ export function validateContainerSpec(host: HostSystem, spec: ContainerSpec, sec
 }
 
 /** The secret refs the Postgres password fills (modules/headscale.ts): systemd's env file, docker's password file. */
-export const POSTGRES_SECRET_REFS = ["headscale-postgres-env", "headscale-postgres-pgpass"] as const;
+export const POSTGRES_SECRET_REFS = ["headscale-postgres-pgpass"] as const;
 
 /**
  * Problems with a Postgres password before it is written anywhere: it must be
@@ -102,14 +102,12 @@ export function validatePostgresPassword(password: string): string[] {
 }
 
 /**
- * The contents of both secret files from one password: systemd's
- * EnvironmentFile line, and a libpq password file (`host:port:db:user:password`,
+ * The secret file from the password: a libpq password file (`host:port:db:user:password`,
  * `*` matching any; `\\` and `:` escaped) that headscale's Postgres driver reads
  * through PGPASSFILE when its config has no password.
  */
 export function postgresSecretFiles(password: string): Record<(typeof POSTGRES_SECRET_REFS)[number], string> {
   return {
-    "headscale-postgres-env": `HEADSCALE_DATABASE_POSTGRES_PASS=${password}\n`,
     "headscale-postgres-pgpass": `*:*:*:*:${password.replace(/\\/g, "\\\\").replace(/:/g, "\\:")}\n`,
   };
 }

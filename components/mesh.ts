@@ -66,8 +66,8 @@ export interface MeshArgs {
    */
   headscaleBinaryPath?: string;
   /**
-   * The Postgres password (headscale.database.type: postgres), a secret; meshfleet writes it as the
-   * systemd EnvironmentFile or, for docker, a libpq password file named by PGPASSFILE (never the container's env).
+   * The Postgres password (headscale.database.type: postgres), a secret; meshfleet writes it as a
+   * 0600 libpq password file named by PGPASSFILE on both runtimes (never in a unit's or container's env).
    * @default undefined (a Postgres coordinator then stops the deploy)
    * @example config.requireSecret("headscalePostgresPassword")
    */

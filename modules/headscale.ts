@@ -50,7 +50,7 @@ export const headscaleOptions = z
           })
           .strict()
           .default({ host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 })
-          .describe("PostgreSQL settings; the password comes from the stack secret meshfleet:headscalePostgresPassword (systemd: an EnvironmentFile; docker: a password file named by PGPASSFILE)."),
+          .describe("PostgreSQL settings; the password comes from the stack secret meshfleet:headscalePostgresPassword (a 0600 libpq password file named by PGPASSFILE, on both runtimes: no quoting of the password anywhere)."),
       })
       .strict()
       .default({
@@ -114,8 +114,7 @@ export const HS = {
   derpKey: "/var/lib/headscale/derp_server_private.key",
   runDir: "/var/run/headscale",
   socket: "/var/run/headscale/headscale.sock",
-  postgresEnv: "/etc/headscale/postgres.env",
-  /** Docker runtime: the Postgres password as a libpq password file (PGPASSFILE), never in the container's env. */
+  /** The Postgres password as a libpq password file (PGPASSFILE), never in a unit's or a container's environment. */
   pgpass: "/etc/headscale/pgpass",
   /** The OIDC client secret (oidc.client_secret_path), from the stack secret meshfleet:headscaleOidcClientSecret. */
   oidcSecret: "/var/lib/headscale/oidc_client_secret",
@@ -465,7 +464,7 @@ function unitFor(o: HeadscaleOptions): UnitSpec {
     "ExecReload=/bin/kill -HUP $MAINPID",
     "Restart=always",
     "RestartSec=5",
-    ...(o.database.type === "postgres" ? [`EnvironmentFile=${HS.postgresEnv}`] : []),
+    ...(o.database.type === "postgres" ? [`Environment=PGPASSFILE=${HS.pgpass}`] : []),
     "StateDirectory=headscale",
     "StateDirectoryMode=0750",
     "RuntimeDirectory=headscale",
@@ -556,14 +555,11 @@ export const headscaleModule = defineModule({
     if (fileRegions.length > 0) add(plain(HS.derpMap, renderDerpMap(fileRegions)), HS.derpMap);
     add(secretFile(HS.noiseKey, "noise-key"), HS.noiseKey);
     if (emb) add(secretFile(HS.derpKey, "derp-key"), HS.derpKey);
-    // Postgres password: systemd reads the env file (EnvironmentFile=); the docker image has no shell to
-    // read one, so the container gets a libpq password file that headscale's driver (pgx) reads through
-    // PGPASSFILE: only that path is in the container's environment, never the password.
     if (o.oidc.enable) add(secretFile(HS.oidcSecret, OIDC_SECRET_REF), HS.oidcSecret);
-    if (o.database.type === "postgres") {
-      if (docker) add(secretFile(HS.pgpass, "headscale-postgres-pgpass"), HS.pgpass);
-      else add(secretFile(HS.postgresEnv, "headscale-postgres-env"), HS.postgresEnv);
-    }
+    // Postgres password: a libpq password file that headscale's driver (pgx) reads through PGPASSFILE, on
+    // both runtimes: only that path is in the unit's or the container's environment, and the password is
+    // never quoted for a shell or an EnvironmentFile (whose quoting and escapes would change it).
+    if (o.database.type === "postgres") add(secretFile(HS.pgpass, "headscale-postgres-pgpass"), HS.pgpass);
 
     const health = loopbackOf(o.listenAddr);
     const probes: HealthProbe[] = [

@@ -18,6 +18,7 @@ import { postgresSecretFiles, validatePostgresPassword } from "../../components/
 import { evaluateFleet, formatDiagnostics } from "../../core/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { REGISTRY } from "../../modules/index.ts";
+import { BASE, writeFleet } from "../core/fleet-fixture.ts";
 import { installMocks, settle, valueOf, type Recorder } from "./harness.ts";
 import { fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile, REPO, SSH_KEY } from "./fixtures.ts";
 
@@ -89,11 +90,22 @@ describe("headscale on docker with Postgres", () => {
   });
 });
 
-describe("the Postgres password's two files", () => {
-  it("systemd's EnvironmentFile line and libpq's password file, escaped", () => {
+describe("the Postgres password's file", () => {
+  it("libpq's password file, escaped, for both runtimes", () => {
     expect(postgresSecretFiles("a:b\\c")).toEqual({
-      "headscale-postgres-env": "HEADSCALE_DATABASE_POSTGRES_PASS=a:b\\c\n",
       "headscale-postgres-pgpass": "*:*:*:*:a\\:b\\\\c\n",
+    });
+  });
+
+  it("systemd: the unit names the password file through PGPASSFILE and reads no EnvironmentFile", () => {
+    const f = writeFleet({ "vps.yaml": BASE["vps.yaml"] + "headscale:\n  database:\n    type: postgres\n" });
+    return evaluateFleet(REGISTRY, f.dir).then((r) => {
+      f.cleanup();
+      const vps = r.fleet!.hosts.vps;
+      const unit = vps.units.find((u) => u.name === "headscale.service")!.content;
+      expect(unit).toContain("Environment=PGPASSFILE=/etc/headscale/pgpass");
+      expect(unit).not.toContain("EnvironmentFile");
+      expect(vps.files.find((x) => x.path === "/etc/headscale/pgpass")).toMatchObject({ mode: "0600", owner: "headscale", secretRef: "headscale-postgres-pgpass" });
     });
   });
 
