@@ -98,6 +98,21 @@ export const fleetSchema = z
       .describe("The self-hosted DERP region; its nodes are the hosts with the derp module enabled."),
     preAuthKeyExpiration: duration.default("90d").describe("Lifetime of the pre-auth keys meshfleet makes."),
     policy: z.any().default({}).describe("The tailnet policy (groups, tagOwners, hosts, acls, grants, ssh, autoApprovers, nodeAttrs, tests)."),
+    tailscaleSaas: z
+      .object({
+        loginDomain: z
+          .string()
+          .refine((s) => s === "" || domainProblem(s) === undefined, { message: "an e-mail domain such as example.com (no @, no scheme), or \"\"" })
+          .default("")
+          .describe("Tailscale's service knows users by login: `alice@` becomes `alice@<loginDomain>` in the policy file `meshfleet render --policy-for tailscale-saas` writes (\"\": no default, each user needs a login below)."),
+        logins: z
+          .record(userName, z.string().regex(/^[^@\s]+@[^@\s]+$/, { message: "a Tailscale login: name@domain (alice@example.com, alice@github)" }))
+          .default({})
+          .describe("headscale user -> Tailscale login, for users whose login is not <name>@<loginDomain> (bob: bob@gmail.com, carol: carol@github)."),
+      })
+      .strict()
+      .default({ loginDomain: "", logins: {} })
+      .describe("How this fleet's users are written for Tailscale's own service (a move to or from it); headscale ignores it."),
   })
   .strict();
 

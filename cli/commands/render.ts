@@ -6,12 +6,17 @@ import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
+import { renderPolicyFor } from "../policy-for.ts";
 
 /** Marks a folder as render output and lists what the render wrote, so the next render removes only that. */
 export const RENDER_MARKER = ".meshfleet-render";
 const MARKER_HEAD = "# meshfleet render output; the next `meshfleet render --out` here replaces the files listed below\n";
 
-const flags = [...fleetFlags, { name: "out", value: true, help: "output folder (required): new, empty, or an earlier render's" }];
+const flags = [
+  ...fleetFlags,
+  { name: "out", value: true, help: "output folder (required): new, empty, or an earlier render's; with --policy-for, the file to write" },
+  { name: "policy-for", value: true, help: "write only the policy, for another coordinator: tailscale-saas (Tailscale's admin console)" },
+];
 
 async function entries(dir: string): Promise<string[] | null> {
   try {
@@ -61,6 +66,7 @@ export const command: Command = {
   flags,
   summary: "write each host's bundle files as they land: DIR/<host>/... and DIR/fleet/...",
   usage: `usage: meshfleet render [--stack S | --hosts-dir DIR] --out DIR [--json]
+       meshfleet render --policy-for tailscale-saas --out FILE [--stack S | --hosts-dir DIR] [--json]
 
 Evaluates the fleet and writes, per host, exactly the files its agent writes
 (config files, systemd units, the sysctl.d file) at their host paths, plus
@@ -74,11 +80,28 @@ DIR must be new, empty, or the output of an earlier render (it holds a
 ${RENDER_MARKER} file); an earlier render's files are replaced, nothing else
 in DIR is touched.
 
+With --policy-for tailscale-saas, writes only the policy, as the file
+Tailscale's admin console takes: users become logins (fleet.yaml
+tailscaleSaas: loginDomain, logins), the autoApprovers the hosts imply are
+written out. It then evaluates the fleet under both policies and says whether
+every test line and every (source, destination) pair comes out the same;
+exit 1 when they differ or a user has no login (then nothing is written).
+
 ${flagHelp(flags)}`,
   async run(argv) {
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     if (typeof opts.out !== "string" || !opts.out) throw new UsageError("render needs --out DIR");
     const out = opts.out;
+    if (typeof opts["policy-for"] === "string") {
+      const { dir, stack } = resolveFleet(opts);
+      const r = await evaluateFleet(REGISTRY, dir, stack);
+      if (!r.fleet || hasErrors(r.diagnostics)) {
+        console.error(formatDiagnostics(r.diagnostics));
+        console.error(`nothing written: fix the error(s) above first.`);
+        return 1;
+      }
+      return renderPolicyFor(opts["policy-for"], r.fleet, out, !!opts.json);
+    }
     const existing = await entries(out);
     const previous = existing && existing.length ? await previousRender(out) : [];
     if (existing && existing.length && previous === null)
