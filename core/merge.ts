@@ -87,6 +87,7 @@ export function definitionsAt(defs: readonly Definition[], path: readonly string
     for (const key of path) {
       while (value instanceof Prio) ({ priority, value } = value);
       value = isPlainObject(value) && Object.prototype.hasOwnProperty.call(value, key) ? value[key] : undefined;
+      // Stryker disable next-line ConditionalExpression: without the break the next keys find no plain object and stay undefined
       if (value === undefined) break;
     }
     if (value !== undefined) out.push({ file: d.file, priority, value });

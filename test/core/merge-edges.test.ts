@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { z } from "zod";
-import { describeOf, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "../../core/merge.ts";
+import { definitionsAt, describeOf, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "../../core/merge.ts";
 import { mkDefault, mkForce, mkOverride, Prio, PRIORITY } from "../../core/priority.ts";
 
 const d = (file: string, value: unknown, priority: number = PRIORITY.plain): Definition => ({ file, value, priority });
@@ -55,6 +55,32 @@ describe("stripPrio", () => {
     expect(stripPrio({ a: [mkForce("x"), { b: mkDefault(2) }], c: null })).toEqual({ a: ["x", { b: 2 }], c: null });
     expect(stripPrio([1, mkForce([2])])).toEqual([1, [2]]);
     expect(stripPrio("s")).toBe("s");
+  });
+});
+
+describe("definitionsAt", () => {
+  it("each definition's value at a path, with the priority of the wrappers on the way down", () => {
+    const defs = [
+      d("a", { x: { y: 1 } }),
+      d("b", { x: mkForce({ y: 2 }) }),
+      d("c", mkDefault({ x: { y: 3 } })),
+      d("none", { z: 1 }),
+      d("undef", { x: { y: undefined } }),
+      d("scalar", { x: 5 }),
+      d("proto", { x: Object.create({ y: 9 }) }),
+    ];
+    expect(definitionsAt(defs, ["x", "y"])).toEqual([
+      { file: "a", priority: PRIORITY.plain, value: 1 },
+      { file: "b", priority: PRIORITY.mkForce, value: 2 },
+      { file: "c", priority: PRIORITY.mkDefault, value: 3 },
+    ]);
+    // A wrapper at the end stays for the merge to read.
+    const [leaf] = definitionsAt([d("a", { x: mkForce(7) })], ["x"]);
+    expect(leaf.priority).toBe(PRIORITY.plain);
+    expect(leaf.value).toEqual(mkForce(7));
+    expect(definitionsAt([d("a", 1), d("b", undefined)], [])).toEqual([{ file: "a", priority: PRIORITY.plain, value: 1 }]);
+    expect(definitionsAt([d("a", { toString: 1 }), d("b", {})], ["toString"])).toEqual([{ file: "a", priority: PRIORITY.plain, value: 1 }]);
+    expect(definitionsAt([], ["x"])).toEqual([]);
   });
 });
 
