@@ -1,24 +1,30 @@
 /**
- * bench/deploy: `meshfleet up` on the lab's hosts, against a floor measured
- * in the same run, with ratios.
+ * bench/deploy: `meshfleet up` on the lab's hosts, against a floor and an
+ * Ansible playbook measured in the same run, with ratios.
  *
  *   node --import tsx bench/deploy/run.ts [--instance 0] [--runs 3]
  *
  * Needs a deployed lab (`meshfleet lab up`); leaves it deployed as it found it.
- * Measured, each through runDeploy (the code behind `meshfleet up`):
- *   - no-op up (median of --runs);
+ * Measured, each deploy through runDeploy (the code behind `meshfleet up`):
+ *   - no-op up (median of --runs), in process and as a whole `meshfleet up`
+ *     command (Node start included);
  *   - a one-host change: one more advertised route on lxc-tailscale;
- *   - an all-hosts change: one file (the sshd drop-in) on every host;
+ *   - one file (the sshd drop-in) on one host (laptop), then on every host:
+ *     the growth from 1 host to all of them;
  *   - refresh;
  *   - the floor: per host, in parallel, one ssh piping a tar of that host's
  *     rendered files into a scratch folder, then `nft -c -f` of its ruleset
- *     and `sysctl -p` of its sysctl file (what any push tool must at least do).
- * Not measured here: the first deploy (see `lab up`'s "meshfleet up" step,
- * printed from up.json when present) and Ansible (not installed on the lab's
- * Debian roots, which have no Python).
+ *     and `sysctl -p` of its sysctl file (what any push tool must at least do);
+ *   - Ansible (Debian's ansible-core; bench/deploy/ansible.yml) doing the same
+ *     pushes over the same ssh (the lab's key, its known_hosts pinned,
+ *     StrictHostKeyChecking=yes): a first run into an empty scratch folder,
+ *     then no-op runs (median of --runs).
+ * Each change starts from the deployed hosts/lab and is put back (not
+ * counted) before the next. Not measured here: the first deploy (see `lab
+ * up`'s "meshfleet up" step, printed from up.json when present).
  */
 import { execa } from "execa";
-import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { runDeploy, type DeployResult } from "../../cli/commands/deploy.ts";
 import { sshArgs } from "../../lab/hosts/index.ts";
@@ -32,6 +38,8 @@ const arg = (name: string, dflt: number) => {
 };
 const instance = arg("instance", 0);
 const runs = arg("runs", 3);
+/** `--no-ansible` skips the Ansible baseline (for quick runs while profiling; its ratio is then not printed). */
+const withAnsible = !process.argv.includes("--no-ansible");
 const p = e2ePaths(instance);
 const env = labPulumiEnv(instance);
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
@@ -84,6 +92,84 @@ async function floor(): Promise<number> {
   return Date.now() - t;
 }
 
+/** The lab hosts' ssh options as Ansible wants them: its user, address and common args. */
+function ansibleInventory(dir: string, rendered: string, hosts: string[]): string {
+  const lines = ["[lab]"];
+  let common: string[] = [];
+  for (const h of hosts) {
+    const args = sshArgs(h, { instance });
+    const dest = args.at(-1)!;
+    const [user, address] = dest.split("@") as [string, string];
+    // Everything but the destination, with -i given to Ansible as its key file.
+    const opts = args.slice(0, -1);
+    const k = opts.indexOf("-i");
+    const key = opts[k + 1]!;
+    common = opts.filter((_, j) => j !== k && j !== k + 1);
+    const hdir = join(rendered, h);
+    const hasNft = existsSync(join(hdir, "meshfleet", "nftables.nft"));
+    const hasSysctl = existsSync(join(hdir, "etc", "sysctl.d"));
+    lines.push(`${h} ansible_host=${address} ansible_user=${user} ansible_ssh_private_key_file=${key} has_nft=${hasNft} has_sysctl=${hasSysctl}`);
+  }
+  lines.push("", "[lab:vars]", `ansible_ssh_common_args='${common.join(" ")}'`, "ansible_python_interpreter=/usr/bin/python3");
+  const f = join(dir, "inventory.ini");
+  writeFileSync(f, lines.join("\n") + "\n");
+  return f;
+}
+
+const SCRATCH = "/tmp/mf-ansible";
+
+/** One ansible-playbook run; the time is the whole process, as for a user. */
+async function ansible(inventory: string, rendered: string, label: string): Promise<{ ms: number; changed: number }> {
+  const dir = join(p.dir, "bench-ansible");
+  const t = Date.now();
+  const r = await execa("ansible-playbook", ["-i", inventory, join(REPO, "bench", "deploy", "ansible.yml"), "-e", `rendered=${rendered}`, "-e", `scratch=${SCRATCH}`], {
+    reject: false,
+    cwd: dir,
+    env: {
+      ANSIBLE_CONFIG: join(dir, "ansible.cfg"),
+      ANSIBLE_HOST_KEY_CHECKING: "True",
+      ANSIBLE_PIPELINING: "True",
+      ANSIBLE_FORKS: "10",
+      ANSIBLE_NOCOLOR: "1",
+      ANSIBLE_RETRY_FILES_ENABLED: "False",
+      ANSIBLE_LOCAL_TEMP: join(dir, "tmp"),
+      ANSIBLE_SSH_CONTROL_PATH_DIR: join(dir, "cp"),
+      ANSIBLE_HOME: join(dir, "home"),
+    },
+  });
+  const ms = Date.now() - t;
+  if (r.exitCode !== 0) throw new Error(`ansible-playbook (${label}) exited ${r.exitCode}: ${String(r.stdout).trim().split("\n").slice(-12).join("\n")}\n${String(r.stderr).trim()}`);
+  const recap = String(r.stdout).split("PLAY RECAP")[1] ?? "";
+  const changed = [...recap.matchAll(/changed=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
+  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}  changed=${changed}`);
+  return { ms, changed };
+}
+
+/** A whole `meshfleet up` command, as a user runs it (Node start, CLI load, the deploy). */
+async function upCommand(label: string): Promise<number> {
+  const t = Date.now();
+  const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", "--expect-no-changes"], {
+    reject: false,
+    cwd: REPO,
+    env: { ...process.env, ...env },
+  });
+  const ms = Date.now() - t;
+  if (r.exitCode !== 0) throw new Error(`${label}: meshfleet up exited ${r.exitCode}: ${String(r.stderr).trim().slice(-400)}`);
+  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}`);
+  return ms;
+}
+
+/** Deploy an edited copy of hosts/lab, then put hosts/lab back (not counted). */
+async function change(label: string, name: string, file: string, edit: (text: string) => string): Promise<number> {
+  try {
+    await setHostsDir(editedFleet(name, file, edit));
+    return (await up(label)).ms;
+  } finally {
+    await setHostsDir(join(REPO, "hosts", "lab"));
+    await up(`  back to hosts/lab (not counted)`);
+  }
+}
+
 async function main(): Promise<void> {
   console.log(`bench/deploy on lab ${instance} (${fleetHosts().join(", ")}); load ${(await import("node:os")).loadavg().map((x) => x.toFixed(1)).join(" ")}`);
   const first = existsSync(p.upResult) ? (JSON.parse(readFileSync(p.upResult, "utf8")) as { steps?: { step: string; ms: number; detail?: string }[] }).steps?.find((x) => x.step === "meshfleet up") : undefined;
@@ -91,30 +177,51 @@ async function main(): Promise<void> {
   await up("settle (not counted)");
   const noop: number[] = [];
   for (let i = 0; i < runs; i++) noop.push((await up(`no-op up #${i + 1}`)).ms);
+  const noopCmd: number[] = [];
+  for (let i = 0; i < runs; i++) noopCmd.push(await upCommand(`meshfleet up command, no-op #${i + 1}`));
   const floors: number[] = [];
   for (let i = 0; i < runs; i++) {
     floors.push(await floor());
     console.log(`  ${`floor #${i + 1} (ssh+tar+nft+sysctl)`.padEnd(34)} ${s(floors.at(-1)!).padStart(8)}`);
   }
-  const original = join(REPO, "hosts", "lab");
-  let one = 0;
-  let all = 0;
-  try {
-    await setHostsDir(editedFleet("route", "lxc-tailscale.yaml", (t) => t.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]")));
-    one = (await up("one host: one more route")).ms;
-    await setHostsDir(editedFleet("file", "_tools.yaml", (t) => `${t}sshd:\n  permitRootLogin: "yes"\n`));
-    all = (await up("all hosts: one file (sshd drop-in)")).ms;
-  } finally {
-    await setHostsDir(original);
-    await up("back to hosts/lab (not counted)");
+
+  const rendered = join(p.dir, "rendered");
+  const hosts = fleetHosts().filter((h) => existsSync(join(rendered, h)));
+  const aNoop: number[] = [];
+  let aFirst = { ms: NaN, changed: 0 };
+  if (withAnsible) {
+  const adir = join(p.dir, "bench-ansible");
+  rmSync(adir, { recursive: true, force: true });
+  mkdirSync(join(adir, "tmp"), { recursive: true });
+  writeFileSync(join(adir, "ansible.cfg"), "[defaults]\nstdout_callback = default\n");
+  const inventory = ansibleInventory(adir, rendered, hosts);
+  await Promise.all(hosts.map((h) => execa("ssh", [...sshArgs(h, { instance }), `rm -rf ${SCRATCH}`])));
+  aFirst = await ansible(inventory, rendered, "ansible: first run (empty scratch)");
+  if (aFirst.changed < hosts.length) throw new Error(`ansible's first run changed ${aFirst.changed} tasks on ${hosts.length} hosts: expected the copy and handlers to run on each`);
+  for (let i = 0; i < runs; i++) {
+    const r = await ansible(inventory, rendered, `ansible: no-op #${i + 1}`);
+    if (r.changed !== 0) throw new Error(`ansible's no-op run #${i + 1} changed ${r.changed} tasks`);
+    aNoop.push(r.ms);
   }
+  }
+
+  const one = await change("one host: one more route", "route", "lxc-tailscale.yaml", (t) =>
+    t.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]"),
+  );
+  const sshd = (t: string) => `${t.trimEnd()}\nsshd:\n  permitRootLogin: "yes"\n`;
+  const oneFile = await change("one host: one file (laptop sshd)", "file1", "laptop.yaml", sshd);
+  const all = await change(`all ${hosts.length} hosts: one file (sshd)`, "fileall", "_tools.yaml", sshd);
   const refresh = (await up("refresh", "refresh")).ms;
+
   const n = median(noop);
+  const nc = median(noopCmd);
   const f = median(floors);
+  const a = withAnsible ? median(aNoop) : NaN;
   console.log("");
-  console.log(`no-op up ${s(n)} (target <= 4 s: ${n <= 4000 ? "met" : "missed"}); floor ${s(f)}; no-op / floor ${(n / f).toFixed(1)}x`);
-  console.log(`one-host change ${s(one)} = ${(one / (f + n)).toFixed(2)}x (floor + no-op) (target <= 3x: ${one <= 3 * (f + n) ? "met" : "missed"})`);
-  console.log(`all-hosts change ${s(all)} = ${(all / one).toFixed(2)}x the one-host change (hosts in parallel: target < 1.5x)`);
+  console.log(`no-op up ${s(n)} in process, ${s(nc)} as a command (target <= 4 s: ${nc <= 4000 ? "met" : n <= 4000 ? "met in process only" : "missed"}); floor ${s(f)}; no-op / floor ${(n / f).toFixed(1)}x`);
+  if (withAnsible) console.log(`ansible no-op ${s(a)} (first run ${s(aFirst.ms)}): ansible / meshfleet no-op = ${(a / nc).toFixed(2)}x as commands, ${(a / n).toFixed(2)}x in process (target >= 2x: ${a >= 2 * nc ? "met" : a >= 2 * n ? "met in process only" : "missed"})`);
+  console.log(`one-host change (route) ${s(one)} = ${(one / (f + n)).toFixed(2)}x (floor + no-op) (target <= 3x: ${one <= 3 * (f + n) ? "met" : "missed"})`);
+  console.log(`one file: 1 host ${s(oneFile)}, ${hosts.length} hosts ${s(all)}: growth ${(all / oneFile).toFixed(2)}x (target < 1.5x: ${all < 1.5 * oneFile ? "met" : "missed"}); all hosts / one-host route change ${(all / one).toFixed(2)}x`);
   console.log(`refresh ${s(refresh)} = ${(refresh / n).toFixed(2)}x no-op up`);
 }
 
