@@ -41,7 +41,7 @@ if (!summaryOnly) {
     const r = spawnSync(
       path.join(REPO, "node_modules", ".bin", "stryker"),
       ["run", "--concurrency", concurrency, "--mutate", g.mutate.join(",")],
-      { cwd: REPO, stdio: "inherit", env: { ...process.env, MESHFLEET_MUTATE_GROUP: g.name, MESHFLEET_MUTATE_TESTS: g.tests.join(","), MESHFLEET_MUTATE_FILES: g.mutate.join(",") } },
+      { cwd: REPO, stdio: "inherit", env: { ...process.env, MESHFLEET_MUTATE_GROUP: g.name, MESHFLEET_MUTATE_COVERAGE: g.coverageAnalysis ?? "perTest", MESHFLEET_MUTATE_TESTS: g.tests.join(","), MESHFLEET_MUTATE_FILES: g.mutate.join(",") } },
     );
     if (r.status !== 0) {
       console.error(`mutate ${g.name}: stryker exited with ${r.status ?? r.signal}`);

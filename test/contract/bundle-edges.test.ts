@@ -107,6 +107,7 @@ describe("each field's check and message", () => {
     ["set element", (b) => (b.firewall.sets[0].elements = ["300.0.0.1"]), 'firewall.sets[0].elements[0]: expected an address or CIDR such as 192.168.8.0/24 or fd7a:115c:a1e0::/48, found "300.0.0.1"'],
     ["member", (b) => (b.firewall.sets[0].members = ["a_b"]), 'firewall.sets[0].members[0]: expected a host name (DNS label), found "a_b"'],
     ["comment", (b) => (b.firewall.chains[0].rules[0].comment = "x".repeat(129)), `firewall.chains[0].rules[0].comment: expected a comment of at most 128 characters without quotes or backslashes, found "${"x".repeat(76)}...`],
+    ["comment of exactly 80 characters shown whole", (b) => (b.firewall.chains[0].rules[0].comment = "x".repeat(76) + '"'), `firewall.chains[0].rules[0].comment: expected a comment of at most 128 characters without quotes or backslashes, found "${"x".repeat(76)}\\""`],
     ["comment backslash", (b) => (b.firewall.chains[0].rules[0].comment = "a\\b"), 'firewall.chains[0].rules[0].comment: expected a comment of at most 128 characters without quotes or backslashes, found "a\\\\b"'],
     ["tag", (b) => (b.tailscale.tags = ["router"]), 'tailscale.tags[0]: expected a tag such as tag:router, found "router"'],
     ["login server", (b) => (b.tailscale.loginServer = "hs.example.test"), 'tailscale.loginServer: expected a URL starting with http:// or https://, found "hs.example.test"'],
@@ -141,6 +142,36 @@ describe("each field's check and message", () => {
       (b) => (b.probes = [{ name: "p", kind: "http", url: "http://x", expectStatus: 599, insecure: true }, { name: "t", kind: "tcp", host: "h", port: 65535 }, { name: "r", kind: "routes-advertised", routes: [] }, { name: "u", kind: "unit-active", unit: "a.service" }, { name: "ts", kind: "tailscale-running" }]),
     ];
     for (const e of ok) expect(problemsAfter(e)).toEqual([]);
+  });
+
+  it("every pattern is anchored at both ends: junk before or after a valid value is refused", () => {
+    const at: [string, (b: any, v: string) => void, string, string, string][] = [
+      ["host", (b, v) => (b.host = v), "router", "-", "-"],
+      ["files[0].sha256", (b, v) => (b.files[0].sha256 = v), sha256("v=1\n"), "x", "0"],
+      ["files[0].mode", (b, v) => (b.files[0].mode = v), "0644", "1", "4"],
+      ["files[0].owner", (b, v) => (b.files[0].owner = v), "root", "A", "A"],
+      ["units[0].name", (b, v) => (b.units[0].name = v), "app.service", "/", "x"],
+      ["firewall.chains[0].rules[0].iifname", (b, v) => (b.firewall.chains[0].rules[0].iifname = v), "eth0", " ", " "],
+      ["firewall.chains[1].name", (b, v) => (b.firewall.chains[1].name = v), "extra", "_", "X"],
+      ["firewall.chains[0].rules[0].comment", (b, v) => (b.firewall.chains[0].rules[0].comment = v), "ok", '"', '"'],
+      ["tailscale.tags[0]", (b, v) => (b.tailscale.tags = [v]), "tag:router", "x", "_"],
+      ["tailscale.loginServer", (b, v) => (b.tailscale.loginServer = v), "https://hs.example.test", " ", " x"],
+      ["tailscale.cli", (b, v) => (b.tailscale.cli = v), "tailscale", "X", "/"],
+      ["tailscale.extraUpFlags[0]", (b, v) => (b.tailscale.extraUpFlags = [v]), "--operator=alice", "x", "\n"],
+      ["probes[0].url", (b, v) => (b.probes[0].url = v), "https://localhost/", "x", ""],
+      ["sysctl.net.x", (b, v) => (b.sysctl = { "net.x": v }), "1", "", "\n"],
+    ];
+    for (const [path, set, valid, before, after] of at) {
+      if (before) expect([path, problemsAfter((b) => set(b, before + valid))[0]?.split(":")[0]]).toEqual([path, path]);
+      if (after) expect([path, problemsAfter((b) => set(b, valid + after))[0]?.split(":")[0]]).toEqual([path, path]);
+    }
+    expect(problemsAfter((b) => (b.sysctl = { "x.net/": "1" }))).toEqual([]);
+    expect(problemsAfter((b) => (b.sysctl = { "-x": "1" }))).toEqual(["sysctl.-x: Invalid key in record"]);
+    expect(problemsAfter((b) => (b.tailscale.loginServer = "http://hs"))).toEqual([]);
+    expect(problemsAfter((b) => (b.tailscale.loginServer = "https://hs/a b"))).toHaveLength(1);
+    expect(problemsAfter((b) => (b.tailscale.cli = "tailscale-1.2_x"))).toEqual([]);
+    expect(problemsAfter((b) => (b.tailscale.extraUpFlags = ["--x=a=b c"]))).toEqual([]);
+    expect(problemsAfter((b) => (b.probes[0].url = "http://x"))).toEqual([]);
   });
 
   it("numbers and lists at their bounds", () => {
@@ -185,6 +216,19 @@ describe("the outer checks", () => {
 });
 
 describe("cross-field rules", () => {
+  it("TCP MSS clamping: only in forward or output chains, only for TCP; a rule must do something", () => {
+    const fwd = (rule: object) => (b: any) => b.firewall.chains.push({ name: "fwd", hook: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [rule] });
+    expect(problemsAfter(fwd({ l4: { proto: "tcp" }, tcpMss: "rt-mtu" }))).toEqual([]);
+    expect(problemsAfter(fwd({ tcpMss: "rt-mtu" }))).toEqual([]);
+    expect(problemsAfter((b) => b.firewall.chains.push({ name: "out", hook: { type: "filter", hook: "output", priority: "filter", policy: "accept" }, rules: [{ tcpMss: "rt-mtu" }] }))).toEqual([]);
+    expect(problemsAfter(fwd({ l4: { proto: "udp" }, tcpMss: "rt-mtu" }))).toEqual(["firewall.chains[2].rules[0]: clamps the TCP MSS of udp packets"]);
+    expect(problemsAfter(fwd({ l4: { proto: "tcp+udp" }, tcpMss: "rt-mtu" }))).toEqual(["firewall.chains[2].rules[0]: clamps the TCP MSS of tcp+udp packets"]);
+    expect(problemsAfter((b) => b.firewall.chains[0].rules.push({ tcpMss: "rt-mtu" }))).toEqual(["firewall.chains[0].rules[2]: clamps the TCP MSS in chain input, which is not hooked on forward or output"]);
+    expect(problemsAfter((b) => b.firewall.chains[1].rules.push({ tcpMss: "rt-mtu" }))).toEqual(["firewall.chains[1].rules[1]: clamps the TCP MSS in chain extra, which is not hooked on forward or output"]);
+    expect(problemsAfter(fwd({ l4: { proto: "tcp" } }))).toEqual(["firewall.chains[2].rules[0]: has no verdict and no statement (tcpMss, counter): it does nothing"]);
+    expect(problemsAfter(fwd({ counter: true }))).toEqual([]);
+  });
+
   it("paths written twice: by files, the sysctl file or units", () => {
     expect(problemsAfter((b) => b.files.push({ ...b.files[0] }))).toEqual(["files[1]: path /etc/app/app.conf is also written by files[0]"]);
     const sysctlFile = { ...base().files[0], path: "/etc/sysctl.d/90-meshfleet.conf" };
@@ -214,6 +258,7 @@ describe("cross-field rules", () => {
     const b = sealBundle(base());
     const tampered = structuredClone(b);
     tampered.files[0].content = "v=2\n";
+    expect(checkBundle(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
     expect(consistencyProblems(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
     expect(consistencyProblems(tampered, false)).toEqual([]);
     expect(checkSealed(tampered)).toEqual([]);
@@ -244,6 +289,10 @@ describe("addresses and paths", () => {
       ["1:2:3:4:5:6:7:8:9", null],
       ["1:2:3:4:5:6:7", null],
       ["1::2::3", null],
+      ["1:2:3::4:5:6::7:8", null],
+      ["249.240.199.9", "ip"],
+      ["200.201.202.203/24", "ip"],
+      ["9.99.100.10", "ip"],
       ["1:2:3:4:5:6:7::", "ip6"],
       ["1:2:3:4:5:6:7:8::", null],
       ["12345::", null],
@@ -291,6 +340,10 @@ describe("canonical JSON and hashes", () => {
     expect(canonicalJson({ t: { toJSON: () => ({ b: 1, a: 2 }) } })).toBe('{"t":{"b":1,"a":2}}');
     expect(canonicalJson(Object.assign(Object.create(null), { b: 1, a: 2 }))).toBe('{"a":2,"b":1}');
     expect(canonicalJson([new P(1, { b: 2, a: 1 })])).toBe('[{"y":{"a":1,"b":2},"z":1}]');
+    class Q {
+      constructor(readonly list: unknown[]) {}
+    }
+    expect(canonicalJson({ q: new Q([3, { b: 1, a: 2 }, undefined]) })).toBe('{"q":{"list":[3,{"a":2,"b":1},null]}}');
   });
 
   it("sha256 and the shared memo agree, for short, repeated and long texts", () => {
