@@ -97,6 +97,21 @@ export const fleetSchema = z
       .default({ regionId: 900, regionCode: "home", regionName: "meshfleet", publicUrls: [] })
       .describe("The self-hosted DERP region; its nodes are the hosts with the derp module enabled."),
     preAuthKeyExpiration: duration.default("90d").describe("Lifetime of the pre-auth keys meshfleet makes."),
+    nodeExpiry: z
+      .object({
+        after: z
+          .string()
+          .regex(/^(0|[1-9]\d*(s|m|h|d))$/, { message: 'a duration such as 180d or 90d, or "0" (keys never expire)' })
+          .default("0")
+          .describe("How long a node's key lasts after it logs in (headscale's node.expiry; Tailscale's service uses 180d); then the node drops every tunnel until someone logs it in again. \"0\": never."),
+        exemptTags: z
+          .array(z.string())
+          .default([])
+          .describe("Tags whose nodes never expire (servers). headscale 0.29 never expires any tagged node, so this must list every tag a host of this fleet carries; checked when after is not \"0\"."),
+      })
+      .strict()
+      .default({ after: "0", exemptTags: [] })
+      .describe("Node key expiry for user devices, with tagged servers exempt."),
     policy: z.any().default({}).describe("The tailnet policy (groups, tagOwners, hosts, acls, grants, ssh, autoApprovers, nodeAttrs, tests)."),
     tailscaleSaas: z
       .object({

@@ -9,6 +9,7 @@ import { absPath, sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
+import { nodeExpiryChecks } from "./headscale-expiry.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
 
 const listenAddr = z
@@ -205,7 +206,8 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     },
     // Otherwise every CLI call asks GitHub for a newer release.
     disable_check_updates: true,
-    node: { ephemeral: { inactivity_timeout: opts.ephemeralInactivityTimeout } },
+    // node.expiry only when set: headscale's default is "0" (never), and tagged nodes never expire either way.
+    node: { ...(fleet.nodeExpiry && fleet.nodeExpiry.after !== "0" ? { expiry: fleet.nodeExpiry.after } : {}), ephemeral: { inactivity_timeout: opts.ephemeralInactivityTimeout } },
     database: db,
     // TLS ends at the reverse proxy.
     tls_cert_path: "",
@@ -570,7 +572,8 @@ export const headscaleModule = defineModule({
       : [];
     if (emb) inbound.push({ proto: "udp", port: emb.stunPort, from: [], owner: "headscale", comment: "embedded DERP STUN" });
 
-    const assertions = headscaleAssertions(o, ctx, !!emb);
+    const expiry = nodeExpiryChecks(ctx);
+    const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions];
     const fleet = { derpRegions: derpRegionsOf(ctx), users: ctx.fleet.users };
 
     if (docker) {
@@ -594,7 +597,7 @@ export const headscaleModule = defineModule({
         // The image is distroless: no shell, no curl; `headscale health` asks the server itself.
         healthcheck: { test: ["CMD", "headscale", "health"], interval: "30s", timeout: "5s", retries: 3 },
       };
-      return { files, inbound, containers: [container], probes, assertions, fleet };
+      return { files, inbound, containers: [container], probes, assertions, warnings: expiry.warnings, fleet };
     }
 
     files.push({
@@ -612,6 +615,7 @@ export const headscaleModule = defineModule({
       units: [{ ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() }],
       probes: [...probes, { name: "headscale-unit", kind: "unit-active", unit: "headscale.service" }],
       assertions,
+      warnings: expiry.warnings,
       fleet,
     };
   },
