@@ -96,16 +96,22 @@ function buildSchemas() {
     restartTriggers: z.array(absPath),
   });
 
+  /** An address match: literal CIDRs of one family, or a set of the table. */
+  const addrMatch = z.union([
+    z.strictObject({ family: ipFamily, cidrs: nonEmpty(cidr) }),
+    z.strictObject({ family: ipFamily, set: nftName }),
+  ]);
+
   /** One nft rule: matches (all optional, in this order in the text), a statement, then a verdict (a rule without one goes on to the next). */
   const nftRuleSchema = z.strictObject({
     iifname: z.optional(ifname),
     ctState: z.optional(nonEmpty(z.enum(["established", "related", "invalid", "new", "untracked"]))),
-    saddr: z.optional(
-      z.union([
-        z.strictObject({ family: ipFamily, cidrs: nonEmpty(cidr) }),
-        z.strictObject({ family: ipFamily, set: nftName }),
-      ]),
-    ),
+    saddr: z.optional(addrMatch),
+    /**
+     * Format 3. The destination (a router's forward chain: tailnet traffic
+     * to the prefixes it routes, filtered by the git policy).
+     */
+    daddr: z.optional(addrMatch),
     icmp: z.optional(
       z.strictObject({
         family: ipFamily,
@@ -381,13 +387,17 @@ export function consistencyProblems(b: Bundle, hashes = true): string[] {
         if (r.tcpMss && r.l4 && r.l4.proto !== "tcp") out.push(`${at}: clamps the TCP MSS of ${r.l4.proto} packets`);
         // The kernel takes `rt mtu` only where a route is known: forward, output (nft_rt validate).
         if (r.tcpMss && c.hook?.hook !== "forward" && c.hook?.hook !== "output") out.push(`${at}: clamps the TCP MSS in chain ${c.name}, which is not hooked on forward or output`);
-        if (r.saddr && "set" in r.saddr) {
-          const s = sets.get(r.saddr.set);
-          if (!s) out.push(`${at}: uses set ${r.saddr.set}, which the table does not have`);
-          else if ((s.type === "ipv4_addr") !== (r.saddr.family === "ip")) out.push(`${at}: matches ${r.saddr.family} saddr against ${s.type} set ${s.name}`);
+        for (const dir of ["saddr", "daddr"] as const) {
+          const m = r[dir];
+          if (m && "set" in m) {
+            const s = sets.get(m.set);
+            if (!s) out.push(`${at}: uses set ${m.set}, which the table does not have`);
+            else if ((s.type === "ipv4_addr") !== (m.family === "ip")) out.push(`${at}: matches ${m.family} ${dir} against ${s.type} set ${s.name}`);
+          }
+          if (m && "cidrs" in m) for (const c2 of m.cidrs) if (cidrFamily(c2) !== m.family) out.push(`${at}: ${c2} is not an ${m.family} address`);
         }
-        if (r.saddr && "cidrs" in r.saddr)
-          for (const c2 of r.saddr.cidrs) if (cidrFamily(c2) !== r.saddr.family) out.push(`${at}: ${c2} is not an ${r.saddr.family} address`);
+        // One packet has one family: such a rule never matches (nft refuses it in an inet table).
+        if (r.saddr && r.daddr && r.saddr.family !== r.daddr.family) out.push(`${at}: matches ${r.saddr.family} saddr and ${r.daddr.family} daddr`);
       }),
     );
   }

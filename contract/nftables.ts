@@ -11,11 +11,14 @@ export const NFT_TABLE_REF = `${NFT_FAMILY} ${NFT_TABLE}`;
 const q = (s: string) => `"${s}"`;
 const list = (xs: readonly (string | number)[]) => (xs.length === 1 ? String(xs[0]) : `{ ${xs.join(", ")} }`);
 
+const addrs = (m: NonNullable<NftRule["saddr"]>) => ("set" in m ? `@${m.set}` : `{ ${m.cidrs.join(", ")} }`);
+
 export function nftRuleText(r: NftRule): string {
   const parts: string[] = [];
   if (r.iifname !== undefined) parts.push(`iifname ${q(r.iifname)}`);
   if (r.ctState) parts.push(`ct state ${r.ctState.join(",")}`);
-  if (r.saddr) parts.push(`${r.saddr.family} saddr ${"set" in r.saddr ? `@${r.saddr.set}` : `{ ${r.saddr.cidrs.join(", ")} }`}`);
+  if (r.saddr) parts.push(`${r.saddr.family} saddr ${addrs(r.saddr)}`);
+  if (r.daddr) parts.push(`${r.daddr.family} daddr ${addrs(r.daddr)}`);
   if (r.icmp) parts.push(`${r.icmp.family === "ip" ? "icmp" : "icmpv6"} type ${list(r.icmp.types)}`);
   if (r.l4) {
     const protos = r.l4.proto === "tcp+udp" ? ["tcp", "udp"] : [r.l4.proto];

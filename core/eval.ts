@@ -516,7 +516,11 @@ function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loaded: Lo
   const enforced = peers.filter((p) => p.facts.enforcePolicy && p.facts.tailnet);
   if (enforced.length) {
     const policyNodes = policyNodesOf(nodes, pol.policy, pol.autoApprovers);
-    for (const p of enforced) enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: fleetCfg.users });
+    for (const p of enforced) {
+      // A router's routed prefixes as git has them (advertised, approved or not): its forward chain filters them.
+      const t = p.facts.tailnet!;
+      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: fleetCfg.users, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
+    }
   }
   return { pol, enforcement };
 }

@@ -87,6 +87,8 @@ export interface HostEnforcement {
   sets: FirewallSpec["sets"];
   /** Set name -> the fleet hosts whose live tailnet addresses belong in it. */
   setMembers: FirewallSpec["setMembers"];
+  /** For a router: the policy's rules on what it forwards from tailscale0 to its routed prefixes. */
+  routed?: FirewallSpec["routed"];
 }
 
 export interface ModuleContext {

@@ -7,7 +7,7 @@ import { BUNDLE_FORMAT, canonicalJson, checkSealed, consistencyProblems, schemas
 import { NFT_FAMILY, NFT_TABLE } from "../contract/constants.ts";
 import { nftRuleset } from "../contract/nftables.ts";
 import { MeshfleetError } from "./diagnostics.ts";
-import type { FirewallSpec, HealthProbe, HostSystem, TailscaleSettings } from "./types.ts";
+import type { FirewallSpec, HealthProbe, HostSystem, TailnetRule, TailscaleSettings } from "./types.ts";
 
 /** An nft comment: no quotes or backslashes (it sits inside "..."), at most 128 characters. */
 const comment = (s: string) => s.replace(/["\\\n\r]/g, "'").slice(0, 128);
@@ -48,20 +48,40 @@ export function hostFirewall(fw: FirewallSpec): Firewall | null {
     }
   }
   const chains: NftChain[] = [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "drop" }, rules: input }];
+  const l4Of = (r: TailnetRule): NftRule["l4"] =>
+    r.proto === "any" ? (r.ports === "any" ? undefined : { proto: "tcp+udp", dports: r.ports }) : r.ports === "any" ? { proto: r.proto } : { proto: r.proto, dports: r.ports };
   if (enforce) {
     const rules: NftRule[] = [];
     for (const r of fw.tailnet) {
-      const l4: NftRule["l4"] =
-        r.proto === "any" ? (r.ports === "any" ? undefined : { proto: "tcp+udp", dports: r.ports }) : r.ports === "any" ? { proto: r.proto } : { proto: r.proto, dports: r.ports };
+      const l4 = l4Of(r);
       for (const [fam, family] of [["v4", "ip"], ["v6", "ip6"]] as const)
         rules.push({ saddr: { family, set: `${r.fromSet}_${fam}` }, ...(l4 ? { l4 } : {}), verdict: "accept", comment: comment(r.comment) });
     }
     rules.push({ counter: true, verdict: "drop", comment: "tailnet: not allowed by the fleet policy" });
     chains.push({ name: "tailnet", hook: null, rules });
   }
-  // Forwarded TCP of a router: MSS clamped to the route's MTU (tailscale#8672); the chain decides nothing else.
-  if (fw.mssClamp)
-    chains.push({ name: "forward", hook: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [{ tcpMss: "rt-mtu", comment: "clamp TCP MSS to the route MTU" }] });
+  const forward: NftRule[] = [];
+  // Forwarded TCP of a router: MSS clamped to the route's MTU (tailscale#8672), first, so every forwarded SYN is clamped.
+  if (fw.mssClamp) forward.push({ tcpMss: "rt-mtu", comment: "clamp TCP MSS to the route MTU" });
+  // A router with trustTailnet false: what the tailnet sends to its routed prefixes passes only by the git policy
+  // (the coordinator's filter alone is not trusted); the rest of forwarding is left alone.
+  if (fw.routed && fw.routed.prefixes.length) {
+    const routed: NftRule[] = [{ ctState: ["established", "related"], verdict: "accept" }];
+    for (const r of fw.routed.rules) {
+      const l4 = l4Of(r);
+      for (const [fam, family] of [["v4", "ip"], ["v6", "ip6"]] as const) {
+        const to = r.to.filter((c) => familyOf(c) === family);
+        if (to.length) routed.push({ saddr: { family, set: `${r.fromSet}_${fam}` }, daddr: { family, cidrs: to }, ...(l4 ? { l4 } : {}), verdict: "accept", comment: comment(r.comment) });
+      }
+    }
+    routed.push({ counter: true, verdict: "drop", comment: "routed: not allowed by the fleet policy" });
+    for (const family of ["ip", "ip6"] as const) {
+      const to = fw.routed.prefixes.filter((c) => familyOf(c) === family);
+      if (to.length) forward.push({ iifname: "tailscale0", daddr: { family, cidrs: to }, verdict: { jump: "routed" }, comment: "tailnet to the routed prefixes" });
+    }
+    chains.push({ name: "routed", hook: null, rules: routed });
+  }
+  if (forward.length) chains.push({ name: "forward", hook: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: forward });
   return { family: NFT_FAMILY, table: NFT_TABLE, sets, chains };
 }
 

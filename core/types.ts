@@ -81,6 +81,15 @@ export interface TailnetRule {
   comment: string;
 }
 
+/**
+ * A rule on traffic a router forwards from tailscale0 to the prefixes it
+ * routes: from these peers' sets to these destinations and ports.
+ */
+export interface RoutedRule extends TailnetRule {
+  /** Destination CIDRs (the rule's destinations inside the routed prefixes). */
+  to: string[];
+}
+
 export interface FirewallSpec {
   /** False leaves the host's firewall alone (no `inet meshfleet` table). */
   enable: boolean;
@@ -108,6 +117,12 @@ export interface FirewallSpec {
   forward: boolean;
   /** Clamp the MSS of forwarded TCP SYNs to the route's MTU (subnet-router/exit-node `clampMss`); unset is off. */
   mssClamp?: boolean;
+  /**
+   * Host-side enforcement on forwarded traffic (a router with trustTailnet
+   * false): what arrives on tailscale0 for the prefixes the host routes is
+   * accepted only by these rules of the git policy; unset: not filtered here.
+   */
+  routed?: { prefixes: string[]; rules: RoutedRule[] };
   /** Interfaces whose traffic is accepted whole (a management link). */
   trustedInterfaces: string[];
   /** Accept all of tailscale0 (true) or only what `tailnet` allows (false). */

@@ -80,7 +80,7 @@ export const agentModule = defineModule({
     const e = ctx.enforcement;
     if (e) {
       c.units!.push(...peerRefreshUnits(o.nodePath));
-      c.firewall = { tailnet: e.tailnet, sets: e.sets, setMembers: e.setMembers };
+      c.firewall = { tailnet: e.tailnet, sets: e.sets, setMembers: e.setMembers, ...(e.routed ? { routed: e.routed } : {}) };
     }
     return c;
   },

@@ -26,7 +26,7 @@ export const firewallModule = defineModule({
         .default([])
         .describe("UDP ports open on the public side; modules add theirs (tailscale, STUN) through the same merge, and `!mkForce [...]` replaces them."),
       trustedInterfaces: z.array(z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" })).default([]).describe("Interfaces whose traffic is accepted (e.g. a management link)."),
-      trustTailnet: z.boolean().default(true).describe("Accept everything arriving on tailscale0 (the coordinator's policy filters it); false enforces the fleet's policy on this host too."),
+      trustTailnet: z.boolean().default(true).describe("Accept everything arriving on tailscale0 (the coordinator's policy filters it); false enforces the fleet's policy (git's) on this host too, and on a subnet router or exit node on what it forwards from the tailnet to its routes."),
       allowPing: z.boolean().default(true).describe("Accept ICMP echo."),
       sshFrom: z.array(cidr).default([]).describe("Limit SSH to these sources (empty: anywhere)."),
     })

@@ -16,9 +16,9 @@
  * tailscaled alone). Port ranges are expanded into port lists.
  */
 import { MeshfleetError } from "../diagnostics.ts";
-import type { FirewallSpec, TailnetRule } from "../types.ts";
+import type { FirewallSpec, RoutedRule, TailnetRule } from "../types.ts";
 import { compilePolicy } from "./compile.ts";
-import { contains, fromRanges, toStrings, type IPSet } from "./ipset.ts";
+import { contains, fromPrefixStrings, fromRanges, intersect, isEmpty, THE_INTERNET, toStrings, union, type IPSet } from "./ipset.ts";
 import { Resolver, type PolicyNode } from "./resolve.ts";
 import type { Policy } from "./schema.ts";
 
@@ -27,9 +27,18 @@ export interface HostTailnetRules {
   sets: FirewallSpec["sets"];
   /** With `members`: per set, the nodes (by name) whose addresses it holds. */
   setMembers?: FirewallSpec["setMembers"];
+  /** With `routes`: the rules on what this host forwards from the tailnet to them (sets shared with `tailnet`). */
+  routed?: FirewallSpec["routed"];
 }
 
-export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; members?: boolean } = {}): HostTailnetRules {
+/**
+ * `routes`: the prefixes this host routes for the tailnet, as git has them
+ * (its advertised subnet routes, and 0.0.0.0/0 and ::/0 for an exit node),
+ * approved or not: the kernel forwards whatever reaches it. Each policy rule
+ * whose destinations overlap them (a regular rule, or a via grant naming one
+ * of this host's tags) becomes a routed rule to the overlap.
+ */
+export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; members?: boolean; routes?: string[] } = {}): HostTailnetRules {
   const resolver = new Resolver(policy, nodes, opts.users);
   const compiled = compilePolicy(policy, resolver);
   // Allow-all: nothing to enforce (an empty list means "not enforced").
@@ -84,7 +93,27 @@ export function tailnetRulesForHost(host: string, nodes: PolicyNode[], policy: P
     // Nobody may reach this host: enforce with a rule from an empty set.
     tailnet.push({ proto: "any", ports: "any", fromSet: setFor([]), comment: "policy allows no peer to reach this host" });
   }
-  return opts.members ? { tailnet, sets, setMembers } : { tailnet, sets };
+  const out: HostTailnetRules = opts.members ? { tailnet, sets, setMembers } : { tailnet, sets };
+  if (opts.routes?.length) {
+    const prefixes = fromPrefixStrings(opts.routes);
+    const routed: RoutedRule[] = [];
+    for (const r of compiled.rules) {
+      let dst = r.dst;
+      if (r.category === "via") {
+        // A via grant opens the route on the routers it names only (by tag).
+        if (!r.via!.some((t) => me.node.tags.includes(t))) continue;
+        if (r.viaInternet) dst = union(dst, THE_INTERNET);
+      } else if (r.category !== "regular") continue;
+      const to = intersect(dst, prefixes);
+      if (isEmpty(to)) continue;
+      if (r.proto !== "" && r.proto !== "tcp" && r.proto !== "udp") continue;
+      const anyPort = r.ports.some((p) => p.first <= 1 && p.last === 65535);
+      const ports = anyPort ? "any" : [...new Set(r.ports.flatMap((p) => range(Math.max(1, p.first), p.last)))].sort((a, b) => a - b);
+      routed.push({ proto: r.proto === "" ? "any" : (r.proto as "tcp" | "udp"), ports, fromSet: setFor(r.src), to: toStrings(to), comment: `${r.origin.path} src=${srcText(r.origin.path)}` });
+    }
+    out.routed = { prefixes: toStrings(prefixes), rules: routed };
+  }
+  return out;
 }
 
 function range(a: number, b: number): number[] {

@@ -123,12 +123,14 @@ export function fleetUsers(fleet: FleetSystem, live?: LiveNode[]): string[] {
  * live tailnet addresses the agent adds. Members come from the policy
  * model's own nodes; the stand-in addresses never leave it.
  */
-export function hostEnforcement(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[] } = {}) {
-  const r = tailnetRulesForHost(host, nodes, policy, { ...opts, members: true });
+export function hostEnforcement(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; routes?: string[]; exitNode?: boolean } = {}) {
+  // What the host routes, as git says (approved or not): an exit node routes everything.
+  const routes = [...(opts.routes ?? []), ...(opts.exitNode ? EXIT_ROUTES : [])];
+  const r = tailnetRulesForHost(host, nodes, policy, { users: opts.users, members: true, routes });
   const sets: Record<string, string[]> = {};
   // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
   for (const [name, cidrs] of Object.entries(r.sets)) sets[name] = cidrs.filter((c) => !insideTailnet(c));
-  return { tailnet: r.tailnet, sets, setMembers: r.setMembers ?? {} };
+  return { tailnet: r.tailnet, sets, setMembers: r.setMembers ?? {}, ...(r.routed ? { routed: r.routed } : {}) };
 }
 
 const TAILNET_RANGES = fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
