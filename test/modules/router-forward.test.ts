@@ -117,6 +117,16 @@ describe("a subnet router with trustTailnet: false: a forward chain from the git
     expect(r.rules.map((x) => [x.comment, x.to, x.ports])).toEqual([["acls[0] src=alice@", ["192.168.8.0/24"], [443]]]);
   });
 
+  it("a via grant opens the route on the routers it names only", async () => {
+    const grants = (via: string) =>
+      FLEET.replace(/  acls:[\s\S]*$/, `  grants:\n    - src: [alice@]\n      dst: ["192.168.8.0/24"]\n      ip: ["tcp:443"]\n      via: [${via}]\n    - src: [alice@]\n      dst: ["autogroup:member"]\n      ip: ["tcp:22"]\n`);
+    const named = await fleet({ "fleet.yaml": grants("tag:router"), "router.yaml": ROUTER, "bob.yaml": BOB });
+    expect(named.hosts.router.firewall.routed!.rules.map((r) => [r.comment, r.proto, r.ports, r.to])).toEqual([["grants[0] src=alice@", "tcp", [443], ["192.168.8.0/24"]]]);
+    const other = await fleet({ "fleet.yaml": grants("tag:router2").replace("tag:router: [alice@]", "tag:router: [alice@]\n    tag:router2: [alice@]"), "router.yaml": ROUTER, "bob.yaml": BOB });
+    expect(other.hosts.router.firewall.routed).toEqual({ prefixes: ["192.168.8.0/24"], rules: [] });
+    expect(chain(hostFirewall(other.hosts.router.firewall)!, "routed")!.rules.map((r) => r.verdict)).toEqual(["accept", "drop"]);
+  });
+
   it("a router that trusts the tailnet renders no routed chain (the clamp alone)", async () => {
     const f = await fleet({ "fleet.yaml": FLEET, "router.yaml": ROUTER.replace("trustTailnet: false", "trustTailnet: true"), "bob.yaml": BOB });
     const fw = hostFirewall(f.hosts.router.firewall)!;
