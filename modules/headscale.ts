@@ -10,6 +10,7 @@ import { defineModule, type Assertion, type Contribution, type ModuleContext } f
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
+import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
 
 const listenAddr = z
@@ -89,6 +90,7 @@ export const headscaleOptions = z
         emailVerifiedRequired: true, pkce: true, useExpiryFromToken: false, onlyStartIfAvailable: true, extraParams: {},
       })
       .describe("OpenID Connect login (headscale's oidc section)."),
+    backup: backupOptions,
     extraSettings: z
       .record(z.string(), z.any())
       .default({})
@@ -573,7 +575,8 @@ export const headscaleModule = defineModule({
     if (emb) inbound.push({ proto: "udp", port: emb.stunPort, from: [], owner: "headscale", comment: "embedded DERP STUN" });
 
     const expiry = nodeExpiryChecks(ctx);
-    const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions];
+    const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions, ...backupAssertions(o.backup, docker)];
+    const bk = o.backup.enable && !docker ? backupInputOf(o, { config: HS.config, policy: HS.policy, pgpass: HS.pgpass }) : null;
     const fleet = { derpRegions: derpRegionsOf(ctx), users: ctx.fleet.users };
 
     if (docker) {
@@ -608,11 +611,12 @@ export const headscaleModule = defineModule({
       group: "root",
     });
     return {
-      files,
+      files: bk ? [...files, ...backupFiles(bk)] : files,
+      ...(bk ? { packages: backupPackages(bk) } : {}),
       inbound,
       // A new policy or DERP map only takes effect when headscale reloads it;
       // the unit names only config.yaml, so list every file it reads.
-      units: [{ ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() }],
+      units: [{ ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() }, ...(bk ? backupUnits(bk) : [])],
       probes: [...probes, { name: "headscale-unit", kind: "unit-active", unit: "headscale.service" }],
       assertions,
       warnings: expiry.warnings,
