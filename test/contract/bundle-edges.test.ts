@@ -5,29 +5,27 @@
  * Stryker (npm run mutate -- bundle) can run it for every mutant; each case
  * pins a boundary a plausible slip would move.
  */
-import { describe, expect, it } from "vitest";
-import {
-  ABS_PATH,
-  BUNDLE_FORMAT,
-  bundleHash,
-  canonicalJson,
-  checkBundle,
-  checkSealed,
-  cidrFamily,
-  consistencyProblems,
-  parseBundle,
-  sealBundle,
-  sha256,
-  sha256Shared,
-  type Bundle,
-} from "../../contract/bundle.ts";
+import { beforeAll, describe, expect, it, vi } from "vitest";
+import type * as Contract from "../../contract/bundle.ts";
+import type { Bundle } from "../../contract/bundle.ts";
 import { secretRefs } from "../../core/bundle.ts";
 import type { HostSystem } from "../../core/types.ts";
 
+/**
+ * The contract module, imported afresh for this file: it builds its schemas
+ * once, on first use, and keeps them; a fresh instance builds them again, so a
+ * mutated schema (npm run mutate -- bundle) is the one these tests meet.
+ */
+let C: typeof Contract;
+beforeAll(async () => {
+  vi.resetModules();
+  C = await import("../../contract/bundle.ts");
+});
+
 const base = (): Omit<Bundle, "hash"> => ({
-  format: BUNDLE_FORMAT,
+  format: C.BUNDLE_FORMAT,
   host: "router",
-  files: [{ path: "/etc/app/app.conf", mode: "0644", owner: "root", group: "root", sha256: sha256("v=1\n"), content: "v=1\n", secret: false }],
+  files: [{ path: "/etc/app/app.conf", mode: "0644", owner: "root", group: "root", sha256: C.sha256("v=1\n"), content: "v=1\n", secret: false }],
   sysctl: { "net.ipv4.ip_forward": "1" },
   units: [{ name: "app.service", content: "[Service]\n", enable: true, restartTriggers: ["/etc/app/app.conf"] }],
   firewall: {
@@ -76,15 +74,15 @@ const base = (): Omit<Bundle, "hash"> => ({
 function problemsAfter(edit: (b: any) => void): string[] {
   const b = structuredClone(base()) as any;
   edit(b);
-  return checkBundle(sealBundle(b));
+  return C.checkBundle(C.sealBundle(b));
 }
 
 describe("a valid bundle", () => {
   it("passes parse, check and the sealed check", () => {
-    const b = sealBundle(base());
-    expect(checkBundle(b)).toEqual([]);
-    expect(checkSealed(b)).toEqual([]);
-    const r = parseBundle(b);
+    const b = C.sealBundle(base());
+    expect(C.checkBundle(b)).toEqual([]);
+    expect(C.checkSealed(b)).toEqual([]);
+    const r = C.parseBundle(b);
     expect(r.ok && r.bundle).toEqual(b);
   });
 });
@@ -147,7 +145,7 @@ describe("each field's check and message", () => {
   it("every pattern is anchored at both ends: junk before or after a valid value is refused", () => {
     const at: [string, (b: any, v: string) => void, string, string, string][] = [
       ["host", (b, v) => (b.host = v), "router", "-", "-"],
-      ["files[0].sha256", (b, v) => (b.files[0].sha256 = v), sha256("v=1\n"), "x", "0"],
+      ["files[0].sha256", (b, v) => (b.files[0].sha256 = v), C.sha256("v=1\n"), "x", "0"],
       ["files[0].mode", (b, v) => (b.files[0].mode = v), "0644", "1", "4"],
       ["files[0].owner", (b, v) => (b.files[0].owner = v), "root", "A", "A"],
       ["units[0].name", (b, v) => (b.units[0].name = v), "app.service", "/", "x"],
@@ -189,15 +187,15 @@ describe("each field's check and message", () => {
 
 describe("the outer checks", () => {
   it("not an object, and the format first", () => {
-    for (const x of [null, undefined, 3, "x", [], [base()]]) expect(checkBundle(x)).toEqual(["bundle is not a JSON object"]);
-    expect(checkBundle({ ...sealBundle(base()), format: BUNDLE_FORMAT - 1 })).toEqual([
-      `bundle format ${BUNDLE_FORMAT - 1} is not supported (this agent reads format ${BUNDLE_FORMAT}); deploy with a matching meshfleet`,
+    for (const x of [null, undefined, 3, "x", [], [base()]]) expect(C.checkBundle(x)).toEqual(["bundle is not a JSON object"]);
+    expect(C.checkBundle({ ...C.sealBundle(base()), format: C.BUNDLE_FORMAT - 1 })).toEqual([
+      `bundle format ${C.BUNDLE_FORMAT - 1} is not supported (this agent reads format ${C.BUNDLE_FORMAT}); deploy with a matching meshfleet`,
     ]);
   });
 
   it("unknown fields, one or several, named with the format", () => {
-    expect(checkBundle({ ...sealBundle(base()), a: 1 })).toEqual([`bundle: unknown field "a" (this agent reads bundle format ${BUNDLE_FORMAT})`]);
-    expect(checkBundle({ ...sealBundle(base()), a: 1, b: 2 })).toEqual([`bundle: unknown fields "a", "b" (this agent reads bundle format ${BUNDLE_FORMAT})`]);
+    expect(C.checkBundle({ ...C.sealBundle(base()), a: 1 })).toEqual([`bundle: unknown field "a" (this agent reads bundle format ${C.BUNDLE_FORMAT})`]);
+    expect(C.checkBundle({ ...C.sealBundle(base()), a: 1, b: 2 })).toEqual([`bundle: unknown fields "a", "b" (this agent reads bundle format ${C.BUNDLE_FORMAT})`]);
   });
 
   it("a union's alternatives are each named once", () => {
@@ -255,15 +253,15 @@ describe("cross-field rules", () => {
   });
 
   it("hashes: a file's content and the bundle's, skipped when asked", () => {
-    const b = sealBundle(base());
+    const b = C.sealBundle(base());
     const tampered = structuredClone(b);
     tampered.files[0].content = "v=2\n";
-    expect(checkBundle(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
-    expect(consistencyProblems(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
-    expect(consistencyProblems(tampered, false)).toEqual([]);
-    expect(checkSealed(tampered)).toEqual([]);
-    expect(consistencyProblems(b)).toEqual([]);
-    expect(consistencyProblems({ ...b, firewall: null })).toEqual(["bundle hash does not match its content"]);
+    expect(C.checkBundle(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
+    expect(C.consistencyProblems(tampered)).toEqual(["files[0] (/etc/app/app.conf): sha256 does not match its content", "bundle hash does not match its content"]);
+    expect(C.consistencyProblems(tampered, false)).toEqual([]);
+    expect(C.checkSealed(tampered)).toEqual([]);
+    expect(C.consistencyProblems(b)).toEqual([]);
+    expect(C.consistencyProblems({ ...b, firewall: null })).toEqual(["bundle hash does not match its content"]);
   });
 });
 
@@ -299,69 +297,69 @@ describe("addresses and paths", () => {
       ["g::", null],
       ["", null],
     ] as const)
-      expect([s, cidrFamily(s)]).toEqual([s, want]);
+      expect([s, C.cidrFamily(s)]).toEqual([s, want]);
   });
 
   it("ABS_PATH: absolute, no empty, '.' or '..' segments, no control characters", () => {
-    for (const ok of ["/", "/a", "/a/b.c", "/a/..b", "/a/.b", "/a/b..", "/a b/c"]) expect([ok, ABS_PATH.test(ok) || ok === "/"]).toEqual([ok, true]);
-    for (const bad of ["a", "/a/", "//a", "/a//b", "/./a", "/a/.", "/a/..", "/../a", "/a\nb", "/a\rb", "/a\0b", ""]) expect([bad, ABS_PATH.test(bad)]).toEqual([bad, false]);
+    for (const ok of ["/", "/a", "/a/b.c", "/a/..b", "/a/.b", "/a/b..", "/a b/c"]) expect([ok, C.ABS_PATH.test(ok) || ok === "/"]).toEqual([ok, true]);
+    for (const bad of ["a", "/a/", "//a", "/a//b", "/./a", "/a/.", "/a/..", "/../a", "/a\nb", "/a\rb", "/a\0b", ""]) expect([bad, C.ABS_PATH.test(bad)]).toEqual([bad, false]);
   });
 });
 
 describe("canonical JSON and hashes", () => {
   it("sorts keys at every level, drops undefined members, keeps arrays in order", () => {
-    expect(canonicalJson({ b: 1, a: [3, { d: true, c: null }], u: undefined, s: "x" })).toBe('{"a":[3,{"c":null,"d":true}],"b":1,"s":"x"}');
-    expect(canonicalJson([undefined, () => 1, 2])).toBe("[null,null,2]");
-    expect(canonicalJson({ f: false })).toBe('{"f":false}');
-    expect(canonicalJson({})).toBe("{}");
-    expect(canonicalJson([])).toBe("[]");
-    expect(canonicalJson({ a: undefined, b: 1 })).toBe('{"b":1}');
-    expect(canonicalJson({ a: 1, b: undefined })).toBe('{"a":1}');
-    expect(canonicalJson("x\n")).toBe('"x\\n"');
-    expect(canonicalJson(undefined)).toBeUndefined();
-    expect(() => canonicalJson(1n)).toThrow(TypeError);
+    expect(C.canonicalJson({ b: 1, a: [3, { d: true, c: null }], u: undefined, s: "x" })).toBe('{"a":[3,{"c":null,"d":true}],"b":1,"s":"x"}');
+    expect(C.canonicalJson([undefined, () => 1, 2])).toBe("[null,null,2]");
+    expect(C.canonicalJson({ f: false })).toBe('{"f":false}');
+    expect(C.canonicalJson({})).toBe("{}");
+    expect(C.canonicalJson([])).toBe("[]");
+    expect(C.canonicalJson({ a: undefined, b: 1 })).toBe('{"b":1}');
+    expect(C.canonicalJson({ a: 1, b: undefined })).toBe('{"a":1}');
+    expect(C.canonicalJson("x\n")).toBe('"x\\n"');
+    expect(C.canonicalJson(undefined)).toBeUndefined();
+    expect(() => C.canonicalJson(1n)).toThrow(TypeError);
   });
 
   it("writes index-like keys first in numeric order (as JSON.stringify does), then the others sorted", () => {
     const o = { b: 1, 10: "ten", 2: "two", 0: "zero", "01": "not an index", 4294967295: "not an index either", 4294967294: "last index" };
-    expect(canonicalJson(o)).toBe('{"0":"zero","2":"two","10":"ten","4294967294":"last index","01":"not an index","4294967295":"not an index either","b":1}');
-    expect(canonicalJson({ "9": 1, a: 2 })).toBe('{"9":1,"a":2}');
+    expect(C.canonicalJson(o)).toBe('{"0":"zero","2":"two","10":"ten","4294967294":"last index","01":"not an index","4294967295":"not an index either","b":1}');
+    expect(C.canonicalJson({ "9": 1, a: 2 })).toBe('{"9":1,"a":2}');
   });
 
   it("objects with toJSON or a class go through a sorted copy", () => {
-    expect(canonicalJson({ d: new Date(0) })).toBe('{"d":"1970-01-01T00:00:00.000Z"}');
+    expect(C.canonicalJson({ d: new Date(0) })).toBe('{"d":"1970-01-01T00:00:00.000Z"}');
     class P {
       constructor(
         readonly z: number,
         readonly y: { b: number; a: number },
       ) {}
     }
-    expect(canonicalJson({ p: new P(1, { b: 2, a: 1 }) })).toBe('{"p":{"y":{"a":1,"b":2},"z":1}}');
-    expect(canonicalJson({ t: { toJSON: () => ({ b: 1, a: 2 }) } })).toBe('{"t":{"b":1,"a":2}}');
-    expect(canonicalJson(Object.assign(Object.create(null), { b: 1, a: 2 }))).toBe('{"a":2,"b":1}');
-    expect(canonicalJson([new P(1, { b: 2, a: 1 })])).toBe('[{"y":{"a":1,"b":2},"z":1}]');
+    expect(C.canonicalJson({ p: new P(1, { b: 2, a: 1 }) })).toBe('{"p":{"y":{"a":1,"b":2},"z":1}}');
+    expect(C.canonicalJson({ t: { toJSON: () => ({ b: 1, a: 2 }) } })).toBe('{"t":{"b":1,"a":2}}');
+    expect(C.canonicalJson(Object.assign(Object.create(null), { b: 1, a: 2 }))).toBe('{"a":2,"b":1}');
+    expect(C.canonicalJson([new P(1, { b: 2, a: 1 })])).toBe('[{"y":{"a":1,"b":2},"z":1}]');
     class Q {
       constructor(readonly list: unknown[]) {}
     }
-    expect(canonicalJson({ q: new Q([3, { b: 1, a: 2 }, undefined]) })).toBe('{"q":{"list":[3,{"a":2,"b":1},null]}}');
+    expect(C.canonicalJson({ q: new Q([3, { b: 1, a: 2 }, undefined]) })).toBe('{"q":{"list":[3,{"a":2,"b":1},null]}}');
   });
 
   it("sha256 and the shared memo agree, for short, repeated and long texts", () => {
-    expect(sha256("")).toBe("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-    expect(sha256("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
-    for (const s of ["abc", "abc", "x".repeat(64 * 1024), "y".repeat(64 * 1024 + 1), "z".repeat(64 * 1024 + 1)]) expect(sha256Shared(s)).toBe(sha256(s));
+    expect(C.sha256("")).toBe("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+    expect(C.sha256("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    for (const s of ["abc", "abc", "x".repeat(64 * 1024), "y".repeat(64 * 1024 + 1), "z".repeat(64 * 1024 + 1)]) expect(C.sha256Shared(s)).toBe(C.sha256(s));
     // More than the memo holds: it starts over, still right.
-    for (let i = 0; i < 80; i++) expect(sha256Shared(`${i}`.padEnd(60 * 1024, "-"))).toBe(sha256(`${i}`.padEnd(60 * 1024, "-")));
-    expect(sha256Shared("abc")).toBe(sha256("abc"));
+    for (let i = 0; i < 80; i++) expect(C.sha256Shared(`${i}`.padEnd(60 * 1024, "-"))).toBe(C.sha256(`${i}`.padEnd(60 * 1024, "-")));
+    expect(C.sha256Shared("abc")).toBe(C.sha256("abc"));
   });
 
   it("bundleHash ignores the hash field; sealBundle fills it", () => {
     const body = base();
-    const h = bundleHash(body);
-    expect(h).toBe(sha256(canonicalJson(body)));
-    expect(bundleHash({ ...body, hash: "f".repeat(64) } as Bundle)).toBe(h);
-    expect(sealBundle(body)).toEqual({ ...body, hash: h });
-    expect(bundleHash({ ...body, host: "other" })).not.toBe(h);
+    const h = C.bundleHash(body);
+    expect(h).toBe(C.sha256(C.canonicalJson(body)));
+    expect(C.bundleHash({ ...body, hash: "f".repeat(64) } as Bundle)).toBe(h);
+    expect(C.sealBundle(body)).toEqual({ ...body, hash: h });
+    expect(C.bundleHash({ ...body, host: "other" })).not.toBe(h);
   });
 });
 
