@@ -5,9 +5,13 @@
  * database of a real headscale 0.29.2 serving on loopback (while it runs),
  * N kept, modes 0600/0700, then the database deleted and restored from the
  * newest snapshot: the users and the node come back with the same address.
+ * The same with Postgres: a real PostgreSQL 15 on loopback (run as nobody),
+ * pg_dump through headscale's password file, the database dropped and
+ * pg_restore'd.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, readdirSync, rmSync, statSync, writeFileSync, copyFileSync, chmodSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it } from "vitest";
 import { evaluateFleet, formatDiagnostics } from "../../core/index.ts";
@@ -169,4 +173,91 @@ describe("headscale.backup", () => {
     expect(after.ok, after.output).toBe(true);
     expect(after.result).toEqual(before);
   }, 120_000);
+
+  const PG = "/usr/lib/postgresql/15/bin";
+  const pgSkip = rt.missing("headscale") || (!existsSync(`${PG}/postgres`) || !existsSync("/usr/bin/pg_restore") ? skipUnlessCi("PostgreSQL 15 is not installed (apt-get install postgresql-15 postgresql-client)") || "" : "");
+  it.skipIf(pgSkip)("Postgres: pg_dump of a running headscale 0.29.2's database restores users and nodes after the database is dropped", async () => {
+    // PostgreSQL will not run as root: its folder belongs to nobody.
+    const pgRoot = mkdtempSync(path.join(tmpdir(), "mf-pg-"));
+    chmodSync(pgRoot, 0o755);
+    chownSync(pgRoot, 65534, 65534);
+    const pgPort = await rt.freePort();
+    const asNobody = (cmd: string, args: string[], input?: string) =>
+      spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", cmd, ...args], { encoding: "utf8", timeout: 60_000, input, env: { ...process.env, HOME: pgRoot } });
+    const data = path.join(pgRoot, "data");
+    const init = asNobody(`${PG}/initdb`, ["-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"]);
+    expect(init.status, init.stderr).toBe(0);
+    const start = asNobody(`${PG}/pg_ctl`, ["-D", data, "-l", path.join(pgRoot, "log"), "-w", "-o", `-p ${pgPort} -k ${pgRoot} -c listen_addresses=127.0.0.1`, "start"]);
+    expect(start.status, start.stderr).toBe(0);
+    cleanups.push(() => {
+      asNobody(`${PG}/pg_ctl`, ["-D", data, "-m", "immediate", "-w", "stop"]);
+      rmSync(pgRoot, { recursive: true, force: true });
+    });
+    const psql = (sql: string) => {
+      const r = asNobody("/usr/bin/psql", ["-X", "-v", "ON_ERROR_STOP=1", "-h", pgRoot, "-p", String(pgPort), "-U", "postgres", "-d", "postgres", "-c", sql]);
+      expect(r.status, r.stderr).toBe(0);
+    };
+    psql("CREATE ROLE headscale LOGIN PASSWORD 'pw:with\\odd''chars'");
+    psql("CREATE DATABASE headscale OWNER headscale");
+
+    const c = run(ctxWith({ backup: { enable: true, keep: 2 }, database: { type: "postgres", postgres: { host: "127.0.0.1", port: pgPort } } }));
+    const t = rt.tempDir("hs-backup-pg");
+    cleanups.push(t.cleanup);
+    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
+    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
+      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
+      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
+      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
+      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
+    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
+    const cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    // The libpq password file, as the deploy writes it (':' and '\\' escaped).
+    const pgpass = path.join(t.dir, "etc", "pgpass");
+    writeFileSync(pgpass, `*:*:*:headscale:pw\\:with\\\\odd'chars\n`, { mode: 0o600 });
+    const backups = path.join(t.dir, "backups");
+    const exe = path.join(t.dir, "headscale-backup");
+    writeFileSync(exe, rt.relocateHeadscale(script(c).content, t.dir).replace("dir='/var/backups/headscale'", `dir='${backups}'`), { mode: 0o700 });
+    expect(readFileSync(exe, "utf8")).toContain(`PGPASSFILE='${pgpass}'`);
+    const before = process.env.PGPASSFILE;
+    process.env.PGPASSFILE = pgpass; // headscale serve inherits it, as the unit's Environment= gives it
+    cleanups.push(() => (before === undefined ? delete process.env.PGPASSFILE : (process.env.PGPASSFILE = before)));
+    const hs = (...args: string[]) => {
+      const r = spawnSync(rt.toolPath("headscale")!, ["-c", cfg, ...args, "-o", "json"], { encoding: "utf8", timeout: 30_000 });
+      if (r.status !== 0) throw new Error(`headscale ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+      return JSON.parse(r.stdout);
+    };
+    const state = () => ({
+      users: ((hs("users", "list") ?? []) as { name: string }[]).map((u) => u.name).sort(),
+      nodes: ((hs("nodes", "list") ?? []) as { given_name: string; ip_addresses: string[] }[]).map((n) => `${n.given_name} ${n.ip_addresses.join(",")}`).sort(),
+    });
+    const health = `http://127.0.0.1:${http}/health`;
+    const first = await rt.withHeadscaleServing(cfg, "", health, async () => {
+      hs("users", "create", "alice");
+      const id = "hskey-authreq-nasxxxxxxxxxxxxxxxxxxxxx";
+      hs("debug", "create-node", "--name", "nas", "--user", "alice", "--key", id);
+      hs("auth", "register", "--user", "alice", "--auth-id", id);
+      // Without the password file in its environment the script cannot log in: it must bring its own.
+      const snap = spawnSync("sh", [exe], { encoding: "utf8", timeout: 60_000, env: { ...process.env, PGPASSFILE: "/nonexistent" } });
+      return { before: state(), snap };
+    });
+    expect(first.ok, first.output).toBe(true);
+    expect(first.result!.snap.status, first.result!.snap.stderr).toBe(0);
+    const newest = path.join(backups, readdirSync(backups).sort().at(-1)!);
+    expect(readdirSync(newest).sort()).toEqual(["config.yaml", "db.pgdump", "policy.hujson"]);
+    for (const f of readdirSync(newest)) expect(statSync(path.join(newest, f)).mode & 0o777, f).toBe(0o600);
+
+    psql("DROP DATABASE headscale");
+    psql("CREATE DATABASE headscale OWNER headscale");
+    const empty = await rt.withHeadscaleServing(cfg, "", health, async () => state());
+    expect(empty.result).toEqual({ users: [], nodes: [] });
+    psql("DROP DATABASE headscale");
+    psql("CREATE DATABASE headscale OWNER headscale");
+    const restore = spawnSync("pg_restore", ["--no-password", "--no-owner", "--host=127.0.0.1", `--port=${pgPort}`, "--username=headscale", "--dbname=headscale", path.join(newest, "db.pgdump")], { encoding: "utf8", timeout: 60_000 });
+    expect(restore.status, restore.stderr).toBe(0);
+    const after = await rt.withHeadscaleServing(cfg, "", health, async () => state());
+    expect(after.ok, after.output).toBe(true);
+    expect(after.result).toEqual(first.result!.before);
+    expect(after.result!.nodes).toHaveLength(1);
+  }, 180_000);
 });
+
