@@ -82,6 +82,9 @@ const kib = (n: number) => `${Math.round(n / 1024)} KiB`;
 // ---------------------------------------------------------------------------
 // Text: UTF-8, not binary, not too big
 
+/** One strict decoder for every file (a whole-buffer decode keeps no state between calls). */
+const UTF8 = new TextDecoder("utf-8", { fatal: true });
+
 /** Decode a fleet file's bytes; a problem (not UTF-8, binary, UTF-16) as a diagnostic. */
 export function decodeText(bytes: Uint8Array, file: string): { text?: string; diagnostics: Diagnostic[] } {
   const fail = (found: string, fix: string) => ({ diagnostics: [diag(file, "", "a UTF-8 text file", found, fix)] });
@@ -90,7 +93,7 @@ export function decodeText(bytes: Uint8Array, file: string): { text?: string; di
   const nul = bytes.indexOf(0);
   if (nul >= 0) return fail(`binary data (a NUL byte at line ${lineAt(bytes, nul)})`, "replace the file with the YAML text it should hold; check it is the file you meant");
   try {
-    let text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    let text = UTF8.decode(bytes);
     if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
     return { text, diagnostics: [] };
   } catch {
@@ -244,7 +247,7 @@ function readListedRegular(full: string): Uint8Array | undefined {
  * merge keys are expanded (within LIMITS.values); nothing becomes null
  * silently. When there is any error, there is no value.
  */
-export function parseYaml(text: string, file: string): { value?: unknown; diagnostics: Diagnostic[] } {
+export function parseYaml(text: string, file: string, full = false): { value?: unknown; diagnostics: Diagnostic[] } {
   const bytes = Buffer.byteLength(text, "utf8");
   if (bytes > LIMITS.fileBytes)
     return { diagnostics: [diag(file, "", `a fleet file of at most ${kib(LIMITS.fileBytes)} (the documented limit)`, `${bytes} bytes`, "split it into smaller files with imports, or remove what does not belong in a fleet file")] };
@@ -262,6 +265,13 @@ export function parseYaml(text: string, file: string): { value?: unknown; diagno
   if (maxFlow > LIMITS.depth * 4 || new RegExp(`(?:-[ \\t]+){${LIMITS.depth}}`).test(text))
     return { diagnostics: [diag(file, "", `lists and mappings nested at most ${LIMITS.depth} deep`, maxFlow > LIMITS.depth * 4 ? `${maxFlow} opening brackets in a row` : `more than ${LIMITS.depth} list markers ("- ") on one line`, "flatten the structure")] };
 
+  if (!full) {
+    const simple = parseSimpleYaml(text);
+    if (simple !== undefined) {
+      recordTypedScalars(file, new Map());
+      return { value: simple, diagnostics: [] };
+    }
+  }
   const lineCounter = new LineCounter();
   let doc: Document.Parsed;
   try {
@@ -292,6 +302,117 @@ export function parseYaml(text: string, file: string): { value?: unknown; diagno
   recordTypedScalars(file, w.typed);
   if (w.out.length) return { diagnostics: w.out };
   return { value: value ?? {}, diagnostics: [] };
+}
+
+/**
+ * The usual host file, read without the YAML library (whose lexer, parser and
+ * composer cost ~0.5 ms a file even for five lines, most of a 1,000-host
+ * load): nothing but block mappings, one plain word per value, flow lists of
+ * plain words on one line (`[a, b]`) and block lists of plain words (`- a`),
+ * full-line comments and blank lines. Every word is one the YAML 1.2 core
+ * schema reads as text, or exactly `true`, `false`, `null` or a decimal
+ * integer written canonically (so no scalar's source differs from its value
+ * and none needs recording as typed). Anything else (quotes, anchors,
+ * aliases, tags, `<<`, flow mappings, block scalars, comments after a value,
+ * tabs, CR, an empty value, a duplicate key, odd indentation, a list longer
+ * than LIMITS.listItems, nesting deeper than LIMITS.depth, a key the schema
+ * would read as something other than itself) gives undefined and the full
+ * parser reads the file, with its positions and diagnostics. A test checks
+ * the value is the full parser's on generated files of this shape and near it.
+ */
+export function parseSimpleYaml(text: string): Record<string, unknown> | undefined {
+  if (text.includes("\t") || text.includes("\r")) return undefined;
+  type Frame = { indent: number; map?: Record<string, unknown>; list?: unknown[] };
+  const root: Record<string, unknown> = {};
+  const stack: Frame[] = [{ indent: 0, map: root }];
+  let pending: { key: string; indent: number; into: Record<string, unknown> } | undefined;
+  let any = false;
+  let start = 0;
+  while (start <= text.length) {
+    let end = text.indexOf("\n", start);
+    if (end < 0) end = text.length;
+    let ind = start;
+    while (text.charCodeAt(ind) === 32) ind++;
+    let stop = end;
+    while (stop > ind && text.charCodeAt(stop - 1) === 32) stop--;
+    const line = text.slice(ind, stop);
+    const indent = ind - start;
+    start = end + 1;
+    if (line === "" || line[0] === "#") continue;
+    any = true;
+    let top: Frame;
+    if (pending) {
+      if (indent <= pending.indent || stack.length > LIMITS.depth - 8) return undefined;
+      top = line.startsWith("- ") ? { indent, list: [] } : { indent, map: {} };
+      pending.into[pending.key] = top.list ?? top.map;
+      stack.push(top);
+      pending = undefined;
+    } else {
+      while (stack.length > 1 && stack[stack.length - 1].indent > indent) stack.pop();
+      top = stack[stack.length - 1];
+      if (top.indent !== indent) return undefined;
+    }
+    if (top.list) {
+      if (!line.startsWith("- ") || top.list.length >= LIMITS.listItems) return undefined;
+      const v = simpleWord(line.slice(2));
+      if (v === NOT_SIMPLE) return undefined;
+      top.list.push(v);
+      continue;
+    }
+    const map = top.map!;
+    const colon = line.indexOf(":");
+    if (colon < 1) return undefined;
+    const key = line.slice(0, colon);
+    if (!SIMPLE_KEY.test(key) || /^(true|false|null)$/i.test(key) || Object.prototype.hasOwnProperty.call(map, key)) return undefined;
+    if (Object.keys(map).length >= LIMITS.listItems) return undefined;
+    if (colon === line.length - 1) {
+      pending = { key, indent, into: map };
+      map[key] = null; // keeps the key's place; replaced by the block below it
+      continue;
+    }
+    if (line.charCodeAt(colon + 1) !== 32) return undefined;
+    const rest = line.slice(colon + 2).trim();
+    if (rest[0] === "[") {
+      if (rest[rest.length - 1] !== "]") return undefined;
+      const inner = rest.slice(1, -1);
+      const items: unknown[] = [];
+      if (inner.trim() !== "") {
+        for (const part of inner.split(",")) {
+          const v = simpleWord(part.trim());
+          if (v === NOT_SIMPLE || items.length >= LIMITS.listItems) return undefined;
+          items.push(v);
+        }
+      }
+      map[key] = items;
+      continue;
+    }
+    const v = simpleWord(rest);
+    if (v === NOT_SIMPLE) return undefined;
+    map[key] = v;
+  }
+  return pending || !any ? undefined : root;
+}
+
+const NOT_SIMPLE = Symbol("not simple");
+const SIMPLE_KEY = /^[A-Za-z][A-Za-z0-9_-]*$/;
+/** A plain word: no indicator first, nothing YAML reads specially inside (no space, quote, '#', ',', brackets), not ending in ':'. */
+const SIMPLE_WORD = /^[A-Za-z0-9_/][A-Za-z0-9_./@:+-]*$/;
+
+/** A word's value under the YAML 1.2 core schema, when it is plainly text, true/false/null or a canonical integer; else NOT_SIMPLE. */
+function simpleWord(w: string): unknown {
+  if (!SIMPLE_WORD.test(w) || w.endsWith(":")) return NOT_SIMPLE;
+  const c = w.charCodeAt(0);
+  if (c >= 48 && c <= 57) {
+    if (/^(0|[1-9][0-9]{0,14})$/.test(w)) return Number(w);
+    // Octal, hex, integers with leading zeros, floats and exponents are the schema's; a long integer too.
+    if (/^0[oOxX]/.test(w) || /^[0-9]+(\.[0-9]*)?([eE][-+]?[0-9]+)?$/.test(w)) return NOT_SIMPLE;
+    return w;
+  }
+  if (w === "true") return true;
+  if (w === "false") return false;
+  if (w === "null") return null;
+  if (/^(true|false|null)$/i.test(w)) return NOT_SIMPLE;
+  return w;
 }
 
 const joinPath = (base: string, key: string | number) => (typeof key === "number" ? `${base}[${key}]` : base ? `${base}.${key}` : key);
