@@ -414,6 +414,10 @@ describe("units", () => {
     const r2 = run(s, bundle({ units: [u("app.service", UNIT), u("new.service")], files: [file("/etc/app/app.conf", "v=2\n")] }), { from: r.gen });
     expect(s.calls.filter((c) => c.startsWith("systemctl"))).toEqual(["systemctl enable app.service", "systemctl restart app.service"]);
     expect(r2.log).toContain("  unit app.service restarted (its files changed)");
+    // One unit file written (not enabled, so not restarted) and one unit removed: changes, not "unchanged".
+    const r3 = run(s, bundle({ units: [u("app.service", UNIT), { name: "t.timer", content: "[Timer]\n", enable: false }], files: [file("/etc/app/app.conf", "v=2\n")] }), { from: r2.gen });
+    expect(r3.plan.units).toMatchObject({ write: ["t.timer"], remove: ["new.service"], restart: [] });
+    expect(r3.log).not.toContain("  units unchanged");
   });
 
   it.each([
