@@ -11,6 +11,12 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { realHost, type Host, type RunResult } from "../../agent/host.ts";
 import { State } from "../../agent/state.ts";
+import { afterAll } from "vitest";
+
+const roots: string[] = [];
+afterAll(() => {
+  for (const r of roots.splice(0)) fs.rmSync(r, { recursive: true, force: true });
+});
 
 export interface Sim {
   root: string;
@@ -46,7 +52,9 @@ export interface Sim {
 const ok = (stdout = ""): RunResult => ({ code: 0, stdout, stderr: "", timedOut: false });
 
 export function simRoot(): string {
-  return fs.mkdtempSync(path.join(os.tmpdir(), "mf-sim-"));
+  const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-sim-"));
+  roots.push(root);
+  return root;
 }
 
 export function sim(root = simRoot()): Sim {
