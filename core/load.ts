@@ -242,10 +242,15 @@ function readListedRegular(full: string): Uint8Array | undefined {
 // ---------------------------------------------------------------------------
 // YAML
 
+/** LIMITS.depth list markers ("- ") in a row on one line. */
+const DEEP_LIST_MARKERS = new RegExp(`(?:-[ \\t]+){${LIMITS.depth}}`);
+
 /**
  * Parse one YAML text; returns the value or diagnostics. Aliases and `<<`
  * merge keys are expanded (within LIMITS.values); nothing becomes null
- * silently. When there is any error, there is no value.
+ * silently. When there is any error, there is no value. The usual host file
+ * is read by parseSimpleYaml; `full` always takes the YAML library (the
+ * tests compare the two).
  */
 export function parseYaml(text: string, file: string, full = false): { value?: unknown; diagnostics: Diagnostic[] } {
   const bytes = Buffer.byteLength(text, "utf8");
@@ -262,7 +267,7 @@ export function parseYaml(text: string, file: string, full = false): { value?: u
   }
   if (lines > LIMITS.lines)
     return { diagnostics: [diag(file, "", `at most ${LIMITS.lines} lines and list items (the documented limit)`, `${lines}`, "split the file with imports, or shorten its lists")] };
-  if (maxFlow > LIMITS.depth * 4 || new RegExp(`(?:-[ \\t]+){${LIMITS.depth}}`).test(text))
+  if (maxFlow > LIMITS.depth * 4 || DEEP_LIST_MARKERS.test(text))
     return { diagnostics: [diag(file, "", `lists and mappings nested at most ${LIMITS.depth} deep`, maxFlow > LIMITS.depth * 4 ? `${maxFlow} opening brackets in a row` : `more than ${LIMITS.depth} list markers ("- ") on one line`, "flatten the structure")] };
 
   if (!full) {
