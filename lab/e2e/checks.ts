@@ -13,6 +13,7 @@ import { e2ePaths } from "./paths.ts";
 import { deployChecks, labDeploy } from "./deploy-checks.ts";
 import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 import { lockoutCheck, noChangesCheck, outageCheck, preAuthKeyCheck } from "./hold-checks.ts";
+import { impostorCheck } from "./routed-checks.ts";
 
 export { labDeploy };
 
@@ -209,6 +210,10 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         await sshExec("vps", `test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && systemctl restart headscale`, { instance });
       }
     });
+
+    // Issue 12 item 4: what lxc-tailscale routes to the LAN is filtered by the git policy, and a node is
+    // admitted by the key the agent pinned, never by the name it reports.
+    await check("a node registering as 'laptop' with another key is not admitted to the NAS by lxc-tailscale's routed chain", () => impostorCheck(instance));
 
     // Issue 12 item 1: the kernel boots without meshfleet's table. Delete it (what a reboot does), run the
     // boot unit that loads it before the network, and the table with its tailnet rules is back.

@@ -11,10 +11,7 @@
  * control: the same impostor reaches vps:22 (alice@ -> tag:server:*; vps
  * trusts its tailnet), so the denial is the router's table, not a dead probe.
  *
- * Status: written, typechecked, NOT run yet (the lab was another helper's
- * when it was written) and not wired into `lab check`. To wire it, in
- * checks.ts after the "policy widened on headscale alone" check:
- *   await check("a node registering as 'laptop' with another key is not admitted to the NAS by lxc-tailscale's routed chain", () => impostorCheck(instance));
+ * Run by `lab check` after the "policy widened on headscale alone" check.
  */
 import { HOST_TOOLS_DIR, sshExec } from "../hosts/index.ts";
 import { loadVersions } from "../tools/index.ts";
@@ -75,9 +72,10 @@ export async function impostorCheck(instance: number): Promise<Verdict> {
       "kill $pid; wait $pid 2>/dev/null; rm -rf $d",
     ].join("\n");
     const r = await sshExec("laptop", script, { instance, input: key.key.trim() + "\n", timeoutMs: 90_000 });
+    // The node key is public, but redact() hides long hex: read it from the raw output first.
+    impostorKey = /== key (nodekey:[0-9a-f]+)/.exec(r.stdout)?.[1] ?? "";
     const out = redact(r.stdout + r.stderr);
     const section = (name: string) => new RegExp(`== ${name.replace(/\./g, "\\.")}\\n([^\\n]*)`).exec(out)?.[1] ?? "";
-    impostorKey = /== key (nodekey:[0-9a-f]+)/.exec(out)?.[1] ?? "";
     if (/== up failed/.test(out)) return { ok: false, why: `the impostor could not register: ${last(out)}` };
     if (!impostorKey) return { ok: false, why: `the impostor registered but showed no node key: ${last(out)}` };
     if (!section(vps).startsWith("SSH-")) return { ok: false, why: `control failed: the impostor does not reach vps:22 either (${section(vps) || "nothing"}), so a denial proves nothing` };
