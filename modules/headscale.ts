@@ -9,6 +9,7 @@ import { absPath, sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
+import { versionAssertions } from "./headscale-versions.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
 import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
@@ -370,7 +371,7 @@ export function oidcAssertions(o: HeadscaleOptions): Assertion[] {
 export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, embedded: boolean): Assertion[] {
   const f = ctx.fleet;
   const ff = ctx.fleetFile;
-  const a: Assertion[] = [...oidcAssertions(o)];
+  const a: Assertion[] = [...oidcAssertions(o), ...versionAssertions(f, ff)];
   a.push({
     assertion: ctx.host === f.coordinator.host,
     path: "headscale.enable",

@@ -16,6 +16,7 @@ import { shq } from "../../provider/quote.ts";
 import type { SshSession } from "../../provider/ssh.ts";
 import { flagHelp, parseArgs } from "../args.ts";
 import type { Command } from "../command.ts";
+import { headscaleRelease } from "../../modules/headscale-versions.ts";
 import { age, agentCommand, AGENT_HOST_PATH, connectionTo, headscaleCliOf, jsonOr, newSession, openStackFleet, REPO_ROOT, sections, stackFlags, table, tryRun, type StackAccess } from "../fleet-hosts.ts";
 
 /** What `tailscale status --json` holds that status and doctor read. */
@@ -59,6 +60,8 @@ export interface HostStatus {
     version: string | null;
     /** The fleet's tailscaleVersion; `version` below it is named in the table. */
     wanted: string;
+    /** The oldest client the fleet's headscale release accepts (null: not known); below it is named first. */
+    minimum: string | null;
     peers: PeerPath[];
     keyExpiry: string | null;
   };
@@ -166,6 +169,7 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
           online: ts?.Self ? ts.Self.Online !== false && ts.BackendState === "Running" : null,
           version: ts?.Version ? ts.Version.split("-")[0]! : null,
           wanted: a.fleet.tailscaleVersion,
+          minimum: headscaleRelease(a.fleet.coordinator.headscaleVersion)?.minTailscale ?? null,
           peers: peerPaths(ts),
           keyExpiry: ts?.Self?.KeyExpiry ?? null,
         },
@@ -195,10 +199,13 @@ export function compareVersions(a: string, b: string): number {
   return 0;
 }
 
-function expiry(iso: string | null, now = Date.now()): string {
+/** Node keys expiring within this are flagged SOON (renew with `meshfleet up`, or `tailscale up --force-reauth`). */
+const SOON_MS = 14 * 24 * 3600 * 1000;
+
+export function expiry(iso: string | null, now = Date.now()): string {
   if (!iso || iso.startsWith("0001-")) return "never";
   const ms = Date.parse(iso) - now;
-  return ms < 0 ? `EXPIRED ${age(-ms)} ago` : `in ${age(ms)}`;
+  return ms < 0 ? `EXPIRED ${age(-ms)} ago` : ms < SOON_MS ? `in ${age(ms)} (SOON)` : `in ${age(ms)}`;
 }
 
 export function statusLines(s: FleetStatus): string[] {
@@ -214,8 +221,10 @@ export function statusLines(s: FleetStatus): string[] {
     const hs = h.headscale;
     const routes = !hs ? "-" : !hs.registered ? "not registered" : hs.advertised.length === 0 ? "none" : hs.advertised.map((r) => (hs.approved.includes(r) ? r : `${r} (NOT APPROVED)`)).join(" ");
     const keyExp = !t.enabled ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
+    const tooOld = t.version !== null && t.minimum !== null && compareVersions(t.version, t.minimum) < 0;
     const below = t.version !== null && compareVersions(t.version, t.wanted) < 0;
-    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}${below ? ` (BELOW the fleet's ${t.wanted})` : ""}`;
+    const flag = tooOld ? ` (BELOW headscale's minimum ${t.minimum}: it cannot connect)` : below ? ` (BELOW the fleet's ${t.wanted})` : "";
+    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}${flag}`;
     return [h.host, gen, drift, tsState, paths, routes, keyExp, versions, ""];
   });
   const out = table(["HOST", "GENERATION", "DRIFT", "TAILSCALE", "PEERS", "ROUTES", "KEY EXPIRY", "VERSIONS", "NOTE"], rows);
@@ -238,10 +247,12 @@ Reads every host over SSH in parallel (the deploy's pins and key; see
   TAILSCALE   tailscaled's state and whether the node is online
   PEERS       online peers reached directly or through a DERP relay
   ROUTES      routes the node advertises, and whether headscale approved them
-  KEY EXPIRY  the node key's expiry (headscale's view, else tailscale's)
+  KEY EXPIRY  the node key's expiry (headscale's view, else tailscale's),
+              SOON within 14 days
   VERSIONS    the agent's sha256 (flagged when it is not this checkout's
               dist/ bundle) and tailscale's version, flagged when it is
-              below the fleet's tailscaleVersion
+              below the fleet's tailscaleVersion or below the oldest
+              client the fleet's headscale release accepts
 
 ${flagHelp(stackFlags)}
 

@@ -3,7 +3,7 @@
  * running an older tailscale is named BELOW it, a newer or equal one is not.
  */
 import { describe, expect, it } from "vitest";
-import { compareVersions, statusLines, type FleetStatus, type HostStatus } from "../../cli/commands/status.ts";
+import { compareVersions, expiry, statusLines, type FleetStatus, type HostStatus } from "../../cli/commands/status.ts";
 
 function host(name: string, version: string | null): HostStatus {
   return {
@@ -12,7 +12,7 @@ function host(name: string, version: string | null): HostStatus {
     ms: 12,
     generation: { n: 3, hash: "a".repeat(64), createdAt: null, ageSeconds: 60, confirmed: true, pendingConfirm: null },
     drift: { clean: true, items: [] },
-    tailscale: { enabled: true, state: "Running", online: true, version, wanted: "1.98.10", peers: [], keyExpiry: null },
+    tailscale: { enabled: true, state: "Running", online: true, version, wanted: "1.98.10", minimum: "1.80.0", peers: [], keyExpiry: null },
     headscale: null,
     agent: { sha256: "b".repeat(64), matchesLocal: true },
   };
@@ -36,5 +36,19 @@ describe("status and the fleet's tailscaleVersion", () => {
     expect(row("newer")).not.toContain("BELOW");
     expect(row("unknown")).toContain("ts -");
     expect(row("unknown")).not.toContain("BELOW");
+  });
+
+  it("names a node below headscale's own minimum first: it cannot connect at all", () => {
+    const s: FleetStatus = { stack: "lab", at: "", ms: 900, coordinator: "vps", hosts: [host("ancient", "1.78.1")] };
+    expect(statusLines(s).join("\n")).toContain("ts 1.78.1 (BELOW headscale's minimum 1.80.0: it cannot connect)");
+  });
+
+  it("flags a node key that expires within 14 days, and not one later", () => {
+    const now = Date.parse("2026-11-30T12:00:00Z");
+    const day = 24 * 3600 * 1000;
+    expect(expiry(new Date(now + 13 * day).toISOString(), now)).toMatch(/\(SOON\)$/);
+    expect(expiry(new Date(now + 15 * day).toISOString(), now)).not.toContain("SOON");
+    expect(expiry(new Date(now - day).toISOString(), now)).toMatch(/^EXPIRED/);
+    expect(expiry("0001-01-01T00:00:00Z", now)).toBe("never");
   });
 });
