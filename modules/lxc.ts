@@ -66,7 +66,7 @@ export const lxcOptions = z
       ctid: z.number().int().min(100).max(999999999).default(100).describe("Container id, e.g. 205."),
       proxmoxHost: z.string().default("").describe("SSH address of the Proxmox node that owns the container."),
       pveVersion: z.string().regex(/^\d+\.\d+$/, { message: "a Proxmox VE version such as 8.2" }).default("8.2").describe("Proxmox VE version (`pveversion`), which decides how TUN is passed through: 8.1 and later `dev0: /dev/net/tun`; before, the cgroup2 rule and a bind mount (of a node owned by the CT's mapped root when unprivileged)."),
-      mode: z.enum(["create", "adopt"]).default("adopt").describe("Create the container, or adopt one that exists."),
+      mode: z.enum(["create", "adopt"]).default("adopt").describe("adopt: a container that exists, with sshd (the deploy's key), Node 18+ and tailscale. create is refused for now: pct create gives none of them, so the deploy could not reach it."),
       template: z.string().default("local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst").describe("Template for `pct create`."),
       hostname: z.union([hostName, z.literal("")]).default("").describe("Container hostname; empty means the host's name."),
       memory: z.number().int().min(64).default(512).describe("Memory in MiB."),
@@ -110,6 +110,15 @@ export const lxcModule = defineModule({
         expected: "the SSH address of the Proxmox node",
         found: '""',
         fix: "set lxc.proxmoxHost, e.g. root@192.168.8.2",
+      }, {
+        // A container pct create makes has no SSH key for the deploy, no Node for the agent and no tailscale:
+        // the deploy would create it and then fail to reach it (issue 12 item 6). Until the deploy installs
+        // prerequisites, the container is made by hand and adopted.
+        assertion: o.mode !== "create",
+        path: "lxc.mode",
+        expected: '"adopt": a container that already runs sshd with the deploy\'s key, Node 18+ and tailscale',
+        found: '"create" (pct create gives a container with no SSH key, no Node and no tailscale, so the deploy could not reach it)',
+        fix: `create CT ${id} on the Proxmox node with \`pct create ${id} ${o.template} --ssh-public-keys KEYFILE ...\`, install openssh-server, nodejs and tailscale in it, then set lxc.mode: adopt`,
       }],
     };
   },

@@ -115,13 +115,20 @@ describe("TUN passthrough by Proxmox VE version", () => {
     ]);
   });
 
-  it("mode create renders pct create with one argument each, which the provider runs only when the CT is missing", async () => {
-    const l = await lxcOf(readFileSync(path.join(FIXTURES, "pve8.2-unprivileged/ct.yaml"), "utf8").replace("  ctid: 205\n", "  ctid: 205\n  mode: create\n"));
-    expect(l.pctCommands.find((a) => a[1] === "create")).toEqual([
-      "pct", "create", "205", "local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst", "--hostname", "lxc-tailscale", "--memory", "512", "--cores", "1",
-      "--rootfs", "local-lvm:4", "--net0", "name=eth0,bridge=vmbr0,ip=dhcp", "--unprivileged", "1", "--features", "nesting=1", "--onboot", "1",
-    ]);
-    expect(validateLxc({ name: "lxc-tailscale", file: "hosts/x/lxc-tailscale.yaml", lxc: l } as never)).toEqual([]);
+  it("mode create is refused in check with the fix (a created CT has no SSH key, Node or tailscale, so the deploy could not reach it); its pct create would be argv", async () => {
+    const { dir, cleanup } = writeFleet({ "lxc-tailscale.yaml": readFileSync(path.join(FIXTURES, "pve8.2-unprivileged/ct.yaml"), "utf8").replace("  ctid: 205\n", "  ctid: 205\n  mode: create\n") });
+    try {
+      const r = await evaluateFleet(REGISTRY, dir, "fx");
+      const errors = r.diagnostics.filter((d) => d.severity === "error");
+      expect(errors.map((d) => `${d.path}: expected ${d.expected}, found ${d.found}. Fix: ${d.fix}`)).toEqual([
+        "lxc.mode: expected \"adopt\": a container that already runs sshd with the deploy's key, Node 18+ and tailscale, found \"create\" (pct create gives a container with no SSH key, no Node and no tailscale, so the deploy could not reach it). Fix: create CT 205 on the Proxmox node with `pct create 205 local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst --ssh-public-keys KEYFILE ...`, install openssh-server, nodejs and tailscale in it, then set lxc.mode: adopt",
+      ]);
+    } finally {
+      cleanup();
+    }
+    // The provider still runs a create given as argv (one argument each) only when the CT is missing.
+    const l = await lxcOf(readFileSync(path.join(FIXTURES, "pve8.2-unprivileged/ct.yaml"), "utf8"));
+    expect(validateLxc({ name: "lxc-tailscale", file: "hosts/x/lxc-tailscale.yaml", lxc: { ...l, mode: "create", pctCommands: [["pct", "create", "205", "local:vztmpl/debian-12.tar.zst"], ...l.pctCommands] } } as never)).toEqual([]);
   });
 
   it("a pveVersion that is not a version is refused with its path", async () => {
