@@ -11,6 +11,7 @@ import { describe, expect, it } from "vitest";
 import { ABS_PATH, bundleHash, canonicalJson, parseBundle, sha256, type Bundle } from "../../contract/bundle.ts";
 import { realHost, UnsafePathError } from "../../agent/host.ts";
 import { emptyBundle } from "../../agent/state.ts";
+import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
 
 const RUNS = Number(process.env.MESHFLEET_FUZZ_RUNS ?? 150);
 
@@ -90,7 +91,7 @@ describe("bundle paths (item 11)", () => {
   });
 });
 
-describe.runIf(process.getuid?.() === 0)("the agent's writes under what a service user planted (item 2)", () => {
+describe.skipIf(skipUnlessCi(process.getuid?.() !== 0 && NEEDS_ROOT))("the agent's writes under what a service user planted (item 2)", () => {
   const EVIL = 1234;
   type Plant = "none" | "link-at-file" | "link-at-old-temp" | "link-as-folder" | "link-above-new-folder" | "evil-folder";
   it("root never writes, chowns or creates anything outside the host root, whatever is planted", () => {

@@ -61,12 +61,14 @@ describe("skip gates in test/", () => {
     expect(bad).toEqual([]);
   });
 
-  it("no unconditional skip, todo or run-time skip outside the gate", () => {
+  it("no unconditional skip, todo, runIf or run-time skip outside the gate", () => {
     const bad: string[] = [];
     for (const f of all) {
       if (f.endsWith(path.join("lab", "ci-gate.ts"))) continue;
       const lines = readFileSync(f, "utf8").split("\n");
       lines.forEach((l, i) => {
+        // runIf(cond) is skipIf(!cond) with no place for the gate: a test that needs something uses skipIf(skipUnlessCi(...)).
+        if (/\b(it|test|describe)\.runIf\(/.test(l) && !/^\s*(\*|\/\/)/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()} (use skipIf(skipUnlessCi(...)))`);
         if (/\b(it|test|describe)\.(skip|todo)\b(?!If)/.test(l) && !/strict\(\)/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()}`);
         if (/\bctx\.skip\(|\bcontext\.skip\(/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()} (use skipOrFail)`);
       });
