@@ -7,12 +7,12 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Bundle, Firewall, NftRule, TailscaleConfig } from "../../contract/bundle.ts";
+import type { Bundle, TailscaleConfig } from "../../contract/bundle.ts";
 import { nftRuleset, nftScriptFor } from "../../contract/nftables.ts";
 import { activate, AgentError, crashPoint, journalStep, STEPS, type ActivateOptions } from "../../agent/activate.ts";
 import type { Host } from "../../agent/host.ts";
 import type { Generation, Journal } from "../../agent/state.ts";
-import { bundle, file } from "./helpers.ts";
+import { bundle, file, nftTable, tailscaleConfig } from "./helpers.ts";
 import { get, put, sim, type Sim } from "./sim.ts";
 
 afterEach(() => {
@@ -20,32 +20,12 @@ afterEach(() => {
   vi.unstubAllEnvs();
 });
 
-const table = (rules: NftRule[], sets: Firewall["sets"] = []): Firewall => ({
-  family: "inet",
-  table: "meshfleet",
-  sets,
-  chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
-});
+const table = nftTable;
 const FW1 = table([]);
 const FW2 = table([{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept" }]);
 const UNIT = "[Service]\nExecStart=/usr/bin/app -c /etc/app/app.conf\n";
 const KEY = "/etc/meshfleet/tailscale-authkey";
-const ts = (over: Partial<TailscaleConfig> = {}): TailscaleConfig => ({
-  loginServer: "https://hs.example.test",
-  authKeyFile: KEY,
-  hostname: "router",
-  cli: "tailscale",
-  tags: ["tag:router"],
-  routes: [],
-  exitNode: false,
-  acceptRoutes: false,
-  acceptDns: true,
-  ssh: false,
-  snatSubnetRoutes: true,
-  netfilterMode: "on",
-  extraUpFlags: [],
-  ...over,
-});
+const ts = (over: Partial<TailscaleConfig> = {}): TailscaleConfig => tailscaleConfig({ authKeyFile: KEY, routes: [], ...over });
 const TS_UP = `up --auth-key file:${KEY} --login-server=https://hs.example.test --hostname=router --advertise-routes= --advertise-exit-node=false --accept-routes=false --accept-dns=true --ssh=false --snat-subnet-routes=true --netfilter-mode=on --timeout 60s`;
 
 interface Run {

@@ -6,20 +6,14 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
-import type { Firewall, NftRule, TailscaleConfig } from "../../contract/bundle.ts";
 import { nftRuleset } from "../../contract/nftables.ts";
-import { agent, buildAgent, bundle, file, read, snapshot, tempRoot, writeBundle } from "./helpers.ts";
+import { agent, buildAgent, bundle, file, read, nftTable, snapshot, tailscaleConfig, tempRoot, writeBundle } from "./helpers.ts";
 
 beforeAll(() => {
   buildAgent();
 });
 
-const table = (rules: NftRule[]): Firewall => ({
-  family: "inet",
-  table: "meshfleet",
-  sets: [],
-  chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
-});
+const table = nftTable;
 const FW1 = table([]);
 const FW2 = table([{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept" }]);
 /** What the agent loads for them: the contract's text. */
@@ -372,22 +366,7 @@ describe("lockout guard", () => {
 });
 
 describe("tailscale", () => {
-  const ts = (over: Partial<TailscaleConfig> = {}): TailscaleConfig => ({
-    loginServer: "https://hs.example.test",
-    authKeyFile: "/etc/meshfleet/tailscale-authkey",
-    hostname: "router",
-    cli: "tailscale",
-    tags: ["tag:router"],
-    routes: ["192.168.8.0/24"],
-    exitNode: false,
-    acceptRoutes: false,
-    acceptDns: true,
-    ssh: false,
-    snatSubnetRoutes: true,
-    netfilterMode: "on",
-    extraUpFlags: [],
-    ...over,
-  });
+  const ts = tailscaleConfig;
   const flags = (routes: string) =>
     `--advertise-routes=${routes} --advertise-exit-node=false --accept-routes=false --accept-dns=true --ssh=false --snat-subnet-routes=true --netfilter-mode=on`;
   it("logs in once with the key file, then uses set, and logs in again (new key) only for tags", () => {

@@ -8,7 +8,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
-import { bundleHash, sha256, type Bundle, type BundleFile } from "../../contract/bundle.ts";
+import { bundleHash, sha256, type Bundle, type BundleFile, type Firewall, type NftRule, type TailscaleConfig } from "../../contract/bundle.ts";
 import { emptyBundle } from "../../agent/state.ts";
 import { afterEach } from "vitest";
 
@@ -104,3 +104,33 @@ export const read = (root: string, p: string): string | null => {
     return null;
   }
 };
+
+/** The agent's nft table with one input chain holding `rules`. */
+export function nftTable(rules: NftRule[], sets: Firewall["sets"] = []): Firewall {
+  return {
+    family: "inet",
+    table: "meshfleet",
+    sets,
+    chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
+  };
+}
+
+/** A subnet router's tailscale settings (routes 192.168.8.0/24), with `over` on top. */
+export function tailscaleConfig(over: Partial<TailscaleConfig> = {}): TailscaleConfig {
+  return {
+    loginServer: "https://hs.example.test",
+    authKeyFile: "/etc/meshfleet/tailscale-authkey",
+    hostname: "router",
+    cli: "tailscale",
+    tags: ["tag:router"],
+    routes: ["192.168.8.0/24"],
+    exitNode: false,
+    acceptRoutes: false,
+    acceptDns: true,
+    ssh: false,
+    snatSubnetRoutes: true,
+    netfilterMode: "on",
+    extraUpFlags: [],
+    ...over,
+  };
+}

@@ -8,24 +8,19 @@ import { execFileSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
-import type { Bundle, Firewall, NftRule, TailscaleConfig } from "../../contract/bundle.ts";
+import type { Bundle } from "../../contract/bundle.ts";
 import { sha256 } from "../../contract/bundle.ts";
 import { nftRuleset } from "../../contract/nftables.ts";
 import { fromStored } from "../../agent/legacy.ts";
 import { describePlan, lineDiff, makePlan, ownerIds, planIsEmpty, tailscaleBackendState, type Plan, type PlanInput } from "../../agent/plan.ts";
-import { bundle, file } from "./helpers.ts";
+import { bundle, file, nftTable, tailscaleConfig } from "./helpers.ts";
 import { put, sim, type Sim } from "./sim.ts";
 
 afterEach(() => {
   vi.restoreAllMocks();
 });
 
-const table = (rules: NftRule[], sets: Firewall["sets"] = []): Firewall => ({
-  family: "inet",
-  table: "meshfleet",
-  sets,
-  chains: [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "accept" }, rules }],
-});
+const table = nftTable;
 const FW1 = table([]);
 const FW2 = table([{ l4: { proto: "tcp", dports: [8080] }, verdict: "accept" }]);
 const UNIT = "[Service]\nExecStart=/usr/bin/app -c /etc/app/app.conf\n";
@@ -33,22 +28,7 @@ const UNIT = "[Service]\nExecStart=/usr/bin/app -c /etc/app/app.conf\n";
 const plan = (s: Sim, target: Bundle, others: Bundle[] = [], extra: Partial<PlanInput> = {}): Plan =>
   makePlan(s.host, s.state, { target, others: others.map((b) => ({ bundle: b, nftLive: null })), appliedTailscale: null, ...extra });
 
-const ts = (over: Partial<TailscaleConfig> = {}): TailscaleConfig => ({
-  loginServer: "https://hs.example.test",
-  authKeyFile: "/etc/meshfleet/tailscale-authkey",
-  hostname: "router",
-  cli: "tailscale",
-  tags: ["tag:router"],
-  routes: ["192.168.8.0/24"],
-  exitNode: false,
-  acceptRoutes: false,
-  acceptDns: true,
-  ssh: false,
-  snatSubnetRoutes: true,
-  netfilterMode: "on",
-  extraUpFlags: [],
-  ...over,
-});
+const ts = tailscaleConfig;
 
 /** A host with an `app` user and group (uid/gid 1234) in its own /etc/passwd and /etc/group. */
 function withAppUser(s: Sim): void {
