@@ -10,7 +10,7 @@ import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { bundleHash, sha256, type Bundle, type BundleFile, type Firewall, type NftRule, type TailscaleConfig } from "../../contract/bundle.ts";
 import { emptyBundle } from "../../agent/state.ts";
-import { afterEach } from "vitest";
+import { afterAll, afterEach } from "vitest";
 
 // The agent runs through spawnSync, so a file of such tests never gives the
 // worker's event loop a turn: vitest's own messages wait, and under load its
@@ -32,9 +32,22 @@ export function buildAgent(): string {
   return AGENT;
 }
 
+// Every temp root a test file made goes when the file's tests are done, with
+// the files written beside it (`<root>-…`: bundles the agent must not see in
+// its root). MESHFLEET_KEEP_TMP=1 keeps them, to look at a failure.
+const roots: string[] = [];
+afterAll(() => {
+  if (process.env.MESHFLEET_KEEP_TMP === "1") return;
+  for (const r of roots.splice(0)) {
+    const beside = fs.readdirSync(path.dirname(r)).filter((n) => n.startsWith(`${path.basename(r)}-`));
+    for (const p of [r, ...beside.map((n) => path.join(path.dirname(r), n))]) fs.rmSync(p, { recursive: true, force: true });
+  }
+});
+
 export function tempRoot(): string {
   const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-agent-"));
   fs.mkdirSync(path.join(root, "sim"));
+  roots.push(root);
   return root;
 }
 
