@@ -1,0 +1,404 @@
+/**
+ * `meshfleet restore --stack S DIR|FILE [--yes]`: put a snapshot of
+ * headscale's database (from `meshfleet backup`, or a folder the coordinator's
+ * headscale.backup timer wrote) back on the coordinator, with a guard:
+ *
+ *   check the snapshot here (SQLite header, integrity_check, its nodes) →
+ *   upload it to a 0700 staging folder on the coordinator, hash compared →
+ *   on the host, in one script: check it again, stop headscale, keep the
+ *   current database aside (renamed with a timestamp, with its -wal/-shm:
+ *   never deleted), copy the snapshot in (owner and mode of the database it
+ *   replaces, 0600), start headscale, `headscale health` and `nodes list`
+ *   must answer with the snapshot's nodes within the wait → restored;
+ *   otherwise stop, set the restored copy aside as `.failed-restore-…`, put
+ *   the kept database back, start headscale again.
+ *
+ * Why over SSH with a script, not a new agent operation: the database is
+ * state, not configuration. The agent's generations, confirm and rollback
+ * are about the files a bundle renders; a restore changes none of them, and
+ * a bundle that carried a database would put a copy of every node's keys in
+ * the agent's generation history. What must be atomic from the user's view
+ * is "the snapshot is live and healthy, or the database that was live is
+ * live again", and that is decided on the host by the script alone: it runs
+ * as its own transient systemd unit (systemd-run), so an SSH connection
+ * that drops midway does not stop it halfway with headscale down; it logs
+ * to a file the CLI reads back, again over a new connection if it must.
+ *
+ * Postgres: refused, with the manual steps (docs/backup.md). A guarded
+ * pg_restore --clean needs the database's owner rights and a dump of the
+ * live database first; it is written out there, not automated yet.
+ */
+import { createHash } from "node:crypto";
+import { existsSync, readFileSync, statSync } from "node:fs";
+import path from "node:path";
+import { createInterface } from "node:readline/promises";
+import { MeshfleetError } from "../../core/diagnostics.ts";
+import { shq } from "../../provider/quote.ts";
+import { EXIT, flagHelp, parseArgs, UsageError, type Flag } from "../args.ts";
+import type { Command } from "../command.ts";
+import { connectionTo, newSession, openStackFleet, sections, tryRun, type StackAccess } from "../fleet-hosts.ts";
+import { bytes, coordinatorOf, localSqliteFacts, type Coordinator, type SqliteFacts } from "./backup.ts";
+
+const flags: Flag[] = [
+  { name: "stack", value: true, help: "the stack (required): its config is stacks/Pulumi.<stack>.yaml, its fleet meshfleet:hostsDir or hosts/<stack>" },
+  { name: "config-file", value: true, help: "read the stack's config from this file instead of stacks/Pulumi.<stack>.yaml" },
+  { name: "yes", help: "go ahead without asking (without it, restore says what it will do and asks at a terminal; elsewhere it refuses)" },
+  { name: "wait", value: true, help: "seconds headscale has to answer after the restore before the guard puts the old database back (default 60)" },
+  { name: "json", help: "machine-readable result on stdout" },
+];
+
+/** Where the snapshot is staged on the coordinator (root only). */
+export const RESTORE_STAGE = "/var/lib/meshfleet/restore";
+
+/** The script's outcomes, as its exit code and its last `@@mf:result@@` line. */
+export const RESTORE_EXIT = { restored: 0, refused: 3, putBack: 4, putBackUnhealthy: 5 } as const;
+
+export interface RestoreScriptInput {
+  /** The live database (headscale's database.sqlite.path). */
+  db: string;
+  /** The snapshot, already on the host. */
+  snapshot: string;
+  /** A UTC stamp, for the names of the kept files. */
+  stamp: string;
+  /** headscale's binary and config, for `headscale health` and `nodes list`. */
+  headscale: string;
+  config: string;
+  /** Shell commands that stop and start headscale (systemctl on a host; a test runs its own). */
+  stop: string;
+  start: string;
+  /** Seconds headscale has to answer after its start. */
+  waitSeconds: number;
+  /** The log file; everything the script says goes there (it runs detached from the SSH session). */
+  log: string;
+}
+
+/**
+ * The restore with its guard, as one POSIX sh script (pure: input in, text
+ * out). Exit 0 restored; 3 refused before anything changed; 4 the snapshot
+ * failed and the database that was live is back and healthy; 5 the same but
+ * headscale does not answer with it either. The last lines of the log are
+ * `@@mf:result@@` and one line of outcome.
+ */
+export function restoreScript(i: RestoreScriptInput): string {
+  // The snapshot's path goes into a SQLite URI (file:…?immutable=1), where % ? # would mean something else.
+  if (!/^\/[A-Za-z0-9_./+@:-]+$/.test(i.snapshot)) throw new MeshfleetError(`restore: the staged snapshot's path ${JSON.stringify(i.snapshot)} must be absolute and plain (letters, digits, _ . / + @ : -)`);
+  const hs = `${shq(i.headscale)} -c ${shq(i.config)}`;
+  return [
+    "#!/bin/sh",
+    "# meshfleet restore (cli/commands/restore.ts): put a snapshot of headscale's SQLite database in",
+    "# place with a guard; the database it replaces is renamed, never deleted.",
+    "set -u",
+    "umask 077",
+    // Detached from SSH when run by systemd-run; when run by hand, a hangup must not stop it halfway either.
+    "trap '' HUP INT PIPE",
+    `db=${shq(i.db)}`,
+    `snap=${shq(i.snapshot)}`,
+    `stamp=${shq(i.stamp)}`,
+    `wait_s=${Math.max(1, Math.floor(i.waitSeconds))}`,
+    `exec >>${shq(i.log)} 2>&1`,
+    `kept="$db.before-restore-$stamp"`,
+    `failed="$db.failed-restore-$stamp"`,
+    `say() { echo "restore: $*"; }`,
+    `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
+    `stop_hs() { ${i.stop}; }`,
+    `start_hs() { ${i.start}; }`,
+    // headscale answers its health check and lists exactly $1 nodes (or any number when $1 is empty).
+    // A deadline in seconds, not a count of tries: one \`headscale health\` against a server that is not up takes 5 s.
+    `answers() {`,
+    `  end=$(($(date +%s) + wait_s))`,
+    `  while [ "$(date +%s)" -lt "$end" ]; do`,
+    `    if ${hs} health >/dev/null 2>&1; then`,
+    `      got=$(${hs} nodes list -o json 2>/dev/null | grep -o '"node_key":' | wc -l)`,
+    `      if [ -z "$1" ] || [ "$got" -eq "$1" ]; then say "headscale answers: healthy, $got node(s)"; return 0; fi`,
+    `      last="headscale lists $got node(s), the snapshot has $1"`,
+    `    else last="headscale health does not answer"; fi`,
+    `    sleep 1`,
+    `  done`,
+    `  say "$last (after \${wait_s}s)"`,
+    `  return 1`,
+    `}`,
+    // Move the live database and its WAL files (which may hold committed data) to $1.
+    `move_db() { for x in "" -wal -shm; do if [ -e "$db$x" ]; then mv -f "$db$x" "$1$x" || return 1; fi; done; }`,
+    "",
+    "# 1. Check the snapshot before anything changes.",
+    `command -v sqlite3 >/dev/null 2>&1 || finish 3 "refused: sqlite3 is not installed on this host, so the snapshot cannot be checked; nothing was changed (apt-get install sqlite3, or set headscale.backup.enable: true, which installs it)"`,
+    `[ -f "$snap" ] || finish 3 "refused: the snapshot $snap is missing; nothing was changed"`,
+    // immutable=1: a snapshot in WAL mode opened read-only would leave -wal/-shm files beside it.
+    `ro="file:$snap?mode=ro&immutable=1"`,
+    `ic=$(sqlite3 "$ro" 'PRAGMA integrity_check' 2>&1 | head -n 3 | tr '\\n' ' ')`,
+    `[ "$ic" = "ok " ] || finish 3 "refused: the snapshot fails integrity_check ($ic); nothing was changed"`,
+    `want=$(sqlite3 "$ro" 'SELECT count(*) FROM nodes' 2>&1) || finish 3 "refused: the snapshot has no nodes table, so it is not headscale's database ($want); nothing was changed"`,
+    `case "$want" in ''|*[!0-9]*) finish 3 "refused: cannot count the snapshot's nodes ($want); nothing was changed";; esac`,
+    `dir=$(dirname "$db")`,
+    `[ -d "$dir" ] || finish 3 "refused: $dir (the database's folder) does not exist; nothing was changed"`,
+    // The owner of the database it replaces; with none (it was removed), the owner of its folder (StateDirectory=headscale).
+    `if [ -e "$db" ]; then owner=$(stat -c %u:%g "$db"); else owner=$(stat -c %u:%g "$dir"); fi`,
+    `say "snapshot $snap: integrity ok, $want node(s); database $db, owner $owner"`,
+    "",
+    "# 2. Stop headscale and keep the live database aside.",
+    `stop_hs || { start_hs; finish 3 "refused: headscale did not stop; nothing was changed"; }`,
+    `had=0`,
+    `if [ -e "$db" ] || [ -e "$db-wal" ]; then had=1; move_db "$kept" || { start_hs; finish 3 "refused: could not move $db aside; nothing else was changed"; }; say "kept the live database as $kept"; else say "there was no database at $db"; fi`,
+    "",
+    "# 3. The snapshot in place: a copy in the same folder, then a rename (atomic).",
+    `put() { cp "$snap" "$db.restore-$stamp" && chown "$owner" "$db.restore-$stamp" && chmod 0600 "$db.restore-$stamp" && mv -f "$db.restore-$stamp" "$db"; }`,
+    `if put && start_hs && answers "$want"; then`,
+    `  say "restored: headscale runs on the snapshot"`,
+    `  finish 0 "restored: $want node(s); the database that was live is kept as $kept"`,
+    `fi`,
+    "",
+    "# 4. The guard: the snapshot did not come up; the database that was live goes back.",
+    `say "the snapshot did not come up; putting the database that was live back"`,
+    `stop_hs`,
+    `rm -f "$db.restore-$stamp"`,
+    `move_db "$failed"`,
+    `if [ "$had" = 1 ]; then`,
+    `  for x in "" -wal -shm; do if [ -e "$kept$x" ]; then mv -f "$kept$x" "$db$x"; fi; done`,
+    `fi`,
+    `start_hs`,
+    `if answers ""; then finish 4 "put back: the snapshot did not come up (set aside as $failed); headscale runs on the database that was live"; fi`,
+    `finish 5 "put back, but headscale does not answer on the database that was live either; the snapshot is set aside as $failed. Look at journalctl -u headscale"`,
+    "",
+  ].join("\n");
+}
+
+/** The outcome line a script's log ends with. */
+export function restoreOutcome(log: string): string | undefined {
+  return sections(log).result?.split("\n")[0];
+}
+
+/** A snapshot on this machine: a folder (from `meshfleet backup` or the timer) or the database file itself. */
+export interface LocalSnapshot {
+  file: string;
+  kind: "sqlite" | "postgres";
+  bytes: number;
+  sha256: string;
+  facts: SqliteFacts | null;
+}
+
+export function readLocalSnapshot(arg: string): LocalSnapshot {
+  if (!existsSync(arg)) throw new MeshfleetError(`restore: ${arg}: no such file or folder. Fix: pass a snapshot folder (\`meshfleet backup --stack S\` prints where it put one) or its db.sqlite`);
+  let file = arg;
+  if (statSync(arg).isDirectory()) {
+    const found = ["db.sqlite", "db.pgdump"].map((n) => path.join(arg, n)).filter((f) => existsSync(f));
+    if (found.length !== 1) throw new MeshfleetError(`restore: ${arg}: expected a snapshot folder holding db.sqlite or db.pgdump, found ${found.length ? "both" : "neither"}`);
+    file = found[0]!;
+  }
+  const data = readFileSync(file);
+  const sqlite = data.subarray(0, 16).toString("latin1") === "SQLite format 3\u0000";
+  const pg = data.subarray(0, 5).toString("latin1") === "PGDMP";
+  if (!sqlite && !pg) throw new MeshfleetError(`restore: ${file}: expected a SQLite database (db.sqlite) or a pg_dump custom-format file (db.pgdump), found neither (it starts with ${JSON.stringify(data.subarray(0, 8).toString("latin1"))})`);
+  const facts = sqlite ? localSqliteFacts(file) : null;
+  if (facts && facts.integrity !== "ok" && facts.integrity !== "not checked") {
+    throw new MeshfleetError(`restore: ${file}: the snapshot fails SQLite's integrity_check (${facts.integrity}); nothing was sent. Fix: pick another snapshot (\`meshfleet backup --stack S\` pulls the newest)`);
+  }
+  if (facts && facts.nodes === null && facts.integrity === "ok") throw new MeshfleetError(`restore: ${file}: a SQLite database without headscale's nodes table, so not headscale's database; nothing was sent`);
+  return { file, kind: sqlite ? "sqlite" : "postgres", bytes: data.length, sha256: createHash("sha256").update(data).digest("hex"), facts };
+}
+
+export interface RestoreResult {
+  host: string;
+  snapshot: string;
+  outcome: "restored" | "refused" | "put-back" | "put-back-unhealthy" | "unknown";
+  detail: string;
+  kept: string | null;
+  seconds: number;
+}
+
+/** What the restore will do, in words, before it asks. */
+export function restorePlan(c: Coordinator, snap: LocalSnapshot, live: { active: string; nodes: string; size: string } | null, stamp: string, waitSeconds: number): string[] {
+  const db = c.database.type === "sqlite" ? c.database.path : "";
+  const s = snap.facts;
+  return [
+    `restore on ${c.host.name} (${c.host.address}), the coordinator:`,
+    `  snapshot  ${snap.file}: ${bytes(snap.bytes)}${s ? `, ${s.users ?? "?"} user(s), ${s.nodes ?? "?"} node(s), integrity ${s.integrity}` : ""}`,
+    live
+      ? `  live      ${db}: ${live.size === "missing" ? "missing" : bytes(Number(live.size))}; headscale ${live.active}${live.nodes !== "" ? `, ${live.nodes} node(s)` : ""}`
+      : `  live      ${db} (not read: nothing is sent to the host before the restore is confirmed)`,
+    `  1. upload the snapshot to ${RESTORE_STAGE}/${stamp}/ (0700) and compare its sha256`,
+    `  2. stop headscale.service (tunnels already up keep flowing; new logins and changes wait)`,
+    `  3. keep the live database as ${db}.before-restore-${stamp} (renamed with its -wal/-shm, never deleted)`,
+    `  4. put the snapshot in its place (owner as before, mode 0600), start headscale`,
+    `  5. headscale health and nodes list must answer with the snapshot's nodes within ${waitSeconds}s;`,
+    `     otherwise the snapshot is set aside, the kept database goes back and headscale starts again`,
+  ];
+}
+
+async function ask(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(question)).trim());
+  } finally {
+    rl.close();
+  }
+}
+
+/** UTC stamp for names: 20261130T181500Z. */
+export function utcStamp(d = new Date()): string {
+  return d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
+}
+
+export async function restore(
+  a: StackAccess,
+  o: { snapshot: string; yes: boolean; waitSeconds: number; interactive: boolean; say: (l: string) => void; confirm?: (q: string) => Promise<boolean> },
+): Promise<RestoreResult> {
+  const t0 = Date.now();
+  const c = coordinatorOf(a, "restore");
+  if (c.database.type === "postgres") {
+    throw new MeshfleetError(
+      `restore: the coordinator ${c.host.name} keeps headscale's database in Postgres (${c.file}: headscale.database.type: postgres); meshfleet restore does SQLite only so far. ` +
+        `Restore by hand (docs/backup.md, "Postgres"): on ${c.host.name}, systemctl stop headscale; pg_dump --format=custom of the live database to a file you keep; ` +
+        `pg_restore --clean --if-exists --no-owner --single-transaction --dbname=${c.database.name} db.pgdump; systemctl start headscale; headscale health`,
+    );
+  }
+  const snap = readLocalSnapshot(o.snapshot);
+  if (snap.kind !== "sqlite") throw new MeshfleetError(`restore: ${snap.file} is a pg_dump file, but the coordinator ${c.host.name} uses SQLite (${c.file}: headscale.database.type: sqlite); pick a snapshot of this fleet's coordinator`);
+  const db = c.database.path;
+  const stamp = utcStamp();
+  if (!o.yes && !o.interactive) {
+    for (const l of restorePlan(c, snap, null, stamp, o.waitSeconds)) o.say(l);
+    throw new UsageError(`refusing to restore without --yes when not asked at a terminal; nothing was changed. Run \`meshfleet restore ${a.stackArgs} ${o.snapshot} --yes\``);
+  }
+  const stage = `${RESTORE_STAGE}/${stamp}`;
+  const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
+  const session = newSession();
+  try {
+    // Read-only look at the host first: what is live, and can it check a snapshot?
+    const look = await tryRun(
+      session,
+      conn,
+      [
+        `echo @@mf:active@@; systemctl is-active headscale.service 2>/dev/null || true`,
+        `echo @@mf:nodes@@; ${shq(c.binary)} -c ${shq(c.config)} nodes list -o json 2>/dev/null | grep -o '"node_key":' | wc -l`,
+        `echo @@mf:size@@; if [ -e ${shq(db)} ]; then stat -c %s ${shq(db)}; else echo missing; fi`,
+        `echo @@mf:tools@@; for t in sqlite3 systemd-run; do command -v $t >/dev/null 2>&1 || echo "missing $t"; done`,
+      ].join("\n"),
+      { what: "restore: look at the coordinator" },
+    );
+    if (look.error || look.code !== 0) throw new MeshfleetError(`restore: cannot read the coordinator ${c.host.name}: ${look.error ?? (look.stderr || look.stdout).trim().slice(0, 300)}; nothing was changed`);
+    const s = sections(look.stdout);
+    const live = { active: s.active || "unknown", nodes: s.active === "active" ? (s.nodes ?? "") : "", size: s.size ?? "missing" };
+    if (s.tools) {
+      throw new MeshfleetError(`restore: the coordinator ${c.host.name} lacks ${s.tools.replaceAll("missing ", "").split("\n").join(", ")}; nothing was changed. Fix: set headscale.backup.enable: true in ${c.file} (it installs sqlite3) and run \`meshfleet up ${a.stackArgs}\`, or apt-get install sqlite3 there`);
+    }
+    for (const l of restorePlan(c, snap, live, stamp, o.waitSeconds)) o.say(l);
+    if (!o.yes) {
+      const yes = await (o.confirm ?? ask)(`restore ${path.basename(path.dirname(snap.file))} on ${c.host.name}? [y/N] `);
+      if (!yes) throw new UsageError("not confirmed; nothing was changed");
+    }
+
+    const script = restoreScript({
+      db,
+      snapshot: `${stage}/db.sqlite`,
+      stamp,
+      headscale: c.binary,
+      config: c.config,
+      stop: "systemctl stop headscale.service",
+      start: "systemctl start headscale.service",
+      waitSeconds: o.waitSeconds,
+      log: `${stage}/restore.log`,
+    });
+    // session.run, not tryRun: the snapshot goes as bytes on stdin (tryRun takes text).
+    const up = await session.run(
+      conn,
+      [
+        "set -eu",
+        "umask 077",
+        `mkdir -p ${shq(RESTORE_STAGE)} && chmod 0700 ${shq(RESTORE_STAGE)}`,
+        `mkdir ${shq(stage)}`,
+        `cat > ${shq(`${stage}/db.sqlite`)}`,
+        `printf '%s' ${shq(script)} > ${shq(`${stage}/restore.sh`)}`,
+        `sha256sum < ${shq(`${stage}/db.sqlite`)} | cut -d' ' -f1`,
+      ].join("\n"),
+      { what: "restore: upload the snapshot", stdin: readFileSync(snap.file), timeoutMs: 600_000, quiet: true },
+    ).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }));
+    if (up.code !== 0) throw new MeshfleetError(`restore: the upload to ${c.host.name} failed (exit ${up.code}): ${(up.stderr || up.stdout).trim().slice(0, 300)}; nothing was changed`);
+    if (up.stdout.trim() !== snap.sha256) throw new MeshfleetError(`restore: the snapshot arrived on ${c.host.name} with sha256 ${up.stdout.trim().slice(0, 16)}…, not ${snap.sha256.slice(0, 16)}…; nothing was changed. Try again`);
+    o.say(`${c.host.name}: snapshot uploaded (${bytes(snap.bytes)}, sha256 matches); restoring`);
+
+    // A transient unit of its own: the restore finishes (or puts the old database back) even if this SSH connection drops.
+    const unit = `meshfleet-restore-${stamp}`;
+    const read = `cat ${shq(`${stage}/restore.log`)} 2>/dev/null; rm -f ${shq(`${stage}/db.sqlite`)}`;
+    const go = await tryRun(
+      session,
+      conn,
+      `systemd-run --quiet --wait --collect --unit=${unit} --property=Type=oneshot --property=TimeoutStartSec=${o.waitSeconds * 2 + 180} /bin/sh ${shq(`${stage}/restore.sh`)}\nrc=$?\n${read}\nexit $rc`,
+      { what: "restore: run the guarded restore", timeoutMs: (o.waitSeconds * 2 + 240) * 1000 },
+    );
+    let log = go.stdout;
+    if (go.error || !restoreOutcome(log)) {
+      // The connection dropped (or systemd-run returned early): the unit goes on; wait for it over a new connection.
+      o.say(`${c.host.name}: lost the connection while restoring (${go.error ?? `exit ${go.code}`}); the restore runs on by itself as ${unit}. Waiting for its outcome`);
+      const waited = await tryRun(
+        session,
+        conn,
+        `i=0; while systemctl is-active --quiet ${unit} && [ $i -lt ${o.waitSeconds * 2 + 180} ]; do sleep 1; i=$((i+1)); done\n${read}`,
+        { what: "restore: wait for the outcome", fresh: true, timeoutMs: (o.waitSeconds * 2 + 240) * 1000 },
+      );
+      log = waited.stdout;
+    }
+    const outcome = restoreOutcome(log) ?? "";
+    for (const l of log.split("\n").filter((l) => l.startsWith("restore: "))) o.say(`${c.host.name}: ${l}`);
+    const kind: RestoreResult["outcome"] = outcome.startsWith("restored")
+      ? "restored"
+      : outcome.startsWith("refused")
+        ? "refused"
+        : outcome.startsWith("put back:")
+          ? "put-back"
+          : outcome.startsWith("put back,")
+            ? "put-back-unhealthy"
+            : "unknown";
+    return {
+      host: c.host.name,
+      snapshot: snap.file,
+      outcome: kind,
+      detail: outcome || `no outcome in the restore's log ${stage}/restore.log on ${c.host.name}; read it there (journalctl -u ${unit})`,
+      kept: kind === "restored" && live.size !== "missing" ? `${db}.before-restore-${stamp}` : null,
+      seconds: Math.round((Date.now() - t0) / 100) / 10,
+    };
+  } finally {
+    session.close();
+  }
+}
+
+export const command: Command = {
+  name: "restore",
+  summary: "put a snapshot of headscale's database back on the coordinator (guarded: the old one is kept and comes back on failure)",
+  usage: `usage: meshfleet restore --stack S SNAPSHOT [--yes] [--wait SECONDS] [--json]
+
+Puts SNAPSHOT (a folder from \`meshfleet backup\` or the coordinator's
+headscale.backup timer, or its db.sqlite) back as headscale's database on the
+fleet's coordinator. The snapshot is checked here and again on the host
+(SQLite integrity_check, headscale's nodes table), uploaded over SSH with the
+deploy's pinned host keys, and put in place by one script on the host:
+headscale is stopped, the live database is kept aside as
+<database>.before-restore-<time> (never deleted), the snapshot goes in with
+the old owner and mode 0600, headscale starts, and \`headscale health\` and
+\`headscale nodes list\` must answer with the snapshot's nodes. If they do
+not, the kept database goes back and headscale starts again (the guard).
+The script runs as a transient systemd unit, so a dropped SSH connection
+does not leave it halfway. Tunnels already up keep flowing while headscale
+is down; the config and policy come from git (\`meshfleet up\`), not from
+the snapshot. Postgres coordinators are refused, with the manual steps.
+
+Without --yes it shows what it will do and asks at a terminal; elsewhere it
+refuses (exit 2). Exit 0 restored, 1 not restored (refused on the host, or
+put back), 2 a command line it cannot take.
+
+${flagHelp(flags)}`,
+  flags,
+  async run(argv) {
+    const { opts, positional } = parseArgs(argv, flags, { positionals: ["SNAPSHOT"] });
+    if (typeof opts.stack !== "string") throw new UsageError("which stack? Add --stack S");
+    if (positional.length !== 1) throw new UsageError("which snapshot? Pass a snapshot folder or its db.sqlite (`meshfleet backup --stack S` prints where it put the newest)");
+    const waitSeconds = opts.wait === undefined ? 60 : Number(opts.wait);
+    if (typeof opts.wait === "string" && (!/^\d+$/.test(opts.wait) || waitSeconds < 5 || waitSeconds > 3600)) throw new UsageError(`--wait: expected whole seconds from 5 to 3600, found ${JSON.stringify(opts.wait)}`);
+    const json = !!opts.json;
+    const say = (l: string) => (json ? process.stderr : process.stdout).write(l + "\n");
+    const a = await openStackFleet({ stack: opts.stack, configFile: typeof opts["config-file"] === "string" ? opts["config-file"] : undefined });
+    const r = await restore(a, { snapshot: positional[0]!, yes: !!opts.yes, waitSeconds, interactive: !!process.stdin.isTTY && !json, say });
+    if (json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
+    else say(`${r.host}: ${r.detail} (${r.seconds}s)`);
+    return r.outcome === "restored" ? EXIT.ok : EXIT.problems;
+  },
+};
