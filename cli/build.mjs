@@ -48,7 +48,8 @@ const shared = ["core", "modules", "contract"]
 rmSync(outdir, { recursive: true, force: true });
 mkdirSync(outdir, { recursive: true });
 const result = await build({
-  entryPoints: { main: join(root, "cli", "main.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
+  // program: index.ts, the Pulumi program the deploy verbs run inline (cli/commands/deploy.ts loadProgram).
+  entryPoints: { main: join(root, "cli", "main.ts"), program: join(root, "index.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
   outdir,
   bundle: true,
   splitting: true,

@@ -17,11 +17,13 @@ import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync
 import { homedir } from "node:os";
 import { delimiter, dirname, isAbsolute, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { LocalWorkspace, PulumiCommand, Stack, type EngineEvent, type OpMap, type PulumiFn } from "@pulumi/pulumi/automation/index.js";
+import type { EngineEvent, LocalWorkspace, OpMap, PulumiCommand, PulumiFn, Stack } from "@pulumi/pulumi/automation/index.js";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import { projectStackFile, selectHosts, stackConfigFile, stackHostsDir } from "../fleet-hosts.ts";
-import { toolPath } from "../../lab/tools/index.ts";
+import { toolBinary } from "../../lab/tools/index.ts";
+import { automation } from "../pulumi-sdk.ts";
+import { onLockError, redact, redactError, redactUrl, rememberBackend } from "../state-backend.ts";
 
 export { projectStackFile, selectHosts, stackConfigFile, stackHostsDir };
 
@@ -65,26 +67,54 @@ export function deployEnv(extra: Record<string, string> = {}, env: NodeJS.Proces
   return out;
 }
 
-/** The pinned Pulumi CLI from the tools cache (or PATH at the pinned version), as the Automation API wants it. */
+/**
+ * The pinned Pulumi CLI from the tools cache (or PATH at the pinned version),
+ * as the Automation API wants it. PulumiCommand.get would run `pulumi version`
+ * to learn what the tools cache's stamp already says (or what the PATH probe
+ * asked): about 0.3 s of CPU on every deploy, for the Go CLI's start. The
+ * version goes through the SDK's own check all the same.
+ */
 export async function pulumiCommand(): Promise<PulumiCommand> {
   let bin: string;
+  let version: string;
   try {
-    bin = toolPath("pulumi");
+    ({ path: bin, version } = toolBinary("pulumi"));
   } catch (e) {
     throw new MeshfleetError(`${(e as Error).message} (the deploy runs the pinned Pulumi CLI; \`npm run lab\` and scripts/setup.sh build it too)`, [], { cause: e });
   }
-  // PulumiCommand.get runs <root>/bin/pulumi; the cache and PATH both keep it in a bin folder.
+  // The Automation API runs <root>/bin/pulumi; the cache and PATH both keep it in a bin folder.
   if (dirname(bin).split(/[\\/]/).pop() !== "bin") throw new MeshfleetError(`${bin}: the Pulumi CLI must sit in a folder named bin (the Automation API runs <root>/bin/pulumi)`);
-  return PulumiCommand.get({ root: dirname(dirname(bin)) });
+  const { PulumiCommand } = await automation();
+  const [{ parseAndValidatePulumiVersion }, { minimumVersion }] = await Promise.all([
+    import("@pulumi/pulumi/automation/cmd.js") as unknown as Promise<{ parseAndValidatePulumiVersion: (min: unknown, current: string, optOut: boolean) => unknown }>,
+    import("@pulumi/pulumi/automation/minimumVersion.js") as unknown as Promise<{ minimumVersion: unknown }>,
+  ]);
+  const checked = parseAndValidatePulumiVersion(minimumVersion, version, false);
+  // The constructor PulumiCommand.get ends with (private in the typings only).
+  return new (PulumiCommand as unknown as new (command: string, version: unknown) => PulumiCommand)(resolve(bin), checked);
 }
 
 // ---------------------------------------------------------------------------
 // The program and the stack's files.
 
-/** index.ts's default export: the one Pulumi program, the same function `pulumi up` at the repo root runs. */
+/**
+ * index.ts's default export: the one Pulumi program, the same function `pulumi
+ * up` at the repo root runs. From this repo it is imported by a path the
+ * bundler sees, so the prebuilt CLI (dist/cli) runs its own build of it and
+ * compiles no TypeScript; tsx compiles it otherwise.
+ */
 export async function loadProgram(root = REPO_ROOT): Promise<() => Promise<Record<string, unknown>>> {
   const file = join(root, "index.ts");
-  const mod = (await import(pathToFileURL(file).href)) as { default?: unknown };
+  // Before the program's `import "@pulumi/pulumi"`.
+  await automation();
+  let mod: { default?: unknown };
+  if (resolve(root) === REPO_ROOT) mod = await import("../../index.ts");
+  else {
+    // The prebuilt CLI starts its TypeScript hooks on demand (as core/load.ts does for a .ts host file).
+    const startHooks = (globalThis as Record<symbol, unknown>)[Symbol.for("meshfleet.registerTsHooks")];
+    if (typeof startHooks === "function") startHooks();
+    mod = await import(pathToFileURL(file).href);
+  }
   if (typeof mod.default !== "function") {
     throw new MeshfleetError(`${file}: expected a default-exported program function, found ${typeof mod.default}`);
   }
@@ -143,6 +173,13 @@ export interface OpenOptions {
 export interface OpenStack {
   stack: Stack;
   env: Record<string, string>;
+  /**
+   * Start loading index.ts now (without `program`): a verb that runs the
+   * program calls this before the CLI starts, so the import overlaps the
+   * CLI's own start-up. Otherwise the program loads when the engine runs it
+   * (refresh and destroy never do).
+   */
+  prefetchProgram: () => void;
 }
 
 /**
@@ -153,19 +190,38 @@ export interface OpenStack {
 export async function openStack(o: OpenOptions): Promise<OpenStack> {
   const root = o.root ?? REPO_ROOT;
   const env = deployEnv(o.env);
+  rememberBackend(env.PULUMI_BACKEND_URL);
   checkPassphrase(o.stack, env, o.configFile, o.secretsProvider);
-  // Loading the program and asking the CLI its version overlap.
-  const [program, cmd] = await Promise.all([o.program ?? loadProgram(root).then(inlineProgram), pulumiCommand()]);
+  let loading: Promise<PulumiFn> | undefined;
+  const load = () => (loading ??= loadProgram(root).then(inlineProgram));
+  // A failed load is reported when the engine runs the program (as the program's error).
+  const prefetchProgram = () => void load().catch(() => {});
+  const program: PulumiFn = o.program ?? (async () => (await load())());
+  const cmd = await pulumiCommand();
   const projectFile = projectStackFile(o.stack, root);
   const before = existsSync(projectFile) ? readFileSync(projectFile, "utf8") : undefined;
   let stack: Stack;
   try {
+    const { LocalWorkspace, Stack } = await automation();
     // No projectSettings: the workspace reads the repo's Pulumi.yaml and never writes it.
     const ws = await LocalWorkspace.create({ workDir: root, pulumiCommand: cmd, envVars: env, program, secretsProvider: o.secretsProvider });
-    stack = await Stack.createOrSelect(o.stack, ws);
+    if (stackExists(env.PULUMI_BACKEND_URL, o.stack)) {
+      // Every command the stack runs names it (--stack): `pulumi stack select` would only
+      // say that it exists (0.3 s: the Go CLI's start), which its checkpoint already does.
+      const select = ws.selectStack;
+      ws.selectStack = async () => {};
+      try {
+        stack = await Stack.select(o.stack, ws);
+      } finally {
+        ws.selectStack = select;
+      }
+    } else {
+      // Two first runs against a shared backend: the other may create the stack between select and init.
+      stack = await Stack.createOrSelect(o.stack, ws).catch((e: Error) => (/already exists/.test(String(e?.message)) ? Stack.select(o.stack, ws) : Promise.reject(e)));
+    }
   } catch (e) {
     if (o.configFile) restoreFile(projectFile, before);
-    throw new MeshfleetError(`stack ${o.stack}: ${cliError(e)}`, [], { cause: e });
+    throw new MeshfleetError(`stack ${o.stack}: ${cliError(e)}`, [], { cause: redactError(e) });
   }
   if (o.configFile) {
     const salt = readYamlFile<StackFile>(projectFile)?.encryptionsalt;
@@ -177,7 +233,19 @@ export async function openStack(o: OpenOptions): Promise<OpenStack> {
     }
     restoreFile(projectFile, before);
   }
-  return { stack, env };
+  return { stack, env, prefetchProgram: o.program ? () => {} : prefetchProgram };
+}
+
+/**
+ * Whether a local file backend (`file://DIR`) holds this project's stack:
+ * its checkpoint, DIR/.pulumi/stacks/meshfleet/<stack>.json (or .json.gz).
+ * Any other backend, a qualified name or no checkpoint: false, so the CLI
+ * is asked (and creates the stack when it is new).
+ */
+export function stackExists(backend: string | undefined, stack: string, project = PROJECT): boolean {
+  if (!backend?.startsWith("file://") || !/^[A-Za-z0-9_.-]+$/.test(stack)) return false;
+  const dir = join(backend.slice("file://".length), ".pulumi", "stacks", project);
+  return existsSync(join(dir, `${stack}.json`)) || existsSync(join(dir, `${stack}.json.gz`));
 }
 
 function stringifyStackFile(f: StackFile): string {
@@ -200,7 +268,7 @@ function restoreFile(path: string, before: string | undefined): void {
 
 /** The useful part of an Automation API error: the CLI's `error:` lines, not its whole output. */
 export function cliError(e: unknown): string {
-  const msg = String((e as Error)?.message ?? e);
+  const msg = redact(String((e as Error)?.message ?? e));
   const lines = msg.split("\n").map((l) => l.trim().replace(/^(stdout|stderr):\s*/, "")).filter(Boolean);
   const errs = lines.filter((l) => /^error:/i.test(l)).map((l) => l.replace(/^error:\s*/i, ""));
   if (errs.length > 0) return [...new Set(errs)].join("; ");
@@ -499,6 +567,8 @@ export interface DeployOptions extends OpenOptions {
   verbose?: boolean;
   /** Asked before up/refresh/destroy with the preview's counts; false stops. Absent: go ahead. */
   confirm?: (plan: DeployResult) => Promise<boolean>;
+  /** How long to wait for another run's lock on the stack, in seconds (default 600; 0 fails at once). */
+  lockWaitSeconds?: number;
 }
 
 /** Fleet facts `--on` needs, from the evaluated fleet. */
@@ -559,12 +629,13 @@ export async function runDeploy(o: DeployOptions): Promise<DeployResult> {
 }
 
 async function deployOpened(o: DeployOptions, root: string, t0: number, hostsDir: string, hostNames: string[], selected: string[] | undefined): Promise<DeployResult> {
-  const { stack, env } = await openStack({ ...o, root });
-  const backend = env.PULUMI_BACKEND_URL;
+  const { stack, env, prefetchProgram } = await openStack({ ...o, root });
+  if (o.verb === "up" || o.verb === "preview") prefetchProgram();
+  const backend = redactUrl(env.PULUMI_BACKEND_URL);
   const log = o.logFile;
   if (log) mkdirSync(dirname(log), { recursive: true });
   const onOutput = (s: string) => {
-    if (log) appendFileSync(log, s);
+    if (log) appendFileSync(log, redact(s));
   };
   const common = { color: "never" as const, configFile: o.configFile ? resolve(o.configFile) : undefined, onOutput, onError: onOutput };
 
@@ -689,7 +760,10 @@ async function runVerb(
       backend,
     };
   } catch (e) {
-    return failed(o, t0, backend, tracker, e, selected, targeting.target);
+    // A stack locked by another run: wait for it (or clear a dead run's lock in refresh), else say who holds it.
+    const lock = await onLockError(o, e, { seconds: o.lockWaitSeconds ?? 600, stack: o.stack, verb: o.verb, say: o.say, cancel: () => stack.cancel() });
+    if (lock === "retry") return runVerb(o, stack, common, targeting, hostNames, t0, backend, selected);
+    return failed(o, t0, backend, tracker, lock ?? e, selected, targeting.target);
   }
 }
 

@@ -13,7 +13,7 @@ export { buildTools, type BuildOptions, type BuildOutcome, type Progress } from 
 export { ToolsError } from "./errors.ts";
 export { loadVersions, type ToolSpec } from "./versions.ts";
 
-const resolved = new Map<string, string>();
+const resolved = new Map<string, { path: string; version: string }>();
 
 /**
  * Absolute path of a pinned binary (headscale, tailscale, tailscaled, derper, pulumi):
@@ -21,6 +21,15 @@ const resolved = new Map<string, string>();
  * that reports the pinned version. Throws a one-line ToolsError naming the fix otherwise.
  */
 export function toolPath(binary: string): string {
+  return toolBinary(binary).path;
+}
+
+/**
+ * toolPath and the binary's version: the pinned one, which the cache's stamp
+ * vouches for (or which the binary reported, unstamped or on PATH). Callers
+ * need not run `<binary> version` again.
+ */
+export function toolBinary(binary: string): { path: string; version: string } {
   const hit = resolved.get(binary);
   if (hit) return hit;
   const tool = loadVersions().tools.find((t) => binary in t.binaries);
@@ -29,12 +38,13 @@ export function toolPath(binary: string): string {
     throw new ToolsError(`unknown tool binary ${binary}: lab/versions.json pins ${all.join(", ")}`);
   }
   const s = toolStatus(tool);
-  const path = s.binaries.find((b) => b.name === binary)?.path;
-  if (s.state === "missing" || !path) {
+  const b = s.binaries.find((x) => x.name === binary);
+  if (s.state === "missing" || !b?.path) {
     throw new ToolsError(`${binary} ${tool.version} is not built${s.note ? ` (${s.note})` : ""}: run \`meshfleet tools build\``);
   }
-  resolved.set(binary, path);
-  return path;
+  const found = { path: b.path, version: b.version ?? tool.version };
+  resolved.set(binary, found);
+  return found;
 }
 
 export type PulumiEnvOptions = {

@@ -3,8 +3,10 @@
  * loaded the way Pulumi's Node.js host loads it for `pulumi up` (an ES module
  * whose only export is a default function, called inside the stack), and the
  * inline program `meshfleet up` hands to the Automation API (loadProgram +
- * inlineProgram). Run under Pulumi's mocks with the lab fleet; every resource's
- * type, name and parent, and the stack outputs' names, must match.
+ * inlineProgram), and the build of index.ts the prebuilt CLI (dist/cli,
+ * cli/build.mjs) runs it from. Run under Pulumi's mocks with the lab fleet;
+ * every resource's type, name and parent, and the stack outputs' names, must
+ * match.
  */
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,8 +22,13 @@ import { SSH_KEY } from "../fixtures/keys.ts";
 const dir = mkdtempSync(join(tmpdir(), "mf-graph-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** The lab stack's config with stand-in secrets and a known_hosts pinning every lab host. */
+let made: Record<string, string> | undefined;
+/** The lab stack's config with stand-in secrets and a known_hosts pinning every lab host (made once). */
 function labConfig(): Record<string, string> {
+  return (made ??= makeLabConfig());
+}
+
+function makeLabConfig(): Record<string, string> {
   const hostsDir = join(REPO_ROOT, "hosts", "lab");
   const known: string[] = [];
   for (const f of readdirSync(hostsDir).filter((x) => x.endsWith(".yaml") && x !== "fleet.yaml" && !x.startsWith("_"))) {
@@ -93,4 +100,25 @@ describe("pulumi up and meshfleet up run the same program", () => {
     expect(viaMeshfleet.outputs).toEqual(viaPulumi.outputs);
     expect(viaPulumi.outputs.length).toBeGreaterThan(0);
   }, 120_000);
+
+  it("registers the same resources and outputs from the prebuilt CLI's build of the program", async () => {
+    const config = labConfig();
+    // Inside the repo: the chunks import packages (the same @pulumi/pulumi) from node_modules.
+    const out = join(REPO_ROOT, "dist", `cli-graph-${process.pid}`);
+    try {
+      execFileSync(process.execPath, [join(REPO_ROOT, "cli", "build.mjs"), "--outdir", out], { cwd: REPO_ROOT, encoding: "utf8", timeout: 240_000 });
+      const built = (await import(pathToFileURL(join(out, "program.mjs")).href)) as { default?: unknown };
+      expect(typeof built.default).toBe("function");
+      // The bundle's deploy code imports the bundled program, not index.ts.
+      const chunks = readdirSync(out).filter((f) => f.endsWith(".mjs")).map((f) => readFileSync(join(out, f), "utf8"));
+      expect(chunks.some((c) => c.includes('await import("./program.mjs")'))).toBe(true);
+      const viaSource = await graphOf(inlineProgram(await loadProgram()), config);
+      const viaBundle = await graphOf(inlineProgram(built.default as () => Promise<Record<string, unknown>>), config);
+      expect(viaBundle.resources.length).toBeGreaterThan(10);
+      expect(viaBundle.resources).toEqual(viaSource.resources);
+      expect(viaBundle.outputs).toEqual(viaSource.outputs);
+    } finally {
+      rmSync(out, { recursive: true, force: true });
+    }
+  }, 300_000);
 });
