@@ -49,7 +49,7 @@ describe("the Pulumi SDK as a deploy loads it", () => {
       console.log(JSON.stringify({ before, afterSerialize, after: heavy(), text: fn.text.includes("6 * 7"), paths: paths.size > 0, deferred: Object.fromEntries(deferred) }));
     `);
     expect(r.before).toMatchObject({ typescript: false, arborist: false });
-    expect(r.before.modules as number).toBeLessThan(500);
+    expect((r.before as { modules: number }).modules).toBeLessThan(500);
     // serializeFunction parses the function with the TypeScript compiler: loaded for real, and it works.
     expect(r.afterSerialize).toMatchObject({ typescript: true });
     expect(r.text).toBe(true);
