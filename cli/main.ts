@@ -28,6 +28,7 @@ const COMMANDS: Record<string, () => Promise<{ command: Command }>> = {
   doctor: () => import("./commands/doctor.ts"),
   rollback: () => import("./commands/rollback.ts"),
   generations: () => import("./commands/generations.ts"),
+  import: () => import("./commands/import.ts"),
   backup: () => import("./commands/backup.ts"),
   restore: () => import("./commands/restore.ts"),
   completion: () => import("./commands/completion.ts").then((m) => ({ command: m.completionCommand(COMMANDS) })),

@@ -11,6 +11,7 @@ import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, Uni
 import { duration, parseCidr, port } from "../core/schema-types.ts";
 import { versionAssertions } from "./headscale-versions.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
+import { adoptAssertions, adoptOptions, keyPathsOf, writesKeys } from "./headscale-adopt.ts";
 import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
 
@@ -92,6 +93,7 @@ export const headscaleOptions = z
       })
       .describe("OpenID Connect login (headscale's oidc section)."),
     backup: backupOptions,
+    adopt: adoptOptions,
     extraSettings: z
       .record(z.string(), z.any())
       .default({})
@@ -177,6 +179,7 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
           },
         };
   const split: Record<string, string[]> = {};
+  const keys = keyPathsOf(opts.adopt, { noise: HS.noiseKey, derp: HS.derpKey });
   for (const k of Object.keys(fleet.dns.nameservers.split).sort()) split[k] = fleet.dns.nameservers.split[k];
   const cfg: Record<string, unknown> = {
     server_url: i.serverUrl,
@@ -185,7 +188,7 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     grpc_listen_addr: addr(opts.grpcListenAddr),
     grpc_allow_insecure: false,
     trusted_proxies: opts.trustedProxies,
-    noise: { private_key_path: HS.noiseKey },
+    noise: { private_key_path: keys.noise },
     prefixes: { v4: fleet.prefixes.v4, v6: fleet.prefixes.v6, allocation: fleet.prefixes.allocation },
     derp: {
       server: i.embedded
@@ -196,7 +199,7 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
             region_name: i.embedded.regionName,
             verify_clients: true,
             stun_listen_addr: `0.0.0.0:${i.embedded.stunPort}`,
-            private_key_path: HS.derpKey,
+            private_key_path: keys.derp,
             automatically_add_embedded_derp_region: true,
             ...(i.embedded.ipv4 ? { ipv4: i.embedded.ipv4 } : {}),
           }
@@ -558,8 +561,10 @@ export const headscaleModule = defineModule({
     add(plain(HS.config, config), HS.config);
     add(plain(HS.policy, ctx.policyHuJson !== "" ? ctx.policyHuJson : "{}\n"), HS.policy);
     if (fileRegions.length > 0) add(plain(HS.derpMap, renderDerpMap(fileRegions)), HS.derpMap);
-    add(secretFile(HS.noiseKey, "noise-key"), HS.noiseKey);
-    if (emb) add(secretFile(HS.derpKey, "derp-key"), HS.derpKey);
+    // An adopted key (headscale.adopt) stays as it is: no file, so the keySeed-derived key never replaces it.
+    const ownKeys = writesKeys(o.adopt);
+    if (ownKeys.noise) add(secretFile(HS.noiseKey, "noise-key"), HS.noiseKey);
+    if (emb && ownKeys.derp) add(secretFile(HS.derpKey, "derp-key"), HS.derpKey);
     if (o.oidc.enable) add(secretFile(HS.oidcSecret, OIDC_SECRET_REF), HS.oidcSecret);
     // Postgres password: a libpq password file that headscale's driver (pgx) reads through PGPASSFILE, on
     // both runtimes: only that path is in the unit's or the container's environment, and the password is
@@ -578,6 +583,10 @@ export const headscaleModule = defineModule({
     const expiry = nodeExpiryChecks(ctx);
     const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions, ...backupAssertions(o.backup, docker)];
     const bk = o.backup.enable && !docker ? backupInputOf(o, { config: HS.config, policy: HS.policy, pgpass: HS.pgpass }) : null;
+    assertions.push(...adoptAssertions({
+      adopt: o.adopt, docker, database: o.database, extraSettings: o.extraSettings, writable: [HS.stateDir, HS.runDir],
+      written: [...files, ...(bk ? backupFiles(bk) : [])].map((f) => f.path),
+    }));
     const fleet = { derpRegions: derpRegionsOf(ctx), users: ctx.fleet.users };
 
     if (docker) {

@@ -32,6 +32,7 @@ const TABLE: Record<string, () => Promise<{ command: Command }>> = {
   doctor: () => import("../../cli/commands/doctor.ts"),
   rollback: () => import("../../cli/commands/rollback.ts"),
   generations: () => import("../../cli/commands/generations.ts"),
+  import: () => import("../../cli/commands/import.ts"),
   backup: () => import("../../cli/commands/backup.ts"),
   restore: () => import("../../cli/commands/restore.ts"),
 };
