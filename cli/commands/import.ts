@@ -589,7 +589,8 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
       policy = v as Record<string, unknown>;
     } catch (e) {
       if (!(e instanceof HuJsonError)) throw e;
-      problem(shown, `line ${e.position.line}, column ${e.position.col}`, "HuJSON (JSON with comments and trailing commas)", e.reason, "fix the file (headscale itself refuses it: `headscale policy check -f FILE`) and import again");
+      const m = /^expected (.*), found (.*)$/.exec(e.reason);
+      problem(shown, `line ${e.position.line}, column ${e.position.col}`, m ? `HuJSON: ${m[1]}` : "HuJSON (JSON with comments and trailing commas)", m ? m[2]! : e.reason, "fix the file (headscale itself refuses it: `headscale policy check -f FILE`) and import again");
     }
   };
   if (mode === "database") {
@@ -603,8 +604,9 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
       if (f) readPolicy(f.shown, f.text);
       else problem(src.configFile, flat.has("policy.path") ? "policy.path" : "acl_policy_path", "the policy file it names", `${abs(p)}: not found${src.ssh ? " on the host" : " in the copy"}`, src.ssh ? "check policy.path on the host" : `copy ${abs(p)} into the --from-dir folder (${p.startsWith("/etc/headscale/") ? p.slice("/etc/headscale/".length) : path.posix.basename(p)})`);
     } else {
-      policy = {};
-      item("policy", "mapped", { to: "fleet.yaml policy: {}", note: "no policy file: allow-all, as before" });
+      // headscale allows everything without a policy; meshfleet wants that said (a policy fails closed).
+      policy = { acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }] };
+      item("policy", "changed", { to: "fleet.yaml policy.acls", value: "no policy file (allow-all)", note: 'written as one rule allowing every node everything ({action: accept, src: ["*"], dst: ["*:*"]}): the same traffic, said explicitly, as meshfleet requires' });
     }
   }
   if (policy) {
@@ -920,6 +922,8 @@ export const command: Command = {
         if (!p) continue;
         const m = src.stat(p);
         if (m) keyMeta.push(m);
+        if (m?.exists && m.owner !== "headscale")
+          r.items.push({ key: `owner of ${p}`, kind: "changed", value: `${m.owner}, mode ${m.mode}`, note: "meshfleet runs headscale as user headscale: before the first deploy, systemctl stop headscale && chown -R headscale:headscale the state folder" });
         if (m && !m.exists) r.problems.push({ severity: "error", file: src.configFile, path: p === hs.adopt?.noisePrivateKeyPath ? "noise.private_key_path" : p === hs.database?.sqlitePath ? "database.sqlite.path" : "derp.server.private_key_path", expected: "an existing file to adopt", found: `${p} does not exist on the host`, fix: "is this the config the running headscale uses? Give its path with --config" });
       }
     }
