@@ -23,31 +23,60 @@ export function hostFirewall(fw: FirewallSpec): Firewall | null {
     for (const [fam, type] of [["v4", "ipv4_addr"], ["v6", "ipv6_addr"]] as const)
       sets.push({ name: `${name}_${fam}`, type, elements: fw.sets[name].filter((e) => e.includes(":") === (fam === "v6")), members: [...(fw.setMembers[name] ?? [])] });
   }
-  const input: NftRule[] = [
-    { ctState: ["established", "related"], verdict: "accept" },
-    { ctState: ["invalid"], verdict: "drop" },
-    { iifname: "lo", verdict: "accept" },
-    ...fw.trustedInterfaces.map((i): NftRule => ({ iifname: i, verdict: "accept", comment: "trusted interface" })),
-    ...(fw.allowPing
-      ? [{ icmp: { family: "ip", types: ["echo-request"] }, verdict: "accept" } as NftRule, { icmp: { family: "ip6", types: ["echo-request"] }, verdict: "accept" } as NftRule]
-      : []),
-    // IPv6 neighbour discovery and router adverts must always pass, or v6 breaks.
-    { icmp: { family: "ip6", types: ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"] }, verdict: "accept" },
-    enforce
-      ? { iifname: "tailscale0", verdict: { jump: "tailnet" } }
-      : { iifname: "tailscale0", verdict: "accept", comment: "tailnet: filtered by the coordinator policy" },
-  ];
+  const policy = fw.defaultPolicy ?? "drop";
+  const tailnetRule: NftRule = enforce
+    ? { iifname: "tailscale0", verdict: { jump: "tailnet" } }
+    : { iifname: "tailscale0", verdict: "accept", comment: "tailnet: filtered by the coordinator policy" };
   const inbound = [...fw.inbound].sort((a, b) => a.proto.localeCompare(b.proto) || a.port - b.port);
-  for (const r of inbound) {
-    const base: NftRule = { l4: { proto: r.proto, dports: [r.port] }, verdict: "accept", comment: comment(`${r.owner}: ${r.comment}`) };
-    if (!r.from.length) input.push(base);
-    // One rule per address family: an nft anonymous set holds one family.
-    else for (const fam of ["ip", "ip6"] as const) {
-      const cidrs = r.from.filter((c) => familyOf(c) === fam);
-      if (cidrs.length) input.push({ saddr: { family: fam, cidrs }, ...base });
+  /** One rule per address family: an nft anonymous set holds one family. */
+  const bySource = (from: readonly string[], base: NftRule): NftRule[] =>
+    (["ip", "ip6"] as const).flatMap((fam) => {
+      const cidrs = from.filter((c) => familyOf(c) === fam);
+      return cidrs.length ? [{ ...(base.iifname !== undefined ? { iifname: base.iifname } : {}), saddr: { family: fam, cidrs }, ...base }] : [];
+    });
+  const input: NftRule[] = [{ ctState: ["established", "related"], verdict: "accept" }];
+  if (policy === "accept") {
+    // Traffic outside the tailnet is left alone (a plain client's default): no policy drop, no
+    // `ct state invalid drop`; only what the host asked for is dropped (a port limited to some
+    // sources, ping off). Open ports and scoped ports would be no-ops, so they are not rendered.
+    input.push(
+      { iifname: "lo", verdict: "accept" },
+      ...fw.trustedInterfaces.map((i): NftRule => ({ iifname: i, verdict: "accept", comment: "trusted interface" })),
+      tailnetRule,
+    );
+    for (const r of inbound) {
+      if (!r.from.length) continue;
+      const l4 = { proto: r.proto, dports: [r.port] };
+      input.push(...bySource(r.from, { l4, verdict: "accept", comment: comment(`${r.owner}: ${r.comment}`) }));
+      input.push({ l4, verdict: "drop", comment: comment(`${r.owner}: from other sources`) });
+    }
+    if (!fw.allowPing)
+      input.push({ icmp: { family: "ip", types: ["echo-request"] }, verdict: "drop", comment: "firewall.allowPing false" }, { icmp: { family: "ip6", types: ["echo-request"] }, verdict: "drop", comment: "firewall.allowPing false" });
+  } else {
+    input.push(
+      { ctState: ["invalid"], verdict: "drop" },
+      { iifname: "lo", verdict: "accept" },
+      ...fw.trustedInterfaces.map((i): NftRule => ({ iifname: i, verdict: "accept", comment: "trusted interface" })),
+      ...(fw.allowPing
+        ? [{ icmp: { family: "ip", types: ["echo-request"] }, verdict: "accept" } as NftRule, { icmp: { family: "ip6", types: ["echo-request"] }, verdict: "accept" } as NftRule]
+        : []),
+      // IPv6 neighbour discovery and router adverts must always pass, or v6 breaks.
+      { icmp: { family: "ip6", types: ["nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"] }, verdict: "accept" },
+      tailnetRule,
+    );
+    for (const r of inbound) {
+      const base: NftRule = { l4: { proto: r.proto, dports: [r.port] }, verdict: "accept", comment: comment(`${r.owner}: ${r.comment}`) };
+      if (!r.from.length) input.push(base);
+      else input.push(...bySource(r.from, base));
+    }
+    // Ports open on one interface or to some sources only (firewall.interfaces / firewall.sources).
+    for (const r of fw.scoped ?? []) {
+      const base: NftRule = { ...(r.iifname !== undefined ? { iifname: r.iifname } : {}), l4: { proto: r.proto, dports: [...r.ports].sort((a, b) => a - b) }, verdict: "accept", comment: comment(r.comment) };
+      if (!r.from?.length) input.push(base);
+      else input.push(...bySource(r.from, base));
     }
   }
-  const chains: NftChain[] = [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy: "drop" }, rules: input }];
+  const chains: NftChain[] = [{ name: "input", hook: { type: "filter", hook: "input", priority: "filter", policy }, rules: input }];
   const l4Of = (r: TailnetRule): NftRule["l4"] =>
     r.proto === "any" ? (r.ports === "any" ? undefined : { proto: "tcp+udp", dports: r.ports }) : r.ports === "any" ? { proto: r.proto } : { proto: r.proto, dports: r.ports };
   if (enforce) {

@@ -128,6 +128,25 @@ export interface FirewallSpec {
   /** Accept all of tailscale0 (true) or only what `tailnet` allows (false). */
   trustTailnet: boolean;
   allowPing: boolean;
+  /**
+   * The input chain's policy for what no rule accepts (the firewall module's
+   * `defaultPolicy`): "drop" closes the host but for its open ports; "accept"
+   * leaves traffic outside the tailnet alone (only what the host asked for is
+   * dropped: a port limited to sources, ping off). Unset: drop.
+   */
+  defaultPolicy?: "drop" | "accept";
+  /** Ports opened on one interface or to some sources only (firewall.interfaces, firewall.sources). */
+  scoped?: ScopedRule[];
+}
+
+/** Ports opened on one interface (`iifname`) or to some sources (`from`) only. */
+export interface ScopedRule {
+  proto: Proto;
+  ports: number[];
+  iifname?: string;
+  from?: string[];
+  /** The option that opens them, e.g. `firewall.interfaces.eth0.allowedTCPPorts`. */
+  comment: string;
 }
 
 export interface TailscaleSettings {

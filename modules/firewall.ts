@@ -1,15 +1,54 @@
 /**
  * firewall: one nftables table, `inet meshfleet`, that never touches other
- * tables (docker's and tailscale's keep theirs). Inbound is default-drop
- * with only the ports in allowedTCPPorts/allowedUDPPorts: the host's and
- * its modules' definitions of them, merged by priority (NixOS
- * `networking.firewall.allowedTCPPorts`).
+ * tables (docker's and tailscale's keep theirs). The ports in
+ * allowedTCPPorts/allowedUDPPorts are the host's and its modules'
+ * definitions of them, merged by priority (NixOS
+ * `networking.firewall.allowedTCPPorts`); `interfaces.<name>` and
+ * `sources.<cidr>` open ports on one interface or to some sources only.
+ *
+ * Whether what no rule accepts is dropped (`defaultPolicy`) depends on the
+ * host: the roles meshfleet runs (coordinator, reverse proxy, DERP relay,
+ * subnet router, exit node) default to drop; a plain client (a laptop, a NAS,
+ * a desktop) defaults to accept, because with nftables a drop in any base
+ * chain drops the packet whatever other tables accept: a drop policy here
+ * would silently close the SMB, media server and printer the host served on
+ * its LAN before it joined the fleet (issue 13 item 1).
  */
 import { z } from "zod";
-import { defineModule } from "../core/module.ts";
+import { defineModule, type HostConfig, type OptionSetting } from "../core/module.ts";
+import { mkDefault } from "../core/priority.ts";
 import { cidr, port } from "../core/schema-types.ts";
+import type { ScopedRule } from "../core/types.ts";
 
 export { NFT_TABLE } from "../contract/constants.ts";
+
+const ifname = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" });
+
+/** The ports one interface or one source gets (NixOS `networking.firewall.interfaces.<name>`). */
+const scopedPorts = z
+  .object({
+    allowedTCPPorts: z.array(port).default([]).describe("TCP ports open here."),
+    allowedUDPPorts: z.array(port).default([]).describe("UDP ports open here."),
+  })
+  .strict();
+
+/**
+ * The roles whose hosts default to `defaultPolicy: drop`: what meshfleet
+ * itself runs there, so it knows every port the host must answer on.
+ * A host advertising routes or an exit node through tailscale directly is a
+ * router too.
+ */
+export function closedRoles(c: Partial<HostConfig>): string[] {
+  const on = (m: { enable?: boolean } | undefined) => m?.enable === true;
+  const ts = c.tailscale;
+  return [
+    ...(on(c.headscale) ? ["coordinator (headscale.enable)"] : []),
+    ...(on(c["reverse-proxy"]) ? ["reverse proxy (reverse-proxy.enable)"] : []),
+    ...(on(c.derp) ? ["DERP relay (derp.enable)"] : []),
+    ...(on(c["subnet-router"]) || (ts?.enable && ts.advertiseRoutes.length > 0) ? ["subnet router"] : []),
+    ...(on(c["exit-node"]) || (ts?.enable && ts.advertiseExitNode) ? ["exit node"] : []),
+  ];
+}
 
 export const firewallModule = defineModule({
   name: "firewall",
@@ -17,24 +56,81 @@ export const firewallModule = defineModule({
   options: z
     .object({
       enable: z.boolean().default(true).describe("Manage the `inet meshfleet` nftables table."),
+      defaultPolicy: z
+        .enum(["drop", "accept"])
+        .default("accept")
+        .describe(
+          "What happens to inbound traffic no rule accepts, outside the tailnet (tailscale0 follows trustTailnet). " +
+            "drop: everything but the open ports (allowedTCPPorts, allowedUDPPorts, interfaces, sources) is dropped. " +
+            "accept: traffic outside the tailnet is left alone; only what this host asks for is dropped (SSH from other sources than sshFrom, ping when allowPing is false). " +
+            "Default: drop on hosts that run a role meshfleet owns (headscale, reverse-proxy, derp, subnet-router or exit-node enabled, or tailscale advertising routes or an exit node; set at mkDefault), accept on every other host (a plain client). " +
+            "Why: with nftables a drop in any base chain drops the packet whatever other tables accept, so a drop policy on a laptop, NAS or desktop that joins the fleet would silently close what it served on its LAN (SMB, a media server, a printer); meshfleet closes only hosts whose every service it knows. `meshfleet plan` states every host whose policy becomes drop.",
+        ),
       allowedTCPPorts: z
         .array(port)
         .default([])
-        .describe("TCP ports open on the public side. Modules add their services' ports to this list through the same priority merge (sshd, headscale, the proxy, DERP), so `!mkForce [22, 443]` replaces everything they open."),
+        .describe("TCP ports open on every interface (with defaultPolicy: drop). Modules add their services' ports to this list through the same priority merge (sshd, headscale, the proxy, DERP), so `!mkForce [22, 443]` replaces everything they open."),
       allowedUDPPorts: z
         .array(port)
         .default([])
-        .describe("UDP ports open on the public side; modules add theirs (tailscale, STUN) through the same merge, and `!mkForce [...]` replaces them."),
-      trustedInterfaces: z.array(z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" })).default([]).describe("Interfaces whose traffic is accepted (e.g. a management link)."),
+        .describe("UDP ports open on every interface (with defaultPolicy: drop); modules add theirs (tailscale, STUN) through the same merge, and `!mkForce [...]` replaces them."),
+      interfaces: z
+        .record(ifname, scopedPorts)
+        .default({})
+        .describe(
+          "Ports open on one interface only, by interface name: `interfaces: {eth0: {allowedTCPPorts: [445], allowedUDPPorts: [137, 138]}}` (NixOS `networking.firewall.interfaces.<name>`). " +
+            "Merged by priority like every option: lists concatenate, `!mkForce` replaces. With defaultPolicy: accept these ports are open anyway (a warning says so).",
+        ),
+      sources: z
+        .record(cidr, scopedPorts)
+        .default({})
+        .describe(
+          "Ports open to one source network only, by CIDR: `sources: {192.168.8.0/24: {allowedTCPPorts: [445]}}`. " +
+            "Merged by priority like every option. With defaultPolicy: accept these ports are open anyway (a warning says so).",
+        ),
+      trustedInterfaces: z.array(ifname).default([]).describe("Interfaces whose traffic is accepted (e.g. a management link)."),
       trustTailnet: z.boolean().default(true).describe("Accept everything arriving on tailscale0 (the coordinator's policy filters it); false enforces the fleet's policy (git's) on this host too, and on a subnet router or exit node on what it forwards from the tailnet to its routes."),
-      allowPing: z.boolean().default(true).describe("Accept ICMP echo."),
-      sshFrom: z.array(cidr).default([]).describe("Limit SSH to these sources (empty: anywhere)."),
+      allowPing: z.boolean().default(true).describe("Accept ICMP echo; false drops it (outside the tailnet) whatever defaultPolicy says."),
+      sshFrom: z.array(cidr).default([]).describe("Limit SSH to these sources (empty: anywhere); SSH from other sources is dropped (outside the tailnet) whatever defaultPolicy says."),
     })
     .strict(),
+  settings(o, host): OptionSetting[] {
+    // The roles meshfleet owns close by default, at mkDefault: a host file's plain value wins.
+    if (!o.enable || closedRoles(host.config).length === 0) return [];
+    return [{ option: "firewall.defaultPolicy", value: mkDefault("drop") }];
+  },
   // The port lists become rules in evaluation (core/eval.ts openPorts): there the modules' inbound
   // rules are definitions of the same lists, merged by priority with the host's.
-  config(o) {
-    return { firewall: { enable: o.enable, trustedInterfaces: o.trustedInterfaces, trustTailnet: o.trustTailnet, allowPing: o.allowPing } };
+  config(o, ctx) {
+    const scoped: ScopedRule[] = [];
+    const add = (at: string, sel: Pick<ScopedRule, "iifname" | "from">, p: z.output<typeof scopedPorts>) => {
+      for (const [proto, list, key] of [["tcp", p.allowedTCPPorts, "allowedTCPPorts"], ["udp", p.allowedUDPPorts, "allowedUDPPorts"]] as const) {
+        const ports = [...new Set(list)].sort((a, b) => a - b);
+        if (ports.length) scoped.push({ proto, ports, ...sel, comment: `${at}.${key}` });
+      }
+    };
+    for (const name of Object.keys(o.interfaces).sort()) add(`firewall.interfaces.${name}`, { iifname: name }, o.interfaces[name]);
+    for (const src of Object.keys(o.sources).sort()) add(`firewall.sources.${src}`, { from: [src] }, o.sources[src]);
+    const noOp = o.enable && o.defaultPolicy === "accept";
+    return {
+      firewall: { enable: o.enable, defaultPolicy: o.defaultPolicy, scoped, trustedInterfaces: o.trustedInterfaces, trustTailnet: o.trustTailnet, allowPing: o.allowPing },
+      warnings: [
+        ...(["interfaces", "sources"] as const).map((k) => ({
+          when: noOp && ctx.self.config.agent && scoped.some((r) => r.comment.startsWith(`firewall.${k}.`)),
+          path: `firewall.${k}`,
+          expected: "ports opened on a host whose firewall drops the rest (firewall.defaultPolicy: drop)",
+          found: `firewall.defaultPolicy: accept (this host's default: it runs no role meshfleet closes), so these ports are open anyway, as is every other port outside the tailnet`,
+          fix: `set firewall.defaultPolicy: drop on ${ctx.host} to open only the listed ports, or remove firewall.${k}`,
+        })),
+        ...(["allowedTCPPorts", "allowedUDPPorts"] as const).map((k) => ({
+          when: noOp && ctx.self.config.agent && o[k].length > 0,
+          path: `firewall.${k}`,
+          expected: "ports opened on a host whose firewall drops the rest (firewall.defaultPolicy: drop)",
+          found: `firewall.defaultPolicy: accept (this host's default: it runs no role meshfleet closes), so ${o[k].join(", ")} ${o[k].length === 1 ? "is" : "are"} open anyway, as is every other port outside the tailnet`,
+          fix: `set firewall.defaultPolicy: drop on ${ctx.host} to open only the listed ports, or remove firewall.${k}`,
+        })),
+      ],
+    };
   },
 });
 

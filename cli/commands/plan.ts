@@ -193,11 +193,14 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
     const lost = was.tailscale.enable && was.tailscale.acceptRoutes ? routesOf(base, name) : [];
     if (lost.length && (!h.tailscale.enable || !h.tailscale.acceptRoutes))
       out.push({ kind: "routes-lost", host: name, message: `${name} stops using the subnet routes it used: ${lost.join(", ")} (${h.tailscale.enable ? "tailscale.acceptRoutes: false" : "tailscale.enable: false"})` });
-    if (h.agent && !was.firewall.enable && h.firewall.enable) {
-      const open = h.firewall.inbound.map((r) => `${r.port}/${r.proto}`).join(", ") || "nothing";
-      out.push({ kind: "firewall-closes", host: name, message: `${name}: firewall.enable turns on: inbound traffic is dropped except ${open} (and what the tailnet policy allows)` });
-    }
   }
+  // A host whose firewall starts dropping what no rule accepts (its input policy becomes drop: the
+  // firewall turned on, firewall.defaultPolicy set, a role meshfleet closes added, or a new host that
+  // joins closed), and ports a host starts to drop from all sources but some.
+  for (const c of diff.firewall.policies)
+    if (c.after === "drop") out.push({ kind: "firewall-closes", host: c.host, message: `${c.message} (and what the tailnet policy allows)` });
+  for (const p of diff.firewall.limited.added)
+    out.push({ kind: "firewall-closes", host: p.host, message: `${p.host}: ${p.port} is now dropped outside the tailnet${p.detail.startsWith("only from ") ? ` except ${p.detail.slice("only ".length)}` : ` ${p.detail}`}` });
   const lostBy = new Map<string, string[]>();
   for (const r of diff.reach.lost) lostBy.set(r.dst, [...(lostBy.get(r.dst) ?? []), r.src]);
   for (const [dst, srcs] of lostBy)

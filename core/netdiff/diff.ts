@@ -4,7 +4,7 @@
  * name, so renumbering is not a change; each gained or changed pair names the
  * head rules that allow it, each lost pair the base rules that allowed it.
  */
-import type { NetworkModel } from "./model.ts";
+import type { InputPolicy, NetworkModel } from "./model.ts";
 
 export interface ReachChange {
   src: string;
@@ -16,6 +16,32 @@ export interface ReachChange {
   why: string[];
 }
 
+/** A port as the diff lists it: `tcp/22`, `tcp/445 on eth0`, with what opens (or limits) it. */
+export interface PortEntry {
+  host: string;
+  port: string;
+  detail: string;
+}
+
+/**
+ * A host whose firewall starts or stops dropping what no rule accepts
+ * (traffic outside the tailnet): the whole input policy, not a port.
+ */
+export interface PolicyChange {
+  host: string;
+  /** `absent`: the host is new to the fleet (meshfleet dropped nothing there). */
+  before: InputPolicy | "absent";
+  after: InputPolicy;
+  /** One line saying it, for a person: `nas: input policy becomes drop: ...`. */
+  message: string;
+  /** After: what stays open (policy drop), every other port being dropped. */
+  open: PortEntry[];
+  /** Before: what was open (policy drop) and what alone was reachable then. */
+  wasOpen: PortEntry[];
+  /** After, with policy accept: what is dropped all the same (a port limited to sources, ping off). */
+  limited: PortEntry[];
+}
+
 export interface NetworkDiff {
   stack: string;
   hosts: { added: string[]; removed: string[]; roles: { host: string; added: string[]; removed: string[] }[]; tags: { host: string; before: string[]; after: string[] }[] };
@@ -23,7 +49,13 @@ export interface NetworkDiff {
   exitNodes: { added: string[]; removed: string[] };
   reach: { gained: ReachChange[]; lost: ReachChange[]; changed: ReachChange[]; total: { gained: number; lost: number; changed: number }; truncated: boolean };
   dns: { added: string[]; removed: string[] };
-  publicPorts: { opened: { host: string; port: string; detail: string }[]; closed: { host: string; port: string; detail: string }[] };
+  /** Ports opened and closed on hosts whose input policy is drop before and after. */
+  publicPorts: { opened: PortEntry[]; closed: PortEntry[] };
+  /**
+   * Hosts whose input policy starts or stops dropping (`policies`), and on
+   * hosts that drop nothing else, ports limited to some sources (`limited`).
+   */
+  firewall: { policies: PolicyChange[]; limited: { added: PortEntry[]; removed: PortEntry[] } };
   versions: { key: string; before: string; after: string }[];
   policyChanged: boolean;
   empty: boolean;
@@ -49,8 +81,11 @@ export function diffNetwork(base: NetworkModel, head: NetworkModel, opts: DiffOp
   const routesRemoved: NetworkDiff["routes"]["removed"] = [];
   const exitAdded: string[] = [];
   const exitRemoved: string[] = [];
-  const opened: NetworkDiff["publicPorts"]["opened"] = [];
-  const closed: NetworkDiff["publicPorts"]["closed"] = [];
+  const opened: PortEntry[] = [];
+  const closed: PortEntry[] = [];
+  const policies: PolicyChange[] = [];
+  const limitedAdded: PortEntry[] = [];
+  const limitedRemoved: PortEntry[] = [];
   for (const h of [...hn].sort()) {
     const b = base.hosts[h];
     const a = head.hosts[h];
@@ -63,8 +98,20 @@ export function diffNetwork(base: NetworkModel, head: NetworkModel, opts: DiffOp
     for (const r of a.routes) if (!b?.routes.includes(r)) routesAdded.push({ host: h, route: r, approved: a.approvedRoutes.includes(r) });
     if (a.exitNode && !b?.exitNode) exitAdded.push(h);
     if (!a.exitNode && b?.exitNode) exitRemoved.push(h);
-    for (const [p, d] of Object.entries(a.publicPorts)) if (!b || b.publicPorts[p] === undefined) opened.push({ host: h, port: p, detail: d });
-    if (b) for (const [p, d] of Object.entries(b.publicPorts)) if (a.publicPorts[p] === undefined) closed.push({ host: h, port: p, detail: d });
+    const before: PolicyChange["before"] = b ? b.inputPolicy : "absent";
+    const entries = (r: Record<string, string>) => Object.entries(r).map(([port, detail]) => ({ host: h, port, detail }));
+    if ((before === "drop") !== (a.inputPolicy === "drop")) {
+      const c = { host: h, before, after: a.inputPolicy, open: a.inputPolicy === "drop" ? entries(a.publicPorts) : [], wasOpen: b && before === "drop" ? entries(b.publicPorts) : [], limited: entries(a.limited) };
+      policies.push({ ...c, message: policyMessage(c) });
+    } else if (before === "drop") {
+      // Drop before and after: a port is opened or closed.
+      for (const [p, d] of Object.entries(a.publicPorts)) if (b!.publicPorts[p] === undefined) opened.push({ host: h, port: p, detail: d });
+      for (const [p, d] of Object.entries(b!.publicPorts)) if (a.publicPorts[p] === undefined) closed.push({ host: h, port: p, detail: d });
+    } else {
+      // Nothing dropped before or after but what the host asked for: a port limited to some sources, ping off.
+      for (const [p, d] of Object.entries(a.limited)) if (b?.limited[p] !== d) limitedAdded.push({ host: h, port: p, detail: d });
+      if (b) for (const [p, d] of Object.entries(b.limited)) if (a.limited[p] !== d) limitedRemoved.push({ host: h, port: p, detail: d });
+    }
   }
   for (const h of [...bn].sort()) {
     const b = base.hosts[h];
@@ -92,6 +139,7 @@ export function diffNetwork(base: NetworkModel, head: NetworkModel, opts: DiffOp
     reach,
     dns: { added: dnsAdded, removed: dnsRemoved },
     publicPorts: { opened, closed },
+    firewall: { policies, limited: { added: limitedAdded, removed: limitedRemoved } },
     versions,
     policyChanged,
     empty: false,
@@ -99,8 +147,25 @@ export function diffNetwork(base: NetworkModel, head: NetworkModel, opts: DiffOp
   void both;
   d.empty = !added.length && !removed.length && !roles.length && !tags.length && !routesAdded.length && !routesRemoved.length &&
     !exitAdded.length && !exitRemoved.length && !reach.total.gained && !reach.total.lost && !reach.total.changed &&
-    !dnsAdded.length && !dnsRemoved.length && !opened.length && !closed.length && !versions.length && !policyChanged;
+    !dnsAdded.length && !dnsRemoved.length && !opened.length && !closed.length && !versions.length && !policyChanged &&
+    !policies.length && !limitedAdded.length && !limitedRemoved.length;
   return d;
+}
+
+const portList = (xs: PortEntry[]) => xs.map((p) => p.port).join(", ");
+
+/** What a change of input policy does, in one line (`meshfleet plan` and its warnings). */
+function policyMessage(c: Omit<PolicyChange, "message">): string {
+  if (c.after === "drop") {
+    const was = c.before === "absent" ? "the host was not in the fleet, and meshfleet dropped nothing there"
+      : c.before === "off" ? "meshfleet's firewall was off (no inet meshfleet table)"
+      : "accepted";
+    return `${c.host}: input policy becomes drop: everything not listed below is now dropped outside the tailnet (was: ${was}); open: ${portList(c.open) || "nothing"}`;
+  }
+  const was = `was: drop, except ${portList(c.wasOpen) || "nothing"}`;
+  const still = c.limited.length ? `; still dropped: ${c.limited.map((p) => `${p.port} ${p.detail}`).join(", ")}` : "";
+  if (c.after === "off") return `${c.host}: meshfleet's firewall goes (firewall.enable false, or no agent): its inbound traffic is no longer dropped by meshfleet (${was})`;
+  return `${c.host}: input policy becomes accept: inbound traffic outside the tailnet is no longer dropped (${was})${still}`;
 }
 
 function diffReach(base: NetworkModel, head: NetworkModel, max: number): NetworkDiff["reach"] {

@@ -17,9 +17,27 @@ export interface HostModel {
   /** Routes the policy's autoApprovers approve (the rest need manual approval). */
   approvedRoutes: string[];
   exitNode: boolean;
-  /** `tcp/443 from anywhere (reverse-proxy)` keyed by `proto/port`. */
+  /**
+   * What meshfleet's table does to inbound traffic outside the tailnet that
+   * no rule accepts: drop it, accept it (a plain client's default), or
+   * nothing at all (`off`: no table, firewall.enable false or no agent).
+   */
+  inputPolicy: InputPolicy;
+  /**
+   * With inputPolicy drop, what stays open: `from anywhere (reverse-proxy)`
+   * keyed by `proto/port`, and ports open on one interface or to one source
+   * keyed `tcp/445 on eth0`, `tcp/445 from 192.168.8.0/24`. Empty otherwise
+   * (everything is open, or meshfleet drops nothing).
+   */
   publicPorts: Record<string, string>;
+  /**
+   * With inputPolicy accept, what is dropped all the same because the host
+   * asked for it: `tcp/22` -> `only from 192.0.2.0/24 (ssh)`, `icmp echo`.
+   */
+  limited: Record<string, string>;
 }
+
+export type InputPolicy = "drop" | "accept" | "off";
 
 export interface NetworkModel {
   stack: string;
@@ -42,10 +60,23 @@ export function networkModel(fleet: FleetSystem, live?: LiveNode[]): NetworkMode
   for (const h of Object.values(fleet.hosts)) {
     const node = nodes.find((n) => n.name === h.name);
     const publicPorts: Record<string, string> = {};
-    if (h.firewall.enable) {
-      for (const r of h.firewall.inbound) {
+    const limited: Record<string, string> = {};
+    const inputPolicy: InputPolicy = h.firewall.enable ? (h.firewall.defaultPolicy ?? "drop") : "off";
+    // In the table's order: by protocol and port, then the scoped ports (core/render.ts hostFirewall).
+    const inbound = [...h.firewall.inbound].sort((x, y) => x.proto.localeCompare(y.proto) || x.port - y.port);
+    if (inputPolicy === "drop") {
+      for (const r of inbound) {
         publicPorts[`${r.proto}/${r.port}`] = `from ${r.from.length ? r.from.join(", ") : "anywhere"} (${r.owner})`;
       }
+      for (const r of h.firewall.scoped ?? [])
+        for (const p of r.ports) {
+          const where = [...(r.iifname !== undefined ? [`on ${r.iifname}`] : []), ...(r.from?.length ? [`from ${r.from.join(", ")}`] : [])].join(" ");
+          publicPorts[`${r.proto}/${p}${where ? ` ${where}` : ""}`] = `(${r.comment})`;
+        }
+    } else if (inputPolicy === "accept") {
+      // Only what the host asked to drop (core/render.ts hostFirewall, policy accept).
+      for (const r of inbound) if (r.from.length) limited[`${r.proto}/${r.port}`] = `only from ${r.from.join(", ")} (${r.owner})`;
+      if (!h.firewall.allowPing) limited["icmp echo"] = "(firewall.allowPing: false)";
     }
     hosts[h.name] = {
       name: h.name,
@@ -54,7 +85,9 @@ export function networkModel(fleet: FleetSystem, live?: LiveNode[]): NetworkMode
       routes: h.tailscale.enable ? [...h.tailscale.advertiseRoutes].sort() : [],
       approvedRoutes: (node?.approvedRoutes ?? []).filter((r) => !EXIT_ROUTES.includes(r)).sort(),
       exitNode: h.tailscale.enable && h.tailscale.advertiseExitNode,
+      inputPolicy,
       publicPorts,
+      limited,
     };
     for (const c of h.containers) versions[`${h.name}: container ${c.name}`] = c.image;
     if (h.lxc) versions[`${h.name}: proxmox`] = h.lxc.pveVersion;

@@ -60,6 +60,23 @@ export function renderDiffMarkdown(d: NetworkDiff, title = `meshfleet plan: ${d.
     out.push("");
   }
 
+  // Whole-host input policy first: a host that starts dropping is the change a person must not miss.
+  const fwLines: string[] = [];
+  for (const c of d.firewall.policies) {
+    if (c.after === "drop") {
+      const was = c.before === "absent" ? "not in the fleet; meshfleet dropped nothing there" : c.before === "off" ? "no meshfleet firewall" : "accepted";
+      fwLines.push(`- ⚠️ \`${c.host}\`: input policy becomes **drop**: everything not listed below is now dropped outside the tailnet (was: ${was})`);
+      fwLines.push(...(c.open.length ? c.open.map((p) => `  - open: \`${p.port}\` ${p.detail}`) : ["  - open: nothing (only the tailnet and established connections get in)"]));
+    } else {
+      const what = c.after === "off" ? "meshfleet's firewall goes (no `inet meshfleet` table)" : "input policy becomes **accept**";
+      fwLines.push(`- \`${c.host}\`: ${what}: inbound traffic outside the tailnet is no longer dropped (was: drop, except ${c.wasOpen.map((p) => `\`${p.port}\``).join(", ") || "nothing"})`);
+      fwLines.push(...c.limited.map((p) => `  - still dropped: \`${p.port}\` ${limitText(p.detail)}`));
+    }
+  }
+  for (const p of d.firewall.limited.added) fwLines.push(`- ⚠️ \`${p.host}\`: \`${p.port}\` now dropped outside the tailnet ${limitText(p.detail)}`);
+  for (const p of d.firewall.limited.removed) fwLines.push(`- \`${p.host}\`: \`${p.port}\` no longer limited (was ${p.detail})`);
+  section(out, "Firewall", fwLines);
+
   const portLines = [
     ...d.publicPorts.opened.map((p) => `- ⚠️ opened \`${p.port}\` on \`${p.host}\` ${p.detail}`),
     ...d.publicPorts.closed.map((p) => `- closed \`${p.port}\` on \`${p.host}\` ${p.detail}`),
@@ -84,12 +101,18 @@ function summary(d: NetworkDiff): string {
   n(d.reach.total.gained, "reachability pair(s) gained");
   n(d.reach.total.lost, "lost");
   n(d.reach.total.changed, "changed");
+  n(d.firewall.policies.filter((c) => c.after === "drop").length, "host(s) now dropping inbound traffic");
+  n(d.firewall.policies.filter((c) => c.after !== "drop").length, "host(s) no longer dropping");
+  n(d.firewall.limited.added.length + d.firewall.limited.removed.length, "port limit change(s)");
   n(d.publicPorts.opened.length, "public port(s) opened");
   n(d.publicPorts.closed.length, "closed");
   n(d.dns.added.length + d.dns.removed.length, "DNS change(s)");
   n(d.versions.length, "version change(s)");
   return `**${parts.join(", ") || "policy text changed"}**`;
 }
+
+/** `only from X (ssh)` -> `except from X (ssh)`; other limits as they are. */
+const limitText = (detail: string) => detail.replace(/^only from /, "except from ");
 
 function section(out: string[], title: string, lines: string[]) {
   if (lines.length === 0) return;

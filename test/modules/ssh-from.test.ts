@@ -32,6 +32,8 @@ describe("sshFrom with IPv4 and IPv6 sources", async () => {
     expect(ssh).toEqual([
       'ip saddr { 192.168.8.0/24, 10.0.0.1/32 } tcp dport 22 accept comment "ssh: sshd (deploy path)"',
       'ip6 saddr { fd00:8::/64 } tcp dport 22 accept comment "ssh: sshd (deploy path)"',
+      // A plain client's input policy is accept (issue 13 item 1): SSH from other sources is dropped explicitly.
+      'tcp dport 22 drop comment "ssh: from other sources"',
     ]);
   });
 

@@ -48,6 +48,7 @@ const touched = (d: NetworkDiff) => {
   if (d.reach.total.gained || d.reach.total.lost || d.reach.total.changed) t.push("reach");
   if (d.dns.added.length || d.dns.removed.length) t.push("dns");
   if (d.publicPorts.opened.length || d.publicPorts.closed.length) t.push("ports");
+  if (d.firewall.policies.length || d.firewall.limited.added.length || d.firewall.limited.removed.length) t.push("firewall");
   if (d.versions.length) t.push("versions");
   if (d.policyChanged) t.push("policy");
   return t;
@@ -69,17 +70,18 @@ describe("meshfleet plan over a commit sequence", () => {
     expect((await plan("HEAD", false)).out).toContain("No change to the network.");
   });
 
-  it("a new client host: the host and its reachability, nothing else", async () => {
+  it("a new client host: the host and its reachability, nothing else (its firewall drops nothing: no ports, no policy change)", async () => {
     cpSync(path.join(fleet, "laptop.yaml"), path.join(fleet, "desk.yaml"));
     edit("desk.yaml", (s) => s.replace("address: 192.168.8.50", "address: 192.168.8.51"));
     commit("add desk");
     const d = await diffOf("HEAD~1");
     expect(d.hosts.added).toEqual(["desk"]);
-    expect(touched(d).sort()).toEqual(["hosts", "ports", "reach"]);
+    // A plain client keeps every port it had (input policy accept): nothing is opened or closed (issue 13 item 1).
+    expect(touched(d).sort()).toEqual(["hosts", "reach"]);
     expect(d.reach.gained.every((c) => c.src === "desk" || c.dst === "desk")).toBe(true);
     expect(d.reach.gained.find((c) => c.src === "desk" && c.dst === "192.168.8.0/24 via lxc-tailscale")?.why).toEqual(["acls[0]: group:admins -> *:*"]);
     expect(d.reach.total.lost + d.reach.total.changed).toBe(0);
-    expect(d.publicPorts.opened.every((p) => p.host === "desk")).toBe(true);
+    expect(d.publicPorts.opened).toEqual([]);
   });
 
   it("a policy rule: the pairs it opens and the rule responsible", async () => {
@@ -101,14 +103,14 @@ describe("meshfleet plan over a commit sequence", () => {
     expect(touched(d).sort()).toEqual(["policy", "reach", "routes"]);
   });
 
-  it("removing a host: the host, its ports and every pair it was in", async () => {
+  it("removing a host: the host and every pair it was in (a client: no ports to close)", async () => {
     rmSync(path.join(fleet, "desk.yaml"));
     commit("drop desk");
     const d = await diffOf("HEAD~1");
     expect(d.hosts.removed).toEqual(["desk"]);
     expect(d.reach.lost.length).toBeGreaterThan(0);
     expect(d.reach.lost.every((c) => c.src === "desk" || c.dst === "desk")).toBe(true);
-    expect(touched(d).sort()).toEqual(["hosts", "ports", "reach"]);
+    expect(touched(d).sort()).toEqual(["hosts", "reach"]);
   });
 
   it("against the first commit, sums the whole history", async () => {
