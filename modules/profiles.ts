@@ -5,6 +5,11 @@
  * turns tailscale on) the module sets itself, so `subnet-router.enable: true`
  * without the import gives the same host. A host's roles are the profiles
  * whose enables hold in its evaluated config (core/eval.ts `rolesOf`).
+ *
+ * The firewall follows the roles (modules/firewall.ts `defaultPolicy`): a
+ * host with a role meshfleet runs (coordinator, proxy, relay, router, exit
+ * node) drops what no rule opens; a client alone leaves traffic outside the
+ * tailnet alone, so joining the fleet closes nothing it served.
  */
 import type { Profile } from "../core/module.ts";
 import { mkDefault } from "../core/priority.ts";
@@ -25,6 +30,6 @@ export const PROFILES: Record<string, Profile> = {
     description: "A tailnet node that offers itself as an exit node.",
     definitions: { ...on("exit-node"), ...on("tailscale") },
   },
-  client: { description: "A plain tailnet node (laptop, server, phone).", definitions: { ...on("tailscale") } },
+  client: { description: "A plain tailnet node (laptop, desktop, NAS, phone). Alone, its firewall leaves traffic outside the tailnet alone (firewall.defaultPolicy: accept): joining closes nothing it served.", definitions: { ...on("tailscale") } },
   "proxmox-lxc": { description: "The host is a Proxmox LXC container with TUN passed through.", definitions: { ...on("lxc") } },
 };
