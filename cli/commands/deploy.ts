@@ -23,7 +23,7 @@ import { MeshfleetError } from "../../core/diagnostics.ts";
 import { projectStackFile, selectHosts, stackConfigFile, stackHostsDir } from "../fleet-hosts.ts";
 import { toolBinary } from "../../lab/tools/index.ts";
 import { automation } from "../pulumi-sdk.ts";
-import { onLockError, redact, redactError, redactUrl, rememberBackend } from "../state-backend.ts";
+import { exportPending, onLockError, redact, redactError, redactUrl, rememberBackend } from "../state-backend.ts";
 
 export { projectStackFile, selectHosts, stackConfigFile, stackHostsDir };
 
@@ -726,7 +726,9 @@ async function runVerb(
           const r = await stack.previewRefresh({ ...base, expectNoChanges: o.expectNoChanges });
           changes = r.changeSummary as Record<string, number>;
         } else {
-          await stack.refresh({ ...base, expectNoChanges: o.expectNoChanges });
+          // A run killed mid-create leaves a pending create, which a refresh without a terminal keeps; meshfleet's
+          // resources adopt what exists, so dropping it and creating again on the next up is safe.
+          await stack.refresh({ ...base, expectNoChanges: o.expectNoChanges, clearPendingCreates: true });
           changes = tracker.changes as Record<string, number>;
           outputs = maskSecrets(tracker.stackOutputs ?? {}) as Record<string, unknown>;
         }
@@ -761,7 +763,12 @@ async function runVerb(
     };
   } catch (e) {
     // A stack locked by another run: wait for it (or clear a dead run's lock in refresh), else say who holds it.
-    const lock = await onLockError(o, e, { seconds: o.lockWaitSeconds ?? 600, stack: o.stack, verb: o.verb, say: o.say, cancel: () => stack.cancel() });
+    const ws = stack.workspace as LocalWorkspace;
+    const lock = await onLockError(o, e, {
+      seconds: o.lockWaitSeconds ?? 600, stack: o.stack, verb: o.verb, say: o.say,
+      cancel: () => stack.cancel(),
+      pending: () => exportPending(ws.pulumiCommand.command, ws.workDir, ws.envVars, o.stack),
+    });
     if (lock === "retry") return runVerb(o, stack, common, targeting, hostNames, t0, backend, selected);
     return failed(o, t0, backend, tracker, lock ?? e, selected, targeting.target);
   }

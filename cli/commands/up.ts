@@ -11,6 +11,7 @@ import { createInterface } from "node:readline/promises";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import { flagHelp, parseArgs, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
+import { backendProblem } from "../state-backend.ts";
 import { defaultStateDir, projectStackFile, REPO_ROOT, runDeploy, summaryLines, type DeployResult, type Verb } from "./deploy.ts";
 
 const common: Flag[] = [
@@ -20,6 +21,8 @@ const common: Flag[] = [
   { name: "json", help: "print the result as JSON on stdout (progress goes to stderr)" },
   { name: "config-file", value: true, help: "read the stack's config from this file instead of stacks/Pulumi.<stack>.yaml" },
   { name: "secrets-provider", value: true, help: "for a new stack: passphrase (default), awskms://..., gcpkms://..., azurekeyvault://..., hashivault://..." },
+  { name: "backend", value: true, help: "the state backend for this run (as PULUMI_BACKEND_URL): postgres://user:password@host:port/db, s3://..., file://...; its password is never printed" },
+  { name: "lock-wait", value: true, help: "seconds to wait while another run holds the stack's lock (default 600; 0 fails at once, naming who holds it)" },
   { name: "verbose", help: "also print unchanged resources and the program's info lines" },
 ];
 const yes: Flag = { name: "yes", help: "go ahead without asking (needed when stdin is not a terminal)" };
@@ -77,7 +80,9 @@ targeted; for destroy, also everything that depends on them.
 State: a local file backend in ${state}/state
 (MESHFLEET_STATE_DIR or XDG_STATE_HOME move it), Pulumi's home in
 ${state}/home unless PULUMI_HOME is set. PULUMI_BACKEND_URL selects any
-other backend (s3://..., https://api.pulumi.com, file://...).
+other backend (postgres://..., s3://..., https://api.pulumi.com, file://...),
+and --backend does the same for one run. Several people or CI on one stack:
+docs/team.md (one Postgres, one secrets key, the lock).
 
 Secrets: the stack's secrets (meshfleet:keySeed, derived keys, pre-auth keys)
 are encrypted by its secrets provider. With the default, passphrase, set
@@ -116,6 +121,20 @@ function stacksHint(): string {
   return names.length > 0 ? ` (stacks/ has: ${names.join(", ")})` : "";
 }
 
+/** --backend URL as the CLI's PULUMI_BACKEND_URL, checked first (the message never shows its password). */
+function backendEnv(v: unknown): Record<string, string> | undefined {
+  if (typeof v !== "string") return undefined;
+  const problem = backendProblem(v);
+  if (problem) throw new MeshfleetError(problem);
+  return { PULUMI_BACKEND_URL: v };
+}
+
+function lockWait(v: unknown): number | undefined {
+  if (typeof v !== "string") return undefined;
+  if (!/^\d+$/.test(v)) throw new MeshfleetError(`--lock-wait: expected whole seconds (0 fails at once), found ${JSON.stringify(v.slice(0, 20))}`);
+  return Number(v);
+}
+
 function verbCommand(verb: Verb): Command {
   return {
     name: verb,
@@ -147,6 +166,8 @@ function verbCommand(verb: Verb): Command {
         stack,
         configFile,
         secretsProvider: typeof opts["secrets-provider"] === "string" ? opts["secrets-provider"] : undefined,
+        env: backendEnv(opts.backend),
+        lockWaitSeconds: lockWait(opts["lock-wait"]),
         on: lists.on,
         diff: !!opts.diff,
         expectNoChanges: !!opts["expect-no-changes"],
