@@ -142,8 +142,8 @@ const tag = `mfd${process.pid % 100000}`;
 const NS = { nas: `${tag}-nas`, lan: `${tag}-lan`, other: `${tag}-oth` };
 const ip = (...args: string[]) => execa("ip", args);
 const inNs = (ns: string, cmd: string[], input?: string) => execa("ip", ["netns", "exec", ns, ...cmd], { input, all: true, reject: false });
-/** The NAS's services: SMB (445) and a media server (8096), answering "ok". */
-const SERVER = "const n=require('net');let up=0;for(const p of [445,8096])n.createServer(k=>k.end('ok')).listen(p,'0.0.0.0',()=>{if(++up===2)console.log('listening')});";
+/** The NAS's services: SSH's port (22), SMB (445) and a media server (8096), answering "ok". */
+const SERVER = "const n=require('net');let up=0;for(const p of [22,445,8096])n.createServer(k=>k.end('ok')).listen(p,'0.0.0.0',()=>{if(++up===3)console.log('listening')});";
 /** Prints "open" when the server answers, "closed" when the attempt times out or fails. */
 const CLIENT = "const n=require('net');const k=n.connect({host:process.argv[1],port:+process.argv[2]});let got='';k.on('data',d=>got+=d);k.on('end',()=>{console.log(got==='ok'?'open':'closed');process.exit(0)});k.on('error',()=>{console.log('closed');process.exit(0)});setTimeout(()=>{console.log('closed');process.exit(0)},1500)";
 const reach = async (ns: string, host: string, port: number) => (await inNs(ns, ["node", "-e", CLIENT, host, String(port)])).stdout.trim();
@@ -198,6 +198,15 @@ describe.skipIf(skipUnlessCi(!isRoot() && NEEDS_ROOT))("on a real kernel: a NAS 
   it("defaultPolicy drop with SMB open on eth0 only (nft -c accepts it): the rest is dropped", async () => {
     await load(await tableOf("firewall:\n  defaultPolicy: drop\n  interfaces:\n    eth0:\n      allowedTCPPorts: [445]\n"));
     expect(await probe()).toEqual({ lan445: "open", lan8096: "closed", other445: "closed", other8096: "closed" });
+  });
+
+  it("a client enforcing the policy on tailscale0, SSH from the LAN only, no ping (nft -c accepts it): the other link keeps its services", async () => {
+    const script = await tableOf("firewall:\n  trustTailnet: false\n  sshFrom: [192.168.50.0/24]\n  allowPing: false\n");
+    expect(script).toContain('iifname "tailscale0" jump tailnet');
+    await load(script);
+    expect(await probe()).toEqual({ lan445: "open", lan8096: "open", other445: "open", other8096: "open" });
+    // What the host asked for is dropped all the same: SSH from the other network.
+    expect([await reach(NS.lan, "192.168.50.1", 22), await reach(NS.other, "10.77.0.1", 22)]).toEqual(["open", "closed"]);
   });
 
   it("a source network's port (nft -c accepts it): open from that network only", async () => {
