@@ -284,12 +284,15 @@ export class Mesh extends pulumi.ComponentResource {
       );
     }
 
-    // The coordinator's own node goes first: in the systemd runtime its
-    // generation carries the policy, and headscale auto-approves a route only
-    // if the policy allowing it is loaded when the node announces the route.
-    // So every other node's agent waits for the coordinator's.
+    // In the systemd runtime the coordinator's own generation carries the
+    // policy, and headscale auto-approves a route only once the policy allowing
+    // it is loaded. The other nodes' generations need only headscale answering
+    // (the bootstrap generation carries the same policy, the proxy and the
+    // relay), so they switch side by side with the coordinator's; their route
+    // approval checks wait for it (and have headscale reload its policy when a
+    // route was announced first).
     const ordered = Object.values(fleet.hosts).sort((a, b) => Number(b.name === coordHost.name) - Number(a.name === coordHost.name));
-    let afterCoordinator = answered;
+    let approvalAfter: pulumi.Resource[] = [];
     for (const h of ordered) {
       if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
       const nodeArgs: MeshNodeArgs = {
@@ -302,14 +305,15 @@ export class Mesh extends pulumi.ComponentResource {
         agent: args.agent,
         coordinator: { cli: c.cli, connection: coordConn },
         routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
+        approvalAfter,
       };
       const kind = nodeKind(h);
       const n = `${name}-${slug(h.name)}`;
-      const opts = h.name === coordHost.name ? answered : afterCoordinator;
+      const opts = answered;
       this.members[h.name] =
         kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, opts) : kind === "exit-node" ? new ExitNode(n, nodeArgs, opts) : new MeshNode(n, nodeArgs, opts);
       const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
-      if (coordAgentPart) afterCoordinator = { parent: this, dependsOn: [c.ready, coordAgentPart] };
+      if (coordAgentPart) approvalAfter = [coordAgentPart.confirmed];
     }
 
     // Systemd runtime: the proxy and relay checks follow the host's final generation.

@@ -68,6 +68,15 @@ export interface MeshNodeArgs {
    * @example 180
    */
   routeApprovalTimeoutSeconds?: number;
+  /**
+   * What the route approval check waits for besides the node's own
+   * generation: the coordinator's generation, which carries the policy whose
+   * autoApprovers approve the routes. The node's generation itself does not
+   * wait for it, so the hosts of a deploy switch side by side.
+   * @default []
+   * @example [mesh.members["vps"].parts.agent.confirmed]
+   */
+  approvalAfter?: pulumi.Resource[];
 }
 
 /** Problems common to every node kind. */
@@ -154,7 +163,7 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
         trigger: agent.generation,
         timeoutSeconds: args.routeApprovalTimeoutSeconds,
       },
-      { parent, dependsOn: [agent.confirmed] },
+      { parent, dependsOn: [agent.confirmed, ...(args.approvalAfter ?? [])] },
     );
   }
   // The state reads "deployed" only once the routes are verified too: a failed check fails this output.

@@ -44,6 +44,24 @@ export function headscaleCommand(cli: HeadscaleCli, args: readonly string[]): st
   return shArgv(headscaleArgv(cli, args));
 }
 
+/**
+ * Make headscale reload its policy: SIGHUP (hscontrol/app.go), whose
+ * ReloadPolicy then auto-approves every node's announced routes the policy
+ * allows (state.go autoApproveNodes). A restart does not: a route announced
+ * before the policy allowing it was loaded stays unapproved (headscale
+ * approves on a Hostinfo change only) until such a reload.
+ */
+export function policyReloadArgv(cli: HeadscaleCli): string[] {
+  return cli.runtime === "docker"
+    ? ["docker", "kill", "--signal=HUP", cli.container ?? "headscale"]
+    : ["systemctl", "kill", "--signal=HUP", "headscale.service"];
+}
+
+/** True when every problem of checkRouteApproval is a route the node announces and headscale has not approved. */
+export function onlyUnapproved(problems: readonly string[]): boolean {
+  return problems.length > 0 && problems.every((p) => p.includes("headscale did not approve it"));
+}
+
 // ---- users ----
 
 export const usersCreateArgs = (name: string): string[] => ["users", "create", name, "-o", "json"];

@@ -11,7 +11,9 @@ import {
   findNode,
   headscaleCommand,
   nodesListArgs,
+  onlyUnapproved,
   parsePreAuthKeyJson,
+  policyReloadArgv,
   parsePreAuthKeyList,
   parseUserJson,
   parseUsersList,
@@ -24,6 +26,7 @@ import {
   usersListArgs,
 } from "../headscale-cli.ts";
 import { log } from "../log.ts";
+import { shArgv } from "../quote.ts";
 import { connectionProblems, session, type RunResult } from "../ssh.ts";
 import type {
   HeadscaleBase,
@@ -150,11 +153,21 @@ async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
   const want = { host: n.host, hostname: n.hostname, routes: n.routes, exitNode: n.exitNode };
   let last = "";
   let problems: string[] = [];
+  let reloaded = false;
   const ok = await poll(n.timeoutSeconds * 1000, 500, async () => {
     const r = await hs(n, nodesListArgs(), `nodes list (routes of ${n.host})`, true);
     if (r.code !== 0) throw failed(n.connection.name, "headscale nodes list", r);
     last = r.stdout;
     problems = checkRouteApproval(last, want);
+    // The node's generation and the coordinator's (which carries the policy) are deployed side by
+    // side: a route announced before headscale restarted with the policy allowing it is not
+    // auto-approved until headscale reloads its policy. Once, and approval still comes from the policy.
+    if (!reloaded && onlyUnapproved(problems)) {
+      reloaded = true;
+      const hup = await session.run(n.connection, shArgv(policyReloadArgv(n.cli)), { what: `reload headscale's policy (routes of ${n.host} announced, not approved)`, privateKey: n.sshPrivateKey });
+      if (hup.code !== 0) throw failed(n.connection.name, "reloading headscale's policy (SIGHUP)", hup);
+      return null;
+    }
     return problems.length === 0 ? true : null;
   });
   if (!ok) throw new ProviderError(problems.join("\n"));

@@ -58,6 +58,15 @@ describe("lab fleet, systemd runtime", () => {
     expect("userId" in rec.byName("lab-key-vps-key").inputs).toBe(false);
   });
 
+  it("switches the other hosts side by side with the VPS; only their route approval waits for the VPS's generation (its policy)", () => {
+    for (const h of ["laptop", "lxc-tailscale"]) {
+      expect(rec.before(`lab-${h}-agent-generation`)).toContain("lab-coordinator-ready");
+      expect(rec.before(`lab-${h}-agent-generation`)).toContain(`lab-key-${h}-key`);
+      expect(rec.before(`lab-${h}-agent-generation`)).not.toContain("lab-vps-agent-generation");
+    }
+    expect([...rec.before("lab-lxc-tailscale-routes-approval")]).toEqual(expect.arrayContaining(["lab-vps-agent-generation", "lab-lxc-tailscale-agent-generation"]));
+  });
+
   it("checks caddy and derper after the VPS's final generation", () => {
     const proxy = rec.byName("lab-proxy-check");
     expect(proxy.type).toBe("meshfleet:host:ServiceCheck");

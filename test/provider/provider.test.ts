@@ -184,11 +184,31 @@ describe("headscale resources (ssh answered by a recorder)", () => {
   const ra: RouteApprovalInputs = { ...base, host: "router", hostname: "router", routes: ["192.168.8.0/24"], exitNode: false, trigger: "h1", timeoutSeconds: 0 };
   const nodes = (approved: string[], available = ["192.168.8.0/24", "192.168.9.0/24"]) => JSON.stringify([{ id: 5, name: "router", given_name: "router", tags: ["tag:router"], approved_routes: approved, available_routes: available }], null, "\t");
 
-  it("route approval fails naming host and route when headscale did not approve a declared route", async () => {
-    answer([[/nodes list/, () => ({ stdout: nodes([]) })]]);
-    await expect(routeApproval.create(ra)).rejects.toThrow(
+  it("route approval fails naming host and route when headscale did not approve a declared route, after one policy reload", async () => {
+    const seen = answer([
+      [/nodes list/, () => ({ stdout: nodes([]) })],
+      [/^systemctl kill --signal=HUP headscale\.service$/, () => ({})],
+    ]);
+    await expect(routeApproval.create({ ...ra, timeoutSeconds: 2 })).rejects.toThrow(
       `host router: route 192.168.8.0/24 is declared in the fleet but headscale did not approve it (approved: none); make autoApprovers.routes["192.168.8.0/24"] in the policy cover the node's owner or tags (tag:router), then redeploy`,
     );
+    expect(seen.filter((x) => x.includes("HUP"))).toHaveLength(1);
+  });
+
+  it("route approval has headscale reload its policy once when an announced route is not approved (announced before the policy was loaded)", async () => {
+    let hup = false;
+    const seen = answer([
+      [/nodes list/, () => ({ stdout: nodes(hup ? ["192.168.8.0/24"] : []) })],
+      [/kill --signal=HUP/, () => ((hup = true), {})],
+    ]);
+    const out = await routeApproval.create({ ...ra, cli: { runtime: "docker", container: "hs" }, timeoutSeconds: 10 });
+    expect(out.outs).toMatchObject({ nodeId: 5, approvedRoutes: ["192.168.8.0/24"] });
+    expect(seen.filter((x) => x.includes("HUP"))).toEqual(["docker kill --signal=HUP hs"]);
+    // A route the node does not announce yet is waited for; no reload for it.
+    hup = false;
+    const waiting = answer([[/nodes list/, () => ({ stdout: nodes([], []) })]]);
+    await expect(routeApproval.create(ra)).rejects.toThrow(/does not announce it to headscale/);
+    expect(waiting.some((x) => x.includes("HUP"))).toBe(false);
   });
 
   it("route approval revokes an approval the fleet no longer declares (approve-routes replaces the set)", async () => {
