@@ -43,7 +43,7 @@ export interface Coordinator {
   file: string;
   /** headscale.backup.dir, or null when headscale.backup is off. */
   backupDir: string | null;
-  database: { type: "sqlite"; path: string } | { type: "postgres"; name: string };
+  database: { type: "sqlite"; path: string } | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
   binary: string;
   config: string;
 }
@@ -64,10 +64,20 @@ export function coordinatorOf(a: StackAccess, cmd: "backup" | "restore"): Coordi
   }
   const cfgFile = h.files.find((f) => f.path === HS.config);
   if (!h.services.headscale || !cfgFile) throw new MeshfleetError(`${cmd}: ${h.file}: headscale is not enabled on the coordinator ${name}. Fix: set headscale.enable: true there`);
-  const cfg = (parseYaml(cfgFile.content) ?? {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { name?: string } } };
-  const database = cfg.database?.type === "postgres"
-    ? { type: "postgres" as const, name: cfg.database.postgres?.name ?? "headscale" }
-    : { type: "sqlite" as const, path: cfg.database?.sqlite?.path ?? "/var/lib/headscale/db.sqlite" };
+  const cfg = (parseYaml(cfgFile.content) ?? {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string; port?: number; name?: string; user?: string; ssl?: boolean | string } } };
+  const pg = cfg.database?.postgres ?? {};
+  const database: Coordinator["database"] = cfg.database?.type === "postgres"
+    ? {
+        type: "postgres",
+        host: pg.host ?? "localhost",
+        port: pg.port ?? 5432,
+        name: pg.name ?? "headscale",
+        user: pg.user ?? "headscale",
+        // As the backup script reads it (modules/headscale-backup.ts backupInputOf).
+        sslmode: pg.ssl === true ? "require" : pg.ssl === false || pg.ssl === undefined ? "disable" : pg.ssl,
+        pgpass: HS.pgpass,
+      }
+    : { type: "sqlite", path: cfg.database?.sqlite?.path ?? "/var/lib/headscale/db.sqlite" };
   const script = h.files.find((f) => f.path === BACKUP_SCRIPT);
   const cli = headscaleCliOf(a);
   return {

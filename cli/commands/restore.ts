@@ -24,9 +24,10 @@
  * that drops midway does not stop it halfway with headscale down; it logs
  * to a file the CLI reads back, again over a new connection if it must.
  *
- * Postgres: refused, with the manual steps (docs/backup.md). A guarded
- * pg_restore --clean needs the database's owner rights and a dump of the
- * live database first; it is written out there, not automated yet.
+ * Postgres: the same steps with pg_dump and pg_restore (restorePostgresScript):
+ * the live database is kept as a dump before anything changes, the snapshot
+ * goes in with pg_restore --clean --single-transaction (all or nothing), and
+ * the guard restores the kept dump.
  */
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
@@ -53,9 +54,7 @@ export const RESTORE_STAGE = "/var/lib/meshfleet/restore";
 /** The script's outcomes, as its exit code and its last `@@mf:result@@` line. */
 export const RESTORE_EXIT = { restored: 0, refused: 3, putBack: 4, putBackUnhealthy: 5 } as const;
 
-export interface RestoreScriptInput {
-  /** The live database (headscale's database.sqlite.path). */
-  db: string;
+interface ScriptCommon {
   /** The snapshot, already on the host. */
   snapshot: string;
   /** A UTC stamp, for the names of the kept files. */
@@ -72,32 +71,35 @@ export interface RestoreScriptInput {
   log: string;
 }
 
-/**
- * The restore with its guard, as one POSIX sh script (pure: input in, text
- * out). Exit 0 restored; 3 refused before anything changed; 4 the snapshot
- * failed and the database that was live is back and healthy; 5 the same but
- * headscale does not answer with it either. The last lines of the log are
- * `@@mf:result@@` and one line of outcome.
- */
-export function restoreScript(i: RestoreScriptInput): string {
+export interface RestoreScriptInput extends ScriptCommon {
+  /** The live database (headscale's database.sqlite.path). */
+  db: string;
+}
+
+export interface RestorePostgresInput extends ScriptCommon {
+  /** headscale's database.postgres settings and its libpq password file. */
+  postgres: { host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
+  /** Where the dump of the live database is kept (never deleted). */
+  kept: string;
+}
+
+/** What both scripts start with: settings, logging, the outcome, stop/start, and the check that headscale answers. */
+function prelude(i: ScriptCommon, what: string): string[] {
   // The snapshot's path goes into a SQLite URI (file:…?immutable=1), where % ? # would mean something else.
   if (!/^\/[A-Za-z0-9_./+@:-]+$/.test(i.snapshot)) throw new MeshfleetError(`restore: the staged snapshot's path ${JSON.stringify(i.snapshot)} must be absolute and plain (letters, digits, _ . / + @ : -)`);
   const hs = `${shq(i.headscale)} -c ${shq(i.config)}`;
   return [
     "#!/bin/sh",
-    "# meshfleet restore (cli/commands/restore.ts): put a snapshot of headscale's SQLite database in",
-    "# place with a guard; the database it replaces is renamed, never deleted.",
+    `# meshfleet restore (cli/commands/restore.ts): put a snapshot of headscale's ${what} in`,
+    "# place with a guard; the database it replaces is kept, never deleted.",
     "set -u",
     "umask 077",
     // Detached from SSH when run by systemd-run; when run by hand, a hangup must not stop it halfway either.
     "trap '' HUP INT PIPE",
-    `db=${shq(i.db)}`,
     `snap=${shq(i.snapshot)}`,
     `stamp=${shq(i.stamp)}`,
     `wait_s=${Math.max(1, Math.floor(i.waitSeconds))}`,
     `exec >>${shq(i.log)} 2>&1`,
-    `kept="$db.before-restore-$stamp"`,
-    `failed="$db.failed-restore-$stamp"`,
     `say() { echo "restore: $*"; }`,
     `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
     `stop_hs() { ${i.stop}; }`,
@@ -117,6 +119,22 @@ export function restoreScript(i: RestoreScriptInput): string {
     `  say "$last (after \${wait_s}s)"`,
     `  return 1`,
     `}`,
+  ];
+}
+
+/**
+ * The restore with its guard, as one POSIX sh script (pure: input in, text
+ * out). Exit 0 restored; 3 refused before anything changed; 4 the snapshot
+ * failed and the database that was live is back and healthy; 5 the same but
+ * headscale does not answer with it either. The last lines of the log are
+ * `@@mf:result@@` and one line of outcome.
+ */
+export function restoreScript(i: RestoreScriptInput): string {
+  return [
+    ...prelude(i, "SQLite database"),
+    `db=${shq(i.db)}`,
+    `kept="$db.before-restore-$stamp"`,
+    `failed="$db.failed-restore-$stamp"`,
     // Move the live database and its WAL files (which may hold committed data) to $1.
     `move_db() { for x in "" -wal -shm; do if [ -e "$db$x" ]; then mv -f "$db$x" "$1$x" || return 1; fi; done; }`,
     "",
@@ -158,6 +176,60 @@ export function restoreScript(i: RestoreScriptInput): string {
     `start_hs`,
     `if answers ""; then finish 4 "put back: the snapshot did not come up (set aside as $failed); headscale runs on the database that was live"; fi`,
     `finish 5 "put back, but headscale does not answer on the database that was live either; the snapshot is set aside as $failed. Look at journalctl -u headscale"`,
+    "",
+  ].join("\n");
+}
+
+/**
+ * The same for Postgres: the live database is kept as a pg_dump (custom
+ * format) before anything changes, the snapshot goes in with `pg_restore
+ * --clean --if-exists --single-transaction` (all or nothing: a failing
+ * restore leaves the live database as it was), and the guard restores the
+ * kept dump the same way. Exit codes and the outcome line as restoreScript.
+ */
+export function restorePostgresScript(i: RestorePostgresInput): string {
+  const pg = i.postgres;
+  const conn = `--no-password --host=${shq(pg.host)} --port=${pg.port} --username=${shq(pg.user)} --dbname=${shq(pg.name)}`;
+  const pgRestore = (file: string) => `pg_restore ${conn} --clean --if-exists --no-owner --single-transaction --exit-on-error ${file}`;
+  return [
+    ...prelude(i, "Postgres database"),
+    `export PGPASSFILE=${shq(pg.pgpass)} PGSSLMODE=${shq(pg.sslmode)}`,
+    `kept=${shq(i.kept)}`,
+    // The nodes in a dump: the rows of its COPY into the nodes table (ended by a line "\.").
+    `count_nodes() { pg_restore --data-only --table=nodes --file=- "$1" 2>/dev/null | awk '/^COPY /{c=1;next} /^\\\\\\.$/{c=0;next} c{n++} END{print n+0}'; }`,
+    "",
+    "# 1. Check the snapshot before anything changes.",
+    `for t in pg_restore pg_dump; do command -v $t >/dev/null 2>&1 || finish 3 "refused: $t is not installed on this host; nothing was changed (apt-get install postgresql-client, or set headscale.backup.enable: true, which installs it)"; done`,
+    `[ -f "$snap" ] || finish 3 "refused: the snapshot $snap is missing; nothing was changed"`,
+    `toc=$(pg_restore --list "$snap" 2>&1) || finish 3 "refused: the snapshot is not a readable pg_dump archive ($(echo "$toc" | head -n 1)); nothing was changed"`,
+    `echo "$toc" | grep -q ' TABLE DATA [^ ]* nodes ' || finish 3 "refused: the snapshot holds no data of a nodes table, so it is not headscale's database; nothing was changed"`,
+    `want=$(count_nodes "$snap")`,
+    `say "snapshot $snap: a pg_dump archive with $want node(s); database ${pg.name} on ${pg.host}:${pg.port}"`,
+    "",
+    "# 2. Stop headscale and keep the live database as a dump.",
+    `stop_hs || { start_hs; finish 3 "refused: headscale did not stop; nothing was changed"; }`,
+    `pg_dump ${conn} --format=custom --file="$kept" || { start_hs; finish 3 "refused: could not dump the live database to $kept, so it is not restored over; nothing else was changed"; }`,
+    `say "kept the live database as $kept"`,
+    "",
+    "# 3. The snapshot in, in one transaction.",
+    `why="the snapshot did not come up"`,
+    `if ${pgRestore(`"$snap"`)}; then`,
+    `  if start_hs && answers "$want"; then`,
+    `    say "restored: headscale runs on the snapshot"`,
+    `    finish 0 "restored: $want node(s); the database that was live is kept as $kept"`,
+    `  fi`,
+    `  say "the snapshot did not come up; putting the database that was live back"`,
+    `  stop_hs`,
+    `  ${pgRestore(`"$kept"`)} || finish 5 "the snapshot did not come up, and the kept dump could not be restored: restore $kept by hand (pg_restore --clean --if-exists --no-owner --single-transaction)"`,
+    `else`,
+    `  why="pg_restore of the snapshot failed, in one transaction, so the live database is as it was"`,
+    `  say "$why"`,
+    `fi`,
+    "",
+    "# 4. The database that was live runs again.",
+    `start_hs`,
+    `if answers ""; then finish 4 "put back: $why; headscale runs on the database that was live (also kept as $kept)"; fi`,
+    `finish 5 "put back, but headscale does not answer on the database that was live either (it is kept as $kept). Look at journalctl -u headscale"`,
     "",
   ].join("\n");
 }
@@ -207,20 +279,29 @@ export interface RestoreResult {
 
 /** What the restore will do, in words, before it asks. */
 export function restorePlan(c: Coordinator, snap: LocalSnapshot, live: { active: string; nodes: string; size: string } | null, stamp: string, waitSeconds: number): string[] {
-  const db = c.database.type === "sqlite" ? c.database.path : "";
+  const d = c.database;
+  const where = d.type === "sqlite" ? d.path : `Postgres database ${d.name} on ${d.host}:${d.port}`;
   const s = snap.facts;
+  const size = live && d.type === "sqlite" ? `${live.size === "missing" ? "missing" : bytes(Number(live.size))}; ` : "";
   return [
     `restore on ${c.host.name} (${c.host.address}), the coordinator:`,
     `  snapshot  ${snap.file}: ${bytes(snap.bytes)}${s ? `, ${s.users ?? "?"} user(s), ${s.nodes ?? "?"} node(s), integrity ${s.integrity}` : ""}`,
     live
-      ? `  live      ${db}: ${live.size === "missing" ? "missing" : bytes(Number(live.size))}; headscale ${live.active}${live.nodes !== "" ? `, ${live.nodes} node(s)` : ""}`
-      : `  live      ${db} (not read: nothing is sent to the host before the restore is confirmed)`,
+      ? `  live      ${where}: ${size}headscale ${live.active}${live.nodes !== "" ? `, ${live.nodes} node(s)` : ""}`
+      : `  live      ${where} (not read: nothing is sent to the host before the restore is confirmed)`,
     `  1. upload the snapshot to ${RESTORE_STAGE}/${stamp}/ (0700) and compare its sha256`,
     `  2. stop headscale.service (tunnels already up keep flowing; new logins and changes wait)`,
-    `  3. keep the live database as ${db}.before-restore-${stamp} (renamed with its -wal/-shm, never deleted)`,
-    `  4. put the snapshot in its place (owner as before, mode 0600), start headscale`,
+    ...(d.type === "sqlite"
+      ? [
+          `  3. keep the live database as ${d.path}.before-restore-${stamp} (renamed with its -wal/-shm, never deleted)`,
+          `  4. put the snapshot in its place (owner as before, mode 0600), start headscale`,
+        ]
+      : [
+          `  3. keep the live database as a dump, ${RESTORE_STAGE}/${stamp}/before-restore.pgdump (pg_dump; never deleted)`,
+          `  4. pg_restore --clean --if-exists --single-transaction of the snapshot (all or nothing), start headscale`,
+        ]),
     `  5. headscale health and nodes list must answer with the snapshot's nodes within ${waitSeconds}s;`,
-    `     otherwise the snapshot is set aside, the kept database goes back and headscale starts again`,
+    `     otherwise the kept database goes back and headscale starts again`,
   ];
 }
 
@@ -244,22 +325,21 @@ export async function restore(
 ): Promise<RestoreResult> {
   const t0 = Date.now();
   const c = coordinatorOf(a, "restore");
-  if (c.database.type === "postgres") {
+  const d = c.database;
+  const snap = readLocalSnapshot(o.snapshot);
+  if (snap.kind !== d.type) {
     throw new MeshfleetError(
-      `restore: the coordinator ${c.host.name} keeps headscale's database in Postgres (${c.file}: headscale.database.type: postgres); meshfleet restore does SQLite only so far. ` +
-        `Restore by hand (docs/backup.md, "Postgres"): on ${c.host.name}, systemctl stop headscale; pg_dump --format=custom of the live database to a file you keep; ` +
-        `pg_restore --clean --if-exists --no-owner --single-transaction --dbname=${c.database.name} db.pgdump; systemctl start headscale; headscale health`,
+      `restore: ${snap.file} is ${snap.kind === "sqlite" ? "a SQLite database" : "a pg_dump file"}, but the coordinator ${c.host.name} keeps headscale's database in ${d.type === "sqlite" ? "SQLite" : "Postgres"} (${c.file}: headscale.database.type: ${d.type}); pick a snapshot of this fleet's coordinator`,
     );
   }
-  const snap = readLocalSnapshot(o.snapshot);
-  if (snap.kind !== "sqlite") throw new MeshfleetError(`restore: ${snap.file} is a pg_dump file, but the coordinator ${c.host.name} uses SQLite (${c.file}: headscale.database.type: sqlite); pick a snapshot of this fleet's coordinator`);
-  const db = c.database.path;
   const stamp = utcStamp();
+  const stage = `${RESTORE_STAGE}/${stamp}`;
+  const staged = `${stage}/${d.type === "sqlite" ? "db.sqlite" : "db.pgdump"}`;
+  const keptDump = `${stage}/before-restore.pgdump`;
   if (!o.yes && !o.interactive) {
     for (const l of restorePlan(c, snap, null, stamp, o.waitSeconds)) o.say(l);
     throw new UsageError(`refusing to restore without --yes when not asked at a terminal; nothing was changed. Run \`meshfleet restore ${a.stackArgs} ${o.snapshot} --yes\``);
   }
-  const stage = `${RESTORE_STAGE}/${stamp}`;
   const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
   const session = newSession();
   try {
@@ -270,8 +350,8 @@ export async function restore(
       [
         `echo @@mf:active@@; systemctl is-active headscale.service 2>/dev/null || true`,
         `echo @@mf:nodes@@; ${shq(c.binary)} -c ${shq(c.config)} nodes list -o json 2>/dev/null | grep -o '"node_key":' | wc -l`,
-        `echo @@mf:size@@; if [ -e ${shq(db)} ]; then stat -c %s ${shq(db)}; else echo missing; fi`,
-        `echo @@mf:tools@@; for t in sqlite3 systemd-run; do command -v $t >/dev/null 2>&1 || echo "missing $t"; done`,
+        `echo @@mf:size@@; ${d.type === "sqlite" ? `if [ -e ${shq(d.path)} ]; then stat -c %s ${shq(d.path)}; else echo missing; fi` : "echo n/a"}`,
+        `echo @@mf:tools@@; for t in ${d.type === "sqlite" ? "sqlite3" : "pg_dump pg_restore"} systemd-run; do command -v $t >/dev/null 2>&1 || echo "missing $t"; done`,
       ].join("\n"),
       { what: "restore: look at the coordinator" },
     );
@@ -279,7 +359,8 @@ export async function restore(
     const s = sections(look.stdout);
     const live = { active: s.active || "unknown", nodes: s.active === "active" ? (s.nodes ?? "") : "", size: s.size ?? "missing" };
     if (s.tools) {
-      throw new MeshfleetError(`restore: the coordinator ${c.host.name} lacks ${s.tools.replaceAll("missing ", "").split("\n").join(", ")}; nothing was changed. Fix: set headscale.backup.enable: true in ${c.file} (it installs sqlite3) and run \`meshfleet up ${a.stackArgs}\`, or apt-get install sqlite3 there`);
+      const pkg = d.type === "sqlite" ? "sqlite3" : "postgresql-client";
+      throw new MeshfleetError(`restore: the coordinator ${c.host.name} lacks ${s.tools.replaceAll("missing ", "").split("\n").join(", ")}; nothing was changed. Fix: set headscale.backup.enable: true in ${c.file} (it installs ${pkg}) and run \`meshfleet up ${a.stackArgs}\`, or apt-get install ${pkg} there`);
     }
     for (const l of restorePlan(c, snap, live, stamp, o.waitSeconds)) o.say(l);
     if (!o.yes) {
@@ -287,9 +368,8 @@ export async function restore(
       if (!yes) throw new UsageError("not confirmed; nothing was changed");
     }
 
-    const script = restoreScript({
-      db,
-      snapshot: `${stage}/db.sqlite`,
+    const common = {
+      snapshot: staged,
       stamp,
       headscale: c.binary,
       config: c.config,
@@ -297,7 +377,8 @@ export async function restore(
       start: "systemctl start headscale.service",
       waitSeconds: o.waitSeconds,
       log: `${stage}/restore.log`,
-    });
+    };
+    const script = d.type === "sqlite" ? restoreScript({ ...common, db: d.path }) : restorePostgresScript({ ...common, postgres: d, kept: keptDump });
     // session.run, not tryRun: the snapshot goes as bytes on stdin (tryRun takes text).
     const up = await session.run(
       conn,
@@ -306,9 +387,9 @@ export async function restore(
         "umask 077",
         `mkdir -p ${shq(RESTORE_STAGE)} && chmod 0700 ${shq(RESTORE_STAGE)}`,
         `mkdir ${shq(stage)}`,
-        `cat > ${shq(`${stage}/db.sqlite`)}`,
+        `cat > ${shq(staged)}`,
         `printf '%s' ${shq(script)} > ${shq(`${stage}/restore.sh`)}`,
-        `sha256sum < ${shq(`${stage}/db.sqlite`)} | cut -d' ' -f1`,
+        `sha256sum < ${shq(staged)} | cut -d' ' -f1`,
       ].join("\n"),
       { what: "restore: upload the snapshot", stdin: readFileSync(snap.file), timeoutMs: 600_000, quiet: true },
     ).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }));
@@ -318,7 +399,7 @@ export async function restore(
 
     // A transient unit of its own: the restore finishes (or puts the old database back) even if this SSH connection drops.
     const unit = `meshfleet-restore-${stamp}`;
-    const read = `cat ${shq(`${stage}/restore.log`)} 2>/dev/null; rm -f ${shq(`${stage}/db.sqlite`)}`;
+    const read = `cat ${shq(`${stage}/restore.log`)} 2>/dev/null; rm -f ${shq(staged)}`;
     const go = await tryRun(
       session,
       conn,
@@ -353,7 +434,7 @@ export async function restore(
       snapshot: snap.file,
       outcome: kind,
       detail: outcome || `no outcome in the restore's log ${stage}/restore.log on ${c.host.name}; read it there (journalctl -u ${unit})`,
-      kept: kind === "restored" && live.size !== "missing" ? `${db}.before-restore-${stamp}` : null,
+      kept: kind !== "restored" ? null : d.type === "postgres" ? keptDump : live.size !== "missing" ? `${d.path}.before-restore-${stamp}` : null,
       seconds: Math.round((Date.now() - t0) / 100) / 10,
     };
   } finally {
@@ -367,10 +448,11 @@ export const command: Command = {
   usage: `usage: meshfleet restore --stack S SNAPSHOT [--yes] [--wait SECONDS] [--json]
 
 Puts SNAPSHOT (a folder from \`meshfleet backup\` or the coordinator's
-headscale.backup timer, or its db.sqlite) back as headscale's database on the
-fleet's coordinator. The snapshot is checked here and again on the host
-(SQLite integrity_check, headscale's nodes table), uploaded over SSH with the
-deploy's pinned host keys, and put in place by one script on the host:
+headscale.backup timer, or its db.sqlite or db.pgdump) back as headscale's
+database on the fleet's coordinator. The snapshot is checked here and again
+on the host (SQLite integrity_check, headscale's nodes table), uploaded over
+SSH with the deploy's pinned host keys, and put in place by one script on
+the host:
 headscale is stopped, the live database is kept aside as
 <database>.before-restore-<time> (never deleted), the snapshot goes in with
 the old owner and mode 0600, headscale starts, and \`headscale health\` and
@@ -379,7 +461,9 @@ not, the kept database goes back and headscale starts again (the guard).
 The script runs as a transient systemd unit, so a dropped SSH connection
 does not leave it halfway. Tunnels already up keep flowing while headscale
 is down; the config and policy come from git (\`meshfleet up\`), not from
-the snapshot. Postgres coordinators are refused, with the manual steps.
+the snapshot. Postgres: SNAPSHOT is a db.pgdump; the live database is kept
+as a pg_dump first, and pg_restore --clean --single-transaction puts the
+snapshot in (all or nothing).
 
 Without --yes it shows what it will do and asks at a terminal; elsewhere it
 refuses (exit 2). Exit 0 restored, 1 not restored (refused on the host, or

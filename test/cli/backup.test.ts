@@ -126,11 +126,18 @@ describe("what backup and restore refuse before anything is sent", () => {
     });
   });
 
-  it("restore to a Postgres coordinator is refused with the manual steps", async () => {
-    const a = await stackWith("headscale:\n  database:\n    type: postgres\n");
-    await expect(restore(a, { snapshot: "/nonexistent", yes: true, waitSeconds: 60, interactive: false, say: () => {} })).rejects.toThrow(
-      /^restore: the coordinator vps keeps headscale's database in Postgres \(.*vps\.yaml: headscale\.database\.type: postgres\); meshfleet restore does SQLite only so far\. Restore by hand \(docs\/backup\.md, "Postgres"\): .*pg_restore --clean --if-exists --no-owner --single-transaction --dbname=headscale db\.pgdump/,
+  it.skipIf(skipUnlessCi(noSqlite))("a snapshot of the other kind of database is refused before anything is sent; the Postgres plan", async () => {
+    const a = await stackWith("headscale:\n  database:\n    type: postgres\n    postgres:\n      host: db.internal\n      ssl: true\n");
+    const c = coordinatorOf(a, "restore");
+    expect(c.database).toEqual({ type: "postgres", host: "db.internal", port: 5432, name: "headscale", user: "headscale", sslmode: "require", pgpass: "/etc/headscale/pgpass" });
+    const t = rt.tempDir("mf-restore-kind");
+    cleanups.push(t.cleanup);
+    const snap = headscaleLike(t.dir);
+    await expect(restore(a, { snapshot: snap, yes: true, waitSeconds: 60, interactive: false, say: () => {} })).rejects.toThrow(
+      `restore: ${snap} is a SQLite database, but the coordinator vps keeps headscale's database in Postgres (${c.file}: headscale.database.type: postgres); pick a snapshot of this fleet's coordinator`,
     );
+    const lines = restorePlan(c, { file: "/s/20261130T181051Z/db.pgdump", kind: "postgres", bytes: 9000, sha256: "", facts: null }, null, "20261130T190000Z", 30);
+    expect(lines).toMatchSnapshot();
   });
 
   it("docker coordinators are refused with the fix", async () => {

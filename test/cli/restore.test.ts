@@ -12,17 +12,23 @@
  *     database keeps its bytes, headscale keeps serving);
  *   - a SQLite file that passes integrity_check but headscale does not come
  *     up with (the wrong nodes) makes the guard put the live database back.
+ * The same for Postgres (restorePostgresScript): a real PostgreSQL 15 on
+ * loopback (run as nobody), the snapshot a pg_dump by the backup script, the
+ * database emptied, restored: the same users and node IPs, the live database
+ * kept as a dump first; a corrupt dump refused with nothing changed; a dump
+ * headscale does not come up with put back from the kept dump.
  * In CI nothing skips (test/lab/ci-gate.ts).
  */
 import { execFile, spawnSync } from "node:child_process";
 import { promisify } from "node:util";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sections } from "../../cli/fleet-hosts.ts";
 import { localSqliteFacts, pullScript, writeSnapshot } from "../../cli/commands/backup.ts";
-import { readLocalSnapshot, restoreOutcome, restoreScript, RESTORE_EXIT } from "../../cli/commands/restore.ts";
+import { readLocalSnapshot, restoreOutcome, restorePostgresScript, restoreScript, RESTORE_EXIT } from "../../cli/commands/restore.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import type { Contribution, ModuleContext } from "../../core/module.ts";
 import { BACKUP_SCRIPT } from "../../modules/headscale-backup.ts";
@@ -210,4 +216,157 @@ describe.skipIf(skip)("restore with its guard, against a real headscale 0.29.2",
     expect(r.log).toContain("there was no database at");
     expect(state()).toEqual(before);
   }, 120_000);
+});
+
+const PG = "/usr/lib/postgresql/15/bin";
+const pgSkip = skip || skipUnlessCi(!existsSync(`${PG}/postgres`) || !existsSync("/usr/bin/pg_restore") ? "PostgreSQL 15 is not installed (apt-get install postgresql-15 postgresql-client)" : "");
+
+describe.skipIf(pgSkip)("restore with its guard, Postgres, against a real headscale 0.29.2 and PostgreSQL 15", () => {
+  let t: { dir: string; cleanup: () => void };
+  let pgRoot = "";
+  let pgPort = 0;
+  let cfg = "";
+  let hsBin = "";
+  let start = "";
+  let stop = "";
+  let pgpass = "";
+  let snapshot = "";
+  let before: { users: string[]; nodes: string[] };
+  const asNobody = (cmd: string, args: string[]) =>
+    spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", cmd, ...args], { encoding: "utf8", timeout: 60_000, env: { ...process.env, HOME: pgRoot } });
+  const psql = (sql: string, db = "postgres") => {
+    const r = asNobody("/usr/bin/psql", ["-X", "-v", "ON_ERROR_STOP=1", "-h", pgRoot, "-p", String(pgPort), "-U", "postgres", "-d", db, "-c", sql]);
+    expect(r.status, r.stderr).toBe(0);
+  };
+  const sh = (script: string) => spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
+  const hs = (...args: string[]) => {
+    const r = spawnSync(hsBin, ["-c", cfg, ...args, "-o", "json"], { encoding: "utf8", timeout: 30_000 });
+    if (r.status !== 0) throw new Error(`headscale ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+    return JSON.parse(r.stdout);
+  };
+  const state = () => ({
+    users: ((hs("users", "list") ?? []) as { name: string }[]).map((u) => u.name).sort(),
+    nodes: ((hs("nodes", "list") ?? []) as { given_name: string; ip_addresses: string[] }[]).map((n) => `${n.given_name} ${n.ip_addresses.join(",")}`).sort(),
+  });
+  const waitHealthy = () => {
+    const r = sh(`i=0; while [ $i -lt 150 ]; do ${hsBin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`);
+    expect(r.status, readFileSync(path.join(t.dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+  };
+  const restore = async (snap: string, stamp: string, waitSeconds = 20) => {
+    const log = path.join(t.dir, `restore-${stamp}.log`);
+    const kept = path.join(t.dir, `before-restore-${stamp}.pgdump`);
+    const script = restorePostgresScript({
+      snapshot: snap, stamp, headscale: hsBin, config: cfg, stop, start, waitSeconds, log, kept,
+      postgres: { host: "127.0.0.1", port: pgPort, name: "headscale", user: "headscale", sslmode: "disable", pgpass },
+    });
+    const file = path.join(t.dir, `restore-${stamp}.sh`);
+    writeFileSync(file, script, { mode: 0o700 });
+    const t0 = Date.now();
+    const code = await promisify(execFile)("sh", [file], { timeout: 180_000 }).then(() => 0, (e: { code?: number }) => e.code ?? -1);
+    const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+    return { code, log: text, outcome: restoreOutcome(text), kept, ms: Date.now() - t0 };
+  };
+
+  beforeAll(async () => {
+    hsBin = rt.toolPath("headscale")!;
+    // PostgreSQL will not run as root: its folder belongs to nobody.
+    pgRoot = mkdtempSync(path.join(tmpdir(), "mf-pg-restore-"));
+    chmodSync(pgRoot, 0o755);
+    chownSync(pgRoot, 65534, 65534);
+    pgPort = await rt.freePort();
+    const data = path.join(pgRoot, "data");
+    const init = asNobody(`${PG}/initdb`, ["-D", data, "-U", "postgres", "--auth-local=trust", "--auth-host=scram-sha-256"]);
+    expect(init.status, init.stderr).toBe(0);
+    const up = asNobody(`${PG}/pg_ctl`, ["-D", data, "-l", path.join(pgRoot, "log"), "-w", "-o", `-p ${pgPort} -k ${pgRoot} -c listen_addresses=127.0.0.1`, "start"]);
+    expect(up.status, up.stderr).toBe(0);
+    psql("CREATE ROLE headscale LOGIN PASSWORD 'pw-restore'");
+    psql("CREATE DATABASE headscale OWNER headscale");
+
+    t = rt.tempDir("mf-restore-pg");
+    const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true, backup: { enable: true, keep: 3 }, database: { type: "postgres", postgres: { host: "127.0.0.1", port: pgPort } } } } } });
+    const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
+    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
+    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
+      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
+      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
+      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
+      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
+    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
+    cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    pgpass = path.join(t.dir, "etc", "pgpass");
+    writeFileSync(pgpass, "*:*:*:headscale:pw-restore\n", { mode: 0o600 });
+    const backups = path.join(t.dir, "backups");
+    const exe = path.join(t.dir, "headscale-backup");
+    writeFileSync(exe, rt.relocateHeadscale(c.files!.find((f) => f.path === BACKUP_SCRIPT)!.content, t.dir).replace("dir='/var/backups/headscale'", `dir='${backups}'`), { mode: 0o700 });
+    const pid = path.join(t.dir, "hs.pid");
+    // headscale reads the password file from PGPASSFILE, as the unit's Environment= gives it.
+    start = `PGPASSFILE=${pgpass} ${hsBin} serve -c ${cfg} >>${path.join(t.dir, "hs.log")} 2>&1 & echo $! > ${pid}`;
+    stop = `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`;
+    expect(sh(start).status).toBe(0);
+    waitHealthy();
+    hs("users", "create", "alice");
+    hs("users", "create", "bob");
+    for (const [name, user] of [["laptop", "alice"], ["nas", "bob"]]) {
+      const id = `hskey-authreq-${name}${"x".repeat(24 - name.length)}`;
+      hs("debug", "create-node", "--name", name, "--user", user, "--key", id);
+      hs("auth", "register", "--user", user, "--auth-id", id);
+    }
+    before = state();
+    expect(before.nodes).toHaveLength(2);
+    const snap = sh(`sh ${exe}`);
+    expect(snap.status, snap.stderr).toBe(0);
+    snapshot = path.join(backups, readdirSync(backups).sort().at(-1)!, "db.pgdump");
+    expect(readLocalSnapshot(path.dirname(snapshot))).toMatchObject({ kind: "postgres" });
+  }, 180_000);
+
+  afterAll(() => {
+    if (stop) sh(stop);
+    if (pgRoot) {
+      asNobody(`${PG}/pg_ctl`, ["-D", path.join(pgRoot, "data"), "-m", "immediate", "-w", "stop"]);
+      rmSync(pgRoot, { recursive: true, force: true });
+    }
+    t?.cleanup();
+  });
+
+  it("the database emptied, the restore brings back the same users and node IPs; the live one is kept as a dump", async () => {
+    sh(stop);
+    psql("DROP DATABASE headscale");
+    psql("CREATE DATABASE headscale OWNER headscale");
+    sh(start);
+    waitHealthy();
+    expect(state()).toEqual({ users: [], nodes: [] });
+    const r = await restore(snapshot, "20261130T184000Z");
+    expect(r.code, r.log).toBe(RESTORE_EXIT.restored);
+    expect(r.outcome).toBe(`restored: 2 node(s); the database that was live is kept as ${r.kept}`);
+    console.log(`restore (postgres, 2 nodes, pg_dump of the live database, pg_restore, health): ${r.ms} ms`);
+    expect(state()).toEqual(before);
+    expect(statSync(r.kept).mode & 0o777).toBe(0o600);
+    expect(readFileSync(r.kept).subarray(0, 5).toString("latin1")).toBe("PGDMP");
+  }, 120_000);
+
+  it("a corrupt dump is refused before anything changes", async () => {
+    const bad = path.join(t.dir, "corrupt.pgdump");
+    const bytes = readFileSync(snapshot);
+    writeFileSync(bad, Buffer.concat([bytes.subarray(0, 5), Buffer.alloc(200, 0xa5)]));
+    const r = await restore(bad, "20261130T185000Z");
+    expect(r.code, r.log).toBe(RESTORE_EXIT.refused);
+    expect(r.outcome).toMatch(/^refused: the snapshot is not a readable pg_dump archive \(.+\); nothing was changed$/);
+    expect(existsSync(r.kept)).toBe(false);
+    expect(state()).toEqual(before);
+  }, 120_000);
+
+  it("a dump headscale does not come up with: the guard restores the kept dump", async () => {
+    // A database with a nodes table (one row) that is not headscale's schema, dumped as pg_dump would.
+    psql("CREATE DATABASE oddone OWNER headscale");
+    psql("CREATE TABLE nodes(id serial PRIMARY KEY, junk text); INSERT INTO nodes(junk) VALUES ('x'); ALTER TABLE nodes OWNER TO headscale;", "oddone");
+    const odd = path.join(t.dir, "odd.pgdump");
+    const d = spawnSync("pg_dump", ["--no-password", "--host=127.0.0.1", `--port=${pgPort}`, "--username=headscale", "--dbname=oddone", "--format=custom", `--file=${odd}`], { encoding: "utf8", env: { ...process.env, PGPASSFILE: pgpass } });
+    expect(d.status, d.stderr).toBe(0);
+    const r = await restore(odd, "20261130T186000Z", 8);
+    expect(r.code, r.log).toBe(RESTORE_EXIT.putBack);
+    // The whole guard ran: the snapshot went in, headscale did not answer, the kept dump went back.
+    expect(r.log).toContain("restore: headscale health does not answer (after 8s)\nrestore: the snapshot did not come up; putting the database that was live back\nrestore: headscale answers: healthy, 2 node(s)");
+    expect(r.outcome).toBe(`put back: the snapshot did not come up; headscale runs on the database that was live (also kept as ${r.kept})`);
+    expect(state()).toEqual(before);
+  }, 180_000);
 });
