@@ -604,9 +604,8 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
       if (f) readPolicy(f.shown, f.text);
       else problem(src.configFile, flat.has("policy.path") ? "policy.path" : "acl_policy_path", "the policy file it names", `${abs(p)}: not found${src.ssh ? " on the host" : " in the copy"}`, src.ssh ? "check policy.path on the host" : `copy ${abs(p)} into the --from-dir folder (${p.startsWith("/etc/headscale/") ? p.slice("/etc/headscale/".length) : path.posix.basename(p)})`);
     } else {
-      // headscale allows everything without a policy; meshfleet wants that said (a policy fails closed).
-      policy = { acls: [{ action: "accept", src: ["*"], dst: ["*:*"] }] };
-      item("policy", "changed", { to: "fleet.yaml policy.acls", value: "no policy file (allow-all)", note: 'written as one rule allowing every node everything ({action: accept, src: ["*"], dst: ["*:*"]}): the same traffic, said explicitly, as meshfleet requires' });
+      policy = {}; // allow-all: made explicit below
+      item("policy", "changed", { value: "no policy file (allow-all)", note: "see policy.acls" });
     }
   }
   if (policy) {
@@ -617,6 +616,11 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
       else item(`policy.${k}`, "unmapped", { value: show(v), note: "not a key of headscale 0.29's policy (it would refuse the file): left out of fleet.yaml" });
     }
     if (randomize && clean.randomizeClientPort === undefined) clean.randomizeClientPort = true;
+    if (clean.acls === undefined && clean.grants === undefined) {
+      // headscale allows everything without acls and grants; meshfleet wants that said (a policy fails closed).
+      clean.acls = [{ action: "accept", src: ["*"], dst: ["*:*"] }];
+      item("policy.acls", "changed", { value: "no acls and no grants (allow-all)", note: 'written as one rule allowing every node everything ({action: accept, src: ["*"], dst: ["*:*"]}): the same traffic, said explicitly, as meshfleet requires' });
+    }
     fleet.policy = clean;
     if (Object.keys(clean).length) item("policy", "mapped", { to: "fleet.yaml policy", note: `${Object.keys(clean).join(", ")}` });
   }
@@ -751,7 +755,15 @@ async function sshSource(target: string, o: { knownHosts?: string; identity?: st
   const origin = `${t.user}@${t.host}:${t.port}`;
   try {
     const run = async (script: string, what: string) => {
-      const r = await session.run(conn, script, { what, quiet: true, timeoutMs: 60_000 });
+      let r: Awaited<ReturnType<typeof session.run>>;
+      try {
+        r = await session.run(conn, script, { what, quiet: true, timeoutMs: 60_000 });
+      } catch (e) {
+        // The transport's own advice names `meshfleet pin`, which is for fleet hosts; this one is pinned by --known-hosts.
+        const why = (e as Error).message.replace(/^host [^:]*: /, "").replace(/\. If the host was reinstalled.*$/s, "");
+        const fix = /does not match the pinned key/.test(why) ? `. Fix: if the host was reinstalled, check its key out of band (ssh-keyscan -p ${t.port} ${t.host}; ssh-keygen -lf) and replace its line in ${o.knownHosts}` : "";
+        throw new MeshfleetError(`--from ${origin}: ${why}${fix}`, [], { cause: e });
+      }
       if (r.code === 255 && !r.stdout) throw new MeshfleetError(`--from ${origin}: ssh failed: ${r.stderr.trim().split("\n").slice(-2).join(" ")}`);
       return r;
     };
@@ -760,12 +772,12 @@ async function sshSource(target: string, o: { knownHosts?: string; identity?: st
       [
         `cfg=${Q(cfg)}`,
         `hs=$(command -v headscale || ls /usr/local/bin/headscale /usr/bin/headscale 2>/dev/null | head -n1)`,
-        `echo @@mf:config@@; if cat -- "$cfg"; then :; else echo; echo @@mf:config-error@@; cat -- "$cfg" 2>&1 >/dev/null; fi`,
+        `echo @@mf:config@@; if cat -- "$cfg"; then echo; else echo; echo @@mf:config-error@@; cat -- "$cfg" 2>&1 >/dev/null; fi`,
         `echo @@mf:binary@@; echo "$hs"`,
-        `echo @@mf:version@@; [ -n "$hs" ] && "$hs" version 2>/dev/null`,
-        `echo @@mf:users@@; [ -n "$hs" ] && "$hs" -c "$cfg" users list -o json 2>&1`,
-        `echo @@mf:nodes@@; [ -n "$hs" ] && "$hs" -c "$cfg" nodes list -o json 2>&1`,
-        `echo @@mf:policy-db@@; [ -n "$hs" ] && "$hs" -c "$cfg" policy get 2>/dev/null`,
+        `echo @@mf:version@@; [ -n "$hs" ] && "$hs" version 2>/dev/null; echo`,
+        `echo @@mf:users@@; [ -n "$hs" ] && "$hs" -c "$cfg" users list -o json 2>/dev/null; echo`,
+        `echo @@mf:nodes@@; [ -n "$hs" ] && "$hs" -c "$cfg" nodes list -o json 2>/dev/null; echo`,
+        `echo @@mf:policy-db@@; [ -n "$hs" ] && "$hs" -c "$cfg" policy get 2>/dev/null; echo`,
         `echo @@mf:end@@`,
       ].join("\n"),
       `read headscale's config, users and nodes on ${origin}`,
@@ -789,7 +801,7 @@ async function sshSource(target: string, o: { knownHosts?: string; identity?: st
     const metaPaths = [absOf(get("noise.private_key_path")), absOf(get("derp.server.private_key_path")), absOf(get("database.sqlite.path"))].filter((p): p is string => !!p);
     const second = await run(
       [
-        ...(policyPath ? [`echo @@mf:policy@@; cat -- ${Q(policyPath)} || echo @@mf:policy-missing@@`] : []),
+        ...(policyPath ? [`echo @@mf:policy@@; if cat -- ${Q(policyPath)}; then echo; else echo; echo @@mf:policy-missing@@; fi`] : []),
         `echo @@mf:stat@@`,
         ...metaPaths.map((p) => `stat -c '%n|%U|%a' -- ${Q(p)} 2>/dev/null || echo ${Q(`${p}|-|-`)}`),
         `echo @@mf:end@@`,

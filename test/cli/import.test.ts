@@ -178,6 +178,24 @@ describe("meshfleet import: bad input", () => {
     expect((r.host.headscale as Record<string, unknown>).ephemeralInactivityTimeout).toBe("40m");
   });
 
+  it.each([
+    ["an empty policy file", { policy: "{}\n" }],
+    ["a policy with groups only", { policy: '{"groups": {"group:a": ["alice@"]}}' }],
+    ["no policy file at all", { config: BASE.replace("  path: /etc/headscale/policy.hujson\n", ""), policy: null }],
+  ])("writes headscale's allow-all (%s) as one explicit rule, which check accepts", async (_, o) => {
+    const d = copyDir(o);
+    const r = imp(d);
+    expect(r.problems).toEqual([]);
+    expect((r.fleet.policy as Record<string, unknown>).acls).toEqual([{ action: "accept", src: ["*"], dst: ["*:*"] }]);
+    expect(byKey(r, "policy.acls")).toEqual([expect.objectContaining({ kind: "changed", value: "no acls and no grants (allow-all)" })]);
+    const f = path.join(tmp, `fleet${n++}`);
+    mkdirSync(f);
+    writeFileSync(path.join(f, "fleet.yaml"), stringify(r.fleet));
+    writeFileSync(path.join(f, "coordinator.yaml"), stringify(r.host));
+    const ev = await evaluateFleet(REGISTRY, f, "t");
+    expect(ev.diagnostics.filter((x) => x.severity === "error")).toEqual([]);
+  });
+
   it("moves a headscale that did TLS itself behind the reverse proxy, and says so", () => {
     const r = imp(copyDir({ config: BASE.replace("listen_addr: 127.0.0.1:8080", "listen_addr: 0.0.0.0:443") + "tls_letsencrypt_hostname: hs.example.org\n" }));
     expect((r.host.headscale as Record<string, unknown>).listenAddr).toBe("127.0.0.1:8080");

@@ -1,0 +1,111 @@
+/**
+ * `meshfleet import --from HOST` over SSH against a real lab host (lab
+ * instance 6's vps, booted alone): headscale 0.29.2 runs there as an
+ * existing install would (/etc/headscale, /var/lib/headscale, a HuJSON policy
+ * with comments and trailing commas, users and nodes made through its CLI).
+ * Import logs in with the lab's key, the host key checked against the pins
+ * alone, and writes a fleet that `meshfleet check --nodes` accepts; the
+ * adopted files are found on the host (stat only) and no private key text
+ * is in anything it wrote or printed. A pin for another key is refused
+ * before anything is read. Needs root (the lab boots nspawn hosts).
+ */
+import { spawnSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { parseHuJson } from "../../core/hujson.ts";
+import { lab } from "../../lab/hosts/index.ts";
+import { findHost } from "../../lab/topology.ts";
+import { isRoot, NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
+import * as rt from "../modules/realtools/index.ts";
+import { hostConfig, POLICY } from "./import-fixtures.ts";
+
+// lab/hosts/README.md: instance 6 (shared with bench/lab-boot and test/agent/real.test.ts; files run one at a time).
+const L = lab(6);
+const ROOT = path.resolve(import.meta.dirname, "../..");
+const HS = `${L.toolsDir}/headscale@0.29.2/bin/headscale`;
+const missing = !isRoot() ? NEEDS_ROOT : !rt.toolPath("headscale") ? "headscale 0.29.2 is not built: run `meshfleet tools build`" : "";
+
+describe.skipIf(skipUnlessCi(missing))("meshfleet import --from a lab host over SSH (lab instance 6)", () => {
+  const tmp = mkdtempSync(path.join(tmpdir(), "mf-import-lab-"));
+  const vps = findHost(L.topology, "vps").mgmt!;
+  const cli = (args: string[]) => spawnSync(process.execPath, [path.join(ROOT, "bin/meshfleet.mjs"), ...args], { encoding: "utf8", cwd: ROOT, timeout: 180_000 });
+  const on = async (cmd: string, input?: string) => {
+    const r = await L.sshExec("vps", cmd, { timeoutMs: 60_000, ...(input !== undefined ? { input } : {}) });
+    if (r.code !== 0) throw new Error(`vps: ${cmd}: exit ${r.code}: ${r.stderr}`);
+    return r.stdout;
+  };
+  let keys: string[] = [];
+
+  beforeAll(async () => {
+    await L.down();
+    await L.up({ hosts: ["vps"], log: (l) => process.stderr.write(`[lab6] ${l}\n`) });
+    // An existing headscale, laid out as a hand install: binary on PATH, root-owned state.
+    await on(`ln -sf ${HS} /usr/local/bin/headscale && mkdir -p /etc/headscale /var/lib/headscale /var/run/headscale`);
+    await on("cat > /etc/headscale/config.yaml", hostConfig({ http: 8080, metrics: 9090, grpc: 50443, stun: 3478 }));
+    await on("cat > /etc/headscale/acl.hujson", POLICY);
+    await on("umask 077; for k in noise_private derp_server_private; do headscale generate private-key -o json | sed -n 's/.*\"private_key\": *\"\\(.*\\)\".*/\\1/p' > /var/lib/headscale/$k.key; done");
+    keys = (await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n");
+    expect(keys.every((k) => /^privkey:[0-9a-f]{64}$/.test(k)), "generated keys").toBe(true);
+    await on("systemd-run --unit=headscale-old headscale serve -c /etc/headscale/config.yaml");
+    await on("for i in $(seq 1 100); do headscale users list -o json >/dev/null 2>&1 && exit 0; sleep 0.3; done; journalctl -u headscale-old --no-pager | tail -20; exit 1");
+    await on("headscale users create alice -o json && headscale users create bob -o json");
+    for (const [name, n] of [["laptop", 1], ["server", 2]] as const) {
+      const id = `hskey-authreq-${String(n).repeat(24)}`;
+      await on(`headscale debug create-node --name ${name} --user alice --key ${id} -o json && headscale auth register --auth-id ${id} --user alice -o json`);
+    }
+    await on("headscale nodes tag -i 2 -t tag:server -o json");
+  }, 600_000);
+
+  afterAll(async () => {
+    await L.down();
+    rmSync(tmp, { recursive: true, force: true });
+  }, 180_000);
+
+  it("reads config, policy, users, nodes and the version over SSH; check passes; nothing secret is written", async () => {
+    const out = path.join(tmp, "fleet");
+    const r = cli(["import", "--from", `root@${vps}`, "--known-hosts", L.knownHostsPath, "--identity", L.keyPath, "--out", out, "--name", "vps"]);
+    expect(r.status, r.stdout + r.stderr).toBe(0);
+    const written = readdirSync(out).sort();
+    expect(written).toEqual(["IMPORT.md", "fleet.yaml", "nodes.json", "vps.yaml"]);
+    const all = written.map((f) => readFileSync(path.join(out, f), "utf8")).join("\n") + r.stdout + r.stderr;
+    for (const k of keys) {
+      expect(all).not.toContain(k);
+      expect(all).not.toContain(k.slice(8));
+    }
+    const fleet = parseYaml(readFileSync(path.join(out, "fleet.yaml"), "utf8"));
+    expect(fleet.coordinator).toEqual({ host: "vps", serverUrl: "https://hs.example.org", headscaleVersion: "0.29.2" });
+    expect(fleet.users).toEqual(["alice", "bob"]);
+    expect(fleet.policy).toEqual(parseHuJson(POLICY));
+    const host = parseYaml(readFileSync(path.join(out, "vps.yaml"), "utf8"));
+    const pinned = readFileSync(L.knownHostsPath, "utf8").split("\n").find((l) => l.startsWith(`${vps} `))!.split(" ").slice(1, 3).join(" ");
+    expect(host.address).toBe(vps);
+    expect(host.ssh).toEqual({ user: "root", port: 22, hostKey: pinned });
+    expect(host.headscale.package).toBe("/usr/local/bin/headscale");
+    expect(host.headscale.adopt).toEqual({ enable: true, noisePrivateKeyPath: "/var/lib/headscale/noise_private.key", derpPrivateKeyPath: "/var/lib/headscale/derp_server_private.key" });
+    const nodes = JSON.parse(readFileSync(path.join(out, "nodes.json"), "utf8")) as { name: string; tags?: string[] }[];
+    expect(nodes.map((n) => n.name).sort()).toEqual(["laptop", "server"]);
+    const report = readFileSync(path.join(out, "IMPORT.md"), "utf8");
+    expect(report).toContain("on the host: `/var/lib/headscale/noise_private.key` exists (owner root, mode 600)");
+    expect(report).toContain("on the host: `/var/lib/headscale/db.sqlite` exists (owner root, mode ");
+    expect(report).toContain("`owner of /var/lib/headscale/noise_private.key` = root, mode 600 — meshfleet runs headscale as user headscale");
+    expect(report).toMatch(/`frobnicate_level` = 3/);
+
+    const check = cli(["check", "--hosts-dir", out, "--nodes", path.join(out, "nodes.json")]);
+    expect(check.status, check.stdout + check.stderr).toBe(0);
+    // Import only read: the keys on the host are as they were.
+    expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n")).toEqual(keys);
+  }, 300_000);
+
+  it("refuses a host whose key is not the pinned one, before reading anything", async () => {
+    const other = path.join(tmp, "other_known_hosts");
+    writeFileSync(other, `${vps} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBjh1mQ7rY3o9k1d0mYbq1a0Y7YwQe0o2a3p0u8XWmXb\n`);
+    const out = path.join(tmp, "never");
+    const r = cli(["import", "--from", `root@${vps}`, "--known-hosts", other, "--identity", L.keyPath, "--out", out]);
+    expect(r.status).toBe(1);
+    expect(r.stderr.trim()).toBe(`meshfleet: --from root@${vps}:22: its SSH host key does not match the pinned key, so nothing was sent to it. Fix: if the host was reinstalled, check its key out of band (ssh-keyscan -p 22 ${vps}; ssh-keygen -lf) and replace its line in ${other}`);
+    expect(() => readdirSync(out)).toThrow();
+  }, 120_000);
+});
