@@ -15,8 +15,8 @@
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
-import { parse as parseYaml, stringify } from "yaml";
-import { MeshfleetError } from "../../core/diagnostics.ts";
+import { Document, isScalar, parse as parseYaml, visit } from "yaml";
+import { MeshfleetError, oneLine } from "../../core/diagnostics.ts";
 import { HuJsonError, parseHuJson } from "../../core/hujson.ts";
 import { policySchema } from "../../core/policy/schema.ts";
 import { userName } from "../../core/schema-types.ts";
@@ -239,7 +239,8 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
   const items: ReportItem[] = [];
   const problems: Diagnostic[] = [];
   const problem = (file: string, p: string, expected: string, found: string, fix: string) => problems.push({ severity: "error", file, path: p, expected, found, fix });
-  const item = (key: string, kind: ItemKind, rest: Omit<ReportItem, "key" | "kind"> = {}) => items.push({ key, kind, ...rest });
+  // Keys come from the file as typed: escaped, so a report cannot drive the terminal.
+  const item = (key: string, kind: ItemKind, rest: Omit<ReportItem, "key" | "kind"> = {}) => items.push({ key: oneLine(key, 200), kind, ...rest });
   const result = (fleet: Record<string, unknown> = {}, host: Record<string, unknown> = {}, nodes?: unknown[]): ImportResult => ({
     ok: problems.length === 0, origin: src.origin, hostName: o.hostName, fleet, host, nodes, items, problems,
   });
@@ -837,6 +838,17 @@ async function sshSource(target: string, o: { knownHosts?: string; identity?: st
 // ---------------------------------------------------------------------------
 // Writing
 
+/** YAML as the example fleets are written: lists of plain values on one line (`src: [group:admins]`). */
+function yamlText(v: unknown): string {
+  const doc = new Document(v);
+  visit(doc, {
+    Seq(_, node) {
+      if (node.items.every((i) => isScalar(i))) node.flow = true;
+    },
+  });
+  return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
+}
+
 function header(origin: string, what: string): string {
   return `# Imported by \`meshfleet import\` from ${origin} (${what}).\n# IMPORT.md lists every setting of the old config.yaml and where it went.\n`;
 }
@@ -944,8 +956,8 @@ export const command: Command = {
     if (r.problems.length === 0) {
       mkdirSync(outAbs, { recursive: true });
       const files: [string, string][] = [
-        ["fleet.yaml", header(src.origin, "fleet settings and policy") + stringify(r.fleet, { lineWidth: 0 })],
-        [`${name}.yaml`, header(src.origin, "the coordinator") + stringify(r.host, { lineWidth: 0 })],
+        ["fleet.yaml", header(src.origin, "fleet settings and policy") + yamlText(r.fleet)],
+        [`${name}.yaml`, header(src.origin, "the coordinator") + yamlText(r.host)],
         ["nodes.json", nodesFileText(r.nodes ?? [])],
         ["IMPORT.md", reportMarkdown(r, keyMeta)],
       ];
