@@ -201,19 +201,6 @@ export interface PendingOperation {
   op: string;
 }
 
-/** The pending operations Pulumi's engine warned about ("... pending operations from previous deployment"), from its text. */
-export function parsePendingWarning(text: string): PendingOperation[] {
-  if (!/pending operations? from (a )?previous deployment/i.test(text)) return [];
-  const out: PendingOperation[] = [];
-  for (const m of text.matchAll(/(urn:pulumi:\S+?),\s+interrupted while (\w+)/g)) {
-    const urn = m[1]!;
-    const parts = urn.split("::");
-    const q = parts[parts.length - 2] ?? "";
-    out.push({ urn, type: q.slice(q.lastIndexOf("$") + 1), name: parts[parts.length - 1] ?? "", op: m[2]! });
-  }
-  return out;
-}
-
 /** The pending operations of an exported deployment (`pulumi stack export`). */
 export function pendingOfDeployment(deployment: unknown): PendingOperation[] {
   const ops = (deployment as { pending_operations?: { op?: string; type?: string; resource?: { urn?: string; type?: string } }[] })?.pending_operations ?? [];
@@ -236,15 +223,6 @@ export function exportPending(cmd: string, cwd: string, env: Record<string, stri
   if (r.status !== 0) return [];
   return pendingOfDeployment((JSON.parse(r.stdout) as { deployment?: unknown }).deployment);
 }
-
-/** One line per pending operation, with the fix. */
-export function pendingMessage(stack: string, ops: PendingOperation[]): string {
-  const list = pendingList(ops);
-  return `stack ${stack}: a run was interrupted while changing ${list}; its real state is unknown. ` +
-    `Fix: \`meshfleet refresh --stack ${stack}\` reads every resource back and clears the pending operation (a half-made create is dropped from the state and made again by the next up), then \`meshfleet up --stack ${stack}\``;
-}
-
-export const here = hostname;
 
 /**
  * The error with every text in it redacted, in place: message, stack and the

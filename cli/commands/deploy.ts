@@ -468,7 +468,7 @@ export class EventTracker {
       this.line(r, `${m.op} FAILED`);
     } else if (e.diagnosticEvent) {
       const d = e.diagnosticEvent;
-      const message = d.message.replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim();
+      const message = redact(d.message).replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim();
       if (!message) return;
       const r = d.urn ? this.resources.get(d.urn) : undefined;
       const host = r?.host ?? (d.urn ? hostInName(urnName(d.urn), this.hosts) : undefined);
