@@ -7,6 +7,7 @@
 //   npm run mutate -- agent ipset       these groups
 //   npm run mutate -- --concurrency 2   test runners per group (default 1)
 //   npm run mutate -- --summary         only the table, from the last reports
+//   npm run mutate -- --force bundle    every mutant again, not only the changed ones
 // Reports: reports/mutation/<group>.json and .html, reports/mutation/summary.md.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
@@ -20,9 +21,11 @@ const args = process.argv.slice(2);
 let concurrency = "1";
 const names = [];
 let summaryOnly = false;
+let force = false;
 for (let i = 0; i < args.length; i++) {
   if (args[i] === "--concurrency") concurrency = args[++i];
   else if (args[i] === "--summary") summaryOnly = true;
+  else if (args[i] === "--force") force = true;
   else names.push(args[i]);
 }
 const unknown = names.filter((n) => !GROUPS.some((g) => g.name === n));
@@ -38,9 +41,13 @@ if (!summaryOnly) {
   for (const g of chosen) {
     console.log(`\n== mutate ${g.name}: ${g.mutate.join(" ")} against ${g.tests.join(" ")}`);
     const started = Date.now();
+    // Incremental runs rely on per-test coverage: Stryker reuses a survivor unless a test that
+    // covers it changed or was added, so a group run with coverage "all" (no test known to cover
+    // anything) always runs in full.
+    const full = force || g.coverageAnalysis === "all";
     const r = spawnSync(
       path.join(REPO, "node_modules", ".bin", "stryker"),
-      ["run", "--concurrency", concurrency, "--mutate", g.mutate.join(",")],
+      ["run", "--concurrency", concurrency, "--mutate", g.mutate.join(","), ...(full ? ["--force"] : [])],
       { cwd: REPO, stdio: "inherit", env: { ...process.env, MESHFLEET_MUTATE_GROUP: g.name, MESHFLEET_MUTATE_COVERAGE: g.coverageAnalysis ?? "perTest", MESHFLEET_MUTATE_TESTS: g.tests.join(","), MESHFLEET_MUTATE_FILES: g.mutate.join(",") } },
     );
     if (r.status !== 0) {

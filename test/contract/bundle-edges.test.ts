@@ -15,11 +15,16 @@ import type { HostSystem } from "../../core/types.ts";
  * The contract module, imported afresh for this file: it builds its schemas
  * once, on first use, and keeps them; a fresh instance builds them again, so a
  * mutated schema (npm run mutate -- bundle) is the one these tests meet.
+ * They are built here, before any test: Stryker's vitest runner credits code
+ * run inside a test to that test alone, so a schema first built in the first
+ * test would have its mutants tried against that test only. Built outside a
+ * test, they are "static" and every test of the file runs against each.
  */
 let C: typeof Contract;
 beforeAll(async () => {
   vi.resetModules();
   C = await import("../../contract/bundle.ts");
+  C.schemas();
 });
 
 const base = (): Omit<Bundle, "hash"> => ({
@@ -138,6 +143,16 @@ describe("each field's check and message", () => {
       (b) => (b.tailscale.extraUpFlags = ["--operator", "--x-y=a b"]),
       (b) => (b.metrics.textfileDir = ""),
       (b) => (b.probes = [{ name: "p", kind: "http", url: "http://x", expectStatus: 599, insecure: true }, { name: "t", kind: "tcp", host: "h", port: 65535 }, { name: "r", kind: "routes-advertised", routes: [] }, { name: "u", kind: "unit-active", unit: "a.service" }, { name: "ts", kind: "tailscale-running" }]),
+      // Every member of every enum, so that none can be dropped or misspelt.
+      (b) => (b.firewall.chains[0].rules[0].ctState = ["established", "related", "invalid", "new", "untracked"]),
+      (b) => (b.firewall.chains[0].rules[1].icmp.types = ["echo-request", "nd-neighbor-solicit", "nd-neighbor-advert", "nd-router-advert", "packet-too-big"]),
+      (b) => (b.firewall.chains[0].rules[0].l4.proto = "udp"),
+      (b) => (b.firewall.chains[0].rules[0].l4 = { proto: "tcp+udp" }),
+      (b) => b.firewall.chains.push({ name: "fwd", hook: { type: "filter", hook: "forward", priority: "filter", policy: "accept" }, rules: [] }, { name: "out", hook: { type: "filter", hook: "output", priority: "filter", policy: "drop" }, rules: [] }),
+      (b) => (b.tailscale.netfilterMode = "nodivert"),
+      (b) => (b.tailscale.netfilterMode = "off"),
+      (b) => (b.firewall.sets[1].type = "ipv6_addr"),
+      (b) => (b.tailscale.routes = ["fd7a:115c:a1e0::/48", "10.0.0.0/8"]),
     ];
     for (const e of ok) expect(problemsAfter(e)).toEqual([]);
   });
@@ -170,6 +185,36 @@ describe("each field's check and message", () => {
     expect(problemsAfter((b) => (b.tailscale.cli = "tailscale-1.2_x"))).toEqual([]);
     expect(problemsAfter((b) => (b.tailscale.extraUpFlags = ["--x=a=b c"]))).toEqual([]);
     expect(problemsAfter((b) => (b.probes[0].url = "http://x"))).toEqual([]);
+    // The anchors of the patterns not listed above, one value each.
+    expect(problemsAfter((b) => (b.tailscale.loginServer = "xhttps://hs"))).toEqual(['tailscale.loginServer: expected a URL starting with http:// or https://, found "xhttps://hs"']);
+    expect(problemsAfter((b) => (b.probes[0].url = "xhttp://x"))).toEqual(['probes[0].url: expected an http(s) URL, found "xhttp://x"']);
+    expect(problemsAfter((b) => (b.sysctl = { "net.x ": "1" }))).toEqual(["sysctl.net.x : Invalid key in record"]);
+    expect(problemsAfter((b) => (b.files[0].group = "root$x"))).toEqual(['files[0].group: expected a user or group name, found "root$x"']);
+    expect(problemsAfter((b) => (b.firewall.sets[0].members = ["laptop-"]))).toEqual(['firewall.sets[0].members[0]: expected a host name (DNS label), found "laptop-"']);
+  });
+
+  it("the other alternatives and values each pattern takes", () => {
+    // A login server: http or https, a host, then any path without spaces.
+    for (const ok of ["https://hs.example.test/", "https://hs/a/b?c=d", "http://hs/x"]) expect([ok, problemsAfter((b) => (b.tailscale.loginServer = ok))]).toEqual([ok, []]);
+    for (const bad of ["https://", "https:///a", "https://hs/\n", "https://hs/ ", "httpss://hs"]) expect([bad, problemsAfter((b) => (b.tailscale.loginServer = bad))[0]?.split(":")[0]]).toEqual([bad, "tailscale.loginServer"]);
+    // The tailscale CLI as a command name: lowercase first, then letters, digits, ".", "_", "-".
+    for (const bad of ["1tailscale", "-t", "ts cli", ""]) expect([bad, problemsAfter((b) => (b.tailscale.cli = bad))[0]?.split(":")[0]]).toEqual([bad, "tailscale.cli"]);
+    for (const ok of ["t", "ts.1", "ts_x-2"]) expect([ok, problemsAfter((b) => (b.tailscale.cli = ok))]).toEqual([ok, []]);
+    // A flag's value is optional; a lone "=" or a line break is not a flag.
+    for (const ok of ["--x", "--x=", "--accept-risk=lose-ssh"]) expect([ok, problemsAfter((b) => (b.tailscale.extraUpFlags = [ok]))]).toEqual([ok, []]);
+    for (const bad of ["--", "--X", "--x\n", "--x=a\nb", "--=x"]) expect([bad, problemsAfter((b) => (b.tailscale.extraUpFlags = [bad]))[0]?.split(":")[0]]).toEqual([bad, "tailscale.extraUpFlags[0]"]);
+    // A sysctl value is one line, possibly empty; a key starts lowercase, a digit or "_".
+    expect(problemsAfter((b) => (b.sysctl = { _x: "", "0.y": "a b" }))).toEqual([]);
+    expect(problemsAfter((b) => (b.sysctl = { "net.x": "1\r" }))).toEqual(['sysctl.net.x: expected a one-line value, found "1\\r"']);
+    // A host label may be one character, or two with no hyphen at either end.
+    expect(problemsAfter((b) => (b.host = "ab"))).toEqual([]);
+    expect(problemsAfter((b) => (b.host = "a-"))).toEqual(['host: expected a host name (DNS label), found "a-"']);
+  });
+
+  it("a value missing where a union or a pattern is expected is shown as nothing", () => {
+    expect(problemsAfter((b) => delete b.tailscale.cli)).toEqual([
+      "tailscale.cli: expected Invalid input: expected string, received undefined; found nothing",
+    ]);
   });
 
   it("numbers and lists at their bounds", () => {
@@ -252,6 +297,27 @@ describe("cross-field rules", () => {
     expect(problemsAfter((b) => (b.firewall.chains[0].rules[1].saddr.cidrs = ["fd7a::1", "10.0.0.1"]))).toEqual(["firewall.chains[0].rules[1]: 10.0.0.1 is not an ip6 address"]);
   });
 
+  it("a rule's source and destination: sets and CIDRs checked alike, and of one family", () => {
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[0].daddr = { family: "ip", cidrs: ["192.168.8.0/24"] }))).toEqual([]);
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[0].daddr = { family: "ip6", cidrs: ["fd00::/8"] }))).toEqual([
+      "firewall.chains[0].rules[0]: matches ip saddr and ip6 daddr",
+    ]);
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[1].daddr = { family: "ip", set: "peers_v4" }))).toEqual([
+      "firewall.chains[0].rules[1]: matches ip6 saddr and ip daddr",
+    ]);
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[1].daddr = { family: "ip6", set: "gone" }))).toEqual([
+      "firewall.chains[0].rules[1]: uses set gone, which the table does not have",
+    ]);
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[1].daddr = { family: "ip6", set: "peers_v4" }))).toEqual([
+      "firewall.chains[0].rules[1]: matches ip6 daddr against ipv4_addr set peers_v4",
+    ]);
+    expect(problemsAfter((b) => (b.firewall.chains[0].rules[1].daddr = { family: "ip6", cidrs: ["10.0.0.1"] }))).toEqual([
+      "firewall.chains[0].rules[1]: 10.0.0.1 is not an ip6 address",
+    ]);
+    // Only a destination: no family to disagree with.
+    expect(problemsAfter((b) => (b.firewall.chains[1].rules[0].daddr = { family: "ip6", cidrs: ["fd00::1"] }))).toEqual([]);
+  });
+
   it("hashes: a file's content and the bundle's, skipped when asked", () => {
     const b = C.sealBundle(base());
     const tampered = structuredClone(b);
@@ -294,6 +360,16 @@ describe("addresses and paths", () => {
       ["1:2:3:4:5:6:7::", "ip6"],
       ["1:2:3:4:5:6:7:8::", null],
       ["12345::", null],
+      ["10.0.0.1x", null],
+      ["x10.0.0.1", null],
+      ["10.0.0.1 ", null],
+      ["240.0.0.1", "ip"],
+      ["1.240.0.1", "ip"],
+      ["1.2.3.04", null],
+      ["1.2.3.4/", null],
+      ["::1x", null],
+      ["x::1", null],
+      ["fe80::1%eth0", null],
       ["g::", null],
       ["", null],
     ] as const)
@@ -324,6 +400,9 @@ describe("canonical JSON and hashes", () => {
     const o = { b: 1, 10: "ten", 2: "two", 0: "zero", "01": "not an index", 4294967295: "not an index either", 4294967294: "last index" };
     expect(C.canonicalJson(o)).toBe('{"0":"zero","2":"two","10":"ten","4294967294":"last index","01":"not an index","4294967295":"not an index either","b":1}');
     expect(C.canonicalJson({ "9": 1, a: 2 })).toBe('{"9":1,"a":2}');
+    // Index keys by number, the first and last digits included: "9" before "10", "0" before "10".
+    expect(C.canonicalJson({ 10: "a", 9: "b", 0: "c", "-1": "d", ":": "e", "/": "f" })).toBe('{"0":"c","9":"b","10":"a","-1":"d","/":"f",":":"e"}');
+    expect(C.canonicalJson({ 10: "a", 9: "b" })).toBe(JSON.stringify({ 10: "a", 9: "b" }));
   });
 
   it("objects with toJSON or a class go through a sorted copy", () => {
@@ -360,6 +439,84 @@ describe("canonical JSON and hashes", () => {
     expect(C.bundleHash({ ...body, hash: "f".repeat(64) } as Bundle)).toBe(h);
     expect(C.sealBundle(body)).toEqual({ ...body, hash: h });
     expect(C.bundleHash({ ...body, host: "other" })).not.toBe(h);
+  });
+});
+
+describe("the exported schema and its JSON Schema form", () => {
+  it("bundleSchema parses a bundle as checkBundle's schema does", () => {
+    const b = C.sealBundle(base());
+    expect(C.bundleSchema.safeParse(b)).toMatchObject({ success: true, data: b });
+    expect(C.bundleSchema.safeParse({ ...b, host: "-" }).success).toBe(false);
+  });
+
+  it("bundleJsonSchema: the format number and every field, unknown fields refused", () => {
+    const js = C.bundleJsonSchema() as { type: string; properties: Record<string, unknown>; required: string[]; additionalProperties: boolean };
+    expect(js.type).toBe("object");
+    expect(js.properties.format).toEqual({ type: "number", const: C.BUNDLE_FORMAT });
+    expect(js.required).toEqual(["format", "host", "hash", "files", "sysctl", "units", "firewall", "tailscale", "probes", "metrics", "bestEffort"]);
+    expect(js.additionalProperties).toBe(false);
+  });
+});
+
+/**
+ * The contract module once more, with node:crypto wrapped: which texts are
+ * hashed, how often, and the fallback for a node without crypto.hash.
+ */
+describe("sha256 and its memo, counted", () => {
+  async function withCrypto(hash: "counted" | "absent") {
+    const calls: string[] = [];
+    vi.resetModules();
+    vi.doMock("node:crypto", async (importOriginal) => {
+      const orig = await importOriginal<typeof import("node:crypto")>();
+      const createHash = (alg: string) => {
+        const h = orig.createHash(alg);
+        const update = h.update.bind(h);
+        (h as { update: unknown }).update = (s: string, enc: "utf8") => (calls.push(s), update(s, enc));
+        return h;
+      };
+      return { ...orig, createHash, hash: hash === "absent" ? undefined : (alg: string, s: string, enc: "hex") => (calls.push(s), orig.hash(alg, s, enc)) };
+    });
+    try {
+      return { M: await import("../../contract/bundle.ts"), calls };
+    } finally {
+      vi.doUnmock("node:crypto");
+      vi.resetModules();
+    }
+  }
+
+  it("without crypto.hash (node < 20.12): createHash gives the same hex digest", async () => {
+    const { M, calls } = await withCrypto("absent");
+    expect(M.sha256("abc")).toBe("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    expect(M.sha256("é")).toBe(C.sha256("é"));
+    expect(calls).toEqual(["abc", "é"]);
+  });
+
+  it("a text up to 64 KiB is hashed once; a longer one every time", async () => {
+    const { M, calls } = await withCrypto("counted");
+    const texts = ["a", "bb", "c".repeat(1000), "d".repeat(64 * 1024)];
+    for (const t of [...texts, ...texts]) expect(M.sha256Shared(t)).toBe(C.sha256(t));
+    expect(calls.map((s) => s.length)).toEqual(texts.map((t) => t.length));
+    const long = "e".repeat(64 * 1024 + 1);
+    M.sha256Shared(long);
+    M.sha256Shared(long);
+    expect(calls.slice(texts.length).map((s) => s.length)).toEqual([long.length, long.length]);
+  });
+
+  it("the memo holds up to 4 Mi characters, then starts over", async () => {
+    const { M, calls } = await withCrypto("counted");
+    // 64 texts of 64 KiB: exactly 4 Mi characters, all kept.
+    const texts = Array.from({ length: 64 }, (_, i) => `${i}`.padEnd(64 * 1024, "-"));
+    for (const t of texts) M.sha256Shared(t);
+    for (const t of texts) M.sha256Shared(t);
+    expect(calls).toHaveLength(64);
+    // One character more: the memo is emptied, then holds the new text only.
+    M.sha256Shared("x");
+    expect(calls).toHaveLength(65);
+    M.sha256Shared("x");
+    M.sha256Shared(texts[63]);
+    expect(calls).toHaveLength(66);
+    M.sha256Shared("x");
+    expect(calls).toHaveLength(66);
   });
 });
 
