@@ -53,8 +53,10 @@ function applyFileUnchecked(host: Host, state: State, a: FileAction): void {
     host.removeFile(a.path);
   }
   else if (a.op === "restore") state.restoreFile(a.path);
-  // Stryker disable next-line ConditionalExpression: makePlan gives every write its desired file
-  else if (a.desired) {
+  else if (
+    // Stryker disable next-line ConditionalExpression: makePlan gives every write its desired file
+    a.desired
+  ) {
     if (a.takeOver) state.backupFile(a.path);
     const { uid, gid } = ownerIds(host, a.desired);
     host.writeFileAtomic(a.path, a.desired.content, parseInt(a.desired.mode, 8), uid ?? undefined, gid ?? undefined);

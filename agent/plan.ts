@@ -153,8 +153,8 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
 
   const tailscale = target.tailscale
     ? tailscaleAction(tailscaleBackendState(host), input.appliedTailscale, target.tailscale)
-    // Stryker disable next-line StringLiteral: with nothing wanted, tailscaleAction never reads the backend state
-    : tailscaleAction("", null, null);
+    : // Stryker disable next-line StringLiteral: with nothing wanted, tailscaleAction never reads the backend state
+      tailscaleAction("", null, null);
 
   return { files, sysctl, sysctlRestore, nft, units, tailscale };
 }

@@ -513,6 +513,10 @@ describe("lineDiff", () => {
     // A moved line: the three kept in order beat the one moved.
     expect(lineDiff("a\nb\nc\nd", "b\nc\nd\na", 5)).toEqual(["- a", "  b", "  c", "  d", "+ a"]);
     expect(lineDiff("x\na\ny\nb\nz", "a\nb", 5)).toEqual(["- x", "  a", "- y", "  b", "- z"]);
+    // The table holds the longest common run from each pair of positions (the larger of the two ways
+    // on): a line kept is shown kept, never removed and added again, and a tie removes first.
+    expect(lineDiff("c", "a\nb\nc\nc", 5)).toEqual(["+ a", "+ b", "  c", "+ c"]);
+    expect(lineDiff("a\nc\na", "b\nc\na", 5)).toEqual(["- a", "+ b", "  c", "  a"]);
     expect(lineDiff("a\nb\nc\nd\ne", "e\na\nb\nX\nd", 5)).toEqual(["+ e", "  a", "  b", "- c", "+ X", "  d", "- e"]);
     // Ties go to the deletion first.
     expect(lineDiff("a", "b")).toEqual(["- a", "+ b"]);
