@@ -179,7 +179,6 @@ const MESHFLEET_SETS: Record<string, [unknown, string]> = {
   "tls_letsencrypt_challenge_type": ["HTTP-01", "the reverse proxy gets the certificate"],
   "tls_letsencrypt_listen": [":http", "the reverse proxy gets the certificate"],
   acme_url: ["https://acme-v02.api.letsencrypt.org/directory", "the reverse proxy gets the certificate"],
-  acme_email: ["", "the reverse proxy gets the certificate (reverse-proxy.acmeEmail)"],
   "derp.paths": [[], "meshfleet writes its own DERP map file from the hosts with derp.enable (the regions in the old files are not imported)"],
 };
 
@@ -542,6 +541,12 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
     randomize = take("randomize_client_port") === true;
     item("randomize_client_port", randomize ? "mapped" : "default", { to: randomize ? "fleet.yaml policy.randomizeClientPort" : undefined, value: show(flat.get("randomize_client_port")), note: LEGACY.randomize_client_port });
   }
+
+  const acme = take("acme_email");
+  if (typeof acme === "string" && acme !== "" && https) {
+    host["reverse-proxy"] = { acmeEmail: acme };
+    mapped("acme_email", "reverse-proxy.acmeEmail (host file)", acme, "the reverse proxy gets the certificate now");
+  } else if (acme !== undefined) item("acme_email", "default", { value: show(acme), note: https ? "none" : "no TLS (http server_url): not used" });
 
   // Keys meshfleet sets itself, and those it carries as extraSettings.
   for (const [k, [mine, why]] of Object.entries(MESHFLEET_SETS)) {

@@ -197,7 +197,8 @@ describe("meshfleet import: bad input", () => {
   });
 
   it("moves a headscale that did TLS itself behind the reverse proxy, and says so", () => {
-    const r = imp(copyDir({ config: BASE.replace("listen_addr: 127.0.0.1:8080", "listen_addr: 0.0.0.0:443") + "tls_letsencrypt_hostname: hs.example.org\n" }));
+    const r = imp(copyDir({ config: BASE.replace("listen_addr: 127.0.0.1:8080", "listen_addr: 0.0.0.0:443") + "tls_letsencrypt_hostname: hs.example.org\nacme_email: ops@example.org\n" }));
+    expect(r.host["reverse-proxy"]).toEqual({ acmeEmail: "ops@example.org" });
     expect((r.host.headscale as Record<string, unknown>).listenAddr).toBe("127.0.0.1:8080");
     expect(r.host.imports).toEqual(["coordinator", "reverse-proxy"]);
     expect(byKey(r, "listen_addr")[0]!.note).toContain("headscale did TLS itself before");
