@@ -22,9 +22,19 @@
  * Each change starts from the deployed hosts/lab and is put back (not
  * counted) before the next. Not measured here: the first deploy (see `lab
  * up`'s "meshfleet up" step, printed from up.json when present).
+ *
+ * CPU beside wall time: the lab's hosts and this process share the
+ * machine's cores, so the wall time of parallel switches is bounded by the
+ * CPU they need. Printed per deploy: "deploy" = this process and everything
+ * it waited for (the Pulumi CLI, the provider, ssh: /proc/self/stat with
+ * children), "hosts" = the lab hosts' containers (each nspawn host's
+ * process tree, exited processes counted through their parents).
+ * The `meshfleet up` command runs the prebuilt CLI (dist/cli): it is built
+ * first when stale, and each run says which it ran.
  */
 import { execa } from "execa";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
 import { join } from "node:path";
 import { runDeploy, type DeployResult } from "../../cli/commands/deploy.ts";
 import { sshArgs } from "../../lab/hosts/index.ts";
@@ -45,13 +55,64 @@ const env = labPulumiEnv(instance);
 const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
-async function up(label: string, verb: "up" | "refresh" = "up"): Promise<{ ms: number; r: DeployResult }> {
+// ---- CPU ----
+
+const TICK_MS = 10; // CLK_TCK is 100 on Linux
+/** utime, stime, cutime, cstime of /proc/PID/stat in ms (the fields after the command's closing parenthesis). */
+function procCpu(pid: number | "self"): { self: number; children: number; ppid: number } | undefined {
+  try {
+    const t = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const f = t.slice(t.lastIndexOf(")") + 2).split(" ");
+    return { ppid: Number(f[1]), self: (Number(f[11]) + Number(f[12])) * TICK_MS, children: (Number(f[13]) + Number(f[14])) * TICK_MS };
+  } catch {
+    return undefined;
+  }
+}
+
+/** CPU ms of the lab hosts' containers: every process under each host's systemd-nspawn, with its reaped children. */
+function hostsCpu(): number {
+  const all = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
+  const roots = new Set<number>();
+  for (const pid of all) {
+    let cmd = "";
+    try {
+      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
+      if (!readlinkSync(`/proc/${pid}/exe`).endsWith("systemd-nspawn")) continue;
+    } catch {
+      continue;
+    }
+    if (fleetHosts().some((h) => cmd.includes(`--machine=mfl${instance}-${h}\0`))) roots.add(pid);
+  }
+  const stats = new Map(all.map((pid) => [pid, procCpu(pid)] as const).filter((x): x is [number, NonNullable<ReturnType<typeof procCpu>>] => x[1] !== undefined));
+  const under = (pid: number): boolean => {
+    for (let x = pid, i = 0; x > 1 && i < 64; x = stats.get(x)?.ppid ?? 0, i++) if (roots.has(x)) return true;
+    return false;
+  };
+  let ms = 0;
+  for (const [pid, st] of stats) if (under(pid)) ms += st.self + st.children;
+  return ms;
+}
+
+/** CPU so far: this process with everything it waited for, and the lab hosts. */
+function cpuNow(): { deploy: number; hosts: number } {
+  const me = procCpu("self")!;
+  return { deploy: me.self + me.children, hosts: hostsCpu() };
+}
+
+const cpuText = (a: { deploy: number; hosts: number }, b: { deploy: number; hosts: number }) =>
+  `cpu deploy ${s(b.deploy - a.deploy)}, hosts ${s(b.hosts - a.hosts)}`;
+
+type Measured = { ms: number; cpu: { deploy: number; hosts: number } };
+
+async function up(label: string, verb: "up" | "refresh" = "up"): Promise<Measured & { r: DeployResult }> {
+  const c0 = cpuNow();
   const t = Date.now();
   const r = await runDeploy({ verb, stack: STACK, configFile: p.stackConfig, env, logFile: p.log });
   const ms = Date.now() - t;
+  const c1 = cpuNow();
   if (!r.ok) throw new Error(`${label}: ${r.errors.join("; ")}`);
-  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}  ${JSON.stringify(r.changes)}`);
-  return { ms, r };
+  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}  ${cpuText(c0, c1)}  ${JSON.stringify(r.changes)}`);
+  return { ms, r, cpu: { deploy: c1.deploy - c0.deploy, hosts: c1.hosts - c0.hosts } };
 }
 
 async function setHostsDir(dir: string): Promise<void> {
@@ -145,8 +206,20 @@ async function ansible(inventory: string, rendered: string, label: string): Prom
   return { ms, changed };
 }
 
+/** Whether bin/meshfleet.mjs runs the prebuilt CLI; builds it first when stale. */
+async function prebuilt(): Promise<string> {
+  // @ts-expect-error plain JS, no types
+  const { freshManifest } = (await import("../../bin/meshfleet.mjs")) as { freshManifest: () => Promise<unknown> };
+  if (await freshManifest()) return "prebuilt CLI";
+  const b = await execa(process.execPath, [join(REPO, "cli", "build.mjs")], { reject: false, cwd: REPO });
+  if (b.exitCode !== 0) return `tsx (the prebuilt CLI does not build: ${String(b.stderr).trim().split("\n")[0]})`;
+  return (await freshManifest()) ? "prebuilt CLI (rebuilt)" : "tsx (sources changed while building)";
+}
+
 /** A whole `meshfleet up` command, as a user runs it (Node start, CLI load, the deploy). */
-async function upCommand(label: string): Promise<number> {
+async function upCommand(label: string): Promise<Measured> {
+  const via = await prebuilt();
+  const c0 = cpuNow();
   const t = Date.now();
   const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", "--expect-no-changes"], {
     reject: false,
@@ -154,16 +227,17 @@ async function upCommand(label: string): Promise<number> {
     env: { ...process.env, ...env },
   });
   const ms = Date.now() - t;
+  const c1 = cpuNow();
   if (r.exitCode !== 0) throw new Error(`${label}: meshfleet up exited ${r.exitCode}: ${String(r.stderr).trim().slice(-400)}`);
-  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}`);
-  return ms;
+  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}  ${cpuText(c0, c1)}  via ${via}`);
+  return { ms, cpu: { deploy: c1.deploy - c0.deploy, hosts: c1.hosts - c0.hosts } };
 }
 
 /** Deploy an edited copy of hosts/lab, then put hosts/lab back (not counted). */
-async function change(label: string, name: string, file: string, edit: (text: string) => string): Promise<number> {
+async function change(label: string, name: string, file: string, edit: (text: string) => string): Promise<Measured> {
   try {
     await setHostsDir(editedFleet(name, file, edit));
-    return (await up(label)).ms;
+    return await up(label);
   } finally {
     await setHostsDir(join(REPO, "hosts", "lab"));
     await up(`  back to hosts/lab (not counted)`);
@@ -171,13 +245,13 @@ async function change(label: string, name: string, file: string, edit: (text: st
 }
 
 async function main(): Promise<void> {
-  console.log(`bench/deploy on lab ${instance} (${fleetHosts().join(", ")}); load ${(await import("node:os")).loadavg().map((x) => x.toFixed(1)).join(" ")}`);
+  console.log(`bench/deploy on lab ${instance} (${fleetHosts().join(", ")}); load ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}`);
   const first = existsSync(p.upResult) ? (JSON.parse(readFileSync(p.upResult, "utf8")) as { steps?: { step: string; ms: number; detail?: string }[] }).steps?.find((x) => x.step === "meshfleet up") : undefined;
   if (first) console.log(`  ${"last lab up's deploy (up.json)".padEnd(34)} ${s(first.ms).padStart(8)}  ${first.detail ?? ""}`);
   await up("settle (not counted)");
   const noop: number[] = [];
   for (let i = 0; i < runs; i++) noop.push((await up(`no-op up #${i + 1}`)).ms);
-  const noopCmd: number[] = [];
+  const noopCmd: Measured[] = [];
   for (let i = 0; i < runs; i++) noopCmd.push(await upCommand(`meshfleet up command, no-op #${i + 1}`));
   const floors: number[] = [];
   for (let i = 0; i < runs; i++) {
@@ -205,27 +279,42 @@ async function main(): Promise<void> {
   }
   }
 
-  const one = await change("one host: one more route", "route", "lxc-tailscale.yaml", (t) =>
-    t.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]"),
-  );
+  const one = (
+    await change("one host: one more route", "route", "lxc-tailscale.yaml", (t) =>
+      t.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]"),
+    )
+  ).ms;
   const sshd = (t: string) => `${t.trimEnd()}\nsshd:\n  permitRootLogin: "yes"\n`;
-  const oneFile = await change("one host: one file (laptop sshd)", "file1", "laptop.yaml", sshd);
-  const all = await change(`all ${hosts.length} hosts: one file (sshd)`, "fileall", "_tools.yaml", sshd);
+  // Alternating, --runs times each: the machine's load moves between runs.
+  const oneFiles: Measured[] = [];
+  const alls: Measured[] = [];
+  for (let i = 0; i < runs; i++) {
+    oneFiles.push(await change(`one host: one file (laptop sshd) #${i + 1}`, "file1", "laptop.yaml", sshd));
+    alls.push(await change(`all ${hosts.length} hosts: one file (sshd) #${i + 1}`, "fileall", "_tools.yaml", sshd));
+  }
+  const oneFile = median(oneFiles.map((x) => x.ms));
+  const all = median(alls.map((x) => x.ms));
   const refresh = (await up("refresh", "refresh")).ms;
 
   const n = median(noop);
-  const nc = median(noopCmd);
+  const nc = median(noopCmd.map((x) => x.ms));
+  const cpuMed = (xs: Measured[], k: "deploy" | "hosts") => median(xs.map((x) => x.cpu[k]));
   const f = median(floors);
   const a = withAnsible ? median(aNoop) : NaN;
   console.log("");
   console.log(`no-op up ${s(n)} in process, ${s(nc)} as a command (target <= 4 s: ${nc <= 4000 ? "met" : n <= 4000 ? "met in process only" : "missed"}); floor ${s(f)}; no-op / floor ${(n / f).toFixed(1)}x`);
   if (withAnsible) console.log(`ansible no-op ${s(a)} (first run ${s(aFirst.ms)}): ansible / meshfleet no-op = ${(a / nc).toFixed(2)}x as commands, ${(a / n).toFixed(2)}x in process (target >= 2x: ${a >= 2 * nc ? "met" : a >= 2 * n ? "met in process only" : "missed"})`);
   console.log(`one-host change (route) ${s(one)} = ${(one / (f + n)).toFixed(2)}x (floor + no-op) (target <= 3x: ${one <= 3 * (f + n) ? "met" : "missed"})`);
-  console.log(`one file: 1 host ${s(oneFile)}, ${hosts.length} hosts ${s(all)}: growth ${(all / oneFile).toFixed(2)}x (target < 1.5x: ${all < 1.5 * oneFile ? "met" : "missed"}); all hosts / one-host route change ${(all / one).toFixed(2)}x`);
+  console.log(`one file: 1 host ${s(oneFile)}, ${hosts.length} hosts ${s(all)} (medians of ${runs}): growth ${(all / oneFile).toFixed(2)}x (target < 1.5x: ${all < 1.5 * oneFile ? "met" : "missed"}); all hosts / one-host route change ${(all / one).toFixed(2)}x`);
+  console.log(
+    `  CPU (medians): 1 host deploy ${s(cpuMed(oneFiles, "deploy"))} + hosts ${s(cpuMed(oneFiles, "hosts"))}; ${hosts.length} hosts deploy ${s(cpuMed(alls, "deploy"))} + hosts ${s(cpuMed(alls, "hosts"))}; ` +
+      `the hosts' CPU grows ${(cpuMed(alls, "hosts") / cpuMed(oneFiles, "hosts")).toFixed(2)}x while wall grows ${(all / oneFile).toFixed(2)}x (${(os.cpus().length)} cores shared by the lab's hosts and the deploy)`,
+  );
+  console.log(`no-op command CPU (median): ${s(cpuMed(noopCmd, "deploy"))} deploy, ${s(cpuMed(noopCmd, "hosts"))} hosts`);
   console.log(`refresh ${s(refresh)} = ${(refresh / n).toFixed(2)}x no-op up`);
 }
 
-main().catch((e) => {
+main().then(() => console.log(`load at the end ${os.loadavg().map((x) => x.toFixed(1)).join(" ")}`)).catch((e) => {
   console.error(`bench/deploy: ${(e as Error).message}`);
   process.exitCode = 1;
 });
