@@ -319,9 +319,38 @@ export function utcStamp(d = new Date()): string {
   return d.toISOString().replace(/[-:]/g, "").replace(/\.\d+Z$/, "Z");
 }
 
+/**
+ * On the host: wait until the restore's log ends with its outcome (or its
+ * unit is gone without one, or `limit` seconds pass), print the log, and
+ * remove the staged snapshot once there is an outcome.
+ */
+export function waitScript(log: string, unit: string, limit: number, staged: string): string {
+  return [
+    `log=${shq(log)}`,
+    `i=0`,
+    `while ! grep -qx '@@mf:result@@' "$log" 2>/dev/null; do`,
+    // A oneshot is "activating" while it runs; with --collect it is unloaded ("inactive") once done.
+    `  case "$(systemctl show -p ActiveState --value ${shq(unit)} 2>/dev/null)" in activating|active|deactivating) ;; *) [ "$i" -ge 5 ] && break ;; esac`,
+    `  [ "$i" -ge ${limit} ] && break`,
+    `  sleep 1; i=$((i + 1))`,
+    `done`,
+    `cat "$log" 2>/dev/null`,
+    `if grep -qx '@@mf:result@@' "$log" 2>/dev/null; then rm -f ${shq(staged)}; fi`,
+  ].join("\n");
+}
+
 export async function restore(
   a: StackAccess,
-  o: { snapshot: string; yes: boolean; waitSeconds: number; interactive: boolean; say: (l: string) => void; confirm?: (q: string) => Promise<boolean> },
+  o: {
+    snapshot: string;
+    yes: boolean;
+    waitSeconds: number;
+    interactive: boolean;
+    say: (l: string) => void;
+    confirm?: (q: string) => Promise<boolean>;
+    /** Cut the first wait for the outcome after this many ms, as a dropped connection would (the lab drill's test of it). */
+    firstWaitTimeoutMs?: number;
+  },
 ): Promise<RestoreResult> {
   const t0 = Date.now();
   const c = coordinatorOf(a, "restore");
@@ -397,25 +426,27 @@ export async function restore(
     if (up.stdout.trim() !== snap.sha256) throw new MeshfleetError(`restore: the snapshot arrived on ${c.host.name} with sha256 ${up.stdout.trim().slice(0, 16)}…, not ${snap.sha256.slice(0, 16)}…; nothing was changed. Try again`);
     o.say(`${c.host.name}: snapshot uploaded (${bytes(snap.bytes)}, sha256 matches); restoring`);
 
-    // A transient unit of its own: the restore finishes (or puts the old database back) even if this SSH connection drops.
+    // A transient unit of its own, started with --no-block: the script never belongs to this SSH session,
+    // so a connection that drops cannot stop it halfway (with headscale down). The outcome is read from its
+    // log, waiting over the run's connection and, if that one drops, over new ones.
     const unit = `meshfleet-restore-${stamp}`;
-    const read = `cat ${shq(`${stage}/restore.log`)} 2>/dev/null; rm -f ${shq(staged)}`;
-    const go = await tryRun(
+    const limit = o.waitSeconds * 2 + 180;
+    const started = await tryRun(
       session,
       conn,
-      `systemd-run --quiet --wait --collect --unit=${unit} --property=Type=oneshot --property=TimeoutStartSec=${o.waitSeconds * 2 + 180} /bin/sh ${shq(`${stage}/restore.sh`)}\nrc=$?\n${read}\nexit $rc`,
-      { what: "restore: run the guarded restore", timeoutMs: (o.waitSeconds * 2 + 240) * 1000 },
+      `systemd-run --quiet --no-block --collect --unit=${unit} --property=Type=oneshot --property=TimeoutStartSec=${limit} /bin/sh ${shq(`${stage}/restore.sh`)}`,
+      { what: "restore: start the guarded restore" },
     );
-    let log = go.stdout;
-    if (go.error || !restoreOutcome(log)) {
-      // The connection dropped (or systemd-run returned early): the unit goes on; wait for it over a new connection.
-      o.say(`${c.host.name}: lost the connection while restoring (${go.error ?? `exit ${go.code}`}); the restore runs on by itself as ${unit}. Waiting for its outcome`);
-      const waited = await tryRun(
-        session,
-        conn,
-        `i=0; while systemctl is-active --quiet ${unit} && [ $i -lt ${o.waitSeconds * 2 + 180} ]; do sleep 1; i=$((i+1)); done\n${read}`,
-        { what: "restore: wait for the outcome", fresh: true, timeoutMs: (o.waitSeconds * 2 + 240) * 1000 },
-      );
+    if (started.error || started.code !== 0) throw new MeshfleetError(`restore: could not start the restore on ${c.host.name} (${started.error ?? `systemd-run exit ${started.code}: ${started.stderr.trim().slice(0, 300)}`}); headscale was not touched. The snapshot is staged in ${stage}`);
+    o.say(`${c.host.name}: restoring as ${unit}`);
+    let log = "";
+    for (let attempt = 0; attempt < 4 && !restoreOutcome(log); attempt++) {
+      if (attempt > 0) o.say(`${c.host.name}: lost the connection while waiting (${log ? "no outcome yet" : "no answer"}); the restore goes on by itself as ${unit}. Reading its outcome over a new connection`);
+      const waited = await tryRun(session, conn, waitScript(`${stage}/restore.log`, unit, limit, staged), {
+        what: "restore: wait for the outcome",
+        fresh: attempt > 0,
+        timeoutMs: attempt === 0 && o.firstWaitTimeoutMs ? o.firstWaitTimeoutMs : (limit + 60) * 1000,
+      });
       log = waited.stdout;
     }
     const outcome = restoreOutcome(log) ?? "";

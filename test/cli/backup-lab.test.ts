@@ -14,7 +14,10 @@
  *   - `meshfleet restore` puts the snapshot back: every node is registered
  *     again with the same IPs, every route still approved, the nodes come
  *     back online, and traffic flows; the pings during the outage are
- *     counted (the mesh keeps working while the coordinator is down).
+ *     counted (the mesh keeps working while the coordinator is down);
+ *   - a second restore whose connection is cut while the CLI waits for the
+ *     outcome: the restore finishes by itself and the CLI reads the outcome
+ *     over a new connection.
  * The lab's Debian has no sqlite3 (the agent does not install packages), so
  * this machine's sqlite3 (the same Debian release) is copied to the VPS first.
  */
@@ -137,7 +140,7 @@ describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "
 
     // 2. The coordinator loses its database; the laptop pings the nas through the tunnel all along.
     const t0 = Date.now();
-    const pingSeconds = 150;
+    const pingSeconds = 180;
     const ping = sshExec("laptop", `ping -n -q -i 0.5 -W 2 -w ${pingSeconds} ${NAS}`, { instance: INSTANCE, timeoutMs: (pingSeconds + 30) * 1000 });
     await on("vps", "systemctl stop headscale && rm -f /var/lib/headscale/db.sqlite /var/lib/headscale/db.sqlite-wal /var/lib/headscale/db.sqlite-shm && ! test -e /var/lib/headscale/db.sqlite");
     const tDown = Date.now();
@@ -165,6 +168,15 @@ describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "
     const ts = JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string };
     expect(ts.BackendState).toBe("Running");
     await on("laptop", `nc -z -w 3 ${NAS} 22`);
+
+    // 5. The connection drops while the CLI waits for a restore's outcome: the restore goes on by itself
+    // (a transient unit, not part of the SSH session), and the CLI reads its outcome over a new connection.
+    const said2: string[] = [];
+    const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
+    expect(r2, said2.join("\n")).toMatchObject({ outcome: "restored", kept: expect.stringMatching(/^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/) });
+    expect(said2.join("\n")).toMatch(/lost the connection while waiting .*Reading its outcome over a new connection/);
+    expect(await on("vps", `test -f ${r2.kept} && echo kept`)).toBe("kept\n");
+    expect(registration(await nodes())).toEqual(registration(before));
 
     const pr = await ping;
     const m = /(\d+) packets transmitted, (\d+) received/.exec(pr.stdout);

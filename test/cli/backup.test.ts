@@ -14,7 +14,7 @@ import { afterEach, describe, expect, it } from "vitest";
 import { stringify } from "yaml";
 import { UsageError } from "../../cli/args.ts";
 import { backupDirOf, bytes, command as backupCommand, coordinatorOf, defaultOutDir, pullBackup, stampTime, writeSnapshot } from "../../cli/commands/backup.ts";
-import { command as restoreCommand, readLocalSnapshot, restore, restoreOutcome, restorePlan, restoreScript, RESTORE_EXIT } from "../../cli/commands/restore.ts";
+import { command as restoreCommand, readLocalSnapshot, restore, restoreOutcome, restorePlan, restoreScript, RESTORE_EXIT, waitScript } from "../../cli/commands/restore.ts";
 import { openStackFleet } from "../../cli/fleet-hosts.ts";
 import { backupScript } from "../../modules/headscale-backup.ts";
 import { BASE, writeFleet } from "../core/fleet-fixture.ts";
@@ -246,6 +246,28 @@ describe("the restore script's refusals, run with sh (nothing stopped, nothing m
     expect(s).not.toMatch(/rm -f "\$db"|rm -rf/);
     expect(() => restoreScript({ db: "/d", snapshot: "/tmp/a b?.sqlite", stamp: "S", headscale: "h", config: "c", stop: "", start: "", waitSeconds: 5, log: "/l" })).toThrow(/must be absolute and plain/);
   });
+
+  it("waiting for the outcome: returns the log once it has one (and removes the staged copy), gives up when the unit is gone without one", () => {
+    const t = rt.tempDir("mf-restore-wait");
+    cleanups.push(t.cleanup);
+    const log = path.join(t.dir, "restore.log");
+    const staged = path.join(t.dir, "db.sqlite");
+    writeFileSync(staged, "x");
+    writeFileSync(log, "restore: working\n");
+    const unit = "meshfleet-restore-test-that-does-not-exist";
+    let t0 = Date.now();
+    let r = spawnSync("sh", ["-c", waitScript(log, unit, 60, staged)], { encoding: "utf8", timeout: 30_000 });
+    expect(r.stdout).toBe("restore: working\n");
+    expect(Date.now() - t0).toBeGreaterThanOrEqual(4000); // about 5 s for a unit that is not running
+    expect(Date.now() - t0).toBeLessThan(20_000);
+    expect(existsSync(staged)).toBe(true);
+    writeFileSync(log, "restore: working\n@@mf:result@@\nrestored: 3 node(s)\n");
+    t0 = Date.now();
+    r = spawnSync("sh", ["-c", waitScript(log, unit, 60, staged)], { encoding: "utf8", timeout: 30_000 });
+    expect(restoreOutcome(r.stdout)).toBe("restored: 3 node(s)");
+    expect(Date.now() - t0).toBeLessThan(3000);
+    expect(existsSync(staged)).toBe(false);
+  }, 40_000);
 
   it("the plan it shows before asking", async () => {
     const a = await stackWith("");
