@@ -883,6 +883,9 @@ export function reportMarkdown(r: ImportResult, keyMeta: FileMeta[]): string {
     adopt.derpPrivateKeyPath ? `- DERP private key: \`${adopt.derpPrivateKeyPath}\`` : "- DERP private key: none adopted (the embedded relay was off)",
     db.type === "postgres" ? "- Database: the same PostgreSQL database (headscale.database.postgres)" : `- Database: \`${db.sqlitePath}\` (with its -wal/-shm files)`,
     ...keyMeta.map((m) => `  - on the host: \`${m.path}\` ${m.exists ? `exists (owner ${m.owner}, mode ${m.mode})` : "does not exist"}`),
+    ...(keyMeta.some((m) => m.exists && m.owner !== "headscale" && m.path.startsWith("/var/lib/headscale/"))
+      ? ["  - meshfleet's unit runs headscale as user headscale; systemd (StateDirectory=) gives it /var/lib/headscale, files included, when the unit first starts"]
+      : []),
     "",
     "`headscale.adopt` in the host file keeps these: the deploy writes no key file (the stack's keySeed is not used for",
     "them) and `meshfleet check` refuses a fleet that would write over them. Back them up yourself: unlike derived keys,",
@@ -951,8 +954,10 @@ export const command: Command = {
         if (!p) continue;
         const m = src.stat(p);
         if (m) keyMeta.push(m);
-        if (m?.exists && m.owner !== "headscale")
-          r.items.push({ key: `owner of ${p}`, kind: "changed", value: `${m.owner}, mode ${m.mode}`, note: "meshfleet runs headscale as user headscale: before the first deploy, systemctl stop headscale && chown -R headscale:headscale the state folder" });
+        // meshfleet's unit has StateDirectory=headscale: systemd gives /var/lib/headscale (recursively) to user
+        // headscale when it starts. A file elsewhere keeps its owner and must be readable by headscale.
+        if (m?.exists && m.owner !== "headscale" && !p.startsWith("/var/lib/headscale/"))
+          r.items.push({ key: `owner of ${p}`, kind: "changed", value: `${m.owner}, mode ${m.mode}`, note: `meshfleet runs headscale as user headscale, and only /var/lib/headscale is handed to it by systemd: before the first deploy, stop headscale and chown headscale:headscale ${p} (or move it into /var/lib/headscale and set the path)` });
         if (m && !m.exists) r.problems.push({ severity: "error", file: src.configFile, path: p === hs.adopt?.noisePrivateKeyPath ? "noise.private_key_path" : p === hs.database?.sqlitePath ? "database.sqlite.path" : "derp.server.private_key_path", expected: "an existing file to adopt", found: `${p} does not exist on the host`, fix: "is this the config the running headscale uses? Give its path with --config" });
       }
     }

@@ -9,13 +9,16 @@
  * is in anything it wrote or printed. A pin for another key is refused
  * before anything is read. Needs root (the lab boots nspawn hosts).
  */
-import { spawnSync } from "node:child_process";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { parse as parseYaml } from "yaml";
+import { parse as parseYaml, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { evaluateFleet } from "../../core/eval.ts";
 import { parseHuJson } from "../../core/hujson.ts";
+import { renderHost } from "../../core/render.ts";
+import { REGISTRY } from "../../modules/index.ts";
 import { lab } from "../../lab/hosts/index.ts";
 import { findHost } from "../../lab/topology.ts";
 import { isRoot, NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
@@ -90,7 +93,8 @@ describe.skipIf(skipUnlessCi(missing))("meshfleet import --from a lab host over 
     const report = readFileSync(path.join(out, "IMPORT.md"), "utf8");
     expect(report).toContain("on the host: `/var/lib/headscale/noise_private.key` exists (owner root, mode 600)");
     expect(report).toContain("on the host: `/var/lib/headscale/db.sqlite` exists (owner root, mode ");
-    expect(report).toContain("`owner of /var/lib/headscale/noise_private.key` = root, mode 600 — meshfleet runs headscale as user headscale");
+    expect(report).toContain("systemd (StateDirectory=) gives it /var/lib/headscale, files included, when the unit first starts");
+    expect(report).not.toContain("`owner of");
     expect(report).toMatch(/`frobnicate_level` = 3/);
 
     const check = cli(["check", "--hosts-dir", out, "--nodes", path.join(out, "nodes.json")]);
@@ -98,6 +102,42 @@ describe.skipIf(skipUnlessCi(missing))("meshfleet import --from a lab host over 
     // Import only read: the keys on the host are as they were.
     expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n")).toEqual(keys);
   }, 300_000);
+
+  it("the real agent switches the host to the imported coordinator: meshfleet's unit serves the old keys and database", async () => {
+    // The fleet written by the first test, without the reverse proxy (the lab's Debian has no Caddy and no DNS for
+    // hs.example.org): the coordinator alone, as the agent activates it.
+    const out = path.join(tmp, "fleet-agent");
+    cpSync(path.join(tmp, "fleet"), out, { recursive: true });
+    const hostFile = parseYaml(readFileSync(path.join(out, "vps.yaml"), "utf8"));
+    hostFile.imports = ["coordinator", "derp-relay"];
+    writeFileSync(path.join(out, "vps.yaml"), stringify(hostFile));
+    const fleetFile = parseYaml(readFileSync(path.join(out, "fleet.yaml"), "utf8"));
+    fleetFile.coordinator.serverUrl = "http://203.0.113.10:8080";
+    writeFileSync(path.join(out, "fleet.yaml"), stringify(fleetFile));
+    const ev = await evaluateFleet(REGISTRY, out, "imported");
+    expect(ev.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
+    const bundle = renderHost(ev.fleet!.hosts.vps!, {}); // no secret: the keys are adopted, not written
+    expect(bundle.files.filter((f) => f.secret)).toEqual([]);
+    execFileSync(process.execPath, [path.join(ROOT, "agent", "build.mjs")], { stdio: "pipe" });
+    await on("mkdir -p /usr/local/lib/meshfleet && cat > /usr/local/lib/meshfleet/meshfleet-agent.mjs", readFileSync(path.join(ROOT, "dist", "meshfleet-agent.mjs"), "utf8"));
+    await on("cat > /root/imported.json", JSON.stringify(bundle));
+    const before = JSON.parse(await on("headscale nodes list -o json")) as { name: string; ip_addresses: string[] }[];
+    // The old server stops (a packaged headscale.service would be replaced by meshfleet's unit of the same name).
+    await on("systemctl stop headscale-old");
+    const sw = await L.sshExec("vps", "node /usr/local/lib/meshfleet/meshfleet-agent.mjs switch /root/imported.json --confirm-timeout 120", { timeoutMs: 240_000 });
+    expect(sw.code, sw.stdout + sw.stderr).toBe(0);
+    expect(sw.stdout).toMatch(/probe headscale-health: ok/);
+    await on("node /usr/local/lib/meshfleet/meshfleet-agent.mjs confirm");
+    expect((await on("systemctl is-active headscale.service")).trim()).toBe("active");
+    // systemd's StateDirectory= hands the root-owned state to user headscale; the keys are the old ones, unchanged.
+    expect((await on("stat -c '%U %a' /var/lib/headscale/noise_private.key")).trim()).toBe("headscale 600");
+    expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n")).toEqual(keys);
+    const after = JSON.parse(await on("headscale nodes list -o json")) as { name: string; ip_addresses: string[] }[];
+    const strip = (ns: typeof before) => ns.map((x) => `${x.name} ${x.ip_addresses.join(",")}`).sort();
+    expect(strip(after)).toEqual(strip(before));
+    expect((JSON.parse(await on("headscale users list -o json")) as { name: string }[]).map((u) => u.name).sort()).toEqual(["alice", "bob"]);
+    expect(await on("grep private_key_path /etc/headscale/config.yaml")).toBe("  private_key_path: /var/lib/headscale/noise_private.key\n    private_key_path: /var/lib/headscale/derp_server_private.key\n");
+  }, 400_000);
 
   it("refuses a host whose key is not the pinned one, before reading anything", async () => {
     const other = path.join(tmp, "other_known_hosts");
