@@ -20,9 +20,10 @@
  * the agent's generation history. What must be atomic from the user's view
  * is "the snapshot is live and healthy, or the database that was live is
  * live again", and that is decided on the host by the script alone: it runs
- * as its own transient systemd unit (systemd-run), so an SSH connection
- * that drops midway does not stop it halfway with headscale down; it logs
- * to a file the CLI reads back, again over a new connection if it must.
+ * as its own transient systemd unit (systemd-run --no-block), outside the
+ * SSH session, so a connection that drops midway cannot stop it halfway
+ * with headscale down; it logs to a file the CLI reads back, over a new
+ * connection if it must.
  *
  * Postgres: the same steps with pg_dump and pg_restore (restorePostgresScript):
  * the live database is kept as a dump before anything changes, the snapshot
@@ -394,7 +395,7 @@ export async function restore(
     for (const l of restorePlan(c, snap, live, stamp, o.waitSeconds)) o.say(l);
     if (!o.yes) {
       const yes = await (o.confirm ?? ask)(`restore ${path.basename(path.dirname(snap.file))} on ${c.host.name}? [y/N] `);
-      if (!yes) throw new UsageError("not confirmed; nothing was changed");
+      if (!yes) throw new MeshfleetError("restore: not confirmed; nothing was changed");
     }
 
     const common = {
