@@ -201,6 +201,48 @@ export interface PendingOperation {
   op: string;
 }
 
+/**
+ * Pulumi's warning when an up starts on a state with pending operations
+ * ("Attempting to deploy or update resources with N pending operations from
+ * previous deployment. * <urn>, interrupted while creating ..."), which
+ * tells the user to run `pulumi refresh` interactively, becomes meshfleet's:
+ * each resource by type and name, what happens now and the fix. Any other
+ * message comes back as it was.
+ */
+export function rewritePendingWarning(message: string): string {
+  if (!/pending operations? from previous deployment/i.test(message)) return message;
+  const ops: PendingOperation[] = [];
+  for (const m of message.matchAll(/(urn:pulumi:\S+?),\s+interrupted while (\w+)/g)) {
+    const urn = m[1]!;
+    const parts = urn.split("::");
+    const q = parts[parts.length - 2] ?? "";
+    ops.push({ urn, type: q.slice(q.lastIndexOf("$") + 1), name: parts[parts.length - 1] ?? "", op: m[2]! });
+  }
+  if (ops.length === 0) return message;
+  const stack = /^urn:pulumi:([^:]+)::/.exec(ops[0]!.urn)?.[1] ?? "S";
+  return `a run that did not finish left ${pendingList(ops)} half done; its real state is unknown, and this run does it again. ` +
+    `Fix: \`meshfleet refresh --stack ${stack}\` reads every resource back and clears the pending operation (Pulumi keeps it, and this warning, until a refresh)`;
+}
+
+/**
+ * Creates or selects the stack on a backend that others use at the same
+ * time. Two first runs race twice: in `CREATE TABLE IF NOT EXISTS` (Postgres
+ * can refuse the second with a duplicate pg_type key) and in `stack init`
+ * ("already exists" when the other created it between select and init).
+ */
+export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, select: () => Promise<S>): Promise<S> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await createOrSelect();
+    } catch (e) {
+      const text = String((e as Error)?.message ?? e);
+      if (/already exists/.test(text)) return select();
+      if (attempt >= 3 || !/failed to create table [\s\S]*duplicate key value violates unique constraint/.test(text)) throw e;
+      await sleep(200 + Math.floor(Math.random() * 600));
+    }
+  }
+}
+
 /** The pending operations of an exported deployment (`pulumi stack export`). */
 export function pendingOfDeployment(deployment: unknown): PendingOperation[] {
   const ops = (deployment as { pending_operations?: { op?: string; type?: string; resource?: { urn?: string; type?: string } }[] })?.pending_operations ?? [];

@@ -23,7 +23,7 @@ import { MeshfleetError } from "../../core/diagnostics.ts";
 import { projectStackFile, selectHosts, stackConfigFile, stackHostsDir } from "../fleet-hosts.ts";
 import { toolBinary } from "../../lab/tools/index.ts";
 import { automation } from "../pulumi-sdk.ts";
-import { exportPending, onLockError, redact, redactError, redactUrl, rememberBackend } from "../state-backend.ts";
+import { createOrSelectShared, exportPending, onLockError, redact, redactError, redactUrl, rememberBackend, rewritePendingWarning } from "../state-backend.ts";
 
 export { projectStackFile, selectHosts, stackConfigFile, stackHostsDir };
 
@@ -216,8 +216,8 @@ export async function openStack(o: OpenOptions): Promise<OpenStack> {
         ws.selectStack = select;
       }
     } else {
-      // Two first runs against a shared backend: the other may create the stack between select and init.
-      stack = await Stack.createOrSelect(o.stack, ws).catch((e: Error) => (/already exists/.test(String(e?.message)) ? Stack.select(o.stack, ws) : Promise.reject(e)));
+      // Two first runs against a shared backend race in creating the table and the stack (cli/state-backend.ts).
+      stack = await createOrSelectShared(() => Stack.createOrSelect(o.stack, ws), () => Stack.select(o.stack, ws));
     }
   } catch (e) {
     if (o.configFile) restoreFile(projectFile, before);
@@ -468,7 +468,7 @@ export class EventTracker {
       this.line(r, `${m.op} FAILED`);
     } else if (e.diagnosticEvent) {
       const d = e.diagnosticEvent;
-      const message = redact(d.message).replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim();
+      const message = rewritePendingWarning(redact(d.message).replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim());
       if (!message) return;
       const r = d.urn ? this.resources.get(d.urn) : undefined;
       const host = r?.host ?? (d.urn ? hostInName(urnName(d.urn), this.hosts) : undefined);

@@ -16,8 +16,10 @@ import {
   pendingOfDeployment,
   redact,
   redactError,
+  createOrSelectShared,
   redactUrl,
   rememberBackend,
+  rewritePendingWarning,
 } from "../../cli/state-backend.ts";
 
 // What pulumi 3.248 printed for a locked stack in the real test (URL as Pulumi prints it, password and all).
@@ -113,7 +115,40 @@ describe("the lock", () => {
   }, 20_000);
 });
 
+describe("two first runs on a shared backend", () => {
+  const race = new Error('stderr: error: unable to open bucket postgres://u:***@h/d: failed to create table pulumi_state: pq: duplicate key value violates unique constraint "pg_type_typname_nsp_index" (23505)');
+  it("the table race is tried again, the stack race selects, anything else is thrown", async () => {
+    const calls: string[] = [];
+    const seq = (errs: (Error | null)[]) => async () => {
+      const e = errs.shift();
+      calls.push(e ? "fail" : "ok");
+      if (e) throw e;
+      return "stack";
+    };
+    expect(await createOrSelectShared(seq([race, null]), async () => "selected")).toBe("stack");
+    expect(calls).toEqual(["fail", "ok"]);
+    expect(await createOrSelectShared(seq([new Error("error: stack 'organization/meshfleet/x' already exists")]), async () => "selected")).toBe("selected");
+    await expect(createOrSelectShared(seq([race, race, race]), async () => "selected")).rejects.toBe(race);
+    await expect(createOrSelectShared(seq([new Error("password authentication failed")]), async () => "selected")).rejects.toThrow("password authentication failed");
+  });
+});
+
 describe("pending operations", () => {
+  // Pulumi 3.248's warning as the engine sent it in the real test.
+  const warning =
+    "Attempting to deploy or update resources with 1 pending operations from previous deployment.\n" +
+    "  * urn:pulumi:pgcancel::meshfleet::meshfleet:host:Generation::testhost, interrupted while creating\n" +
+    "These resources are in an unknown state because the Pulumi CLI was interrupted while waiting for changes to these resources to complete. [...]\n" +
+    "Note that `pulumi refresh` will need to be run interactively to clear pending CREATE operations.";
+
+  it("Pulumi's warning becomes meshfleet's: the resource, what happens now, and the fix", () => {
+    expect(rewritePendingWarning(warning)).toBe(
+      "a run that did not finish left meshfleet:host:Generation testhost (interrupted while creating) half done; its real state is unknown, and this run does it again. " +
+        "Fix: `meshfleet refresh --stack pgcancel` reads every resource back and clears the pending operation (Pulumi keeps it, and this warning, until a refresh)",
+    );
+    expect(rewritePendingWarning("some other warning")).toBe("some other warning");
+  });
+
   it("are read from an exported deployment", () => {
     expect(
       pendingOfDeployment({
