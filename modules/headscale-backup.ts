@@ -11,8 +11,11 @@
  *    same libpq password file headscale reads (PGPASSFILE).
  * Each snapshot is a folder `<dir>/<UTC time>/` made as `.partial-…` and
  * renamed when complete, so a half-written one is never the newest; folders
- * 0700, files 0600, owned by root. The Noise and DERP keys are not copied:
- * they derive from the stack's keySeed.
+ * 0700, files 0600, owned by root. The Noise and DERP keys meshfleet writes
+ * are not copied: they derive from the stack's keySeed. Keys kept from an
+ * existing headscale (headscale.adopt) derive from nothing, so each snapshot
+ * holds a copy of them (noise_private.key, derp_server_private.key): without
+ * them a restored database serves clients that no longer trust the server.
  *
  * Restore (SQLite): stop headscale, copy `db.sqlite` over the database (owner
  * headscale, 0600), remove the `-wal`/`-shm` files beside it, start headscale.
@@ -49,6 +52,8 @@ export interface BackupInput {
     | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
   config: string;
   policy: string;
+  /** Adopted key files (headscale.adopt), copied as `name` into each snapshot. */
+  keys?: { name: string; path: string }[];
 }
 
 /** One shell word, single-quoted. */
@@ -83,6 +88,7 @@ export function backupScript(i: BackupInput): string {
     ...snapshot,
     `cp ${sq(i.config)} "$tmp/config.yaml"`,
     `cp ${sq(i.policy)} "$tmp/policy.hujson"`,
+    ...(i.keys ?? []).map((k) => `cp ${sq(k.path)} "$tmp/${k.name}"`),
     `chown -R 0:0 "$tmp"`,
     `chmod 0600 "$tmp"/*`,
     `mv "$tmp" "$dir/$stamp"`,
@@ -153,9 +159,15 @@ export function backupAssertions(b: BackupOptions, docker: boolean): Assertion[]
 export function backupInputOf(
   o: { backup: BackupOptions; database: { type: "sqlite" | "postgres"; sqlitePath: string; postgres: { host: string; port: number; name: string; user: string; ssl: boolean | string } } },
   paths: { config: string; policy: string; pgpass: string },
+  adopted: { noise?: string; derp?: string } = {},
 ): BackupInput {
   const pg = o.database.postgres;
+  const keys = [
+    ...(adopted.noise ? [{ name: "noise_private.key", path: adopted.noise }] : []),
+    ...(adopted.derp ? [{ name: "derp_server_private.key", path: adopted.derp }] : []),
+  ];
   return {
+    ...(keys.length ? { keys } : {}),
     backup: o.backup,
     database: o.database.type === "sqlite"
       ? { type: "sqlite", sqlitePath: o.database.sqlitePath }

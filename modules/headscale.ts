@@ -582,7 +582,9 @@ export const headscaleModule = defineModule({
 
     const expiry = nodeExpiryChecks(ctx);
     const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions, ...backupAssertions(o.backup, docker)];
-    const bk = o.backup.enable && !docker ? backupInputOf(o, { config: HS.config, policy: HS.policy, pgpass: HS.pgpass }) : null;
+    // Adopted keys derive from nothing, so the snapshots keep a copy of them.
+    const adoptedKeys = o.adopt.enable ? { noise: o.adopt.noisePrivateKeyPath, ...(o.adopt.derpPrivateKeyPath !== "" ? { derp: o.adopt.derpPrivateKeyPath } : {}) } : {};
+    const bk = o.backup.enable && !docker ? backupInputOf(o, { config: HS.config, policy: HS.policy, pgpass: HS.pgpass }, adoptedKeys) : null;
     assertions.push(...adoptAssertions({
       adopt: o.adopt, docker, database: o.database, extraSettings: o.extraSettings, writable: [HS.stateDir, HS.runDir],
       written: [...files, ...(bk ? backupFiles(bk) : [])].map((f) => f.path),

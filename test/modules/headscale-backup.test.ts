@@ -63,6 +63,39 @@ describe("headscale.backup", () => {
     expect(off.units!.map((u) => u.name)).toEqual(["headscale.service"]);
   });
 
+  it("adopted keys (headscale.adopt) are copied into each snapshot, 0600 root; meshfleet's own derived keys are not", () => {
+    const own = script(run(ctxWith({ backup: { enable: true } }))).content;
+    expect(own).not.toContain("noise_private.key");
+    const adopted = run(ctxWith({ backup: { enable: true }, adopt: { enable: true, derpPrivateKeyPath: "/var/lib/headscale/derp_server_private.key" } }));
+    const text = script(adopted).content;
+    expect(text).toContain(`cp '/var/lib/headscale/noise_private.key' "$tmp/noise_private.key"`);
+    expect(text).toContain(`cp '/var/lib/headscale/derp_server_private.key' "$tmp/derp_server_private.key"`);
+    const noDerp = script(run(ctxWith({ backup: { enable: true }, adopt: { enable: true } }))).content;
+    expect(noDerp).toContain(`"$tmp/noise_private.key"`);
+    expect(noDerp).not.toContain("derp_server_private.key");
+    if (!existsSync("/usr/bin/sqlite3")) return;
+    // The rendered script, run with sh on a relocated tree: the snapshot holds both keys, byte for byte, 0600.
+    const t = rt.tempDir("hs-backup-adopt");
+    cleanups.push(t.cleanup);
+    for (const d of ["etc", "lib"]) spawnSync("mkdir", ["-p", path.join(t.dir, d)]);
+    writeFileSync(path.join(t.dir, "etc", "config.yaml"), "server_url: https://hs.example.test\n");
+    writeFileSync(path.join(t.dir, "etc", "policy.hujson"), "{}\n");
+    writeFileSync(path.join(t.dir, "lib", "noise_private.key"), "privkey:old-noise\n", { mode: 0o644 });
+    writeFileSync(path.join(t.dir, "lib", "derp_server_private.key"), "privkey:old-derp\n", { mode: 0o644 });
+    expect(spawnSync("sqlite3", [path.join(t.dir, "lib", "db.sqlite"), "create table t(x); insert into t values (1);"]).status).toBe(0);
+    const backups = path.join(t.dir, "backups");
+    const exe = path.join(t.dir, "headscale-backup");
+    writeFileSync(exe, rt.relocateHeadscale(text, t.dir).replace("dir='/var/backups/headscale'", `dir='${backups}'`), { mode: 0o700 });
+    const r = spawnSync("sh", [exe], { encoding: "utf8", timeout: 30_000 });
+    expect(r.status, r.stderr).toBe(0);
+    const [snap] = readdirSync(backups);
+    const dir = path.join(backups, snap);
+    expect(readdirSync(dir).sort()).toEqual(["config.yaml", "db.sqlite", "derp_server_private.key", "noise_private.key", "policy.hujson"]);
+    expect(readFileSync(path.join(dir, "noise_private.key"), "utf8")).toBe("privkey:old-noise\n");
+    expect(readFileSync(path.join(dir, "derp_server_private.key"), "utf8")).toBe("privkey:old-derp\n");
+    for (const f of readdirSync(dir)) expect(statSync(path.join(dir, f)).mode & 0o777, f).toBe(0o600);
+  });
+
   it("Postgres: pg_dump with headscale's own password file, custom format", () => {
     const c = run(ctxWith({ backup: { enable: true }, database: { type: "postgres", postgres: { host: "db.internal", ssl: "verify-full" } } }));
     expect(script(c).content).toContain(
