@@ -219,7 +219,7 @@ describe.skipIf(skip)("restore with its guard, against a real headscale 0.29.2",
 });
 
 const PG = "/usr/lib/postgresql/15/bin";
-const pgSkip = skip || skipUnlessCi(!existsSync(`${PG}/postgres`) || !existsSync("/usr/bin/pg_restore") ? "PostgreSQL 15 is not installed (apt-get install postgresql-15 postgresql-client)" : "");
+const pgSkip = skipUnlessCi(!existsSync(`${PG}/postgres`) || !existsSync("/usr/bin/pg_restore") ? "PostgreSQL 15 is not installed (apt-get install postgresql-15 postgresql-client)" : "") || skip;
 
 describe.skipIf(pgSkip)("restore with its guard, Postgres, against a real headscale 0.29.2 and PostgreSQL 15", () => {
   let t: { dir: string; cleanup: () => void };

@@ -158,7 +158,7 @@ const probe = async () => ({
 describe.skipIf(skipUnlessCi(!isRoot() && NEEDS_ROOT))("on a real kernel: a NAS joins the fleet as a client", () => {
   let server: ReturnType<typeof execa> | undefined;
   const nasYaml = (extra = "") => `imports: [client]\naddress: 192.168.50.1\ntailscale:\n  user: alice\n${extra}`;
-  const tableOf = async (extra: string) => nftScript(hostFirewall((await fleetOf({ "nas.yaml": nasYaml(extra) })).fleet.hosts.nas.firewall));
+  const tableOf = async (extra = "") => nftScript(hostFirewall((await fleetOf({ "nas.yaml": nasYaml(extra) })).fleet.hosts.nas.firewall));
   beforeAll(async () => {
     for (const ns of Object.values(NS)) await ip("netns", "add", ns);
     const link = async (n1: string, i1: string, a1: string, n2: string, i2: string, a2: string) => {
