@@ -160,6 +160,7 @@ export class HostAgent extends pulumi.ComponentResource {
         units: part("units"),
         sysctl: part("sysctl"),
         firewall: part("firewall"),
+        firewallPolicy: part("firewallPolicy"),
         tailscale: part("tailscale"),
       },
       { parent: this },

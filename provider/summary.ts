@@ -27,6 +27,18 @@ interface BundleLike {
   peerSets?: unknown;
 }
 
+/** "input drop, forward accept": each base chain's hook and policy, in hook order ("" without a typed firewall). */
+export function firewallPolicy(fw: unknown): string {
+  const chains = (fw as { chains?: { hook?: { hook: string; policy: string } | null }[] } | null)?.chains;
+  if (!Array.isArray(chains)) return "";
+  const order = ["input", "forward", "output"];
+  return chains
+    .flatMap((c) => (c.hook ? [c.hook] : []))
+    .sort((a, b) => order.indexOf(a.hook) - order.indexOf(b.hook))
+    .map((h) => `${h.hook} ${h.policy}`)
+    .join(", ");
+}
+
 export function bundleSummary(b: BundleLike): GenerationSummary {
   const fw = b.firewall ?? b.nftables ?? null;
   return {
@@ -37,6 +49,7 @@ export function bundleSummary(b: BundleLike): GenerationSummary {
     units: Object.fromEntries((b.units ?? []).map((u) => [u.name, sha(canonical(u))])),
     sysctl: { ...(b.sysctl ?? {}) },
     firewall: fw === null ? "" : sha(canonical({ fw, peerSets: b.peerSets ?? null })),
+    firewallPolicy: firewallPolicy(fw),
     tailscale: b.tailscale ? sha(canonical(b.tailscale)) : "",
   };
 }

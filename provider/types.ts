@@ -76,6 +76,12 @@ export interface GenerationSummary {
   sysctl: Record<string, string>;
   /** sha256 of the firewall part of the bundle ("" when the firewall is off). */
   firewall: string;
+  /**
+   * The policy of each base chain, "input drop, forward accept" ("" when the
+   * firewall is off): `preview` says in words when a host starts dropping
+   * what it accepted. Absent in states written before it existed.
+   */
+  firewallPolicy?: string;
   /** sha256 of the tailscale settings ("" when tailscale is off). */
   tailscale: string;
 }

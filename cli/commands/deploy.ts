@@ -339,12 +339,34 @@ export function attributeHosts(resources: Map<string, ResourceInfo>, hosts: stri
 // ---------------------------------------------------------------------------
 // Events to progress lines and a per-host result.
 
+/**
+ * A host's base-chain policies before and after ("input drop, forward accept",
+ * provider/summary.ts) in words: which hook starts dropping what it accepted,
+ * or stops. Null when neither is known or nothing changed.
+ */
+export function firewallPolicyNote(before: unknown, after: unknown): string | null {
+  const parse = (v: unknown) => new Map(typeof v === "string" && v !== "" ? v.split(", ").map((x) => x.split(" ") as [string, string]) : []);
+  if (typeof before !== "string" || typeof after !== "string" || before === after) return null;
+  const b = parse(before), a = parse(after);
+  const parts: string[] = [];
+  for (const hook of ["input", "forward", "output"]) {
+    const was = b.get(hook) ?? "none", now = a.get(hook) ?? "none";
+    if (was === now) continue;
+    if (now === "drop") parts.push(`${hook} policy becomes drop (was ${was === "none" ? "no chain: accepted" : was}): everything not opened by a rule is now dropped`);
+    else if (was === "drop") parts.push(`${hook} policy becomes ${now === "none" ? "no chain" : now} (was drop): what was dropped is now accepted`);
+    else parts.push(`${hook} policy ${was} -> ${now}`);
+  }
+  return parts.length ? `firewall: ${parts.join("; ")}` : null;
+}
+
 export type Op = string;
 
 export interface ResourceRecord extends ResourceInfo {
   op: Op;
   /** Detailed diff keys and their kind (never values). */
   diff?: { key: string; kind: string }[];
+  /** Said in words beside the diff: what a change does to the host (a firewall that starts dropping). */
+  notes?: string[];
   ms?: number;
   failed?: boolean;
   errors: string[];
@@ -399,7 +421,7 @@ export class EventTracker {
     private readonly opts: { say?: (line: string) => void; diff?: boolean; verbose?: boolean; preview?: boolean; t0?: number } = {},
   ) {}
 
-  private record(meta: { urn: string; type: string; op: string; new?: { parent?: string; inputs?: Record<string, unknown>; provider?: string }; old?: { parent?: string; inputs?: Record<string, unknown>; provider?: string }; detailedDiff?: Record<string, { diffKind: string }>; diffs?: string[] }): ResourceRecord {
+  private record(meta: { urn: string; type: string; op: string; new?: { parent?: string; inputs?: Record<string, unknown>; provider?: string }; old?: { parent?: string; inputs?: Record<string, unknown>; outputs?: Record<string, unknown>; provider?: string }; detailedDiff?: Record<string, { diffKind: string }>; diffs?: string[] }): ResourceRecord {
     let r = this.resources.get(meta.urn);
     const state = meta.new ?? meta.old;
     const inputs = state?.inputs ?? {};
@@ -414,6 +436,10 @@ export class EventTracker {
     if (hostInput) r.hostInput = hostInput;
     if (meta.detailedDiff && Object.keys(meta.detailedDiff).length > 0) {
       r.diff = Object.entries(meta.detailedDiff).map(([key, d]) => ({ key, kind: d.diffKind }));
+      if (meta.detailedDiff.firewallPolicy) {
+        const note = firewallPolicyNote(meta.old?.outputs?.firewallPolicy ?? meta.old?.inputs?.firewallPolicy, meta.new?.inputs?.firewallPolicy);
+        r.notes = note ? [note] : [];
+      }
     } else if (meta.diffs && meta.diffs.length > 0 && !r.diff) {
       r.diff = meta.diffs.map((key) => ({ key, kind: "update" }));
     } else if (!r.diff && meta.old?.inputs && meta.new?.inputs && meta.op !== "same") {
@@ -456,6 +482,7 @@ export class EventTracker {
       if (this.isChange(m.op) || this.opts.verbose) {
         const what = this.opts.preview ? `will ${m.op}` : `${m.op} done${r.ms !== undefined && r.ms >= 100 ? ` (${(r.ms / 1000).toFixed(1)}s)` : ""}`;
         this.line(r, what);
+        for (const n of r.notes ?? []) this.opts.say?.(`${" ".repeat(this.elapsed().length + 20)}! ${n}`);
         if (this.opts.diff) for (const d of r.diff ?? []) this.opts.say?.(`${" ".repeat(this.elapsed().length + 20)}${(OP_SIGN[d.kind.replace(/-replace$/, "")] ?? "~").padEnd(2)} ${d.key}${d.kind.endsWith("replace") ? " (forces replacement)" : ""}`);
       }
     } else if (e.resOpFailedEvent) {

@@ -206,6 +206,8 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
       else Object.assign(d, recordDiff(k, olds[k], news[k]));
     }
     for (const k of ["firewall", "tailscale"] as const) if (olds[k] !== news[k]) d[k] = "update";
+    // A state from before firewallPolicy existed has none: no change for that alone.
+    if (olds.firewallPolicy !== undefined && !isUnknown(news.firewallPolicy) && olds.firewallPolicy !== news.firewallPolicy) d.firewallPolicy = "update";
     if (!isUnknown(news.agent) && olds.agent) {
       if (olds.agent.sha256 !== news.agent.sha256) d["agent.sha256"] = "update";
       for (const k of ["remotePath", "node", "stateDir"] as const) if (olds.agent[k] !== news.agent[k]) d[`agent.${k}`] = "update";

@@ -7,7 +7,7 @@ import { spawnSync } from "node:child_process";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
-  attributeHosts, cliError, defaultStateDir, deployEnv, EventTracker, FLEET_WIDE, hostInName, REPO_ROOT, selectHosts, summaryLines,
+  attributeHosts, cliError, defaultStateDir, deployEnv, EventTracker, firewallPolicyNote, FLEET_WIDE, hostInName, REPO_ROOT, selectHosts, summaryLines,
   targetUrns, urnName, urnType, withDependencies, type DeployResult, type ResourceInfo,
 } from "../../cli/commands/deploy.ts";
 
@@ -121,6 +121,28 @@ describe("events to lines and a per-host result", () => {
     expect(by.laptop!.ops).toEqual({ same: 1 });
     expect(by[FLEET_WIDE]!.failed).toEqual(["meshfleet:headscale:User lab-user-alice"]);
     expect(by[FLEET_WIDE]!.errors).toEqual(["headscale users create alice: exit 1"]);
+  });
+
+  it("a host whose firewall starts dropping says so in words, in preview and up, with or without --diff", () => {
+    expect(firewallPolicyNote("input accept", "input drop")).toBe("firewall: input policy becomes drop (was accept): everything not opened by a rule is now dropped");
+    expect(firewallPolicyNote("input drop, forward accept", "input accept, forward accept")).toBe("firewall: input policy becomes accept (was drop): what was dropped is now accepted");
+    expect(firewallPolicyNote("", "input drop")).toBe("firewall: input policy becomes drop (was no chain: accepted): everything not opened by a rule is now dropped");
+    expect(firewallPolicyNote("input drop", "input drop")).toBeNull();
+    expect(firewallPolicyNote(undefined, "input drop")).toBeNull();
+    const lines: string[] = [];
+    const t = new EventTracker(["nas"], { say: (l) => lines.push(l), preview: true });
+    const gen = "urn:pulumi:lab::meshfleet::meshfleet:index:Mesh$meshfleet:host:Generation::lab-nas";
+    const meta = {
+      op: "update" as const, urn: gen, type: "meshfleet:host:Generation", provider: "",
+      old: { type: "meshfleet:host:Generation", urn: gen, id: "x", parent: "", inputs: { host: "nas", firewallPolicy: "input accept" }, outputs: { firewallPolicy: "input accept" }, provider: "" },
+      new: { type: "meshfleet:host:Generation", urn: gen, id: "x", parent: "", inputs: { host: "nas", firewallPolicy: "input drop" }, outputs: {}, provider: "" },
+      detailedDiff: { firewall: { diffKind: "update" as never, inputDiff: true }, firewallPolicy: { diffKind: "update" as never, inputDiff: true } },
+    };
+    t.handle({ sequence: 1, timestamp: 0, resourcePreEvent: { metadata: meta } });
+    t.handle({ sequence: 2, timestamp: 0, resOutputsEvent: { metadata: meta } });
+    expect(lines[0]).toMatch(/^nas\s+~\s+meshfleet:host:Generation lab-nas {2}will update$/);
+    expect(lines[1]).toMatch(/^\s+! firewall: input policy becomes drop \(was accept\): everything not opened by a rule is now dropped$/);
+    expect(lines).toHaveLength(2);
   });
 
   it("summarizes per host, outputs and errors", () => {

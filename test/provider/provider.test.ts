@@ -23,7 +23,7 @@ import { session, type RunResult } from "../../provider/ssh.ts";
 import { bundleSummary } from "../../provider/summary.ts";
 import type { ContainerInputs, ContainerOutputs, GenerationInputs, GenerationOutputs, PreAuthKeyInputs, RouteApprovalInputs, SshConnection } from "../../provider/types.ts";
 import { SECRET_SIG, SIG_KEY } from "../../provider/wire.ts";
-import { bundle, file } from "../agent/helpers.ts";
+import { bundle, file, nftTable } from "../agent/helpers.ts";
 
 const wrap = (value: unknown) => ({ [SIG_KEY]: SECRET_SIG, value });
 const conn: SshConnection = { name: "vps", host: "203.0.113.10", port: 22, user: "root", hostKeys: ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIvps"] };
@@ -75,6 +75,21 @@ describe("Generation diff", () => {
     expect(JSON.stringify(d)).not.toContain("secret-value");
     // What preview --diff displays of the file: mode, owner, digest; never the content.
     expect(JSON.stringify(genInputs(b2).files)).not.toContain("hskey-auth");
+  });
+
+  it("a firewall whose input policy changes is an update of firewallPolicy too; a state from before firewallPolicy existed is no update for that alone", () => {
+    const open = bundle({ firewall: nftTable([]) });
+    const closedTable = nftTable([]);
+    closedTable.chains[0].hook!.policy = "drop";
+    const closed = bundle({ firewall: closedTable });
+    expect(bundleSummary(open).firewallPolicy).toBe("input accept");
+    expect(bundleSummary(closed).firewallPolicy).toBe("input drop");
+    expect(bundleSummary(bundle()).firewallPolicy).toBe("");
+    const d = generation.diff(genOutputs(genInputs(open)), genInputs(closed));
+    expect(d.detailedDiff).toMatchObject({ firewall: "update", firewallPolicy: "update" });
+    const { firewallPolicy: _none, ...older } = genOutputs(genInputs(open));
+    expect(generation.diff(older, genInputs(open))).toMatchObject({ changes: false });
+    expect(generation.diff(older, genInputs(closed)).detailedDiff).not.toHaveProperty("firewallPolicy");
   });
 
   it("drift found by read is an update on the drifted path", () => {
