@@ -16,6 +16,9 @@ export function hostRows(fleet: NonNullable<Awaited<ReturnType<typeof evaluateFl
     tags: [...h.tailscale.tags],
     routes: [...h.tailscale.advertiseRoutes],
     exitNode: h.tailscale.advertiseExitNode,
+    // What the host does with traffic outside the tailnet that no port opens; "off" without meshfleet's
+    // firewall, null on a host meshfleet does not manage (no agent).
+    firewall: !h.agent ? null : h.firewall.enable ? (h.firewall.defaultPolicy ?? "drop") : ("off" as const),
     ports: [
       ...h.firewall.inbound.map((r) => ({ port: r.port, proto: r.proto, from: "any" as const })),
       ...h.firewall.tailnetInbound.map((r) => ({ port: r.port, proto: r.proto, from: "tailnet" as const })),
@@ -36,7 +39,9 @@ export function textRow(r: HostRow): Record<string, string> {
     services: list(r.services),
     tags: list(r.tags),
     routes: list([...r.routes, ...(r.exitNode ? ["exit"] : [])]),
-    ports: list(r.ports.map((p) => `${p.port}/${p.proto}${p.from === "tailnet" ? "(tailnet)" : ""}`)),
+    firewall: r.firewall ?? "-",
+    // Under accept every port is open anyway: the listed ones are only those the modules declare.
+    ports: r.firewall === "accept" ? `all${r.ports.length ? ` (declared: ${list(r.ports.map((p) => `${p.port}/${p.proto}${p.from === "tailnet" ? "(tailnet)" : ""}`))})` : ""}` : list(r.ports.map((p) => `${p.port}/${p.proto}${p.from === "tailnet" ? "(tailnet)" : ""}`)),
   };
 }
 

@@ -135,6 +135,10 @@ describe("the CLI as a process", () => {
     expect(r.code).toBe(0);
     expect(r.stdout.split("\n")[0]).toBe("fleet: home (hosts/home)");
     expect(r.stdout).toMatch(/^phone /m);
+    // A client keeps traffic outside the tailnet (firewall accept): every port is open, not only the declared ones.
+    expect(r.stdout).toMatch(/^laptop .* accept {4}all \(declared: 41641\/udp,22\/tcp\)$/m);
+    expect(r.stdout).toMatch(/^exit .* drop {6}41641\/udp,22\/tcp$/m);
+    expect(r.stdout).toMatch(/^phone .* - {9}-$/m);
   });
 
   it.each([
