@@ -9,13 +9,27 @@
  * against a baseline measured in the same run: only reading and YAML-parsing
  * the same files (the floor any evaluator pays).
  *
- *   node --import tsx bench/eval-scale/run.ts [--sizes 10,100,1000] [--runs 3]
+ * Then the whole process at the largest size (issue 13 item 10), as a
+ * person runs it: `meshfleet --help`, `check` and `render --out` (into a new
+ * folder, and over the earlier render), each a fresh `node bin/meshfleet.mjs`,
+ * beside same-run baselines: `node -e 0` (starting node) and a plain loop
+ * writing as many files of the same sizes into as many folders (the floor
+ * any render pays for its files). CPU of a child is read from
+ * /proc/self/stat (cutime + cstime, 10 ms ticks), so it holds on a loaded
+ * machine; where /proc is missing only the wall time is shown.
+ *
+ *   node --import tsx bench/eval-scale/run.ts [--sizes 10,100,1000] [--runs 3] [--no-process | --process-only] [--build] [--cli-root DIR]
+ *
+ * --build rebuilds the prebuilt CLI (npm run build:cli) first; --cli-root
+ * DIR runs another checkout's bin/meshfleet.mjs (a before and after); without a
+ * fresh dist/cli, bin/meshfleet.mjs runs the TypeScript through tsx, and the
+ * figures say so.
  */
-import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { fileURLToPath } from "node:url";
+import { fileURLToPath, pathToFileURL } from "node:url";
 
 const self = fileURLToPath(import.meta.url);
 import { generateFleet } from "./generate.ts";
@@ -71,6 +85,89 @@ function measure(modes: string[], dir: string, runs: number): Sample[] {
 
 const cw = (p: Phase | undefined) => (p ? `${p.cpu.toFixed(0).padStart(5)} / ${p.wall.toFixed(0).padStart(5)}` : "");
 
+// ---------------------------------------------------------------- whole process
+
+// --cli-root DIR: another checkout's bin/meshfleet.mjs (a before/after of the CLI on the same fleets).
+const cliArg = process.argv.indexOf("--cli-root");
+const repo = path.resolve(cliArg > 0 ? process.argv[cliArg + 1] : path.join(path.dirname(self), "../.."));
+const bin = path.join(repo, "bin", "meshfleet.mjs");
+
+/** CPU (user + sys) of this process's waited-for children, ms; undefined without /proc. */
+function childrenCpu(): number | undefined {
+  try {
+    const stat = readFileSync("/proc/self/stat", "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" "); // fields from the 3rd on
+    return ((Number(f[13]) + Number(f[14])) * 1000) / 100; // cutime, cstime (fields 16, 17), USER_HZ 100
+  } catch {
+    return undefined;
+  }
+}
+
+/** One child process: its CPU and wall time; throws on a non-zero exit. */
+function runProcess(args: string[]): Phase {
+  const c0 = childrenCpu();
+  const t0 = performance.now();
+  const r = spawnSync(process.execPath, args, { cwd: repo, encoding: "utf8", maxBuffer: 64 << 20 });
+  const wall = performance.now() - t0;
+  const c1 = childrenCpu();
+  if (r.status !== 0) throw new Error(`node ${args.join(" ")}: exit ${r.status ?? r.signal}\n${r.stderr}`);
+  return { cpu: c0 === undefined || c1 === undefined ? NaN : c1 - c0, wall };
+}
+
+/** A plain loop: `files` files of these sizes, spread over `hosts` folders made one by one: what writing the render's files costs at least. */
+const WRITE_LOOP = `
+const fs = require("node:fs"), path = require("node:path");
+const [out, hosts, sizes] = [process.argv[1], Number(process.argv[2]), JSON.parse(process.argv[3])];
+fs.mkdirSync(out, { recursive: true });
+for (let h = 0; h < hosts; h++) fs.mkdirSync(path.join(out, "h" + h));
+sizes.forEach((n, i) => fs.writeFileSync(path.join(out, "h" + (i % hosts), "f" + i), "x".repeat(n)));
+`;
+
+/** The prebuilt CLI's state: fresh (bin/meshfleet.mjs runs it) or not (bin runs tsx). */
+async function prebuiltFresh(): Promise<boolean> {
+  const { freshManifest } = (await import(pathToFileURL(bin).href)) as { freshManifest: () => Promise<unknown> };
+  return (await freshManifest()) !== null;
+}
+
+const median = (xs: Phase[]): Phase => {
+  const by = (k: keyof Phase) => [...xs].map((x) => x[k]).sort((a, b) => a - b)[Math.floor(xs.length / 2)];
+  return { cpu: by("cpu"), wall: by("wall") };
+};
+
+async function wholeProcess(root: string, dir: string, hosts: number, runs: number, build: boolean) {
+  if (build) execFileSync(process.execPath, [path.join(repo, "cli", "build.mjs")], { cwd: repo, stdio: "ignore" });
+  const fresh = await prebuiltFresh();
+  const cases: [string, (i: number) => string[]][] = [
+    ["node -e 0 (starting node)", () => ["-e", "0"]],
+    ["meshfleet --help", () => [bin, "--help"]],
+    [`meshfleet check (${hosts} hosts)`, () => [bin, "check", "--hosts-dir", dir]],
+    ["meshfleet render --out NEW", (i) => [bin, "render", "--hosts-dir", dir, "--out", path.join(root, `render-new-${i}`)]],
+    ["meshfleet render --out EARLIER", () => [bin, "render", "--hosts-dir", dir, "--out", path.join(root, "render-again")]],
+  ];
+  // The sizes of the files a render writes (taken from one, before the clock), for the plain loop.
+  runProcess([bin, "render", "--hosts-dir", dir, "--out", path.join(root, "render-again")]);
+  const written = readFileSync(path.join(root, "render-again", ".meshfleet-render"), "utf8").split("\n").slice(1).filter(Boolean);
+  const sizes = written.map((f) => statSync(path.join(root, "render-again", f)).size);
+  const loop = (i: number) => ["-e", WRITE_LOOP, path.join(root, `loop-${i}`), String(hosts), JSON.stringify(sizes)];
+  const all: [string, (i: number) => string[]][] = [...cases, [`plain loop writing ${sizes.length} files`, loop]];
+  const samples: Phase[][] = all.map(() => []);
+  for (let i = 0; i < runs; i++)
+    all.forEach(([, args], k) => {
+      samples[k].push(runProcess(args(i)));
+      for (const d of [`render-new-${i}`, `loop-${i}`]) if (existsSync(path.join(root, d))) rmSync(path.join(root, d), { recursive: true, force: true });
+    });
+  const m = samples.map(median);
+  const [start, help, check, renderNew, renderAgain, write] = m;
+  console.log(`whole process, ${hosts} hosts, ${fresh ? "prebuilt CLI (dist/cli fresh)" : "dist/cli NOT fresh: bin/meshfleet.mjs ran the TypeScript through tsx (--build to rebuild)"}; median of ${runs}, ms as CPU / wall`);
+  all.forEach(([name], k) => console.log(`  ${name.padEnd(40)} ${cw(m[k])}`));
+  const r = (a: number, b: number) => (Number.isFinite(a / b) ? `${(a / b).toFixed(2)}x` : "n/a");
+  console.log(`  --help: ${r(help.cpu, start.cpu)} CPU (${r(help.wall, start.wall)} wall) of starting node; target <= 150 ms wall: ${help.wall <= 150 ? "met" : "NOT met"} (${help.wall.toFixed(0)} ms)`);
+  // The floor of a render: evaluating (check) plus writing as many files (the loop), less one node start counted twice.
+  const floor = { cpu: check.cpu + write.cpu - start.cpu, wall: check.wall + write.wall - start.wall };
+  console.log(`  render NEW: ${r(renderNew.cpu, floor.cpu)} CPU (${r(renderNew.wall, floor.wall)} wall) of check + the plain loop; EARLIER (removes the last render's files first): ${r(renderAgain.cpu, floor.cpu)} CPU`);
+  console.log(`  render target <= 1.5 s: ${renderNew.wall <= 1500 ? "met" : "NOT met"} by wall (${renderNew.wall.toFixed(0)} ms), ${renderNew.cpu <= 1500 ? "met" : "NOT met"} by CPU (${renderNew.cpu.toFixed(0)} ms; writing the files alone takes ${write.cpu.toFixed(0)} ms CPU here)`);
+}
+
 async function main() {
   const argv = process.argv.slice(2);
   if (argv[0] === "--child") return child(argv[1], argv[2]);
@@ -86,6 +183,7 @@ async function main() {
       const dir = path.join(root, String(n));
       execFileSync("mkdir", [dir]);
       generateFleet(dir, n);
+      if (argv.includes("--process-only")) continue;
       const [e, b] = measure(["eval", "baseline"], dir, runs);
       results[n] = { eval: e, base: b };
       const p = e.phases;
@@ -106,6 +204,8 @@ async function main() {
       if (load > os.cpus().length)
         console.log(`  load average ${load.toFixed(1)} on ${os.cpus().length} cores: the wall figure is mostly waiting; CPU ${e.ms.toFixed(0)} ms is ${(e.ms / 1000).toFixed(2)}x the 1 s target, ${(e.ms / results[1000].base.ms).toFixed(2)}x reading and parsing the same files`);
     }
+    const largest = Math.max(...sizes);
+    if (!argv.includes("--no-process")) await wholeProcess(root, path.join(root, String(largest)), largest, runs, argv.includes("--build"));
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -1,5 +1,5 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
-import { chmod, lstat, mkdir, readdir, readFile, rmdir, unlink, writeFile } from "node:fs/promises";
+import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
@@ -18,9 +18,11 @@ const flags = [
   { name: "policy-for", value: true, help: "write only the policy, for another coordinator: tailscale-saas (Tailscale's admin console)" },
 ];
 
-async function entries(dir: string): Promise<string[] | null> {
+// Plain synchronous calls: a 1,000-host render writes ~10,000 small files, and each
+// promise call costs a trip through the thread pool (writing them so took 4-6 s).
+function entries(dir: string): string[] | null {
   try {
-    return await readdir(dir);
+    return readdirSync(dir);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code === "ENOENT") return null;
@@ -30,10 +32,10 @@ async function entries(dir: string): Promise<string[] | null> {
 }
 
 /** The files an earlier render wrote into `out`, or null when `out` holds something else. */
-async function previousRender(out: string): Promise<string[] | null> {
+function previousRender(out: string): string[] | null {
   let text: string;
   try {
-    text = await readFile(path.join(out, RENDER_MARKER), "utf8");
+    text = readFileSync(path.join(out, RENDER_MARKER), "utf8");
   } catch {
     return null;
   }
@@ -44,20 +46,53 @@ async function previousRender(out: string): Promise<string[] | null> {
 }
 
 /** Remove an earlier render's files and the folders they leave empty; anything else stays. */
-async function clearPrevious(out: string, files: string[]): Promise<void> {
+function clearPrevious(out: string, files: string[]): void {
   const dirs = new Set<string>();
   for (const f of files) {
     const p = path.join(out, f);
     try {
-      if ((await lstat(p)).isFile()) await unlink(p);
+      if (lstatSync(p).isFile()) unlinkSync(p);
     } catch {
       // already gone
     }
     for (let d = path.dirname(f); d !== "." && d !== ""; d = path.dirname(d)) dirs.add(d);
   }
   for (const d of [...dirs].sort((a, b) => b.length - a.length)) {
-    const left = await entries(path.join(out, d));
-    if (left && left.length === 0) await rmdir(path.join(out, d));
+    const left = entries(path.join(out, d));
+    if (left && left.length === 0) rmdirSync(path.join(out, d));
+  }
+}
+
+/** Every folder the files go in, parents before children (each made once, not once per file). */
+function foldersOf(files: readonly string[]): string[] {
+  const dirs = new Set<string>();
+  for (const f of files)
+    for (let d = path.dirname(f); d !== "." && d !== "" && !dirs.has(d); d = path.dirname(d)) dirs.add(d);
+  return [...dirs].sort((a, b) => a.length - b.length);
+}
+
+/**
+ * Write one file at its mode. A new file is created exclusively (O_EXCL: it
+ * is not a link or anything else already there), the common case; a path
+ * that exists (a file the user put where the render writes) must be a
+ * regular file, and is overwritten. The mode is set on the open file, so
+ * the umask does not change it.
+ */
+function writeArtifact(out: string, rel: string, content: string, mode: number): void {
+  const p = path.join(out, rel);
+  let fd: number;
+  try {
+    fd = openSync(p, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+    if (!lstatSync(p).isFile()) throw new MeshfleetError(`render --out ${out}: ${rel} is there and is not a regular file (a link or folder); remove it, then render again`);
+    fd = openSync(p, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+  }
+  try {
+    writeFileSync(fd, content);
+    fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -102,8 +137,8 @@ ${flagHelp(flags)}`,
       }
       return renderPolicyFor(opts["policy-for"], r.fleet, out, !!opts.json);
     }
-    const existing = await entries(out);
-    const previous = existing && existing.length ? await previousRender(out) : [];
+    const existing = entries(out);
+    const previous = existing && existing.length ? previousRender(out) : [];
     if (existing && existing.length && previous === null)
       throw new MeshfleetError(
         `render --out ${out}: the folder is not empty and is not an earlier render's output (no ${RENDER_MARKER} file); nothing was written. Fix: pick a new or empty folder`,
@@ -116,18 +151,18 @@ ${flagHelp(flags)}`,
       return 1;
     }
     const arts = allArtifacts(r.fleet);
-    if (previous?.length) await clearPrevious(out, previous);
-    await mkdir(out, { recursive: true });
+    if (previous?.length) clearPrevious(out, previous);
+    mkdirSync(out, { recursive: true });
     // The marker first: an interrupted render can still be replaced by the next one.
-    await writeFile(path.join(out, RENDER_MARKER), MARKER_HEAD + arts.map((a) => a.path).join("\n") + "\n");
-    for (const a of arts) {
-      const p = path.join(out, a.path);
-      await mkdir(path.dirname(p), { recursive: true });
-      const st = await lstat(p).catch(() => null);
-      if (st && !st.isFile()) throw new MeshfleetError(`render --out ${out}: ${a.path} is there and is not a regular file (a link or folder); remove it, then render again`);
-      await writeFile(p, a.content);
-      await chmod(p, parseInt(a.mode, 8));
+    writeFileSync(path.join(out, RENDER_MARKER), MARKER_HEAD + arts.map((a) => a.path).join("\n") + "\n");
+    for (const d of foldersOf(arts.map((a) => a.path))) {
+      try {
+        mkdirSync(path.join(out, d));
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+      }
     }
+    for (const a of arts) writeArtifact(out, a.path, a.content, parseInt(a.mode, 8));
     if (opts.json) console.log(JSON.stringify({ stack, dir, out, files: arts.map((a) => a.path) }, null, 2));
     else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
     return 0;

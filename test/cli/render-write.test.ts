@@ -1,0 +1,71 @@
+/**
+ * How `meshfleet render --out` writes its files (cli/commands/render.ts):
+ * each new file created exclusively at its mode, whatever the umask; a path
+ * where something other than a regular file stands is refused, and what is
+ * there (a link and the file it points at) stays as it was.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { command as render, RENDER_MARKER } from "../../cli/commands/render.ts";
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-render-write-"));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const run = async (out: string) => {
+  const log = vi.spyOn(console, "log").mockImplementation(() => {});
+  try {
+    return await render.run(["--hosts-dir", "hosts/home", "--out", out]);
+  } finally {
+    log.mockRestore();
+  }
+};
+const modeOf = (p: string) => (fs.statSync(p).mode & 0o7777).toString(8).padStart(4, "0");
+
+describe("render --out writes", () => {
+  it("every file at its mode, also under a umask that would narrow it", async () => {
+    const out = path.join(root, "modes");
+    const before = process.umask(0o077);
+    try {
+      expect(await run(out)).toBe(0);
+    } finally {
+      process.umask(before);
+    }
+    const files = fs.readFileSync(path.join(out, RENDER_MARKER), "utf8").split("\n").slice(1).filter(Boolean);
+    expect(files.length).toBeGreaterThan(10);
+    const modes = new Map(files.map((f) => [f, modeOf(path.join(out, f))]));
+    expect(modes.get("vps/meshfleet/nftables.nft")).toBe("0644");
+    expect([...modes.values()].filter((m) => m === "0644").length).toBeGreaterThan(5);
+    const scripts = files.filter((f) => f.endsWith(".sh"));
+    for (const f of scripts) expect(modes.get(f), f).toBe("0755");
+  });
+
+  it("refuses a link where a file goes, and leaves the link and its target alone", async () => {
+    const out = path.join(root, "link");
+    expect(await run(out)).toBe(0);
+    const target = path.join(root, "outside.txt");
+    fs.writeFileSync(target, "not the render's");
+    const at = path.join(out, "vps/meshfleet/nftables.nft");
+    fs.rmSync(at);
+    fs.symlinkSync(target, at);
+    // Not listed in the marker: the render does not remove it first.
+    fs.writeFileSync(path.join(out, RENDER_MARKER), fs.readFileSync(path.join(out, RENDER_MARKER), "utf8").replace("vps/meshfleet/nftables.nft\n", ""));
+    await expect(run(out)).rejects.toThrow(/vps\/meshfleet\/nftables\.nft is there and is not a regular file \(a link or folder\); remove it, then render again/);
+    expect(fs.lstatSync(at).isSymbolicLink()).toBe(true);
+    expect(fs.readFileSync(target, "utf8")).toBe("not the render's");
+  });
+
+  it("overwrites a regular file it finds where a file goes (not in the marker), at the file's mode", async () => {
+    const out = path.join(root, "plain");
+    expect(await run(out)).toBe(0);
+    const at = path.join(out, "vps/meshfleet/nftables.nft");
+    const want = fs.readFileSync(at, "utf8");
+    fs.writeFileSync(path.join(out, RENDER_MARKER), fs.readFileSync(path.join(out, RENDER_MARKER), "utf8").replace("vps/meshfleet/nftables.nft\n", ""));
+    fs.writeFileSync(at, "someone's edit, longer than nothing at all");
+    fs.chmodSync(at, 0o600);
+    expect(await run(out)).toBe(0);
+    expect(fs.readFileSync(at, "utf8")).toBe(want);
+    expect(modeOf(at)).toBe("0644");
+  });
+});
