@@ -17,7 +17,7 @@ interface Task {
   filepath?: string;
   result?: { state?: string; errors?: { message?: string }[] };
 }
-const hasTests = (t: Task): boolean => (t.tasks ?? []).some((x) => x.type === "test" || hasTests(x));
+const hasFailedTest = (t: Task): boolean => (t.tasks ?? []).some((x) => (x.type === "test" && x.result?.state === "fail") || hasFailedTest(x));
 
 /**
  * A test file that fails to load is a failed test. Stryker's vitest runner
@@ -25,12 +25,15 @@ const hasTests = (t: Task): boolean => (t.tasks ?? []).some((x) => x.type === "t
  * import (ipset's constants are computed at load) would look survived: with
  * bail 1, the failed import also cancels every other file, 0 tests run, and
  * nothing failed. Here such a file gets one failed test that carries its error.
+ * The same for a file whose beforeAll throws (bundle-edges builds the schemas
+ * there, and a mutant such as an empty z.union([]) makes that build throw):
+ * vitest fails the file and runs none of its tests, so no test failed either.
  */
 const loadFailures = {
   onFinished(files: Task[] = []) {
     for (const file of files) {
-      if (file.result?.state !== "fail" || hasTests(file)) continue;
-      const errors = file.result.errors?.length ? file.result.errors : [{ message: `${file.filepath}: the test file did not load` }];
+      if (file.result?.state !== "fail" || hasFailedTest(file)) continue;
+      const errors = file.result.errors?.length ? file.result.errors : [{ message: `${file.filepath}: the test file did not load, or a hook before its tests failed` }];
       (file.tasks ??= []).push({ type: "test", name: "the test file loads", mode: "run", file, suite: file, result: { state: "fail", errors } });
     }
   },

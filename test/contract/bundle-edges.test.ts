@@ -415,6 +415,9 @@ describe("canonical JSON and hashes", () => {
     }
     expect(C.canonicalJson({ p: new P(1, { b: 2, a: 1 }) })).toBe('{"p":{"y":{"a":1,"b":2},"z":1}}');
     expect(C.canonicalJson({ t: { toJSON: () => ({ b: 1, a: 2 }) } })).toBe('{"t":{"b":1,"a":2}}');
+    // At the top, or inside an array: toJSON is still called.
+    expect(C.canonicalJson({ toJSON: () => "x", a: 1 })).toBe('"x"');
+    expect(C.canonicalJson([{ toJSON: () => 1 }])).toBe("[1]");
     expect(C.canonicalJson(Object.assign(Object.create(null), { b: 1, a: 2 }))).toBe('{"a":2,"b":1}');
     expect(C.canonicalJson([new P(1, { b: 2, a: 1 })])).toBe('[{"y":{"a":1,"b":2},"z":1}]');
     class Q {
