@@ -271,12 +271,16 @@ function hostOptions(
  * The host schema's parse, option by option, memoised per schema: a fleet's
  * hosts mostly give a module the same options (the profile's), so each
  * distinct value of a top-level option (its JSON text) is parsed once per
- * evaluation and each host gets its own copy of the result. Only plain data
- * (text, finite numbers, booleans, null, lists, mappings) is memoised, in
- * and out. Anything that fails, or an unknown option, takes the schema's
- * own parse, so problems are reported exactly as before.
+ * evaluation, and the hosts that give it share the result, deep-frozen: an
+ * evaluated config is read, never edited (a module that wrote to one would
+ * throw, in strict mode, rather than change another host's options), and
+ * copying it for each host cost a JSON parse of every module's options per
+ * host. Only plain data (text, finite numbers, booleans, null, lists,
+ * mappings) is memoised, in and out. Anything that fails, or an unknown
+ * option, takes the schema's own parse, so problems are reported exactly as
+ * before.
  */
-const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, string>>>();
+const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, unknown>>>();
 const OPTION_MEMO_MAX = 10_000;
 
 function parseOptions(schema: z.ZodType, value: unknown): { success: true; data: unknown } | { success: false; error: z.ZodError } {
@@ -295,8 +299,7 @@ function parseOptions(schema: z.ZodType, value: unknown): { success: true; data:
     if (!seen) memo.set(k, (seen = new Map()));
     const parsed = text === undefined ? undefined : seen.get(text);
     if (parsed !== undefined) {
-      // The parsed value's JSON text, parsed again: each host its own copy (native, faster than a walk).
-      out[k] = JSON.parse(parsed);
+      out[k] = parsed;
       continue;
     }
     const r = fields[k].safeParse(v);
@@ -306,10 +309,9 @@ function parseOptions(schema: z.ZodType, value: unknown): { success: true; data:
       continue;
     }
     out[k] = r.data;
-    const result = text === undefined ? undefined : plainJson(r.data);
-    if (text !== undefined && result !== undefined) {
+    if (text !== undefined && isPlainData(r.data, 0)) {
       if (seen.size >= OPTION_MEMO_MAX) seen.clear();
-      seen.set(text, result);
+      seen.set(text, deepFreeze(r.data));
     }
   }
   return { success: true, data: out };
@@ -324,6 +326,15 @@ const isPlainRecord = (v: unknown): v is Record<string, unknown> => {
 /** JSON text of plain data that JSON carries exactly (no undefined, NaN, -0, class instances), else undefined. */
 function plainJson(v: unknown): string | undefined {
   return isPlainData(v, 0) ? JSON.stringify(v) : undefined;
+}
+
+/** Plain data (isPlainData), frozen all the way down; returned as given. */
+function deepFreeze<T>(v: T): T {
+  if (v !== null && typeof v === "object" && !Object.isFrozen(v)) {
+    Object.freeze(v);
+    for (const k in v) deepFreeze((v as Record<string, unknown>)[k]);
+  }
+  return v;
 }
 
 function isPlainData(v: unknown, depth: number): boolean {

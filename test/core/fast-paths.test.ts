@@ -144,7 +144,7 @@ describe("canonicalJson", () => {
 });
 
 describe("evaluation: option values parsed once per evaluation", () => {
-  it("hosts get their own copies of the options they share", async () => {
+  it("hosts share the options they have in common, read-only: a module that writes to them fails, naming it, and no other host sees the write", async () => {
     const seen: unknown[] = [];
     const probe = defineModule({
       name: "probe-options",
@@ -157,10 +157,15 @@ describe("evaluation: option values parsed once per evaluation", () => {
       },
     });
     const registry: ModuleRegistry = { ...REGISTRY, modules: [...REGISTRY.modules, probe] };
-    await fleetOf("hosts/lab", registry);
+    const r = await evaluateFleet(registry, "hosts/lab", "t");
+    expect(r.fleet).toBeUndefined();
+    const errors = r.diagnostics.filter((d) => d.severity === "error");
+    expect(errors.length).toBe(seen.length);
+    for (const d of errors) expect(d).toMatchObject({ path: "probe-options", expected: "module probe-options to evaluate", fix: expect.stringMatching(/a module must not throw/) });
     expect(seen.length).toBeGreaterThan(1);
-    for (const o of seen) expect(o).toEqual({ list: ["a", "written by one host"] });
-    expect(new Set(seen).size).toBe(seen.length);
+    // One parsed value for every host (parsed once), unchanged by the writes.
+    expect(new Set(seen).size).toBe(1);
+    for (const o of seen) expect(o).toEqual({ list: ["a"] });
   });
 
   it("a bad value is reported as before, also when the same value parsed fine elsewhere first", async () => {
