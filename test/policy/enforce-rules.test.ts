@@ -17,6 +17,7 @@ const nodes: PolicyNode[] = [
   N("db", 5, { tags: ["tag:db"] }),
   N("router", 6, { tags: ["tag:router"], approvedRoutes: ["192.168.8.0/24", "0.0.0.0/0", "::/0"] }),
   N("nobody", 7),
+  N("kiosk", 8, { user: "alice", tags: ["tag:web"] }),
 ];
 const base = {
   groups: { "group:admins": ["alice@"] },
@@ -42,7 +43,7 @@ describe("tailnetRulesForHost: the host's own input", () => {
         { proto: "any", ports: [22], fromSet: "peers_1", comment: "acls[1] src=bob@" },
         { proto: "udp", ports: [6432], fromSet: "peers_0", comment: "acls[2] src=tag:web" },
       ],
-      sets: { peers_0: v(4), peers_1: v(3) },
+      sets: { peers_0: v(4, 8), peers_1: v(3) },
     });
   });
 
@@ -56,6 +57,7 @@ describe("tailnetRulesForHost: the host's own input", () => {
     expect(rules("tag:db:1-65534")[0].ports).toHaveLength(65534);
     expect(rules("tag:db:0-2")[0].ports).toEqual([1, 2]);
     expect(rules("tag:db:65535")[0].ports).toEqual([65535]);
+    expect(rules("tag:db:22,0-65535")[0].ports).toBe("any");
   });
 
   it("tcp and udp kept with their name, any protocol as 'any', other protocols left to tailscaled", () => {
@@ -100,8 +102,8 @@ describe("tailnetRulesForHost: the host's own input", () => {
       sets: { peers_0: v(1, 2) },
     });
     expect(tailnetRulesForHost("bobpc", nodes, policy, { users }).sets).toEqual({ peers_0: v(3) });
-    // Tagged, or without a user: no self rule, so closed.
-    for (const host of ["web", "nobody"]) {
+    // Tagged (even with a user), or without a user: no self rule, so closed.
+    for (const host of ["web", "nobody", "kiosk"]) {
       expect([host, tailnetRulesForHost(host, nodes, policy, { users }).tailnet]).toEqual([host, [{ proto: "any", ports: "any", fromSet: "peers_0", comment: "policy allows no peer to reach this host" }]]);
     }
     // Sources that hold none of the user's devices: nothing from them.
@@ -109,16 +111,25 @@ describe("tailnetRulesForHost: the host's own input", () => {
     expect(tailnetRulesForHost("laptop", nodes, tagged, { users }).tailnet).toEqual([{ proto: "any", ports: [80], fromSet: "peers_0", comment: "acls[1] src=bob@" }]);
   });
 
-  it("a via grant does not open the router itself", () => {
+  it("a via grant does not open the router itself, nor any other host", () => {
     const policy = P({ grants: [{ src: ["bob@"], dst: ["lan"], ip: ["*"], via: ["tag:router"] }, { src: ["bob@"], dst: ["tag:router"], ip: ["tcp:22"] }] });
     expect(tailnetRulesForHost("router", nodes, policy, { users }).tailnet).toEqual([{ proto: "tcp", ports: [22], fromSet: "peers_0", comment: "grants[1] src=bob@" }]);
+    expect(tailnetRulesForHost("laptop", nodes, policy, { users }).tailnet).toEqual([{ proto: "any", ports: "any", fromSet: "peers_0", comment: "policy allows no peer to reach this host" }]);
+  });
+
+  it("comments name rules past the tenth", () => {
+    const acls = Array.from({ length: 12 }, (_, i) => ({ action: "accept" as const, src: ["bob@"], dst: [`tag:db:${100 + i}`] }));
+    expect(tailnetRulesForHost("db", nodes, P({ acls }), { users }).tailnet.map((r) => r.comment).slice(9)).toEqual(["acls[9] src=bob@", "acls[10] src=bob@", "acls[11] src=bob@"]);
   });
 
   it("members: per set, the nodes whose addresses it holds, sorted; only when asked", () => {
     const policy = P({ acls: [{ action: "accept", src: ["group:admins", "tag:web"], dst: ["tag:db:22"] }, { action: "accept", src: ["100.64.0.3/32"], dst: ["tag:db:80"] }] });
     const r = tailnetRulesForHost("db", nodes, policy, { users, members: true });
-    expect(r.setMembers).toEqual({ peers_0: ["laptop", "phone", "web"], peers_1: ["bobpc"] });
-    expect(r.sets).toEqual({ peers_0: v(1, 2, 4), peers_1: ["100.64.0.3"] });
+    expect(r.setMembers).toEqual({ peers_0: ["kiosk", "laptop", "phone", "web"], peers_1: ["bobpc"] });
+    // Sorted by name, not in the nodes' order.
+    const later = P({ acls: [{ action: "accept", src: ["bob@", "alice@"], dst: ["tag:db:22"] }] });
+    expect(tailnetRulesForHost("db", nodes, later, { users, members: true }).setMembers).toEqual({ peers_0: ["bobpc", "laptop", "phone"] });
+    expect(r.sets).toEqual({ peers_0: v(1, 2, 4, 8), peers_1: ["100.64.0.3"] });
     expect(Object.keys(tailnetRulesForHost("db", nodes, policy, { users }))).toEqual(["tailnet", "sets"]);
     expect(tailnetRulesForHost("web", nodes, policy, { users, members: true })).toEqual({
       tailnet: [{ proto: "any", ports: "any", fromSet: "peers_0", comment: "policy allows no peer to reach this host" }],
@@ -145,6 +156,10 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
         { action: "accept", src: ["bob@"], dst: ["10.0.0.0/8:*"] },
         { action: "accept", src: ["bob@"], dst: ["lan:*"], proto: "icmp" },
         { action: "accept", src: ["bob@"], dst: ["tag:router:22"] },
+        { action: "accept", src: ["bob@"], dst: ["lan:100,22,8"], proto: "udp" },
+        { action: "accept", src: ["bob@"], dst: ["lan:1-65535"], proto: "tcp" },
+        { action: "accept", src: ["bob@"], dst: ["lan:22,0-65535"], proto: "tcp" },
+        { action: "accept", src: ["bob@"], dst: ["lan:2-65535"], proto: "tcp" },
       ],
     });
     const r = tailnetRulesForHost("router", nodes, policy, { users, routes });
@@ -153,6 +168,10 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
       rules: [
         { proto: "any", ports: [445], fromSet: "peers_0", to: ["192.168.8.10"], comment: "acls[0] src=bob@" },
         { proto: "tcp", ports: [22, 80], fromSet: "peers_1", to: ["192.168.8.0/24"], comment: "acls[1] src=group:admins" },
+        { proto: "udp", ports: [8, 22, 100], fromSet: "peers_0", to: ["192.168.8.0/24"], comment: "acls[5] src=bob@" },
+        { proto: "tcp", ports: "any", fromSet: "peers_0", to: ["192.168.8.0/24"], comment: "acls[6] src=bob@" },
+        { proto: "tcp", ports: "any", fromSet: "peers_0", to: ["192.168.8.0/24"], comment: "acls[7] src=bob@" },
+        { proto: "tcp", ports: Array.from({ length: 65534 }, (_, i) => i + 2), fromSet: "peers_0", to: ["192.168.8.0/24"], comment: "acls[8] src=bob@" },
       ],
     });
     // The input rules come first and name the sets the routed rules share.
@@ -167,6 +186,7 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
         { src: ["bob@"], dst: ["lan"], ip: ["tcp:8443"], via: ["tag:web"] },
         { src: ["group:admins"], dst: ["autogroup:internet"], ip: ["*"], via: ["tag:router"] },
         { src: ["bob@"], dst: ["autogroup:self"], ip: ["*"] },
+        { src: ["bob@"], dst: ["lan"], ip: ["tcp:25"], via: ["tag:router", "tag:web"] },
       ],
     });
     const r = tailnetRulesForHost("router", nodes, policy, { users, routes: ["192.168.8.0/24", "0.0.0.0/0"] });
@@ -174,6 +194,7 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
     expect(r.routed!.rules.map((x) => [x.proto, x.ports, x.fromSet, x.comment])).toEqual([
       ["tcp", [443], "peers_1", "grants[0] src=bob@"],
       ["any", "any", "peers_2", "grants[2] src=group:admins"],
+      ["tcp", [25], "peers_1", "grants[4] src=bob@"],
     ]);
     expect(r.routed!.rules[0].to).toEqual(["192.168.8.0/24"]);
     // The internet: public space only, no private or tailnet ranges.
@@ -183,7 +204,7 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
     expect(internet.some((p) => p.startsWith("192.168.") || p.startsWith("10.") || p.startsWith("100.64."))).toBe(false);
     // Without the internet among its routes the exit grant routes nothing here.
     const lanOnly = tailnetRulesForHost("router", nodes, policy, { users, routes });
-    expect(lanOnly.routed!.rules.map((x) => x.comment)).toEqual(["grants[0] src=bob@"]);
+    expect(lanOnly.routed!.rules.map((x) => x.comment)).toEqual(["grants[0] src=bob@", "grants[4] src=bob@"]);
   });
 
   it("no routes, no routed part; routes no rule reaches give an empty list", () => {

@@ -15,6 +15,10 @@ const NO_POLICY = "no policy: headscale then allows every node to reach every no
 const empty = (which: string) => `${which} and no rule: headscale has read an empty list as allow-all (before 0.29, headscale#1602, #3211) and as deny-all (0.29), so the reach depends on the server's version`;
 
 describe("failClosedDiagnostics", () => {
+  it("the fix names allow-all as it must be written", () => {
+    expect(EXPLICIT_ALLOW_ALL).toBe('acls: [{action: accept, src: ["*"], dst: ["*:*"]}]');
+  });
+
   it("no acls and no grants: 'no policy' when nothing (or {}) was written, else 'neither acls nor grants'", () => {
     const d = (raw: unknown, found: string) => [{ severity: "error", file: "f.yaml", path: "policy", expected: "policy.acls or policy.grants with at least one rule (a policy fails closed)", found, fix: FIX() }];
     expect(failClosedDiagnostics({}, undefined, "f.yaml")).toEqual(d(undefined, NO_POLICY));

@@ -24,6 +24,9 @@ describe("syntheticIps", () => {
     expect(ipsOf("h2704")).toEqual([["100.100.101.1", "fd7a:115c:a1e0::24:6501"]]); // lands in 100.100.100.0/24
     expect(ipsOf("h11106")).toEqual([["100.115.94.1", "fd7a:115c:a1e0::33:5e01"]]); // lands in 100.115.93.0/24
     expect(ipsOf("h13146")).toEqual([["100.115.94.1", "fd7a:115c:a1e0::33:5e01"]]); // lands in 100.115.92.0/24
+    // Only those: x.100 and x.92/93 under another second octet are taken as they are.
+    expect(ipsOf("h382")).toEqual([["100.107.100.10", "fd7a:115c:a1e0::2b:640a"]]);
+    expect(ipsOf("h70")).toEqual([["100.102.93.48", "fd7a:115c:a1e0::26:5d30"]]);
   });
 
   it("an address taken (by a joined node or one placed before) goes to the next free one", () => {
