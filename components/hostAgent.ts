@@ -74,6 +74,22 @@ export interface HostAgentArgs {
    * @example true
    */
   once?: boolean;
+  /**
+   * Reboot the host after its switch and confirm, and fail the deploy unless it
+   * comes back with the generation active, its firewall loaded, tailscale up with
+   * its routes, and no drift (`meshfleet up --reboot-check`, which sets
+   * MESHFLEET_REBOOT_CHECK for the run: `*` or host names, comma-separated).
+   * @default true when MESHFLEET_REBOOT_CHECK names this host, else false
+   * @example true
+   */
+  rebootCheck?: boolean;
+}
+
+/** Whether MESHFLEET_REBOOT_CHECK (`*`, or host names comma-separated) names `host`. */
+export function rebootCheckFor(host: string, value: string | undefined = process.env.MESHFLEET_REBOOT_CHECK): boolean {
+  if (!value) return false;
+  const names = value.split(",").map((x) => x.trim()).filter(Boolean);
+  return names.includes("*") || names.includes(host);
 }
 
 export const HOST_AGENT_DEFAULTS = {
@@ -155,6 +171,8 @@ export class HostAgent extends pulumi.ComponentResource {
         bundle: pulumi.secret(bundle.apply((b) => JSON.stringify(b))),
         confirmTimeoutSeconds: o.confirmTimeoutSeconds,
         once: args.once === true,
+        // Only when asked: a state written without it stays as it was.
+        ...((args.rebootCheck ?? rebootCheckFor(args.host.name)) && args.once !== true ? { rebootCheck: true } : {}),
         hash: part("hash"),
         files: part("files"),
         units: part("units"),

@@ -107,6 +107,13 @@ export interface GenerationInputs extends Connected, GenerationSummary {
   confirmTimeoutSeconds: number;
   /** Push at creation only (a coordinator's bootstrap generation). */
   once?: boolean;
+  /**
+   * `meshfleet up --reboot-check`: after the confirm, reboot the host and keep
+   * the deploy only if it comes back with this generation active, its firewall
+   * loaded, tailscale up with its routes, and no drift. Set for one run; never
+   * stored in the outputs.
+   */
+  rebootCheck?: boolean;
 }
 
 export interface DriftItem {
@@ -115,7 +122,7 @@ export interface DriftItem {
   detail: string;
 }
 
-export interface GenerationOutputs extends Omit<GenerationInputs, "bundle"> {
+export interface GenerationOutputs extends Omit<GenerationInputs, "bundle" | "rebootCheck"> {
   /** The agent's generation number on the host. */
   generation: number;
   /** `status --json` of the agent after the switch (or at the last refresh). */

@@ -596,6 +596,24 @@ export interface DeployOptions extends OpenOptions {
   confirm?: (plan: DeployResult) => Promise<boolean>;
   /** How long to wait for another run's lock on the stack, in seconds (default 600; 0 fails at once). */
   lockWaitSeconds?: number;
+  /** up: reboot each selected host (`--on`, else every agent host) after its switch and check what comes back (provider/resources/reboot.ts). */
+  rebootCheck?: boolean;
+}
+
+/** Why `rebootCheck` cannot go with these options, or null. */
+export function rebootCheckProblem(o: Pick<DeployOptions, "verb" | "rebootCheck" | "expectNoChanges">): string | null {
+  if (!o.rebootCheck) return null;
+  if (o.verb !== "up") return `--reboot-check: only \`meshfleet up\` reboots hosts, not ${o.verb}`;
+  if (o.expectNoChanges) return "--reboot-check with --expect-no-changes: the reboot is a change of its own (each selected host's Generation updates); drop one of them";
+  return null;
+}
+
+/**
+ * MESHFLEET_REBOOT_CHECK for the run, which HostAgent reads (the program runs in
+ * this process): the hosts `--on` picked (not the coordinator they bring along), else `*`.
+ */
+export function rebootCheckValue(picked: string[] | undefined): string {
+  return picked && picked.length > 0 ? picked.join(",") : "*";
 }
 
 /** Fleet facts `--on` needs, from the evaluated fleet. */
@@ -635,11 +653,14 @@ export async function runDeploy(o: DeployOptions): Promise<DeployResult> {
   }
   const hostsDir = stackHostsDir(o.stack, o.configFile, root);
   const hostNames = fleetHostNames(hostsDir);
+  const rcProblem = rebootCheckProblem(o);
+  if (rcProblem) throw new MeshfleetError(rcProblem);
   let selected: string[] | undefined;
+  let picked: string[] | undefined;
   let selection: Awaited<ReturnType<typeof fleetForSelection>> | undefined;
   if (o.on && o.on.length > 0) {
     selection = await fleetForSelection(hostsDir, o.stack);
-    const picked = selectHosts(o.on, selection.hosts);
+    picked = selectHosts(o.on, selection.hosts);
     selected = o.verb === "up" || o.verb === "preview"
       ? withDependencies(picked, { coordinator: selection.coordinator, hosts: selection.hosts.map((h) => ({ name: h.name, joins: selection!.joins[h.name] ?? false })) })
       : picked;
@@ -648,10 +669,15 @@ export async function runDeploy(o: DeployOptions): Promise<DeployResult> {
   // Automation API makes (`stack output --show-secrets` after up) write a salt into it.
   const projectFile = projectStackFile(o.stack, root);
   const before = o.configFile && existsSync(projectFile) ? readFileSync(projectFile, "utf8") : undefined;
+  const rebootBefore = process.env.MESHFLEET_REBOOT_CHECK;
+  if (o.rebootCheck) process.env.MESHFLEET_REBOOT_CHECK = rebootCheckValue(picked);
+  else delete process.env.MESHFLEET_REBOOT_CHECK;
   try {
     return await deployOpened(o, root, t0, hostsDir, hostNames, selected);
   } finally {
     if (o.configFile) restoreFile(projectFile, before);
+    if (rebootBefore === undefined) delete process.env.MESHFLEET_REBOOT_CHECK;
+    else process.env.MESHFLEET_REBOOT_CHECK = rebootBefore;
   }
 }
 

@@ -29,9 +29,13 @@ const yes: Flag = { name: "yes", help: "go ahead without asking (needed when std
 const expectNoChanges: Flag = { name: "expect-no-changes", help: "fail if anything would change (a drift check)" };
 const refreshFlag: Flag = { name: "refresh", help: "refresh the state from the hosts first" };
 const previewOnly: Flag = { name: "preview-only", help: "only show what would happen; change nothing" };
+const rebootCheck: Flag = {
+  name: "reboot-check",
+  help: "after its switch, reboot each selected host (--on, else every agent host) and fail unless it comes back with the generation active, firewall loaded, tailscale up, routes advertised, no drift (180s each)",
+};
 
 const FLAGS: Record<Verb, Flag[]> = {
-  up: [...common, yes, expectNoChanges, refreshFlag],
+  up: [...common, yes, expectNoChanges, refreshFlag, rebootCheck],
   preview: [...common, expectNoChanges, refreshFlag],
   refresh: [...common, yes, expectNoChanges, previewOnly],
   destroy: [...common, yes, previewOnly],
@@ -115,6 +119,17 @@ async function askYes(plan: DeployResult, verb: Verb, out: (l: string) => void):
   }
 }
 
+/** After `up --reboot-check`: each rebooted host and how long its Generation took (switch, reboot, checks). */
+export function rebootCheckLines(r: DeployResult): string[] {
+  const gens = r.resources.filter((x) => x.type === "meshfleet:host:Generation" && x.diff?.some((d) => d.key === "rebootCheck"));
+  if (gens.length === 0) return [`  --reboot-check: no host was rebooted${r.ok ? " (no agent host selected)" : ""}`];
+  return gens.map((g) =>
+    g.failed || !g.done
+      ? `  --reboot-check: ${g.host ?? g.name}: did not come back whole (see the error above)`
+      : `  --reboot-check: ${g.host ?? g.name}: came back with its generation active, firewall, tailscale and routes, no drift (switch + reboot + checks ${((g.ms ?? 0) / 1000).toFixed(1)}s)`,
+  );
+}
+
 function stacksHint(): string {
   const dir = join(REPO_ROOT, "stacks");
   const names = existsSync(dir) ? readdirSync(dir).map((f) => /^Pulumi\.(.+)\.ya?ml$/.exec(f)?.[1]).filter(Boolean) : [];
@@ -173,13 +188,17 @@ function verbCommand(verb: Verb): Command {
         expectNoChanges: !!opts["expect-no-changes"],
         refresh: !!opts.refresh,
         previewOnly: !!opts["preview-only"],
+        rebootCheck: !!opts["reboot-check"],
         verbose: !!opts.verbose,
         say: out,
         confirm,
         logFile: join(defaultStateDir(), "logs", `${stack}-${verb}.log`),
       });
       if (json) process.stdout.write(JSON.stringify(r, null, 2) + "\n");
-      else for (const l of summaryLines(r)) out(l);
+      else {
+        for (const l of summaryLines(r)) out(l);
+        if (opts["reboot-check"]) for (const l of rebootCheckLines(r)) out(l);
+      }
       return r.ok ? 0 : 1;
     },
   };

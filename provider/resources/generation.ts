@@ -24,6 +24,7 @@ import { connectionProblems, session, type RunOptions, type RunResult } from "..
 import type { DriftItem, FileSummary, GenerationInputs, GenerationOutputs, SshConnection, AgentSpec } from "../types.ts";
 import { deepEqual, keyPath, ProviderError, recordDiff, unwrapSecrets, type DetailedDiffResult, type DiffKind } from "../wire.ts";
 import { isUnknown, type ResourceHandler, type CheckFailure } from "./common.ts";
+import { rebootAndCheck } from "./reboot.ts";
 
 const agentCmd = (a: AgentSpec, args: string[]) => [shq(a.node), shq(a.remotePath), ...args.map(shq)].join(" ");
 
@@ -219,6 +220,8 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
       const p = driftPath(x);
       if (!d[p] && !(p.startsWith("files[") && d.files)) d[p] = "update";
     }
+    // `up --reboot-check`: this run reboots the host, unchanged or not (the switch of the same hash changes nothing).
+    if (news.rebootCheck === true && !news.once) d.rebootCheck = "update";
     return { changes: Object.keys(d).length > 0, replaces, detailedDiff: d, deleteBeforeReplace: replaces.length > 0 };
   },
 
@@ -355,6 +358,11 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
     throw new ProviderError(`host ${host}: after the confirm the host runs ${status.hash ? status.hash.slice(0, 12) : "no generation"}, not ${n.hash.slice(0, 12)} (its guard rolled back?); see \`meshfleet-agent status\` on ${host}`);
   }
   if (drift.length) log(`host ${host}: verify right after the switch found ${drift.length} item(s): ${drift.map((d) => `${d.kind} ${d.subject}: ${d.detail}`).join("; ")}`);
-  const { bundle: _secret, ...rest } = n;
-  return markDrift({ ...rest, agent: { ...n.agent, sha256: n.agent.sha256 }, generation: status.generation, status: statusText, drift: [] }, drift);
+  const { bundle: _secret, rebootCheck, ...rest } = n;
+  const base: GenerationOutputs = { ...rest, agent: { ...n.agent, sha256: n.agent.sha256 }, generation: status.generation, status: statusText, drift: [] };
+  if (!rebootCheck || n.once) return markDrift(base, drift);
+  // Confirmed and verified: now reboot, and keep the deploy only if all of it comes back (reboot.ts).
+  const back = await rebootAndCheck(n);
+  log(`host ${host}: --reboot-check passed in ${(back.ms / 1000).toFixed(1)}s (back after ${(back.downMs / 1000).toFixed(1)}s)`);
+  return markDrift({ ...base, generation: back.generation, status: back.statusText }, []);
 }
