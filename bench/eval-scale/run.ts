@@ -45,6 +45,8 @@ async function child(mode: string, dir: string) {
   const { loadFleetDir } = await import("../../core/load.ts");
   const { REGISTRY } = await import("../../modules/index.ts");
   const { allArtifacts } = await import("../../core/artifacts.ts");
+  // V8 tuned as `meshfleet check` and `render` run (cli/short-run.ts: no optimizing tier).
+  if (mode !== "baseline") (await import("../../cli/short-run.ts")).tuneForShortRun();
   const phases: Record<string, Phase> = {};
   const clock = () => ({ c: process.cpuUsage(), t: performance.now() });
   const lap = (name: string, from: ReturnType<typeof clock>) => {
@@ -178,6 +180,7 @@ async function main() {
   try {
     console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} cores`);
     console.log(`eval-scale: load + evaluate + render, each size in a cold process, median (by CPU) of ${runs} runs; ms as CPU / wall`);
+    console.log(process.env.MESHFLEET_FULL_JIT === "1" ? "V8 default tiers (MESHFLEET_FULL_JIT=1)" : "V8 as check/render run it: baseline tier only (cli/short-run.ts; MESHFLEET_FULL_JIT=1 for V8's default)");
     console.log("hosts        load       evaluate         render          total   peak RSS   baseline read+parse   ratio cpu (wall)");
     for (const n of sizes) {
       const dir = path.join(root, String(n));

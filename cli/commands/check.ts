@@ -9,6 +9,7 @@ import type { Command } from "../command.ts";
 import { runFleetTests } from "../../core/policy/fleet.ts";
 import { readNodesFile } from "../../core/policy/live.ts";
 import type { Flag } from "../args.ts";
+import { tuneForShortRun } from "../short-run.ts";
 
 const flags: Flag[] = [
   ...fleetFlags,
@@ -32,6 +33,7 @@ Exit 0 when the fleet is valid (warnings allowed), 1 when it has errors,
 
 ${flagHelp(flags)}`,
   async run(argv) {
+    tuneForShortRun();
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     const { dir, stack } = resolveFleet(opts);
     const t0 = performance.now();

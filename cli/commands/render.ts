@@ -7,6 +7,7 @@ import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError } from "../args.ts";
 import type { Command } from "../command.ts";
 import { renderPolicyFor } from "../policy-for.ts";
+import { tuneForShortRun } from "../short-run.ts";
 
 /** Marks a folder as render output and lists what the render wrote, so the next render removes only that. */
 export const RENDER_MARKER = ".meshfleet-render";
@@ -124,6 +125,7 @@ exit 1 when they differ or a user has no login (then nothing is written).
 
 ${flagHelp(flags)}`,
   async run(argv) {
+    tuneForShortRun();
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     if (typeof opts.out !== "string" || !opts.out) throw new UsageError("render needs --out DIR");
     const out = opts.out;
