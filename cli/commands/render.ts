@@ -1,5 +1,5 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
-import { closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
@@ -76,22 +76,25 @@ function foldersOf(files: readonly string[]): string[] {
  * Write one file at its mode. A new file is created exclusively (O_EXCL: it
  * is not a link or anything else already there), the common case; a path
  * that exists (a file the user put where the render writes) must be a
- * regular file, and is overwritten. The mode is set on the open file, so
- * the umask does not change it.
+ * regular file, and is overwritten. The mode is set on the open file when
+ * the umask (`masked`: the bits it clears) would change it, and on a file
+ * that was there.
  */
-function writeArtifact(out: string, rel: string, content: string, mode: number): void {
+function writeArtifact(out: string, rel: string, content: string, mode: number, masked: number): void {
   const p = path.join(out, rel);
   let fd: number;
+  let chmod = (mode & masked) !== 0;
   try {
     fd = openSync(p, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, mode);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
     if (!lstatSync(p).isFile()) throw new MeshfleetError(`render --out ${out}: ${rel} is there and is not a regular file (a link or folder); remove it, then render again`);
     fd = openSync(p, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+    chmod = true;
   }
   try {
     writeFileSync(fd, content);
-    fchmodSync(fd, mode);
+    if (chmod) fchmodSync(fd, mode);
   } finally {
     closeSync(fd);
   }
@@ -156,7 +159,17 @@ ${flagHelp(flags)}`,
     if (previous?.length) clearPrevious(out, previous);
     mkdirSync(out, { recursive: true });
     // The marker first: an interrupted render can still be replaced by the next one.
-    writeFileSync(path.join(out, RENDER_MARKER), MARKER_HEAD + arts.map((a) => a.path).join("\n") + "\n");
+    const marker = path.join(out, RENDER_MARKER);
+    try {
+      unlinkSync(marker); // the earlier render's: made anew below
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+    }
+    writeFileSync(marker, MARKER_HEAD + arts.map((a) => a.path).join("\n") + "\n", { mode: 0o777, flag: "wx" });
+    // The bits the umask clears, read off the new marker (made 0777, then set to 0644): a new
+    // file's mode needs a chmod only when the umask clears one of its bits (not under the usual 022).
+    const masked = 0o777 & ~statSync(marker).mode;
+    chmodSync(marker, 0o644);
     for (const d of foldersOf(arts.map((a) => a.path))) {
       try {
         mkdirSync(path.join(out, d));
@@ -164,7 +177,7 @@ ${flagHelp(flags)}`,
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
     }
-    for (const a of arts) writeArtifact(out, a.path, a.content, parseInt(a.mode, 8));
+    for (const a of arts) writeArtifact(out, a.path, a.content, parseInt(a.mode, 8), masked);
     if (opts.json) console.log(JSON.stringify({ stack, dir, out, files: arts.map((a) => a.path) }, null, 2));
     else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
     return 0;
