@@ -119,13 +119,38 @@ export interface Booted {
 }
 
 /**
+ * The loop around nspawn: a reboot inside the container makes systemd-nspawn
+ * exit with 133, and the host is booted again (systemd-nspawn@.service does
+ * the same with RestartForceExitStatus=133; `up --reboot-check` needs it).
+ * SIGTERM (`lab down`) is passed on to nspawn, which powers the container
+ * off, and ends the loop. nspawn gets SIGKILL when the loop dies (setpriv
+ * --pdeathsig): killing the recorded pid never leaves an nspawn behind.
+ */
+export const SUPERVISOR = [
+  "stop=0",
+  'trap \'stop=1; kill -TERM "$c" 2>/dev/null\' TERM INT HUP',
+  "while :; do",
+  '  setpriv --pdeathsig KILL -- "$@" & c=$!',
+  '  rc=0; wait "$c" || rc=$?',
+  '  while kill -0 "$c" 2>/dev/null; do rc=0; wait "$c" || rc=$?; done',
+  '  if [ "$stop" != 0 ] || [ "$rc" != 133 ]; then exit "$rc"; fi',
+  '  echo "meshfleet lab: the container rebooted (systemd-nspawn exit 133); booting it again"',
+  "done",
+].join("\n");
+
+/** The supervising loop's argv around nspawn's. */
+export function supervisedArgs(nspawn: string[]): string[] {
+  return ["sh", "-c", SUPERVISOR, "meshfleet-lab-host", ...nspawn];
+}
+
+/**
  * Start nspawn detached (it outlives the CLI that started it), console to the
  * host's log. SYSTEMD_NSPAWN_API_VFS_WRITABLE=network leaves /proc/sys/net
  * writable: without it forwarding sysctls fail with EPERM inside.
  */
 export async function boot(topo: LabTopology, host: LabHost, p: HostPaths): Promise<Booted> {
   const out = openSync(p.log, "a");
-  const [file, ...args] = nspawnArgs(host, p, `${topo.prefix}${host.name}`);
+  const [file, ...args] = supervisedArgs(nspawnArgs(host, p, `${topo.prefix}${host.name}`));
   const child = spawn(file!, args, {
     detached: true,
     stdio: ["ignore", out, out],
@@ -156,21 +181,35 @@ function childrenOf(pid: number): number[] {
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+function inOtherPidNs(pid: number, ours: string): boolean {
+  try {
+    return readlinkSync(`/proc/${pid}/ns/pid`) !== ours;
+  } catch {
+    return false;
+  }
+}
+
+/** Container inits below `pid`: its children, or its children's children (nspawn under the supervising loop), in a pid namespace of their own. */
+function initsBelow(pid: number): number[] {
+  const ours = readlinkSync("/proc/self/ns/pid");
+  const out: number[] = [];
+  for (const c of childrenOf(pid)) {
+    if (inOtherPidNs(c, ours)) out.push(c);
+    else for (const g of childrenOf(c)) if (inOtherPidNs(g, ours)) out.push(g);
+  }
+  return out;
+}
+
 /**
  * The container's init: the first of nspawn's children in a pid namespace of
  * its own. (nspawn first forks an "outer child" in our pid namespace that
- * lives only a few ms; that one is not it.)
+ * lives only a few ms; that one is not it.) `nspawnPid` may be the
+ * supervising loop around nspawn.
  */
 export async function containerInit(nspawnPid: number, timeoutMs = 10_000): Promise<Booted | undefined> {
-  const ours = readlinkSync("/proc/self/ns/pid");
   const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
-    for (const c of childrenOf(nspawnPid)) {
-      try {
-        if (readlinkSync(`/proc/${c}/ns/pid`) === ours) continue;
-      } catch {
-        continue;
-      }
+    for (const c of initsBelow(nspawnPid)) {
       const startTime = processStartTime(c);
       if (startTime) return { pid: c, startTime };
     }
@@ -202,7 +241,8 @@ export async function stop(pid: number, startTime: string, graceMs = 15_000): Pr
     if (!isOurProcess(pid, startTime)) return;
     await sleep(100);
   }
-  for (const c of childrenOf(pid)) {
+  // The container's init first (one booted after a reboot is in no record), then nspawn and the loop.
+  for (const c of [...initsBelow(pid), ...childrenOf(pid)]) {
     try {
       process.kill(c, "SIGKILL");
     } catch {
