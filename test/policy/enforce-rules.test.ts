@@ -207,6 +207,11 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
     expect(lanOnly.routed!.rules.map((x) => x.comment)).toEqual(["grants[0] src=bob@", "grants[4] src=bob@"]);
   });
 
+  it("a routed range from port 0 or 1 that stops short of 65535 keeps its ports", () => {
+    const policy = P({ acls: [{ action: "accept", src: ["bob@"], dst: ["lan:1-3"] }, { action: "accept", src: ["bob@"], dst: ["lan:0-2"] }] });
+    expect(tailnetRulesForHost("router", nodes, policy, { users, routes }).routed!.rules.map((x) => x.ports)).toEqual([[1, 2, 3], [1, 2]]);
+  });
+
   it("no routes, no routed part; routes no rule reaches give an empty list", () => {
     const policy = P({ acls: [{ action: "accept", src: ["bob@"], dst: ["nas:445"] }] });
     expect(tailnetRulesForHost("router", nodes, policy, { users }).routed).toBeUndefined();
