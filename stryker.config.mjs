@@ -23,6 +23,7 @@ const POLICY_TESTS = [
   "test/policy/render-approvers.test.ts",
   "test/policy/alias.test.ts",
   "test/policy/resolve.test.ts",
+  "test/policy/compile.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];
