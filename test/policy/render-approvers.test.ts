@@ -92,3 +92,21 @@ describe("generateAutoApprovers", () => {
     expect(generateAutoApprovers([], { exitNode: ["tag:e"] })).toEqual({ routes: {}, exitNode: ["tag:e"] });
   });
 });
+
+describe("order in the written file", () => {
+  it("route CIDRs and exit-node owners are written sorted, whatever order they came in", () => {
+    const a = generateAutoApprovers(
+      [
+        { name: "a", tags: ["tag:a"], routes: ["10.0.0.0/8"], exitNode: true },
+        { name: "b", tags: [], user: "alice@example.com", routes: ["1.0.0.0/8"], exitNode: false },
+      ],
+      { routes: { "192.168.0.0/24": ["tag:z"] }, exitNode: ["tag:z"] },
+    );
+    expect(Object.keys(a.routes)).toEqual(["1.0.0.0/8", "10.0.0.0/8", "192.168.0.0/24"]);
+    expect(a.exitNode).toEqual(["tag:a", "tag:z"]);
+    // Only a trailing @ is dropped before one is added: an e-mail login keeps its own.
+    expect(a.routes["1.0.0.0/8"]).toEqual(["alice@example.com@"]);
+    const text = renderPolicyHuJson(policySchema.parse({ autoApprovers: { routes: { "192.168.0.0/24": ["tag:z"] } } }), { routes: { "10.0.0.0/8": ["tag:a"], "1.0.0.0/8": ["tag:b"] }, exitNode: [] });
+    expect(Object.keys(body(text).autoApprovers.routes)).toEqual(["1.0.0.0/8", "10.0.0.0/8", "192.168.0.0/24"]);
+  });
+});
