@@ -61,15 +61,17 @@ export function rebootScript(): string {
 }
 
 const MARK = (s: string) => `@@meshfleet-reboot-${s}@@`;
+/** A mark on a line of its own: `tailscale status --json` ends without a newline. */
+const mark = (s: string) => `echo; echo ${MARK(s)}`;
 
 /** One round trip after the boot: boot id, the table, tailscale's state and prefs, then status + verify. */
 export function rebootCheckScript(a: AgentSpec, e: RebootExpect): string {
-  const lines = [`echo ${MARK("boot")}`, `cat ${BOOT_ID}`, `echo ${MARK("nft")}`, "if nft list table inet meshfleet >/dev/null 2>&1; then echo loaded; else echo missing; fi"];
+  const lines = [mark("boot"), `cat ${BOOT_ID}`, mark("nft"), "if nft list table inet meshfleet >/dev/null 2>&1; then echo loaded; else echo missing; fi"];
   if (e.tailscale) {
     const cli = shq(e.tailscale.cli);
-    lines.push(`echo ${MARK("ts-status")}`, `timeout 10 ${cli} status --json 2>/dev/null || true`, `echo ${MARK("ts-prefs")}`, `timeout 10 ${cli} debug prefs 2>/dev/null || true`);
+    lines.push(mark("ts-status"), `timeout 10 ${cli} status --json 2>/dev/null || true`, mark("ts-prefs"), `timeout 10 ${cli} debug prefs 2>/dev/null || true`);
   }
-  lines.push(`echo ${MARK("inspect")}`, inspectScript(a));
+  lines.push(mark("inspect"), inspectScript(a));
   return lines.join("\n");
 }
 

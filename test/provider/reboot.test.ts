@@ -31,7 +31,8 @@ function out(o: { boot?: string; nft?: string; ts?: string; prefs?: string; stat
   return [
     "@@meshfleet-reboot-boot@@", o.boot ?? "11111111-2222-3333-4444-555555555555",
     "@@meshfleet-reboot-nft@@", o.nft ?? "loaded",
-    "@@meshfleet-reboot-ts-status@@", o.ts ?? JSON.stringify({ BackendState: "Running", Peer: {} }),
+    // As tailscale prints it: no newline after the JSON (the script puts one before each mark).
+    "@@meshfleet-reboot-ts-status@@", (o.ts ?? JSON.stringify({ BackendState: "Running", Peer: {} }, null, 2)) + "\n",
     "@@meshfleet-reboot-ts-prefs@@", o.prefs ?? JSON.stringify({ AdvertiseRoutes: ["192.168.8.0/24"] }),
     "@@meshfleet-reboot-inspect@@", o.status ?? status(), "@@meshfleet-verify@@", o.verify ?? JSON.stringify({ drift: [] }),
   ].join("\n");
@@ -78,6 +79,9 @@ describe("the scripts", () => {
     const s = rebootScript();
     expect(s.indexOf("cat /proc/sys/kernel/random/boot_id")).toBeLessThan(s.indexOf("systemd-run"));
     expect(s).toMatch(/systemd-run .*--on-active=2 .*systemctl reboot --no-block$/);
+  });
+  it("each mark of the check stands on a line of its own, whatever the line before ended with", () => {
+    for (const m of rebootCheckScript(agent, rebootExpect(bundle())).matchAll(/echo (@@meshfleet-reboot-[a-z-]+@@)/g)) expect(rebootCheckScript(agent, rebootExpect(bundle()))).toContain(`echo; echo ${m[1]}`);
   });
   it("the check asks tailscale only where it is managed, with the bundle's CLI", () => {
     expect(rebootCheckScript(agent, rebootExpect(bundle()))).toContain("timeout 10 /opt/ts/bin/tailscale status --json");
