@@ -13,8 +13,8 @@
  * person runs it: `meshfleet --help`, `check` and `render --out` (into a new
  * folder, and over the earlier render), each a fresh `node bin/meshfleet.mjs`,
  * beside same-run baselines: `node -e 0` (starting node) and a plain loop
- * writing as many files of the same sizes into as many folders (the floor
- * any render pays for its files). CPU of a child is read from
+ * writing the same files (paths and sizes: the same folders) with
+ * mkdirSync/writeFileSync (the floor any render pays for its files). CPU of a child is read from
  * /proc/self/stat (cutime + cstime, 10 ms ticks), so it holds on a loaded
  * machine; where /proc is missing only the wall time is shown.
  *
@@ -26,7 +26,7 @@
  * figures say so.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -116,13 +116,15 @@ function runProcess(args: string[]): Phase {
   return { cpu: c0 === undefined || c1 === undefined ? NaN : c1 - c0, wall };
 }
 
-/** A plain loop: `files` files of these sizes, spread over `hosts` folders made one by one: what writing the render's files costs at least. */
+/** A plain loop: the render's files (same paths, so the same folders, and sizes), each folder made once, each file written: what writing them costs at least. */
 const WRITE_LOOP = `
 const fs = require("node:fs"), path = require("node:path");
-const [out, hosts, sizes] = [process.argv[1], Number(process.argv[2]), JSON.parse(process.argv[3])];
+const [out, list] = [process.argv[1], JSON.parse(fs.readFileSync(process.argv[2], "utf8"))];
+const dirs = new Set();
+for (const [f] of list) for (let d = path.dirname(f); d !== "." && !dirs.has(d); d = path.dirname(d)) dirs.add(d);
 fs.mkdirSync(out, { recursive: true });
-for (let h = 0; h < hosts; h++) fs.mkdirSync(path.join(out, "h" + h));
-sizes.forEach((n, i) => fs.writeFileSync(path.join(out, "h" + (i % hosts), "f" + i), "x".repeat(n)));
+for (const d of [...dirs].sort((a, b) => a.length - b.length)) fs.mkdirSync(path.join(out, d));
+for (const [f, n] of list) fs.writeFileSync(path.join(out, f), "x".repeat(n));
 `;
 
 /** The prebuilt CLI's state: fresh (bin/meshfleet.mjs runs it) or not (bin runs tsx). */
@@ -149,9 +151,10 @@ async function wholeProcess(root: string, dir: string, hosts: number, runs: numb
   // The sizes of the files a render writes (taken from one, before the clock), for the plain loop.
   runProcess([bin, "render", "--hosts-dir", dir, "--out", path.join(root, "render-again")]);
   const written = readFileSync(path.join(root, "render-again", ".meshfleet-render"), "utf8").split("\n").slice(1).filter(Boolean);
-  const sizes = written.map((f) => statSync(path.join(root, "render-again", f)).size);
-  const loop = (i: number) => ["-e", WRITE_LOOP, path.join(root, `loop-${i}`), String(hosts), JSON.stringify(sizes)];
-  const all: [string, (i: number) => string[]][] = [...cases, [`plain loop writing ${sizes.length} files`, loop]];
+  const listFile = path.join(root, "render-files.json");
+  writeFileSync(listFile, JSON.stringify(written.map((f) => [f, statSync(path.join(root, "render-again", f)).size])));
+  const loop = (i: number) => ["-e", WRITE_LOOP, path.join(root, `loop-${i}`), listFile];
+  const all: [string, (i: number) => string[]][] = [...cases, [`plain loop writing the same ${written.length} files`, loop]];
   const samples: Phase[][] = all.map(() => []);
   for (let i = 0; i < runs; i++)
     all.forEach(([, args], k) => {
