@@ -130,7 +130,8 @@ export function makePlan(host: Host, state: State, input: PlanInput): Plan {
   const writtenUnits = files.filter((a) => a.kind === "unit" && a.op === "write").map((a) => a.path.slice(unitPath("").length));
   const targetUnits = new Set(target.units.map((u) => u.name));
   const removedUnits = [...new Set(others.flatMap((o) => o.bundle.units.map((u) => u.name)))].filter((n) => !targetUnits.has(n)).sort();
-  const changedFiles = new Set(files.filter((a) => a.kind === "file").map((a) => a.path));
+  // Unit files count too: a trigger may name another unit's file (restartTriggers: "files whose change restarts the unit").
+  const changedFiles = new Set(files.map((a) => a.path));
   const filePaths = target.files.map((f) => f.path);
   const restart: string[] = [];
   const enable: string[] = [];

@@ -303,6 +303,15 @@ describe("units", () => {
     expect(plan(s, b("v=2\n", "t=2\n", "u=1\n")).units).toEqual({ write: [], remove: [], restart: ["app.service", "trig.service"], enable: ["app.service", "trig.service"], reload: false });
   });
 
+  it("a trigger naming another unit's file restarts the unit when that unit file changes", () => {
+    const s = sim();
+    const worker = (v: string) => ({ name: "worker.service", content: `[Service]\nExecStart=/bin/w ${v}\n`, enable: true });
+    const watcher = { name: "watcher.service", content: "[Service]\nExecStart=/bin/watch\n", enable: true, restartTriggers: ["/etc/systemd/system/worker.service"] };
+    for (const u of [worker("1"), watcher]) put(s, `/etc/systemd/system/${u.name}`, u.content);
+    expect(plan(s, bundle({ units: [worker("1"), watcher] })).units.restart).toEqual([]);
+    expect(plan(s, bundle({ units: [worker("2"), watcher] })).units).toEqual({ write: ["worker.service"], remove: [], restart: ["worker.service", "watcher.service"], enable: ["worker.service", "watcher.service"], reload: true });
+  });
+
   it("units the generation drops are removed once each, sorted, with a reload", () => {
     const s = sim();
     const u = (name: string) => ({ name, content: "[Service]\n", enable: true });
