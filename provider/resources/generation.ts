@@ -24,9 +24,11 @@ import { connectionProblems, session, type RunOptions, type RunResult } from "..
 import type { DriftItem, FileSummary, GenerationInputs, GenerationOutputs, SshConnection, AgentSpec } from "../types.ts";
 import { deepEqual, keyPath, ProviderError, recordDiff, unwrapSecrets, type DetailedDiffResult, type DiffKind } from "../wire.ts";
 import { isUnknown, type ResourceHandler, type CheckFailure } from "./common.ts";
+import { agentCmd, inspectScript, parseInspect, type AgentStatus } from "./inspect.ts";
 import { rebootAndCheck } from "./reboot.ts";
 
-const agentCmd = (a: AgentSpec, args: string[]) => [shq(a.node), shq(a.remotePath), ...args.map(shq)].join(" ");
+export { inspectScript, parseInspect, type AgentStatus } from "./inspect.ts";
+
 
 /** Prepare the host: Node present, the agent's folders exist; print the installed agent's sha256. */
 export function prepareScript(host: string, a: AgentSpec): string {
@@ -74,52 +76,6 @@ export function switchScript(a: AgentSpec, confirmTimeoutSeconds: number, repair
     `mv -f ${shq(`${file}.tmp`)} ${shq(file)}`,
     agentCmd(a, ["switch", file, "--confirm-timeout", String(confirmTimeoutSeconds), ...(repair ? ["--repair"] : [])]),
   ].join("\n");
-}
-
-const VERIFY_MARK = "@@meshfleet-verify@@";
-
-/**
- * status --json, then verify --json (exit 1 on drift is an answer, not a
- * failure). Both only read, so they run side by side; the output keeps
- * that order.
- */
-export function inspectScript(a: AgentSpec): string {
-  return [
-    `d=$(mktemp -d) || exit 1`,
-    `${agentCmd(a, ["status", "--json"])} > "$d/status" &`,
-    `${agentCmd(a, ["verify", "--json"])} > "$d/verify" || true`,
-    `wait`,
-    `cat "$d/status"`,
-    `echo ${VERIFY_MARK}`,
-    `cat "$d/verify"`,
-    `rm -rf "$d"`,
-  ].join("\n");
-}
-
-export interface AgentStatus {
-  host: string | null;
-  generation: number;
-  hash: string | null;
-  pendingConfirm: { generation: number; previous: number; secondsLeft: number } | null;
-  lastSwitch: { success: boolean; generation: number; error?: string } | null;
-}
-
-export function parseInspect(host: string, stdout: string): { status: AgentStatus; statusText: string; drift: DriftItem[] } {
-  const [statusText, verifyText = ""] = stdout.split(VERIFY_MARK);
-  let status: AgentStatus;
-  try {
-    status = JSON.parse(statusText.replace(/^note: .*$/gm, ""));
-  } catch {
-    throw new ProviderError(`host ${host}: the agent's \`status --json\` did not print JSON: ${JSON.stringify(statusText.trim().slice(0, 200))}`);
-  }
-  let drift: DriftItem[] = [];
-  try {
-    const v = JSON.parse(verifyText.replace(/^note: .*$/gm, ""));
-    drift = Array.isArray(v?.drift) ? v.drift.map((d: DriftItem) => ({ kind: String(d.kind), subject: String(d.subject), detail: String(d.detail) })) : [];
-  } catch {
-    drift = [{ kind: "agent", subject: "verify", detail: `verify did not answer in JSON: ${verifyText.trim().slice(0, 120)}` }];
-  }
-  return { status, statusText: statusText.trim(), drift };
 }
 
 /** Where a drift item shows in the generation's outputs (and so in `preview --diff`). */

@@ -19,7 +19,7 @@ import { shq } from "../quote.ts";
 import { session, type RunResult } from "../ssh.ts";
 import type { AgentSpec, GenerationInputs } from "../types.ts";
 import { ProviderError } from "../wire.ts";
-import { inspectScript, parseInspect } from "./generation.ts";
+import { inspectScript, parseInspect } from "./inspect.ts";
 
 /** Seconds from the reboot until every check must pass. */
 export const REBOOT_CHECK_SECONDS = 180;
