@@ -228,7 +228,8 @@ export function rewritePendingWarning(message: string): string {
  * Creates or selects the stack on a backend that others use at the same
  * time. Two first runs race twice: in `CREATE TABLE IF NOT EXISTS` (Postgres
  * can refuse the second with a duplicate pg_type key) and in `stack init`
- * ("already exists" when the other created it between select and init).
+ * ("already exists" when the other created it between select and init, or
+ * "currently locked" when it is already updating it).
  */
 export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, select: () => Promise<S>): Promise<S> {
   for (let attempt = 1; ; attempt++) {
@@ -236,7 +237,9 @@ export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, 
       return await createOrSelect();
     } catch (e) {
       const text = String((e as Error)?.message ?? e);
-      if (/already exists/.test(text)) return select();
+      // "could not create stack: the stack is currently locked": the other run created it and is updating it
+      // (seen in CI); select it, and the update's own lock wait takes over.
+      if (/already exists|could not create stack: the stack is currently locked/.test(text)) return select();
       if (attempt >= 3 || !/failed to create table [\s\S]*duplicate key value violates unique constraint/.test(text)) throw e;
       await sleep(200 + Math.floor(Math.random() * 600));
     }

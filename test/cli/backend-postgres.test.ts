@@ -128,6 +128,8 @@ describe("two first runs on a shared backend", () => {
     expect(await createOrSelectShared(seq([race, null]), async () => "selected")).toBe("stack");
     expect(calls).toEqual(["fail", "ok"]);
     expect(await createOrSelectShared(seq([new Error("error: stack 'organization/meshfleet/x' already exists")]), async () => "selected")).toBe("selected");
+    // CI saw this one: the other run created the stack and already holds its update lock.
+    expect(await createOrSelectShared(seq([new Error("error: could not create stack: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete the lock file with `pulumi cancel`.")]), async () => "selected")).toBe("selected");
     await expect(createOrSelectShared(seq([race, race, race]), async () => "selected")).rejects.toBe(race);
     await expect(createOrSelectShared(seq([new Error("password authentication failed")]), async () => "selected")).rejects.toThrow("password authentication failed");
   });
