@@ -279,7 +279,7 @@ export class Mesh extends pulumi.ComponentResource {
       const user = req.user ? this.users[req.user] : undefined;
       this.preAuthKeys[req.host] = new PreAuthKey(
         `${name}-key-${slug(req.host)}`,
-        { request: req, userId: user?.userId, cli: c.cli, connection: coordConn, ...key },
+        { request: req, hostname: fleet.hosts[req.host]?.tailscale.hostname || req.host, userId: user?.userId, cli: c.cli, connection: coordConn, ...key },
         { parent: this, dependsOn: [c.ready, ...(user ? [user] : [])] },
       );
     }

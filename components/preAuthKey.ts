@@ -25,6 +25,15 @@ export interface PreAuthKeyArgs {
    */
   userId?: pulumi.Input<number>;
   /**
+   * The name the host's node registers with (its tailscale hostname). Before
+   * each deploy the key is renewed when its host has not joined under this
+   * name and the key expires within 14 days (or half its lifetime), or when
+   * the joined node's key has expired (so `up` logs it in again).
+   * @default request.host
+   * @example "nas-router"
+   */
+  hostname?: string;
+  /**
    * Where the headscale CLI runs.
    * @example { runtime: "systemd" }
    */
@@ -69,6 +78,7 @@ export class PreAuthKey extends pulumi.ComponentResource {
       `${name}-key`,
       {
         host: req.host,
+        ...(args.hostname && args.hostname !== req.host ? { hostname: args.hostname } : {}),
         ...(args.userId !== undefined ? { userId: args.userId } : {}),
         reusable: req.reusable,
         ephemeral: req.ephemeral,

@@ -182,6 +182,8 @@ export interface HeadscaleNode {
   name?: string;
   given_name?: string;
   online?: boolean;
+  /** The node key's expiry (unix seconds); absent or 0 when it never expires (a tagged node). */
+  expiry?: { seconds?: number | string };
   tags?: string[];
   approved_routes?: string[];
   available_routes?: string[];
@@ -264,4 +266,78 @@ export function findNode(nodesJson: string, hostname: string): HeadscaleNode | n
   if (parsed !== null && !Array.isArray(parsed)) throw new Error(`headscale nodes list: ${errorOf(parsed) ?? clip(nodesJson)}`);
   const matches = ((parsed ?? []) as HeadscaleNode[]).filter((n) => n.given_name === hostname || n.name === hostname);
   return matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0] ?? null;
+}
+
+// ---- key renewal (issue 15 item 5) ----
+
+/** A pre-auth key is renewed this long before it expires, or half its lifetime when that is shorter. */
+export const RENEW_BEFORE_SECONDS = 14 * 24 * 3600;
+
+const UNIT_SECONDS: Record<string, number> = { ns: 1e-9, us: 1e-6, "µs": 1e-6, ms: 1e-3, s: 1, m: 60, h: 3600, d: 86400, w: 7 * 86400, y: 365 * 86400 };
+
+/** Seconds of a headscale duration like 90d or 24h; NaN when it is not one. */
+export function durationSeconds(d: string): number {
+  const m = /^(\d+)(ns|us|µs|ms|s|m|h|d|w|y)$/.exec(d);
+  return m ? Number(m[1]) * UNIT_SECONDS[m[2]!]! : NaN;
+}
+
+/** The node key's expiry in unix seconds, or null when it never expires. */
+export function nodeExpirySeconds(n: HeadscaleNode): number | null {
+  const s = Number(n.expiry?.seconds ?? 0);
+  return Number.isFinite(s) && s > 0 ? s : null;
+}
+
+/** The newest node registered under this name (given name or hostname). */
+export function nodeNamed(nodes: readonly HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
+  return nodes.filter((n) => n.given_name === hostname || n.name === hostname).sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
+}
+
+export interface KeyRenewal {
+  renew: boolean;
+  /** Why (or why not), for the provider log and plan; never the key. */
+  why: string;
+}
+
+/**
+ * Whether `up` makes a new pre-auth key for a host, from what headscale says
+ * now: the host has not joined and its key is gone, used up, expired or
+ * expires within the renewal window; or the host joined and its node key
+ * expired (it must log in again, and its key was used). A joined host whose
+ * node key is valid keeps its key, whatever the key's own expiry: it no
+ * longer needs one, and a new one would only churn its generation.
+ */
+export function preAuthKeyRenewal(
+  k: { host: string; hostname: string; keyId: number; expiration: string; reusable: boolean },
+  nodes: readonly HeadscaleNode[],
+  keys: readonly PreAuthKeyListed[],
+  nowSeconds: number,
+): KeyRenewal {
+  const node = nodeNamed(nodes, k.hostname);
+  if (node) {
+    const exp = nodeExpirySeconds(node);
+    if (exp !== null && exp <= nowSeconds) return { renew: true, why: `the node key of ${k.host} expired ${new Date(exp * 1000).toISOString()}: a new pre-auth key for it to log in again` };
+    return { renew: false, why: `${k.host} has joined (node ${node.id ?? "?"}) and its node key is valid` };
+  }
+  const listed = keys.find((x) => x.id === k.keyId);
+  if (!listed) return { renew: true, why: `the pre-auth key of ${k.host} (id ${k.keyId}) is gone from headscale and ${k.host} has not joined` };
+  if (listed.expiresAt <= nowSeconds) return { renew: true, why: `the pre-auth key of ${k.host} (id ${k.keyId}) expired and ${k.host} has not joined` };
+  if (listed.used && !k.reusable) return { renew: true, why: `the one-use pre-auth key of ${k.host} (id ${k.keyId}) was used, but no node named ${k.hostname} is registered` };
+  const life = durationSeconds(k.expiration);
+  const window = Math.min(RENEW_BEFORE_SECONDS, Number.isFinite(life) ? life / 2 : RENEW_BEFORE_SECONDS);
+  const left = listed.expiresAt - nowSeconds;
+  if (left <= window) return { renew: true, why: `the pre-auth key of ${k.host} (id ${k.keyId}) expires in ${Math.round(left)}s and ${k.host} has not joined: renewed ${Math.round(window)}s ahead` };
+  return { renew: false, why: `the pre-auth key of ${k.host} (id ${k.keyId}) is valid for ${Math.round(left)}s more` };
+}
+
+/** One command for the renewal facts: nodes, then keys, split by a marker line. */
+export function renewalFactsCommand(cli: HeadscaleCli): string {
+  return `${headscaleCommand(cli, nodesListArgs())} && echo @@mf:keys@@ && ${headscaleCommand(cli, preAuthKeysListArgs())}`;
+}
+
+export function parseRenewalFacts(stdout: string): { nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } {
+  const [n, k] = stdout.split(/^@@mf:keys@@$/m);
+  if (k === undefined) throw new Error(`headscale nodes/preauthkeys list: expected two JSON lists, found ${clip(stdout)}`);
+  const nodes = parseJson(n!, "headscale nodes list");
+  if (nodes !== null && !Array.isArray(nodes)) throw new Error(`headscale nodes list: ${errorOf(nodes) ?? clip(n!)}`);
+  return { nodes: (nodes ?? []) as HeadscaleNode[], keys: parsePreAuthKeyList(k) };
 }

@@ -10,13 +10,13 @@ import { container } from "./resources/proxmox.ts";
 import { generation } from "./resources/generation.ts";
 import { preAuthKey, ready, routeApproval, user } from "./resources/headscale.ts";
 import { file, serviceCheck } from "./resources/host.ts";
-import type { ResourceHandler } from "./resources/common.ts";
+import type { AsyncDiffHandler, ResourceHandler } from "./resources/common.ts";
 import { TOKENS, type Token } from "./types.ts";
 import { ProviderError, unwrapSecrets, type DetailedDiffResult } from "./wire.ts";
 
 export const VERSION = "0.1.0";
 
-export const HANDLERS: Record<Token, ResourceHandler<any, any>> = {
+export const HANDLERS: Record<Token, ResourceHandler<any, any> | AsyncDiffHandler<any, any>> = {
   [TOKENS.generation]: generation,
   [TOKENS.file]: file,
   [TOKENS.serviceCheck]: serviceCheck,
@@ -34,7 +34,7 @@ export function typeOfUrn(urn: string): string {
 
 const nameOfUrn = (urn: string) => urn.split("::").slice(3).join("::");
 
-function handler(urn: string): ResourceHandler<any, any> {
+function handler(urn: string): ResourceHandler<any, any> | AsyncDiffHandler<any, any> {
   const t = typeOfUrn(urn) as Token;
   const h = HANDLERS[t];
   if (!h) throw new ProviderError(`meshfleet provider ${VERSION} has no resource type ${t} (known: ${Object.keys(HANDLERS).join(", ")})`);
@@ -75,7 +75,7 @@ export const provider: MeshfleetProvider = {
   },
 
   async diffDetailed(_id, urn, olds, news) {
-    const r = handler(urn).diff(unwrapSecrets(olds), unwrapSecrets(news));
+    const r = await handler(urn).diff(unwrapSecrets(olds), unwrapSecrets(news));
     log(`diff ${typeOfUrn(urn)} ${nameOfUrn(urn)}: ${r.changes ? Object.entries(r.detailedDiff ?? {}).map(([k, v]) => `${k} ${v}`).join(", ") || "changes" : "no changes"}`);
     return r;
   },

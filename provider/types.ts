@@ -178,6 +178,8 @@ export interface UserOutputs extends UserInputs {
 export interface PreAuthKeyInputs extends HeadscaleBase {
   /** The fleet host the key is for. */
   host: string;
+  /** The name its node registers with (tailscale hostname); default: host. Renewal looks the node up by it. */
+  hostname?: string;
   /** Owner's numeric id; absent for a tags-only key. */
   userId?: number;
   reusable: boolean;

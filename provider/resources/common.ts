@@ -20,6 +20,11 @@ export interface ResourceHandler<I, O> {
   delete(id: string, props: O): Promise<void>;
 }
 
+/** A handler whose diff asks the host (the pre-auth key asks headscale whether it needs renewing). */
+export interface AsyncDiffHandler<I, O> extends Omit<ResourceHandler<I, O>, "diff"> {
+  diff(olds: O, news: I): Promise<DetailedDiffResult>;
+}
+
 /** The engine's placeholder for a value not known during preview. */
 export const UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9";
 

@@ -24,6 +24,12 @@ import {
   usersCreateArgs,
   usersDestroyArgs,
   usersListArgs,
+  parseRenewalFacts,
+  preAuthKeyRenewal,
+  renewalFactsCommand,
+  type HeadscaleNode,
+  type KeyRenewal,
+  type PreAuthKeyListed,
 } from "../headscale-cli.ts";
 import { log } from "../log.ts";
 import { shArgv } from "../quote.ts";
@@ -40,7 +46,7 @@ import type {
   UserOutputs,
 } from "../types.ts";
 import { deepEqual, ProviderError, topLevelDiff, type DetailedDiffResult } from "../wire.ts";
-import { isUnknown, poll, type CheckFailure, type ResourceHandler } from "./common.ts";
+import { isUnknown, poll, type AsyncDiffHandler, type CheckFailure, type ResourceHandler } from "./common.ts";
 
 function checkConnection(n: HeadscaleBase): CheckFailure[] {
   return isUnknown(n.connection) ? [] : connectionProblems(n.connection).map((reason) => ({ property: "connection", reason }));
@@ -95,21 +101,29 @@ export const user: ResourceHandler<UserInputs, UserOutputs> = {
 
 const KEY_REQUEST = ["host", "userId", "reusable", "ephemeral", "expiration", "tags"] as const;
 
-export const preAuthKey: ResourceHandler<PreAuthKeyInputs, PreAuthKeyOutputs> = {
+export const preAuthKey: AsyncDiffHandler<PreAuthKeyInputs, PreAuthKeyOutputs> = {
   check(n) {
     const f = checkConnection(n);
     if (!isUnknown(n.expiration) && !/^\d+(ns|us|µs|ms|s|m|h|d|w|y)$/.test(n.expiration)) f.push({ property: "expiration", reason: `pre-auth key for ${n.host}: expected a duration like 90d, found ${JSON.stringify(n.expiration)}` });
     if (n.userId === undefined && Array.isArray(n.tags) && n.tags.length === 0) f.push({ property: "tags", reason: `pre-auth key for ${n.host}: needs a user or tags (headscale 0.29)` });
     return f;
   },
-  diff(olds, news): DetailedDiffResult {
+  async diff(olds, news): Promise<DetailedDiffResult> {
     // Keys are made, never edited: any change of the request is a new key; the old one is expired after.
     const d = topLevelDiff(olds as never, news as never, { replaceKeys: [...KEY_REQUEST] });
-    // A key found expired (or gone) at the last refresh is made again.
-    if (olds.expired) {
+    const renew = () => {
       d.detailedDiff!.key = "update-replace";
       d.replaces!.push("key");
       return { ...d, changes: true };
+    };
+    // A key found expired (or gone) at the last refresh is made again.
+    if (olds.expired) return renew();
+    if ((d.replaces ?? []).length > 0 || !olds.keyId || isUnknown(news.connection) || isUnknown(news.cli)) return d;
+    // Renewal before expiry, or after the host's node key expired: asked of headscale now.
+    const r = await renewalOf(olds, news);
+    if (r?.renew) {
+      log(`pre-auth key of ${news.host}: ${r.why}; a new key replaces it`);
+      return renew();
     }
     return d;
   },
@@ -137,6 +151,35 @@ export const preAuthKey: ResourceHandler<PreAuthKeyInputs, PreAuthKeyOutputs> = 
     if (r.code !== 0 && !/not found|record not found/i.test(r.stderr + r.stdout)) throw failed(o.connection.name, `headscale preauthkeys expire --id ${o.keyId} (key of ${o.host})`, r);
   },
 };
+
+/** Facts per coordinator for one run: every key's diff asks once (a diff runs for each key, in parallel). */
+const renewalFacts = new Map<string, { at: number; facts: Promise<{ nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } | null> }>();
+const FACTS_TTL_MS = 20_000;
+
+async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promise<KeyRenewal | null> {
+  const where = `${news.connection.name}@${news.connection.host}:${news.connection.port ?? 22}`;
+  let hit = renewalFacts.get(where);
+  if (!hit || Date.now() - hit.at > FACTS_TTL_MS) {
+    const facts = (async () => {
+      const run = await session.run(news.connection, renewalFactsCommand(news.cli), { what: "nodes and pre-auth keys (renewal)", privateKey: news.sshPrivateKey, quiet: true }).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
+      if (run.code !== 0) {
+        log(`pre-auth keys: could not ask headscale on ${news.connection.name} whether a key needs renewing (exit ${run.code}: ${run.stderr.trim().slice(0, 200)}); keys are left as they are`);
+        return null;
+      }
+      try {
+        return parseRenewalFacts(run.stdout);
+      } catch (e) {
+        log(`pre-auth keys: ${(e as Error).message.slice(0, 200)}; keys are left as they are`);
+        return null;
+      }
+    })();
+    hit = { at: Date.now(), facts };
+    renewalFacts.set(where, hit);
+  }
+  const facts = await hit.facts;
+  if (!facts) return null;
+  return preAuthKeyRenewal({ host: news.host, hostname: news.hostname ?? news.host, keyId: olds.keyId, expiration: olds.expiration, reusable: olds.reusable }, facts.nodes, facts.keys, Date.now() / 1000);
+}
 
 // ---- route approval ----
 

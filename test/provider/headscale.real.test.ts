@@ -90,7 +90,7 @@ describe.skipIf(skipUnlessCi(why))(`headscale resources through ssh against a re
     await preAuthKey.delete(k.id, k.outs);
     const after = (await preAuthKey.read(k.id, k.outs))!;
     expect(after.expired).toBe(true);
-    expect(preAuthKey.diff(after, req)).toMatchObject({ changes: true, replaces: ["key"] });
+    expect(await preAuthKey.diff(after, req)).toMatchObject({ changes: true, replaces: ["key"] });
     // A tags-only key (no user), as the lab's router gets.
     const tagged = await preAuthKey.create({ ...req, host: "lxc-tailscale", userId: undefined, tags: ["tag:router"] });
     expect(tagged.outs.keyId).not.toBe(k.outs.keyId);
