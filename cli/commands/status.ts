@@ -11,7 +11,8 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import type { HostSystem } from "../../core/types.ts";
-import { headscaleCommand, nodesListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
+import { headscaleCommand, nodeExpirySeconds, nodesListArgs, preAuthKeysListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
+import type { PreAuthKeyRequest } from "../../core/types.ts";
 import { shq } from "../../provider/quote.ts";
 import type { SshSession } from "../../provider/ssh.ts";
 import { flagHelp, parseArgs } from "../args.ts";
@@ -69,6 +70,17 @@ export interface HostStatus {
   agent: { sha256: string | null; matchesLocal: boolean | null };
 }
 
+/** A key that expires within 14 days (or has expired): a node's key, or the pre-auth key of a host that has not joined. */
+export interface Expiring {
+  kind: "node key" | "pre-auth key";
+  host: string;
+  /** ISO time. */
+  at: string;
+  expired: boolean;
+  /** What to do about it. */
+  fix: string;
+}
+
 export interface FleetStatus {
   stack: string;
   at: string;
@@ -76,12 +88,79 @@ export interface FleetStatus {
   coordinator: string;
   headscaleError?: string;
   hosts: HostStatus[];
+  /** Keys that expire within 14 days, soonest first (headscale's view; empty when it could not be read). */
+  expiring?: Expiring[];
+}
+
+/** `preauthkeys list -o json` as status reads it (keys masked by headscale). */
+interface ListedKey {
+  id?: number | string;
+  user?: { name?: string } | null;
+  acl_tags?: string[];
+  used?: boolean;
+  reusable?: boolean;
+  expiration?: { seconds?: number | string };
+}
+
+/**
+ * What expires within 14 days: each agent host's node key (headscale's
+ * expiry), and for each host the fleet makes a pre-auth key for that has not
+ * joined, the newest unused key that fits its request (same user, same tags).
+ * headscale's list does not say which host a key is for; a key that fits two
+ * waiting hosts is named for both.
+ */
+export function expiringKeys(
+  hosts: { name: string; hostname: string; tailscale: boolean }[],
+  requests: readonly PreAuthKeyRequest[],
+  nodes: readonly HeadscaleNode[],
+  keys: readonly ListedKey[],
+  nowMs: number,
+): Expiring[] {
+  const out: Expiring[] = [];
+  const soon = (ms: number) => ms - nowMs < SOON_MS;
+  for (const h of hosts) {
+    if (!h.tailscale) continue;
+    const node = findNodeIn([...nodes], h.hostname);
+    const req = requests.find((r) => r.host === h.name);
+    if (node) {
+      const exp = nodeExpirySeconds(node);
+      if (exp === null || !soon(exp * 1000)) continue;
+      const expired = exp * 1000 <= nowMs;
+      out.push({
+        kind: "node key",
+        host: h.name,
+        at: new Date(exp * 1000).toISOString(),
+        expired,
+        fix: req
+          ? expired
+            ? "`meshfleet up` makes it a new pre-auth key and logs it in again"
+            : "after it expires, `meshfleet up` logs it in again; or now: `tailscale up --force-reauth` on the host"
+          : "log it in again (`tailscale up --force-reauth`): the fleet makes no pre-auth key for it",
+      });
+      continue;
+    }
+    if (!req) continue;
+    const fits = keys
+      .filter((k) => !k.used || k.reusable)
+      .filter((k) => (k.user?.name ?? "") === (req.user ?? "") && [...(k.acl_tags ?? [])].sort().join(",") === [...req.tags].sort().join(","))
+      .sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
+    const exp = Number(fits?.expiration?.seconds ?? 0);
+    if (!fits || !(exp > 0) || !soon(exp * 1000)) continue;
+    out.push({
+      kind: "pre-auth key",
+      host: h.name,
+      at: new Date(exp * 1000).toISOString(),
+      expired: exp * 1000 <= nowMs,
+      fix: `${h.name} has not joined yet; \`meshfleet up\` renews its key (id ${fits.id})`,
+    });
+  }
+  return out.sort((a, b) => a.at.localeCompare(b.at));
 }
 
 const mark = (s: string) => `echo; echo @@mf:${s}@@`;
 
 /** The one script a host runs for status: the agent's and tailscale's reads in parallel, then each printed in its section. */
-export function statusScript(h: HostSystem, o: { headscale?: string }): string {
+export function statusScript(h: HostSystem, o: { headscale?: string; headscaleKeys?: string }): string {
   const t = '"$t"';
   const lines = [
     't=$(mktemp -d) || exit 1',
@@ -94,8 +173,9 @@ export function statusScript(h: HostSystem, o: { headscale?: string }): string {
   ];
   if (h.tailscale.enable) lines.push(`(${shq(h.tailscale.cli || "tailscale")} status --json >${t}/ts 2>${t}/ts.err) &`);
   if (o.headscale) lines.push(`(${o.headscale} >${t}/nodes 2>&1) &`);
+  if (o.headscaleKeys) lines.push(`(${o.headscaleKeys} >${t}/keys 2>&1) &`);
   lines.push("wait");
-  for (const s of ["status", "verify", "agent", "ts", "nodes"]) lines.push(mark(s), `cat ${t}/${s} 2>/dev/null`);
+  for (const s of ["status", "verify", "agent", "ts", "nodes", "keys"]) lines.push(mark(s), `cat ${t}/${s} 2>/dev/null`);
   lines.push(mark("now"), "date +%s%3N", mark("end"));
   return lines.join("\n");
 }
@@ -120,12 +200,15 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
   const t0 = Date.now();
   const coordName = a.fleet.coordinator.host;
   const hsCmd = headscaleNodesCommand(a);
+  const cli = headscaleCliOf(a);
+  const hsKeys = cli && a.fleet.preAuthKeys.length > 0 ? headscaleCommand(cli, preAuthKeysListArgs()) : undefined;
   // The coordinator is read even when --on leaves it out: routes and registration live there.
   const targets = a.selected.some((h) => h.name === coordName) || !a.fleet.hosts[coordName] ? a.selected : [...a.selected, a.fleet.hosts[coordName]!];
   const results = await Promise.all(
     targets.map(async (h) => {
       if (!h.agent && !h.address) return { h, r: { code: 255, stdout: "", stderr: "", error: `host ${h.name}: no agent and no address (a phone or laptop joined by hand); nothing to read`, ms: 0 } };
-      const script = statusScript(h, { headscale: h.name === coordName ? hsCmd : undefined }) + "\n" + extra(h);
+      const coord = h.name === coordName;
+      const script = statusScript(h, { headscale: coord ? hsCmd : undefined, headscaleKeys: coord && hsKeys ? hsKeys : undefined }) + "\n" + extra(h);
       return { h, r: await tryRun(session, connectionTo(a, h), script, { what: "status", timeoutMs: 20_000 }) };
     }),
   );
@@ -185,7 +268,17 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
         agent: { sha256: s.agent && /^[0-9a-f]{64}$/.test(s.agent) ? s.agent : null, matchesLocal: s.agent && localSha ? s.agent === localSha : null },
       };
     });
-  return { status: { stack: a.stack, at: new Date().toISOString(), ms: Date.now() - t0, coordinator: coordName, ...(headscaleError ? { headscaleError } : {}), hosts }, raw };
+  const keyList = jsonOr<ListedKey[]>(coordRaw.keys);
+  const expiring = nodeList
+    ? expiringKeys(
+        a.selected.map((h) => ({ name: h.name, hostname: h.tailscale.hostname || h.name, tailscale: h.tailscale.enable })),
+        a.fleet.preAuthKeys,
+        nodeList,
+        Array.isArray(keyList) ? keyList : [],
+        Number(coordRaw.now) || Date.now(),
+      )
+    : [];
+  return { status: { stack: a.stack, at: new Date().toISOString(), ms: Date.now() - t0, coordinator: coordName, ...(headscaleError ? { headscaleError } : {}), hosts, expiring }, raw };
 }
 
 /** -1, 0 or 1 comparing dotted release numbers ("1.96.4" < "1.98.10"). */
@@ -229,6 +322,7 @@ export function statusLines(s: FleetStatus): string[] {
   });
   const out = table(["HOST", "GENERATION", "DRIFT", "TAILSCALE", "PEERS", "ROUTES", "KEY EXPIRY", "VERSIONS", "NOTE"], rows);
   if (s.headscaleError) out.push(`headscale (${s.coordinator}): ${s.headscaleError}`);
+  for (const e of s.expiring ?? []) out.push(`${e.expired ? "EXPIRED" : "expires within 14 days"}: ${e.kind} of ${e.host} (${e.expired ? "at" : "on"} ${e.at}): ${e.fix}`);
   for (const h of s.hosts) for (const d of h.drift?.items ?? []) out.push(`drift ${h.host}: ${d.kind} ${d.subject}: ${d.detail}`);
   out.push(`read ${s.hosts.length} host(s) in ${(s.ms / 1000).toFixed(1)}s`);
   return out;
@@ -253,6 +347,10 @@ Reads every host over SSH in parallel (the deploy's pins and key; see
               dist/ bundle) and tailscale's version, flagged when it is
               below the fleet's tailscaleVersion or below the oldest
               client the fleet's headscale release accepts
+After the table, every key that expires within 14 days or has expired:
+node keys, and the pre-auth key of each host that has not joined yet, with
+what to do (\`meshfleet up\` renews a waiting host's key, and logs in again
+a host whose node key expired).
 
 ${flagHelp(stackFlags)}
 
