@@ -11,8 +11,37 @@ import { z } from "zod";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { port } from "../core/schema-types.ts";
-import { absPath, acmeEmail as acmeEmailSchema, proxyDomain } from "../core/freetext.ts";
+import { absPath, acmeEmail as acmeEmailSchema, checkedString, proxyDomain, type TextProblem } from "../core/freetext.ts";
 import { loopbackOf } from "./derp.ts";
+
+/** Let's Encrypt's production directory: where certificates come from unless reverse-proxy.acmeDirectory says otherwise. */
+export const LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
+/** certbot --webroot writes its http-01 answers here; nginx serves /.well-known/acme-challenge/ from it. */
+export const ACME_WEBROOT = "/var/lib/meshfleet/acme-webroot";
+/** nginx's certificate and key: links to certbot's live files, or to a self-signed placeholder until the first one is issued. */
+export const TLS_DIR = "/var/lib/meshfleet/tls";
+/** The script behind nginx's certificate cycle (placeholder, issue, deploy). */
+export const CERTBOT_SCRIPT = "/usr/local/lib/meshfleet/certbot-nginx";
+export const CERT_UNIT = "meshfleet-certificate.service";
+export const RENEW_UNIT = "meshfleet-certificate-renew.service";
+export const RENEW_TIMER = "meshfleet-certificate-renew.timer";
+/** The nginx a host has when reverse-proxy.nginxVersion is "": Debian 12's (1.22), the oldest supported VPS. */
+export const HOST_NGINX_VERSION = "1.22";
+
+/** reverse-proxy.acmeDirectory: an https URL that a Caddyfile, a unit and a shell script can all hold as one word. */
+export function acmeDirectoryProblem(v: string): TextProblem | undefined {
+  const expected = "the https:// URL of an ACME directory, such as " + LETSENCRYPT_DIRECTORY;
+  const fix = "set reverse-proxy.acmeDirectory to the CA's directory URL (Let's Encrypt's staging: https://acme-staging-v02.api.letsencrypt.org/directory)";
+  if (!/^https:\/\//.test(v)) return { expected, found: JSON.stringify(v) + (v.startsWith("http://") ? ", plain http" : ", not an https URL"), fix };
+  if (!/^https:\/\/[A-Za-z0-9.:[\]-]+(\/[A-Za-z0-9._~\/%+=-]*)?$/.test(v)) return { expected, found: `${JSON.stringify(v)}, which has characters a Caddyfile, unit or shell reads as syntax (spaces, quotes, ; { } $ ? # or a line break)`, fix };
+  return undefined;
+}
+
+/** reverse-proxy.nginxVersion: "" or major.minor[.patch]. */
+export function nginxVersionProblem(v: string): TextProblem | undefined {
+  if (v === "" || /^\d+\.\d+(\.\d+)?$/.test(v)) return undefined;
+  return { expected: "\"\" or nginx's version as major.minor or major.minor.patch, such as 1.22 or 1.26.3", found: JSON.stringify(v), fix: "set reverse-proxy.nginxVersion to what `nginx -v` prints on the host, e.g. 1.26.3" };
+}
 
 export const reverseProxyOptions = z
   .object({
@@ -35,13 +64,22 @@ export const reverseProxyOptions = z
       .max(65535)
       .default(0)
       .describe("HTTPS port; 0 takes the server URL's port (443 when it has none)."),
-    acmeEmail: acmeEmailSchema.default("").describe("Contact address for the ACME account (Caddy, tls: auto)."),
+    acmeEmail: acmeEmailSchema.default("").describe("Contact address for the ACME account (Caddy, and certbot for nginx; tls: auto)."),
+    acmeDirectory: checkedString(acmeDirectoryProblem)
+      .default(LETSENCRYPT_DIRECTORY)
+      .describe("The ACME directory certificates come from (tls: auto): Caddy's `acme_ca`, certbot's `--server`. Default: Let's Encrypt's production directory; a test CA (pebble) or a staging directory for trials."),
+    acmeCaRoot: absPath("reverse-proxy.acmeCaRoot", "/etc/meshfleet/acme-ca.pem", true)
+      .default("")
+      .describe("A PEM file on the host with the CA root that the ACME directory's own HTTPS certificate chains to, when the system store lacks it (a test CA such as pebble's): Caddy's `acme_ca_root`, certbot's REQUESTS_CA_BUNDLE. \"\" trusts the system store."),
+    nginxVersion: checkedString(nginxVersionProblem)
+      .default("")
+      .describe("The nginx version the config is written for: from 1.25.1 on HTTP/2 is `http2 on;`, before it `listen ... ssl http2` (1.25.1 and later still accept that, with a deprecation warning; older ones reject `http2 on;`). \"\" means the pinned image's version on the docker runtime, and 1.22 on a host (Debian 12's; Ubuntu 24.04 has 1.24, Debian 13 has 1.26: set 1.26 there for the new form)."),
     certificate: absPath("reverse-proxy.certificate", "/etc/ssl/hs/fullchain.pem", true)
       .default("")
-      .describe("nginx: certificate chain file; \"\" means /etc/letsencrypt/live/<domain>/fullchain.pem (certbot's layout)."),
+      .describe("nginx: certificate chain file. \"\" (with certificateKey \"\") means meshfleet runs the whole cycle with certbot (Debian's package, webroot mode): a self-signed placeholder until the first certificate, the first one at deploy, renewal twice a day and a reload of nginx on each new one. A path means the file is yours to keep current (meshfleet still answers /.well-known/acme-challenge/ from " + ACME_WEBROOT + ")."),
     certificateKey: absPath("reverse-proxy.certificateKey", "/etc/ssl/hs/privkey.pem", true)
       .default("")
-      .describe("nginx: private key file; \"\" means /etc/letsencrypt/live/<domain>/privkey.pem."),
+      .describe("nginx: private key file; \"\" with certificate \"\": certbot's (see certificate)."),
     rateLimit: z
       .object({
         enable: z
@@ -95,12 +133,40 @@ export interface ProxySite {
   hstsMaxAge: number;
   /** The upstream is a container name, resolved by docker's embedded DNS. */
   dockerDns: boolean;
+  acmeDirectory: string;
+  acmeCaRoot: string;
+  /** nginx gets its certificate from certbot, run by meshfleet (see certificate's description). */
+  certbot: boolean;
+  /** nginx: `http2 on;` (>= 1.25.1) rather than `listen ... ssl http2`. */
+  http2Directive: boolean;
+}
+
+/** The nginx version the config targets: the option, else the image tag's (docker), else Debian 12's. */
+export function nginxVersionOf(o: Pick<ReverseProxyOptions, "nginxVersion" | "image">, runtime: string): string {
+  if (o.nginxVersion !== "") return o.nginxVersion;
+  if (runtime !== "docker") return HOST_NGINX_VERSION;
+  const tag = /:(\d+\.\d+(?:\.\d+)?)(?:[-@]|$)/.exec(o.image !== "" ? o.image : DEFAULT_IMAGE.nginx)?.[1];
+  return tag ?? HOST_NGINX_VERSION;
+}
+
+/** a >= b for dotted versions (missing parts count as 0). */
+export function versionAtLeast(a: string, b: string): boolean {
+  const x = a.split(".").map(Number);
+  const y = b.split(".").map(Number);
+  for (let i = 0; i < Math.max(x.length, y.length); i++) {
+    const d = (x[i] ?? 0) - (y[i] ?? 0);
+    if (d !== 0) return d > 0;
+  }
+  return true;
 }
 
 export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
   const u = new URL(ctx.fleet.coordinator.serverUrl);
   const domain = o.domain !== "" ? o.domain : u.hostname;
   const httpsPort = o.httpsPort !== 0 ? o.httpsPort : u.port ? Number(u.port) : 443;
+  // certbot runs on a host only: the docker runtime's nginx reads certbot's files from the host, which the user runs.
+  const certbot = o.kind === "nginx" && o.tls === "auto" && o.certificate === "" && o.certificateKey === "" && ctx.self.runtime !== "docker";
+  const tlsDir = `${TLS_DIR}/${domain}`;
   return {
     domain,
     upstream: o.upstream !== "" ? o.upstream : upstreamOf(ctx),
@@ -108,11 +174,15 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
     httpsPort,
     tls: o.tls,
     acmeEmail: o.acmeEmail,
-    certificate: o.certificate !== "" ? o.certificate : `/etc/letsencrypt/live/${domain}/fullchain.pem`,
-    certificateKey: o.certificateKey !== "" ? o.certificateKey : `/etc/letsencrypt/live/${domain}/privkey.pem`,
+    certificate: o.certificate !== "" ? o.certificate : certbot ? `${tlsDir}/fullchain.pem` : `/etc/letsencrypt/live/${domain}/fullchain.pem`,
+    certificateKey: o.certificateKey !== "" ? o.certificateKey : certbot ? `${tlsDir}/privkey.pem` : `/etc/letsencrypt/live/${domain}/privkey.pem`,
     rateLimit: { enable: o.rateLimit.enable ?? o.kind === "nginx", perMinute: o.rateLimit.perMinute, burst: o.rateLimit.burst },
     hstsMaxAge: o.hstsMaxAge,
     dockerDns: ctx.self.runtime === "docker" && o.upstream === "",
+    acmeDirectory: o.acmeDirectory,
+    acmeCaRoot: o.acmeCaRoot,
+    certbot,
+    http2Directive: versionAtLeast(nginxVersionOf(o, ctx.self.runtime), "1.25.1"),
   };
 }
 
@@ -131,6 +201,9 @@ export function renderCaddyfile(s: ProxySite): string {
   ];
   const global: string[] = [];
   if (s.acmeEmail !== "" && s.tls === "auto") global.push(`\temail ${s.acmeEmail}`);
+  // Caddy's own ACME client: Let's Encrypt (with ZeroSSL as fallback) unless a directory is named.
+  if (s.tls === "auto" && s.acmeDirectory !== LETSENCRYPT_DIRECTORY) global.push(`\tacme_ca ${s.acmeDirectory}`);
+  if (s.tls === "auto" && s.acmeCaRoot !== "") global.push(`\tacme_ca_root ${s.acmeCaRoot}`);
   if (s.httpPort !== 80) global.push(`\thttp_port ${s.httpPort}`);
   if (s.httpsPort !== 443) global.push(`\thttps_port ${s.httpsPort}`);
   if (global.length > 0) lines.push("{", ...global, "}", "");
@@ -237,15 +310,26 @@ export function renderNginxConf(s: ProxySite): string {
     "    location = /generate_204 {",
     "        return 204;",
     "    }",
+    ...(s.tls === "auto"
+      ? [
+          `    # ACME http-01 challenges (certbot --webroot --webroot-path ${ACME_WEBROOT}): answered here, never redirected.`,
+          "    location ^~ /.well-known/acme-challenge/ {",
+          `        root ${ACME_WEBROOT};`,
+          "        default_type text/plain;",
+          "        try_files $uri =404;",
+          "    }",
+        ]
+      : []),
     "    location / {",
     `        return 301 https://$host${s.httpsPort === 443 ? "" : `:${s.httpsPort}`}$request_uri;`,
     "    }",
     "}",
     "",
     "server {",
-    // `http2` on the listen line: Debian bookworm's nginx 1.22 predates the `http2 on;` directive.
-    `    listen ${s.httpsPort} ssl http2;`,
-    `    listen [::]:${s.httpsPort} ssl http2;`,
+    // `http2 on;` from nginx 1.25.1 (where `listen ... http2` is deprecated); Debian 12's 1.22 knows only the listen form.
+    ...(s.http2Directive
+      ? [`    listen ${s.httpsPort} ssl;`, `    listen [::]:${s.httpsPort} ssl;`, "    http2 on;"]
+      : [`    listen ${s.httpsPort} ssl http2;`, `    listen [::]:${s.httpsPort} ssl http2;`]),
     `    server_name ${s.domain};`,
     "",
     `    ssl_certificate ${s.certificate};`,
@@ -300,7 +384,138 @@ function caddyUnit(): UnitSpec {
   return { name: "caddy.service", content, enable: true };
 }
 
-function nginxUnit(): UnitSpec {
+/** A value in single quotes for sh (the options it carries are checked to hold no quote; this keeps it so). */
+const shq = (v: string) => `'${v.replaceAll("'", "'\\''")}'`;
+
+/**
+ * nginx's certificate cycle with certbot (Debian's package) in webroot mode.
+ *
+ * The first certificate: nginx cannot start with a TLS server whose
+ * certificate file does not exist, and certbot's http-01 answer needs nginx's
+ * port-80 server running. So nginx reads its certificate and key through
+ * links in ${TLS_DIR}/<domain>/; before nginx starts (ExecStartPre) `placeholder`
+ * points them at certbot's live files when there are some, else at a
+ * self-signed certificate it makes (openssl, 7 days, on the host: no key
+ * travels in a bundle). nginx starts, meshfleet-certificate.service runs
+ * `issue` (certbot certonly --webroot --keep-until-expiring), and certbot's
+ * deploy hook (`deploy`) points the links at the new certificate and reloads
+ * nginx. Chosen over a port-80-only first start because the config nginx runs
+ * is then always the one rendered, whole: no second config to switch to, and
+ * the HTTPS port answers (with the placeholder) from the first second.
+ *
+ * Renewal: the timer runs `issue` twice a day, and Debian's own certbot.timer
+ * (`certbot renew`) renews the same lineage with the same webroot and hook,
+ * which certbot stores in /etc/letsencrypt/renewal/<domain>.conf. Each new
+ * certificate reloads nginx; certbot's live/ links move to the new files, so
+ * the reload reads the new certificate through ours.
+ */
+export function renderCertbotScript(s: ProxySite): string {
+  const email = s.acmeEmail !== "" ? `--email ${shq(s.acmeEmail)}` : "--register-unsafely-without-email";
+  return [
+    "#!/bin/sh",
+    "# Rendered by meshfleet (modules/reverse-proxy.ts); edits are overwritten.",
+    `# nginx's certificate for ${s.domain}, from ${s.acmeDirectory} with certbot --webroot:`,
+    "#   placeholder  before nginx starts: link certbot's certificate if there is one, else a self-signed placeholder",
+    "#   issue        get the first certificate or renew a due one (certonly --keep-until-expiring), then deploy",
+    "#   deploy       certbot's deploy hook: link the new certificate and reload nginx",
+    "set -eu",
+    `domain=${shq(s.domain)}`,
+    `server=${shq(s.acmeDirectory)}`,
+    `webroot=${shq(ACME_WEBROOT)}`,
+    `tls=${shq(`${TLS_DIR}/${s.domain}`)}`,
+    'live="/etc/letsencrypt/live/$domain"',
+    "",
+    "# Both links move at once for nginx's next read: each is replaced by rename.",
+    "point() {",
+    '  for f in fullchain.pem privkey.pem; do',
+    '    ln -sfn "$1/$f" "$tls/.$f.new"',
+    '    mv -T "$tls/.$f.new" "$tls/$f"',
+    "  done",
+    "}",
+    "",
+    'case "${1:-}" in',
+    "placeholder)",
+    '  mkdir -p "$tls" "$webroot"',
+    '  if [ -e "$live/fullchain.pem" ] && [ -e "$live/privkey.pem" ]; then',
+    '    point "$live"',
+    '  elif [ ! -e "$tls/fullchain.pem" ] || [ ! -e "$tls/privkey.pem" ]; then',
+    '    mkdir -p -m 0700 "$tls/placeholder"',
+    '    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \\',
+    '      -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \\',
+    '      -keyout "$tls/placeholder/privkey.pem" -out "$tls/placeholder/fullchain.pem" 2>/dev/null',
+    '    point "$tls/placeholder"',
+    "  fi",
+    "  ;;",
+    "deploy)",
+    '  point "$live"',
+    "  if systemctl is-active --quiet nginx.service; then systemctl reload nginx.service; fi",
+    `  echo "nginx: serving $(openssl x509 -noout -serial -in "$live/fullchain.pem")"`,
+    "  ;;",
+    "issue)",
+    '  mkdir -p "$webroot"',
+    `  certbot certonly --non-interactive --agree-tos ${email} --server "$server" \\`,
+    '    --webroot --webroot-path "$webroot" --cert-name "$domain" --domains "$domain" \\',
+    `    --keep-until-expiring --deploy-hook ${shq(`${CERTBOT_SCRIPT} deploy`)}`,
+    "  # A certificate certbot kept (not due) runs no hook: nginx may still read the placeholder.",
+    '  if [ "$(readlink "$tls/fullchain.pem")" != "$live/fullchain.pem" ]; then "$0" deploy; fi',
+    "  ;;",
+    "*)",
+    '  echo "usage: $0 placeholder|issue|deploy" >&2',
+    "  exit 2",
+    "  ;;",
+    "esac",
+    "",
+  ].join("\n");
+}
+
+/** The units of the cycle: the first certificate at start (and each boot), and renewal twice a day. */
+export function certificateUnits(s: ProxySite): UnitSpec[] {
+  const env = s.acmeCaRoot !== "" ? [`Environment=REQUESTS_CA_BUNDLE=${s.acmeCaRoot}`] : [];
+  const service = (description: string, extra: string[]) =>
+    [
+      "[Unit]",
+      `Description=${description}`,
+      "Wants=network-online.target nginx.service",
+      "After=network-online.target nginx.service",
+      "",
+      "[Service]",
+      "Type=oneshot",
+      ...extra,
+      ...env,
+      `ExecStart=${CERTBOT_SCRIPT} issue`,
+      "",
+    ].join("\n");
+  return [
+    {
+      name: CERT_UNIT,
+      // Stays active after the first certificate, so a deploy waits for it and verify sees it; each boot runs it again.
+      content: `${service(`nginx's certificate for ${s.domain} from ${s.acmeDirectory} (certbot, meshfleet)`, ["RemainAfterExit=yes", "TimeoutStartSec=5min"])}\n[Install]\nWantedBy=multi-user.target\n`,
+      enable: true,
+      restartTriggers: [CERTBOT_SCRIPT],
+    },
+    { name: RENEW_UNIT, content: service(`Renew nginx's certificate for ${s.domain} (certbot, meshfleet)`, ["TimeoutStartSec=5min"]), enable: false },
+    {
+      name: RENEW_TIMER,
+      // Debian's certbot.timer's schedule.
+      content: [
+        "[Unit]",
+        `Description=Renew nginx's certificate for ${s.domain} twice a day (meshfleet)`,
+        "",
+        "[Timer]",
+        "OnCalendar=*-*-* 00,12:00:00",
+        "RandomizedDelaySec=43200",
+        "Persistent=true",
+        "",
+        "[Install]",
+        "WantedBy=timers.target",
+        "",
+      ].join("\n"),
+      enable: true,
+    },
+  ];
+}
+
+function nginxUnit(certbot = false): UnitSpec {
   const content = [
     "[Unit]",
     "Description=nginx reverse proxy for Headscale (meshfleet)",
@@ -310,6 +525,8 @@ function nginxUnit(): UnitSpec {
     "[Service]",
     "Type=forking",
     "PIDFile=/run/nginx.pid",
+    // The certificate links exist before nginx reads them (renderCertbotScript).
+    ...(certbot ? [`ExecStartPre=${CERTBOT_SCRIPT} placeholder`] : []),
     "ExecStartPre=/usr/sbin/nginx -t -q -g 'daemon on; master_process on;'",
     "ExecStart=/usr/sbin/nginx -g 'daemon on; master_process on;'",
     "ExecReload=/usr/sbin/nginx -g 'daemon on; master_process on;' -s reload",
@@ -433,11 +650,12 @@ export const reverseProxyModule = defineModule({
       };
       return { files, inbound, containers: [container], probes, assertions };
     }
+    if (s.certbot) files.push({ path: CERTBOT_SCRIPT, content: renderCertbotScript(s), mode: "0755", owner: "root", group: "root" });
     return {
       files,
       inbound,
-      units: [o.kind === "caddy" ? caddyUnit() : nginxUnit()],
-      packages: [o.kind],
+      units: o.kind === "caddy" ? [caddyUnit()] : [nginxUnit(s.certbot), ...(s.certbot ? certificateUnits(s) : [])],
+      packages: s.certbot ? ["nginx", "certbot", "openssl"] : [o.kind],
       probes,
       assertions,
     };
@@ -450,5 +668,7 @@ function certificateMounts(s: { tls: string; certificate: string; certificateKey
   const dirs = new Set(
     [s.certificate, s.certificateKey].map((f) => (f.startsWith("/etc/letsencrypt/") ? "/etc/letsencrypt" : f.slice(0, f.lastIndexOf("/")) || "/")),
   );
+  // certbot --webroot on the host writes its http-01 answers where the container's nginx serves them.
+  if (s.tls === "auto") dirs.add(ACME_WEBROOT);
   return [...dirs].sort().map((d) => ({ name: d, containerPath: d }));
 }

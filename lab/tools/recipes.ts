@@ -47,6 +47,8 @@ const ldflagsByTool: Record<string, (t: ToolSpec) => string> = {
   tailscale: (t) => `-X tailscale.com/version.longStamp=${t.version} -X tailscale.com/version.shortStamp=${t.version}`,
   // The Automation API asks the CLI its version (`refresh` fails on an empty one).
   pulumi: (t) => `-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v${t.version}`,
+  // pebble prints "dev" unless its main.version is stamped (as its release build does).
+  pebble: (t) => `-X main.version=${t.version}`,
 };
 
 export function ldflags(t: ToolSpec): string | undefined {
