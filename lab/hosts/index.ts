@@ -12,12 +12,14 @@ import { boot, containerInit, isMounted, isOurProcess, killContainer, mountOverl
 import { applyNetwork, networkPlan } from "./network.ts";
 import { HOST_TOOLS_DIR, knownHostsPath, rootfsDir, runDir, sshKeyPath } from "./paths.ts";
 import { ensureRootfs, withLock } from "./rootfs.ts";
+import { ensureDockerLayer, lowerDirs } from "./docker.ts";
 import { ensureLabKey, setKnownHost, sshArgs as sshArgsFor, sshExec as sshExecFor, waitForSsh, type SshExecOptions } from "./ssh.ts";
 import { emptyState, forget, readState, record, writeState, type LabState, type Made } from "./state.ts";
 
 export { LabError, netnsExec, type RunResult } from "./exec.ts";
 export { HOST_TOOLS_DIR, labCacheDir, toolsDir, rootfsDir } from "./paths.ts";
 export { PACKAGES, ensureRootfs, readMarker, rootfsSize } from "./rootfs.ts";
+export { DOCKER_PACKAGES, ensureDockerLayer } from "./docker.ts";
 export type { LabState, Made } from "./state.ts";
 
 /** The instance used when none is given: env MESHFLEET_LAB_INSTANCE, else 0. */
@@ -38,6 +40,11 @@ export interface UpOptions extends InstanceOption {
   log?: (line: string) => void;
   /** Per-host limit from nspawn start to sshd answering. @default 120000 */
   bootTimeoutMs?: number;
+  /**
+   * Hosts booted as docker hosts (issue 20): Debian's docker.io in a layer
+   * above the lab root, and what dockerd needs from nspawn. @default none
+   */
+  docker?: string[];
 }
 
 export interface HostStatus {
@@ -83,6 +90,12 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
 
   const rootfs = await ensureRootfs((m) => log("rootfs", m));
   log("rootfs", rootfs.made ? `made in ${((rootfs.debootstrapMs ?? 0) / 1000).toFixed(1)}s` : "cached");
+  const dockerHosts = new Set(opts.docker ?? []);
+  for (const d of dockerHosts) if (findHost(topo, d).kind !== "nspawn") throw new LabError(`lab up: docker: ${d} is not a booted (nspawn) host`);
+  if (dockerHosts.size > 0) {
+    const layer = await ensureDockerLayer((m) => log("docker", m));
+    log("docker", layer.made ? `layer made in ${((layer.installMs ?? 0) / 1000).toFixed(1)}s` : "layer cached");
+  }
 
   const bootMs: Record<string, number> = {};
   await withLock(lockPath(instance), `lab ${instance}`, async () => {
@@ -128,13 +141,14 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
           }
           if (m.kind === "process" && m.host === h.name) forget(state, m);
         }
-        const p = await mountOverlay(topo, h, rootfsDir());
+        const docker = dockerHosts.has(h.name);
+        const p = await mountOverlay(topo, h, docker ? lowerDirs(true) : rootfsDir());
         record(state, { kind: "mount", host: h.name, path: p.merged });
         const hostKey = await prepareRoot(h, p, pub);
         setKnownHost(instance, h.mgmt!, hostKey);
         log("boot", h.name);
         const tb = Date.now();
-        const b = await boot(topo, h, p);
+        const b = await boot(topo, h, p, docker);
         record(state, { kind: "process", host: h.name, pid: b.pid, startTime: b.startTime });
         const init = await containerInit(b.pid);
         if (init) record(state, { kind: "container", host: h.name, pid: init.pid, startTime: init.startTime });

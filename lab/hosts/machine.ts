@@ -10,6 +10,7 @@ import type { LabHost, LabTopology } from "../topology.ts";
 import { LabError, run } from "./exec.ts";
 import { HOST_TOOLS_DIR, hostDir, toolsDir } from "./paths.ts";
 import { processAlive } from "./rootfs.ts";
+import { apiVfsWritable, dockerNspawnArgs } from "./docker.ts";
 
 export interface HostPaths {
   dir: string;
@@ -17,6 +18,11 @@ export interface HostPaths {
   work: string;
   merged: string;
   log: string;
+}
+
+/** A docker host's /var/lib/docker: a plain folder beside its overlay (overlay2 cannot stack on the overlay root). */
+export function dockerDataDir(p: HostPaths): string {
+  return join(p.dir, "docker");
 }
 
 export function hostPaths(instance: number, host: string): HostPaths {
@@ -91,7 +97,7 @@ export function isOurProcess(pid: number, startTime: string): boolean {
   }
 }
 
-export function nspawnArgs(host: LabHost, p: HostPaths, machine: string): string[] {
+export function nspawnArgs(host: LabHost, p: HostPaths, machine: string, docker = false): string[] {
   const args = [
     "systemd-nspawn",
     "-D", p.merged,
@@ -110,6 +116,7 @@ export function nspawnArgs(host: LabHost, p: HostPaths, machine: string): string
     "--console=read-only",
   ];
   if (existsSync(toolsDir())) args.push(`--bind-ro=${toolsDir()}:${HOST_TOOLS_DIR}`);
+  if (docker) args.push(...dockerNspawnArgs(dockerDataDir(p)));
   return args;
 }
 
@@ -148,13 +155,14 @@ export function supervisedArgs(nspawn: string[]): string[] {
  * host's log. SYSTEMD_NSPAWN_API_VFS_WRITABLE=network leaves /proc/sys/net
  * writable: without it forwarding sysctls fail with EPERM inside.
  */
-export async function boot(topo: LabTopology, host: LabHost, p: HostPaths): Promise<Booted> {
+export async function boot(topo: LabTopology, host: LabHost, p: HostPaths, docker = false): Promise<Booted> {
   const out = openSync(p.log, "a");
-  const [file, ...args] = supervisedArgs(nspawnArgs(host, p, `${topo.prefix}${host.name}`));
+  if (docker) mkdirSync(dockerDataDir(p), { recursive: true });
+  const [file, ...args] = supervisedArgs(nspawnArgs(host, p, `${topo.prefix}${host.name}`, docker));
   const child = spawn(file!, args, {
     detached: true,
     stdio: ["ignore", out, out],
-    env: { ...process.env, SYSTEMD_NSPAWN_API_VFS_WRITABLE: "network" },
+    env: { ...process.env, SYSTEMD_NSPAWN_API_VFS_WRITABLE: apiVfsWritable(docker) },
   });
   closeSync(out);
   const pid = child.pid;

@@ -185,7 +185,7 @@ export async function ensureRootfs(log: (msg: string) => void = () => {}): Promi
 export function overlaysOn(root: string): string[] {
   return readFileSync("/proc/self/mountinfo", "utf8")
     .split("\n")
-    .filter((l) => / - overlay /.test(l) && l.includes(`lowerdir=${root},`))
+    .filter((l) => / - overlay /.test(l) && (l.includes(`lowerdir=${root},`) || l.includes(`:${root},`)))
     .map((l) => l.split(" ")[4]!);
 }
 
