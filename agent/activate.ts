@@ -8,6 +8,7 @@ import type { Host } from "./host.ts";
 import { describeFailure, UnsafePathError } from "./host.ts";
 import { NFT_TABLE_REF, nftScriptFor } from "../contract/nftables.ts";
 import { SYSCTL_FILE } from "./desired.ts";
+import { awaitContainers, ComposeError } from "./compose.ts";
 import { peerSetsOf, rulesetOf } from "./legacy.ts";
 import { refreshPeers } from "./peers.ts";
 import { makePlan, ownerIds, type FileAction, type Plan, type PlanInput } from "./plan.ts";
@@ -163,6 +164,12 @@ export function activate(o: ActivateOptions): Plan {
     log(`  unit ${u} restarted (${plan.units.write.includes(u) ? "unit file changed" : "its files changed"})`);
   }
   if (plan.units.write.length + plan.units.remove.length + plan.units.restart.length === 0) log("  units unchanged");
+  // Containers (docker runtime): each running and passing its own health check, or the switch rolls back.
+  try {
+    awaitContainers(host, target.bundle, log);
+  } catch (e) {
+    throw e instanceof ComposeError ? new AgentError(e.message) : e;
+  }
   step("units");
 
   // tailscale

@@ -11,9 +11,10 @@ import { desiredFiles, foreignDropins, normalizeSysctl } from "./desired.ts";
 import { ownerIds } from "./plan.ts";
 import type { Generation } from "./state.ts";
 import { prefsDrift, tagsDrift } from "./tailscale.ts";
+import { composeDrift } from "./compose.ts";
 
 export interface Drift {
-  kind: "file" | "sysctl" | "nftables" | "unit" | "tailscale";
+  kind: "file" | "sysctl" | "nftables" | "unit" | "tailscale" | "container";
   subject: string;
   detail: string;
 }
@@ -60,6 +61,7 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     const active = host.systemctl(["is-active", u.name]).stdout.trim();
     if (active !== "active") out.push({ kind: "unit", subject: u.name, detail: `is ${active || "unknown"}, expected active` });
   }
+  out.push(...composeDrift(host, g.bundle));
   if (g.bundle.tailscale) {
     const r = host.tailscale(["debug", "prefs"], 10_000);
     let prefs: Record<string, unknown> | null = null;

@@ -6,7 +6,9 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import * as docker from "@pulumi/docker";
-import type { ContainerSpec, HostSystem } from "../core/types.ts";
+import { createHash } from "node:crypto";
+import type { ContainerSpec, HostSystem, UnitSpec } from "../core/types.ts";
+import { COMPOSE_FILE, COMPOSE_PROJECT, COMPOSE_UNIT, type ComposeFile } from "../agent/compose.ts";
 import type { HostAgent } from "./hostAgent.ts";
 import type { SshAccess } from "./shell.ts";
 
@@ -187,4 +189,134 @@ export function dockerService(parent: pulumi.Resource, prefix: string, host: Hos
     { ...copts, dependsOn: volumes },
   );
   return { image, volumes, container };
+}
+
+// ---------------------------------------------------------------------------
+// Containers as part of the generation (issue 20): the host's ContainerSpecs
+// become one compose file and one unit in the host's generation, delivered by
+// its agent like every other file and unit.
+
+/** What `composeHost` needs beyond the host. */
+export interface ComposeOptions {
+  /**
+   * The exact image each container runs, by container name: `repo@sha256:…`
+   * (a registry digest) or `sha256:…` (an image id, as `docker import` gives).
+   * A container without one keeps its spec's image, which must then be pinned
+   * by digest.
+   */
+  images?: Record<string, string>;
+  /** The compose program on the host. Debian bookworm's docker.io has no compose plugin: its `docker-compose` (1.29) is used. */
+  composeCommand?: string;
+}
+
+const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
+const DIGEST_PINNED = /@sha256:[0-9a-f]{64}$/;
+
+/** The image reference a container runs in the generation; throws unless it is pinned by digest or id. */
+export function composeImage(spec: ContainerSpec, images: Record<string, string> = {}): string {
+  const ref = images[spec.name] ?? spec.image;
+  if (IMAGE_ID.test(ref) || DIGEST_PINNED.test(ref)) return ref;
+  throw new Error(
+    `containers[${spec.name}].image: expected an image pinned by digest (repo@sha256:…) or an image id (sha256:…) for the docker runtime's generation, found ${JSON.stringify(ref)}. Fix: pass the image's digest (imageDigest) or the id docker gives`,
+  );
+}
+
+/**
+ * A named volume lives at the container's path on the host too (a local
+ * volume bound to that folder): headscale's database stays in
+ * /var/lib/headscale whichever runtime serves it, so switching between
+ * `runtime: systemd` and `runtime: docker` keeps the database and keys.
+ */
+export function volumeHostPath(v: { name: string; containerPath: string }): string {
+  return v.containerPath;
+}
+
+/** The compose file (as JSON, which compose reads as YAML) for the host's containers. Pure. */
+export function renderCompose(host: HostSystem, images: Record<string, string> = {}): ComposeFile {
+  const services: ComposeFile["services"] = {};
+  const volumes: NonNullable<ComposeFile["volumes"]> = {};
+  for (const spec of [...host.containers].sort((a, b) => a.name.localeCompare(b.name))) {
+    const mounts: string[] = [];
+    for (const v of spec.volumes) {
+      if (isBindMount(v.name)) mounts.push(`${v.name}:${v.containerPath}:ro`);
+      else {
+        mounts.push(`${v.name}:${v.containerPath}`);
+        volumes[v.name] = { name: v.name, driver: "local", driver_opts: { type: "none", o: "bind", device: volumeHostPath(v) } };
+      }
+    }
+    // Files, secrets included, are the host's own files (the agent writes them with their
+    // modes: secrets 0600 root) mounted read-only: nothing is copied into a container or an image.
+    const sources: string[] = [];
+    for (const u of spec.uploads) {
+      mounts.push(`${u.source}:${u.containerPath}:ro`);
+      sources.push(u.source);
+    }
+    // A mounted file's change must recreate the container (compose sees only its own file): the
+    // label carries the sha256 of the non-secret files' content and the names of secret ones.
+    const files = host.files.filter((f) => sources.includes(f.path)).sort((a, b) => a.path.localeCompare(b.path));
+    const digest = createHash("sha256");
+    for (const f of files) digest.update(`${f.path}\0${f.secret || f.secretRef ? `secret:${f.secretRef ?? ""}` : f.content}\0`);
+    const svc: ComposeFile["services"][string] & Record<string, unknown> = {
+      image: composeImage(spec, images),
+      container_name: spec.name,
+      restart: spec.restart,
+      ...(spec.command.length ? { command: spec.command } : {}),
+      ...(Object.keys(spec.env).length ? { environment: spec.env } : {}),
+      ports: spec.ports.map((p) => `${p.ip ? `${p.ip.includes(":") ? `[${p.ip}]` : p.ip}:` : ""}${p.external}:${p.internal}/${p.protocol}`),
+      volumes: mounts,
+      labels: { "meshfleet.files": digest.digest("hex") },
+      ...(spec.healthcheck ? { healthcheck: { ...spec.healthcheck } } : {}),
+    };
+    services[spec.name] = svc;
+  }
+  return { version: "2.4", services, ...(Object.keys(volumes).length ? { volumes } : {}) };
+}
+
+/** The unit that runs the compose file (oneshot: `up -d` returns once the containers are created). */
+export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/docker-compose"): UnitSpec {
+  const dc = `${composeCommand} -p ${COMPOSE_PROJECT} -f ${COMPOSE_FILE}`;
+  const dirs = [...new Set(Object.values(compose.volumes ?? {}).map((v) => v.driver_opts?.device).filter((d): d is string => !!d))].sort();
+  return {
+    name: COMPOSE_UNIT,
+    enable: true,
+    content: [
+      "[Unit]",
+      "Description=meshfleet containers (compose project meshfleet)",
+      "Requires=docker.service",
+      "After=docker.service network-online.target",
+      "Wants=network-online.target",
+      "",
+      "[Service]",
+      "Type=oneshot",
+      "RemainAfterExit=yes",
+      ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`] : []),
+      `ExecStart=${dc} up -d --remove-orphans`,
+      // Volumes stay (no -v): they hold the database.
+      `ExecStop=${dc} down --remove-orphans`,
+      "TimeoutStartSec=300",
+      "",
+      "[Install]",
+      "WantedBy=multi-user.target",
+      "",
+    ].join("\n"),
+  };
+}
+
+/**
+ * The host as its agent's generation carries it in the docker runtime: its
+ * files, plus the compose file and the unit that runs it (restarted when the
+ * compose file or a file a container mounts changes). `containers` is kept
+ * for the record; the agent acts on the compose file.
+ */
+export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSystem {
+  if (host.containers.length === 0) return host;
+  const compose = renderCompose(host, o.images);
+  const unit = composeUnit(compose, o.composeCommand);
+  const mounted = [...new Set(host.containers.flatMap((c) => c.uploads.map((u) => u.source)))].sort();
+  return {
+    ...host,
+    files: [...host.files, { path: COMPOSE_FILE, content: JSON.stringify(compose, null, 2) + "\n", mode: "0644", owner: "root", group: "root" }],
+    units: [...host.units, { ...unit, restartTriggers: mounted }],
+    probes: [...host.probes, { name: "containers-unit", kind: "unit-active", unit: COMPOSE_UNIT }],
+  };
 }
