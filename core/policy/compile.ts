@@ -65,10 +65,12 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
   const grants: GrantLike[] = [];
   (policy.grants ?? []).forEach((g, i) => {
     const dst = g.dst.map((d) => parseAlias(d)).filter((a) => a.ok).map((a) => (a as { value: Alias }).value);
-    const specs = (g.ip ?? []).map(parseIpSpec).filter((s) => s.ok).map((s) => (s as { value: { proto: string; ports: PortRange[] } }).value);
+    // Stryker disable next-line ArrayDeclaration: without ip a grant has no spec, so no rule; ["Stryker was here"] is no spec either (not proto:ports), and the origin text is only ever seen on a rule
+    const ip = g.ip ?? [];
+    const specs = ip.map(parseIpSpec).filter((s) => s.ok).map((s) => (s as { value: { proto: string; ports: PortRange[] } }).value);
     grants.push({
       path: `grants[${i}]`,
-      text: `${g.src.join(", ")} -> ${g.dst.join(", ")} [${(g.ip ?? []).join(", ")}]${g.via ? ` via ${g.via.join(", ")}` : ""}`,
+      text: `${g.src.join(", ")} -> ${g.dst.join(", ")} [${ip.join(", ")}]${g.via ? ` via ${g.via.join(", ")}` : ""}`,
       src: g.src, dst, specs, via: g.via,
     });
   });
@@ -99,14 +101,15 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
   for (const g of grants) {
     const srcAliases = g.src.map((s) => parseAlias(s)).filter((a) => a.ok).map((a) => (a as { value: Alias }).value);
     if (srcAliases.some((a) => a.kind === "autogroup" && a.name === "self")) continue; // errSelfInSources
-    if (g.src.length === 0 || g.dst.length === 0) continue;
+    // A literally empty dst makes no rule (headscale checks src too: an empty src resolves to nothing, below).
+    if (g.dst.length === 0) continue;
     const resolved = srcAliases.map((a) => resolver.resolve(a)).filter((r) => r.set !== null);
-    if (resolved.length === 0) continue;
-    const hasWildcard = srcAliases.some((a) => a.kind === "wildcard");
-    const dangerAll = srcAliases.some((a) => a.kind === "autogroup" && a.name === "danger-all");
+    // No source, or none that resolves to an address: no rule. autogroup:danger-all resolves to
+    // everything, which no route adds to.
     const merged = union(...resolved.map((r) => r.set as IPSet));
     if (merged.length === 0) continue;
-    const src = dangerAll ? ALL : hasWildcard ? union(merged, subnetRoutes) : merged;
+    const hasWildcard = srcAliases.some((a) => a.kind === "wildcard");
+    const src = hasWildcard ? union(merged, subnetRoutes) : merged;
     const origin = { path: g.path, text: g.text };
     const base = { origin, src };
 
@@ -124,14 +127,12 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
     }
 
     const selfDst = g.dst.some((d) => d.kind === "autogroup" && d.name === "self");
-    const others = g.dst.filter((d) => !(d.kind === "autogroup" && d.name === "self"));
-    if (others.length > 0) {
-      const sets = others.map((d) => (d.kind === "wildcard" ? ALL : resolver.resolve(d).set)).filter((s): s is IPSet => s !== null);
-      const dst = union(...sets);
-      if (sets.length > 0 && dst.length > 0) {
-        for (const s of g.specs) {
-          rules.push({ ...base, id: rules.length, category: "regular", dst, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });
-        }
+    // The other destinations, one regular rule per spec when they hold an address. autogroup:self
+    // resolves to null here (it is per node, below), so it adds nothing to them.
+    const dst = union(...g.dst.map((d) => (d.kind === "wildcard" ? ALL : resolver.resolve(d).set ?? EMPTY)));
+    if (dst.length > 0) {
+      for (const s of g.specs) {
+        rules.push({ ...base, id: rules.length, category: "regular", dst, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });
       }
     }
     if (selfDst) {

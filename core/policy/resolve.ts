@@ -72,9 +72,16 @@ export class Resolver {
     });
     for (const n of this.nodes) {
       for (const t of n.node.tags) push(this.byTag, t, n.index);
-      if (!n.tagged && n.node.user !== undefined) push(this.byUser, n.node.user, n.index);
+      if (n.tagged) continue;
+      // Stryker disable next-line ConditionalExpression: `true` files a user-less node under the key undefined, which no lookup uses (a user alias's name is a string); `false` (no node filed) fails every user test, checked by hand
+      if (n.node.user !== undefined) push(this.byUser, n.node.user, n.index);
     }
-    this.sorted = this.nodes.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : 0));
+    this.sorted = this.nodes.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => {
+      // Stryker disable next-line EqualityOperator: `<=` only reorders one address held by two nodes, which fromNodes takes once either way; `>=` (descending) fails the range tests, checked by hand
+      if (x.a < y.a) return -1;
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: V8's sort reads a comparator's result only as below zero or not, so 1 and 0 here sort alike
+      return x.a > y.a ? 1 : 0;
+    });
     this.users = new Set(users ?? nodes.map((n) => n.user).filter((u): u is string => u !== undefined));
   }
 
@@ -158,8 +165,10 @@ export { EMPTY };
 // Both revisions of a plan share most addresses; parsing IPv6 text is the costly part.
 const addrCache = new Map<string, bigint | undefined>();
 function parseAddrCached(ip: string): bigint | undefined {
+  // Stryker disable next-line ConditionalExpression: `false` skips a cache, and parsing the same text again gives the same value; `true` (nothing ever parsed) fails every address test, checked by hand
   if (addrCache.has(ip)) return addrCache.get(ip);
   const n = parseAddr(ip)?.n;
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: when the cache is emptied changes memory and speed, never a parsed value
   if (addrCache.size > 200_000) addrCache.clear();
   addrCache.set(ip, n);
   return n;

@@ -118,3 +118,64 @@ describe("compilePolicy", () => {
     expect(rules({ grants: [{ src: ["bob@", "alice@"], dst: ["autogroup:self"], ip: ["*"] }] }).map((r) => [r.category, r.srcNodes])).toEqual([["self", [0, 1, 2]]]);
   });
 });
+
+describe("compilePolicy: users named like keywords, and the edges of sources and destinations", () => {
+  // headscale users may be named self, danger-all or internet: `self@` is a user, never autogroup:self.
+  const more: PolicyNode[] = [
+    ...nodes,
+    N("s6", 6, { user: "self" }),
+    N("d7", 7, { user: "danger-all" }),
+    N("i8", 8, { user: "internet" }),
+    N("nu9", 9), // untagged, no user
+    N("dual", 10, { user: "bob", ips: ["100.64.0.10", "fd7a:115c:a1e0::a"] }),
+  ];
+  const users = ["alice", "bob", "self", "danger-all", "internet"];
+  const rules2 = (p: Policy) => compilePolicy({ ...base, ...p }, new Resolver({ ...base, ...p }, more, users)).rules.map(view);
+
+  it("self@ as a source is a user, not the autogroup:self that headscale refuses in sources", () => {
+    expect(rules2({ grants: [{ src: ["self@"], dst: ["tag:web"], ip: ["tcp:22"] }] }).map((r) => [r.category, r.src])).toEqual([["regular", ["100.64.0.6"]]]);
+  });
+
+  it("self@ as a destination is a regular rule to that user's nodes, with no per-node self rule", () => {
+    expect(rules2({ grants: [{ src: ["bob@"], dst: ["self@"], ip: ["tcp:22"] }] }).map((r) => [r.category, r.dst])).toEqual([["regular", ["100.64.0.6"]]]);
+  });
+
+  it("an acl's self@ destination keeps its place: only autogroup:self moves last, and only it", () => {
+    const cats = (dst: string[]) => rules2({ acls: [{ action: "accept", src: ["bob@"], dst }] }).map((r) => `${r.category} ${r.text.split(" -> ")[1]}`);
+    expect(cats(["self@:22", "tag:web:80"])).toEqual(["regular self@:22", "regular tag:web:80"]);
+    // Other autogroups keep their order among the non-self destinations (headscale aclToGrants).
+    expect(cats(["autogroup:tagged:80", "autogroup:self:22", "tag:web:80"])).toEqual(["regular autogroup:tagged:80", "regular tag:web:80", "self autogroup:self:22"]);
+  });
+
+  it("danger-all@ as a source is that user's node, not everything", () => {
+    expect(rules2({ grants: [{ src: ["danger-all@"], dst: ["tag:web"], ip: ["*"] }] })[0].src).toEqual(["100.64.0.7"]);
+  });
+
+  it("* among other sources still adds the approved subnet routes", () => {
+    const src = rules2({ grants: [{ src: ["bob@", "*"], dst: ["tag:web"], ip: ["*"] }] })[0].src;
+    expect(src).toContain("10.0.0.0/8");
+  });
+
+  it("via grants: internet@ is a routed user destination, not autogroup:internet; other autogroups do not set the internet flag", () => {
+    expect(rules2({ grants: [{ src: ["bob@"], dst: ["internet@"], ip: ["*"], via: ["tag:r"] }] }).map((r) => [r.dst, r.viaInternet])).toEqual([[["100.64.0.8"], false]]);
+    expect(rules2({ grants: [{ src: ["bob@"], dst: ["autogroup:tagged"], ip: ["*"], via: ["tag:r"] }] }).map((r) => r.viaInternet)).toEqual([false]);
+    expect(rules2({ grants: [{ src: ["bob@"], dst: ["autogroup:internet"], ip: ["*"], via: ["tag:r"] }] }).map((r) => [r.dst, r.viaInternet])).toEqual([[[], true]]);
+  });
+
+  it("an acl's origin text lists its sources as written, comma-separated", () => {
+    expect(rules2({ acls: [{ action: "accept", src: ["bob@", "self@"], dst: ["tag:web:22"] }] }).map((r) => r.text)).toEqual(["bob@, self@ -> tag:web:22"]);
+  });
+
+  it("a via grant with no destinations makes no rule", () => {
+    expect(rules2({ grants: [{ src: ["bob@"], dst: [], ip: ["*"], via: ["tag:r"] }] })).toEqual([]);
+    // Every destination unparsable is the same as none.
+    expect(rules2({ grants: [{ src: ["bob@"], dst: ["tag:1x"], ip: ["*"], via: ["tag:r"] }] })).toEqual([]);
+  });
+
+  it("autogroup:self sources: untagged nodes with a user only, counted when any of their addresses is a source", () => {
+    // filterSourcesToSameUser: nu9 has no user, web and r5 are tagged.
+    expect(rules2({ grants: [{ src: ["*"], dst: ["autogroup:self"], ip: ["*"] }] }).map((r) => r.srcNodes)).toEqual([[0, 1, 2, 5, 6, 7, 9]]);
+    // dual's IPv4 address alone is named: the node counts.
+    expect(rules2({ grants: [{ src: ["100.64.0.10/32"], dst: ["autogroup:self"], ip: ["*"] }] }).map((r) => r.srcNodes)).toEqual([[9]]);
+  });
+});

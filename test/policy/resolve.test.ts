@@ -98,3 +98,25 @@ describe("Resolver: aliases", () => {
     expect(parseAddr(max6)!.n).toBe(V4_BASE - 1n);
   });
 });
+
+describe("Resolver: edges", () => {
+  it("users known without a list: the nodes' user names, and nothing for the nodes without one", () => {
+    expect([...new Resolver(policy, nodes).users]).toEqual(["bob", "alice"]);
+  });
+
+  it("a group in a policy with no groups at all resolves to nothing", () => {
+    expect(new Resolver({ hosts: {} }, nodes, ["alice"]).resolve(alias("group:x"))).toEqual({ set: [], nodes: [], error: undefined });
+  });
+
+  it("a group member that is an e-mail user keeps its inner @ (only a trailing @ is dropped)", () => {
+    const mail = [N("m1", ["100.64.0.9"], { user: "alice@example.com" }), ...nodes];
+    const rm = new Resolver(policySchema.parse({ groups: { "group:m": ["alice@example.com", "bob@"] } }), mail, ["alice@example.com", "bob"]);
+    expect(rm.resolve(alias("group:m"))).toMatchObject({ nodes: [0, 1], error: undefined });
+    expect(rm.resolve(alias("alice@example.com")).nodes).toEqual([0]);
+  });
+
+  it("an autogroup this version does not know resolves to nothing, with an error naming it", () => {
+    // parseAlias refuses it; a hand-built alias reaches the resolver's last branch.
+    expect(r.resolve({ kind: "autogroup", text: "autogroup:nope", name: "nope" as never })).toEqual({ set: null, error: 'unknown autogroup: "autogroup:nope"' });
+  });
+});
