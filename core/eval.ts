@@ -29,7 +29,7 @@ import type {
   AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
 } from "./module.ts";
 import { PRIORITY, Prio } from "./priority.ts";
-import { cidr, cidrsOverlap, parseCidr } from "./schema-types.ts";
+import { cidr, parseCidr } from "./schema-types.ts";
 import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
 import { hostEnforcement, policyNodesOf } from "./policy/fleet.ts";
 import type { Policy } from "./policy/index.ts";
@@ -549,22 +549,51 @@ function checkNames(evaluated: Record<string, HostOptions>, out: Diagnostic[]) {
   }
 }
 
-/** Two routers' routes may be equal (high availability), not overlap; reported where the later one was written. */
+/**
+ * Two routers' routes may be equal (high availability), not overlap; reported where the later one was written.
+ * CIDRs nest or are disjoint, so the overlapping pairs come from one sweep over the routes sorted by start
+ * (wider first): the routes still open when one starts are exactly those that contain it. Each pair is then
+ * reported as the pairwise loop did: by the later route, in the order the routes were written. (Pairwise, a
+ * fleet of 1,000 routers compared half a million pairs.)
+ */
 function checkRoutesAcrossHosts(evaluated: Record<string, HostOptions>, out: Diagnostic[]) {
-  const seen: { host: PeerView; route: string; parsed: NonNullable<ReturnType<typeof parseCidr>> }[] = [];
+  const seen: { host: PeerView; origin: HostOptions["origin"]; option: string; route: string; lo: bigint; hi: bigint; v6: boolean }[] = [];
   for (const { peer: p, origin } of Object.values(evaluated)) {
     for (const { cidr: route, option } of p.facts.tailnet?.routes ?? []) {
       const c = parseCidr(route);
       if (!c) continue;
-      for (const s of seen) {
-        if (s.host === p || s.route === route) continue;
-        if (cidrsOverlap(c, s.parsed)) {
-          const at = origin(option);
-          out.push(diag(at.file, at.path, `a route that does not overlap other routers' routes`, `${route}, which overlaps ${s.route} from ${s.host.name} (${s.host.file})`, "advertise the same CIDR on both (high availability) or make them disjoint"));
-        }
-      }
-      seen.push({ host: p, route, parsed: c });
+      const hostBits = BigInt((c.v6 ? 128 : 32) - c.bits);
+      const lo = (c.addr >> hostBits) << hostBits;
+      seen.push({ host: p, origin, option, route, lo, hi: lo + (1n << hostBits) - 1n, v6: c.v6 });
     }
+  }
+  const order = seen.map((_, i) => i).sort((a, b) => {
+    const x = seen[a], y = seen[b];
+    if (x.v6 !== y.v6) return x.v6 ? 1 : -1;
+    if (x.lo !== y.lo) return x.lo < y.lo ? -1 : 1;
+    return x.hi === y.hi ? a - b : x.hi > y.hi ? -1 : 1;
+  });
+  const pairs: [earlier: number, later: number][] = [];
+  const open: number[] = [];
+  for (const i of order) {
+    const x = seen[i];
+    while (open.length) {
+      const top = seen[open[open.length - 1]];
+      if (top.v6 === x.v6 && top.hi >= x.lo) break;
+      open.pop();
+    }
+    for (const j of open) {
+      const y = seen[j];
+      if (y.host === x.host || y.route === x.route) continue;
+      pairs.push(j < i ? [j, i] : [i, j]);
+    }
+    open.push(i);
+  }
+  pairs.sort((a, b) => a[1] - b[1] || a[0] - b[0]);
+  for (const [e, l] of pairs) {
+    const s = seen[e], p = seen[l];
+    const at = p.origin(p.option);
+    out.push(diag(at.file, at.path, `a route that does not overlap other routers' routes`, `${p.route}, which overlaps ${s.route} from ${s.host.name} (${s.host.file})`, "advertise the same CIDR on both (high availability) or make them disjoint"));
   }
 }
 
