@@ -55,7 +55,7 @@ export function backupDirOf(script: string): string | null {
 }
 
 /** The fleet's coordinator, as `backup` and `restore` need it; errors name the host file and the fix. */
-export function coordinatorOf(a: StackAccess, cmd: "backup" | "restore"): Coordinator {
+export function coordinatorOf(a: StackAccess, cmd: "backup" | "restore" | "upgrade"): Coordinator {
   const name = a.fleet.coordinator.host;
   const h = a.fleet.hosts[name];
   if (!h) throw new MeshfleetError(`${cmd}: the fleet's coordinator.host is ${name}, which is not a host of ${a.hostsDir}. Fix: set coordinator.host in fleet.yaml to the host that runs headscale`);

@@ -34,8 +34,13 @@ const rebootCheck: Flag = {
   help: "after its switch, reboot each selected host (--on, else every agent host) and fail unless it comes back with the generation active, firewall loaded, tailscale up, routes advertised, no drift (180s each)",
 };
 
+const force: Flag = {
+  name: "force",
+  help: "let a lower coordinator.headscaleVersion than the coordinator runs go ahead (a downgrade: headscale migrates its database forward only), or skip a minor release; with the same backup, health check and rollback",
+};
+
 const FLAGS: Record<Verb, Flag[]> = {
-  up: [...common, yes, expectNoChanges, refreshFlag, rebootCheck],
+  up: [...common, yes, expectNoChanges, refreshFlag, rebootCheck, force],
   preview: [...common, expectNoChanges, refreshFlag],
   refresh: [...common, yes, expectNoChanges, previewOnly],
   destroy: [...common, yes, previewOnly],
@@ -119,6 +124,16 @@ async function askYes(plan: DeployResult, verb: Verb, out: (l: string) => void):
   }
 }
 
+async function askLine(question: string): Promise<boolean> {
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    const a = (await rl.question(question)).trim().toLowerCase();
+    return a === "y" || a === "yes";
+  } finally {
+    rl.close();
+  }
+}
+
 /** After `up --reboot-check`: each rebooted host and how long its Generation took (switch, reboot, checks). */
 export function rebootCheckLines(r: DeployResult): string[] {
   const gens = r.resources.filter((x) => x.type === "meshfleet:host:Generation" && x.diff?.some((d) => d.key === "rebootCheck"));
@@ -175,6 +190,12 @@ function verbCommand(verb: Verb): Command {
       const configFile = typeof opts["config-file"] === "string" ? opts["config-file"] : undefined;
       if (!configFile && !existsSync(projectStackFile(stack))) {
         out(`note: ${projectStackFile(stack).slice(REPO_ROOT.length + 1)} does not exist; Pulumi creates it for a new stack`);
+      }
+      if (verb === "up" && !opts["preview-only"]) {
+        // A changed coordinator.headscaleVersion: backup, new binary, health check, rollback (cli/headscale-upgrade.ts).
+        const { headscaleUpgradeStep } = await import("../headscale-upgrade.ts");
+        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, confirm: opts.yes ? undefined : askLine });
+        if (u.outcome) out(`headscale: ${u.detail} (${u.seconds}s)`);
       }
       const r = await runDeploy({
         verb,

@@ -1,0 +1,332 @@
+/**
+ * Changing `coordinator.headscaleVersion` (issue 15 item 6), systemd runtime
+ * with `meshfleet:headscaleBinaryPath`: before `meshfleet up` deploys, the
+ * coordinator is upgraded with a guard, as one script run on the host as a
+ * transient systemd unit (as `restore` does: a dropped SSH connection cannot
+ * leave headscale stopped halfway):
+ *   1. a backup: headscale-backup.service when headscale.backup is on (the
+ *      snapshot `meshfleet backup` pulls), and in any case a copy of the
+ *      SQLite database taken with headscale stopped (exact bytes, WAL too);
+ *   2. the new binary in place, the old one kept beside it;
+ *   3. headscale started; it must answer its health check with the same
+ *      number of nodes, running the new release, within --wait;
+ *   4. else the rollback: the old binary and the database copy go back
+ *      (the new release may have migrated the database forward), headscale
+ *      starts again and must answer with the same nodes; the deploy stops.
+ *
+ * A downgrade is refused unless `--force`: headscale migrates its database
+ * forward only, and an older release does not know a newer schema. An
+ * upgrade across more than one minor release is refused with the staged
+ * path (each stage its own `up`, so each gets a backup and a health check).
+ *
+ * The deploy's own binary push (components/coordinator.ts) then finds the
+ * same bytes in place. The version the coordinator was last seen running is
+ * kept in the state folder per stack, so an `up` that changes no version
+ * costs no SSH round trip here.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { parse as parseYaml } from "yaml";
+import { MeshfleetError } from "../core/diagnostics.ts";
+import { compareReleases, UPGRADE_PATH } from "../modules/headscale-versions.ts";
+import { shq } from "../provider/quote.ts";
+import { coordinatorOf } from "./commands/backup.ts";
+import { utcStamp, waitScript } from "./commands/restore.ts";
+import { connectionTo, newSession, openStackFleet, sections, stackConfigFile, stackHostsDir, tryRun, type StackAccess } from "./fleet-hosts.ts";
+
+export const UPGRADE_STAGE = "/var/lib/meshfleet/upgrade";
+/** Exit codes of the upgrade script. */
+export const UPGRADE_EXIT = { upgraded: 0, refused: 3, rolledBack: 4, rolledBackUnhealthy: 5 } as const;
+
+const minor = (v: string) => v.split(".").slice(0, 2).join(".");
+
+/** "headscale version v0.29.2\n…" → "0.29.2"; null when there is no version in it. */
+export function versionOfBanner(out: string): string | null {
+  return /\bv?(\d+\.\d+\.\d+)\b/.exec(out)?.[1] ?? null;
+}
+
+export type UpgradeAction = { kind: "none"; why: string } | { kind: "upgrade" | "downgrade"; from: string; to: string };
+
+/**
+ * What changing the version means, or a refusal naming the file, the option,
+ * what was expected, what was found and the fix.
+ */
+export function upgradeAction(running: string | null, wanted: string, o: { force: boolean; fleetFile: string }): UpgradeAction {
+  if (running === null) return { kind: "none", why: "no headscale on the coordinator yet: the deploy installs it" };
+  const c = compareReleases(wanted, running);
+  if (c === 0) return { kind: "none", why: `the coordinator runs headscale ${running} already` };
+  if (c < 0) {
+    if (!o.force) {
+      throw new MeshfleetError(
+        `${o.fleetFile}: coordinator.headscaleVersion: expected ${running} or newer (the coordinator runs headscale ${running}), found ${wanted}. ` +
+          `headscale migrates its database forward only: an older release may refuse the migrated database or damage it. ` +
+          `Fix: set coordinator.headscaleVersion: ${running}; or, to go back anyway, restore a backup taken before the upgrade (\`meshfleet restore\`) and run \`meshfleet up --force\` (the downgrade then gets the same backup, health check and rollback)`,
+      );
+    }
+    return { kind: "downgrade", from: running, to: wanted };
+  }
+  const minors = [...new Set([running, ...UPGRADE_PATH, wanted].map(minor))].filter((m) => compareReleases(m, minor(running)) > 0 && compareReleases(m, minor(wanted)) < 0);
+  if (minors.length > 0 && !o.force) {
+    const stages = UPGRADE_PATH.filter((v) => compareReleases(v, running) > 0 && compareReleases(v, wanted) < 0);
+    throw new MeshfleetError(
+      `${o.fleetFile}: coordinator.headscaleVersion: expected one minor release at a time from the ${running} the coordinator runs, found ${wanted} (skips ${minors.map((m) => `${m}.x`).join(", ")}). ` +
+        `Fix: upgrade in stages, ${[running, ...stages, wanted].join(" -> ")}: set coordinator.headscaleVersion to each in turn and run \`meshfleet up\` for each (each gets a backup and a health check)`,
+    );
+  }
+  return { kind: "upgrade", from: running, to: wanted };
+}
+
+export interface UpgradeScriptInput {
+  /** The installed binary (what headscale.service runs) and the staged new one. */
+  binary: string;
+  staged: string;
+  config: string;
+  /** The SQLite database, or null (Postgres: no database copy, the binary still rolls back). */
+  db: string | null;
+  /** The backup to take first (headscale.backup on: `systemctl start headscale-backup.service`), or null. */
+  backup: string | null;
+  /** Succeeds while headscale runs (`systemctl is-active --quiet headscale.service`). */
+  isActive: string;
+  from: string;
+  to: string;
+  stamp: string;
+  waitSeconds: number;
+  log: string;
+  stop: string;
+  start: string;
+}
+
+/** The guarded upgrade as one POSIX sh script (pure). Exit codes: UPGRADE_EXIT. The log ends with `@@mf:result@@` and one line. */
+export function upgradeScript(i: UpgradeScriptInput): string {
+  const hs = `"$bin" -c ${shq(i.config)}`;
+  return [
+    "#!/bin/sh",
+    "# meshfleet upgrade (cli/headscale-upgrade.ts): a new headscale binary with a backup, a health check and a rollback.",
+    "set -u",
+    "umask 077",
+    "trap '' HUP INT PIPE",
+    `bin=${shq(i.binary)}`,
+    `new=${shq(i.staged)}`,
+    `stamp=${shq(i.stamp)}`,
+    `from=${shq(i.from)}`,
+    `to=${shq(i.to)}`,
+    `db=${shq(i.db ?? "")}`,
+    `wait_s=${Math.max(1, Math.floor(i.waitSeconds))}`,
+    `exec >>${shq(i.log)} 2>&1`,
+    `say() { echo "upgrade: $*"; }`,
+    `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
+    `stop_hs() { ${i.stop}; }`,
+    `start_hs() { ${i.start}; }`,
+    `count() { ${hs} nodes list -o json 2>/dev/null | grep -o '"node_key":' | wc -l; }`,
+    // headscale answers its health check, its binary reports $2, and it lists $1 nodes, within wait_s.
+    `answers() {`,
+    `  end=$(($(date +%s) + wait_s))`,
+    `  while [ "$(date +%s)" -lt "$end" ]; do`,
+    `    if ! ${i.isActive}; then last="headscale is not running";`,
+    `    elif ${hs} health >/dev/null 2>&1; then`,
+    `      v=$("$bin" version 2>/dev/null | head -n 1); got=$(count)`,
+    `      case "$v" in *"v$2"*) if [ "$got" -eq "$1" ]; then say "headscale answers: healthy, $v, $got node(s)"; return 0; fi; last="headscale lists $got node(s), it had $1";; *) last="the binary reports '$v', not $2";; esac`,
+    `    else last="headscale health does not answer"; fi`,
+    `    sleep 1`,
+    `  done`,
+    `  say "$last (after \${wait_s}s)"`,
+    `  return 1`,
+    `}`,
+    `ms() { echo $(($(date +%s%N) / 1000000)); }`,
+    `copy_db() { for x in "" -wal -shm; do if [ -e "$1$x" ]; then cp -p "$1$x" "$2$x" || return 1; else rm -f "$2$x"; fi; done; }`,
+    "",
+    "# 0. Before anything changes: the staged binary runs and reports the new release; headscale answers now.",
+    `chmod 0755 "$new" || finish 3 "refused: cannot make the staged binary executable; nothing was changed"`,
+    `nv=$("$new" version 2>&1 | head -n 1)`,
+    `case "$nv" in *"v$to"*) ;; *) rm -f "$new"; finish 3 "refused: the staged binary reports '$nv', not $to; nothing was changed";; esac`,
+    `had=$(count)`,
+    `${hs} health >/dev/null 2>&1 || finish 3 "refused: headscale $from does not answer its health check before the upgrade; nothing was changed (fix it first: journalctl -u headscale)"`,
+    `say "headscale $from answers with $had node(s); upgrading to $to"`,
+    "",
+    "# 1. The backup.",
+    `t_b=$(ms)`,
+    i.backup
+      ? `if ${i.backup}; then say "backup taken (${i.backup})"; else finish 3 "refused: the backup (${i.backup}) failed; nothing was changed"; fi`
+      : `say "headscale.backup is off: only the copy below is taken"`,
+    `stop_hs || { start_hs; finish 3 "refused: headscale did not stop; nothing was changed"; }`,
+    `kept_db=""`,
+    `if [ -n "$db" ]; then`,
+    `  kept_db="$db.before-upgrade-$stamp"`,
+    `  copy_db "$db" "$kept_db" || { start_hs; finish 3 "refused: could not copy $db to $kept_db; nothing else was changed"; }`,
+    `  say "database copied (headscale stopped) to $kept_db"`,
+    `fi`,
+    `say "backup took $(($(ms) - t_b)) ms"`,
+    `t_u=$(ms)`,
+    "",
+    "# 2. The new binary in place; the old one kept.",
+    `old="$bin.before-upgrade-$stamp"`,
+    `cp -p "$bin" "$old" || { start_hs; finish 3 "refused: could not keep the old binary as $old; nothing else was changed"; }`,
+    `mv -f "$new" "$bin" || { start_hs; finish 3 "refused: could not put the new binary in place; nothing else was changed"; }`,
+    "",
+    "# 3. Start and check.",
+    `if start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}"; fi`,
+    "",
+    "# 4. The rollback: the old binary and the database copy.",
+    `say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"`,
+    `t_r=$(ms)`,
+    `journalctl -u headscale.service -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/upgrade:   /'`,
+    `stop_hs`,
+    `mv -f "$bin" "$bin.failed-upgrade-$stamp"`,
+    `cp -p "$old" "$bin"`,
+    `if [ -n "$kept_db" ]; then copy_db "$db" "$db.failed-upgrade-$stamp"; copy_db "$kept_db" "$db"; fi`,
+    `start_hs`,
+    `if answers "$had" "$from"; then say "rollback (old binary and database back, start, healthy) took $(($(ms) - t_r)) ms"; finish 4 "rolled back: headscale $to did not come up healthy; $from runs again on the database as it was before ($had node(s)); the failed binary is kept as $bin.failed-upgrade-$stamp"; fi`,
+    `finish 5 "rolled back, but headscale $from does not answer either; the database copy is $kept_db and the old binary $old. Look at journalctl -u headscale"`,
+    "",
+  ].join("\n");
+}
+
+function localVersion(binary: string): string | null {
+  const r = spawnSync(binary, ["version"], { encoding: "utf8", timeout: 20_000 });
+  return r.status === 0 ? versionOfBanner(r.stdout) : null;
+}
+
+interface Seen {
+  coordinator: string;
+  version: string;
+  binary: string;
+  size: number;
+  mtimeMs: number;
+}
+
+export interface UpgradeResult {
+  action: UpgradeAction["kind"] | "skipped";
+  detail: string;
+  /** The script's outcome: upgraded, rolled-back, rolled-back-unhealthy, refused. */
+  outcome?: string;
+  seconds: number;
+}
+
+/**
+ * The step before `meshfleet up`: nothing unless the stack installs its own
+ * headscale binary (meshfleet:headscaleBinaryPath). Throws MeshfleetError on
+ * a refusal or a rollback (the deploy must not go on).
+ */
+export async function headscaleUpgradeStep(o: {
+  stack: string;
+  configFile?: string;
+  force: boolean;
+  stateDir: string;
+  say: (l: string) => void;
+  waitSeconds?: number;
+  /** Cut the first wait for the outcome after this many ms (a test of a dropped connection). */
+  firstWaitTimeoutMs?: number;
+  /** Asked before the coordinator is touched (without --yes, at a terminal); unset: go ahead. */
+  confirm?: (question: string) => Promise<boolean>;
+}): Promise<UpgradeResult> {
+  const t0 = Date.now();
+  const secs = () => Math.round((Date.now() - t0) / 100) / 10;
+  const cfgFile = stackConfigFile(o.stack, o.configFile);
+  const cfg = existsSync(cfgFile) ? (((parseYaml(readFileSync(cfgFile, "utf8")) as { config?: Record<string, unknown> } | null)?.config) ?? {}) : {};
+  const binPath = cfg["meshfleet:headscaleBinaryPath"];
+  if (typeof binPath !== "string") return { action: "skipped", detail: "the stack installs no headscale binary (meshfleet:headscaleBinaryPath unset)", seconds: secs() };
+  const fleetFile = path.join(stackHostsDir(o.stack, o.configFile), "fleet.yaml");
+  const fleetRaw = existsSync(fleetFile) ? ((parseYaml(readFileSync(fleetFile, "utf8")) as { coordinator?: { headscaleVersion?: unknown; host?: unknown } } | null) ?? {}) : {};
+  const wanted = typeof fleetRaw.coordinator?.headscaleVersion === "string" ? fleetRaw.coordinator.headscaleVersion : "0.29.2";
+  const local = path.resolve(path.dirname(cfgFile), binPath.replace(/^~(?=\/)/, process.env.HOME ?? "~"));
+  if (!existsSync(local)) return { action: "skipped", detail: `${binPath} does not exist (the deploy's check names it)`, seconds: secs() };
+  const st = statSync(local);
+  const seenFile = path.join(o.stateDir, `headscale-version.${o.stack}.json`);
+  const seen = existsSync(seenFile) ? (JSON.parse(readFileSync(seenFile, "utf8")) as Seen) : null;
+  const coordName = String(fleetRaw.coordinator?.host ?? "");
+  if (seen && seen.version === wanted && seen.binary === local && seen.size === st.size && seen.mtimeMs === st.mtimeMs && seen.coordinator === coordName) {
+    return { action: "none", detail: `the coordinator ran headscale ${wanted} at the last up`, seconds: secs() };
+  }
+  const lv = localVersion(local);
+  if (lv !== wanted) {
+    throw new MeshfleetError(
+      `${cfgFile}: meshfleet:headscaleBinaryPath: expected a headscale ${wanted} binary (${fleetFile}: coordinator.headscaleVersion), found ${lv ? `one that reports ${lv}` : "one that does not report a version"} (${binPath}). ` +
+        `Fix: point meshfleet:headscaleBinaryPath at headscale ${wanted} (\`meshfleet tools build\` builds the pinned ones), or set coordinator.headscaleVersion to ${lv ?? "the binary's release"}`,
+    );
+  }
+
+  const a: StackAccess = await openStackFleet({ stack: o.stack, configFile: o.configFile });
+  const c = coordinatorOf(a, "upgrade");
+  const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
+  const session = newSession();
+  const remember = (version: string) => {
+    mkdirSync(o.stateDir, { recursive: true });
+    writeFileSync(seenFile, JSON.stringify({ coordinator: c.host.name, version, binary: local, size: st.size, mtimeMs: st.mtimeMs } satisfies Seen) + "\n");
+  };
+  try {
+    const look = await tryRun(session, conn, `echo @@mf:version@@; if [ -x ${shq(c.binary)} ]; then ${shq(c.binary)} version 2>&1 | head -n 1; fi; echo @@mf:active@@; systemctl is-active headscale.service 2>/dev/null || true`, {
+      what: "upgrade: which headscale the coordinator runs",
+    });
+    if (look.error || look.code !== 0) {
+      o.say(`${c.host.name}: cannot read which headscale runs (${look.error ?? `exit ${look.code}`}); the deploy goes on and its own checks decide`);
+      return { action: "skipped", detail: "the coordinator could not be read", seconds: secs() };
+    }
+    const s = sections(look.stdout);
+    const running = s.version ? versionOfBanner(s.version) : null;
+    const act = upgradeAction(running, wanted, { force: o.force, fleetFile });
+    if (act.kind === "none") {
+      if (running) remember(running);
+      return { action: "none", detail: act.why, seconds: secs() };
+    }
+    if (s.active !== "active") {
+      throw new MeshfleetError(`${c.host.name}: headscale ${act.from} is not running (${s.active || "unknown"}), so an upgrade to ${act.to} cannot be checked against it; nothing was changed. Fix: start it (systemctl start headscale; journalctl -u headscale), then run \`meshfleet up\` again`);
+    }
+    o.say(`${c.host.name}: headscale ${act.from} -> ${act.to}${act.kind === "downgrade" ? " (a DOWNGRADE, forced)" : ""}: backup, new binary, health check, rollback if it fails`);
+    if (o.confirm && !(await o.confirm(`${act.kind} headscale on ${c.host.name} now, before the deploy? [y/N] `))) throw new MeshfleetError(`up: the headscale ${act.kind} was not confirmed; nothing was changed`);
+    const stamp = utcStamp();
+    const stage = `${UPGRADE_STAGE}/${stamp}`;
+    const staged = `${path.dirname(c.binary)}/.headscale-upgrade-${stamp}`;
+    const script = upgradeScript({
+      binary: c.binary,
+      staged,
+      config: c.config,
+      db: c.database.type === "sqlite" ? c.database.path : null,
+      backup: c.backupDir !== null ? "systemctl start headscale-backup.service" : null,
+      isActive: "systemctl is-active --quiet headscale.service",
+      from: act.from,
+      to: act.to,
+      stamp,
+      waitSeconds: o.waitSeconds ?? 60,
+      log: `${stage}/upgrade.log`,
+      stop: "systemctl stop headscale.service",
+      start: "systemctl start headscale.service",
+    });
+    const bytes = readFileSync(local);
+    const up = await session
+      .run(conn, ["set -eu", "umask 077", `mkdir -p ${shq(UPGRADE_STAGE)} && chmod 0700 ${shq(UPGRADE_STAGE)}`, `mkdir ${shq(stage)}`, `cat > ${shq(staged)}`, `printf '%s' ${shq(script)} > ${shq(`${stage}/upgrade.sh`)}`, `sha256sum < ${shq(staged)} | cut -d' ' -f1`].join("\n"), {
+        what: "upgrade: upload the new binary",
+        stdin: bytes,
+        timeoutMs: 600_000,
+        quiet: true,
+      })
+      .catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }));
+    const sha = (await import("node:crypto")).createHash("sha256").update(bytes).digest("hex");
+    if (up.code !== 0 || up.stdout.trim() !== sha) throw new MeshfleetError(`upgrade: the upload of headscale ${act.to} to ${c.host.name} failed (${up.code !== 0 ? `exit ${up.code}: ${(up.stderr || up.stdout).trim().slice(0, 300)}` : "sha256 differs"}); nothing was changed`);
+    const unit = `meshfleet-upgrade-${stamp}`;
+    const limit = (o.waitSeconds ?? 60) * 2 + 300;
+    const started = await tryRun(session, conn, `systemd-run --quiet --no-block --collect --unit=${unit} --property=Type=oneshot --property=TimeoutStartSec=${limit} /bin/sh ${shq(`${stage}/upgrade.sh`)}`, { what: "upgrade: start the guarded upgrade" });
+    if (started.error || started.code !== 0) throw new MeshfleetError(`upgrade: could not start the upgrade on ${c.host.name} (${started.error ?? `exit ${started.code}: ${started.stderr.trim().slice(0, 300)}`}); headscale was not touched`);
+    let log = "";
+    const outcomeOf = (l: string) => sections(l).result?.split("\n")[0];
+    for (let attempt = 0; attempt < 4 && !outcomeOf(log); attempt++) {
+      if (attempt > 0) o.say(`${c.host.name}: lost the connection while waiting; the upgrade goes on by itself as ${unit}. Reading its outcome over a new connection`);
+      const waited = await tryRun(session, conn, waitScript(`${stage}/upgrade.log`, unit, limit, staged), {
+        what: "upgrade: wait for the outcome",
+        fresh: attempt > 0,
+        timeoutMs: attempt === 0 && o.firstWaitTimeoutMs ? o.firstWaitTimeoutMs : (limit + 60) * 1000,
+      });
+      log = waited.stdout;
+    }
+    for (const l of log.split("\n").filter((l) => l.startsWith("upgrade: "))) o.say(`${c.host.name}: ${l}`);
+    const outcome = outcomeOf(log) ?? `no outcome in ${stage}/upgrade.log on ${c.host.name} (journalctl -u ${unit})`;
+    if (outcome.startsWith("upgraded")) {
+      remember(act.to);
+      return { action: act.kind, detail: outcome, outcome: "upgraded", seconds: secs() };
+    }
+    const kind = outcome.startsWith("rolled back:") ? "rolled-back" : outcome.startsWith("rolled back,") ? "rolled-back-unhealthy" : outcome.startsWith("refused") ? "refused" : "unknown";
+    throw new MeshfleetError(`${c.host.name}: headscale ${act.from} -> ${act.to}: ${outcome}. The deploy did not go on${kind === "rolled-back" ? `; fix the cause (the log above), or set coordinator.headscaleVersion: ${act.from} in ${fleetFile}` : ""}`);
+  } finally {
+    session.close();
+  }
+}

@@ -1,0 +1,187 @@
+/**
+ * Changing coordinator.headscaleVersion (issue 15 item 6): the decision
+ * (upgrade, downgrade refused unless --force, one minor release at a time)
+ * and the guarded upgrade script, run for real on this machine against
+ * headscale on loopback (its binary, config and database under a temp
+ * folder; start/stop manage that process):
+ *   - 0.29.1 -> 0.29.2: the backup copy, the new binary, healthy with the
+ *     same nodes; the old binary and the database copy kept;
+ *   - a binary that cannot serve: the rollback puts the old binary and the
+ *     database copy back, headscale answers with the same nodes;
+ *   - a staged binary of the wrong release: refused, nothing changed.
+ * The lab drill over SSH and systemd is test/lab/coordinator-life-lab.test.ts.
+ * In CI nothing skips (test/lab/ci-gate.ts).
+ */
+import { execFile, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
+import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { promisify } from "node:util";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { sections } from "../../cli/fleet-hosts.ts";
+import { upgradeAction, upgradeScript, UPGRADE_EXIT, versionOfBanner } from "../../cli/headscale-upgrade.ts";
+import { MeshfleetError } from "../../core/diagnostics.ts";
+import { derivePrivateKey } from "../../core/keys.ts";
+import type { Contribution, ModuleContext } from "../../core/module.ts";
+import { headscaleModule } from "../../modules/headscale.ts";
+import { loadVersions } from "../../lab/tools/versions.ts";
+import { toolStatus } from "../../lab/tools/status.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
+import { makeCtx } from "../modules/realtools/context.ts";
+import * as rt from "../modules/realtools/index.ts";
+
+const FF = "hosts/lab/fleet.yaml";
+
+describe("upgradeAction: what a changed headscaleVersion means", () => {
+  it("nothing to do without a binary on the host, or at the same release", () => {
+    expect(upgradeAction(null, "0.29.2", { force: false, fleetFile: FF })).toMatchObject({ kind: "none" });
+    expect(upgradeAction("0.29.2", "0.29.2", { force: false, fleetFile: FF })).toEqual({ kind: "none", why: "the coordinator runs headscale 0.29.2 already" });
+  });
+
+  it("a patch or minor upgrade goes ahead", () => {
+    expect(upgradeAction("0.29.1", "0.29.2", { force: false, fleetFile: FF })).toEqual({ kind: "upgrade", from: "0.29.1", to: "0.29.2" });
+    expect(upgradeAction("0.28.0", "0.29.2", { force: false, fleetFile: FF })).toEqual({ kind: "upgrade", from: "0.28.0", to: "0.29.2" });
+  });
+
+  it("a downgrade is refused, naming the file, the option, expected, found, why and the fix; --force lets it go ahead", () => {
+    const e = (() => {
+      try {
+        upgradeAction("0.29.2", "0.29.1", { force: false, fleetFile: FF });
+      } catch (x) {
+        return x;
+      }
+    })();
+    expect(e).toBeInstanceOf(MeshfleetError);
+    expect(String((e as Error).message)).toBe(
+      "hosts/lab/fleet.yaml: coordinator.headscaleVersion: expected 0.29.2 or newer (the coordinator runs headscale 0.29.2), found 0.29.1. " +
+        "headscale migrates its database forward only: an older release may refuse the migrated database or damage it. " +
+        "Fix: set coordinator.headscaleVersion: 0.29.2; or, to go back anyway, restore a backup taken before the upgrade (`meshfleet restore`) and run `meshfleet up --force` (the downgrade then gets the same backup, health check and rollback)",
+    );
+    expect(upgradeAction("0.29.2", "0.29.1", { force: true, fleetFile: FF })).toEqual({ kind: "downgrade", from: "0.29.2", to: "0.29.1" });
+  });
+
+  it("a jump over a minor release is refused with the staged path", () => {
+    expect(() => upgradeAction("0.27.1", "0.29.2", { force: false, fleetFile: FF })).toThrow(
+      "hosts/lab/fleet.yaml: coordinator.headscaleVersion: expected one minor release at a time from the 0.27.1 the coordinator runs, found 0.29.2 (skips 0.28.x). " +
+        "Fix: upgrade in stages, 0.27.1 -> 0.28.0 -> 0.29.2: set coordinator.headscaleVersion to each in turn and run `meshfleet up` for each (each gets a backup and a health check)",
+    );
+  });
+
+  it("versions from headscale's banner", () => {
+    expect(versionOfBanner("headscale version v0.29.1\ncommit: unknown\n")).toBe("0.29.1");
+    expect(versionOfBanner("garbage")).toBeNull();
+  });
+});
+
+const NOISE = derivePrivateKey("test-seed-0123456789", "noise");
+const prev = loadVersions().tools.find((t) => t.name === "headscale-previous");
+const prevBin = prev ? toolStatus(prev).binaries[0]?.path ?? null : null;
+const skip = skipUnlessCi(rt.missing("headscale") || (!prevBin && "headscale 0.29.1 (headscale-previous) is not built: run `meshfleet tools build --only headscale-previous`"));
+const sha = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex");
+
+describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1 and 0.29.2 on loopback", () => {
+  let t: { dir: string; cleanup: () => void };
+  let cfg = "";
+  let db = "";
+  let bin = "";
+  let start = "";
+  let stop = "";
+  let isActive = "";
+  const sh = (script: string, timeout = 60_000) => spawnSync("sh", ["-c", script], { encoding: "utf8", timeout });
+  const hs = (...args: string[]) => {
+    const r = spawnSync(bin, ["-c", cfg, ...args, "-o", "json"], { encoding: "utf8", timeout: 30_000 });
+    if (r.status !== 0) throw new Error(`headscale ${args.join(" ")}: ${r.stderr}${r.stdout}`);
+    return JSON.parse(r.stdout);
+  };
+  const nodes = () => ((hs("nodes", "list") ?? []) as { given_name: string; ip_addresses: string[] }[]).map((n) => `${n.given_name} ${n.ip_addresses.join(",")}`).sort();
+  const run = async (staged: string, from: string, to: string, stamp: string) => {
+    const log = path.join(t.dir, `upgrade-${stamp}.log`);
+    const file = path.join(t.dir, `upgrade-${stamp}.sh`);
+    writeFileSync(file, upgradeScript({ binary: bin, staged, config: cfg, db, backup: null, isActive, from, to, stamp, waitSeconds: 15, log, stop, start }), { mode: 0o700 });
+    const t0 = Date.now();
+    const code = await promisify(execFile)("sh", [file], { timeout: 180_000 }).then(() => 0, (e: { code?: number }) => e.code ?? -1);
+    const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+    return { code, log: text, outcome: sections(text).result?.split("\n")[0], ms: Date.now() - t0 };
+  };
+  let before: string[] = [];
+
+  beforeAll(async () => {
+    t = rt.tempDir("mf-upgrade");
+    const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true } } } });
+    const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
+    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
+    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
+      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
+      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
+      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
+      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
+    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
+    cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    db = path.join(t.dir, "lib", "db.sqlite");
+    // The "installed" binary: 0.29.1, as the coordinator runs before the upgrade.
+    bin = path.join(t.dir, "headscale");
+    copyFileSync(prevBin!, bin);
+    sh(`chmod 0755 ${bin}`);
+    const pid = path.join(t.dir, "hs.pid");
+    start = `${bin} serve -c ${cfg} >>${path.join(t.dir, "hs.log")} 2>&1 & echo $! > ${pid}`;
+    stop = `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`;
+    isActive = `[ -f ${pid} ] && kill -0 "$(cat ${pid})" 2>/dev/null`;
+    expect(sh(start).status).toBe(0);
+    const ok = sh(`i=0; while [ $i -lt 150 ]; do ${bin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`);
+    expect(ok.status, readFileSync(path.join(t.dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+    hs("users", "create", "alice");
+    for (const name of ["laptop", "nas", "phone"]) {
+      const id = `hskey-authreq-${name}${"x".repeat(24 - name.length)}`;
+      hs("debug", "create-node", "--name", name, "--user", "alice", "--key", id);
+      hs("auth", "register", "--user", "alice", "--auth-id", id);
+    }
+    before = nodes();
+    expect(before).toHaveLength(3);
+  }, 120_000);
+
+  afterAll(() => {
+    if (stop) sh(stop);
+    t?.cleanup();
+  });
+
+  it("0.29.1 -> 0.29.2: database copied with headscale stopped, new binary, healthy with the same nodes; old binary and copy kept", async () => {
+    const staged = path.join(t.dir, ".staged-1");
+    copyFileSync(rt.toolPath("headscale")!, staged);
+    const oldSha = sha(bin);
+    const r = await run(staged, "0.29.1", "0.29.2", "S1");
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.upgraded);
+    expect(r.outcome).toBe(`upgraded: headscale 0.29.1 -> 0.29.2, 3 node(s); the old binary is kept as ${bin}.before-upgrade-S1 and the database as ${db}.before-upgrade-S1`);
+    expect(sha(bin)).toBe(sha(rt.toolPath("headscale")!));
+    expect(sha(`${bin}.before-upgrade-S1`)).toBe(oldSha);
+    expect(existsSync(`${db}.before-upgrade-S1`)).toBe(true);
+    expect(nodes()).toEqual(before);
+    console.log(`upgrade 0.29.1 -> 0.29.2 on loopback: ${r.ms} ms in all; ${r.log.split("\n").filter((l) => / took /.test(l)).join("; ")}`);
+  }, 120_000);
+
+  it("a binary that cannot serve: rolled back to the old binary and the database copy; the same nodes answer", async () => {
+    const staged = path.join(t.dir, ".staged-2");
+    writeFileSync(staged, '#!/bin/sh\ncase "$1" in version) echo "headscale version v0.29.3";; *) echo "cannot start" >&2; exit 1;; esac\n', { mode: 0o755 });
+    const oldSha = sha(bin);
+    const r = await run(staged, "0.29.2", "0.29.3", "S2");
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.rolledBack);
+    expect(r.outcome).toBe(`rolled back: headscale 0.29.3 did not come up healthy; 0.29.2 runs again on the database as it was before (3 node(s)); the failed binary is kept as ${bin}.failed-upgrade-S2`);
+    expect(r.log).toMatch(/upgrade: headscale (is not running|health does not answer) \(after 15s\)/);
+    expect(sha(bin)).toBe(oldSha);
+    expect(nodes()).toEqual(before);
+    // headscale ran on the copy: the same data (its bytes may move as headscale writes on start).
+    expect(existsSync(`${db}.before-upgrade-S2`)).toBe(true);
+    console.log(`rollback on loopback: ${r.ms} ms in all; ${r.log.split("\n").filter((l) => / took | after \d+ ms/.test(l)).join("; ")}`);
+  }, 180_000);
+
+  it("a staged binary of another release is refused before anything changes", async () => {
+    const staged = path.join(t.dir, ".staged-3");
+    copyFileSync(prevBin!, staged);
+    const oldSha = sha(bin);
+    const r = await run(staged, "0.29.2", "0.29.5", "S3");
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.refused);
+    expect(r.outcome).toBe("refused: the staged binary reports 'headscale version v0.29.1', not 0.29.5; nothing was changed");
+    expect(sha(bin)).toBe(oldSha);
+    expect(existsSync(staged)).toBe(false);
+    expect(nodes()).toEqual(before);
+  }, 60_000);
+});
