@@ -39,9 +39,13 @@ export const GROUPS = [
   { name: "policy-compile", mutate: ["core/policy/alias.ts", "core/policy/compile.ts", "core/policy/resolve.ts", "core/policy/autoapprovers.ts", "core/policy/render.ts"], tests: POLICY_TESTS },
   { name: "policy-enforce", mutate: ["core/policy/enforce.ts", "core/policy/fail-closed.ts", "core/policy/synthetic.ts"], tests: POLICY_TESTS },
   { name: "policy-validate", mutate: ["core/policy/validate.ts"], tests: POLICY_TESTS },
-  { name: "policy-eval", mutate: ["core/policy/reachability.ts", "core/policy/tests.ts", "core/policy/sshtests.ts", "core/policy/fleet.ts"], tests: POLICY_TESTS },
-  // saas.test.ts evaluates two fleets before its tests and runs the CLI: slow, so only here.
-  { name: "policy-io", mutate: ["core/policy/live.ts", "core/policy/saas.ts", "core/policy/schema.ts", "core/policy/index.ts"], tests: [...POLICY_TESTS, "test/policy/saas.test.ts"] },
+  // The evaluator, split by size (mutants counted 2026-11-30: reachability 441, tests 194, sshtests 457,
+  // fleet 391, schema 37; about 40 a minute at load 10-14): each group ends well inside an hour.
+  { name: "policy-reach", mutate: ["core/policy/reachability.ts", "core/policy/tests.ts"], tests: POLICY_TESTS },
+  { name: "policy-ssh", mutate: ["core/policy/sshtests.ts"], tests: POLICY_TESTS },
+  { name: "policy-fleet", mutate: ["core/policy/fleet.ts", "core/policy/schema.ts"], tests: POLICY_TESTS },
+  // saas.test.ts evaluates two fleets before its tests and runs the CLI: slow, so only here (live 238, saas 388).
+  { name: "policy-io", mutate: ["core/policy/live.ts", "core/policy/saas.ts", "core/policy/index.ts"], tests: [...POLICY_TESTS, "test/policy/saas.test.ts"] },
   // Not bundle.test.ts: its goldens follow every module's output (and it builds the agent), so any
   // other change in flight fails its dry run; nor fuzz.test.ts, whose property runs cover every schema
   // mutant and would triple the run. bundle-edges.test.ts holds the contract's own cases.

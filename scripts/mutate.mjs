@@ -11,6 +11,7 @@
 // Reports: reports/mutation/<group>.json and .html, reports/mutation/summary.md.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
+import * as os from "node:os";
 import * as path from "node:path";
 import { fileURLToPath } from "node:url";
 import { GROUPS } from "../stryker.config.mjs";
@@ -41,6 +42,7 @@ if (!summaryOnly) {
   for (const g of chosen) {
     console.log(`\n== mutate ${g.name}: ${g.mutate.join(" ")} against ${g.tests.join(" ")}`);
     const started = Date.now();
+    const load0 = os.loadavg()[0];
     // Incremental runs rely on per-test coverage: Stryker reuses a survivor unless a test that
     // covers it changed or was added, so a group run with coverage "all" (no test known to cover
     // anything) always runs in full.
@@ -55,7 +57,8 @@ if (!summaryOnly) {
       failed = true;
       continue;
     }
-    console.log(`== ${g.name}: ${Math.round((Date.now() - started) / 1000)} s`);
+    // The machine is shared: the time means little without the load it ran under.
+    console.log(`== ${g.name}: ${Math.round((Date.now() - started) / 1000)} s (${new Date().toISOString()}; 1-min load average ${load0.toFixed(1)} at the start, ${os.loadavg()[0].toFixed(1)} at the end, ${os.cpus().length} cores)`);
   }
 }
 
