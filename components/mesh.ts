@@ -10,7 +10,8 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { secretRefs } from "../core/bundle.ts";
-import { derivePrivateKey } from "../core/keys.ts";
+import { derivePrivateKey, publicKeyOf } from "../core/keys.ts";
+import { NOISE_PUBLIC_KEY_REF } from "../modules/tailscale.ts";
 import type { FleetSystem, HostSystem } from "../core/types.ts";
 import { Coordinator, coordinatorCli, validateCoordinatorArgs, type CoordinatorArgs } from "./coordinator.ts";
 import { DerpRelay, type DerpMode } from "./derpRelay.ts";
@@ -132,6 +133,7 @@ export function providedSecrets(fleet: FleetSystem, o: { postgresPassword?: bool
   return [
     "noise-key",
     "derp-key",
+    NOISE_PUBLIC_KEY_REF,
     ...(o.postgresPassword ? POSTGRES_SECRET_REFS : []),
     ...(o.oidcClientSecret ? [OIDC_SECRET_REF] : []),
     ...fleet.preAuthKeys.map((k) => `preauth:${k.host}`),
@@ -237,6 +239,8 @@ export class Mesh extends pulumi.ComponentResource {
     const keys: Record<string, pulumi.Output<string>> = {
       "noise-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "noise"))),
       "derp-key": pulumi.secret(seed.apply((s) => derivePrivateKey(s, "derp"))),
+      // Public, but derived from the seed: each node's tailscaled restarts when it changes (modules/tailscale.ts).
+      [NOISE_PUBLIC_KEY_REF]: pulumi.secret(seed.apply((s) => publicKeyOf(derivePrivateKey(s, "noise")))),
     };
     if (args.headscalePostgresPassword !== undefined) {
       const pw = pulumi.secret(args.headscalePostgresPassword).apply((v) => {

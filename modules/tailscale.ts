@@ -11,6 +11,44 @@ import type { TailscaleSettings } from "../core/types.ts";
 import { tailscaleSetFlags, tailscaleUpFlags } from "../contract/tailscale.ts";
 
 export const AUTH_KEY_FILE = "/var/lib/meshfleet/secrets/tailscale-authkey";
+/**
+ * The coordinator's Noise public key as this generation knows it (derived
+ * from keySeed, filled in at deploy as the `noise-public-key` secret ref).
+ * tailscaled's control client keeps the key it fetched at start for as long
+ * as it runs, so a new key (keySeed rotated) must restart it: the file is a
+ * restart trigger of tailscaled.service.
+ */
+export const CONTROL_KEY_FILE = "/var/lib/meshfleet/secrets/control-noise-key.pub";
+/** Run before tailscaled starts: waits (at most 60 s) while the control server still presents another Noise key. */
+export const CONTROL_KEY_WAIT = "/usr/local/lib/meshfleet/control-key-wait.mjs";
+export const NOISE_PUBLIC_KEY_REF = "noise-public-key";
+
+/**
+ * Node script for ExecStartPre: during a rotation the nodes may switch before
+ * the coordinator's headscale restarts with the new key, and a tailscaled
+ * started then would fetch the old key and keep it. Never fails the start:
+ * an unreachable server or a timeout starts tailscaled all the same.
+ */
+export const CONTROL_KEY_WAIT_SCRIPT = [
+  "// meshfleet: wait until the control server presents the Noise key this generation expects (at most 60 s).",
+  'import { readFileSync } from "node:fs";',
+  "const [url, file] = process.argv.slice(2);",
+  "let want;",
+  'try { want = "mkey:" + readFileSync(file, "utf8").trim(); } catch { process.exit(0); }',
+  "const end = Date.now() + 60000;",
+  "for (;;) {",
+  '  let got = "";',
+  "  try {",
+  '    const r = await fetch(new URL("/key?v=130", url), { signal: AbortSignal.timeout(3000) });',
+  '    if (r.ok) got = String((await r.json()).publicKey ?? "");',
+  "  } catch {}",
+  '  if (got === "") { console.log("control server not answering its /key: starting tailscaled"); process.exit(0); }',
+  '  if (got === want) { console.log("control server presents the expected Noise key"); process.exit(0); }',
+  '  if (Date.now() > end) { console.log("control server still presents another Noise key after 60 s: starting tailscaled anyway"); process.exit(0); }',
+  "  await new Promise((r) => setTimeout(r, 1000));",
+  "}",
+  "",
+].join("\n");
 
 export const tailscaleOptions = z
   .object({
@@ -130,6 +168,10 @@ export const tailscaleModule = defineModule({
     const agent = ctx.self.config.agent;
     const user = o.user;
     const expiration = o.authKey.expiration || ctx.fleet.preAuthKeyExpiration;
+    // Only a keySeed-derived key can change under a node: an adopted key (headscale.adopt) stays, and a
+    // coordinator meshfleet does not run has keys of its own.
+    const coordHs = ctx.hosts[ctx.fleet.coordinator.host]?.config.headscale;
+    const controlKey = !!coordHs?.enable && !coordHs.adopt.enable && (o.loginServer === "" || o.loginServer === ctx.fleet.coordinator.serverUrl);
     const env = { TS_NO_LOGS_NO_SUPPORT: "true", ...o.environment };
     const routes = advertisedRoutes(o);
     const settings: Omit<TailscaleSettings, "upArgs" | "setArgs"> = {
@@ -151,7 +193,15 @@ export const tailscaleModule = defineModule({
     return {
       tailscale: { ...settings, upArgs: tailscaleUpFlags(flagsOf(settings)), setArgs: tailscaleSetFlags(flagsOf(settings)) },
       files: agent
-        ? [{ path: AUTH_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: `preauth:${ctx.host}` }]
+        ? [
+            { path: AUTH_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: `preauth:${ctx.host}` },
+            ...(controlKey
+              ? [
+                  { path: CONTROL_KEY_FILE, content: "", mode: "0600", owner: "root", group: "root", secret: true, secretRef: NOISE_PUBLIC_KEY_REF },
+                  { path: CONTROL_KEY_WAIT, content: CONTROL_KEY_WAIT_SCRIPT, mode: "0644", owner: "root", group: "root" },
+                ]
+              : []),
+          ]
         : [],
       units: agent
         ? [{
@@ -165,6 +215,7 @@ export const tailscaleModule = defineModule({
               "",
               "[Service]",
               ...Object.entries(env).sort().map(([k, v]) => systemdEnvironment(k, v)),
+              ...(controlKey ? [`ExecStartPre=-/usr/bin/env node --use-openssl-ca ${CONTROL_KEY_WAIT} ${settings.loginServer} ${CONTROL_KEY_FILE}`] : []),
               `ExecStart=${o.tailscaledPath} --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${o.port}`,
               `ExecStopPost=${o.tailscaledPath} --cleanup`,
               "Restart=on-failure",
@@ -178,6 +229,7 @@ export const tailscaleModule = defineModule({
               "WantedBy=multi-user.target",
               "",
             ].join("\n"),
+            ...(controlKey ? { restartTriggers: [CONTROL_KEY_FILE] } : {}),
           }]
         : [],
       inbound: o.openFirewall && agent ? [{ proto: "udp", port: o.port, from: [], owner: "tailscale", comment: "tailscale wireguard" }] : [],

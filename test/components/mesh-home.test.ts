@@ -12,7 +12,7 @@ import { secretRefs } from "../../core/index.ts";
 import { renderHost } from "../../core/render.ts";
 import { bundleSummary } from "../../provider/summary.ts";
 import type { FleetSystem } from "../../core/types.ts";
-import { derivePrivateKey } from "../../core/keys.ts";
+import { derivePrivateKey, publicKeyOf } from "../../core/keys.ts";
 import { installMocks, isSecret, settle, valueOf, type Recorder } from "./harness.ts";
 import { evaluateStack, fakeAgentFile, fakeHeadscale, hostKeyOf, KEY_SEED, knownHostsFile, SSH_KEY } from "./fixtures.ts";
 
@@ -181,8 +181,8 @@ describe("home fleet: the Proxmox CT, the generation and headscale", () => {
     expect(JSON.stringify(g.raw.bundle)).toContain("1b47061264138c4ac30d75fd1eb44270");
     const bundle = JSON.parse(g.inputs.bundle);
     const key = rec.byName("home-key-lxc-tailscale-key").state.key as string;
-    expect(bundle).toEqual(renderHost(host, { "preauth:lxc-tailscale": key }));
-    expect(secretRefs(host)).toEqual(["preauth:lxc-tailscale"]);
+    expect(bundle).toEqual(renderHost(host, { "preauth:lxc-tailscale": key, "noise-public-key": publicKeyOf(derivePrivateKey(KEY_SEED, "noise")) }));
+    expect(secretRefs(host)).toEqual(["noise-public-key", "preauth:lxc-tailscale"]);
     // What preview --diff shows is in clear: paths, modes, digests; the key file's content is not there.
     const summary = bundleSummary(bundle);
     expect(g.inputs).toMatchObject(summary);
