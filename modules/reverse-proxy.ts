@@ -16,10 +16,13 @@ import { loopbackOf } from "./derp.ts";
 
 /** Let's Encrypt's production directory: where certificates come from unless reverse-proxy.acmeDirectory says otherwise. */
 export const LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
-/** certbot --webroot writes its http-01 answers here; nginx serves /.well-known/acme-challenge/ from it. */
-export const ACME_WEBROOT = "/var/lib/meshfleet/acme-webroot";
-/** nginx's certificate and key: links to certbot's live files, or to a self-signed placeholder until the first one is issued. */
-export const TLS_DIR = "/var/lib/meshfleet/tls";
+/**
+ * certbot --webroot writes its http-01 answers here; nginx's workers (www-data) serve
+ * /.well-known/acme-challenge/ from it, so it is outside the agent's 0700 /var/lib/meshfleet.
+ */
+export const ACME_WEBROOT = "/var/www/meshfleet-acme";
+/** nginx's certificate and key: links to certbot's live files, or to a self-signed placeholder until the first one is issued (writable by nginx's ExecStartPre under ProtectSystem=full). */
+export const TLS_DIR = "/var/lib/meshfleet-tls";
 /** The script behind nginx's certificate cycle (placeholder, issue, deploy). */
 export const CERTBOT_SCRIPT = "/usr/local/lib/meshfleet/certbot-nginx";
 export const CERT_UNIT = "meshfleet-certificate.service";
@@ -452,7 +455,10 @@ export function renderCertbotScript(s: ProxySite): string {
     `  echo "nginx: serving $(openssl x509 -noout -serial -in "$live/fullchain.pem")"`,
     "  ;;",
     "issue)",
-    '  mkdir -p "$webroot"',
+    "  # nginx must serve this config's challenge location: one started before it (by the package, or an older generation)",
+    "  # has not read it yet, and units restart in name order. Links first, or a reload that names them fails.",
+    '  "$0" placeholder',
+    "  systemctl reload-or-restart nginx.service",
     `  certbot certonly --non-interactive --agree-tos ${email} --server "$server" \\`,
     '    --webroot --webroot-path "$webroot" --cert-name "$domain" --domains "$domain" \\',
     `    --keep-until-expiring --deploy-hook ${shq(`${CERTBOT_SCRIPT} deploy`)}`,
