@@ -3,13 +3,18 @@
  * at 10,000 hosts, held to what the plain loops they replaced gave.
  * - Routes across routers: a sweep over the routes sorted by start instead of
  *   every pair; the diagnostics must be the pairwise loop's, in its order.
+ * - render without a hash (`meshfleet render`) keys its memo of accepted file
+ *   and unit lists without their texts: a list seen valid with other texts is
+ *   valid, and one whose item is not valid is still refused every time.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generateFleet } from "../../bench/eval-scale/generate.ts";
-import { evaluateFleet } from "../../core/index.ts";
+import { evaluateFleet, type HostSystem } from "../../core/index.ts";
+import { renderHost, renderHostBody } from "../../core/render.ts";
+import { secretRefs } from "../../core/bundle.ts";
 import { cidrsOverlap, parseCidr } from "../../core/schema-types.ts";
 import { REGISTRY } from "../../modules/index.ts";
 
@@ -69,5 +74,38 @@ describe("routes across routers", () => {
     const r = await evaluateFleet(REGISTRY, dir, "t");
     expect(r.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
     expect(Object.values(r.fleet!.hosts).filter((h) => h.tailscale.advertiseRoutes.length).length).toBe(199);
+  });
+});
+
+describe("render without a hash: file and unit lists memoised without their texts", () => {
+  const secretsOf = (h: HostSystem) => Object.fromEntries(secretRefs(h).map((k) => [k, `secret-${k}`]));
+  const body = (h: HostSystem) => renderHostBody(h, secretsOf(h));
+
+  it("other texts in a list seen valid: accepted, and the body carries this host's texts", async () => {
+    const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
+    const h = Object.values(r.fleet!.hosts).find((x) => x.files.some((f) => !f.secretRef) && x.units.length > 0)!;
+    body(h);
+    const file = h.files.find((f) => !f.secretRef)!;
+    const other: HostSystem = {
+      ...h,
+      files: h.files.map((f) => (f === file ? { ...f, content: "other text\n" } : f)),
+      units: h.units.map((u, i) => (i === 0 ? { ...u, content: u.content + "\n# other\n" } : u)),
+    };
+    const b = body(other);
+    expect(b.files.find((f) => f.path === file.path)!.content).toBe("other text\n");
+    expect(b.units.find((u) => u.name === h.units[0].name)!.content).toMatch(/# other\n$/);
+    // The sealed render of the same host agrees (its own full check and hash).
+    expect(renderHost(other, secretsOf(other)).files).toEqual(b.files);
+  });
+
+  it("an item whose content is not text, or that lacks it, is refused however often the list was seen valid", async () => {
+    const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
+    const h = Object.values(r.fleet!.hosts).find((x) => x.units.length > 0)!;
+    body(h);
+    body(h);
+    const notText: HostSystem = { ...h, units: h.units.map((u, i) => (i === 0 ? { ...u, content: 42 as unknown as string } : u)) };
+    const missing: HostSystem = { ...h, units: h.units.map((u, i) => { if (i !== 0) return u; const { content: _, ...rest } = u; return rest as typeof u; }) };
+    for (const bad of [notText, missing, notText]) expect(() => body(bad)).toThrow(/breaks the bundle contract/);
+    expect(() => body(h)).not.toThrow();
   });
 });
