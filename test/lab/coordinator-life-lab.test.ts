@@ -1,0 +1,206 @@
+/**
+ * Issue 15 items 5 and 6 on the real lab (MESHFLEET_LAB_E2E=1, root, tools
+ * built, headscale 0.29.1 included; in CI a missing prerequisite fails, never
+ * skips). Lab instance 3, with a copy of hosts/lab whose SSH addresses are
+ * instance 3's, whose coordinator runs the headscale binary meshfleet
+ * installs (meshfleet:headscaleBinaryPath -> /usr/local/bin/headscale), and
+ * which starts at headscale 0.29.1. `lab up` deploys it; `lab down` removes
+ * it afterwards.
+ *
+ * Everything goes through the CLI (`meshfleet up --stack lab --config-file …`):
+ *   - upgrade 0.29.1 -> 0.29.2: a backup, the new binary, the health check;
+ *     the nodes keep their IPs and routes, the laptop pings the nas through
+ *     the tunnel all along, and the deploy that follows is clean;
+ *   - a failing upgrade (a "0.29.3" binary that cannot serve): rolled back
+ *     to 0.29.2 and the database as it was; the nodes are unchanged, `up`
+ *     exits 1 naming the rollback;
+ *   - a downgrade to 0.29.1 without --force: refused, nothing changed;
+ *   - keys that expire: the laptop's node key is expired on headscale;
+ *     `status` names it EXPIRED, `up` makes it a new pre-auth key and the
+ *     agent logs it in again; then status lists nothing expired and the
+ *     laptop pings the nas again.
+ */
+import { execa } from "execa";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { collectStatus, statusLines } from "../../cli/commands/status.ts";
+import { newSession, openStackFleet } from "../../cli/fleet-hosts.ts";
+import { sshExec } from "../../lab/hosts/index.ts";
+import { labDown } from "../../lab/e2e/down.ts";
+import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
+import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { labUp } from "../../lab/e2e/up.ts";
+import { loadVersions } from "../../lab/tools/versions.ts";
+import { toolStatus } from "../../lab/tools/status.ts";
+import { skipUnlessCi } from "./ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "./harness.ts";
+
+const INSTANCE = 3;
+const p = e2ePaths(INSTANCE);
+const HOSTS = join(p.dir, `hosts-lab${INSTANCE}`);
+const HS = "/usr/local/bin/headscale -c /etc/headscale/config.yaml";
+const TS = "/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscale --socket=/run/tailscale/tailscaled.sock";
+const NAS = "192.168.8.10";
+const bin = (name: string) => {
+  const t = loadVersions().tools.find((x) => x.name === name);
+  return t ? toolStatus(t).binaries[0]?.path ?? null : null;
+};
+const NEW = bin("headscale");
+const OLD = bin("headscale-previous");
+
+const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/headscale$/m;
+
+/** hosts/lab with instance 3's addresses, headscale from /usr/local/bin (installed by meshfleet), at `version`. */
+function writeFleet(version: string, binaryPath: string): void {
+  writeLabFleet(INSTANCE, {
+    edit: (f, text) => {
+      if (f === "vps.yaml") {
+        expect(text).toMatch(PACKAGE);
+        return text.replace(PACKAGE, "  package: /usr/local/bin/headscale");
+      }
+      return f === "fleet.yaml" ? text.replace(/^  headscaleVersion: [\d.]+$/m, `  headscaleVersion: ${version}`) : text;
+    },
+    config: { "meshfleet:headscaleBinaryPath": binaryPath },
+  });
+}
+
+const on = labOn(INSTANCE);
+
+interface NodeRow {
+  id: number | string;
+  given_name: string;
+  ip_addresses: string[];
+  approved_routes?: string[];
+  online?: boolean;
+  expiry?: { seconds?: number | string };
+}
+const nodes = async () => (JSON.parse((await on("vps", `${HS} nodes list -o json`)) || "null") ?? []) as NodeRow[];
+const registration = (ns: NodeRow[]) => ns.map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const running = async () => (await on("vps", "/usr/local/bin/headscale version | head -n 1")).trim();
+
+describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.2 and 0.29.1 (headscale-previous) must be built: run `meshfleet tools build`")))(`coordinator life on lab instance ${INSTANCE}: upgrades with rollback, keys that expire`, () => {
+  const work = mkdtempSync(join(tmpdir(), "mf-life-lab-"));
+  const stateDir = join(work, "state");
+  let broughtUp = false;
+  const times: Record<string, number> = {};
+
+  const up = async (...extra: string[]) => {
+    const t0 = Date.now();
+    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", ...extra], {
+      cwd: REPO,
+      reject: false,
+      env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: stateDir },
+      timeout: 900_000,
+    });
+    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
+  };
+  const took = (out: string, what: string) => Number(new RegExp(`${what} took (\\d+) ms`).exec(out)?.[1] ?? NaN);
+
+  beforeAll(async () => {
+    // Always a fresh boot (lab down removes the instance's state, its config file too): the drill starts from 0.29.1.
+    await labDown({ instance: INSTANCE, log: () => {} }).catch(() => undefined);
+    writeFleet("0.29.1", OLD!);
+    const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true });
+    broughtUp = true;
+    if (!r.ok) throw new Error(`lab up --instance ${INSTANCE}: ${r.error}`);
+    expect(await running()).toBe("headscale version v0.29.1");
+  }, 1_800_000);
+
+  afterAll(async () => {
+    console.log(`coordinator life on lab ${INSTANCE}: ${JSON.stringify(times)}`);
+    if (broughtUp) await labDown({ instance: INSTANCE, log: () => {} });
+    rmSync(work, { recursive: true, force: true });
+  }, 600_000);
+
+  it("upgrade 0.29.1 -> 0.29.2 through `up`: backup, new binary, health check; nodes, IPs and routes kept; the tunnel keeps working", async () => {
+    const before = await nodes();
+    expect(before.length).toBeGreaterThanOrEqual(3);
+    const ping = sshExec("laptop", `ping -n -q -i 0.5 -W 2 -w 45 ${NAS}`, { instance: INSTANCE, timeoutMs: 90_000 });
+    writeFleet("0.29.2", NEW!);
+    const r = await up();
+    expect(r.code, r.out.slice(-3000)).toBe(0);
+    expect(r.out).toMatch(/vps: headscale 0\.29\.1 -> 0\.29\.2: backup, new binary, health check, rollback if it fails/);
+    expect(r.out).toMatch(/headscale: upgraded: headscale 0\.29\.1 -> 0\.29\.2, \d+ node\(s\); the old binary is kept as \/usr\/local\/bin\/headscale\.before-upgrade-\S+ and the database as \/var\/lib\/headscale\/db\.sqlite\.before-upgrade-/);
+    times.backupMs = took(r.out, "backup");
+    times.upgradeMs = took(r.out, "upgrade \\(new binary, start, healthy\\)");
+    times.upgradeUpMs = r.ms;
+    expect(await running()).toBe("headscale version v0.29.2");
+    expect(registration(await nodes())).toEqual(registration(before));
+    const pr = await ping;
+    const m = /(\d+) packets transmitted, (\d+) received/.exec(pr.stdout);
+    times.pingsSent = Number(m?.[1] ?? 0);
+    times.pingsGot = Number(m?.[2] ?? 0);
+    expect(times.pingsGot, pr.stdout).toBe(times.pingsSent);
+    // The next up has nothing to upgrade and nothing to change.
+    const again = await up("--expect-no-changes");
+    expect(again.code, again.out.slice(-2000)).toBe(0);
+    times.noopUpMs = again.ms;
+  }, 900_000);
+
+  it("a failing upgrade (a binary that cannot serve) is rolled back: 0.29.2 and its database as they were, nodes unchanged, `up` exits 1", async () => {
+    const before = await nodes();
+    const fake = join(work, "headscale-0.29.3");
+    writeFileSync(fake, '#!/bin/sh\ncase "$1" in version) echo "headscale version v0.29.3";; *) echo "headscale: cannot start (a test binary)" >&2; exit 1;; esac\n', { mode: 0o755 });
+    writeFleet("0.29.3", fake);
+    const r = await up();
+    expect(r.code, r.out.slice(-3000)).toBe(1);
+    expect(r.out).toMatch(/rolled back: headscale 0\.29\.3 did not come up healthy; 0\.29\.2 runs again on the database as it was before \(\d+ node\(s\)\)/);
+    expect(r.out).toMatch(/The deploy did not go on/);
+    times.rollbackMs = took(r.out, "rollback \\(old binary and database back, start, healthy\\)");
+    times.failedUpMs = r.ms;
+    expect(await running()).toBe("headscale version v0.29.2");
+    expect(registration(await nodes())).toEqual(registration(before));
+    expect((await on("vps", "systemctl is-active headscale")).trim()).toBe("active");
+    writeFleet("0.29.2", NEW!);
+  }, 900_000);
+
+  it("a downgrade without --force is refused, saying why; nothing changes", async () => {
+    writeFleet("0.29.1", OLD!);
+    const r = await up();
+    expect(r.code).toBe(1);
+    expect(r.out).toContain(`${join(HOSTS, "fleet.yaml")}: coordinator.headscaleVersion: expected 0.29.2 or newer (the coordinator runs headscale 0.29.2), found 0.29.1. headscale migrates its database forward only`);
+    expect(await running()).toBe("headscale version v0.29.2");
+    writeFleet("0.29.2", NEW!);
+  }, 300_000);
+
+  it("a node whose key expired: status names it, `up` logs it in again with a new pre-auth key", async () => {
+    const laptop = (await nodes()).find((n) => n.given_name === "laptop")!;
+    expect(laptop).toBeDefined();
+    await on("vps", `${HS} nodes expire -i ${laptop.id}`);
+    // The laptop learns it from its map: it must log in again.
+    let state = "";
+    for (let i = 0; i < 30; i++) {
+      state = (JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string }).BackendState;
+      if (state === "NeedsLogin") break;
+      await sleep(2000);
+    }
+    expect(state).toBe("NeedsLogin");
+    const session = newSession();
+    const a = await openStackFleet({ stack: STACK, configFile: p.stackConfig });
+    try {
+      const { status } = await collectStatus(a, session);
+      expect(status.expiring?.find((e) => e.host === "laptop"), statusLines(status).join("\n")).toMatchObject({ kind: "node key", expired: true, fix: "`meshfleet up` makes it a new pre-auth key and logs it in again" });
+      expect(statusLines(status).join("\n")).toMatch(/^EXPIRED: node key of laptop \(at .*\): `meshfleet up` makes it a new pre-auth key and logs it in again$/m);
+
+      const r = await up();
+      expect(r.code, r.out.slice(-3000)).toBe(0);
+      times.expiryFixUpMs = r.ms;
+      for (let i = 0; i < 30; i++) {
+        state = (JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string }).BackendState;
+        if (state === "Running") break;
+        await sleep(2000);
+      }
+      expect(state).toBe("Running");
+      const after = (await nodes()).filter((n) => n.given_name === "laptop");
+      expect(after.map((n) => [...n.ip_addresses].sort().join(","))).toEqual([[...laptop.ip_addresses].sort().join(",")]);
+      const { status: s2 } = await collectStatus(a, session);
+      expect(s2.expiring?.filter((e) => e.host === "laptop" && e.expired) ?? [], statusLines(s2).join("\n")).toEqual([]);
+      await on("laptop", `ping -n -q -c 3 -W 2 ${NAS}`);
+    } finally {
+      session.close();
+    }
+  }, 900_000);
+});
