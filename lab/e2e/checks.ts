@@ -14,6 +14,7 @@ import { deployChecks, labDeploy } from "./deploy-checks.ts";
 import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 import { lockoutCheck, noChangesCheck, outageCheck, preAuthKeyCheck } from "./hold-checks.ts";
 import { impostorCheck } from "./routed-checks.ts";
+import { approvalChecks, mssTransferCheck, type ApprovalVerdicts } from "./dataplane-checks.ts";
 
 export { labDeploy };
 
@@ -223,6 +224,9 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
       return r.code === 0 && /drop/.test(r.stdout) ? { ok: true, why: "table deleted, loaded again by the boot unit (tailnet chain present)" } : { ok: false, why: `exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 200)}` };
     });
 
+    // Issue 18 section 1: TCP through the router with path MTU discovery broken works only with the MSS clamp.
+    if (!opts.quick) await check("MSS clamp: 4 MiB NAS -> laptop through lxc-tailscale, its tailscale0 MTU lowered and frag-needed dropped, all arrive", () => mssTransferCheck(instance));
+
     // Relay, outage and reconnect checks need the peers; without them they would only wait out their timeouts.
     const needsMesh = (name: string) => check(name, async () => ({ ok: false, why: "not run: laptop does not see lxc-tailscale and vps (see the status check)" }));
     if (!opts.quick && !meshUp) {
@@ -284,6 +288,12 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
       await check("a second run makes no changes (meshfleet preview --expect-no-changes) and agent verify is clean on every host", () => noChangesCheck(instance));
 
       await check("an edited host file (a new advertised route): preview shows it, up applies it, headscale approves it", () => editedRouteCheck(instance));
+
+      // Issue 18 section 5: one edited deploy (and one back) covers the three reported approval cases.
+      let approvals: ApprovalVerdicts | undefined;
+      await check("route approvals, exit node: lxc-tailscale as an exit node gets 0.0.0.0/0 and ::/0 approved by meshfleet up, revoked once it leaves the fleet", async () => (approvals = await approvalChecks(instance)).exitNode);
+      await check("route approvals, tagged router: tag:router's routes approved, the new one revoked after", async () => approvals?.taggedRouter ?? { ok: false, why: "not run" });
+      await check("route approvals, route announced before the policy allowed it: approved once meshfleet up brings the policy", async () => approvals?.routeBeforePolicy ?? { ok: false, why: "not run" });
 
       await check("a replaced pre-auth key is refused by headscale (tailscale up --auth-key=<old key>)", () => preAuthKeyCheck(instance));
 
