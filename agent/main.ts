@@ -21,7 +21,10 @@ import {
 } from "./ops.ts";
 import { State } from "./state.ts";
 import { useTailscaleCli } from "./peers.ts";
-import { findDrift } from "./verify.ts";
+import { findDrift, sharingTailscaleStatus } from "./verify.ts";
+
+/** Printed by `confirm --status` before the status document (the provider's inspect.ts reads it). */
+const STATUS_MARK = "@@meshfleet-status@@";
 
 interface Command {
   usage: string;
@@ -60,10 +63,28 @@ state folder's incoming/ is deleted once read.
     },
   },
   confirm: {
-    usage: "confirm [HASH]",
+    usage: "confirm [HASH] [--status]",
     summary: "keep the generation a guarded switch activated",
-    help: "Stops the lockout guard of the last `switch --confirm-timeout`, keeping its generation.\nWith HASH (a bundle hash), fails unless that generation is the current one (the guard may have rolled it back).\nWithout HASH, fails when the guard already rolled the last switch back.",
-    run: (ctx, args) => doConfirm(ctx, args[0]),
+    help: `Stops the lockout guard of the last \`switch --confirm-timeout\`, keeping its generation.
+With HASH (a bundle hash), fails unless that generation is the current one (the guard may have rolled it back).
+Without HASH, fails when the guard already rolled the last switch back.
+  --status   once confirmed, print a line ${STATUS_MARK} and then what
+             \`status --json --verify\` prints, from the same process (the deploy
+             reads the host with the confirm's own connection). The exit code is
+             the confirm's: a status that cannot be read says so on stderr only.`,
+    run: (ctx, args, flags) => {
+      const code = doConfirm(ctx, args[0]);
+      if (code !== 0 || !flags.has("status")) return code;
+      try {
+        const doc = statusReport(ctx, true);
+        ctx.log(STATUS_MARK);
+        ctx.log(JSON.stringify(doc, null, 2));
+      } catch (e) {
+        // The generation is confirmed whatever happens here: the deploy reads the status again.
+        process.stderr.write(`meshfleet-agent: confirmed, but the status could not be read: ${(e as Error).message}\n`);
+      }
+      return code;
+    },
   },
   rollback: {
     usage: "rollback [N] [--confirm-timeout S]",
@@ -75,31 +96,19 @@ state folder's incoming/ is deleted once read.
     usage: "status [--json] [--verify]",
     summary: "show the current generation, a pending confirm and the last switch",
     help: "Prints the current generation, whether it awaits confirm, and the last switch's result.\nWith --verify, also what `verify` finds (one process for both: `meshfleet status` reads a host with one call).",
-    run: (ctx, _a, flags) =>
-      withRecovery(ctx, false, () => {
-        const g = loadCurrent(ctx);
-        const p = ctx.state.pending();
-        const last = ctx.state.lastSwitch();
-        const j = ctx.state.journal();
-        const s = {
-          host: g.n ? g.bundle.host : null,
-          generation: g.n,
-          hash: g.n ? g.bundle.hash : null,
-          createdAt: g.n ? g.meta.createdAt : null,
-          pendingConfirm: p ? { generation: p.generation, previous: p.previous, secondsLeft: Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) } : null,
-          lastSwitch: last,
-          interrupted: j,
-          ...(flags.has("verify") ? { verify: verifyReport(ctx, g) } : {}),
-        };
-        if (flags.has("json")) ctx.log(JSON.stringify(s, null, 2));
-        else {
-          ctx.log(g.n ? `host ${s.host}: generation ${g.n} (bundle ${g.bundle.hash.slice(0, 12)}, created ${g.meta.createdAt})` : "no generation is active");
-          if (p) ctx.log(`awaiting confirm of generation ${p.generation}: ${s.pendingConfirm!.secondsLeft}s left, else rollback to ${p.previous}`);
-          if (last) ctx.log(`last switch: generation ${last.generation} ${last.success ? "succeeded" : `failed (${last.error})`} at ${new Date(last.timestamp).toISOString()}`);
-          if (s.verify) ctx.log(s.verify.clean ? "no drift" : `${s.verify.drift.length} drift item(s): ${s.verify.drift.map((d) => `${d.kind} ${d.subject}`).join(", ")}`);
-        }
-        return 0;
-      }),
+    run: (ctx, _a, flags) => {
+      const s = statusReport(ctx, flags.has("verify"));
+      if (flags.has("json")) ctx.log(JSON.stringify(s, null, 2));
+      else {
+        ctx.log(s.generation ? `host ${s.host}: generation ${s.generation} (bundle ${s.hash!.slice(0, 12)}, created ${s.createdAt})` : "no generation is active");
+        const p = s.pendingConfirm;
+        if (p) ctx.log(`awaiting confirm of generation ${p.generation}: ${p.secondsLeft}s left, else rollback to ${p.previous}`);
+        const last = s.lastSwitch;
+        if (last) ctx.log(`last switch: generation ${last.generation} ${last.success ? "succeeded" : `failed (${last.error})`} at ${new Date(last.timestamp).toISOString()}`);
+        if (s.verify) ctx.log(s.verify.clean ? "no drift" : `${s.verify.drift.length} drift item(s): ${s.verify.drift.map((d) => `${d.kind} ${d.subject}`).join(", ")}`);
+      }
+      return 0;
+    },
   },
   verify: {
     usage: "verify [--json]",
@@ -246,11 +255,30 @@ function mainHelp(): string {
   ].join("\n");
 }
 
+/** What `status --json` prints (with `verify` embedded when asked). */
+function statusReport(ctx: Ctx, withVerify: boolean) {
+  return withRecovery(ctx, false, () => {
+    const g = loadCurrent(ctx);
+    const p = ctx.state.pending();
+    return {
+      host: g.n ? g.bundle.host : null,
+      generation: g.n,
+      hash: g.n ? g.bundle.hash : null,
+      createdAt: g.n ? g.meta.createdAt : null,
+      pendingConfirm: p ? { generation: p.generation, previous: p.previous, secondsLeft: Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) } : null,
+      lastSwitch: ctx.state.lastSwitch(),
+      interrupted: ctx.state.journal(),
+      ...(withVerify ? { verify: verifyReport(ctx, g) } : {}),
+    };
+  });
+}
+
 /** What `verify` reports (and `status --verify` embeds); the metrics are refreshed as a side output. */
 function verifyReport(ctx: Ctx, g: ReturnType<typeof loadCurrent>) {
-  const drift = findDrift(ctx.host, g);
+  const c: Ctx = { ...ctx, host: sharingTailscaleStatus(ctx.host) };
+  const drift = findDrift(c.host, g);
   try {
-    refreshMetrics(ctx, drift.length);
+    refreshMetrics(c, drift.length);
   } catch {
     // metrics are a side output of verify; the verdict stands without them
   }

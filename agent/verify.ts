@@ -4,7 +4,7 @@
  */
 import { sha256 } from "../contract/bundle.ts";
 import { NFT_TABLE_REF, nftComparable } from "../contract/nftables.ts";
-import type { Host } from "./host.ts";
+import type { Host, RunResult } from "./host.ts";
 import { rulesetOf } from "./legacy.ts";
 import { dynamicSetNames } from "./peers.ts";
 import { desiredFiles, foreignDropins, normalizeSysctl } from "./desired.ts";
@@ -54,13 +54,13 @@ export function findDrift(host: Host, g: Generation): Drift[] {
   const owned = new Set(desiredFiles(g.bundle).map((f) => f.path));
   for (const d of foreignDropins((dir) => host.listDir(dir), g.bundle.units, owned))
     out.push({ kind: "unit", subject: d.unit, detail: `drop-in ${d.path} is not in the bundle (it can change what the unit runs, and as whom)` });
-  for (const u of g.bundle.units) {
-    if (!u.enable) continue;
-    const enabled = host.systemctl(["is-enabled", u.name]).stdout.trim();
-    if (enabled !== "enabled") out.push({ kind: "unit", subject: u.name, detail: `is ${enabled || "unknown"}, expected enabled` });
-    const active = host.systemctl(["is-active", u.name]).stdout.trim();
-    if (active !== "active") out.push({ kind: "unit", subject: u.name, detail: `is ${active || "unknown"}, expected active` });
-  }
+  const names = g.bundle.units.filter((u) => u.enable).map((u) => u.name);
+  const enabled = unitAnswers(host, "is-enabled", names);
+  const active = unitAnswers(host, "is-active", names);
+  names.forEach((name, i) => {
+    if (enabled[i] !== "enabled") out.push({ kind: "unit", subject: name, detail: `is ${enabled[i] || "unknown"}, expected enabled` });
+    if (active[i] !== "active") out.push({ kind: "unit", subject: name, detail: `is ${active[i] || "unknown"}, expected active` });
+  });
   out.push(...composeDrift(host, g.bundle));
   if (g.bundle.tailscale) {
     const r = host.tailscale(["debug", "prefs"], 10_000);
@@ -81,4 +81,31 @@ export function findDrift(host: Host, g: Generation): Drift[] {
     if (status) for (const d of tagsDrift(g.bundle.tailscale, status)) out.push({ kind: "tailscale", subject: "node", detail: d });
   }
   return out;
+}
+
+/**
+ * `systemctl is-enabled|is-active` of every unit in one call (one line per
+ * unit, in order): each systemctl start costs the host a process and systemd
+ * a D-Bus call. systemd 252's is-enabled stops at a unit it cannot find, so
+ * an answer without one line per unit is asked again unit by unit.
+ */
+export function unitAnswers(host: Host, verb: "is-enabled" | "is-active", names: string[]): string[] {
+  if (names.length === 0) return [];
+  const one = (name: string) => host.systemctl([verb, name]).stdout.trim();
+  if (names.length === 1) return [one(names[0])];
+  const lines = host.systemctl([verb, ...names]).stdout.replace(/\n$/, "").split("\n").map((l) => l.trim());
+  return lines.length === names.length ? lines : names.map(one);
+}
+
+/**
+ * The host with `tailscale status --json` asked at most once: verify's tag
+ * check and the metrics it refreshes read the same answer (each call also
+ * has tailscaled marshal the whole netmap).
+ */
+export function sharingTailscaleStatus(host: Host): Host {
+  let status: RunResult | undefined;
+  return {
+    ...host,
+    tailscale: (args, timeoutMs) => (args.length === 2 && args[0] === "status" && args[1] === "--json" ? (status ??= host.tailscale(args, timeoutMs)) : host.tailscale(args, timeoutMs)),
+  };
 }

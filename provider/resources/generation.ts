@@ -4,9 +4,9 @@
  * create/update: push the agent when its sha256 differs from the host's copy,
  * send the bundle on stdin and `switch` with the lockout guard armed (one
  * round trip with the preparation when the agent is already there), then
- * `confirm <hash>` over a NEW ssh connection (a switch that cut SSH is rolled
- * back by the host itself) while `status` and `verify` run over the run's
- * shared one. A guard that rolled back, or a confirm that came too late,
+ * `confirm <hash> --status` over a NEW ssh connection (a switch that cut SSH
+ * is rolled back by the host itself), whose process then prints the status
+ * and what `verify` finds. A guard that rolled back, or a confirm that came too late,
  * fails the deploy naming the host; the confirm is not retried past the
  * guard's window, so that failure comes when the window closes.
  * diff: per file (path, mode, owner, digest), per unit, sysctl key, firewall
@@ -24,7 +24,7 @@ import { connectionProblems, session, type RunOptions, type RunResult } from "..
 import type { DriftItem, FileSummary, GenerationInputs, GenerationOutputs, SshConnection, AgentSpec } from "../types.ts";
 import { deepEqual, keyPath, ProviderError, recordDiff, unwrapSecrets, type DetailedDiffResult, type DiffKind } from "../wire.ts";
 import { isUnknown, type ResourceHandler, type CheckFailure } from "./common.ts";
-import { agentCmd, inspectScript, parseInspect, type AgentStatus } from "./inspect.ts";
+import { agentCmd, confirmScript, inspectScript, parseInspect, statusAfterMark, type AgentStatus } from "./inspect.ts";
 import { rebootAndCheck } from "./reboot.ts";
 
 export { inspectScript, parseInspect, type AgentStatus } from "./inspect.ts";
@@ -123,6 +123,8 @@ export function markDrift(o: GenerationOutputs, drift: DriftItem[]): GenerationO
   for (const f of Object.values(files)) if (f.drift === undefined) delete f.drift;
   return { ...o, files, units, sysctl, firewall, tailscale, hash, drift };
 }
+
+const clip = (t: string) => t.trim().replace(/\s+/g, " ").slice(0, 200) || "no output";
 
 function runFailure(host: string, step: string, r: RunResult): ProviderError {
   const why = (r.stderr || r.stdout).trim().split("\n").slice(-6).join("\n    ");
@@ -277,20 +279,17 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
   // The guard was armed during the switch, so its window has closed by `until`: dialing after that
   // can only reach the rolled-back host, and would hold the failure back by a dial's retries.
   const until = Date.now() + n.confirmTimeoutSeconds * 1000;
-  // status and verify read the active generation (confirmed or not), so they run over the run's
-  // shared connection while the confirm dials: one dial, no retries, and nobody waits for them on a
-  // lockout. The new connection carries the confirm alone.
-  const inspect = inspectScript(n.agent);
-  const inspecting = run(inspect, "status + verify (while the confirm runs)", { attempts: 1, until });
+  // The confirm's own process then prints the status and what verify finds (`confirm --status`):
+  // read after the confirm, in the process the confirm started anyway, so a switch costs the host
+  // two agent processes (switch, confirm) and one session on the shared connection.
   let conf: RunResult;
   try {
-    conf = await run(agentCmd(n.agent, ["confirm", n.hash]), `confirm ${n.hash.slice(0, 12)}`, { fresh: true, until });
+    conf = await run(confirmScript(n.agent, n.hash), `confirm ${n.hash.slice(0, 12)} + status + verify`, { fresh: true, until });
   } catch (e) {
     // A refused login or host key after the switch is a lockout like a refused dial.
     conf = { code: 255, stdout: "", stderr: (e as Error).message };
   }
   if (conf.code !== 0) {
-    inspecting.catch(() => {});
     const why = (conf.stderr || conf.stdout).trim().split("\n").slice(-3).join(" ");
     throw new ProviderError(
       conf.code !== 255
@@ -300,13 +299,15 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
           : `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: a new SSH connection after the switch failed (${why}); the host's lockout guard rolls it back to its previous generation within ${n.confirmTimeoutSeconds}s`,
     );
   }
-  let ins = await inspecting.catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
-  // The shared connection failed where the new one worked: ask again, patiently.
-  if (ins.code !== 0) ins = await run(inspect, "status + verify");
+  // Confirmed. A status the confirm could not print (it says so on stderr) is asked for again.
+  let ins: RunResult = { code: 0, stdout: statusAfterMark(conf.stdout) ?? "", stderr: "" };
+  if (!ins.stdout.trim()) {
+    log(`host ${host}: the confirm printed no status (${clip(conf.stderr)}); asking again`);
+    ins = await run(inspectScript(n.agent), "status + verify");
+  }
   if (ins.code !== 0) throw runFailure(host, "reading the agent's status and verify after the confirm", ins);
   const read = parseInspect(host, ins.stdout);
-  // Read while the confirm ran: `confirm <hash>` succeeded, so that generation is current and
-  // nothing awaits confirmation any more, whichever of the two came first.
+  // `confirm <hash>` succeeded, so that generation is current and nothing awaits confirmation.
   const status: AgentStatus = { ...read.status, pendingConfirm: null };
   const statusText = JSON.stringify(status, null, 2);
   const drift = read.drift;

@@ -1,7 +1,9 @@
 /**
- * Reading a host's agent over one SSH call: `status --json` and
- * `verify --json` side by side, and their output parsed. Shared by the
- * Generation resource (refresh, confirm) and the reboot check.
+ * Reading a host's agent: its status and what `verify` finds, from one agent
+ * process (`status --json --verify`), and that output parsed. Shared by the
+ * Generation resource (refresh, the confirm's fallback) and the reboot check.
+ * The confirm of a switch prints the same document after STATUS_MARK
+ * (`confirm HASH --status`), so a switch costs the host two agent processes.
  */
 import { shq } from "../quote.ts";
 import type { AgentSpec, DriftItem } from "../types.ts";
@@ -9,24 +11,25 @@ import { ProviderError } from "../wire.ts";
 
 export const agentCmd = (a: AgentSpec, args: string[]) => [shq(a.node), shq(a.remotePath), ...args.map(shq)].join(" ");
 
+/** Between status and verify in the two-process form (still parsed: the reboot check's older tests and hosts). */
 const VERIFY_MARK = "@@meshfleet-verify@@";
+/** What `confirm --status` prints before the status document (agent/main.ts). */
+export const STATUS_MARK = "@@meshfleet-status@@";
 
-/**
- * status --json, then verify --json (exit 1 on drift is an answer, not a
- * failure). Both only read, so they run side by side; the output keeps
- * that order.
- */
+/** status and verify in one agent process (verify's exit code on drift does not apply: status exits 0). */
 export function inspectScript(a: AgentSpec): string {
-  return [
-    `d=$(mktemp -d) || exit 1`,
-    `${agentCmd(a, ["status", "--json"])} > "$d/status" &`,
-    `${agentCmd(a, ["verify", "--json"])} > "$d/verify" || true`,
-    `wait`,
-    `cat "$d/status"`,
-    `echo ${VERIFY_MARK}`,
-    `cat "$d/verify"`,
-    `rm -rf "$d"`,
-  ].join("\n");
+  return agentCmd(a, ["status", "--json", "--verify"]);
+}
+
+/** The confirm of a switch, with the status document after it from the same process. */
+export function confirmScript(a: AgentSpec, hash: string): string {
+  return agentCmd(a, ["confirm", hash, "--status"]);
+}
+
+/** The status document `confirm --status` printed after its mark, or null when it printed none. */
+export function statusAfterMark(stdout: string): string | null {
+  const i = stdout.indexOf(`${STATUS_MARK}\n`);
+  return i < 0 ? null : stdout.slice(i + STATUS_MARK.length + 1);
 }
 
 export interface AgentStatus {
@@ -37,20 +40,37 @@ export interface AgentStatus {
   lastSwitch: { success: boolean; generation: number; error?: string } | null;
 }
 
+/**
+ * `status --json --verify` (one document, verify embedded), or the older
+ * two-process form: status, VERIFY_MARK, verify. statusText is the status
+ * without the verify report.
+ */
 export function parseInspect(host: string, stdout: string): { status: AgentStatus; statusText: string; drift: DriftItem[] } {
-  const [statusText, verifyText = ""] = stdout.split(VERIFY_MARK);
-  let status: AgentStatus;
+  const twoPart = stdout.includes(VERIFY_MARK);
+  const [statusPart, verifyPart = ""] = twoPart ? stdout.split(VERIFY_MARK) : [stdout];
+  let doc: AgentStatus & { verify?: unknown };
   try {
-    status = JSON.parse(statusText.replace(/^note: .*$/gm, ""));
+    doc = JSON.parse(statusPart.replace(/^note: .*$/gm, ""));
   } catch {
-    throw new ProviderError(`host ${host}: the agent's \`status --json\` did not print JSON: ${JSON.stringify(statusText.trim().slice(0, 200))}`);
+    throw new ProviderError(`host ${host}: the agent's \`status --json\` did not print JSON: ${JSON.stringify(statusPart.trim().slice(0, 200))}`);
   }
-  let drift: DriftItem[] = [];
-  try {
-    const v = JSON.parse(verifyText.replace(/^note: .*$/gm, ""));
-    drift = Array.isArray(v?.drift) ? v.drift.map((d: DriftItem) => ({ kind: String(d.kind), subject: String(d.subject), detail: String(d.detail) })) : [];
-  } catch {
-    drift = [{ kind: "agent", subject: "verify", detail: `verify did not answer in JSON: ${verifyText.trim().slice(0, 120)}` }];
+  let v: unknown = doc?.verify;
+  let verifyText = v === undefined ? "(none)" : JSON.stringify(v);
+  if (twoPart) {
+    verifyText = verifyPart.trim();
+    try {
+      v = JSON.parse(verifyPart.replace(/^note: .*$/gm, ""));
+    } catch {
+      v = undefined;
+    }
   }
-  return { status, statusText: statusText.trim(), drift };
+  const { verify: _v, ...status } = doc;
+  const list = (v as { drift?: unknown } | undefined)?.drift;
+  const drift: DriftItem[] =
+    v === undefined || v === null
+      ? [{ kind: "agent", subject: "verify", detail: `verify did not answer in JSON: ${verifyText.slice(0, 120)}` }]
+      : Array.isArray(list)
+        ? list.map((d: DriftItem) => ({ kind: String(d.kind), subject: String(d.subject), detail: String(d.detail) }))
+        : [];
+  return { status, statusText: twoPart ? statusPart.trim() : JSON.stringify(status, null, 2), drift };
 }

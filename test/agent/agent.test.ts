@@ -196,6 +196,33 @@ describe("repair and confirm by hash (the provider's update and create)", () => 
     expect(wrong.stderr).toContain(`generation ffffffffffff is not current (generation 1 ${b.hash.slice(0, 12)} is)`);
     expect(agent(root, ["confirm", b.hash]).code).toBe(0);
   });
+
+  it("confirm HASH --status confirms, then prints status and verify from the same process (after the mark); a refused confirm prints neither", () => {
+    const root = tempRoot();
+    const b = gen1();
+    expect(agent(root, ["switch", writeBundle(root, b), "--confirm-timeout", "300"]).code).toBe(0);
+    // Drift made while the confirm is pending: the report after the confirm must show it.
+    fs.chmodSync(path.join(root, "etc/app/app.conf"), 0o666);
+    const wrong = agent(root, ["confirm", "f".repeat(64), "--status"]);
+    expect(wrong.code).toBe(1);
+    expect(wrong.stdout).not.toContain("@@meshfleet-status@@");
+    const c = agent(root, ["confirm", b.hash, "--status"]);
+    expect(c.code, c.stderr).toBe(0);
+    const [before, after] = c.stdout.split("@@meshfleet-status@@\n");
+    expect(before).toMatch(/generation 1 \(bundle [0-9a-f]{12}\) confirmed/);
+    const doc = JSON.parse(after!);
+    // Read after the confirm: nothing awaits confirmation any more.
+    expect(doc).toMatchObject({ generation: 1, hash: b.hash, pendingConfirm: null });
+    expect(doc.verify.drift.map((d: { kind: string; subject: string; detail: string }) => `${d.kind} ${d.subject}: ${d.detail}`)).toEqual([
+      "file /etc/app/app.conf: mode is 0666, expected 0644",
+    ]);
+    // The same document status --json --verify prints.
+    const sv = JSON.parse(agent(root, ["status", "--json", "--verify"]).stdout);
+    expect(doc.verify).toEqual(sv.verify);
+    expect(Object.keys(doc)).toEqual(Object.keys(sv));
+    // Nothing pending now: the guard was stopped by the confirm.
+    expect(JSON.parse(agent(root, ["status", "--json"]).stdout).pendingConfirm).toBeNull();
+  });
 });
 
 describe("verify and diff", () => {
@@ -439,6 +466,51 @@ describe("metrics", () => {
     fs.writeFileSync(path.join(root, "etc/x"), "drifted");
     expect(agent(root, ["verify"]).code).toBe(1);
     expect(read(root, "var/lib/prometheus/node-exporter/meshfleet.prom")).toMatch(/^meshfleet_drift 1$/m);
+  });
+});
+
+describe("what verify costs the host", () => {
+  const two = () =>
+    bundle({
+      files: [file("/etc/x", "1")],
+      units: [
+        { name: "app.service", content: UNIT, enable: true },
+        { name: "extra.service", content: "[Service]\nExecStart=/bin/true\n", enable: true },
+      ],
+      tailscale: tailscaleConfig(),
+      metrics: { enable: true, textfileDir: "/var/lib/prometheus/node-exporter" },
+    });
+  const verifyCalls = (root: string) => {
+    fs.writeFileSync(path.join(root, "sim/calls.log"), "");
+    const r = agent(root, ["verify", "--json"]);
+    return { r, calls: fs.readFileSync(path.join(root, "sim/calls.log"), "utf8").trim().split("\n") };
+  };
+
+  it("one systemctl call per question for all units, and tailscale status asked once for the tags and the metrics", () => {
+    const root = tempRoot();
+    fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running", Self: { Tags: null }, Peer: {} }));
+    expect(agent(root, ["switch", writeBundle(root, two())]).code).toBe(0);
+    fs.writeFileSync(path.join(root, "sim/active"), "app.service\n");
+    const { r, calls } = verifyCalls(root);
+    expect(calls.filter((c) => c.startsWith("systemctl "))).toEqual(["systemctl is-enabled app.service extra.service", "systemctl is-active app.service extra.service"]);
+    expect(calls.filter((c) => c === "tailscale status --json")).toHaveLength(1);
+    // The answers land on the right units.
+    expect(JSON.parse(r.stdout).drift.filter((d: { kind: string }) => d.kind === "unit")).toEqual([{ kind: "unit", subject: "extra.service", detail: "is inactive, expected active" }]);
+    expect(read(root, "var/lib/prometheus/node-exporter/meshfleet.prom")).toMatch(/^tailscale_backend_running 1$/m);
+  });
+
+  it("a unit systemctl cannot find (is-enabled stops there) is asked again unit by unit and reported", () => {
+    const root = tempRoot();
+    expect(agent(root, ["switch", writeBundle(root, two())]).code).toBe(0);
+    fs.writeFileSync(path.join(root, "sim/missing"), "app.service\n");
+    const { r, calls } = verifyCalls(root);
+    expect(calls.filter((c) => c.startsWith("systemctl is-enabled"))).toEqual([
+      "systemctl is-enabled app.service extra.service",
+      "systemctl is-enabled app.service",
+      "systemctl is-enabled extra.service",
+    ]);
+    const units = JSON.parse(r.stdout).drift.filter((d: { kind: string }) => d.kind === "unit");
+    expect(units).toEqual([{ kind: "unit", subject: "app.service", detail: "is unknown, expected enabled" }]);
   });
 });
 

@@ -112,8 +112,10 @@ export function sim(root = simRoot()): Sim {
     systemctl(args) {
       s.calls.push(`systemctl ${args.join(" ")}`);
       const [verb, unit] = args;
-      if (verb === "is-active") return s.active.has(unit) ? ok("active\n") : { code: 3, stdout: "inactive\n", stderr: "", timedOut: false };
-      if (verb === "is-enabled") return s.enabled.has(unit) ? ok("enabled\n") : { code: 1, stdout: "disabled\n", stderr: "", timedOut: false };
+      // One line per unit, as systemctl prints them.
+      const units = args.slice(1);
+      if (verb === "is-active") return { code: units.some((u) => s.active.has(u)) ? 0 : 3, stdout: units.map((u) => (s.active.has(u) ? "active\n" : "inactive\n")).join(""), stderr: "", timedOut: false };
+      if (verb === "is-enabled") return { code: units.some((u) => s.enabled.has(u)) ? 0 : 1, stdout: units.map((u) => (s.enabled.has(u) ? "enabled\n" : "disabled\n")).join(""), stderr: "", timedOut: false };
       if (s.failVerbs.has(verb) || ((verb === "restart" || verb === "enable") && s.failUnits.has(unit)))
         return { code: 1, stdout: "", stderr: `Job for ${unit} failed.\nSee "systemctl status ${unit}" for details.`, timedOut: false };
       if (verb === "enable") s.enabled.add(unit);

@@ -329,14 +329,69 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     expect(String(err)).toMatch(
       /^Error: host router: generation [0-9a-f]{12} could not be confirmed: no new SSH connection got through in the lockout guard's 120s window after the switch \(.*its deadline passed.*\); the host's guard has rolled it back to its previous generation$/,
     );
-    // prepare + switch in one script (the agent was there), then verify on the shared connection and the confirm on a new one.
+    // prepare + switch in one script (the agent was there), then the confirm on a new connection, whose process
+    // also prints the status and verify: nothing else runs on the host, so nothing waits for a lockout.
     expect(calls[0]!.script).toMatch(/sha256sum[\s\S]*cat > '?\/var\/lib\/meshfleet\/incoming\/bundle\.json\.tmp[\s\S]* switch /);
     const confirm = calls.find((c) => c.fresh)!;
-    expect(confirm.script).toMatch(new RegExp(`confirm ${inputs.hash}`));
+    expect(confirm.script).toBe(`node /usr/local/lib/meshfleet/meshfleet-agent.mjs confirm ${inputs.hash} --status`);
     expect(confirm.until! - t0).toBeGreaterThanOrEqual(120_000);
     expect(confirm.until! - t0).toBeLessThan(125_000);
-    expect(confirm.script).not.toMatch(/ status | verify /);
-    expect(calls.find((c) => / verify /.test(c.script) && !c.fresh)).toMatchObject({ attempts: 1 });
+    expect(calls).toHaveLength(2);
+  });
+
+  const confirmed = (hash: string, drift: unknown[] = []) =>
+    `generation 4 (bundle ${hash.slice(0, 12)}) confirmed\n@@meshfleet-status@@\n${JSON.stringify({ host: "router", generation: 4, hash, pendingConfirm: null, lastSwitch: null, verify: { generation: 4, clean: drift.length === 0, drift } }, null, 2)}\n`;
+
+  it("one switch costs two agent processes: the status and verify come from the confirm's own process, drift included", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const calls: { script: string; fresh?: boolean }[] = [];
+    const drift = [{ kind: "unit", subject: "app.service", detail: "is activating, expected active" }];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
+      calls.push({ script, fresh: o.fresh });
+      if (o.fresh) return { code: 0, stdout: confirmed(inputs.hash, drift), stderr: "" };
+      return { code: 0, stdout: "generation 4 is active; awaiting confirm within 120s", stderr: "" };
+    });
+    const r = await generation.create(inputs);
+    rmSync(a.dir, { recursive: true, force: true });
+    // Every agent process on the host: the switch (one round trip with the preparation) and the confirm.
+    const agentRuns = calls.flatMap((c) => [...c.script.matchAll(/meshfleet-agent\.mjs'? '?([a-z]+)/g)].map((m) => m[1]));
+    expect(agentRuns).toEqual(["switch", "confirm"]);
+    expect(calls.filter((c) => !c.fresh)).toHaveLength(1);
+    expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift });
+    expect(r.outs.units["app.service"]).toBe("drift: is activating, expected active");
+    expect(JSON.parse(r.outs.status)).toEqual({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null });
+  });
+
+  it("a confirm that kept the generation but printed no status is followed by one status + verify over the shared connection", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const seen: { what: string; script: string }[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
+      seen.push({ what: o.what, script });
+      if (o.fresh) return { code: 0, stdout: `generation 4 (bundle ${inputs.hash.slice(0, 12)}) confirmed\n`, stderr: "meshfleet-agent: confirmed, but the status could not be read: EIO\n" };
+      if (o.what === "status + verify") return { code: 0, stdout: JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null, verify: { drift: [] } }), stderr: "" };
+      return { code: 0, stdout: "generation 4 is active", stderr: "" };
+    });
+    const r = await generation.create(inputs);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(seen.map((x) => x.what)).toEqual([`prepare + switch to ${inputs.hash.slice(0, 12)}`, `confirm ${inputs.hash.slice(0, 12)} + status + verify`, "status + verify"]);
+    expect(seen[2]!.script).toBe("node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json --verify");
+    expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
+  });
+
+  it("a confirm whose status shows another generation fails the deploy, naming the host", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    vi.spyOn(session, "run").mockImplementation(async (_c, _s, o) =>
+      o.fresh ? { code: 0, stdout: confirmed("e".repeat(64)), stderr: "" } : { code: 0, stdout: "generation 4 is active", stderr: "" },
+    );
+    const err = await generation.create(inputs).catch((e: Error) => e);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(String(err)).toMatch(/host router: after the confirm the host runs eeeeeeeeeeee, not [0-9a-f]{12}/);
   });
 
   it("a host without this agent gets it pushed, then switches", async () => {
@@ -347,10 +402,7 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => {
       seen.push(o.what);
       if (o.what.startsWith("prepare + switch")) return { code: 0, stdout: "@@meshfleet-push-agent@@\n", stderr: "" };
-      if (o.fresh) return { code: 0, stdout: `generation 4 (bundle ${inputs.hash.slice(0, 12)}) confirmed\n`, stderr: "" };
-      // status read before the confirm cleared its pending confirm.
-      if (/ verify /.test(script))
-        return { code: 0, stdout: `${JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: { generation: 4, previous: 3, secondsLeft: 119 }, lastSwitch: null })}\n@@meshfleet-verify@@\n${JSON.stringify({ drift: [] })}`, stderr: "" };
+      if (o.fresh) return { code: 0, stdout: confirmed(inputs.hash), stderr: "" };
       return { code: 0, stdout: "generation 4 is active", stderr: "" };
     });
     const r = await generation.create(inputs);
@@ -359,11 +411,32 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
       `prepare + switch to ${inputs.hash.slice(0, 12)}`,
       "push agent (9 bytes)",
       `switch to ${inputs.hash.slice(0, 12)}`,
-      "status + verify (while the confirm runs)",
-      `confirm ${inputs.hash.slice(0, 12)}`,
+      `confirm ${inputs.hash.slice(0, 12)} + status + verify`,
     ]);
     expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
     expect(JSON.parse(r.outs.status)).toMatchObject({ generation: 4, pendingConfirm: null });
+  });
+});
+
+describe("refresh reads a host with one agent process", () => {
+  afterEach(() => vi.restoreAllMocks());
+
+  it("status --json --verify, its embedded verify parsed as drift; the status kept without it", async () => {
+    const news = genInputs(b1());
+    const scripts: string[] = [];
+    const drift = [{ kind: "file", subject: "/etc/app.conf", detail: "content changed" }];
+    vi.spyOn(session, "run").mockImplementation(async (_c, script) => {
+      scripts.push(script);
+      return { code: 0, stdout: `${JSON.stringify({ host: "router", generation: 3, hash: news.hash, pendingConfirm: null, lastSwitch: null, verify: { generation: 3, clean: false, drift } }, null, 2)}\n${"a".repeat(64)}\n`, stderr: "" };
+    });
+    const o = (await generation.read("router", genOutputs(news)))!;
+    expect(scripts).toHaveLength(1);
+    expect(scripts[0]).toContain("meshfleet-agent.mjs status --json --verify");
+    expect(scripts[0]).not.toMatch(/ verify --json/);
+    expect(o.drift).toEqual(drift);
+    expect(o.files["/etc/app.conf"]!.drift).toBe("content changed");
+    expect(JSON.parse(o.status)).toEqual({ host: "router", generation: 3, hash: news.hash, pendingConfirm: null, lastSwitch: null });
+    expect(o.agent.sha256).toBe("a".repeat(64));
   });
 });
 
