@@ -56,10 +56,11 @@ export function parseDestination(raw: string): Parsed<Destination> {
   let input = raw;
   if (input.startsWith("[")) {
     const close = input.indexOf("]");
-    const host = close < 0 ? "" : input.slice(1, close);
-    const rest = close < 0 ? "" : input.slice(close + 1);
+    // Without a "]" (close = -1) rest is the whole input, which starts with "[" and fails the rest check.
+    const host = input.slice(1, close);
+    const rest = input.slice(close + 1);
     const p = parsePrefix(host);
-    if (close < 0 || !p || !p.v6 || host.includes("/") || !(rest.startsWith(":") || rest.startsWith("/"))) {
+    if (!p || !p.v6 || host.includes("/") || !(rest.startsWith(":") || rest.startsWith("/"))) {
       return fail(`square brackets are only valid around IPv6 addresses, found ${JSON.stringify(raw)}`);
     }
     input = host + rest;
@@ -102,8 +103,9 @@ export function parsePorts(def: string): Parsed<PortRange[]> {
 
 function parsePort(s: string): Parsed<number> {
   if (!/^[+-]?\d+$/.test(s)) return fail(`port ${JSON.stringify(s)} is not a number`);
+  // Never negative: parsePorts reads every part holding a "-" as a range and splits the "-" away.
   const n = Number(s);
-  if (n < 0 || n > 65535) return fail(`port ${s} is out of range 1-65535`);
+  if (n > 65535) return fail(`port ${s} is out of range 1-65535`);
   return ok(n);
 }
 
@@ -120,7 +122,7 @@ export function parseProto(raw: string | undefined): Parsed<string> {
   if (raw === undefined || raw === "") return ok("");
   const s = raw.toLowerCase();
   if (s === "*") return fail(`proto "*" is not known: omit proto for every protocol, or name one (tcp, udp, icmp)`);
-  if (s in PROTO_NUMBERS) return ok(s === "ip-in-ip" ? "ip-in-ip" : s);
+  if (s in PROTO_NUMBERS) return ok(s);
   if (!/^\d+$/.test(s)) return fail(`proto ${JSON.stringify(raw)} is not a protocol name (tcp, udp, icmp, …) or number 1-255`);
   if (s.startsWith("0")) return fail(`proto ${JSON.stringify(raw)}: a leading 0 is not allowed`);
   const n = Number(s);
@@ -142,7 +144,7 @@ export interface IpSpec { proto: string; ports: PortRange[] }
 
 /** A grant's `ip` entry: `*`, `443`, `tcp:443`, `udp:53,5353`, `icmp:*`. */
 export function parseIpSpec(raw: string): Parsed<IpSpec> {
-  if (raw === "*") return ok({ proto: "", ports: [...ANY_PORTS] });
+  // "*" too: parsePorts reads it as every port.
   if (!raw.includes(":")) {
     const ports = parsePorts(raw);
     return ports.ok ? ok({ proto: "", ports: ports.value }) : fail(`ip ${JSON.stringify(raw)}: ${ports.error}`);

@@ -36,6 +36,8 @@ describe("parseAlias", () => {
   it("refusals, with the message", () => {
     expect(parseAlias("tag:1web")).toEqual(err(`tag names must start with a letter after 'tag:', found "tag:1web"`));
     expect(parseAlias("tag:")).toEqual(err(`tag names must start with a letter after 'tag:', found "tag:"`));
+    // The letter must come right after the first tag:, not anywhere later.
+    expect(parseAlias("tag:1tag:x")).toEqual(err(`tag names must start with a letter after 'tag:', found "tag:1tag:x"`));
     expect(parseAlias("autogroup:admins")).toEqual(err('unknown autogroup "autogroup:admins" (one of autogroup:internet, autogroup:member, autogroup:nonroot, autogroup:tagged, autogroup:self, autogroup:danger-all)'));
     expect(parseAlias("")).toEqual(NOT_ALIAS(""));
     expect(parseAlias("  ")).toEqual(NOT_ALIAS(""));
@@ -58,7 +60,7 @@ describe("parseDestination", () => {
   });
   it("refusals, with the message", () => {
     const brackets = (s: string) => err(`square brackets are only valid around IPv6 addresses, found ${JSON.stringify(s)}`);
-    for (const s of ["[10.0.0.1]:22", "[fd7a::1", "[fd7a::1]22", "[nas]:22", "[fd7a::/48]:22", "[]:22"]) expect([s, parseDestination(s)]).toEqual([s, brackets(s)]);
+    for (const s of ["[10.0.0.1]:22", "[fd7a::1", "[fd7a::1:22", "[fd7a::1]22", "[nas]:22", "[fd7a::/48]:22", "[]:22"]) expect([s, parseDestination(s)]).toEqual([s, brackets(s)]);
     expect(parseDestination("nas")).toEqual(err('"nas" has no port: write it as alias:port, e.g. tag:web:443 or host:*'));
     expect(parseDestination(":22")).toEqual(err('":22" starts with a colon'));
     expect(parseDestination("nas:")).toEqual(err('"nas:" ends with a colon (no port)'));

@@ -110,3 +110,16 @@ describe("order in the written file", () => {
     expect(Object.keys(body(text).autoApprovers.routes)).toEqual(["1.0.0.0/8", "10.0.0.0/8", "192.168.0.0/24"]);
   });
 });
+
+describe("acls as written", () => {
+  it("an empty proto is left out, as an omitted one is (both mean every protocol)", () => {
+    const text = renderPolicyHuJson(policySchema.parse({ acls: [{ action: "accept", src: ["alice@"], dst: ["tag:web:22"], proto: "" }] }));
+    expect(body(text).acls).toEqual([{ action: "accept", src: ["alice@"], dst: ["tag:web:22"] }]);
+    expect(text).not.toContain("proto");
+  });
+
+  it("fields in the docs' order even from a policy built in code, not parsed", () => {
+    const text = renderPolicyHuJson({ acls: [{ proto: "tcp", dst: ["tag:web:22"], src: ["alice@"], action: "accept" }] });
+    expect(Object.keys(body(text).acls[0])).toEqual(["action", "src", "dst", "proto"]);
+  });
+});
