@@ -20,6 +20,9 @@
  *   - the coordinator's key file holds the new key; after `meshfleet-agent gc --keep 1`
  *     (SECURITY.md) the old private key is nowhere on the coordinator.
  * The time from the deploy's start until every node was back is printed.
+ *
+ * Also on this instance (issue 18 section 1): lab check's MSS transfer item
+ * passes on the deployed router and fails with its clamp rule deleted.
  */
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
@@ -27,6 +30,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runDeploy } from "../../cli/commands/deploy.ts";
 import { derivePrivateKey, publicKeyOf } from "../../core/keys.ts";
 import { sshExec } from "../../lab/hosts/index.ts";
+import { mssTransferCheck } from "../../lab/e2e/dataplane-checks.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { writeInstanceFleet } from "../../lab/e2e/instance-fleet.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
@@ -68,6 +72,23 @@ describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "
     await labDown({ instance: INSTANCE, log: () => {} });
     expect(labNetns()).toEqual([]);
   }, 300_000);
+
+  // Issue 18 section 1: lab check's MSS item passes on the deployed router and fails once the clamp rule is gone.
+  it("lab check's MSS transfer passes with the router's clamp and fails without it", async () => {
+    const t0 = Date.now();
+    const good = await mssTransferCheck(INSTANCE);
+    say(`MSS check with the clamp: ${((Date.now() - t0) / 1000).toFixed(1)}s: ${good.why}`);
+    expect(good.ok, good.why).toBe(true);
+    await on("lxc-tailscale", `nft delete rule inet meshfleet forward handle $(nft -a list chain inet meshfleet forward | grep 'maxseg size set rt mtu' | grep -o 'handle [0-9]*' | cut -d' ' -f2)`);
+    try {
+      const bad = await mssTransferCheck(INSTANCE);
+      expect(bad.ok, "the transfer worked without the clamp, so the check proves nothing").toBe(false);
+      expect(bad.why).toMatch(/no clamp rule .* then the transfer stalled/);
+    } finally {
+      await on("lxc-tailscale", "systemctl restart meshfleet-firewall.service");
+    }
+    expect(await on("lxc-tailscale", "nft list chain inet meshfleet forward")).toMatch(/maxseg size set rt mtu/);
+  }, 120_000);
 
   it("a new keySeed and meshfleet up: every node back online with the same id and addresses, the subnet route works, the old Noise key gone", async () => {
     // Before: every node online (earlier runs of this file rotate too; they leave the nodes online).
