@@ -24,6 +24,7 @@ const POLICY_TESTS = [
   "test/policy/alias.test.ts",
   "test/policy/resolve.test.ts",
   "test/policy/compile.test.ts",
+  "test/policy/validate.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];
