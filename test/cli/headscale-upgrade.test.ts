@@ -14,12 +14,12 @@
  */
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sections } from "../../cli/fleet-hosts.ts";
-import { upgradeAction, upgradeScript, UPGRADE_EXIT, versionOfBanner } from "../../cli/headscale-upgrade.ts";
+import { headscaleUpgradeStep, upgradeAction, upgradeScript, UPGRADE_EXIT, versionOfBanner } from "../../cli/headscale-upgrade.ts";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import type { Contribution, ModuleContext } from "../../core/module.ts";
@@ -70,6 +70,46 @@ describe("upgradeAction: what a changed headscaleVersion means", () => {
   it("versions from headscale's banner", () => {
     expect(versionOfBanner("headscale version v0.29.1\ncommit: unknown\n")).toBe("0.29.1");
     expect(versionOfBanner("garbage")).toBeNull();
+  });
+});
+
+describe("headscaleUpgradeStep before any SSH: the stack's binary must be the fleet's release", () => {
+  const t = rt.tempDir("mf-upgrade-step");
+  afterAll(() => t.cleanup());
+  const stack = (version: string, binary: string | null) => {
+    const hosts = path.join(t.dir, "hosts");
+    mkdirSync(hosts, { recursive: true });
+    writeFileSync(path.join(hosts, "fleet.yaml"), `coordinator:\n  host: vps\n  serverUrl: https://hs.example.org\n  headscaleVersion: ${version}\n`);
+    const cfg = path.join(t.dir, "Pulumi.t.yaml");
+    writeFileSync(cfg, `config:\n  meshfleet:hostsDir: ${hosts}\n${binary ? `  meshfleet:headscaleBinaryPath: ${binary}\n` : ""}`);
+    return cfg;
+  };
+  const fake = (v: string) => {
+    const f = path.join(t.dir, `headscale-${v}`);
+    writeFileSync(f, `#!/bin/sh\necho "headscale version v${v}"\n`, { mode: 0o755 });
+    return f;
+  };
+  const step = (configFile: string) => headscaleUpgradeStep({ stack: "t", configFile, force: false, stateDir: path.join(t.dir, "state"), say: () => {} });
+
+  it("no meshfleet:headscaleBinaryPath: nothing to do here (the image or package is the host's)", async () => {
+    expect(await step(stack("0.29.2", null))).toMatchObject({ action: "skipped" });
+  });
+
+  it("a binary of another release: refused naming the config file, the option, expected, found and the fix", async () => {
+    const cfg = stack("0.29.2", fake("0.29.1"));
+    await expect(step(cfg)).rejects.toThrow(
+      `${cfg}: meshfleet:headscaleBinaryPath: expected a headscale 0.29.2 binary (${path.join(t.dir, "hosts", "fleet.yaml")}: coordinator.headscaleVersion), found one that reports 0.29.1 (${path.join(t.dir, "headscale-0.29.1")}). ` +
+        "Fix: point meshfleet:headscaleBinaryPath at headscale 0.29.2 (`meshfleet tools build` builds the pinned ones), or set coordinator.headscaleVersion to 0.29.1",
+    );
+  });
+
+  it("the version last seen on the coordinator, with the same binary: no SSH at all", async () => {
+    const bin = fake("0.29.2");
+    const cfg = stack("0.29.2", bin);
+    const st = statSync(bin);
+    mkdirSync(path.join(t.dir, "state"), { recursive: true });
+    writeFileSync(path.join(t.dir, "state", "headscale-version.t.json"), JSON.stringify({ coordinator: "vps", version: "0.29.2", binary: bin, size: st.size, mtimeMs: st.mtimeMs }));
+    expect(await step(cfg)).toMatchObject({ action: "none", detail: "the coordinator ran headscale 0.29.2 at the last up" });
   });
 });
 
