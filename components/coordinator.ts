@@ -1,24 +1,26 @@
 /**
- * Coordinator: Headscale on the VPS, in one of two runtimes.
+ * Coordinator: Headscale on the VPS, in one of two runtimes, both delivered
+ * as the host's generation through HostAgent.
  *
- * - `docker` (the seeds' setup): the host's docker over SSH, a pinned
- *   `headscale/headscale:<version>` image, a named volume for
- *   /var/lib/headscale, config/policy/DERP map/keys as container uploads
- *   (keys as secrets), ports, restart unless-stopped, a health check.
+ * - `docker` (the seeds' setup): the host's containers (headscale, and the
+ *   proxy and relay beside it) as a compose file and the unit that runs it
+ *   (coordinatorGenerationHost), images pinned by digest or id, files and
+ *   keys written by the agent and mounted read-only, the database in
+ *   /var/lib/headscale.
  * - `systemd` (NixOS style, the lab): the binary, a hardened unit and the
- *   files, all in the host's generation, delivered through HostAgent.
+ *   files.
  *
  * Either way it ends with `ready` (meshfleet:headscale:Ready): done once the
  * headscale CLI answers on the host, which users, keys and nodes wait for.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as docker from "@pulumi/docker";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
 import { HeadscaleReady, HostFile } from "../provider/sdk.ts";
-import { dockerHost, dockerService, dockerSshOpts, validateContainerSpec, type DockerService } from "./dockerService.ts";
+import { composeHost, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
+import { HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, type SshAccess } from "./shell.ts";
@@ -59,6 +61,13 @@ export interface CoordinatorArgs {
    * @example "sha256:4b1c…"
    */
   imageDigest?: string;
+  /**
+   * Digests of the host's other containers by name (the proxy, derper), docker runtime:
+   * the generation's compose file holds them all, each pinned by digest.
+   * @default {}
+   * @example { nginx: "sha256:…" }
+   */
+  imageDigests?: Record<string, string>;
   /**
    * A headscale binary on this machine to install on the host (systemd runtime);
    * unset means the host already has it (package or image).
@@ -106,6 +115,9 @@ export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
     const spec = h.containers.find((c) => c.name === name);
     if (!spec) p.push(`${h.file}: containers: expected a container named "${name}" for the docker runtime, found ${JSON.stringify(h.containers.map((c) => c.name))}`);
     else p.push(...validateContainerSpec(h, spec, Object.keys(args.secrets ?? {})));
+    if (!h.agent) p.push(`${h.file}: agent: the docker runtime delivers the containers through the agent (a compose file in the host's generation); found agent: false. Fix: agent: true`);
+    const images = coordinatorImages(h, args);
+    for (const c of h.containers) p.push(...validateImagePin(images[c.name] ?? c.image, `${h.file}: containers[${c.name}].image`));
   } else {
     if (!h.agent) p.push(`${h.file}: agent: the systemd runtime delivers headscale through the agent; found agent: false. Fix: agent: true or runtime: docker`);
     if (!h.units.some((u) => u.name === "headscale.service")) p.push(`${h.file}: units: expected headscale.service for the systemd runtime, found ${JSON.stringify(h.units.map((u) => u.name))}`);
@@ -127,6 +139,33 @@ export function coordinatorCli(host: HostSystem, o: { containerName?: string; bi
   return { runtime: "systemd", binary: installed ?? headscaleBinaryOf(host) ?? "headscale" };
 }
 
+/**
+ * The coordinator host as its agent's generation carries it in the docker
+ * runtime (issue 20): headscale's container as a compose file and its unit
+ * (composeHost). Keys headscale keeps in its state dir are written there on
+ * the host, as headscale:headscale 0600 like the systemd runtime writes them,
+ * and the database stays in /var/lib/headscale (the volume's folder), so a
+ * switch between the runtimes keeps both.
+ */
+export function coordinatorGenerationHost(h: HostSystem, o: { images?: Record<string, string>; composeCommand?: string } = {}): HostSystem {
+  if (h.runtime !== "docker") return h;
+  return composeHost(h, {
+    images: o.images,
+    composeCommand: o.composeCommand,
+    volumeFileOwner: { owner: "headscale", group: "headscale" },
+    extraFiles: [
+      { path: "/etc/sysusers.d/headscale.conf", content: `u headscale - "Headscale coordination server" ${HS.stateDir} /usr/sbin/nologin\n`, mode: "0644", owner: "root", group: "root" },
+    ],
+  });
+}
+
+/** Each container's image with its digest from the args (headscale: imageDigest), as the compose file pins it. */
+export function coordinatorImages(h: HostSystem, args: Pick<CoordinatorArgs, "imageDigest" | "imageDigests" | "containerName">): Record<string, string> {
+  const digests: Record<string, string> = { ...(args.imageDigests ?? {}) };
+  if (args.imageDigest) digests[args.containerName ?? "headscale"] = args.imageDigest;
+  return Object.fromEntries(h.containers.map((c) => [c.name, pinnedImage(c.image, digests[c.name])]));
+}
+
 export class Coordinator extends pulumi.ComponentResource {
   /** The URL clients log in to (`--login-server`). */
   public readonly url: pulumi.Output<string>;
@@ -135,12 +174,10 @@ export class Coordinator extends pulumi.ComponentResource {
   public readonly cli: HeadscaleCli;
   /** Depend on this: headscale answers (`ready.state` is "serving"). */
   public readonly ready: HeadscaleReady;
-  /** The docker provider of the host (docker runtime), shared with the proxy and DERP containers. */
-  public readonly dockerProvider?: docker.Provider;
-  public readonly dockerNetwork?: docker.Network;
-  public readonly service?: DockerService;
-  /** The host's agent push (systemd runtime; the bootstrap one when the host joins the mesh). */
-  public readonly hostAgent?: HostAgent;
+  /** The host as its generation carries it (docker runtime: with the compose file and its unit). */
+  public readonly generationHost: HostSystem;
+  /** The host's agent push (the bootstrap one when the host joins the mesh). */
+  public readonly hostAgent: HostAgent;
 
   constructor(name: string, args: CoordinatorArgs, opts?: pulumi.ComponentResourceOptions) {
     assertNoProblems(validateCoordinatorArgs(args), `Coordinator ${name}`);
@@ -152,19 +189,8 @@ export class Coordinator extends pulumi.ComponentResource {
     this.cli = coordinatorCli(h, args);
     const waitFor: pulumi.Resource[] = [];
 
-    if (h.runtime === "docker") {
-      this.dockerProvider = new docker.Provider(`${name}-docker`, { host: dockerHost(h), sshOpts: dockerSshOpts(args.ssh?.privateKeyPath, args.ssh?.knownHostsPath) }, { parent: this });
-      this.dockerNetwork = new docker.Network(`${name}-network`, { name: "meshfleet" }, { parent: this, provider: this.dockerProvider });
-      const spec = h.containers.find((c) => c.name === (args.containerName ?? "headscale"))!;
-      this.service = dockerService(this, name, h, spec, {
-        provider: this.dockerProvider,
-        network: this.dockerNetwork,
-        imageDigest: args.imageDigest,
-        secrets,
-        waitTimeoutSeconds: args.readyTimeoutSeconds,
-      });
-      waitFor.push(this.service.container);
-    } else if (args.binaryPath) {
+    this.generationHost = coordinatorGenerationHost(h, { images: h.runtime === "docker" ? coordinatorImages(h, args) : undefined });
+    if (h.runtime === "systemd" && args.binaryPath) {
       const sha = createHash("sha256").update(readFileSync(args.binaryPath)).digest("hex");
       // Pushed into a temp file beside the target and renamed over it: a running headscale never sees half a binary.
       const install = new HostFile(
@@ -175,16 +201,14 @@ export class Coordinator extends pulumi.ComponentResource {
       waitFor.push(install);
     }
 
-    if (h.runtime === "systemd") {
-      // headscale, its unit and files arrive with the host's generation.
-      const bootstrap = args.joinsMesh === true;
-      this.hostAgent = new HostAgent(
-        `${name}-${bootstrap ? "bootstrap" : "agent"}`,
-        { host: bootstrap ? bootstrapHost(h) : h, secrets, ssh: args.ssh, once: bootstrap, ...args.agent },
-        { parent: this, dependsOn: [...waitFor] },
-      );
-      waitFor.push(this.hostAgent.confirmed);
-    }
+    // headscale (its unit, or its container in the compose file) and its files arrive with the host's generation.
+    const bootstrap = args.joinsMesh === true;
+    this.hostAgent = new HostAgent(
+      `${name}-${bootstrap ? "bootstrap" : "agent"}`,
+      { host: bootstrap ? bootstrapHost(this.generationHost) : this.generationHost, secrets, ssh: args.ssh, once: bootstrap, ...args.agent },
+      { parent: this, dependsOn: [...waitFor] },
+    );
+    waitFor.push(this.hostAgent.confirmed);
 
     this.ready = new HeadscaleReady(
       `${name}-ready`,
@@ -195,7 +219,7 @@ export class Coordinator extends pulumi.ComponentResource {
         cli: this.cli,
         timeoutSeconds: args.readyTimeoutSeconds ?? 120,
         // Re-checked whenever what runs headscale changed.
-        trigger: this.service?.container.id ?? this.hostAgent?.generation ?? h.name,
+        trigger: this.hostAgent.generation,
       },
       { parent: this, dependsOn: waitFor },
     );

@@ -1,12 +1,14 @@
 /**
  * DerpRelay: the fleet's own DERP relay, either headscale's embedded one
  * (`derp.server.enabled`, nothing separate to run: headscale serves it) or a
- * standalone `derper` (docker container, or a systemd unit in the host's
- * generation) that verifies clients against headscale's /verify.
+ * standalone `derper` (a container in the host's compose file, or a systemd
+ * unit, both in the host's generation) that verifies clients against
+ * headscale's /verify.
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { DerpRegion, HostSystem } from "../core/types.ts";
-import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
+import { validateContainerSpec, type CoordinatorServiceArgs } from "./dockerService.ts";
+import { COMPOSE_UNIT } from "../agent/compose.ts";
 import { ServiceCheck } from "../provider/sdk.ts";
 import { assertNoProblems, hostConnection, privateKeyInput } from "./shell.ts";
 
@@ -40,7 +42,7 @@ export function validateDerpRelayArgs(args: DerpRelayArgs): string[] {
     const spec = h.containers.find((c) => c.name === "derper");
     if (!spec) p.push(`${h.file}: containers: expected a "derper" container for the standalone DERP relay, found ${JSON.stringify(h.containers.map((c) => c.name))}`);
     else p.push(...validateContainerSpec(h, spec, Object.keys(args.secrets ?? {})));
-    if (!args.provider) p.push(`DerpRelay on ${h.name}: the docker runtime needs the host's docker provider (Coordinator.dockerProvider)`);
+    if (!args.hostAgent) p.push(`DerpRelay on ${h.name}: the docker runtime needs the host's HostAgent: the container is in its generation`);
   } else {
     if (!h.units.some((u) => u.name === "derper.service")) p.push(`${h.file}: units: expected derper.service for the standalone DERP relay, found ${JSON.stringify(h.units.map((u) => u.name))}`);
     if (!args.hostAgent) p.push(`DerpRelay on ${h.name}: the systemd runtime needs the host's HostAgent`);
@@ -52,7 +54,6 @@ export class DerpRelay extends pulumi.ComponentResource {
   public readonly mode: pulumi.Output<string>;
   public readonly regionId: pulumi.Output<number>;
   public readonly hostName: pulumi.Output<string>;
-  public readonly service?: DockerService;
   public readonly check?: ServiceCheck;
 
   constructor(name: string, args: DerpRelayArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -60,13 +61,11 @@ export class DerpRelay extends pulumi.ComponentResource {
     super("meshfleet:index:DerpRelay", name, {}, opts);
     const h = args.host;
     const mode = args.mode ?? "embedded";
-    if (mode === "standalone" && h.runtime === "docker") {
-      const spec = h.containers.find((c) => c.name === "derper")!;
-      this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
-    } else if (mode === "standalone") {
+    if (mode === "standalone") {
+      const units = h.runtime === "docker" ? [COMPOSE_UNIT] : ["derper.service"];
       this.check = new ServiceCheck(
         `${name}-check`,
-        { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units: ["derper.service"], trigger: args.hostAgent!.generation },
+        { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units, trigger: args.hostAgent!.generation },
         { parent: this, dependsOn: [args.hostAgent!.confirmed] },
       );
     }

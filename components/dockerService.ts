@@ -1,43 +1,26 @@
 /**
- * Docker runtime plumbing shared by Coordinator, ReverseProxy and DerpRelay:
- * the provider that reaches a host's docker over SSH, and one ContainerSpec
- * (from the evaluated HostSystem) turned into a pinned image, named volumes
- * and a container whose uploads are exactly the host's rendered files.
+ * Docker runtime: the checks on a host's ContainerSpecs (images pinned,
+ * uploads naming files the host renders, the Postgres password file) and
+ * the render that makes the containers part of the host's generation: one
+ * compose file and the unit that runs it, delivered and activated by the
+ * host's agent (agent/compose.ts). No docker API is reached from the deploy
+ * machine.
  */
 import * as pulumi from "@pulumi/pulumi";
-import * as docker from "@pulumi/docker";
 import { createHash } from "node:crypto";
-import type { ContainerSpec, HostSystem, UnitSpec } from "../core/types.ts";
+import type { ContainerSpec, FileSpec, HostSystem, UnitSpec } from "../core/types.ts";
 import { COMPOSE_FILE, COMPOSE_PROJECT, COMPOSE_UNIT, type ComposeFile } from "../agent/compose.ts";
 import type { HostAgent } from "./hostAgent.ts";
 import type { SshAccess } from "./shell.ts";
 
-/** Problems with an image reference: it must be pinned by an exact tag or a digest. */
 /**
  * What a service beside headscale on the coordinator's host (the reverse
  * proxy, a standalone DERP relay) needs in either runtime.
  */
 export interface CoordinatorServiceArgs {
   /**
-   * Docker runtime: the host's docker provider (from Coordinator).
-   * @default undefined
-   * @example coordinator.dockerProvider
-   */
-  provider?: docker.Provider;
-  /**
-   * Docker runtime: the network shared with the headscale container.
-   * @default undefined
-   * @example coordinator.dockerNetwork
-   */
-  network?: docker.Network;
-  /**
-   * Docker runtime: pin the image by digest too.
-   * @default undefined
-   * @example "sha256:…"
-   */
-  imageDigest?: string;
-  /**
-   * Systemd runtime: the host's agent push the service check waits for.
+   * The host's agent push the service check waits for (either runtime: the
+   * container or the unit is in its generation).
    * @default undefined
    * @example coordinator.hostAgent
    */
@@ -56,6 +39,7 @@ export interface CoordinatorServiceArgs {
   secrets?: Record<string, pulumi.Input<string>>;
 }
 
+/** Problems with an image reference: it must be pinned by an exact tag or a digest. */
 export function validateImagePin(image: string, where: string): string[] {
   const digest = /@sha256:[0-9a-f]{64}$/.test(image);
   const name = image.replace(/@sha256:.*$/, "");
@@ -114,82 +98,7 @@ export function postgresSecretFiles(password: string): Record<(typeof POSTGRES_S
   };
 }
 
-/** The docker provider for a host, reached over SSH like the seeds' `docker compose` on the VPS. */
-export function dockerHost(host: HostSystem): string {
-  const port = host.ssh.port && host.ssh.port !== 22 ? `:${host.ssh.port}` : "";
-  return `ssh://${host.ssh.user}@${host.address}${port}`;
-}
-
-export function dockerSshOpts(privateKeyPath?: string, knownHostsPath?: string): string[] {
-  // The docker provider shells out to ssh(1), which wants a key file, not key text.
-  // With the stack's known_hosts file the host key is checked against it; without one, ssh's own files are used.
-  const opts = ["-o", "BatchMode=yes", ...(knownHostsPath ? ["-o", "StrictHostKeyChecking=yes", "-o", `UserKnownHostsFile=${knownHostsPath}`] : ["-o", "StrictHostKeyChecking=accept-new"])];
-  return privateKeyPath ? [...opts, "-i", privateKeyPath] : opts;
-}
-
-/** Upload contents of a container: the host's files, secret ones as Pulumi secrets. */
-export function containerUploads(host: HostSystem, spec: ContainerSpec, secrets: Record<string, pulumi.Input<string>>): docker.types.input.ContainerUpload[] {
-  return spec.uploads.map((u) => {
-    const f = host.files.find((x) => x.path === u.source)!;
-    const content: pulumi.Input<string> = f.secretRef ? pulumi.secret(secrets[f.secretRef]) : f.secret || u.secret ? pulumi.secret(f.content) : f.content;
-    return { file: u.containerPath, content };
-  });
-}
-
-export interface DockerServiceOptions {
-  provider: docker.Provider;
-  /** A user network the host's containers share, so that a proxy reaches `headscale:8080` by name. */
-  network?: docker.Network;
-  imageDigest?: string;
-  secrets: Record<string, pulumi.Input<string>>;
-  /** Seconds `pulumi up` waits for the container's health check to pass. */
-  waitTimeoutSeconds?: number;
-}
-
-export interface DockerService {
-  image: docker.RemoteImage;
-  volumes: docker.Volume[];
-  container: docker.Container;
-}
-
 const isBindMount = (name: string) => name.startsWith("/");
-
-/** Create the image, volumes and container of one spec, each a child of `parent` named `<prefix>-…`. */
-export function dockerService(parent: pulumi.Resource, prefix: string, host: HostSystem, spec: ContainerSpec, o: DockerServiceOptions): DockerService {
-  const copts = { parent, provider: o.provider };
-  const image = new docker.RemoteImage(`${prefix}-image`, { name: pinnedImage(spec.image, o.imageDigest), keepLocally: true }, copts);
-  // A volume "name" that is an absolute path is a read-only bind mount of that host directory
-  // (certificates certbot keeps on the host); any other name is a docker named volume, kept on
-  // `pulumi destroy` because it holds headscale's database.
-  const named = spec.volumes.filter((v) => !isBindMount(v.name));
-  const volumes = named.map((v) => new docker.Volume(`${prefix}-volume-${v.name}`, { name: v.name }, { ...copts, retainOnDelete: true }));
-  const container = new docker.Container(
-    `${prefix}-container`,
-    {
-      name: spec.name,
-      image: image.imageId,
-      ports: spec.ports.map((p) => ({ internal: p.internal, external: p.external, protocol: p.protocol, ...(p.ip ? { ip: p.ip } : {}) })),
-      volumes: spec.volumes.map((v) =>
-        isBindMount(v.name) ? { hostPath: v.name, containerPath: v.containerPath, readOnly: true } : { volumeName: v.name, containerPath: v.containerPath },
-      ),
-      envs: Object.entries(spec.env).map(([k, v]) => `${k}=${v}`),
-      ...(spec.command.length ? { command: spec.command } : {}),
-      uploads: containerUploads(host, spec, o.secrets),
-      restart: spec.restart,
-      ...(spec.healthcheck
-        ? {
-            healthcheck: { tests: spec.healthcheck.test, interval: spec.healthcheck.interval, timeout: spec.healthcheck.timeout, retries: spec.healthcheck.retries },
-            // `pulumi up` returns only when the health check passes: the next step may use the service.
-            wait: true,
-            waitTimeout: o.waitTimeoutSeconds ?? 120,
-          }
-        : {}),
-      ...(o.network ? { networksAdvanced: [{ name: o.network.name, aliases: [spec.name] }] } : {}),
-    },
-    { ...copts, dependsOn: volumes },
-  );
-  return { image, volumes, container };
-}
 
 // ---------------------------------------------------------------------------
 // Containers as part of the generation (issue 20): the host's ContainerSpecs
@@ -207,18 +116,30 @@ export interface ComposeOptions {
   images?: Record<string, string>;
   /** The compose program on the host. Debian bookworm's docker.io has no compose plugin: its `docker-compose` (1.29) is used. */
   composeCommand?: string;
+  /**
+   * Owner of the files written into a named volume's folder (keys inside
+   * headscale's state dir): the systemd runtime's owner of that folder, so
+   * a runtime switch leaves the same file, owner and mode. @default root
+   */
+  volumeFileOwner?: { owner: string; group: string };
+  /** Files added to the generation in this runtime (the sysusers line that makes that owner). @default [] */
+  extraFiles?: FileSpec[];
 }
 
 const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
 const DIGEST_PINNED = /@sha256:[0-9a-f]{64}$/;
 
-/** The image reference a container runs in the generation; throws unless it is pinned by digest or id. */
+/**
+ * The image reference a container runs in the generation: its digest-pinned
+ * form when a digest or an id (`sha256:…`, as `docker import` gives) is
+ * given, else the spec's exact tag (validateImagePin refuses moving tags).
+ */
 export function composeImage(spec: ContainerSpec, images: Record<string, string> = {}): string {
   const ref = images[spec.name] ?? spec.image;
   if (IMAGE_ID.test(ref) || DIGEST_PINNED.test(ref)) return ref;
-  throw new Error(
-    `containers[${spec.name}].image: expected an image pinned by digest (repo@sha256:…) or an image id (sha256:…) for the docker runtime's generation, found ${JSON.stringify(ref)}. Fix: pass the image's digest (imageDigest) or the id docker gives`,
-  );
+  const p = validateImagePin(ref, `containers[${spec.name}].image`);
+  if (p.length) throw new Error(p[0]);
+  return ref;
 }
 
 /**
@@ -229,6 +150,11 @@ export function composeImage(spec: ContainerSpec, images: Record<string, string>
  */
 export function volumeHostPath(v: { name: string; containerPath: string }): string {
   return v.containerPath;
+}
+
+/** The named volume a container path lies in, if any. */
+function volumeOf(spec: ContainerSpec, containerPath: string): { name: string; containerPath: string } | undefined {
+  return spec.volumes.find((v) => !isBindMount(v.name) && containerPath.startsWith(`${v.containerPath}/`));
 }
 
 /** The compose file (as JSON, which compose reads as YAML) for the host's containers. Pure. */
@@ -248,7 +174,8 @@ export function renderCompose(host: HostSystem, images: Record<string, string> =
     // modes: secrets 0600 root) mounted read-only: nothing is copied into a container or an image.
     const sources: string[] = [];
     for (const u of spec.uploads) {
-      mounts.push(`${u.source}:${u.containerPath}:ro`);
+      // A file inside a named volume is written by the agent into the volume's folder (see composeHost), not mounted.
+      if (!volumeOf(spec, u.containerPath)) mounts.push(`${u.source}:${u.containerPath}:ro`);
       sources.push(u.source);
     }
     // A mounted file's change must recreate the container (compose sees only its own file): the
@@ -291,8 +218,10 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
       "RemainAfterExit=yes",
       ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`] : []),
       `ExecStart=${dc} up -d --remove-orphans`,
-      // Volumes stay (no -v): they hold the database.
-      `ExecStop=${dc} down --remove-orphans`,
+      // Stop finds the project's containers by compose's label, not through the compose file: a
+      // generation without containers has removed that file by the time its unit is stopped.
+      // Volumes stay: they hold the database.
+      `ExecStop=/bin/sh -c 'ids=$$(docker ps -aq --filter label=com.docker.compose.project=${COMPOSE_PROJECT}); [ -z "$$ids" ] || docker rm -f $$ids'`,
       "TimeoutStartSec=300",
       "",
       "[Install]",
@@ -312,10 +241,16 @@ export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSyste
   if (host.containers.length === 0) return host;
   const compose = renderCompose(host, o.images);
   const unit = composeUnit(compose, o.composeCommand);
-  const mounted = [...new Set(host.containers.flatMap((c) => c.uploads.map((u) => u.source)))].sort();
+  // Files a container sees inside a named volume are written at that path on the host, where the
+  // volume's folder is (a file mounted into a volume would leave an empty mount point in it instead).
+  const moved = new Map<string, string>();
+  for (const c of host.containers) for (const u of c.uploads) if (volumeOf(c, u.containerPath)) moved.set(u.source, u.containerPath);
+  const owner = o.volumeFileOwner ?? { owner: "root", group: "root" };
+  const files = host.files.map((f) => (moved.has(f.path) ? { ...f, path: moved.get(f.path)!, ...owner } : f));
+  const mounted = [...new Set(host.containers.flatMap((c) => c.uploads.map((u) => moved.get(u.source) ?? u.source)))].sort();
   return {
     ...host,
-    files: [...host.files, { path: COMPOSE_FILE, content: JSON.stringify(compose, null, 2) + "\n", mode: "0644", owner: "root", group: "root" }],
+    files: [...(o.extraFiles ?? []), ...files, { path: COMPOSE_FILE, content: JSON.stringify(compose, null, 2) + "\n", mode: "0644", owner: "root", group: "root" }],
     units: [...host.units, { ...unit, restartTriggers: mounted }],
     probes: [...host.probes, { name: "containers-unit", kind: "unit-active", unit: COMPOSE_UNIT }],
   };

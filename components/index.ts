@@ -12,6 +12,6 @@ export { HeadscaleUser, validateHeadscaleUserArgs, type HeadscaleUserArgs } from
 export { PreAuthKey, validatePreAuthKeyArgs, type PreAuthKeyArgs } from "./preAuthKey.ts";
 export { RouteApproval, type RouteApprovalArgs } from "./routeApproval.ts";
 export { ProxmoxLxc, pctScript, pctDeleteScript, validateLxc, proxmoxConnection, type ProxmoxLxcArgs } from "./proxmoxLxc.ts";
-export { validateImagePin, pinnedImage, validateContainerSpec, containerUploads, dockerHost } from "./dockerService.ts";
+export { validateImagePin, pinnedImage, validateContainerSpec, composeHost, renderCompose, composeUnit } from "./dockerService.ts";
 export * from "./headscaleCli.ts";
 export { DeployError, shq, shArgv, parseSshTarget, hostConnection, targetConnection, pinsFor, knownHostsKeys, type SshAccess } from "./shell.ts";

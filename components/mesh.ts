@@ -88,9 +88,9 @@ export interface MeshArgs {
   routeApprovalTimeoutSeconds?: number;
 }
 
-/** Whether the coordinator host is also a node: it joins the mesh, or (docker) its agent has host work to do. */
+/** Whether the coordinator host is also a node: it joins the mesh (in either runtime the Coordinator's own push delivers headscale). */
 export function coordinatorIsNode(h: HostSystem): boolean {
-  return joinsMesh(h) || (h.runtime === "docker" && h.agent);
+  return joinsMesh(h);
 }
 
 /** The host reads its own pre-auth key: it joins the mesh. */
@@ -266,6 +266,7 @@ export class Mesh extends pulumi.ComponentResource {
         secrets: pick(coordHost),
         ssh: args.ssh,
         imageDigest: args.imageDigests?.headscale,
+        imageDigests: args.imageDigests,
         binaryPath: args.headscaleBinaryPath,
         agent: args.agent,
         joinsMesh: joinsMesh(coordHost),
@@ -300,7 +301,8 @@ export class Mesh extends pulumi.ComponentResource {
     for (const h of ordered) {
       if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
       const nodeArgs: MeshNodeArgs = {
-        host: h,
+        // The coordinator's final generation keeps its compose file and unit (docker runtime).
+        host: h.name === coordHost.name ? c.generationHost : h,
         loginServer: c.url,
         tailscaleVersion: fleet.tailscaleVersion,
         preAuthKey: this.preAuthKeys[h.name]?.key,
@@ -330,9 +332,6 @@ export class Mesh extends pulumi.ComponentResource {
           host: coordHost,
           kind: proxy,
           url: fleet.coordinator.serverUrl,
-          provider: c.dockerProvider,
-          network: c.dockerNetwork,
-          imageDigest: args.imageDigests?.[proxy],
           hostAgent: coordAgent,
           ssh: args.ssh,
           secrets: pick(coordHost),
@@ -348,9 +347,6 @@ export class Mesh extends pulumi.ComponentResource {
           host: coordHost,
           mode: derp,
           region: fleet.derpRegions[0],
-          provider: c.dockerProvider,
-          network: c.dockerNetwork,
-          imageDigest: args.imageDigests?.derper,
           hostAgent: coordAgent,
           ssh: args.ssh,
           secrets: pick(coordHost),

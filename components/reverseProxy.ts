@@ -1,13 +1,14 @@
 /**
  * ReverseProxy: Caddy or nginx in front of headscale (TLS, HTTP/1.1 upgrade
- * to the control protocol, no buffering). Docker runtime: its own pinned
- * container on the coordinator's docker network. Systemd runtime: the unit
- * and config are in the host's generation (HostAgent); this checks the
- * service is active after the switch.
+ * to the control protocol, no buffering). Its container (docker runtime,
+ * in the host's compose file) or its unit (systemd runtime) and its config
+ * are in the host's generation (HostAgent); this checks the service is
+ * active after the switch.
  */
 import * as pulumi from "@pulumi/pulumi";
 import type { HostSystem } from "../core/types.ts";
-import { dockerService, validateContainerSpec, type CoordinatorServiceArgs, type DockerService } from "./dockerService.ts";
+import { validateContainerSpec, type CoordinatorServiceArgs } from "./dockerService.ts";
+import { COMPOSE_UNIT } from "../agent/compose.ts";
 import { ServiceCheck } from "../provider/sdk.ts";
 import { assertNoProblems, hostConnection, privateKeyInput } from "./shell.ts";
 
@@ -39,7 +40,7 @@ export function validateReverseProxyArgs(args: ReverseProxyArgs): string[] {
     const spec = h.containers.find((c) => c.name === kind);
     if (!spec) return [`${h.file}: containers: expected a "${kind}" container for the reverse proxy, found ${JSON.stringify(h.containers.map((c) => c.name))}`];
     const p = validateContainerSpec(h, spec, Object.keys(args.secrets ?? {}));
-    if (!args.provider) p.push(`ReverseProxy on ${h.name}: the docker runtime needs the host's docker provider (Coordinator.dockerProvider)`);
+    if (!args.hostAgent) p.push(`ReverseProxy on ${h.name}: the docker runtime needs the host's HostAgent (Coordinator.hostAgent): the container is in its generation`);
     return p;
   }
   const unit = `${kind}.service`;
@@ -52,7 +53,6 @@ export function validateReverseProxyArgs(args: ReverseProxyArgs): string[] {
 export class ReverseProxy extends pulumi.ComponentResource {
   public readonly url: pulumi.Output<string>;
   public readonly kind: pulumi.Output<string>;
-  public readonly service?: DockerService;
   public readonly check?: ServiceCheck;
 
   constructor(name: string, args: ReverseProxyArgs, opts?: pulumi.ComponentResourceOptions) {
@@ -60,16 +60,13 @@ export class ReverseProxy extends pulumi.ComponentResource {
     super("meshfleet:index:ReverseProxy", name, {}, opts);
     const h = args.host;
     const kind = args.kind ?? "caddy";
-    if (h.runtime === "docker") {
-      const spec = h.containers.find((c) => c.name === kind)!;
-      this.service = dockerService(this, name, h, spec, { provider: args.provider!, network: args.network, imageDigest: args.imageDigest, secrets: args.secrets ?? {} });
-    } else {
-      this.check = new ServiceCheck(
-        `${name}-check`,
-        { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units: [`${kind}.service`], trigger: args.hostAgent!.generation },
-        { parent: this, dependsOn: [args.hostAgent!.confirmed] },
-      );
-    }
+    // Docker runtime: the agent has already seen the container pass its health check; the compose unit is what systemd runs.
+    const units = h.runtime === "docker" ? [COMPOSE_UNIT] : [`${kind}.service`];
+    this.check = new ServiceCheck(
+      `${name}-check`,
+      { host: h.name, connection: hostConnection(h, args.ssh), ...privateKeyInput(args.ssh), units, trigger: args.hostAgent!.generation },
+      { parent: this, dependsOn: [args.hostAgent!.confirmed] },
+    );
     this.url = pulumi.output(args.url);
     this.kind = pulumi.output(kind);
     this.registerOutputs({ url: this.url, kind: this.kind });

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { COMPOSE_FILE } from "../../agent/compose.ts";
 import { Mesh, validateMesh } from "../../components/index.ts";
 import { postgresSecretFiles, validatePostgresPassword } from "../../components/dockerService.ts";
 import { evaluateFleet, formatDiagnostics } from "../../core/index.ts";
@@ -67,15 +68,18 @@ describe("headscale on docker with Postgres", () => {
     expect(config).not.toMatch(/pass:/);
   });
 
-  it("gives the container the path in its environment and the password only as a secret upload", () => {
-    const c = rec.byName("home-coordinator-container");
-    expect(c.inputs.envs).toEqual(["PGPASSFILE=/etc/headscale/pgpass"]);
-    expect(JSON.stringify(c.inputs.envs)).not.toContain("pg:pass");
-    const up = (c.inputs.uploads as { file: string; content: string }[]).find((u) => u.file === "/etc/headscale/pgpass");
-    expect(up?.content).toBe("*:*:*:*:pg\\:pass\\\\word-7f3a9c\n");
-    const raw = (c.raw.uploads as unknown[]).find((u) => JSON.stringify(u).includes("pgpass"));
-    expect(JSON.stringify(raw)).toContain(SECRET_MARK);
-    expect(JSON.stringify(raw)).not.toContain("pg:pass");
+  it("gives the container the path in its environment and the password only in the generation's 0600 file", () => {
+    const g = rec.byName("home-vps-agent-generation");
+    const bundle = JSON.parse(g.inputs.bundle);
+    const compose = JSON.parse(bundle.files.find((f: { path: string }) => f.path === COMPOSE_FILE).content);
+    const hs = compose.services.headscale;
+    expect(hs.environment).toEqual({ PGPASSFILE: "/etc/headscale/pgpass" });
+    expect(hs.volumes).toContain("/opt/meshfleet/headscale/pgpass:/etc/headscale/pgpass:ro");
+    expect(JSON.stringify(compose)).not.toContain("pg:pass");
+    const file = bundle.files.find((f: { path: string }) => f.path === "/opt/meshfleet/headscale/pgpass");
+    expect(file).toMatchObject({ mode: "0600", owner: "root", content: "*:*:*:*:pg\\:pass\\\\word-7f3a9c\n" });
+    // The bundle travels as a secret.
+    expect(JSON.stringify(g.raw.bundle)).toContain(SECRET_MARK);
   });
 
   it("is refused before anything is created when no password is given, with the config key to set", () => {

@@ -1,8 +1,8 @@
 /**
  * The home fleet (seed 004: headscale in docker on the VPS behind nginx,
  * embedded DERP, the LXC subnet router in CT 205, laptop, phone, exit node)
- * through Mesh on the mock engine: the resource graph, the docker inputs,
- * and the inputs of meshfleet's own provider resources (the CT, the
+ * through Mesh on the mock engine: the resource graph, the VPS's containers
+ * as a compose file in its generation, and the inputs of meshfleet's own provider resources (the CT, the
  * generation with its bundle, the headscale user, keys and route approval).
  */
 import { beforeAll, describe, expect, it } from "vitest";
@@ -14,6 +14,7 @@ import { bundleSummary } from "../../provider/summary.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { derivePrivateKey, publicKeyOf } from "../../core/keys.ts";
 import { installMocks, isSecret, settle, valueOf, type Recorder } from "./harness.ts";
+import { COMPOSE_FILE, COMPOSE_UNIT, type ComposeFile } from "../../agent/compose.ts";
 import { evaluateStack, fakeAgentFile, fakeHeadscale, hostKeyOf, KEY_SEED, knownHostsFile, SSH_KEY } from "./fixtures.ts";
 
 let fleet: FleetSystem;
@@ -53,18 +54,18 @@ describe("home fleet, docker runtime: the resource graph", () => {
     expect(names("meshfleet:index:ProxmoxLxc")).toEqual(["home-lxc-tailscale-lxc"]);
     expect(names("meshfleet:index:RouteApproval")).toEqual(["home-exit-routes", "home-lxc-tailscale-routes"]);
     // A host without an agent gets nothing pushed: no HostAgent for the phone.
-    expect(names("meshfleet:index:HostAgent")).toEqual(["home-exit-agent", "home-laptop-agent", "home-lxc-tailscale-agent", "home-vps-agent"]);
+    // The VPS joins the mesh: the Coordinator's bootstrap push (headscale's container) comes first, then its node's.
+    expect(names("meshfleet:index:HostAgent")).toEqual(["home-coordinator-bootstrap", "home-exit-agent", "home-laptop-agent", "home-lxc-tailscale-agent", "home-vps-agent"]);
     // Every host action is a resource of meshfleet's own provider; nothing of @pulumi/command is left.
-    expect(names("meshfleet:host:Generation")).toEqual(["home-exit-agent-generation", "home-laptop-agent-generation", "home-lxc-tailscale-agent-generation", "home-vps-agent-generation"]);
+    expect(names("meshfleet:host:Generation")).toEqual(["home-coordinator-bootstrap-generation", "home-exit-agent-generation", "home-laptop-agent-generation", "home-lxc-tailscale-agent-generation", "home-vps-agent-generation"]);
     expect(names("meshfleet:headscale:User")).toEqual(["home-user-alice-user"]);
     expect(names("meshfleet:headscale:PreAuthKey")).toEqual(fleet.preAuthKeys.map((k) => `home-key-${k.host}-key`).sort());
     expect(names("meshfleet:headscale:RouteApproval")).toEqual(["home-exit-routes-approval", "home-lxc-tailscale-routes-approval"]);
     expect(names("meshfleet:headscale:Ready")).toEqual(["home-coordinator-ready"]);
     expect(names("meshfleet:proxmox:Container")).toEqual(["home-lxc-tailscale-lxc-ct"]);
     expect(rec.resources.filter((r) => r.type.startsWith("command:"))).toEqual([]);
-    expect(names("docker:index/container:Container")).toEqual(["home-coordinator-container", "home-proxy-container"]);
-    expect(names("docker:index/remoteImage:RemoteImage")).toEqual(["home-coordinator-image", "home-proxy-image"]);
-    expect(names("docker:index/volume:Volume")).toEqual(["home-coordinator-volume-headscale-data"]);
+    // No docker API from the deploy machine: the containers are in the VPS's generation.
+    expect(rec.resources.filter((r) => r.type.startsWith("docker:") || r.type === "pulumi:providers:docker")).toEqual([]);
 
     for (const r of rec.resources) {
       if (r.name === "home" || r.type === "pulumi:pulumi:Stack") continue;
@@ -76,7 +77,7 @@ describe("home fleet, docker runtime: the resource graph", () => {
 
   it("parents children to their component", () => {
     expect(rec.parentName("home-coordinator")).toBe("home");
-    expect(rec.parentName("home-coordinator-container")).toBe("home-coordinator");
+    expect(rec.parentName("home-coordinator-bootstrap")).toBe("home-coordinator");
     expect(rec.parentName("home-lxc-tailscale-lxc-ct")).toBe("home-lxc-tailscale-lxc");
     expect(rec.parentName("home-lxc-tailscale-lxc")).toBe("home-lxc-tailscale");
     expect(rec.parentName("home-lxc-tailscale-agent-generation")).toBe("home-lxc-tailscale-agent");
@@ -85,7 +86,7 @@ describe("home fleet, docker runtime: the resource graph", () => {
 
   it("orders the deploy: coordinator answers, then users, keys, nodes, then route checks", () => {
     const ready = "home-coordinator-ready";
-    expect(rec.before(ready)).toContain("home-coordinator-container");
+    expect(rec.before(ready)).toContain("home-coordinator-bootstrap-generation");
     expect(rec.before("home-user-alice-user")).toContain(ready);
     expect(rec.before("home-key-laptop-key")).toContain("home-user-alice-user");
     expect(rec.before("home-key-laptop-key")).toContain(ready);
@@ -99,65 +100,50 @@ describe("home fleet, docker runtime: the resource graph", () => {
     expect(rec.before("home-lxc-tailscale-routes-approval")).toContain("home-lxc-tailscale-agent-generation");
     // The key does not wait for any node, and the coordinator waits for no key.
     expect(rec.before(ready)).not.toContain("home-key-vps-key");
-    expect(rec.before("home-coordinator-container")).not.toContain("home-user-alice-user");
+    expect(rec.before("home-coordinator-bootstrap-generation")).not.toContain("home-user-alice-user");
   });
 
-  it("uses one docker provider over SSH to the VPS for every container", () => {
-    const [provider] = rec.ofType("pulumi:providers:docker");
-    const vps = fleet.hosts.vps;
-    expect(provider.inputs.host).toBe(`ssh://${vps.ssh.user}@${vps.address}:${vps.ssh.port}`);
-    // The docker provider's ssh(1) checks the host key against the stack's known_hosts file too.
-    expect(provider.inputs.sshOpts).toContain("StrictHostKeyChecking=yes");
-    for (const r of [...rec.ofType("docker:index/container:Container"), ...rec.ofType("docker:index/remoteImage:RemoteImage")]) {
-      expect(r.provider.startsWith(provider.urn), `${r.name} uses the VPS provider`).toBe(true);
-    }
-  });
 });
 
-describe("home fleet: the headscale container", () => {
-  it("runs the pinned image with the spec's ports, volume, restart, health check and command", () => {
+describe("home fleet: the VPS's containers in its generation", () => {
+  const composeOfGen = (name: string) => {
+    const bundle = JSON.parse(rec.byName(name).inputs.bundle);
+    const f = bundle.files.find((x: { path: string }) => x.path === COMPOSE_FILE);
+    return { bundle, compose: JSON.parse(f.content) as ComposeFile & { services: Record<string, Record<string, unknown>> } };
+  };
+
+  it("both pushes to the VPS carry the same compose file: headscale and nginx, pinned, with the spec's ports, volume, restart, health check and command", () => {
     const spec = fleet.hosts.vps.containers.find((c) => c.name === "headscale")!;
-    const image = rec.byName("home-coordinator-image");
-    expect(image.inputs.name).toBe(`docker.io/headscale/headscale:${fleet.coordinator.headscaleVersion}`);
-    expect(image.inputs.name).not.toMatch(/:latest$/);
-    const c = rec.byName("home-coordinator-container").inputs;
-    expect(c.name).toBe("headscale");
-    expect(c.image).toBe(rec.byName("home-coordinator-image").state.imageId ?? c.image);
-    expect(c.ports).toEqual(spec.ports.map((p) => ({ internal: p.internal, external: p.external, protocol: p.protocol, ...(p.ip ? { ip: p.ip } : {}) })));
-    expect(c.ports).toContainEqual({ internal: 8080, external: 8080, protocol: "tcp", ip: "127.0.0.1" });
-    expect(c.volumes).toEqual([{ volumeName: "headscale-data", containerPath: "/var/lib/headscale" }]);
-    expect(c.restart).toBe("unless-stopped");
-    expect(c.healthcheck).toEqual({ tests: spec.healthcheck!.test, interval: spec.healthcheck!.interval, timeout: spec.healthcheck!.timeout, retries: spec.healthcheck!.retries });
-    expect(c.wait).toBe(true);
-    expect(c.command).toEqual(spec.command);
-    expect(c.networksAdvanced).toEqual([{ name: "meshfleet", aliases: ["headscale"] }]);
+    const boot = composeOfGen("home-coordinator-bootstrap-generation");
+    const full = composeOfGen("home-vps-agent-generation");
+    expect(full.compose).toEqual(boot.compose);
+    const hs = full.compose.services.headscale!;
+    expect(hs.image).toBe(`docker.io/headscale/headscale:${fleet.coordinator.headscaleVersion}`);
+    expect(hs.container_name).toBe("headscale");
+    expect(hs.ports).toContain("127.0.0.1:8080:8080/tcp");
+    expect(hs.volumes).toContain("headscale-data:/var/lib/headscale");
+    expect(hs.restart).toBe("unless-stopped");
+    expect(hs.healthcheck).toEqual(spec.healthcheck);
+    expect(hs.command).toEqual(spec.command);
+    expect(Object.keys(full.compose.services).sort()).toEqual(["headscale", "nginx"]);
+    expect(full.bundle.units.map((u: { name: string }) => u.name)).toContain(COMPOSE_UNIT);
+    expect(full.bundle.probes).toContainEqual({ name: "containers-unit", kind: "unit-active", unit: COMPOSE_UNIT });
   });
 
-  it("uploads exactly the rendered files, the keys derived from the seed and sent as secrets", () => {
-    const vps = fleet.hosts.vps;
-    const spec = vps.containers.find((c) => c.name === "headscale")!;
-    const c = rec.byName("home-coordinator-container");
-    const secrets = { "noise-key": derivePrivateKey(KEY_SEED, "noise"), "derp-key": derivePrivateKey(KEY_SEED, "derp") };
-    const want = spec.uploads.map((u) => {
-      const f = vps.files.find((x) => x.path === u.source)!;
-      return { file: u.containerPath, content: f.secretRef ? secrets[f.secretRef as keyof typeof secrets] : f.content };
-    });
-    expect(c.inputs.uploads).toEqual(want);
-    expect(want.length).toBeGreaterThanOrEqual(3);
-    // Secret uploads travel wrapped as secrets; plain ones do not.
-    const raw = c.raw.uploads as any[];
-    spec.uploads.forEach((u, i) => {
-      const wrapped = JSON.stringify(raw[i]).includes("1b47061264138c4ac30d75fd1eb44270");
-      expect(wrapped, `${u.containerPath} secret=${u.secret}`).toBe(u.secret);
-    });
+  it("the keys are files of the generation (0600, filled from the seed) and never in the compose file", () => {
+    const { bundle } = composeOfGen("home-vps-agent-generation");
+    const noise = bundle.files.find((f: { path: string }) => f.path === "/var/lib/headscale/noise_private.key");
+    expect(noise).toMatchObject({ mode: "0600", owner: "headscale", content: derivePrivateKey(KEY_SEED, "noise") });
+    const text = bundle.files.find((f: { path: string }) => f.path === COMPOSE_FILE).content as string;
+    expect(text).not.toContain(derivePrivateKey(KEY_SEED, "noise"));
+    expect(text).not.toContain(derivePrivateKey(KEY_SEED, "derp"));
+    // The bundle itself travels as a secret.
+    expect(JSON.stringify(rec.byName("home-vps-agent-generation").raw.bundle)).toContain("1b47061264138c4ac30d75fd1eb44270");
   });
 
-  it("runs nginx next to it from the same host spec", () => {
-    const spec = fleet.hosts.vps.containers.find((c) => c.name === "nginx")!;
-    const c = rec.byName("home-proxy-container").inputs;
-    expect(rec.byName("home-proxy-image").inputs.name).toBe(spec.image);
-    expect(c.ports.map((p: any) => p.external).sort()).toEqual([443, 80]);
-    expect(c.uploads.map((u: any) => u.file)).toEqual(spec.uploads.map((u) => u.containerPath));
+  it("the proxy checks the compose unit once the VPS's generation is confirmed", () => {
+    expect(rec.byName("home-proxy-check").inputs.units).toEqual([COMPOSE_UNIT]);
+    expect(rec.before("home-proxy-check")).toContain("home-vps-agent-generation");
   });
 });
 
