@@ -1,0 +1,92 @@
+/**
+ * agent/compose.ts in the real bundled agent under a temp root (issue 20),
+ * with a stand-in docker (test/agent/compose-fakebin/docker) whose
+ * containers, images and volumes the test sets: the health wait after the
+ * units step (a failing one rolls the switch back) and verify's container
+ * drift. The real docker run is test/lab/docker-lab.test.ts.
+ */
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { beforeAll, describe, expect, it } from "vitest";
+import { COMPOSE_FILE, COMPOSE_UNIT } from "../../agent/compose.ts";
+import { agent, buildAgent, bundle, file, REPO, tempRoot, writeBundle } from "./helpers.ts";
+
+const ID1 = `sha256:${"1".repeat(64)}`;
+const ID2 = `sha256:${"2".repeat(64)}`;
+const PATHS = `${path.join(REPO, "test/agent/compose-fakebin")}:${path.join(REPO, "test/agent/fakebin")}:${process.env.PATH}`;
+const run = (root: string, args: string[], env: Record<string, string> = {}) => agent(root, args, { PATH: PATHS, MESHFLEET_COMPOSE_TIMEOUT_S: "2", ...env });
+
+const compose = (image: string) =>
+  JSON.stringify({
+    version: "2.4",
+    services: { headscale: { image, container_name: "headscale", volumes: ["headscale-data:/var/lib/headscale"], healthcheck: { test: ["CMD", "headscale", "health"] } } },
+    volumes: { "headscale-data": { name: "headscale-data", driver: "local", driver_opts: { type: "none", o: "bind", device: "/var/lib/headscale" } } },
+  });
+// The unit names the compose file, so a new compose file restarts it (as composeUnit's does).
+const unit = { name: COMPOSE_UNIT, content: `[Service]\nType=oneshot\nExecStart=/usr/bin/docker-compose -f ${COMPOSE_FILE} up -d\n[Install]\nWantedBy=multi-user.target\n`, enable: true };
+const gen = (image: string) => bundle({ files: [file(COMPOSE_FILE, compose(image))], units: [unit] });
+
+function docker(root: string, o: { container?: [string, string] | null; images?: Record<string, string>; volume?: boolean; unhealthy?: string }) {
+  const d = path.join(root, "sim", "docker");
+  for (const x of ["containers", "images", "volumes", "unhealthy"]) fs.mkdirSync(path.join(d, x), { recursive: true });
+  if (o.container === null) fs.rmSync(path.join(d, "containers", "headscale"), { force: true });
+  else if (o.container) fs.writeFileSync(path.join(d, "containers", "headscale"), o.container.join(" ") + "\n");
+  for (const [ref, id] of Object.entries(o.images ?? {})) fs.writeFileSync(path.join(d, "images", ref.replace(/[/:@]/g, "_")), id + "\n");
+  if (o.volume !== undefined) {
+    if (o.volume) fs.writeFileSync(path.join(d, "volumes", "headscale-data"), "");
+    else fs.rmSync(path.join(d, "volumes", "headscale-data"), { force: true });
+  }
+  if (o.unhealthy !== undefined) fs.writeFileSync(path.join(d, "unhealthy", "headscale"), o.unhealthy);
+}
+
+beforeAll(() => {
+  buildAgent();
+});
+
+describe("containers in the generation (stand-in docker)", () => {
+  it("a switch waits for the container to run and pass its health check; verify is clean", () => {
+    const root = tempRoot();
+    docker(root, { container: ["running", ID1], images: { [ID1]: ID1 }, volume: true });
+    const r = run(root, ["switch", writeBundle(root, gen(ID1))]);
+    expect(r.code, r.stdout + r.stderr).toBe(0);
+    expect(r.stdout).toContain("container headscale: running, health check passes");
+    expect(fs.readFileSync(path.join(root, "sim", "calls.log"), "utf8")).toContain("docker exec headscale headscale health");
+    expect(run(root, ["verify"]).stdout).toMatch(/no drift/);
+  });
+
+  it("verify reports a stopped container, another image, a missing volume and a missing container", () => {
+    const root = tempRoot();
+    docker(root, { container: ["running", ID1], images: { [ID1]: ID1 }, volume: true });
+    expect(run(root, ["switch", writeBundle(root, gen(ID1))]).code).toBe(0);
+    docker(root, { container: ["exited", ID1] });
+    let v = run(root, ["verify"]);
+    expect(v.code).toBe(1);
+    expect(v.stdout).toContain("container headscale: is exited, expected running");
+    docker(root, { container: ["running", ID2], volume: false });
+    v = run(root, ["verify"]);
+    expect(v.stdout).toContain(`container headscale: runs image ${ID2.slice(0, 19)}, expected ${ID1.slice(0, 19)}`);
+    expect(v.stdout).toContain("container volume headscale-data: missing");
+    docker(root, { container: null, volume: true });
+    expect(run(root, ["verify"]).stdout).toContain("container headscale: missing");
+  });
+
+  it("a container whose health check fails makes the switch fail and roll back to the previous generation", () => {
+    const root = tempRoot();
+    docker(root, { container: ["running", ID1], images: { [ID1]: ID1, [ID2]: ID2 }, volume: true });
+    expect(run(root, ["switch", writeBundle(root, gen(ID1))]).code).toBe(0);
+    docker(root, { unhealthy: ID2 });
+    const r = run(root, ["switch", writeBundle(root, gen(ID2))]);
+    expect(r.code).not.toBe(0);
+    expect(r.stdout).toContain(`unit ${COMPOSE_UNIT} restarted`);
+    expect(r.stdout + r.stderr).toMatch(/containers: headscale: health check `headscale health` exited with code 1: unhealthy after 2 s/);
+    expect(r.stdout + r.stderr).toMatch(/rolled back to generation 1/);
+    expect(fs.readFileSync(path.join(root, COMPOSE_FILE), "utf8")).toContain(ID1);
+  });
+
+  it("a bundle without a compose file never calls docker", () => {
+    const root = tempRoot();
+    expect(run(root, ["switch", writeBundle(root, bundle({ files: [file("/etc/x.conf", "x\n")] }))]).code).toBe(0);
+    expect(run(root, ["verify"]).stdout).toMatch(/no drift/);
+    expect(fs.readFileSync(path.join(root, "sim", "calls.log"), "utf8")).not.toContain("docker ");
+  });
+});
