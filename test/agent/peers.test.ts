@@ -55,7 +55,7 @@ describe("peer sets", () => {
   it.skipIf(skipUnlessCi(process.getuid?.() !== 0 && NEEDS_ROOT))("a real nft table takes the lab router's rules and refreshed sets", async () => {
     const r = await evaluateFleet(REGISTRY, "hosts/lab", "lab");
     const host = r.fleet!.hosts["lxc-tailscale"];
-    const bundle = renderHost(host, { "preauth:lxc-tailscale": "test-key" });
+    const bundle = renderHost(host, { "preauth:lxc-tailscale": "test-key", "noise-public-key": "test-noise-public-key" });
     const sets = peerSets(bundle.firewall);
     expect(sets.length).toBeGreaterThan(0);
     const names = sets.map((s) => s.name);
