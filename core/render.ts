@@ -13,6 +13,20 @@ import type { FirewallSpec, HealthProbe, HostSystem, TailnetRule, TailscaleSetti
 const comment = (s: string) => s.replace(/["\\\n\r]/g, "'").slice(0, 128);
 const familyOf = (c: string): "ip" | "ip6" => (c.includes(":") ? "ip6" : "ip");
 
+/**
+ * A scoped rule's ports, its ranges ("lo-hi") spelled out: bundle format 3
+ * carries single ports only, so a range is every port in it (an anonymous
+ * nft set); firewall.ts caps a range option's size.
+ */
+function scopedPorts(r: { ports: number[]; ranges?: string[] }): number[] {
+  const out = new Set(r.ports);
+  for (const x of r.ranges ?? []) {
+    const [lo, hi] = x.split("-").map(Number);
+    for (let p = lo; p <= hi; p++) out.add(p);
+  }
+  return [...out].sort((a, b) => a - b);
+}
+
 /** A host's firewall as the bundle carries it: `table inet meshfleet` as data, or null when off. */
 export function hostFirewall(fw: FirewallSpec): Firewall | null {
   if (!fw.enable) return null;
@@ -71,7 +85,7 @@ export function hostFirewall(fw: FirewallSpec): Firewall | null {
     }
     // Ports open on one interface or to some sources only (firewall.interfaces / firewall.sources).
     for (const r of fw.scoped ?? []) {
-      const base: NftRule = { ...(r.iifname !== undefined ? { iifname: r.iifname } : {}), l4: { proto: r.proto, dports: [...r.ports].sort((a, b) => a - b) }, verdict: "accept", comment: comment(r.comment) };
+      const base: NftRule = { ...(r.iifname !== undefined ? { iifname: r.iifname } : {}), l4: { proto: r.proto, dports: scopedPorts(r) }, verdict: "accept", comment: comment(r.comment) };
       if (!r.from?.length) input.push(base);
       else input.push(...bySource(r.from, base));
     }

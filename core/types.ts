@@ -143,6 +143,8 @@ export interface FirewallSpec {
 export interface ScopedRule {
   proto: Proto;
   ports: number[];
+  /** Port ranges "lo-hi" (firewall.allowedTCPPortRanges and its scoped forms), after the ports. */
+  ranges?: string[];
   iifname?: string;
   from?: string[];
   /** The option that opens them, e.g. `firewall.interfaces.eth0.allowedTCPPorts`. */

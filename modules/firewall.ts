@@ -24,13 +24,55 @@ export { NFT_TABLE } from "../contract/constants.ts";
 
 const ifname = z.string().regex(/^[A-Za-z0-9_.:@-]{1,15}$/, { message: "an interface name" });
 
+/** A port range, as NixOS writes it: `{ from: 60000, to: 61000 }`, both ends open. */
+const portRange = z
+  .unknown()
+  .superRefine((v, ctx) => {
+    // "8000-8100" is how nft and iptables write it; the option is NixOS's shape.
+    const m = typeof v === "string" ? /^\s*(\d+)\s*[-:]\s*(\d+)\s*$/.exec(v) : null;
+    if (typeof v !== "string" && typeof v !== "number") return;
+    const p = { expected: "a range { from: PORT, to: PORT }", found: JSON.stringify(v), fix: m ? `write it as { from: ${m[1]}, to: ${m[2]} }` : "write it as { from: PORT, to: PORT } (a single port belongs in the allowed*Ports list)" };
+    ctx.addIssue({ code: "custom", message: `${p.expected} (found ${p.found}; ${p.fix})`, input: v, params: { ...p } });
+  })
+  .pipe(z.object({ from: port, to: port }).strict())
+  .superRefine((r, ctx) => {
+    if (r.from <= r.to) return;
+    const p = { expected: "a range with from <= to (both ends are open)", found: `from ${r.from}, to ${r.to}`, fix: `write it as { from: ${r.to}, to: ${r.from} }` };
+    ctx.addIssue({ code: "custom", message: `${p.expected} (found ${p.found}; ${p.fix})`, input: r, params: { ...p } });
+  });
+type PortRange = z.output<typeof portRange>;
+
+/** Ports one range option may open: the bundle spells a range out port by port (bundle format 3), 49152-65535 fits. */
+export const MAX_RANGE_PORTS = 16384;
+
+const rangesOption = (proto: "TCP" | "UDP", where: string) =>
+  z
+    .array(portRange)
+    .superRefine((rs, ctx) => {
+      const n = rangeRule(rs).ranges.reduce((sum, x) => sum + Number(x.split("-")[1]) - Number(x.split("-")[0]) + 1, 0);
+      if (n <= MAX_RANGE_PORTS) return;
+      const p = { expected: `ranges covering at most ${MAX_RANGE_PORTS} ports in one option (each port is a set element in the bundle)`, found: `${n} ports`, fix: "open fewer ports, or accept the whole interface with firewall.trustedInterfaces" };
+      ctx.addIssue({ code: "custom", message: `${p.expected} (found ${p.found}; ${p.fix})`, input: rs, params: { ...p } });
+    })
+    .default([])
+    .describe(`${proto} port ranges open ${where}, each \`{ from, to }\` with both ends open (NixOS \`allowed${proto}PortRanges\`), e.g. \`[{ from: ${proto === "TCP" ? "1714, to: 1764" : "60000, to: 61000"} }]\`.`);
+
 /** The ports one interface or one source gets (NixOS `networking.firewall.interfaces.<name>`). */
 const scopedPorts = z
   .object({
     allowedTCPPorts: z.array(port).default([]).describe("TCP ports open here."),
     allowedUDPPorts: z.array(port).default([]).describe("UDP ports open here."),
+    allowedTCPPortRanges: rangesOption("TCP", "here"),
+    allowedUDPPortRanges: rangesOption("UDP", "here"),
   })
   .strict();
+
+/** Ports and "lo-hi" ranges of a list of ranges (a one-port range is a port); sorted, without repeats. */
+export function rangeRule(ranges: PortRange[]): { ports: number[]; ranges: string[] } {
+  const ports = [...new Set(ranges.filter((r) => r.from === r.to).map((r) => r.from))].sort((a, b) => a - b);
+  const spans = [...new Set(ranges.filter((r) => r.from < r.to).map((r) => `${r.from}-${r.to}`))].sort((a, b) => Number(a.split("-")[0]) - Number(b.split("-")[0]) || a.localeCompare(b));
+  return { ports, ranges: spans };
+}
 
 /**
  * The roles whose hosts default to `defaultPolicy: drop`: what meshfleet
@@ -74,6 +116,8 @@ export const firewallModule = defineModule({
         .array(port)
         .default([])
         .describe("UDP ports open on every interface (with defaultPolicy: drop); modules add theirs (tailscale, STUN) through the same merge, and `!mkForce [...]` replaces them."),
+      allowedTCPPortRanges: rangesOption("TCP", "on every interface (with defaultPolicy: drop)"),
+      allowedUDPPortRanges: rangesOption("UDP", "on every interface (with defaultPolicy: drop)"),
       interfaces: z
         .record(ifname, scopedPorts)
         .default({})
@@ -108,7 +152,16 @@ export const firewallModule = defineModule({
         const ports = [...new Set(list)].sort((a, b) => a - b);
         if (ports.length) scoped.push({ proto, ports, ...sel, comment: `${at}.${key}` });
       }
+      addRanges(at, sel, p);
     };
+    // Ranges: one rule per option, its one-port ranges as ports and the rest as nft intervals.
+    const addRanges = (at: string, sel: Pick<ScopedRule, "iifname" | "from">, p: Pick<z.output<typeof scopedPorts>, "allowedTCPPortRanges" | "allowedUDPPortRanges">) => {
+      for (const [proto, list, key] of [["tcp", p.allowedTCPPortRanges, "allowedTCPPortRanges"], ["udp", p.allowedUDPPortRanges, "allowedUDPPortRanges"]] as const) {
+        const r = rangeRule(list);
+        if (r.ports.length + r.ranges.length) scoped.push({ proto, ports: r.ports, ...(r.ranges.length ? { ranges: r.ranges } : {}), ...sel, comment: `${at}.${key}` });
+      }
+    };
+    addRanges("firewall", {}, o);
     for (const name of Object.keys(o.interfaces).sort()) add(`firewall.interfaces.${name}`, { iifname: name }, o.interfaces[name]);
     for (const src of Object.keys(o.sources).sort()) add(`firewall.sources.${src}`, { from: [src] }, o.sources[src]);
     const noOp = o.enable && o.defaultPolicy === "accept";
@@ -120,6 +173,13 @@ export const firewallModule = defineModule({
           path: `firewall.${k}`,
           expected: "ports opened on a host whose firewall drops the rest (firewall.defaultPolicy: drop)",
           found: `firewall.defaultPolicy: accept (this host's default: it runs no role meshfleet closes), so these ports are open anyway, as is every other port outside the tailnet`,
+          fix: `set firewall.defaultPolicy: drop on ${ctx.host} to open only the listed ports, or remove firewall.${k}`,
+        })),
+        ...(["allowedTCPPortRanges", "allowedUDPPortRanges"] as const).map((k) => ({
+          when: noOp && ctx.self.config.agent && o[k].length > 0,
+          path: `firewall.${k}`,
+          expected: "ports opened on a host whose firewall drops the rest (firewall.defaultPolicy: drop)",
+          found: `firewall.defaultPolicy: accept (this host's default: it runs no role meshfleet closes), so ${o[k].map((r) => `${r.from}-${r.to}`).join(", ")} ${o[k].length === 1 ? "is" : "are"} open anyway, as is every other port outside the tailnet`,
           fix: `set firewall.defaultPolicy: drop on ${ctx.host} to open only the listed ports, or remove firewall.${k}`,
         })),
         ...(["allowedTCPPorts", "allowedUDPPorts"] as const).map((k) => ({

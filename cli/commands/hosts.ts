@@ -20,7 +20,11 @@ export function hostRows(fleet: NonNullable<Awaited<ReturnType<typeof evaluateFl
     // firewall, null on a host meshfleet does not manage (no agent).
     firewall: !h.agent ? null : h.firewall.enable ? (h.firewall.defaultPolicy ?? "drop") : ("off" as const),
     ports: [
-      ...h.firewall.inbound.map((r) => ({ port: r.port, proto: r.proto, from: "any" as const })),
+      ...h.firewall.inbound.map((r): { port: number | string; proto: string; from: "any" | "tailnet" } => ({ port: r.port, proto: r.proto, from: "any" as const })),
+      // firewall.allowedTCPPortRanges/allowedUDPPortRanges: open on every interface, as "lo-hi".
+      ...(h.firewall.scoped ?? [])
+        .filter((r) => r.iifname === undefined && !r.from?.length)
+        .flatMap((r) => [...r.ports, ...(r.ranges ?? [])].map((port) => ({ port, proto: r.proto, from: "any" as const }))),
       ...h.firewall.tailnetInbound.map((r) => ({ port: r.port, proto: r.proto, from: "tailnet" as const })),
     ],
   }));

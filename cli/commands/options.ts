@@ -44,7 +44,8 @@ export function typeOf(s: unknown): string {
   switch (d.type) {
     case "default": case "optional": case "nullable": case "prefault": case "readonly": case "catch":
       return typeOf(d.innerType);
-    case "pipe": return typeOf(d.in);
+    // A pipe from unknown checks its raw input first (firewall's port ranges): the type is what it becomes.
+    case "pipe": return def(d.in)?.type === "unknown" ? typeOf(d.out) : typeOf(d.in);
     case "string": {
       const m = checkMessages(s)[0];
       return m ? `string: ${m}` : "string";

@@ -72,7 +72,7 @@ export function networkModel(fleet: FleetSystem, live?: LiveNode[]): NetworkMode
         publicPorts[`${r.proto}/${r.port}`] = `from ${r.from.length ? r.from.join(", ") : "anywhere"} (${r.owner})`;
       }
       for (const r of h.firewall.scoped ?? [])
-        for (const p of r.ports) {
+        for (const p of [...r.ports, ...(r.ranges ?? [])]) {
           const where = [...(r.iifname !== undefined ? [`on ${r.iifname}`] : []), ...(r.from?.length ? [`from ${r.from.join(", ")}`] : [])].join(" ");
           publicPorts[`${r.proto}/${p}${where ? ` ${where}` : ""}`] = `(${r.comment})`;
         }
