@@ -19,7 +19,7 @@ import { tailscaleMetrics, writeMetrics } from "./metrics.ts";
 import { describePlan, makePlan, planIsEmpty } from "./plan.ts";
 import { runProbes } from "./probes.ts";
 import { State, STATE_DIR, type Generation, type Journal } from "./state.ts";
-import { findDrift } from "./verify.ts";
+import { findDrift, sharingTailscaleStatus } from "./verify.ts";
 
 export interface Ctx {
   host: Host;
@@ -91,9 +91,11 @@ export function refreshMetrics(ctx: Ctx, drift?: number): string | null {
   const m = g.bundle.metrics;
   if (!m?.enable || !m.textfileDir) return null;
   const last = ctx.state.lastSwitch();
-  const d = drift ?? findDrift(ctx.host, g).length;
+  // One `tailscale status --json` for the drift's tag check and the peer counts.
+  const host = sharingTailscaleStatus(ctx.host);
+  const d = drift ?? findDrift(host, g).length;
   return writeMetrics(ctx.host, m.textfileDir, {
-    ...tailscaleMetrics(ctx.host),
+    ...tailscaleMetrics(host),
     generation: g.n,
     drift: d,
     lastSwitchSuccess: last?.success ? 1 : 0,

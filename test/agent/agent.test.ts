@@ -499,6 +499,18 @@ describe("what verify costs the host", () => {
     expect(read(root, "var/lib/prometheus/node-exporter/meshfleet.prom")).toMatch(/^tailscale_backend_running 1$/m);
   });
 
+  it("the metrics refresh (the switch's, the timer's) asks tailscale status once for the drift's tag check and the peer counts", () => {
+    const root = tempRoot();
+    fs.writeFileSync(path.join(root, "sim/ts-status.json"), JSON.stringify({ BackendState: "Running", Self: { Tags: null }, Peer: {} }));
+    expect(agent(root, ["switch", writeBundle(root, two())]).code).toBe(0);
+    fs.writeFileSync(path.join(root, "sim/calls.log"), "");
+    expect(agent(root, ["metrics"]).code).toBe(0);
+    const calls = fs.readFileSync(path.join(root, "sim/calls.log"), "utf8").trim().split("\n");
+    expect(calls.filter((c) => c === "tailscale status --json")).toHaveLength(1);
+    expect(calls).toContain("tailscale debug prefs");
+    expect(read(root, "var/lib/prometheus/node-exporter/meshfleet.prom")).toMatch(/^tailscale_backend_running 1$/m);
+  });
+
   it("a unit systemctl cannot find (is-enabled stops there) is asked again unit by unit and reported", () => {
     const root = tempRoot();
     expect(agent(root, ["switch", writeBundle(root, two())]).code).toBe(0);
