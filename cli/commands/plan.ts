@@ -190,8 +190,11 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
   for (const [name, h] of Object.entries(head.hosts)) {
     const was = base.hosts[name];
     if (!was) continue;
+    // Only a host that stops accepting routes can lose them: the routes are listed for it alone (listing
+    // them for every host that accepts routes was quadratic: 10,000 hosts, 100 million host visits).
+    if (h.tailscale.enable && h.tailscale.acceptRoutes) continue;
     const lost = was.tailscale.enable && was.tailscale.acceptRoutes ? routesOf(base, name) : [];
-    if (lost.length && (!h.tailscale.enable || !h.tailscale.acceptRoutes))
+    if (lost.length)
       out.push({ kind: "routes-lost", host: name, message: `${name} stops using the subnet routes it used: ${lost.join(", ")} (${h.tailscale.enable ? "tailscale.acceptRoutes: false" : "tailscale.enable: false"})` });
   }
   // A host whose firewall starts dropping what no rule accepts (its input policy becomes drop: the
@@ -202,7 +205,11 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
   for (const p of diff.firewall.limited.added)
     out.push({ kind: "firewall-closes", host: p.host, message: `${p.host}: ${p.port} is now dropped outside the tailnet${p.detail.startsWith("only from ") ? ` except ${p.detail.slice("only ".length)}` : ` ${p.detail}`}` });
   const lostBy = new Map<string, string[]>();
-  for (const r of diff.reach.lost) lostBy.set(r.dst, [...(lostBy.get(r.dst) ?? []), r.src]);
+  for (const r of diff.reach.lost) {
+    const srcs = lostBy.get(r.dst);
+    if (srcs) srcs.push(r.src);
+    else lostBy.set(r.dst, [r.src]);
+  }
   for (const [dst, srcs] of lostBy)
     out.push({ kind: "reachability-lost", host: dst.split(":")[0], message: `${dst} can no longer be reached from ${[...new Set(srcs)].slice(0, 8).join(", ")}${new Set(srcs).size > 8 ? ` and ${new Set(srcs).size - 8} more` : ""}` });
   for (const p of diff.publicPorts.closed)

@@ -3,6 +3,8 @@
  * at 10,000 hosts, held to what the plain loops they replaced gave.
  * - Routes across routers: a sweep over the routes sorted by start instead of
  *   every pair; the diagnostics must be the pairwise loop's, in its order.
+ * - plan's warnings list the routes a host used only for a host that stops
+ *   accepting them (listing them for every host was quadratic).
  * - render without a hash (`meshfleet render`) keys its memo of accepted file
  *   and unit lists without their texts: a list seen valid with other texts is
  *   valid, and one whose item is not valid is still refused every time.
@@ -17,6 +19,8 @@ import { renderHost, renderHostBody } from "../../core/render.ts";
 import { secretRefs } from "../../core/bundle.ts";
 import { cidrsOverlap, parseCidr } from "../../core/schema-types.ts";
 import { REGISTRY } from "../../modules/index.ts";
+import { planWarnings } from "../../cli/commands/plan.ts";
+import { diffNetwork, networkModel } from "../../core/netdiff/index.ts";
 
 const root = mkdtempSync(path.join(os.tmpdir(), "mf-scale-"));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -107,5 +111,24 @@ describe("render without a hash: file and unit lists memoised without their text
     const missing: HostSystem = { ...h, units: h.units.map((u, i) => { if (i !== 0) return u; const { content: _, ...rest } = u; return rest as typeof u; }) };
     for (const bad of [notText, missing, notText]) expect(() => body(bad)).toThrow(/breaks the bundle contract/);
     expect(() => body(h)).not.toThrow();
+  });
+});
+
+describe("plan's routes-lost warning", () => {
+  it("names each host that stops accepting routes, with every route it used, and no other host", async () => {
+    const dirs = ["base", "head"].map((n) => path.join(root, `plan-${n}`));
+    for (const d of dirs) {
+      mkdirSync(d);
+      generateFleet(d, 30, 5);
+    }
+    // h3 turns acceptRoutes off, h7 turns tailscale off; h10 (a router) and the rest keep accepting.
+    writeFileSync(path.join(dirs[1], "h3.yaml"), "imports: [client]\naddress: 198.51.100.3\ntailscale:\n  user: alice\n  acceptRoutes: false\n");
+    writeFileSync(path.join(dirs[1], "h7.yaml"), "imports: [client]\naddress: 198.51.100.7\ntailscale:\n  enable: false\n");
+    const [base, head] = await Promise.all(dirs.map(async (d) => (await evaluateFleet(REGISTRY, d, "t")).fleet!));
+    const lost = planWarnings(base, head, diffNetwork(networkModel(base), networkModel(head))).filter((w) => w.kind === "routes-lost");
+    expect(lost).toEqual([
+      { kind: "routes-lost", host: "h3", message: "h3 stops using the subnet routes it used: 10.10.0.0/24 (via h10), 10.20.0.0/24 (via h20) (tailscale.acceptRoutes: false)" },
+      { kind: "routes-lost", host: "h7", message: "h7 stops using the subnet routes it used: 10.10.0.0/24 (via h10), 10.20.0.0/24 (via h20) (tailscale.enable: false)" },
+    ]);
   });
 });
