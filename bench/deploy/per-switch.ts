@@ -168,10 +168,16 @@ async function main(): Promise<void> {
   } finally {
     await acct(null);
     await setHostsDir(join(REPO, "hosts", "lab"));
+    // A failed deploy leaves the records unread: the file goes all the same.
+    if (wall.length < runs * 2) rmSync(tmp, { recursive: true, force: true });
   }
+  let recs: Rec[];
   const after = liveProcs();
-  const recs = readAcct(acctFile);
-  rmSync(tmp, { recursive: true, force: true });
+  try {
+    recs = readAcct(acctFile);
+  } finally {
+    rmSync(tmp, { recursive: true, force: true });
+  }
   const switches = runs * 2;
 
   // Parents: a live process's from /proc, an exited one's from its (latest) record.
