@@ -22,10 +22,9 @@
  * this machine's sqlite3 (the same Debian release) is copied to the VPS first.
  */
 import { execa } from "execa";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pullBackup } from "../../cli/commands/backup.ts";
 import { runDeploy } from "../../cli/commands/deploy.ts";
@@ -37,8 +36,8 @@ import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
-import { labTopology } from "../../lab/topology.ts";
-import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "../lab/harness.ts";
 
 const INSTANCE = 7;
 const p = e2ePaths(INSTANCE);
@@ -46,31 +45,19 @@ const HOSTS = join(p.dir, `hosts-lab${INSTANCE}`);
 const HS = "/opt/meshfleet/tools/headscale@0.29.2/bin/headscale";
 const TS = "/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscale --socket=/run/tailscale/tailscaled.sock";
 const NAS = "192.168.8.10";
-const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 
 /** hosts/lab with instance INSTANCE's SSH addresses and headscale.backup on the VPS. */
 function writeInstanceFleet(): void {
-  const net = labTopology(INSTANCE).mgmtSubnet.replace(/\.0\/24$/, ".");
-  rmSync(HOSTS, { recursive: true, force: true });
-  mkdirSync(HOSTS, { recursive: true });
-  for (const f of readdirSync(join(REPO, "hosts", "lab"))) {
-    let text = readFileSync(join(REPO, "hosts", "lab", f), "utf8").replaceAll("172.31.240.", net);
-    if (f === "vps.yaml") {
+  writeLabFleet(INSTANCE, {
+    edit: (f, text) => {
+      if (f !== "vps.yaml") return text;
       expect(text).toMatch(/^headscale:\n/m);
-      text = text.replace(/^headscale:\n/m, "headscale:\n  backup:\n    enable: true\n    keep: 3\n");
-    }
-    writeFileSync(join(HOSTS, f), text);
-  }
-  const cfg = existsSync(p.stackConfig) ? ((parse(readFileSync(p.stackConfig, "utf8")) as { config?: Record<string, unknown> } | null) ?? {}) : {};
-  mkdirSync(p.dir, { recursive: true });
-  writeFileSync(p.stackConfig, stringify({ ...cfg, config: { ...(cfg.config ?? {}), "meshfleet:hostsDir": HOSTS } }));
+      return text.replace(/^headscale:\n/m, "headscale:\n  backup:\n    enable: true\n    keep: 3\n");
+    },
+  });
 }
 
-async function on(host: string, cmd: string, o: { input?: string; timeoutMs?: number } = {}): Promise<string> {
-  const r = await sshExec(host, cmd, { instance: INSTANCE, timeoutMs: o.timeoutMs ?? 30_000, input: o.input });
-  if (r.code !== 0) throw new Error(`${host}: ${cmd.slice(0, 200)}: exit ${r.code}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
+const on = labOn(INSTANCE);
 
 interface NodeRow {
   given_name: string;
@@ -82,7 +69,7 @@ const nodes = async () => JSON.parse((await on("vps", `${HS} -c /etc/headscale/c
 const registration = (ns: NodeRow[] | null) => (ns ?? []).map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))(`backup and restore drill on lab instance ${INSTANCE}`, () => {
+describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab instance ${INSTANCE}`, () => {
   let a: StackAccess;
   let broughtUp = false;
   const open = () => openStackFleet({ stack: STACK, configFile: p.stackConfig });

@@ -15,9 +15,7 @@
  *     confirmed, no drift; `preview --refresh` shows the host would change.
  */
 import { execa } from "execa";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runDeploy } from "../../cli/commands/deploy.ts";
 import { runDoctor, type Finding } from "../../cli/commands/doctor.ts";
@@ -25,42 +23,28 @@ import { readGenerations } from "../../cli/commands/generations.ts";
 import { rollback } from "../../cli/commands/rollback.ts";
 import { collectStatus } from "../../cli/commands/status.ts";
 import { newSession, openStackFleet, type StackAccess } from "../../cli/fleet-hosts.ts";
-import { sshExec } from "../../lab/hosts/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
-import { labTopology } from "../../lab/topology.ts";
-import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "../lab/harness.ts";
 
 const INSTANCE = 5;
 const p = e2ePaths(INSTANCE);
 const HOSTS = join(p.dir, `hosts-lab${INSTANCE}`);
 const HS = "/opt/meshfleet/tools/headscale@0.29.2/bin/headscale";
-const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 
 /** hosts/lab with instance INSTANCE's SSH addresses, named as the stack's fleet folder. */
 function writeInstanceFleet(extra: Record<string, string> = {}): void {
-  const net = labTopology(INSTANCE).mgmtSubnet.replace(/\.0\/24$/, ".");
-  rmSync(HOSTS, { recursive: true, force: true });
-  mkdirSync(HOSTS, { recursive: true });
-  for (const f of readdirSync(join(REPO, "hosts", "lab"))) {
-    writeFileSync(join(HOSTS, f), readFileSync(join(REPO, "hosts", "lab", f), "utf8").replaceAll("172.31.240.", net) + (extra[f] ?? ""));
-  }
-  const cfg = existsSync(p.stackConfig) ? ((parse(readFileSync(p.stackConfig, "utf8")) as { config?: Record<string, unknown> } | null) ?? {}) : {};
-  mkdirSync(p.dir, { recursive: true });
-  writeFileSync(p.stackConfig, stringify({ ...cfg, config: { ...(cfg.config ?? {}), "meshfleet:hostsDir": HOSTS } }));
+  writeLabFleet(INSTANCE, { edit: (f, text) => text + (extra[f] ?? "") });
 }
 
-async function on(host: string, cmd: string): Promise<string> {
-  const r = await sshExec(host, cmd, { instance: INSTANCE, timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
+const on = labOn(INSTANCE);
 
 const find = (fs: Finding[], host: string, check: string) => fs.filter((f) => f.host === host && f.check === check);
 
-describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))(`status, doctor and rollback on lab instance ${INSTANCE}`, () => {
+describe.skipIf(skipUnlessCi(labMissing()))(`status, doctor and rollback on lab instance ${INSTANCE}`, () => {
   let a: StackAccess;
   let broughtUp = false;
   const open = () => openStackFleet({ stack: STACK, configFile: p.stackConfig });

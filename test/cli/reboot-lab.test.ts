@@ -16,18 +16,17 @@
  *     generation was not rolled back, and names `meshfleet rollback`.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse, stringify } from "yaml";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { runDeploy, type DeployResult } from "../../cli/commands/deploy.ts";
 import { sshExec } from "../../lab/hosts/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
-import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { labPulumiEnv } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { labTopology } from "../../lab/topology.ts";
-import { NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
+import { skipUnlessCi } from "../lab/ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "../lab/harness.ts";
 
 const INSTANCE = 8;
 const p = e2ePaths(INSTANCE);
@@ -37,26 +36,11 @@ const AGENT = "node /usr/local/lib/meshfleet/meshfleet-agent.mjs";
 const ROUTER = "lxc-tailscale";
 const FAULT_UNIT = "meshfleet-test-fault.service";
 const FAULT = `/etc/systemd/system/${FAULT_UNIT}`;
-const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 
 /** hosts/lab with instance INSTANCE's SSH addresses, named as the stack's fleet folder. */
-function writeInstanceFleet(): void {
-  const net = labTopology(INSTANCE).mgmtSubnet.replace(/\.0\/24$/, ".");
-  rmSync(HOSTS, { recursive: true, force: true });
-  mkdirSync(HOSTS, { recursive: true });
-  for (const f of readdirSync(join(REPO, "hosts", "lab"))) {
-    writeFileSync(join(HOSTS, f), readFileSync(join(REPO, "hosts", "lab", f), "utf8").replaceAll("172.31.240.", net));
-  }
-  const cfg = existsSync(p.stackConfig) ? ((parse(readFileSync(p.stackConfig, "utf8")) as { config?: Record<string, unknown> } | null) ?? {}) : {};
-  mkdirSync(p.dir, { recursive: true });
-  writeFileSync(p.stackConfig, stringify({ ...cfg, config: { ...(cfg.config ?? {}), "meshfleet:hostsDir": HOSTS } }));
-}
+const writeInstanceFleet = () => writeLabFleet(INSTANCE);
 
-async function on(host: string, cmd: string): Promise<string> {
-  const r = await sshExec(host, cmd, { instance: INSTANCE, timeoutMs: 30_000 });
-  if (r.code !== 0) throw new Error(`${host}: ${cmd}: exit ${r.code}: ${r.stderr || r.stdout}`);
-  return r.stdout;
-}
+const on = labOn(INSTANCE);
 
 const bootId = async (host: string) => (await on(host, "cat /proc/sys/kernel/random/boot_id")).trim();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -76,7 +60,7 @@ function rebootUp(): Promise<DeployResult> {
 
 const labNetns = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n").filter((l) => l.startsWith(labTopology(INSTANCE).prefix));
 
-describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))(`up --reboot-check on lab instance ${INSTANCE}`, () => {
+describe.skipIf(skipUnlessCi(labMissing()))(`up --reboot-check on lab instance ${INSTANCE}`, () => {
   beforeAll(async () => {
     writeInstanceFleet();
     const r = await labUp({ instance: INSTANCE, log: (l) => process.stderr.write(`[lab${INSTANCE}] ${l}\n`), noBuild: true });
