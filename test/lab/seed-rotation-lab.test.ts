@@ -32,12 +32,12 @@ import { derivePrivateKey, publicKeyOf } from "../../core/keys.ts";
 import { sshExec } from "../../lab/hosts/index.ts";
 import { mssTransferCheck } from "../../lab/e2e/dataplane-checks.ts";
 import { labDown } from "../../lab/e2e/down.ts";
-import { writeInstanceFleet } from "../../lab/e2e/instance-fleet.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, runPulumi } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { labTopology } from "../../lab/topology.ts";
-import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
+import { skipUnlessCi } from "./ci-gate.ts";
+import { labMissing, writeLabFleet } from "./harness.ts";
 
 const INSTANCE = 1;
 const p = e2ePaths(INSTANCE);
@@ -46,7 +46,6 @@ const HS = "/opt/meshfleet/tools/headscale@0.29.2/bin/headscale -c /etc/headscal
 const AGENT = "node /usr/local/lib/meshfleet/meshfleet-agent.mjs";
 const NOISE_KEY = "/var/lib/headscale/noise_private.key";
 const NODES = ["vps", "laptop", "lxc-tailscale"];
-const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 const say = (l: string) => process.stderr.write(`[seed-rotation] ${l}\n`);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -61,9 +60,9 @@ const nodes = async () => JSON.parse(await on("vps", `${HS} nodes list -o json`)
 const serverKey = async () => (JSON.parse(await on("laptop", "curl -s --max-time 5 'https://203.0.113.10/key?v=130'")) as { publicKey: string }).publicKey;
 const labNetns = () => execFileSync("ip", ["netns", "list"], { encoding: "utf8" }).split("\n").filter((l) => l.startsWith(labTopology(INSTANCE).prefix));
 
-describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))(`keySeed rotation on lab instance ${INSTANCE}`, () => {
+describe.skipIf(skipUnlessCi(labMissing()))(`keySeed rotation on lab instance ${INSTANCE}`, () => {
   beforeAll(async () => {
-    writeInstanceFleet(INSTANCE);
+    writeLabFleet(INSTANCE);
     const r = await labUp({ instance: INSTANCE, log: (l) => process.stderr.write(`[lab${INSTANCE}] ${l}\n`), noBuild: true });
     if (!r.ok) throw new Error(`lab up --instance ${INSTANCE}: ${r.error}`);
   }, 900_000);
