@@ -25,6 +25,7 @@ const POLICY_TESTS = [
   "test/policy/resolve.test.ts",
   "test/policy/compile.test.ts",
   "test/policy/validate.test.ts",
+  "test/policy/tests.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];
