@@ -157,8 +157,28 @@ function volumeOf(spec: ContainerSpec, containerPath: string): { name: string; c
   return spec.volumes.find((v) => !isBindMount(v.name) && containerPath.startsWith(`${v.containerPath}/`));
 }
 
+/** The compose file with its network: `default`, on the fixed subnet the containers need (headscale.dockerSubnet). */
+export type ComposeFileWithNetwork = ComposeFile & {
+  networks?: { default: { ipam: { driver: "default"; config: { subnet: string }[] } } };
+};
+
+/**
+ * The subnet of the host's compose network: the one its containers name
+ * (headscale trusts the proxy's container from it), or none (docker picks).
+ * Containers naming different subnets are refused: there is one network.
+ */
+export function composeSubnet(host: HostSystem): string | undefined {
+  const named = [...new Set(host.containers.map((c) => c.subnet).filter((s): s is string => !!s))];
+  if (named.length > 1) {
+    const who = host.containers.filter((c) => c.subnet).map((c) => `${c.name}: ${c.subnet}`).join(", ");
+    throw new Error(`${host.file}: containers: expected one subnet for the compose network, found ${who}. Fix: give every container the same subnet (headscale.dockerSubnet)`);
+  }
+  return named[0];
+}
+
 /** The compose file (as JSON, which compose reads as YAML) for the host's containers. Pure. */
-export function renderCompose(host: HostSystem, images: Record<string, string> = {}): ComposeFile {
+export function renderCompose(host: HostSystem, images: Record<string, string> = {}): ComposeFileWithNetwork {
+  const subnet = composeSubnet(host);
   const services: ComposeFile["services"] = {};
   const volumes: NonNullable<ComposeFile["volumes"]> = {};
   for (const spec of [...host.containers].sort((a, b) => a.name.localeCompare(b.name))) {
@@ -196,7 +216,13 @@ export function renderCompose(host: HostSystem, images: Record<string, string> =
     };
     services[spec.name] = svc;
   }
-  return { version: "2.4", services, ...(Object.keys(volumes).length ? { volumes } : {}) };
+  return {
+    version: "2.4",
+    services,
+    ...(Object.keys(volumes).length ? { volumes } : {}),
+    // Every service is on the project's default network; declared, so its subnet is fixed.
+    ...(subnet ? { networks: { default: { ipam: { driver: "default" as const, config: [{ subnet }] } } } } : {}),
+  };
 }
 
 /** The unit that runs the compose file (oneshot: `up -d` returns once the containers are created). */
@@ -217,6 +243,10 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
       "Type=oneshot",
       "RemainAfterExit=yes",
       ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`] : []),
+      // A network compose made before (docker's pick, or another subnet) is not changed by `up`, which
+      // stops with "needs to be recreated": drop the project's unused networks (ExecStop removed the
+      // containers), so `up` makes the network as the compose file declares it.
+      `ExecStartPre=-/bin/sh -c 'docker network prune -f --filter label=com.docker.compose.project=${COMPOSE_PROJECT} >/dev/null'`,
       `ExecStart=${dc} up -d --remove-orphans`,
       // Stop finds the project's containers by compose's label, not through the compose file: a
       // generation without containers has removed that file by the time its unit is stopped.

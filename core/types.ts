@@ -187,6 +187,8 @@ export interface ContainerSpec {
   uploads: { containerPath: string; source: string; secret: boolean }[];
   restart: "unless-stopped" | "always" | "no";
   healthcheck?: { test: string[]; interval: string; timeout: string; retries: number };
+  /** The subnet of the host's compose network this container needs (every container of a host is on that one network). */
+  subnet?: string;
 }
 
 export interface LxcSettings {

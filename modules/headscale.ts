@@ -13,6 +13,7 @@ import { versionAssertions } from "./headscale-versions.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
 import { adoptAssertions, adoptOptions, keyPathsOf, writesKeys } from "./headscale-adopt.ts";
 import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
+import { DEFAULT_DOCKER_SUBNET, dockerSubnetAssertions, trustedProxiesOf } from "./docker-network.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
 
 const listenAddr = z
@@ -37,7 +38,11 @@ export const headscaleOptions = z
     trustedProxies: z
       .array(z.string())
       .default(["127.0.0.1/32", "::1/128"])
-      .describe("CIDRs whose X-Forwarded-For/X-Real-IP Headscale believes (the local reverse proxy)."),
+      .describe("CIDRs whose X-Forwarded-For/X-Real-IP Headscale believes (the local reverse proxy). On the docker runtime headscale.dockerSubnet is added: the proxy's container reaches headscale from there."),
+    dockerSubnet: z
+      .string()
+      .default(DEFAULT_DOCKER_SUBNET)
+      .describe("Docker runtime: the IPv4 subnet of the host's compose network (headscale, the reverse proxy), fixed so headscale can trust the proxy's container (trusted_proxies). It must not overlap the tailnet's prefix or any LAN or advertised route of the fleet."),
     database: z
       .object({
         type: z.enum(["sqlite", "postgres"]).default("sqlite").describe("SQLite (recommended upstream) or PostgreSQL."),
@@ -187,7 +192,7 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     metrics_listen_addr: addr(opts.metricsListenAddr),
     grpc_listen_addr: addr(opts.grpcListenAddr),
     grpc_allow_insecure: false,
-    trusted_proxies: opts.trustedProxies,
+    trusted_proxies: trustedProxiesOf(opts.trustedProxies, i.inContainer ? opts.dockerSubnet : null),
     noise: { private_key_path: keys.noise },
     prefixes: { v4: fleet.prefixes.v4, v6: fleet.prefixes.v6, allocation: fleet.prefixes.allocation },
     derp: {
@@ -592,6 +597,7 @@ export const headscaleModule = defineModule({
     const fleet = { derpRegions: derpRegionsOf(ctx), users: ctx.fleet.users };
 
     if (docker) {
+      assertions.push(...dockerSubnetAssertions(o.dockerSubnet, ctx));
       const published = (listen: string, internal: number) => {
         const host = listen.slice(0, listen.lastIndexOf(":"));
         return { internal, external: portOf(listen), protocol: "tcp" as const, ip: host === "" || host === "0.0.0.0" ? undefined : host };
@@ -611,6 +617,7 @@ export const headscaleModule = defineModule({
         restart: "unless-stopped",
         // The image is distroless: no shell, no curl; `headscale health` asks the server itself.
         healthcheck: { test: ["CMD", "headscale", "health"], interval: "30s", timeout: "5s", retries: 3 },
+        subnet: o.dockerSubnet,
       };
       return { files, inbound, containers: [container], probes, assertions, warnings: expiry.warnings, fleet };
     }
