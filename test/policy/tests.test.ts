@@ -55,6 +55,12 @@ describe("runPolicyTests", () => {
     expect(one({ acls: [{ action: "accept", src: ["bob@"], dst: ["100.64.0.6:22"], proto: "tcp" }], tests: [{ src: "bob@", proto: "udp", deny: ["tag:web:22"] }] })[0][2]).toBe("no rule matched: acls[0] reach the destination but only over other protocols");
   });
 
+  it("a test of several ports is allowed when one is; a rule of the test's protocol on other ports says so", () => {
+    const acls = [{ action: "accept", src: ["bob@"], dst: ["tag:web:22"], proto: "tcp" }];
+    expect(one({ acls, tests: [{ src: "bob@", proto: "tcp", accept: ["tag:web:22,80"] }] })[0][1]).toBe("ALLOWED");
+    expect(one({ acls, tests: [{ src: "bob@", proto: "tcp", deny: ["tag:web:80"] }] })[0][2]).toBe("no rule matched: acls[0] reach the destination on other ports");
+  });
+
   it("only the global filter counts: via grants and autogroup:self are per node", () => {
     const p = {
       tagOwners: { "tag:r": ["alice@"] },
