@@ -26,6 +26,7 @@ const POLICY_TESTS = [
   "test/policy/compile.test.ts",
   "test/policy/validate.test.ts",
   "test/policy/tests.test.ts",
+  "test/policy/reachability.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];
