@@ -70,6 +70,9 @@ for (const g of GROUPS) {
   if (!fs.existsSync(file)) continue;
   const report = JSON.parse(fs.readFileSync(file, "utf8"));
   for (const [name, f] of Object.entries(report.files)) {
+    // An incremental run's report also carries files its incremental file knew from before a group
+    // was split (policy-compile's held alias.ts): count a file only under the group that mutates it.
+    if (!g.mutate.includes(path.relative(REPO, path.resolve(REPO, name)))) continue;
     const n = Object.fromEntries(COLS.map((c) => [c, 0]));
     for (const m of f.mutants) n[m.status] = (n[m.status] ?? 0) + 1;
     rows.push({ group: g.name, file: path.relative(REPO, path.resolve(REPO, name)), at: fs.statSync(file).mtime, ...n });
