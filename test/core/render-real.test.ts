@@ -11,21 +11,10 @@ import { renderPolicyHuJson, type Policy } from "../../core/policy/index.ts";
 import { derivePrivateKey, evaluateFleet, formatDiagnostics, type FleetSystem } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import {
-  caddyValidate, headscaleConfigtest, headscalePolicyCheck, layoutHeadscale, missing, nginxTest, tempDir,
+  caddyValidate, forLocalNginx, headscaleConfigtest, headscalePolicyCheck, layoutHeadscale, missing, nginxTest, tempDir,
 } from "../modules/realtools/index.ts";
 
 const NS = `mf-nftcheck-${process.pid}`;
-
-/** Whether this machine's nginx (`nginx -v`: "nginx version: nginx/1.22.1") is at least `want`. */
-async function localNginxAtLeast(want: string): Promise<boolean> {
-  const r = await execa("nginx", ["-v"], { reject: false, all: true });
-  const m = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(r.all ?? "");
-  if (!m) throw new Error(`nginx -v printed no version: ${r.all}`);
-  const have = m.slice(1, 4).map(Number);
-  const w = want.split(".").map(Number);
-  for (let i = 0; i < 3; i++) if (have[i] !== w[i]) return have[i]! > w[i]!;
-  return true;
-}
 const isRoot = process.getuid?.() === 0;
 
 beforeAll(async () => {
@@ -71,16 +60,7 @@ for (const stack of ["home", "lab"]) {
             // nginx -t resolves upstream names; the docker runtime's upstream is a
             // container name only the docker network resolves, so point it at loopback.
             conf = conf.replace(/\bheadscale:(\d+)/g, "127.0.0.1:$1");
-            // hosts/home's proxy runs the pinned nginx 1.28 image, so its config says `http2 on;`
-            // (nginx >= 1.25.1). An older nginx here cannot read that one directive: it checks the
-            // rest with HTTP/2 said the way it knows (`listen ... ssl http2`), the form the module
-            // renders for nginx < 1.25.1 (test/modules/reverse-proxy-acme.test.ts holds it to that).
-            if (/^\s*http2 on;$/m.test(conf) && !(await localNginxAtLeast("1.25.1"))) {
-              const before = conf;
-              conf = conf.replace(/^\s*http2 on;\n/m, "").replace(/^(\s*listen\s+\S+\s+ssl);$/gm, "$1 http2;");
-              expect(conf).not.toBe(before);
-              expect(conf).not.toMatch(/\bhttp2 on;/);
-            }
+            conf = await forLocalNginx(conf); // `http2 on;` for the 1.28 image; see forLocalNginx
             const res = await nginxTest(conf, t.dir);
             expect(res.ok, res.output).toBe(true);
           } finally {

@@ -62,7 +62,7 @@ describe.each([["hosts/lab"], ["hosts/home"]])("%s coordinator", (dir) => {
         const { cert, key } = await rt.selfSignedCert(t.dir, "test");
         // certbot's files do not exist here: point the (unchanged) config at a test pair.
         const conf = nginx.content.replace(/ssl_certificate (\S+);/, `ssl_certificate ${cert};`).replace(/ssl_certificate_key (\S+);/, `ssl_certificate_key ${key};`);
-        const r = await rt.nginxTest(conf, t.dir);
+        const r = await rt.nginxTest(await rt.forLocalNginx(conf), t.dir);
         expect(r.ok, r.output).toBe(true);
       } finally {
         t.cleanup();

@@ -81,6 +81,31 @@ export async function selfSignedCert(dir: string, cn: string): Promise<{ cert: s
  * config, the way Debian's nginx.conf includes conf.d/*.conf. Prefix, pid,
  * error log and temp paths live in a temp dir, so no root paths are needed.
  */
+/** Whether this machine's nginx (`nginx -v`: "nginx version: nginx/1.22.1") is at least `want`. */
+export async function localNginxAtLeast(want: string): Promise<boolean> {
+  const r = await execa("nginx", ["-v"], { reject: false, all: true });
+  const m = /nginx\/(\d+)\.(\d+)\.(\d+)/.exec(r.all ?? "");
+  if (!m) throw new Error(`nginx -v printed no version: ${r.all}`);
+  const have = m.slice(1, 4).map(Number);
+  const w = want.split(".").map(Number);
+  for (let i = 0; i < 3; i++) if (have[i] !== w[i]) return have[i]! > w[i]!;
+  return true;
+}
+
+/**
+ * A config rendered for nginx >= 1.25.1 (`http2 on;`, as for hosts/home's pinned
+ * nginx 1.28 image), made readable by an older nginx on this machine: HTTP/2
+ * said the way nginx < 1.25.1 says it (`listen ... ssl http2`), the form the
+ * module renders for those versions (test/modules/reverse-proxy-acme.test.ts
+ * holds it to that). Everything else is left for the real `nginx -t` to check.
+ */
+export async function forLocalNginx(conf: string): Promise<string> {
+  if (!/^\s*http2 on;$/m.test(conf) || (await localNginxAtLeast("1.25.1"))) return conf;
+  const out = conf.replace(/^\s*http2 on;\n/m, "").replace(/^(\s*listen\s+\S+\s+ssl);$/gm, "$1 http2;");
+  if (/\bhttp2 on;/.test(out) || !/ ssl http2;/.test(out)) throw new Error("forLocalNginx: the config's HTTP/2 lines are not the shape it knows");
+  return out;
+}
+
 export async function nginxTest(confD: string, dir: string): Promise<ToolResult> {
   mkdirSync(join(dir, "conf.d"), { recursive: true });
   const inc = join(dir, "conf.d", "meshfleet-headscale.conf");
