@@ -215,7 +215,7 @@ export const tailscaleModule = defineModule({
               "",
               "[Service]",
               ...Object.entries(env).sort().map(([k, v]) => systemdEnvironment(k, v)),
-              ...(controlKey ? [`ExecStartPre=-/usr/bin/env node --use-openssl-ca ${CONTROL_KEY_WAIT} ${settings.loginServer} ${CONTROL_KEY_FILE}`] : []),
+              ...(controlKey ? [`ExecStartPre=-${ctx.self.config["meshfleet-agent"].nodePath} --use-openssl-ca ${CONTROL_KEY_WAIT} ${settings.loginServer} ${CONTROL_KEY_FILE}`] : []),
               `ExecStart=${o.tailscaledPath} --state=/var/lib/tailscale/tailscaled.state --socket=/run/tailscale/tailscaled.sock --port=${o.port}`,
               `ExecStopPost=${o.tailscaledPath} --cleanup`,
               "Restart=on-failure",

@@ -8,7 +8,7 @@
  * (the nodes may switch before the coordinator does).
  */
 import { spawn } from "node:child_process";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -39,9 +39,24 @@ describe("a new keySeed restarts tailscaled on every agent node", () => {
       expect(h.files.find((f) => f.path === CONTROL_KEY_FILE), name).toMatchObject({ secretRef: NOISE_PUBLIC_KEY_REF, mode: "0600", owner: "root" });
       const unit = h.units.find((u) => u.name === "tailscaled.service")!;
       expect(unitDependencies(unit, h.files.map((f) => f.path)), name).toContain(CONTROL_KEY_FILE);
-      expect(unit.content).toMatch(new RegExp(`^ExecStartPre=-/usr/bin/env node --use-openssl-ca ${CONTROL_KEY_WAIT} https://203\\.0\\.113\\.10 ${CONTROL_KEY_FILE}$`, "m"));
+      expect(unit.content).toMatch(new RegExp(`^ExecStartPre=-/usr/bin/node --use-openssl-ca ${CONTROL_KEY_WAIT} https://203\\.0\\.113\\.10 ${CONTROL_KEY_FILE}$`, "m"));
     }
     expect(providedSecrets(lab)).toContain(NOISE_PUBLIC_KEY_REF);
+  });
+
+  it("the wait runs on meshfleet-agent.nodePath, the node the agent's own units run (not whatever node is on systemd's PATH)", async () => {
+    const root = mkdtempSync(join(tmpdir(), "mf-control-key-"));
+    try {
+      const dir = join(root, "lab");
+      cpSync("hosts/lab", dir, { recursive: true });
+      writeFileSync(join(dir, "laptop.yaml"), readFileSync(join(dir, "laptop.yaml"), "utf8") + "meshfleet-agent:\n  nodePath: /opt/node22/bin/node\n");
+      const r = await evaluateFleet(REGISTRY, dir, "lab");
+      const unit = r.fleet!.hosts.laptop.units.find((u) => u.name === "tailscaled.service")!;
+      expect(unit.content).toMatch(new RegExp(`^ExecStartPre=-/opt/node22/bin/node --use-openssl-ca ${CONTROL_KEY_WAIT} `, "m"));
+      expect(unit.content).not.toContain("/usr/bin/env node");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 
   it("two seeds give the laptop two bundles that differ in that file only (so the agent restarts tailscaled), and no private key in it", () => {
