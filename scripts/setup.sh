@@ -38,6 +38,17 @@ if [ ${#need[@]} -gt 0 ]; then
   [ $had_policy = 1 ] || rm -f /usr/sbin/policy-rc.d
 fi
 
+# The lab's cached pieces (under ~/.cache/meshfleet/lab, or MESHFLEET_LAB_CACHE):
+# the Debian root the hosts boot from, the docker layer above it, and the .debs
+# lab tests install on hosts. Fetched here once, so lab tests download nothing;
+# each is checked against its marker and skipped when present.
+if [ "$(id -u)" = 0 ]; then
+  say "preparing the lab's cached pieces (lab root, docker layer, .debs for lab tests)"
+  node --import tsx lab/hosts/prepare.ts
+else
+  say "skipping the lab's cached pieces: they need root (debootstrap, mount, chroot), as the lab tests do"
+fi
+
 if ! command -v go >/dev/null 2>&1; then
   say "Go is missing: the real peers (headscale, tailscale, derper, pulumi) are built from Go modules; install Go >= 1.24 (apt-get install golang-go, or go.dev)"
   exit 1

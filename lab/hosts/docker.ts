@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { LabError, run } from "./exec.ts";
 import { labCacheDir, rootfsDir } from "./paths.ts";
 import { readMarker, withLock } from "./rootfs.ts";
+import { SETUP_FIX, strictEnv } from "./debs.ts";
 
 /**
  * Debian bookworm offers docker.io 20.10 and the Python docker-compose 1.29
@@ -65,10 +66,17 @@ export const DAEMON_JSON = JSON.stringify({ "log-driver": "json-file", "log-opts
  * Make the docker layer if it is missing or stale: an overlay over the base
  * root whose upper dir receives `apt-get install` run in a chroot (the host's
  * resolver is lent for the download and taken back), then kept as the layer.
+ * setup (scripts/setup.sh, through lab/hosts/prepare.ts) makes it; in CI
+ * (`allowFetch` defaults to false there) a missing layer is an error naming
+ * setup, so a lab test never downloads packages.
  */
-export async function ensureDockerLayer(log: (msg: string) => void = () => {}): Promise<{ path: string; made: boolean; installMs?: number }> {
+export async function ensureDockerLayer(
+  log: (msg: string) => void = () => {},
+  opts: { allowFetch?: boolean } = {},
+): Promise<{ path: string; made: boolean; installMs?: number }> {
   const dir = dockerLayerDir();
   if (dockerLayerIsCurrent(dir)) return { path: dir, made: false };
+  if (!(opts.allowFetch ?? !strictEnv())) throw new LabError(`lab docker layer: ${dir} is missing or stale (${DOCKER_PACKAGES.join(", ")} over the lab root); ${SETUP_FIX}`);
   return withLock(`${dir}.lock`, "lab docker layer", async () => {
     if (dockerLayerIsCurrent(dir)) return { path: dir, made: false };
     const users = readFileSync("/proc/self/mountinfo", "utf8").split("\n").filter((l) => / - overlay /.test(l) && l.includes(`lowerdir=${dir}:`));

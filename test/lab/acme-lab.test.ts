@@ -14,8 +14,9 @@
  *
  * The VPS gets headscale and the reverse proxy from a fleet evaluated by
  * meshfleet and switched by the real agent:
- *   - nginx: Debian's nginx and certbot (.debs fetched with apt-get on this
- *     machine, installed with dpkg: the lab's shared root stays as it is);
+ *   - nginx: Debian's nginx and certbot (.debs fetched once by setup into
+ *     the lab cache, lab/hosts/debs.ts; installed with dpkg: the lab's
+ *     shared root stays as it is);
  *     the switch starts nginx on its self-signed placeholder, certbot gets the
  *     first certificate by webroot, the deploy hook reloads nginx, and the
  *     agent's probe of https://hs.lab.test/health passes on it. Then the
@@ -26,7 +27,7 @@
  *     its renewal window a reload makes Caddy renew and serve the new one.
  */
 import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -34,6 +35,7 @@ import { derivePrivateKey, evaluateFleet, renderHost, secretRefs } from "../../c
 import { REGISTRY } from "../../modules/index.ts";
 import { CERT_UNIT, RENEW_UNIT, TLS_DIR } from "../../modules/reverse-proxy.ts";
 import { lab } from "../../lab/hosts/index.ts";
+import { ACME_DEBS, cachedDebs, debsDir, ensureDebs, SETUP_FIX } from "../../lab/hosts/debs.ts";
 import { provideCaddy, pushFile } from "../../lab/e2e/prepare.ts";
 import { loadVersions } from "../../lab/tools/versions.ts";
 import { toolStatus } from "../../lab/tools/status.ts";
@@ -61,6 +63,7 @@ const missing =
   : process.env.MESHFLEET_LAB_E2E !== "1" ? "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)"
   : !pebbleBin || !existsSync(pebbleBin) ? "pebble 2.10.3 is not built: run `meshfleet tools build` (lab/versions.json pins it)"
   : !existsSync("/usr/bin/caddy") ? "/usr/bin/caddy is missing: install the Debian package caddy (scripts/setup.sh does)"
+  : !cachedDebs(ACME_DEBS) ? `the .debs of ${ACME_DEBS.packages.join(", ")} are not in the lab cache (${debsDir(ACME_DEBS)}): ${SETUP_FIX}`
   : "";
 
 const say = (l: string) => process.stderr.write(`[acme-lab] ${l}\n`);
@@ -210,16 +213,12 @@ describe.skipIf(skipUnlessCi(missing))(`reverse proxy certificates from pebble (
     const mgmt = (p: string) => inNs(["curl", "-sf", "--cacert", path.join(tmp, "ca.pem"), `https://${ACME_IP}:15000${p}`]);
     writeFileSync(roots, mgmt("/roots/0") + mgmt("/intermediates/0"));
 
-    // nginx and certbot from Debian's packages, fetched here (the hosts have no mirror) and installed with dpkg.
+    // nginx and certbot from Debian's packages, fetched once by setup into the lab cache (the hosts have no mirror) and installed with dpkg.
     t = Date.now();
-    const debs = path.join(tmp, "debs");
-    mkdirSync(debs);
-    const rootStatus = path.join(process.env.MESHFLEET_LAB_CACHE ?? path.join(process.env.HOME ?? "/root", ".cache/meshfleet/lab"), "rootfs-bookworm/var/lib/dpkg/status");
-    const sim = execFileSync("apt-get", ["-s", "-o", `Dir::State::status=${rootStatus}`, "install", "--no-install-recommends", "nginx", "certbot"], { encoding: "utf8" });
-    const pkgs = [...sim.matchAll(/^Inst (\S+)/gm)].map((m) => m[1]);
-    execFileSync("apt-get", ["download", ...pkgs], { cwd: debs, stdio: "pipe" });
+    const { dir: debs, files: debFiles } = await ensureDebs(ACME_DEBS, { allowFetch: false });
+    const pkgs = debFiles.map((f) => path.basename(f));
     await on("mkdir -p /root/debs /etc/meshfleet /usr/local/lib/meshfleet");
-    execFileSync("tar", ["-cf", path.join(tmp, "debs.tar"), "-C", debs, ...readdirSync(debs)]);
+    execFileSync("tar", ["-cf", path.join(tmp, "debs.tar"), "-C", debs, ...pkgs]);
     await pushFile("vps", path.join(tmp, "debs.tar"), "/root/debs.tar", "0644", INSTANCE);
     await on("tar -xf /root/debs.tar -C /root/debs && DEBIAN_FRONTEND=noninteractive dpkg -i /root/debs/*.deb >/root/dpkg.log 2>&1 || { tail -20 /root/dpkg.log; exit 1; }", { timeoutMs: 300_000 });
     timings.packages = Date.now() - t;

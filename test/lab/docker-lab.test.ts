@@ -30,7 +30,8 @@ import { coordinatorGenerationHost } from "../../components/coordinator.ts";
 import { renderHost } from "../../core/render.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import { lab } from "../../lab/hosts/index.ts";
-import { headscaleImage, importImage } from "../../lab/hosts/docker.ts";
+import { dockerLayerDir, dockerLayerIsCurrent, headscaleImage, importImage } from "../../lab/hosts/docker.ts";
+import { SETUP_FIX } from "../../lab/hosts/debs.ts";
 import { labTopology } from "../../lab/topology.ts";
 import type { Bundle } from "../../contract/bundle.ts";
 import { buildAgent } from "../agent/helpers.ts";
@@ -115,7 +116,7 @@ let id2 = "";
 let broken = "";
 const timings: Record<string, number> = {};
 
-describe.skipIf(skipUnlessCi(!real && (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)")))(`docker runtime on lab instance ${INSTANCE}`, () => {
+describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)") : !dockerLayerIsCurrent() ? `the lab's docker layer is not made (${dockerLayerDir()}): ${SETUP_FIX}` : false))(`docker runtime on lab instance ${INSTANCE}`, () => {
   beforeAll(async () => {
     buildAgent();
     await L.down();
