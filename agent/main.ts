@@ -268,9 +268,23 @@ function statusReport(ctx: Ctx, withVerify: boolean) {
       pendingConfirm: p ? { generation: p.generation, previous: p.previous, secondsLeft: Math.max(0, Math.round((p.deadline - Date.now()) / 1000)) } : null,
       lastSwitch: ctx.state.lastSwitch(),
       interrupted: ctx.state.journal(),
-      ...(withVerify ? { verify: verifyReport(ctx, g) } : {}),
+      ...(withVerify ? { verify: verifyOrNull(ctx, g) } : {}),
     };
   });
+}
+
+/**
+ * The verify report, or null when verify itself fails (said on stderr): the
+ * status still prints and exits 0, and the provider reads null as drift
+ * (parseInspect), so a broken verify is drift, not a failed deploy after its confirm.
+ */
+function verifyOrNull(ctx: Ctx, g: ReturnType<typeof loadCurrent>) {
+  try {
+    return verifyReport(ctx, g);
+  } catch (e) {
+    process.stderr.write(`meshfleet-agent: verify failed: ${(e as Error).message}\n`);
+    return null;
+  }
 }
 
 /** What `verify` reports (and `status --verify` embeds); the metrics are refreshed as a side output. */

@@ -83,6 +83,25 @@ describe("containers in the generation (stand-in docker)", () => {
     expect(fs.readFileSync(path.join(root, COMPOSE_FILE), "utf8")).toContain(ID1);
   });
 
+  it("a verify that throws (docker answers without State) leaves status --json --verify and confirm --status at exit 0 with verify: null, the error on stderr", () => {
+    const root = tempRoot();
+    docker(root, { container: ["running", ID1], images: { [ID1]: ID1 }, volume: true });
+    const b = gen(ID1);
+    expect(run(root, ["switch", writeBundle(root, b), "--confirm-timeout", "300"]).code).toBe(0);
+    const bin = path.join(root, "broken-bin");
+    fs.mkdirSync(bin);
+    fs.writeFileSync(path.join(bin, "docker"), '#!/bin/sh\necho \'[{"Image":"x"}]\'\n', { mode: 0o755 });
+    const broken = { PATH: `${bin}:${PATHS}` };
+    const c = run(root, ["confirm", b.hash, "--status"], broken);
+    expect(c.code, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout.split("@@meshfleet-status@@\n")[1]!)).toMatchObject({ generation: 1, hash: b.hash, pendingConfirm: null, verify: null });
+    expect(c.stderr).toMatch(/meshfleet-agent: verify failed: /);
+    const s = run(root, ["status", "--json", "--verify"], broken);
+    expect(s.code, s.stderr).toBe(0);
+    expect(JSON.parse(s.stdout)).toMatchObject({ generation: 1, hash: b.hash, verify: null });
+    expect(s.stderr).toMatch(/meshfleet-agent: verify failed: /);
+  });
+
   it("a bundle without a compose file never calls docker", () => {
     const root = tempRoot();
     expect(run(root, ["switch", writeBundle(root, bundle({ files: [file("/etc/x.conf", "x\n")] }))]).code).toBe(0);
