@@ -49,11 +49,11 @@ export function nginxVersionProblem(v: string): TextProblem | undefined {
 export const reverseProxyOptions = z
   .object({
     enable: z.boolean().default(false).describe("Run a reverse proxy in front of Headscale on this host."),
-    kind: z.enum(["caddy", "nginx"]).default("caddy").describe("`caddy` (certificates by itself) or `nginx` (certificates from files)."),
+    kind: z.enum(["caddy", "nginx"]).default("caddy").describe("`caddy` (certificates by itself) or `nginx` (certificates from certbot, which meshfleet runs on a host, or from files: see certificate)."),
     tls: z
       .enum(["auto", "internal", "off"])
       .default("auto")
-      .describe("`auto`: Caddy's ACME / nginx's certificate files; `internal`: Caddy's own CA (the lab); `off`: plain HTTP."),
+      .describe("`auto`: Caddy's ACME / nginx's certificate from certbot or files (see certificate; on the docker runtime yours, in `/etc/letsencrypt/live/<domain>/`); `internal`: Caddy's own CA (the lab); `off`: plain HTTP."),
     domain: proxyDomain.default("").describe("Site name; \"\" takes the host of fleet.yaml coordinator.serverUrl."),
     upstream: z
       .string()
@@ -79,7 +79,7 @@ export const reverseProxyOptions = z
       .describe("The nginx version the config is written for: from 1.25.1 on HTTP/2 is `http2 on;`, before it `listen ... ssl http2` (1.25.1 and later still accept that, with a deprecation warning; older ones reject `http2 on;`). \"\" means the pinned image's version on the docker runtime, and 1.22 on a host (Debian 12's; Ubuntu 24.04 has 1.24, Debian 13 has 1.26: set 1.26 there for the new form)."),
     certificate: absPath("reverse-proxy.certificate", "/etc/ssl/hs/fullchain.pem", true)
       .default("")
-      .describe("nginx: certificate chain file. \"\" (with certificateKey \"\") means meshfleet runs the whole cycle with certbot (Debian's package, webroot mode): a self-signed placeholder until the first certificate, the first one at deploy, renewal twice a day and a reload of nginx on each new one. A path means the file is yours to keep current (meshfleet still answers /.well-known/acme-challenge/ from " + ACME_WEBROOT + ")."),
+      .describe("nginx: certificate chain file. \"\" (with certificateKey \"\") means meshfleet runs the whole cycle with certbot (Debian's package, webroot mode): a self-signed placeholder until the first certificate, the first one at deploy, renewal twice a day and a reload of nginx on each new one. A path means the file is yours to keep current (meshfleet still answers /.well-known/acme-challenge/ from " + ACME_WEBROOT + "). On the docker runtime meshfleet runs no certbot: \"\" means `/etc/letsencrypt/live/<domain>/` on the host, which you keep current (e.g. certbot certonly --webroot --webroot-path " + ACME_WEBROOT + ", which the container serves)."),
     certificateKey: absPath("reverse-proxy.certificateKey", "/etc/ssl/hs/privkey.pem", true)
       .default("")
       .describe("nginx: private key file; \"\" with certificate \"\": certbot's (see certificate)."),
@@ -419,7 +419,7 @@ export function renderCertbotScript(s: ProxySite): string {
     "# Rendered by meshfleet (modules/reverse-proxy.ts); edits are overwritten.",
     `# nginx's certificate for ${s.domain}, from ${s.acmeDirectory} with certbot --webroot:`,
     "#   placeholder  before nginx starts: link certbot's certificate if there is one, else a self-signed placeholder",
-    "#   issue        get the first certificate or renew a due one (certonly --keep-until-expiring), then deploy",
+    "#   issue        get the first certificate, renew a due one (certonly --keep-until-expiring) or replace one from another directory, then deploy",
     "#   deploy       certbot's deploy hook: link the new certificate and reload nginx",
     "set -eu",
     `domain=${shq(s.domain)}`,
@@ -427,6 +427,7 @@ export function renderCertbotScript(s: ProxySite): string {
     `webroot=${shq(ACME_WEBROOT)}`,
     `tls=${shq(`${TLS_DIR}/${s.domain}`)}`,
     'live="/etc/letsencrypt/live/$domain"',
+    'renewal="/etc/letsencrypt/renewal/$domain.conf"',
     "",
     "# Both links move at once for nginx's next read: each is replaced by rename.",
     "point() {",
@@ -445,7 +446,7 @@ export function renderCertbotScript(s: ProxySite): string {
     '    mkdir -p -m 0700 "$tls/placeholder"',
     '    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 7 \\',
     '      -subj "/CN=$domain" -addext "subjectAltName=DNS:$domain" \\',
-    '      -keyout "$tls/placeholder/privkey.pem" -out "$tls/placeholder/fullchain.pem" 2>/dev/null',
+    '      -keyout "$tls/placeholder/privkey.pem" -out "$tls/placeholder/fullchain.pem"',
     '    point "$tls/placeholder"',
     "  fi",
     "  ;;",
@@ -455,13 +456,24 @@ export function renderCertbotScript(s: ProxySite): string {
     `  echo "nginx: serving $(openssl x509 -noout -serial -in "$live/fullchain.pem")"`,
     "  ;;",
     "issue)",
+    "  # certbot keeps a certificate that is not due even when --server changed: a new directory (staging to production,",
+    "  # or back) forces a new one, and certbot replaces a valid certificate with a staging one only with --break-my-certs.",
+    "  force=",
+    '  was=$(sed -n \'s/^server *= *//p\' "$renewal" 2>/dev/null || true)',
+    '  if [ -n "$was" ] && [ "$was" != "$server" ]; then',
+    "    force=--force-renewal",
+    '    case "$server" in *staging*) force="$force --break-my-certs" ;; esac',
+    "  fi",
     "  # nginx must serve this config's challenge location: one started before it (by the package, or an older generation)",
     "  # has not read it yet, and units restart in name order. Links first, or a reload that names them fails.",
+    "  # Only when certbot will ask the CA: no certificate yet, a new directory, or one due (certbot's default: 30 days left).",
     '  "$0" placeholder',
-    "  systemctl reload-or-restart nginx.service",
+    '  if [ -n "$force" ] || [ ! -e "$live/fullchain.pem" ] || ! openssl x509 -noout -checkend 2592000 -in "$live/fullchain.pem" >/dev/null; then',
+    "    systemctl reload-or-restart nginx.service",
+    "  fi",
     `  certbot certonly --non-interactive --agree-tos ${email} --server "$server" \\`,
     '    --webroot --webroot-path "$webroot" --cert-name "$domain" --domains "$domain" \\',
-    `    --keep-until-expiring --deploy-hook ${shq(`${CERTBOT_SCRIPT} deploy`)}`,
+    `    --keep-until-expiring $force --deploy-hook ${shq(`${CERTBOT_SCRIPT} deploy`)}`,
     "  # A certificate certbot kept (not due) runs no hook: nginx may still read the placeholder.",
     '  if [ "$(readlink "$tls/fullchain.pem")" != "$live/fullchain.pem" ]; then "$0" deploy; fi',
     "  ;;",

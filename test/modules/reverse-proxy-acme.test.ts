@@ -15,7 +15,7 @@
  * The lab test (test/lab/acme-lab.test.ts) runs the cycle against pebble.
  */
 import { spawn, spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import { evaluateFleet } from "../../core/index.ts";
@@ -200,6 +200,76 @@ describe("nginx with certbot (webroot)", () => {
       t.cleanup();
     }
   });
+
+  it.skipIf(rt.missing("openssl"))("issue: a changed directory forces a new certificate (--break-my-certs for a staging one); nginx is reloaded only when certbot will ask", () => {
+    const t = rt.tempDir("certbot-issue");
+    try {
+      const live = join(t.dir, "letsencrypt/live/headscale.example.com");
+      const renewal = join(t.dir, "letsencrypt/renewal/headscale.example.com.conf");
+      const tls = join(t.dir, "tls/headscale.example.com");
+      const bin = join(t.dir, "bin");
+      const log = join(t.dir, "calls.log");
+      mkdirSync(bin, { recursive: true });
+      mkdirSync(live, { recursive: true });
+      mkdirSync(join(t.dir, "letsencrypt/renewal"), { recursive: true });
+      // Fakes: certbot and systemctl record their arguments (certbot keeps the certificate: it runs no hook).
+      for (const name of ["certbot", "systemctl"]) writeFileSync(join(bin, name), `#!/bin/sh\necho "${name} $*" >> '${log}'\n[ "$1" != is-active ]\n`, { mode: 0o755 });
+      const cert = (days: number) => {
+        const r = spawnSync(rt.toolPath("openssl")!, ["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", String(days),
+          "-subj", "/CN=headscale.example.com", "-keyout", join(live, "privkey.pem"), "-out", join(live, "fullchain.pem")], { encoding: "utf8" });
+        expect(r.status, r.stderr).toBe(0);
+      };
+      const issue = (acmeDirectory: string, was: string | null) => {
+        rmSync(log, { force: true });
+        if (was === null) rmSync(renewal, { force: true });
+        else writeFileSync(renewal, `# renew_before_expiry = 30 days\nversion = 2.1.0\n[renewalparams]\naccount = 0123\nserver = ${was}\nauthenticator = webroot\n`);
+        const script = join(t.dir, "certbot-nginx");
+        writeFileSync(
+          script,
+          run(seed004({ kind: "nginx", acmeDirectory })).files!.find((f) => f.path === CERTBOT_SCRIPT)!.content
+            .replace('live="/etc/letsencrypt/live/$domain"', `live='${live}'`)
+            .replace('renewal="/etc/letsencrypt/renewal/$domain.conf"', `renewal='${renewal}'`)
+            .replace(`tls='${TLS_DIR}/headscale.example.com'`, `tls='${tls}'`)
+            .replace(`webroot='${ACME_WEBROOT}'`, `webroot='${join(t.dir, "webroot")}'`),
+          { mode: 0o755 },
+        );
+        const r = spawnSync(script, ["issue"], { encoding: "utf8", env: { ...process.env, PATH: `${bin}:${process.env.PATH}` } });
+        expect(r.status, r.stderr).toBe(0);
+        const calls = readFileSync(log, "utf8").trim().split("\n");
+        const certbot = calls.find((l) => l.startsWith("certbot "))!;
+        return { certbot, reloaded: calls.includes("systemctl reload-or-restart nginx.service") };
+      };
+      const STAGING = "https://acme-staging-v02.api.letsencrypt.org/directory";
+      // A certificate with 90 days left, from the same directory: certbot keeps it, nginx is left alone.
+      cert(90);
+      let r = issue(LETSENCRYPT_DIRECTORY, LETSENCRYPT_DIRECTORY);
+      expect(r.certbot).toContain(`--server ${LETSENCRYPT_DIRECTORY} `);
+      expect(r.certbot).toContain("--keep-until-expiring --deploy-hook");
+      expect(r.certbot).not.toContain("--force-renewal");
+      expect(r.reloaded).toBe(false);
+      // Staging to production: a new certificate now, not in 60 days.
+      r = issue(LETSENCRYPT_DIRECTORY, STAGING);
+      expect(r.certbot).toContain("--keep-until-expiring --force-renewal --deploy-hook");
+      expect(r.certbot).not.toContain("--break-my-certs");
+      expect(r.reloaded).toBe(true);
+      // Production to staging: certbot refuses to replace a valid certificate without --break-my-certs.
+      r = issue(STAGING, LETSENCRYPT_DIRECTORY);
+      expect(r.certbot).toContain("--force-renewal --break-my-certs --deploy-hook");
+      expect(r.reloaded).toBe(true);
+      // Due (one day left): certbot will renew, so nginx reads the challenge location first.
+      cert(1);
+      r = issue(LETSENCRYPT_DIRECTORY, LETSENCRYPT_DIRECTORY);
+      expect(r.certbot).not.toContain("--force-renewal");
+      expect(r.reloaded).toBe(true);
+      // No lineage yet: the first certificate.
+      rmSync(live, { recursive: true });
+      r = issue(LETSENCRYPT_DIRECTORY, null);
+      expect(r.certbot).not.toContain("--force-renewal");
+      expect(r.reloaded).toBe(true);
+    } finally {
+      t.cleanup();
+    }
+  });
 });
 
 describe("Caddy's own ACME client", () => {
@@ -254,7 +324,7 @@ describe("HTTP/2 follows the nginx version", () => {
       expect(own.ok, own.output).toBe(true);
       expect(own.output).not.toContain("deprecated");
       const newer = await rt.nginxTest(withVersion("1.26"), t.dir);
-      if (version.startsWith("1.22")) {
+      if (!(await rt.localNginxAtLeast("1.25.1"))) {
         expect(newer.ok).toBe(false);
         expect(newer.output).toContain('unknown directive "http2"');
       } else expect(newer.ok, newer.output).toBe(true);
