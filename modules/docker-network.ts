@@ -14,6 +14,14 @@ import { cidrsOverlap, isNetworkAddress, parseCidr } from "../core/schema-types.
  */
 export const DEFAULT_DOCKER_SUBNET = "172.16.238.0/24";
 
+/**
+ * The daemon's default address pools (docker 20.10 and later, libnetwork's
+ * ipamutils: 172.17-31.x.x as /16s, 192.168.x.x as /20s), from which it picks
+ * docker0's and every other network's subnet; a compose network declared
+ * inside them collides with one docker made ("Pool overlaps") at `up`.
+ */
+export const DOCKER_DEFAULT_POOLS = ["172.17.0.0/16", "172.18.0.0/15", "172.20.0.0/14", "172.24.0.0/13", "192.168.0.0/16"] as const;
+
 /** headscale's trusted_proxies on the docker runtime: the option's CIDRs plus the compose network. */
 export function trustedProxiesOf(trusted: readonly string[], dockerSubnet: string | null): string[] {
   return dockerSubnet === null || trusted.includes(dockerSubnet) ? [...trusted] : [...trusted, dockerSubnet];
@@ -22,7 +30,8 @@ export function trustedProxiesOf(trusted: readonly string[], dockerSubnet: strin
 /**
  * Problems with the compose network's subnet: an IPv4 network address with
  * room for the containers, not overlapping the tailnet's prefix, nor any
- * host's LAN or advertised route (docker would route those to its bridge).
+ * host's LAN or advertised route (docker would route those to its bridge),
+ * nor docker's default address pools.
  */
 export function dockerSubnetAssertions(subnet: string, ctx: ModuleContext, path = "headscale.dockerSubnet"): Assertion[] {
   const p = parseCidr(subnet);
@@ -53,6 +62,14 @@ export function dockerSubnetAssertions(subnet: string, ctx: ModuleContext, path 
     expected: "a subnet for the docker runtime's compose network that overlaps no tailnet prefix, LAN or advertised route of the fleet",
     found: `${subnet}, which overlaps ${hits.map((h) => `${h.where} ${h.cidr}`).join(", ")}`,
     fix: `set ${path} to a private range none of those use (the default ${DEFAULT_DOCKER_SUBNET}, or e.g. 172.16.239.0/24)`,
+  });
+  const pools = DOCKER_DEFAULT_POOLS.filter((c) => cidrsOverlap(p, parseCidr(c)!));
+  a.push({
+    assertion: pools.length === 0,
+    path,
+    expected: "a subnet outside docker's default address pools (172.17.0.0/16-172.31.0.0/16 and 192.168.0.0/16), from which docker picks its own networks' subnets",
+    found: `${subnet}, which overlaps docker's pool ${pools.join(", ")}`,
+    fix: `set ${path} to a private range outside those pools (the default ${DEFAULT_DOCKER_SUBNET}, or e.g. 10.200.0.0/24)`,
   });
   return a;
 }

@@ -4,8 +4,8 @@
  * subnet (headscale.dockerSubnet), and headscale's trusted_proxies include
  * it, so headscale believes the proxy's X-Real-IP (the client's address)
  * instead of taking the proxy container's address on the docker bridge as
- * the client's. A subnet overlapping the tailnet, a LAN or a route is
- * refused. The rendered config still passes `headscale configtest` and the
+ * the client's. A subnet overlapping the tailnet, a LAN, a route or docker's
+ * default address pools is refused. The rendered config still passes `headscale configtest` and the
  * Caddyfile `caddy validate`.
  */
 import { parse } from "yaml";
@@ -36,6 +36,14 @@ describe("compose network and trusted proxies (docker runtime)", () => {
   it("the default subnet stays clear of the tailnet, docker's own pools and the lab's ranges", () => {
     expect(headscaleModule.options.parse({}).dockerSubnet).toBe(DEFAULT_DOCKER_SUBNET);
     expect(failed(run(ctx("docker")))).toEqual([]);
+    // docker's default address pools (172.17-31.x.x, 192.168.x.x): refused at check, not at `docker-compose up`.
+    expect(failed(run(ctx("docker", { dockerSubnet: "172.17.0.0/24" })))).toEqual([
+      "<option file>: headscale.dockerSubnet: expected a subnet outside docker's default address pools (172.17.0.0/16-172.31.0.0/16 and 192.168.0.0/16), from which docker picks its own networks' subnets, found 172.17.0.0/24, which overlaps docker's pool 172.17.0.0/16. Fix: set headscale.dockerSubnet to a private range outside those pools (the default 172.16.238.0/24, or e.g. 10.200.0.0/24)",
+    ]);
+    for (const inPool of ["172.31.255.0/24", "172.24.0.0/16", "192.168.200.0/24", "172.16.0.0/12"]) {
+      expect(failed(run(ctx("docker", { dockerSubnet: inPool }))).join("\n"), inPool).toContain(`found ${inPool}, which overlaps docker's pool`);
+    }
+    for (const clear of ["172.16.239.0/24", "172.32.0.0/24", "10.200.0.0/24", "192.169.0.0/24"]) expect(failed(run(ctx("docker", { dockerSubnet: clear }))), clear).toEqual([]);
     expect(trustedProxiesOf(["127.0.0.1/32"], DEFAULT_DOCKER_SUBNET)).toEqual(["127.0.0.1/32", DEFAULT_DOCKER_SUBNET]);
     expect(trustedProxiesOf([DEFAULT_DOCKER_SUBNET], DEFAULT_DOCKER_SUBNET)).toEqual([DEFAULT_DOCKER_SUBNET]);
   });
@@ -78,6 +86,7 @@ describe("compose network and trusted proxies (docker runtime)", () => {
     const routed = ctx("docker", { dockerSubnet: "192.168.0.0/16" }, { lan: ["192.168.8.0/24"], tailscale: { enable: true, advertiseRoutes: ["192.168.8.0/24"] } });
     expect(failed(run(routed))).toEqual([
       "<option file>: headscale.dockerSubnet: expected a subnet for the docker runtime's compose network that overlaps no tailnet prefix, LAN or advertised route of the fleet, found 192.168.0.0/16, which overlaps hosts/lab/router.yaml lan[0] 192.168.8.0/24, hosts/lab/router.yaml tailscale.advertiseRoutes[0] 192.168.8.0/24. Fix: set headscale.dockerSubnet to a private range none of those use (the default 172.16.238.0/24, or e.g. 172.16.239.0/24)",
+      "<option file>: headscale.dockerSubnet: expected a subnet outside docker's default address pools (172.17.0.0/16-172.31.0.0/16 and 192.168.0.0/16), from which docker picks its own networks' subnets, found 192.168.0.0/16, which overlaps docker's pool 192.168.0.0/16. Fix: set headscale.dockerSubnet to a private range outside those pools (the default 172.16.238.0/24, or e.g. 10.200.0.0/24)",
     ]);
     for (const bad of ["172.16.238.5/24", "fd00::/64", "172.16.0.0/30", "docker0"]) {
       expect(failed(run(ctx("docker", { dockerSubnet: bad })))[0]).toContain(`headscale.dockerSubnet: expected an IPv4 network in CIDR form from /16 to /28 (host bits zero), e.g. 172.16.238.0/24, found "${bad}"`);
