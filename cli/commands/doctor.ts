@@ -129,6 +129,26 @@ export function groFindings(h: HostSystem, s: Record<string, string>): Finding[]
   });
 }
 
+/** Binaries reverse-proxy's certbot cycle (nginx, tls auto, no certificate files, on a host) runs: certbot, and openssl for the placeholder. */
+const CERTBOT_TOOLS = ["certbot", "openssl"];
+
+/** Whether a host whose generation runs the certbot cycle has its binaries (its packages name certbot). */
+export function certbotToolFindings(h: HostSystem, s: Record<string, string>): Finding[] {
+  if (!h.packages.includes("certbot")) return [];
+  const check = "certbot tools";
+  const out = s["certbot-tools"] ?? "";
+  const missing = CERTBOT_TOOLS.filter((b) => !new RegExp(`^have ${b}$`, "m").test(out));
+  if (missing.length === 0) return [{ host: h.name, check, level: "ok", what: CERTBOT_TOOLS.join(" and ") + " installed" }];
+  const command = `apt-get install -y ${missing.join(" ")}`;
+  return [{
+    host: h.name, check, level: "fail",
+    what: `${missing.join(" and ")} not found on the host`,
+    why: "nginx's certificate comes from certbot, run by meshfleet (reverse-proxy: kind nginx, tls auto, no certificate files), and openssl makes its placeholder: without them nginx does not start and no certificate is issued",
+    fix: `${command} on ${h.name}, then \`meshfleet up\``,
+    fixCommand: { on: h.name, command },
+  }];
+}
+
 /** What doctor reads on a host beyond the status script. */
 export function doctorScript(h: HostSystem, a: StackAccess): string {
   const m = (s: string) => `echo; echo @@mf:${s}@@`;
@@ -150,6 +170,9 @@ export function doctorScript(h: HostSystem, a: StackAccess): string {
     lines.push(m("ports"), "ss -Hlntup 2>&1 || echo no-ss");
     lines.push(m("health"), `if command -v curl >/dev/null 2>&1; then curl -s -o /dev/null -w '%{http_code}' --max-time 5 ${shq(`${a.fleet.coordinator.serverUrl.replace(/\/$/, "")}/health`)}; echo " exit=$?"; else echo no-curl; fi`);
     if (cli) lines.push(m("preauth"), `${headscaleCommand(cli, preAuthKeysListArgs())} 2>&1`);
+  }
+  if (h.packages.includes("certbot")) {
+    lines.push(m("certbot-tools"), `for b in ${CERTBOT_TOOLS.join(" ")}; do if command -v "$b" >/dev/null 2>&1; then echo "have $b"; else echo "missing $b"; fi; done`);
   }
   if (h.tailscale.enable) {
     for (const [i, t] of stunTargets(a).entries()) lines.push(m(`stun-${i}`), `${node} -e ${shq(STUN_JS)} ${shq(t.host)} ${t.port} 2>&1 || echo error`);
@@ -421,6 +444,7 @@ export async function runDoctor(a: StackAccess): Promise<{ ok: boolean; ms: numb
       const skew = hostNow ? hostNow - (Date.parse(status.at) - Math.round(st.ms / 2)) : null;
       findings.push(...coordinatorFindings(h, st, s, a, nodes));
       findings.push(...routerFindings(h, s));
+      findings.push(...certbotToolFindings(h, s));
       findings.push(...meshFindings(h, st, s, a, coordRaw.nodes, nodes, skew !== null && Math.abs(skew) > st.ms + 2000 ? skew : skew !== null ? 0 : null));
     }
     if (!nodes && (status.hosts.find((x) => x.host === a.fleet.coordinator.host)?.generation?.n ?? 0) > 0) {
