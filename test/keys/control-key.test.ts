@@ -12,7 +12,7 @@ import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:f
 import { createServer, type Server } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
 import { unitDependencies } from "../../agent/desired.ts";
 import { evaluateFleet, type FleetSystem } from "../../core/index.ts";
 import { derivePrivateKey, publicKeyOf } from "../../core/keys.ts";
@@ -76,6 +76,10 @@ describe("a new keySeed restarts tailscaled on every agent node", () => {
 describe("control-key-wait.mjs (ExecStartPre of tailscaled)", () => {
   let server: Server | undefined;
   afterEach(() => new Promise<void>((r) => (server ? server.close(() => r()) : r())));
+  const dirs: string[] = [];
+  afterAll(() => {
+    for (const d of dirs) rmSync(d, { recursive: true, force: true });
+  });
 
   /** A /key endpoint that presents `old` until `switchAfterMs`, then `next` (as headscale restarting with a new key). */
   async function keyServer(old: string, next: string, switchAfterMs: number): Promise<string> {
@@ -91,6 +95,7 @@ describe("control-key-wait.mjs (ExecStartPre of tailscaled)", () => {
 
   function runWait(url: string, want: string): Promise<{ ms: number; out: string; code: number | null }> {
     const dir = mkdtempSync(join(tmpdir(), "mf-ckw-"));
+    dirs.push(dir);
     writeFileSync(join(dir, "wait.mjs"), CONTROL_KEY_WAIT_SCRIPT);
     writeFileSync(join(dir, "key.pub"), want + "\n");
     const t0 = Date.now();
@@ -115,7 +120,8 @@ describe("control-key-wait.mjs (ExecStartPre of tailscaled)", () => {
     const url = await keyServer(pubOf(SEED_B), pubOf(SEED_B), 0);
     const same = await runWait(url, pubOf(SEED_B));
     expect(same.out).toContain("presents the expected Noise key");
-    expect(same.ms).toBeLessThan(2000);
+    // Not the 60-s wait; the bound is loose because a fresh node process alone can take seconds on a loaded machine.
+    expect(same.ms).toBeLessThan(10_000);
     const down = await runWait("http://127.0.0.1:9", pubOf(SEED_B));
     expect(down.code).toBe(0);
     expect(down.out).toContain("not answering");

@@ -157,6 +157,8 @@ describe.skipIf(skipUnlessCi(labMissing()))(`keySeed rotation on lab instance ${
     const find = "grep -rlF -f /dev/stdin /var/lib /etc /root /tmp /run /usr/local 2>/dev/null || true";
     const holders = (await on("vps", find, oldKey.replace(/^privkey:/, "") + "\n")).trim().split("\n").filter(Boolean);
     say(`before gc the old Noise key is in: ${holders.join(", ") || "nothing"}`);
+    // The search must find it where it is before gc (an older generation), or the "gone" check below proves nothing.
+    expect(holders.some((f) => f.includes("/generations/")), `the search finds the old Noise key in a generation before gc: ${holders.join(", ")}`).toBe(true);
     await on("vps", `${AGENT} gc --keep 1`);
     expect((await on("vps", find, oldKey.replace(/^privkey:/, "") + "\n")).trim(), "files still holding the old Noise key").toBe("");
     expect(await on("vps", `${AGENT} verify`)).toMatch(/no drift/);
