@@ -299,14 +299,21 @@ async function apply(n: GenerationInputs, olds: GenerationOutputs | null): Promi
           : `host ${host}: generation ${n.hash.slice(0, 12)} could not be confirmed: a new SSH connection after the switch failed (${why}); the host's lockout guard rolls it back to its previous generation within ${n.confirmTimeoutSeconds}s`,
     );
   }
-  // Confirmed. A status the confirm could not print (it says so on stderr) is asked for again.
-  let ins: RunResult = { code: 0, stdout: statusAfterMark(conf.stdout) ?? "", stderr: "" };
-  if (!ins.stdout.trim()) {
-    log(`host ${host}: the confirm printed no status (${clip(conf.stderr)}); asking again`);
-    ins = await run(inspectScript(n.agent), "status + verify");
+  // Confirmed. A status the confirm could not print (it says so on stderr), or one cut short, is asked for again.
+  const printed = statusAfterMark(conf.stdout) ?? "";
+  let read: ReturnType<typeof parseInspect> | undefined;
+  if (printed.trim()) {
+    try {
+      read = parseInspect(host, printed);
+    } catch (e) {
+      log(`host ${host}: the status the confirm printed does not parse (${clip((e as Error).message)}); asking again`);
+    }
+  } else log(`host ${host}: the confirm printed no status (${clip(conf.stderr)}); asking again`);
+  if (!read) {
+    const ins = await run(inspectScript(n.agent), "status + verify");
+    if (ins.code !== 0) throw runFailure(host, "reading the agent's status and verify after the confirm", ins);
+    read = parseInspect(host, ins.stdout);
   }
-  if (ins.code !== 0) throw runFailure(host, "reading the agent's status and verify after the confirm", ins);
-  const read = parseInspect(host, ins.stdout);
   // `confirm <hash>` succeeded, so that generation is current and nothing awaits confirmation.
   const status: AgentStatus = { ...read.status, pendingConfirm: null };
   const statusText = JSON.stringify(status, null, 2);

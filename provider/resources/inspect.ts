@@ -11,8 +11,6 @@ import { ProviderError } from "../wire.ts";
 
 export const agentCmd = (a: AgentSpec, args: string[]) => [shq(a.node), shq(a.remotePath), ...args.map(shq)].join(" ");
 
-/** Between status and verify in the two-process form (still parsed: the reboot check's older tests and hosts). */
-const VERIFY_MARK = "@@meshfleet-verify@@";
 /** What `confirm --status` prints before the status document (agent/main.ts). */
 export const STATUS_MARK = "@@meshfleet-status@@";
 
@@ -41,36 +39,25 @@ export interface AgentStatus {
 }
 
 /**
- * `status --json --verify` (one document, verify embedded), or the older
- * two-process form: status, VERIFY_MARK, verify. statusText is the status
- * without the verify report.
+ * `status --json --verify`: one document, verify embedded. A verify that is
+ * missing or null (the agent could not run it and said why on stderr) is a
+ * drift item. statusText is the status without the verify report.
  */
 export function parseInspect(host: string, stdout: string): { status: AgentStatus; statusText: string; drift: DriftItem[] } {
-  const twoPart = stdout.includes(VERIFY_MARK);
-  const [statusPart, verifyPart = ""] = twoPart ? stdout.split(VERIFY_MARK) : [stdout];
   let doc: AgentStatus & { verify?: unknown };
   try {
-    doc = JSON.parse(statusPart.replace(/^note: .*$/gm, ""));
+    doc = JSON.parse(stdout.replace(/^note: .*$/gm, ""));
   } catch {
-    throw new ProviderError(`host ${host}: the agent's \`status --json\` did not print JSON: ${JSON.stringify(statusPart.trim().slice(0, 200))}`);
+    throw new ProviderError(`host ${host}: the agent's \`status --json\` did not print JSON: ${JSON.stringify(stdout.trim().slice(0, 200))}`);
   }
-  let v: unknown = doc?.verify;
-  let verifyText = v === undefined ? "(none)" : JSON.stringify(v);
-  if (twoPart) {
-    verifyText = verifyPart.trim();
-    try {
-      v = JSON.parse(verifyPart.replace(/^note: .*$/gm, ""));
-    } catch {
-      v = undefined;
-    }
-  }
+  const v: unknown = doc?.verify;
   const { verify: _v, ...status } = doc;
   const list = (v as { drift?: unknown } | undefined)?.drift;
   const drift: DriftItem[] =
     v === undefined || v === null
-      ? [{ kind: "agent", subject: "verify", detail: `verify did not answer in JSON: ${verifyText.slice(0, 120)}` }]
+      ? [{ kind: "agent", subject: "verify", detail: v === null ? "verify failed on the host (the agent said why on stderr; run `meshfleet-agent verify` there)" : "verify did not answer in JSON: (none)" }]
       : Array.isArray(list)
         ? list.map((d: DriftItem) => ({ kind: String(d.kind), subject: String(d.subject), detail: String(d.detail) }))
         : [];
-  return { status, statusText: twoPart ? statusPart.trim() : JSON.stringify(status, null, 2), drift };
+  return { status, statusText: JSON.stringify(status, null, 2), drift };
 }

@@ -382,6 +382,39 @@ describe("the lockout guard's confirm gives up when the guard's window closes", 
     expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
   });
 
+  it("a confirm whose status after the mark is cut short is followed by one status + verify too, not a failed deploy", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const seen: string[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, _s, o) => {
+      seen.push(o.what);
+      if (o.fresh) return { code: 0, stdout: confirmed(inputs.hash).slice(0, -40), stderr: "" };
+      if (o.what === "status + verify") return { code: 0, stdout: JSON.stringify({ host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null, verify: { drift: [] } }), stderr: "" };
+      return { code: 0, stdout: "generation 4 is active", stderr: "" };
+    });
+    const r = await generation.create(inputs);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(seen).toEqual([`prepare + switch to ${inputs.hash.slice(0, 12)}`, `confirm ${inputs.hash.slice(0, 12)} + status + verify`, "status + verify"]);
+    expect(r.outs).toMatchObject({ generation: 4, hash: inputs.hash, drift: [] });
+  });
+
+  it("a verify the agent could not run (verify: null) is a drift item, and the confirmed deploy stands", async () => {
+    const a = agentFile();
+    const i = genInputs(b1());
+    const inputs: GenerationInputs = { ...i, agent: { ...i.agent, localPath: a.path, sha256: a.sha256 } };
+    const doc = { host: "router", generation: 4, hash: inputs.hash, pendingConfirm: null, lastSwitch: null, verify: null };
+    vi.spyOn(session, "run").mockImplementation(async (_c, _s, o) =>
+      o.fresh
+        ? { code: 0, stdout: `confirmed\n@@meshfleet-status@@\n${JSON.stringify(doc)}\n`, stderr: "meshfleet-agent: verify failed: boom\n" }
+        : { code: 0, stdout: "generation 4 is active", stderr: "" },
+    );
+    const r = await generation.create(inputs);
+    rmSync(a.dir, { recursive: true, force: true });
+    expect(r.outs.drift).toEqual([{ kind: "agent", subject: "verify", detail: "verify failed on the host (the agent said why on stderr; run `meshfleet-agent verify` there)" }]);
+    expect(r.outs.generation).toBe(4);
+  });
+
   it("a confirm whose status shows another generation fails the deploy, naming the host", async () => {
     const a = agentFile();
     const i = genInputs(b1());
@@ -450,7 +483,7 @@ describe("drift an earlier refresh stored survives the next refresh (up --refres
       { kind: "generation", subject: "files", detail: "1 file changed by hand" },
     ];
     const answer = () =>
-      `${JSON.stringify({ host: "router", generation: 3, hash: news.hash, pendingConfirm: null, lastSwitch: null })}\n@@meshfleet-verify@@\n${JSON.stringify({ drift })}\n${"a".repeat(64)}\n`;
+      `${JSON.stringify({ host: "router", generation: 3, hash: news.hash, pendingConfirm: null, lastSwitch: null, verify: { drift } })}\n${"a".repeat(64)}\n`;
     vi.spyOn(session, "run").mockImplementation(async () => ({ code: 0, stdout: answer(), stderr: "" }));
     // The first refresh marks the drift; a deploy that then fails (a refused host key) leaves these outputs in the state.
     const first = (await generation.read("router", genOutputs(news)))!;

@@ -26,6 +26,15 @@ const bundle = (o: { firewall?: unknown; tailscale?: unknown } = {}) =>
 const status = (o: Partial<{ hash: string | null; generation: number; pendingConfirm: unknown }> = {}) =>
   JSON.stringify({ host: "router", generation: 4, hash: HASH, pendingConfirm: null, lastSwitch: null, ...o });
 
+/** What `status --json --verify` prints: the status with verify embedded (a status that is not JSON as it is). */
+function inspected(st: string, verify: string): string {
+  try {
+    return JSON.stringify({ ...JSON.parse(st), verify: JSON.parse(verify) });
+  } catch {
+    return st;
+  }
+}
+
 /** One check's stdout, as rebootCheckScript's sections print it. */
 function out(o: { boot?: string; nft?: string; ts?: string; prefs?: string; status?: string; verify?: string } = {}): string {
   return [
@@ -34,7 +43,7 @@ function out(o: { boot?: string; nft?: string; ts?: string; prefs?: string; stat
     // As tailscale prints it: no newline after the JSON (the script puts one before each mark).
     "@@meshfleet-reboot-ts-status@@", (o.ts ?? JSON.stringify({ BackendState: "Running", Peer: {} }, null, 2)) + "\n",
     "@@meshfleet-reboot-ts-prefs@@", o.prefs ?? JSON.stringify({ AdvertiseRoutes: ["192.168.8.0/24"] }),
-    "@@meshfleet-reboot-inspect@@", o.status ?? status(), "@@meshfleet-verify@@", o.verify ?? JSON.stringify({ drift: [] }),
+    "@@meshfleet-reboot-inspect@@", inspected(o.status ?? status(), o.verify ?? JSON.stringify({ drift: [] })),
   ].join("\n");
 }
 
