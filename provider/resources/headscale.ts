@@ -155,13 +155,19 @@ export const preAuthKey: AsyncDiffHandler<PreAuthKeyInputs, PreAuthKeyOutputs> =
 /** Facts per coordinator for one run: every key's diff asks once (a diff runs for each key, in parallel). */
 const renewalFacts = new Map<string, { at: number; facts: Promise<{ nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } | null> }>();
 const FACTS_TTL_MS = 20_000;
+/** The renewal lookup's dial (one attempt) and whole command: a preview does not wait on an unreachable coordinator. */
+const RENEWAL_DIAL_MS = 5_000;
+const RENEWAL_TIMEOUT_MS = 20_000;
 
 async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promise<KeyRenewal | null> {
   const where = `${news.connection.name}@${news.connection.host}:${news.connection.port ?? 22}`;
   let hit = renewalFacts.get(where);
   if (!hit || Date.now() - hit.at > FACTS_TTL_MS) {
     const facts = (async () => {
-      const run = await session.run(news.connection, renewalFactsCommand(news.cli), { what: "nodes and pre-auth keys (renewal)", privateKey: news.sshPrivateKey, quiet: true }).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
+      // One dial, briefly: a preview that cannot reach the coordinator leaves keys as they are, not after 30 dials.
+      const run = await session
+        .run(news.connection, renewalFactsCommand(news.cli), { what: "nodes and pre-auth keys (renewal)", privateKey: news.sshPrivateKey, quiet: true, attempts: 1, until: Date.now() + RENEWAL_DIAL_MS, timeoutMs: RENEWAL_TIMEOUT_MS })
+        .catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
       if (run.code !== 0) {
         log(`pre-auth keys: could not ask headscale on ${news.connection.name} whether a key needs renewing (exit ${run.code}: ${run.stderr.trim().slice(0, 200)}); keys are left as they are`);
         return null;
@@ -173,7 +179,10 @@ async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promi
         return null;
       }
     })();
-    hit = { at: Date.now(), facts };
+    // Stamped when the facts are in (kept while they are asked for): the TTL counts from the answer.
+    const entry = { at: Infinity, facts };
+    void facts.finally(() => (entry.at = Date.now()));
+    hit = entry;
     renewalFacts.set(where, hit);
   }
   const facts = await hit.facts;

@@ -118,6 +118,30 @@ describe("PreAuthKey diff asks headscale whether to renew", () => {
     expect(await preAuthKey.diff(f.olds, f.news)).toMatchObject({ changes: true, replaces: ["key"] });
   });
 
+  it("the lookup dials once with a short deadline (a preview does not wait out 30 dials), and the 20 s cache counts from the answer", async () => {
+    const opts: { attempts?: number; until?: number; timeoutMs?: number }[] = [];
+    vi.useFakeTimers({ toFake: ["Date"] });
+    try {
+      const t0 = Date.now();
+      vi.spyOn(session, "run").mockImplementation(async (_c, _s, o) => {
+        opts.push({ attempts: o.attempts, until: o.until, timeoutMs: o.timeoutMs });
+        await new Promise((r) => setTimeout(r, 0));
+        vi.setSystemTime(Date.now() + 25_000); // a slow answer
+        return { code: 0, stdout: `[]\n@@mf:keys@@\n${JSON.stringify([{ id: 7, expiration: { seconds: Math.floor(t0 / 1000) + 30 * DAY } }])}`, stderr: "" };
+      });
+      const connection = { ...conn, port: port++ };
+      const f = { olds: { ...olds, connection }, news: { ...news, connection } };
+      expect((await preAuthKey.diff(f.olds, f.news)).changes).toBe(false);
+      expect((await preAuthKey.diff(f.olds, f.news)).changes).toBe(false);
+      expect(opts).toHaveLength(1);
+      expect(opts[0]!.attempts).toBe(1);
+      expect(opts[0]!.until! - t0).toBeLessThanOrEqual(10_000);
+      expect(opts[0]!.timeoutMs).toBeLessThanOrEqual(30_000);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it("headscale cannot be asked: the key is left as it is (the deploy goes on)", async () => {
     const f = facts([], [], 255);
     expect((await preAuthKey.diff(f.olds, f.news)).changes).toBe(false);
