@@ -166,7 +166,8 @@ export function activate(o: ActivateOptions): Plan {
   if (plan.units.write.length + plan.units.remove.length + plan.units.restart.length === 0) log("  units unchanged");
   // Containers (docker runtime): each running and passing its own health check, or the switch rolls back.
   try {
-    awaitContainers(host, target.bundle, log);
+    const p = state.pending();
+    awaitContainers(host, target.bundle, log, undefined, p?.generation === target.n ? p.deadline : undefined);
   } catch (e) {
     throw e instanceof ComposeError ? new AgentError(e.message) : e;
   }

@@ -102,16 +102,23 @@ export function composeDrift(host: Host, bundle: Bundle): ContainerDrift[] {
   return out;
 }
 
+/** Left of a guarded switch's confirm window after the containers: the remaining steps, the probes and the deploy's confirm. */
+export const CONFIRM_MARGIN_MS = 10_000;
+
 /**
  * After the units step: every container of the bundle must run and pass its
  * own health check (run now with `docker exec`, not docker's next interval)
- * within `timeoutMs`. Throws with the last problem seen; the switch then
- * rolls back like any failing step.
+ * within `timeoutMs`, and, in a guarded switch, before `confirmDeadline`
+ * (the pending confirm's deadline, epoch ms) less CONFIRM_MARGIN_MS: a wait
+ * past it would have the guard roll back a healthy switch. Throws with the
+ * last problem seen; the switch then rolls back like any failing step.
  */
-export function awaitContainers(host: Host, bundle: Bundle, log: (line: string) => void, timeoutMs = composeTimeoutMs()): void {
+export function awaitContainers(host: Host, bundle: Bundle, log: (line: string) => void, timeoutMs = composeTimeoutMs(), confirmDeadline?: number): void {
   const c = composeOf(bundle);
   if (!c) return;
-  const until = Date.now() + timeoutMs;
+  const t0 = Date.now();
+  const guarded = confirmDeadline !== undefined && confirmDeadline - CONFIRM_MARGIN_MS < t0 + timeoutMs;
+  const until = guarded ? confirmDeadline - CONFIRM_MARGIN_MS : t0 + timeoutMs;
   for (const [svc, s] of Object.entries(c.services)) {
     const name = s.container_name ?? svc;
     let problem = "";
@@ -120,7 +127,14 @@ export function awaitContainers(host: Host, bundle: Bundle, log: (line: string) 
       if (!problem || Date.now() > until) break;
       host.run(["sleep", "1"], { timeoutMs: 5_000 });
     }
-    if (problem) throw new ComposeError(`containers: ${name}: ${problem} after ${Math.round(timeoutMs / 1000)} s`);
+    if (problem) {
+      const waited = `${Math.max(0, Math.round((until - t0) / 1000))} s`;
+      throw new ComposeError(
+        guarded
+          ? `containers: ${name}: ${problem} after ${waited}, when the lockout guard's confirm window (less ${CONFIRM_MARGIN_MS / 1000} s for the confirm) ran out. Fix: raise confirmTimeoutSeconds (meshfleet:confirmTimeoutSeconds) if the container needs longer to become healthy`
+          : `containers: ${name}: ${problem} after ${waited}`,
+      );
+    }
     log(`  container ${name}: running${s.healthcheck ? ", health check passes" : ""}`);
   }
 }

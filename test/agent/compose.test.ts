@@ -102,6 +102,20 @@ describe("containers in the generation (stand-in docker)", () => {
     expect(s.stderr).toMatch(/meshfleet-agent: verify failed: /);
   });
 
+  it("in a guarded switch the health wait ends before the confirm deadline (not after its own 30 s), naming confirmTimeoutSeconds", () => {
+    const root = tempRoot();
+    docker(root, { container: ["running", ID1], images: { [ID1]: ID1, [ID2]: ID2 }, volume: true });
+    expect(run(root, ["switch", writeBundle(root, gen(ID1))]).code).toBe(0);
+    docker(root, { unhealthy: ID2 });
+    const t0 = Date.now();
+    const r = run(root, ["switch", writeBundle(root, gen(ID2)), "--confirm-timeout", "14"], { MESHFLEET_COMPOSE_TIMEOUT_S: "30" });
+    const took = Date.now() - t0;
+    expect(r.code).not.toBe(0);
+    expect(r.stdout + r.stderr).toMatch(/containers: headscale: health check .* after [34] s, when the lockout guard's confirm window .* Fix: raise confirmTimeoutSeconds \(meshfleet:confirmTimeoutSeconds\)/);
+    expect(r.stdout + r.stderr).toMatch(/rolled back to generation 1/);
+    expect(took).toBeLessThan(14_000);
+  }, 60_000);
+
   it("a bundle without a compose file never calls docker", () => {
     const root = tempRoot();
     expect(run(root, ["switch", writeBundle(root, bundle({ files: [file("/etc/x.conf", "x\n")] }))]).code).toBe(0);
