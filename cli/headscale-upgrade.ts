@@ -28,14 +28,37 @@ import { spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
+import { isMainThread } from "node:worker_threads";
+import { headscaleBinaryFile } from "../components/headscale-binary.ts";
 import { MeshfleetError } from "../core/diagnostics.ts";
+import { DEFAULT_HEADSCALE_VERSION } from "../core/fleet-schema.ts";
 import { compareReleases, UPGRADE_PATH } from "../modules/headscale-versions.ts";
 import { shq } from "../provider/quote.ts";
 import { coordinatorOf } from "./commands/backup.ts";
 import { utcStamp, waitScript } from "./commands/restore.ts";
-import { connectionTo, newSession, openStackFleet, sections, stackConfigFile, stackHostsDir, tryRun, type StackAccess } from "./fleet-hosts.ts";
+import { connectionTo, newSession, openStackFleet, REPO_ROOT, sections, stackConfigFile, stackHostsDir, tryRun, type StackAccess } from "./fleet-hosts.ts";
 
 export const UPGRADE_STAGE = "/var/lib/meshfleet/upgrade";
+/** One name for the transient unit: systemd refuses a second one while the first runs. */
+export const UPGRADE_UNIT = "meshfleet-headscale-upgrade";
+
+/**
+ * The transient unit. No start timeout: the script bounds itself (its waits
+ * are --wait each), and systemd's SIGTERM at a timeout would stop it between
+ * the new binary and the rollback.
+ */
+export function upgradeUnitCommand(scriptFile: string): string {
+  return `systemd-run --quiet --no-block --collect --unit=${UPGRADE_UNIT} --property=Type=oneshot --property=TimeoutStartSec=infinity /bin/sh ${shq(scriptFile)}`;
+}
+
+/** Why systemd-run failed, in words: another upgrade running is said as such. */
+export function upgradeStartProblem(host: string, r: { error?: string; code: number; stderr: string }): string {
+  const text = r.error ?? r.stderr;
+  if (/already (exists|loaded|active)/i.test(text)) {
+    return `upgrade: another headscale upgrade is running on ${host} (unit ${UPGRADE_UNIT}); this one did not start and changed nothing. Fix: wait for it (journalctl -u ${UPGRADE_UNIT} -f), then run \`meshfleet up\` again`;
+  }
+  return `upgrade: could not start the upgrade on ${host} (${r.error ?? `exit ${r.code}: ${r.stderr.trim().slice(0, 300)}`}); headscale was not touched`;
+}
 /** Exit codes of the upgrade script. */
 export const UPGRADE_EXIT = { upgraded: 0, refused: 3, rolledBack: 4, rolledBackUnhealthy: 5 } as const;
 
@@ -118,16 +141,19 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
     `stop_hs() { ${i.stop}; }`,
     `start_hs() { ${i.start}; }`,
-    `count() { ${hs} nodes list -o json 2>/dev/null | grep -o '"node_key":' | wc -l; }`,
+    // Fails when nodes list fails: a failed list is not 0 nodes.
+    `count() { _l=$(${hs} nodes list -o json 2>/dev/null) || return 1; printf '%s' "$_l" | grep -o '"node_key":' | wc -l; }`,
     // headscale answers its health check, its binary reports $2, and it lists $1 nodes, within wait_s.
     `answers() {`,
     `  end=$(($(date +%s) + wait_s))`,
     `  while [ "$(date +%s)" -lt "$end" ]; do`,
     `    if ! ${i.isActive}; then last="headscale is not running";`,
-    `    elif ${hs} health >/dev/null 2>&1; then`,
-    `      v=$("$bin" version 2>/dev/null | head -n 1); got=$(count)`,
+    `    elif ! ${hs} health >/dev/null 2>&1; then last="headscale health does not answer";`,
+    `    elif ! got=$(count); then last="headscale nodes list fails";`,
+    `    else`,
+    `      v=$("$bin" version 2>/dev/null | head -n 1)`,
     `      case "$v" in *"v$2"*) if [ "$got" -eq "$1" ]; then say "headscale answers: healthy, $v, $got node(s)"; return 0; fi; last="headscale lists $got node(s), it had $1";; *) last="the binary reports '$v', not $2";; esac`,
-    `    else last="headscale health does not answer"; fi`,
+    `    fi`,
     `    sleep 1`,
     `  done`,
     `  say "$last (after \${wait_s}s)"`,
@@ -135,13 +161,16 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `}`,
     `ms() { echo $(($(date +%s%N) / 1000000)); }`,
     `copy_db() { for x in "" -wal -shm; do if [ -e "$1$x" ]; then cp -p "$1$x" "$2$x" || return 1; else rm -f "$2$x"; fi; done; }`,
+    `move_db() { for x in "" -wal -shm; do if [ -e "$1$x" ]; then mv -f "$1$x" "$2$x" || return 1; fi; done; }`,
+    // A refusal after headscale was stopped: start it again, and say so when it does not start.
+    `refuse() { if start_hs; then finish 3 "$1"; fi; finish 3 "$1; BUT headscale $from did not start again: start it (systemctl start headscale; journalctl -u headscale)"; }`,
     "",
     "# 0. Before anything changes: the staged binary runs and reports the new release; headscale answers now.",
     `chmod 0755 "$new" || finish 3 "refused: cannot make the staged binary executable; nothing was changed"`,
     `nv=$("$new" version 2>&1 | head -n 1)`,
     `case "$nv" in *"v$to"*) ;; *) rm -f "$new"; finish 3 "refused: the staged binary reports '$nv', not $to; nothing was changed";; esac`,
-    `had=$(count)`,
     `${hs} health >/dev/null 2>&1 || finish 3 "refused: headscale $from does not answer its health check before the upgrade; nothing was changed (fix it first: journalctl -u headscale)"`,
+    `had=$(count) || finish 3 "refused: headscale $from answers its health check but its nodes list fails (headscale nodes list), so the upgrade could not be checked against its nodes; nothing was changed (fix it first: journalctl -u headscale)"`,
     `say "headscale $from answers with $had node(s); upgrading to $to"`,
     "",
     "# 1. The backup.",
@@ -149,11 +178,11 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     i.backup
       ? `if ${i.backup}; then say "backup taken (${i.backup})"; else finish 3 "refused: the backup (${i.backup}) failed; nothing was changed"; fi`
       : `say "headscale.backup is off: only the copy below is taken"`,
-    `stop_hs || { start_hs; finish 3 "refused: headscale did not stop; nothing was changed"; }`,
+    `stop_hs || refuse "refused: headscale did not stop; nothing was changed"`,
     `kept_db=""`,
     `if [ -n "$db" ]; then`,
     `  kept_db="$db.before-upgrade-$stamp"`,
-    `  copy_db "$db" "$kept_db" || { start_hs; finish 3 "refused: could not copy $db to $kept_db; nothing else was changed"; }`,
+    `  copy_db "$db" "$kept_db" || refuse "refused: could not copy $db to $kept_db; nothing else was changed"`,
     `  say "database copied (headscale stopped) to $kept_db"`,
     `fi`,
     `say "backup took $(($(ms) - t_b)) ms"`,
@@ -161,8 +190,8 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     "",
     "# 2. The new binary in place; the old one kept.",
     `old="$bin.before-upgrade-$stamp"`,
-    `cp -p "$bin" "$old" || { start_hs; finish 3 "refused: could not keep the old binary as $old; nothing else was changed"; }`,
-    `mv -f "$new" "$bin" || { start_hs; finish 3 "refused: could not put the new binary in place; nothing else was changed"; }`,
+    `cp -p "$bin" "$old" || refuse "refused: could not keep the old binary as $old; nothing else was changed"`,
+    `mv -f "$new" "$bin" || refuse "refused: could not put the new binary in place; nothing else was changed"`,
     "",
     "# 3. Start and check.",
     `if start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}"; fi`,
@@ -171,11 +200,18 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"`,
     `t_r=$(ms)`,
     `journalctl -u headscale.service -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/upgrade:   /'`,
-    `stop_hs`,
-    `mv -f "$bin" "$bin.failed-upgrade-$stamp"`,
-    `cp -p "$old" "$bin"`,
-    `if [ -n "$kept_db" ]; then copy_db "$db" "$db.failed-upgrade-$stamp"; copy_db "$kept_db" "$db"; fi`,
-    `start_hs`,
+    // Each step checked: a rollback that cannot finish stops and says what is where.
+    `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}"`,
+    `stop_hs || finish 5 "rollback failed: headscale $to did not come up healthy and did not stop for the rollback; nothing was put back: headscale $to is at $bin with its database $db; $left. Fix: systemctl stop headscale, then put them back by hand"`,
+    `mv -f "$bin" "$bin.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the new binary $bin aside (headscale is stopped); $left. Fix: cp -p $old $bin, then systemctl start headscale"`,
+    `cp -p "$old" "$bin" || finish 5 "rollback failed: could not copy the old binary back to $bin (a full disk?); headscale is stopped, the new binary is $bin.failed-upgrade-$stamp; $left. Fix: free space, cp -p $old $bin, then systemctl start headscale"`,
+    `if [ -n "$kept_db" ]; then`,
+    // The database headscale $to used moves aside by rename (no copy to fail halfway); the kept copy goes in under a temp name, then by rename.
+    `  move_db "$db" "$db.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the database $db aside (headscale is stopped, the old binary is back at $bin); $left. Fix: put $kept_db (with its -wal/-shm) in place of $db, then systemctl start headscale"`,
+    `  copy_db "$kept_db" "$db.rollback-$stamp" || finish 5 "rollback failed: could not copy $kept_db (a full disk?); headscale is stopped, the old binary is back at $bin, there is no database at $db: the one headscale $to used is $db.failed-upgrade-$stamp, the one from before the upgrade is $kept_db (untouched). Fix: free space, cp -p $kept_db $db (with its -wal/-shm), then systemctl start headscale"`,
+    `  move_db "$db.rollback-$stamp" "$db" || finish 5 "rollback failed: could not rename $db.rollback-$stamp to $db; headscale is stopped, the old binary is back at $bin; $left. Fix: put $kept_db (with its -wal/-shm) in place of $db, then systemctl start headscale"`,
+    `fi`,
+    `start_hs || say "headscale $from did not start"`,
     `if answers "$had" "$from"; then say "rollback (old binary and database back, start, healthy) took $(($(ms) - t_r)) ms"; finish 4 "rolled back: headscale $to did not come up healthy; $from runs again on the database as it was before ($had node(s)); the failed binary is kept as $bin.failed-upgrade-$stamp"; fi`,
     `finish 5 "rolled back, but headscale $from does not answer either; the database copy is $kept_db and the old binary $old. Look at journalctl -u headscale"`,
     "",
@@ -197,6 +233,8 @@ interface Seen {
 
 export interface UpgradeResult {
   action: UpgradeAction["kind"] | "skipped";
+  /** With expectNoChanges: the upgrade or downgrade that would run (nothing was changed). */
+  pending?: boolean;
   detail: string;
   /** The script's outcome: upgraded, rolled-back, rolled-back-unhealthy, refused. */
   outcome?: string;
@@ -219,6 +257,10 @@ export async function headscaleUpgradeStep(o: {
   firstWaitTimeoutMs?: number;
   /** Asked before the coordinator is touched (without --yes, at a terminal); unset: go ahead. */
   confirm?: (question: string) => Promise<boolean>;
+  /** --expect-no-changes: read which headscale runs, change nothing; a pending upgrade comes back as pending. */
+  expectNoChanges?: boolean;
+  /** The folder the deploy runs its program in (runDeploy's root; default the repo). */
+  root?: string;
 }): Promise<UpgradeResult> {
   const t0 = Date.now();
   const secs = () => Math.round((Date.now() - t0) / 100) / 10;
@@ -228,9 +270,16 @@ export async function headscaleUpgradeStep(o: {
   if (typeof binPath !== "string") return { action: "skipped", detail: "the stack installs no headscale binary (meshfleet:headscaleBinaryPath unset)", seconds: secs() };
   const fleetFile = path.join(stackHostsDir(o.stack, o.configFile), "fleet.yaml");
   const fleetRaw = existsSync(fleetFile) ? ((parseYaml(readFileSync(fleetFile, "utf8")) as { coordinator?: { headscaleVersion?: unknown; host?: unknown } } | null) ?? {}) : {};
-  const wanted = typeof fleetRaw.coordinator?.headscaleVersion === "string" ? fleetRaw.coordinator.headscaleVersion : "0.29.2";
-  const local = path.resolve(path.dirname(cfgFile), binPath.replace(/^~(?=\/)/, process.env.HOME ?? "~"));
-  if (!existsSync(local)) return { action: "skipped", detail: `${binPath} does not exist (the deploy's check names it)`, seconds: secs() };
+  const wanted = typeof fleetRaw.coordinator?.headscaleVersion === "string" ? fleetRaw.coordinator.headscaleVersion : DEFAULT_HEADSCALE_VERSION;
+  // Exactly the file the deploy pushes: runDeploy runs the program in root (a worker thread cannot chdir: then in the working folder).
+  const workDir = isMainThread ? (o.root ?? REPO_ROOT) : process.cwd();
+  const local = headscaleBinaryFile(binPath, workDir);
+  if (!existsSync(local) || !statSync(local).isFile()) {
+    throw new MeshfleetError(
+      `${cfgFile}: meshfleet:headscaleBinaryPath: expected a headscale ${wanted} binary, found no file at ${local} (${JSON.stringify(binPath)}: a relative path is read from the folder the deploy runs in, ${workDir}; ~ is not expanded). ` +
+        `Fix: build it (\`meshfleet tools build\`) and set meshfleet:headscaleBinaryPath to its absolute path, or unset meshfleet:headscaleBinaryPath when the host brings its own headscale`,
+    );
+  }
   const st = statSync(local);
   const seenFile = path.join(o.stateDir, `headscale-version.${o.stack}.json`);
   const seen = existsSync(seenFile) ? (JSON.parse(readFileSync(seenFile, "utf8")) as Seen) : null;
@@ -269,6 +318,9 @@ export async function headscaleUpgradeStep(o: {
       if (running) remember(running);
       return { action: "none", detail: act.why, seconds: secs() };
     }
+    if (o.expectNoChanges) {
+      return { action: act.kind, pending: true, detail: `headscale on ${c.host.name} would be ${act.kind}d ${act.from} -> ${act.to} (coordinator.headscaleVersion in ${fleetFile}); nothing was changed`, seconds: secs() };
+    }
     if (s.active !== "active") {
       throw new MeshfleetError(`${c.host.name}: headscale ${act.from} is not running (${s.active || "unknown"}), so an upgrade to ${act.to} cannot be checked against it; nothing was changed. Fix: start it (systemctl start headscale; journalctl -u headscale), then run \`meshfleet up\` again`);
     }
@@ -303,10 +355,14 @@ export async function headscaleUpgradeStep(o: {
       .catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }));
     const sha = (await import("node:crypto")).createHash("sha256").update(bytes).digest("hex");
     if (up.code !== 0 || up.stdout.trim() !== sha) throw new MeshfleetError(`upgrade: the upload of headscale ${act.to} to ${c.host.name} failed (${up.code !== 0 ? `exit ${up.code}: ${(up.stderr || up.stdout).trim().slice(0, 300)}` : "sha256 differs"}); nothing was changed`);
-    const unit = `meshfleet-upgrade-${stamp}`;
+    const unit = UPGRADE_UNIT;
+    // How long the CLI waits for the outcome (the unit itself has no start timeout).
     const limit = (o.waitSeconds ?? 60) * 2 + 300;
-    const started = await tryRun(session, conn, `systemd-run --quiet --no-block --collect --unit=${unit} --property=Type=oneshot --property=TimeoutStartSec=${limit} /bin/sh ${shq(`${stage}/upgrade.sh`)}`, { what: "upgrade: start the guarded upgrade" });
-    if (started.error || started.code !== 0) throw new MeshfleetError(`upgrade: could not start the upgrade on ${c.host.name} (${started.error ?? `exit ${started.code}: ${started.stderr.trim().slice(0, 300)}`}); headscale was not touched`);
+    const started = await tryRun(session, conn, upgradeUnitCommand(`${stage}/upgrade.sh`), { what: "upgrade: start the guarded upgrade" });
+    if (started.error || started.code !== 0) {
+      await tryRun(session, conn, `rm -f ${shq(staged)}`, { what: "upgrade: remove the staged binary" });
+      throw new MeshfleetError(upgradeStartProblem(c.host.name, started));
+    }
     let log = "";
     const outcomeOf = (l: string) => sections(l).result?.split("\n")[0];
     for (let attempt = 0; attempt < 4 && !outcomeOf(log); attempt++) {

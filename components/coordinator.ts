@@ -16,12 +16,12 @@
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
-import path from "node:path";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
 import { HeadscaleReady, HostFile } from "../provider/sdk.ts";
 import { composeHost, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
 import { HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
+import { headscaleBinaryFile } from "./headscale-binary.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, type SshAccess } from "./shell.ts";
 
@@ -121,7 +121,7 @@ export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
   } else {
     if (!h.agent) p.push(`${h.file}: agent: the systemd runtime delivers headscale through the agent; found agent: false. Fix: agent: true or runtime: docker`);
     if (!h.units.some((u) => u.name === "headscale.service")) p.push(`${h.file}: units: expected headscale.service for the systemd runtime, found ${JSON.stringify(h.units.map((u) => u.name))}`);
-    if (args.binaryPath && !existsSync(args.binaryPath)) p.push(`Coordinator ${h.name}: binaryPath: ${args.binaryPath} does not exist. Fix: build headscale ${args.info.headscaleVersion} or unset binaryPath`);
+    if (args.binaryPath && !existsSync(headscaleBinaryFile(args.binaryPath))) p.push(`Coordinator ${h.name}: binaryPath: ${args.binaryPath} does not exist. Fix: build headscale ${args.info.headscaleVersion} or unset binaryPath`);
   }
   return p;
 }
@@ -191,11 +191,12 @@ export class Coordinator extends pulumi.ComponentResource {
 
     this.generationHost = coordinatorGenerationHost(h, { images: h.runtime === "docker" ? coordinatorImages(h, args) : undefined });
     if (h.runtime === "systemd" && args.binaryPath) {
-      const sha = createHash("sha256").update(readFileSync(args.binaryPath)).digest("hex");
+      const local = headscaleBinaryFile(args.binaryPath);
+      const sha = createHash("sha256").update(readFileSync(local)).digest("hex");
       // Pushed into a temp file beside the target and renamed over it: a running headscale never sees half a binary.
       const install = new HostFile(
         `${name}-binary`,
-        { host: h.name, connection, ...key, localPath: path.resolve(args.binaryPath), sha256: sha, remotePath: args.binaryRemotePath ?? "/usr/local/bin/headscale", mode: "0755" },
+        { host: h.name, connection, ...key, localPath: local, sha256: sha, remotePath: args.binaryRemotePath ?? "/usr/local/bin/headscale", mode: "0755" },
         { parent: this },
       );
       waitFor.push(install);

@@ -41,13 +41,16 @@ export function domainProblem(s: string): string | undefined {
 /** A domain as DNS compares it: lowercase, no trailing dot. */
 export const canonicalDomain = (s: string) => s.toLowerCase().replace(/\.$/, "");
 
+/** coordinator.headscaleVersion when fleet.yaml sets none (the one copy: `meshfleet up`'s upgrade step reads it too). */
+export const DEFAULT_HEADSCALE_VERSION = "0.29.2";
+
 export const fleetSchema = z
   .object({
     coordinator: z
       .object({
         host: hostName.describe("The host (a file in this folder) that runs Headscale."),
         serverUrl: url.describe("The URL clients use to reach Headscale (through the reverse proxy), e.g. https://headscale.example.com."),
-        headscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("0.29.2").describe("Headscale release to deploy."),
+        headscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default(DEFAULT_HEADSCALE_VERSION).describe("Headscale release to deploy."),
       })
       .strict()
       .describe("Where the coordinator runs and how clients reach it."),

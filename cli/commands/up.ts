@@ -194,7 +194,13 @@ function verbCommand(verb: Verb): Command {
       if (verb === "up" && !opts["preview-only"]) {
         // A changed coordinator.headscaleVersion: backup, new binary, health check, rollback (cli/headscale-upgrade.ts).
         const { headscaleUpgradeStep } = await import("../headscale-upgrade.ts");
-        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, confirm: opts.yes ? undefined : askLine });
+        const expectNone = !!opts["expect-no-changes"];
+        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, confirm: opts.yes || expectNone ? undefined : askLine, expectNoChanges: expectNone });
+        if (u.pending) {
+          // A pending upgrade is a change: fail as --expect-no-changes does, before the deploy and without touching the host.
+          out(`--expect-no-changes: ${u.detail}`);
+          return 1;
+        }
         if (u.outcome) out(`headscale: ${u.detail} (${u.seconds}s)`);
       }
       const r = await runDeploy({

@@ -14,12 +14,14 @@
  */
 import { execFile, spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { promisify } from "node:util";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { sections } from "../../cli/fleet-hosts.ts";
-import { headscaleUpgradeStep, upgradeAction, upgradeScript, UPGRADE_EXIT, versionOfBanner } from "../../cli/headscale-upgrade.ts";
+import { REPO_ROOT } from "../../cli/fleet-hosts.ts";
+import { headscaleUpgradeStep, upgradeAction, upgradeScript, upgradeStartProblem, upgradeUnitCommand, UPGRADE_EXIT, UPGRADE_UNIT, versionOfBanner } from "../../cli/headscale-upgrade.ts";
+import { headscaleBinaryFile } from "../../components/headscale-binary.ts";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import type { Contribution, ModuleContext } from "../../core/module.ts";
@@ -110,6 +112,164 @@ describe("headscaleUpgradeStep before any SSH: the stack's binary must be the fl
     mkdirSync(path.join(t.dir, "state"), { recursive: true });
     writeFileSync(path.join(t.dir, "state", "headscale-version.t.json"), JSON.stringify({ coordinator: "vps", version: "0.29.2", binary: bin, size: st.size, mtimeMs: st.mtimeMs }));
     expect(await step(cfg)).toMatchObject({ action: "none", detail: "the coordinator ran headscale 0.29.2 at the last up" });
+  });
+
+  it("a relative meshfleet:headscaleBinaryPath is the file the deploy pushes (from the folder the deploy runs in), not one beside the stack file", async () => {
+    // The folder the deploy runs in (runDeploy's root), with the binary at bin/headscale; the stack file is elsewhere.
+    const root = path.join(t.dir, "deploy-root");
+    mkdirSync(path.join(root, "bin"), { recursive: true });
+    const bin = path.join(root, "bin", "headscale");
+    copyFileSync(fake("0.29.2"), bin);
+    const cfg = stack("0.29.2", "bin/headscale");
+    // Beside the stack file the same relative path names nothing.
+    expect(existsSync(path.resolve(path.dirname(cfg), "bin/headscale"))).toBe(false);
+    // The deploy's reading (components/coordinator.ts) in that folder.
+    expect(headscaleBinaryFile("bin/headscale", root)).toBe(bin);
+    const st = statSync(bin);
+    writeFileSync(path.join(t.dir, "state", "headscale-version.t.json"), JSON.stringify({ coordinator: "vps", version: "0.29.2", binary: bin, size: st.size, mtimeMs: st.mtimeMs }));
+    expect(await headscaleUpgradeStep({ stack: "t", configFile: cfg, force: false, stateDir: path.join(t.dir, "state"), say: () => {}, root })).toMatchObject({
+      action: "none",
+      detail: "the coordinator ran headscale 0.29.2 at the last up",
+    });
+  });
+
+  it("meshfleet:headscaleBinaryPath set but no file there: refused (never skipped, or the deploy would push it unguarded)", async () => {
+    const cfg = stack("0.29.2", "no-such-dir/headscale");
+    await expect(step(cfg)).rejects.toThrow(
+      `${cfg}: meshfleet:headscaleBinaryPath: expected a headscale 0.29.2 binary, found no file at ${path.join(REPO_ROOT, "no-such-dir/headscale")} ("no-such-dir/headscale": a relative path is read from the folder the deploy runs in, ${REPO_ROOT}; ~ is not expanded). ` +
+        "Fix: build it (`meshfleet tools build`) and set meshfleet:headscaleBinaryPath to its absolute path, or unset meshfleet:headscaleBinaryPath when the host brings its own headscale",
+    );
+  });
+});
+
+describe("the transient unit", () => {
+  it("one fixed name (a second upgrade is refused by systemd) and no start timeout (systemd's SIGTERM would cut the rollback)", () => {
+    const c = upgradeUnitCommand("/var/lib/meshfleet/upgrade/S/upgrade.sh");
+    expect(c).toBe("systemd-run --quiet --no-block --collect --unit=meshfleet-headscale-upgrade --property=Type=oneshot --property=TimeoutStartSec=infinity /bin/sh /var/lib/meshfleet/upgrade/S/upgrade.sh");
+    expect(UPGRADE_UNIT).toBe("meshfleet-headscale-upgrade");
+  });
+
+  it("systemd-run refusing the name: the CLI says another upgrade runs", () => {
+    expect(upgradeStartProblem("vps", { code: 1, stderr: "Failed to start transient service unit: Unit meshfleet-headscale-upgrade.service was already loaded or has a fragment file.\n" })).toBe(
+      "upgrade: another headscale upgrade is running on vps (unit meshfleet-headscale-upgrade); this one did not start and changed nothing. Fix: wait for it (journalctl -u meshfleet-headscale-upgrade -f), then run `meshfleet up` again",
+    );
+    expect(upgradeStartProblem("vps", { code: 1, stderr: "Failed to start transient service unit: Unit meshfleet-headscale-upgrade.service already exists.\n" })).toMatch(/^upgrade: another headscale upgrade is running on vps/);
+    expect(upgradeStartProblem("vps", { code: 127, stderr: "systemd-run: not found\n" })).toBe("upgrade: could not start the upgrade on vps (exit 127: systemd-run: not found); headscale was not touched");
+  });
+});
+
+/**
+ * The script's failure paths, with a stand-in headscale (a shell script: its
+ * health, nodes list and version are what each case needs) so that a failing
+ * step can be had on purpose; the real 0.29.1/0.29.2 runs are below.
+ */
+describe("the guarded upgrade script when its own steps fail", () => {
+  const t = rt.tempDir("mf-upgrade-fail");
+  afterAll(() => t.cleanup());
+  let n = 0;
+  const sh = (script: string) => spawnSync("sh", ["-c", script], { encoding: "utf8", timeout: 60_000 });
+  /** A headscale that serves while $dir/up exists; `list: false` makes nodes list fail, `health: false` its health check. */
+  const fakeHs = (file: string, dir: string, v: string, o: { list?: boolean; health?: boolean } = {}) =>
+    writeFileSync(
+      file,
+      `#!/bin/sh\n[ "$1" = version ] && { echo "headscale version v${v}"; exit 0; }\nshift 2\ncase "$1" in\n  health) ${o.health === false ? "exit 1" : `[ -f '${dir}/up' ]`};;\n  nodes) ${o.list === false ? "exit 1" : `[ -f '${dir}/up' ] || exit 1; printf '[{"node_key":"a"},{"node_key":"b"}]'`};;\nesac\n`,
+      { mode: 0o755 },
+    );
+  const setup = (o: { installed?: { list?: boolean }; staged?: { list?: boolean; health?: boolean }; stop?: (dir: string) => string; start?: (dir: string) => string } = {}) => {
+    const dir = path.join(t.dir, `c${++n}`);
+    mkdirSync(dir);
+    const bin = path.join(dir, "headscale");
+    const staged = path.join(dir, ".staged");
+    const db = path.join(dir, "db.sqlite");
+    fakeHs(bin, dir, "0.29.1", o.installed);
+    fakeHs(staged, dir, "0.29.2", o.staged);
+    writeFileSync(db, "the database before the upgrade");
+    writeFileSync(path.join(dir, "up"), "");
+    const log = path.join(dir, "upgrade.log");
+    const run = () => {
+      const file = path.join(dir, "upgrade.sh");
+      writeFileSync(
+        file,
+        upgradeScript({
+          binary: bin,
+          staged,
+          config: path.join(dir, "config.yaml"),
+          db,
+          backup: null,
+          isActive: `[ -f '${dir}/up' ]`,
+          from: "0.29.1",
+          to: "0.29.2",
+          stamp: "S",
+          waitSeconds: 2,
+          log,
+          stop: o.stop?.(dir) ?? `rm -f '${dir}/up'`,
+          start: o.start?.(dir) ?? `touch '${dir}/up'`,
+        }),
+      );
+      const r = sh(`sh '${file}'`);
+      const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+      return { code: r.status, log: text, outcome: sections(text).result?.split("\n")[0] };
+    };
+    return { dir, bin, staged, db, run };
+  };
+
+  it("nodes list fails before the upgrade: refused, nothing changed (a failed list is not 0 nodes)", () => {
+    const c = setup({ installed: { list: false } });
+    const before = sha(c.bin);
+    const r = c.run();
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.refused);
+    expect(r.outcome).toBe(
+      "refused: headscale 0.29.1 answers its health check but its nodes list fails (headscale nodes list), so the upgrade could not be checked against its nodes; nothing was changed (fix it first: journalctl -u headscale)",
+    );
+    expect(sha(c.bin)).toBe(before);
+    expect(existsSync(`${c.db}.before-upgrade-S`)).toBe(false);
+    expect(existsSync(path.join(c.dir, "up"))).toBe(true);
+  });
+
+  it("nodes list fails after the upgrade: not healthy (not 0 nodes), rolled back", () => {
+    const c = setup({ staged: { list: false } });
+    const r = c.run();
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.rolledBack);
+    expect(r.log).toContain("upgrade: headscale nodes list fails (after 2s)");
+    expect(readFileSync(c.db, "utf8")).toBe("the database before the upgrade");
+  });
+
+  it("the rollback cannot stop headscale: it stops there and says what is where; the database headscale has open is not overwritten", () => {
+    // The first stop (before the upgrade) works, the rollback's fails.
+    const c = setup({ staged: { health: false }, stop: (d) => `if [ -f '${d}/stopped' ]; then false; else touch '${d}/stopped'; rm -f '${d}/up'; fi` });
+    const newSha = sha(c.staged);
+    const r = c.run();
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.rolledBackUnhealthy);
+    expect(r.outcome).toBe(
+      `rollback failed: headscale 0.29.2 did not come up healthy and did not stop for the rollback; nothing was put back: headscale 0.29.2 is at ${c.bin} with its database ${c.db}; ` +
+        `the old binary is kept as ${c.bin}.before-upgrade-S, the database from before the upgrade as ${c.db}.before-upgrade-S. Fix: systemctl stop headscale, then put them back by hand`,
+    );
+    expect(sha(c.bin)).toBe(newSha);
+    expect(existsSync(`${c.db}.failed-upgrade-S`)).toBe(false);
+  });
+
+  it("the rollback cannot copy the kept database in (a full disk): the database it used is moved aside whole, the kept one untouched, no half-written one in place", () => {
+    const c = setup({ staged: { health: false } });
+    // The copy's temp name cannot be written (a dangling link: cp refuses), as a full disk would fail it.
+    symlinkSync(path.join(c.dir, "no-such-dir", "x"), `${c.db}.rollback-S`);
+    const r = c.run();
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.rolledBackUnhealthy);
+    expect(r.outcome).toMatch(/^rollback failed: could not copy .*before-upgrade-S \(a full disk\?\); headscale is stopped, the old binary is back at .*, there is no database at /);
+    expect(existsSync(c.db)).toBe(false);
+    expect(readFileSync(`${c.db}.failed-upgrade-S`, "utf8")).toBe("the database before the upgrade");
+    expect(readFileSync(`${c.db}.before-upgrade-S`, "utf8")).toBe("the database before the upgrade");
+  });
+
+  it("a refusal after headscale was stopped reports a failed restart", () => {
+    const c = setup({ start: (d) => `[ ! -f '${d}/start-fails' ] && touch '${d}/up'` });
+    writeFileSync(path.join(c.dir, "start-fails"), "");
+    // The database copy cannot be written: refused after the stop, and headscale does not start again.
+    symlinkSync(path.join(c.dir, "no-such-dir", "x"), `${c.db}.before-upgrade-S`);
+    const r = c.run();
+    expect(r.code, r.log).toBe(UPGRADE_EXIT.refused);
+    expect(r.outcome).toBe(
+      `refused: could not copy ${c.db} to ${c.db}.before-upgrade-S; nothing else was changed; BUT headscale 0.29.1 did not start again: start it (systemctl start headscale; journalctl -u headscale)`,
+    );
   });
 });
 
