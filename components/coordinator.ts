@@ -72,7 +72,7 @@ export interface CoordinatorArgs {
    * A headscale binary on this machine to install on the host (systemd runtime);
    * unset means the host already has it (package or image).
    * @default undefined
-   * @example "~/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale"
+   * @example "/home/alice/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale" (absolute, or relative to the repository's root; no ~)
    */
   binaryPath?: string;
   /**

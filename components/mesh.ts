@@ -63,7 +63,7 @@ export interface MeshArgs {
   /**
    * A headscale binary to install on a systemd-runtime coordinator.
    * @default undefined (already on the host)
-   * @example "/root/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale"
+   * @example "/home/alice/.cache/meshfleet/tools/headscale@0.29.2/bin/headscale" (absolute, or relative to the repository's root; no ~)
    */
   headscaleBinaryPath?: string;
   /**
