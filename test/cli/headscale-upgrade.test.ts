@@ -309,14 +309,7 @@ describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1
     t = rt.tempDir("mf-upgrade");
     const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true } } } });
     const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-    cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    ({ cfg } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE));
     db = path.join(t.dir, "lib", "db.sqlite");
     // The "installed" binary: 0.29.1, as the coordinator runs before the upgrade.
     bin = path.join(t.dir, "headscale");

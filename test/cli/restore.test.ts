@@ -85,14 +85,7 @@ describe.skipIf(skip)("restore with its guard, against a real headscale 0.29.2",
     t = rt.tempDir("mf-restore");
     const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true, backup: { enable: true, keep: 3 } } } } });
     const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-    cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    ({ cfg } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE));
     db = path.join(t.dir, "lib", "db.sqlite");
     backups = path.join(t.dir, "backups");
     exe = path.join(t.dir, "headscale-backup");
@@ -285,14 +278,7 @@ describe.skipIf(pgSkip)("restore with its guard, Postgres, against a real headsc
     t = rt.tempDir("mf-restore-pg");
     const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true, backup: { enable: true, keep: 3 }, database: { type: "postgres", postgres: { host: "127.0.0.1", port: pgPort } } } } } });
     const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-    cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    ({ cfg } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE));
     pgpass = path.join(t.dir, "etc", "pgpass");
     writeFileSync(pgpass, "*:*:*:headscale:pw-restore\n", { mode: 0o600 });
     const backups = path.join(t.dir, "backups");

@@ -141,15 +141,7 @@ describe("headscale.backup", () => {
     const c = run(ctxWith({ backup: { enable: true, keep: 2 } }));
     const t = rt.tempDir("hs-backup");
     cleanups.push(t.cleanup);
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-    const policy = `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`;
-    const cfg = rt.layoutHeadscale(t.dir, { config, policy, noiseKey: NOISE, derpMap });
+    const { cfg, http } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE);
     const backups = path.join(t.dir, "backups");
     const exe = path.join(t.dir, "headscale-backup");
     writeFileSync(exe, rt.relocateHeadscale(script(c).content, t.dir).replace("dir='/var/backups/headscale'", `dir='${backups}'`), { mode: 0o700 });
@@ -236,14 +228,7 @@ describe("headscale.backup", () => {
     const c = run(ctxWith({ backup: { enable: true, keep: 2 }, database: { type: "postgres", postgres: { host: "127.0.0.1", port: pgPort } } }));
     const t = rt.tempDir("hs-backup-pg");
     cleanups.push(t.cleanup);
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-      .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-    const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-    const cfg = rt.layoutHeadscale(t.dir, { config, policy: `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`, noiseKey: NOISE, derpMap });
+    const { cfg, http } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE);
     // The libpq password file, as the deploy writes it (':' and '\\' escaped).
     const pgpass = path.join(t.dir, "etc", "pgpass");
     writeFileSync(pgpass, `*:*:*:headscale:pw\\:with\\\\odd'chars\n`, { mode: 0o600 });
