@@ -35,6 +35,7 @@ import { DEFAULT_HEADSCALE_VERSION } from "../core/fleet-schema.ts";
 import { compareReleases, UPGRADE_PATH } from "../modules/headscale-versions.ts";
 import { shq } from "../provider/quote.ts";
 import { coordinatorOf } from "./commands/backup.ts";
+import { guardedHead } from "./guarded-script.ts";
 import { utcStamp, waitScript } from "./commands/restore.ts";
 import { connectionTo, newSession, openStackFleet, REPO_ROOT, sections, stackConfigFile, stackHostsDir, tryRun, type StackAccess } from "./fleet-hosts.ts";
 
@@ -124,23 +125,22 @@ export interface UpgradeScriptInput {
 export function upgradeScript(i: UpgradeScriptInput): string {
   const hs = `"$bin" -c ${shq(i.config)}`;
   return [
-    "#!/bin/sh",
-    "# meshfleet upgrade (cli/headscale-upgrade.ts): a new headscale binary with a backup, a health check and a rollback.",
-    "set -u",
-    "umask 077",
-    "trap '' HUP INT PIPE",
-    `bin=${shq(i.binary)}`,
-    `new=${shq(i.staged)}`,
-    `stamp=${shq(i.stamp)}`,
-    `from=${shq(i.from)}`,
-    `to=${shq(i.to)}`,
-    `db=${shq(i.db ?? "")}`,
-    `wait_s=${Math.max(1, Math.floor(i.waitSeconds))}`,
-    `exec >>${shq(i.log)} 2>&1`,
-    `say() { echo "upgrade: $*"; }`,
-    `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
-    `stop_hs() { ${i.stop}; }`,
-    `start_hs() { ${i.start}; }`,
+    ...guardedHead({
+      about: ["meshfleet upgrade (cli/headscale-upgrade.ts): a new headscale binary with a backup, a health check and a rollback."],
+      who: "upgrade",
+      vars: [
+        ["bin", i.binary],
+        ["new", i.staged],
+        ["stamp", i.stamp],
+        ["from", i.from],
+        ["to", i.to],
+        ["db", i.db ?? ""],
+      ],
+      waitSeconds: i.waitSeconds,
+      log: i.log,
+      stop: i.stop,
+      start: i.start,
+    }),
     // Fails when nodes list fails: a failed list is not 0 nodes.
     `count() { _l=$(${hs} nodes list -o json 2>/dev/null) || return 1; printf '%s' "$_l" | grep -o '"node_key":' | wc -l; }`,
     // headscale answers its health check, its binary reports $2, and it lists $1 nodes, within wait_s.

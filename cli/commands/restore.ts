@@ -38,6 +38,7 @@ import { MeshfleetError } from "../../core/diagnostics.ts";
 import { shq } from "../../provider/quote.ts";
 import { EXIT, flagHelp, parseArgs, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
+import { guardedHead } from "../guarded-script.ts";
 import { connectionTo, newSession, openStackFleet, sections, tryRun, type StackAccess } from "../fleet-hosts.ts";
 import { bytes, coordinatorOf, localSqliteFacts, type Coordinator, type SqliteFacts } from "./backup.ts";
 
@@ -90,21 +91,18 @@ function prelude(i: ScriptCommon, what: string): string[] {
   if (!/^\/[A-Za-z0-9_./+@:-]+$/.test(i.snapshot)) throw new MeshfleetError(`restore: the staged snapshot's path ${JSON.stringify(i.snapshot)} must be absolute and plain (letters, digits, _ . / + @ : -)`);
   const hs = `${shq(i.headscale)} -c ${shq(i.config)}`;
   return [
-    "#!/bin/sh",
-    `# meshfleet restore (cli/commands/restore.ts): put a snapshot of headscale's ${what} in`,
-    "# place with a guard; the database it replaces is kept, never deleted.",
-    "set -u",
-    "umask 077",
-    // Detached from SSH when run by systemd-run; when run by hand, a hangup must not stop it halfway either.
-    "trap '' HUP INT PIPE",
-    `snap=${shq(i.snapshot)}`,
-    `stamp=${shq(i.stamp)}`,
-    `wait_s=${Math.max(1, Math.floor(i.waitSeconds))}`,
-    `exec >>${shq(i.log)} 2>&1`,
-    `say() { echo "restore: $*"; }`,
-    `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
-    `stop_hs() { ${i.stop}; }`,
-    `start_hs() { ${i.start}; }`,
+    ...guardedHead({
+      about: [`meshfleet restore (cli/commands/restore.ts): put a snapshot of headscale's ${what} in`, "place with a guard; the database it replaces is kept, never deleted."],
+      who: "restore",
+      vars: [
+        ["snap", i.snapshot],
+        ["stamp", i.stamp],
+      ],
+      waitSeconds: i.waitSeconds,
+      log: i.log,
+      stop: i.stop,
+      start: i.start,
+    }),
     // headscale answers its health check and lists exactly $1 nodes (or any number when $1 is empty).
     // A deadline in seconds, not a count of tries: one \`headscale health\` against a server that is not up takes 5 s.
     `answers() {`,
