@@ -37,18 +37,11 @@ describe.skipIf(skipUnlessCi(!HEADSCALE && "headscale 0.29.2 is not built: run `
     const { fleet } = await evaluateStack("lab");
     const vps = fleet.hosts.vps;
     const file = (p: string) => vps.files.find((f) => f.path === p)!.content;
-    const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-    const config = file("/etc/headscale/config.yaml")
-      .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-      .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-      .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`);
     const t = rt.tempDir("mf-components-hs");
     try {
-      const cfg = rt.layoutHeadscale(t.dir, {
-        config,
+      const { cfg, http } = await rt.loopbackHeadscale(t.dir, file("/etc/headscale/config.yaml"), derivePrivateKey(KEY_SEED, "noise"), {
         policy: file("/etc/headscale/policy.hujson"),
         derpMap: file("/etc/headscale/derp.yaml"),
-        noiseKey: derivePrivateKey(KEY_SEED, "noise"),
       });
       const cli: HeadscaleCli = { runtime: "systemd", binary: HEADSCALE! };
       const sh = (script: string, env: Record<string, string> = {}) =>

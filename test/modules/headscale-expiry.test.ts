@@ -91,18 +91,10 @@ describe("nodeExpiry", () => {
     /** Serve the rendered config on loopback; register an untagged node and tag a second one; return their expiries. */
     async function expiries(after: string): Promise<{ parsed: boolean; user: number | null; taggedAfter: number | null; disabled: number | null; output: string }> {
       const c = run(ctxWith({ nodeExpiry: { after, exemptTags: [] }, policy: {} }));
-      const [http, metrics, grpc] = [await rt.freePort(), await rt.freePort(), await rt.freePort()];
-      const text = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content
-        .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
-        .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
-        .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
-        // headscale will not start without a DERP region; a local one it never dials.
-        .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
       const policy = `{"tagOwners": {"tag:server": ["alice@"]}, "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`;
       const t = rt.tempDir("hs-expiry");
       try {
-        const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-        const cfg = rt.layoutHeadscale(t.dir, { config: text, policy, noiseKey: NOISE, derpMap });
+        const { cfg, http } = await rt.loopbackHeadscale(t.dir, c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content, NOISE, { policy });
         const test = await rt.headscaleConfigtest(cfg);
         expect(test.ok, test.output).toBe(true);
         const hs = (...args: string[]) => {

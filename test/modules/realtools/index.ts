@@ -173,15 +173,16 @@ export async function headscalePolicyCheck(configPath: string, policyPath: strin
  * its three listeners on free ports, a one-region DERP map that no client
  * uses, an allow-all policy. Returns the config path and the HTTP port.
  */
-export async function loopbackHeadscale(dir: string, configYaml: string, noiseKey: string): Promise<{ cfg: string; http: number }> {
+export async function loopbackHeadscale(dir: string, configYaml: string, noiseKey: string, o: { policy?: string; derpMap?: string } = {}): Promise<{ cfg: string; http: number }> {
   const [http, metrics, grpc] = [await freePort(), await freePort(), await freePort()];
   const config = configYaml
     .replace("listen_addr: 127.0.0.1:8080", `listen_addr: 127.0.0.1:${http}`)
     .replace("metrics_listen_addr: 127.0.0.1:9090", `metrics_listen_addr: 127.0.0.1:${metrics}`)
     .replace("grpc_listen_addr: 127.0.0.1:50443", `grpc_listen_addr: 127.0.0.1:${grpc}`)
+    // headscale will not start without a DERP region: a config with none gets a local one it never dials.
     .replace("  paths: []", "  paths:\n    - /etc/headscale/derp.yaml");
-  const derpMap = "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
-  const policy = `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`;
+  const derpMap = o.derpMap ?? "regions:\n  900:\n    regionid: 900\n    regioncode: t\n    regionname: t\n    nodes:\n      - {name: '1', regionid: 900, hostname: 127.0.0.1, ipv4: 127.0.0.1, stunport: -1, derpport: 9}\n";
+  const policy = o.policy ?? `{"acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]}\n`;
   return { cfg: layoutHeadscale(dir, { config, policy, noiseKey, derpMap }), http };
 }
 
