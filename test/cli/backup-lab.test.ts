@@ -13,8 +13,11 @@
  *     the laptop pings the nas through the subnet route the whole time;
  *   - `meshfleet restore` puts the snapshot back: every node is registered
  *     again with the same IPs, every route still approved, the nodes come
- *     back online, and traffic flows; the pings during the outage are
- *     counted (the mesh keeps working while the coordinator is down);
+ *     back online, and traffic flows; the pings are counted by phase: every
+ *     one while the coordinator is down and once all nodes are back online
+ *     must get its reply; the blip while nodes reconnect to the restored
+ *     coordinator (headscale picks a route's primary router among the nodes
+ *     connected to it) is reported and bounded;
  *   - a second restore whose connection is cut while the CLI waits for the
  *     outcome: the restore finishes by itself and the CLI reads the outcome
  *     over a new connection.
@@ -31,10 +34,10 @@ import { runDeploy } from "../../cli/commands/deploy.ts";
 import { restore } from "../../cli/commands/restore.ts";
 import { collectStatus } from "../../cli/commands/status.ts";
 import { newSession, openStackFleet, type StackAccess } from "../../cli/fleet-hosts.ts";
-import { sshExec } from "../../lab/hosts/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../../lab/e2e/ping.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "../lab/ci-gate.ts";
 import { labMissing, labOn, writeLabFleet } from "../lab/harness.ts";
@@ -127,8 +130,8 @@ describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab ins
 
     // 2. The coordinator loses its database; the laptop pings the nas through the tunnel all along.
     const t0 = Date.now();
-    const pingSeconds = 180;
-    const ping = sshExec("laptop", `ping -n -q -i 0.5 -W 2 -w ${pingSeconds} ${NAS}`, { instance: INSTANCE, timeoutMs: (pingSeconds + 30) * 1000 });
+    const ping = startPing(INSTANCE, "laptop", NAS, 120);
+    await sleep(2000);
     await on("vps", "systemctl stop headscale && rm -f /var/lib/headscale/db.sqlite /var/lib/headscale/db.sqlite-wal /var/lib/headscale/db.sqlite-shm && ! test -e /var/lib/headscale/db.sqlite");
     const tDown = Date.now();
     await sleep(20_000);
@@ -151,29 +154,48 @@ describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab ins
       await sleep(2000);
       after = await nodes();
     }
+    await waitTailnetRoute(INSTANCE, "laptop", NAS);
+    const tOnline = Date.now();
     expect((after ?? []).filter((n) => !n.online).map((n) => n.given_name), "nodes offline 90 s after the restore").toEqual([]);
     const ts = JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string };
     expect(ts.BackendState).toBe("Running");
     await on("laptop", `nc -z -w 3 ${NAS} 22`);
+    // Pings with every node online, counted below before the second restore.
+    await sleep(8000);
 
     // 5. The connection drops while the CLI waits for a restore's outcome: the restore goes on by itself
     // (a transient unit, not part of the SSH session), and the CLI reads its outcome over a new connection.
     const said2: string[] = [];
+    const tr2 = Date.now();
     const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
     expect(r2, said2.join("\n")).toMatchObject({ outcome: "restored", kept: expect.stringMatching(/^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/) });
     expect(said2.join("\n")).toMatch(/lost the connection while waiting .*Reading its outcome over a new connection/);
     expect(await on("vps", `test -f ${r2.kept} && echo kept`)).toBe("kept\n");
     expect(registration(await nodes())).toEqual(registration(before));
 
-    const pr = await ping;
-    const m = /(\d+) packets transmitted, (\d+) received/.exec(pr.stdout);
-    const sent = Number(m?.[1] ?? 0);
-    const got = Number(m?.[2] ?? 0);
-    console.log(
+    const pl = await ping;
+    const tEnd = Date.now();
+    // The pings by phase. Headscale computes a subnet route's primary router from the nodes connected to it,
+    // so while the nodes reconnect after a restart the laptop may briefly have no route to the nas: that blip
+    // is counted and bounded, never hidden. Before the restore (the coordinator down, its database gone)
+    // and once every node is back online, every ping must get its reply.
+    const down = pingsBetween(pl, t0, tr);
+    const back = pingsBetween(pl, tr, tOnline);
+    const online = pingsBetween(pl, tOnline, Math.min(tr2, tEnd));
+    const again = pingsBetween(pl, tr2, tEnd);
+    const phase = (x: { sent: number; lost: number[] }) => `${x.sent - x.lost.length}/${x.sent}${x.lost.length ? ` (lost seq ${x.lost.join(",")})` : ""}`;
+    const report =
       `drill on lab ${INSTANCE}: backup --now + pull ${b.seconds}s (${b.bytes} bytes, ${b.nodes} nodes); restore ${(restoreMs / 1000).toFixed(1)}s; ` +
-        `coordinator without its database ${(downMs / 1000).toFixed(1)}s; laptop -> nas pings during ${((Date.now() - t0) / 1000).toFixed(0)}s: ${got}/${sent}`,
-    );
-    expect(sent).toBeGreaterThan(100);
-    expect(got, `pings through the tunnel while the coordinator was down and restored: ${pr.stdout.trim()}`).toBe(sent);
+      `coordinator without its database ${(downMs / 1000).toFixed(1)}s; laptop -> nas pings: coordinator down ${phase(down)}, ` +
+      `restore until all online and routed ${phase(back)}, after ${phase(online)}, second restore ${phase(again)}`;
+    console.log(report);
+    expect(pl.sent, `${report}\n${pl.text.slice(-600)}`).toBeGreaterThan(100);
+    expect(down.sent, report).toBeGreaterThan(40);
+    expect(down.lost, `pings through the tunnel while the coordinator was down: ${report}`).toEqual([]);
+    expect(online.sent, report).toBeGreaterThanOrEqual(10);
+    expect(online.lost, `pings after every node was back online: ${report}`).toEqual([]);
+    for (const [what, x] of [["the restore", back], ["the second restore", again]] as const) {
+      expect(x.lost.length * PING_INTERVAL_MS, `seconds without the route during ${what}: ${report}`).toBeLessThanOrEqual(20_000);
+    }
   }, 900_000);
 });
