@@ -5,6 +5,7 @@
  */
 import { main } from "@pulumi/pulumi/provider/index.js";
 import { log } from "./log.ts";
+import { setEngineAddress } from "./progress.ts";
 import { provider, VERSION } from "./provider.ts";
 import { installDetailedDiff } from "./server-hook.ts";
 import { installCleanup } from "./ssh.ts";
@@ -12,4 +13,5 @@ import { installCleanup } from "./ssh.ts";
 log(`meshfleet provider ${VERSION} starting (node ${process.version})`);
 installCleanup();
 installDetailedDiff(provider);
+setEngineAddress(process.argv.slice(2));
 await main(provider, process.argv.slice(2));

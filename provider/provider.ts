@@ -6,6 +6,7 @@
  */
 import type * as sdk from "@pulumi/pulumi/provider/index.js";
 import { log } from "./log.ts";
+import { forResource } from "./progress.ts";
 import { container } from "./resources/proxmox.ts";
 import { generation } from "./resources/generation.ts";
 import { preAuthKey, ready, routeApproval, user } from "./resources/headscale.ts";
@@ -50,7 +51,7 @@ function plain<T>(v: T): T {
 async function traced<T>(op: string, urn: string, body: () => Promise<T>): Promise<T> {
   const t0 = Date.now();
   try {
-    const r = await body();
+    const r = await forResource(urn, body);
     log(`${op} ${typeOfUrn(urn)} ${nameOfUrn(urn)}: ok in ${Date.now() - t0} ms`);
     return r;
   } catch (e) {

@@ -15,6 +15,7 @@
  */
 import { spawnSync } from "node:child_process";
 import { log } from "../log.ts";
+import { progress } from "../progress.ts";
 import { shq } from "../quote.ts";
 import { session, type RunResult } from "../ssh.ts";
 import type { AgentSpec, GenerationInputs } from "../types.ts";
@@ -155,7 +156,8 @@ export async function rebootAndCheck(n: GenerationInputs, seconds = REBOOT_CHECK
   if (r.code !== 0 || !/^[0-9a-f-]{36}$/.test(before)) {
     throw rebootFailure(host, n.hash, `the reboot could not be started (exit ${r.code}: ${(r.stderr || r.stdout).trim().slice(0, 300)})`, []);
   }
-  log(`host ${host}: --reboot-check: rebooting (boot id ${before}); waiting up to ${seconds}s for it to come back`);
+  await progress(host, `--reboot-check: rebooting; waiting up to ${seconds}s for it to come back whole`);
+  log(`host ${host}: --reboot-check: boot id before the reboot ${before}`);
   // The shared connection dies with this boot: close it now rather than let the next command find out.
   try {
     spawnSync("ssh", ["-O", "exit", ...session.sshArgs(c, { privateKey: n.sshPrivateKey })], { stdio: "ignore", timeout: 5000 });
@@ -166,6 +168,7 @@ export async function rebootAndCheck(n: GenerationInputs, seconds = REBOOT_CHECK
   let last: RebootFindings | null = null;
   let lastErr = "";
   let downMs = 0;
+  let lastMissing = "";
   const script = rebootCheckScript(n.agent, expect);
   while (Date.now() < until) {
     let res: RunResult;
@@ -201,15 +204,18 @@ export async function rebootAndCheck(n: GenerationInputs, seconds = REBOOT_CHECK
     }
     if (!downMs) {
       downMs = Date.now() - t0;
-      log(`host ${host}: --reboot-check: back with boot id ${f.bootId} after ${(downMs / 1000).toFixed(1)}s`);
+      await progress(host, `--reboot-check: back on a new boot after ${(downMs / 1000).toFixed(1)}s; checking generation, firewall, tailscale, routes, verify`);
     }
     last = f;
     if (f.missing.length === 0) {
       const ms = Date.now() - t0;
-      log(`host ${host}: --reboot-check: passed in ${(ms / 1000).toFixed(1)}s (generation ${f.generation} active, checks clean)`);
+      await progress(host, `--reboot-check: passed in ${(ms / 1000).toFixed(1)}s (generation ${f.generation} active, checks clean)`);
       return { ...f, ms, downMs };
     }
-    log(`host ${host}: --reboot-check: not yet: ${f.missing.join("; ")}`);
+    // Said once per new set of missing pieces, not on every poll.
+    const missing = f.missing.join("; ");
+    if (missing !== lastMissing) await progress(host, `--reboot-check: not whole yet: ${missing}`);
+    lastMissing = missing;
     await sleep(2000);
   }
   if (!last) {
