@@ -1,5 +1,5 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
-import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, type Stats, statSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
@@ -46,10 +46,56 @@ function previousRender(out: string): string[] | null {
   return files.filter((f) => !path.isAbsolute(f) && !f.split(/[\\/]/).includes(".."));
 }
 
-/** Remove an earlier render's files and the folders they leave empty; anything else stays. */
-function clearPrevious(out: string, files: string[]): void {
+/** What stands at a path: its lstat, or null when nothing does. */
+function lstatOrNull(p: string): Stats | null {
+  try {
+    return lstatSync(p);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+}
+
+/**
+ * Over an earlier render, before anything is changed: what already stands
+ * where the new render writes. A folder the render needs must be a folder
+ * (not a link: files would land wherever it points) or absent; a file it
+ * writes must be a regular file or absent. A conflict is refused here, so the
+ * earlier render stays as it was, every file of it. The one exception is the
+ * earlier render's own stale file or folder standing where the new layout
+ * needs the other kind: removing it is the render's to do, and the write
+ * checks again.
+ */
+function preflight(out: string, folders: readonly string[], files: readonly string[], stale: ReadonlySet<string>): { dirs: Set<string>; found: Map<string, Stats> } {
+  const staleDirs = new Set<string>();
+  for (const f of stale) for (let d = path.dirname(f); d !== "." && d !== "" && !staleDirs.has(d); d = path.dirname(d)) staleDirs.add(d);
   const dirs = new Set<string>();
+  for (const d of folders) {
+    const parent = path.dirname(d);
+    if (parent !== "." && !dirs.has(parent)) continue; // under a folder that is not there: nothing is
+    const st = lstatOrNull(path.join(out, d));
+    if (!st) continue;
+    if (st.isDirectory()) dirs.add(d);
+    else if (!stale.has(d))
+      throw new MeshfleetError(`render --out ${out}: ${d} is there and is not a folder (a link or file), where the render puts a folder; nothing was written. Fix: remove it, then render again`);
+  }
+  const found = new Map<string, Stats>();
   for (const f of files) {
+    const parent = path.dirname(f);
+    if (parent !== "." && !dirs.has(parent)) continue;
+    const st = lstatOrNull(path.join(out, f));
+    if (!st) continue;
+    if (st.isFile()) found.set(f, st);
+    else if (!(st.isDirectory() && staleDirs.has(f)))
+      throw new MeshfleetError(`render --out ${out}: ${f} is there and is not a regular file (a link or folder); remove it, then render again (nothing was written)`);
+  }
+  return { dirs, found };
+}
+
+/** Remove the earlier render's files that the new one does not write, and the folders they leave empty (not those the new render fills); anything else stays. */
+function clearStale(out: string, stale: ReadonlySet<string>, keep: ReadonlySet<string>): void {
+  const dirs = new Set<string>();
+  for (const f of stale) {
     const p = path.join(out, f);
     try {
       if (lstatSync(p).isFile()) unlinkSync(p);
@@ -59,6 +105,7 @@ function clearPrevious(out: string, files: string[]): void {
     for (let d = path.dirname(f); d !== "." && d !== ""; d = path.dirname(d)) dirs.add(d);
   }
   for (const d of [...dirs].sort((a, b) => b.length - a.length)) {
+    if (keep.has(d)) continue;
     const left = entries(path.join(out, d));
     if (left && left.length === 0) rmdirSync(path.join(out, d));
   }
@@ -95,6 +142,29 @@ function writeArtifact(out: string, rel: string, content: string, mode: number, 
   try {
     writeFileSync(fd, content);
     if (chmod) fchmodSync(fd, mode);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/**
+ * Write a file the earlier render (or the user) left where this one writes:
+ * in place, so the file keeps its inode (no unlink and create per file: on
+ * ext4 without a journal, new inodes right after many were freed are the
+ * slowest part of a render). O_NOFOLLOW: a link put there since the check is
+ * refused. A file with other hard links is replaced instead, so a write
+ * reaches nothing outside the folder. The mode is set when it differs.
+ */
+function overwriteArtifact(out: string, rel: string, content: string, mode: number, st: Stats, masked: number): void {
+  const p = path.join(out, rel);
+  if (st.nlink > 1) {
+    unlinkSync(p);
+    return writeArtifact(out, rel, content, mode, masked);
+  }
+  const fd = openSync(p, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+  try {
+    writeFileSync(fd, content);
+    if ((st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
   } finally {
     closeSync(fd);
   }
@@ -156,7 +226,18 @@ ${flagHelp(flags)}`,
       return 1;
     }
     const arts = allArtifacts(r.fleet);
-    if (previous?.length) clearPrevious(out, previous);
+    const files = arts.map((a) => a.path);
+    const folders = foldersOf(files);
+    // Over an earlier render: check everything that stands in the way first (a conflict leaves it
+    // untouched), remove only its stale files, and overwrite the rest in place.
+    let dirs = new Set<string>();
+    let found = new Map<string, Stats>();
+    if (previous?.length) {
+      const writes = new Set(files);
+      const stale = new Set(previous.filter((f) => !writes.has(f)));
+      ({ dirs, found } = preflight(out, folders, files, stale));
+      if (stale.size) clearStale(out, stale, dirs);
+    }
     mkdirSync(out, { recursive: true });
     // The marker first: an interrupted render can still be replaced by the next one.
     const marker = path.join(out, RENDER_MARKER);
@@ -165,20 +246,25 @@ ${flagHelp(flags)}`,
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
-    writeFileSync(marker, MARKER_HEAD + arts.map((a) => a.path).join("\n") + "\n", { mode: 0o777, flag: "wx" });
+    writeFileSync(marker, MARKER_HEAD + files.join("\n") + "\n", { mode: 0o777, flag: "wx" });
     // The bits the umask clears, read off the new marker (made 0777, then set to 0644): a new
     // file's mode needs a chmod only when the umask clears one of its bits (not under the usual 022).
     const masked = 0o777 & ~statSync(marker).mode;
     chmodSync(marker, 0o644);
-    for (const d of foldersOf(arts.map((a) => a.path))) {
+    for (const d of folders) {
+      if (dirs.has(d)) continue;
       try {
         mkdirSync(path.join(out, d));
       } catch (e) {
         if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
       }
     }
-    for (const a of arts) writeArtifact(out, a.path, a.content, parseInt(a.mode, 8), masked);
-    if (opts.json) console.log(JSON.stringify({ stack, dir, out, files: arts.map((a) => a.path) }, null, 2));
+    for (const a of arts) {
+      const st = found.get(a.path);
+      if (st) overwriteArtifact(out, a.path, a.content, parseInt(a.mode, 8), st, masked);
+      else writeArtifact(out, a.path, a.content, parseInt(a.mode, 8), masked);
+    }
+    if (opts.json) console.log(JSON.stringify({ stack, dir, out, files }, null, 2));
     else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
     return 0;
   },

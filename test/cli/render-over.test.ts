@@ -1,0 +1,144 @@
+/**
+ * `meshfleet render --out DIR` over an earlier render (cli/commands/render.ts):
+ * the files both renders write are overwritten in place (same inode, no
+ * unlink and create per file), the result is byte for byte and mode for mode
+ * what a render into a new folder writes, and anything in the way (a link
+ * where a file or folder goes) is refused before the earlier render is
+ * touched. Nothing outside DIR is reached: not through a linked folder, not
+ * through a hard link to a rendered file.
+ */
+import fs from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { command as render, RENDER_MARKER } from "../../cli/commands/render.ts";
+
+const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-render-over-"));
+afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
+
+const run = async (out: string) => {
+  const log = vi.spyOn(console, "log").mockImplementation(() => {});
+  try {
+    return await render.run(["--hosts-dir", "hosts/home", "--out", out]);
+  } finally {
+    log.mockRestore();
+  }
+};
+
+/** Every entry under dir: a file's content and mode, a folder, a link's target. */
+function tree(dir: string): Map<string, string> {
+  const out = new Map<string, string>();
+  const walk = (rel: string) => {
+    for (const e of fs.readdirSync(path.join(dir, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${e.name}` : e.name;
+      const p = path.join(dir, r);
+      const mode = (fs.lstatSync(p).mode & 0o7777).toString(8);
+      if (e.isSymbolicLink()) out.set(r, `link -> ${fs.readlinkSync(p)}`);
+      else if (e.isDirectory()) {
+        out.set(r, `dir ${mode}`);
+        walk(r);
+      } else out.set(r, `${mode} ${fs.readFileSync(p, "utf8")}`);
+    }
+  };
+  walk("");
+  return out;
+}
+
+const listed = (out: string) => fs.readFileSync(path.join(out, RENDER_MARKER), "utf8").split("\n").slice(1).filter(Boolean);
+const NFT = "vps/meshfleet/nftables.nft";
+
+describe("render --out over an earlier render", () => {
+  it("overwrites the files in place and ends as a render into a new folder does", async () => {
+    const fresh = path.join(root, "fresh");
+    const out = path.join(root, "again");
+    expect(await run(fresh)).toBe(0);
+    expect(await run(out)).toBe(0);
+    const files = listed(out);
+    expect(files.length).toBeGreaterThan(10);
+    // An open descriptor per file: written in place, each still names the file (1 link) and reads
+    // the new content; unlinked and made anew, it would hold a deleted inode (0 links), never reused meanwhile.
+    const fds = new Map(files.map((f) => [f, fs.openSync(path.join(out, f), "r")]));
+    // Edits the next render must undo: content, a longer and a shorter file, a mode.
+    fs.writeFileSync(path.join(out, NFT), "edited, and longer than a line: ".repeat(400));
+    const short = files.find((f) => f !== NFT && fs.statSync(path.join(out, f)).size > 100)!;
+    fs.writeFileSync(path.join(out, short), "x");
+    fs.chmodSync(path.join(out, NFT), 0o600);
+    expect(await run(out)).toBe(0);
+    expect(tree(out)).toEqual(tree(fresh));
+    try {
+      for (const [f, fd] of fds) {
+        expect(fs.fstatSync(fd).nlink, f).toBe(1);
+        expect(fs.fstatSync(fd).ino, f).toBe(fs.statSync(path.join(out, f)).ino);
+      }
+    } finally {
+      for (const fd of fds.values()) fs.closeSync(fd);
+    }
+  });
+
+  it("refuses a link where a file goes before changing anything: the earlier render stays whole", async () => {
+    const out = path.join(root, "link-file");
+    expect(await run(out)).toBe(0);
+    // A stale file of the earlier render (listed, not written by this one): the clean-up must not run either.
+    fs.mkdirSync(path.join(out, "stale/etc"), { recursive: true });
+    fs.writeFileSync(path.join(out, "stale/etc/old.conf"), "from an old render");
+    fs.appendFileSync(path.join(out, RENDER_MARKER), "stale/etc/old.conf\n");
+    fs.writeFileSync(path.join(out, NFT), "the user's edit");
+    const target = path.join(root, "outside.txt");
+    fs.writeFileSync(target, "not the render's");
+    const at = listed(out).find((f) => f.endsWith(".service"))!;
+    fs.rmSync(path.join(out, at));
+    fs.symlinkSync(target, path.join(out, at));
+    const before = tree(out);
+    await expect(run(out)).rejects.toThrow(new RegExp(`${at.replace(/[./]/g, "\\$&")} is there and is not a regular file \\(a link or folder\\); remove it, then render again \\(nothing was written\\)`));
+    expect(tree(out)).toEqual(before);
+    expect(fs.readFileSync(target, "utf8")).toBe("not the render's");
+  });
+
+  it("refuses a link where a folder goes, and reaches nothing through it", async () => {
+    const out = path.join(root, "link-folder");
+    expect(await run(out)).toBe(0);
+    // vps/etc made a link to a folder outside, holding a file where the render writes one.
+    const outside = path.join(root, "outside-etc");
+    fs.cpSync(path.join(out, "vps/etc"), outside, { recursive: true });
+    const victim = listed(out).find((f) => f.startsWith("vps/etc/"))!.slice("vps/etc/".length);
+    fs.writeFileSync(path.join(outside, victim), "someone else's");
+    // One of its files stale in the marker: the old clean-up unlinked it through the link.
+    fs.appendFileSync(path.join(out, RENDER_MARKER), `vps/etc/${victim}.old\n`);
+    fs.writeFileSync(path.join(outside, `${victim}.old`), "someone else's too");
+    fs.rmSync(path.join(out, "vps/etc"), { recursive: true });
+    fs.symlinkSync(outside, path.join(out, "vps/etc"));
+    const before = tree(outside);
+    await expect(run(out)).rejects.toThrow(/vps\/etc is there and is not a folder \(a link or file\), where the render puts a folder; nothing was written/);
+    expect(tree(outside)).toEqual(before);
+    expect(fs.readFileSync(path.join(outside, victim), "utf8")).toBe("someone else's");
+    expect(fs.readlinkSync(path.join(out, "vps/etc"))).toBe(outside);
+  });
+
+  it("replaces a rendered file that has another hard link, leaving the other name's content alone", async () => {
+    const out = path.join(root, "hardlink");
+    expect(await run(out)).toBe(0);
+    const want = fs.readFileSync(path.join(out, NFT), "utf8");
+    const other = path.join(root, "kept-nft");
+    fs.linkSync(path.join(out, NFT), other);
+    fs.writeFileSync(other, "the user's copy, edited");
+    expect(await run(out)).toBe(0);
+    expect(fs.readFileSync(path.join(out, NFT), "utf8")).toBe(want);
+    expect(fs.readFileSync(other, "utf8")).toBe("the user's copy, edited");
+    expect(fs.statSync(path.join(out, NFT)).nlink).toBe(1);
+  });
+
+  it("a stale file goes with its emptied folders, a stale file where a folder now goes makes way for it", async () => {
+    const out = path.join(root, "stale");
+    expect(await run(out)).toBe(0);
+    fs.mkdirSync(path.join(out, "gone/etc"), { recursive: true });
+    fs.writeFileSync(path.join(out, "gone/etc/old.conf"), "old");
+    // The earlier render had a file at vps/etc (the new one needs a folder there): moved aside by hand here.
+    fs.renameSync(path.join(out, "vps/etc"), path.join(root, "vps-etc-aside"));
+    fs.writeFileSync(path.join(out, "vps/etc"), "an old render's file");
+    fs.appendFileSync(path.join(out, RENDER_MARKER), "gone/etc/old.conf\nvps/etc\n");
+    expect(await run(out)).toBe(0);
+    expect(fs.existsSync(path.join(out, "gone"))).toBe(false);
+    expect(fs.lstatSync(path.join(out, "vps/etc")).isDirectory()).toBe(true);
+    expect(tree(path.join(out, "vps/etc"))).toEqual(tree(path.join(root, "vps-etc-aside")));
+  });
+});
