@@ -25,34 +25,12 @@ const self = fileURLToPath(import.meta.url);
 type Sample = { hosts: number; rules: number; planCpu: number; planWall: number; reachCpu: number; reachWall: number; baseCpu: number; baseWall: number; rssMb: number; summary: string };
 
 async function child(hosts: number, rules: number) {
-  const { policySchema, renderPolicyHuJson, evaluateReachability, syntheticIps } = await import("../../core/policy/index.ts");
-  type Policy = import("../../core/policy/index.ts").Policy;
-  type PolicyNode = import("../../core/policy/index.ts").PolicyNode;
+  const { policySchema, renderPolicyHuJson, evaluateReachability } = await import("../../core/policy/index.ts");
   const { diffNetwork } = await import("../../core/netdiff/index.ts");
   type NetworkModel = import("../../core/netdiff/index.ts").NetworkModel;
-  const { prng } = await import("../../test/policy/corpus/generate.ts");
-  const rnd = prng(42);
-  const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
-  const USERS = Array.from({ length: 20 }, (_, i) => `user${i}`);
-  const TAGS = Array.from({ length: 15 }, (_, i) => `tag:t${i}`);
-  const nodes: PolicyNode[] = syntheticIps(Array.from({ length: hosts }, (_, i) => {
-    const tagged = rnd() < 0.5;
-    return { name: `h${i}`, user: tagged ? undefined : pick(USERS), tags: tagged ? [pick(TAGS)] : [], ips: [], approvedRoutes: tagged && rnd() < 0.02 ? [`10.${i % 250}.${Math.floor(i / 250) % 256}.0/24`] : [] };
-  }));
-  const policy = (n: number): Policy => {
-    const groups = Object.fromEntries(Array.from({ length: 5 }, (_, g) => [`group:g${g}`, USERS.filter((_, i) => i % 5 === g).map((u) => `${u}@`)]));
-    const srcs = [...USERS.map((u) => `${u}@`), ...Object.keys(groups), ...TAGS, "autogroup:member", "10.3.0.0/16"];
-    const dsts = [...TAGS, ...Object.keys(groups), "autogroup:member", "10.7.0.0/16", "autogroup:self"];
-    const acls = Array.from({ length: n }, () => {
-      const d = pick(dsts);
-      const src = d === "autogroup:self" ? ["autogroup:member"] : [pick(srcs), pick(srcs)];
-      return { action: "accept" as const, src, dst: [`${d}:${pick(["22", "80,443", "*", "5432", "8000-8100"])}`] };
-    });
-    return policySchema.parse({ groups, tagOwners: Object.fromEntries(TAGS.map((t) => [t, ["user0@"]])), acls });
-  };
-  const base = policy(rules);
-  const changed = Math.max(1, Math.round(rules / 20));
-  const head: Policy = { ...base, acls: [...base.acls!.slice(0, rules - changed), ...policy(changed).acls!] };
+  type Policy = import("../../core/policy/index.ts").Policy;
+  const { benchFleet } = await import("./fleet.ts");
+  const { nodes, base, head } = benchFleet(hosts, rules);
   const raw = JSON.parse(JSON.stringify(head));
   const model = (p: Policy): NetworkModel => ({ stack: "bench", hosts: {}, dns: [], versions: {}, policyHuJson: "", reach: evaluateReachability(nodes, p) });
   const clock = () => ({ c: process.cpuUsage(), t: performance.now() });

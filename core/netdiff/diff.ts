@@ -168,6 +168,23 @@ function policyMessage(c: Omit<PolicyChange, "message">): string {
   return `${c.host}: input policy becomes accept: inbound traffic outside the tailnet is no longer dropped (${was})${still}`;
 }
 
+/** Kinds of a pair's change, as stored in a class row: 0 none. */
+const GAINED = 1;
+const LOST = 2;
+const CHANGED = 3;
+
+/**
+ * Reachability's diff, pair by pair in effect but computed per class.
+ * Reachability says which source and target classes its access() reads
+ * (ReachabilityResult.classes), so a head node and its base counterpart
+ * form a joint source class, a head target and its base counterpart a joint
+ * target class, and every pair of a (joint source, joint target) block
+ * changes alike: one comparison per block gives the totals (block sizes,
+ * less the node-to-itself pairs). The listed pairs are then the first
+ * `max` of each kind in (source, target) order, read from the block kinds,
+ * each with its own access (what comparing every pair gave; a plan at
+ * 10,000 hosts compares about 100 million pairs, but a few thousand blocks).
+ */
 function diffReach(base: NetworkModel, head: NetworkModel, max: number): NetworkDiff["reach"] {
   const B = base.reach;
   const H = head.reach;
@@ -189,39 +206,157 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
   const lost: ReachChange[] = [];
   const changed: ReachChange[] = [];
   const total = { gained: 0, lost: 0, changed: 0 };
-  // Index maps once, not a string lookup per pair (a plan may compare a million pairs).
+
+  // Head sources and targets, with their base counterparts (-1: none in base).
+  const bs = Int32Array.from(H.nodes, (n) => bSrc.get(n) ?? -1);
   const bt = Int32Array.from(H.targets, (t) => bDst.get(t.id) ?? -1);
-  for (let s = 0; s < H.nodes.length; s++) {
-    const bs = bSrc.get(H.nodes[s]) ?? -1;
-    for (let t = 0; t < H.targets.length; t++) {
-      if (t === s) continue; // targets start with the nodes, in node order
+  const js = joint(H.nodes.length, (s) => H.classes.src[s], (s) => (bs[s] >= 0 ? B.classes.src[bs[s]] : -1));
+  const jt = joint(H.targets.length, (t) => H.classes.dst[t], (t) => (bt[t] >= 0 ? B.classes.dst[bt[t]] : -1));
+  const kindOf = (s: number, t: number) => {
+    const a = H.access(s, t);
+    const b = bs[s] >= 0 && bt[t] >= 0 ? B.access(bs[s], bt[t]) : null;
+    if (a === b) return 0;
+    const after = a?.spec ?? "";
+    const before = b?.spec ?? "";
+    return after === before ? 0 : !before ? GAINED : !after ? LOST : CHANGED;
+  };
+  const rows = classRows(js, jt, kindOf);
+  // Totals: block sizes, less each node's pair with itself (targets start with the nodes, in node order).
+  const counts = [0, 0, 0, 0];
+  for (let c = 0; c < js.size.length; c++) {
+    const per = rows.perKind(c);
+    for (let k = 1; k <= 3; k++) counts[k] += js.size[c] * per[k];
+  }
+  for (let s = 0; s < H.nodes.length; s++) counts[rows.row(js.of[s])[jt.of[s]]]--;
+  total.gained = counts[GAINED];
+  total.lost = counts[LOST];
+  total.changed = counts[CHANGED];
+  // The pairs listed: the first `max` of each kind, in (source, target) order.
+  const lists = [[], gained, lost, changed];
+  const want = (k: number) => lists[k].length < Math.min(max, counts[k]);
+  let needed = 0;
+  for (let k = 1; k <= 3; k++) if (want(k)) needed |= 1 << k;
+  for (let s = 0; s < H.nodes.length && needed; s++) {
+    const c = js.of[s];
+    if ((rows.mask(c) & needed) === 0) continue;
+    const row = rows.row(c);
+    for (let t = 0; t < H.targets.length && needed; t++) {
+      const k = row[jt.of[t]];
+      if (t === s || ((1 << k) & needed) === 0) continue;
       const target = H.targets[t];
       const a = H.access(s, t);
-      const b = bs >= 0 && bt[t] >= 0 ? B.access(bs, bt[t]) : null;
-      if (a === b) continue;
-      const after = a?.spec ?? "";
-      const before = b?.spec ?? "";
-      if (after === before) continue;
-      if (!before) {
-        if (total.gained++ < max) gained.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!) });
-      } else if (!after) {
-        if (total.lost++ < max) lost.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(B, b!) });
-      } else if (total.changed++ < max) {
-        changed.push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: why(H, a!) });
+      const b = bs[s] >= 0 && bt[t] >= 0 ? B.access(bs[s], bt[t]) : null;
+      const [after, before] = [a?.spec ?? "", b?.spec ?? ""];
+      lists[k].push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: k === LOST ? why(B, b!) : why(H, a!) });
+      if (!want(k)) needed &= ~(1 << k);
+    }
+  }
+
+  // Pairs whose source or destination is gone from head: lost when base allowed them.
+  const goneTarget = Uint8Array.from(B.targets, (t) => (hDst.has(t.id) ? 0 : 1));
+  const keptSource = Uint8Array.from(B.nodes, (n) => (hSrc.has(n) ? 1 : 0));
+  if (B.nodes.some((_, s) => !keptSource[s]) || goneTarget.includes(1)) {
+    const bjs = joint(B.nodes.length, (s) => B.classes.src[s], () => 0);
+    // Target classes apart for targets gone from head, so a kept source's row counts only those.
+    const bjt = joint(B.targets.length, (t) => B.classes.dst[t], (t) => goneTarget[t]);
+    const brows = classRows(bjs, bjt, (s, t) => (B.access(s, t) ? LOST : 0));
+    // Per base source class: how many of its pairs are lost over all targets and over the gone ones.
+    const lostAll = new Float64Array(bjs.size.length);
+    const lostGone = new Float64Array(bjs.size.length);
+    for (let c = 0; c < bjs.size.length; c++) {
+      const row = brows.row(c);
+      for (let d = 0; d < bjt.size.length; d++) {
+        if (row[d] === 0) continue;
+        lostAll[c] += bjt.size[d];
+        if (goneTarget[bjt.rep[d]]) lostGone[c] += bjt.size[d];
       }
     }
-  }
-  // Pairs whose source or destination is gone from head.
-  for (let s = 0; s < B.nodes.length; s++) {
-    const hs = hSrc.get(B.nodes[s]);
-    for (let t = 0; t < B.targets.length; t++) {
-      const target = B.targets[t];
-      if (t === s) continue;
-      if (hs !== undefined && hDst.has(target.id)) continue;
-      const b = B.access(s, t);
-      if (!b) continue;
-      if (total.lost++ < max) lost.push({ src: B.nodes[s], dst: target.id, kind: target.kind, before: b.spec, after: "", why: why(B, b) });
+    let n = 0;
+    const rowLost = (s: number) => {
+      const c = bjs.of[s];
+      const self = brows.row(c)[bjt.of[s]] !== 0 && (!keptSource[s] || goneTarget[s]) ? 1 : 0;
+      return (keptSource[s] ? lostGone[c] : lostAll[c]) - self;
+    };
+    for (let s = 0; s < B.nodes.length; s++) n += rowLost(s);
+    for (let s = 0; s < B.nodes.length && lost.length < max; s++) {
+      if (rowLost(s) === 0) continue;
+      const row = brows.row(bjs.of[s]);
+      for (let t = 0; t < B.targets.length && lost.length < max; t++) {
+        if (t === s || row[bjt.of[t]] === 0 || (keptSource[s] && !goneTarget[t])) continue;
+        const target = B.targets[t];
+        const b = B.access(s, t)!;
+        lost.push({ src: B.nodes[s], dst: target.id, kind: target.kind, before: b.spec, after: "", why: why(B, b) });
+      }
     }
+    total.lost += n;
   }
   return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };
+}
+
+interface Joint {
+  /** Joint class of each item. */
+  of: Int32Array;
+  /** Items per class, and the first item of each. */
+  size: number[];
+  rep: number[];
+}
+
+/** Numbers the distinct (x, y) of items 0..n-1, in order of first use. */
+function joint(n: number, x: (i: number) => number, y: (i: number) => number): Joint {
+  const ids = new Map<string, number>();
+  const of = new Int32Array(n);
+  const size: number[] = [];
+  const rep: number[] = [];
+  for (let i = 0; i < n; i++) {
+    const key = `${x(i)} ${y(i)}`;
+    let id = ids.get(key);
+    if (id === undefined) {
+      ids.set(key, (id = size.length));
+      size.push(0);
+      rep.push(i);
+    }
+    of[i] = id;
+    size[id]++;
+  }
+  return { of, size, rep };
+}
+
+/**
+ * The kind of change of every (source class, target class) block, from one
+ * pair of each (the classes' first items), a row per source class when first
+ * asked. Rows are kept while they fit in 64 MB (source classes x target
+ * classes bytes), else worked out again when asked.
+ */
+function classRows(src: Joint, dst: Joint, kindOf: (s: number, t: number) => number) {
+  const keep = src.size.length * dst.size.length <= 64 << 20;
+  const kept = new Map<number, Int8Array>();
+  const masks = new Int32Array(src.size.length).fill(-1);
+  const row = (c: number): Int8Array => {
+    const hit = kept.get(c);
+    if (hit) return hit;
+    const r = new Int8Array(dst.size.length);
+    let mask = 0;
+    for (let d = 0; d < r.length; d++) {
+      r[d] = kindOf(src.rep[c], dst.rep[d]);
+      mask |= 1 << r[d];
+    }
+    masks[c] = mask & ~1;
+    if (keep) kept.set(c, r);
+    return r;
+  };
+  return {
+    row,
+    /** Which kinds the row holds, as bits 1 << kind. */
+    mask(c: number): number {
+      if (masks[c] < 0) row(c);
+      return masks[c];
+    },
+    /** Targets of each kind in the row (by class sizes). */
+    perKind(c: number): number[] {
+      const r = row(c);
+      const per = [0, 0, 0, 0];
+      for (let d = 0; d < r.length; d++) per[r[d]] += dst.size[d];
+      return per;
+    },
+  };
 }

@@ -29,6 +29,11 @@ export interface CompiledRule {
   category: "regular" | "self" | "via";
   /** Sources as filter SrcIPs (wildcard routes included). */
   src: IPSet;
+  /**
+   * The sets whose union is `src`: each resolved source (shared with every rule that names it), and
+   * the subnet routes with `*`. A node is in `src` when it is in one of them (reachability reads it).
+   */
+  srcParts?: IPSet[];
   /** For self rules: the sources before narrowing to the destination's user. */
   srcNodes?: Set<number>;
   /** Union of the destinations' addresses (`*` = everything). */
@@ -98,6 +103,26 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
 
   const rules: CompiledRule[] = [];
   const subnetRoutes = fromPrefixStrings(resolver.nodes.flatMap((n) => n.subnetRoutes));
+  // Rules name the same few sources, in the same combinations: each union made once.
+  const setIds = new Map<IPSet, number>();
+  const unions = new Map<string, IPSet>();
+  const keyOf = (sets: IPSet[]) => sets.map((x) => setIds.get(x) ?? setIds.set(x, setIds.size).size - 1).sort((a, b) => a - b).join(",");
+  const unionOf = (key: string, sets: IPSet[]) => {
+    let u = unions.get(key);
+    if (!u) unions.set(key, (u = union(...sets)));
+    return u;
+  };
+  // Which nodes have an address in a resolved source, per source (self rules name the same few).
+  const holders = new Map<IPSet, Uint8Array>();
+  const selfSources = new Map<string, Set<number>>();
+  const holdersOf = (set: IPSet) => {
+    let h = holders.get(set);
+    if (!h) {
+      h = Uint8Array.from(resolver.nodes, (n) => (n.addrs.some((a) => contains(set, a)) ? 1 : 0));
+      holders.set(set, h);
+    }
+    return h;
+  };
   for (const g of grants) {
     const srcAliases = g.src.map((s) => parseAlias(s)).filter((a) => a.ok).map((a) => (a as { value: Alias }).value);
     if (srcAliases.some((a) => a.kind === "autogroup" && a.name === "self")) continue; // errSelfInSources
@@ -106,12 +131,14 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
     const resolved = srcAliases.map((a) => resolver.resolve(a)).filter((r) => r.set !== null);
     // No source, or none that resolves to an address: no rule. autogroup:danger-all resolves to
     // everything, which no route adds to.
-    const merged = union(...resolved.map((r) => r.set as IPSet));
+    const parts = resolved.map((r) => r.set as IPSet);
+    const partsKey = keyOf(parts);
+    const merged = unionOf(partsKey, parts);
     if (merged.length === 0) continue;
     const hasWildcard = srcAliases.some((a) => a.kind === "wildcard");
     const src = hasWildcard ? union(merged, subnetRoutes) : merged;
     const origin = { path: g.path, text: g.text };
-    const base = { origin, src };
+    const base = { origin, src, srcParts: hasWildcard ? [...parts, subnetRoutes] : parts };
 
     if (g.via && g.via.length > 0) {
       const viaInternet = g.dst.some((d) => d.kind === "autogroup" && d.name === "internet");
@@ -137,10 +164,16 @@ export function compilePolicy(policy: Policy, resolver: Resolver): Compiled {
     }
     if (selfDst) {
       // filterSourcesToSameUser: a source node counts when one of its IPs is in a resolved source.
-      const srcNodes = new Set<number>();
-      for (const n of resolver.nodes) {
-        if (n.tagged || n.node.user === undefined) continue;
-        if (resolved.some((r) => n.addrs.some((a) => contains(r.set as IPSet, a)))) srcNodes.add(n.index);
+      // One set per distinct sources, shared by the rules that have them.
+      let srcNodes = selfSources.get(partsKey);
+      if (!srcNodes) {
+        srcNodes = new Set<number>();
+        const inParts = parts.map(holdersOf);
+        for (const n of resolver.nodes) {
+          if (n.tagged || n.node.user === undefined) continue;
+          if (inParts.some((h) => h[n.index] === 1)) srcNodes.add(n.index);
+        }
+        selfSources.set(partsKey, srcNodes);
       }
       for (const s of g.specs) {
         rules.push({ ...base, id: rules.length, category: "self", srcNodes, dst: EMPTY, proto: s.proto, protos: protoNumbers(s.proto), ports: s.ports });

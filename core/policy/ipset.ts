@@ -147,7 +147,41 @@ export function union(...sets: IPSet[]): IPSet {
   // Stryker disable next-line ConditionalExpression: without it, no sets reach fromRanges([]), an equal empty set
   if (nonEmpty.length === 0) return EMPTY;
   if (nonEmpty.length === 1) return nonEmpty[0];
-  return fromRanges(nonEmpty.flat());
+  // Each set is sorted already: merged in pairs, halving the list (fromRanges sorts everything again,
+  // which was most of compilePolicy at 10,000 hosts). Same result as fromRanges(nonEmpty.flat()).
+  let list = nonEmpty;
+  while (list.length > 1) {
+    const next: IPSet[] = [];
+    for (let i = 0; i < list.length; i += 2) next.push(i + 1 < list.length ? merge2(list[i], list[i + 1]) : list[i]);
+    list = next;
+  }
+  return list[0];
+}
+
+/**
+ * fromRanges of two sets, in one pass over both. A range that merges with none is the input's own
+ * (sets are never changed in place), so only merged ranges are new.
+ */
+function merge2(a: IPSet, b: IPSet): IPSet {
+  const out: (readonly [bigint, bigint])[] = [];
+  let i = 0;
+  let j = 0;
+  let lastHi = 0n;
+  while (i < a.length || j < b.length) {
+    const r = j >= b.length || (i < a.length && a[i][0] <= b[j][0]) ? a[i++] : b[j++];
+    const lo = r[0];
+    // Never merge across the family boundary: ::ffff..ff and 0.0.0.0 are neighbours on the line only.
+    if (out.length > 0 && (lo <= lastHi || (lo - lastHi === 1n && lastHi !== V4_BASE - 1n))) {
+      if (r[1] > lastHi) {
+        lastHi = r[1];
+        out[out.length - 1] = [out[out.length - 1][0], lastHi];
+      }
+    } else {
+      out.push(r);
+      lastHi = r[1];
+    }
+  }
+  return out;
 }
 
 export function subtract(a: IPSet, b: IPSet): IPSet {

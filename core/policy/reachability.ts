@@ -54,6 +54,12 @@ export interface ReachabilityResult {
   compiled: Compiled;
   /** Access from node `src` (index into nodes) to `targets[dst]`, or null. */
   access(src: number, dst: number): PairAccess | null;
+  /**
+   * Classes of sources (per node) and of targets: access(s, t) depends only on
+   * (classes.src[s], classes.dst[t]), so any source and target of the same
+   * classes stand for every such pair (plan's diff compares classes, not pairs).
+   */
+  classes: { src: Int32Array; dst: Int32Array };
   /** Every allowed pair, nodes to themselves left out. */
   pairs(): Generator<ReachPair>;
   /** May `src` reach `dst` (node name or target id) on port/proto? And why. */
@@ -88,41 +94,70 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     targets.push({ id: `internet via ${n.node.name}`, kind: "internet", node: n.node.name });
   }
 
-  // Rule membership of every node, as bit rows, computed per distinct address set.
+  // Rule membership, as bit rows. Rules name a few address sets (each source part, each destination),
+  // so nodes held by the same sets are alike: each node's list of the sets holding it is its
+  // signature, and rows are made per signature, not per node (10,000 nodes have a few dozen).
   const plain = rules.filter((r) => r.category !== "self");
   const W = Math.max(1, Math.ceil(plain.length / 32));
-  const srcRows = Array.from({ length: N }, () => new Uint32Array(W));
-  const dstRows = Array.from({ length: N }, () => new Uint32Array(W));
   const sorted = infos.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : 0));
-  const memberCache = new Map<IPSet, number[]>();
-  const members = (set: IPSet): number[] => {
-    let m = memberCache.get(set);
-    if (m) return m;
-    m = nodesIn(set, sorted);
-    memberCache.set(set, m);
-    return m;
+  const setIds = new Map<IPSet, number>();
+  const setMembers: number[][] = [];
+  const idOf = (set: IPSet): number => {
+    let id = setIds.get(set);
+    if (id === undefined) {
+      setIds.set(set, (id = setMembers.length));
+      setMembers.push(nodesIn(set, sorted));
+    }
+    return id;
   };
+  // A node is in a rule's sources when it is in one of their parts.
+  const ruleSrc = plain.map((r) => (r.srcParts ?? [r.src]).map(idOf));
+  const ruleDst = plain.map((r) => (r.category === "regular" ? [idOf(r.dst)] : []));
+  const holding: number[][] = Array.from({ length: N }, () => []);
+  setMembers.forEach((m, id) => {
+    for (const i of m) holding[i].push(id);
+  });
+  const sigIds = new Map<string, number>();
+  const sigOf = new Int32Array(N);
+  const sigsIn: number[][] = setMembers.map(() => []);
+  holding.forEach((ids, i) => {
+    const key = ids.join(",");
+    let g = sigIds.get(key);
+    if (g === undefined) {
+      sigIds.set(key, (g = sigIds.size));
+      for (const id of ids) sigsIn[id].push(g);
+    }
+    sigOf[i] = g;
+  });
+  const srcRows = Array.from({ length: sigIds.size }, () => new Uint32Array(W));
+  const dstRows = Array.from({ length: sigIds.size }, () => new Uint32Array(W));
   plain.forEach((r, k) => {
     const word = k >>> 5;
     const bit = 1 << (k & 31);
-    for (const i of members(r.src)) srcRows[i][word] |= bit;
-    if (r.category === "regular") for (const i of members(r.dst)) dstRows[i][word] |= bit;
+    for (const id of ruleSrc[k]) for (const g of sigsIn[id]) srcRows[g][word] |= bit;
+    for (const id of ruleDst[k]) for (const g of sigsIn[id]) dstRows[g][word] |= bit;
   });
 
+  // Nodes with the same rows form a class, numbered in node order.
   const classOf = (rows: Uint32Array[]) => {
     const ids = new Map<string, number>();
-    const cls = new Int32Array(rows.length);
+    const cls = new Int32Array(N);
     const reps: Uint32Array[] = [];
-    rows.forEach((row, i) => {
-      const key = row.join(",");
-      let id = ids.get(key);
-      if (id === undefined) {
-        id = reps.length;
-        ids.set(key, id);
-        reps.push(row);
+    const bySig = new Int32Array(rows.length).fill(-1);
+    for (let i = 0; i < N; i++) {
+      const g = sigOf[i];
+      if (bySig[g] < 0) {
+        const key = rows[g].join(",");
+        let id = ids.get(key);
+        if (id === undefined) {
+          id = reps.length;
+          ids.set(key, id);
+          reps.push(rows[g]);
+        }
+        bySig[g] = id;
       }
-      cls[i] = id;
-    });
+      cls[i] = bySig[g];
+    }
     return { cls, reps };
   };
   const S = classOf(srcRows);
@@ -161,11 +196,15 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   };
 
   const byId = new Map(rules.map((r) => [r.id, r]));
-  // autogroup:self: a user's untagged devices, pairwise.
+  // autogroup:self: a user's untagged devices, pairwise. Same-user pairs are the only ones it can
+  // touch, and such a pair's access depends only on (source class, destination class, the self rules
+  // that apply to the source): worked out once per such triple when first asked, never stored per pair
+  // (10,000 nodes of 20 users are 1.25 million pairs).
   const selfRules = rules.filter((r) => r.category === "self");
-  const selfAccess = new Map<number, PairAccess | null>();
-  // Same-user pairs are the only ones autogroup:self can touch.
   const userOf = new Int32Array(N).fill(-1);
+  /** The self rules that apply to a source node (index into `applicable`), -1 for none. */
+  const aidOf = new Int32Array(N).fill(-1);
+  const applicable: CompiledRule[][] = [];
   if (selfRules.length > 0) {
     const byUser = new Map<string, number[]>();
     for (const n of infos) {
@@ -174,33 +213,38 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
       l.push(n.index);
       byUser.set(n.node.user, l);
     }
+    // Self rules share their source sets (compilePolicy makes one per distinct sources): which of
+    // them hold a node says which rules apply to it.
+    const sourceSets = [...new Set(selfRules.map((r) => r.srcNodes!))];
     let u = 0;
-    // A pair's access depends only on (source class, destination class, the self rules that apply to
-    // the source): worked out once per such triple (10,000 nodes of 20 users: 1.25 million pairs).
     const applicableIds = new Map<string, number>();
-    const byTriple = new Map<number, PairAccess | null>();
     for (const group of byUser.values()) {
-      for (const s of group) userOf[s] = u;
-      u++;
       for (const s of group) {
-        const applicable = selfRules.filter((r) => r.srcNodes!.has(s));
-        if (applicable.length === 0) continue;
-        const ak = applicable.map((r) => r.id).join(",");
+        userOf[s] = u;
+        let ak = "";
+        for (let k = 0; k < sourceSets.length; k++) if (sourceSets[k].has(s)) ak += `${k},`;
+        if (ak === "") continue;
         let aid = applicableIds.get(ak);
-        if (aid === undefined) applicableIds.set(ak, (aid = applicableIds.size));
-        for (const d of group) {
-          const triple = (S.cls[s] * D.reps.length + D.cls[d]) * N + aid; // aid < N
-          let acc = byTriple.get(triple);
-          if (acc === undefined) {
-            const base = plainEntries(classAccess(S.cls[s], D.cls[d]));
-            acc = build([...base, ...applicable.map((rule) => ({ rule }))]);
-            byTriple.set(triple, acc);
-          }
-          selfAccess.set(s * targets.length + d, acc);
+        if (aid === undefined) {
+          applicableIds.set(ak, (aid = applicable.length));
+          applicable.push(selfRules.filter((r) => r.srcNodes!.has(s)));
         }
+        aidOf[s] = aid;
       }
+      u++;
     }
   }
+  const byTriple = new Map<number, PairAccess | null>();
+  const selfAccess = (cs: number, cd: number, aid: number): PairAccess | null => {
+    const triple = (cs * D.reps.length + cd) * applicable.length + aid;
+    let acc = byTriple.get(triple);
+    if (acc === undefined) {
+      const base = plainEntries(classAccess(cs, cd));
+      acc = build([...base, ...applicable[aid].map((rule) => ({ rule }))]);
+      byTriple.set(triple, acc);
+    }
+    return acc;
+  };
   function plainEntries(a: PairAccess | null): { rule: CompiledRule }[] {
     return a ? a.rules.map((id) => ({ rule: byId.get(id)! })) : [];
   }
@@ -234,14 +278,29 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
 
   const access = (s: number, t: number): PairAccess | null => {
     if (t < N) {
-      if (userOf[s] >= 0 && userOf[s] === userOf[t]) {
-        const self = selfAccess.get(s * targets.length + t);
-        if (self !== undefined) return self;
-      }
+      const aid = aidOf[s];
+      if (aid >= 0 && userOf[s] === userOf[t]) return selfAccess(S.cls[s], D.cls[t], aid);
       return classAccess(S.cls[s], D.cls[t]);
     }
     return extraAccess(S.cls[s], t);
   };
+
+  // The classes access() reads: a source by its class and, when self rules apply to it, its user and
+  // those rules; a node target by its class and its user (when any source has self rules); a route or
+  // exit target by itself.
+  const anySelf = applicable.length > 0;
+  const numbering = () => {
+    const ids = new Map<string, number>();
+    return (key: string) => {
+      let id = ids.get(key);
+      if (id === undefined) ids.set(key, (id = ids.size));
+      return id;
+    };
+  };
+  const srcId = numbering();
+  const srcClasses = Int32Array.from({ length: N }, (_, s) => srcId(aidOf[s] < 0 ? `${S.cls[s]}` : `${S.cls[s]} ${userOf[s]} ${aidOf[s]}`));
+  const dstId = numbering();
+  const dstClasses = Int32Array.from({ length: targets.length }, (_, t) => dstId(t >= N ? `t${t}` : anySelf ? `${D.cls[t]} ${userOf[t]}` : `${D.cls[t]}`));
 
   const origins = rules.map((r) => r.origin);
   const why = (a: PairAccess) => a.rules.map((id) => `${origins[id].path}: ${origins[id].text}`);
@@ -253,6 +312,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     rules: origins,
     compiled,
     access,
+    classes: { src: srcClasses, dst: dstClasses },
     *pairs() {
       for (let s = 0; s < N; s++) {
         for (let t = 0; t < targets.length; t++) {
