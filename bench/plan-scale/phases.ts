@@ -1,19 +1,24 @@
 /**
- * bench/plan-scale/phases.ts: where one reachability evaluation at 10,000 x
- * 1,000 spends its time (resolver, compilePolicy, the rest), with the same
- * fleet and policy as run.ts. A profiling aid; run.ts is the measure.
+ * bench/plan-scale/phases.ts: where plan's core at 10,000 x 1,000 spends its
+ * time, with run.ts's fleet and policies, three rounds in one process (the
+ * first is cold): the resolver, compilePolicy, one whole reachability
+ * evaluation, and the diff of two evaluated revisions (which also works out
+ * the class pairs' access that evaluation leaves until asked). A profiling
+ * aid; run.ts is the measure.
  *
  *   node --import tsx bench/plan-scale/phases.ts [hosts] [rules]
  */
 import { Resolver } from "../../core/policy/resolve.ts";
 import { compilePolicy } from "../../core/policy/compile.ts";
-import { evaluateReachability } from "../../core/policy/index.ts";
+import { evaluateReachability, type Policy } from "../../core/policy/index.ts";
+import { diffNetwork, type NetworkModel } from "../../core/netdiff/index.ts";
 import { benchFleet } from "./fleet.ts";
 
 const hosts = Number(process.argv[2] ?? 10000);
 const rules = Number(process.argv[3] ?? 1000);
-const { nodes, base } = benchFleet(hosts, rules);
+const { nodes, base, head } = benchFleet(hosts, rules);
 const cpu = () => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
+const model = (p: Policy): NetworkModel => ({ stack: "bench", hosts: {}, dns: [], versions: {}, policyHuJson: "", reach: evaluateReachability(nodes, p) });
 for (let round = 0; round < 3; round++) {
   let at = cpu();
   const resolver = new Resolver(base, nodes);
@@ -24,5 +29,9 @@ for (let round = 0; round < 3; round++) {
   at = cpu();
   evaluateReachability(nodes, base);
   const tEval = cpu() - at;
-  console.log(`round ${round}: resolver ${tResolver.toFixed(0)} ms, compilePolicy ${tCompile.toFixed(0)} ms, whole evaluation ${tEval.toFixed(0)} ms (CPU)`);
+  const [b, h] = [model(base), model(head)];
+  at = cpu();
+  const d = diffNetwork(b, h);
+  const tDiff = cpu() - at;
+  console.log(`round ${round}: resolver ${tResolver.toFixed(0)} ms, compilePolicy ${tCompile.toFixed(0)} ms, whole evaluation ${tEval.toFixed(0)} ms, diff of two evaluated ${tDiff.toFixed(0)} ms (CPU; ${d.reach.total.changed} changed)`);
 }

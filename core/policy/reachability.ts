@@ -249,28 +249,39 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     return a ? a.rules.map((id) => ({ rule: byId.get(id)! })) : [];
   }
 
-  // Routes and exit nodes: few, so computed per source class directly.
+  // Routes and exit nodes: the rules that reach one (whatever the source) are found once per target,
+  // then each source class keeps those it is a source of.
+  const extraTarget = new Map<number, { node: NodeInfo; route?: (typeof routeTargets)[number] }>();
+  for (const r of routeTargets) extraTarget.set(r.t, { node: r.node, route: r });
+  for (const r of internetTargets) extraTarget.set(r.t, { node: r.node });
+  const extraRules = new Map<number, { idx: number; rule: CompiledRule; part?: string }[]>();
+  const rulesReaching = (t: number) => {
+    let list = extraRules.get(t);
+    if (list) return list;
+    list = [];
+    const { node: router, route } = extraTarget.get(t)!;
+    for (let idx = 0; idx < plain.length; idx++) {
+      const rule = plain[idx];
+      if (rule.category === "via" && !rule.via!.some((v) => router.node.tags.includes(v))) continue;
+      if (route) {
+        if (!overlapsRange(rule.dst, route.lo, route.hi)) continue;
+        const part = coversRange(rule.dst, route.lo, route.hi) ? undefined : toStrings(intersect(rule.dst, route.set)).join(",");
+        list.push({ idx, rule, part });
+      } else {
+        const ok = rule.category === "via" ? rule.viaInternet === true : intersect(rule.dst, THE_INTERNET).length > 0;
+        if (ok) list.push({ idx, rule });
+      }
+    }
+    extraRules.set(t, list);
+    return list;
+  };
   const extraCache = new Map<number, PairAccess | null>();
   const extraAccess = (cs: number, t: number): PairAccess | null => {
     const k = cs * targets.length + t;
     if (extraCache.has(k)) return extraCache.get(k)!;
     const row = S.reps[cs];
     const entries: { rule: CompiledRule; part?: string }[] = [];
-    const route = routeTargets.find((r) => r.t === t);
-    const exit = internetTargets.find((r) => r.t === t);
-    plain.forEach((rule, idx) => {
-      if ((row[idx >>> 5] & (1 << (idx & 31))) === 0) return;
-      const router = (route ?? exit)!.node;
-      if (rule.category === "via" && !rule.via!.some((v) => router.node.tags.includes(v))) return;
-      if (route) {
-        if (!overlapsRange(rule.dst, route.lo, route.hi)) return;
-        const part = coversRange(rule.dst, route.lo, route.hi) ? undefined : toStrings(intersect(rule.dst, route.set)).join(",");
-        entries.push({ rule, part });
-      } else if (exit) {
-        const ok = rule.category === "via" ? rule.viaInternet === true : intersect(rule.dst, THE_INTERNET).length > 0;
-        if (ok) entries.push({ rule });
-      }
-    });
+    for (const { idx, rule, part } of rulesReaching(t)) if ((row[idx >>> 5] & (1 << (idx & 31))) !== 0) entries.push({ rule, part });
     const acc = build(entries);
     extraCache.set(k, acc);
     return acc;
@@ -362,7 +373,9 @@ export function canonicalSpec(entries: { rule: CompiledRule; part?: string }[]):
   const groups = new Map<string, PortRange[]>();
   for (const { rule, part } of entries) {
     const key = `${rule.proto || "any"}${part ? `|${part}` : ""}`;
-    groups.set(key, [...(groups.get(key) ?? []), ...rule.ports]);
+    const list = groups.get(key);
+    if (list) list.push(...rule.ports);
+    else groups.set(key, [...rule.ports]);
   }
   const merged = new Map([...groups].map(([k, v]) => [k, mergeRanges(v)]));
   // Ports open to every protocol need not be repeated for one protocol.
