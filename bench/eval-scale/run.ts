@@ -21,7 +21,7 @@
  * /proc/self/stat (cutime + cstime, 10 ms ticks), so it holds on a loaded
  * machine; where /proc is missing only the wall time is shown.
  *
- *   node --import tsx bench/eval-scale/run.ts [--sizes 10,100,1000] [--runs 3] [--no-process | --process-only] [--build] [--cli-root DIR]
+ *   node --import tsx bench/eval-scale/run.ts [--sizes 10,100,1000] [--runs 3] [--no-process | --process-only] [--build] [--cli-root DIR] [--tmp DIR]
  *
  * --build rebuilds the prebuilt CLI (npm run build:cli) first; --cli-root
  * DIR runs another checkout's bin/meshfleet.mjs (a before and after); without a
@@ -29,7 +29,7 @@
  * figures say so.
  */
 import { execFileSync, spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -159,11 +159,12 @@ async function wholeProcess(root: string, dir: string, hosts: number, runs: numb
   const loop = (i: number) => ["-e", WRITE_LOOP, path.join(root, `loop-${i}`), listFile];
   const all: [string, (i: number) => string[]][] = [...cases, [`plain loop writing the same ${written.length} files`, loop]];
   const samples: Phase[][] = all.map(() => []);
-  for (let i = 0; i < runs; i++)
-    all.forEach(([, args], k) => {
-      samples[k].push(runProcess(args(i)));
-      for (const d of [`render-new-${i}`, `loop-${i}`]) if (existsSync(path.join(root, d))) rmSync(path.join(root, d), { recursive: true, force: true });
-    });
+  // Every run writes a folder of its own, and none is removed until the end: on ext4 without a
+  // journal (this machine's disk) a new inode skips every inode freed in the last 60 s (300 s while
+  // its inode table block is not yet written back: ext4's recently_deleted), one buffer lookup each,
+  // so creating ~22,000 files and folders just after removing as many cost 5-20 s of system CPU
+  // instead of about 0.5 s. Removing each output between runs measured mostly that.
+  for (let i = 0; i < runs; i++) all.forEach(([, args], k) => samples[k].push(runProcess(args(i))));
   const m = samples.map(median);
   const [start, help, check, renderNew, renderAgain, write] = m;
   console.log(`whole process, ${hosts} hosts, ${fresh ? "prebuilt CLI (dist/cli fresh)" : "dist/cli NOT fresh: bin/meshfleet.mjs ran the TypeScript through tsx (--build to rebuild)"}; median of ${runs}, ms as CPU / wall`);
@@ -172,8 +173,9 @@ async function wholeProcess(root: string, dir: string, hosts: number, runs: numb
   console.log(`  --help: ${r(help.cpu, start.cpu)} CPU (${r(help.wall, start.wall)} wall) of starting node; target <= 150 ms wall: ${help.wall <= 150 ? "met" : "NOT met"} (${help.wall.toFixed(0)} ms)`);
   // The floor of a render: evaluating (check) plus writing as many files (the loop), less one node start counted twice.
   const floor = { cpu: check.cpu + write.cpu - start.cpu, wall: check.wall + write.wall - start.wall };
-  console.log(`  render NEW: ${r(renderNew.cpu, floor.cpu)} CPU (${r(renderNew.wall, floor.wall)} wall) of check + the plain loop; EARLIER (removes the last render's files first): ${r(renderAgain.cpu, floor.cpu)} CPU`);
+  console.log(`  render NEW: ${r(renderNew.cpu, floor.cpu)} CPU (${r(renderNew.wall, floor.wall)} wall) of check + the plain loop; EARLIER (over the last render): ${r(renderAgain.cpu, floor.cpu)} CPU`);
   console.log(`  render target <= 1.5 s: ${renderNew.wall <= 1500 ? "met" : "NOT met"} by wall (${renderNew.wall.toFixed(0)} ms), ${renderNew.cpu <= 1500 ? "met" : "NOT met"} by CPU (${renderNew.cpu.toFixed(0)} ms; writing the files alone takes ${write.cpu.toFixed(0)} ms CPU here)`);
+  console.log(`  render EARLIER: ${r(renderAgain.cpu, renderNew.cpu)} CPU (${r(renderAgain.wall, renderNew.wall)} wall) of render NEW`);
 }
 
 async function main() {
@@ -181,7 +183,8 @@ async function main() {
   if (argv[0] === "--child") return child(argv[1], argv[2]);
   const sizes = (argv[argv.indexOf("--sizes") + 1] && argv.includes("--sizes") ? argv[argv.indexOf("--sizes") + 1] : "10,100,1000").split(",").map(Number);
   const runs = argv.includes("--runs") ? Number(argv[argv.indexOf("--runs") + 1]) : 3;
-  const root = mkdtempSync(path.join(os.tmpdir(), "mf-bench-"));
+  // --tmp DIR: where the fleets and the renders go (another filesystem, e.g. a fresh one with no recent deletions).
+  const root = mkdtempSync(path.join(argv.includes("--tmp") ? argv[argv.indexOf("--tmp") + 1] : os.tmpdir(), "mf-bench-"));
   const results: Record<number, { eval: Sample; base: Sample }> = {};
   try {
     console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} cores`);
