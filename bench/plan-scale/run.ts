@@ -11,10 +11,11 @@
  *
  *   node --import tsx bench/plan-scale/run.ts [--sizes 1000x100,10000x1000] [--runs 3]
  *
- * The fleet and policies are bench/policy's (seeded): half the nodes tagged
- * (15 tags), the rest owned by 20 users, 2% of tagged nodes routing a /16;
- * rules from users, groups, tags, autogroup:member, CIDRs to tags, groups,
- * autogroup:self, a CIDR; the head revision replaces the last 5% of rules.
+ * The fleet and policies are bench/policy's (seeded, fleet.ts): half the
+ * nodes tagged (15 tags), the rest owned by 20 users, 2% of tagged nodes
+ * routing a /24; rules from users, groups, tags, autogroup:member, CIDRs to
+ * tags, groups, autogroup:self, a CIDR; the head revision replaces the last
+ * 5% of rules. phases.ts says where the time goes.
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
