@@ -1,5 +1,5 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
-import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, openSync, readdirSync, readFileSync, rmdirSync, type Stats, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
@@ -238,31 +238,49 @@ ${flagHelp(flags)}`,
       ({ dirs, found } = preflight(out, folders, files, stale));
       if (stale.size) clearStale(out, stale, dirs);
     }
-    mkdirSync(out, { recursive: true });
-    // The marker first: an interrupted render can still be replaced by the next one.
-    const marker = path.join(out, RENDER_MARKER);
+    // A new DIR is written whole beside it (a hidden folder in its parent) and renamed into place,
+    // so it never exists half-written; an error removes that folder (a killed render leaves it).
+    // An empty DIR, and an earlier render's, are written where they are.
+    const whole = existing === null && lstatOrNull(out) === null;
+    let at = out;
+    if (whole) {
+      const parent = path.dirname(path.resolve(out));
+      mkdirSync(parent, { recursive: true });
+      at = mkdtempSync(path.join(parent, `.${path.basename(path.resolve(out))}.meshfleet-render-`));
+    } else mkdirSync(out, { recursive: true });
     try {
-      unlinkSync(marker); // the earlier render's: made anew below
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-    }
-    writeFileSync(marker, MARKER_HEAD + files.join("\n") + "\n", { mode: 0o777, flag: "wx" });
-    // The bits the umask clears, read off the new marker (made 0777, then set to 0644): a new
-    // file's mode needs a chmod only when the umask clears one of its bits (not under the usual 022).
-    const masked = 0o777 & ~statSync(marker).mode;
-    chmodSync(marker, 0o644);
-    for (const d of folders) {
-      if (dirs.has(d)) continue;
+      // The marker first: an interrupted render can still be replaced by the next one.
+      const marker = path.join(at, RENDER_MARKER);
       try {
-        mkdirSync(path.join(out, d));
+        unlinkSync(marker); // the earlier render's: made anew below
       } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
       }
-    }
-    for (const a of arts) {
-      const st = found.get(a.path);
-      if (st) overwriteArtifact(out, a.path, a.content, parseInt(a.mode, 8), st, masked);
-      else writeArtifact(out, a.path, a.content, parseInt(a.mode, 8), masked);
+      writeFileSync(marker, MARKER_HEAD + files.join("\n") + "\n", { mode: 0o777, flag: "wx" });
+      // The bits the umask clears, read off the new marker (made 0777, then set to 0644): a new
+      // file's mode needs a chmod only when the umask clears one of its bits (not under the usual 022).
+      const masked = 0o777 & ~statSync(marker).mode;
+      chmodSync(marker, 0o644);
+      for (const d of folders) {
+        if (dirs.has(d)) continue;
+        try {
+          mkdirSync(path.join(at, d));
+        } catch (e) {
+          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        }
+      }
+      for (const a of arts) {
+        const st = found.get(a.path);
+        if (st) overwriteArtifact(at, a.path, a.content, parseInt(a.mode, 8), st, masked);
+        else writeArtifact(at, a.path, a.content, parseInt(a.mode, 8), masked);
+      }
+      if (whole) {
+        chmodSync(at, 0o777 & ~masked); // as mkdir would have made it
+        renameSync(at, out);
+      }
+    } catch (e) {
+      if (whole) rmSync(at, { recursive: true, force: true });
+      throw e;
     }
     if (opts.json) console.log(JSON.stringify({ stack, dir, out, files }, null, 2));
     else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
