@@ -45,6 +45,9 @@ const on = labOn(INSTANCE);
 const bootId = async (host: string) => (await on(host, "cat /proc/sys/kernel/random/boot_id")).trim();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** What `up` printed, the provider's progress lines among it. */
+const said: string[] = [];
+
 function rebootUp(): Promise<DeployResult> {
   return runDeploy({
     verb: "up",
@@ -54,7 +57,10 @@ function rebootUp(): Promise<DeployResult> {
     on: [ROUTER],
     rebootCheck: true,
     logFile: p.log,
-    say: (l) => process.stderr.write(`[reboot-lab] ${l}\n`),
+    say: (l) => {
+      said.push(l);
+      process.stderr.write(`[reboot-lab] ${l}\n`);
+    },
   });
 }
 
@@ -82,6 +88,11 @@ describe.skipIf(skipUnlessCi(labMissing()))(`up --reboot-check on lab instance $
     expect(r.ok, r.errors.join("\n")).toBe(true);
     const gen = r.resources.find((x) => x.type === "meshfleet:host:Generation" && x.host === ROUTER && x.diff?.some((d) => d.key === "rebootCheck"));
     expect(gen, "the router's Generation was updated for the reboot").toBeDefined();
+    // The wait is not silent: the provider's progress reaches `up`'s output under the router's name.
+    const progress = said.filter((l) => l.includes(`${ROUTER} `) && l.includes("--reboot-check:")).join("\n");
+    expect(progress).toMatch(/--reboot-check: rebooting; waiting up to \d+s/);
+    expect(progress).toMatch(/--reboot-check: back on a new boot after [\d.]+s/);
+    expect(progress).toMatch(/--reboot-check: passed in [\d.]+s/);
     process.stderr.write(`[reboot-lab] up --reboot-check --on ${ROUTER}: ${(ms / 1000).toFixed(1)}s in all, the router's Generation (switch, reboot, checks) ${((gen!.ms ?? 0) / 1000).toFixed(1)}s\n`);
 
     expect(await bootId(ROUTER)).not.toBe(before);
@@ -97,7 +108,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`up --reboot-check on lab instance $
   it("fails naming the host and tailscale when tailscaled does not come back after the boot, and says nothing was rolled back", async () => {
     // A unit of nobody's that stops tailscaled after each boot: the router runs fine until the reboot. (A fault the
     // agent sees as drift, `systemctl disable tailscaled` or a drop-in, is repaired by the switch before the reboot.)
-    await on(ROUTER, `printf '%s\\n' '[Unit]' 'After=tailscaled.service' '[Service]' 'Type=oneshot' 'ExecStart=/bin/sh -c "sleep 2; systemctl stop tailscaled.service"' '[Install]' 'WantedBy=multi-user.target' > ${FAULT} && systemctl daemon-reload && systemctl enable ${FAULT_UNIT}`);
+    await on(ROUTER, `printf '%s\\n' '[Unit]' 'After=tailscaled.service' '[Service]' 'Type=oneshot' 'ExecStart=/bin/systemctl stop tailscaled.service' '[Install]' 'WantedBy=multi-user.target' > ${FAULT} && systemctl daemon-reload && systemctl enable ${FAULT_UNIT}`);
     try {
       const before = await bootId(ROUTER);
       const r = await rebootUp();
