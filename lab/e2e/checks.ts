@@ -52,6 +52,8 @@ const BLOCK_TABLE = "meshfleet_e2e_block";
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 export const tsCli = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin/tailscale --socket=/run/tailscale/tailscaled.sock`;
 export const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
+/** Shell: wait (30 s at most) until headscale's CLI answers; headscale.service is Type=simple, so a restart returns before it serves. */
+export const hsReady = () => `for i in $(seq 60); do ${hsCli()} users list >/dev/null 2>&1 && break; sleep 0.5; done; ${hsCli()} users list >/dev/null`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -145,8 +147,10 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
 
   try {
     await check("subnet route: laptop reaches nas 192.168.8.10 (no tailscale on nas)", async () => {
+      // 45 s: on a fresh deploy the router admits the laptop to its peer sets at its switch or at the next
+      // meshfleet-peers timer run (every 30 s) when the laptop registered after it.
+      const r = await until(45_000, () => tcp("laptop", NAS, 22, instance));
       const route = await sshExec("laptop", `ip route get ${NAS}`, { instance });
-      const r = await until(15_000, () => tcp("laptop", NAS, 22, instance));
       const via = route.stdout.trim().split("\n")[0] ?? "";
       if (!r.ok) return { ok: false, why: `${r.why}; route: ${via || route.stderr.trim()}` };
       if (!/tailscale0/.test(via)) return { ok: false, why: `connected but not through the tunnel: ${via}` };
@@ -195,7 +199,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         const r = await sshExec("lxc-tailscale", "nft list chain inet meshfleet tailnet", { instance });
         return Number(/counter packets (\d+) bytes \d+ drop/.exec(r.stdout)?.[1] ?? NaN);
       };
-      const widen = await sshExec("vps", `cp -p ${policy} ${policy}.mf-check && sed -i 's/"tag:router:80,443"/"tag:router:*"/' ${policy} && grep -q '"tag:router:\\*"' ${policy} && systemctl restart headscale`, { instance });
+      const widen = await sshExec("vps", `cp -p ${policy} ${policy}.mf-check && sed -i 's/"tag:router:80,443"/"tag:router:*"/' ${policy} && grep -q '"tag:router:\\*"' ${policy} && systemctl restart headscale && ${hsReady()}`, { instance });
       try {
         if (widen.code !== 0) return { ok: false, why: `could not widen the policy on vps: ${widen.stderr.trim() || widen.stdout.trim()}` };
         const before = await counter();
@@ -208,7 +212,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         });
         return r;
       } finally {
-        await sshExec("vps", `test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && systemctl restart headscale`, { instance });
+        await sshExec("vps", `test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && systemctl restart headscale && ${hsReady()}`, { instance });
       }
     });
 
@@ -239,7 +243,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
           await blockUdp(instance);
           blocked = true;
           // Traffic keeps the peer Active, and makes tailscaled notice the dead direct path.
-          await sshExec("laptop", `(ping -i 0.5 -w 30 ${NAS} >/dev/null 2>&1 &)`, { instance });
+          await sshExec("laptop", `(ping -i 0.5 -c 60 ${NAS} >/dev/null 2>&1 &)`, { instance });
           const r = await until(35_000, async () => {
             const p = await peer("lxc-tailscale");
             if (!p) return { ok: false, why: "lxc-tailscale not in laptop's status" };

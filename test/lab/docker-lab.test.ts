@@ -179,7 +179,7 @@ describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "t
     await ok(LAPTOP, "chmod 600 /root/authkey");
     await ok(
       LAPTOP,
-      `systemd-run --unit=ts-docker-lab ${TS}/tailscaled --tun=userspace-networking --statedir=/var/lib/ts-docker-lab --socket=/run/ts-docker-lab.sock --port=0 && sleep 1`,
+      `systemd-run --unit=ts-docker-lab ${TS}/tailscaled --tun=userspace-networking --statedir=/var/lib/ts-docker-lab --socket=/run/ts-docker-lab.sock --port=0 && for i in $(seq 100); do [ -S /run/ts-docker-lab.sock ] && exit 0; sleep 0.1; done; echo "tailscaled made no socket in 10 s" >&2; exit 1`,
     );
     const t = Date.now();
     await ok(LAPTOP, `timeout 90 ${TS}/tailscale --socket=/run/ts-docker-lab.sock up --login-server=http://203.0.113.10:8080 --auth-key=file:/root/authkey --hostname=laptop`);
