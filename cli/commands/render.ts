@@ -1,5 +1,5 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
-import { chmodSync, closeSync, constants, fchmodSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
 import { allArtifacts } from "../../core/artifacts.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
@@ -151,9 +151,13 @@ function writeArtifact(out: string, rel: string, content: string, mode: number, 
  * Write a file the earlier render (or the user) left where this one writes:
  * in place, so the file keeps its inode (no unlink and create per file: on
  * ext4 without a journal, new inodes right after many were freed are the
- * slowest part of a render). O_NOFOLLOW: a link put there since the check is
- * refused. A file with other hard links is replaced instead, so a write
- * reaches nothing outside the folder. The mode is set when it differs.
+ * slowest part of a render). A file that already holds these bytes is not
+ * written at all (it is read and compared). Otherwise the new bytes go over
+ * the old and the rest is cut off, never truncating to 0 first: on ext4 a
+ * file truncated to 0 and rewritten is flushed at close (auto_da_alloc),
+ * which cost more than the writes. O_NOFOLLOW: a link put there since the
+ * check is refused. A file with other hard links is replaced instead, so a
+ * write reaches nothing outside the folder. The mode is set when it differs.
  */
 function overwriteArtifact(out: string, rel: string, content: string, mode: number, st: Stats, masked: number): void {
   const p = path.join(out, rel);
@@ -161,9 +165,19 @@ function overwriteArtifact(out: string, rel: string, content: string, mode: numb
     unlinkSync(p);
     return writeArtifact(out, rel, content, mode, masked);
   }
-  const fd = openSync(p, constants.O_WRONLY | constants.O_TRUNC | constants.O_NOFOLLOW);
+  const bytes = Buffer.from(content);
+  const fd = openSync(p, constants.O_RDWR | constants.O_NOFOLLOW);
   try {
-    writeFileSync(fd, content);
+    const size = fstatSync(fd).size; // now, not at the check
+    let same = size === bytes.length;
+    if (same && size > 0) {
+      const old = Buffer.allocUnsafe(size);
+      same = readSync(fd, old, 0, size, 0) === size && old.equals(bytes);
+    }
+    if (!same) {
+      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at, at);
+      if (size > bytes.length) ftruncateSync(fd, bytes.length);
+    }
     if ((st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
   } finally {
     closeSync(fd);

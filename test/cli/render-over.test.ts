@@ -1,7 +1,8 @@
 /**
  * `meshfleet render --out DIR` over an earlier render (cli/commands/render.ts):
  * the files both renders write are overwritten in place (same inode, no
- * unlink and create per file), the result is byte for byte and mode for mode
+ * unlink and create per file; a file already holding the bytes is not
+ * written), the result is byte for byte and mode for mode
  * what a render into a new folder writes, and anything in the way (a link
  * where a file or folder goes) is refused before the earlier render is
  * touched. Nothing outside DIR is reached: not through a linked folder, not
@@ -63,7 +64,13 @@ describe("render --out over an earlier render", () => {
     const short = files.find((f) => f !== NFT && fs.statSync(path.join(out, f)).size > 100)!;
     fs.writeFileSync(path.join(out, short), "x");
     fs.chmodSync(path.join(out, NFT), 0o600);
+    // A file already holding the render's bytes is not written again: its time stays.
+    const same = files.find((f) => f !== NFT && f !== short)!;
+    const past = new Date("2020-01-02T03:04:05Z");
+    fs.utimesSync(path.join(out, same), past, past);
     expect(await run(out)).toBe(0);
+    expect(fs.statSync(path.join(out, same)).mtimeMs).toBe(past.getTime());
+    expect(fs.statSync(path.join(out, NFT)).mtimeMs).toBeGreaterThan(past.getTime());
     expect(tree(out)).toEqual(tree(fresh));
     try {
       for (const [f, fd] of fds) {
