@@ -58,26 +58,49 @@ function lstatOrNull(p: string): Stats | null {
 
 /**
  * Over an earlier render, before anything is changed: what already stands
- * where the new render writes. A folder the render needs must be a folder
- * (not a link: files would land wherever it points) or absent; a file it
- * writes must be a regular file or absent. A conflict is refused here, so the
- * earlier render stays as it was, every file of it. The one exception is the
- * earlier render's own stale file or folder standing where the new layout
- * needs the other kind: removing it is the render's to do, and the write
- * checks again.
+ * where the new render writes, and which of the earlier render's stale files
+ * can go. A conflict is refused here, so the earlier render stays as it was.
+ *  - A folder the render needs must be a real folder (not a link: files would
+ *    land wherever it points) or absent. The one exception is the earlier
+ *    render's own stale file where the new layout needs a folder: it goes.
+ *  - A file the render writes must be absent, or a regular file the earlier
+ *    render wrote (listed in its marker): a user's file, a folder or a link
+ *    there is refused.
+ *  - A stale file goes only when it is a regular file and every folder above
+ *    it inside DIR is a real folder; anything else is left alone, so nothing
+ *    outside DIR is reached through a link.
  */
-function preflight(out: string, folders: readonly string[], files: readonly string[], stale: ReadonlySet<string>): { dirs: Set<string>; found: Map<string, Stats> } {
-  const staleDirs = new Set<string>();
-  for (const f of stale) for (let d = path.dirname(f); d !== "." && d !== "" && !staleDirs.has(d); d = path.dirname(d)) staleDirs.add(d);
-  const dirs = new Set<string>();
+function preflight(
+  out: string,
+  folders: readonly string[],
+  files: readonly string[],
+  listed: ReadonlySet<string>,
+  stale: ReadonlySet<string>,
+): { dirs: Map<string, Stats>; found: Map<string, Stats>; removable: string[] } {
+  const real = new Map<string, boolean>([[".", true]]);
+  /** Whether d (relative to out) is a real folder, and so is every folder above it. */
+  const realDir = (d: string): boolean => {
+    let r = real.get(d);
+    if (r === undefined) {
+      r = realDir(path.dirname(d)) && (lstatOrNull(path.join(out, d))?.isDirectory() ?? false);
+      real.set(d, r);
+    }
+    return r;
+  };
+  const removable = [...stale].filter((f) => realDir(path.dirname(f)) && (lstatOrNull(path.join(out, f))?.isFile() ?? false));
+  const goes = new Set(removable);
+  const dirs = new Map<string, Stats>();
+  const absent = new Set<string>();
   for (const d of folders) {
     const parent = path.dirname(d);
-    if (parent !== "." && !dirs.has(parent)) continue; // under a folder that is not there: nothing is
+    if (parent !== "." && !dirs.has(parent)) {
+      absent.add(d); // under a folder that is not there: nothing is
+      continue;
+    }
     const st = lstatOrNull(path.join(out, d));
-    if (!st) continue;
-    if (st.isDirectory()) dirs.add(d);
-    else if (!stale.has(d))
-      throw new MeshfleetError(`render --out ${out}: ${d} is there and is not a folder (a link or file), where the render puts a folder; nothing was written. Fix: remove it, then render again`);
+    if (!st || goes.has(d)) absent.add(d);
+    else if (st.isDirectory()) dirs.set(d, st);
+    else throw new MeshfleetError(`render --out ${out}: ${d} is there and is not a folder (a link or file), where the render puts a folder; nothing was written. Fix: remove it, then render again`);
   }
   const found = new Map<string, Stats>();
   for (const f of files) {
@@ -85,22 +108,24 @@ function preflight(out: string, folders: readonly string[], files: readonly stri
     if (parent !== "." && !dirs.has(parent)) continue;
     const st = lstatOrNull(path.join(out, f));
     if (!st) continue;
-    if (st.isFile()) found.set(f, st);
-    else if (!(st.isDirectory() && staleDirs.has(f)))
-      throw new MeshfleetError(`render --out ${out}: ${f} is there and is not a regular file (a link or folder); remove it, then render again (nothing was written)`);
+    if (!st.isFile()) throw new MeshfleetError(`render --out ${out}: ${f} is there and is not a regular file (a link or folder); remove it, then render again (nothing was written)`);
+    if (!listed.has(f))
+      throw new MeshfleetError(
+        `render --out ${out}: ${f} is there, and the earlier render did not write it (it is not listed in ${RENDER_MARKER}); nothing was written. Fix: move it out of ${out}, then render again`,
+      );
+    found.set(f, st);
   }
-  return { dirs, found };
+  return { dirs, found, removable };
 }
 
-/** Remove the earlier render's files that the new one does not write, and the folders they leave empty (not those the new render fills); anything else stays. */
-function clearStale(out: string, stale: ReadonlySet<string>, keep: ReadonlySet<string>): void {
+/** Remove the earlier render's stale files (checked by preflight), and the folders they leave empty that the new render does not fill. */
+function clearStale(out: string, removable: readonly string[], keep: ReadonlySet<string>): void {
   const dirs = new Set<string>();
-  for (const f of stale) {
-    const p = path.join(out, f);
+  for (const f of removable) {
     try {
-      if (lstatSync(p).isFile()) unlinkSync(p);
-    } catch {
-      // already gone
+      unlinkSync(path.join(out, f));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
     }
     for (let d = path.dirname(f); d !== "." && d !== ""; d = path.dirname(d)) dirs.add(d);
   }
@@ -166,19 +191,35 @@ function overwriteArtifact(out: string, rel: string, content: string, mode: numb
     return writeArtifact(out, rel, content, mode, masked);
   }
   const bytes = Buffer.from(content);
-  const fd = openSync(p, constants.O_RDWR | constants.O_NOFOLLOW);
+  // Read-only to compare: a file that holds these bytes needs no write access (a read-only file stays as it is).
+  const rd = openSync(p, constants.O_RDONLY | constants.O_NOFOLLOW);
+  let same: boolean;
   try {
-    const size = fstatSync(fd).size; // now, not at the check
-    let same = size === bytes.length;
+    const size = fstatSync(rd).size; // now, not at the check
+    same = size === bytes.length;
     if (same && size > 0) {
       const old = Buffer.allocUnsafe(size);
-      same = readSync(fd, old, 0, size, 0) === size && old.equals(bytes);
+      same = readSync(rd, old, 0, size, 0) === size && old.equals(bytes);
     }
-    if (!same) {
-      for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at, at);
-      if (size > bytes.length) ftruncateSync(fd, bytes.length);
-    }
-    if ((st.mode & 0o7777) !== mode) fchmodSync(fd, mode);
+    if (same && (fstatSync(rd).mode & 0o7777) !== mode) fchmodSync(rd, mode);
+  } finally {
+    closeSync(rd);
+  }
+  if (same) return;
+  let fd: number;
+  try {
+    fd = openSync(p, constants.O_WRONLY | constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "EACCES" && code !== "EPERM") throw e;
+    // Not writable (its mode was changed): replaced, as a new file, which needs only the folder writable.
+    unlinkSync(p);
+    return writeArtifact(out, rel, content, mode, masked);
+  }
+  try {
+    for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at, at);
+    ftruncateSync(fd, bytes.length);
+    if ((fstatSync(fd).mode & 0o7777) !== mode) fchmodSync(fd, mode);
   } finally {
     closeSync(fd);
   }
@@ -244,18 +285,22 @@ ${flagHelp(flags)}`,
     const folders = foldersOf(files);
     // Over an earlier render: check everything that stands in the way first (a conflict leaves it
     // untouched), remove only its stale files, and overwrite the rest in place.
-    let dirs = new Set<string>();
+    let dirs = new Map<string, Stats>();
     let found = new Map<string, Stats>();
-    if (previous?.length) {
+    const over = previous !== null && !!existing?.length;
+    if (over) {
       const writes = new Set(files);
       const stale = new Set(previous.filter((f) => !writes.has(f)));
-      ({ dirs, found } = preflight(out, folders, files, stale));
-      if (stale.size) clearStale(out, stale, dirs);
+      let removable: string[];
+      ({ dirs, found, removable } = preflight(out, folders, files, new Set(previous), stale));
+      if (removable.length) clearStale(out, removable, new Set(folders));
     }
-    // A new DIR is written whole beside it (a hidden folder in its parent) and renamed into place,
-    // so it never exists half-written; an error removes that folder (a killed render leaves it).
-    // An empty DIR, and an earlier render's, are written where they are.
-    const whole = existing === null && lstatOrNull(out) === null;
+    // A new or empty DIR is written whole beside it (a hidden folder in its parent) and renamed into
+    // place (over the empty folder), so it never exists half-written; an error removes that folder
+    // (a killed render leaves it). An earlier render's DIR is written where it is: one interrupted
+    // leaves some files old under the new marker, and the next render replaces them.
+    const st = lstatOrNull(out);
+    const whole = !over && (st === null || (st.isDirectory() && existing?.length === 0));
     let at = out;
     if (whole) {
       const parent = path.dirname(path.resolve(out));
@@ -263,33 +308,34 @@ ${flagHelp(flags)}`,
       at = mkdtempSync(path.join(parent, `.${path.basename(path.resolve(out))}.meshfleet-render-`));
     } else mkdirSync(out, { recursive: true });
     try {
-      // The marker first: an interrupted render can still be replaced by the next one.
+      // The marker first, made whole beside the earlier one and renamed over it (never a moment with
+      // none): an interrupted render can still be replaced by the next one.
       const marker = path.join(at, RENDER_MARKER);
-      try {
-        unlinkSync(marker); // the earlier render's: made anew below
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
-      }
-      writeFileSync(marker, MARKER_HEAD + files.join("\n") + "\n", { mode: 0o777, flag: "wx" });
+      const next = `${marker}.next`;
+      rmSync(next, { force: true });
+      writeFileSync(next, MARKER_HEAD + files.join("\n") + "\n", { mode: 0o777, flag: "wx" });
       // The bits the umask clears, read off the new marker (made 0777, then set to 0644): a new
       // file's mode needs a chmod only when the umask clears one of its bits (not under the usual 022).
-      const masked = 0o777 & ~statSync(marker).mode;
-      chmodSync(marker, 0o644);
+      const masked = 0o777 & ~statSync(next).mode;
+      chmodSync(next, 0o644);
+      renameSync(next, marker);
+      const folderMode = 0o777 & ~masked; // as mkdir makes them
       for (const d of folders) {
-        if (dirs.has(d)) continue;
-        try {
-          mkdirSync(path.join(at, d));
-        } catch (e) {
-          if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+        const had = dirs.get(d);
+        if (had) {
+          if ((had.mode & 0o7777) !== folderMode) chmodSync(path.join(at, d), folderMode);
+          continue;
         }
+        // Checked absent (or a stale file since removed): something there now was put there meanwhile.
+        mkdirSync(path.join(at, d));
       }
       for (const a of arts) {
-        const st = found.get(a.path);
-        if (st) overwriteArtifact(at, a.path, a.content, parseInt(a.mode, 8), st, masked);
+        const had = found.get(a.path);
+        if (had) overwriteArtifact(at, a.path, a.content, parseInt(a.mode, 8), had, masked);
         else writeArtifact(at, a.path, a.content, parseInt(a.mode, 8), masked);
       }
       if (whole) {
-        chmodSync(at, 0o777 & ~masked); // as mkdir would have made it
+        chmodSync(at, folderMode);
         renameSync(at, out);
       }
     } catch (e) {

@@ -148,4 +148,85 @@ describe("render --out over an earlier render", () => {
     expect(fs.lstatSync(path.join(out, "vps/etc")).isDirectory()).toBe(true);
     expect(tree(path.join(out, "vps/etc"))).toEqual(tree(path.join(root, "vps-etc-aside")));
   });
+
+  it("a stale folder that is a link: nothing is removed through it, and the render goes on", async () => {
+    const out = path.join(root, "stale-link");
+    expect(await run(out)).toBe(0);
+    const mine = path.join(root, "mine");
+    fs.mkdirSync(path.join(mine, "etc"), { recursive: true });
+    fs.writeFileSync(path.join(mine, "etc/app.conf"), "the user's");
+    fs.writeFileSync(path.join(mine, "notes.txt"), "the user's too");
+    fs.symlinkSync(mine, path.join(out, "oldhost"));
+    fs.appendFileSync(path.join(out, RENDER_MARKER), "oldhost/etc/app.conf\n");
+    const before = tree(mine);
+    expect(await run(out)).toBe(0);
+    expect(tree(mine)).toEqual(before);
+    expect(fs.readlinkSync(path.join(out, "oldhost"))).toBe(mine);
+    expect(listed(out)).not.toContain("oldhost/etc/app.conf");
+  });
+
+  it("a link where the earlier render had a file and the new one needs a folder is refused; nothing is written through it", async () => {
+    const out = path.join(root, "stale-file-link");
+    expect(await run(out)).toBe(0);
+    const outside = path.join(root, "outside-etc2");
+    fs.cpSync(path.join(out, "vps/etc"), outside, { recursive: true });
+    const victim = listed(out).find((f) => f.startsWith("vps/etc/"))!.slice("vps/etc/".length);
+    fs.writeFileSync(path.join(outside, victim), "someone else's");
+    fs.rmSync(path.join(out, "vps/etc"), { recursive: true });
+    fs.symlinkSync(outside, path.join(out, "vps/etc"));
+    fs.appendFileSync(path.join(out, RENDER_MARKER), "vps/etc\n");
+    const before = tree(outside);
+    await expect(run(out)).rejects.toThrow(/vps\/etc is there and is not a folder \(a link or file\), where the render puts a folder; nothing was written/);
+    expect(tree(outside)).toEqual(before);
+  });
+
+  it("a marker with no files listed still has every path checked: a link where a folder goes is refused", async () => {
+    const out = path.join(root, "empty-marker");
+    const elsewhere = path.join(root, "elsewhere");
+    fs.mkdirSync(out);
+    fs.mkdirSync(elsewhere);
+    const head = fs.readFileSync(path.join(root, "fresh", RENDER_MARKER), "utf8").split("\n")[0] + "\n";
+    fs.writeFileSync(path.join(out, RENDER_MARKER), head);
+    fs.writeFileSync(path.join(out, "notes.txt"), "the user's");
+    fs.symlinkSync(elsewhere, path.join(out, "vps"));
+    await expect(run(out)).rejects.toThrow(/vps is there and is not a folder/);
+    expect(fs.readdirSync(elsewhere)).toEqual([]);
+    expect(fs.readFileSync(path.join(out, "notes.txt"), "utf8")).toBe("the user's");
+  });
+
+  it("a folder where a file goes, holding a stale file and a user's file, is refused before the stale file goes", async () => {
+    const out = path.join(root, "dir-at-file");
+    expect(await run(out)).toBe(0);
+    fs.rmSync(path.join(out, NFT));
+    fs.mkdirSync(path.join(out, NFT));
+    fs.writeFileSync(path.join(out, NFT, "part.nft"), "stale");
+    fs.writeFileSync(path.join(out, NFT, "user.txt"), "the user's");
+    fs.appendFileSync(path.join(out, RENDER_MARKER), `${NFT}/part.nft\n`);
+    const before = tree(out);
+    await expect(run(out)).rejects.toThrow(/nftables\.nft is there and is not a regular file/);
+    expect(tree(out)).toEqual(before);
+  });
+
+  it("a read-only file with the render's bytes gets its mode back without a write; folder modes come back too", async () => {
+    const fresh = path.join(root, "fresh");
+    const out = path.join(root, "modes");
+    expect(await run(out)).toBe(0);
+    fs.chmodSync(path.join(out, NFT), 0o444);
+    fs.chmodSync(path.join(out, "vps/meshfleet"), 0o700);
+    const ino = fs.statSync(path.join(out, NFT)).ino;
+    expect(await run(out)).toBe(0);
+    expect(fs.statSync(path.join(out, NFT)).ino).toBe(ino);
+    expect(tree(out)).toEqual(tree(fresh));
+  });
+
+  it("an empty DIR is written whole and renamed over it; the marker is never missing", async () => {
+    const out = path.join(root, "empty-dir");
+    fs.mkdirSync(out);
+    const ino = fs.statSync(out).ino;
+    expect(await run(out)).toBe(0);
+    expect(fs.statSync(out).ino).not.toBe(ino); // the hidden folder, renamed over the empty one
+    expect(tree(out)).toEqual(tree(path.join(root, "fresh")));
+    expect(fs.readdirSync(root).filter((e) => e.includes("meshfleet-render-"))).toEqual([]);
+    expect(fs.existsSync(path.join(out, `${RENDER_MARKER}.next`))).toBe(false);
+  });
 });

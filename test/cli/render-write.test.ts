@@ -56,16 +56,15 @@ describe("render --out writes", () => {
     expect(fs.readFileSync(target, "utf8")).toBe("not the render's");
   });
 
-  it("overwrites a regular file it finds where a file goes (not in the marker), at the file's mode", async () => {
+  it("refuses a regular file it finds where a file goes that the earlier render did not write (not in the marker): nothing else in DIR is touched", async () => {
     const out = path.join(root, "plain");
     expect(await run(out)).toBe(0);
     const at = path.join(out, "vps/meshfleet/nftables.nft");
-    const want = fs.readFileSync(at, "utf8");
     fs.writeFileSync(path.join(out, RENDER_MARKER), fs.readFileSync(path.join(out, RENDER_MARKER), "utf8").replace("vps/meshfleet/nftables.nft\n", ""));
-    fs.writeFileSync(at, "someone's edit, longer than nothing at all");
+    fs.writeFileSync(at, "someone's own file");
     fs.chmodSync(at, 0o600);
-    expect(await run(out)).toBe(0);
-    expect(fs.readFileSync(at, "utf8")).toBe(want);
-    expect(modeOf(at)).toBe("0644");
+    await expect(run(out)).rejects.toThrow(/vps\/meshfleet\/nftables\.nft is there, and the earlier render did not write it \(it is not listed in \.meshfleet-render\); nothing was written\. Fix: move it out of /);
+    expect(fs.readFileSync(at, "utf8")).toBe("someone's own file");
+    expect(modeOf(at)).toBe("0600");
   });
 });
