@@ -178,4 +178,19 @@ describe("compilePolicy: users named like keywords, and the edges of sources and
     // dual's IPv4 address alone is named: the node counts.
     expect(rules2({ grants: [{ src: ["100.64.0.10/32"], dst: ["autogroup:self"], ip: ["*"] }] }).map((r) => r.srcNodes)).toEqual([[9]]);
   });
+
+  it("self rules of different sources in one policy each keep their own source nodes (the per-sources cache is keyed by the sources, not their count)", () => {
+    const self = (p: Policy) => rules(p).filter((r) => r.category === "self").map((r) => `${r.path} ${r.ports} ${(r.srcNodes ?? []).join(",")}`);
+    expect(
+      self({
+        acls: [
+          { action: "accept", src: ["alice@"], dst: ["autogroup:self:22"] },
+          { action: "accept", src: ["bob@"], dst: ["autogroup:self:80"] },
+          { action: "accept", src: ["alice@", "bob@"], dst: ["autogroup:self:443"] },
+          { action: "accept", src: ["bob@", "alice@"], dst: ["autogroup:self:8080"] },
+          { action: "accept", src: ["tag:web"], dst: ["autogroup:self:9"] },
+        ],
+      }),
+    ).toEqual(["acls[0] 22 0,2", "acls[1] 80 1", "acls[2] 443 0,1,2", "acls[3] 8080 0,1,2", "acls[4] 9 "]);
+  });
 });
