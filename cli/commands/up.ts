@@ -41,7 +41,7 @@ const force: Flag = {
 
 const FLAGS: Record<Verb, Flag[]> = {
   up: [...common, yes, expectNoChanges, refreshFlag, rebootCheck, force],
-  preview: [...common, expectNoChanges, refreshFlag],
+  preview: [...common, expectNoChanges, refreshFlag, force],
   refresh: [...common, yes, expectNoChanges, previewOnly],
   destroy: [...common, yes, previewOnly],
 };
@@ -202,6 +202,18 @@ function verbCommand(verb: Verb): Command {
           return 1;
         }
         if (u.outcome) out(`headscale: ${u.detail} (${u.seconds}s)`);
+      } else if (verb === "preview" || (verb === "up" && opts["preview-only"])) {
+        // The preview announces a pending headscale upgrade (which `up` does first, outside Pulumi's plan), and
+        // a refusal `up` would make (a downgrade, a skipped minor release) fails the preview the same way.
+        const { headscaleUpgradeStep } = await import("../headscale-upgrade.ts");
+        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, expectNoChanges: true });
+        if (u.pending) {
+          out(`headscale: ${u.detail.replace(/; nothing was changed$/, "")}: \`meshfleet up\` does it first (backup, new binary, health check, rollback if it fails)`);
+          if (opts["expect-no-changes"]) {
+            out(`--expect-no-changes: the headscale ${u.action} is a change`);
+            return 1;
+          }
+        }
       }
       const r = await runDeploy({
         verb,

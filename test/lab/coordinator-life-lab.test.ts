@@ -99,6 +99,16 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
     });
     return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
   };
+  /** `meshfleet preview` of the stack (changes nothing). */
+  const preview = async (...extra: string[]) => {
+    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "preview", "--stack", STACK, "--config-file", p.stackConfig, ...extra], {
+      cwd: REPO,
+      reject: false,
+      env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: stateDir },
+      timeout: 600_000,
+    });
+    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}` };
+  };
   const took = (out: string, what: string) => Number(new RegExp(`${what} took (\\d+) ms`).exec(out)?.[1] ?? NaN);
 
   beforeAll(async () => {
@@ -120,9 +130,17 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
   it("upgrade 0.29.1 -> 0.29.2 through `up`: backup, new binary, health check; nodes, IPs and routes kept; the tunnel keeps working", async () => {
     const before = await nodes();
     expect(before.length).toBeGreaterThanOrEqual(3);
+    writeFleet("0.29.2", NEW!);
+    // The preview announces the upgrade `up` will do first, and changes nothing; with --expect-no-changes it is a change.
+    const pv = await preview();
+    expect(pv.code, pv.out.slice(-2000)).toBe(0);
+    expect(pv.out).toMatch(/headscale: headscale on vps would be upgraded 0\.29\.1 -> 0\.29\.2 \(coordinator\.headscaleVersion in .*fleet\.yaml\): `meshfleet up` does it first \(backup, new binary, health check, rollback if it fails\)/);
+    const pvx = await preview("--expect-no-changes");
+    expect(pvx.code, pvx.out.slice(-2000)).toBe(1);
+    expect(pvx.out).toMatch(/--expect-no-changes: the headscale upgrade is a change/);
+    expect(await running()).toBe("headscale version v0.29.1");
     const tPing = Date.now();
     const ping = startPing(INSTANCE, "laptop", NAS, 90);
-    writeFleet("0.29.2", NEW!);
     const r = await up();
     const tUp = Date.now();
     expect(r.code, r.out.slice(-3000)).toBe(0);
