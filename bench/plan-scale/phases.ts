@@ -6,7 +6,7 @@
  * the class pairs' access that evaluation leaves until asked). A profiling
  * aid; run.ts is the measure.
  *
- *   node --import tsx bench/plan-scale/phases.ts [hosts] [rules]
+ *   node --import tsx bench/plan-scale/phases.ts [hosts] [rules] [--self-heavy]
  */
 import { Resolver } from "../../core/policy/resolve.ts";
 import { compilePolicy } from "../../core/policy/compile.ts";
@@ -14,9 +14,10 @@ import { evaluateReachability, type Policy } from "../../core/policy/index.ts";
 import { diffNetwork, type NetworkModel } from "../../core/netdiff/index.ts";
 import { benchFleet } from "./fleet.ts";
 
-const hosts = Number(process.argv[2] ?? 10000);
-const rules = Number(process.argv[3] ?? 1000);
-const { nodes, base, head } = benchFleet(hosts, rules);
+const args = process.argv.slice(2).filter((a) => a !== "--self-heavy");
+const hosts = Number(args[0] ?? 10000);
+const rules = Number(args[1] ?? 1000);
+const { nodes, base, head } = benchFleet(hosts, rules, { selfHeavy: process.argv.includes("--self-heavy") });
 const cpu = () => { const c = process.cpuUsage(); return (c.user + c.system) / 1000; };
 const model = (p: Policy): NetworkModel => ({ stack: "bench", hosts: {}, dns: [], versions: {}, policyHuJson: "", reach: evaluateReachability(nodes, p) });
 for (let round = 0; round < 3; round++) {

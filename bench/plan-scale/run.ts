@@ -9,13 +9,16 @@
  * the head policy with its schema and rendering it to HuJSON (the least any
  * plan does), and the smaller size for the growth.
  *
- *   node --import tsx bench/plan-scale/run.ts [--sizes 1000x100,10000x1000] [--runs 3]
+ *   node --import tsx bench/plan-scale/run.ts [--sizes 1000x100,10000x1000] [--runs 3] [--self-heavy]
  *
  * The fleet and policies are bench/policy's (seeded, fleet.ts): half the
  * nodes tagged (15 tags), the rest owned by 20 users, 2% of tagged nodes
  * routing a /24; rules from users, groups, tags, autogroup:member, CIDRs to
  * tags, groups, autogroup:self, a CIDR; the head revision replaces the last
- * 5% of rules. phases.ts says where the time goes.
+ * 5% of rules. --self-heavy is the diff's worst case instead: every node
+ * untagged and its own user, and an autogroup:member -> autogroup:self rule
+ * (Tailscale's default policy shape), so every node is a class of its own.
+ * phases.ts says where the time goes.
  */
 import { execFileSync } from "node:child_process";
 import os from "node:os";
@@ -25,13 +28,13 @@ const self = fileURLToPath(import.meta.url);
 
 type Sample = { hosts: number; rules: number; planCpu: number; planWall: number; reachCpu: number; reachWall: number; baseCpu: number; baseWall: number; rssMb: number; summary: string };
 
-async function child(hosts: number, rules: number) {
+async function child(hosts: number, rules: number, selfHeavy: boolean) {
   const { policySchema, renderPolicyHuJson, evaluateReachability } = await import("../../core/policy/index.ts");
   const { diffNetwork } = await import("../../core/netdiff/index.ts");
   type NetworkModel = import("../../core/netdiff/index.ts").NetworkModel;
   type Policy = import("../../core/policy/index.ts").Policy;
   const { benchFleet } = await import("./fleet.ts");
-  const { nodes, base, head } = benchFleet(hosts, rules);
+  const { nodes, base, head } = benchFleet(hosts, rules, { selfHeavy });
   const raw = JSON.parse(JSON.stringify(head));
   const model = (p: Policy): NetworkModel => ({ stack: "bench", hosts: {}, dns: [], versions: {}, policyHuJson: "", reach: evaluateReachability(nodes, p) });
   const clock = () => ({ c: process.cpuUsage(), t: performance.now() });
@@ -53,18 +56,20 @@ async function child(hosts: number, rules: number) {
 
 async function main() {
   const argv = process.argv.slice(2);
-  if (argv[0] === "--child") return child(Number(argv[1]), Number(argv[2]));
+  if (argv[0] === "--child") return child(Number(argv[1]), Number(argv[2]), argv[3] === "self-heavy");
   const arg = (k: string, d: string) => (argv.includes(k) ? argv[argv.indexOf(k) + 1] : d);
   const sizes = arg("--sizes", "1000x100,10000x1000").split(",").map((s) => s.split("x").map(Number) as [number, number]);
   const runs = Number(arg("--runs", "3"));
+  const selfHeavy = argv.includes("--self-heavy");
   console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} cores`);
+  if (selfHeavy) console.log("fleet: --self-heavy (every node untagged and its own user, an autogroup:member -> autogroup:self rule: a class per node)");
   console.log(`plan-scale: reachability of two policy revisions + their diff, each size in a cold process, median (by CPU) of ${runs}; ms as CPU / wall`);
   console.log("hosts x rules      plan (2 reach + diff)   one reachability   baseline parse+render    peak RSS   ratio to baseline (CPU)");
   const out: Sample[] = [];
   for (const [h, r] of sizes) {
     const xs: Sample[] = [];
     for (let i = 0; i < runs; i++)
-      xs.push(JSON.parse(execFileSync(process.execPath, ["--import", "tsx", self, "--child", String(h), String(r)], { encoding: "utf8", maxBuffer: 16 << 20 }).trim().split("\n").pop()!));
+      xs.push(JSON.parse(execFileSync(process.execPath, ["--import", "tsx", self, "--child", String(h), String(r), selfHeavy ? "self-heavy" : "default"], { encoding: "utf8", maxBuffer: 16 << 20 }).trim().split("\n").pop()!));
     const s = xs.sort((a, b) => a.planCpu - b.planCpu)[Math.floor(xs.length / 2)];
     out.push(s);
     const cw = (c: number, w: number) => `${c.toFixed(0).padStart(6)} / ${w.toFixed(0).padStart(6)}`;

@@ -221,36 +221,40 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
     return after === before ? 0 : !before ? GAINED : !after ? LOST : CHANGED;
   };
   const rows = classRows(js, jt, kindOf);
-  // Totals: block sizes, less each node's pair with itself (targets start with the nodes, in node order).
+  // One pass over the sources, in order; a source class's row is worked out at its first source
+  // (and kept when the rows fit). Totals: block sizes, less each node's pair with itself (targets
+  // start with the nodes, in node order). Listed: the first `max` pairs of each kind in (source,
+  // target) order, which needs no totals: a kind's list is full at `max`.
   const counts = [0, 0, 0, 0];
-  for (let c = 0; c < js.size.length; c++) {
-    const per = rows.perKind(c);
-    for (let k = 1; k <= 3; k++) counts[k] += js.size[c] * per[k];
-  }
-  for (let s = 0; s < H.nodes.length; s++) counts[rows.row(js.of[s])[jt.of[s]]]--;
-  total.gained = counts[GAINED];
-  total.lost = counts[LOST];
-  total.changed = counts[CHANGED];
-  // The pairs listed: the first `max` of each kind, in (source, target) order.
   const lists = [[], gained, lost, changed];
-  const want = (k: number) => lists[k].length < Math.min(max, counts[k]);
-  let needed = 0;
-  for (let k = 1; k <= 3; k++) if (want(k)) needed |= 1 << k;
-  for (let s = 0; s < H.nodes.length && needed; s++) {
+  let open = max > 0 ? (1 << GAINED) | (1 << LOST) | (1 << CHANGED) : 0;
+  for (let s = 0; s < H.nodes.length; s++) {
     const c = js.of[s];
-    if ((rows.mask(c) & needed) === 0) continue;
-    const row = rows.row(c);
-    for (let t = 0; t < H.targets.length && needed; t++) {
+    let row: Int8Array | null = null;
+    if (js.rep[c] === s) {
+      row = rows.row(c);
+      for (let d = 0; d < row.length; d++) counts[row[d]] += js.size[c] * jt.size[d];
+      counts[row[jt.of[s]]]--;
+    } else counts[rows.kind(c, jt.of[s])]--;
+    if ((rows.mask(c) & open) === 0) continue;
+    row ??= rows.row(c);
+    for (let t = 0; t < H.targets.length; t++) {
       const k = row[jt.of[t]];
-      if (t === s || ((1 << k) & needed) === 0) continue;
+      if (t === s || ((1 << k) & open) === 0) continue;
       const target = H.targets[t];
       const a = H.access(s, t);
       const b = bs[s] >= 0 && bt[t] >= 0 ? B.access(bs[s], bt[t]) : null;
       const [after, before] = [a?.spec ?? "", b?.spec ?? ""];
       lists[k].push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: k === LOST ? why(B, b!) : why(H, a!) });
-      if (!want(k)) needed &= ~(1 << k);
+      if (lists[k].length >= max) {
+        open &= ~(1 << k);
+        if ((rows.mask(c) & open) === 0) break;
+      }
     }
   }
+  total.gained = counts[GAINED];
+  total.lost = counts[LOST];
+  total.changed = counts[CHANGED];
 
   // Pairs whose source or destination is gone from head: lost when base allowed them.
   const goneTarget = Uint8Array.from(B.targets, (t) => (hDst.has(t.id) ? 0 : 1));
@@ -260,27 +264,27 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
     // Target classes apart for targets gone from head, so a kept source's row counts only those.
     const bjt = joint(B.targets.length, (t) => B.classes.dst[t], (t) => goneTarget[t]);
     const brows = classRows(bjs, bjt, (s, t) => (B.access(s, t) ? LOST : 0));
-    // Per base source class: how many of its pairs are lost over all targets and over the gone ones.
+    // Per base source class: how many of its pairs are lost over all targets and over the gone ones,
+    // from its row at its first source (one pass over the sources, as above).
     const lostAll = new Float64Array(bjs.size.length);
     const lostGone = new Float64Array(bjs.size.length);
-    for (let c = 0; c < bjs.size.length; c++) {
-      const row = brows.row(c);
-      for (let d = 0; d < bjt.size.length; d++) {
-        if (row[d] === 0) continue;
-        lostAll[c] += bjt.size[d];
-        if (goneTarget[bjt.rep[d]]) lostGone[c] += bjt.size[d];
-      }
-    }
     let n = 0;
-    const rowLost = (s: number) => {
+    for (let s = 0; s < B.nodes.length; s++) {
       const c = bjs.of[s];
-      const self = brows.row(c)[bjt.of[s]] !== 0 && (!keptSource[s] || goneTarget[s]) ? 1 : 0;
-      return (keptSource[s] ? lostGone[c] : lostAll[c]) - self;
-    };
-    for (let s = 0; s < B.nodes.length; s++) n += rowLost(s);
-    for (let s = 0; s < B.nodes.length && lost.length < max; s++) {
-      if (rowLost(s) === 0) continue;
-      const row = brows.row(bjs.of[s]);
+      let row: Int8Array | null = null;
+      if (bjs.rep[c] === s) {
+        row = brows.row(c);
+        for (let d = 0; d < bjt.size.length; d++) {
+          if (row[d] === 0) continue;
+          lostAll[c] += bjt.size[d];
+          if (goneTarget[bjt.rep[d]]) lostGone[c] += bjt.size[d];
+        }
+      }
+      const self = (!keptSource[s] || goneTarget[s]) && (row ? row[bjt.of[s]] : brows.kind(c, bjt.of[s])) !== 0 ? 1 : 0;
+      const rowLost = (keptSource[s] ? lostGone[c] : lostAll[c]) - self;
+      n += rowLost;
+      if (rowLost === 0 || lost.length >= max) continue;
+      row ??= brows.row(c);
       for (let t = 0; t < B.targets.length && lost.length < max; t++) {
         if (t === s || row[bjt.of[t]] === 0 || (keptSource[s] && !goneTarget[t])) continue;
         const target = B.targets[t];
@@ -321,14 +325,25 @@ function joint(n: number, x: (i: number) => number, y: (i: number) => number): J
   return { of, size, rep };
 }
 
+/** Rows are kept while source classes x target classes (bytes) stay under this; tests lower it. */
+let rowLimit = 64 << 20;
+
+/** For tests only: the class-row limit (0 keeps no row), returning the one it replaces. */
+export function setClassRowLimit(n: number): number {
+  const was = rowLimit;
+  rowLimit = n;
+  return was;
+}
+
 /**
  * The kind of change of every (source class, target class) block, from one
  * pair of each (the classes' first items), a row per source class when first
  * asked. Rows are kept while they fit in 64 MB (source classes x target
- * classes bytes), else worked out again when asked.
+ * classes bytes), else worked out again when asked: callers ask for a row
+ * once per source class where they can, and for one block by kind().
  */
 function classRows(src: Joint, dst: Joint, kindOf: (s: number, t: number) => number) {
-  const keep = src.size.length * dst.size.length <= 64 << 20;
+  const keep = src.size.length * dst.size.length <= rowLimit;
   const kept = new Map<number, Int8Array>();
   const masks = new Int32Array(src.size.length).fill(-1);
   const row = (c: number): Int8Array => {
@@ -346,17 +361,15 @@ function classRows(src: Joint, dst: Joint, kindOf: (s: number, t: number) => num
   };
   return {
     row,
+    /** The kind of one block: from its row when kept, else from its pair of first items (no row worked out). */
+    kind(c: number, d: number): number {
+      const hit = kept.get(c);
+      return hit ? hit[d] : kindOf(src.rep[c], dst.rep[d]);
+    },
     /** Which kinds the row holds, as bits 1 << kind. */
     mask(c: number): number {
       if (masks[c] < 0) row(c);
       return masks[c];
-    },
-    /** Targets of each kind in the row (by class sizes). */
-    perKind(c: number): number[] {
-      const r = row(c);
-      const per = [0, 0, 0, 0];
-      for (let d = 0; d < r.length; d++) per[r[d]] += dst.size[d];
-      return per;
     },
   };
 }

@@ -9,11 +9,18 @@
  *   autogroup:self), and access(s, t) equal for all pairs of the same
  *   (source class, target class);
  * - the diff: against the pairwise loop it replaced (copied below), with
- *   nodes removed, added and changed between revisions, and truncation;
+ *   nodes removed, added, changed, renamed, reordered and named twice between
+ *   revisions, and truncation; with class rows kept and with none kept (the
+ *   path a fleet of over 64 M class pairs takes, forced by setClassRowLimit);
+ * - fleets with IPv6-only nodes, an IPv6 route, 10.0.0.0/8 routed over
+ *   10.1.0.0/16, exit nodes with only 0.0.0.0/0, autogroup:danger-all
+ *   sources, self grants with several sources (each counted, so each is
+ *   really produced);
  * - ipset.union against fromRanges of all ranges (the sort it replaced).
  */
 import { describe, expect, it } from "vitest";
 import { diffNetwork, emptyModel, type NetworkModel } from "../../core/netdiff/index.ts";
+import { setClassRowLimit } from "../../core/netdiff/diff.ts";
 import { canonicalSpec, evaluateReachability, policySchema, type Policy, type PolicyNode, type ReachabilityResult } from "../../core/policy/index.ts";
 import { compilePolicy, type CompiledRule } from "../../core/policy/compile.ts";
 import { ALL, THE_INTERNET, V4_BASE, contains, coversRange, fromRanges, intersect, overlapsRange, parsePrefix, toStrings, union, type IPSet } from "../../core/policy/ipset.ts";
@@ -23,7 +30,7 @@ import { prng } from "../policy/corpus/generate.ts";
 const USERS = ["alice", "bob", "carol", "dave"];
 const TAGS = ["tag:web", "tag:db", "tag:router", "tag:exit"];
 
-/** A fleet of n nodes: users and tags, a few shared or v4-only addresses, routers and exit nodes. */
+/** A fleet of n nodes: users and tags, a few shared, v4-only or v6-only addresses, routers and exit nodes. */
 function randomNodes(rnd: () => number, n: number, prefix = "n"): PolicyNode[] {
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
   return Array.from({ length: n }, (_, i) => {
@@ -34,12 +41,17 @@ function randomNodes(rnd: () => number, n: number, prefix = "n"): PolicyNode[] {
     // A few v4 addresses in the range `*` leaves out (100.115.92.0/23), which a router may route: a `*`
     // source then holds such a node through the route only.
     const v4 = rnd() < 0.08 ? `100.115.92.${host & 255}` : `100.64.${host >> 8}.${host & 255}`;
-    const ips = [v4, ...(rnd() < 0.85 ? [`fd7a:115c:a1e0::${host.toString(16)}`] : [])];
-    const routes = tags.includes("tag:router") || (tagged && rnd() < 0.15) ? [rnd() < 0.2 ? "100.115.92.0/25" : `192.168.${Math.floor(rnd() * 4)}.0/24`] : [];
-    const exit = tags.includes("tag:exit") && rnd() < 0.7 ? ["0.0.0.0/0", "::/0"] : [];
+    const v6 = `fd7a:115c:a1e0::${host.toString(16)}`;
+    const x = rnd();
+    const ips = x < 0.07 ? [v6] : x < 0.22 ? [v4] : [v4, v6];
+    // Routes: a /24, the range `*` leaves out, an IPv6 /64, and 10.0.0.0/8 over 10.1.0.0/16 (routers overlap).
+    const ROUTES = ["100.115.92.0/25", "192.168.0.0/24", "192.168.1.0/24", "192.168.3.0/24", "fd00:1::/64", "10.0.0.0/8", "10.1.0.0/16"];
+    const routes = tags.includes("tag:router") || (tagged && rnd() < 0.15) ? [pick(ROUTES), ...(rnd() < 0.2 ? [pick(ROUTES)] : [])] : [];
+    // An exit node approved for both families, or for 0.0.0.0/0 only.
+    const exit = tags.includes("tag:exit") && rnd() < 0.7 ? (rnd() < 0.3 ? ["0.0.0.0/0"] : ["0.0.0.0/0", "::/0"]) : [];
     // Untagged nodes usually have a user; one without is possible.
     const user = tagged ? undefined : rnd() < 0.92 ? pick(USERS) : undefined;
-    return { name: `${prefix}${i}`, user, tags, ips, approvedRoutes: [...routes, ...exit] };
+    return { name: `${prefix}${i}`, user, tags, ips, approvedRoutes: [...new Set(routes), ...exit] };
   });
 }
 
@@ -48,8 +60,8 @@ function randomPolicy(rnd: () => number, count: number): Policy {
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
   if (rnd() < 0.05) return policySchema.parse({}); // no acls, no grants: everything allowed
   const groups = { "group:ops": ["alice@", "bob@"], "group:dev": ["carol@"], "group:all": USERS.map((u) => `${u}@`) };
-  const srcs = [...USERS.map((u) => `${u}@`), ...Object.keys(groups), ...TAGS, "autogroup:member", "autogroup:tagged", "*", "100.64.0.0/28", "100.64.0.16/29", "100.64.0.5", "fd7a:115c:a1e0::/124", "nas", "192.168.1.0/24"];
-  const dsts = [...srcs.filter((s) => s !== "*"), "*", "autogroup:self", "autogroup:internet", "192.168.0.0/23", "192.168.2.128/25"];
+  const srcs = [...USERS.map((u) => `${u}@`), ...Object.keys(groups), ...TAGS, "autogroup:member", "autogroup:tagged", "autogroup:danger-all", "*", "100.64.0.0/28", "100.64.0.16/29", "100.64.0.5", "fd7a:115c:a1e0::/124", "nas", "192.168.1.0/24"];
+  const dsts = [...srcs.filter((s) => s !== "*" && s !== "autogroup:danger-all"), "*", "autogroup:self", "autogroup:internet", "192.168.0.0/23", "192.168.2.128/25", "10.1.2.0/24", "10.0.0.0/8", "fd00:1::/80"];
   const ports = ["*", "22", "80,443", "8000-8100", "53", "443"];
   const acls = Array.from({ length: count }, () => {
     const dst = Array.from({ length: 1 + Math.floor(rnd() * 2) }, () => `${pick(dsts)}:${pick(ports)}`);
@@ -59,10 +71,13 @@ function randomPolicy(rnd: () => number, count: number): Policy {
   });
   const grants = Array.from({ length: Math.floor(rnd() * 3) }, () => ({
     src: [pick(srcs.filter((s) => !s.startsWith("autogroup:self")))],
-    dst: [pick(["192.168.1.0/24", "192.168.0.0/16", "autogroup:internet", "tag:web"])],
+    dst: [pick(["192.168.1.0/24", "192.168.0.0/16", "autogroup:internet", "tag:web", "10.1.0.0/16", "fd00:1::/64"])],
     ip: [pick(["tcp:443", "*", "udp:53"])],
     ...(rnd() < 0.7 ? { via: [pick(["tag:router", "tag:exit"])] } : {}),
   }));
+  // Self grants with several sources (users, groups, autogroup:member), now and then.
+  const selfSrcs = ["alice@", "bob@", "carol@", "group:ops", "group:dev", "autogroup:member"];
+  if (rnd() < 0.4) grants.push({ src: [...new Set([pick(selfSrcs), pick(selfSrcs), pick(selfSrcs)])], dst: ["autogroup:self"], ip: [pick(["tcp:22", "*", "udp:53"])] });
   return policySchema.parse({ groups, hosts: { nas: "100.64.0.7/32" }, tagOwners: Object.fromEntries(TAGS.map((t) => [t, ["alice@"]])), acls, grants });
 }
 
@@ -149,29 +164,70 @@ function pairwiseReach(base: NetworkModel, head: NetworkModel, max: number) {
   return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };
 }
 
-/** Head's nodes from base's: some removed, some added, some with another user, tags or routes. */
+/** What revise() did, over all cases (each must happen for the cases to cover it). */
+const revised = { renamed: 0, reordered: 0, duplicated: 0 };
+
+/**
+ * Head's nodes from base's: some removed, some added, some with another user, tags or routes;
+ * now and then some renamed (same addresses, another name), the order shuffled, or a name given
+ * to two nodes (a new one taking a kept one's name).
+ */
 function revise(rnd: () => number, nodes: PolicyNode[]): PolicyNode[] {
   const pick = <T>(xs: T[]) => xs[Math.floor(rnd() * xs.length)];
-  const kept = nodes.filter(() => rnd() > 0.12).map((n) => {
+  let kept = nodes.filter(() => rnd() > 0.12).map((n) => {
     const x = rnd();
     if (x < 0.06) return { ...n, user: n.tags.length ? n.user : pick(USERS) };
     if (x < 0.1) return { ...n, tags: [pick(TAGS)], user: undefined };
     if (x < 0.13) return { ...n, approvedRoutes: [] };
+    if (x < 0.16) return (revised.renamed++, { ...n, name: `${n.name}-renamed` });
     return n;
   });
+  if (rnd() < 0.5) {
+    revised.reordered++;
+    kept = kept.map((n) => ({ n, k: rnd() })).sort((a, b) => a.k - b.k).map((x) => x.n);
+  }
   const added = randomNodes(rnd, Math.floor(rnd() * 5), "new").map((n, i) => ({ ...n, ips: [`100.64.3.${i + 1}`] }));
+  if (added.length && kept.length && rnd() < 0.4) {
+    revised.duplicated++;
+    added[0] = { ...added[0], name: pick(kept).name };
+  }
   return [...kept, ...added];
 }
+
+/**
+ * The widened cases an evaluated fleet holds (counted over all cases), read from what evaluation
+ * made of them: targets, and compiled rules that some pair's access names.
+ */
+function widened(nodes: PolicyNode[], r: ReachabilityResult) {
+  const cidrs = r.targets.filter((t) => t.kind === "route").map((t) => t.cidr);
+  const byName = new Map(nodes.map((n) => [n.name, n]));
+  const used = new Set<number>();
+  for (let s = 0; s < r.nodes.length; s++) for (let t = 0; t < r.targets.length; t++) for (const id of r.access(s, t)?.rules ?? []) used.add(id);
+  const usedText = [...used].map((id) => r.rules[id]);
+  return {
+    v6only: nodes.filter((n) => n.ips.length && n.ips.every((ip) => ip.includes(":"))).length,
+    v6route: cidrs.filter((c) => c === "fd00:1::/64").length,
+    overlapping: cidrs.includes("10.0.0.0/8") && cidrs.includes("10.1.0.0/16") ? 1 : 0,
+    exitV4only: r.targets.filter((t) => t.kind === "internet" && !byName.get(t.node)!.approvedRoutes.includes("::/0")).length,
+    dangerAll: usedText.filter((o) => o.text.startsWith("autogroup:danger-all") || o.text.includes(", autogroup:danger-all")).length,
+    selfGrantSeveral: usedText.filter((o) => o.path.startsWith("grants") && /^[^>]*, .* -> autogroup:self /.test(o.text)).length,
+  };
+}
+const addUp = (into: Record<string, number>, from: Record<string, number>) => {
+  for (const [k, v] of Object.entries(from)) into[k] = (into[k] ?? 0) + v;
+};
 
 describe("reachability per class matches pair by pair", () => {
   it("every access equals the reference's, and pairs of the same classes are alike (seeded)", () => {
     let selfPairs = 0;
     let classes = 0;
+    const wide: Record<string, number> = {};
     for (let seed = 1; seed <= 30; seed++) {
       const rnd = prng(seed);
       const nodes = randomNodes(rnd, 20 + Math.floor(rnd() * 30));
       const policy = randomPolicy(rnd, 3 + Math.floor(rnd() * 12));
       const r = evaluateReachability(nodes, policy, { users: USERS });
+      addUp(wide, widened(nodes, r));
       const ref = referenceAccess(nodes, policy, r);
       const repS = new Map<number, number>();
       const repT = new Map<number, number>();
@@ -192,11 +248,13 @@ describe("reachability per class matches pair by pair", () => {
     expect(selfPairs).toBeGreaterThan(100);
     expect(classes).toBeGreaterThan(60);
     expect(classes).toBeLessThan(30 * 35);
+    for (const [k, v] of Object.entries(wide)) expect(v, `widened case ${k} produced`).toBeGreaterThan(0);
   });
 });
 
 describe("plan's diff per class matches the pairwise diff", () => {
-  const cases = Array.from({ length: 30 }, (_, k) => {
+  const wide: Record<string, number> = {};
+  const cases = Array.from({ length: 40 }, (_, k) => {
     const rnd = prng(1000 + k);
     const nodes = randomNodes(rnd, 15 + Math.floor(rnd() * 30));
     const basePolicy = randomPolicy(rnd, 3 + Math.floor(rnd() * 10));
@@ -206,32 +264,60 @@ describe("plan's diff per class matches the pairwise diff", () => {
     const headNodes = rnd() < 0.5 ? revise(rnd, nodes) : nodes;
     const base = model(evaluateReachability(nodes, basePolicy, { users: USERS }));
     const head = model(evaluateReachability(headNodes, headPolicy, { users: USERS }));
+    addUp(wide, widened(nodes, base.reach));
+    addUp(wide, widened(headNodes, head.reach));
     return { k, base, head };
   });
 
-  it("gives the same totals and the same listed pairs, in order, with and without truncation (seeded)", () => {
-    const seen = { gained: 0, lost: 0, changed: 0, truncated: 0 };
-    for (const { k, base, head } of cases) {
-      for (const max of [0, 1, 7, 5000]) {
-        const want = pairwiseReach(base, head, max);
-        expect(diffNetwork(base, head, { maxPairs: max }).reach, `case ${k}, maxPairs ${max}`).toEqual(want);
-        if (max === 7 && want.truncated) seen.truncated++;
-        if (max === 5000) for (const x of ["gained", "lost", "changed"] as const) seen[x] += want.total[x];
-      }
+  // Each comparison runs with class rows kept (these fleets are far under the 64 M limit) and with
+  // none kept (limit 0: the path of fleets over the limit, rows worked out again when asked).
+  const withRowLimit = <T>(limit: number | undefined, f: () => T): T => {
+    if (limit === undefined) return f();
+    const was = setClassRowLimit(limit);
+    try {
+      return f();
+    } finally {
+      setClassRowLimit(was);
     }
-    expect(seen.gained).toBeGreaterThan(500);
-    expect(seen.lost).toBeGreaterThan(500);
-    expect(seen.changed).toBeGreaterThan(100);
-    expect(seen.truncated).toBeGreaterThan(10);
+  };
+  const LIMITS = [
+    { name: "rows kept", limit: undefined },
+    { name: "no row kept", limit: 0 },
+  ];
+
+  it("the fleets hold every widened case and revision kind", () => {
+    for (const [k, v] of Object.entries({ ...wide, ...revised })) expect(v, `widened case ${k} produced`).toBeGreaterThan(0);
+    // Names gone from head with their nodes' addresses kept (renamed), and a name held twice.
+    expect(cases.some(({ head }) => new Set(head.reach.nodes).size < head.reach.nodes.length)).toBe(true);
   });
 
-  it("against and from an empty fleet (everything gained, everything lost)", () => {
-    for (const { k, base } of cases.slice(0, 8)) {
-      const empty = model(emptyModel("t").reach);
-      expect(diffNetwork(empty, base, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(empty, base, 50));
-      expect(diffNetwork(base, empty, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(base, empty, 50));
-    }
-  });
+  for (const { name, limit } of LIMITS) {
+    it(`gives the same totals and the same listed pairs, in order, with and without truncation (seeded; ${name})`, () => {
+      const seen = { gained: 0, lost: 0, changed: 0, truncated: 0 };
+      for (const { k, base, head } of cases) {
+        for (const max of [0, 1, 7, 5000]) {
+          const want = pairwiseReach(base, head, max);
+          expect(withRowLimit(limit, () => diffNetwork(base, head, { maxPairs: max }).reach), `case ${k}, maxPairs ${max}`).toEqual(want);
+          if (max === 7 && want.truncated) seen.truncated++;
+          if (max === 5000) for (const x of ["gained", "lost", "changed"] as const) seen[x] += want.total[x];
+        }
+      }
+      expect(seen.gained).toBeGreaterThan(500);
+      expect(seen.lost).toBeGreaterThan(500);
+      expect(seen.changed).toBeGreaterThan(100);
+      expect(seen.truncated).toBeGreaterThan(10);
+    });
+
+    it(`against and from an empty fleet (everything gained, everything lost; ${name})`, () => {
+      for (const { k, base } of cases.slice(0, 8)) {
+        const empty = model(emptyModel("t").reach);
+        withRowLimit(limit, () => {
+          expect(diffNetwork(empty, base, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(empty, base, 50));
+          expect(diffNetwork(base, empty, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(base, empty, 50));
+        });
+      }
+    });
+  }
 
   it("fails when two target classes are merged that should not be (the comparison can tell)", () => {
     // Head's classes made coarser: each node target takes the class of the first node target.
