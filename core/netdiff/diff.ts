@@ -4,6 +4,7 @@
  * name, so renumbering is not a change; each gained or changed pair names the
  * head rules that allow it, each lost pair the base rules that allowed it.
  */
+import type { PairAccess } from "../policy/reachability.ts";
 import type { InputPolicy, NetworkModel } from "./model.ts";
 
 export interface ReachChange {
@@ -184,6 +185,11 @@ const CHANGED = 3;
  * `max` of each kind in (source, target) order, read from the block kinds,
  * each with its own access (what comparing every pair gave; a plan at
  * 10,000 hosts compares about 100 million pairs, but a few thousand blocks).
+ * When every node is its own user and self rules apply (Tailscale's default
+ * policy), reachability's classes hold the user, so each pair is a block;
+ * its plain classes (without the user) are used instead when cheaper, the
+ * pairs of a source with self rules and a node of its user compared one by
+ * one (pickPlain).
  */
 function diffReach(base: NetworkModel, head: NetworkModel, max: number): NetworkDiff["reach"] {
   const B = base.reach;
@@ -210,21 +216,32 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
   // Head sources and targets, with their base counterparts (-1: none in base).
   const bs = Int32Array.from(H.nodes, (n) => bSrc.get(n) ?? -1);
   const bt = Int32Array.from(H.targets, (t) => bDst.get(t.id) ?? -1);
-  const js = joint(H.nodes.length, (s) => H.classes.src[s], (s) => (bs[s] >= 0 ? B.classes.src[bs[s]] : -1));
-  const jt = joint(H.targets.length, (t) => H.classes.dst[t], (t) => (bt[t] >= 0 ? B.classes.dst[bt[t]] : -1));
-  const kindOf = (s: number, t: number) => {
-    const a = H.access(s, t);
-    const b = bs[s] >= 0 && bt[t] >= 0 ? B.access(bs[s], bt[t]) : null;
+  const kindOfPair = (a: PairAccess | null, b: PairAccess | null) => {
     if (a === b) return 0;
     const after = a?.spec ?? "";
     const before = b?.spec ?? "";
     return after === before ? 0 : !before ? GAINED : !after ? LOST : CHANGED;
   };
-  const rows = classRows(js, jt, kindOf);
+  const kindOf = (s: number, t: number) => kindOfPair(H.access(s, t), bs[s] >= 0 && bt[t] >= 0 ? B.access(bs[s], bt[t]) : null);
+  const plain = pickPlain(H, B, bs, bt);
+  // Blocks of the joint classes: reachability's classes, or its plain ones (without the user) with
+  // the pairs where a revision's access is not its plain one (a source with self rules to a node of
+  // its user) compared one by one: `odd(s)` lists them for a source, in target order.
+  const js = plain
+    ? joint(H.nodes.length, (s) => H.plain!.src[s], (s) => (bs[s] >= 0 ? B.plain!.src[bs[s]] : -1))
+    : joint(H.nodes.length, (s) => H.classes.src[s], (s) => (bs[s] >= 0 ? B.classes.src[bs[s]] : -1));
+  const jt = plain
+    ? joint(H.targets.length, (t) => H.plain!.dst[t], (t) => (bt[t] >= 0 ? B.plain!.dst[bt[t]] : -1))
+    : joint(H.targets.length, (t) => H.classes.dst[t], (t) => (bt[t] >= 0 ? B.classes.dst[bt[t]] : -1));
+  const rows = plain
+    ? classRows(js, jt, (s, t) => kindOfPair(H.plain!.access(s, t), bs[s] >= 0 && bt[t] >= 0 ? B.plain!.access(bs[s], bt[t]) : null))
+    : classRows(js, jt, kindOf);
+  const odd = plain ? plain.odd : () => NONE;
   // One pass over the sources, in order; a source class's row is worked out at its first source
   // (and kept when the rows fit). Totals: block sizes, less each node's pair with itself (targets
-  // start with the nodes, in node order). Listed: the first `max` pairs of each kind in (source,
-  // target) order, which needs no totals: a kind's list is full at `max`.
+  // start with the nodes, in node order), each odd pair counted by its own kind instead of its
+  // block's. Listed: the first `max` pairs of each kind in (source, target) order, which needs no
+  // totals: a kind's list is full at `max`.
   const counts = [0, 0, 0, 0];
   const lists = [[], gained, lost, changed];
   let open = max > 0 ? (1 << GAINED) | (1 << LOST) | (1 << CHANGED) : 0;
@@ -236,10 +253,21 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
       for (let d = 0; d < row.length; d++) counts[row[d]] += js.size[c] * jt.size[d];
       counts[row[jt.of[s]]]--;
     } else counts[rows.kind(c, jt.of[s])]--;
-    if ((rows.mask(c) & open) === 0) continue;
+    const ts = odd(s);
+    const ks = new Int8Array(ts.length);
+    let mask = rows.mask(c);
+    for (let i = 0; i < ts.length; i++) {
+      ks[i] = kindOf(s, ts[i]);
+      counts[row ? row[jt.of[ts[i]]] : rows.kind(c, jt.of[ts[i]])]--;
+      counts[ks[i]]++;
+      mask |= (1 << ks[i]) & ~1;
+    }
+    if ((mask & open) === 0) continue;
     row ??= rows.row(c);
+    let i = 0;
     for (let t = 0; t < H.targets.length; t++) {
-      const k = row[jt.of[t]];
+      let k = row[jt.of[t]];
+      if (i < ts.length && ts[i] === t) k = ks[i++];
       if (t === s || ((1 << k) & open) === 0) continue;
       const target = H.targets[t];
       const a = H.access(s, t);
@@ -248,7 +276,7 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
       lists[k].push({ src: H.nodes[s], dst: target.id, kind: target.kind, before, after, why: k === LOST ? why(B, b!) : why(H, a!) });
       if (lists[k].length >= max) {
         open &= ~(1 << k);
-        if ((rows.mask(c) & open) === 0) break;
+        if ((mask & open) === 0) break;
       }
     }
   }
@@ -295,6 +323,65 @@ function diffReach(base: NetworkModel, head: NetworkModel, max: number): Network
     total.lost += n;
   }
   return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };
+}
+
+const NONE: number[] = [];
+
+/** How diffReach picks its classes: by cost (tests force either). */
+let plainMode: "auto" | "always" | "never" = "auto";
+
+/** For tests only: use reachability's plain classes always, never, or when cheaper; returns the mode it replaces. */
+export function setPlainClassMode(m: "auto" | "always" | "never"): "auto" | "always" | "never" {
+  const was = plainMode;
+  plainMode = m;
+  return was;
+}
+
+/**
+ * When both revisions give plain classes and comparing by them costs less: per source, the head
+ * targets whose access is not the plain one in head or in base (its self rules and a node of its
+ * user), sorted, itself left out; null to compare by reachability's classes.
+ */
+function pickPlain(H: NetworkModel["reach"], B: NetworkModel["reach"], bs: Int32Array, bt: Int32Array): { odd: (s: number) => number[] } | null {
+  if (plainMode === "never" || !H.plain || !B.plain) return null;
+  const [hp, bp] = [H.plain, B.plain];
+  const N = H.nodes.length;
+  // Head node targets by head user, and by the base user of their base counterpart.
+  const byUser = (n: number, user: (t: number) => number) => {
+    const m = new Map<number, number[]>();
+    for (let t = 0; t < n; t++) {
+      const u = user(t);
+      if (u < 0) continue;
+      const l = m.get(u);
+      if (l) l.push(t);
+      else m.set(u, [t]);
+    }
+    return m;
+  };
+  const hUsers = byUser(N, (t) => hp.user[t]);
+  const bUsers = byUser(N, (t) => (bt[t] >= 0 && bt[t] < B.nodes.length ? bp.user[bt[t]] : -1));
+  const hOdd = (s: number) => (hp.self[s] ? hUsers.get(hp.user[s]) ?? NONE : NONE);
+  const bOdd = (s: number) => (bs[s] >= 0 && bp.self[bs[s]] ? bUsers.get(bp.user[bs[s]]) ?? NONE : NONE);
+  if (plainMode === "auto") {
+    // Cost of reachability's classes: one comparison per block; of the plain ones: per block, plus
+    // the odd pairs (a few times a block each).
+    const blocks = (src: (s: number) => number, dst: (t: number) => number) => new Set(Array.from({ length: N }, (_, s) => src(s))).size * new Set(Array.from({ length: H.targets.length }, (_, t) => dst(t))).size;
+    let odd = 0;
+    for (let s = 0; s < N; s++) odd += hOdd(s).length + bOdd(s).length;
+    const fine = blocks((s) => H.classes.src[s] * 2 ** 20 + (bs[s] >= 0 ? B.classes.src[bs[s]] : -1), (t) => H.classes.dst[t] * 2 ** 20 + (bt[t] >= 0 ? B.classes.dst[bt[t]] : -1));
+    const coarse = blocks((s) => hp.src[s] * 2 ** 20 + (bs[s] >= 0 ? bp.src[bs[s]] : -1), (t) => hp.dst[t] * 2 ** 20 + (bt[t] >= 0 ? bp.dst[bt[t]] : -1));
+    if (coarse + 4 * odd >= fine) return null;
+  }
+  return {
+    odd(s: number): number[] {
+      const a = hOdd(s);
+      const b = bOdd(s);
+      if (a.length === 0 && b.length === 0) return NONE;
+      if (b.length === 0) return a.filter((t) => t !== s);
+      if (a.length === 0) return b.filter((t) => t !== s);
+      return [...new Set([...a, ...b])].filter((t) => t !== s).sort((x, y) => x - y);
+    },
+  };
 }
 
 interface Joint {

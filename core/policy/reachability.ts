@@ -60,6 +60,13 @@ export interface ReachabilityResult {
    * classes stand for every such pair (plan's diff compares classes, not pairs).
    */
   classes: { src: Int32Array; dst: Int32Array };
+  /**
+   * Coarser classes, without the user: plain.access(s, t) depends only on (plain.src[s], plain.dst[t]),
+   * and access(s, t) equals it except for a node target of the source's own user when self rules
+   * apply to the source (self[s] = 1, user[s] === user[t]). A fleet where every node is its own user
+   * has a class per node in `classes`, but few plain ones.
+   */
+  plain?: { src: Int32Array; dst: Int32Array; user: Int32Array; self: Uint8Array; access(src: number, dst: number): PairAccess | null };
   /** Every allowed pair, nodes to themselves left out. */
   pairs(): Generator<ReachPair>;
   /** May `src` reach `dst` (node name or target id) on port/proto? And why. */
@@ -324,6 +331,13 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     compiled,
     access,
     classes: { src: srcClasses, dst: dstClasses },
+    plain: {
+      src: S.cls,
+      dst: Int32Array.from({ length: targets.length }, (_, t) => (t < N ? D.cls[t] : D.reps.length + t - N)),
+      user: userOf,
+      self: Uint8Array.from(aidOf, (a) => (a >= 0 ? 1 : 0)),
+      access: (s, t) => (t < N ? classAccess(S.cls[s], D.cls[t]) : extraAccess(S.cls[s], t)),
+    },
     *pairs() {
       for (let s = 0; s < N; s++) {
         for (let t = 0; t < targets.length; t++) {

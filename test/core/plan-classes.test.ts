@@ -12,6 +12,8 @@
  *   nodes removed, added, changed, renamed, reordered and named twice between
  *   revisions, and truncation; with class rows kept and with none kept (the
  *   path a fleet of over 64 M class pairs takes, forced by setClassRowLimit);
+ *   by reachability's classes and by its plain ones (setPlainClassMode), whose
+ *   own invariants are checked with reachability's;
  * - fleets with IPv6-only nodes, an IPv6 route, 10.0.0.0/8 routed over
  *   10.1.0.0/16, exit nodes with only 0.0.0.0/0, autogroup:danger-all
  *   sources, self grants with several sources (each counted, so each is
@@ -20,7 +22,7 @@
  */
 import { describe, expect, it } from "vitest";
 import { diffNetwork, emptyModel, type NetworkModel } from "../../core/netdiff/index.ts";
-import { setClassRowLimit } from "../../core/netdiff/diff.ts";
+import { setClassRowLimit, setPlainClassMode } from "../../core/netdiff/diff.ts";
 import { canonicalSpec, evaluateReachability, policySchema, type Policy, type PolicyNode, type ReachabilityResult } from "../../core/policy/index.ts";
 import { compilePolicy, type CompiledRule } from "../../core/policy/compile.ts";
 import { ALL, THE_INTERNET, V4_BASE, contains, coversRange, fromRanges, intersect, overlapsRange, parsePrefix, toStrings, union, type IPSet } from "../../core/policy/ipset.ts";
@@ -164,6 +166,13 @@ function pairwiseReach(base: NetworkModel, head: NetworkModel, max: number) {
   return { gained, lost, changed, total, truncated: total.gained > max || total.lost > max || total.changed > max };
 }
 
+/** The policy without its autogroup:self rules (acls and grants). */
+const withoutSelf = (p: Policy): Policy => ({
+  ...p,
+  ...(p.acls ? { acls: p.acls.filter((a) => !a.dst.some((d) => d.startsWith("autogroup:self"))) } : {}),
+  ...(p.grants ? { grants: p.grants.filter((g) => !g.dst.includes("autogroup:self")) } : {}),
+});
+
 /** What revise() did, over all cases (each must happen for the cases to cover it). */
 const revised = { renamed: 0, reordered: 0, duplicated: 0 };
 
@@ -220,6 +229,7 @@ const addUp = (into: Record<string, number>, from: Record<string, number>) => {
 describe("reachability per class matches pair by pair", () => {
   it("every access equals the reference's, and pairs of the same classes are alike (seeded)", () => {
     let selfPairs = 0;
+    let oddPairs = 0;
     let classes = 0;
     const wide: Record<string, number> = {};
     for (let seed = 1; seed <= 30; seed++) {
@@ -233,6 +243,10 @@ describe("reachability per class matches pair by pair", () => {
       const repT = new Map<number, number>();
       r.nodes.forEach((_, s) => repS.has(r.classes.src[s]) || repS.set(r.classes.src[s], s));
       r.targets.forEach((_, t) => repT.has(r.classes.dst[t]) || repT.set(r.classes.dst[t], t));
+      const repP = new Map<number, number>();
+      const repPT = new Map<number, number>();
+      r.nodes.forEach((_, s) => repP.has(r.plain!.src[s]) || repP.set(r.plain!.src[s], s));
+      r.targets.forEach((_, t) => repPT.has(r.plain!.dst[t]) || repPT.set(r.plain!.dst[t], t));
       classes += repS.size;
       for (let s = 0; s < r.nodes.length; s++) {
         for (let t = 0; t < r.targets.length; t++) {
@@ -241,11 +255,18 @@ describe("reachability per class matches pair by pair", () => {
           expect(got && { spec: got.spec, rules: got.rules }, `seed ${seed}: ${r.nodes[s]} -> ${r.targets[t].id}`).toEqual(want);
           expect(r.access(repS.get(r.classes.src[s])!, repT.get(r.classes.dst[t])!), `seed ${seed}: class of ${r.nodes[s]} -> ${r.targets[t].id}`).toBe(got);
           if (got && t < r.nodes.length && got.rules.some((id) => r.rules[id].text.includes("autogroup:self"))) selfPairs++;
+          // Plain classes: access is the plain one but for a source with self rules to a node of its user.
+          const p = r.plain!;
+          const odd = t < r.nodes.length && p.self[s] === 1 && p.user[s] === p.user[t];
+          if (!odd) expect(p.access(s, t), `seed ${seed}: plain ${r.nodes[s]} -> ${r.targets[t].id}`).toBe(got);
+          expect(p.access(repP.get(p.src[s])!, repPT.get(p.dst[t])!), `seed ${seed}: plain class of ${r.nodes[s]} -> ${r.targets[t].id}`).toBe(p.access(s, t));
+          if (odd && p.access(s, t) !== got) oddPairs++;
         }
       }
     }
     // The cases are not trivial: autogroup:self pairs, and classes that group nodes without being one per node.
     expect(selfPairs).toBeGreaterThan(100);
+    expect(oddPairs).toBeGreaterThan(100);
     expect(classes).toBeGreaterThan(60);
     expect(classes).toBeLessThan(30 * 35);
     for (const [k, v] of Object.entries(wide)) expect(v, `widened case ${k} produced`).toBeGreaterThan(0);
@@ -253,14 +274,17 @@ describe("reachability per class matches pair by pair", () => {
 });
 
 describe("plan's diff per class matches the pairwise diff", () => {
-  const wide: Record<string, number> = {};
+  const wide: Record<string, number> = { selfDropped: 0 };
   const cases = Array.from({ length: 40 }, (_, k) => {
     const rnd = prng(1000 + k);
     const nodes = randomNodes(rnd, 15 + Math.floor(rnd() * 30));
     const basePolicy = randomPolicy(rnd, 3 + Math.floor(rnd() * 10));
     // Head: another revision of the rules (some kept, some new), on revised nodes half of the time.
     const fresh = randomPolicy(rnd, 2 + Math.floor(rnd() * 4));
-    const headPolicy = rnd() < 0.2 ? basePolicy : { ...basePolicy, acls: [...(basePolicy.acls ?? []).filter(() => rnd() < 0.7), ...(fresh.acls ?? [])] };
+    // Now and then head drops every autogroup:self rule (a pair's base access is a self one, head's the plain one).
+    const x = rnd();
+    const headPolicy = x < 0.2 ? basePolicy : x < 0.35 ? withoutSelf(basePolicy) : { ...basePolicy, acls: [...(basePolicy.acls ?? []).filter(() => rnd() < 0.7), ...(fresh.acls ?? [])] };
+    if (x >= 0.2 && x < 0.35 && JSON.stringify(basePolicy).includes("autogroup:self")) wide.selfDropped++;
     const headNodes = rnd() < 0.5 ? revise(rnd, nodes) : nodes;
     const base = model(evaluateReachability(nodes, basePolicy, { users: USERS }));
     const head = model(evaluateReachability(headNodes, headPolicy, { users: USERS }));
@@ -270,19 +294,23 @@ describe("plan's diff per class matches the pairwise diff", () => {
   });
 
   // Each comparison runs with class rows kept (these fleets are far under the 64 M limit) and with
-  // none kept (limit 0: the path of fleets over the limit, rows worked out again when asked).
-  const withRowLimit = <T>(limit: number | undefined, f: () => T): T => {
-    if (limit === undefined) return f();
-    const was = setClassRowLimit(limit);
+  // none kept (limit 0: the path of fleets over the limit, rows worked out again when asked), by
+  // reachability's classes and by its plain ones (without the user, same-user pairs one by one).
+  const withRowLimit = <T>(limit: number | undefined, mode: "always" | "never", f: () => T): T => {
+    const was = setClassRowLimit(limit ?? 64 << 20);
+    const wasMode = setPlainClassMode(mode);
     try {
       return f();
     } finally {
       setClassRowLimit(was);
+      setPlainClassMode(wasMode);
     }
   };
   const LIMITS = [
-    { name: "rows kept", limit: undefined },
-    { name: "no row kept", limit: 0 },
+    { name: "rows kept", limit: undefined, mode: "never" as const },
+    { name: "no row kept", limit: 0, mode: "never" as const },
+    { name: "plain classes, rows kept", limit: undefined, mode: "always" as const },
+    { name: "plain classes, no row kept", limit: 0, mode: "always" as const },
   ];
 
   it("the fleets hold every widened case and revision kind", () => {
@@ -291,13 +319,13 @@ describe("plan's diff per class matches the pairwise diff", () => {
     expect(cases.some(({ head }) => new Set(head.reach.nodes).size < head.reach.nodes.length)).toBe(true);
   });
 
-  for (const { name, limit } of LIMITS) {
+  for (const { name, limit, mode } of LIMITS) {
     it(`gives the same totals and the same listed pairs, in order, with and without truncation (seeded; ${name})`, () => {
       const seen = { gained: 0, lost: 0, changed: 0, truncated: 0 };
       for (const { k, base, head } of cases) {
         for (const max of [0, 1, 7, 5000]) {
           const want = pairwiseReach(base, head, max);
-          expect(withRowLimit(limit, () => diffNetwork(base, head, { maxPairs: max }).reach), `case ${k}, maxPairs ${max}`).toEqual(want);
+          expect(withRowLimit(limit, mode, () => diffNetwork(base, head, { maxPairs: max }).reach), `case ${k}, maxPairs ${max}`).toEqual(want);
           if (max === 7 && want.truncated) seen.truncated++;
           if (max === 5000) for (const x of ["gained", "lost", "changed"] as const) seen[x] += want.total[x];
         }
@@ -311,7 +339,7 @@ describe("plan's diff per class matches the pairwise diff", () => {
     it(`against and from an empty fleet (everything gained, everything lost; ${name})`, () => {
       for (const { k, base } of cases.slice(0, 8)) {
         const empty = model(emptyModel("t").reach);
-        withRowLimit(limit, () => {
+        withRowLimit(limit, mode, () => {
           expect(diffNetwork(empty, base, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(empty, base, 50));
           expect(diffNetwork(base, empty, { maxPairs: 50 }).reach, `case ${k}`).toEqual(pairwiseReach(base, empty, 50));
         });
@@ -323,6 +351,7 @@ describe("plan's diff per class matches the pairwise diff", () => {
     // Head's classes made coarser: each node target takes the class of the first node target.
     // The diff then reads one target for all, and must disagree with the pairwise diff somewhere.
     let differ = 0;
+    const wasMode = setPlainClassMode("never");
     for (const { base, head } of cases) {
       const dst = Int32Array.from(head.reach.classes.dst, (c, t) => (t < head.reach.nodes.length ? head.reach.classes.dst[0] : c));
       const wrong = model({ ...head.reach, classes: { src: head.reach.classes.src, dst } });
@@ -334,6 +363,7 @@ describe("plan's diff per class matches the pairwise diff", () => {
       }
       if (got !== JSON.stringify(pairwiseReach(base, head, 5000))) differ++;
     }
+    setPlainClassMode(wasMode);
     expect(differ).toBeGreaterThanOrEqual(15);
   });
 });
