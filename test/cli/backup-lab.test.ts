@@ -190,7 +190,8 @@ describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab ins
       `restore until all online and routed ${phase(back)}, after ${phase(online)}, second restore ${phase(again)}`;
     console.log(report);
     expect(pl.sent, `${report}\n${pl.text.slice(-600)}`).toBeGreaterThan(100);
-    expect(down.sent, report).toBeGreaterThan(40);
+    // The 22 s of waits before the restore give about 44 pings; 30 leaves room for a slow start of the ping itself.
+    expect(down.sent, report).toBeGreaterThanOrEqual(30);
     expect(down.lost, `pings through the tunnel while the coordinator was down: ${report}`).toEqual([]);
     expect(online.sent, report).toBeGreaterThanOrEqual(10);
     expect(online.lost, `pings after every node was back online: ${report}`).toEqual([]);
