@@ -52,8 +52,9 @@ const BLOCK_TABLE = "meshfleet_e2e_block";
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 export const tsCli = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin/tailscale --socket=/run/tailscale/tailscaled.sock`;
 export const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
-/** Shell: wait (30 s at most) until headscale's CLI answers; headscale.service is Type=simple, so a restart returns before it serves. */
-export const hsReady = () => `for i in $(seq 60); do ${hsCli()} users list >/dev/null 2>&1 && break; sleep 0.5; done; ${hsCli()} users list >/dev/null`;
+/** Shell: wait (30 s by the clock) until headscale's CLI answers; headscale.service is Type=simple, so a restart returns before it serves. */
+// In braces: after `a && b && restart && ${hsReady()}` a failed step must stay the command's status (`;` binds looser than `&&`).
+export const hsReady = () => `{ end=$(($(date +%s) + 30)); until ${hsCli()} users list >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || exit 1; sleep 0.5; done; }`;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 

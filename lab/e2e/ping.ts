@@ -15,16 +15,25 @@ export const PING_INTERVAL_MS = 500;
 export interface PingLog {
   /** Packets sent, from ping's summary (0 when it printed none). */
   sent: number;
-  /** icmp_seq → the reply's time (epoch ms). */
+  /** icmp_seq → when that ping was sent (epoch ms), for each ping that got a reply. */
   replies: Map<number, number>;
   /** ping's output, for messages. */
   text: string;
 }
 
-/** Parse `ping -n -D -O` output: the replies with their times, and the summary's count. */
+/**
+ * Parse `ping -n -D -O` output: each ping that got a reply, with the time it
+ * was sent (the reply's stamp less its round trip: a late reply after a blip
+ * must not move the pings around it later), and the summary's count. A
+ * duplicate reply (DUP!) is not a second answer.
+ */
 export function parsePingLog(text: string): PingLog {
   const replies = new Map<number, number>();
-  for (const m of text.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from [^:]+: icmp_seq=(\d+) /gm)) replies.set(Number(m[2]), Math.round(Number(m[1]) * 1000));
+  for (const m of text.matchAll(/^\[(\d+\.\d+)\] \d+ bytes from \S+: icmp_seq=(\d+) .*?time=([\d.]+) ms(.*)$/gm)) {
+    const seq = Number(m[2]);
+    if (replies.has(seq) || m[4]!.includes("DUP!")) continue;
+    replies.set(seq, Math.round(Number(m[1]) * 1000 - Number(m[3])));
+  }
   const sent = Number(/(\d+) packets transmitted/.exec(text)?.[1] ?? 0);
   return { sent, replies, text };
 }
@@ -45,7 +54,7 @@ export function sendTimes(log: PingLog): Map<number, number> | null {
     const next = got[i + 1];
     if (seq === s0) out.set(seq, t0);
     else if (seq < s0 || !next) out.set(seq, t0 + (seq - s0) * PING_INTERVAL_MS);
-    else out.set(seq, t0 + ((seq - s0) * (next[1] - t0)) / (next[0] - s0));
+    else out.set(seq, Math.round(t0 + ((seq - s0) * (next[1] - t0)) / (next[0] - s0)));
   }
   return out;
 }
