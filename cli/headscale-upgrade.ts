@@ -318,11 +318,12 @@ export async function headscaleUpgradeStep(o: {
       if (running) remember(running);
       return { action: "none", detail: act.why, seconds: secs() };
     }
-    if (o.expectNoChanges) {
-      return { action: act.kind, pending: true, detail: `headscale on ${c.host.name} would be ${act.kind}d ${act.from} -> ${act.to} (coordinator.headscaleVersion in ${fleetFile}); nothing was changed`, seconds: secs() };
-    }
+    // Before the read-only answer: a preview fails on the refusal `up` would make.
     if (s.active !== "active") {
       throw new MeshfleetError(`${c.host.name}: headscale ${act.from} is not running (${s.active || "unknown"}), so an upgrade to ${act.to} cannot be checked against it; nothing was changed. Fix: start it (systemctl start headscale; journalctl -u headscale), then run \`meshfleet up\` again`);
+    }
+    if (o.expectNoChanges) {
+      return { action: act.kind, pending: true, detail: `headscale on ${c.host.name} would be ${act.kind}d ${act.from} -> ${act.to} (coordinator.headscaleVersion in ${fleetFile}); nothing was changed`, seconds: secs() };
     }
     o.say(`${c.host.name}: headscale ${act.from} -> ${act.to}${act.kind === "downgrade" ? " (a DOWNGRADE, forced)" : ""}: backup, new binary, health check, rollback if it fails`);
     if (o.confirm && !(await o.confirm(`${act.kind} headscale on ${c.host.name} now, before the deploy? [y/N] `))) throw new MeshfleetError(`up: the headscale ${act.kind} was not confirmed; nothing was changed`);

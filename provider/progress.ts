@@ -18,7 +18,7 @@ import { log } from "./log.ts";
 const require = createRequire(import.meta.url);
 
 let engineAddress: string | undefined;
-let client: { log(req: unknown, cb: (err: unknown) => void): void; close(): void } | null = null;
+let client: { log(req: unknown, md: unknown, o: { deadline: number }, cb: (err: unknown) => void): void; close(): void } | null = null;
 const current = new AsyncLocalStorage<string>();
 
 /** The engine's address from the provider's arguments, read as the SDK's provider server reads it. */
@@ -64,7 +64,8 @@ export function progress(host: string, line: string): Promise<void> {
   req.setEphemeral(false);
   return new Promise((resolve) => {
     const timer = setTimeout(resolve, 5000);
-    c.log(req, (err) => {
+    // The same 5 s bound on the call itself, so it does not stay open after the line is dropped.
+    c.log(req, new (require("@grpc/grpc-js").Metadata)(), { deadline: Date.now() + 5000 }, (err: unknown) => {
       clearTimeout(timer);
       if (err) log(`progress: the engine did not take a line: ${(err as Error).message}`);
       resolve();

@@ -213,9 +213,11 @@ export async function rebootAndCheck(n: GenerationInputs, seconds = REBOOT_CHECK
       return { ...f, ms, downMs };
     }
     // Said once per new set of missing pieces, not on every poll.
+    // Compared without the seconds some items carry ("rolled back at 12s"), which change on every poll.
     const missing = f.missing.join("; ");
-    if (missing !== lastMissing) await progress(host, `--reboot-check: not whole yet: ${missing}`);
-    lastMissing = missing;
+    const same = missing.replace(/\d+(\.\d+)?s\b/g, "#s");
+    if (same !== lastMissing) await progress(host, `--reboot-check: not whole yet: ${missing}`);
+    lastMissing = same;
     await sleep(2000);
   }
   if (!last) {
