@@ -11,20 +11,14 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it, vi } from "vitest";
-import { command as render, RENDER_MARKER } from "../../cli/commands/render.ts";
+import { afterAll, describe, expect, it } from "vitest";
+import { RENDER_MARKER } from "../../cli/commands/render.ts";
+import { renderHome } from "./render-run.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-render-over-"));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const run = async (out: string) => {
-  const log = vi.spyOn(console, "log").mockImplementation(() => {});
-  try {
-    return await render.run(["--hosts-dir", "hosts/home", "--out", out]);
-  } finally {
-    log.mockRestore();
-  }
-};
+const run = renderHome;
 
 /** Every entry under dir: a file's content and mode, a folder, a link's target. */
 function tree(dir: string): Map<string, string> {

@@ -7,20 +7,14 @@
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
-import { afterAll, describe, expect, it, vi } from "vitest";
-import { command as render, RENDER_MARKER } from "../../cli/commands/render.ts";
+import { afterAll, describe, expect, it } from "vitest";
+import { RENDER_MARKER } from "../../cli/commands/render.ts";
+import { renderHome } from "./render-run.ts";
 
 const root = fs.mkdtempSync(path.join(os.tmpdir(), "mf-render-write-"));
 afterAll(() => fs.rmSync(root, { recursive: true, force: true }));
 
-const run = async (out: string) => {
-  const log = vi.spyOn(console, "log").mockImplementation(() => {});
-  try {
-    return await render.run(["--hosts-dir", "hosts/home", "--out", out]);
-  } finally {
-    log.mockRestore();
-  }
-};
+const run = renderHome;
 const modeOf = (p: string) => (fs.statSync(p).mode & 0o7777).toString(8).padStart(4, "0");
 
 describe("render --out writes", () => {

@@ -8,7 +8,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { beforeAll, describe, expect, it, vi } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { sealBundle, type Bundle } from "../../contract/bundle.ts";
 import { nftRuleset, nftScript } from "../../contract/nftables.ts";
 import { hostArtifacts } from "../../core/artifacts.ts";
@@ -17,7 +17,8 @@ import { evaluateFleet } from "../../core/index.ts";
 import { renderHost } from "../../core/render.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { REGISTRY } from "../../modules/index.ts";
-import { command as render, RENDER_MARKER } from "../../cli/commands/render.ts";
+import { RENDER_MARKER } from "../../cli/commands/render.ts";
+import { renderHome } from "../cli/render-run.ts";
 import { standInSecrets } from "../fixtures/secrets.ts";
 import { agent, buildAgent, read, tempRoot, writeBundle } from "../agent/helpers.ts";
 
@@ -91,14 +92,7 @@ describe("render writes what the agent lands", () => {
 });
 
 describe("render --out", () => {
-  const run = async (out: string) => {
-    const log = vi.spyOn(console, "log").mockImplementation(() => {});
-    try {
-      return await render.run(["--hosts-dir", "hosts/home", "--out", out]);
-    } finally {
-      log.mockRestore();
-    }
-  };
+  const run = renderHome;
   const tmp = () => fs.mkdtempSync(path.join(os.tmpdir(), "mf-render-"));
 
   it("writes into a new folder, with its marker", async () => {
