@@ -191,29 +191,23 @@ function verbCommand(verb: Verb): Command {
       if (!configFile && !existsSync(projectStackFile(stack))) {
         out(`note: ${projectStackFile(stack).slice(REPO_ROOT.length + 1)} does not exist; Pulumi creates it for a new stack`);
       }
-      if (verb === "up" && !opts["preview-only"]) {
-        // A changed coordinator.headscaleVersion: backup, new binary, health check, rollback (cli/headscale-upgrade.ts).
+      if (verb === "up" || verb === "preview") {
+        // A changed coordinator.headscaleVersion: `up` does backup, new binary, health check, rollback first
+        // (cli/headscale-upgrade.ts); a preview (and --expect-no-changes) only reads which headscale runs and
+        // announces it. A refusal `up` would make (a downgrade, a skipped minor release) fails either the same way.
         const { headscaleUpgradeStep } = await import("../headscale-upgrade.ts");
+        const readOnly = verb === "preview" || !!opts["preview-only"];
         const expectNone = !!opts["expect-no-changes"];
-        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, confirm: opts.yes || expectNone ? undefined : askLine, expectNoChanges: expectNone });
+        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, confirm: readOnly || opts.yes || expectNone ? undefined : askLine, expectNoChanges: readOnly || expectNone });
         if (u.pending) {
-          // A pending upgrade is a change: fail as --expect-no-changes does, before the deploy and without touching the host.
-          out(`--expect-no-changes: ${u.detail}`);
-          return 1;
-        }
-        if (u.outcome) out(`headscale: ${u.detail} (${u.seconds}s)`);
-      } else if (verb === "preview" || (verb === "up" && opts["preview-only"])) {
-        // The preview announces a pending headscale upgrade (which `up` does first, outside Pulumi's plan), and
-        // a refusal `up` would make (a downgrade, a skipped minor release) fails the preview the same way.
-        const { headscaleUpgradeStep } = await import("../headscale-upgrade.ts");
-        const u = await headscaleUpgradeStep({ stack, configFile, force: !!opts.force, stateDir: defaultStateDir(), say: out, expectNoChanges: true });
-        if (u.pending) {
-          out(`headscale: ${u.detail.replace(/; nothing was changed$/, "")}: \`meshfleet up\` does it first (backup, new binary, health check, rollback if it fails)`);
-          if (opts["expect-no-changes"]) {
-            out(`--expect-no-changes: the headscale ${u.action} is a change`);
+          if (readOnly) out(`headscale: ${u.detail.replace(/; nothing was changed$/, "")}: \`meshfleet up\` does it first (backup, new binary, health check, rollback if it fails)`);
+          if (expectNone) {
+            // A pending upgrade is a change: fail before the deploy and without touching the host.
+            out(`--expect-no-changes: ${readOnly ? `the headscale ${u.action} is a change` : u.detail}`);
             return 1;
           }
         }
+        if (u.outcome) out(`headscale: ${u.detail} (${u.seconds}s)`);
       }
       const r = await runDeploy({
         verb,
