@@ -291,13 +291,14 @@ export class Mesh extends pulumi.ComponentResource {
 
     // In the systemd runtime the coordinator's own generation carries the
     // policy, and headscale auto-approves a route only once the policy allowing
-    // it is loaded. The other nodes' generations need only headscale answering
-    // (the bootstrap generation carries the same policy, the proxy and the
-    // relay), so they switch side by side with the coordinator's; their route
-    // approval checks wait for it (and have headscale reload its policy when a
-    // route was announced first).
+    // it is loaded. The other nodes' generations switch after the
+    // coordinator's is confirmed: a node's new routes announced while headscale
+    // restarts can be lost (MeshNodeArgs.after), and the routes then meet the
+    // policy that approves them. When the coordinator's generation is
+    // unchanged the nodes do not wait. Route approval still has headscale
+    // reload its policy once when a route was announced first.
     const ordered = Object.values(fleet.hosts).sort((a, b) => Number(b.name === coordHost.name) - Number(a.name === coordHost.name));
-    let approvalAfter: pulumi.Resource[] = [];
+    let after: pulumi.Resource[] = [];
     for (const h of ordered) {
       if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
       const nodeArgs: MeshNodeArgs = {
@@ -311,7 +312,7 @@ export class Mesh extends pulumi.ComponentResource {
         agent: args.agent,
         coordinator: { cli: c.cli, connection: coordConn },
         routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
-        approvalAfter,
+        after,
       };
       const kind = nodeKind(h);
       const n = `${name}-${slug(h.name)}`;
@@ -319,7 +320,7 @@ export class Mesh extends pulumi.ComponentResource {
       this.members[h.name] =
         kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, opts) : kind === "exit-node" ? new ExitNode(n, nodeArgs, opts) : new MeshNode(n, nodeArgs, opts);
       const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
-      if (coordAgentPart) approvalAfter = [coordAgentPart.confirmed];
+      if (coordAgentPart) after = [coordAgentPart.confirmed];
     }
 
     // Systemd runtime: the proxy and relay checks follow the host's final generation.

@@ -69,14 +69,17 @@ export interface MeshNodeArgs {
    */
   routeApprovalTimeoutSeconds?: number;
   /**
-   * What the route approval check waits for besides the node's own
-   * generation: the coordinator's generation, which carries the policy whose
-   * autoApprovers approve the routes. The node's generation itself does not
-   * wait for it, so the hosts of a deploy switch side by side.
+   * What the node's generation waits for: the coordinator's generation, which
+   * carries the policy whose autoApprovers approve the routes and may restart
+   * headscale. A node whose tailscale settings change while headscale
+   * restarts can have its new routes lost: tailscaled retries a map request
+   * built before the change, headscale applies it after the newer update, and
+   * keeps the old announced routes (seen with headscale 0.29.2 and tailscale
+   * 1.98). So a node switches only once the coordinator's switch is confirmed.
    * @default []
    * @example [mesh.members["vps"].parts.agent.confirmed]
    */
-  approvalAfter?: pulumi.Resource[];
+  after?: pulumi.Resource[];
 }
 
 /** Problems common to every node kind. */
@@ -148,7 +151,7 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
   const agent = new HostAgent(
     `${name}-agent`,
     { host: h, secrets, ssh: args.ssh, ...args.agent },
-    { parent, dependsOn: lxc ? [lxc] : [] },
+    { parent, dependsOn: [...(lxc ? [lxc] : []), ...(args.after ?? [])] },
   );
   const t = h.tailscale;
   let routes: RouteApproval | undefined;
@@ -163,7 +166,7 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
         trigger: agent.generation,
         timeoutSeconds: args.routeApprovalTimeoutSeconds,
       },
-      { parent, dependsOn: [agent.confirmed, ...(args.approvalAfter ?? [])] },
+      { parent, dependsOn: [agent.confirmed] },
     );
   }
   // The state reads "deployed" only once the routes are verified too: a failed check fails this output.

@@ -264,7 +264,12 @@ function clip(s: string): string {
 export function findNode(nodesJson: string, hostname: string): HeadscaleNode | null {
   const parsed = parseJson(nodesJson, "headscale nodes list");
   if (parsed !== null && !Array.isArray(parsed)) throw new Error(`headscale nodes list: ${errorOf(parsed) ?? clip(nodesJson)}`);
-  const matches = ((parsed ?? []) as HeadscaleNode[]).filter((n) => n.given_name === hostname || n.name === hostname);
+  return findNodeIn((parsed ?? []) as HeadscaleNode[], hostname);
+}
+
+/** findNode over a parsed list. */
+export function findNodeIn(nodes: HeadscaleNode[], hostname: string): HeadscaleNode | null {
+  const matches = nodes.filter((n) => n.given_name === hostname || n.name === hostname);
   return matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0] ?? null;
 }
 

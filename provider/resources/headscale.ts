@@ -9,6 +9,7 @@ import {
   checkRouteApproval,
   EXIT_ROUTES,
   findNode,
+  findNodeIn,
   headscaleCommand,
   nodesListArgs,
   onlyUnapproved,
@@ -153,29 +154,34 @@ export const preAuthKey: AsyncDiffHandler<PreAuthKeyInputs, PreAuthKeyOutputs> =
 };
 
 /** Facts per coordinator for one run: every key's diff asks once (a diff runs for each key, in parallel). */
-const renewalFacts = new Map<string, { at: number; facts: Promise<{ nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } | null> }>();
+const coordinatorFacts = new Map<string, { at: number; facts: Promise<{ nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } | null> }>();
 const FACTS_TTL_MS = 20_000;
-/** The renewal lookup's dial (one attempt) and whole command: a preview does not wait on an unreachable coordinator. */
-const RENEWAL_DIAL_MS = 5_000;
-const RENEWAL_TIMEOUT_MS = 20_000;
+/** The lookup's dial (one attempt) and whole command: a preview does not wait on an unreachable coordinator. */
+const FACTS_DIAL_MS = 5_000;
+const FACTS_TIMEOUT_MS = 20_000;
 
-async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promise<KeyRenewal | null> {
-  const where = `${news.connection.name}@${news.connection.host}:${news.connection.port ?? 22}`;
-  let hit = renewalFacts.get(where);
+/**
+ * headscale's nodes and pre-auth keys, asked once per coordinator within 20 s
+ * (one quiet SSH call shared by every diff that needs them), or null when
+ * headscale cannot be asked: `what` then says what is left as it is.
+ */
+function factsOf(n: HeadscaleBase, what: string): Promise<{ nodes: HeadscaleNode[]; keys: PreAuthKeyListed[] } | null> {
+  const where = `${n.connection.name}@${n.connection.host}:${n.connection.port ?? 22}`;
+  let hit = coordinatorFacts.get(where);
   if (!hit || Date.now() - hit.at > FACTS_TTL_MS) {
     const facts = (async () => {
-      // One dial, briefly: a preview that cannot reach the coordinator leaves keys as they are, not after 30 dials.
+      // One dial, briefly: a preview that cannot reach the coordinator leaves things as they are, not after 30 dials.
       const run = await session
-        .run(news.connection, renewalFactsCommand(news.cli), { what: "nodes and pre-auth keys (renewal)", privateKey: news.sshPrivateKey, quiet: true, attempts: 1, until: Date.now() + RENEWAL_DIAL_MS, timeoutMs: RENEWAL_TIMEOUT_MS })
+        .run(n.connection, renewalFactsCommand(n.cli), { what: "nodes and pre-auth keys", privateKey: n.sshPrivateKey, quiet: true, attempts: 1, until: Date.now() + FACTS_DIAL_MS, timeoutMs: FACTS_TIMEOUT_MS })
         .catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
       if (run.code !== 0) {
-        log(`pre-auth keys: could not ask headscale on ${news.connection.name} whether a key needs renewing (exit ${run.code}: ${run.stderr.trim().slice(0, 200)}); keys are left as they are`);
+        log(`could not ask headscale on ${n.connection.name} for its nodes and pre-auth keys (exit ${run.code}: ${run.stderr.trim().slice(0, 200)}); ${what}`);
         return null;
       }
       try {
         return parseRenewalFacts(run.stdout);
       } catch (e) {
-        log(`pre-auth keys: ${(e as Error).message.slice(0, 200)}; keys are left as they are`);
+        log(`${(e as Error).message.slice(0, 200)}; ${what}`);
         return null;
       }
     })();
@@ -183,9 +189,13 @@ async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promi
     const entry = { at: Infinity, facts };
     void facts.finally(() => (entry.at = Date.now()));
     hit = entry;
-    renewalFacts.set(where, hit);
+    coordinatorFacts.set(where, hit);
   }
-  const facts = await hit.facts;
+  return hit.facts;
+}
+
+async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promise<KeyRenewal | null> {
+  const facts = await factsOf(news, "pre-auth keys are left as they are");
   if (!facts) return null;
   return preAuthKeyRenewal({ host: news.host, hostname: news.hostname ?? news.host, keyId: olds.keyId, expiration: olds.expiration, reusable: olds.reusable }, facts.nodes, facts.keys, Date.now() / 1000);
 }
@@ -235,12 +245,18 @@ async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
   return { ...n, nodeId: Number(node.id), approvedRoutes: [...keep].sort() };
 }
 
-export const routeApproval: ResourceHandler<RouteApprovalInputs, RouteApprovalOutputs> = {
+export const routeApproval: AsyncDiffHandler<RouteApprovalInputs, RouteApprovalOutputs> = {
   check: (n) => checkConnection(n),
-  diff(olds, news) {
+  async diff(olds, news) {
     const d = topLevelDiff(olds as never, news as never, { ignore: ["timeoutSeconds"] });
-    // What headscale approved at the last read differs from what the fleet declares: re-approve/revoke.
-    if (olds.approvedRoutes && !isUnknown(news.routes) && !deepEqual([...olds.approvedRoutes].sort(), [...wanted(news)].sort())) {
+    if (d.changes || isUnknown(news.routes) || isUnknown(news.exitNode)) return d;
+    // What headscale approves differs from what the fleet declares: re-approve/revoke. Asked live
+    // (shared with the key renewal's lookup): a deploy that failed halfway left the state's last
+    // read behind, and headscale may have auto-approved a route since.
+    const facts = await factsOf(news, `the approvals of ${news.host} are compared with the last deploy's read`);
+    const live = facts ? findNodeIn(facts.nodes, news.hostname) : null;
+    const approved = live ? (live.approved_routes ?? []) : olds.approvedRoutes;
+    if (approved && !deepEqual([...approved].sort(), [...wanted(news)].sort())) {
       d.detailedDiff!.approvedRoutes = "update";
       return { ...d, changes: true };
     }

@@ -58,12 +58,13 @@ describe("lab fleet, systemd runtime", () => {
     expect("userId" in rec.byName("lab-key-vps-key").inputs).toBe(false);
   });
 
-  it("switches the other hosts side by side with the VPS; only their route approval waits for the VPS's generation (its policy)", () => {
+  it("switches the other hosts after the VPS's generation is confirmed (its policy, and no route announced while headscale restarts)", () => {
     for (const h of ["laptop", "lxc-tailscale"]) {
       expect(rec.before(`lab-${h}-agent-generation`)).toContain("lab-coordinator-ready");
       expect(rec.before(`lab-${h}-agent-generation`)).toContain(`lab-key-${h}-key`);
-      expect(rec.before(`lab-${h}-agent-generation`)).not.toContain("lab-vps-agent-generation");
+      expect(rec.before(`lab-${h}-agent-generation`)).toContain("lab-vps-agent-generation");
     }
+    expect(rec.before("lab-vps-agent-generation")).not.toContain("lab-lxc-tailscale-agent-generation");
     expect([...rec.before("lab-lxc-tailscale-routes-approval")]).toEqual(expect.arrayContaining(["lab-vps-agent-generation", "lab-lxc-tailscale-agent-generation"]));
   });
 

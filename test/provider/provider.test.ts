@@ -238,8 +238,33 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     answer([[/nodes list/, () => ({ stdout: nodes(["192.168.8.0/24", "192.168.9.0/24"]) })]]);
     const read = (await routeApproval.read("router", out.outs))!;
     expect(read.approvedRoutes).toEqual(["192.168.8.0/24", "192.168.9.0/24"]);
-    expect(routeApproval.diff(read, ra)).toMatchObject({ changes: true, detailedDiff: { approvedRoutes: "update" } });
-    expect(routeApproval.diff(out.outs, ra).changes).toBe(false);
+    expect(await routeApproval.diff(read, ra)).toMatchObject({ changes: true, detailedDiff: { approvedRoutes: "update" } });
+    expect((await routeApproval.diff(out.outs, ra)).changes).toBe(false);
+  });
+
+  it("route approval's diff compares what headscale approves now, not the last deploy's read (a failed deploy left it behind)", async () => {
+    const live = (approved: string[], port: number) => {
+      const seen = answer([[/nodes list -o json && echo @@mf:keys@@/, () => ({ stdout: `${nodes(approved)}\n@@mf:keys@@\n[]` })]]);
+      const at = { ...ra, connection: { ...ra.connection, port } };
+      return { seen, news: at, olds: { ...at, nodeId: 5, approvedRoutes: ["192.168.8.0/24"] } };
+    };
+    // The state says 192.168.8.0/24 only, as declared; headscale auto-approved 192.168.9.0/24 since.
+    const stale = live(["192.168.8.0/24", "192.168.9.0/24"], 2301);
+    expect(await routeApproval.diff(stale.olds, stale.news)).toMatchObject({ changes: true, detailedDiff: { approvedRoutes: "update" } });
+    expect(stale.seen).toHaveLength(1);
+    // headscale approves exactly what is declared: no change, and the run's facts are asked once.
+    const same = live(["192.168.8.0/24"], 2302);
+    expect((await routeApproval.diff(same.olds, same.news)).changes).toBe(false);
+    expect((await routeApproval.diff(same.olds, same.news)).changes).toBe(false);
+    expect(same.seen).toHaveLength(1);
+    // A declared route headscale no longer approves (revoked by hand): approved again.
+    const revoked = live([], 2303);
+    expect((await routeApproval.diff(revoked.olds, revoked.news)).changes).toBe(true);
+    // headscale cannot be asked: the last read decides, as before.
+    answer([[/nodes list/, () => ({ code: 255, stderr: "connection refused" })]]);
+    const away = { ...ra, connection: { ...ra.connection, port: 2304 } };
+    expect((await routeApproval.diff({ ...away, nodeId: 5, approvedRoutes: ["192.168.8.0/24"] }, away)).changes).toBe(false);
+    expect((await routeApproval.diff({ ...away, nodeId: 5, approvedRoutes: ["192.168.8.0/24", "192.168.9.0/24"] }, away)).changes).toBe(true);
   });
 
   it("deleting a route approval revokes the node's approvals", async () => {
