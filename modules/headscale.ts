@@ -1,7 +1,8 @@
 /**
- * The Headscale coordinator (0.29.x): its config.yaml, the policy file, the
+ * The Headscale coordinator (0.29.x, 0.28.x): its config.yaml, the policy file, the
  * DERP map file, the key files (as secret references) and a hardened unit or
- * a container. Keys and checks follow hscontrol/types/config.go of 0.29.2.
+ * a container. Keys and checks follow hscontrol/types/config.go of 0.29.2; where
+ * 0.28 reads other keys, coordinator.headscaleVersion picks them (headscale-versions.ts).
  */
 import { stringify } from "yaml";
 import { z } from "zod";
@@ -9,7 +10,7 @@ import { absPath, sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
 import type { ContainerSpec, DerpRegion, FileSpec, HealthProbe, InboundRule, UnitSpec } from "../core/types.ts";
 import { duration, parseCidr, port } from "../core/schema-types.ts";
-import { versionAssertions } from "./headscale-versions.ts";
+import { policyForRelease, renderedRelease, versionAssertions } from "./headscale-versions.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
 import { adoptAssertions, adoptOptions, keyPathsOf, writesKeys } from "./headscale-adopt.ts";
 import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
@@ -137,16 +138,8 @@ export const OIDC_SECRET_REF = "headscale-oidc-client-secret";
 /** Where the docker runtime keeps the files on the host before uploading them. */
 export const DOCKER_HOST_DIR = "/opt/meshfleet/headscale";
 
-/** Keys Headscale 0.29 refuses to start with (config.go deprecator fatals). */
-export const LEGACY_KEYS = [
-  "acl_policy_path",
-  "dns_config",
-  "randomize_client_port",
-  "oidc.expiry",
-  "oidc.strip_email_domain",
-  "oidc.map_legacy_users",
-  "dns.use_username_in_magic_dns",
-];
+/** Keys Headscale 0.29 refuses to start with (config.go deprecator fatals); 0.28's list is in headscale-versions.ts. */
+export const LEGACY_KEYS = renderedRelease("0.29.0").legacyKeys;
 
 export interface HeadscaleRenderInput {
   serverUrl: string;
@@ -186,13 +179,15 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
   const split: Record<string, string[]> = {};
   const keys = keyPathsOf(opts.adopt, { noise: HS.noiseKey, derp: HS.derpKey });
   for (const k of Object.keys(fleet.dns.nameservers.split).sort()) split[k] = fleet.dns.nameservers.split[k];
+  // 0.28 has no trusted_proxies and no node section; its ephemeral key is top-level.
+  const v028 = renderedRelease(fleet.coordinator.headscaleVersion).keys === "0.28";
   const cfg: Record<string, unknown> = {
     server_url: i.serverUrl,
     listen_addr: addr(opts.listenAddr),
     metrics_listen_addr: addr(opts.metricsListenAddr),
     grpc_listen_addr: addr(opts.grpcListenAddr),
     grpc_allow_insecure: false,
-    trusted_proxies: trustedProxiesOf(opts.trustedProxies, i.inContainer ? opts.dockerSubnet : null),
+    ...(v028 ? {} : { trusted_proxies: trustedProxiesOf(opts.trustedProxies, i.inContainer ? opts.dockerSubnet : null) }),
     noise: { private_key_path: keys.noise },
     prefixes: { v4: fleet.prefixes.v4, v6: fleet.prefixes.v6, allocation: fleet.prefixes.allocation },
     derp: {
@@ -218,7 +213,9 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     // Otherwise every CLI call asks GitHub for a newer release.
     disable_check_updates: true,
     // node.expiry only when set: headscale's default is "0" (never), and tagged nodes never expire either way.
-    node: { ...(fleet.nodeExpiry && fleet.nodeExpiry.after !== "0" ? { expiry: fleet.nodeExpiry.after } : {}), ephemeral: { inactivity_timeout: opts.ephemeralInactivityTimeout } },
+    ...(v028
+      ? { ephemeral_node_inactivity_timeout: opts.ephemeralInactivityTimeout }
+      : { node: { ...(fleet.nodeExpiry && fleet.nodeExpiry.after !== "0" ? { expiry: fleet.nodeExpiry.after } : {}), ephemeral: { inactivity_timeout: opts.ephemeralInactivityTimeout } } }),
     database: db,
     // TLS ends at the reverse proxy.
     tls_cert_path: "",
@@ -238,7 +235,8 @@ export function headscaleConfigObject(i: HeadscaleRenderInput): Record<string, u
     unix_socket_permission: "0770",
     logtail: { enabled: false },
   };
-  if (opts.oidc.enable) cfg.oidc = oidcConfig(opts.oidc);
+  // 0.28 expires OIDC nodes after oidc.expiry (default 180d); 0.29 after node.expiry (default never).
+  if (opts.oidc.enable) cfg.oidc = { ...oidcConfig(opts.oidc), ...(v028 ? { expiry: fleet.nodeExpiry?.after ?? "0" } : {}) };
   return deepMerge(cfg, opts.extraSettings);
 }
 
@@ -443,11 +441,12 @@ export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, emb
         : "write the proxy's address as a CIDR, e.g. 127.0.0.1/32 (a name is not accepted)",
     });
   });
-  for (const k of LEGACY_KEYS) {
+  const rel = renderedRelease(f.coordinator.headscaleVersion);
+  for (const k of rel.legacyKeys) {
     a.push({
       assertion: !hasKey(o.extraSettings, k),
       path: `headscale.extraSettings.${k}`,
-      expected: "no key Headscale 0.29 rejects as legacy",
+      expected: `no key Headscale ${rel.keys} rejects as legacy`,
       found: k,
       fix: `remove ${k} (see Headscale's config-example.yaml for its replacement)`,
     });
@@ -564,7 +563,7 @@ export const headscaleModule = defineModule({
       inContainer.push({ containerPath, source: f.path, secret: !!f.secretRef });
     };
     add(plain(HS.config, config), HS.config);
-    add(plain(HS.policy, ctx.policyHuJson !== "" ? ctx.policyHuJson : "{}\n"), HS.policy);
+    add(plain(HS.policy, ctx.policyHuJson !== "" ? policyForRelease(ctx.policyHuJson, ctx.fleet.coordinator.headscaleVersion) : "{}\n"), HS.policy);
     if (fileRegions.length > 0) add(plain(HS.derpMap, renderDerpMap(fileRegions)), HS.derpMap);
     // An adopted key (headscale.adopt) stays as it is: no file, so the keySeed-derived key never replaces it.
     const ownKeys = writesKeys(o.adopt);
