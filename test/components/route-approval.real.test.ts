@@ -1,6 +1,9 @@
 /**
  * Route approval by the fleet's generated autoApprovers, against the real
- * headscale 0.29.2 and real tailscaled 1.98.10 (tools cache). For hosts/lab
+ * headscale of each release of the version matrix (the pinned 0.29.2 and the
+ * newest 0.28, issue 18 item 3) and real tailscaled 1.98.10 (tools cache).
+ * For each, the fleets are rendered with coordinator.headscaleVersion set to
+ * that release. For hosts/lab
  * and hosts/home: headscale serves the lab coordinator's rendered config with
  * that fleet's rendered policy.hujson (its autoApprovers as generated); every
  * host that advertises routes or an exit node registers a userspace
@@ -26,23 +29,25 @@ import { derivePrivateKey } from "../../core/keys.ts";
 import { renderHost } from "../../core/render.ts";
 import { advertisedRoutes, tailscaleUpFlags } from "../../contract/tailscale.ts";
 import type { TailscaleConfig } from "../../contract/bundle.ts";
-import { evaluateStack, KEY_SEED } from "./fixtures.ts";
+import { KEY_SEED } from "./fixtures.ts";
 
-const HEADSCALE = rt.toolPath("headscale");
+type Release = (typeof rt.HEADSCALE_MATRIX)[number];
 const TS_BIN = join(process.env.MESHFLEET_TOOLS_DIR ?? join(homedir(), ".cache", "meshfleet", "tools"), "tailscale@1.98.10", "bin");
-const why = !isRoot() ? NEEDS_ROOT : !HEADSCALE || !existsSync(join(TS_BIN, "tailscaled")) ? "headscale 0.29.2 and tailscale 1.98.10 are not built: run `meshfleet tools build`" : "";
+const whyNot = (hv: Release) =>
+  !isRoot() ? NEEDS_ROOT : !rt.toolPath(hv.tool) || !existsSync(join(TS_BIN, "tailscaled")) ? `${hv.tool} ${hv.version} and tailscale 1.98.10 are not built: run \`meshfleet tools build\`` : "";
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const sh = (script: string, env: Record<string, string> = {}) => spawnSync("sh", ["-c", script], { env: { ...process.env, ...env }, encoding: "utf8", timeout: 60_000 });
 
-async function approvalsFor(stack: "lab" | "home"): Promise<{ host: string; advertised: string[]; approved: string[]; log: string }[]> {
-  const lab = (await evaluateStack("lab")).fleet;
-  const { fleet } = await evaluateStack(stack);
+async function approvalsFor(stack: "lab" | "home", hv: Release): Promise<{ host: string; advertised: string[]; approved: string[]; log: string }[]> {
+  const HEADSCALE = rt.toolPath(hv.tool);
+  const lab = await rt.evaluateStackAt("lab", hv.version);
+  const fleet = await rt.evaluateStackAt(stack, hv.version);
   const coord = fleet.hosts[fleet.coordinator.host]!;
   const policy = coord.files.find((f) => f.path.endsWith("/policy.hujson"))?.content;
   if (!policy) throw new Error(`hosts/${stack}: the coordinator renders no policy.hujson`);
   const labFile = (p: string) => lab.hosts.vps!.files.find((f) => f.path === p)!.content;
-  const ns = `mf-routes-${process.pid}-${stack}`;
+  const ns = `mf-routes-${process.pid}-${stack}-${hv.version}`;
   const t = rt.tempDir(`mf-routes-${stack}`);
   const procs: ChildProcess[] = [];
   const out: { host: string; advertised: string[]; approved: string[]; log: string }[] = [];
@@ -110,12 +115,17 @@ async function approvalsFor(stack: "lab" | "home"): Promise<{ host: string; adve
   return out;
 }
 
-describe.skipIf(skipUnlessCi(why))("routes approved by the fleet's generated autoApprovers (real headscale, real tailscaled)", () => {
-  for (const stack of ["lab", "home"] as const) {
-    it(`hosts/${stack}: every advertised route (and exit node) of every router is approved by headscale itself`, async () => {
-      const r = await approvalsFor(stack);
-      expect(r.length, "no host of this fleet advertises a route: nothing was tested").toBeGreaterThan(0);
-      for (const x of r) expect(x.approved, `${stack}/${x.host} advertises ${x.advertised.join(", ")}; headscale approved ${x.approved.join(", ") || "nothing"} (${x.log})`).toEqual(x.advertised);
-    }, 120_000);
-  }
-});
+for (const hv of rt.HEADSCALE_MATRIX) {
+  describe.skipIf(skipUnlessCi(whyNot(hv)))(`routes approved by the fleet's generated autoApprovers (real headscale ${hv.version}, real tailscaled)`, () => {
+    it(`the binary is ${hv.version} (\`headscale version\`)`, async () => {
+      expect(await rt.headscaleVersionOf(hv.tool)).toBe(hv.version);
+    });
+    for (const stack of ["lab", "home"] as const) {
+      it(`hosts/${stack}: every advertised route (and exit node) of every router is approved by headscale itself`, async () => {
+        const r = await approvalsFor(stack, hv);
+        expect(r.length, "no host of this fleet advertises a route: nothing was tested").toBeGreaterThan(0);
+        for (const x of r) expect(x.approved, `${stack}/${x.host} advertises ${x.advertised.join(", ")}; headscale approved ${x.approved.join(", ") || "nothing"} (${x.log})`).toEqual(x.advertised);
+      }, 120_000);
+    }
+  });
+}

@@ -5,11 +5,15 @@
  * MESHFLEET_REQUIRE_TOOLS is set (CI), where it fails instead.
  */
 import { execa } from "execa";
-import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { homedir, tmpdir } from "node:os";
 import { join } from "node:path";
 import { skipUnlessCi } from "../../lab/ci-gate.ts";
+import { loadVersions } from "../../../lab/tools/versions.ts";
+import { evaluateFleet, formatDiagnostics } from "../../../core/index.ts";
+import type { FleetSystem } from "../../../core/types.ts";
+import { REGISTRY } from "../../../modules/index.ts";
 
 export interface ToolResult {
   ok: boolean;
@@ -20,13 +24,27 @@ export interface ToolResult {
 
 const toolsDir = () => process.env.MESHFLEET_TOOLS_DIR ?? join(homedir(), ".cache", "meshfleet", "tools");
 
+/**
+ * The headscale version matrix (issue 18 item 3): the pinned release and the
+ * newest of the minor before it, each a tool of lab/versions.json that
+ * `meshfleet tools build` builds. "headscale" is the pinned one.
+ */
+export const HEADSCALE_MATRIX = (["headscale", "headscale-0.28"] as const).map((tool) => {
+  const t = loadVersions().tools.find((x) => x.name === tool);
+  if (!t) throw new Error(`lab/versions.json: tools.${tool}: expected a pinned headscale for the version matrix, found none`);
+  return { tool, version: t.version };
+});
+export type HeadscaleTool = (typeof HEADSCALE_MATRIX)[number]["tool"];
+const headscaleAt = (tool: HeadscaleTool) => join(toolsDir(), `${tool}@${HEADSCALE_MATRIX.find((m) => m.tool === tool)!.version}`, "bin", "headscale");
+
 /** Absolute path of a tool, or null if it is not installed. */
-export function toolPath(name: "caddy" | "nginx" | "headscale" | "openssl" | "derper"): string | null {
+export function toolPath(name: "caddy" | "nginx" | "openssl" | "derper" | HeadscaleTool): string | null {
   const candidates: Record<string, string[]> = {
     caddy: ["/usr/bin/caddy"],
     nginx: ["/usr/sbin/nginx"],
     openssl: ["/usr/bin/openssl"],
-    headscale: [join(toolsDir(), "headscale@0.29.2", "bin", "headscale")],
+    headscale: [headscaleAt("headscale")],
+    "headscale-0.28": [headscaleAt("headscale-0.28")],
     derper: [join(toolsDir(), "tailscale@1.98.10", "bin", "derper")],
   };
   return candidates[name].find((p) => existsSync(p)) ?? null;
@@ -36,7 +54,7 @@ export function toolPath(name: "caddy" | "nginx" | "headscale" | "openssl" | "de
 export function missing(...names: Parameters<typeof toolPath>[0][]): string {
   const gone = names.filter((n) => toolPath(n) === null);
   if (gone.length === 0) return "";
-  const why = `${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx openssl; \`meshfleet tools build\` builds headscale and derper into ${toolsDir()})`;
+  const why = `${gone.join(", ")} ${gone.length > 1 ? "are" : "is"} not installed (apt-get install caddy nginx openssl; \`meshfleet tools build\` builds headscale, headscale-0.28 and derper into ${toolsDir()})`;
   return skipUnlessCi(why) ? `skipped: ${why}` : "";
 }
 
@@ -158,12 +176,19 @@ export function layoutHeadscale(dir: string, f: HeadscaleFiles): string {
   return cfg;
 }
 
-export async function headscaleConfigtest(configPath: string): Promise<ToolResult> {
-  return run(toolPath("headscale")!, ["configtest", "-c", configPath]);
+/** `headscale configtest`, by the pinned headscale or another of the matrix. */
+export async function headscaleConfigtest(configPath: string, tool: HeadscaleTool = "headscale"): Promise<ToolResult> {
+  return run(toolPath(tool)!, ["configtest", "-c", configPath]);
 }
 
-export async function headscalePolicyCheck(configPath: string, policyPath: string): Promise<ToolResult> {
-  return run(toolPath("headscale")!, [
+/**
+ * `headscale policy check`. 0.29 resolves users from the config's database
+ * (--bypass...); 0.28's takes no config (`-c` is an unknown flag there) and
+ * checks the policy against no users and no nodes.
+ */
+export async function headscalePolicyCheck(configPath: string, policyPath: string, tool: HeadscaleTool = "headscale"): Promise<ToolResult> {
+  if (HEADSCALE_MATRIX.find((m) => m.tool === tool)!.version.startsWith("0.28.")) return run(toolPath(tool)!, ["policy", "check", "-f", policyPath]);
+  return run(toolPath(tool)!, [
     "policy", "check", "-c", configPath, "-f", policyPath, "--bypass-grpc-and-access-database-directly", "--force",
   ]);
 }
@@ -228,5 +253,34 @@ export async function withHeadscaleServing<T>(
   } finally {
     child.kill("SIGTERM");
     await child;
+  }
+}
+
+/** What `headscale version` says its release is ("headscale version v0.28.0" -> "0.28.0"), or the whole output. */
+export async function headscaleVersionOf(tool: HeadscaleTool): Promise<string> {
+  const r = await run(toolPath(tool)!, ["version"]);
+  return /headscale version v(\d+\.\d+\.\d+\S*)/.exec(r.output)?.[1] ?? r.output;
+}
+
+/**
+ * hosts/<stack> evaluated with fleet.yaml's coordinator.headscaleVersion set to
+ * `headscaleVersion` (a copy in a temp dir; the rest of the fleet as it is), so
+ * the coordinator's files are rendered for that release. Any error fails.
+ */
+export async function evaluateStackAt(stack: "home" | "lab", headscaleVersion: string): Promise<FleetSystem> {
+  const t = tempDir(`fleet-${stack}`);
+  try {
+    const dir = join(t.dir, stack);
+    cpSync(join(import.meta.dirname, "..", "..", "..", "hosts", stack), dir, { recursive: true });
+    const f = join(dir, "fleet.yaml");
+    const text = readFileSync(f, "utf8");
+    const pinned = text.replace(/^(  headscaleVersion: )\S+$/m, `$1${headscaleVersion}`);
+    if (!/^  headscaleVersion: /m.test(text)) throw new Error(`hosts/${stack}/fleet.yaml: coordinator.headscaleVersion: expected a pinned release to replace, found none`);
+    writeFileSync(f, pinned);
+    const r = await evaluateFleet(REGISTRY, dir, stack);
+    if (!r.fleet || r.diagnostics.some((d) => d.severity === "error")) throw new Error(`hosts/${stack} with headscale ${headscaleVersion} did not evaluate:\n${formatDiagnostics(r.diagnostics)}`);
+    return r.fleet as FleetSystem;
+  } finally {
+    t.cleanup();
   }
 }
