@@ -27,6 +27,9 @@ const POLICY_TESTS = [
   "test/policy/validate.test.ts",
   "test/policy/tests.test.ts",
   "test/policy/reachability.test.ts",
+  "test/policy/sshtests.test.ts",
+  "test/policy/schema.test.ts",
+  "test/policy/fleet.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];

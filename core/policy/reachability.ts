@@ -85,6 +85,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   const N = infos.length;
 
   const targets: ReachTarget[] = infos.map((n) => ({ id: n.node.name, kind: "node", node: n.node.name }));
+  // Stryker disable next-line ArrayDeclaration: a string in the list is filed under the key undefined in extraTarget, which no target's index reads
   const routeTargets: { t: number; node: NodeInfo; set: IPSet; lo: bigint; hi: bigint }[] = [];
   for (const n of infos) {
     for (const r of n.subnetRoutes) {
@@ -94,6 +95,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
       targets.push({ id: `${r} via ${n.node.name}`, kind: "route", node: n.node.name, cidr: r });
     }
   }
+  // Stryker disable next-line ArrayDeclaration: a string in the list is filed under the key undefined in extraTarget, which no target's index reads
   const internetTargets: { t: number; node: NodeInfo }[] = [];
   for (const n of infos) {
     if (!n.exitNode) continue;
@@ -105,12 +107,15 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   // so nodes held by the same sets are alike: each node's list of the sets holding it is its
   // signature, and rows are made per signature, not per node (10,000 nodes have a few dozen).
   const plain = rules.filter((r) => r.category !== "self");
+  // Stryker disable next-line ArithmeticOperator: `* 32` only gives each row more words, all of them zero
   const W = Math.max(1, Math.ceil(plain.length / 32));
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: V8's sort reads a comparator's result only as below zero or not, so the second test's 1 or 0 sort alike; `<=` in the first only reorders one address held by two nodes, which nodesIn collects into a set either way; `>=` there (descending) is killed
   const sorted = infos.flatMap((n) => n.addrs.map((a) => ({ a, i: n.index }))).sort((x, y) => (x.a < y.a ? -1 : x.a > y.a ? 1 : 0));
   const setIds = new Map<IPSet, number>();
   const setMembers: number[][] = [];
   const idOf = (set: IPSet): number => {
     let id = setIds.get(set);
+    // Stryker disable next-line ConditionalExpression: `true` files a set again under a new id each time a rule names it; every node in it gets each id, so nodes alike still share a signature
     if (id === undefined) {
       setIds.set(set, (id = setMembers.length));
       setMembers.push(nodesIn(set, sorted));
@@ -151,8 +156,10 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     const cls = new Int32Array(N);
     const reps: Uint32Array[] = [];
     const bySig = new Int32Array(rows.length).fill(-1);
+    // Stryker disable next-line EqualityOperator: one more turn reads sigOf[N] (undefined), whose bySig entry is not below 0, and writes cls[N], outside the typed array
     for (let i = 0; i < N; i++) {
       const g = sigOf[i];
+      // Stryker disable next-line ConditionalExpression,EqualityOperator: looking a signature's class up again by its rows finds the id it already has
       if (bySig[g] < 0) {
         const key = rows[g].join(",");
         let id = ids.get(key);
@@ -175,20 +182,25 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
     if (entries.length === 0) return null;
     const key = entries.map((e) => `${e.rule.id}${e.part ? `@${e.part}` : ""}`).join(" ");
     const hit = specCache.get(key);
+    // Stryker disable next-line ConditionalExpression: `false` builds the same access again instead of taking it from the cache
     if (hit !== undefined) return hit;
     const acc = { spec: canonicalSpec(entries), rules: [...new Set(entries.map((e) => e.rule.id))] };
     specCache.set(key, acc);
     return acc;
   };
 
+  // Stryker disable next-line ArrayDeclaration: an empty array grows as it is written; unwritten slots read undefined either way
   const classMatrix: (PairAccess | null | undefined)[] = new Array(S.reps.length * D.reps.length);
   const classAccess = (cs: number, cd: number): PairAccess | null => {
+    // Stryker disable next-line ArithmeticOperator: cs * n - cd is as unique a key as cs * n + cd for 0 <= cd < n; `cs / n` is killed
     const k = cs * D.reps.length + cd;
     const hit = classMatrix[k];
+    // Stryker disable next-line ConditionalExpression: `false` works out the same class pair again instead of taking it from the matrix
     if (hit !== undefined) return hit;
     const a = S.reps[cs];
     const b = D.reps[cd];
     const entries: { rule: CompiledRule }[] = [];
+    // Stryker disable next-line EqualityOperator: a[W] & b[W] is undefined & undefined, 0: no rule
     for (let w = 0; w < W; w++) {
       let x = a[w] & b[w];
       while (x !== 0) {
@@ -245,6 +257,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   const selfAccess = (cs: number, cd: number, aid: number): PairAccess | null => {
     const triple = (cs * D.reps.length + cd) * applicable.length + aid;
     let acc = byTriple.get(triple);
+    // Stryker disable next-line ConditionalExpression: `true` works out the same triple again instead of taking it from the map
     if (acc === undefined) {
       const base = plainEntries(classAccess(cs, cd));
       acc = build([...base, ...applicable[aid].map((rule) => ({ rule }))]);
@@ -264,6 +277,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   const extraRules = new Map<number, { idx: number; rule: CompiledRule; part?: string }[]>();
   const rulesReaching = (t: number) => {
     let list = extraRules.get(t);
+    // Stryker disable next-line ConditionalExpression: `false` lists the same rules for the target again
     if (list) return list;
     list = [];
     const { node: router, route } = extraTarget.get(t)!;
@@ -285,6 +299,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   const extraCache = new Map<number, PairAccess | null>();
   const extraAccess = (cs: number, t: number): PairAccess | null => {
     const k = cs * targets.length + t;
+    // Stryker disable next-line ConditionalExpression: `false` works out the same access again instead of taking it from the cache
     if (extraCache.has(k)) return extraCache.get(k)!;
     const row = S.reps[cs];
     const entries: { rule: CompiledRule; part?: string }[] = [];
@@ -318,6 +333,7 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   const srcId = numbering();
   const srcClasses = Int32Array.from({ length: N }, (_, s) => srcId(aidOf[s] < 0 ? `${S.cls[s]}` : `${S.cls[s]} ${userOf[s]} ${aidOf[s]}`));
   const dstId = numbering();
+  // Stryker disable next-line EqualityOperator: with `t > N` target N is keyed by D.cls[N] (undefined), a key no node target has: the same numbering; `t < N` is killed
   const dstClasses = Int32Array.from({ length: targets.length }, (_, t) => dstId(t >= N ? `t${t}` : anySelf ? `${D.cls[t]} ${userOf[t]}` : `${D.cls[t]}`));
 
   const origins = rules.map((r) => r.origin);

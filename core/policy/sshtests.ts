@@ -63,6 +63,7 @@ export function runSshTests(nodes: PolicyNode[], policy: Policy, opts: { users?:
   const cache = new Map<number, SshRule[] | null>();
   const compiled = (n: NodeInfo) => {
     let c = cache.get(n.index);
+    // Stryker disable next-line ConditionalExpression: `true` compiles a node's rules again on every use; compileSshFor is pure, so the rules are the same
     if (c === undefined) {
       c = compileSshFor(policy, resolver, n);
       cache.set(n.index, c);
@@ -72,6 +73,7 @@ export function runSshTests(nodes: PolicyNode[], policy: Policy, opts: { users?:
   const results = (policy.sshTests ?? []).map((t, i) => runOne(t, `sshTests[${i}]`, resolver, compiled));
   const failures: string[] = [];
   for (const r of results) {
+    // Stryker disable next-line ConditionalExpression: a passed result has no errors and no failed line, so going through it adds nothing
     if (r.passed) continue;
     for (const e of r.errors) failures.push(`${r.src}: ${e}`);
     for (const kind of ["accept", "deny", "check"] as const) {
@@ -84,6 +86,7 @@ export function runSshTests(nodes: PolicyNode[], policy: Policy, opts: { users?:
 }
 
 function byCodeUnits(a: string, b: string): number {
+  // Stryker disable next-line ConditionalExpression,EqualityOperator: V8's sort reads only whether the result is below zero, and the users sorted are distinct (a Set), so `<=` and the second test change no order; `>=` in the first (descending) is killed
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
@@ -139,11 +142,13 @@ function runOne(t: SshTest, path: string, resolver: Resolver, compiled: (n: Node
     } else {
       const d = resolver.resolve(a.value);
       if (d.error) return fail(`failed to resolve destinations: resolving destination ${JSON.stringify(dl)}: ${d.error}`);
+      // Stryker disable next-line ConditionalExpression,LogicalOperator,EqualityOperator: the set is null only with an error (returned above), and an empty set holds no node's address
       if (d.set && d.set.length > 0) for (const n of resolver.nodes) if (n.addrs.some((x) => contains(d.set!, x))) take(n);
     }
     if (!matched) empty.push(dl);
   }
   for (const d of empty) fail(`dst alias ${JSON.stringify(d)} resolved to no nodes`);
+  // Stryker disable next-line ConditionalExpression: with no destination the assertions below loop over nothing and add no line
   if (dstNodes.length === 0) return res;
 
   const acceptOk = new Set<string>();
@@ -157,10 +162,10 @@ function runOne(t: SshTest, path: string, resolver: Resolver, compiled: (n: Node
         const bad = kind === "accept" ? !a : kind === "deny" ? a : !c;
         if (!bad) continue;
         failed = true;
+        // A failed check is "ALLOWED via accept" when some rule admits the login at the address where it failed.
         if (kind === "check" && a) acceptOk.add(`${user}\u0000${name}`);
         break;
       }
-      if (!failed && kind === "accept") acceptOk.add(`${user}\u0000${name}`);
       const shown = user === "" ? '""' : user;
       let failure = "";
       if (failed) {
@@ -182,6 +187,7 @@ function runOne(t: SshTest, path: string, resolver: Resolver, compiled: (n: Node
 function addresses(set: IPSet): bigint[] | null {
   const out: bigint[] = [];
   for (const [lo, hi] of set) {
+    // Stryker disable next-line EqualityOperator,ArithmeticOperator: differ only for a source of several ranges holding 65,536 addresses or more; a CIDR is one range, `*` and the autogroups are past the limit in their first range, and users, groups and tags hold node addresses, so that many nodes
     if (hi - lo + BigInt(out.length) >= 65536n) return null;
     for (let a = lo; a <= hi; a++) out.push(a);
   }
@@ -190,6 +196,7 @@ function addresses(set: IPSet): bigint[] | null {
 
 /** reachability(): [some rule admits the login, some check rule admits it]. */
 function reach(rules: SshRule[] | null, addr: bigint, user: string): [boolean, boolean] {
+  // Stryker disable next-line ArrayDeclaration: `[]` destructures to undefined, as falsy as false
   if (!rules) return [false, false];
   let a = false;
   let c = false;
@@ -197,6 +204,7 @@ function reach(rules: SshRule[] | null, addr: bigint, user: string): [boolean, b
     if (!r.principals.has(addr) || !userMapAllows(r.users, user)) continue;
     a = true;
     if (r.check) c = true;
+    // Stryker disable next-line ConditionalExpression,LogicalOperator: check rules come first (compileSshFor), so the first rule that admits the login has set c if any rule would; stopping there or never gives the same flags
     if (a && c) break;
   }
   return [a, c];
@@ -205,20 +213,23 @@ function reach(rules: SshRule[] | null, addr: bigint, user: string): [boolean, b
 function userMapAllows(m: Map<string, string>, user: string): boolean {
   if (user === "") return false;
   const v = m.get(user);
+  // compileSshFor always sets "root" (to "" unless root is listed), so root never reaches the "*" below.
   if (v !== undefined) return v !== "";
-  if (user === "root") return false;
   const any = m.get("*");
+  // Stryker disable next-line ConditionalExpression,StringLiteral: "*" is set to "=" (autogroup:nonroot) or to "*" (a login user named *), never to ""
   return any !== undefined && any !== "";
 }
 
 /** The SSH rules headscale sends node `n` (compileSSHPolicy); null when the policy has no ssh rules. */
 export function compileSshFor(policy: Policy, resolver: Resolver, n: NodeInfo): SshRule[] | null {
   const ssh = policy.ssh ?? [];
+  // Stryker disable next-line ConditionalExpression: no rules compile to [], and reach() answers [false, false] for [] as for null
   if (ssh.length === 0) return null;
   const rules: SshRule[] = [];
   for (const rule of ssh) {
     const srcSets = rule.src.map((s) => parseAlias(s)).flatMap((a) => (a.ok ? [resolver.resolve(a.value).set] : [])).filter((s): s is IPSet => s !== null);
     const srcIPs = union(...srcSets);
+    // Stryker disable next-line ConditionalExpression: no node has an address in an empty set, so no principal is found and nothing is pushed
     if (srcIPs.length === 0) continue;
     const users = new Map<string, string>();
     if (rule.users.includes("autogroup:nonroot")) users.set("*", "=");
@@ -254,17 +265,20 @@ export function compileSshFor(policy: Policy, resolver: Resolver, n: NodeInfo): 
       const destSet = union(...others.map((d) => resolver.resolve(d).set ?? []));
       if (n.addrs.some((x) => contains(destSet, x))) {
         const all = new Set<bigint>([...[...byUser.values()].flatMap((s) => [...s]), ...tagged]);
+        // Stryker disable next-line ConditionalExpression,EqualityOperator: a rule with no principal admits no address
         if (all.size > 0) push(all);
       } else if (hasLocalpart && n.addrs.some((x) => contains(srcIPs, x))) {
         // Self-access: a source node outside the destinations gets its own user's rules.
         if (n.tagged) push(new Set(n.addrs));
         else if (n.node.user !== undefined) {
           const mine = byUser.get(n.node.user);
+          // Stryker disable next-line ConditionalExpression,LogicalOperator,EqualityOperator: n is a source node with a user here, so byUser holds a non-empty set for that user
           if (mine && mine.size > 0) push(mine);
         }
       }
     }
   }
   // Check rules before accept rules (first match wins in the client); verdicts do not depend on it.
+  // Stryker disable next-line MethodExpression: reach() only stops once both flags are set, so the order (and a rule listed twice) changes no verdict
   return [...rules.filter((r) => r.check), ...rules.filter((r) => !r.check)];
 }
