@@ -30,6 +30,8 @@ const POLICY_TESTS = [
   "test/policy/sshtests.test.ts",
   "test/policy/schema.test.ts",
   "test/policy/fleet.test.ts",
+  "test/policy/live.test.ts",
+  "test/policy/saas-policy.test.ts",
   "test/policy/fleet-policy.test.ts",
   "test/core/enforce.test.ts",
 ];
