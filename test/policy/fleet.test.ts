@@ -39,7 +39,7 @@ describe("policyNodesOf", () => {
       // No user, no tags: no owner at all.
       { name: "c", user: undefined, tags: [], approvedRoutes: [] },
       // tag:router: the exact /24, a /24 inside the /16, an IPv6 /64 inside the /48; not a /8 wider than
-      // the /16, not an IPv4-mapped IPv6 route inside 192.168.1.0/24's numbers, not a route that is no
+      // the /16, not the IPv4-mapped IPv6 route of 192.168.1.128/25 (another family), not a route that is no
       // prefix, not group:ops' routes, not the exit routes (tag:router is no exit approver).
       { name: "r1", user: undefined, tags: ["tag:router"], approvedRoutes: ["192.168.1.0/24", "10.0.1.0/24", "fd00::/64"] },
       // 0.0.0.0/0 among the route approvers does not approve an exit node.

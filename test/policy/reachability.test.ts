@@ -4,7 +4,7 @@
  * for Stryker (npm run mutate -- policy-reach); policy.test.ts holds the
  * evaluator's table and its brute-force property.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { canonicalSpec, mergeRanges } from "../../core/policy/reachability.ts";
 import { evaluateReachability, policySchema, type PolicyNode } from "../../core/policy/index.ts";
 import { compilePolicy, type CompiledRule } from "../../core/policy/compile.ts";
@@ -344,3 +344,13 @@ function checkClasses(r: ReturnType<typeof evaluateReachability>) {
     }
   }
 }
+
+describe("module constants, loaded afresh (so that a mutant of them is what the test sees)", () => {
+  it("the allow-all rule's origin", async () => {
+    vi.resetModules();
+    const m = await import("../../core/policy/reachability.ts");
+    const q = m.evaluateReachability(fleet.slice(5, 7), policySchema.parse({}), USERS);
+    expect(q.rules).toEqual([{ path: "(no acls, no grants)", text: "headscale allows everything" }]);
+    expect(q.explain("w6", "w7")).toEqual({ allowed: true, why: "(no acls, no grants): headscale allows everything" });
+  });
+});

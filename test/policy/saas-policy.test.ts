@@ -5,7 +5,7 @@
  * here (no evaluateFleet, no CLI). Fast, for Stryker (npm run mutate --
  * policy-io); saas.test.ts holds the same on the lab and home fleets.
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { policySchema } from "../../core/policy/index.ts";
 import { compareSaas, saasPolicy, type SaasExport } from "../../core/policy/saas.ts";
 import type { FleetSystem } from "../../core/types.ts";
@@ -134,7 +134,7 @@ describe("compareSaas", () => {
     ],
     ssh: [{ action: "accept", src: ["alice@"], dst: ["tag:web"], users: ["root"] }],
     // r2's routes: 10.1.0.0/16 and fd00:1::/64 are approved; 10.0.0.0/8 is wider than its approver, and
-    // ::ffff:a00:0/105 (IPv4-mapped, IPv6) lies in 10.0.0.0/9's numbers but is of the other family.
+    // ::ffff:a00:0/105 is 10.0.0.0/9 written IPv4-mapped: an IPv6 route, so not approved by it.
     autoApprovers: { routes: { "192.168.1.0/24": ["group:ops"], "10.0.0.0/9": ["tag:r", "tag:other"], "fd00::/16": ["tag:r"] }, exitNode: ["alice@"] },
     tests: [{ src: "alice@", accept: ["tag:web:22"], deny: ["tag:web:80"] }, { src: "dave@", accept: ["tag:web:22"] }, { src: "bob@", proto: "tcp", accept: ["tag:web:80"] }, { src: "carol@", accept: ["tag:web:22"] }],
     sshTests: [{ src: "alice@", dst: ["tag:web"], accept: ["root"], deny: ["deploy"] }, { src: "bob@", dst: ["tag:nope"], accept: ["root"] }],
@@ -200,5 +200,16 @@ describe("compareSaas", () => {
       { what: "reach", line: "laptop -> fd00:1::/64 via r2", headscale: "any:443", saas: "denied" },
     ]);
     expect({ passing: d.testsPassingBoth, testLines: d.testLines, pairs: d.pairs }).toEqual({ passing: 1, testLines: 7, pairs: 5 });
+  });
+});
+
+describe("module constants, loaded afresh (so that a mutant of them is what the test sees)", () => {
+  it("the tailnet's ranges: no warning for the service's own, one for a tailnet address in hosts", async () => {
+    vi.resetModules();
+    const m = await import("../../core/policy/saas.ts");
+    const f = { policy: policySchema.parse({ hosts: { a: "100.64.0.9", b: "fd7a:115c:a1e0::9", c: "10.0.0.1" } }), autoApprovers: { routes: {}, exitNode: [] }, users: [] };
+    const map = { loginDomain: "x.org", logins: {} };
+    expect(m.saasPolicy(f, map, FILE).diagnostics).toEqual([tailnetHost("a", "100.64.0.9"), tailnetHost("b", "fd7a:115c:a1e0::9")]);
+    expect(m.saasPolicy(f, map, FILE, { v4: "100.64.0.0/10", v6: "fd7a:115c:a1e0::/48" }).diagnostics).toHaveLength(2);
   });
 });

@@ -5,9 +5,16 @@
  * fix that quotes the option's own description. Pure and fast, for Stryker
  * (npm run mutate -- policy-fleet).
  */
-import { describe, expect, it } from "vitest";
+import { beforeEach, describe, expect, it, vi } from "vitest";
 import { zodDiagnostics } from "../../core/merge.ts";
-import { policySchema } from "../../core/policy/index.ts";
+
+// The schema is built when its module loads: each test loads it afresh, so that a mutant of it
+// (Stryker switches them on while the tests run) is what the test sees.
+let policySchema: typeof import("../../core/policy/schema.ts").policySchema;
+beforeEach(async () => {
+  vi.resetModules();
+  ({ policySchema } = await import("../../core/policy/schema.ts"));
+});
 
 /** [path, expected, found, the description the fix ends with]. */
 function refused(raw: unknown): [string, string, string, string][] {

@@ -7,7 +7,7 @@
  * where the evaluator still has to answer without throwing.
  * Pure and fast, for Stryker (npm run mutate -- policy-ssh).
  */
-import { describe, expect, it } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import { runSshTests, type Policy, type PolicyNode } from "../../core/policy/index.ts";
 import { SSH_CASES, SSH_NODES, SSH_USERS } from "./sshtests-cases.ts";
 
@@ -156,5 +156,17 @@ describe("runSshTests on what headscale refuses before its tests run (so does me
     expect(failures({ src: "100.64.0.97", dst: ["tag:ci", "100.64.0.97"], deny: ["root"] }, p, nodes)).toEqual([]);
     // A source that is not a user has no autogroup:self, not even the user-less nodes.
     expect(failures({ src: "100.64.0.1", dst: ["autogroup:self"], deny: ["root"] }, p, nodes)).toEqual(['100.64.0.1/32: dst alias "autogroup:self" resolved to no nodes']);
+  });
+});
+
+describe("module constants, loaded afresh (so that a mutant of them is what the test sees)", () => {
+  it("localpart users: exactly localpart:*@<domain>", async () => {
+    vi.resetModules();
+    const m = await import("../../core/policy/sshtests.ts");
+    for (const name of ["localpart", "no-localpart", "localpart-one-letter-domain"]) {
+      const c = SSH_CASES.find((x) => x.name === name)!;
+      const r = m.runSshTests(SSH_NODES, c.policy, { users: SSH_USERS });
+      expect({ valid: r.allPassed, failures: [...r.failures].sort() }, name).toEqual(c.want);
+    }
   });
 });
