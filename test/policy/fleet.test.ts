@@ -60,11 +60,12 @@ describe("withLiveNodes", () => {
   const node = (name: string): PolicyNode => ({ name, tags: [], ips: [], approvedRoutes: [] });
 
   it("takes a node's given name first, then any of its names, then a name in another case; each live node once", () => {
+    // x comes first: only the case-insensitive step would take it for "a".
     const live = [
+      L("x", ["x", "A"], { ips: ["100.64.1.3"] }),
       L("b", ["b", "a"], { ips: ["100.64.1.1"] }),
       L("a", ["a"], { ips: ["100.64.1.2"] }),
-      L("x", ["x", "A"], { ips: ["100.64.1.3"] }),
-      L("Q", ["Q"], { ips: ["100.64.1.4"] }),
+      L("Q", ["Q", "q-old"], { ips: ["100.64.1.4"] }),
     ];
     const out = withLiveNodes([node("a"), node("second-a"), node("q"), node("z")], new Map([["second-a", "a"]]), live);
     expect(out.map((n) => [n.name, n.ips])).toEqual([
