@@ -23,7 +23,7 @@ import { HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { headscaleBinaryFile } from "./headscale-binary.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
-import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, type SshAccess } from "./shell.ts";
+import { assertNoProblems, connectionIssues, hostConnection, privateKeyInput, withAfter, type SshAccess } from "./shell.ts";
 
 export interface CoordinatorArgs {
   /**
@@ -81,6 +81,13 @@ export interface CoordinatorArgs {
    * @example "/opt/headscale/bin/headscale"
    */
   binaryRemotePath?: string;
+  /**
+   * Resources the coordinator's binary push and generation wait for (Mesh:
+   * every agent host's Prerequisites, once all are declared).
+   * @default []
+   * @example Promise.resolve([prerequisites])
+   */
+  after?: Promise<pulumi.Resource[]>;
   /**
    * Seconds to wait for headscale to answer before the deploy fails.
    * @default 120
@@ -197,7 +204,7 @@ export class Coordinator extends pulumi.ComponentResource {
       const install = new HostFile(
         `${name}-binary`,
         { host: h.name, connection, ...key, localPath: local, sha256: sha, remotePath: args.binaryRemotePath ?? "/usr/local/bin/headscale", mode: "0755" },
-        { parent: this },
+        { parent: this, ...(args.after ? { dependsOn: args.after } : {}) },
       );
       waitFor.push(install);
     }
@@ -207,7 +214,7 @@ export class Coordinator extends pulumi.ComponentResource {
     this.hostAgent = new HostAgent(
       `${name}-${bootstrap ? "bootstrap" : "agent"}`,
       { host: bootstrap ? bootstrapHost(this.generationHost) : this.generationHost, secrets, ssh: args.ssh, once: bootstrap, ...args.agent },
-      { parent: this, dependsOn: [...waitFor] },
+      { parent: this, dependsOn: withAfter(args.after, [...waitFor]) },
     );
     waitFor.push(this.hostAgent.confirmed);
 

@@ -25,6 +25,8 @@ import { validateMeshNodeArgs, type MeshNodeArgs, type NodeBase } from "./node.t
 import { PreAuthKey, validatePreAuthKeyArgs } from "./preAuthKey.ts";
 import { ReverseProxy, type ProxyKind } from "./reverseProxy.ts";
 import { assertNoProblems, hostConnection, privateKeyInput, slug, type SshAccess } from "./shell.ts";
+import { prerequisiteSpec } from "./prerequisites.ts";
+import { Prerequisites } from "../provider/sdk.ts";
 import { SubnetRouter, validateSubnetRouterArgs } from "./subnetRouter.ts";
 
 export interface MeshArgs {
@@ -258,6 +260,31 @@ export class Mesh extends pulumi.ComponentResource {
     const pick = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => r in keys).map((r) => [r, keys[r]]));
     const child = { parent: this };
 
+    // Every agent host's prerequisites (OS, the agent's Node, declared packages, pinned binaries) are
+    // checked, and missing packages installed, before any host's generation switches: a refusal on
+    // one host leaves every host's configuration as it was. An LXC container meshfleet creates gets
+    // its check once the container exists (deployNode); the coordinator cannot wait for those (the
+    // container waits for headscale), the other nodes do. The gate resolves when all are declared.
+    const prereqs: pulumi.Resource[] = [];
+    let openGate!: (rs: pulumi.Resource[]) => void;
+    const gate = new Promise<pulumi.Resource[]>((r) => (openGate = r));
+    const prereqContext = (h: HostSystem) => ({
+      tailscaleVersion: fleet.tailscaleVersion,
+      node: args.agent?.node,
+      coordinator:
+        h.name === coordHost.name && coordHost.runtime === "systemd"
+          ? { headscaleVersion: fleet.coordinator.headscaleVersion, binary: coordinatorCli(coordHost, { binaryPath: args.headscaleBinaryPath }).binary, deployed: !!args.headscaleBinaryPath }
+          : undefined,
+    });
+    const prerequisitesOf = (h: HostSystem, opts: pulumi.CustomResourceOptions = {}) => {
+      const r = new Prerequisites(`${name}-${slug(h.name)}-prerequisites`, { host: h.name, connection: hostConnection(h, args.ssh), ...key, spec: prerequisiteSpec(h, prereqContext(h)) }, { parent: this, ...opts });
+      prereqs.push(r);
+      return r;
+    };
+    const key = privateKeyInput(args.ssh);
+    if (coordHost.agent) prerequisitesOf(coordHost);
+    for (const h of Object.values(fleet.hosts)) if (h.agent && h.name !== coordHost.name && !h.lxc) prerequisitesOf(h);
+
     this.coordinator = new Coordinator(
       `${name}-coordinator`,
       {
@@ -270,12 +297,12 @@ export class Mesh extends pulumi.ComponentResource {
         binaryPath: args.headscaleBinaryPath,
         agent: args.agent,
         joinsMesh: joinsMesh(coordHost),
+        after: Promise.resolve([...prereqs]),
       },
       child,
     );
     const c = this.coordinator;
     const coordConn = hostConnection(coordHost, args.ssh);
-    const key = privateKeyInput(args.ssh);
     const answered: pulumi.ComponentResourceOptions = { parent: this, dependsOn: [c.ready] };
     for (const u of fleet.users) {
       this.users[u] = new HeadscaleUser(`${name}-user-${slug(u)}`, { user: u, cli: c.cli, connection: coordConn, ...key }, answered);
@@ -313,6 +340,7 @@ export class Mesh extends pulumi.ComponentResource {
         coordinator: { cli: c.cli, connection: coordConn },
         routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
         after,
+        prerequisites: { gate, ...(h.lxc && h.name !== coordHost.name ? { add: (o: pulumi.CustomResourceOptions) => prerequisitesOf(h, o) } : {}) },
       };
       const kind = nodeKind(h);
       const n = `${name}-${slug(h.name)}`;
@@ -322,6 +350,7 @@ export class Mesh extends pulumi.ComponentResource {
       const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
       if (coordAgentPart) after = [coordAgentPart.confirmed];
     }
+    openGate([...prereqs]);
 
     // Systemd runtime: the proxy and relay checks follow the host's final generation.
     const coordAgent = this.members[coordHost.name]?.parts.agent ?? c.hostAgent;

@@ -12,7 +12,7 @@ import type { HeadscaleCli } from "./headscaleCli.ts";
 import { HostAgent, type HostAgentArgs } from "./hostAgent.ts";
 import { ProxmoxLxc, validateLxc } from "./proxmoxLxc.ts";
 import { RouteApproval } from "./routeApproval.ts";
-import { assertNoProblems, privateKeyInput, shArgv, type SshAccess } from "./shell.ts";
+import { assertNoProblems, privateKeyInput, shArgv, withAfter, type SshAccess } from "./shell.ts";
 
 export interface MeshNodeArgs {
   /**
@@ -80,6 +80,15 @@ export interface MeshNodeArgs {
    * @example [mesh.members["vps"].parts.agent.confirmed]
    */
   after?: pulumi.Resource[];
+  /**
+   * Every agent host's Prerequisites resource (the gate resolves once all are
+   * declared): the node's generation waits for all of them, so no host
+   * switches while one host's prerequisites are refused. `add` declares this
+   * host's own once its LXC container exists.
+   * @default undefined (no prerequisites check: a node built outside Mesh)
+   * @example { gate }
+   */
+  prerequisites?: { gate: Promise<pulumi.Resource[]>; add?: (opts: pulumi.CustomResourceOptions) => pulumi.Resource };
 }
 
 /** Problems common to every node kind. */
@@ -146,12 +155,14 @@ export function deployNode(parent: pulumi.ComponentResource, name: string, args:
     return { state: pulumi.output("join instructions issued"), joinInstructions: pulumi.secret(text) };
   }
   const lxc = h.lxc ? new ProxmoxLxc(`${name}-lxc`, { host: h as HostSystem & { lxc: LxcSettings }, ssh: args.ssh }, { parent }) : undefined;
+  if (lxc) args.prerequisites?.add?.({ dependsOn: [lxc] });
+  const before = [...(lxc ? [lxc] : []), ...(args.after ?? [])];
   const secrets: Record<string, pulumi.Input<string>> = { ...(args.secrets ?? {}) };
   if (args.preAuthKey !== undefined) secrets[`preauth:${h.name}`] = args.preAuthKey;
   const agent = new HostAgent(
     `${name}-agent`,
     { host: h, secrets, ssh: args.ssh, ...args.agent },
-    { parent, dependsOn: [...(lxc ? [lxc] : []), ...(args.after ?? [])] },
+    { parent, dependsOn: withAfter(args.prerequisites?.gate, before) },
   );
   const t = h.tailscale;
   let routes: RouteApproval | undefined;

@@ -119,3 +119,10 @@ export function connectionIssues(c: SshConnection, where: string): string[] {
 export function slug(s: string): string {
   return s.replace(/[^A-Za-z0-9_.-]+/g, "-");
 }
+
+/** `deps`, after `after` has resolved too (a promise of resources declared later). */
+export function withAfter(after: Promise<pulumi.Resource[]> | undefined, deps: pulumi.Resource[]): pulumi.Input<pulumi.Input<pulumi.Resource>[]> {
+  if (!after) return deps;
+  const all: Promise<pulumi.Input<pulumi.Resource>[]> = after.then((ps) => [...ps, ...deps]);
+  return all;
+}

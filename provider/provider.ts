@@ -11,6 +11,7 @@ import { container } from "./resources/proxmox.ts";
 import { generation } from "./resources/generation.ts";
 import { preAuthKey, ready, routeApproval, user } from "./resources/headscale.ts";
 import { file, serviceCheck } from "./resources/host.ts";
+import { prerequisites } from "./resources/prerequisites.ts";
 import type { AsyncDiffHandler, ResourceHandler } from "./resources/common.ts";
 import { TOKENS, type Token } from "./types.ts";
 import { ProviderError, unwrapSecrets, type DetailedDiffResult } from "./wire.ts";
@@ -21,6 +22,7 @@ export const HANDLERS: Record<Token, ResourceHandler<any, any> | AsyncDiffHandle
   [TOKENS.generation]: generation,
   [TOKENS.file]: file,
   [TOKENS.serviceCheck]: serviceCheck,
+  [TOKENS.prerequisites]: prerequisites,
   [TOKENS.user]: user,
   [TOKENS.preAuthKey]: preAuthKey,
   [TOKENS.routeApproval]: routeApproval,

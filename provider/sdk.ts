@@ -14,6 +14,7 @@ import {
   type FileInputs,
   type GenerationInputs,
   type PreAuthKeyInputs,
+  type PrerequisitesInputs,
   type ReadyInputs,
   type RouteApprovalInputs,
   type ServiceCheckInputs,
@@ -60,6 +61,15 @@ export class ServiceCheck extends pulumi.CustomResource {
 
   constructor(name: string, args: Args<ServiceCheckInputs>, opts?: pulumi.CustomResourceOptions) {
     super(TOKENS.serviceCheck, name, { ...args, states: undefined }, secretOutputs(opts, ["sshPrivateKey"]));
+  }
+}
+
+/** meshfleet:host:Prerequisites — the host's OS, agent runtime and declared packages, missing packages installed. */
+export class Prerequisites extends pulumi.CustomResource {
+  declare readonly installed: pulumi.Output<string[]>;
+
+  constructor(name: string, args: Args<PrerequisitesInputs>, opts?: pulumi.CustomResourceOptions) {
+    super(TOKENS.prerequisites, name, { ...args, installed: undefined }, secretOutputs(opts, ["sshPrivateKey"]));
   }
 }
 

@@ -4,10 +4,13 @@
  * classes components create (sdk.ts). Plain data only.
  */
 
+import type { PrerequisiteSpec } from "./prerequisites.ts";
+
 export const TOKENS = {
   generation: "meshfleet:host:Generation",
   file: "meshfleet:host:File",
   serviceCheck: "meshfleet:host:ServiceCheck",
+  prerequisites: "meshfleet:host:Prerequisites",
   user: "meshfleet:headscale:User",
   preAuthKey: "meshfleet:headscale:PreAuthKey",
   routeApproval: "meshfleet:headscale:RouteApproval",
@@ -159,6 +162,19 @@ export interface ServiceCheckInputs extends Connected {
 export interface ServiceCheckOutputs extends ServiceCheckInputs {
   /** Unit → `systemctl is-active` answer. */
   states: Record<string, string>;
+}
+
+// ---- meshfleet:host:Prerequisites ----
+
+export interface PrerequisitesInputs extends Connected {
+  host: string;
+  /** What the host needs (provider/prerequisites.ts). */
+  spec: PrerequisiteSpec;
+}
+
+export interface PrerequisitesOutputs extends PrerequisitesInputs {
+  /** The packages this resource installed at its last create or update. */
+  installed: string[];
 }
 
 // ---- meshfleet:headscale:* ----

@@ -68,6 +68,23 @@ describe("lab fleet, systemd runtime", () => {
     expect([...rec.before("lab-lxc-tailscale-routes-approval")]).toEqual(expect.arrayContaining(["lab-vps-agent-generation", "lab-lxc-tailscale-agent-generation"]));
   });
 
+  it("checks every agent host's prerequisites before any host's generation (a refusal on one host switches none)", () => {
+    const prereqs = ["vps", "laptop", "lxc-tailscale"].map((h) => `lab-${h}-prerequisites`);
+    for (const p of prereqs) expect(rec.byName(p).type).toBe("meshfleet:host:Prerequisites");
+    for (const g of ["lab-coordinator-bootstrap-generation", "lab-vps-agent-generation", "lab-laptop-agent-generation", "lab-lxc-tailscale-agent-generation"]) {
+      expect([...rec.before(g)]).toEqual(expect.arrayContaining(prereqs));
+    }
+    expect(rec.byName("lab-vps-prerequisites").inputs.spec).toMatchObject({
+      host: "vps",
+      packages: [{ name: "caddy", command: "caddy" }],
+      node: { path: "node", minimumMajor: 18 },
+      binaries: [
+        { what: "tailscale", version: "1.98.10", option: "tailscaleVersion" },
+        { what: "headscale", path: "/opt/meshfleet/tools/headscale@0.29.2/bin/headscale", version: "0.29.2", deployed: false },
+      ],
+    });
+  });
+
   it("checks caddy and derper after the VPS's final generation", () => {
     const proxy = rec.byName("lab-proxy-check");
     expect(proxy.type).toBe("meshfleet:host:ServiceCheck");

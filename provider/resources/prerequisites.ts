@@ -1,0 +1,64 @@
+/**
+ * meshfleet:host:Prerequisites — what a host needs before its generation
+ * (provider/prerequisites.ts). diff probes the host read-only and fails on
+ * what meshfleet cannot install, so a preview refuses it too; create and
+ * update install the missing Debian packages and probe again. Every host's
+ * generation waits for every host's prerequisites (components/mesh.ts), so
+ * a refusal leaves every host's configuration as it was. Deleting it
+ * removes nothing: packages stay installed.
+ */
+import { decide, installScript, parseProbe, probeScript, type PrerequisiteDecision } from "../prerequisites.ts";
+import { log } from "../log.ts";
+import { connectionProblems, session } from "../ssh.ts";
+import type { PrerequisitesInputs, PrerequisitesOutputs } from "../types.ts";
+import { ProviderError, topLevelDiff } from "../wire.ts";
+import { isUnknown, type AsyncDiffHandler, type CheckFailure } from "./common.ts";
+
+function checkConnection(n: PrerequisitesInputs): CheckFailure[] {
+  return isUnknown(n.connection) ? [] : connectionProblems(n.connection).map((reason) => ({ property: "connection", reason }));
+}
+
+async function probe(n: PrerequisitesInputs, why: string): Promise<PrerequisiteDecision> {
+  const r = await session.run(n.connection, probeScript(n.spec), { what: `prerequisites of ${n.host} (${why})`, privateKey: n.sshPrivateKey, quiet: true });
+  if (r.code !== 0) throw new ProviderError(`host ${n.host}: reading its prerequisites failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
+  const d = decide(n.spec, parseProbe(r.stdout));
+  for (const w of d.warnings) log(w);
+  if (d.refusals.length) throw new ProviderError(`${d.refusals.join("\n")}\nNothing was changed on ${n.host}; no host's generation is switched while a host's prerequisites are refused.`);
+  return d;
+}
+
+async function ensure(n: PrerequisitesInputs): Promise<PrerequisitesOutputs> {
+  const d = await probe(n, "before installing");
+  if (d.install.length) {
+    log(`host ${n.host}: installing ${d.install.join(", ")} (apt-get)`);
+    const r = await session.run(n.connection, installScript(d.install), { what: `apt-get install ${d.install.join(" ")} on ${n.host}`, privateKey: n.sshPrivateKey, timeoutMs: 15 * 60_000 });
+    if (r.code !== 0) {
+      throw new ProviderError(
+        `host ${n.host}: apt-get install ${d.install.join(" ")} failed (exit ${r.code}):\n${r.stderr.trim().slice(-1500)}\nFix: make the packages installable on ${n.host} (its apt sources reach a Debian mirror), or install them by hand; no host's generation was switched.`,
+      );
+    }
+    const after = await probe(n, "after installing");
+    if (after.install.length) throw new ProviderError(`host ${n.host}: apt-get reported success but ${after.install.join(", ")} still ${after.install.length === 1 ? "is" : "are"} missing; see /tmp/meshfleet-apt.log on the host`);
+  }
+  return { ...n, installed: d.install };
+}
+
+export const prerequisites: AsyncDiffHandler<PrerequisitesInputs, PrerequisitesOutputs> = {
+  check: (n) => checkConnection(n),
+  async diff(olds, news) {
+    const d = topLevelDiff(olds as never, news as never);
+    if (isUnknown(news.connection) || isUnknown(news.spec)) return d;
+    // Asked every run, read-only: a package removed by hand since, or a refusal, shows in a preview.
+    const live = await probe(news, "diff");
+    if (live.install.length) return { ...d, changes: true, detailedDiff: { ...d.detailedDiff, installed: "update" } };
+    return d;
+  },
+  async create(n) {
+    return { id: n.host, outs: await ensure(n) };
+  },
+  update: (_id, _olds, n) => ensure(n),
+  async read(_id, o) {
+    return o;
+  },
+  async delete() {},
+};
