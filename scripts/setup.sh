@@ -20,7 +20,7 @@ for pair in caddy:caddy nginx:nginx nft:nftables ip:iproute2 debootstrap:deboots
             chromium:chromium openssl:openssl sqlite3:sqlite3 ps:procps \
             prometheus-node-exporter:prometheus-node-exporter flock:util-linux unshare:util-linux \
             sshd:openssh-server ansible-playbook:ansible-core ethtool:ethtool \
-            pg_ctlcluster:postgresql psql:postgresql-client; do
+            pg_ctlcluster:postgresql psql:postgresql-client dpkg-scanpackages:dpkg-dev; do
   command -v "${pair%%:*}" >/dev/null 2>&1 || need+=("${pair#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then

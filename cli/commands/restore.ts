@@ -138,7 +138,7 @@ export function restoreScript(i: RestoreScriptInput): string {
     `move_db() { for x in "" -wal -shm; do if [ -e "$db$x" ]; then mv -f "$db$x" "$1$x" || return 1; fi; done; }`,
     "",
     "# 1. Check the snapshot before anything changes.",
-    `command -v sqlite3 >/dev/null 2>&1 || finish 3 "refused: sqlite3 is not installed on this host, so the snapshot cannot be checked; nothing was changed (apt-get install sqlite3 on it; meshfleet does not install packages)"`,
+    `command -v sqlite3 >/dev/null 2>&1 || finish 3 "refused: sqlite3 is not installed on this host, so the snapshot cannot be checked; nothing was changed (apt-get install sqlite3 on it; with headscale.backup on, meshfleet up installs it)"`,
     `[ -f "$snap" ] || finish 3 "refused: the snapshot $snap is missing; nothing was changed"`,
     // immutable=1: a snapshot in WAL mode opened read-only would leave -wal/-shm files beside it.
     `ro="file:$snap?mode=ro&immutable=1"`,
@@ -198,7 +198,7 @@ export function restorePostgresScript(i: RestorePostgresInput): string {
     `count_nodes() { pg_restore --data-only --table=nodes --file=- "$1" 2>/dev/null | awk '/^COPY /{c=1;next} /^\\\\\\.$/{c=0;next} c{n++} END{print n+0}'; }`,
     "",
     "# 1. Check the snapshot before anything changes.",
-    `for t in pg_restore pg_dump; do command -v $t >/dev/null 2>&1 || finish 3 "refused: $t is not installed on this host; nothing was changed (apt-get install postgresql-client on it; meshfleet does not install packages)"; done`,
+    `for t in pg_restore pg_dump; do command -v $t >/dev/null 2>&1 || finish 3 "refused: $t is not installed on this host; nothing was changed (apt-get install postgresql-client on it; with headscale.backup on, meshfleet up installs it)"; done`,
     `[ -f "$snap" ] || finish 3 "refused: the snapshot $snap is missing; nothing was changed"`,
     `toc=$(pg_restore --list "$snap" 2>&1) || finish 3 "refused: the snapshot is not a readable pg_dump archive ($(echo "$toc" | head -n 1)); nothing was changed"`,
     `echo "$toc" | grep -q ' TABLE DATA [^ ]* nodes ' || finish 3 "refused: the snapshot holds no data of a nodes table, so it is not headscale's database; nothing was changed"`,
@@ -388,7 +388,7 @@ export async function restore(
     const live = { active: s.active || "unknown", nodes: s.active === "active" ? (s.nodes ?? "") : "", size: s.size ?? "missing" };
     if (s.tools) {
       const pkg = d.type === "sqlite" ? "sqlite3" : "postgresql-client";
-      throw new MeshfleetError(`restore: the coordinator ${c.host.name} lacks ${s.tools.replaceAll("missing ", "").split("\n").join(", ")}; nothing was changed. Fix: apt-get install ${pkg} on ${c.host.name} (meshfleet does not install packages; docs/deploy.md lists what the coordinator needs)`);
+      throw new MeshfleetError(`restore: the coordinator ${c.host.name} lacks ${s.tools.replaceAll("missing ", "").split("\n").join(", ")}; nothing was changed. Fix: apt-get install ${pkg} on ${c.host.name} (with headscale.backup on, meshfleet up installs it; docs/deploy.md lists what the coordinator needs)`);
     }
     for (const l of restorePlan(c, snap, live, stamp, o.waitSeconds)) o.say(l);
     if (!o.yes) {

@@ -25,8 +25,11 @@ export interface DebSet {
 /** test/lab/acme-lab.test.ts: Debian's nginx and certbot for the VPS. */
 export const ACME_DEBS: DebSet = { name: "debs-bookworm-acme", packages: ["nginx", "certbot"] };
 
+/** test/cli/fleet-lab.test.ts: sqlite3 (the backup's), installed by the deploy's prerequisites from a local apt source. */
+export const PREREQ_DEBS: DebSet = { name: "debs-bookworm-prereq", packages: ["sqlite3"] };
+
 /** Every set setup fetches. */
-export const DEB_SETS: readonly DebSet[] = [ACME_DEBS];
+export const DEB_SETS: readonly DebSet[] = [ACME_DEBS, PREREQ_DEBS];
 
 const STAMP = ".meshfleet-debs.json";
 

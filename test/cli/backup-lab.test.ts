@@ -21,8 +21,10 @@
  *   - a second restore whose connection is cut while the CLI waits for the
  *     outcome: the restore finishes by itself and the CLI reads the outcome
  *     over a new connection.
- * The lab's Debian has no sqlite3 (the agent does not install packages), so
- * this machine's sqlite3 (the same Debian release) is copied to the VPS first.
+ * The lab's Debian has no sqlite3 and the lab has no mirror for the deploy's
+ * apt-get (fleet-lab proves that install from a local source), so this
+ * machine's sqlite3 (the same Debian release) is copied to the VPS first; the
+ * deploy's prerequisites check finds it on PATH.
  */
 import { execa } from "execa";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";

@@ -217,7 +217,7 @@ describe("the restore script's refusals, run with sh (nothing stopped, nothing m
     writeFileSync(snap, "x");
     expect(run(snap, { PATH: "/nonexistent" })).toEqual({
       code: RESTORE_EXIT.refused,
-      outcome: "refused: sqlite3 is not installed on this host, so the snapshot cannot be checked; nothing was changed (apt-get install sqlite3 on it; meshfleet does not install packages)",
+      outcome: "refused: sqlite3 is not installed on this host, so the snapshot cannot be checked; nothing was changed (apt-get install sqlite3 on it; with headscale.backup on, meshfleet up installs it)",
       touched: false,
       live: "live database bytes",
     });

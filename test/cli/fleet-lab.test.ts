@@ -12,7 +12,12 @@
  *     down, a route not approved, UDP GRO forwarding off), and the fix the
  *     finding names makes it pass again;
  *   - rollback from the workstation: status then shows the older generation,
- *     confirmed, no drift; `preview --refresh` shows the host would change.
+ *     confirmed, no drift; `preview --refresh` shows the host would change;
+ *   - prerequisites (issue 14 item 2): a package a module declares (sqlite3,
+ *     for the backup) that the VPS lacks is installed by the deploy with
+ *     apt-get from the host's apt sources (a local file: source here, the
+ *     lab has no mirror); a host that is not Debian is refused and no host's
+ *     generation changes.
  */
 import { execa } from "execa";
 import { join } from "node:path";
@@ -29,6 +34,9 @@ import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "../lab/ci-gate.ts";
 import { labMissing, labOn, writeLabFleet } from "../lab/harness.ts";
+import { execFileSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+import { ensureDebs, PREREQ_DEBS } from "../../lab/hosts/debs.ts";
 
 const INSTANCE = 5;
 const p = e2ePaths(INSTANCE);
@@ -224,6 +232,42 @@ describe.skipIf(skipUnlessCi(labMissing()))(`status, doctor and rollback on lab 
     } finally {
       // Back to what it ran.
       await rollback({ ...a, selected: [a.fleet.hosts.laptop!] }, { to: cur.generation, confirmTimeoutSeconds: 60, dryRun: false, say: () => {} });
+    }
+  });
+
+  it("prerequisites: a declared package the VPS lacks is installed by apt-get; a non-Debian host is refused and no host switches", async () => {
+    const env = labPulumiEnv(INSTANCE);
+    const up = () => runDeploy({ verb: "up", stack: STACK, configFile: p.stackConfig, env });
+    // A local apt source on the VPS holding sqlite3 (fetched once by setup; the lab has no mirror), and no sqlite3 yet.
+    const { dir, files } = await ensureDebs(PREREQ_DEBS, { allowFetch: false });
+    const packages = execFileSync("dpkg-scanpackages", ["--multiversion", "."], { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
+    await on("vps", "dpkg -r sqlite3 >/dev/null 2>&1; rm -f /usr/local/bin/sqlite3; mkdir -p /srv/meshfleet-lab-apt && ! command -v sqlite3");
+    for (const f of files) await on("vps", `base64 -d > /srv/meshfleet-lab-apt/${f.split("/").pop()}`, { input: readFileSync(f).toString("base64") });
+    await on("vps", "cat > /srv/meshfleet-lab-apt/Packages && echo 'deb [trusted=yes] file:/srv/meshfleet-lab-apt ./' > /etc/apt/sources.list.d/meshfleet-lab.list", { input: packages });
+    const backup = (f: string, text: string) => (f === "vps.yaml" ? text.replace(/^headscale:\n/m, "headscale:\n  backup:\n    enable: true\n    keep: 2\n") : text);
+    const status = async (h: string) => JSON.parse(await on(h, "node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json")) as { generation: number; hash: string };
+    try {
+      writeLabFleet(INSTANCE, { edit: backup });
+      const r = await up();
+      expect(r.ok, r.errors.join("; ")).toBe(true);
+      expect(r.resources.filter((x) => x.host === "vps" && x.type === "meshfleet:host:Prerequisites").map((x) => x.op)).toEqual(["update"]);
+      expect((await on("vps", "dpkg-query -W -f='${Status} ${Version}' sqlite3")).trim()).toMatch(/^install ok installed 3\./);
+      expect((await on("vps", "systemctl list-unit-files headscale-backup.timer --no-legend")).trim()).toMatch(/^headscale-backup\.timer/);
+
+      // The laptop claims to be another OS; the fleet changes the laptop and the VPS. Nothing switches.
+      await on("laptop", "mv /etc/os-release /root/os-release.meshfleet-keep && printf 'ID=alpine\\nVERSION_ID=3.20\\n' > /etc/os-release");
+      const before = { vps: await status("vps"), laptop: await status("laptop") };
+      writeLabFleet(INSTANCE, { edit: (f, text) => backup(f, text) + (f === "laptop.yaml" || f === "vps.yaml" ? `kernel:\n  sysctl:\n    net.core.somaxconn: "${5000 + (Date.now() % 1000)}"\n` : "") });
+      const refused = await up();
+      expect(refused.ok).toBe(false);
+      expect(refused.errors.join("\n")).toMatch(/host laptop: expected a Debian-family system with apt-get .*found alpine 3\.20/);
+      expect({ vps: await status("vps"), laptop: await status("laptop") }).toEqual(before);
+    } finally {
+      await on("laptop", "test ! -e /root/os-release.meshfleet-keep || { rm -f /etc/os-release && mv /root/os-release.meshfleet-keep /etc/os-release; }");
+      await on("vps", "rm -f /etc/apt/sources.list.d/meshfleet-lab.list");
+      writeInstanceFleet();
+      const back = await up();
+      expect(back.ok, back.errors.join("; ")).toBe(true);
     }
   });
 });
