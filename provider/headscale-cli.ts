@@ -159,12 +159,14 @@ function errorOf(v: unknown): string | undefined {
 /** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
 export function readyScript(cli: HeadscaleCli, host: string, timeoutSeconds: number): string {
   const probe = headscaleCommand(cli, usersListArgs());
-  const tries = Math.max(1, Math.ceil(timeoutSeconds / 2));
+  // By the clock: against a headscale that is down each probe itself takes about 5 s, so counting
+  // tries of 2 s ran three times longer than the timeout said.
   return [
-    `i=0`,
-    `while [ "$i" -lt ${tries} ]; do`,
+    `end=$(( $(date +%s) + ${Math.max(1, Math.ceil(timeoutSeconds))} ))`,
+    `while :; do`,
     `  if ${probe} >/dev/null 2>&1; then echo ready; exit 0; fi`,
-    `  i=$((i + 1)); sleep 2`,
+    `  [ "$(date +%s)" -lt "$end" ] || break`,
+    `  sleep 2`,
     `done`,
     `echo ${shq(`meshfleet: headscale on ${host} did not answer within ${timeoutSeconds}s; check its log (journalctl -u headscale or docker logs headscale)`)} >&2`,
     `exit 1`,
