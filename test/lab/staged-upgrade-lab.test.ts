@@ -1,0 +1,141 @@
+/**
+ * Issue 18 item 3 on the real lab: an upgrade across a minor release, the
+ * stage headscale's known-good path takes (0.28.0 -> 0.29.2), through
+ * `meshfleet up` with its backup and health check (MESHFLEET_LAB_E2E=1, root,
+ * headscale 0.28.0 built as the tool headscale-0.28; in CI a missing
+ * prerequisite fails, never skips). Lab instance 3 (coordinator-life-lab's:
+ * the files run one at a time, and each boots it fresh and removes it), with
+ * the coordinator running the binary meshfleet installs.
+ *
+ *   - `lab up` deploys hosts/lab at 0.28.0: the config and policy rendered for
+ *     0.28 (no `tests` in the policy file, the 0.28 keys), headscale 0.28.0
+ *     serving the three nodes;
+ *   - a jump past the next minor is refused with the staged path (0.27.1 ->
+ *     0.29.2 is checked in test/cli/headscale-upgrade.test.ts; here: the
+ *     fleet pins 0.29.2 while the host runs 0.28.0, one stage, allowed);
+ *   - `meshfleet up` with 0.29.2: backup, the new binary, the health check,
+ *     headscale migrates the 0.28 database; every node keeps its IPs and
+ *     approved routes, the laptop reaches the nas, and the next `up` is clean.
+ */
+import { execa } from "execa";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { labDown } from "../../lab/e2e/down.ts";
+import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
+import { waitTailnetRoute } from "../../lab/e2e/ping.ts";
+import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { labUp } from "../../lab/e2e/up.ts";
+import { loadVersions } from "../../lab/tools/versions.ts";
+import { toolStatus } from "../../lab/tools/status.ts";
+import { skipUnlessCi } from "./ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "./harness.ts";
+
+const INSTANCE = 3;
+const p = e2ePaths(INSTANCE);
+const HS = "/usr/local/bin/headscale -c /etc/headscale/config.yaml";
+const NAS = "192.168.8.10";
+const bin = (name: string) => {
+  const t = loadVersions().tools.find((x) => x.name === name);
+  return t ? toolStatus(t).binaries[0]?.path ?? null : null;
+};
+const NEW = bin("headscale");
+const OLD = bin("headscale-0.28");
+const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/headscale$/m;
+
+function writeFleet(version: string, binaryPath: string): void {
+  writeLabFleet(INSTANCE, {
+    edit: (f, text) => {
+      if (f === "vps.yaml") {
+        expect(text).toMatch(PACKAGE);
+        return text.replace(PACKAGE, "  package: /usr/local/bin/headscale");
+      }
+      return f === "fleet.yaml" ? text.replace(/^  headscaleVersion: [\d.]+$/m, `  headscaleVersion: ${version}`) : text;
+    },
+    config: { "meshfleet:headscaleBinaryPath": binaryPath },
+  });
+}
+
+const on = labOn(INSTANCE);
+interface NodeRow {
+  given_name: string;
+  ip_addresses: string[];
+  approved_routes?: string[];
+  online?: boolean;
+}
+const nodes = async () => (JSON.parse((await on("vps", `${HS} nodes list -o json`)) || "null") ?? []) as NodeRow[];
+const registration = (ns: NodeRow[]) => ns.map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
+const running = async () => (await on("vps", "/usr/local/bin/headscale version | head -n 1")).trim();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.2 and 0.28.0 (headscale-0.28) must be built: run `meshfleet tools build`")))(
+  `a staged upgrade across a minor release on lab instance ${INSTANCE}: headscale 0.28.0 -> 0.29.2`,
+  () => {
+    const work = mkdtempSync(join(tmpdir(), "mf-staged-lab-"));
+    let broughtUp = false;
+    const times: Record<string, number> = {};
+    const up = async (...extra: string[]) => {
+      const t0 = Date.now();
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", ...extra], {
+        cwd: REPO,
+        reject: false,
+        env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: join(work, "state") },
+        timeout: 900_000,
+      });
+      return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
+    };
+
+    beforeAll(async () => {
+      await labDown({ instance: INSTANCE, log: () => {} }).catch(() => undefined);
+      writeFleet("0.28.0", OLD!);
+      const t0 = Date.now();
+      const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true });
+      broughtUp = true;
+      if (!r.ok) throw new Error(`lab up --instance ${INSTANCE} at headscale 0.28.0: ${r.error}`);
+      times.labUpAt028Ms = Date.now() - t0;
+    }, 1_800_000);
+
+    afterAll(async () => {
+      console.log(`staged upgrade on lab ${INSTANCE}: ${JSON.stringify(times)}`);
+      if (broughtUp) await labDown({ instance: INSTANCE, log: () => {} });
+      rmSync(work, { recursive: true, force: true });
+    }, 600_000);
+
+    it("the lab runs headscale 0.28.0 with the policy rendered for it (no tests in the file), every node registered", async () => {
+      expect(await running()).toBe("headscale version v0.28.0");
+      const policy = await on("vps", "cat /etc/headscale/policy.hujson");
+      expect(policy).not.toMatch(/"tests"\s*:/);
+      expect(policy).toMatch(/"acls"\s*:/);
+      const ns = await nodes();
+      expect(ns.map((n) => n.given_name).sort()).toEqual(["laptop", "lxc-tailscale", "vps"]);
+      expect(ns.find((n) => n.given_name === "lxc-tailscale")!.approved_routes).toContain("192.168.8.0/24");
+    });
+
+    it("`meshfleet up` at 0.29.2 upgrades across the minor release with a backup and the health check; nodes, IPs and routes kept", async () => {
+      const before = await nodes();
+      writeFleet("0.29.2", NEW!);
+      const r = await up();
+      expect(r.code, r.out.slice(-3000)).toBe(0);
+      expect(r.out).toMatch(/vps: headscale 0\.28\.0 -> 0\.29\.2: backup, new binary, health check, rollback if it fails/);
+      expect(r.out).toMatch(/headscale: upgraded: headscale 0\.28\.0 -> 0\.29\.2, \d+ node\(s\)/);
+      times.upgradeUpMs = r.ms;
+      expect(await running()).toBe("headscale version v0.29.2");
+      // The copy of the 0.28 database taken before the swap is kept beside it.
+      expect((await on("vps", "ls /var/lib/headscale")).split("\n").filter((f) => f.startsWith("db.sqlite.before-upgrade-")).length).toBeGreaterThanOrEqual(1);
+      expect(registration(await nodes())).toEqual(registration(before));
+      // The 0.29 policy file carries the tests again (rendered for the new release by the same up).
+      expect(await on("vps", "cat /etc/headscale/policy.hujson")).toMatch(/"tests"\s*:/);
+      let back = await nodes();
+      for (let i = 0; i < 30 && !back.every((n) => n.online); i++) {
+        await sleep(1000);
+        back = await nodes();
+      }
+      expect(back.filter((n) => !n.online).map((n) => n.given_name)).toEqual([]);
+      await waitTailnetRoute(INSTANCE, "laptop", NAS);
+      await on("laptop", `nc -z -w 5 ${NAS} 22`);
+      const again = await up("--expect-no-changes");
+      expect(again.code, again.out.slice(-2000)).toBe(0);
+    }, 900_000);
+  },
+);
