@@ -106,6 +106,13 @@ export interface UpgradeScriptInput {
   binary: string;
   staged: string;
   config: string;
+  /**
+   * The config rendered for the new release, staged on the host, or null. It
+   * replaces `config` together with the binary when it differs (a release that
+   * refuses the old release's keys, e.g. 0.29 and 0.28's oidc.expiry), and the
+   * old one comes back with the rollback.
+   */
+  newConfig?: string | null;
   /** The SQLite database, or null (Postgres: no database copy, the binary still rolls back). */
   db: string | null;
   /** The backup to take first (headscale.backup on: `systemctl start headscale-backup.service`), or null. */
@@ -135,6 +142,8 @@ export function upgradeScript(i: UpgradeScriptInput): string {
         ["from", i.from],
         ["to", i.to],
         ["db", i.db ?? ""],
+        ["cfg", i.config],
+        ["newcfg", i.newConfig ?? ""],
       ],
       waitSeconds: i.waitSeconds,
       log: i.log,
@@ -188,23 +197,31 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `say "backup took $(($(ms) - t_b)) ms"`,
     `t_u=$(ms)`,
     "",
-    "# 2. The new binary in place; the old one kept.",
+    "# 2. The new binary in place; the old one kept. The config rendered for the new release, when it differs; the old one kept.",
+    `kept_cfg=""`,
+    `if [ -n "$newcfg" ] && ! cmp -s "$newcfg" "$cfg"; then`,
+    `  kept_cfg="$cfg.before-upgrade-$stamp"`,
+    `  cp -p "$cfg" "$kept_cfg" || refuse "refused: could not keep the config as $kept_cfg; nothing else was changed"`,
+    `fi`,
     `old="$bin.before-upgrade-$stamp"`,
     `cp -p "$bin" "$old" || refuse "refused: could not keep the old binary as $old; nothing else was changed"`,
     `mv -f "$new" "$bin" || refuse "refused: could not put the new binary in place; nothing else was changed"`,
+    // Written over the file (cat, not mv): its owner and mode stay the ones headscale reads it with.
+    `new_cfg() { [ -z "$kept_cfg" ] && return 0; cat "$newcfg" > "$cfg" && say "config rendered for $to in place ($cfg; the old one kept as $kept_cfg)"; }`,
     "",
     "# 3. Start and check.",
-    `if start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}"; fi`,
+    `if new_cfg && start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"; fi`,
     "",
     "# 4. The rollback: the old binary and the database copy.",
     `say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"`,
     `t_r=$(ms)`,
     `journalctl -u headscale.service -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/upgrade:   /'`,
     // Each step checked: a rollback that cannot finish stops and says what is where.
-    `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}"`,
+    `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"`,
     `stop_hs || finish 5 "rollback failed: headscale $to did not come up healthy and did not stop for the rollback; nothing was put back: headscale $to is at $bin with its database $db; $left. Fix: systemctl stop headscale, then put them back by hand"`,
     `mv -f "$bin" "$bin.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the new binary $bin aside (headscale is stopped); $left. Fix: cp -p $old $bin, then systemctl start headscale"`,
     `cp -p "$old" "$bin" || finish 5 "rollback failed: could not copy the old binary back to $bin (a full disk?); headscale is stopped, the new binary is $bin.failed-upgrade-$stamp; $left. Fix: free space, cp -p $old $bin, then systemctl start headscale"`,
+    `if [ -n "$kept_cfg" ]; then cat "$kept_cfg" > "$cfg" || finish 5 "rollback failed: could not put the config back from $kept_cfg (headscale is stopped, the old binary is back at $bin); $left. Fix: cp $kept_cfg $cfg, then systemctl start headscale"; fi`,
     `if [ -n "$kept_db" ]; then`,
     // The database headscale $to used moves aside by rename (no copy to fail halfway); the kept copy goes in under a temp name, then by rename.
     `  move_db "$db" "$db.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the database $db aside (headscale is stopped, the old binary is back at $bin); $left. Fix: put $kept_db (with its -wal/-shm) in place of $db, then systemctl start headscale"`,
@@ -330,10 +347,13 @@ export async function headscaleUpgradeStep(o: {
     const stamp = utcStamp();
     const stage = `${UPGRADE_STAGE}/${stamp}`;
     const staged = `${path.dirname(c.binary)}/.headscale-upgrade-${stamp}`;
+    // The config the deploy renders for the new release goes in with the binary (the script swaps it only when it differs).
+    const newConfig = a.fleet.hosts[c.host.name]?.files.find((f) => f.path === c.config)?.content ?? null;
     const script = upgradeScript({
       binary: c.binary,
       staged,
       config: c.config,
+      newConfig: newConfig === null ? null : `${stage}/config.yaml`,
       db: c.database.type === "sqlite" ? c.database.path : null,
       backup: c.backupDir !== null ? "systemctl start headscale-backup.service" : null,
       isActive: "systemctl is-active --quiet headscale.service",
@@ -347,7 +367,7 @@ export async function headscaleUpgradeStep(o: {
     });
     const bytes = readFileSync(local);
     const up = await session
-      .run(conn, ["set -eu", "umask 077", `mkdir -p ${shq(UPGRADE_STAGE)} && chmod 0700 ${shq(UPGRADE_STAGE)}`, `mkdir ${shq(stage)}`, `cat > ${shq(staged)}`, `printf '%s' ${shq(script)} > ${shq(`${stage}/upgrade.sh`)}`, `sha256sum < ${shq(staged)} | cut -d' ' -f1`].join("\n"), {
+      .run(conn, ["set -eu", "umask 077", `mkdir -p ${shq(UPGRADE_STAGE)} && chmod 0700 ${shq(UPGRADE_STAGE)}`, `mkdir ${shq(stage)}`, `cat > ${shq(staged)}`, `printf '%s' ${shq(script)} > ${shq(`${stage}/upgrade.sh`)}`, ...(newConfig === null ? [] : [`printf '%s' ${shq(newConfig)} > ${shq(`${stage}/config.yaml`)}`]), `sha256sum < ${shq(staged)} | cut -d' ' -f1`].join("\n"), {
         what: "upgrade: upload the new binary",
         stdin: bytes,
         timeoutMs: 600_000,

@@ -378,3 +378,76 @@ describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1
     expect(nodes()).toEqual(before);
   }, 60_000);
 });
+
+const v028 = loadVersions().tools.find((t) => t.name === "headscale-0.28");
+const v028Bin = v028 ? toolStatus(v028).binaries[0]?.path ?? null : null;
+
+describe.skipIf(skipUnlessCi(rt.missing("headscale") || (!v028Bin && "headscale 0.28.0 (headscale-0.28) is not built: run `meshfleet tools build --only headscale-0.28`")))(
+  "the guarded upgrade across a minor release brings the config rendered for the new one (real headscale 0.28.0 -> 0.29.2 on loopback)",
+  () => {
+    let t: { dir: string; cleanup: () => void };
+    let cfg = "";
+    let bin = "";
+    let db = "";
+    let start = "";
+    let stop = "";
+    let isActive = "";
+    let rendered = "";
+    const sh = (script: string, timeout = 60_000) => spawnSync("sh", ["-c", script], { encoding: "utf8", timeout });
+    const run = async (staged: string, stamp: string, newConfig: string | null) => {
+      const log = path.join(t.dir, `upgrade-${stamp}.log`);
+      const file = path.join(t.dir, `upgrade-${stamp}.sh`);
+      writeFileSync(file, upgradeScript({ binary: bin, staged, config: cfg, newConfig, db, backup: null, isActive, from: "0.28.0", to: "0.29.2", stamp, waitSeconds: 10, log, stop, start }), { mode: 0o700 });
+      const code = await promisify(execFile)("sh", [file], { timeout: 180_000 }).then(() => 0, (e: { code?: number }) => e.code ?? -1);
+      const text = existsSync(log) ? readFileSync(log, "utf8") : "";
+      return { code, log: text, outcome: sections(text).result?.split("\n")[0] };
+    };
+
+    beforeAll(async () => {
+      t = rt.tempDir("mf-upgrade-028");
+      const ctx: ModuleContext = makeCtx("vps", { vps: { address: "203.0.113.10", runtime: "systemd", options: { headscale: { enable: true } } } });
+      const c: Contribution = headscaleModule.config(headscaleModule.options.parse(ctx.self.config.headscale), ctx);
+      rendered = c.files!.find((f) => f.path.endsWith("/config.yaml"))!.content;
+      ({ cfg } = await rt.loopbackHeadscale(t.dir, rendered, NOISE));
+      rendered = readFileSync(cfg, "utf8");
+      // On the host before the upgrade: a key 0.28 reads and 0.29 refuses at start (REFERENCE: legacy keys are fatal).
+      writeFileSync(cfg, `${rendered}\nrandomize_client_port: false\n`);
+      db = path.join(t.dir, "lib", "db.sqlite");
+      bin = path.join(t.dir, "headscale");
+      copyFileSync(v028Bin!, bin);
+      sh(`chmod 0755 ${bin}`);
+      const pid = path.join(t.dir, "hs.pid");
+      start = `${bin} serve -c ${cfg} >>${path.join(t.dir, "hs.log")} 2>&1 & echo $! > ${pid}`;
+      stop = `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`;
+      isActive = `[ -f ${pid} ] && kill -0 "$(cat ${pid})" 2>/dev/null`;
+      expect(sh(start).status).toBe(0);
+      const ok = sh(`i=0; while [ $i -lt 150 ]; do ${bin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`);
+      expect(ok.status, readFileSync(path.join(t.dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+    }, 120_000);
+
+    afterAll(() => {
+      if (stop) sh(stop);
+      t?.cleanup();
+    });
+
+    it("without the new config 0.29.2 refuses the old one and the upgrade rolls back; with it, the upgrade goes through and the old config is kept", async () => {
+      const staged1 = path.join(t.dir, ".staged-1");
+      copyFileSync(rt.toolPath("headscale")!, staged1);
+      const r1 = await run(staged1, "C1", null);
+      expect(r1.code, r1.log).toBe(UPGRADE_EXIT.rolledBack);
+      expect(readFileSync(cfg, "utf8")).toContain("randomize_client_port: false");
+
+      const staged2 = path.join(t.dir, ".staged-2");
+      copyFileSync(rt.toolPath("headscale")!, staged2);
+      const next = path.join(t.dir, "config-0.29.yaml");
+      writeFileSync(next, rendered);
+      const r2 = await run(staged2, "C2", next);
+      expect(r2.code, r2.log).toBe(UPGRADE_EXIT.upgraded);
+      expect(r2.outcome).toBe(`upgraded: headscale 0.28.0 -> 0.29.2, 0 node(s); the old binary is kept as ${bin}.before-upgrade-C2 and the database as ${db}.before-upgrade-C2, the config as ${cfg}.before-upgrade-C2`);
+      expect(r2.log).toContain(`config rendered for 0.29.2 in place (${cfg}; the old one kept as ${cfg}.before-upgrade-C2)`);
+      expect(readFileSync(cfg, "utf8")).toBe(rendered);
+      expect(readFileSync(`${cfg}.before-upgrade-C2`, "utf8")).toContain("randomize_client_port: false");
+      expect(sha(bin)).toBe(sha(rt.toolPath("headscale")!));
+    }, 300_000);
+  },
+);
