@@ -159,14 +159,17 @@ function errorOf(v: unknown): string | undefined {
 /** A shell loop that returns once the headscale CLI reaches the server (gRPC on its unix socket). */
 export function readyScript(cli: HeadscaleCli, host: string, timeoutSeconds: number): string {
   const probe = headscaleCommand(cli, usersListArgs());
-  // By the clock: against a headscale that is down each probe itself takes about 5 s, so counting
-  // tries of 2 s ran three times longer than the timeout said.
+  // By the clock (ms): against a headscale that is down each probe itself takes about 5 s, so counting
+  // tries of 2 s ran three times longer than the timeout said. The last pause is cut to what is left,
+  // so the wait ends at most one probe after the deadline.
   return [
-    `end=$(( $(date +%s) + ${Math.max(1, Math.ceil(timeoutSeconds))} ))`,
+    `now_ms() { echo $(( $(date +%s%N) / 1000000 )); }`,
+    `end=$(( $(now_ms) + ${Math.max(1, Math.ceil(timeoutSeconds)) * 1000} ))`,
     `while :; do`,
     `  if ${probe} >/dev/null 2>&1; then echo ready; exit 0; fi`,
-    `  [ "$(date +%s)" -lt "$end" ] || break`,
-    `  sleep 2`,
+    `  left=$(( end - $(now_ms) ))`,
+    `  [ "$left" -gt 0 ] || break`,
+    `  if [ "$left" -gt 2000 ]; then sleep 2; else sleep "$(( left / 1000 )).$(( left % 1000 / 100 ))"; fi`,
     `done`,
     `echo ${shq(`meshfleet: headscale on ${host} did not answer within ${timeoutSeconds}s; check its log (journalctl -u headscale or docker logs headscale)`)} >&2`,
     `exit 1`,
