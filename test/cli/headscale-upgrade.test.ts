@@ -279,6 +279,20 @@ const prevBin = prev ? toolStatus(prev).binaries[0]?.path ?? null : null;
 const skip = skipUnlessCi(rt.missing("headscale") || (!prevBin && "headscale 0.29.1 (headscale-previous) is not built: run `meshfleet tools build --only headscale-previous`"));
 const sha = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex");
 
+/** `bin` serving `cfg` in the background on loopback, as the upgrade script's start/stop/isActive commands; started and healthy. */
+function serveOnLoopback(dir: string, bin: string, cfg: string): { start: string; stop: string; isActive: string } {
+  const pid = path.join(dir, "hs.pid");
+  const s = {
+    start: `${bin} serve -c ${cfg} >>${path.join(dir, "hs.log")} 2>&1 & echo $! > ${pid}`,
+    stop: `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`,
+    isActive: `[ -f ${pid} ] && kill -0 "$(cat ${pid})" 2>/dev/null`,
+  };
+  expect(spawnSync("sh", ["-c", s.start]).status).toBe(0);
+  const ok = spawnSync("sh", ["-c", `i=0; while [ $i -lt 150 ]; do ${bin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`], { encoding: "utf8", timeout: 60_000 });
+  expect(ok.status, readFileSync(path.join(dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+  return s;
+}
+
 describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1 and 0.29.2 on loopback", () => {
   let t: { dir: string; cleanup: () => void };
   let cfg = "";
@@ -315,13 +329,7 @@ describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1
     bin = path.join(t.dir, "headscale");
     copyFileSync(prevBin!, bin);
     sh(`chmod 0755 ${bin}`);
-    const pid = path.join(t.dir, "hs.pid");
-    start = `${bin} serve -c ${cfg} >>${path.join(t.dir, "hs.log")} 2>&1 & echo $! > ${pid}`;
-    stop = `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`;
-    isActive = `[ -f ${pid} ] && kill -0 "$(cat ${pid})" 2>/dev/null`;
-    expect(sh(start).status).toBe(0);
-    const ok = sh(`i=0; while [ $i -lt 150 ]; do ${bin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`);
-    expect(ok.status, readFileSync(path.join(t.dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+    ({ start, stop, isActive } = serveOnLoopback(t.dir, bin, cfg));
     hs("users", "create", "alice");
     for (const name of ["laptop", "nas", "phone"]) {
       const id = `hskey-authreq-${name}${"x".repeat(24 - name.length)}`;
@@ -416,13 +424,7 @@ describe.skipIf(skipUnlessCi(rt.missing("headscale") || (!v028Bin && "headscale 
       bin = path.join(t.dir, "headscale");
       copyFileSync(v028Bin!, bin);
       sh(`chmod 0755 ${bin}`);
-      const pid = path.join(t.dir, "hs.pid");
-      start = `${bin} serve -c ${cfg} >>${path.join(t.dir, "hs.log")} 2>&1 & echo $! > ${pid}`;
-      stop = `if [ -f ${pid} ]; then kill "$(cat ${pid})" 2>/dev/null; while kill -0 "$(cat ${pid})" 2>/dev/null; do sleep 0.1; done; rm -f ${pid}; fi`;
-      isActive = `[ -f ${pid} ] && kill -0 "$(cat ${pid})" 2>/dev/null`;
-      expect(sh(start).status).toBe(0);
-      const ok = sh(`i=0; while [ $i -lt 150 ]; do ${bin} -c ${cfg} health >/dev/null 2>&1 && exit 0; i=$((i+1)); sleep 0.2; done; exit 1`);
-      expect(ok.status, readFileSync(path.join(t.dir, "hs.log"), "utf8").slice(-2000)).toBe(0);
+      ({ start, stop, isActive } = serveOnLoopback(t.dir, bin, cfg));
     }, 120_000);
 
     afterAll(() => {

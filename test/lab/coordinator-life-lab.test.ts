@@ -34,10 +34,8 @@ import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../../lab/e2e/ping.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
-import { loadVersions } from "../../lab/tools/versions.ts";
-import { toolStatus } from "../../lab/tools/status.ts";
 import { skipUnlessCi } from "./ci-gate.ts";
-import { labMissing, labOn, writeLabFleet } from "./harness.ts";
+import { headscaleNodes, labMissing, labOn, registration, toolBinary, writeCoordinatorFleet } from "./harness.ts";
 
 const INSTANCE = 3;
 const p = e2ePaths(INSTANCE);
@@ -45,41 +43,13 @@ const HOSTS = join(p.dir, `hosts-lab${INSTANCE}`);
 const HS = "/usr/local/bin/headscale -c /etc/headscale/config.yaml";
 const TS = "/opt/meshfleet/tools/tailscale@1.98.10/bin/tailscale --socket=/run/tailscale/tailscaled.sock";
 const NAS = "192.168.8.10";
-const bin = (name: string) => {
-  const t = loadVersions().tools.find((x) => x.name === name);
-  return t ? toolStatus(t).binaries[0]?.path ?? null : null;
-};
-const NEW = bin("headscale");
-const OLD = bin("headscale-previous");
-
-const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/headscale$/m;
-
-/** hosts/lab with instance 3's addresses, headscale from /usr/local/bin (installed by meshfleet), at `version`. */
-function writeFleet(version: string, binaryPath: string): void {
-  writeLabFleet(INSTANCE, {
-    edit: (f, text) => {
-      if (f === "vps.yaml") {
-        expect(text).toMatch(PACKAGE);
-        return text.replace(PACKAGE, "  package: /usr/local/bin/headscale");
-      }
-      return f === "fleet.yaml" ? text.replace(/^  headscaleVersion: [\d.]+$/m, `  headscaleVersion: ${version}`) : text;
-    },
-    config: { "meshfleet:headscaleBinaryPath": binaryPath },
-  });
-}
+const NEW = toolBinary("headscale");
+const OLD = toolBinary("headscale-previous");
+const writeFleet = (version: string, binaryPath: string) => writeCoordinatorFleet(INSTANCE, version, binaryPath);
 
 const on = labOn(INSTANCE);
 
-interface NodeRow {
-  id: number | string;
-  given_name: string;
-  ip_addresses: string[];
-  approved_routes?: string[];
-  online?: boolean;
-  expiry?: { seconds?: number | string };
-}
-const nodes = async () => (JSON.parse((await on("vps", `${HS} nodes list -o json`)) || "null") ?? []) as NodeRow[];
-const registration = (ns: NodeRow[]) => ns.map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
+const nodes = () => headscaleNodes(INSTANCE);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running = async () => (await on("vps", "/usr/local/bin/headscale version | head -n 1")).trim();
 

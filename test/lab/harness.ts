@@ -12,6 +12,8 @@ import { e2ePaths } from "../../lab/e2e/paths.ts";
 import { REPO } from "../../lab/e2e/pulumi.ts";
 import { labTopology } from "../../lab/topology.ts";
 import { isRoot, NEEDS_ROOT } from "./ci-gate.ts";
+import { loadVersions } from "../../lab/tools/versions.ts";
+import { toolStatus } from "../../lab/tools/status.ts";
 
 /** What a lab test lacks here (root, MESHFLEET_LAB_E2E=1), or false: `describe.skipIf(skipUnlessCi(labMissing()))`. */
 export function labMissing(env: NodeJS.ProcessEnv = process.env): string | false {
@@ -49,4 +51,49 @@ export function labOn(instance: number): (host: string, cmd: string, o?: { input
     if (r.code !== 0) throw new Error(`${host}: ${cmd.slice(0, 200)}: exit ${r.code}: ${r.stderr || r.stdout}`);
     return r.stdout;
   };
+}
+
+/** The first binary of a pinned tool (lab/versions.json) as built here, or null. */
+export function toolBinary(name: string): string | null {
+  const t = loadVersions().tools.find((x) => x.name === name);
+  return t ? toolStatus(t).binaries[0]?.path ?? null : null;
+}
+
+const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/headscale$/m;
+
+/**
+ * hosts/lab for `instance` with its coordinator running the headscale binary
+ * meshfleet installs (meshfleet:headscaleBinaryPath -> /usr/local/bin/headscale),
+ * pinned at `version` (coordinator-life and the staged upgrade).
+ */
+export function writeCoordinatorFleet(instance: number, version: string, binaryPath: string): void {
+  writeLabFleet(instance, {
+    edit: (f, text) => {
+      if (f === "vps.yaml") {
+        if (!PACKAGE.test(text)) throw new Error(`hosts/lab/vps.yaml no longer names the headscale tool's binary as its headscale package (${PACKAGE})`);
+        return text.replace(PACKAGE, "  package: /usr/local/bin/headscale");
+      }
+      return f === "fleet.yaml" ? text.replace(/^  headscaleVersion: [\d.]+$/m, `  headscaleVersion: ${version}`) : text;
+    },
+    config: { "meshfleet:headscaleBinaryPath": binaryPath },
+  });
+}
+
+export interface HeadscaleNodeRow {
+  id: number | string;
+  given_name: string;
+  ip_addresses: string[];
+  approved_routes?: string[];
+  online?: boolean;
+  expiry?: { seconds?: number | string };
+}
+
+/** headscale's nodes on the instance's VPS (the binary meshfleet installs). */
+export async function headscaleNodes(instance: number): Promise<HeadscaleNodeRow[]> {
+  return (JSON.parse((await labOn(instance)("vps", "/usr/local/bin/headscale -c /etc/headscale/config.yaml nodes list -o json")) || "null") ?? []) as HeadscaleNodeRow[];
+}
+
+/** Each node's name, IPs and approved routes, sorted: what an upgrade must keep. */
+export function registration(ns: HeadscaleNodeRow[]): string[] {
+  return ns.map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
 }
