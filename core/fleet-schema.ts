@@ -50,7 +50,7 @@ export const fleetSchema = z
       .object({
         host: hostName.describe("The host (a file in this folder) that runs Headscale."),
         serverUrl: url.describe("The URL clients use to reach Headscale (through the reverse proxy), e.g. https://headscale.example.com."),
-        headscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default(DEFAULT_HEADSCALE_VERSION).describe("Headscale release to deploy."),
+        headscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default(DEFAULT_HEADSCALE_VERSION).describe("Headscale release to deploy: one of the releases meshfleet renders the config of (0.28.x, 0.29.x; `meshfleet check` refuses another, naming the staged upgrade path). With meshfleet:headscaleBinaryPath (systemd runtime) a change is an upgrade `meshfleet up` does first: a backup, the new binary with the config rendered for it, a health check, a rollback if it fails."),
       })
       .strict()
       .describe("Where the coordinator runs and how clients reach it."),
