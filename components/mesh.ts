@@ -326,31 +326,35 @@ export class Mesh extends pulumi.ComponentResource {
     // reload its policy once when a route was announced first.
     const ordered = Object.values(fleet.hosts).sort((a, b) => Number(b.name === coordHost.name) - Number(a.name === coordHost.name));
     let after: pulumi.Resource[] = [];
-    for (const h of ordered) {
-      if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
-      const nodeArgs: MeshNodeArgs = {
-        // The coordinator's final generation keeps its compose file and unit (docker runtime).
-        host: h.name === coordHost.name ? c.generationHost : h,
-        loginServer: c.url,
-        tailscaleVersion: fleet.tailscaleVersion,
-        preAuthKey: this.preAuthKeys[h.name]?.key,
-        secrets: pick(h),
-        ssh: args.ssh,
-        agent: args.agent,
-        coordinator: { cli: c.cli, connection: coordConn },
-        routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
-        after,
-        prerequisites: { gate, ...(h.lxc && h.name !== coordHost.name ? { add: (o: pulumi.CustomResourceOptions) => prerequisitesOf(h, o) } : {}) },
-      };
-      const kind = nodeKind(h);
-      const n = `${name}-${slug(h.name)}`;
-      const opts = answered;
-      this.members[h.name] =
-        kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, opts) : kind === "exit-node" ? new ExitNode(n, nodeArgs, opts) : new MeshNode(n, nodeArgs, opts);
-      const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
-      if (coordAgentPart) after = [coordAgentPart.confirmed];
+    try {
+      for (const h of ordered) {
+        if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
+        const nodeArgs: MeshNodeArgs = {
+          // The coordinator's final generation keeps its compose file and unit (docker runtime).
+          host: h.name === coordHost.name ? c.generationHost : h,
+          loginServer: c.url,
+          tailscaleVersion: fleet.tailscaleVersion,
+          preAuthKey: this.preAuthKeys[h.name]?.key,
+          secrets: pick(h),
+          ssh: args.ssh,
+          agent: args.agent,
+          coordinator: { cli: c.cli, connection: coordConn },
+          routeApprovalTimeoutSeconds: args.routeApprovalTimeoutSeconds,
+          after,
+          prerequisites: { gate, ...(h.lxc && h.name !== coordHost.name ? { add: (o: pulumi.CustomResourceOptions) => prerequisitesOf(h, o) } : {}) },
+        };
+        const kind = nodeKind(h);
+        const n = `${name}-${slug(h.name)}`;
+        const opts = answered;
+        this.members[h.name] =
+          kind === "subnet-router" ? new SubnetRouter(n, nodeArgs, opts) : kind === "exit-node" ? new ExitNode(n, nodeArgs, opts) : new MeshNode(n, nodeArgs, opts);
+        const coordAgentPart = h.name === coordHost.name ? this.members[h.name].parts.agent : undefined;
+        if (coordAgentPart) after = [coordAgentPart.confirmed];
+      }
+    } finally {
+      // Resolved even when a member throws: a generation waiting on it would otherwise hold the run open.
+      openGate([...prereqs]);
     }
-    openGate([...prereqs]);
 
     // Systemd runtime: the proxy and relay checks follow the host's final generation.
     const coordAgent = this.members[coordHost.name]?.parts.agent ?? c.hostAgent;
