@@ -199,7 +199,7 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     "",
     "# 2. The new binary in place; the old one kept. The config rendered for the new release, when it differs; the old one kept.",
     `kept_cfg=""`,
-    `if [ -n "$newcfg" ] && ! cmp -s "$newcfg" "$cfg"; then`,
+    `if [ -n "$newcfg" ] && [ -f "$newcfg" ] && ! cmp -s "$newcfg" "$cfg"; then`,
     `  kept_cfg="$cfg.before-upgrade-$stamp"`,
     `  cp -p "$cfg" "$kept_cfg" || refuse "refused: could not keep the config as $kept_cfg; nothing else was changed"`,
     `fi`,
@@ -207,21 +207,23 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `cp -p "$bin" "$old" || refuse "refused: could not keep the old binary as $old; nothing else was changed"`,
     `mv -f "$new" "$bin" || refuse "refused: could not put the new binary in place; nothing else was changed"`,
     // Written over the file (cat, not mv): its owner and mode stay the ones headscale reads it with.
-    `new_cfg() { [ -z "$kept_cfg" ] && return 0; cat "$newcfg" > "$cfg" && say "config rendered for $to in place ($cfg; the old one kept as $kept_cfg)"; }`,
+    `cfg_failed=""`,
+    `new_cfg() { [ -z "$kept_cfg" ] && return 0; if cat "$newcfg" > "$cfg"; then say "config rendered for $to in place ($cfg; the old one kept as $kept_cfg)"; return 0; fi; cfg_failed=1; say "could not write the config rendered for $to to $cfg (a full disk?)"; return 1; }`,
     "",
     "# 3. Start and check.",
     `if new_cfg && start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"; fi`,
     "",
     "# 4. The rollback: the old binary and the database copy.",
-    `say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"`,
+    `if [ -n "$cfg_failed" ]; then say "the config for $to could not be written; rolling back to $from"; else say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"; fi`,
     `t_r=$(ms)`,
     `journalctl -u headscale.service -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/upgrade:   /'`,
     // Each step checked: a rollback that cannot finish stops and says what is where.
     `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"`,
     `stop_hs || finish 5 "rollback failed: headscale $to did not come up healthy and did not stop for the rollback; nothing was put back: headscale $to is at $bin with its database $db; $left. Fix: systemctl stop headscale, then put them back by hand"`,
+    // The config first: truncating it back to the old one frees space a full disk needs for the binary.
+    `if [ -n "$kept_cfg" ]; then cat "$kept_cfg" > "$cfg" || finish 5 "rollback failed: could not put the config back from $kept_cfg (headscale is stopped, nothing else was put back); $left. Fix: free space, cp $kept_cfg $cfg and cp -p $old $bin, then systemctl start headscale"; fi`,
     `mv -f "$bin" "$bin.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the new binary $bin aside (headscale is stopped); $left. Fix: cp -p $old $bin, then systemctl start headscale"`,
     `cp -p "$old" "$bin" || finish 5 "rollback failed: could not copy the old binary back to $bin (a full disk?); headscale is stopped, the new binary is $bin.failed-upgrade-$stamp; $left. Fix: free space, cp -p $old $bin, then systemctl start headscale"`,
-    `if [ -n "$kept_cfg" ]; then cat "$kept_cfg" > "$cfg" || finish 5 "rollback failed: could not put the config back from $kept_cfg (headscale is stopped, the old binary is back at $bin); $left. Fix: cp $kept_cfg $cfg, then systemctl start headscale"; fi`,
     `if [ -n "$kept_db" ]; then`,
     // The database headscale $to used moves aside by rename (no copy to fail halfway); the kept copy goes in under a temp name, then by rename.
     `  move_db "$db" "$db.failed-upgrade-$stamp" || finish 5 "rollback failed: could not move the database $db aside (headscale is stopped, the old binary is back at $bin); $left. Fix: put $kept_db (with its -wal/-shm) in place of $db, then systemctl start headscale"`,
@@ -348,7 +350,9 @@ export async function headscaleUpgradeStep(o: {
     const stage = `${UPGRADE_STAGE}/${stamp}`;
     const staged = `${path.dirname(c.binary)}/.headscale-upgrade-${stamp}`;
     // The config the deploy renders for the new release goes in with the binary (the script swaps it only when it differs).
-    const newConfig = a.fleet.hosts[c.host.name]?.files.find((f) => f.path === c.config)?.content ?? null;
+    // The whole file as the fleet renders it (what the deploy then writes too); never a secret's (config.yaml holds paths only).
+    const hsConfig = a.fleet.hosts[c.host.name]?.files.find((f) => f.path === c.config);
+    const newConfig = hsConfig && !hsConfig.secret && !hsConfig.secretRef ? hsConfig.content : null;
     const script = upgradeScript({
       binary: c.binary,
       staged,

@@ -325,7 +325,8 @@ export class Mesh extends pulumi.ComponentResource {
     // unchanged the nodes do not wait. Route approval still has headscale
     // reload its policy once when a route was announced first.
     const ordered = Object.values(fleet.hosts).sort((a, b) => Number(b.name === coordHost.name) - Number(a.name === coordHost.name));
-    let after: pulumi.Resource[] = [];
+    // A coordinator that is not a node: its one generation (c.hostAgent) is the one that carries the policy.
+    let after: pulumi.Resource[] = coordinatorIsNode(coordHost) ? [] : [c.hostAgent.confirmed];
     try {
       for (const h of ordered) {
         if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;

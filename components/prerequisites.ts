@@ -39,9 +39,11 @@ export function prerequisiteSpec(h: HostSystem, c: PrerequisiteContext): Prerequ
       deployed: c.coordinator.deployed,
     });
   }
+  // The docker runtime's containers run under Debian's docker.io and its compose program (bookworm: docker-compose 1.29).
+  const packages = [...new Set([...h.packages, ...(h.containers.length ? ["docker.io", "docker-compose"] : [])])].sort();
   return {
     host: h.name,
-    packages: [...h.packages].sort().map((name) => (PACKAGE_COMMANDS[name] ? { name, command: PACKAGE_COMMANDS[name] } : { name })),
+    packages: packages.map((name) => (PACKAGE_COMMANDS[name] ? { name, command: PACKAGE_COMMANDS[name] } : { name })),
     node: { path: c.node ?? "node", minimumMajor: NODE_MINIMUM_MAJOR },
     binaries,
   };

@@ -52,6 +52,7 @@ export const PACKAGE_COMMANDS: Record<string, string> = {
   "postgresql-client": "pg_dump",
   "prometheus-node-exporter": "prometheus-node-exporter",
   "docker.io": "docker",
+  "docker-compose": "docker-compose",
   nodejs: "node",
 };
 
@@ -112,7 +113,7 @@ export interface PrerequisiteDecision {
   warnings: string[];
 }
 
-const debianFamily = (f: ProbeFacts) => f.os.id === "debian" || f.os.id === "ubuntu" || f.os.idLike.split(/\s+/).includes("debian");
+const debianFamily = (f: ProbeFacts) => f.os.id === "debian" || f.os.id === "ubuntu" || f.os.idLike.split(/\s+/).some((x) => x === "debian" || x === "ubuntu");
 
 /** What to refuse and what to install, from the probe. */
 export function decide(s: PrerequisiteSpec, f: ProbeFacts): PrerequisiteDecision {
@@ -156,8 +157,12 @@ export function decide(s: PrerequisiteSpec, f: ProbeFacts): PrerequisiteDecision
 /** apt-get install of the missing packages; the package lists are refreshed only when a package has no candidate. */
 export function installScript(packages: string[]): string {
   const pk = packages.map(shq).join(" ");
+  // A fresh VPS's unattended-upgrades holds dpkg's lock for minutes after boot: wait for it. No
+  // conffile prompt (stdin is closed): keep the host's own files.
+  const apt = "apt-get -o DPkg::Lock::Timeout=600";
+  const install = `${apt} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends ${pk}`;
   return [
     "export DEBIAN_FRONTEND=noninteractive LC_ALL=C PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-    `apt-get install -y -q --no-install-recommends ${pk} >/tmp/meshfleet-apt.log 2>&1 || { apt-get update -q >>/tmp/meshfleet-apt.log 2>&1 && apt-get install -y -q --no-install-recommends ${pk} >>/tmp/meshfleet-apt.log 2>&1; } || { tail -n 15 /tmp/meshfleet-apt.log >&2; exit 1; }`,
+    `${install} >/tmp/meshfleet-apt.log 2>&1 || { ${apt} update -q >>/tmp/meshfleet-apt.log 2>&1 && ${install} >>/tmp/meshfleet-apt.log 2>&1; } || { tail -n 15 /tmp/meshfleet-apt.log >&2; exit 1; }`,
   ].join("\n");
 }

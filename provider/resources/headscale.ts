@@ -255,6 +255,11 @@ export const routeApproval: AsyncDiffHandler<RouteApprovalInputs, RouteApprovalO
     // read behind, and headscale may have auto-approved a route since.
     const facts = await factsOf(news, `the approvals of ${news.host} are compared with the last deploy's read`);
     const live = facts ? findNodeIn(facts.nodes, news.hostname) : null;
+    // headscale answered but lists no such node (deleted by hand): approve() waits for it and names it.
+    if (facts && !live) {
+      d.detailedDiff!.approvedRoutes = "update";
+      return { ...d, changes: true };
+    }
     const approved = live ? (live.approved_routes ?? []) : olds.approvedRoutes;
     if (approved && !deepEqual([...approved].sort(), [...wanted(news)].sort())) {
       d.detailedDiff!.approvedRoutes = "update";

@@ -9,7 +9,7 @@
  */
 import { decide, installScript, parseProbe, probeScript, type PrerequisiteDecision } from "../prerequisites.ts";
 import { log } from "../log.ts";
-import { connectionProblems, session } from "../ssh.ts";
+import { connectionProblems, session, type RunResult } from "../ssh.ts";
 import type { PrerequisitesInputs, PrerequisitesOutputs } from "../types.ts";
 import { ProviderError, topLevelDiff } from "../wire.ts";
 import { isUnknown, type AsyncDiffHandler, type CheckFailure } from "./common.ts";
@@ -18,14 +18,26 @@ function checkConnection(n: PrerequisitesInputs): CheckFailure[] {
   return isUnknown(n.connection) ? [] : connectionProblems(n.connection).map((reason) => ({ property: "connection", reason }));
 }
 
-async function probe(n: PrerequisitesInputs, why: string): Promise<PrerequisiteDecision> {
-  const r = await session.run(n.connection, probeScript(n.spec), { what: `prerequisites of ${n.host} (${why})`, privateKey: n.sshPrivateKey, quiet: true });
-  if (r.code !== 0) throw new ProviderError(`host ${n.host}: reading its prerequisites failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
+/** The probe's dial in a diff (one attempt, briefly): a host that is off must not hold every preview for minutes. */
+const DIFF_DIAL_MS = 5_000;
+const DIFF_TIMEOUT_MS = 20_000;
+
+async function probe(n: PrerequisitesInputs, why: string, o: { brief?: boolean } = {}): Promise<PrerequisiteDecision> {
+  const r = await session.run(n.connection, probeScript(n.spec), {
+    what: `prerequisites of ${n.host} (${why})`,
+    privateKey: n.sshPrivateKey,
+    quiet: true,
+    ...(o.brief ? { attempts: 1, until: Date.now() + DIFF_DIAL_MS, timeoutMs: DIFF_TIMEOUT_MS } : {}),
+  }).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
+  if (r.code !== 0) throw new Unreachable(`host ${n.host}: reading its prerequisites failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
   const d = decide(n.spec, parseProbe(r.stdout));
   for (const w of d.warnings) log(w);
   if (d.refusals.length) throw new ProviderError(`${d.refusals.join("\n")}\nNothing was changed on ${n.host}; no host's generation is switched while a host's prerequisites are refused.`);
   return d;
 }
+
+/** The probe itself failed (the host or its sshd is not there), as opposed to a refusal. */
+class Unreachable extends ProviderError {}
 
 async function ensure(n: PrerequisitesInputs): Promise<PrerequisitesOutputs> {
   const d = await probe(n, "before installing");
@@ -49,7 +61,16 @@ export const prerequisites: AsyncDiffHandler<PrerequisitesInputs, PrerequisitesO
     const d = topLevelDiff(olds as never, news as never);
     if (isUnknown(news.connection) || isUnknown(news.spec)) return d;
     // Asked every run, read-only: a package removed by hand since, or a refusal, shows in a preview.
-    const live = await probe(news, "diff");
+    // A host that cannot be reached is left as it is here (its generation's own steps decide), as
+    // before this resource existed: a laptop that is off does not stop the fleet's deploy.
+    let live: PrerequisiteDecision;
+    try {
+      live = await probe(news, "diff", { brief: true });
+    } catch (e) {
+      if (!(e instanceof Unreachable)) throw e;
+      log(`prerequisites of ${news.host} not checked (${(e as Error).message.slice(0, 200)}); left as they are`);
+      return d;
+    }
     if (live.install.length) return { ...d, changes: true, detailedDiff: { ...d.detailedDiff, installed: "update" } };
     return d;
   },

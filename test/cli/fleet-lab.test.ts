@@ -239,11 +239,14 @@ describe.skipIf(skipUnlessCi(labMissing()))(`status, doctor and rollback on lab 
     const env = labPulumiEnv(INSTANCE);
     const up = () => runDeploy({ verb: "up", stack: STACK, configFile: p.stackConfig, env });
     // A local apt source on the VPS holding sqlite3 (fetched once by setup; the lab has no mirror), and no sqlite3 yet.
+    // A run cut short earlier may have left the laptop's os-release replaced: put the kept one back first.
+    await on("laptop", "test ! -e /root/os-release.meshfleet-keep || { rm -f /etc/os-release && mv /root/os-release.meshfleet-keep /etc/os-release; }");
     const { dir, files } = await ensureDebs(PREREQ_DEBS, { allowFetch: false });
     const packages = execFileSync("dpkg-scanpackages", ["--multiversion", "."], { cwd: dir, encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
     await on("vps", "dpkg -r sqlite3 >/dev/null 2>&1; rm -f /usr/local/bin/sqlite3; mkdir -p /srv/meshfleet-lab-apt && ! command -v sqlite3");
     for (const f of files) await on("vps", `base64 -d > /srv/meshfleet-lab-apt/${f.split("/").pop()}`, { input: readFileSync(f).toString("base64") });
     await on("vps", "cat > /srv/meshfleet-lab-apt/Packages && echo 'deb [trusted=yes] file:/srv/meshfleet-lab-apt ./' > /etc/apt/sources.list.d/meshfleet-lab.list", { input: packages });
+    let passed = false;
     const backup = (f: string, text: string) => (f === "vps.yaml" ? text.replace(/^headscale:\n/m, "headscale:\n  backup:\n    enable: true\n    keep: 2\n") : text);
     const status = async (h: string) => JSON.parse(await on(h, "node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json")) as { generation: number; hash: string };
     try {
@@ -255,19 +258,36 @@ describe.skipIf(skipUnlessCi(labMissing()))(`status, doctor and rollback on lab 
       expect((await on("vps", "systemctl list-unit-files headscale-backup.timer --no-legend")).trim()).toMatch(/^headscale-backup\.timer/);
 
       // The laptop claims to be another OS; the fleet changes the laptop and the VPS. Nothing switches.
-      await on("laptop", "mv /etc/os-release /root/os-release.meshfleet-keep && printf 'ID=alpine\\nVERSION_ID=3.20\\n' > /etc/os-release");
+      // Kept once: a second save would keep the fake.
+      await on("laptop", "{ test -e /root/os-release.meshfleet-keep || mv /etc/os-release /root/os-release.meshfleet-keep; } && printf 'ID=alpine\\nVERSION_ID=3.20\\n' > /etc/os-release");
       const before = { vps: await status("vps"), laptop: await status("laptop") };
       writeLabFleet(INSTANCE, { edit: (f, text) => backup(f, text) + (f === "laptop.yaml" || f === "vps.yaml" ? `kernel:\n  sysctl:\n    net.core.somaxconn: "${5000 + (Date.now() % 1000)}"\n` : "") });
       const refused = await up();
       expect(refused.ok).toBe(false);
       expect(refused.errors.join("\n")).toMatch(/host laptop: expected a Debian-family system with apt-get .*found alpine 3\.20/);
       expect({ vps: await status("vps"), laptop: await status("laptop") }).toEqual(before);
+      passed = true;
     } finally {
-      await on("laptop", "test ! -e /root/os-release.meshfleet-keep || { rm -f /etc/os-release && mv /root/os-release.meshfleet-keep /etc/os-release; }");
-      await on("vps", "rm -f /etc/apt/sources.list.d/meshfleet-lab.list");
-      writeInstanceFleet();
-      const back = await up();
-      expect(back.ok, back.errors.join("; ")).toBe(true);
+      // Each step on its own, errors collected: a failing restore must not hide the case's own failure, nor skip the next step.
+      const left: string[] = [];
+      const step = async (what: string, f: () => Promise<unknown>) => {
+        try {
+          await f();
+        } catch (e) {
+          left.push(`${what}: ${(e as Error).message}`);
+        }
+      };
+      await step("laptop's os-release back", () => on("laptop", "test ! -e /root/os-release.meshfleet-keep || { rm -f /etc/os-release && mv /root/os-release.meshfleet-keep /etc/os-release; }"));
+      await step("the local apt source removed", () => on("vps", "rm -f /etc/apt/sources.list.d/meshfleet-lab.list"));
+      await step("hosts/lab deployed back", async () => {
+        writeInstanceFleet();
+        const back = await up();
+        if (!back.ok) throw new Error(back.errors.join("; "));
+      });
+      const msg = `fleet-lab prerequisites: putting the lab back failed:\n${left.join("\n")}`;
+      // After a failure above, that failure is the one reported; after a pass, a failed restore fails the case.
+      if (left.length && passed) throw new Error(msg);
+      if (left.length) console.error(msg);
     }
-  });
+  }, 900_000);
 });

@@ -439,6 +439,18 @@ describe.skipIf(skipUnlessCi(rt.missing("headscale") || (!v028Bin && "headscale 
       expect(r1.code, r1.log).toBe(UPGRADE_EXIT.rolledBack);
       expect(readFileSync(cfg, "utf8")).toContain("randomize_client_port: false");
 
+      // A new config that 0.29.2 refuses too: swapped in, refused, and the old one back byte for byte with the rollback.
+      const pre = readFileSync(cfg, "utf8");
+      const staged1b = path.join(t.dir, ".staged-1b");
+      copyFileSync(rt.toolPath("headscale")!, staged1b);
+      const bad = path.join(t.dir, "config-refused.yaml");
+      writeFileSync(bad, `${rendered}\nrandomize_client_port: true\n`);
+      const r1b = await run(staged1b, "C1b", bad);
+      expect(r1b.code, r1b.log).toBe(UPGRADE_EXIT.rolledBack);
+      expect(r1b.log).toContain(`config rendered for 0.29.2 in place (${cfg}; the old one kept as ${cfg}.before-upgrade-C1b)`);
+      expect(readFileSync(cfg, "utf8")).toBe(pre);
+      expect(readFileSync(`${cfg}.before-upgrade-C1b`, "utf8")).toBe(pre);
+
       const staged2 = path.join(t.dir, ".staged-2");
       copyFileSync(rt.toolPath("headscale")!, staged2);
       const next = path.join(t.dir, "config-0.29.yaml");

@@ -148,6 +148,15 @@ describe("home fleet: the VPS's containers in its generation", () => {
 });
 
 describe("home fleet: the Proxmox CT, the generation and headscale", () => {
+  it("prerequisites: the docker VPS needs docker.io and docker-compose; the CT's check waits for the CT, the other nodes wait for it, the coordinator does not", () => {
+    expect(rec.byName("home-vps-prerequisites").inputs.spec.packages).toEqual(expect.arrayContaining([{ name: "docker.io", command: "docker" }, { name: "docker-compose", command: "docker-compose" }]));
+    expect([...rec.before("home-lxc-tailscale-prerequisites")]).toContain("home-lxc-tailscale-lxc-ct");
+    expect([...rec.before("home-laptop-agent-generation")]).toContain("home-lxc-tailscale-prerequisites");
+    expect([...rec.before("home-lxc-tailscale-agent-generation")]).toContain("home-lxc-tailscale-prerequisites");
+    expect([...rec.before("home-coordinator-bootstrap-generation")]).not.toContain("home-lxc-tailscale-prerequisites");
+    expect([...rec.before("home-coordinator-bootstrap-generation")]).toContain("home-laptop-prerequisites");
+  });
+
   it("adopts CT 205 on the Proxmox node with the module's pct commands, the node pinned like a host", () => {
     const ct = rec.byName("home-lxc-tailscale-lxc-ct");
     const lxc = fleet.hosts["lxc-tailscale"].lxc!;

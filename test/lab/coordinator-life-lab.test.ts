@@ -54,8 +54,8 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const running = async () => (await on("vps", "/usr/local/bin/headscale version | head -n 1")).trim();
 
 describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.2 and 0.29.1 (headscale-previous) must be built: run `meshfleet tools build`")))(`coordinator life on lab instance ${INSTANCE}: upgrades with rollback, keys that expire`, () => {
-  const work = mkdtempSync(join(tmpdir(), "mf-life-lab-"));
-  const stateDir = join(work, "state");
+  let work = "";
+  let stateDir = "";
   let broughtUp = false;
   const times: Record<string, number | string> = {};
 
@@ -82,6 +82,8 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
   const took = (out: string, what: string) => Number(new RegExp(`${what} took (\\d+) ms`).exec(out)?.[1] ?? NaN);
 
   beforeAll(async () => {
+    work = mkdtempSync(join(tmpdir(), "mf-life-lab-"));
+    stateDir = join(work, "state");
     // Always a fresh boot (lab down removes the instance's state, its config file too): the drill starts from 0.29.1.
     await labDown({ instance: INSTANCE, log: () => {} }).catch(() => undefined);
     writeFleet("0.29.1", OLD!);
@@ -94,7 +96,7 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
   afterAll(async () => {
     console.log(`coordinator life on lab ${INSTANCE}: ${JSON.stringify(times)}`);
     if (broughtUp) await labDown({ instance: INSTANCE, log: () => {} });
-    rmSync(work, { recursive: true, force: true });
+    if (work) rmSync(work, { recursive: true, force: true });
   }, 600_000);
 
   it("upgrade 0.29.1 -> 0.29.2 through `up`: backup, new binary, health check; nodes, IPs and routes kept; the tunnel keeps working", async () => {

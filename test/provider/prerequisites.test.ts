@@ -4,7 +4,7 @@
  * the decisions are checked for every refusal and install case.
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -23,7 +23,7 @@ describe("the probe, run for real on this machine", () => {
     writeFileSync(fake, "#!/bin/sh\n[ \"$1\" = version ] && printf '1.98.10\\n  tailscale commit: x\\n'\n");
     chmodSync(fake, 0o755);
     const s = spec({
-      packages: [{ name: "nftables" }, { name: "meshfleet-no-such-package" }, { name: "sqlite3-by-hand", command: "sh" }],
+      packages: [{ name: "dpkg" }, { name: "meshfleet-no-such-package" }, { name: "sqlite3-by-hand", command: "sh" }],
       node: { path: process.execPath, minimumMajor: 18 },
       binaries: [
         { what: "tailscale", path: fake, versionArgs: ["version"], version: "1.98.10", option: "tailscaleVersion", fix: "x" },
@@ -36,14 +36,15 @@ describe("the probe, run for real on this machine", () => {
     expect(f.os.id).toMatch(/^(debian|ubuntu)$/);
     expect(f.apt).toBe(true);
     expect(f.node).toBe(process.version);
-    // nftables is installed here (the lab and the tests need it); the made-up one is not; "sh" stands for a binary put there by hand.
-    expect(f.packages).toEqual({ nftables: true, "meshfleet-no-such-package": false, "sqlite3-by-hand": true });
+    // dpkg is installed on every Debian system; the made-up one is not; "sh" stands for a binary put there by hand.
+    expect(f.packages).toEqual({ dpkg: true, "meshfleet-no-such-package": false, "sqlite3-by-hand": true });
     expect(f.binaries).toEqual({ [fake]: "1.98.10", [join(dir, "absent")]: null });
     expect(decide(s, f)).toEqual({
       refusals: [`host nas: headscale is missing at ${join(dir, "absent")} (coordinator.headscaleVersion: 0.29.2). Fix: y`],
       install: ["meshfleet-no-such-package"],
       warnings: [],
     });
+    rmSync(dir, { recursive: true, force: true });
   });
 
   it("a node command that is not there reads as absent", () => {
@@ -62,6 +63,7 @@ describe("decisions", () => {
   it("Ubuntu and Debian derivatives pass (ID_LIKE)", () => {
     expect(decide(spec(), debian({ os: { id: "ubuntu", idLike: "debian", version: "24.04" } })).refusals).toEqual([]);
     expect(decide(spec(), debian({ os: { id: "raspbian", idLike: "debian", version: "12" } })).refusals).toEqual([]);
+    expect(decide(spec(), debian({ os: { id: "elementary", idLike: "ubuntu", version: "8" } })).refusals).toEqual([]);
   });
 
   it("Node older than 18 is refused, never replaced; a missing node is installed as Debian's nodejs", () => {
@@ -96,8 +98,11 @@ describe("decisions", () => {
 
   it("install refreshes the package lists only when the first try fails, and quotes names", () => {
     const s = installScript(["sqlite3", "prometheus-node-exporter"]);
-    expect(s).toContain("apt-get install -y -q --no-install-recommends sqlite3 prometheus-node-exporter >/tmp/meshfleet-apt.log 2>&1 || { apt-get update -q");
+    expect(s).toContain("install -y -q --no-install-recommends sqlite3 prometheus-node-exporter >/tmp/meshfleet-apt.log 2>&1 || { apt-get -o DPkg::Lock::Timeout=600 update -q");
     expect(s).toContain("DEBIAN_FRONTEND=noninteractive");
+    // dpkg's lock held by unattended-upgrades on a fresh VPS is waited for; a conffile never prompts.
+    expect(s.match(/apt-get -o DPkg::Lock::Timeout=600 /g)).toHaveLength(3);
+    expect(s).toContain("--force-confdef -o Dpkg::Options::=--force-confold install");
   });
 });
 
@@ -122,13 +127,27 @@ describe("the resource", () => {
     await expect(prerequisites.diff(olds, n)).rejects.toThrow(/host nas: expected a Debian-family system[\s\S]*Nothing was changed on nas/);
   });
 
+  it("diff: a host that cannot be reached is left as it is, asked once and briefly (a laptop that is off does not stop the deploy); update stays strict", async () => {
+    const opts: { attempts?: number; until?: number }[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (_c, _s, o) => {
+      opts.push({ attempts: o?.attempts, until: o?.until });
+      throw new Error("host nas: cannot reach sshd after 1 attempts: Connection refused");
+    });
+    const t0 = Date.now();
+    expect((await prerequisites.diff({ ...n, installed: [] }, n)).changes).toBe(false);
+    expect(opts).toHaveLength(1);
+    expect(opts[0]!.attempts).toBe(1);
+    expect(opts[0]!.until! - t0).toBeLessThanOrEqual(10_000);
+    await expect(prerequisites.update!("nas", { ...n, installed: [] }, n)).rejects.toThrow(/host nas: reading its prerequisites failed \(exit 255\): host nas: cannot reach sshd/);
+  });
+
   it("update installs what is missing and probes again; an apt failure names the host, the packages and the fix", async () => {
     const seen: string[] = [];
     let installed = false;
     let aptOk = true;
     vi.spyOn(session, "run").mockImplementation(async (_c, script) => {
-      seen.push(script.includes("apt-get install") ? "install" : "probe");
-      if (script.includes("apt-get install")) {
+      seen.push(script.includes("--no-install-recommends") ? "install" : "probe");
+      if (script.includes("--no-install-recommends")) {
         if (!aptOk) return { code: 1, stdout: "", stderr: "E: Unable to locate package sqlite3" } as RunResult;
         installed = true;
         return { code: 0, stdout: "", stderr: "" } as RunResult;

@@ -260,6 +260,10 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     // A declared route headscale no longer approves (revoked by hand): approved again.
     const revoked = live([], 2303);
     expect((await routeApproval.diff(revoked.olds, revoked.news)).changes).toBe(true);
+    // headscale answers without the node (deleted by hand): an update, whose approve() names it.
+    const gone = live([], 2305);
+    answer([[/nodes list -o json && echo @@mf:keys@@/, () => ({ stdout: "[]\n@@mf:keys@@\n[]" })]]);
+    expect((await routeApproval.diff(gone.olds, gone.news)).changes).toBe(true);
     // headscale cannot be asked: the last read decides, as before.
     answer([[/nodes list/, () => ({ code: 255, stderr: "connection refused" })]]);
     const away = { ...ra, connection: { ...ra.connection, port: 2304 } };
