@@ -45,6 +45,8 @@ export interface LabUpOptions {
   log: (line: string) => void;
   /** Skip building missing tools (fail instead). */
   noBuild?: boolean;
+  /** Run on the booted hosts before the deploy (a test's own setup the deploy needs, e.g. a binary the lab has no package for). */
+  beforeDeploy?: () => Promise<void>;
 }
 
 /** `agent verify` on every fleet host: exit 0 means the host matches its generation. */
@@ -125,6 +127,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     }, (v) => v);
 
     // The same code path as `meshfleet up --stack lab --yes --config-file <lab>/Pulumi.lab.yaml`.
+    if (opts.beforeDeploy) await pr.step("before deploy", undefined, async () => (await opts.beforeDeploy!(), "done"));
     const up = await pr.step("meshfleet up", STACK, async () => {
       const r = await runDeploy({
         verb: "up",

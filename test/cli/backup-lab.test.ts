@@ -80,6 +80,10 @@ describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab ins
   const open = () => openStackFleet({ stack: STACK, configFile: p.stackConfig });
   const out = mkdtempSync(join(tmpdir(), "mf-backup-lab-"));
 
+  // sqlite3 for the backup script and the restore's checks (see the header), before the deploy:
+  // its prerequisites check finds it on PATH instead of asking apt-get for it.
+  const sqlite3 = () => on("vps", "base64 -d > /usr/local/bin/sqlite3 && chmod 0755 /usr/local/bin/sqlite3 && sqlite3 -version", { input: readFileSync("/usr/bin/sqlite3").toString("base64") });
+
   beforeAll(async () => {
     writeInstanceFleet();
     let deployed = false;
@@ -93,16 +97,15 @@ describe.skipIf(skipUnlessCi(labMissing()))(`backup and restore drill on lab ins
     }
     if (deployed) {
       // A lab deployed before, maybe without headscale.backup: bring it to this fleet.
+      await sqlite3();
       const up = await runDeploy({ verb: "up", stack: STACK, configFile: p.stackConfig, env: labPulumiEnv(INSTANCE), on: ["vps"] });
       if (!up.ok) throw new Error(`up --on vps: ${up.errors.join("; ")}`);
     } else {
-      const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true });
+      const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true, beforeDeploy: async () => void (await sqlite3()) });
       if (!r.ok) throw new Error(`lab up --instance ${INSTANCE}: ${r.error}`);
       broughtUp = true;
     }
     a = await open();
-    // sqlite3 for the backup script and the restore's checks (see the header).
-    await on("vps", "base64 -d > /usr/local/bin/sqlite3 && chmod 0755 /usr/local/bin/sqlite3 && sqlite3 -version", { input: readFileSync("/usr/bin/sqlite3").toString("base64") });
   }, 1_800_000);
 
   afterAll(async () => {
