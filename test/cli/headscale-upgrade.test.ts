@@ -26,9 +26,8 @@ import { MeshfleetError } from "../../core/diagnostics.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import type { Contribution, ModuleContext } from "../../core/module.ts";
 import { headscaleModule } from "../../modules/headscale.ts";
-import { loadVersions } from "../../lab/tools/versions.ts";
-import { toolStatus } from "../../lab/tools/status.ts";
 import { skipUnlessCi } from "../lab/ci-gate.ts";
+import { toolBinary } from "../lab/harness.ts";
 import { makeCtx } from "../modules/realtools/context.ts";
 import * as rt from "../modules/realtools/index.ts";
 
@@ -274,8 +273,7 @@ describe("the guarded upgrade script when its own steps fail", () => {
 });
 
 const NOISE = derivePrivateKey("test-seed-0123456789", "noise");
-const prev = loadVersions().tools.find((t) => t.name === "headscale-previous");
-const prevBin = prev ? toolStatus(prev).binaries[0]?.path ?? null : null;
+const prevBin = toolBinary("headscale-previous");
 const skip = skipUnlessCi(rt.missing("headscale") || (!prevBin && "headscale 0.29.1 (headscale-previous) is not built: run `meshfleet tools build --only headscale-previous`"));
 const sha = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex");
 
@@ -387,8 +385,7 @@ describe.skipIf(skip)("the guarded upgrade script, against real headscale 0.29.1
   }, 60_000);
 });
 
-const v028 = loadVersions().tools.find((t) => t.name === "headscale-0.28");
-const v028Bin = v028 ? toolStatus(v028).binaries[0]?.path ?? null : null;
+const v028Bin = toolBinary("headscale-0.28");
 
 describe.skipIf(skipUnlessCi(rt.missing("headscale") || (!v028Bin && "headscale 0.28.0 (headscale-0.28) is not built: run `meshfleet tools build --only headscale-0.28`")))(
   "the guarded upgrade across a minor release brings the config rendered for the new one (real headscale 0.28.0 -> 0.29.2 on loopback)",

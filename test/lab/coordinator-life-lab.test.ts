@@ -22,7 +22,6 @@
  *     agent logs it in again; then status lists nothing expired and the
  *     laptop pings the nas again.
  */
-import { execa } from "execa";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -32,10 +31,9 @@ import { newSession, openStackFleet } from "../../cli/fleet-hosts.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../../lab/e2e/ping.ts";
-import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "./ci-gate.ts";
-import { headscaleNodes, labMissing, labOn, registration, toolBinary, writeCoordinatorFleet } from "./harness.ts";
+import { headscaleNodes, labCli, labMissing, labOn, registration, toolBinary, writeCoordinatorFleet } from "./harness.ts";
 
 const INSTANCE = 3;
 const p = e2ePaths(INSTANCE);
@@ -59,26 +57,10 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
   let broughtUp = false;
   const times: Record<string, number | string> = {};
 
-  const up = async (...extra: string[]) => {
-    const t0 = Date.now();
-    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", ...extra], {
-      cwd: REPO,
-      reject: false,
-      env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: stateDir },
-      timeout: 900_000,
-    });
-    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
-  };
+  const cli = labCli(INSTANCE, () => stateDir);
+  const up = (...extra: string[]) => cli("up", ...extra);
   /** `meshfleet preview` of the stack (changes nothing). */
-  const preview = async (...extra: string[]) => {
-    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "preview", "--stack", STACK, "--config-file", p.stackConfig, ...extra], {
-      cwd: REPO,
-      reject: false,
-      env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: stateDir },
-      timeout: 600_000,
-    });
-    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}` };
-  };
+  const preview = (...extra: string[]) => cli("preview", ...extra);
   const took = (out: string, what: string) => Number(new RegExp(`${what} took (\\d+) ms`).exec(out)?.[1] ?? NaN);
 
   beforeAll(async () => {

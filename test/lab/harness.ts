@@ -4,12 +4,13 @@
  * copy of hosts/lab with an instance's SSH addresses set as that instance's
  * fleet folder, and a command on a lab host that throws on failure.
  */
+import { execa } from "execa";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { sshExec } from "../../lab/hosts/index.ts";
-import { e2ePaths } from "../../lab/e2e/paths.ts";
-import { REPO } from "../../lab/e2e/pulumi.ts";
+import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
+import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labTopology } from "../../lab/topology.ts";
 import { isRoot, NEEDS_ROOT } from "./ci-gate.ts";
 import { loadVersions } from "../../lab/tools/versions.ts";
@@ -96,4 +97,21 @@ export async function headscaleNodes(instance: number): Promise<HeadscaleNodeRow
 /** Each node's name, IPs and approved routes, sorted: what an upgrade must keep. */
 export function registration(ns: HeadscaleNodeRow[]): string[] {
   return ns.map((n) => `${n.given_name} ${[...n.ip_addresses].sort().join(",")} routes=${[...(n.approved_routes ?? [])].sort().join(",")}`).sort();
+}
+
+/**
+ * `meshfleet <verb> --stack lab --config-file <instance's>` as a whole CLI process (`up` with
+ * --yes), its state dir given (`stateDir()` is read at each call: tests make it in beforeAll).
+ */
+export function labCli(instance: number, stateDir: () => string): (verb: "up" | "preview", ...extra: string[]) => Promise<{ code: number | undefined; out: string; ms: number }> {
+  return async (verb, ...extra) => {
+    const t0 = Date.now();
+    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), verb, "--stack", STACK, "--config-file", e2ePaths(instance).stackConfig, ...(verb === "up" ? ["--yes"] : []), ...extra], {
+      cwd: REPO,
+      reject: false,
+      env: { ...process.env, ...labPulumiEnv(instance), MESHFLEET_STATE_DIR: stateDir() },
+      timeout: verb === "up" ? 900_000 : 600_000,
+    });
+    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
+  };
 }

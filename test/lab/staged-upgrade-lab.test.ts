@@ -17,21 +17,17 @@
  *     headscale migrates the 0.28 database; every node keeps its IPs and
  *     approved routes, the laptop reaches the nas, and the next `up` is clean.
  */
-import { execa } from "execa";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { labDown } from "../../lab/e2e/down.ts";
-import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { waitTailnetRoute } from "../../lab/e2e/ping.ts";
-import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "./ci-gate.ts";
-import { headscaleNodes, labMissing, labOn, registration, toolBinary, writeCoordinatorFleet } from "./harness.ts";
+import { headscaleNodes, labCli, labMissing, labOn, registration, toolBinary, writeCoordinatorFleet } from "./harness.ts";
 
 const INSTANCE = 3;
-const p = e2ePaths(INSTANCE);
 const NAS = "192.168.8.10";
 const NEW = toolBinary("headscale");
 const OLD = toolBinary("headscale-0.28");
@@ -47,16 +43,8 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
     let work = "";
     let broughtUp = false;
     const times: Record<string, number> = {};
-    const up = async (...extra: string[]) => {
-      const t0 = Date.now();
-      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "up", "--stack", STACK, "--config-file", p.stackConfig, "--yes", ...extra], {
-        cwd: REPO,
-        reject: false,
-        env: { ...process.env, ...labPulumiEnv(INSTANCE), MESHFLEET_STATE_DIR: join(work, "state") },
-        timeout: 900_000,
-      });
-      return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
-    };
+    const cli = labCli(INSTANCE, () => join(work, "state"));
+    const up = (...extra: string[]) => cli("up", ...extra);
 
     beforeAll(async () => {
       work = mkdtempSync(join(tmpdir(), "mf-staged-lab-"));
