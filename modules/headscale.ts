@@ -13,6 +13,7 @@ import { duration, parseCidr, port } from "../core/schema-types.ts";
 import { policyForRelease, renderedRelease, versionAssertions } from "./headscale-versions.ts";
 import { nodeExpiryChecks } from "./headscale-expiry.ts";
 import { adoptAssertions, adoptOptions, keyPathsOf, writesKeys } from "./headscale-adopt.ts";
+import { databaseGuardFiles, GUARD_UNIT_LINE, PG_LOCAL_UNIT_LINES, pgSetupFiles, pgSetupUnit, postgresAssertions } from "./headscale-postgres.ts";
 import { backupAssertions, backupFiles, backupInputOf, backupOptions, backupPackages, backupUnits } from "./headscale-backup.ts";
 import { DEFAULT_DOCKER_SUBNET, dockerSubnetAssertions, trustedProxiesOf } from "./docker-network.ts";
 import { derpMapFile, derpRegionsOf, derperRegionsOf, loopbackOf, regionIdOf, type DerpOptions } from "./derp.ts";
@@ -49,6 +50,12 @@ export const headscaleOptions = z
         type: z.enum(["sqlite", "postgres"]).default("sqlite").describe("SQLite (recommended upstream) or PostgreSQL."),
         sqlitePath: absPath("headscale.database.sqlitePath", "/var/lib/headscale/db.sqlite").default("/var/lib/headscale/db.sqlite").describe("SQLite database file."),
         writeAheadLog: z.boolean().default(true).describe("SQLite WAL mode."),
+        startEmpty: z
+          .boolean()
+          .default(false)
+          .describe(
+            "Let headscale start on an empty database after database.type changed. Off, headscale does not start on Postgres while a SQLite database is at sqlitePath, nor on SQLite with no database where Postgres held its state: it would come up with no nodes and every client would have to log in again. meshfleet does not migrate SQLite to Postgres (headscale has no supported path; docs/backup.md gives the steps by hand).",
+          ),
         postgres: z
           .object({
             host: z.string().default("localhost").describe("PostgreSQL host (or a unix socket directory)."),
@@ -57,9 +64,15 @@ export const headscaleOptions = z
             user: z.string().default("headscale").describe("Database user."),
             ssl: z.union([z.boolean(), sslmodeText]).default(false).describe("false, true (require) or a libpq sslmode."),
             maxOpenConns: z.number().int().min(1).default(10).describe("Connection pool size."),
+            local: z
+              .boolean()
+              .default(false)
+              .describe(
+                "Run PostgreSQL on the coordinator itself (Debian's postgresql package, installed by the deploy): a oneshot unit before headscale (headscale-postgres-setup.service) creates the role `user` and the database `name` when missing and sets the role's password from the stack secret, read from the 0600 password file by root and given to psql on its standard input. host must then be this host (localhost) and port 5432. Off: headscale uses a PostgreSQL you run.",
+              ),
           })
           .strict()
-          .default({ host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 })
+          .default({ host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10, local: false })
           .describe("PostgreSQL settings; the password comes from the stack secret meshfleet:headscalePostgresPassword (a 0600 libpq password file named by PGPASSFILE, on both runtimes: no quoting of the password anywhere)."),
       })
       .strict()
@@ -67,7 +80,8 @@ export const headscaleOptions = z
         type: "sqlite",
         sqlitePath: "/var/lib/headscale/db.sqlite",
         writeAheadLog: true,
-        postgres: { host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10 },
+        startEmpty: false,
+        postgres: { host: "localhost", port: 5432, name: "headscale", user: "headscale", ssl: false, maxOpenConns: 10, local: false },
       })
       .describe("Where Headscale keeps its state."),
     ephemeralInactivityTimeout: duration
@@ -467,11 +481,14 @@ function unitFor(o: HeadscaleOptions): UnitSpec {
     "Description=Headscale coordination server (meshfleet)",
     "Wants=network-online.target",
     "After=network-online.target",
+    ...(localPostgres(o) ? PG_LOCAL_UNIT_LINES : []),
     "",
     "[Service]",
     "Type=simple",
     "User=headscale",
     "Group=headscale",
+    // Refuses to start on an empty database after database.type changed (modules/headscale-postgres.ts).
+    GUARD_UNIT_LINE,
     `ExecStart=${o.package} serve --config ${HS.config}`,
     "ExecReload=/bin/kill -HUP $MAINPID",
     "Restart=always",
@@ -511,6 +528,11 @@ function unitFor(o: HeadscaleOptions): UnitSpec {
     "",
   ].join("\n");
   return { name: "headscale.service", content, enable: true };
+}
+
+/** headscale.database.postgres.local in effect: Postgres, run on this host by the module. */
+function localPostgres(o: HeadscaleOptions): boolean {
+  return o.database.type === "postgres" && o.database.postgres.local;
 }
 
 function portOf(listen: string): number {
@@ -585,7 +607,12 @@ export const headscaleModule = defineModule({
     if (emb) inbound.push({ proto: "udp", port: emb.stunPort, from: [], owner: "headscale", comment: "embedded DERP STUN" });
 
     const expiry = nodeExpiryChecks(ctx);
-    const assertions = [...headscaleAssertions(o, ctx, !!emb), ...expiry.assertions, ...backupAssertions(o.backup, docker)];
+    const assertions = [
+      ...headscaleAssertions(o, ctx, !!emb),
+      ...expiry.assertions,
+      ...backupAssertions(o.backup, docker),
+      ...postgresAssertions({ type: o.database.type, postgres: o.database.postgres, docker }),
+    ];
     // Adopted keys derive from nothing, so the snapshots keep a copy of them.
     const adoptedKeys = o.adopt.enable ? { noise: o.adopt.noisePrivateKeyPath, ...(o.adopt.derpPrivateKeyPath !== "" ? { derp: o.adopt.derpPrivateKeyPath } : {}) } : {};
     const bk = o.backup.enable && !docker ? backupInputOf(o, { config: HS.config, policy: HS.policy, pgpass: HS.pgpass }, adoptedKeys) : null;
@@ -628,13 +655,24 @@ export const headscaleModule = defineModule({
       owner: "root",
       group: "root",
     });
+    const pgLocal = localPostgres(o);
+    const packages = [...(bk ? backupPackages(bk) : []), ...(pgLocal ? ["postgresql"] : [])];
     return {
-      files: bk ? [...files, ...backupFiles(bk)] : files,
-      ...(bk ? { packages: backupPackages(bk) } : {}),
+      files: [
+        ...files,
+        ...(bk ? backupFiles(bk) : []),
+        ...databaseGuardFiles({ type: o.database.type, sqlitePath: o.database.sqlitePath, startEmpty: o.database.startEmpty }),
+        ...(pgLocal ? pgSetupFiles({ name: o.database.postgres.name, user: o.database.postgres.user, pgpass: HS.pgpass }) : []),
+      ],
+      ...(packages.length ? { packages } : {}),
       inbound,
       // A new policy or DERP map only takes effect when headscale reloads it;
       // the unit names only config.yaml, so list every file it reads.
-      units: [{ ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() }, ...(bk ? backupUnits(bk) : [])],
+      units: [
+        { ...unitFor(o), restartTriggers: files.filter((f) => !f.path.startsWith("/etc/sysusers.d/")).map((f) => f.path).sort() },
+        ...(bk ? backupUnits(bk) : []),
+        ...(pgLocal ? [pgSetupUnit(HS.pgpass)] : []),
+      ],
       probes: [...probes, { name: "headscale-unit", kind: "unit-active", unit: "headscale.service" }],
       assertions,
       warnings: expiry.warnings,
