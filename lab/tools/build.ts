@@ -1,7 +1,7 @@
 // Building what is missing: runs the recipe plans, reports progress, verifies the
 // result, and moves it into the cache only once it reports the pinned version.
 import { spawn, spawnSync } from "node:child_process";
-import { appendFileSync, existsSync, mkdirSync, openSync, closeSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, openSync, closeSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { describeFailure, goMissing, goTooOld, ToolsError } from "./errors.ts";
 import { buildDir, logFile, stampFile, toolBinDir, toolHome, toolsDir } from "./paths.ts";
@@ -114,6 +114,10 @@ async function prepareWrapper(dir: string, t: ToolSpec, ctx: PlanContext, log: s
   writeFileSync(join(dir, "go.mod"), wrapperGoMod(t, upstream));
   const upstreamSum = existsSync(join(info.Dir, "go.sum")) ? readFileSync(join(info.Dir, "go.sum"), "utf8") : "";
   writeFileSync(join(dir, "go.sum"), `${upstreamSum.trimEnd()}\n${pinned}\n`);
+  if (t.source) {
+    const src = join(repoRoot, t.source);
+    for (const f of readdirSync(src).filter((x) => x.endsWith(".go"))) copyFileSync(join(src, f), join(dir, f));
+  }
   appendFileSync(log, `wrapper module for go ${goDirective(upstream) ?? "?"} written to ${dir}\n`);
 }
 

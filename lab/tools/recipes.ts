@@ -8,6 +8,9 @@
 //  - wrapper: the pulumi CLI's go.mod replaces the sdk by a relative path, which
 //    `go install` rejects; a scratch module that copies its requirements (minus
 //    that replace) and requires pkg/v3 builds the same package.
+//    A tool with a `source` folder (a main package of meshfleet's own, such as
+//    lab/tools/oidc-provider) is built the same way, its files copied into the
+//    scratch module.
 //  - unavailable: a pinned module the proxy does not serve at all. No upstream
 //    source is committed here, so such a tool is used from the cache or PATH and
 //    otherwise reported, never built. None is pinned today: Pulumi runs inline
@@ -49,6 +52,8 @@ const ldflagsByTool: Record<string, (t: ToolSpec) => string> = {
   pulumi: (t) => `-X github.com/pulumi/pulumi/sdk/v3/go/common/version.Version=v${t.version}`,
   // pebble prints "dev" unless its main.version is stamped (as its release build does).
   pebble: (t) => `-X main.version=${t.version}`,
+  // lab/tools/oidc-provider prints the zitadel/oidc version it was built against.
+  "oidc-provider": (t) => `-X main.version=${t.version}`,
 };
 
 export function ldflags(t: ToolSpec): string | undefined {
@@ -68,7 +73,7 @@ export function plan(t: ToolSpec, ctx: PlanContext): Plan {
   const trim = Object.values(t.binaries).every((b) => b.versionArgs !== null) ? ["-trimpath"] : [];
   const linkArgs = [...trim, ...(flags ? ["-ldflags", flags] : [])];
   if (t.unavailable) return { tool: t, recipe: "unavailable", steps: [] };
-  if (t.goSum || t.name === "pulumi") {
+  if (t.goSum || t.source || t.name === "pulumi") {
     const dir = join(ctx.work, "wrapper");
     return {
       tool: t,

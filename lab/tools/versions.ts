@@ -25,6 +25,12 @@ const toolSchema = z.object({
   unavailable: z.string().optional(),
   /** go.sum lines to trust for `module` when the checksum database has no entry for it. */
   goSum: z.array(z.string()).optional(),
+  /**
+   * A folder of this repo holding a small main package of meshfleet's own, built
+   * in a wrapper module against `module` (for a test tool whose upstream command
+   * cannot be used as it is; the upstream packages it imports stay upstream's).
+   */
+  source: z.string().regex(/^lab\/tools\/[a-z0-9-]+$/, "a folder under lab/tools").optional(),
   binaries: z.record(z.string(), binarySchema),
 });
 
