@@ -17,8 +17,10 @@ import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
-import { HeadscaleReady, HostFile } from "../provider/sdk.ts";
-import { composeHost, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
+import { parse as parseYaml } from "yaml";
+import { CoordinatorPlacement, HeadscaleReady, HostFile } from "../provider/sdk.ts";
+import type { PlacementInputs } from "../provider/types.ts";
+import { composeHost, IMAGE_ID_PATTERN, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
 import { HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { headscaleBinaryFile } from "./headscale-binary.ts";
@@ -56,7 +58,8 @@ export interface CoordinatorArgs {
    */
   containerName?: string;
   /**
-   * Pin the image by digest as well as tag (docker runtime).
+   * Pin the image by a registry digest as well as tag (docker runtime). Not
+   * an image id: a local image is named by its id in headscale.image itself.
    * @default undefined
    * @example "sha256:4b1c…"
    */
@@ -123,8 +126,14 @@ export function validateCoordinatorArgs(args: CoordinatorArgs): string[] {
     if (!spec) p.push(`${h.file}: containers: expected a container named "${name}" for the docker runtime, found ${JSON.stringify(h.containers.map((c) => c.name))}`);
     else p.push(...validateContainerSpec(h, spec, Object.keys(args.secrets ?? {})));
     if (!h.agent) p.push(`${h.file}: agent: the docker runtime delivers the containers through the agent (a compose file in the host's generation); found agent: false. Fix: agent: true`);
-    const images = coordinatorImages(h, args);
-    for (const c of h.containers) p.push(...validateImagePin(images[c.name] ?? c.image, `${h.file}: containers[${c.name}].image`));
+    const digests = { ...(args.imageDigests ?? {}), ...(args.imageDigest ? { [name]: args.imageDigest } : {}) };
+    for (const c of h.containers) {
+      if (digests[c.name] && IMAGE_ID_PATTERN.test(c.image)) {
+        p.push(`${h.file}: containers[${c.name}].image: expected a registry image (repo:tag) for the digest meshfleet:imageDigests.${c.name}, found the image id ${c.image.slice(0, 19)}… (a local image: ids are not digests). Fix: remove ${c.name} from meshfleet:imageDigests`);
+        continue;
+      }
+      p.push(...validateImagePin(pinnedImage(c.image, digests[c.name]), `${h.file}: containers[${c.name}].image`));
+    }
   } else {
     if (!h.agent) p.push(`${h.file}: agent: the systemd runtime delivers headscale through the agent; found agent: false. Fix: agent: true or runtime: docker`);
     if (!h.units.some((u) => u.name === "headscale.service")) p.push(`${h.file}: units: expected headscale.service for the systemd runtime, found ${JSON.stringify(h.units.map((u) => u.name))}`);
@@ -173,6 +182,24 @@ export function coordinatorImages(h: HostSystem, args: Pick<CoordinatorArgs, "im
   return Object.fromEntries(h.containers.map((c) => [c.name, pinnedImage(c.image, digests[c.name])]));
 }
 
+/**
+ * What a move of the coordinator needs to know of its database and keys, read
+ * from the host's rendered headscale config: the database (type, SQLite path,
+ * Postgres host), and whether its Noise key is one meshfleet writes (derived
+ * from keySeed) or an adopted file it cannot carry.
+ */
+export function placementFacts(h: HostSystem): Pick<PlacementInputs, "databaseType" | "databasePath" | "postgresHost" | "adopted"> {
+  const file = h.files.find((f) => f.path === HS.config);
+  const cfg = (file ? parseYaml(file.content) : {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string } }; noise?: { private_key_path?: string } };
+  const noisePath = cfg.noise?.private_key_path ?? HS.noiseKey;
+  return {
+    databaseType: cfg.database?.type === "postgres" ? "postgres" : "sqlite",
+    databasePath: cfg.database?.sqlite?.path ?? `${HS.stateDir}/db.sqlite`,
+    ...(cfg.database?.type === "postgres" ? { postgresHost: cfg.database.postgres?.host ?? "localhost" } : {}),
+    adopted: !h.files.some((f) => f.path === noisePath),
+  };
+}
+
 export class Coordinator extends pulumi.ComponentResource {
   /** The URL clients log in to (`--login-server`). */
   public readonly url: pulumi.Output<string>;
@@ -197,6 +224,22 @@ export class Coordinator extends pulumi.ComponentResource {
     const waitFor: pulumi.Resource[] = [];
 
     this.generationHost = coordinatorGenerationHost(h, { images: h.runtime === "docker" ? coordinatorImages(h, args) : undefined });
+    // Which host runs headscale, under one name for the stack: when coordinator.host names another
+    // host, its update moves the database there before that host's generation starts headscale.
+    const placement = new CoordinatorPlacement(
+      `${name}-placement`,
+      {
+        host: h.name,
+        connection,
+        ...key,
+        runtime: h.runtime,
+        ...(h.runtime === "docker" ? { container: args.containerName ?? "headscale" } : {}),
+        ...placementFacts(h),
+        serverUrl: args.info.serverUrl,
+      },
+      { parent: this, ...(args.after ? { dependsOn: args.after } : {}) },
+    );
+    waitFor.push(placement);
     if (h.runtime === "systemd" && args.binaryPath) {
       const local = headscaleBinaryFile(args.binaryPath);
       const sha = createHash("sha256").update(readFileSync(local)).digest("hex");

@@ -11,6 +11,7 @@ import { container } from "./resources/proxmox.ts";
 import { generation } from "./resources/generation.ts";
 import { preAuthKey, ready, routeApproval, user } from "./resources/headscale.ts";
 import { file, serviceCheck } from "./resources/host.ts";
+import { placement } from "./resources/placement.ts";
 import { prerequisites } from "./resources/prerequisites.ts";
 import type { AsyncDiffHandler, ResourceHandler } from "./resources/common.ts";
 import { TOKENS, type Token } from "./types.ts";
@@ -27,6 +28,7 @@ export const HANDLERS: Record<Token, ResourceHandler<any, any> | AsyncDiffHandle
   [TOKENS.preAuthKey]: preAuthKey,
   [TOKENS.routeApproval]: routeApproval,
   [TOKENS.ready]: ready,
+  [TOKENS.placement]: placement,
   [TOKENS.container]: container,
 };
 
@@ -78,7 +80,8 @@ export const provider: MeshfleetProvider = {
   },
 
   async diffDetailed(_id, urn, olds, news) {
-    const r = await handler(urn).diff(unwrapSecrets(olds), unwrapSecrets(news));
+    // Under the resource's URN: a diff may say something the preview shows (a coordinator move's steps).
+    const r = await forResource(urn, async () => handler(urn).diff(unwrapSecrets(olds), unwrapSecrets(news)));
     log(`diff ${typeOfUrn(urn)} ${nameOfUrn(urn)}: ${r.changes ? Object.entries(r.detailedDiff ?? {}).map(([k, v]) => `${k} ${v}`).join(", ") || "changes" : "no changes"}`);
     return r;
   },

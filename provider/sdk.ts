@@ -13,6 +13,7 @@ import {
   type DriftItem,
   type FileInputs,
   type GenerationInputs,
+  type PlacementInputs,
   type PreAuthKeyInputs,
   type PrerequisitesInputs,
   type ReadyInputs,
@@ -112,6 +113,15 @@ export class HeadscaleReady extends pulumi.CustomResource {
 
   constructor(name: string, args: Args<ReadyInputs>, opts?: pulumi.CustomResourceOptions) {
     super(TOKENS.ready, name, { ...args, state: undefined }, secretOutputs(opts, ["sshPrivateKey"]));
+  }
+}
+
+/** meshfleet:headscale:Placement — the coordinator's host; a new host gets headscale's database moved to it first. */
+export class CoordinatorPlacement extends pulumi.CustomResource {
+  declare readonly movedFrom: pulumi.Output<string | undefined>;
+
+  constructor(name: string, args: Args<PlacementInputs>, opts?: pulumi.CustomResourceOptions) {
+    super(TOKENS.placement, name, { ...args, movedFrom: undefined, movedAt: undefined }, secretOutputs(opts, ["sshPrivateKey"]));
   }
 }
 

@@ -15,6 +15,7 @@ export const TOKENS = {
   preAuthKey: "meshfleet:headscale:PreAuthKey",
   routeApproval: "meshfleet:headscale:RouteApproval",
   ready: "meshfleet:headscale:Ready",
+  placement: "meshfleet:headscale:Placement",
   container: "meshfleet:proxmox:Container",
 } as const;
 
@@ -257,4 +258,29 @@ export interface ContainerOutputs extends ContainerInputs {
   status: string;
   /** Config lines the CT lacks at the last read. */
   missingConfig: string[];
+}
+
+// ---- meshfleet:headscale:Placement ----
+
+/** Which host runs the coordinator: a change of `host` moves headscale and its database there (provider/placement.ts). */
+export interface PlacementInputs extends Connected {
+  /** The coordinator host. */
+  host: string;
+  runtime: "systemd" | "docker";
+  /** The headscale container (docker runtime). */
+  container?: string;
+  databaseType: "sqlite" | "postgres";
+  /** database.sqlitePath */
+  databasePath: string;
+  /** database.postgres.host (postgres only). */
+  postgresHost?: string;
+  /** headscale.adopt keeps keys meshfleet cannot derive: such a coordinator is not moved. */
+  adopted: boolean;
+  serverUrl: string;
+}
+
+export interface PlacementOutputs extends PlacementInputs {
+  /** When the database last moved here, and from which host. */
+  movedFrom?: string;
+  movedAt?: string;
 }

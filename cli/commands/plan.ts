@@ -24,6 +24,7 @@ import { unitDependencies } from "../../agent/desired.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
+import { moveSteps } from "../../provider/placement.ts";
 
 const flags: Flag[] = [
   { name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" },
@@ -81,7 +82,7 @@ async function evaluate(dir: string, stack: string, live?: LiveNode[]): Promise<
 // Per host: what its next generation changes on it.
 
 /** What the per-host comparison reads of a fleet (a base without the fleet folder has no hosts). */
-type Fleetish = Pick<FleetSystem, "hosts">;
+type Fleetish = Pick<FleetSystem, "hosts"> & Partial<Pick<FleetSystem, "coordinator">>;
 const NO_HOSTS: Fleetish = { hosts: {} };
 
 export interface HostGeneration {
@@ -97,7 +98,7 @@ export interface HostGeneration {
 }
 
 export interface PlanWarning {
-  kind: "downgrade" | "routes-lost" | "reachability-lost" | "firewall-closes" | "allow-all";
+  kind: "downgrade" | "routes-lost" | "reachability-lost" | "firewall-closes" | "allow-all" | "coordinator-moves";
   host?: string;
   message: string;
 }
@@ -177,6 +178,11 @@ const older = (a: number[], b: number[]) => { for (let i = 0; i < 3; i++) if (a[
 /** The changes a person must not miss: downgrades, a client losing the routes it used, a host losing reachability. */
 export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<typeof diffNetwork>): PlanWarning[] {
   const out: PlanWarning[] = [];
+  const from = base.coordinator?.host, to = head.coordinator?.host;
+  if (from && to && from !== to) {
+    const steps = moveSteps(from, to, head.coordinator!.serverUrl);
+    out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });
+  }
   for (const v of diff.versions) {
     const a = version(v.before), b = version(v.after);
     if (!a || !b || !older(b, a)) continue;

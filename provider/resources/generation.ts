@@ -143,8 +143,9 @@ export const generation: ResourceHandler<GenerationInputs, GenerationOutputs> = 
   },
 
   diff(olds, news): DetailedDiffResult {
-    // A bootstrap generation is pushed once; the host's own generation takes over after it.
-    if (news.once && olds.once && olds.hash !== undefined) return { changes: false };
+    // A bootstrap generation is pushed once; the host's own generation takes over after it. On
+    // another host (the coordinator moved) it is pushed once there.
+    if (news.once && olds.once && olds.hash !== undefined && olds.host === news.host) return { changes: false };
     const d: Record<string, DiffKind> = {};
     const replaces: string[] = [];
     if (olds.host !== news.host) {

@@ -85,6 +85,14 @@ describe("lab fleet, systemd runtime", () => {
     });
   });
 
+  it("records which host runs the coordinator, and its database and keys, before headscale is pushed there (a move goes through it)", () => {
+    const p = rec.byName("lab-coordinator-placement");
+    expect(p.type).toBe("meshfleet:headscale:Placement");
+    expect(p.inputs).toMatchObject({ host: "vps", runtime: "systemd", databaseType: "sqlite", databasePath: "/var/lib/headscale/db.sqlite", adopted: false, serverUrl: "https://203.0.113.10" });
+    expect(rec.before("lab-coordinator-bootstrap-generation")).toContain("lab-coordinator-placement");
+    expect([...rec.before("lab-coordinator-placement")]).toEqual(expect.arrayContaining(["lab-vps-prerequisites", "lab-laptop-prerequisites"]));
+  });
+
   it("checks caddy and derper after the VPS's final generation", () => {
     const proxy = rec.byName("lab-proxy-check");
     expect(proxy.type).toBe("meshfleet:host:ServiceCheck");
