@@ -6,12 +6,14 @@
  * leave headscale stopped halfway):
  *   1. a backup: headscale-backup.service when headscale.backup is on (the
  *      snapshot `meshfleet backup` pulls), and in any case a copy of the
- *      SQLite database taken with headscale stopped (exact bytes, WAL too);
+ *      database taken with headscale stopped: SQLite's file (exact bytes, WAL
+ *      too), or Postgres's as a pg_dump (custom format);
  *   2. the new binary in place, the old one kept beside it;
  *   3. headscale started; it must answer its health check with the same
  *      number of nodes, running the new release, within --wait;
  *   4. else the rollback: the old binary and the database copy go back
- *      (the new release may have migrated the database forward), headscale
+ *      (the new release may have migrated the database forward; Postgres:
+ *      pg_restore --clean --single-transaction of the dump), headscale
  *      starts again and must answer with the same nodes; the deploy stops.
  *
  * A downgrade is refused unless `--force`: headscale migrates its database
@@ -113,8 +115,13 @@ export interface UpgradeScriptInput {
    * old one comes back with the rollback.
    */
   newConfig?: string | null;
-  /** The SQLite database, or null (Postgres: no database copy, the binary still rolls back). */
+  /** The SQLite database, or null (Postgres: see `postgres`). */
   db: string | null;
+  /**
+   * Postgres: headscale's database.postgres settings, its libpq password file,
+   * and where the dump taken with headscale stopped goes (restored by the rollback).
+   */
+  postgres?: { host: string; port: number; name: string; user: string; sslmode: string; pgpass: string; dump: string } | null;
   /** The backup to take first (headscale.backup on: `systemctl start headscale-backup.service`), or null. */
   backup: string | null;
   /** Succeeds while headscale runs (`systemctl is-active --quiet headscale.service`). */
@@ -131,6 +138,8 @@ export interface UpgradeScriptInput {
 /** The guarded upgrade as one POSIX sh script (pure). Exit codes: UPGRADE_EXIT. The log ends with `@@mf:result@@` and one line. */
 export function upgradeScript(i: UpgradeScriptInput): string {
   const hs = `"$bin" -c ${shq(i.config)}`;
+  const pg = i.postgres ?? null;
+  const pgConn = pg ? `--no-password --host=${shq(pg.host)} --port=${pg.port} --username=${shq(pg.user)} --dbname=${shq(pg.name)}` : "";
   return [
     ...guardedHead({
       about: ["meshfleet upgrade (cli/headscale-upgrade.ts): a new headscale binary with a backup, a health check and a rollback."],
@@ -144,6 +153,7 @@ export function upgradeScript(i: UpgradeScriptInput): string {
         ["db", i.db ?? ""],
         ["cfg", i.config],
         ["newcfg", i.newConfig ?? ""],
+        ["pgdump", pg?.dump ?? ""],
       ],
       waitSeconds: i.waitSeconds,
       log: i.log,
@@ -174,7 +184,11 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     // A refusal after headscale was stopped: start it again, and say so when it does not start.
     `refuse() { if start_hs; then finish 3 "$1"; fi; finish 3 "$1; BUT headscale $from did not start again: start it (systemctl start headscale; journalctl -u headscale)"; }`,
     "",
+    // The dump and its restore read the password from the file headscale reads (never a command line).
+    ...(pg ? [`export PGPASSFILE=${shq(pg.pgpass)} PGSSLMODE=${shq(pg.sslmode)}`] : []),
+    "",
     "# 0. Before anything changes: the staged binary runs and reports the new release; headscale answers now.",
+    ...(pg ? [`for t in pg_dump pg_restore; do command -v $t >/dev/null 2>&1 || finish 3 "refused: $t is not installed on this host, so the Postgres database could not be kept for a rollback; nothing was changed (apt-get install postgresql-client on it; with headscale.backup or headscale.database.postgres.local on, meshfleet up installs it)"; done`] : []),
     `chmod 0755 "$new" || finish 3 "refused: cannot make the staged binary executable; nothing was changed"`,
     `nv=$("$new" version 2>&1 | head -n 1)`,
     `case "$nv" in *"v$to"*) ;; *) rm -f "$new"; finish 3 "refused: the staged binary reports '$nv', not $to; nothing was changed";; esac`,
@@ -194,6 +208,15 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `  copy_db "$db" "$kept_db" || refuse "refused: could not copy $db to $kept_db; nothing else was changed"`,
     `  say "database copied (headscale stopped) to $kept_db"`,
     `fi`,
+    `kept_pg=""`,
+    ...(pg
+      ? [
+          // headscale is stopped: the dump is the database exactly as the old release left it.
+          `pg_dump ${pgConn} --format=custom --file="$pgdump" || refuse "refused: could not dump the Postgres database ${pg.name} to $pgdump (pg_dump failed), so there would be nothing to roll back to; nothing else was changed"`,
+          `kept_pg="$pgdump"`,
+          `say "Postgres database ${pg.name} dumped (headscale stopped) to $kept_pg"`,
+        ]
+      : []),
     `say "backup took $(($(ms) - t_b)) ms"`,
     `t_u=$(ms)`,
     "",
@@ -211,14 +234,14 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `new_cfg() { [ -z "$kept_cfg" ] && return 0; if cat "$newcfg" > "$cfg"; then say "config rendered for $to in place ($cfg; the old one kept as $kept_cfg)"; return 0; fi; cfg_failed=1; say "could not write the config rendered for $to to $cfg (a full disk?)"; return 1; }`,
     "",
     "# 3. Start and check.",
-    `if new_cfg && start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"; fi`,
+    `if new_cfg && start_hs && answers "$had" "$to"; then say "upgrade (new binary, start, healthy) took $(($(ms) - t_u)) ms"; finish 0 "upgraded: headscale $from -> $to, $had node(s); the old binary is kept as $old\${kept_db:+ and the database as $kept_db}\${kept_pg:+ and the database as a dump in $kept_pg}\${kept_cfg:+, the config as $kept_cfg}"; fi`,
     "",
     "# 4. The rollback: the old binary and the database copy.",
     `if [ -n "$cfg_failed" ]; then say "the config for $to could not be written; rolling back to $from"; else say "headscale $to did not come up healthy after $(($(ms) - t_u)) ms; rolling back to $from"; fi`,
     `t_r=$(ms)`,
     `journalctl -u headscale.service -n 8 --no-pager -o cat 2>/dev/null | sed 's/^/upgrade:   /'`,
     // Each step checked: a rollback that cannot finish stops and says what is where.
-    `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}\${kept_cfg:+, the config as $kept_cfg}"`,
+    `left="the old binary is kept as $old\${kept_db:+, the database from before the upgrade as $kept_db}\${kept_pg:+, the Postgres database from before the upgrade as the dump $kept_pg}\${kept_cfg:+, the config as $kept_cfg}"`,
     `stop_hs || finish 5 "rollback failed: headscale $to did not come up healthy and did not stop for the rollback; nothing was put back: headscale $to is at $bin with its database $db; $left. Fix: systemctl stop headscale, then put them back by hand"`,
     // The config first: truncating it back to the old one frees space a full disk needs for the binary.
     `if [ -n "$kept_cfg" ]; then cat "$kept_cfg" > "$cfg" || finish 5 "rollback failed: could not put the config back from $kept_cfg (headscale is stopped, nothing else was put back); $left. Fix: free space, cp $kept_cfg $cfg and cp -p $old $bin, then systemctl start headscale"; fi`,
@@ -230,6 +253,15 @@ export function upgradeScript(i: UpgradeScriptInput): string {
     `  copy_db "$kept_db" "$db.rollback-$stamp" || finish 5 "rollback failed: could not copy $kept_db (a full disk?); headscale is stopped, the old binary is back at $bin, there is no database at $db: the one headscale $to used is $db.failed-upgrade-$stamp, the one from before the upgrade is $kept_db (untouched). Fix: free space, cp -p $kept_db $db (with its -wal/-shm), then systemctl start headscale"`,
     `  move_db "$db.rollback-$stamp" "$db" || finish 5 "rollback failed: could not rename $db.rollback-$stamp to $db; headscale is stopped, the old binary is back at $bin; $left. Fix: put $kept_db (with its -wal/-shm) in place of $db, then systemctl start headscale"`,
     `fi`,
+    // All or nothing: a failed restore leaves the database as the new release left it, and says so.
+    ...(pg
+      ? [
+          `if [ -n "$kept_pg" ]; then`,
+          `  pg_restore ${pgConn} --clean --if-exists --no-owner --single-transaction --exit-on-error "$kept_pg" || finish 5 "rollback failed: could not restore the Postgres database ${pg.name} from $kept_pg (pg_restore failed, in one transaction: the database is as headscale $to left it); headscale is stopped, the old binary is back at $bin; $left. Fix: pg_restore --clean --if-exists --no-owner --single-transaction -d ${pg.name} $kept_pg, then systemctl start headscale"`,
+          `  say "Postgres database ${pg.name} restored from $kept_pg"`,
+          `fi`,
+        ]
+      : []),
     `start_hs || say "headscale $from did not start"`,
     `if answers "$had" "$from"; then say "rollback (old binary and database back, start, healthy) took $(($(ms) - t_r)) ms"; finish 4 "rolled back: headscale $to did not come up healthy; $from runs again on the database as it was before ($had node(s)); the failed binary is kept as $bin.failed-upgrade-$stamp"; fi`,
     `finish 5 "rolled back, but headscale $from does not answer either; the database copy is $kept_db and the old binary $old. Look at journalctl -u headscale"`,
@@ -359,6 +391,7 @@ export async function headscaleUpgradeStep(o: {
       config: c.config,
       newConfig: newConfig === null ? null : `${stage}/config.yaml`,
       db: c.database.type === "sqlite" ? c.database.path : null,
+      postgres: c.database.type === "postgres" ? { ...c.database, dump: `${stage}/before-upgrade.pgdump` } : null,
       backup: c.backupDir !== null ? "systemctl start headscale-backup.service" : null,
       isActive: "systemctl is-active --quiet headscale.service",
       from: act.from,
