@@ -56,7 +56,7 @@ export function moveSteps(from: string, to: string, serverUrl: string): string[]
     `the database goes to ${to} (a database already there is kept aside, not deleted), 0600 headscale:headscale`,
     `${to}'s generation starts headscale with the same Noise and DERP keys (they derive from keySeed), so nodes need no new login`,
     `${from}'s generation no longer runs headscale`,
-    `you point ${serverUrl} at ${to} (its DNS record, or the address moves): until then nodes keep their tunnels but reach no coordinator`,
+    `you point ${serverUrl} at ${to} (its DNS record, or the address moves), before this \`up\` when ${to}'s proxy gets its certificate by ACME (the CA checks ${to}); until then nodes keep their tunnels but reach no coordinator`,
   ];
 }
 
