@@ -145,7 +145,8 @@ function containerProblem(host: Host, name: string, s: ComposeService): string {
   const live = inspect(host, name);
   if (!live) return "not created";
   if (!live.State.Running) return `is ${live.State.Status}`;
-  const test = s.healthcheck?.test ?? [];
+  // The compose file writes a literal `$` as `$$` (compose interpolates); docker exec takes it as is.
+  const test = (s.healthcheck?.test ?? []).map((t) => t.replaceAll("$$", "$"));
   if (test.length === 0 || test[0] === "NONE") return "";
   const argv = test[0] === "CMD-SHELL" ? ["sh", "-c", test.slice(1).join(" ")] : test[0] === "CMD" ? test.slice(1) : test;
   const r = docker(host, ["exec", name, ...argv], 15_000);

@@ -39,8 +39,23 @@ export interface CoordinatorServiceArgs {
   secrets?: Record<string, pulumi.Input<string>>;
 }
 
-/** Problems with an image reference: it must be pinned by an exact tag or a digest. */
+/**
+ * The image contract (issue 20). An image is named one of three ways, each
+ * pinned: `repo:tag` (an exact version tag), `repo@sha256:<digest>` or
+ * `repo:tag@sha256:<digest>` (a registry's manifest digest), or
+ * `sha256:<64 hex>` alone: an image id, what `docker import` and
+ * `docker build` print for an image made on the host itself (no registry
+ * knows it). `meshfleet:imageDigests` carries registry digests only, appended
+ * to a repository: an id is never a digest (docker would look it up in a
+ * registry as `repo@sha256:<id>` and fail), so a local image is written as the
+ * host file's `image:` (headscale.image, reverse-proxy.image, derp.image) and
+ * a digest given for it as well is refused.
+ */
+export const IMAGE_ID_PATTERN = /^sha256:[0-9a-f]{64}$/;
+
+/** Problems with an image reference: it must be pinned by an exact tag, a digest, or be an image id. */
 export function validateImagePin(image: string, where: string): string[] {
+  if (IMAGE_ID_PATTERN.test(image)) return [];
   const digest = /@sha256:[0-9a-f]{64}$/.test(image);
   const name = image.replace(/@sha256:.*$/, "");
   const slash = name.lastIndexOf("/");
@@ -54,9 +69,16 @@ export function validateImagePin(image: string, where: string): string[] {
   return [];
 }
 
-/** The image reference with an optional digest appended (`repo:tag@sha256:…`, docker resolves by digest). */
+/**
+ * The image reference with an optional registry digest appended
+ * (`repo:tag@sha256:…`, docker resolves by digest). An image id takes no
+ * digest: see IMAGE_ID_PATTERN.
+ */
 export function pinnedImage(image: string, digest?: string): string {
   if (!digest) return image;
+  if (IMAGE_ID_PATTERN.test(image)) {
+    throw new Error(`image ${image.slice(0, 19)}…: an image id (a local image) cannot take a registry digest (${digest.slice(0, 19)}…). Fix: drop it from meshfleet:imageDigests, or name a registry image (repo:tag) in the host file`);
+  }
   const d = digest.startsWith("sha256:") ? digest : `sha256:${digest}`;
   return `${image.replace(/@sha256:.*$/, "")}@${d}`;
 }
@@ -126,7 +148,7 @@ export interface ComposeOptions {
   extraFiles?: FileSpec[];
 }
 
-const IMAGE_ID = /^sha256:[0-9a-f]{64}$/;
+const IMAGE_ID = IMAGE_ID_PATTERN;
 const DIGEST_PINNED = /@sha256:[0-9a-f]{64}$/;
 
 /**
@@ -176,6 +198,15 @@ export function composeSubnet(host: HostSystem): string | undefined {
   return named[0];
 }
 
+/**
+ * A value compose must pass through as written: compose interpolates `$VAR`
+ * and `${VAR}` in every string of the file (JSON too), and refuses `$!`
+ * ("Invalid interpolation format"); `$$` is its literal `$`.
+ */
+export function composeLiteral(v: string): string {
+  return v.replaceAll("$", "$$$$");
+}
+
 /** The compose file (as JSON, which compose reads as YAML) for the host's containers. Pure. */
 export function renderCompose(host: HostSystem, images: Record<string, string> = {}): ComposeFileWithNetwork {
   const subnet = composeSubnet(host);
@@ -207,12 +238,12 @@ export function renderCompose(host: HostSystem, images: Record<string, string> =
       image: composeImage(spec, images),
       container_name: spec.name,
       restart: spec.restart,
-      ...(spec.command.length ? { command: spec.command } : {}),
-      ...(Object.keys(spec.env).length ? { environment: spec.env } : {}),
+      ...(spec.command.length ? { command: spec.command.map(composeLiteral) } : {}),
+      ...(Object.keys(spec.env).length ? { environment: Object.fromEntries(Object.entries(spec.env).map(([k, v]) => [k, composeLiteral(v)])) } : {}),
       ports: spec.ports.map((p) => `${p.ip ? `${p.ip.includes(":") ? `[${p.ip}]` : p.ip}:` : ""}${p.external}:${p.internal}/${p.protocol}`),
       volumes: mounts,
       labels: { "meshfleet.files": digest.digest("hex") },
-      ...(spec.healthcheck ? { healthcheck: { ...spec.healthcheck } } : {}),
+      ...(spec.healthcheck ? { healthcheck: { ...spec.healthcheck, test: spec.healthcheck.test.map(composeLiteral) } } : {}),
     };
     services[spec.name] = svc;
   }

@@ -54,7 +54,7 @@ export const derpOptions = z
     image: z
       .string()
       .default("")
-      .describe("Container image with derper at /usr/local/bin/derper (docker runtime); there is no official image, so it must be set."),
+      .describe("Container image with derper at /usr/local/bin/derper (docker runtime): repo:tag, repo@sha256:<digest>, or the id (sha256:…) of an image built on the host; there is no official image, so it must be set."),
     openFirewall: z.boolean().default(true).describe("Open derpPort/tcp and stunPort/udp on the public side."),
   })
   .strict();
@@ -219,6 +219,8 @@ export function verifyUrlOf(o: DerpOptions, ctx: ModuleContext): string {
   const coord = ctx.hosts[ctx.fleet.coordinator.host];
   const hs = coord?.config.headscale;
   if (ctx.host === ctx.fleet.coordinator.host && hs?.enable) {
+    // In a container the loopback is derper's own: headscale is its compose neighbour, named by docker's DNS.
+    if (ctx.self.runtime === "docker") return `http://headscale:${hs.listenAddr.slice(hs.listenAddr.lastIndexOf(":") + 1)}/verify`;
     return `http://${loopbackOf(hs.listenAddr)}/verify`;
   }
   return `${ctx.fleet.coordinator.serverUrl.replace(/\/+$/, "")}/verify`;

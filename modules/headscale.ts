@@ -29,7 +29,7 @@ export const headscaleOptions = z
     image: z
       .string()
       .default("")
-      .describe("Container image (docker runtime); \"\" pins docker.io/headscale/headscale to fleet.yaml coordinator.headscaleVersion."),
+      .describe("Container image (docker runtime): repo:tag, repo@sha256:<digest>, or the id (sha256:…) of an image built on the host; \"\" pins docker.io/headscale/headscale to fleet.yaml coordinator.headscaleVersion."),
     listenAddr: listenAddr.default("127.0.0.1:8080").describe("HTTP listener; loopback behind the reverse proxy."),
     metricsListenAddr: z
       .union([listenAddr, z.literal("")])

@@ -98,7 +98,7 @@ export const reverseProxyOptions = z
     image: z
       .string()
       .default("")
-      .describe("Container image (docker runtime); \"\" pins the official caddy or nginx image."),
+      .describe("Container image (docker runtime): repo:tag, repo@sha256:<digest>, or the id (sha256:…) of an image built on the host (then set nginxVersion); \"\" pins the official caddy or nginx image."),
     hstsMaxAge: z
       .number()
       .int()

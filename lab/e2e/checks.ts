@@ -51,8 +51,10 @@ const BLOCK_TABLE = "meshfleet_e2e_block";
 
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 export const tsCli = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin/tailscale --socket=/run/tailscale/tailscaled.sock`;
-export const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
-/** Shell: wait (30 s by the clock) until headscale's CLI answers; headscale.service is Type=simple, so a restart returns before it serves. */
+import { hsCli, hsPolicyPath, hsService } from "./coordinator-runtime.ts";
+import { labFleetDir } from "./docker-variant.ts";
+export { hsCli };
+/** Shell: wait (30 s by the clock) until headscale's CLI answers; headscale.service is Type=simple (and docker restart returns once the process runs), so a restart returns before it serves. */
 // In braces: after `a && b && restart && ${hsReady()}` a failed step must stay the command's status (`;` binds looser than `&&`).
 export const hsReady = () => `{ end=$(($(date +%s) + 30)); until ${hsCli()} users list >/dev/null 2>&1; do [ "$(date +%s)" -lt "$end" ] || exit 1; sleep 0.5; done; }`;
 
@@ -195,12 +197,13 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
     await check("policy widened on headscale alone: lxc-tailscale's own table still drops laptop -> :22", async () => {
       const lxc = (await peer("lxc-tailscale"))?.ips.find((x) => x.includes("."));
       if (!lxc) return { ok: false, why: "lxc-tailscale has no tailnet IPv4 in laptop's status" };
-      const policy = "/etc/headscale/policy.hujson";
+      const policy = "$p";
+      const at = `p=${hsPolicyPath()}; `;
       const counter = async () => {
         const r = await sshExec("lxc-tailscale", "nft list chain inet meshfleet tailnet", { instance });
         return Number(/counter packets (\d+) bytes \d+ drop/.exec(r.stdout)?.[1] ?? NaN);
       };
-      const widen = await sshExec("vps", `cp -p ${policy} ${policy}.mf-check && sed -i 's/"tag:router:80,443"/"tag:router:*"/' ${policy} && grep -q '"tag:router:\\*"' ${policy} && systemctl restart headscale && ${hsReady()}`, { instance });
+      const widen = await sshExec("vps", `${at}cp -p ${policy} ${policy}.mf-check && sed -i 's/"tag:router:80,443"/"tag:router:*"/' ${policy} && grep -q '"tag:router:\\*"' ${policy} && ${hsService("restart")} && ${hsReady()}`, { instance });
       try {
         if (widen.code !== 0) return { ok: false, why: `could not widen the policy on vps: ${widen.stderr.trim() || widen.stdout.trim()}` };
         const before = await counter();
@@ -213,7 +216,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
         });
         return r;
       } finally {
-        await sshExec("vps", `test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && systemctl restart headscale && ${hsReady()}`, { instance });
+        await sshExec("vps", `${at}test -f ${policy}.mf-check && mv ${policy}.mf-check ${policy} && ${hsService("restart")} && ${hsReady()}`, { instance });
       }
     });
 
@@ -329,14 +332,14 @@ export async function editedRouteCheck(instance: number): Promise<{ ok: boolean;
   const env = labPulumiEnv(instance);
   const edited = join(p.dir, "hosts-edited");
   rmSync(edited, { recursive: true, force: true });
-  cpSync(join(REPO, "hosts", "lab"), edited, { recursive: true });
+  cpSync(labFleetDir(instance), edited, { recursive: true });
   const f = join(edited, "lxc-tailscale.yaml");
   const text = readFileSync(f, "utf8");
   const next = text.replace("lan: [192.168.8.0/24]", "lan: [192.168.8.0/24, 192.168.9.0/24]").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.9.0/24]");
   if (next === text) return { ok: false, why: "hosts/lab/lxc-tailscale.yaml no longer has the lines this check edits" };
   writeFileSync(f, next);
   const cfg = (k: string, v: string) => runPulumi(["config", "set", "--config-file", p.stackConfig, "--stack", STACK, k, v], { env });
-  const original = resolve(REPO, "hosts", "lab");
+  const original = labFleetDir(instance);
   const EXTRA = "192.168.9.0/24";
   const approvedOf = async () => {
     const r = await sshExec("vps", `${hsCli()} nodes list -o json`, { instance, timeoutMs: 10_000 });
@@ -394,6 +397,7 @@ async function versionsOnHosts(instance: number): Promise<Record<string, string>
   v["tailscale on laptop"] = await run("laptop", `${tsCli()} version`);
   v["headscale on vps"] = await run("vps", `${hsCli()} version 2>/dev/null || ${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale version`);
   v["caddy on vps"] = await run("vps", "caddy version");
+  v["containers on vps"] = await run("vps", "docker ps --format '{{.Names}} {{.Image}}' 2>/dev/null | sort | tr '\\n' ' ' | grep . || echo none");
   v["node on hosts"] = await run("laptop", "node --version");
   return v;
 }

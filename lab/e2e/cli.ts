@@ -15,12 +15,12 @@ export function e2eCommands(say: (line: string) => void, defaultInstance: () => 
   };
   return {
     up: {
-      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host)",
-      usage: "meshfleet lab up [--instance N] [--no-build]",
+      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host); --docker: the VPS runs headscale, nginx and derper in docker, from images built on it",
+      usage: "meshfleet lab up [--instance N] [--no-build] [--docker]",
       run: async (argv, flags) => {
-        unknown("up", argv, ["--no-build"]);
+        unknown("up", argv, ["--no-build", "--docker"]);
         const instance = flags.instance ?? defaultInstance();
-        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build") });
+        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build"), docker: argv.includes("--docker") });
         say("");
         say(`lab up: ${r.ok ? "deployed" : "FAILED"} in ${s(r.totalMs)} (instance ${instance})`);
         for (const st of r.steps) say(`  ${st.ok ? "ok  " : "FAIL"} ${`${st.step}${st.host ? ` ${st.host}` : ""}`.padEnd(28)} ${s(st.ms).padStart(7)}${st.ok && st.detail ? `  ${st.detail}` : ""}`);

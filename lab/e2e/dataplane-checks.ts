@@ -34,7 +34,7 @@ const PORT = 9931;
 const PMTUD_TABLE = "meshfleet_e2e_pmtud";
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 const tsCli = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin/tailscale --socket=/run/tailscale/tailscaled.sock`;
-const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
+import { hsCli } from "./coordinator-runtime.ts";
 const tail = (s: string, n = 2) => s.trim().split("\n").slice(-n).join(" | ");
 
 export interface MssOptions {

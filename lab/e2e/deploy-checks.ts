@@ -19,6 +19,7 @@ import { labKeyPath, labKnownHostsPath, sshExec } from "../hosts/index.ts";
 import { runDeploy, type DeployOptions } from "../../cli/commands/deploy.ts";
 import { e2ePaths, STACK } from "./paths.ts";
 import { keptSecret, labPulumiEnv, REPO, runPulumi } from "./pulumi.ts";
+import { hsCli } from "./coordinator-runtime.ts";
 
 /** `meshfleet <verb> --stack lab --config-file <lab>/Pulumi.lab.yaml --yes`, in this process. */
 export function labDeploy(instance: number, o: Omit<DeployOptions, "stack" | "configFile" | "env">) {
@@ -148,20 +149,13 @@ export async function deployChecks(instance: number, check: Check): Promise<void
     };
     const noise = await sshExec("vps", "cat /var/lib/headscale/noise_private.key 2>/dev/null; cat /var/lib/derper/derper.key 2>/dev/null; ls /var/lib/headscale", { instance });
     secrets["derived keys (noise, DERP)"] = [...noise.stdout.matchAll(/(privkey|nodekey|private)[:\w]*[:=]?\s*"?([0-9a-f]{64})/gi)].map((m) => m[2]!).concat(noise.stdout.split(/\s+/).filter((w) => /^privkey:[0-9a-f]{64}$/.test(w)).map((w) => w.slice(8)));
-    const hs = await sshExec("vps", `${await hsCliPath()} -c /etc/headscale/config.yaml preauthkeys list -o json 2>/dev/null || true`, { instance });
+    const hs = await sshExec("vps", `${hsCli()} preauthkeys list -o json 2>/dev/null || true`, { instance });
     secrets["pre-auth keys"] = [...hs.stdout.matchAll(/hskey-auth-[A-Za-z0-9_-]{8,}|"key":\s*"([A-Za-z0-9_-]{20,})"/g)].map((m) => m[1] ?? m[0]);
     const found = Object.entries(secrets).flatMap(([what, vals]) => vals.filter((v) => v && v.length >= 12 && state.includes(v)).map(() => what));
     const counted = Object.entries(secrets).map(([k, v]) => `${k}: ${v.length}`).join(", ");
     if (secrets["key seed"]!.length === 0 || secrets["SSH private key"]!.length === 0) return { ok: false, why: `could not read the secrets to look for (${counted})` };
     return found.length === 0 ? { ok: true, why: `${files.length} state files, none holds any of (${counted})` } : { ok: false, why: `in clear in the state: ${[...new Set(found)].join(", ")}` };
   });
-}
-
-async function hsCliPath(): Promise<string> {
-  const { loadVersions } = await import("../tools/index.ts");
-  const { HOST_TOOLS_DIR } = await import("../hosts/index.ts");
-  const v = loadVersions().tools.find((t) => t.name === "headscale")!.version;
-  return `${HOST_TOOLS_DIR}/headscale@${v}/bin/headscale`;
 }
 
 /** Every file of a file backend (checkpoints, history, backups). */

@@ -34,7 +34,8 @@ const NAS = "192.168.8.10";
 const AUTH_KEY_FILE = "/var/lib/meshfleet/secrets/tailscale-authkey";
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 const tsBin = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin`;
-const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
+import { hsCli, hsService } from "./coordinator-runtime.ts";
+import { labFleetDir } from "./docker-variant.ts";
 const tsCli = () => `${tsBin()}/tailscale --socket=/run/tailscale/tailscaled.sock`;
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 /** Never let a key reach a log line. */
@@ -82,7 +83,7 @@ export async function noChangesCheck(instance: number): Promise<Verdict> {
 export async function outageCheck(instance: number, holdS = 60): Promise<Verdict> {
   const route = await sshExec("laptop", `ip route get ${NAS}`, { instance });
   if (!/tailscale0/.test(route.stdout)) return { ok: false, why: `laptop does not route ${NAS} through tailscale0: ${route.stdout.trim() || route.stderr.trim()}` };
-  const st = await sshExec("vps", "systemctl stop headscale && ! systemctl is-active --quiet headscale", { instance });
+  const st = await sshExec("vps", `${hsService("stop")} && ! ${hsService("is-active")} >/dev/null`, { instance });
   if (st.code !== 0) return { ok: false, why: `could not stop headscale: ${st.stderr.trim()}` };
   try {
     const t0 = Date.now();
@@ -101,7 +102,7 @@ export async function outageCheck(instance: number, holdS = 60): Promise<Verdict
     const m = /(\d+) packets transmitted, (\d+) received/.exec(p.stdout);
     const sent = Number(m?.[1] ?? 0);
     const got = Number(m?.[2] ?? 0);
-    const still = await sshExec("vps", "systemctl is-active headscale", { instance });
+    const still = await sshExec("vps", hsService("is-active"), { instance });
     const down = still.stdout.trim() !== "active";
     const held = ((Date.now() - t0) / 1000).toFixed(0);
     const summary = `headscale down ${held}s (${down ? "still down at the end" : "UP again at the end"}); connections ${tries - failed.length}/${tries}; pings ${got}/${sent}`;
@@ -111,7 +112,7 @@ export async function outageCheck(instance: number, holdS = 60): Promise<Verdict
     if (failed.length) return { ok: false, why: `${summary}: failed ${failed.slice(0, 3).join("; ")}` };
     return { ok: true, why: summary };
   } finally {
-    await sshExec("vps", "systemctl start headscale", { instance });
+    await sshExec("vps", hsService("start"), { instance });
   }
 }
 
@@ -121,7 +122,7 @@ async function editedFleet(instance: number, name: string, edit: (files: Record<
   const env = labPulumiEnv(instance);
   const dir = join(p.dir, `hosts-${name}`);
   rmSync(dir, { recursive: true, force: true });
-  cpSync(join(REPO, "hosts", "lab"), dir, { recursive: true });
+  cpSync(labFleetDir(instance), dir, { recursive: true });
   const files = Object.fromEntries(fleetHosts().map((h) => [h, readFileSync(join(dir, `${h}.yaml`), "utf8")]));
   const next = edit(files);
   for (const [h, text] of Object.entries(next)) writeFileSync(join(dir, `${h}.yaml`), text);
@@ -133,7 +134,7 @@ async function editedFleet(instance: number, name: string, edit: (files: Record<
   return {
     dir,
     restore: async () => {
-      await cfg(resolve(REPO, "hosts", "lab"));
+      await cfg(labFleetDir(instance));
       rmSync(dir, { recursive: true, force: true });
     },
   };

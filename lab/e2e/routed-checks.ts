@@ -22,7 +22,7 @@ const NAS = "192.168.8.10";
 const IMPOSTOR = "laptop";
 const version = (name: string) => loadVersions().tools.find((t) => t.name === name)?.version ?? "?";
 const tsBin = () => `${HOST_TOOLS_DIR}/tailscale@${version("tailscale")}/bin`;
-const hsCli = () => `${HOST_TOOLS_DIR}/headscale@${version("headscale")}/bin/headscale -c /etc/headscale/config.yaml`;
+import { hsCli } from "./coordinator-runtime.ts";
 const tsCli = () => `${tsBin()}/tailscale --socket=/run/tailscale/tailscaled.sock`;
 const redact = (s: string) => s.replace(/hskey-[A-Za-z0-9_-]+/g, "hskey-[redacted]").replace(/\b[0-9a-f]{40,}\b/g, "[redacted]");
 const last = (s: string, n = 2) => redact(s.trim().split("\n").slice(-n).join(" | "));

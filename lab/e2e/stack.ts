@@ -24,7 +24,8 @@ export const repoStackFile = () => join(REPO, "stacks", `Pulumi.${STACK}.yaml`);
  * opens it (which keeps the salt `stack init` makes in the lab's file and
  * leaves the repo's exactly as it was), then the key seed set as a secret.
  */
-export async function ensureStack(instance: number, env: Record<string, string>, ssh: { keyPath: string; knownHostsPath: string }): Promise<string> {
+/** `o.hostsDir`: the fleet folder to deploy (the docker variant's, or hosts/lab again after it); unset keeps the stack's. */
+export async function ensureStack(instance: number, env: Record<string, string>, ssh: { keyPath: string; knownHostsPath: string }, o: { hostsDir?: string } = {}): Promise<string> {
   const p = e2ePaths(instance);
   mkdirSync(dirname(p.stackConfig), { recursive: true });
   const base = readYaml(repoStackFile());
@@ -34,7 +35,7 @@ export async function ensureStack(instance: number, env: Record<string, string>,
   // The lab's known_hosts holds each host's key as booted: every connection is checked against it.
   cfg["meshfleet:knownHostsPath"] = ssh.knownHostsPath;
   // Absolute: the program resolves them against its working directory.
-  cfg["meshfleet:hostsDir"] = resolve(REPO, String(cfg["meshfleet:hostsDir"] ?? `hosts/${STACK}`));
+  cfg["meshfleet:hostsDir"] = resolve(REPO, String(o.hostsDir ?? cfg["meshfleet:hostsDir"] ?? `hosts/${STACK}`));
   cfg["meshfleet:agentPath"] = resolve(REPO, String(cfg["meshfleet:agentPath"] ?? "dist/meshfleet-agent.mjs"));
   writeFileSync(p.stackConfig, stringify({ ...(mine.encryptionsalt ? { encryptionsalt: mine.encryptionsalt } : {}), config: cfg }));
 

@@ -20,6 +20,7 @@ import { AGENT_HOST_PATH } from "../../core/types.ts";
 import { sshExec } from "../hosts/index.ts";
 import { labPulumiEnv, REPO, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
+import { prepareVariant, provideTls, verifyTls } from "./docker-variant.ts";
 
 import { COORDINATOR, FLEET_DIR, fleetHosts, SERVER_URL } from "./fleet.ts";
 
@@ -47,6 +48,8 @@ export interface LabUpOptions {
   noBuild?: boolean;
   /** Run on the booted hosts before the deploy (a test's own setup the deploy needs, e.g. a binary the lab has no package for). */
   beforeDeploy?: () => Promise<void>;
+  /** The docker variant (issue 20, lab/e2e/docker-variant.ts): the VPS runs headscale, nginx and derper in docker. */
+  docker?: boolean;
 }
 
 /** `agent verify` on every fleet host: exit 0 means the host matches its generation. */
@@ -81,7 +84,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     }, (v) => v);
 
     await pr.step("hosts", undefined, async () => {
-      const r = await hostsUp({ instance, log: (l) => pr.line("hosts", l.trim().replace(/^[\d.]+s\s+/, "")) });
+      const r = await hostsUp({ instance, ...(opts.docker ? { docker: [COORDINATOR] } : {}), log: (l) => pr.line("hosts", l.trim().replace(/^[\d.]+s\s+/, "")) });
       const down = r.hosts.filter((h) => h.kind === "nspawn" && (h.state !== "up" || !h.ssh));
       if (down.length > 0) throw new Error(`hosts without ssh after boot: ${down.map((h) => h.name).join(", ")}`);
       const fresh = fleetHosts().filter((h) => h in r.bootMs);
@@ -93,6 +96,10 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       return `${r.hosts.filter((h) => h.state === "up").length} up${fresh.length ? `, booted ${fresh.join(", ")}` : ", all already running"}`;
     }, (v) => v);
 
+    // The docker variant: images built on the VPS, its fleet written (the standard lab: hosts/lab).
+    const variant = await pr.step(opts.docker ? "docker images" : "variant", opts.docker ? COORDINATOR : undefined, () => prepareVariant(instance, !!opts.docker, (l) => pr.line("docker images", l)), (v) => v.detail);
+    const fleetDir = variant.fleetDir;
+
     await pr.step("agent bundle", undefined, async () => {
       const r = await execa(process.execPath, [join(REPO, "agent", "build.mjs")], { reject: false, cwd: REPO });
       if (r.exitCode !== 0) throw new Error(`npm run build:agent: ${String(r.stderr).trim().split("\n").slice(-3).join(" | ")}`);
@@ -101,21 +108,23 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
 
     await pr.step("program", undefined, async () => {
       if (!existsSync(join(REPO, "index.ts"))) throw new Error("the Pulumi program index.ts (Pulumi.yaml main) is not in the repo yet");
-      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "check", "--hosts-dir", FLEET_DIR], { reject: false, cwd: REPO });
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "check", "--hosts-dir", fleetDir], { reject: false, cwd: REPO });
       if (r.exitCode !== 0) throw new Error(`meshfleet check hosts/lab: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-4).join(" | ")}`);
     });
 
-    await pr.step("caddy", COORDINATOR, () => provideCaddy(COORDINATOR, instance), (v) => v);
-    await pr.step("caddy CA seed", COORDINATOR, () => seedCaddyCa(COORDINATOR, instance), (v) => v);
-    for (const h of fleetHosts()) {
-      await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
-    }
+    if (!opts.docker) {
+      await pr.step("caddy", COORDINATOR, () => provideCaddy(COORDINATOR, instance), (v) => v);
+      await pr.step("caddy CA seed", COORDINATOR, () => seedCaddyCa(COORDINATOR, instance), (v) => v);
+      for (const h of fleetHosts()) {
+        await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
+      }
+    } else await pr.step("lab TLS", COORDINATOR, () => provideTls(instance), (v) => v);
 
     // What each host gets, written for inspection beside the lab's state.
     await pr.step("render", undefined, async () => {
       const out = join(p.dir, "rendered");
       rmSync(out, { recursive: true, force: true });
-      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "render", "--hosts-dir", FLEET_DIR, "--out", out], { reject: false, cwd: REPO });
+      const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "render", "--hosts-dir", fleetDir, "--out", out], { reject: false, cwd: REPO });
       if (r.exitCode !== 0) throw new Error(`meshfleet render: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-3).join(" | ")}`);
       return out;
     });
@@ -123,7 +132,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     let env: Record<string, string> = {};
     await pr.step("stack", STACK, async () => {
       env = labPulumiEnv(instance);
-      return ensureStack(instance, env, { keyPath: labKeyPath({ instance }), knownHostsPath: labKnownHostsPath({ instance }) });
+      return ensureStack(instance, env, { keyPath: labKeyPath({ instance }), knownHostsPath: labKnownHostsPath({ instance }) }, { hostsDir: variant.stackHostsDir });
     }, (v) => v);
 
     // The same code path as `meshfleet up --stack lab --yes --config-file <lab>/Pulumi.lab.yaml`.
@@ -152,7 +161,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       return `${summary.drift.length}/${summary.drift.length} hosts without drift`;
     }, (v) => v);
 
-    await pr.step("verify TLS", "laptop", () => verifyCaddyTls(COORDINATOR, "laptop", SERVER_URL, instance), (v) => v);
+    await pr.step("verify TLS", "laptop", () => (opts.docker ? verifyTls(instance, SERVER_URL) : verifyCaddyTls(COORDINATOR, "laptop", SERVER_URL, instance)), (v) => v);
     summary.ok = true;
   } catch (e) {
     summary.ok = false;

@@ -9,6 +9,10 @@ import { apiVfsWritable, DOCKER_PACKAGES, dockerLayerDir, dockerNspawnArgs, head
 import { dockerDataDir, hostPaths, nspawnArgs } from "../../lab/hosts/machine.ts";
 import { rootfsDir } from "../../lab/hosts/paths.ts";
 import { findHost, labTopology } from "../../lab/topology.ts";
+import { execFileSync } from "node:child_process";
+import { parse } from "yaml";
+import { dockerVpsYaml, nginxDockerfile, derperImage } from "../../lab/e2e/docker-variant.ts";
+import { HS_IN_DOCKER, hsCli, hsPolicyPath, hsService } from "../../lab/e2e/coordinator-runtime.ts";
 
 const topo = labTopology(2);
 const vps = findHost(topo, "vps");
@@ -50,5 +54,35 @@ describe("lab docker variant", () => {
     expect(img.files.find((f) => f.path === "usr/local/bin/headscale")).toEqual({ path: "usr/local/bin/headscale", from: "/x/headscale", mode: 0o755 });
     expect(img.changes).toContain('ENTRYPOINT ["/usr/local/bin/headscale"]');
     expect(img.dirs).toContain("var/run/headscale");
+  });
+
+  it("the variant's VPS file: the docker runtime, nginx with the lab's certificate, each image pinned by id", () => {
+    const D = (c: string) => `sha256:${c.repeat(64)}`;
+    const y = parse(dockerVpsYaml({ nginx: D("a"), headscale: D("b"), derper: D("c") }, "172.31.242.10")) as Record<string, Record<string, unknown>>;
+    expect(y.runtime).toBe("docker");
+    expect(y.address).toBe("172.31.242.10");
+    expect(y.headscale).toEqual({ image: D("b") });
+    expect(y["reverse-proxy"]).toMatchObject({ kind: "nginx", image: D("a"), nginxVersion: "1.22", certificate: "/etc/meshfleet-lab/tls/fullchain.pem" });
+    expect(y.derp).toMatchObject({ image: D("c"), derpPort: 8443, certMode: "manual" });
+  });
+
+  it("nginx's image is Debian's package on the lab's base; derper's is the binary alone", () => {
+    const f = nginxDockerfile(["nginx-common_1.22.1-9_all.deb", "nginx_1.22.1-9_amd64.deb"]);
+    expect(f).toMatch(/^FROM meshfleet-lab\/debian:bookworm\n/);
+    expect(f).toContain("COPY nginx-common_1.22.1-9_all.deb nginx_1.22.1-9_amd64.deb /tmp/debs/");
+    expect(f).toContain("dpkg -i /tmp/debs/*.deb");
+    const d = derperImage("/x/derper", "1.98.10");
+    expect(d.files[0]).toEqual({ path: "usr/local/bin/derper", from: "/x/derper", mode: 0o755 });
+    expect(d.changes ?? []).toEqual([]);
+  });
+
+  it("lab check's coordinator commands are valid shell for either runtime", () => {
+    for (const cmd of [`${hsCli()} nodes list -o json`, `${hsService("stop")} && ! ${hsService("is-active")} >/dev/null`, hsService("restart"), `p=${hsPolicyPath()}; cp -p $p $p.x`]) {
+      execFileSync("sh", ["-n", "-c", cmd]);
+    }
+    expect(hsCli()).toContain('docker exec -i headscale headscale "$@"');
+    expect(hsCli()).toMatch(/-c \/etc\/headscale\/config.yaml "\$@"; fi' headscale$/);
+    // The test the helpers share, run for real: no compose file here, so the systemd branch.
+    expect(() => execFileSync("sh", ["-c", HS_IN_DOCKER])).toThrow();
   });
 });
