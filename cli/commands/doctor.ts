@@ -424,6 +424,22 @@ async function dnsFindings(a: StackAccess): Promise<Finding[]> {
   }
 }
 
+/**
+ * Before a deploy (doctor as the preflight) what the deploy itself sets up is
+ * not a fault: a host's forwarding and UDP GRO come with its first
+ * generation, and the relays with the coordinator's. Those findings are
+ * skipped, saying so; everything the deploy needs first is still checked.
+ */
+export function beforeFirstDeploy(st: HostStatus, fleetDeployed: boolean, fs: Finding[]): Finding[] {
+  const hostDeployed = (st.generation?.n ?? 0) > 0;
+  return fs.map((f) => {
+    if (f.level !== "fail" && f.level !== "warn") return f;
+    if (!hostDeployed && (f.check === "ip forwarding" || f.check === "udp gro forwarding")) return { host: f.host, check: f.check, level: "skip", what: `${f.what}: the host's first generation sets it (nothing deployed yet)` };
+    if (!fleetDeployed && f.check === "udp to relay") return { host: f.host, check: f.check, level: "skip", what: `the relay is not deployed yet (${f.what}); the first \`meshfleet up\` starts it` };
+    return f;
+  });
+}
+
 /** Run every check; findings in host order, fleet-wide ones first. */
 export async function runDoctor(a: StackAccess): Promise<{ ok: boolean; ms: number; findings: Finding[] }> {
   const t0 = Date.now();
@@ -435,17 +451,21 @@ export async function runDoctor(a: StackAccess): Promise<{ ok: boolean; ms: numb
     const nodes = Array.isArray(parsed) ? parsed : null;
     const findings: Finding[] = [...dns];
     const byName = new Map(status.hosts.map((h) => [h.host, h]));
+    const fleetDeployed = (status.hosts.find((x) => x.host === a.fleet.coordinator.host)?.generation?.n ?? 0) > 0;
     for (const h of a.selected) {
       const st = byName.get(h.name)!;
       const s = raw[h.name] ?? {};
+      if (!h.agent) {
+        // Joined by hand (a phone): nothing runs there that meshfleet could log in to or check.
+        findings.push({ host: h.name, check: "ssh", level: "skip", what: "runs no agent (joined by hand): not checked over SSH" });
+        continue;
+      }
       findings.push(...sshFindings(h, st, s, a.stack));
       if (!st.reachable) continue;
       const hostNow = Number(s.now);
       const skew = hostNow ? hostNow - (Date.parse(status.at) - Math.round(st.ms / 2)) : null;
       findings.push(...coordinatorFindings(h, st, s, a, nodes));
-      findings.push(...routerFindings(h, s));
-      findings.push(...certbotToolFindings(h, s));
-      findings.push(...meshFindings(h, st, s, a, coordRaw.nodes, nodes, skew !== null && Math.abs(skew) > st.ms + 2000 ? skew : skew !== null ? 0 : null));
+      findings.push(...beforeFirstDeploy(st, fleetDeployed, [...routerFindings(h, s), ...certbotToolFindings(h, s), ...meshFindings(h, st, s, a, coordRaw.nodes, nodes, skew !== null && Math.abs(skew) > st.ms + 2000 ? skew : skew !== null ? 0 : null)]));
     }
     if (!nodes && (status.hosts.find((x) => x.host === a.fleet.coordinator.host)?.generation?.n ?? 0) > 0) {
       findings.push({ host: a.fleet.coordinator.host, check: "headscale cli", level: "fail", what: `headscale nodes list failed: ${(coordRaw.nodes ?? status.headscaleError ?? "").slice(0, 200)}`, why: "routes, registrations and keys cannot be checked", fix: `see the headscale health finding; on ${a.fleet.coordinator.host}: journalctl -u headscale -n 50` });

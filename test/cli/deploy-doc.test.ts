@@ -2,11 +2,13 @@
  * docs/deploy.md's commands are real: every `npx meshfleet ...` line names a
  * command cli/main.ts has, and every --flag it passes is one that command's
  * usage lists (the usage is printed from the same flag table parseArgs
- * checks). The lab proof of status/doctor/rollback is test/cli/fleet-lab.test.ts.
+ * checks). Every code block is marked run or skipped-with-why for the lab
+ * test that runs the guide's blocks themselves (test/lab/guide-lab.test.ts).
  */
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
+import { guideBlocks } from "./guide-blocks.ts";
 
 const REPO = join(import.meta.dirname, "..", "..");
 const doc = readFileSync(join(REPO, "docs", "deploy.md"), "utf8");
@@ -56,6 +58,30 @@ describe("docs/deploy.md", () => {
       }
     }
     expect(problems).toEqual([]);
+  });
+
+  it("marks every code block as run by the lab test, or says why not", () => {
+    const { blocks, problems } = guideBlocks(doc);
+    expect(problems).toEqual([]);
+    expect(blocks.filter((b) => b.mode !== "skip").map((b) => b.section)).toEqual([
+      "1. The workstation",
+      "2. The fleet",
+      "3. The stack and its secrets",
+      "7. Pin every host's SSH key",
+      "8. Preflight: `meshfleet doctor`",
+      "9. The first deploy",
+      "9. The first deploy",
+      "10. Joining the phone",
+      "When something fails",
+    ]);
+    for (const b of blocks.filter((x) => x.mode === "skip")) expect(b.why!.length, `line ${b.line}`).toBeGreaterThan(20);
+    // Every meshfleet command in a code block is in a block the lab runs, or its block says why not.
+    expect(blocks.filter((b) => b.mode === "skip" && b.text.includes("npx meshfleet")).map((b) => b.section)).toEqual(["Moving to or from Tailscale's service"]);
+  });
+
+  it("finds an unmarked block and a marked one", () => {
+    expect(guideBlocks("# A\n```sh\nls\n```\n").problems).toEqual(["line 2 (A): a code block without a `<!-- lab: run -->` or `<!-- lab: skip: why -->` line before it"]);
+    expect(guideBlocks("# A\n  <!-- lab: skip: no mirror here -->\n  ```sh\n  apt-get update\n  ```\n").blocks).toEqual([{ line: 3, section: "A", lang: "sh", text: "apt-get update", mode: "skip", why: "no mirror here" }]);
   });
 
   it("catches a flag the CLI does not have", async () => {
