@@ -24,6 +24,7 @@ import { z } from "zod";
 import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
 import { loadFleetDir, parseYaml, displayPath, type LoadedFleet } from "./load.ts";
+import { loadSites } from "./sites.ts";
 import { definitionsAt, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
   AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
@@ -81,7 +82,11 @@ export interface EvalResult {
 
 export async function evaluateFleet(registry: ModuleRegistry, dir: string, stack = path.basename(path.resolve(dir))): Promise<EvalResult> {
   checkRegistry(registry);
-  return evaluateLoaded(registry, await loadFleetDir(dir), stack);
+  // A site or a core with sites evaluates as the whole fleet; the layout says what this stack deploys (core/sites.ts).
+  const { loaded, layout } = await loadSites(dir);
+  const r = evaluateLoaded(registry, loaded, stack);
+  if (r.fleet && layout) r.fleet.sites = layout;
+  return r;
 }
 
 /** A host after phase 1: its final options, where each came from, its facts. */

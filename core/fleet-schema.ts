@@ -131,6 +131,26 @@ export const fleetSchema = z
       .strict()
       .default({ loginDomain: "", logins: {} })
       .describe("How this fleet's users are written for Tailscale's own service (a move to or from it); headscale ignores it."),
+    sites: z
+      .array(hostName)
+      .default([])
+      .describe("Site stacks of this fleet: folders beside this one (e.g. [home-site, office]), each with a fleet.yaml of `core: { stack, dir }` and its own hosts. Every stack evaluates the whole fleet (the policy covers every site, and this core makes each site host's pre-auth key), and deploys only its own folder's hosts (docs/sites.md)."),
+  })
+  .strict();
+
+/**
+ * A site's fleet.yaml: only where its core is. Everything mesh-wide (the
+ * coordinator, users, policy, DNS) is the core's; a site has hosts.
+ */
+export const siteFleetSchema = z
+  .object({
+    core: z
+      .object({
+        stack: z.string().regex(/^[A-Za-z0-9_.-]+(\/[A-Za-z0-9_.-]+){0,2}$/, { message: "a Pulumi stack name (core, or org/project/core)" }).describe("The Pulumi stack that deploys the core (the coordinator); this site reads the coordinator's URL and its pre-auth keys from that stack's outputs."),
+        dir: z.string().regex(/^\.\.\/[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\/?$/, { message: "the core's folder beside this one: ../<name>" }).describe("The core's folder, relative to this one (../core); its fleet.yaml lists this folder in sites."),
+      })
+      .strict()
+      .describe("This site's core stack."),
   })
   .strict();
 
@@ -151,6 +171,7 @@ export function checkFleetFile(value: unknown, file: string): Diagnostic[] {
     return [diag(file, "", FLEET_DESC, show(value), "write fleet.yaml as key: value lines, starting with coordinator: (host and serverUrl)")];
   const out: Diagnostic[] = [];
   const v = value as Record<string, unknown>;
+  if ("core" in v && !("coordinator" in v)) return checkSiteFile(v, file);
   const r = fleetSchema.safeParse(v, { reportInput: true });
   if (!r.success) {
     const rest = r.error.issues.filter((i) => i.code !== "unrecognized_keys");
@@ -170,6 +191,28 @@ export function checkFleetFile(value: unknown, file: string): Diagnostic[] {
     out.push(
       diag(file, "coordinator.serverUrl", "an https:// URL (clients send their node keys and pre-auth keys to it)", quote(coord.serverUrl), `use https:// (the reverse-proxy profile terminates TLS), or keep http only on a network you trust`, "warning"),
     );
+  return out;
+}
+
+/** A site's fleet.yaml (core: { stack, dir }): the schema's problems, a key of the core's form named as such. */
+function checkSiteFile(v: Record<string, unknown>, file: string): Diagnostic[] {
+  const r = siteFleetSchema.safeParse(v, { reportInput: true });
+  if (r.success) return [];
+  const out: Diagnostic[] = [];
+  const coreKeys = Object.keys(fleetSchema.shape);
+  for (const i of r.error.issues) {
+    if (i.code !== "unrecognized_keys") continue;
+    for (const k of i.keys) {
+      const at = [...(i.path as PropertyKey[]), k].reduce<string>((p, x) => joinPath(p, x), "");
+      out.push(
+        i.path.length === 0 && coreKeys.includes(k)
+          ? diag(file, at, "a site's fleet file: core: { stack, dir } alone (the mesh-wide settings are the core's)", `${quote(k)} in a site (this file has core:)`, `move ${k} into the core's fleet.yaml, or remove core: to make this folder a fleet of its own`)
+          : unknownKeys(file, siteFleetSchema, i.path as PropertyKey[], [k])[0],
+      );
+    }
+  }
+  const rest = r.error.issues.filter((i) => i.code !== "unrecognized_keys");
+  if (rest.length) out.push(...zodDiagnostics(siteFleetSchema, { issues: rest } as unknown as z.ZodError, new Map(), file));
   return out;
 }
 

@@ -350,4 +350,18 @@ export interface FleetSystem {
   autoApprovers: { routes: Record<string, string[]>; exitNode: string[] };
   hosts: Record<string, HostSystem>;
   warnings: Diagnostic[];
+  /** A fleet spread over a core stack and site stacks (core/sites.ts): which folder holds which hosts, and which this stack deploys. */
+  sites?: SiteLayout;
+}
+
+/** Which folder of a fleet with sites holds which hosts (docs/sites.md). */
+export interface SiteLayout {
+  /** The site this stack deploys (its folder's name), or null for the core. */
+  site: string | null;
+  /** The core: its folder, its Pulumi stack as the sites name it, its hosts (the coordinator among them). */
+  core: { dir: string; stack: string; hosts: string[] };
+  /** Each site, by folder name: its folder and hosts. */
+  sites: Record<string, { dir: string; hosts: string[] }>;
+  /** The hosts this stack deploys (its own folder's). */
+  local: string[];
 }

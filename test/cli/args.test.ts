@@ -162,7 +162,7 @@ describe("the CLI as a process", () => {
   it("a mistyped stack exits 2 listing the stacks; --version and an unknown command follow the same codes", () => {
     const typo = cli(["check", "--stack", "hom"]);
     expect(typo.code).toBe(2);
-    expect(typo.stderr).toMatch(/no stack "hom".*stacks: home, lab/);
+    expect(typo.stderr).toMatch(/no stack "hom".*stacks: core, home, home-site, lab, office/);
     const v = cli(["--version"]);
     expect(v.code).toBe(0);
     expect(v.stdout).toMatch(/^meshfleet \d+\.\d+\.\d+\n$/);
