@@ -28,8 +28,11 @@ export const ACME_DEBS: DebSet = { name: "debs-bookworm-acme", packages: ["nginx
 /** test/cli/fleet-lab.test.ts: sqlite3 (the backup's), installed by the deploy's prerequisites from a local apt source. */
 export const PREREQ_DEBS: DebSet = { name: "debs-bookworm-prereq", packages: ["sqlite3"] };
 
+/** test/lab/postgres-lab.test.ts: Debian's PostgreSQL for headscale.database.postgres.local, installed by the deploy's prerequisites from a local apt source. */
+export const POSTGRES_DEBS: DebSet = { name: "debs-bookworm-postgres", packages: ["postgresql", "postgresql-client"] };
+
 /** Every set setup fetches. */
-export const DEB_SETS: readonly DebSet[] = [ACME_DEBS, PREREQ_DEBS];
+export const DEB_SETS: readonly DebSet[] = [ACME_DEBS, PREREQ_DEBS, POSTGRES_DEBS];
 
 const STAMP = ".meshfleet-debs.json";
 
