@@ -196,6 +196,30 @@ function upstreamOf(ctx: ModuleContext): string {
   return loopbackOf(listen);
 }
 
+const isIpv4 = (d: string) => /^\d+\.\d+\.\d+\.\d+$/.test(d);
+
+/**
+ * A certificate for an IP address (RFC 8738) from the named ACME directory.
+ * Caddy (certmagic) never asks a public CA for an IP by itself: without an
+ * issuer on the site it takes its internal CA, even with a global acme_ca
+ * (checked with Debian's Caddy 2.6.2). An explicit `issuer acme` on the site
+ * makes it order an `ip` identifier. tls-alpn-01 is off: for an IP the
+ * validator's SNI is the reverse-DNS name (RFC 8738 section 6), which
+ * certmagic's challenge lookup does not match; http-01 to port 80 works.
+ */
+function ipAcmeIssuer(s: ProxySite): string[] {
+  return [
+    "\ttls {",
+    "\t\tissuer acme {",
+    `\t\t\tdir ${s.acmeDirectory}`,
+    ...(s.acmeCaRoot !== "" ? [`\t\t\ttrusted_roots ${s.acmeCaRoot}`] : []),
+    ...(s.acmeEmail !== "" ? [`\t\t\temail ${s.acmeEmail}`] : []),
+    "\t\t\tdisable_tlsalpn_challenge",
+    "\t\t}",
+    "\t}",
+  ];
+}
+
 /** The Caddyfile. Caddy's reverse_proxy passes any Upgrade (not only websocket) and streams. */
 export function renderCaddyfile(s: ProxySite): string {
   const lines: string[] = [
@@ -205,8 +229,10 @@ export function renderCaddyfile(s: ProxySite): string {
   const global: string[] = [];
   if (s.acmeEmail !== "" && s.tls === "auto") global.push(`\temail ${s.acmeEmail}`);
   // Caddy's own ACME client: Let's Encrypt (with ZeroSSL as fallback) unless a directory is named.
-  if (s.tls === "auto" && s.acmeDirectory !== LETSENCRYPT_DIRECTORY) global.push(`\tacme_ca ${s.acmeDirectory}`);
-  if (s.tls === "auto" && s.acmeCaRoot !== "") global.push(`\tacme_ca_root ${s.acmeCaRoot}`);
+  // An IP address gets its certificate from a site-level issuer instead (below).
+  const ipIssuer = s.tls === "auto" && isIpv4(s.domain);
+  if (s.tls === "auto" && !ipIssuer && s.acmeDirectory !== LETSENCRYPT_DIRECTORY) global.push(`\tacme_ca ${s.acmeDirectory}`);
+  if (s.tls === "auto" && !ipIssuer && s.acmeCaRoot !== "") global.push(`\tacme_ca_root ${s.acmeCaRoot}`);
   if (s.httpPort !== 80) global.push(`\thttp_port ${s.httpPort}`);
   if (s.httpsPort !== 443) global.push(`\thttps_port ${s.httpsPort}`);
   if (global.length > 0) lines.push("{", ...global, "}", "");
@@ -234,6 +260,7 @@ export function renderCaddyfile(s: ProxySite): string {
     "",
     `https://${s.domain}:${s.httpsPort} {`,
     ...(s.tls === "internal" ? ["\ttls internal"] : []),
+    ...(ipIssuer ? ipAcmeIssuer(s) : []),
     ...(s.hstsMaxAge > 0 ? [`\theader Strict-Transport-Security "max-age=${s.hstsMaxAge}"`] : []),
     ...proxy,
     "}",
@@ -582,11 +609,12 @@ export function reverseProxyAssertions(o: ReverseProxyOptions, ctx: ModuleContex
     fix: o.tls === "off" ? "set reverse-proxy.tls: auto (or internal), or make coordinator.serverUrl http://" : "make coordinator.serverUrl https://, or set reverse-proxy.tls: off",
   });
   a.push({
-    assertion: !(o.kind === "caddy" && o.tls === "auto" && /^\d+\.\d+\.\d+\.\d+$/.test(s.domain)),
+    // Let's Encrypt issues IP certificates only on a short-lived profile, which Caddy 2.6 cannot ask for.
+    assertion: !(o.kind === "caddy" && o.tls === "auto" && isIpv4(s.domain) && o.acmeDirectory === LETSENCRYPT_DIRECTORY),
     path: "reverse-proxy.domain",
-    expected: "a DNS name for ACME certificates (tls: auto)",
+    expected: "a DNS name for certificates from Let's Encrypt (tls: auto)",
     found: s.domain,
-    fix: "use a DNS name in coordinator.serverUrl, or reverse-proxy.tls: internal",
+    fix: "use a DNS name in coordinator.serverUrl, or reverse-proxy.tls: internal, or reverse-proxy.acmeDirectory of a CA that issues IP certificates (RFC 8738)",
   });
   a.push({
     assertion: !(o.kind === "caddy" && (s.domain === "_" || s.domain.startsWith(".") || s.domain.startsWith("*"))),

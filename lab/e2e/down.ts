@@ -10,6 +10,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { hostsDown } from "../hosts/index.ts";
+import { acmeDir, stopAcme } from "./acme.ts";
 import { unblockUdp } from "./checks.ts";
 import { e2ePaths } from "./paths.ts";
 
@@ -22,8 +23,10 @@ export function dropStackState(instance: number): void {
 export async function labDown(opts: { instance: number; log: (line: string) => void; purge?: boolean }): Promise<void> {
   // A check interrupted mid-way may have left its rule; the table lives in the lab's internet netns and goes with it anyway.
   await unblockUdp(opts.instance).catch(() => undefined);
-  await hostsDown({ instance: opts.instance, log: opts.log });
   const p = e2ePaths(opts.instance);
+  // pebble and its DNS server live in the internet namespace hostsDown removes: stop them first, by their recorded pids.
+  for (const s of await stopAcme(acmeDir(opts.instance))) opts.log(`stopped ${s}`);
+  await hostsDown({ instance: opts.instance, log: opts.log });
   if (opts.purge) {
     rmSync(p.dir, { recursive: true, force: true });
     opts.log(`removed ${p.dir} (stack state, key seed, passphrase, CA, report)`);

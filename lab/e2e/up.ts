@@ -13,7 +13,8 @@ import { hostsUp, labKeyPath, labKnownHostsPath } from "../hosts/index.ts";
 import { buildTools, toolsStatus } from "../tools/index.ts";
 import { dropStackState } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
-import { provideCaddy, seedCaddyCa, trustCaddyCa, verifyCaddyTls } from "./prepare.ts";
+import { provideCaddy } from "./prepare.ts";
+import { acmeDir, pushListenerCa, startAcme, trustAcmeRoot, verifyAcmeTls, type AcmeServer } from "./acme.ts";
 import { Progress, StepError, type StepRecord } from "./progress.ts";
 import { runDeploy, type HostResult } from "../../cli/commands/deploy.ts";
 import { AGENT_HOST_PATH } from "../../core/types.ts";
@@ -112,13 +113,23 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       if (r.exitCode !== 0) throw new Error(`meshfleet check hosts/lab: ${`${r.stdout}\n${r.stderr}`.trim().split("\n").slice(-4).join(" | ")}`);
     });
 
+    if (!opts.docker) await pr.step("caddy", COORDINATOR, () => provideCaddy(COORDINATOR, instance), (v) => v);
+    else await pr.step("lab TLS", COORDINATOR, () => provideTls(instance), (v) => v);
+    // The ACME server the VPS's Caddy gets its certificate from (hosts/lab/vps.yaml reverse-proxy.acmeDirectory),
+    // started after the hosts: it lives in their internet namespace. Every host trusts its root before the deploy,
+    // so the nodes' first login to https://203.0.113.10 verifies.
+    // (The docker variant's nginx reads the lab TLS files above instead.)
+    let acme: AcmeServer | undefined;
     if (!opts.docker) {
-      await pr.step("caddy", COORDINATOR, () => provideCaddy(COORDINATOR, instance), (v) => v);
-      await pr.step("caddy CA seed", COORDINATOR, () => seedCaddyCa(COORDINATOR, instance), (v) => v);
+      await pr.step("acme server", undefined, async () => {
+        acme = await startAcme({ instance, dir: acmeDir(instance), log: (l) => pr.line("acme server", l) });
+        return `pebble at ${acme.directory}, ${acme.reused ? "already running" : "started"} (pid ${acme.pids.join(", ")})`;
+      }, (v) => v);
+      await pr.step("acme CA", COORDINATOR, () => pushListenerCa(COORDINATOR, acme!.listenerCa, instance), (v) => v);
       for (const h of fleetHosts()) {
-        await pr.step("trust CA", h, () => trustCaddyCa(h, instance), (v) => v);
+        await pr.step("trust ACME root", h, () => trustAcmeRoot(h, acme!.root, instance), (v) => v);
       }
-    } else await pr.step("lab TLS", COORDINATOR, () => provideTls(instance), (v) => v);
+    }
 
     // What each host gets, written for inspection beside the lab's state.
     await pr.step("render", undefined, async () => {
@@ -161,7 +172,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       return `${summary.drift.length}/${summary.drift.length} hosts without drift`;
     }, (v) => v);
 
-    await pr.step("verify TLS", "laptop", () => (opts.docker ? verifyTls(instance, SERVER_URL) : verifyCaddyTls(COORDINATOR, "laptop", SERVER_URL, instance)), (v) => v);
+    await pr.step("verify TLS", "laptop", () => (opts.docker ? verifyTls(instance, SERVER_URL) : verifyAcmeTls(COORDINATOR, "laptop", SERVER_URL, acme!, instance)), (v) => v);
     summary.ok = true;
   } catch (e) {
     summary.ok = false;

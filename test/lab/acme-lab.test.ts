@@ -5,9 +5,10 @@
  * skips).
  *
  * pebble (built from its Go module) runs in the lab's internet namespace at
- * 203.0.113.1, with a TLS certificate for its own listener made here (a test
- * CA that lives only in a temp folder), and a small DNS server beside it that
- * answers hs.lab.test with the VPS's public address. pebble validates for
+ * 203.0.113.1 (lab/e2e/acme.ts, the same code `lab up` starts it with), with
+ * a TLS certificate for its own listener from a test CA that lives only in a
+ * temp folder here, and a small DNS server beside it that answers hs.lab.test
+ * with the VPS's public address. pebble validates for
  * real: http-01 over port 80 (and tls-alpn-01 over 443 for Caddy) across the
  * lab's network; PEBBLE_VA_ALWAYS_VALID is not set. Certificates live
  * VALIDITY seconds (pebble's profile), so a renewal is due soon after issue.
@@ -26,8 +27,8 @@
  *     acme_ca_root; Caddy gets its certificate from pebble, and once it is in
  *     its renewal window a reload makes Caddy renew and serve the new one.
  */
-import { execFileSync, spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -37,31 +38,27 @@ import { CERT_UNIT, RENEW_UNIT, TLS_DIR } from "../../modules/reverse-proxy.ts";
 import { lab } from "../../lab/hosts/index.ts";
 import { ACME_DEBS, cachedDebs, debsDir, ensureDebs, SETUP_FIX } from "../../lab/hosts/debs.ts";
 import { provideCaddy, pushFile } from "../../lab/e2e/prepare.ts";
-import { loadVersions } from "../../lab/tools/versions.ts";
-import { toolStatus } from "../../lab/tools/status.ts";
+import { ACME_DIRECTORY, acmeDir as labAcmeDir, LISTENER_CA_ON_HOST, pebbleBinary, startAcme, stopAcme, type AcmeServer } from "../../lab/e2e/acme.ts";
 import { NEEDS_ROOT, skipUnlessCi } from "./ci-gate.ts";
 
 const INSTANCE = 4;
 const L = lab(INSTANCE);
 const NS = L.topology.hosts.find((h) => h.role === "internet")!.netns!;
-const ACME_IP = "203.0.113.1";
 const VPS_IP = "203.0.113.10";
 const DOMAIN = "hs.lab.test";
-const DIRECTORY = `https://${ACME_IP}:14000/dir`;
-const CA_ON_HOST = "/etc/meshfleet/acme-ca.pem";
+const DIRECTORY = ACME_DIRECTORY;
+const CA_ON_HOST = LISTENER_CA_ON_HOST;
 const ROOTS_ON_HOST = "/root/pebble-roots.pem";
 const AGENT_ON_HOST = "/usr/local/lib/meshfleet/meshfleet-agent.mjs";
 const VALIDITY = 90;
 const REPO = path.resolve(import.meta.dirname, "../..");
 
-const pebbleSpec = loadVersions().tools.find((t) => t.name === "pebble")!;
-const pebble = toolStatus(pebbleSpec);
-const pebbleBin = pebble.binaries?.find((b) => b.name === "pebble")?.path ?? "";
+const pebble = pebbleBinary();
 const real = process.env.MESHFLEET_LAB_E2E === "1" && process.getuid?.() === 0;
 const missing =
   process.getuid?.() !== 0 ? NEEDS_ROOT
   : process.env.MESHFLEET_LAB_E2E !== "1" ? "the lab tests run with MESHFLEET_LAB_E2E=1 (.ci/run sets it)"
-  : !pebbleBin || !existsSync(pebbleBin) ? "pebble 2.10.3 is not built: run `meshfleet tools build` (lab/versions.json pins it)"
+  : "missing" in pebble ? pebble.missing
   : !existsSync("/usr/bin/caddy") ? "/usr/bin/caddy is missing: install the Debian package caddy (scripts/setup.sh does)"
   : !cachedDebs(ACME_DEBS) ? `the .debs of ${ACME_DEBS.packages.join(", ")} are not in the lab cache (${debsDir(ACME_DEBS)}): ${SETUP_FIX}`
   : "";
@@ -84,49 +81,6 @@ function served(roots: string): { serial: string; issuer: string; verified: bool
   const info = execFileSync("openssl", ["x509", "-noout", "-serial", "-issuer"], { input: pem, encoding: "utf8" });
   return { serial: /serial=(\w+)/.exec(info)![1], issuer: /issuer=(.*)/.exec(info)![1].trim(), verified: /Verify return code: 0 \(ok\)/.test(s) };
 }
-
-/** A tiny authoritative DNS server for pebble's VA: A hs.lab.test -> the VPS; AAAA empty; anything else NXDOMAIN. */
-const DNS_SERVER = `
-const dgram = require("node:dgram");
-const net = require("node:net");
-const [addr, port, name, ip] = process.argv.slice(2);
-function answer(m) {
-  let o = 12, labels = [];
-  while (m[o] !== 0) { labels.push(m.subarray(o + 1, o + 1 + m[o]).toString()); o += m[o] + 1; }
-  const qtype = m.readUInt16BE(o + 1), qend = o + 5;
-  const known = labels.join(".").toLowerCase() === name;
-  const isA = known && qtype === 1;
-  const h = Buffer.alloc(12);
-  m.copy(h, 0, 0, 2);
-  h.writeUInt16BE(0x8400 | (m.readUInt16BE(2) & 0x0100) | (known ? 0 : 3), 2);
-  h.writeUInt16BE(1, 4); h.writeUInt16BE(isA ? 1 : 0, 6);
-  const parts = [h, m.subarray(12, qend)];
-  if (isA) {
-    const a = Buffer.alloc(16);
-    a.writeUInt16BE(0xc00c, 0); a.writeUInt16BE(1, 2); a.writeUInt16BE(1, 4); a.writeUInt32BE(5, 6); a.writeUInt16BE(4, 10);
-    ip.split(".").forEach((b, i) => (a[12 + i] = Number(b)));
-    parts.push(a);
-  }
-  return Buffer.concat(parts);
-}
-const u = dgram.createSocket("udp4");
-u.on("message", (m, r) => u.send(answer(m), r.port, r.address));
-// pebble's resolver asks over TCP: each message has a two-byte length in front.
-const t = net.createServer((c) => {
-  let buf = Buffer.alloc(0);
-  c.on("data", (d) => {
-    buf = Buffer.concat([buf, d]);
-    while (buf.length >= 2 && buf.length >= 2 + buf.readUInt16BE(0)) {
-      const out = answer(buf.subarray(2, 2 + buf.readUInt16BE(0)));
-      buf = buf.subarray(2 + buf.readUInt16BE(0));
-      const len = Buffer.alloc(2); len.writeUInt16BE(out.length);
-      c.write(Buffer.concat([len, out]));
-    }
-  });
-  c.on("error", () => {});
-});
-u.bind(Number(port), addr, () => t.listen(Number(port), addr, () => console.log("dns ready")));
-`;
 
 function fleet(dir: string, proxy: string): void {
   rmSync(dir, { recursive: true, force: true });
@@ -154,64 +108,26 @@ async function bundleFor(dir: string): Promise<string> {
 
 describe.skipIf(skipUnlessCi(missing))(`reverse proxy certificates from pebble (lab instance ${INSTANCE})`, () => {
   const tmp = mkdtempSync(path.join(tmpdir(), "mf-acme-lab-"));
-  const roots = path.join(tmp, "pebble-roots.pem");
-  const procs: ChildProcess[] = [];
+  const acmeDir = path.join(tmp, "acme");
+  let acme: AcmeServer;
+  let roots = "";
   const timings: Record<string, number> = {};
 
   beforeAll(async () => {
-    // The test CA for pebble's own listener (never committed: made here, removed with tmp).
-    const ssl = (args: string[]) => execFileSync("openssl", args, { cwd: tmp, stdio: "pipe" });
-    ssl(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "1", "-subj", "/CN=meshfleet acme-lab listener CA", "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign", "-keyout", "ca.key", "-out", "ca.pem"]);
-    ssl(["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-subj", "/CN=pebble", "-keyout", "pebble.key", "-out", "pebble.csr"]);
-    writeFileSync(path.join(tmp, "ext.cnf"), `subjectAltName=IP:${ACME_IP},DNS:pebble\n`);
-    ssl(["x509", "-req", "-in", "pebble.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "1", "-extfile", "ext.cnf", "-out", "pebble.pem"]);
-    writeFileSync(
-      path.join(tmp, "pebble.json"),
-      JSON.stringify({
-        pebble: {
-          listenAddress: `${ACME_IP}:14000`,
-          managementListenAddress: `${ACME_IP}:15000`,
-          certificate: path.join(tmp, "pebble.pem"),
-          privateKey: path.join(tmp, "pebble.key"),
-          httpPort: 80,
-          tlsPort: 443,
-          ocspResponderURL: "",
-          externalAccountBindingRequired: false,
-          profiles: { default: { description: `certificates of ${VALIDITY} s, so renewal is due at once`, validityPeriod: VALIDITY } },
-        },
-      }),
-    );
-    writeFileSync(path.join(tmp, "dns.cjs"), DNS_SERVER);
-
     let t = Date.now();
+    // A pebble that `lab up --instance 4` left would outlive the namespace L.down removes.
+    await stopAcme(labAcmeDir(INSTANCE));
     await L.down();
     await L.up({ hosts: ["vps"], log: (l) => say(l) });
     timings.labUp = Date.now() - t;
 
-    // pebble and its DNS in the internet namespace; killed by pid in afterAll.
-    const start = (argv: string[], env: Record<string, string>, ready: RegExp, name: string) =>
-      new Promise<void>((resolve, reject) => {
-        const p = spawn("ip", ["netns", "exec", NS, ...argv], { env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] });
-        procs.push(p);
-        let out = "";
-        const timer = setTimeout(() => reject(new Error(`${name} did not start: ${out}`)), 20_000);
-        const onData = (d: Buffer) => {
-          out += d.toString();
-          if (ready.test(out)) {
-            clearTimeout(timer);
-            resolve();
-          }
-        };
-        p.stdout!.on("data", onData);
-        p.stderr!.on("data", onData);
-        p.on("exit", (c) => reject(new Error(`${name} exited ${c}: ${out}`)));
-      });
-    await start([process.execPath, path.join(tmp, "dns.cjs"), ACME_IP, "8053", DOMAIN, VPS_IP], {}, /dns ready/, "dns");
-    // No nonce rejections and no reused authorizations: every order is validated anew.
-    await start([pebbleBin, "-config", path.join(tmp, "pebble.json"), "-dnsserver", `${ACME_IP}:8053`], { PEBBLE_WFE_NONCEREJECT: "0", PEBBLE_AUTHZREUSE: "0" }, /Listening on: /, "pebble");
+    // pebble and its DNS in the internet namespace, recorded by pid and stopped in afterAll.
+    // No reused authorizations: every order is validated anew.
+    t = Date.now();
+    acme = await startAcme({ instance: INSTANCE, dir: acmeDir, names: { [DOMAIN]: VPS_IP }, validitySeconds: VALIDITY, env: { PEBBLE_AUTHZREUSE: "0" }, log: say });
+    timings.acmeStart = Date.now() - t;
     // pebble's issuing root (made at its start) and intermediate: what a client of this CA trusts.
-    const mgmt = (p: string) => inNs(["curl", "-sf", "--cacert", path.join(tmp, "ca.pem"), `https://${ACME_IP}:15000${p}`]);
-    writeFileSync(roots, mgmt("/roots/0") + mgmt("/intermediates/0"));
+    roots = acme.rootsFile;
 
     // nginx and certbot from Debian's packages, fetched once by setup into the lab cache (the hosts have no mirror) and installed with dpkg.
     t = Date.now();
@@ -224,7 +140,7 @@ describe.skipIf(skipUnlessCi(missing))(`reverse proxy certificates from pebble (
     timings.packages = Date.now() - t;
     say(`installed ${pkgs.length} packages: ${(await on("nginx -v 2>&1; certbot --version")).stdout.trim().replace(/\n/g, ", ")}`);
 
-    await pushFile("vps", path.join(tmp, "ca.pem"), CA_ON_HOST, "0644", INSTANCE);
+    await pushFile("vps", acme.listenerCa, CA_ON_HOST, "0644", INSTANCE);
     await pushFile("vps", roots, ROOTS_ON_HOST, "0644", INSTANCE);
     // The name the agent's probe asks for, as public DNS would answer it.
     await on(`grep -q ' ${DOMAIN}$' /etc/hosts || echo '${VPS_IP} ${DOMAIN}' >> /etc/hosts`);
@@ -233,7 +149,8 @@ describe.skipIf(skipUnlessCi(missing))(`reverse proxy certificates from pebble (
   }, 900_000);
 
   afterAll(async () => {
-    for (const p of procs) if (p.pid && p.exitCode === null) p.kill("SIGTERM");
+    const stopped = await stopAcme(acmeDir);
+    say(`stopped ${stopped.join(", ") || "nothing"}`);
     say(`timings (ms): ${JSON.stringify(timings)}`);
     if (real) await L.down();
     rmSync(tmp, { recursive: true, force: true });
