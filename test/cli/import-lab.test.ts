@@ -7,7 +7,12 @@
  * alone, and writes a fleet that `meshfleet check --nodes` accepts; the
  * adopted files are found on the host (stat only) and no private key text
  * is in anything it wrote or printed. A pin for another key is refused
- * before anything is read. Needs root (the lab boots nspawn hosts).
+ * before anything is read. Then `meshfleet up` of the imported fleet, through
+ * Pulumi on a stack of its own, takes the host over: meshfleet's headscale
+ * unit serves the old database and keys (nodes, addresses and node keys as
+ * they were, the key files byte for byte), and a second `up
+ * --expect-no-changes` passes with the host untouched. Needs root (the lab
+ * boots nspawn hosts).
  */
 import { execFileSync, spawnSync } from "node:child_process";
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -20,6 +25,10 @@ import { parseHuJson } from "../../core/hujson.ts";
 import { renderHost } from "../../core/render.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { lab } from "../../lab/hosts/index.ts";
+import { runPulumi } from "../../lab/e2e/pulumi.ts";
+import { pulumiEnv } from "../../lab/tools/index.ts";
+import { openStack } from "../../cli/commands/deploy.ts";
+import { randomBytes } from "node:crypto";
 import { findHost } from "../../lab/topology.ts";
 import { isRoot, NEEDS_ROOT, skipUnlessCi } from "../lab/ci-gate.ts";
 import * as rt from "../modules/realtools/index.ts";
@@ -100,13 +109,13 @@ describe.skipIf(skipUnlessCi(missing))("meshfleet import --from a lab host over 
     const check = cli(["check", "--hosts-dir", out, "--nodes", path.join(out, "nodes.json")]);
     expect(check.status, check.stdout + check.stderr).toBe(0);
     // Import only read: the keys on the host are as they were.
-    expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n")).toEqual(keys);
+    expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n").join() === keys.join(), "keys unchanged (compared, never printed)").toBe(true);
   }, 300_000);
 
-  it("the real agent switches the host to the imported coordinator: meshfleet's unit serves the old keys and database", async () => {
+  it("meshfleet up of the imported fleet adopts the existing headscale: same nodes, addresses and keys; a second up changes nothing", async () => {
     // The fleet written by the first test, without the reverse proxy (the lab's Debian has no Caddy and no DNS for
-    // hs.example.org): the coordinator alone, as the agent activates it.
-    const out = path.join(tmp, "fleet-agent");
+    // hs.example.org): the coordinator alone, deployed by `meshfleet up` through Pulumi as a user would.
+    const out = path.join(tmp, "fleet-up");
     cpSync(path.join(tmp, "fleet"), out, { recursive: true });
     const hostFile = parseYaml(readFileSync(path.join(out, "vps.yaml"), "utf8"));
     hostFile.imports = ["coordinator", "derp-relay"];
@@ -118,26 +127,49 @@ describe.skipIf(skipUnlessCi(missing))("meshfleet import --from a lab host over 
     expect(ev.diagnostics.filter((d) => d.severity === "error")).toEqual([]);
     const bundle = renderHost(ev.fleet!.hosts.vps!, {}); // no secret: the keys are adopted, not written
     expect(bundle.files.filter((f) => f.secret)).toEqual([]);
+
+    // A stack of its own: the fleet folder, the lab's key and pins, a key seed (nothing derives from it here).
+    const env = { ...pulumiEnv(path.join(tmp, "pulumi"), { passphrase: "import-lab: a test stack, nothing secret in it" }), MESHFLEET_STATE_DIR: path.join(tmp, "state") };
+    const configFile = path.join(tmp, "Pulumi.imported.yaml");
+    writeFileSync(configFile, stringify({ config: { "meshfleet:hostsDir": out, "meshfleet:sshPrivateKeyPath": L.keyPath, "meshfleet:knownHostsPath": L.knownHostsPath, "meshfleet:agentPath": path.join(ROOT, "dist", "meshfleet-agent.mjs") } }));
+    await openStack({ stack: "imported", configFile, env, program: async () => ({}) });
+    const seed = await runPulumi(["config", "set", "--secret", "--config-file", configFile, "--stack", "imported", "meshfleet:keySeed"], { env, input: randomBytes(32).toString("base64") });
+    expect(seed.code, seed.stderr).toBe(0);
     execFileSync(process.execPath, [path.join(ROOT, "agent", "build.mjs")], { stdio: "pipe" });
-    await on("mkdir -p /usr/local/lib/meshfleet && cat > /usr/local/lib/meshfleet/meshfleet-agent.mjs", readFileSync(path.join(ROOT, "dist", "meshfleet-agent.mjs"), "utf8"));
-    await on("cat > /root/imported.json", JSON.stringify(bundle));
-    const before = JSON.parse(await on("headscale nodes list -o json")) as { name: string; ip_addresses: string[] }[];
+    const up = (...extra: string[]) => spawnSync(process.execPath, [path.join(ROOT, "bin/meshfleet.mjs"), "up", "--stack", "imported", "--config-file", configFile, "--yes", ...extra], { encoding: "utf8", cwd: ROOT, env, timeout: 600_000 });
+
+    const before = JSON.parse(await on("headscale nodes list -o json")) as { name: string; ip_addresses: string[]; node_key: string; machine_key: string }[];
     // The old server stops (a packaged headscale.service would be replaced by meshfleet's unit of the same name).
     await on("systemctl stop headscale-old");
-    const sw = await L.sshExec("vps", "node /usr/local/lib/meshfleet/meshfleet-agent.mjs switch /root/imported.json --confirm-timeout 120", { timeoutMs: 240_000 });
-    expect(sw.code, sw.stdout + sw.stderr).toBe(0);
-    expect(sw.stdout).toMatch(/probe headscale-health: ok/);
-    await on("node /usr/local/lib/meshfleet/meshfleet-agent.mjs confirm");
+    const first = up();
+    expect(first.status, first.stdout + first.stderr).toBe(0);
+    expect(first.stdout + first.stderr).toMatch(/vps/);
     expect((await on("systemctl is-active headscale.service")).trim()).toBe("active");
-    // systemd's StateDirectory= hands the root-owned state to user headscale; the keys are the old ones, unchanged.
+    expect(JSON.parse(await on("node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json"))).toMatchObject({ generation: 1, pendingConfirm: null });
+    // systemd's StateDirectory= hands the root-owned state to user headscale; the keys are the old ones, byte for byte.
     expect((await on("stat -c '%U %a' /var/lib/headscale/noise_private.key")).trim()).toBe("headscale 600");
-    expect((await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n")).toEqual(keys);
-    const after = JSON.parse(await on("headscale nodes list -o json")) as { name: string; ip_addresses: string[] }[];
-    const strip = (ns: typeof before) => ns.map((x) => `${x.name} ${x.ip_addresses.join(",")}`).sort();
+    // Compared, never printed: a failure must not show the keys.
+    const sameKeys = async () => (await on("cat /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key")).trim().split("\n").join() === keys.join();
+    expect(await sameKeys(), "the key files are the old ones, byte for byte").toBe(true);
+    const after = JSON.parse(await on("headscale nodes list -o json")) as typeof before;
+    const strip = (ns: typeof before) => ns.map((x) => `${x.name} ${x.ip_addresses.join(",")} ${x.node_key} ${x.machine_key}`).sort();
     expect(strip(after)).toEqual(strip(before));
     expect((JSON.parse(await on("headscale users list -o json")) as { name: string }[]).map((u) => u.name).sort()).toEqual(["alice", "bob"]);
     expect(await on("grep private_key_path /etc/headscale/config.yaml")).toBe("  private_key_path: /var/lib/headscale/noise_private.key\n    private_key_path: /var/lib/headscale/derp_server_private.key\n");
-  }, 400_000);
+    const hashes = await on("sha256sum /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key /etc/headscale/config.yaml");
+
+    // The same fleet again: nothing to change, and nothing changed on the host.
+    const second = up("--expect-no-changes");
+    expect(second.status, second.stdout + second.stderr).toBe(0);
+    expect(JSON.parse(await on("node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json"))).toMatchObject({ generation: 1 });
+    expect(await on("sha256sum /var/lib/headscale/noise_private.key /var/lib/headscale/derp_server_private.key /etc/headscale/config.yaml")).toBe(hashes);
+    expect(strip(JSON.parse(await on("headscale nodes list -o json")) as typeof before)).toEqual(strip(before));
+    // The no-op check can fail: with one more sysctl in the fleet, a preview expecting no changes refuses.
+    writeFileSync(path.join(out, "vps.yaml"), stringify({ ...hostFile, kernel: { sysctl: { "net.core.somaxconn": "4097" } } }));
+    const changed = spawnSync(process.execPath, [path.join(ROOT, "bin/meshfleet.mjs"), "preview", "--stack", "imported", "--config-file", configFile, "--expect-no-changes"], { encoding: "utf8", cwd: ROOT, env, timeout: 600_000 });
+    expect(changed.status, changed.stdout + changed.stderr).not.toBe(0);
+    expect(changed.stdout + changed.stderr).toMatch(/vps.*update|update.*Generation/);
+  }, 900_000);
 
   it("refuses a host whose key is not the pinned one, before reading anything", async () => {
     const other = path.join(tmp, "other_known_hosts");
