@@ -15,11 +15,19 @@
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
  *   meshfleet:headscalePostgresPassword  secret, the database password when headscale.database.type is postgres
  *   meshfleet:headscaleOidcClientSecret  secret, the OIDC client secret when headscale.oidc.enable is set
+ *   meshfleet:coreStack           a site stack: the core's stack name when not the one its fleet.yaml gives
+ *                                 (a fully qualified org/project/stack on a shared backend)
+ *
+ * Sites as stacks (docs/sites.md): a core folder (fleet.yaml with sites) builds
+ * the Mesh and exports what its sites read; a site folder (fleet.yaml with
+ * core:) builds a SiteMesh of its own hosts, reading the core's outputs
+ * through a StackReference. Neither deploys the other's hosts.
  */
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "./components/index.ts";
+import { coreOutputs, readCore, SiteMesh } from "./components/site.ts";
 import { validatePostgresPassword } from "./components/dockerService.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors } from "./core/index.ts";
 import { REGISTRY } from "./modules/index.ts";
@@ -49,9 +57,25 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
       throw new pulumi.RunError(`meshfleet:sshPrivateKeyPath: cannot read ${keyPath} (${(e as NodeJS.ErrnoException).code ?? e}). Fix: pulumi config set meshfleet:sshPrivateKeyPath <path of your key>`);
     }
   }
+  const ssh = {
+    knownHostsPath: knownHostsPath ? localPath(knownHostsPath) : undefined,
+    privateKeyPath: keyPath ? localPath(keyPath) : undefined,
+  };
+  if (fleet.sites && fleet.sites.site !== null) {
+    // A site: its own hosts only; no key seed, no coordinator access (the core's outputs carry what it needs).
+    const { core } = await readCore(`${stack}-core`, config.get("coreStack") ?? fleet.sites.core.stack);
+    const site = new SiteMesh(stack, {
+      fleet,
+      core,
+      ssh,
+      agent: { agentPath: config.get("agentPath") ?? "dist/meshfleet-agent.mjs", confirmTimeoutSeconds: config.getNumber("confirmTimeoutSeconds") ?? 120 },
+    });
+    return { coordinatorUrl: site.coordinatorUrl, nodes: site.nodes, summary: site.summary, joinInstructions: site.joinInstructions };
+  }
+  const keySeed = pulumi.secret(checkedKeySeed());
   const mesh = new Mesh(stack, {
     fleet,
-    keySeed: pulumi.secret(checkedKeySeed()),
+    keySeed,
     ssh: {
       knownHostsPath: knownHostsPath ? localPath(knownHostsPath) : undefined,
       privateKeyPath: keyPath ? localPath(keyPath) : undefined,
@@ -70,6 +94,8 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
     nodes: mesh.nodes,
     summary: mesh.summary,
     joinInstructions: mesh.joinInstructions,
+    // A core with sites: the policy's digest, the public Noise key and each site's keys (secrets), read by the sites.
+    ...(fleet.sites ? (({ coordinatorUrl: _, ...rest }) => rest)(coreOutputs(mesh, fleet, keySeed)) : {}),
   };
 }
 

@@ -90,6 +90,15 @@ export interface MeshArgs {
   routeApprovalTimeoutSeconds?: number;
 }
 
+/**
+ * Whether this stack deploys the host: every host of a fleet without sites,
+ * else only the hosts of this stack's own folder (core/sites.ts). The others
+ * are evaluated (the policy, the keys) but never touched.
+ */
+export function deploysHere(fleet: FleetSystem, host: string): boolean {
+  return !fleet.sites || fleet.sites.local.includes(host);
+}
+
 /** Whether the coordinator host is also a node: it joins the mesh (in either runtime the Coordinator's own push delivers headscale). */
 export function coordinatorIsNode(h: HostSystem): boolean {
   return joinsMesh(h);
@@ -150,6 +159,8 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
   if (!coord) {
     return [`fleet.yaml: coordinator.host: expected one of the fleet's hosts (${Object.keys(fleet.hosts).join(", ")}), found ${JSON.stringify(fleet.coordinator.host)}`];
   }
+  if (fleet.sites && fleet.sites.site !== null)
+    return [`stack ${fleet.stack}: expected the core's folder for a Mesh, found site ${fleet.sites.site} (its fleet.yaml names core ${fleet.sites.core.stack}). Fix: deploy a site with SiteMesh (index.ts does), the core with Mesh`];
   const provided = providedSecrets(fleet, { postgresPassword: args.headscalePostgresPassword !== undefined, oidcClientSecret: args.headscaleOidcClientSecret !== undefined });
   const secretsOf = (h: HostSystem) => Object.fromEntries(secretRefs(h).filter((r) => provided.includes(r)).map((r) => [r, ""]));
   for (const h of Object.values(fleet.hosts)) {
@@ -182,6 +193,7 @@ export function validateMesh(args: Pick<MeshArgs, "fleet" | "agent" | "headscale
   }
   const keyed = new Set(fleet.preAuthKeys.map((k) => k.host));
   for (const h of Object.values(fleet.hosts)) {
+    if (!deploysHere(fleet, h.name)) continue;
     if (h.name === coord.name && !coordinatorIsNode(coord)) {
       if (h.agent) p.push(...validateHostAgentArgs({ host: h, secrets: secretsOf(h), ssh: args.ssh, ...args.agent }));
       continue;
@@ -283,7 +295,7 @@ export class Mesh extends pulumi.ComponentResource {
     };
     const key = privateKeyInput(args.ssh);
     if (coordHost.agent) prerequisitesOf(coordHost);
-    for (const h of Object.values(fleet.hosts)) if (h.agent && h.name !== coordHost.name && !h.lxc) prerequisitesOf(h);
+    for (const h of Object.values(fleet.hosts)) if (h.agent && h.name !== coordHost.name && !h.lxc && deploysHere(fleet, h.name)) prerequisitesOf(h);
 
     this.coordinator = new Coordinator(
       `${name}-coordinator`,
@@ -330,6 +342,8 @@ export class Mesh extends pulumi.ComponentResource {
     try {
       for (const h of ordered) {
         if (h.name === coordHost.name && !coordinatorIsNode(h)) continue;
+        // A site's host is the site stack's to deploy; this stack made its key (above) and exports it.
+        if (!deploysHere(fleet, h.name)) continue;
         const nodeArgs: MeshNodeArgs = {
           // The coordinator's final generation keeps its compose file and unit (docker runtime).
           host: h.name === coordHost.name ? c.generationHost : h,

@@ -63,6 +63,16 @@ export interface MeshNodeArgs {
    */
   coordinator?: { cli: HeadscaleCli; connection: SshConnection };
   /**
+   * A site stack's node (docs/sites.md): the deploy has no access to the
+   * coordinator, which the core stack deploys. Its routes are approved by the
+   * autoApprovers the core renders from every site's routes, and the site
+   * checks that the core runs the policy it evaluated (SiteMesh) instead of
+   * asking headscale; no RouteApproval is made.
+   * @default false
+   * @example true
+   */
+  approvalByCore?: boolean;
+  /**
    * Seconds the route approval check waits for the node and its approval.
    * @default 60
    * @example 180
@@ -96,7 +106,7 @@ export function validateMeshNodeArgs(args: MeshNodeArgs): string[] {
   const h = args.host;
   const p = validateLxc(h, args.ssh);
   const advertises = h.tailscale.enable && (h.tailscale.advertiseRoutes.length > 0 || h.tailscale.advertiseExitNode);
-  if (advertises && h.agent && !args.coordinator) p.push(`${h.name}: it advertises routes, so the deploy needs the coordinator to check their approval`);
+  if (advertises && h.agent && !args.coordinator && !args.approvalByCore) p.push(`${h.name}: it advertises routes, so the deploy needs the coordinator to check their approval`);
   if (!h.agent && h.lxc) p.push(`${h.file}: agent: host ${h.name} lives in a Proxmox CT but has no agent; set agent: true`);
   const needsKey = secretRefs(h).includes(`preauth:${h.name}`) || (!h.agent && h.tailscale.enable);
   if (needsKey && args.preAuthKey === undefined) p.push(`fleet.yaml: preAuthKeys: host ${h.name} needs a pre-auth key, found none. Fix: add { host: ${h.name}, user: … } to preAuthKeys`);
