@@ -48,7 +48,8 @@ export const command: Command = {
       return 1;
     }
     const head = await evaluate(dir, stack, live?.nodes);
-    const base = await atRevision(opts.base, dir, stack, live?.nodes);
+    // A fleet with sites is read from its sibling folders: the base needs them too (core/sites.ts).
+    const base = await atRevision(opts.base, dir, stack, live?.nodes, head.fleet?.sites !== undefined);
     const problems = [...base.diagnostics.map((d) => ({ ...d, file: `${opts.base}:${d.file}` })), ...head.diagnostics];
     if (hasErrors(problems)) {
       console.error(formatDiagnostics(problems.filter((d) => d.severity === "error")));
@@ -56,13 +57,13 @@ export const command: Command = {
       return 1;
     }
     const diff = diffNetwork(base.model!, head.model!);
-    const hosts = diffGenerations(base.fleet ?? NO_HOSTS, head.fleet!);
+    const hosts = withStacks(diffGenerations(base.fleet ?? NO_HOSTS, head.fleet!), head.fleet!, base.fleet);
     const warnings = planWarnings(base.fleet ?? NO_HOSTS, head.fleet!, diff);
     if (opts.json) {
       process.stdout.write(JSON.stringify({ ...JSON.parse(renderDiffJson(diff)), warnings, generations: hosts, empty: diff.empty && !hosts.length && !warnings.length }, null, 2) + "\n");
       return 0;
     }
-    const title = `meshfleet plan: ${fleetLine({ dir, stack })}, ${opts.base} → working tree`;
+    const title = `meshfleet plan: ${fleetLine({ dir, stack })}${sitesLine(head.fleet!)}, ${opts.base} → working tree`;
     let md = renderDiffMarkdown(diff, title);
     if (diff.empty && (hosts.length || warnings.length)) md = md.replace("No change to the network.", "The network (hosts, routes, reachability, ports, DNS, versions) is the same; the hosts below change.");
     process.stdout.write([md.trimEnd(), renderWarnings(warnings), renderGenerations(hosts)].filter(Boolean).join("\n\n") + "\n");
@@ -95,6 +96,30 @@ export interface HostGeneration {
   containers: { restarted: { container: string; because: string[] }[]; started: string[]; stopped: string[] };
   firewall: { added: string[]; removed: string[] };
   tailscale: { setting: string; before: unknown; after: unknown }[];
+  /** A fleet with sites: the stack that deploys the host (the core's, or its site's); a change shows from every stack, only this one applies it. */
+  stack?: string;
+}
+
+/** The stack that deploys each host of a fleet with sites (the core's stack, or the site's folder name); undefined without sites. */
+export function stackOfHost(f: Pick<FleetSystem, "sites">, host: string): string | undefined {
+  const l = f.sites;
+  if (!l) return undefined;
+  if (l.core.hosts.includes(host)) return l.core.stack || "the core";
+  return Object.entries(l.sites).find(([, s]) => s.hosts.includes(host))?.[0];
+}
+
+function withStacks(hs: HostGeneration[], head: Pick<FleetSystem, "sites">, base?: Pick<FleetSystem, "sites">): HostGeneration[] {
+  return hs.map((g) => {
+    const stack = stackOfHost(head, g.host) ?? (base ? stackOfHost(base, g.host) : undefined);
+    return stack ? { ...g, stack } : g;
+  });
+}
+
+/** ", one of the stacks of core (core, home-site, office)" for a fleet with sites. */
+function sitesLine(f: Pick<FleetSystem, "sites">): string {
+  const l = f.sites;
+  if (!l) return "";
+  return `, the whole fleet of stacks ${[l.core.stack || "core", ...Object.keys(l.sites)].join(", ")} (this stack deploys ${l.local.join(", ") || "no host"})`;
 }
 
 export interface PlanWarning {
@@ -234,7 +259,7 @@ function renderGenerations(hs: HostGeneration[]): string {
   const out = ["### Hosts with a new generation", ""];
   const code = (xs: string[]) => xs.map((x) => `\`${x}\``).join(", ");
   for (const g of hs) {
-    out.push(`#### \`${g.host}\`${g.change === "new" ? " (first generation)" : g.change === "removed" ? " (leaves the fleet; the agent keeps what is there)" : ""}`, "");
+    out.push(`#### \`${g.host}\`${g.change === "new" ? " (first generation)" : g.change === "removed" ? " (leaves the fleet; the agent keeps what is there)" : ""}${g.stack ? ` — stack ${g.stack}` : ""}`, "");
     if (g.files.changed.length) out.push(`- files changed: ${code(g.files.changed)}`);
     if (g.files.added.length) out.push(`- files added: ${code(g.files.added)}`);
     if (g.files.removed.length) out.push(`- files removed: ${code(g.files.removed)}`);
@@ -254,7 +279,7 @@ function renderGenerations(hs: HostGeneration[]): string {
 }
 
 /** The fleet folder as it was at `ref`; a folder that did not exist yet is an empty fleet. */
-async function atRevision(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<Side> {
+async function atRevision(ref: string, dir: string, stack: string, live?: LiveNode[], withSiblings = false): Promise<Side> {
   const abs = path.resolve(dir);
   const git = (args: string[], cwd: string) => execFileSync("git", args, { cwd, encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] }).trim();
   let top: string;
@@ -271,7 +296,7 @@ async function atRevision(ref: string, dir: string, stack: string, live?: LiveNo
   const tmp = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-"));
   try {
     // git archive | tar -x: the base's files only, no worktree, no index.
-    const tar = execFileSync("git", ["archive", "--format=tar", ref, "--", rel], { cwd: top, maxBuffer: 1 << 30 });
+    const tar = execFileSync("git", ["archive", "--format=tar", ref, "--", withSiblings && rel !== "." ? path.dirname(rel) : rel], { cwd: top, maxBuffer: 1 << 30 });
     execFileSync("tar", ["-x", "-C", tmp], { input: tar });
     return await evaluate(path.join(tmp, rel), stack, live);
   } finally {
