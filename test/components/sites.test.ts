@@ -8,7 +8,9 @@
  * up (a preview warns).
  */
 import { beforeAll, describe, expect, it } from "vitest";
+import { readFileSync } from "node:fs";
 import path from "node:path";
+import { parse } from "yaml";
 import * as pulumi from "@pulumi/pulumi";
 import { Mesh } from "../../components/index.ts";
 import { coreMismatch, coreOutputs, policyDigest, readCore, SiteMesh, validateSiteMesh } from "../../components/site.ts";
@@ -183,5 +185,16 @@ describe("what a site checks of its core", () => {
   it("the core's folder is not a site", async () => {
     const core = await evaluate("core");
     expect(validateSiteMesh({ fleet: core })).toEqual(["stack core: expected a site's folder (its fleet.yaml is core: { stack, dir }), found the core. Fix: deploy it with Mesh"]);
+  });
+});
+
+describe("the example's stack files", () => {
+  const index = readFileSync(path.join(REPO, "index.ts"), "utf8");
+  it.each(["core", "home-site", "office"])("Pulumi.%s.yaml sets only settings index.ts reads, no secret in clear, and names its folder", (stack) => {
+    const doc = parse(readFileSync(path.join(REPO, "stacks", `Pulumi.${stack}.yaml`), "utf8")) as { config: Record<string, unknown> };
+    for (const k of Object.keys(doc.config)) expect(index).toContain(`"${k.replace("meshfleet:", "")}"`);
+    expect(doc.config["meshfleet:hostsDir"]).toBe(`hosts/${stack}`);
+    // A site needs no key seed: the keys derived from it are the core's.
+    expect(doc.config["meshfleet:keySeed"]).toBeUndefined();
   });
 });
