@@ -53,7 +53,7 @@ describe("meshfleet completion", async () => {
   });
 
   it("bash: stack names, and the host names of the stack on the line", () => {
-    expect(complete(bash, ["meshfleet", "check", "--stack", ""])).toEqual(["home", "lab"]);
+    expect(complete(bash, ["meshfleet", "check", "--stack", ""])).toEqual(["core", "home", "home-site", "lab", "office"]);
     expect(complete(bash, ["meshfleet", "join", "-s", "home", "p"])).toEqual(["phone"]);
     expect(complete(bash, ["meshfleet", "status", "--stack", "home", "--on", "l"])).toEqual(["laptop", "lxc-tailscale"]);
   });
