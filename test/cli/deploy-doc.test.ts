@@ -73,6 +73,9 @@ describe("docs/deploy.md", () => {
       "9. The first deploy",
       "10. Joining the phone",
       "When something fails",
+      "When something fails",
+      "When something fails",
+      "When something fails",
     ]);
     for (const b of blocks.filter((x) => x.mode === "skip")) expect(b.why!.length, `line ${b.line}`).toBeGreaterThan(20);
     // Every meshfleet command in a code block is in a block the lab runs, or its block says why not.

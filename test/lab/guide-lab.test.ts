@@ -18,7 +18,9 @@
  *   - §10's phone app: a fresh tailscaled on the lab's "derp" machine (a host on the
  *     internet side, as a phone on mobile data is), joined with the Desktop/CLI line
  *     `meshfleet join phone` printed.
- * "When something fails" is run after a change that goes bad on lxc-tailscale.
+ * "When something fails" is run after a change that goes bad on lxc-tailscale
+ * (rollback, preview, the fleet fixed, `up --refresh`), and after drift made
+ * by hand (forwarding turned off on the router).
  * The pre-auth key join prints is never logged: outputs are shown with it cut.
  */
 import { spawn } from "node:child_process";
@@ -159,7 +161,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`docs/deploy.md on lab instance ${IN
   }, 180_000);
 
   it("marks its blocks: the test runs each one marked run, in the guide's order", () => {
-    expect(runnable.length).toBe(9);
+    expect(runnable.length).toBe(12);
   });
 
   it("§1 the workstation: the agent bundle and the pinned Pulumi CLI, on PATH", async () => {
@@ -236,7 +238,9 @@ describe.skipIf(skipUnlessCi(labMissing()))(`docs/deploy.md on lab instance ${IN
     const routerStatus = async (): Promise<Row> => JSON.parse((await mustRun({ ...block("9. The first deploy", 1), text: "npx meshfleet status --stack mine --on lxc-tailscale --json" })).stdout).hosts[0];
     const good = await routerStatus();
     // A change that turned out bad: one more sysctl, deployed to the router alone.
-    writeFileSync(join(ws, "hosts", "mine", "lxc-tailscale.yaml"), readFileSync(join(ws, "hosts", "mine", "lxc-tailscale.yaml"), "utf8") + `kernel:\n  sysctl:\n    net.core.somaxconn: "4097"\n`);
+    const hostFile = join(ws, "hosts", "mine", "lxc-tailscale.yaml");
+    const inGit = readFileSync(hostFile, "utf8");
+    writeFileSync(hostFile, inGit + `kernel:\n  sysctl:\n    net.core.somaxconn: "4097"\n`);
     const bad = await run({ ...block("9. The first deploy", 0), mode: "run", text: "npx meshfleet up --stack mine --on lxc-tailscale --yes" });
     expect(bad.code, cut(bad.out)).toBe(0);
     expect((await on("lxc-tailscale", "cat /etc/sysctl.d/*meshfleet*")).includes("net.core.somaxconn")).toBe(true);
@@ -248,5 +252,23 @@ describe.skipIf(skipUnlessCi(labMissing()))(`docs/deploy.md on lab instance ${IN
     expect(await routerStatus()).toMatchObject({ host: "lxc-tailscale", generation: { n: good.generation.n, hash: good.generation.hash, confirmed: true }, drift: { clean: true } });
     expect(await on("lxc-tailscale", "cat /etc/sysctl.d/*meshfleet* 2>/dev/null; true")).not.toContain("net.core.somaxconn");
     expect(r.out).toContain("lxc-tailscale is now behind the fleet in git");
+
+    // The preview shows the router would change back; the fleet is fixed in git; `up --refresh` deploys it.
+    const pv = await mustRun(block("When something fails", 1));
+    expect(pv.out).toMatch(/lxc-tailscale\s+~\s+meshfleet:host:Generation .* will update/);
+    writeFileSync(hostFile, inGit);
+    await mustRun(block("When something fails", 2));
+    expect(await routerStatus()).toMatchObject({ generation: { confirmed: true }, drift: { clean: true } });
+    expect(await on("lxc-tailscale", "cat /etc/sysctl.d/*meshfleet* 2>/dev/null; true")).not.toContain("net.core.somaxconn");
+  }, 600_000);
+
+  it("drift made by hand: status shows it, refresh --preview-only names the resource, up --refresh puts it back", async () => {
+    await on("lxc-tailscale", "sysctl -w net.ipv4.ip_forward=0");
+    const r = await mustRun(block("When something fails", 3));
+    expect(r.out).toMatch(/drift lxc-tailscale: .*ip_forward/);
+    expect(r.out).toMatch(/lxc-tailscale\s+~\s+meshfleet:host:Generation/);
+    expect((await on("lxc-tailscale", "sysctl -n net.ipv4.ip_forward")).trim()).toBe("1");
+    const after = await mustRun({ ...block("9. The first deploy", 1), text: "npx meshfleet status --stack mine --on lxc-tailscale --json" });
+    expect(JSON.parse(after.stdout).hosts[0]).toMatchObject({ generation: { confirmed: true }, drift: { clean: true } });
   }, 600_000);
 });
