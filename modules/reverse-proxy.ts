@@ -13,6 +13,7 @@ import type { ContainerSpec, FileSpec, HealthProbe, InboundRule, UnitSpec } from
 import { port } from "../core/schema-types.ts";
 import { absPath, acmeEmail as acmeEmailSchema, checkedString, proxyDomain, type TextProblem } from "../core/freetext.ts";
 import { loopbackOf } from "./derp.ts";
+import { COMPOSE_UNIT } from "../agent/compose.ts";
 
 /** Let's Encrypt's production directory: where certificates come from unless reverse-proxy.acmeDirectory says otherwise. */
 export const LETSENCRYPT_DIRECTORY = "https://acme-v02.api.letsencrypt.org/directory";
@@ -26,6 +27,10 @@ export const TLS_DIR = "/var/lib/meshfleet-tls";
 /** The script behind nginx's certificate cycle (placeholder, issue, deploy). */
 export const CERTBOT_SCRIPT = "/usr/local/lib/meshfleet/certbot-nginx";
 export const CERT_UNIT = "meshfleet-certificate.service";
+/** Docker runtime: makes the certificate links before the nginx container starts. */
+export const PLACEHOLDER_UNIT = "meshfleet-certificate-placeholder.service";
+/** The nginx container's name (container_name in the compose file). */
+export const NGINX_CONTAINER = "nginx";
 export const RENEW_UNIT = "meshfleet-certificate-renew.service";
 export const RENEW_TIMER = "meshfleet-certificate-renew.timer";
 /** The nginx a host has when reverse-proxy.nginxVersion is "": Debian 12's (1.22), the oldest supported VPS. */
@@ -53,7 +58,7 @@ export const reverseProxyOptions = z
     tls: z
       .enum(["auto", "internal", "off"])
       .default("auto")
-      .describe("`auto`: Caddy's ACME / nginx's certificate from certbot or files (see certificate; on the docker runtime yours, in `/etc/letsencrypt/live/<domain>/`); `internal`: Caddy's own CA (the lab); `off`: plain HTTP."),
+      .describe("`auto`: Caddy's ACME / nginx's certificate from certbot, which meshfleet runs on the host (also on the docker runtime), or from files (see certificate); `internal`: Caddy's own CA; `off`: plain HTTP."),
     domain: proxyDomain.default("").describe("Site name; \"\" takes the host of fleet.yaml coordinator.serverUrl."),
     upstream: z
       .string()
@@ -79,7 +84,7 @@ export const reverseProxyOptions = z
       .describe("The nginx version the config is written for: from 1.25.1 on HTTP/2 is `http2 on;`, before it `listen ... ssl http2` (1.25.1 and later still accept that, with a deprecation warning; older ones reject `http2 on;`). \"\" means the pinned image's version on the docker runtime, and 1.22 on a host (Debian 12's; Ubuntu 24.04 has 1.24, Debian 13 has 1.26: set 1.26 there for the new form)."),
     certificate: absPath("reverse-proxy.certificate", "/etc/ssl/hs/fullchain.pem", true)
       .default("")
-      .describe("nginx: certificate chain file. \"\" (with certificateKey \"\") means meshfleet runs the whole cycle with certbot (Debian's package, webroot mode): a self-signed placeholder until the first certificate, the first one at deploy, renewal twice a day and a reload of nginx on each new one. A path means the file is yours to keep current (meshfleet still answers /.well-known/acme-challenge/ from " + ACME_WEBROOT + "). On the docker runtime meshfleet runs no certbot: \"\" means `/etc/letsencrypt/live/<domain>/` on the host, which you keep current (e.g. certbot certonly --webroot --webroot-path " + ACME_WEBROOT + ", which the container serves)."),
+      .describe("nginx: certificate chain file. \"\" (with certificateKey \"\") means meshfleet runs the whole cycle with certbot (Debian's package, webroot mode): a self-signed placeholder until the first certificate, the first one at deploy, renewal twice a day and a reload of nginx on each new one. A path means the file is yours to keep current (meshfleet still answers /.well-known/acme-challenge/ from " + ACME_WEBROOT + "). On the docker runtime certbot runs on the docker host the same way: the nginx container serves its webroot and reads the certificate through bind mounts (" + ACME_WEBROOT + ", /etc/letsencrypt, " + TLS_DIR + "), and certbot's deploy hook reloads nginx inside the container (docker exec)."),
     certificateKey: absPath("reverse-proxy.certificateKey", "/etc/ssl/hs/privkey.pem", true)
       .default("")
       .describe("nginx: private key file; \"\" with certificate \"\": certbot's (see certificate)."),
@@ -140,6 +145,8 @@ export interface ProxySite {
   acmeCaRoot: string;
   /** nginx gets its certificate from certbot, run by meshfleet (see certificate's description). */
   certbot: boolean;
+  /** nginx runs in a container (the docker runtime): certbot on the host reloads it with `docker exec`. */
+  inContainer: boolean;
   /** nginx: `http2 on;` (>= 1.25.1) rather than `listen ... ssl http2`. */
   http2Directive: boolean;
 }
@@ -167,8 +174,8 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
   const u = new URL(ctx.fleet.coordinator.serverUrl);
   const domain = o.domain !== "" ? o.domain : u.hostname;
   const httpsPort = o.httpsPort !== 0 ? o.httpsPort : u.port ? Number(u.port) : 443;
-  // certbot runs on a host only: the docker runtime's nginx reads certbot's files from the host, which the user runs.
-  const certbot = o.kind === "nginx" && o.tls === "auto" && o.certificate === "" && o.certificateKey === "" && ctx.self.runtime !== "docker";
+  // certbot runs on the host in both runtimes: on docker, the nginx container reads the host's files through bind mounts.
+  const certbot = o.kind === "nginx" && o.tls === "auto" && o.certificate === "" && o.certificateKey === "";
   const tlsDir = `${TLS_DIR}/${domain}`;
   return {
     domain,
@@ -185,6 +192,7 @@ export function siteOf(o: ReverseProxyOptions, ctx: ModuleContext): ProxySite {
     acmeDirectory: o.acmeDirectory,
     acmeCaRoot: o.acmeCaRoot,
     certbot,
+    inContainer: ctx.self.runtime === "docker",
     http2Directive: versionAtLeast(nginxVersionOf(o, ctx.self.runtime), "1.25.1"),
   };
 }
@@ -441,6 +449,10 @@ const shq = (v: string) => `'${v.replaceAll("'", "'\\''")}'`;
  */
 export function renderCertbotScript(s: ProxySite): string {
   const email = s.acmeEmail !== "" ? `--email ${shq(s.acmeEmail)}` : "--register-unsafely-without-email";
+  // On the docker runtime nginx is the container NGINX_CONTAINER, started by the compose unit: reloaded inside it.
+  const running = s.inContainer ? `[ "$(docker inspect -f '{{.State.Running}}' ${NGINX_CONTAINER} 2>/dev/null)" = true ]` : "systemctl is-active --quiet nginx.service";
+  const reload = s.inContainer ? `docker exec ${NGINX_CONTAINER} nginx -s reload` : "systemctl reload nginx.service";
+  const reloadOrStart = s.inContainer ? `if ${running}; then ${reload}; else systemctl start ${COMPOSE_UNIT}; fi` : "systemctl reload-or-restart nginx.service";
   return [
     "#!/bin/sh",
     "# Rendered by meshfleet (modules/reverse-proxy.ts); edits are overwritten.",
@@ -479,7 +491,7 @@ export function renderCertbotScript(s: ProxySite): string {
     "  ;;",
     "deploy)",
     '  point "$live"',
-    "  if systemctl is-active --quiet nginx.service; then systemctl reload nginx.service; fi",
+    `  if ${running}; then ${reload}; fi`,
     `  echo "nginx: serving $(openssl x509 -noout -serial -in "$live/fullchain.pem")"`,
     "  ;;",
     "issue)",
@@ -496,7 +508,7 @@ export function renderCertbotScript(s: ProxySite): string {
     "  # Only when certbot will ask the CA: no certificate yet, a new directory, or one due (certbot's default: 30 days left).",
     '  "$0" placeholder',
     '  if [ -n "$force" ] || [ ! -e "$live/fullchain.pem" ] || ! openssl x509 -noout -checkend 2592000 -in "$live/fullchain.pem" >/dev/null; then',
-    "    systemctl reload-or-restart nginx.service",
+    `    ${reloadOrStart}`,
     "  fi",
     `  certbot certonly --non-interactive --agree-tos ${email} --server "$server" \\`,
     '    --webroot --webroot-path "$webroot" --cert-name "$domain" --domains "$domain" \\',
@@ -516,12 +528,14 @@ export function renderCertbotScript(s: ProxySite): string {
 /** The units of the cycle: the first certificate at start (and each boot), and renewal twice a day. */
 export function certificateUnits(s: ProxySite): UnitSpec[] {
   const env = s.acmeCaRoot !== "" ? [`Environment=REQUESTS_CA_BUNDLE=${s.acmeCaRoot}`] : [];
+  // What serves the http-01 answers: nginx's unit, or the compose unit that runs its container.
+  const nginx = s.inContainer ? COMPOSE_UNIT : "nginx.service";
   const service = (description: string, extra: string[]) =>
     [
       "[Unit]",
       `Description=${description}`,
-      "Wants=network-online.target nginx.service",
-      "After=network-online.target nginx.service",
+      `Wants=network-online.target ${nginx}`,
+      `After=network-online.target ${nginx}`,
       "",
       "[Service]",
       "Type=oneshot",
@@ -530,7 +544,33 @@ export function certificateUnits(s: ProxySite): UnitSpec[] {
       `ExecStart=${CERTBOT_SCRIPT} issue`,
       "",
     ].join("\n");
+  // The container cannot start nginx without the certificate files it names (the host unit's ExecStartPre
+  // does this on a host): the placeholder runs before the compose unit, pulled in by it whoever starts it.
+  const placeholder: UnitSpec[] = s.inContainer
+    ? [
+        {
+          name: PLACEHOLDER_UNIT,
+          content: [
+            "[Unit]",
+            `Description=nginx's certificate links for ${s.domain} before its container starts (meshfleet)`,
+            `Before=${COMPOSE_UNIT}`,
+            "",
+            "[Service]",
+            "Type=oneshot",
+            "RemainAfterExit=yes",
+            `ExecStart=${CERTBOT_SCRIPT} placeholder`,
+            "",
+            "[Install]",
+            `WantedBy=${COMPOSE_UNIT}`,
+            "",
+          ].join("\n"),
+          enable: true,
+          restartTriggers: [CERTBOT_SCRIPT],
+        },
+      ]
+    : [];
   return [
+    ...placeholder,
     {
       name: CERT_UNIT,
       // Stays active after the first certificate, so a deploy waits for it and verify sees it; each boot runs it again.
@@ -694,7 +734,10 @@ export const reverseProxyModule = defineModule({
             ? { test: ["CMD", "caddy", "validate", "--config", CADDYFILE, "--adapter", "caddyfile"], interval: "60s", timeout: "10s", retries: 3 }
             : { test: ["CMD", "nginx", "-t", "-q"], interval: "60s", timeout: "10s", retries: 3 },
       };
-      return { files, inbound, containers: [container], probes, assertions };
+      if (!s.certbot) return { files, inbound, containers: [container], probes, assertions };
+      // certbot on the docker host: the container serves its webroot and reads the links and certbot's files (bind mounts).
+      files.push({ path: CERTBOT_SCRIPT, content: renderCertbotScript(s), mode: "0755", owner: "root", group: "root" });
+      return { files, inbound, containers: [container], units: certificateUnits(s), packages: ["certbot", "openssl"], probes, assertions };
     }
     if (s.certbot) files.push({ path: CERTBOT_SCRIPT, content: renderCertbotScript(s), mode: "0755", owner: "root", group: "root" });
     return {
@@ -709,8 +752,10 @@ export const reverseProxyModule = defineModule({
 });
 
 /** Host directories an nginx container needs for its certificate and key (a name starting with / is a bind mount). */
-function certificateMounts(s: { tls: string; certificate: string; certificateKey: string }): ContainerSpec["volumes"] {
+function certificateMounts(s: { tls: string; certificate: string; certificateKey: string; certbot: boolean }): ContainerSpec["volumes"] {
   if (s.tls === "off") return [];
+  // The links in TLS_DIR/<domain> point into /etc/letsencrypt/live (or at the placeholder beside them): both trees are mounted.
+  if (s.certbot) return [ACME_WEBROOT, "/etc/letsencrypt", TLS_DIR].sort().map((d) => ({ name: d, containerPath: d }));
   const dirs = new Set(
     [s.certificate, s.certificateKey].map((f) => (f.startsWith("/etc/letsencrypt/") ? "/etc/letsencrypt" : f.slice(0, f.lastIndexOf("/")) || "/")),
   );

@@ -95,7 +95,7 @@ describe("nginx with certbot (webroot)", () => {
     expect(le.units!.find((u) => u.name === CERT_UNIT)!.content).not.toContain("REQUESTS_CA_BUNDLE");
   });
 
-  it("certificate files of your own, tls off and the docker runtime run no certbot", () => {
+  it("certificate files of your own and tls off run no certbot", () => {
     const own = run(seed004({ kind: "nginx", certificate: "/etc/ssl/hs/fullchain.pem", certificateKey: "/etc/ssl/hs/privkey.pem" }));
     expect(own.units!.map((u) => u.name)).toEqual(["nginx.service"]);
     expect(own.units![0].content).not.toContain("placeholder");
@@ -105,9 +105,10 @@ describe("nginx with certbot (webroot)", () => {
     const off = run(makeCtx("vps", { vps: { address: "203.0.113.10", options: { "reverse-proxy": { enable: true, kind: "nginx", tls: "off" } } } }, { coordinator: { host: "vps", serverUrl: "http://headscale.example.com" } }));
     expect(conf(off)).not.toContain("acme-challenge");
     expect(off.files!.map((f) => f.path)).not.toContain(CERTBOT_SCRIPT);
-    const docker = run(seed004({ kind: "nginx" }, undefined, "docker"));
+    // The docker runtime with files of its own: no certbot either (test/modules/reverse-proxy-docker-certbot.test.ts has the rest).
+    const docker = run(seed004({ kind: "nginx", certificate: "/etc/ssl/hs/fullchain.pem", certificateKey: "/etc/ssl/hs/privkey.pem" }, undefined, "docker"));
     expect(docker.units ?? []).toEqual([]);
-    expect(conf(docker)).toContain("ssl_certificate /etc/letsencrypt/live/headscale.example.com/fullchain.pem;");
+    expect(conf(docker)).toContain("ssl_certificate /etc/ssl/hs/fullchain.pem;");
   });
 
   const skipNginx = rt.missing("nginx", "openssl");
