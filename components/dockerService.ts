@@ -273,7 +273,11 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
       "[Service]",
       "Type=oneshot",
       "RemainAfterExit=yes",
-      ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`] : []),
+      // The volumes hold databases and keys, and their containers run as root: the folders are root's
+      // alone (a container's root made headscale's database 0644 in a 0755 folder otherwise). An empty
+      // volume's first mount copies the image's folder, mode included, after this: images should ship
+      // their state folder 0700 (the lab's do).
+      ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`, `ExecStartPre=/bin/chmod 0700 ${dirs.join(" ")}`] : []),
       // A network compose made before (docker's pick, or another subnet) is not changed by `up`, which
       // stops with "needs to be recreated": drop the project's unused networks (ExecStop removed the
       // containers), so `up` makes the network as the compose file declares it.

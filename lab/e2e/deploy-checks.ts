@@ -20,6 +20,7 @@ import { runDeploy, type DeployOptions } from "../../cli/commands/deploy.ts";
 import { e2ePaths, STACK } from "./paths.ts";
 import { keptSecret, labPulumiEnv, REPO, runPulumi } from "./pulumi.ts";
 import { hsCli } from "./coordinator-runtime.ts";
+import { labFleetDir } from "./docker-variant.ts";
 
 /** `meshfleet <verb> --stack lab --config-file <lab>/Pulumi.lab.yaml --yes`, in this process. */
 export function labDeploy(instance: number, o: Omit<DeployOptions, "stack" | "configFile" | "env">) {
@@ -88,7 +89,8 @@ export async function deployChecks(instance: number, check: Check): Promise<void
       const k = join(dir, "other");
       execFileSync("ssh-keygen", ["-q", "-t", "ed25519", "-N", "", "-f", k]);
       const other = readFileSync(`${k}.pub`, "utf8").trim().split(" ").slice(0, 2).join(" ");
-      const address = (parse(readFileSync(join(REPO, "hosts", "lab", `${DRIFT_HOST}.yaml`), "utf8")) as { address: string }).address;
+      // The deployed fleet (hosts/lab names instance 0's addresses; another instance or the docker variant has its own).
+      const address = (parse(readFileSync(join(labFleetDir(instance), `${DRIFT_HOST}.yaml`), "utf8")) as { address: string }).address;
       const lines = known.split("\n").filter(Boolean);
       const mine = lines.filter((l) => l.split(/\s+/)[0] === address || l.split(/\s+/)[0]?.startsWith(`[${address}]`));
       if (mine.length === 0) return { ok: false, why: `the lab's known_hosts has no entry for ${address}` };
@@ -127,7 +129,7 @@ export async function deployChecks(instance: number, check: Check): Promise<void
     const dir = mkdtempSync(join(tmpdir(), "mf-pin-"));
     try {
       const file = join(dir, "known_hosts");
-      const r = spawnSync(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "pin", "vps", "--stack", STACK, "--known-hosts", file, "--json"], { encoding: "utf8", cwd: REPO, timeout: 60_000 });
+      const r = spawnSync(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), "pin", "vps", "--stack", STACK, "--hosts-dir", labFleetDir(instance), "--known-hosts", file, "--json"], { encoding: "utf8", cwd: REPO, timeout: 60_000 });
       if (r.status !== 0) return { ok: false, why: `meshfleet pin vps: ${r.stderr.trim()}` };
       const got = JSON.parse(r.stdout) as { key: string; address: string; port: number; fingerprint: string };
       const lab = spawnSync("ssh-keygen", ["-F", got.port === 22 ? got.address : `[${got.address}]:${got.port}`, "-f", labKnownHostsPath({ instance })], { encoding: "utf8" });

@@ -187,16 +187,20 @@ export function derperImage(binary: string, version: string): LocalImage {
       { path: "etc/group", content: "root:x:0:\n" },
     ],
     dirs: ["var/lib/derper", "root"],
+    privateDirs: ["var/lib/derper"],
   };
 }
 
+/** Bump when an image's recipe (its files, folders, modes) changes: the kept images are made again. */
+const IMAGE_RECIPE = 2;
 const fileSha = (f: string) => createHash("sha256").update(readFileSync(f)).digest("hex");
 
 /**
  * The id of the image tagged `tag` on the VPS when it was made from `input`
  * (recorded on the VPS beside docker's data), else a new one from `make`.
  */
-async function kept(instance: number, tag: string, input: string, make: () => Promise<string>): Promise<string> {
+async function kept(instance: number, tag: string, source: string, make: () => Promise<string>): Promise<string> {
+  const input = `recipe ${IMAGE_RECIPE} ${source}`;
   const rec = `/var/lib/docker/meshfleet-lab-images/${tag.replace(/[/:]/g, "_")}`;
   const have = await sshExec(COORDINATOR, `cat ${rec} 2>/dev/null && docker image inspect --format '{{.Id}}' ${q(tag)}`, { instance, timeoutMs: 30_000 });
   const [was, id] = have.stdout.trim().split("\n");

@@ -146,6 +146,12 @@ export interface LocalImage {
   files: ImageFile[];
   /** Empty folders the image has (a state dir, /tmp). */
   dirs?: string[];
+  /**
+   * Of those, the ones that are root's alone (0700): a state folder a named volume is mounted on.
+   * Docker copies an empty volume's first mount from the image, mode included, so a 0755 folder
+   * here would open the volume's folder on the host.
+   */
+  privateDirs?: string[];
   /** Dockerfile instructions `docker import -c` takes (ENTRYPOINT, ENV, CMD). */
   changes?: string[];
   /** A tag for people reading `docker images`; the id is what a generation pins. */
@@ -164,6 +170,10 @@ export async function importImage(sshArgv: readonly string[] /* ssh options and 
   try {
     for (const d of [...(image.dirs ?? []), "tmp"]) mkdirSync(join(stage, d), { recursive: true });
     chmodSync(join(stage, "tmp"), 0o1777);
+    for (const d of image.privateDirs ?? []) {
+      mkdirSync(join(stage, d), { recursive: true });
+      chmodSync(join(stage, d), 0o700);
+    }
     for (const f of image.files) {
       const dest = join(stage, f.path);
       mkdirSync(join(dest, ".."), { recursive: true });
@@ -193,6 +203,7 @@ export function headscaleImage(binary: string, version: string): LocalImage {
       { path: "etc/group", content: "root:x:0:\n" },
     ],
     dirs: ["etc/headscale", "var/lib/headscale", "var/run/headscale", "root"],
+    privateDirs: ["var/lib/headscale"],
     changes: ['ENTRYPOINT ["/usr/local/bin/headscale"]', "ENV PATH=/usr/local/bin:/usr/bin:/bin"],
   };
 }

@@ -63,6 +63,7 @@ describe("compose render", () => {
     expect(u.name).toBe(COMPOSE_UNIT);
     expect(u.content).toContain(`ExecStart=/usr/bin/docker-compose -p meshfleet -f ${COMPOSE_FILE} up -d --remove-orphans`);
     expect(u.content).toContain("ExecStartPre=/bin/mkdir -p /var/lib/x");
+    expect(u.content).toContain("ExecStartPre=/bin/chmod 0700 /var/lib/x");
     expect(u.content).toMatch(/^ExecStop=.*label=com\.docker\.compose\.project=meshfleet/m);
     expect(u.content).not.toContain("ExecStop=/usr/bin/docker-compose");
     // systemd would expand a single $ itself

@@ -9,7 +9,8 @@
  *     the lab's own deploy path (`meshfleet up` through Pulumi) switches it
  *     to headscale, nginx and derper in containers; agent verify is clean and
  *     TLS to the server URL verifies from the laptop (cold time);
- *   - a second `meshfleet up` changes nothing (warm time);
+ *   - a second `meshfleet up` changes nothing, nor does a second
+ *     `lab up --docker` (its images are kept, so the ids stay) (warm times);
  *   - `docker inspect` of each container and its image holds none of the
  *     host's secrets (Noise and DERP keys, derper's key, nginx's TLS key,
  *     the nodes' pre-auth keys, the stack's key seed), which sit on the host
@@ -94,21 +95,31 @@ describe.skipIf(skipUnlessCi(gate))(`lab up --docker on instance ${INSTANCE}`, (
     expect(r.ok, r.errors.join("\n")).toBe(true);
     const changed = Object.entries(r.changes).filter(([k, n]) => k !== "same" && n > 0);
     expect(changed).toEqual([]);
+    // The whole `lab up --docker` again, hosts running: the images are kept (same ids), so its deploy changes nothing either.
+    const t2 = Date.now();
+    const again = await labUp({ instance: INSTANCE, log, docker: true, noBuild: true });
+    timings.warmLabUp = Date.now() - t2;
+    timings.warmLabUpMeshfleetUp = again.deploy?.ms ?? -1;
+    expect(again.ok, `${again.failedStep}: ${again.error}`).toBe(true);
+    expect(Object.entries(again.deploy!.changes).filter(([k, n]) => k !== "same" && n > 0)).toEqual([]);
   }, 10 * 60_000);
 
   it("docker inspect of each container and its image shows no secret; the secrets are 0600 files on the host", async () => {
     const secrets: Record<string, string> = {};
     const read = async (host: string, path: string) => (await on(host, `cat ${path}`)).trim();
-    for (const f of ["noise_private.key", "derp_server_private.key"]) secrets[`headscale ${f}`] = await read("vps", `/var/lib/headscale/${f}`);
+    // The lab's relay is derper (its own key); headscale's embedded relay and its key are off.
+    secrets["headscale Noise key"] = await read("vps", "/var/lib/headscale/noise_private.key");
     secrets["derper key"] = await read("vps", "/var/lib/derper/derper.key");
     secrets["nginx TLS key"] = await read("vps", `${TLS_DIR}/privkey.pem`);
     for (const h of ["laptop", "lxc-tailscale", "vps"]) secrets[`pre-auth key of ${h}`] = await read(h, AUTH_KEY_FILE);
     secrets["key seed"] = keptSecret(e2ePaths(INSTANCE).keySeed);
     for (const [what, v] of Object.entries(secrets)) expect(v.length, `${what} is empty, so its absence would prove nothing`).toBeGreaterThan(20);
 
-    for (const [path, owner] of [["/var/lib/headscale/noise_private.key", "headscale"], ["/var/lib/headscale/derp_server_private.key", "headscale"], [`${TLS_DIR}/privkey.pem`, "root"]] as const) {
+    for (const [path, owner] of [["/var/lib/headscale/noise_private.key", "headscale"], ["/var/lib/derper/derper.key", "root"], [`${TLS_DIR}/privkey.pem`, "root"], [AUTH_KEY_FILE, "root"]] as const) {
       expect((await on("vps", `stat -c '%a %U' ${path}`)).trim()).toBe(`600 ${owner}`);
     }
+    // The volumes' folders (headscale's database, derper's certificates) are root's alone.
+    expect((await on("vps", "stat -c '%a %U' /var/lib/headscale /var/lib/derper")).trim().split("\n")).toEqual(["700 root", "700 root"]);
     const inspect = await on("vps", `docker inspect ${VARIANT_CONTAINERS.join(" ")} && docker image inspect $(docker inspect --format '{{.Image}}' ${VARIANT_CONTAINERS.join(" ")})`);
     expect(JSON.parse(inspect.slice(0, inspect.indexOf("\n]\n") + 2))).toHaveLength(VARIANT_CONTAINERS.length);
     const leaks: string[] = [];

@@ -74,6 +74,9 @@ describe("lab docker variant", () => {
     const d = derperImage("/x/derper", "1.98.10");
     expect(d.files[0]).toEqual({ path: "usr/local/bin/derper", from: "/x/derper", mode: 0o755 });
     expect(d.changes ?? []).toEqual([]);
+    // An empty volume's first mount takes the image folder's mode: the state folders ship 0700.
+    expect(d.privateDirs).toEqual(["var/lib/derper"]);
+    expect(headscaleImage("/x/headscale", "0.29.2").privateDirs).toEqual(["var/lib/headscale"]);
   });
 
   it("lab check's coordinator commands are valid shell for either runtime", () => {
