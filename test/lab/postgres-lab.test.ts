@@ -20,7 +20,11 @@
  *     empty one made in its place, while the laptop pings the nas through
  *     the subnet route;
  *   - `meshfleet restore`: every node registered again with the same IPs,
- *     every route still approved, the nodes back online, traffic flows.
+ *     every route still approved, the nodes back online, traffic flows;
+ *   - the database guard: a SQLite file beside the Postgres coordinator keeps
+ *     headscale from starting; database.type changed back to sqlite makes
+ *     the deploy fail on the coordinator, whose agent rolls back, so headscale
+ *     stays on Postgres with every node.
  * Times: the deploy, the backup, the restore; pings by phase.
  */
 import { execFileSync } from "node:child_process";
@@ -31,6 +35,7 @@ import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { pullBackup } from "../../cli/commands/backup.ts";
 import { restore } from "../../cli/commands/restore.ts";
+import { runDeploy } from "../../cli/commands/deploy.ts";
 import { openStackFleet, type StackAccess } from "../../cli/fleet-hosts.ts";
 import { ensureDebs, POSTGRES_DEBS } from "../../lab/hosts/debs.ts";
 import { labDown } from "../../lab/e2e/down.ts";
@@ -204,4 +209,31 @@ describe.skipIf(skipUnlessCi(labMissing()))(`Postgres run by the module: deploy,
     expect(ok, "headscale healthy again once the SQLite file is gone").toBe(true);
     expect((await nodes()).length).toBeGreaterThanOrEqual(3);
   }, 180_000);
+
+  it("database.type changed back to sqlite: the deploy is refused on the coordinator, which keeps headscale on Postgres with every node", async () => {
+    const before = registration(await nodes());
+    const status = async () => {
+      const x = JSON.parse(await on("vps", "node /usr/local/lib/meshfleet/meshfleet-agent.mjs status --json")) as { generation: number; hash: string };
+      return { generation: x.generation, hash: x.hash };
+    };
+    const gen = await status();
+    // SQLite, no backup (the lab has no sqlite3 package to install): headscale would start on a new, empty db.sqlite.
+    writeLabFleet(INSTANCE, { edit: (f, text) => (f === "vps.yaml" ? text.replace(/^headscale:\n/m, "headscale:\n  database:\n    type: sqlite\n") : text) });
+    const t0 = Date.now();
+    const r = await runDeploy({ verb: "up", stack: STACK, configFile: p.stackConfig, env: labPulumiEnv(INSTANCE) });
+    const ms = Date.now() - t0;
+    expect(r.ok, "the deploy must fail").toBe(false);
+    expect(r.errors.join("\n")).toMatch(/vps: [\s\S]*failed and was rolled back to generation \d+: units: `systemctl restart headscale\.service` exited with code 1/);
+    console.log(`postgres drill on lab ${INSTANCE}: up with database.type back to sqlite refused in ${(ms / 1000).toFixed(1)}s: ${r.errors.join(" | ").slice(0, 400)}`);
+    expect(await status()).toEqual(gen);
+    expect((await on("vps", "grep -A1 '^database:' /etc/headscale/config.yaml")).trim()).toBe("database:\n  type: postgres");
+    expect(await on("vps", "test ! -e /var/lib/headscale/db.sqlite && echo none")).toBe("none\n");
+    expect(await on("vps", "journalctl -u headscale --no-pager -o cat -n 60")).toContain("headscale-database-guard: headscale.database.type is sqlite, but headscale kept its state in Postgres on this host");
+    let now = await nodes().catch(() => [] as HeadscaleNodeRow[]);
+    for (let i = 0; i < 30 && registration(now).join() !== before.join(); i++) {
+      await sleep(1000);
+      now = await nodes().catch(() => [] as HeadscaleNodeRow[]);
+    }
+    expect(registration(now)).toEqual(before);
+  }, 900_000);
 });
