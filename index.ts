@@ -15,6 +15,8 @@
  *   meshfleet:imageDigests        { headscale: sha256:…, nginx: sha256:… } (docker runtime)
  *   meshfleet:headscalePostgresPassword  secret, the database password when headscale.database.type is postgres
  *   meshfleet:headscaleOidcClientSecret  secret, the OIDC client secret when headscale.oidc.enable is set
+ *   meshfleet:coordinatorMovedByHand  true while coordinator.host moves to a host whose database and keys were
+ *                                 put there by hand (docs/move.md): the move copies nothing
  *   meshfleet:coreStack           a site stack: the core's stack name when not the one its fleet.yaml gives
  *                                 (a fully qualified org/project/stack on a shared backend)
  *
@@ -76,10 +78,7 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
   const mesh = new Mesh(stack, {
     fleet,
     keySeed,
-    ssh: {
-      knownHostsPath: knownHostsPath ? localPath(knownHostsPath) : undefined,
-      privateKeyPath: keyPath ? localPath(keyPath) : undefined,
-    },
+    ssh,
     agent: {
       agentPath: config.get("agentPath") ?? "dist/meshfleet-agent.mjs",
       confirmTimeoutSeconds: config.getNumber("confirmTimeoutSeconds") ?? 120,
@@ -88,6 +87,7 @@ async function program(): Promise<Record<string, pulumi.Output<unknown>>> {
     imageDigests: config.getObject<Record<string, string>>("imageDigests"),
     headscalePostgresPassword: postgresPassword(),
     headscaleOidcClientSecret: oidcClientSecret(),
+    coordinatorMovedByHand: config.getBoolean("coordinatorMovedByHand"),
   });
   return {
     coordinatorUrl: mesh.coordinatorUrl,

@@ -92,6 +92,15 @@ export interface CoordinatorArgs {
    */
   after?: Promise<pulumi.Resource[]>;
   /**
+   * A move to this host whose database and keys were put there by hand
+   * (stack setting meshfleet:coordinatorMovedByHand): the Placement records
+   * the new host and copies nothing. For moves meshfleet refuses (adopted
+   * keys, Postgres on the coordinator) and an old host that is gone.
+   * @default false
+   * @example true
+   */
+  movedByHand?: boolean;
+  /**
    * Seconds to wait for headscale to answer before the deploy fails.
    * @default 120
    * @example 300
@@ -186,17 +195,21 @@ export function coordinatorImages(h: HostSystem, args: Pick<CoordinatorArgs, "im
  * What a move of the coordinator needs to know of its database and keys, read
  * from the host's rendered headscale config: the database (type, SQLite path,
  * Postgres host), and whether its Noise key is one meshfleet writes (derived
- * from keySeed) or an adopted file it cannot carry.
+ * from keySeed) or an adopted file it cannot carry. On the docker runtime the
+ * files headscale reads are uploads into its container: found by the path
+ * the container sees.
  */
-export function placementFacts(h: HostSystem): Pick<PlacementInputs, "databaseType" | "databasePath" | "postgresHost" | "adopted"> {
-  const file = h.files.find((f) => f.path === HS.config);
+export function placementFacts(h: HostSystem, containerName = "headscale"): Pick<PlacementInputs, "databaseType" | "databasePath" | "postgresHost" | "adopted"> {
+  const uploads = h.runtime === "docker" ? (h.containers.find((c) => c.name === containerName)?.uploads ?? []) : [];
+  const onHost = (p: string) => uploads.find((u) => u.containerPath === p)?.source ?? p;
+  const has = (p: string) => h.files.some((f) => f.path === p || f.path === onHost(p));
+  const file = h.files.find((f) => f.path === onHost(HS.config));
   const cfg = (file ? parseYaml(file.content) : {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string } }; noise?: { private_key_path?: string } };
-  const noisePath = cfg.noise?.private_key_path ?? HS.noiseKey;
   return {
     databaseType: cfg.database?.type === "postgres" ? "postgres" : "sqlite",
     databasePath: cfg.database?.sqlite?.path ?? `${HS.stateDir}/db.sqlite`,
     ...(cfg.database?.type === "postgres" ? { postgresHost: cfg.database.postgres?.host ?? "localhost" } : {}),
-    adopted: !h.files.some((f) => f.path === noisePath),
+    adopted: !has(cfg.noise?.private_key_path ?? HS.noiseKey),
   };
 }
 
@@ -234,8 +247,9 @@ export class Coordinator extends pulumi.ComponentResource {
         ...key,
         runtime: h.runtime,
         ...(h.runtime === "docker" ? { container: args.containerName ?? "headscale" } : {}),
-        ...placementFacts(h),
+        ...placementFacts(h, args.containerName),
         serverUrl: args.info.serverUrl,
+        ...(args.movedByHand ? { movedByHand: true } : {}),
       },
       { parent: this, ...(args.after ? { dependsOn: args.after } : {}) },
     );

@@ -83,6 +83,13 @@ export interface MeshArgs {
    */
   headscaleOidcClientSecret?: pulumi.Input<string>;
   /**
+   * The coordinator's database and keys were put on its new host by hand
+   * (docs/move.md): a move of coordinator.host only records it.
+   * @default false
+   * @example config.getBoolean("coordinatorMovedByHand")
+   */
+  coordinatorMovedByHand?: boolean;
+  /**
    * Seconds the route approval checks wait.
    * @default 60
    * @example 180
@@ -310,6 +317,7 @@ export class Mesh extends pulumi.ComponentResource {
         agent: args.agent,
         joinsMesh: joinsMesh(coordHost),
         after: Promise.resolve([...prereqs]),
+        ...(args.coordinatorMovedByHand ? { movedByHand: true } : {}),
       },
       child,
     );

@@ -32,18 +32,22 @@ export interface PlacementSide {
   databasePath: string;
 }
 
+/** The stack setting that says the database and keys were moved by hand: the move then only records the new host. */
+export const MOVED_BY_HAND = "meshfleet:coordinatorMovedByHand";
+const byHand = (to: string) => `then \`pulumi config set ${MOVED_BY_HAND} true\` and \`meshfleet up\` (headscale starts on ${to} with what you put there; unset it after: \`pulumi config rm ${MOVED_BY_HAND}\`)`;
+
 /** Why a move cannot be done by meshfleet, with the steps to do it by hand; null when it can. */
 export function moveRefusal(o: { from: string; to: string; databaseType: "sqlite" | "postgres"; postgresHost?: string; adopted: boolean }): string | null {
   if (o.adopted) {
     return (
       `coordinator ${o.from} -> ${o.to}: the coordinator was taken over with headscale.adopt, so its Noise and DERP keys are files on ${o.from} that derive from nothing meshfleet holds. ` +
-      `Moving it would give the nodes a coordinator with another key. Fix: take a snapshot (\`npx meshfleet backup --stack S --now\`: it holds the keys), copy noise_private.key and derp_server_private.key into ${STATE_DIR} on ${o.to} (0600 headscale), then run \`meshfleet up\` again; or keep coordinator.host: ${o.from}. Nothing was changed.`
+      `Moving it would give the nodes a coordinator with another key. Fix: stop headscale on ${o.from}, copy its database and noise_private.key and derp_server_private.key (a snapshot from \`npx meshfleet backup --stack S --now\` holds them) into ${STATE_DIR} on ${o.to} (0600, owned by headscale), ${byHand(o.to)}; or keep coordinator.host: ${o.from}. Nothing was changed.`
     );
   }
   if (o.databaseType === "postgres" && /^(localhost|127\.|::1$|\/)/.test(o.postgresHost ?? "localhost")) {
     return (
       `coordinator ${o.from} -> ${o.to}: headscale's Postgres database is on the coordinator itself (database.postgres.host: ${o.postgresHost ?? "localhost"}), and meshfleet moves SQLite databases only. ` +
-      `Fix: \`npx meshfleet backup --stack S --now\` (a pg_dump), make the database on ${o.to}, \`meshfleet restore\` it there after the move; or point database.postgres.host at a server both hosts reach. Nothing was changed.`
+      `Fix: \`npx meshfleet backup --stack S --now\` (a pg_dump), stop headscale on ${o.from}, make the database on ${o.to} and pg_restore the dump there, ${byHand(o.to)}; or point database.postgres.host at a server both hosts reach. Nothing was changed.`
     );
   }
   return null;
@@ -60,15 +64,35 @@ export function moveSteps(from: string, to: string, serverUrl: string): string[]
   ];
 }
 
-/** Stop headscale on the old host and print its database files as base64 between markers, each with its sha256. */
+/** Stop headscale on the old host, and fail (exit 4) if it is still running: a live database is never copied. */
+export function stopScript(from: Pick<PlacementSide, "runtime" | "container">): string {
+  const c = shq(from.container ?? "headscale");
+  return from.runtime === "docker"
+    ? [
+        `docker stop ${c} >/dev/null 2>&1 || true`,
+        `if [ "$(docker inspect -f '{{.State.Running}}' ${c} 2>/dev/null)" = true ]; then echo "headscale's container ${from.container ?? "headscale"} is still running after docker stop" >&2; exit 4; fi`,
+      ].join("\n")
+    : ["systemctl stop headscale.service 2>/dev/null || true", `if systemctl is-active --quiet headscale.service; then echo "headscale.service is still active after systemctl stop" >&2; exit 4; fi`].join("\n");
+}
+
+/** Start headscale on the old host again (a move that failed before the new host got the database). */
+export function restartScript(from: Pick<PlacementSide, "runtime" | "container">): string {
+  return from.runtime === "docker" ? `docker start ${shq(from.container ?? "headscale")} >/dev/null` : "systemctl start headscale.service";
+}
+
+/**
+ * On the old host: the database must be there (checked before anything
+ * stops), then headscale stopped, then its database files printed as base64
+ * between markers, each with its sha256. With WAL, the -wal and -shm files
+ * go with it; without, a hot rollback journal (-journal) does.
+ */
 export function readScript(from: PlacementSide): string {
-  const stop = from.runtime === "docker" ? `docker stop ${shq(from.container ?? "headscale")} >/dev/null 2>&1 || true` : "systemctl stop headscale.service 2>/dev/null || true";
   const db = shq(from.databasePath);
   return [
     "set -eu",
-    stop,
-    `test -f ${db} || { echo "no database at ${from.databasePath}" >&2; exit 3; }`,
-    `for f in ${db} ${db}-wal ${db}-shm; do`,
+    `test -f ${db} || { echo ${shq(`no database at ${from.databasePath}`)} >&2; exit 3; }`,
+    stopScript(from),
+    `for f in ${db} ${db}-wal ${db}-shm ${db}-journal; do`,
     `  [ -f "$f" ] || continue`,
     `  echo "${MARK} $(basename "$f") $(sha256sum "$f" | cut -d' ' -f1)"`,
     `  base64 -w0 "$f"; echo`,
@@ -137,8 +161,10 @@ export function installScript(to: PlacementSide, stamp: string): string {
     `if ls ${shq(dir)}/${shq(base)}* >/dev/null 2>&1; then mkdir -p ${shq(aside)}; mv ${shq(dir)}/${shq(base)}* ${shq(aside)}/; echo ${shq(`kept aside: ${aside}`)}; fi`,
     `chown headscale:headscale ${stage}/*; chmod 0600 ${stage}/*`,
     `mv ${stage}/* ${shq(dir)}/; rmdir ${stage}`,
-    // headscale's StateDirectory= is 0750 headscale; make it so now, as the unit would.
-    `chown headscale:headscale ${shq(dir)}; chmod 0750 ${shq(dir)}`,
+    // Copies staged by attempts that failed before this one (root-only database copies) go.
+    `rm -rf ${shq(dir)}/.meshfleet-move-*`,
+    // headscale's StateDirectory= is 0750 headscale; make it so now, as the unit would (that folder only).
+    ...(dir === STATE_DIR ? [`chown headscale:headscale ${shq(dir)}; chmod 0750 ${shq(dir)}`] : []),
     // A move back to a host whose generation still runs headscale (the deploy that moved it away
     // failed before that host's switch): start it on the database it was just given.
     to.runtime === "systemd"

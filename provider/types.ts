@@ -277,6 +277,8 @@ export interface PlacementInputs extends Connected {
   /** headscale.adopt keeps keys meshfleet cannot derive: such a coordinator is not moved. */
   adopted: boolean;
   serverUrl: string;
+  /** The stack says the database and keys were put on the new host by hand (meshfleet:coordinatorMovedByHand): a move only records it. */
+  movedByHand?: boolean;
 }
 
 export interface PlacementOutputs extends PlacementInputs {

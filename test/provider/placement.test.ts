@@ -10,7 +10,7 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSyn
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
-import { installScript, moveRefusal, moveSteps, parseRead, readScript, stageScript, type PlacementSide } from "../../provider/placement.ts";
+import { installScript, moveRefusal, moveSteps, parseRead, readScript, stageScript, stopScript, type PlacementSide } from "../../provider/placement.ts";
 import { placement } from "../../provider/resources/placement.ts";
 import { generation } from "../../provider/resources/generation.ts";
 import { session, type RunResult } from "../../provider/ssh.ts";
@@ -43,8 +43,8 @@ beforeEach(() => {
   writeFileSync(calls, "");
   mkdirSync(join(dir, "bin"));
   for (const n of ["docker", "systemd-sysusers", "chown"]) shim(n);
-  // No headscale unit on the host unless a test says so.
-  shim("systemctl", 'case "$1" in cat) exit 1;; esac; exit 0');
+  // No headscale unit on the host unless a test says so, and nothing left active after a stop.
+  shim("systemctl", 'case "$1" in cat|is-active) exit 1;; esac; exit 0');
   env = { ...process.env, PATH: `${join(dir, "bin")}:${process.env.PATH}` };
 });
 afterEach(() => {
@@ -111,11 +111,31 @@ describe("the move's scripts, run in a shell", () => {
     expect(readFileSync(join(dir, "new", "db.sqlite"), "utf8")).toBe("live");
   });
 
-  it("stops the container on the docker runtime, and fails naming the path when there is no database", () => {
+  it("fails naming the path when there is no database, before stopping anything", () => {
     const r = sh(readScript(side("vps", "nowhere", { runtime: "docker", container: "hs" })));
     expect(r.code).toBe(3);
     expect(r.stderr).toContain(`no database at ${join(dir, "nowhere", "db.sqlite")}`);
+    expect(readFileSync(calls, "utf8")).toBe("");
+  });
+
+  it("stops the container on the docker runtime and carries a hot rollback journal; refuses a headscale that did not stop", () => {
+    mkdirSync(join(dir, "old"));
+    writeFileSync(join(dir, "old", "db.sqlite"), "pages");
+    writeFileSync(join(dir, "old", "db.sqlite-journal"), "rollback journal");
+    shim("docker", 'case "$1" in inspect) echo false;; esac; exit 0');
+    const r = sh(readScript(side("vps", "old", { runtime: "docker", container: "hs" })));
+    expect(r.code, r.stderr).toBe(0);
     expect(readFileSync(calls, "utf8")).toContain("docker stop hs");
+    expect(parseRead(r.stdout).map((f) => f.name)).toEqual(["db.sqlite", "db.sqlite-journal"]);
+    // Still running after the stop: exit 4, and nothing is read.
+    shim("docker", 'case "$1" in inspect) echo true;; esac; exit 0');
+    const live = sh(readScript(side("vps", "old", { runtime: "docker", container: "hs" })));
+    expect(live.code).toBe(4);
+    expect(live.stdout).not.toContain("MESHFLEET-DATABASE");
+    shim("systemctl", 'case "$1" in is-active) exit 0;; esac; exit 0');
+    const unit = sh(stopScript({ runtime: "systemd" }));
+    expect(unit.code).toBe(4);
+    expect(unit.stderr).toContain("headscale.service is still active");
   });
 
   it("parseRead refuses an answer without the database or with a cut body", () => {
@@ -127,8 +147,8 @@ describe("the move's scripts, run in a shell", () => {
 
 describe("what meshfleet refuses to move", () => {
   it("an adopted coordinator and a Postgres database on the coordinator itself, each with the steps; not SQLite or a shared server", () => {
-    expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "sqlite", adopted: true })).toMatch(/headscale\.adopt.*noise_private\.key.*Nothing was changed/s);
-    expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "postgres", postgresHost: "localhost", adopted: false })).toMatch(/on the coordinator itself.*pg_dump.*Nothing was changed/s);
+    expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "sqlite", adopted: true })).toMatch(/headscale\.adopt.*noise_private\.key.*meshfleet:coordinatorMovedByHand true.*Nothing was changed/s);
+    expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "postgres", postgresHost: "localhost", adopted: false })).toMatch(/on the coordinator itself.*pg_dump.*meshfleet:coordinatorMovedByHand true.*Nothing was changed/s);
     expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "postgres", postgresHost: "/run/postgresql", adopted: false })).not.toBeNull();
     expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "postgres", postgresHost: "db.internal", adopted: false })).toBeNull();
     expect(moveRefusal({ from: "vps", to: "vps2", databaseType: "sqlite", adopted: false })).toBeNull();
@@ -179,11 +199,42 @@ describe("the Placement resource", () => {
     expect(run).not.toHaveBeenCalled();
   });
 
-  it("a Postgres server both hosts reach: nothing is copied", async () => {
-    const run = vi.spyOn(session, "run");
+  it("a Postgres server both hosts reach: nothing is copied, but the old headscale stops (two on one database would both hand out addresses)", async () => {
+    const ran: string[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (c, script, o) => (ran.push(`${c.name}: ${o.what}`), sh(script, o.stdin)));
     const out = await placement.update!("vps", inputs("vps", { databaseType: "postgres", postgresHost: "db.internal" }), inputs("vps2", { databaseType: "postgres", postgresHost: "db.internal" }));
     expect(out.movedFrom).toBe("vps");
+    expect(ran).toEqual(["vps: stop headscale (the coordinator moves to vps2)"]);
+    expect(readFileSync(calls, "utf8")).toContain("systemctl stop headscale.service");
+  });
+
+  it("moved by hand (the stack setting): an adopted coordinator's move only records the new host", async () => {
+    const run = vi.spyOn(session, "run");
+    const olds = inputs("vps", { adopted: true });
+    const news = inputs("vps2", { adopted: true, movedByHand: true });
+    expect((await placement.diff(olds, news)).changes).toBe(true);
+    expect(await placement.update!("vps", olds, news)).toMatchObject({ host: "vps2", movedFrom: "vps" });
     expect(run).not.toHaveBeenCalled();
+    // The setting left on afterwards is no change by itself.
+    expect((await placement.diff({ ...news, movedFrom: "vps" }, { ...news, movedByHand: false })).changes).toBe(false);
+  });
+
+  it("a copy that fails after the stop starts the old headscale again and says so; the database never shows in the error", async () => {
+    mkdirSync(join(dir, "vps"));
+    writeFileSync(join(dir, "vps", "db.sqlite"), "secret-looking database bytes");
+    vi.spyOn(session, "run").mockImplementation(async (c, script, o) => {
+      if (o.what.startsWith("database copy")) return { code: 1, stdout: "", stderr: "No space left on device" };
+      return sh(script, o.stdin);
+    });
+    const err = await placement.update!("vps", inputs("vps"), inputs("vps2")).then(() => null, (e: Error) => e);
+    expect(err?.message).toMatch(/receiving db\.sqlite failed \(exit 1\): No space left on device\nheadscale on vps was started again, on its own database: nothing moved\./);
+    expect(readFileSync(calls, "utf8")).toMatch(/systemctl stop headscale\.service[\s\S]*systemctl start headscale\.service/);
+    expect(existsSync(join(dir, "vps2", "db.sqlite"))).toBe(false);
+
+    vi.spyOn(session, "run").mockImplementation(async (_c, script, o) => (o.what.startsWith("stop headscale and read") ? { code: 137, stdout: "MESHFLEET-DATABASE db.sqlite " + "a".repeat(64) + "\nc2VjcmV0", stderr: "" } : sh(script, o.stdin)));
+    const killed = await placement.update!("vps", inputs("vps"), inputs("vps2")).then(() => null, (e: Error) => e);
+    expect(killed?.message).toContain("exit 137): (no output)");
+    expect(killed?.message).not.toContain("c2VjcmV0");
   });
 });
 
@@ -205,6 +256,17 @@ describe("plan", () => {
     for (const s of moveSteps("vps", "vps2", "https://hs.example.com")) expect(w?.message).toContain(s);
     expect(planWarnings(f("vps"), f("vps"), diffNetwork(emptyModel("lab"), emptyModel("lab"))).some((x) => x.kind === "coordinator-moves")).toBe(false);
     expect(existsSync(dir)).toBe(true);
+  });
+});
+
+describe("placementFacts on the docker runtime (the home fleet's VPS)", () => {
+  it("reads the config headscale's container gets, and its Noise key is meshfleet's (not adopted)", async () => {
+    const { placementFacts } = await import("../../components/coordinator.ts");
+    const { evaluateStack } = await import("../components/fixtures.ts");
+    const { fleet } = await evaluateStack("home");
+    const vps = fleet.hosts[fleet.coordinator.host]!;
+    expect(vps.runtime).toBe("docker");
+    expect(placementFacts(vps)).toEqual({ databaseType: "sqlite", databasePath: "/var/lib/headscale/db.sqlite", adopted: false });
   });
 });
 
