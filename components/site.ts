@@ -180,7 +180,17 @@ export async function readCore(name: string, coreStack: string, opts?: pulumi.Cu
     const d = await ref.getOutputDetails(k);
     return d.value ?? d.secretValue;
   };
-  const [coordinatorUrl, policySha256, noisePublicKey, sites] = await Promise.all(["coordinatorUrl", "policySha256", "noisePublicKey", "sites"].map(get));
+  let values: unknown[];
+  try {
+    values = await Promise.all(["coordinatorUrl", "policySha256", "noisePublicKey", "sites"].map(get));
+  } catch (e) {
+    // A core stack that does not exist (yet, or under another name on this backend): the engine's own
+    // error names neither the site nor the fix.
+    throw new pulumi.RunError(
+      `the core stack ${coreStack} could not be read (${(e as Error).message.split("\n")[0]}). Fix: deploy the core first (\`meshfleet up --stack ${coreStack}\`), or set meshfleet:coreStack to its name on this backend (org/project/stack on a shared one)`,
+    );
+  }
+  const [coordinatorUrl, policySha256, noisePublicKey, sites] = values;
   return { ref, core: { stack: coreStack, coordinatorUrl, policySha256, noisePublicKey, sites } };
 }
 

@@ -105,6 +105,18 @@ async function siteRun(fleet: FleetSystem, state: ReturnType<typeof coreState>, 
   return { rec, make, reads, core };
 }
 
+describe("a site whose core stack cannot be read", () => {
+  it("stops naming the core stack and the fix, not with the engine's bare error", async () => {
+    const fleet = await evaluate("office");
+    const base = fakeHeadscale(fleet).respond;
+    await installMocks((r) => {
+      if (r.type === "pulumi:pulumi:StackReference") throw new Error("unknown stack \"core\"");
+      return base(r);
+    }, { stack: "office" });
+    await expect(readCore("office-core", "core")).rejects.toThrow(/the core stack core could not be read \(.*unknown stack.*\)\. Fix: deploy the core first \(`meshfleet up --stack core`\)/);
+  });
+});
+
 describe("a site stack", () => {
   let fleet: FleetSystem;
   const KEYS = { desk: "hskey-auth-desk-from-core", "office-router": "hskey-auth-router-from-core" };
