@@ -174,6 +174,13 @@ export interface TailscaleSettings {
   upArgs: string[];
   /** `tailscale set` argv for later changes, one flag per element. */
   setArgs: string[];
+  /** tailscale.apt: the apt repository the deploy installs tailscale from, pinned to tailscaleVersion; absent when meshfleet does not install tailscale. */
+  aptUrl?: string;
+  /** tailscale.apt.suite ("" = the host's release codename). */
+  aptSuite?: string;
+  aptComponent?: string;
+  /** tailscale.apt.keyring: the repository's signing keyring, a file in the fleet's folder. */
+  aptKeyring?: string;
 }
 
 export interface ContainerSpec {

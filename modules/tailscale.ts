@@ -50,6 +50,19 @@ export const CONTROL_KEY_WAIT_SCRIPT = [
   "",
 ].join("\n");
 
+/** An apt source URL: http(s) or file: (a local mirror), no spaces (one word of a sources line). */
+const aptUrl = z.string().regex(/^$|^(https?:\/\/[^\s\[\]]+|file:\/[^\s\[\]]*)$/, { message: "an http(s):// or file:/ URL without spaces, e.g. the repository's URL from Tailscale's install page" });
+/** One word of a sources line (a suite or component). */
+const aptWord = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._\/-]*$|^$/, { message: "one word of an apt sources line (letters, digits, . _ - /)" });
+/** A keyring file in the fleet's folder: relative, no "..", ending .gpg (binary) or .asc (armored), as apt's signed-by tells them apart. */
+const aptKeyringFile = z.string().regex(/^$|^(?!\/)(?!.*(^|\/)\.\.(\/|$))[^\s]+\.(gpg|asc)$/, {
+  message: "a path inside the fleet's folder ending .gpg (binary keyring) or .asc (armored), without .. (e.g. keys/tailscale-archive-keyring.gpg)",
+});
+
+/** Where Tailscale's Debian package puts its binaries; tailscale.apt needs the paths to be these. */
+export const PACKAGE_TAILSCALE = "/usr/bin/tailscale";
+export const PACKAGE_TAILSCALED = "/usr/sbin/tailscaled";
+
 export const tailscaleOptions = z
   .object({
     enable: z.boolean().default(false).describe("Run tailscaled and join the mesh."),
@@ -77,6 +90,17 @@ export const tailscaleOptions = z
       .describe("The pre-auth key meshfleet makes for this node."),
     tailscaledPath: absPath("tailscale.tailscaledPath", "/usr/sbin/tailscaled").default("/usr/sbin/tailscaled").describe("Path of the tailscaled binary on the host."),
     tailscalePath: absPath("tailscale.tailscalePath", "/usr/bin/tailscale").default("/usr/bin/tailscale").describe("Path of the tailscale CLI on the host."),
+    apt: z
+      .object({
+        enable: z.boolean().default(false).describe("Install tailscale from Tailscale's apt repository, at fleet.yaml's tailscaleVersion, when the host lacks it or runs another release; the version is then pinned (apt preferences) and checked after the install. Off: meshfleet installs no tailscale and refuses a host without it."),
+        url: aptUrl.default("").describe("The repository's URL as Tailscale's Linux install page gives it for your distribution (docs/deploy.md shows it for Debian and Ubuntu)."),
+        suite: aptWord.default("").describe("The repository's suite; empty means the host's release codename from /etc/os-release (bookworm, trixie, noble)."),
+        component: aptWord.default("main").describe("The repository's component."),
+        keyring: aptKeyringFile.default("").describe("The repository's signing key, a file in the fleet's folder (e.g. keys/tailscale-archive-keyring.gpg): Tailscale's binary `<codename>.noarmor.gpg` saved as .gpg, or its armored `<codename>.gpg` saved as .asc. meshfleet writes it to /usr/share/keyrings/ and the source names it in signed-by."),
+      })
+      .strict()
+      .default({ enable: false, url: "", suite: "", component: "main", keyring: "" })
+      .describe("Where the deploy installs tailscale from (docs/deploy.md, \"What each host needs first\")."),
     environment: environment.default({}).describe("Extra environment for tailscaled (e.g. TS_DEBUG_FIREWALL_MODE=nftables)."),
     extraUpFlags: extraUpFlags.default([]).describe("More `tailscale up` flags, one per element."),
   })
@@ -144,6 +168,22 @@ function networkOf(r: string): string {
   return `${[24n, 16n, 8n, 0n].map((s) => (a >> s) & 255n).join(".")}/${c.bits}`;
 }
 
+/** tailscale.apt: a URL and a keyring to install from, and the paths the package installs to. */
+function aptAssertions(o: TailscaleOptions): Assertion[] {
+  if (!o.apt.enable) return [];
+  return [
+    { assertion: o.apt.url !== "", path: "tailscale.apt.url", expected: "the repository's URL (tailscale.apt.enable is true)", found: '""', fix: "set tailscale.apt.url to the URL Tailscale's install page gives for your distribution (docs/deploy.md), or turn tailscale.apt.enable off" },
+    { assertion: o.apt.keyring !== "", path: "tailscale.apt.keyring", expected: "the repository's signing key, a file in the fleet's folder (tailscale.apt.enable is true)", found: '""', fix: "save Tailscale's <codename>.noarmor.gpg in the fleet's folder (e.g. keys/tailscale-archive-keyring.gpg) and set tailscale.apt.keyring to it" },
+    ...([["tailscalePath", o.tailscalePath, PACKAGE_TAILSCALE], ["tailscaledPath", o.tailscaledPath, PACKAGE_TAILSCALED]] as const).map(([k, v, want]) => ({
+      assertion: v === want,
+      path: `tailscale.${k}`,
+      expected: `${want}, where Tailscale's package installs it (tailscale.apt.enable is true)`,
+      found: JSON.stringify(v),
+      fix: `remove tailscale.${k} (its default is ${want}), or turn tailscale.apt.enable off to run a tailscale meshfleet does not install`,
+    })),
+  ];
+}
+
 /** The settings as the bundle's typed tailscale config, whose flags the contract builds (one definition). */
 const flagsOf = (s: Omit<TailscaleSettings, "upArgs" | "setArgs">): Parameters<typeof tailscaleUpFlags>[0] => ({
   cli: s.cli, loginServer: s.loginServer, authKeyFile: s.authKeyFile, hostname: s.hostname, tags: s.tags,
@@ -189,6 +229,7 @@ export const tailscaleModule = defineModule({
       ssh: o.ssh,
       snatSubnetRoutes: o.snatSubnetRoutes,
       cli: o.tailscalePath,
+      ...(o.apt.enable ? { aptUrl: o.apt.url, aptSuite: o.apt.suite, aptComponent: o.apt.component, aptKeyring: o.apt.keyring } : {}),
     };
     return {
       tailscale: { ...settings, upArgs: tailscaleUpFlags(flagsOf(settings)), setArgs: tailscaleSetFlags(flagsOf(settings)) },
@@ -240,6 +281,7 @@ export const tailscaleModule = defineModule({
       },
       assertions: [
         ...routeAssertions(routes, ctx.self.lan, ctx.file.split(/[\\/]/).pop() ?? ctx.file),
+        ...aptAssertions(o),
         {
           assertion: o.tags.length > 0 || user !== "",
           path: "tailscale.user",

@@ -7,7 +7,7 @@
  * a refusal leaves every host's configuration as it was. Deleting it
  * removes nothing: packages stay installed.
  */
-import { decide, installScript, parseProbe, probeScript, type PrerequisiteDecision } from "../prerequisites.ts";
+import { decide, installScript, parseProbe, pinnedAfterInstall, probeScript, repositoryFailure, repositoryScript, type PrerequisiteDecision, type ProbeFacts } from "../prerequisites.ts";
 import { log } from "../log.ts";
 import { connectionProblems, session, type RunResult } from "../ssh.ts";
 import type { PrerequisitesInputs, PrerequisitesOutputs } from "../types.ts";
@@ -22,7 +22,7 @@ function checkConnection(n: PrerequisitesInputs): CheckFailure[] {
 const DIFF_DIAL_MS = 5_000;
 const DIFF_TIMEOUT_MS = 20_000;
 
-async function probe(n: PrerequisitesInputs, why: string, o: { brief?: boolean } = {}): Promise<PrerequisiteDecision> {
+async function probe(n: PrerequisitesInputs, why: string, o: { brief?: boolean } = {}): Promise<PrerequisiteDecision & { facts: ProbeFacts }> {
   const r = await session.run(n.connection, probeScript(n.spec), {
     what: `prerequisites of ${n.host} (${why})`,
     privateKey: n.sshPrivateKey,
@@ -30,10 +30,11 @@ async function probe(n: PrerequisitesInputs, why: string, o: { brief?: boolean }
     ...(o.brief ? { attempts: 1, until: Date.now() + DIFF_DIAL_MS, timeoutMs: DIFF_TIMEOUT_MS } : {}),
   }).catch((e: Error) => ({ code: 255, stdout: "", stderr: e.message }) as RunResult);
   if (r.code !== 0) throw new Unreachable(`host ${n.host}: reading its prerequisites failed (exit ${r.code}): ${r.stderr.trim().slice(0, 300)}`);
-  const d = decide(n.spec, parseProbe(r.stdout));
+  const facts = parseProbe(r.stdout);
+  const d = decide(n.spec, facts);
   for (const w of d.warnings) log(w);
   if (d.refusals.length) throw new ProviderError(`${d.refusals.join("\n")}\nNothing was changed on ${n.host}; no host's generation is switched while a host's prerequisites are refused.`);
-  return d;
+  return { ...d, facts };
 }
 
 /** The probe itself failed (the host or its sshd is not there), as opposed to a refusal. */
@@ -41,6 +42,28 @@ class Unreachable extends ProviderError {}
 
 async function ensure(n: PrerequisitesInputs): Promise<PrerequisitesOutputs> {
   const d = await probe(n, "before installing");
+  const codename = d.facts.os.codename ?? "";
+  // The vendor repositories' files are written every time (same bytes, same files): a new keyring in
+  // the fleet lands on the next deploy even when the pinned package is already there. apt runs only
+  // when the package is missing or at another release.
+  const installed: string[] = [];
+  for (const repo of n.spec.repositories ?? []) {
+    if (!repo.suite && !codename) continue; // decide() refused it when the package was needed
+    const needed = d.repositories.includes(repo) || d.repositories.some((x) => x.name === repo.name);
+    if (needed) log(`host ${n.host}: installing ${repo.package} ${repo.version} from ${repo.url} (${repo.origin})`);
+    const r = await session.run(n.connection, repositoryScript(repo, codename, { install: needed }), {
+      what: needed ? `apt-get install ${repo.package}=${repo.version} on ${n.host}` : `${repo.name} apt source on ${n.host}`,
+      privateKey: n.sshPrivateKey,
+      timeoutMs: 15 * 60_000,
+    });
+    if (r.code !== 0) throw new ProviderError(`${repositoryFailure(n.host, repo, codename, r.code, r.stderr)}\nNo host's generation was switched.`);
+    if (needed) installed.push(`${repo.package}=${repo.version}`);
+  }
+  if (installed.length) {
+    const after = await probe(n, "after installing from the vendor's repository");
+    const wrong = pinnedAfterInstall(n.spec, after.facts);
+    if (wrong.length) throw new ProviderError(`${wrong.join("\n")}\nNo host's generation was switched.`);
+  }
   if (d.install.length) {
     log(`host ${n.host}: installing ${d.install.join(", ")} (apt-get)`);
     const r = await session.run(n.connection, installScript(d.install), { what: `apt-get install ${d.install.join(" ")} on ${n.host}`, privateKey: n.sshPrivateKey, timeoutMs: 15 * 60_000 });
@@ -52,7 +75,7 @@ async function ensure(n: PrerequisitesInputs): Promise<PrerequisitesOutputs> {
     const after = await probe(n, "after installing");
     if (after.install.length) throw new ProviderError(`host ${n.host}: apt-get reported success but ${after.install.join(", ")} still ${after.install.length === 1 ? "is" : "are"} missing; see /tmp/meshfleet-apt.log on the host`);
   }
-  return { ...n, installed: d.install };
+  return { ...n, installed: [...installed, ...d.install] };
 }
 
 export const prerequisites: AsyncDiffHandler<PrerequisitesInputs, PrerequisitesOutputs> = {
@@ -71,7 +94,7 @@ export const prerequisites: AsyncDiffHandler<PrerequisitesInputs, PrerequisitesO
       log(`prerequisites of ${news.host} not checked (${(e as Error).message.slice(0, 200)}); left as they are`);
       return d;
     }
-    if (live.install.length) return { ...d, changes: true, detailedDiff: { ...d.detailedDiff, installed: "update" } };
+    if (live.install.length || live.repositories.length) return { ...d, changes: true, detailedDiff: { ...d.detailedDiff, installed: "update" } };
     return d;
   },
   async create(n) {

@@ -34,6 +34,8 @@ describe("the probe, run for real on this machine", () => {
     expect(r.status).toBe(0);
     const f = parseProbe(r.stdout);
     expect(f.os.id).toMatch(/^(debian|ubuntu)$/);
+    // The release's codename, for a vendor repository's suite (tailscale.apt).
+    expect(f.os.codename).toMatch(/^[a-z]+$/);
     expect(f.apt).toBe(true);
     expect(f.node).toBe(process.version);
     // dpkg is installed on every Debian system; the made-up one is not; "sh" stands for a binary put there by hand.
@@ -43,6 +45,7 @@ describe("the probe, run for real on this machine", () => {
       refusals: [`host nas: headscale is missing at ${join(dir, "absent")} (coordinator.headscaleVersion: 0.29.2). Fix: y`],
       install: ["meshfleet-no-such-package"],
       warnings: [],
+      repositories: [],
     });
     rmSync(dir, { recursive: true, force: true });
   });
@@ -75,7 +78,7 @@ describe("decisions", () => {
 
   it("missing packages are installed once each; installed ones are not", () => {
     const d = decide(spec({ packages: [{ name: "caddy" }, { name: "sqlite3" }, { name: "sqlite3" }] }), debian({ packages: { caddy: true, sqlite3: false } }));
-    expect(d).toEqual({ refusals: [], install: ["sqlite3"], warnings: [] });
+    expect(d).toEqual({ refusals: [], install: ["sqlite3"], warnings: [], repositories: [] });
   });
 
   it("a pinned binary at another release is a warning, not a refusal; a deployed one that is missing is fine", () => {
@@ -84,6 +87,7 @@ describe("decisions", () => {
       refusals: [],
       install: [],
       warnings: ["host nas: tailscale at /usr/bin/tailscale is 1.96.2, the fleet pins 1.98.10 (tailscaleVersion); fix: install it, or set tailscaleVersion to 1.96.2"],
+      repositories: [],
     });
     expect(decide(spec({ binaries: [{ ...b, deployed: true }] }), debian({ binaries: { "/usr/bin/tailscale": null } })).refusals).toEqual([]);
     expect(decide(spec({ binaries: [b] }), debian({ binaries: { "/usr/bin/tailscale": null } })).refusals).toEqual(["host nas: tailscale is missing at /usr/bin/tailscale (tailscaleVersion: 1.98.10). Fix: install it"]);
