@@ -16,7 +16,8 @@
  *      through the subnet route; vps keeps its database, headscale stopped;
  *   4. then the same the other way: back to vps, where the database of its
  *      first stay is kept aside, not deleted.
- * Pings from the laptop to the NAS run through each move and are counted.
+ * Pings from the laptop to the NAS run through each move (75 s from the
+ * address move on) and are counted.
  */
 import { execa } from "execa";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -138,7 +139,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`coordinator move drill on lab insta
       expect(preview.code, preview.out.slice(-3000)).toBe(0);
       expect(preview.out).toContain(`the coordinator moves here from ${from}`);
 
-      const pings = startPing(INSTANCE, "laptop", NAS, 150);
+      const pings = startPing(INSTANCE, "laptop", NAS, 75);
       const t0 = Date.now();
       await moveAddress(lab);
       const up = await cli("up");
