@@ -347,6 +347,12 @@ export async function headscaleUpgradeStep(o: {
   }
 
   const a: StackAccess = await openStackFleet({ stack: o.stack, configFile: o.configFile });
+  // The docker runtime switches headscale's image in the deploy itself: its compose unit copies the
+  // database (SQLite file or pg_dump) before the new image starts and puts it back when the agent rolls
+  // the switch back (components/dockerService.ts dbGuardScript).
+  if (a.fleet.hosts[a.fleet.coordinator.host]?.runtime === "docker") {
+    return { action: "skipped", detail: "runtime: docker: the deploy's image switch takes the database backup (the compose unit's guard) and the agent's rollback restores it", seconds: secs() };
+  }
   const c = coordinatorOf(a, "upgrade");
   const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
   const session = newSession();

@@ -8,8 +8,11 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
+import { parse as parseYaml } from "yaml";
 import type { ContainerSpec, FileSpec, HostSystem, UnitSpec } from "../core/types.ts";
 import { COMPOSE_FILE, COMPOSE_PROJECT, COMPOSE_UNIT, type ComposeFile } from "../agent/compose.ts";
+import { STATE_DIR } from "../contract/constants.ts";
+import { shq } from "../provider/quote.ts";
 import type { HostAgent } from "./hostAgent.ts";
 import type { SshAccess } from "./shell.ts";
 
@@ -257,7 +260,7 @@ export function renderCompose(host: HostSystem, images: Record<string, string> =
 }
 
 /** The unit that runs the compose file (oneshot: `up -d` returns once the containers are created). */
-export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/docker-compose"): UnitSpec {
+export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/docker-compose", dbGuard = false): UnitSpec {
   const dc = `${composeCommand} -p ${COMPOSE_PROJECT} -f ${COMPOSE_FILE}`;
   const dirs = [...new Set(Object.values(compose.volumes ?? {}).map((v) => v.driver_opts?.device).filter((d): d is string => !!d))].sort();
   return {
@@ -278,6 +281,10 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
       // volume's first mount copies the image's folder, mode included, after this: images should ship
       // their state folder 0700 (the lab's do).
       ...(dirs.length ? [`ExecStartPre=/bin/mkdir -p ${dirs.join(" ")}`, `ExecStartPre=/bin/chmod 0700 ${dirs.join(" ")}`] : []),
+      // headscale's database around an image switch (COMPOSE_DB_GUARD): a restart has removed the containers
+      // (ExecStop), so the database is as the old image left it. Before the network prune: a Postgres
+      // reached at the compose network's gateway is reached there from the host too.
+      ...(dbGuard ? [`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`] : []),
       // A network compose made before (docker's pick, or another subnet) is not changed by `up`, which
       // stops with "needs to be recreated": drop the project's unused networks (ExecStop removed the
       // containers), so `up` makes the network as the compose file declares it.
@@ -305,7 +312,9 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
 export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSystem {
   if (host.containers.length === 0) return host;
   const compose = renderCompose(host, o.images);
-  const unit = composeUnit(compose, o.composeCommand);
+  const db = containerDatabaseOf(host);
+  const guarded = db ? compose.services[db.container] : undefined;
+  const unit = composeUnit(compose, o.composeCommand, !!guarded);
   // Files a container sees inside a named volume are written at that path on the host, where the
   // volume's folder is (a file mounted into a volume would leave an empty mount point in it instead).
   const moved = new Map<string, string>();
@@ -315,8 +324,156 @@ export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSyste
   const mounted = [...new Set(host.containers.flatMap((c) => c.uploads.map((u) => moved.get(u.source) ?? u.source)))].sort();
   return {
     ...host,
-    files: [...(o.extraFiles ?? []), ...files, { path: COMPOSE_FILE, content: JSON.stringify(compose, null, 2) + "\n", mode: "0644", owner: "root", group: "root" }],
+    files: [
+      ...(o.extraFiles ?? []),
+      ...files,
+      { path: COMPOSE_FILE, content: JSON.stringify(compose, null, 2) + "\n", mode: "0644", owner: "root", group: "root" },
+      ...(db && guarded ? [{ path: COMPOSE_DB_GUARD, content: dbGuardScript({ ...db, image: guarded.image }), mode: "0700", owner: "root", group: "root" }] : []),
+    ],
+    // pg_dump and pg_restore run on the host (the headscale image has neither).
+    ...(db?.database.type === "postgres" && !host.packages.includes("postgresql-client") ? { packages: [...host.packages, "postgresql-client"] } : {}),
     units: [...host.units, { ...unit, restartTriggers: mounted }],
     probes: [...host.probes, { name: "containers-unit", kind: "unit-active", unit: COMPOSE_UNIT }],
   };
+}
+
+// ---------------------------------------------------------------------------
+// headscale's database around an image switch (issue 15 item 6 on the docker
+// runtime): the systemd runtime's upgrade (cli/headscale-upgrade.ts) copies
+// the database with headscale stopped before the new binary and puts it back
+// when the new release fails its health check. Here the image switch is the
+// agent's: the new compose file lands, the compose unit restarts, and a failing
+// container health check makes the agent roll the generation back, which
+// writes the old compose file and restarts the unit again. So the backup and
+// its restore run in that unit, between ExecStop (every container removed:
+// headscale is stopped) and `up`.
+
+/** Where the guard keeps the image headscale last started from and the snapshot taken leaving it (0700 root). */
+export const COMPOSE_DB_GUARD_DIR = `${STATE_DIR}/compose-db`;
+/** The guard, one script per generation (it names that generation's image). */
+export const COMPOSE_DB_GUARD = "/usr/local/lib/meshfleet/compose-image-switch-db.sh";
+/** The agent's step journal: `"op": "rollback"` while it rolls a generation back (agent/state.ts). */
+const AGENT_JOURNAL = `${STATE_DIR}/journal.json`;
+
+export type ContainerDatabase =
+  | { type: "sqlite"; path: string }
+  | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
+
+/**
+ * headscale's database as the config its container mounts names it (the
+ * file the host renders), or null when the host runs no headscale container.
+ * SQLite's path is the same on the host: the volume is bound to that folder.
+ */
+export function containerDatabaseOf(host: HostSystem): { container: string; database: ContainerDatabase } | null {
+  const spec = host.containers.find((c) => c.name === "headscale");
+  const cfgUpload = spec?.uploads.find((u) => u.containerPath.endsWith("/config.yaml"));
+  const cfgFile = cfgUpload && host.files.find((f) => f.path === cfgUpload.source);
+  if (!spec || !cfgFile || cfgFile.secret || cfgFile.secretRef) return null;
+  type Cfg = { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string; port?: number; name?: string; user?: string; ssl?: boolean | string } } };
+  const d = ((parseYaml(cfgFile.content) ?? {}) as Cfg).database ?? {};
+  if (d.type === "postgres") {
+    const pg = d.postgres ?? {};
+    const pgpass = spec.env.PGPASSFILE;
+    // The password file the container reads (PGPASSFILE) is the host's own file at the same path.
+    const onHost = spec.uploads.find((u) => u.containerPath === pgpass)?.source;
+    if (!onHost) return null;
+    return {
+      container: spec.name,
+      database: {
+        type: "postgres",
+        host: pg.host ?? "localhost",
+        port: pg.port ?? 5432,
+        name: pg.name ?? "headscale",
+        user: pg.user ?? "headscale",
+        sslmode: pg.ssl === true ? "require" : pg.ssl === false || pg.ssl === undefined ? "disable" : pg.ssl,
+        pgpass: onHost,
+      },
+    };
+  }
+  return { container: spec.name, database: { type: "sqlite", path: d.sqlite?.path ?? "/var/lib/headscale/db.sqlite" } };
+}
+
+/**
+ * The guard the compose unit runs before `up` (POSIX sh, pure). With the
+ * image `image` resolved to its id and the id headscale last started from:
+ *   - the same, or none recorded (a first start): it records the id;
+ *   - another, while the agent rolls back (its journal says so) to the image
+ *     the last snapshot was taken leaving: the database goes back to that
+ *     snapshot (SQLite: the file, the one the new image used kept beside it;
+ *     Postgres: pg_restore --clean in one transaction), the snapshot is kept;
+ *   - another, otherwise (a switch): a snapshot of the database first
+ *     (SQLite: the file with its -wal/-shm; Postgres: pg_dump, custom format).
+ * A snapshot or a restore that fails stops the unit: the switch fails and the
+ * agent rolls back; a failed restore leaves headscale stopped rather than
+ * starting the old release on what the new one left. Only the last switch's
+ * snapshot is kept: a rollback to an older generation restores nothing.
+ */
+export function dbGuardScript(o: {
+  container: string;
+  image: string;
+  database: ContainerDatabase;
+  /** Where the record and the snapshot go (tests point it elsewhere). @default COMPOSE_DB_GUARD_DIR */
+  stateDir?: string;
+  /** The agent's journal. @default the agent's, in its state folder */
+  journal?: string;
+}): string {
+  const db = o.database;
+  const stateDir = o.stateDir ?? COMPOSE_DB_GUARD_DIR;
+  const journal = o.journal ?? AGENT_JOURNAL;
+  const snap = `"$dir"/${o.container}.snapshot`;
+  const pgConn = db.type === "postgres" ? `--no-password --host=${shq(db.host)} --port=${db.port} --username=${shq(db.user)} --dbname=${shq(db.name)}` : "";
+  const take =
+    db.type === "sqlite"
+      ? [
+          `  for x in "" -wal -shm; do rm -f ${snap}.new$x; if [ -e ${shq(db.path)}$x ]; then cp -p ${shq(db.path)}$x ${snap}.new$x || fail "could not copy ${db.path}$x"; fi; done`,
+          `  [ -e ${snap}.new ] || { say "no database at ${db.path} yet: nothing to keep"; printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; }`,
+          `  for x in "" -wal -shm; do rm -f ${snap}.sqlite$x; if [ -e ${snap}.new$x ]; then mv -f ${snap}.new$x ${snap}.sqlite$x || fail "could not keep the copy"; fi; done`,
+          `  what="${db.path} copied to $dir/${o.container}.snapshot.sqlite"`,
+        ]
+      : [
+          `  command -v pg_dump >/dev/null 2>&1 || fail "pg_dump is not installed on this host (postgresql-client), so the database could not be kept; headscale's image was not switched"`,
+          `  pg_dump ${pgConn} --format=custom --file=${snap}.new || fail "pg_dump of ${db.name} on ${db.host}:${db.port} failed, so the database could not be kept; headscale's image was not switched"`,
+          `  mv -f ${snap}.new ${snap}.pgdump || fail "could not keep the dump"`,
+          `  what="Postgres database ${db.name} dumped to $dir/${o.container}.snapshot.pgdump"`,
+        ];
+  const restore =
+    db.type === "sqlite"
+      ? [
+          `  for x in "" -wal -shm; do if [ -e ${shq(db.path)}$x ]; then mv -f ${shq(db.path)}$x ${shq(db.path)}.failed-switch-$stamp$x || fail "could not move ${db.path}$x aside"; fi; done`,
+          `  for x in "" -wal -shm; do if [ -e ${snap}.sqlite$x ]; then cp -p ${snap}.sqlite$x ${shq(db.path)}.rollback$x && mv -f ${shq(db.path)}.rollback$x ${shq(db.path)}$x || fail "could not put ${snap}.sqlite$x back at ${db.path}$x (the one the new image used is ${db.path}.failed-switch-$stamp)"; fi; done`,
+          `  what="${db.path} put back from the snapshot (the one the new image used kept as ${db.path}.failed-switch-$stamp)"`,
+        ]
+      : [
+          `  pg_restore ${pgConn} --clean --if-exists --no-owner --single-transaction --exit-on-error ${snap}.pgdump || fail "pg_restore of ${db.name} from $dir/${o.container}.snapshot.pgdump failed (one transaction: the database is as the new image left it); headscale is not started. Fix: pg_restore --clean --if-exists --no-owner --single-transaction -d ${db.name} that file, then systemctl restart ${COMPOSE_UNIT}"`,
+          `  what="Postgres database ${db.name} restored from $dir/${o.container}.snapshot.pgdump"`,
+        ];
+  return [
+    "#!/bin/sh",
+    `# meshfleet (components/dockerService.ts dbGuardScript): ${o.container}'s database around an image switch.`,
+    "set -u",
+    "umask 077",
+    `dir=${shq(stateDir)}`,
+    `say() { echo "meshfleet db guard: ${o.container}: $*" >&2; }`,
+    `fail() { say "$*"; exit 1; }`,
+    ...(db.type === "postgres" ? [`export PGPASSFILE=${shq(db.pgpass)} PGSSLMODE=${shq(db.sslmode)}`] : []),
+    `mkdir -p "$dir" && chmod 0700 "$dir" || fail "cannot make $dir"`,
+    // An image that is not on the host: compose's `up` fails and says so; nothing to guard.
+    `want=$(docker image inspect --format '{{.Id}}' ${shq(o.image)} 2>/dev/null) || { say "image ${o.image} is not on this host"; exit 0; }`,
+    `had=$(cat "$dir"/${o.container}.image 2>/dev/null || true)`,
+    `if [ -z "$had" ] || [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
+    `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
+    `if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && [ "$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null)" = "$want" ] && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
+    ...restore,
+    `  rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
+    `  printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
+    `  say "rollback from image $had to $want: $what"`,
+    `  exit 0`,
+    `fi`,
+    `rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
+    ...take,
+    `printf '%s\\n' "$had" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
+    `printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
+    `say "image $had -> $want: $what (headscale stopped)"`,
+    "",
+  ].join("\n");
 }

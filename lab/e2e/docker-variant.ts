@@ -296,7 +296,8 @@ export async function prepareVariant(
     setLabVariant(instance, "standard");
     return { fleetDir: FLEET_DIR, stackHostsDir: was === "docker" ? FLEET_DIR : undefined, detail: "standard" };
   }
-  const d = await sshExec(COORDINATOR, "systemctl is-active docker", { instance, timeoutMs: 15_000 });
+  // A host just booted may still be starting docker ("activating"): wait for it to settle.
+  const d = await sshExec(COORDINATOR, "for i in $(seq 120); do s=$(systemctl is-active docker); [ \"$s\" = activating ] || break; sleep 1; done; echo $s", { instance, timeoutMs: 150_000 });
   if (d.stdout.trim() !== "active") {
     throw new Error(`${COORDINATOR} is not a docker host (docker: ${d.stdout.trim() || d.stderr.trim()}); it was booted by a standard lab up. Fix: meshfleet lab down --instance ${instance}, then lab up --docker`);
   }

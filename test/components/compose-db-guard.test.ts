@@ -1,0 +1,159 @@
+/**
+ * The compose unit's database guard around an image switch (components/dockerService.ts
+ * dbGuardScript), run for real with /bin/sh on a SQLite database file in a temp folder;
+ * `docker image inspect` is a stub on PATH that answers the image id the test sets (the
+ * lab proves it with docker and PostgreSQL: test/lab/docker-postgres-lab.test.ts).
+ */
+import { spawnSync } from "node:child_process";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { COMPOSE_DB_GUARD, composeHost, containerDatabaseOf, dbGuardScript } from "../../components/dockerService.ts";
+import type { ContainerSpec, HostSystem } from "../../core/types.ts";
+
+const OLD = `sha256:${"a".repeat(64)}`;
+const NEW = `sha256:${"b".repeat(64)}`;
+
+let dir: string;
+beforeEach(() => {
+  dir = mkdtempSync(join(tmpdir(), "mf-compose-db-guard-"));
+  mkdirSync(join(dir, "bin"));
+  // The stub answers the id in $IMAGE_ID for any reference.
+  writeFileSync(join(dir, "bin", "docker"), '#!/bin/sh\n[ "$1 $2" = "image inspect" ] || exit 2\necho "$IMAGE_ID"\n');
+  chmodSync(join(dir, "bin", "docker"), 0o755);
+});
+afterEach(() => rmSync(dir, { recursive: true, force: true }));
+
+const db = () => join(dir, "db.sqlite");
+const journal = () => join(dir, "journal.json");
+function guard(image: string, op?: "switch" | "rollback") {
+  if (op) writeFileSync(journal(), JSON.stringify({ op, from: 1, to: 2, done: [] }, null, 2) + "\n");
+  else rmSync(journal(), { force: true });
+  const script = join(dir, "guard.sh");
+  writeFileSync(script, dbGuardScript({ container: "headscale", image: "meshfleet-lab/headscale:x", database: { type: "sqlite", path: db() }, stateDir: join(dir, "state"), journal: journal() }));
+  const r = spawnSync("/bin/sh", [script], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: image } });
+  return { code: r.status, said: r.stderr };
+}
+
+describe("the compose unit's database guard (SQLite, real sh)", () => {
+  it("a first start records the image; a switch copies the database; the agent's rollback puts that copy back and keeps the new image's", () => {
+    writeFileSync(db(), "before the switch");
+    writeFileSync(`${db()}-wal`, "wal before");
+    expect(guard(OLD, "switch")).toMatchObject({ code: 0, said: "" });
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+
+    const sw = guard(NEW, "switch");
+    expect(sw.code, sw.said).toBe(0);
+    expect(sw.said).toMatch(/image sha256:a+ -> sha256:b+: .*db\.sqlite copied to .*headscale\.snapshot\.sqlite \(headscale stopped\)/);
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite"), "utf8")).toBe("before the switch");
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite-wal"), "utf8")).toBe("wal before");
+
+    // The new release migrates the database, fails, and the agent rolls back.
+    writeFileSync(db(), "migrated by the new release");
+    rmSync(`${db()}-wal`);
+    writeFileSync(`${db()}-shm`, "shm of the new release");
+    const rb = guard(OLD, "rollback");
+    expect(rb.code, rb.said).toBe(0);
+    expect(rb.said).toMatch(/rollback from image sha256:b+ to sha256:a+: .*put back from the snapshot/);
+    expect(readFileSync(db(), "utf8")).toBe("before the switch");
+    expect(readFileSync(`${db()}-wal`, "utf8")).toBe("wal before");
+    expect(existsSync(`${db()}-shm`)).toBe(false);
+    const stamp = /failed-switch-(\d{8}T\d{6}Z)/.exec(rb.said)![1];
+    expect(readFileSync(`${db()}.failed-switch-${stamp}`, "utf8")).toBe("migrated by the new release");
+    expect(readFileSync(`${db()}.failed-switch-${stamp}-shm`, "utf8")).toBe("shm of the new release");
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+    // The same image again: nothing to do.
+    expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
+  });
+
+  it("going back to the old image by a new switch (not the agent's rollback) takes a new copy and restores nothing", () => {
+    writeFileSync(db(), "v1");
+    guard(OLD, "switch");
+    guard(NEW, "switch");
+    writeFileSync(db(), "v2, written under the new image");
+    const back = guard(OLD, "switch");
+    expect(back.code, back.said).toBe(0);
+    expect(back.said).toMatch(/image sha256:b+ -> sha256:a+: .* copied/);
+    expect(readFileSync(db(), "utf8")).toBe("v2, written under the new image");
+    // A rollback now goes to the image the last copy left (NEW), not to one before.
+    writeFileSync(db(), "v3");
+    const rb = guard(NEW, "rollback");
+    expect(rb.said).toMatch(/put back/);
+    expect(readFileSync(db(), "utf8")).toBe("v2, written under the new image");
+  });
+
+  it("a rollback to an image the last copy did not leave restores nothing", () => {
+    writeFileSync(db(), "v1");
+    guard(OLD, "switch");
+    guard(NEW, "switch");
+    writeFileSync(db(), "v2");
+    const third = `sha256:${"c".repeat(64)}`;
+    const r = guard(third, "rollback");
+    expect(r.code, r.said).toBe(0);
+    expect(r.said).not.toMatch(/put back/);
+    expect(readFileSync(db(), "utf8")).toBe("v2");
+  });
+
+  it("a copy that cannot be made stops the unit (exit 1) and records nothing, so the switch fails before the new image runs", () => {
+    writeFileSync(db(), "v1");
+    guard(OLD, "switch");
+    // cp cannot copy a folder without -r (a mode would not stop root).
+    rmSync(db());
+    mkdirSync(db());
+    const r = guard(NEW, "switch");
+    expect(r.code).toBe(1);
+    expect(r.said).toMatch(/could not copy .*db\.sqlite/);
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+    expect(existsSync(join(dir, "state", "headscale.snapshot.from"))).toBe(false);
+  });
+});
+
+describe("containerDatabaseOf and composeHost", () => {
+  const spec = (env: Record<string, string>, extra: ContainerSpec["uploads"] = []): ContainerSpec => ({
+    name: "headscale",
+    image: OLD,
+    ports: [],
+    volumes: [{ name: "headscale-data", containerPath: "/var/lib/headscale" }],
+    env,
+    command: ["serve"],
+    uploads: [{ source: "/etc/headscale/config.yaml", containerPath: "/etc/headscale/config.yaml", secret: false }, ...extra],
+    restart: "unless-stopped",
+  });
+  const host = (config: string, s: ContainerSpec): HostSystem =>
+    ({
+      name: "vps",
+      file: "hosts/x/vps.yaml",
+      runtime: "docker",
+      files: [
+        { path: "/etc/headscale/config.yaml", content: config, mode: "0644", owner: "root", group: "root" },
+        { path: "/etc/headscale/pgpass", content: "", secretRef: "headscale-postgres-pgpass", mode: "0600", owner: "root", group: "root" },
+      ],
+      units: [],
+      probes: [],
+      packages: [],
+      containers: [s],
+    }) as unknown as HostSystem;
+
+  it("reads SQLite and Postgres from the config the container mounts; Postgres adds postgresql-client and the guard runs before up", () => {
+    expect(containerDatabaseOf(host("database:\n  type: sqlite\n  sqlite:\n    path: /var/lib/headscale/db.sqlite\n", spec({})))).toEqual({ container: "headscale", database: { type: "sqlite", path: "/var/lib/headscale/db.sqlite" } });
+    const pg = host("database:\n  type: postgres\n  postgres:\n    host: 172.16.238.1\n    port: 5432\n    name: hs\n    user: hs\n    ssl: false\n", spec({ PGPASSFILE: "/etc/headscale/pgpass" }, [{ source: "/etc/headscale/pgpass", containerPath: "/etc/headscale/pgpass", secret: true }]));
+    expect(containerDatabaseOf(pg)).toEqual({ container: "headscale", database: { type: "postgres", host: "172.16.238.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" } });
+    const out = composeHost(pg);
+    expect(out.packages).toEqual(["postgresql-client"]);
+    const guardFile = out.files.find((f) => f.path === COMPOSE_DB_GUARD)!;
+    expect(guardFile).toMatchObject({ mode: "0700", owner: "root" });
+    expect(guardFile.content).toContain("pg_dump --no-password --host=172.16.238.1 --port=5432 --username=hs --dbname=hs --format=custom");
+    expect(guardFile.content).toContain(`docker image inspect --format '{{.Id}}' ${OLD}`);
+    const unit = out.units.find((u) => u.name === "meshfleet-compose.service")!.content;
+    const lines = unit.split("\n");
+    expect(lines.indexOf(`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`)).toBeGreaterThan(-1);
+    expect(lines.indexOf(`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`)).toBeLessThan(lines.findIndex((l) => l.includes("network prune")));
+  });
+
+  it("no headscale container: no guard", () => {
+    const h = host("database:\n  type: sqlite\n", { ...spec({}), name: "nginx" });
+    expect(containerDatabaseOf(h)).toBeNull();
+    expect(composeHost(h).files.some((f) => f.path === COMPOSE_DB_GUARD)).toBe(false);
+  });
+});
