@@ -15,6 +15,7 @@ import { labPulumiEnv, REPO, runPulumi, STACK } from "./pulumi.ts";
 import { lockoutCheck, noChangesCheck, outageCheck, preAuthKeyCheck } from "./hold-checks.ts";
 import { impostorCheck } from "./routed-checks.ts";
 import { approvalChecks, mssTransferCheck, type ApprovalVerdicts } from "./dataplane-checks.ts";
+import { drillChecks } from "./drills/index.ts";
 
 export { labDeploy };
 
@@ -23,6 +24,8 @@ export interface CheckResult {
   ok: boolean;
   reason: string;
   ms: number;
+  /** A drill's phase times in ms (backup, restore, ...), shown in the report. */
+  timings?: Record<string, number>;
 }
 
 export interface PeerView {
@@ -127,21 +130,23 @@ export interface LabChecksOptions {
   log: (line: string) => void;
   /** Skip the slow ones (relay, outage, idempotence). */
   quick?: boolean;
+  /** Also run the coordinator drills of issue 15 that fit the standard lab (drills/index.ts), after the other items. */
+  drills?: boolean;
 }
 
 export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
   const { instance } = opts;
   const t0 = Date.now();
   const out: ChecksFile = { at: new Date().toISOString(), instance, totalMs: 0, checks: [], peers: {}, versions: {} };
-  const check = async (name: string, fn: () => Promise<{ ok: boolean; why: string }>) => {
+  const check = async (name: string, fn: () => Promise<{ ok: boolean; why: string; timings?: Record<string, number> }>) => {
     const t = Date.now();
-    let r: { ok: boolean; why: string };
+    let r: { ok: boolean; why: string; timings?: Record<string, number> };
     try {
       r = await fn();
     } catch (e) {
       r = { ok: false, why: (e as Error).message };
     }
-    const c: CheckResult = { name, ok: r.ok, reason: r.why, ms: Date.now() - t };
+    const c: CheckResult = { name, ok: r.ok, reason: r.why, ms: Date.now() - t, ...(r.timings ? { timings: r.timings } : {}) };
     out.checks.push(c);
     opts.log(`${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${c.ok ? "PASS" : "FAIL"}  ${name} (${(c.ms / 1000).toFixed(1)}s): ${c.reason}`);
     return c.ok;
@@ -311,6 +316,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
 
       await check("after every check: a second run makes no changes and agent verify is clean on every host", () => noChangesCheck(instance));
     }
+    if (opts.drills) await drillChecks(instance, check, tsCli());
   } finally {
     out.totalMs = Date.now() - t0;
     out.versions = await versionsOnHosts(instance);

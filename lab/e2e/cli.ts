@@ -1,6 +1,7 @@
 /** `meshfleet lab up|check|report|down`: the end-to-end lab's commands for cli/commands/lab.ts's table. */
 import type { LabSubcommand } from "../../cli/command.ts";
 import { labChecks } from "./checks.ts";
+import { DRILL_TOPICS, DRILLS } from "./drills/index.ts";
 import { labDown } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
 import { writeReport } from "./report.ts";
@@ -34,12 +35,12 @@ export function e2eCommands(say: (line: string) => void, defaultInstance: () => 
       },
     },
     check: {
-      summary: "prove the deployed mesh works (routes, policy, relay, outage, idempotence)",
-      usage: "meshfleet lab check [--instance N] [--quick]",
+      summary: `prove the deployed mesh works (routes, policy, relay, outage, idempotence); --quick skips the slow items; --drills also runs the coordinator drills of issue 15 after them (${Object.keys(DRILLS).length}: ${DRILL_TOPICS})`,
+      usage: "meshfleet lab check [--instance N] [--quick] [--drills]",
       run: async (argv, flags) => {
-        unknown("check", argv, ["--quick"]);
+        unknown("check", argv, ["--quick", "--drills"]);
         const instance = flags.instance ?? defaultInstance();
-        const r = await labChecks({ instance, log: say, quick: argv.includes("--quick") });
+        const r = await labChecks({ instance, log: say, quick: argv.includes("--quick"), drills: argv.includes("--drills") });
         const failed = r.checks.filter((c) => !c.ok);
         say("");
         say(`lab check: ${r.checks.length - failed.length}/${r.checks.length} passed in ${s(r.totalMs)}`);

@@ -94,7 +94,7 @@ export function renderReport(r: ReportInput): string {
   const c = r.checks;
   const peers = c?.peers["udp-blocked"] && !c.peers.normal ? c.peers["udp-blocked"] : c?.peers.normal;
   const checksRows = (c?.checks ?? [])
-    .map((k) => `<tr class="${k.ok ? "pass" : "fail"}"><td>${k.ok ? "PASS" : "FAIL"}</td><td>${esc(k.name)}</td><td>${(k.ms / 1000).toFixed(1)}s</td><td>${esc(k.reason)}</td></tr>`)
+    .map((k) => `<tr class="${k.ok ? "pass" : "fail"}"><td>${k.ok ? "PASS" : "FAIL"}</td><td>${esc(k.name)}</td><td>${(k.ms / 1000).toFixed(1)}s</td><td>${esc(k.reason)}${k.timings ? `<br><small>${esc(Object.entries(k.timings).map(([t, ms]) => `${t} ${(ms / 1000).toFixed(1)}s`).join(", "))}</small>` : ""}</td></tr>`)
     .join("");
   const stepRows = (r.up?.steps ?? [])
     .map((s) => `<tr class="${s.ok ? "pass" : "fail"}"><td>${s.ok ? "ok" : "FAIL"}</td><td>${esc(s.step)}${s.host ? ` ${esc(s.host)}` : ""}</td><td>${(s.ms / 1000).toFixed(1)}s</td><td>${esc(s.detail ?? "")}</td></tr>`)

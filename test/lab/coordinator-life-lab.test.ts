@@ -17,7 +17,8 @@
  *     to 0.29.2 and the database as it was; the nodes are unchanged, `up`
  *     exits 1 naming the rollback;
  *   - a downgrade to 0.29.1 without --force: refused, nothing changed;
- *   - keys that expire: the laptop's node key is expired on headscale;
+ *   - keys that expire (lab/e2e/drills/key-expiry.ts, also a `lab check
+ *     --drills` item): the laptop's node key is expired on headscale;
  *     `status` names it EXPIRED, `up` makes it a new pre-auth key and the
  *     agent logs it in again; then status lists nothing expired and the
  *     laptop pings the nas again.
@@ -26,10 +27,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { collectStatus, statusLines } from "../../cli/commands/status.ts";
-import { newSession, openStackFleet } from "../../cli/fleet-hosts.ts";
+import { keyExpiryDrill } from "../../lab/e2e/drills/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
-import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
+import { e2ePaths } from "../../lab/e2e/paths.ts";
 import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../../lab/e2e/ping.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "./ci-gate.ts";
@@ -161,47 +161,18 @@ describe.skipIf(skipUnlessCi(labMissing() || ((!NEW || !OLD) && "headscale 0.29.
   }, 300_000);
 
   it("a node whose key expired: status names it, `up` logs it in again with a new pre-auth key", async () => {
-    const laptop = (await nodes()).find((n) => n.given_name === "laptop")!;
-    expect(laptop).toBeDefined();
-    const laptopKey = async () => (await on("laptop", `${TS} status --json`).then((t) => JSON.parse(t) as { Self: { PublicKey: string } })).Self.PublicKey;
-    const keyBefore = await laptopKey();
-    await on("vps", `${HS} nodes expire -i ${laptop.id}`);
-    // The laptop learns it from its map: it must log in again.
-    let state = "";
-    for (let i = 0; i < 30; i++) {
-      state = (JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string }).BackendState;
-      if (state === "NeedsLogin") break;
-      await sleep(2000);
-    }
-    expect(state).toBe("NeedsLogin");
-    const session = newSession();
-    const a = await openStackFleet({ stack: STACK, configFile: p.stackConfig });
-    try {
-      const { status } = await collectStatus(a, session);
-      expect(status.expiring?.find((e) => e.host === "laptop"), statusLines(status).join("\n")).toMatchObject({ kind: "node key", expired: true, fix: "`meshfleet up` makes it a new pre-auth key and logs it in again" });
-      expect(statusLines(status).join("\n")).toMatch(/^EXPIRED: node key of laptop \(at .*\): `meshfleet up` makes it a new pre-auth key and logs it in again$/m);
-
-      const r = await up();
-      expect(r.code, r.out.slice(-3000)).toBe(0);
-      times.expiryFixUpMs = r.ms;
-      for (let i = 0; i < 30; i++) {
-        state = (JSON.parse(await on("laptop", `${TS} status --json`)) as { BackendState: string }).BackendState;
-        if (state === "Running") break;
-        await sleep(2000);
-      }
-      expect(state).toBe("Running");
-      const after = (await nodes()).filter((n) => n.given_name === "laptop");
-      expect(after.map((n) => [...n.ip_addresses].sort().join(","))).toEqual([[...laptop.ip_addresses].sort().join(",")]);
-      const { status: s2 } = await collectStatus(a, session);
-      expect(s2.expiring?.filter((e) => e.host === "laptop" && e.expired) ?? [], statusLines(s2).join("\n")).toEqual([]);
-      const keyAfter = await laptopKey();
-      console.log(`laptop node key before the expiry ${keyBefore.slice(0, 16)}..., after the new login ${keyAfter.slice(0, 16)}...`);
-      // The router's peer sets follow tailscale status on a timer; run it now, so the ping below does not depend on
-      // whether the timer ran since the new login: the laptop must still be let through to the nas.
-      await on("lxc-tailscale", "systemctl start meshfleet-peers.service; journalctl -u meshfleet-peers.service -n 3 --no-pager -o cat");
-      await on("laptop", `ping -n -q -c 3 -W 2 ${NAS}`);
-    } finally {
-      session.close();
-    }
+    // The drill itself is lab check's item (lab check --drills): the same function, with this file's whole-CLI `up`.
+    const r = await keyExpiryDrill({
+      instance: INSTANCE,
+      hs: HS,
+      ts: TS,
+      up: async () => {
+        const u = await up();
+        times.expiryFixUpMs = u.ms;
+        return { ok: u.code === 0, out: u.out };
+      },
+    });
+    console.log(`key expiry drill on lab ${INSTANCE}: ${r.ok ? "PASS" : "FAIL"} ${r.why}; timings ${JSON.stringify(r.timings)}`);
+    expect(r.ok, r.why).toBe(true);
   }, 900_000);
 });
