@@ -260,6 +260,20 @@ export function repositoryScript(r: AptRepository, codename: string, o: { instal
   return lines.join("\n");
 }
 
+/**
+ * Undoes repositoryScript for a repository the fleet no longer names: its pin
+ * (which would hold the package at the old version for good), source and
+ * keyring, each only when it carries meshfleet's marker line. The package
+ * stays installed, as every package the deploy installed does.
+ */
+export function repositoryRemovalScript(r: Pick<AptRepository, "name">): string {
+  const mine = (f: string) => `if grep -q '^# meshfleet: ' ${shq(f)} 2>/dev/null; then rm -f ${shq(f)}`;
+  return [
+    `${mine(`/etc/apt/preferences.d/${r.name}`)}; fi`,
+    `${mine(`/etc/apt/sources.list.d/${r.name}.list`)} /usr/share/keyrings/${shq(r.name)}-archive-keyring.gpg /usr/share/keyrings/${shq(r.name)}-archive-keyring.asc; fi`,
+  ].join("\n");
+}
+
 /** What a failed repositoryScript means, for the person deploying: host, option, expected, found, fix. */
 export function repositoryFailure(host: string, r: AptRepository, codename: string, code: number, stderr: string): string {
   const at = `host ${host}: ${r.origin}`;

@@ -4,10 +4,13 @@
  * what meshfleet cannot install, so a preview refuses it too; create and
  * update install the missing Debian packages and probe again. Every host's
  * generation waits for every host's prerequisites (components/mesh.ts), so
- * a refusal leaves every host's configuration as it was. Deleting it
- * removes nothing: packages stay installed.
+ * a refusal leaves every host's configuration as it was. A vendor
+ * repository (tailscale.apt) is set up, its package installed at the pinned
+ * version and checked after; when the fleet drops it, its source, keyring and
+ * pin are removed. Deleting the resource removes nothing: packages stay
+ * installed.
  */
-import { decide, installScript, parseProbe, pinnedAfterInstall, probeScript, repositoryFailure, repositoryScript, type PrerequisiteDecision, type ProbeFacts } from "../prerequisites.ts";
+import { decide, installScript, parseProbe, pinnedAfterInstall, probeScript, repositoryFailure, repositoryRemovalScript, repositoryScript, type PrerequisiteDecision, type ProbeFacts } from "../prerequisites.ts";
 import { log } from "../log.ts";
 import { connectionProblems, session, type RunResult } from "../ssh.ts";
 import type { PrerequisitesInputs, PrerequisitesOutputs } from "../types.ts";
@@ -100,7 +103,16 @@ export const prerequisites: AsyncDiffHandler<PrerequisitesInputs, PrerequisitesO
   async create(n) {
     return { id: n.host, outs: await ensure(n) };
   },
-  update: (_id, _olds, n) => ensure(n),
+  async update(_id, olds, n) {
+    // A repository the fleet no longer names (tailscale.apt turned off): its pin would hold the package
+    // at the old version for good. Its files go; the package stays.
+    for (const gone of (olds.spec?.repositories ?? []).filter((r) => !(n.spec.repositories ?? []).some((x) => x.name === r.name))) {
+      const r = await session.run(n.connection, repositoryRemovalScript(gone), { what: `removing the ${gone.name} apt source from ${n.host}`, privateKey: n.sshPrivateKey });
+      if (r.code !== 0) throw new ProviderError(`host ${n.host}: removing the ${gone.name} apt source and pin failed (exit ${r.code}): ${r.stderr.trim().slice(-500)}`);
+      log(`host ${n.host}: the ${gone.name} apt source, keyring and pin removed (${gone.package} stays installed)`);
+    }
+    return ensure(n);
+  },
   async read(_id, o) {
     return o;
   },

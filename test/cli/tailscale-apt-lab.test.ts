@@ -23,7 +23,9 @@
  *     1.98.10: the check after the install refuses it;
  *   - tailscaleVersion 1.98.10: installed from the repository (an upgrade
  *     from the 1.98.9 package), pinned in apt preferences, the version check
- *     passes, tailscaled runs from /usr/sbin and the laptop is online again.
+ *     passes, tailscaled runs from /usr/sbin and the laptop is online again;
+ *   - tailscale.apt off again: the pin, source and keyring meshfleet wrote
+ *     are removed, the package stays.
  */
 import { execFileSync } from "node:child_process";
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -155,6 +157,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`tailscale from a vendor apt reposit
 
     const before = { vps: await gen("vps"), laptop: await gen("laptop") };
     let passed = false;
+    let restored = false;
     try {
       // 1. Signed by a key the fleet does not name: apt refuses the lists.
       await publish(other);
@@ -212,6 +215,15 @@ describe.skipIf(skipUnlessCi(labMissing()))(`tailscale from a vendor apt reposit
       const again = await runDeploy({ verb: "preview", stack: STACK, configFile: p.stackConfig, env });
       expect(again.ok, again.errors.join("; ")).toBe(true);
       expect(again.resources.filter((x) => x.host === "laptop" && x.type === "meshfleet:host:Prerequisites").map((x) => x.op)).toEqual(["same"]);
+
+      // 5. tailscale.apt off again (hosts/lab as it is): the pin, source and keyring go, the package stays, tailscaled is the lab's again.
+      writeLabFleet(INSTANCE);
+      const back = await up();
+      expect(back.ok, back.errors.join("; ")).toBe(true);
+      restored = true;
+      expect((await on("laptop", "ls /etc/apt/preferences.d/tailscale /etc/apt/sources.list.d/tailscale.list /usr/share/keyrings/tailscale-archive-keyring.gpg 2>/dev/null | wc -l")).trim()).toBe("0");
+      expect(await installed()).toBe("install ok installed 1.98.10");
+      expect(await on("laptop", "systemctl show -p ExecStart tailscaled")).toContain(`path=${TOOLS}/tailscaled`);
       passed = true;
     } finally {
       const left: string[] = [];
@@ -222,7 +234,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`tailscale from a vendor apt reposit
           left.push(`${what}: ${(e as Error).message}`);
         }
       };
-      await step("hosts/lab deployed back", async () => {
+      if (!restored) await step("hosts/lab deployed back", async () => {
         writeLabFleet(INSTANCE);
         const back = await up();
         if (!back.ok) throw new Error(back.errors.join("; "));

@@ -6,7 +6,7 @@
  * (test/cli/tailscale-apt-lab.test.ts).
  */
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -21,6 +21,7 @@ import {
   pinText,
   REPO_EXIT,
   repositoryFailure,
+  repositoryRemovalScript,
   repositoryScript,
   sourcesLine,
   type AptRepository,
@@ -194,6 +195,26 @@ describe("the probe, run for real on this machine", () => {
   });
 });
 
+describe("removal, run for real on a copy of the host's folders", () => {
+  it("removes the pin, source and keyring meshfleet wrote, and never a file without its marker", () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), "mf-ts-apt-rm-"));
+    cleanups.push(() => rmSync(root, { recursive: true, force: true }));
+    const script = repositoryScript(repo(), "bookworm", { install: false }).replaceAll("/usr/share/", `${root}/usr/share/`).replaceAll("/etc/apt/", `${root}/etc/apt/`);
+    expect(spawnSync("sh", ["-c", script]).status).toBe(0);
+    const files = ["etc/apt/preferences.d/tailscale", "etc/apt/sources.list.d/tailscale.list", "usr/share/keyrings/tailscale-archive-keyring.gpg"].map((f) => path.join(root, f));
+    expect(files.map((f) => existsSync(f))).toEqual([true, true, true]);
+    expect(readFileSync(files[1]!, "utf8")).toBe(`# meshfleet: hosts/home/vps.yaml: tailscale.apt\n${sourcesLine(repo(), "bookworm").replace("/usr/share/", `${root}/usr/share/`)}\n`);
+    const removal = repositoryRemovalScript(repo()).replaceAll("/usr/share/", `${root}/usr/share/`).replaceAll("/etc/apt/", `${root}/etc/apt/`);
+    // A source the user wrote by hand (no marker) stays, and so does its keyring.
+    writeFileSync(files[1]!, `${sourcesLine(repo(), "bookworm")}\n`);
+    expect(spawnSync("sh", ["-c", removal]).status).toBe(0);
+    expect(files.map((f) => existsSync(f))).toEqual([false, true, true]);
+    writeFileSync(files[1]!, `# meshfleet: x\n${sourcesLine(repo(), "bookworm")}\n`);
+    expect(spawnSync("sh", ["-c", removal]).status).toBe(0);
+    expect(files.map((f) => existsSync(f))).toEqual([false, false, false]);
+  });
+});
+
 describe("decisions", () => {
   it("missing or at another release: installed from the repository, not refused; at the pinned release: nothing", () => {
     expect(decide(spec(), facts(null))).toMatchObject({ refusals: [], warnings: [], repositories: [repo()] });
@@ -271,6 +292,16 @@ describe("the resource", () => {
     seen.length = 0;
     expect(await prerequisites.update!("vps", { ...n, installed: [] }, n)).toMatchObject({ installed: [] });
     expect(seen).toEqual(["probe", "repo"]);
+    // tailscale.apt turned off: the repository's files go, then the usual probe.
+    seen.length = 0;
+    const off = { ...n, spec: { ...n.spec, repositories: undefined, binaries: n.spec.binaries.map(({ repository: _, ...b }) => b) } };
+    vi.restoreAllMocks();
+    vi.spyOn(session, "run").mockImplementation(async (_c, script) => {
+      seen.push(script.includes("grep -q '^# meshfleet: '") ? "remove" : "probe");
+      return { code: 0, stdout: probeOut("1.98.10"), stderr: "" } as RunResult;
+    });
+    await prerequisites.update!("vps", { ...n, installed: [] }, off);
+    expect(seen).toEqual(["remove", "probe"]);
   });
 
   it("a failed repository step and a binary at another release after the install fail the update, naming the host", async () => {
