@@ -77,7 +77,8 @@ export function pingsBetween(log: PingLog, fromMs: number, toMs: number): { sent
 export function startPing(instance: number, host: string, address: string, seconds: number): Promise<PingLog> {
   const count = Math.round((seconds * 1000) / PING_INTERVAL_MS);
   // -i 0.5 needs root (the lab logs in as root); -W 2 per reply; -D stamps each line, -O names each ping with no reply.
-  return sshExec(host, `ping -n -D -O -i ${PING_INTERVAL_MS / 1000} -W 2 -c ${count} ${address}`, { instance, timeoutMs: (seconds + 30) * 1000 }).then((r) =>
+  // The SSH login itself can take tens of seconds on a loaded machine: a ping killed by the timeout loses its summary.
+  return sshExec(host, `ping -n -D -O -i ${PING_INTERVAL_MS / 1000} -W 2 -c ${count} ${address}`, { instance, timeoutMs: (seconds + 120) * 1000 }).then((r) =>
     parsePingLog(r.stdout + r.stderr),
   );
 }
