@@ -1,0 +1,89 @@
+/**
+ * `meshfleet lab check --drills` on the real lab (MESHFLEET_LAB_E2E=1, root,
+ * tools built; in CI a missing prerequisite fails, never skips). Lab
+ * instance 3, booted fresh with hosts/lab at instance 3's addresses and
+ * removed afterwards.
+ *
+ *   - the CLI's `lab check --quick --drills` passes every item, the drills
+ *     among them with their phase times, and `lab report` lists them;
+ *   - the backup drill fails when the feature is broken: a restore that
+ *     loses a node (the laptop deleted from headscale right after the
+ *     restore, the fault injected through the drill's `afterRestore`) fails
+ *     the drill, naming the lost node.
+ */
+import { execa } from "execa";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { hsCli, tsCli, type ChecksFile } from "../../lab/e2e/checks.ts";
+import { backupRestoreDrill, DRILLS, withBackupFleet } from "../../lab/e2e/drills/index.ts";
+import { labDown } from "../../lab/e2e/down.ts";
+import { e2ePaths } from "../../lab/e2e/paths.ts";
+import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { labUp } from "../../lab/e2e/up.ts";
+import { skipUnlessCi } from "./ci-gate.ts";
+import { labMissing, labOn, writeLabFleet } from "./harness.ts";
+
+const INSTANCE = 3;
+const p = e2ePaths(INSTANCE);
+const on = labOn(INSTANCE);
+
+describe.skipIf(skipUnlessCi(labMissing()))(`lab check --drills on lab instance ${INSTANCE}`, () => {
+  let broughtUp = false;
+
+  beforeAll(async () => {
+    await labDown({ instance: INSTANCE, log: () => {} }).catch(() => undefined);
+    writeLabFleet(INSTANCE);
+    const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true });
+    broughtUp = true;
+    if (!r.ok) throw new Error(`lab up --instance ${INSTANCE}: ${r.error}`);
+  }, 1_800_000);
+
+  afterAll(async () => {
+    if (broughtUp) await labDown({ instance: INSTANCE, log: () => {} });
+  }, 600_000);
+
+  const meshfleet = (...args: string[]) =>
+    execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), ...args], { cwd: REPO, reject: false, env: { ...process.env, ...labPulumiEnv(INSTANCE) }, timeout: 1_500_000 });
+
+  it("lab check --quick --drills: every item passes, the drills with their times, and lab report lists them", async () => {
+    const r = await meshfleet("lab", "check", "--instance", String(INSTANCE), "--quick", "--drills");
+    console.log(String(r.stdout).split("\n").filter((l) => /PASS|FAIL|lab check:/.test(l)).join("\n"));
+    expect(r.exitCode, `${String(r.stdout).slice(-3000)}\n${String(r.stderr).slice(-2000)}`).toBe(0);
+    const checks = JSON.parse(readFileSync(p.checks, "utf8")) as ChecksFile;
+    for (const name of Object.values(DRILLS)) {
+      const c = checks.checks.find((x) => x.name === name);
+      expect(c, name).toMatchObject({ ok: true });
+      expect(Object.keys(c!.timings ?? {}).length, `${name}: its timings`).toBeGreaterThan(0);
+    }
+    expect(checks.checks.find((x) => x.name === DRILLS.backupRestore)!.timings).toMatchObject({ backupMs: expect.any(Number), restoreMs: expect.any(Number), coordinatorDownMs: expect.any(Number) });
+    const rep = await meshfleet("lab", "report", "--instance", String(INSTANCE));
+    expect(rep.exitCode, String(rep.stderr)).toBe(0);
+    const html = readFileSync(p.report, "utf8");
+    for (const name of Object.values(DRILLS)) expect(html).toMatch(new RegExp(`<tr class="pass"><td>PASS</td><td>${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/'/g, "&#39;")}</td>`));
+    expect(html).toMatch(/restoreMs \d+\.\d+s/);
+  }, 1_800_000);
+
+  it("the backup drill fails on a restore that loses a node (the laptop deleted right after the restore), naming it", async () => {
+    const r = await withBackupFleet(INSTANCE, () =>
+      backupRestoreDrill({
+        instance: INSTANCE,
+        ts: tsCli(),
+        afterRestore: async () => {
+          const laptop = (await headscaleNodesAny()).find((n) => n.given_name === "laptop");
+          if (!laptop) throw new Error("no laptop node to delete");
+          await on("vps", `${hsCli()} nodes delete -i ${laptop.id} --force`);
+        },
+      }),
+    );
+    console.log(`fault injected: ${r.ok ? "PASS" : "FAIL"} ${r.why}`);
+    expect(r.ok).toBe(false);
+    expect(r.why).toMatch(/^after the restore the registrations differ: lost: laptop \S+ routes=/);
+    expect(r.timings.restoreMs).toBeGreaterThan(0);
+  }, 900_000);
+});
+
+/** headscale's nodes through the tool binary the standard lab's VPS runs (harness's headscaleNodes reads /usr/local/bin's). */
+async function headscaleNodesAny(): Promise<{ id: number | string; given_name: string }[]> {
+  return JSON.parse((await on("vps", `${hsCli()} nodes list -o json`)) || "[]") as { id: number | string; given_name: string }[];
+}
