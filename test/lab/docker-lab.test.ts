@@ -15,7 +15,9 @@
  *   - a stopped container is drift; started again, verify is clean;
  *   - an image upgrade switches in and `rollback` brings the previous
  *     compose file and image back; an upgrade whose container cannot start
- *     fails its health wait and the agent rolls back by itself;
+ *     fails its health wait and the agent rolls back by itself, the compose
+ *     unit's guard having copied the SQLite database before the switch and
+ *     put it back on the rollback;
  *   - switching the coordinator to `runtime: systemd` and back keeps its
  *     database and keys: the laptop's node and its address stay.
  */
@@ -215,6 +217,8 @@ describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "t
 
   it("an upgrade whose container cannot start fails its health wait and is rolled back by the agent", async () => {
     const before = JSON.parse(await ok(VPS, agent("status --json"))) as { generation: number };
+    const nodesBefore = await nodes();
+    const since = (await ok(VPS, "date '+%Y-%m-%d %H:%M:%S'")).trim();
     const t = Date.now();
     const r = await sh(VPS, `MESHFLEET_COMPOSE_TIMEOUT_S=20 ${agent("switch /root/broken.json")}`);
     timings.brokenSwitch = Date.now() - t;
@@ -224,6 +228,11 @@ describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "t
     expect(after.generation).toBe(before.generation);
     expect(await imageOf("headscale")).toBe(id1);
     expect(await ok(VPS, agent("verify"))).toMatch(/no drift/);
+    // The compose unit's guard copied SQLite's database before the broken image and put it back on the rollback.
+    const journal = await ok(VPS, `journalctl -u meshfleet-compose.service --since '${since}' --no-pager -o cat`);
+    expect(journal).toMatch(new RegExp(`image ${id1} -> ${broken}: /var/lib/headscale/db\\.sqlite copied to `));
+    expect(journal).toMatch(new RegExp(`rollback from image ${broken} to ${id1}: /var/lib/headscale/db\\.sqlite put back from the snapshot`));
+    expect(await nodes()).toEqual(nodesBefore);
   }, 300_000);
 
   it("switching to runtime systemd and back keeps the database and keys: the laptop's node, address and the server's Noise key stay", async () => {
