@@ -470,7 +470,7 @@ export function dbGuardScript(o: {
     `  exit 0`,
     `fi`,
     `rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
-    ...take,
+    ...take.map((l) => l.slice(2)),
     `printf '%s\\n' "$had" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
     `printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
     `say "image $had -> $want: $what (headscale stopped)"`,
