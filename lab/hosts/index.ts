@@ -3,7 +3,7 @@
  * are, and run commands on them. This is the surface other code uses (the
  * CLI, the end-to-end lab, tests); the rest of lab/hosts is internal.
  */
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import type { LabHost, LabTopology } from "../topology.ts";
 import { findHost, hostsNeeded, labTopology, primaryAddress } from "../topology.ts";
@@ -148,11 +148,28 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         setKnownHost(instance, h.mgmt!, hostKey);
         log("boot", h.name);
         const tb = Date.now();
-        const b = await boot(topo, h, p, docker);
-        record(state, { kind: "process", host: h.name, pid: b.pid, startTime: b.startTime });
-        const init = await containerInit(b.pid);
-        if (init) record(state, { kind: "container", host: h.name, pid: init.pid, startTime: init.startTime });
-        await waitForSsh(topo, h.name, opts.bootTimeoutMs ?? 120_000, () => isOurProcess(b.pid, b.startTime));
+        const bootOnce = async () => {
+          const b = await boot(topo, h, p, docker);
+          record(state, { kind: "process", host: h.name, pid: b.pid, startTime: b.startTime });
+          const init = await containerInit(b.pid);
+          if (init) record(state, { kind: "container", host: h.name, pid: init.pid, startTime: init.startTime });
+          await waitForSsh(topo, h.name, opts.bootTimeoutMs ?? 120_000, () => isOurProcess(b.pid, b.startTime));
+        };
+        try {
+          await bootOnce();
+        } catch (e) {
+          // Seen a few times with several labs booting at once: nspawn exits while the host boots. Its
+          // console says why; the same root is booted once more (what it left is killed and forgotten first).
+          if (!(e instanceof LabError) || !/exited while booting/.test(e.message)) throw e;
+          log("retry", `${h.name}: systemd-nspawn exited while booting; booting it once more. Its console ended: ${consoleTail(p.log)}`);
+          for (const m of [...state.made]) {
+            if (m.kind === "container" && m.host === h.name) await killContainer(m.pid, m.startTime);
+            if ((m.kind === "container" || m.kind === "process") && m.host === h.name) forget(state, m);
+          }
+          await bootOnce().catch((again: Error) => {
+            throw new LabError(`${again.message} (twice; its console ended: ${consoleTail(p.log)})`);
+          });
+        }
         bootMs[h.name] = Date.now() - tb;
         state.bootMs[h.name] = bootMs[h.name]!;
         writeState(state);
@@ -163,6 +180,15 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
   const status = await hostsStatus({ instance });
   log("up", `${status.hosts.filter((h) => h.state === "up").length} hosts`);
   return { ...status, totalMs: Date.now() - t0, rootfs, bootMs };
+}
+
+/** The last lines of a host's console log, on one line, for a message. */
+function consoleTail(log: string): string {
+  try {
+    return readFileSync(log, "utf8").trim().split("\n").slice(-4).join(" | ").slice(-600) || "(empty)";
+  } catch {
+    return "(no console log)";
+  }
 }
 
 function processOf(state: LabState, host: string): (Made & { kind: "process" }) | undefined {
