@@ -21,7 +21,7 @@ import { parse as parseYaml } from "yaml";
 import { CoordinatorPlacement, HeadscaleReady, HostFile } from "../provider/sdk.ts";
 import type { PlacementInputs } from "../provider/types.ts";
 import { composeHost, IMAGE_ID_PATTERN, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
-import { HS } from "../modules/headscale.ts";
+import { headscaleDatabaseOf, HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { headscaleBinaryFile } from "./headscale-binary.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
@@ -203,13 +203,14 @@ export function placementFacts(h: HostSystem, containerName = "headscale"): Pick
   const uploads = h.runtime === "docker" ? (h.containers.find((c) => c.name === containerName)?.uploads ?? []) : [];
   const onHost = (p: string) => uploads.find((u) => u.containerPath === p)?.source ?? p;
   const has = (p: string) => h.files.some((f) => f.path === p || f.path === onHost(p));
-  const file = h.files.find((f) => f.path === onHost(HS.config));
-  const cfg = (file ? parseYaml(file.content) : {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string } }; noise?: { private_key_path?: string } };
+  const text = h.files.find((f) => f.path === onHost(HS.config))?.content ?? "";
+  const db = headscaleDatabaseOf(text, HS.pgpass);
+  const noise = ((parseYaml(text) ?? {}) as { noise?: { private_key_path?: string } }).noise?.private_key_path ?? HS.noiseKey;
   return {
-    databaseType: cfg.database?.type === "postgres" ? "postgres" : "sqlite",
-    databasePath: cfg.database?.sqlite?.path ?? `${HS.stateDir}/db.sqlite`,
-    ...(cfg.database?.type === "postgres" ? { postgresHost: cfg.database.postgres?.host ?? "localhost" } : {}),
-    adopted: !has(cfg.noise?.private_key_path ?? HS.noiseKey),
+    databaseType: db.type,
+    databasePath: db.type === "sqlite" ? db.path : `${HS.stateDir}/db.sqlite`,
+    ...(db.type === "postgres" ? { postgresHost: db.host } : {}),
+    adopted: !has(noise),
   };
 }
 

@@ -8,7 +8,7 @@
  */
 import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
-import { parse as parseYaml } from "yaml";
+import { headscaleDatabaseOf, type HeadscaleDatabase } from "../modules/headscale.ts";
 import type { ContainerSpec, FileSpec, HostSystem, UnitSpec } from "../core/types.ts";
 import { COMPOSE_FILE, COMPOSE_PROJECT, COMPOSE_UNIT, type ComposeFile } from "../agent/compose.ts";
 import { STATE_DIR } from "../contract/constants.ts";
@@ -355,9 +355,7 @@ export const COMPOSE_DB_GUARD = "/usr/local/lib/meshfleet/compose-image-switch-d
 /** The agent's step journal: `"op": "rollback"` while it rolls a generation back (agent/state.ts). */
 const AGENT_JOURNAL = `${STATE_DIR}/journal.json`;
 
-export type ContainerDatabase =
-  | { type: "sqlite"; path: string }
-  | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
+export type ContainerDatabase = HeadscaleDatabase;
 
 /**
  * headscale's database as the config its container mounts names it (the
@@ -369,28 +367,11 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
   const cfgUpload = spec?.uploads.find((u) => u.containerPath.endsWith("/config.yaml"));
   const cfgFile = cfgUpload && host.files.find((f) => f.path === cfgUpload.source);
   if (!spec || !cfgFile || cfgFile.secret || cfgFile.secretRef) return null;
-  type Cfg = { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string; port?: number; name?: string; user?: string; ssl?: boolean | string } } };
-  const d = ((parseYaml(cfgFile.content) ?? {}) as Cfg).database ?? {};
-  if (d.type === "postgres") {
-    const pg = d.postgres ?? {};
-    const pgpass = spec.env.PGPASSFILE;
-    // The password file the container reads (PGPASSFILE) is the host's own file at the same path.
-    const onHost = spec.uploads.find((u) => u.containerPath === pgpass)?.source;
-    if (!onHost) return null;
-    return {
-      container: spec.name,
-      database: {
-        type: "postgres",
-        host: pg.host ?? "localhost",
-        port: pg.port ?? 5432,
-        name: pg.name ?? "headscale",
-        user: pg.user ?? "headscale",
-        sslmode: pg.ssl === true ? "require" : pg.ssl === false || pg.ssl === undefined ? "disable" : pg.ssl,
-        pgpass: onHost,
-      },
-    };
-  }
-  return { container: spec.name, database: { type: "sqlite", path: d.sqlite?.path ?? "/var/lib/headscale/db.sqlite" } };
+  // The password file the container reads (PGPASSFILE) is the host's own file at the same path.
+  const pgpass = spec.uploads.find((u) => u.containerPath === spec.env.PGPASSFILE)?.source;
+  const database = headscaleDatabaseOf(cfgFile.content, pgpass ?? "");
+  if (database.type === "postgres" && !pgpass) return null;
+  return { container: spec.name, database };
 }
 
 /**

@@ -4,7 +4,7 @@
  * a container. Keys and checks follow hscontrol/types/config.go of 0.29.2; where
  * 0.28 reads other keys, coordinator.headscaleVersion picks them (headscale-versions.ts).
  */
-import { stringify } from "yaml";
+import { parse as parseYaml, stringify } from "yaml";
 import { z } from "zod";
 import { absPath, sslmodeText } from "../core/freetext.ts";
 import { defineModule, type Assertion, type Contribution, type ModuleContext } from "../core/module.ts";
@@ -145,6 +145,33 @@ export const HS = {
   /** The OIDC client secret (oidc.client_secret_path), from the stack secret meshfleet:headscaleOidcClientSecret. */
   oidcSecret: "/var/lib/headscale/oidc_client_secret",
 } as const;
+
+/** headscale's database as a rendered config.yaml names it; `pgpass` is where its password file is on the host. */
+export type HeadscaleDatabase =
+  | { type: "sqlite"; path: string }
+  | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
+
+/**
+ * The database section of a rendered config.yaml (what backup, restore, the
+ * docker runtime's image-switch guard and a coordinator move need), with
+ * headscale's own defaults for what it leaves out; the Postgres sslmode as
+ * the backup script reads it (modules/headscale-backup.ts backupInputOf).
+ */
+export function headscaleDatabaseOf(configYaml: string, pgpass: string): HeadscaleDatabase {
+  type Cfg = { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string; port?: number; name?: string; user?: string; ssl?: boolean | string } } };
+  const d = ((parseYaml(configYaml) ?? {}) as Cfg).database ?? {};
+  if (d.type !== "postgres") return { type: "sqlite", path: d.sqlite?.path ?? `${HS.stateDir}/db.sqlite` };
+  const pg = d.postgres ?? {};
+  return {
+    type: "postgres",
+    host: pg.host ?? "localhost",
+    port: pg.port ?? 5432,
+    name: pg.name ?? "headscale",
+    user: pg.user ?? "headscale",
+    sslmode: pg.ssl === true ? "require" : pg.ssl === false || pg.ssl === undefined ? "disable" : pg.ssl,
+    pgpass,
+  };
+}
 
 /** The secret the OIDC client secret file is filled from (stack secret meshfleet:headscaleOidcClientSecret). */
 export const OIDC_SECRET_REF = "headscale-oidc-client-secret";

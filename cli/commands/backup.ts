@@ -18,11 +18,10 @@ import { createHash } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { homedir } from "node:os";
 import path from "node:path";
-import { parse as parseYaml } from "yaml";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import type { HostSystem } from "../../core/types.ts";
 import { BACKUP_SCRIPT } from "../../modules/headscale-backup.ts";
-import { HS } from "../../modules/headscale.ts";
+import { headscaleDatabaseOf, HS, type HeadscaleDatabase } from "../../modules/headscale.ts";
 import { shq } from "../../provider/quote.ts";
 import { EXIT, flagHelp, parseArgs, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
@@ -43,7 +42,7 @@ export interface Coordinator {
   file: string;
   /** headscale.backup.dir, or null when headscale.backup is off. */
   backupDir: string | null;
-  database: { type: "sqlite"; path: string } | { type: "postgres"; host: string; port: number; name: string; user: string; sslmode: string; pgpass: string };
+  database: HeadscaleDatabase;
   binary: string;
   config: string;
 }
@@ -64,20 +63,7 @@ export function coordinatorOf(a: StackAccess, cmd: "backup" | "restore" | "upgra
   }
   const cfgFile = h.files.find((f) => f.path === HS.config);
   if (!h.services.headscale || !cfgFile) throw new MeshfleetError(`${cmd}: ${h.file}: headscale is not enabled on the coordinator ${name}. Fix: set headscale.enable: true there`);
-  const cfg = (parseYaml(cfgFile.content) ?? {}) as { database?: { type?: string; sqlite?: { path?: string }; postgres?: { host?: string; port?: number; name?: string; user?: string; ssl?: boolean | string } } };
-  const pg = cfg.database?.postgres ?? {};
-  const database: Coordinator["database"] = cfg.database?.type === "postgres"
-    ? {
-        type: "postgres",
-        host: pg.host ?? "localhost",
-        port: pg.port ?? 5432,
-        name: pg.name ?? "headscale",
-        user: pg.user ?? "headscale",
-        // As the backup script reads it (modules/headscale-backup.ts backupInputOf).
-        sslmode: pg.ssl === true ? "require" : pg.ssl === false || pg.ssl === undefined ? "disable" : pg.ssl,
-        pgpass: HS.pgpass,
-      }
-    : { type: "sqlite", path: cfg.database?.sqlite?.path ?? "/var/lib/headscale/db.sqlite" };
+  const database = headscaleDatabaseOf(cfgFile.content, HS.pgpass);
   const script = h.files.find((f) => f.path === BACKUP_SCRIPT);
   const cli = headscaleCliOf(a);
   return {
