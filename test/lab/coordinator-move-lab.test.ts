@@ -153,10 +153,13 @@ describe.skipIf(skipUnlessCi(labMissing()))(`coordinator move drill on lab insta
       for (const row of before) expect(after).toContain(row);
       const log = await pings;
       const during = pingsBetween(log, t0, Date.now());
-      console.log(`move to ${to}: ${during.sent} pings sent, ${during.lost.length} lost`);
+      console.log(`move to ${to}: ${during.sent} pings sent, ${during.lost.length} lost${during.lost.length ? ` (seq ${during.lost.join(",")})` : ""}`);
       expect(during.sent, `pings from the laptop to the NAS during the move:\n${log.text.slice(-1500)}`).toBeGreaterThan(20);
-      // The data plane does not need the coordinator: tunnels already up keep flowing.
-      expect(during.lost.length, log.text.slice(-1500)).toBeLessThanOrEqual(Math.ceil(during.sent * 0.1));
+      // The data plane does not need the coordinator: tunnels already up keep flowing. A path that was
+      // relayed through the DERP server that moves with the address blips while the relay moves (seen:
+      // up to 13 of 150 under load); bounded at 15 s, and the last 10 s of the window must all answer.
+      expect(during.lost.length, log.text.slice(-1500)).toBeLessThanOrEqual(30);
+      expect(during.lost.filter((q) => q > log.sent - 20), `pings lost at the end of the window: traffic did not come back\n${log.text.slice(-1500)}`).toEqual([]);
 
       // The old coordinator: headscale stopped, its database kept.
       expect((await on(fromLab, "systemctl is-active headscale.service || true")).trim()).not.toBe("active");
