@@ -352,6 +352,9 @@ export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSyste
 export const COMPOSE_DB_GUARD_DIR = `${STATE_DIR}/compose-db`;
 /** The guard, one script per generation (it names that generation's image). */
 export const COMPOSE_DB_GUARD = "/usr/local/lib/meshfleet/compose-image-switch-db.sh";
+/** Seconds after an image switch within which a rollback of it puts the database back (a failed switch's automatic rollback comes within minutes). */
+export const RESTORE_WINDOW_S = 900;
+
 /** The agent's step journal: `"op": "rollback"` while it rolls a generation back (agent/state.ts). */
 const AGENT_JOURNAL = `${STATE_DIR}/journal.json`;
 
@@ -413,9 +416,9 @@ export function dbGuardScript(o: {
         ]
       : [
           `  command -v pg_dump >/dev/null 2>&1 || fail "pg_dump is not installed on this host (postgresql-client), so the database could not be kept; headscale's image was not switched"`,
-          `  pg_dump ${pgConn} --format=custom --file=${snap}.new || fail "pg_dump of ${db.name} on ${db.host}:${db.port} failed, so the database could not be kept; headscale's image was not switched"`,
+          `  pg_dump ${pgConn} --format=custom --file=${snap}.new || fail "pg_dump of $pgname on $pghost:${db.port} failed, so the database could not be kept; headscale's image was not switched"`,
           `  mv -f ${snap}.new ${snap}.pgdump || fail "could not keep the dump"`,
-          `  what="Postgres database ${db.name} dumped to $dir/${o.container}.snapshot.pgdump"`,
+          `  what="Postgres database $pgname dumped to $dir/${o.container}.snapshot.pgdump"`,
         ];
   const restore =
     db.type === "sqlite"
@@ -425,8 +428,10 @@ export function dbGuardScript(o: {
           `  what="${db.path} put back from the snapshot (the one the new image used kept as ${db.path}.failed-switch-$stamp)"`,
         ]
       : [
-          `  pg_restore ${pgConn} --clean --if-exists --no-owner --single-transaction --exit-on-error ${snap}.pgdump || fail "pg_restore of ${db.name} from $dir/${o.container}.snapshot.pgdump failed (one transaction: the database is as the new image left it); headscale is not started. Fix: pg_restore --clean --if-exists --no-owner --single-transaction -d ${db.name} that file, then systemctl restart ${COMPOSE_UNIT}"`,
-          `  what="Postgres database ${db.name} restored from $dir/${o.container}.snapshot.pgdump"`,
+          // What the new image left is kept first, as SQLite's file is: a restore never loses the live database.
+          `  pg_dump ${pgConn} --format=custom --file="$dir"/${o.container}.failed-switch-$stamp.pgdump || fail "pg_dump of $pgname as the new image left it failed, so it was not restored over; headscale is not started. Fix: make pg_dump work (postgresql-client of the server's release), then systemctl restart ${COMPOSE_UNIT}"`,
+          `  pg_restore ${pgConn} --clean --if-exists --no-owner --single-transaction --exit-on-error ${snap}.pgdump || fail "pg_restore of $pgname from $dir/${o.container}.snapshot.pgdump failed (one transaction: the database is as the new image left it); headscale is not started. Fix: pg_restore --clean --if-exists --no-owner --single-transaction -d $pgname that file, then systemctl restart ${COMPOSE_UNIT}"`,
+          `  what="Postgres database $pgname restored from $dir/${o.container}.snapshot.pgdump (as the new image left it: $dir/${o.container}.failed-switch-$stamp.pgdump)"`,
         ];
   return [
     "#!/bin/sh",
@@ -436,14 +441,24 @@ export function dbGuardScript(o: {
     `dir=${shq(stateDir)}`,
     `say() { echo "meshfleet db guard: ${o.container}: $*" >&2; }`,
     `fail() { say "$*"; exit 1; }`,
-    ...(db.type === "postgres" ? [`export PGPASSFILE=${shq(db.pgpass)} PGSSLMODE=${shq(db.sslmode)}`] : []),
+    ...(db.type === "postgres" ? [`export PGPASSFILE=${shq(db.pgpass)} PGSSLMODE=${shq(db.sslmode)}`, `pgname=${shq(db.name)} pghost=${shq(db.host)}`] : []),
     `mkdir -p "$dir" && chmod 0700 "$dir" || fail "cannot make $dir"`,
     // An image that is not on the host: compose's `up` fails and says so; nothing to guard.
     `want=$(docker image inspect --format '{{.Id}}' ${shq(o.image)} 2>/dev/null) || { say "image ${o.image} is not on this host"; exit 0; }`,
     `had=$(cat "$dir"/${o.container}.image 2>/dev/null || true)`,
     `if [ -z "$had" ] || [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
     `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
+    // A rollback of the switch the snapshot was taken for, soon after it (the agent rolls a failed switch
+    // back within its health wait and lockout window): a rollback days later (meshfleet rollback to an
+    // older generation) keeps the database as it is, with what registered since.
     `if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && [ "$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null)" = "$want" ] && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
+    `  age=$(( $(date +%s) - $(stat -c %Y "$dir"/${o.container}.snapshot.to) ))`,
+    `  if [ "$age" -gt ${RESTORE_WINDOW_S} ]; then`,
+    `    rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
+    `    printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
+    `    say "rollback from image $had to $want, $age s after that switch: the database is kept as it is (the copy from before the switch stays in $dir)"`,
+    `    exit 0`,
+    `  fi`,
     ...restore,
     `  rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
     `  printf '%s\\n' "$want" > "$dir"/${o.container}.image`,

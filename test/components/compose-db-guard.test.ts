@@ -5,11 +5,11 @@
  * lab proves it with docker and PostgreSQL: test/lab/docker-postgres-lab.test.ts).
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { COMPOSE_DB_GUARD, composeHost, containerDatabaseOf, dbGuardScript } from "../../components/dockerService.ts";
+import { COMPOSE_DB_GUARD, composeHost, containerDatabaseOf, dbGuardScript, RESTORE_WINDOW_S } from "../../components/dockerService.ts";
 import type { ContainerSpec, HostSystem } from "../../core/types.ts";
 
 const OLD = `sha256:${"a".repeat(64)}`;
@@ -93,6 +93,48 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     expect(r.code, r.said).toBe(0);
     expect(r.said).not.toMatch(/put back/);
     expect(readFileSync(db(), "utf8")).toBe("v2");
+  });
+
+  it("a rollback long after the switch (meshfleet rollback days later) keeps the database as it is, with what registered since", () => {
+    writeFileSync(db(), "v1");
+    guard(OLD, "switch");
+    guard(NEW, "switch");
+    writeFileSync(db(), "a week of registrations under the new image");
+    // The snapshot's record is older than the window.
+    const old = new Date(Date.now() - (RESTORE_WINDOW_S + 60) * 1000);
+    utimesSync(join(dir, "state", "headscale.snapshot.to"), old, old);
+    const rb = guard(OLD, "rollback");
+    expect(rb.code, rb.said).toBe(0);
+    expect(rb.said).toMatch(/s after that switch: the database is kept as it is/);
+    expect(readFileSync(db(), "utf8")).toBe("a week of registrations under the new image");
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+    // The copy from before the switch stays, for a restore by hand.
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite"), "utf8")).toBe("v1");
+  });
+
+  it("Postgres names with shell characters stay text: the script quotes them (a `$` in a database name ran as an expansion)", () => {
+    const script = dbGuardScript({
+      container: "headscale",
+      image: "x",
+      database: { type: "postgres", host: "db`touch /tmp/x`", port: 5432, name: "hs$prod", user: "o'brien", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
+      stateDir: join(dir, "state"),
+      journal: journal(),
+    });
+    expect(spawnSync("/bin/sh", ["-n", "-c", script]).status).toBe(0);
+    // Every place the values appear is inside single quotes (shq) or a "$pgname"/"$pghost" expansion.
+    for (const raw of ["hs$prod", "db`touch /tmp/x`"]) {
+      for (const line of script.split("\n").filter((l) => l.includes(raw))) expect(line, line).toMatch(/^pgname=|--host=|--dbname=/);
+    }
+    // pg_dump fails (a stub): the message names the database as text.
+    writeFileSync(join(dir, "bin", "pg_dump"), "#!/bin/sh\nexit 1\n");
+    chmodSync(join(dir, "bin", "pg_dump"), 0o755);
+    mkdirSync(join(dir, "state"), { recursive: true });
+    writeFileSync(join(dir, "state", "headscale.image"), `${OLD}\n`);
+    const f = join(dir, "pg.sh");
+    writeFileSync(f, script);
+    const r = spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: NEW } });
+    expect(r.status).toBe(1);
+    expect(r.stderr).toContain("pg_dump of hs$prod on db`touch /tmp/x`:5432 failed");
   });
 
   it("a copy that cannot be made stops the unit (exit 1) and records nothing, so the switch fails before the new image runs", () => {
