@@ -252,7 +252,9 @@ export function repositoryScript(r: AptRepository, codename: string, o: { instal
       "set +e",
       `${apt} ${only} update -q >${log} 2>&1; rc=$?`,
       // apt-get update exits 0 on some fetch and signature failures and says so with W:/E: lines.
-      `if [ $rc -ne 0 ] || grep -Eq '^(E:|W: GPG error|W: Failed to fetch|Err:)' ${log}; then grep -E '^(E|W|Err):' ${log} | tail -n 12 >&2; exit ${REPO_EXIT.update}; fi`,
+      // A source apt cannot read would break the host's every later apt-get update (an unrelated package's
+      // install too): what this step wrote is taken out again.
+      `if [ $rc -ne 0 ] || grep -Eq '^(E:|W: GPG error|W: Failed to fetch|Err:)' ${log}; then grep -E '^(E|W|Err):' ${log} | tail -n 12 >&2; ${repositoryRemovalScript(r).split("\n").join("; ")}; exit ${REPO_EXIT.update}; fi`,
       `if ! apt-cache madison ${shq(r.package)} | awk -F'|' '{gsub(/ /,"",$2); print $2}' | grep -qxF ${shq(r.version)}; then echo versions: >&2; apt-cache madison ${shq(r.package)} | awk -F'|' '{gsub(/ /,"",$2); print $2}' | tr '\\n' ' ' >&2; exit ${REPO_EXIT.noVersion}; fi`,
       `${apt} -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold install -y -q --no-install-recommends --allow-downgrades ${shq(`${r.package}=${r.version}`)} >>${log} 2>&1 || { tail -n 15 ${log} >&2; exit ${REPO_EXIT.install}; }`,
     );
@@ -279,7 +281,7 @@ export function repositoryFailure(host: string, r: AptRepository, codename: stri
   const at = `host ${host}: ${r.origin}`;
   const where = `${r.url} ${r.suite || codename} ${r.component}`;
   if (code === REPO_EXIT.update)
-    return `${at}: apt could not read the repository ${where}: expected its lists signed by the key in tailscale.apt.keyring, found:\n${stderr.trim()}\nFix: if apt says NO_PUBKEY or BADSIG, the keyring is not the repository's signing key: fetch it again from the repository (its <codename>.noarmor.gpg) and check its fingerprint; otherwise check tailscale.apt.url, tailscale.apt.suite and that ${host} reaches the repository. Nothing was installed.`;
+    return `${at}: apt could not read the repository ${where}: expected its lists signed by the key in tailscale.apt.keyring, found:\n${stderr.trim()}\nFix: if apt says NO_PUBKEY or BADSIG, the keyring is not the repository's signing key: fetch it again from the repository (its <codename>.noarmor.gpg) and check its fingerprint; otherwise check tailscale.apt.url, tailscale.apt.suite and that ${host} reaches the repository. Nothing was installed, and the source, pin and keyring were taken out again (a source apt cannot read breaks every apt-get update on the host).`;
   if (code === REPO_EXIT.noVersion) {
     const offered = stderr.split("versions:").pop()!.trim();
     return `${at}: expected ${where} to offer ${r.package} ${r.version} (${r.versionOption}), found ${offered ? `only ${offered.split(/\s+/).slice(0, 12).join(", ")}` : `no ${r.package} package there`}. Fix: set ${r.versionOption} in fleet.yaml to a version the repository offers, or point tailscale.apt.url at a repository that has ${r.version}. Nothing was installed.`;

@@ -170,11 +170,8 @@ describe.skipIf(skipUnlessCi(labMissing()))(`tailscale from a vendor apt reposit
       expect(badSigText).toMatch(/Fix: if apt says NO_PUBKEY or BADSIG, the keyring is not the repository's signing key/);
       expect(await installed()).not.toMatch(/install ok installed/);
       expect({ vps: await gen("vps"), laptop: await gen("laptop") }).toEqual(before);
-      // What the deploy wrote: the keyring, the source naming it, the pin.
-      expect((await on("laptop", "cat /etc/apt/sources.list.d/tailscale.list")).trim().split("\n").pop()).toBe(
-        `deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] file:${REPO_DIR} bookworm main`,
-      );
-      expect(Buffer.from((await on("laptop", "base64 -w0 /usr/share/keyrings/tailscale-archive-keyring.gpg")).trim(), "base64").equals(keyring)).toBe(true);
+      // A source apt cannot read is taken out again: it would break the host's every later apt-get update.
+      expect((await on("laptop", "ls /etc/apt/preferences.d/tailscale /etc/apt/sources.list.d/tailscale.list /usr/share/keyrings/tailscale-archive-keyring.gpg 2>/dev/null | wc -l")).trim()).toBe("0");
 
       // 2. Signed right; the fleet pins a version the repository does not have.
       await publish(good);
@@ -184,6 +181,11 @@ describe.skipIf(skipUnlessCi(labMissing()))(`tailscale from a vendor apt reposit
       expect(missing.errors.join("\n")).toMatch(/host laptop: .*tailscale\.apt: expected file:\/srv\/meshfleet-lab-tailscale-apt bookworm main to offer tailscale 1\.98\.8 \(tailscaleVersion\), found only 1\.98\.10, 1\.98\.9\. Fix: set tailscaleVersion in fleet\.yaml to a version the repository offers/);
       expect(await installed()).not.toMatch(/install ok installed/);
       expect({ vps: await gen("vps"), laptop: await gen("laptop") }).toEqual(before);
+      // What the deploy wrote (a source apt reads stays): the keyring, the source naming it, the pin.
+      expect((await on("laptop", "cat /etc/apt/sources.list.d/tailscale.list")).trim().split("\n").pop()).toBe(
+        `deb [signed-by=/usr/share/keyrings/tailscale-archive-keyring.gpg] file:${REPO_DIR} bookworm main`,
+      );
+      expect(Buffer.from((await on("laptop", "base64 -w0 /usr/share/keyrings/tailscale-archive-keyring.gpg")).trim(), "base64").equals(keyring)).toBe(true);
 
       // 3. The 1.98.9 package holds 1.98.10 binaries: installed, then refused by the version check.
       writeAptFleet(keyring, "1.98.9");

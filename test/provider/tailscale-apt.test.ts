@@ -6,7 +6,7 @@
  * (test/cli/tailscale-apt-lab.test.ts).
  */
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterEach, describe, expect, it, vi } from "vitest";
@@ -215,6 +215,27 @@ describe("removal, run for real on a copy of the host's folders", () => {
   });
 });
 
+describe("a repository apt cannot read, run for real with apt-get standing in", () => {
+  it("exits REPO_EXIT.update and takes out what it wrote: a source apt cannot read would break every later apt-get update", () => {
+    const root = mkdtempSync(path.join(os.tmpdir(), "mf-ts-apt-bad-"));
+    cleanups.push(() => rmSync(root, { recursive: true, force: true }));
+    mkdirSync(path.join(root, "bin"));
+    // apt-get update reports a bad signature the way it does: exit 0 with a W: line.
+    writeFileSync(path.join(root, "bin", "apt-get"), "#!/bin/sh\necho 'W: GPG error: file:/srv/x bookworm InRelease: NO_PUBKEY 0123'\nexit 0\n");
+    chmodSync(path.join(root, "bin", "apt-get"), 0o755);
+    const script = repositoryScript(repo(), "bookworm", { install: true })
+      .replaceAll("/usr/share/", `${root}/usr/share/`)
+      .replaceAll("/etc/apt/", `${root}/etc/apt/`)
+      .replaceAll("/tmp/meshfleet-apt-", `${root}/apt-`)
+      .replace("PATH=", `PATH=${root}/bin:`);
+    const r = spawnSync("sh", ["-c", script], { encoding: "utf8" });
+    expect(r.status).toBe(REPO_EXIT.update);
+    expect(r.stderr).toContain("NO_PUBKEY");
+    const files = ["etc/apt/preferences.d/tailscale", "etc/apt/sources.list.d/tailscale.list", "usr/share/keyrings/tailscale-archive-keyring.gpg"].map((f) => path.join(root, f));
+    expect(files.map((f) => existsSync(f))).toEqual([false, false, false]);
+  });
+});
+
 describe("decisions", () => {
   it("missing or at another release: installed from the repository, not refused; at the pinned release: nothing", () => {
     expect(decide(spec(), facts(null))).toMatchObject({ refusals: [], warnings: [], repositories: [repo()] });
@@ -248,7 +269,7 @@ describe("decisions", () => {
 describe("refusal messages", () => {
   it("a bad signature or unreachable repository names the option, what apt said and the fix", () => {
     expect(repositoryFailure("vps", repo(), "bookworm", REPO_EXIT.update, "E: The repository 'x bookworm InRelease' is not signed.\n")).toBe(
-      "host vps: hosts/home/vps.yaml: tailscale.apt: apt could not read the repository https://repo.example/stable/debian bookworm main: expected its lists signed by the key in tailscale.apt.keyring, found:\nE: The repository 'x bookworm InRelease' is not signed.\nFix: if apt says NO_PUBKEY or BADSIG, the keyring is not the repository's signing key: fetch it again from the repository (its <codename>.noarmor.gpg) and check its fingerprint; otherwise check tailscale.apt.url, tailscale.apt.suite and that vps reaches the repository. Nothing was installed.",
+      "host vps: hosts/home/vps.yaml: tailscale.apt: apt could not read the repository https://repo.example/stable/debian bookworm main: expected its lists signed by the key in tailscale.apt.keyring, found:\nE: The repository 'x bookworm InRelease' is not signed.\nFix: if apt says NO_PUBKEY or BADSIG, the keyring is not the repository's signing key: fetch it again from the repository (its <codename>.noarmor.gpg) and check its fingerprint; otherwise check tailscale.apt.url, tailscale.apt.suite and that vps reaches the repository. Nothing was installed, and the source, pin and keyring were taken out again (a source apt cannot read breaks every apt-get update on the host).",
     );
   });
 
