@@ -166,9 +166,10 @@ export function installScript(to: PlacementSide, stamp: string): string {
     // headscale's StateDirectory= is 0750 headscale; make it so now, as the unit would (that folder only).
     ...(dir === STATE_DIR ? [`chown headscale:headscale ${shq(dir)}; chmod 0750 ${shq(dir)}`] : []),
     // A move back to a host whose generation still runs headscale (the deploy that moved it away
-    // failed before that host's switch): start it on the database it was just given.
+    // failed before that host's switch): start it on the database it was just given. The database is
+    // in place by then: a restart that fails is said, not a failed move (the deploy's checks follow).
     to.runtime === "systemd"
-      ? "if systemctl cat headscale.service >/dev/null 2>&1; then systemctl restart headscale.service; echo restarted; fi"
-      : `if docker inspect ${shq(to.container ?? "headscale")} >/dev/null 2>&1; then docker restart ${shq(to.container ?? "headscale")} >/dev/null; echo restarted; fi`,
+      ? "if systemctl cat headscale.service >/dev/null 2>&1; then if systemctl restart headscale.service; then echo restarted; else echo 'headscale.service did not restart here (journalctl -u headscale)'; fi; fi"
+      : `if docker inspect ${shq(to.container ?? "headscale")} >/dev/null 2>&1; then if docker restart ${shq(to.container ?? "headscale")} >/dev/null; then echo restarted; else echo 'headscale did not restart here (docker logs headscale)'; fi; fi`,
   ].join("\n");
 }

@@ -7,6 +7,7 @@
  */
 import { installScript, moveRefusal, moveSteps, MOVED_BY_HAND, parseRead, readScript, restartScript, stageScript, stopScript, type DatabaseFile, type PlacementSide } from "../placement.ts";
 import { progress } from "../progress.ts";
+import { shq } from "../quote.ts";
 import { connectionProblems, session, type RunResult } from "../ssh.ts";
 import type { PlacementInputs, PlacementOutputs } from "../types.ts";
 import { ProviderError, topLevelDiff, type DetailedDiffResult } from "../wire.ts";
@@ -36,6 +37,16 @@ async function failedAfterStop(olds: PlacementOutputs, news: PlacementInputs, e:
 async function move(olds: PlacementOutputs, news: PlacementInputs): Promise<PlacementOutputs> {
   const moved = { ...news, movedFrom: olds.host, movedAt: new Date().toISOString() };
   if (news.movedByHand) {
+    // The setting may have been left on from an earlier move: a SQLite database must really be here, or
+    // headscale would start on an empty one.
+    if (news.databaseType === "sqlite") {
+      const there = await session.run(news.connection, `test -s ${shq(news.databasePath)}`, { what: `is headscale's database on ${news.host} (moved by hand)`, privateKey: news.sshPrivateKey });
+      if (there.code !== 0) {
+        throw new ProviderError(
+          `coordinator ${olds.host} -> ${news.host}: ${MOVED_BY_HAND} is set, but there is no database at ${news.databasePath} on ${news.host}; headscale there would start empty. Fix: put the database there (docs/move.md, "Moves you do by hand"), or \`pulumi config rm ${MOVED_BY_HAND}\` to let the deploy carry it from ${olds.host}. Nothing was changed.`,
+        );
+      }
+    }
     await progress(news.host, `the coordinator moves here from ${olds.host}; its database and keys were put here by hand (${MOVED_BY_HAND}): nothing is copied`);
     return moved;
   }

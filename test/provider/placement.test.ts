@@ -208,13 +208,19 @@ describe("the Placement resource", () => {
     expect(readFileSync(calls, "utf8")).toContain("systemctl stop headscale.service");
   });
 
-  it("moved by hand (the stack setting): an adopted coordinator's move only records the new host", async () => {
-    const run = vi.spyOn(session, "run");
+  it("moved by hand (the stack setting): an adopted coordinator's move only records the new host, once the database is there", async () => {
+    const ran: string[] = [];
+    vi.spyOn(session, "run").mockImplementation(async (c, script, o) => (ran.push(`${c.name}: ${o.what}`), sh(script, o.stdin)));
     const olds = inputs("vps", { adopted: true });
     const news = inputs("vps2", { adopted: true, movedByHand: true });
     expect((await placement.diff(olds, news)).changes).toBe(true);
+    // The setting left on from an earlier move, no database put there: refused, or headscale would start empty.
+    await expect(placement.update!("vps", olds, news)).rejects.toThrow(/meshfleet:coordinatorMovedByHand is set, but there is no database at .*vps2\/db\.sqlite on vps2; headscale there would start empty/);
+    mkdirSync(join(dir, "vps2"));
+    writeFileSync(join(dir, "vps2", "db.sqlite"), "put here by hand");
     expect(await placement.update!("vps", olds, news)).toMatchObject({ host: "vps2", movedFrom: "vps" });
-    expect(run).not.toHaveBeenCalled();
+    expect(ran.every((r) => r.startsWith("vps2: is headscale's database on vps2"))).toBe(true);
+    expect(readFileSync(join(dir, "vps2", "db.sqlite"), "utf8")).toBe("put here by hand");
     // The setting left on afterwards is no change by itself.
     expect((await placement.diff({ ...news, movedFrom: "vps" }, { ...news, movedByHand: false })).changes).toBe(false);
   });
