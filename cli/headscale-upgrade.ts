@@ -21,6 +21,11 @@
  * upgrade across more than one minor release is refused with the staged
  * path (each stage its own `up`, so each gets a backup and a health check).
  *
+ * A docker coordinator (runtime: docker) gets no script here: the deploy's
+ * image switch is guarded by its compose unit. The step reads the release
+ * its container runs and refuses an image of an older release, or one that
+ * skips a minor, without --force, the same way (dockerCoordinatorStep).
+ *
  * The deploy's own binary push (components/coordinator.ts) then finds the
  * same bytes in place. The version the coordinator was last seen running is
  * kept in the state folder per stack, so an `up` that changes no version
@@ -39,6 +44,7 @@ import { shq } from "../provider/quote.ts";
 import { coordinatorOf } from "./commands/backup.ts";
 import { guardedHead } from "./guarded-script.ts";
 import { utcStamp, waitScript } from "./commands/restore.ts";
+import type { HostSystem } from "../core/types.ts";
 import { connectionTo, newSession, openStackFleet, REPO_ROOT, sections, stackConfigFile, stackHostsDir, tryRun, type StackAccess } from "./fleet-hosts.ts";
 
 export const UPGRADE_STAGE = "/var/lib/meshfleet/upgrade";
@@ -292,6 +298,76 @@ export interface UpgradeResult {
   seconds: number;
 }
 
+/** The first line `headscale version` prints in the coordinator's container, or null when it cannot be read. */
+export type DockerHeadscaleReader = (a: StackAccess, host: HostSystem, container: string) => Promise<string | null>;
+
+const readDockerHeadscale: DockerHeadscaleReader = async (a, host, container) => {
+  const r = await tryRun(newSession(), connectionTo(a, host, { connectTimeoutSeconds: 10, dialAttempts: 3 }), `docker exec ${shq(container)} headscale version 2>/dev/null | head -n 1`, {
+    what: "upgrade: which headscale the coordinator's container runs",
+  });
+  return r.error || r.code !== 0 || r.stdout.trim() === "" ? null : r.stdout.trim();
+};
+
+/** The release an image reference names by its tag (`headscale/headscale:0.29.2`, `…:v0.29.2@sha256:…`), or null. */
+export function imageRelease(image: string): string | null {
+  return /:v?(\d+\.\d+\.\d+)(?:@sha256:[0-9a-f]+)?$/.exec(image)?.[1] ?? null;
+}
+
+/**
+ * A docker coordinator (runtime: docker): the deploy switches headscale's
+ * image, and its compose unit copies the database (SQLite file or pg_dump)
+ * before the new image starts and puts it back when the agent rolls the
+ * switch back (components/dockerService.ts dbGuardScript). What is left here
+ * is the refusal: the release in the container is read, and an image of an
+ * older release (or one that skips a minor) is refused without --force, as
+ * on the systemd runtime. Null when the coordinator is not a docker one (read
+ * from its host file first, so an `up` of a systemd fleet evaluates nothing
+ * here).
+ */
+async function dockerCoordinatorStep(
+  o: { stack: string; configFile?: string; force: boolean; say: (l: string) => void; readDockerHeadscale?: DockerHeadscaleReader },
+  fleetFile: string,
+  fleetRaw: { coordinator?: { host?: unknown } },
+  secs: () => number,
+): Promise<UpgradeResult | null> {
+  const hostName = typeof fleetRaw.coordinator?.host === "string" ? fleetRaw.coordinator.host : null;
+  const hostFile = hostName ? path.join(path.dirname(fleetFile), `${hostName}.yaml`) : null;
+  if (!hostFile || !existsSync(hostFile) || !/^runtime:\s*["']?docker\b/m.test(readFileSync(hostFile, "utf8"))) return null;
+  const a = await openStackFleet({ stack: o.stack, configFile: o.configFile });
+  const h = a.fleet.hosts[a.fleet.coordinator.host];
+  if (!h || h.runtime !== "docker") return null;
+  const container = h.containers.find((c) => c.name === "headscale");
+  const guard = "the deploy's image switch takes the database backup (the compose unit's guard) and the agent's rollback restores it";
+  if (!container) return { action: "skipped", detail: `runtime: docker: no headscale container on ${h.name}`, seconds: secs() };
+  const wanted = imageRelease(container.image);
+  if (!wanted) {
+    return { action: "skipped", detail: `runtime: docker: the image ${container.image} names no release by its tag, so an older release cannot be told apart here; ${guard}`, seconds: secs() };
+  }
+  const banner = await (o.readDockerHeadscale ?? readDockerHeadscale)(a, h, container.name);
+  const running = banner ? versionOfBanner(banner) : null;
+  if (!running) {
+    o.say(`${h.name}: cannot read which headscale its container runs (not running yet, or no SSH); the deploy goes on and its own checks decide`);
+    return { action: "skipped", detail: `runtime: docker: the release in headscale's container could not be read; ${guard}`, seconds: secs() };
+  }
+  // The image follows coordinator.headscaleVersion unless the host file sets headscale.image.
+  const derived = container.image === `docker.io/headscale/headscale:${a.fleet.coordinator.headscaleVersion}`;
+  try {
+    const act = upgradeAction(running, wanted, { force: o.force, fleetFile });
+    if (act.kind === "none") return { action: "none", detail: `runtime: docker: ${act.why}`, seconds: secs() };
+    o.say(`${h.name}: headscale ${act.from} -> ${act.to}${act.kind === "downgrade" ? " (a DOWNGRADE, forced)" : ""} by the deploy's image switch: ${guard}`);
+    return { action: "skipped", detail: `runtime: docker: headscale ${act.from} -> ${act.to} by the image switch; ${guard}`, seconds: secs() };
+  } catch (e) {
+    if (derived || !(e instanceof MeshfleetError)) throw e;
+    // headscale.image set by hand: the option to change is that one, in the host file.
+    throw new MeshfleetError(
+      e.message
+        .replace(`${fleetFile}: coordinator.headscaleVersion:`, `${h.file}: headscale.image:`)
+        .replace(`found ${wanted}.`, `found ${container.image} (headscale ${wanted}).`)
+        .replace(`set coordinator.headscaleVersion: ${running}`, `set headscale.image to an image of headscale ${running}`),
+    );
+  }
+}
+
 /**
  * The step before `meshfleet up`: nothing unless the stack installs its own
  * headscale binary (meshfleet:headscaleBinaryPath). Throws MeshfleetError on
@@ -312,15 +388,19 @@ export async function headscaleUpgradeStep(o: {
   expectNoChanges?: boolean;
   /** The folder the deploy runs its program in (runDeploy's root; default the repo). */
   root?: string;
+  /** A docker coordinator: how the release in its container is read (default: `docker exec` over SSH). */
+  readDockerHeadscale?: DockerHeadscaleReader;
 }): Promise<UpgradeResult> {
   const t0 = Date.now();
   const secs = () => Math.round((Date.now() - t0) / 100) / 10;
   const cfgFile = stackConfigFile(o.stack, o.configFile);
   const cfg = existsSync(cfgFile) ? (((parseYaml(readFileSync(cfgFile, "utf8")) as { config?: Record<string, unknown> } | null)?.config) ?? {}) : {};
   const binPath = cfg["meshfleet:headscaleBinaryPath"];
-  if (typeof binPath !== "string") return { action: "skipped", detail: "the stack installs no headscale binary (meshfleet:headscaleBinaryPath unset)", seconds: secs() };
   const fleetFile = path.join(stackHostsDir(o.stack, o.configFile), "fleet.yaml");
   const fleetRaw = existsSync(fleetFile) ? ((parseYaml(readFileSync(fleetFile, "utf8")) as { coordinator?: { headscaleVersion?: unknown; host?: unknown } } | null) ?? {}) : {};
+  const docker = await dockerCoordinatorStep(o, fleetFile, fleetRaw, secs);
+  if (docker) return docker;
+  if (typeof binPath !== "string") return { action: "skipped", detail: "the stack installs no headscale binary (meshfleet:headscaleBinaryPath unset)", seconds: secs() };
   const wanted = typeof fleetRaw.coordinator?.headscaleVersion === "string" ? fleetRaw.coordinator.headscaleVersion : DEFAULT_HEADSCALE_VERSION;
   // Exactly the file the deploy pushes: runDeploy runs the program in root (a worker thread cannot chdir: then in the working folder).
   const workDir = isMainThread ? (o.root ?? REPO_ROOT) : process.cwd();
@@ -347,12 +427,6 @@ export async function headscaleUpgradeStep(o: {
   }
 
   const a: StackAccess = await openStackFleet({ stack: o.stack, configFile: o.configFile });
-  // The docker runtime switches headscale's image in the deploy itself: its compose unit copies the
-  // database (SQLite file or pg_dump) before the new image starts and puts it back when the agent rolls
-  // the switch back (components/dockerService.ts dbGuardScript).
-  if (a.fleet.hosts[a.fleet.coordinator.host]?.runtime === "docker") {
-    return { action: "skipped", detail: "runtime: docker: the deploy's image switch takes the database backup (the compose unit's guard) and the agent's rollback restores it", seconds: secs() };
-  }
   const c = coordinatorOf(a, "upgrade");
   const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
   const session = newSession();

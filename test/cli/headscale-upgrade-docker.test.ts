@@ -1,33 +1,102 @@
 /**
- * `meshfleet up`'s upgrade step with a docker coordinator: the step leaves it to the deploy, whose
- * image switch is guarded by the compose unit (components/dockerService.ts dbGuardScript; proved in
- * test/components/compose-db-guard.test.ts and test/lab/docker-postgres-lab.test.ts). Before, the
- * step refused a docker coordinator whenever the stack set meshfleet:headscaleBinaryPath.
+ * `meshfleet up`'s upgrade step with a docker coordinator. The deploy switches headscale's image,
+ * and its compose unit guards the switch (components/dockerService.ts dbGuardScript; proved in
+ * test/components/compose-db-guard.test.ts and test/lab/docker-postgres-lab.test.ts). The step reads
+ * which release the container runs (`docker exec headscale headscale version`; a recorder here, no
+ * SSH) and refuses an image of an older release, or one that skips a minor, without --force, as on
+ * the systemd runtime. A fleet whose coordinator is not a docker one reads nothing.
  */
 import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { headscaleUpgradeStep } from "../../cli/headscale-upgrade.ts";
+import { headscaleUpgradeStep, imageRelease, type DockerHeadscaleReader } from "../../cli/headscale-upgrade.ts";
 
 const dir = mkdtempSync(path.join(tmpdir(), "mf-upgrade-docker-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-function stack(runtime: "docker" | "systemd"): string {
-  const hosts = path.join(dir, runtime);
+let n = 0;
+/** A stack whose coordinator vps runs `runtime`; `image` undefined leaves headscale.image unset (the image follows headscaleVersion). */
+function stack(o: { runtime: "docker" | "systemd"; version?: string; image?: string; binary?: boolean }): string {
+  const hosts = path.join(dir, `hosts${++n}`);
   mkdirSync(hosts, { recursive: true });
-  writeFileSync(path.join(hosts, "fleet.yaml"), "coordinator:\n  host: vps\n  serverUrl: https://hs.example.org\n  headscaleVersion: 0.29.2\nusers: [alice]\npolicy:\n  acls:\n    - action: accept\n      src: [alice@]\n      dst: [\"*:*\"]\n");
-  writeFileSync(path.join(hosts, "vps.yaml"), `imports: [coordinator]\naddress: 192.0.2.10\nruntime: ${runtime}\nderp:\n  enable: true\n  mode: embedded\n${runtime === "docker" ? "headscale:\n  image: headscale/headscale:0.29.2\n" : ""}`);
-  const bin = path.join(dir, `headscale-${runtime}`);
-  writeFileSync(bin, '#!/bin/sh\necho "headscale version v0.29.2"\n', { mode: 0o755 });
-  const cfg = path.join(dir, `Pulumi.${runtime}.yaml`);
-  writeFileSync(cfg, `config:\n  meshfleet:hostsDir: ${hosts}\n  meshfleet:headscaleBinaryPath: ${bin}\n`);
+  writeFileSync(path.join(hosts, "fleet.yaml"), `coordinator:\n  host: vps\n  serverUrl: https://hs.example.org\n  headscaleVersion: ${o.version ?? "0.29.2"}\nusers: [alice]\npolicy:\n  acls:\n    - action: accept\n      src: [alice@]\n      dst: [\"*:*\"]\n`);
+  writeFileSync(path.join(hosts, "vps.yaml"), `imports: [coordinator]\naddress: 192.0.2.10\nruntime: ${o.runtime}\nderp:\n  enable: true\n  mode: embedded\n${o.image !== undefined ? `headscale:\n  image: ${o.image}\n` : ""}`);
+  const cfg = path.join(dir, `Pulumi.s${n}.yaml`);
+  let config = `config:\n  meshfleet:hostsDir: ${hosts}\n`;
+  if (o.binary) {
+    const bin = path.join(dir, `headscale-${n}`);
+    writeFileSync(bin, '#!/bin/sh\necho "headscale version v0.29.2"\n', { mode: 0o755 });
+    config += `  meshfleet:headscaleBinaryPath: ${bin}\n`;
+  }
+  writeFileSync(cfg, config);
   return cfg;
 }
 
+/** A reader that records its calls and answers with `banner`. */
+function reader(banner: string | null): DockerHeadscaleReader & { calls: string[] } {
+  const calls: string[] = [];
+  const f = (async (_a, host, container) => {
+    calls.push(`${host.name}/${container}`);
+    return banner;
+  }) as DockerHeadscaleReader & { calls: string[] };
+  f.calls = calls;
+  return f;
+}
+
+const run = (configFile: string, read: DockerHeadscaleReader, force = false, said: string[] = []) =>
+  headscaleUpgradeStep({ stack: `s${n}`, configFile, force, stateDir: path.join(dir, "state"), say: (l) => void said.push(l), readDockerHeadscale: read });
+
 describe("headscaleUpgradeStep with a docker coordinator", () => {
-  it("skips before any SSH, saying the deploy's image switch takes the backup", async () => {
-    const r = await headscaleUpgradeStep({ stack: "docker", configFile: stack("docker"), force: false, stateDir: path.join(dir, "state"), say: () => {} });
-    expect(r).toMatchObject({ action: "skipped", detail: expect.stringMatching(/^runtime: docker: the deploy's image switch takes the database backup/) });
+  it("reads the container's release: the same one is nothing to do, a newer image goes to the deploy's guarded switch", async () => {
+    const same = reader("headscale version v0.29.2");
+    expect(await run(stack({ runtime: "docker", image: "headscale/headscale:0.29.2", binary: true }), same)).toMatchObject({ action: "none", detail: "runtime: docker: the coordinator runs headscale 0.29.2 already" });
+    expect(same.calls).toEqual(["vps/headscale"]);
+    const said: string[] = [];
+    const r = await run(stack({ runtime: "docker", image: "headscale/headscale:0.29.2" }), reader("headscale version v0.29.1"), false, said);
+    expect(r).toMatchObject({ action: "skipped", detail: expect.stringMatching(/^runtime: docker: headscale 0\.29\.1 -> 0\.29\.2 by the image switch; the deploy's image switch takes the database backup/) });
+    expect(said.join("\n")).toMatch(/vps: headscale 0\.29\.1 -> 0\.29\.2 by the deploy's image switch/);
+  });
+
+  it("refuses an image of an older release without --force, naming headscale.image in the host file; with --force it goes ahead, said as a downgrade", async () => {
+    const cfg = stack({ runtime: "docker", image: "headscale/headscale:0.29.1" });
+    const err = await run(cfg, reader("headscale version v0.29.2")).catch((e: Error) => e);
+    expect(err).toBeInstanceOf(Error);
+    const msg = (err as Error).message;
+    expect(msg).toMatch(/vps\.yaml: headscale\.image: expected 0\.29\.2 or newer \(the coordinator runs headscale 0\.29\.2\), found headscale\/headscale:0\.29\.1 \(headscale 0\.29\.1\)\./);
+    expect(msg).toMatch(/migrates its database forward only/);
+    expect(msg).toMatch(/Fix: set headscale\.image to an image of headscale 0\.29\.2; or, to go back anyway, restore a backup/);
+    const said: string[] = [];
+    expect(await run(cfg, reader("headscale version v0.29.2"), true, said)).toMatchObject({ action: "skipped", detail: expect.stringMatching(/0\.29\.2 -> 0\.29\.1 by the image switch/) });
+    expect(said.join("\n")).toMatch(/a DOWNGRADE, forced/);
+  });
+
+  it("with the image following coordinator.headscaleVersion, the refusal names fleet.yaml; a jump over a minor is refused with the stages", async () => {
+    const down = await run(stack({ runtime: "docker", version: "0.29.1" }), reader("headscale version v0.29.2")).catch((e: Error) => e);
+    expect((down as Error).message).toMatch(/fleet\.yaml: coordinator\.headscaleVersion: expected 0\.29\.2 or newer \(the coordinator runs headscale 0\.29\.2\), found 0\.29\.1\. .*Fix: set coordinator\.headscaleVersion: 0\.29\.2/);
+    const jump = await run(stack({ runtime: "docker", version: "0.29.2" }), reader("headscale version v0.27.1")).catch((e: Error) => e);
+    expect((jump as Error).message).toMatch(/expected one minor release at a time from the 0\.27\.1 .*Fix: upgrade in stages, 0\.27\.1 -> /);
+  });
+
+  it("an image without a release tag, or a container it cannot read, is left to the deploy, saying so", async () => {
+    const untagged = reader("headscale version v0.29.2");
+    expect(await run(stack({ runtime: "docker", image: "sha256:" + "a".repeat(64) }), untagged)).toMatchObject({ action: "skipped", detail: expect.stringMatching(/names no release by its tag/) });
+    expect(untagged.calls).toEqual([]);
+    const said: string[] = [];
+    expect(await run(stack({ runtime: "docker", image: "headscale/headscale:0.29.2" }), reader(null), false, said)).toMatchObject({ action: "skipped", detail: expect.stringMatching(/could not be read/) });
+    expect(said.join("\n")).toMatch(/vps: cannot read which headscale its container runs/);
+  });
+
+  it("a systemd coordinator reads nothing from a container", async () => {
+    const r = reader("headscale version v0.29.1");
+    expect(await run(stack({ runtime: "systemd" }), r)).toMatchObject({ action: "skipped", detail: expect.stringMatching(/meshfleet:headscaleBinaryPath unset/) });
+    expect(r.calls).toEqual([]);
+  });
+
+  it("reads the release from an image reference's tag", () => {
+    expect(imageRelease("docker.io/headscale/headscale:0.29.2")).toBe("0.29.2");
+    expect(imageRelease("headscale/headscale:v0.28.0@sha256:" + "0".repeat(64))).toBe("0.28.0");
+    expect(imageRelease("registry.local:5000/headscale")).toBeNull();
+    expect(imageRelease("headscale/headscale:stable")).toBeNull();
   });
 });
