@@ -90,7 +90,7 @@ export async function evaluateFleet(registry: ModuleRegistry, dir: string, stack
 }
 
 /** A host after phase 1: its final options, where each came from, its facts. */
-interface HostOptions {
+export interface HostOptions {
   peer: PeerView;
   /** Where an option path's value was defined: a file and the path in it (see `originOf`). */
   origin: (optionPath: string) => { file: string; path: string };
@@ -102,15 +102,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
   const { modules } = checkRegistry(registry);
   const diagnostics: Diagnostic[] = [...loaded.diagnostics];
   const schema = hostSchema(registry);
-
-  // fleet.yaml
-  let fleetCfg: FleetConfig | undefined;
-  const fleetFile = loaded.fleet?.file ?? displayPath(path.join(loaded.dir, "fleet.yaml"));
-  if (loaded.fleet) {
-    const r = fleetSchema.safeParse(stripPrio(loaded.fleet.value), { reportInput: true });
-    if (r.success) fleetCfg = r.data;
-    else diagnostics.push(...zodDiagnostics(fleetSchema, r.error, new Map(), fleetFile));
-  }
+  const { fleetCfg, fleetFile } = fleetConfigOf(loaded, diagnostics);
 
   // Phase 1: each host's options
   const evaluated: Record<string, HostOptions> = {};
@@ -124,50 +116,88 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
   // Phase 2: the fleet
   const fleetPhase = evaluateFleetPhase(fleetCfg, fleetFile, loaded, evaluated, diagnostics);
   if (!fleetPhase || hasErrors(diagnostics)) return { diagnostics };
-  const { pol, enforcement } = fleetPhase;
-  const coordHost = fleetCfg.coordinator.host;
 
   // Phase 3: host modules
   const hosts: Record<string, HostSystem> = {};
   const fleetWarnings: Diagnostic[] = [];
-  const contributionsByHost: Contribution[][] = [];
-  for (const { peer, origin, defs } of Object.values(evaluated)) {
-    const ctx: ModuleContext = {
-      host: peer.name, file: peer.file, self: peer, hosts: peers, fleet: fleetCfg, fleetFile, stack,
-      policyHuJson: pol.huJson, autoApprovers: pol.autoApprovers, enforcement: enforcement[peer.name] ?? null,
-    };
-    const contribs: { module: string; c: Contribution }[] = [];
-    for (const m of modules) {
-      try {
-        contribs.push({ module: m.name, c: m.config(optionsOf(peer.config, m), ctx) });
-      } catch (e) {
-        diagnostics.push(diag(peer.file, m.name, `module ${m.name} to evaluate`, (e as Error).message, "report this: a module must not throw (use assertions)"));
-      }
-    }
-    const host = assemble(peer, origin, contribs, diagnostics, { schema, defs });
-    hosts[peer.name] = host;
-    contributionsByHost.push(contribs.map((x) => x.c));
+  const fleetParts: Contribution["fleet"][][] = [];
+  const shared = { hosts: peers, fleet: fleetCfg, fleetFile, stack, pol: fleetPhase.pol, enforcement: fleetPhase.enforcement };
+  for (const h of Object.values(evaluated)) {
+    const { host, fleet } = evaluateHostModules(modules, schema, h, shared, diagnostics);
+    hosts[host.name] = host;
+    fleetParts.push(fleet);
     fleetWarnings.push(...host.warnings);
   }
   diagnostics.push(...fleetWarnings);
   if (hasErrors(diagnostics)) return { diagnostics };
 
   // Phase 4: the fleet's records
+  return { fleet: fleetSystemOf(fleetCfg, stack, loaded.dir, peers, fleetPhase.pol, fleetParts, hosts, fleetWarnings), diagnostics };
+}
+
+/** fleet.yaml, through its schema (its problems into `diagnostics`), and the file it is shown as. */
+export function fleetConfigOf(loaded: LoadedFleet, diagnostics: Diagnostic[]): { fleetCfg?: FleetConfig; fleetFile: string } {
+  let fleetCfg: FleetConfig | undefined;
+  const fleetFile = loaded.fleet?.file ?? displayPath(path.join(loaded.dir, "fleet.yaml"));
+  if (loaded.fleet) {
+    const r = fleetSchema.safeParse(stripPrio(loaded.fleet.value), { reportInput: true });
+    if (r.success) fleetCfg = r.data;
+    else diagnostics.push(...zodDiagnostics(fleetSchema, r.error, new Map(), fleetFile));
+  }
+  return { fleetCfg, fleetFile };
+}
+
+/** What phase 3 gives every host's modules alike: the fleet, every peer, the fleet phase's policy and enforcement. */
+export interface FleetShared {
+  hosts: Record<string, PeerView>;
+  fleet: FleetConfig;
+  fleetFile: string;
+  stack: string;
+  pol: { huJson: string; autoApprovers: ModuleContext["autoApprovers"] };
+  enforcement: Record<string, HostEnforcement>;
+}
+
+/** Phase 3 for one host: every module's `config`, merged into its HostSystem; the modules' mesh-wide parts, in module order. */
+export function evaluateHostModules(
+  modules: readonly AnyModule[], schema: z.ZodType, h: HostOptions, shared: FleetShared, diagnostics: Diagnostic[],
+): { host: HostSystem; fleet: Contribution["fleet"][] } {
+  const { peer, origin, defs } = h;
+  const ctx: ModuleContext = {
+    host: peer.name, file: peer.file, self: peer, hosts: shared.hosts, fleet: shared.fleet, fleetFile: shared.fleetFile, stack: shared.stack,
+    policyHuJson: shared.pol.huJson, autoApprovers: shared.pol.autoApprovers, enforcement: shared.enforcement[peer.name] ?? null,
+  };
+  const contribs: { module: string; c: Contribution }[] = [];
+  for (const m of modules) {
+    try {
+      contribs.push({ module: m.name, c: m.config(optionsOf(peer.config, m), ctx) });
+    } catch (e) {
+      diagnostics.push(diag(peer.file, m.name, `module ${m.name} to evaluate`, (e as Error).message, "report this: a module must not throw (use assertions)"));
+    }
+  }
+  const host = assemble(peer, origin, contribs, diagnostics, { schema, defs });
+  return { host, fleet: contribs.map((x) => x.c.fleet) };
+}
+
+/** Phase 4: the fleet's records from every host's modules' mesh-wide parts (hosts in phase 3's order), and the FleetSystem. */
+export function fleetSystemOf(
+  fleetCfg: FleetConfig, stack: string, dir: string, peers: Record<string, PeerView>, pol: { policy?: unknown; huJson: string; autoApprovers: FleetSystem["autoApprovers"] },
+  fleetParts: Contribution["fleet"][][], hosts: Record<string, HostSystem>, fleetWarnings: Diagnostic[],
+): FleetSystem {
   const dnsRecords: FleetSystem["dnsRecords"] = [...fleetCfg.dns.extraRecords];
   const derpRegions: FleetSystem["derpRegions"] = [];
   const preAuthKeys: FleetSystem["preAuthKeys"] = [];
   const users = new Set<string>(fleetCfg.users);
-  for (const contribs of contributionsByHost)
-    for (const c of contribs) {
-      dnsRecords.push(...(c.fleet?.dnsRecords ?? []));
-      for (const r of c.fleet?.derpRegions ?? []) if (!derpRegions.some((x) => x.regionId === r.regionId)) derpRegions.push(r);
-      preAuthKeys.push(...(c.fleet?.preAuthKeys ?? []));
-      for (const u of c.fleet?.users ?? []) users.add(u);
+  for (const parts of fleetParts)
+    for (const f of parts) {
+      dnsRecords.push(...(f?.dnsRecords ?? []));
+      for (const r of f?.derpRegions ?? []) if (!derpRegions.some((x) => x.regionId === r.regionId)) derpRegions.push(r);
+      preAuthKeys.push(...(f?.preAuthKeys ?? []));
+      for (const u of f?.users ?? []) users.add(u);
     }
-
-  const fleet: FleetSystem = {
+  const coordHost = fleetCfg.coordinator.host;
+  return {
     stack,
-    dir: loaded.dir,
+    dir,
     coordinator: {
       host: coordHost,
       serverUrl: fleetCfg.coordinator.serverUrl,
@@ -177,7 +207,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
     },
     tailscaleVersion: fleetCfg.tailscaleVersion,
     users: [...users],
-    policy: pol.policy,
+    policy: pol.policy as FleetSystem["policy"],
     policyHuJson: pol.huJson,
     dnsRecords,
     derpRegions,
@@ -186,7 +216,6 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
     hosts,
     warnings: fleetWarnings,
   };
-  return { fleet, diagnostics };
 }
 
 // ---------------------------------------------------------------- phase 1
@@ -194,7 +223,7 @@ export function evaluateLoaded(registry: ModuleRegistry, loaded: LoadedFleet, st
 /** How a module's settings are labelled in the merge (never a file name: files end in .yaml or .ts). */
 const MODULE_LABEL = "module:";
 
-function hostOptions(
+export function hostOptions(
   registry: ModuleRegistry, schema: z.ZodType, loaded: LoadedFleet, name: string, file: string, raw: unknown, diagnostics: Diagnostic[],
 ): HostOptions | undefined {
   if (!raw || typeof raw !== "object" || Array.isArray(raw)) {
@@ -499,7 +528,7 @@ function suggestName(profiles: Record<string, unknown>, imp: string): string {
 
 // ---------------------------------------------------------------- phase 2
 
-function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loaded: LoadedFleet, evaluated: Record<string, HostOptions>, diagnostics: Diagnostic[]) {
+export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loaded: LoadedFleet, evaluated: Record<string, HostOptions>, diagnostics: Diagnostic[]) {
   const peers = Object.values(evaluated).map((h) => h.peer);
   const byName = Object.fromEntries(peers.map((p) => [p.name, p]));
   const coordinators = peers.filter((p) => p.facts.services.headscale);

@@ -572,6 +572,17 @@ function stripPrio(v: unknown): unknown {
 }
 
 export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
+  return (await loadFleetShard(dir)).loaded;
+}
+
+/**
+ * The loader, with `only`: read only these host entries (file names in the
+ * folder); every other entry is still listed and its name checked, but not
+ * read. A shard of the parallel evaluation (core/shard.ts) loads its hosts
+ * this way, and the node names across shards are checked again by
+ * `nodeNameProblems` on every shard's `named`.
+ */
+export async function loadFleetShard(dir: string, only?: ReadonlySet<string>): Promise<{ loaded: LoadedFleet; named: NamedHost[] }> {
   const diagnostics: Diagnostic[] = [];
   const shown = displayPath(dir);
   const root = realOf(dir).real;
@@ -587,9 +598,12 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     return {
-      dir,
-      hosts: [],
-      diagnostics: [diag(shown, "", "a folder holding fleet.yaml and one file per host", code === "ENOTDIR" ? "a file, not a folder" : code === "ENOENT" ? "no such folder" : `a folder that cannot be read (${code})`, "pass --stack NAME for hosts/NAME, or --hosts-dir DIR")],
+      loaded: {
+        dir,
+        hosts: [],
+        diagnostics: [diag(shown, "", "a folder holding fleet.yaml and one file per host", code === "ENOTDIR" ? "a file, not a folder" : code === "ENOENT" ? "no such folder" : `a folder that cannot be read (${code})`, "pass --stack NAME for hosts/NAME, or --hosts-dir DIR")],
+      },
+      named: [],
     };
   }
 
@@ -628,7 +642,7 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
   // host files
   const hosts: LoadedFleet["hosts"] = [];
   const seen = new Map<string, string>();
-  const named: { name: string; file: string; path: string }[] = [];
+  const named: NamedHost[] = [];
   for (const entry of entries) {
     if (fleetNames.includes(entry) || entry.startsWith("_") || entry.startsWith(".")) continue;
     const full = path.join(dir, entry);
@@ -664,6 +678,7 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
       continue;
     }
     seen.set(name, file);
+    if (only && !only.has(entry)) continue;
     if (ext === "ts") {
       const text = readText(full, file, "a host file");
       if (text === undefined) continue;
@@ -698,19 +713,32 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
     named.push({ name: nodeNameOf(r.value, name), file, path: hasOwnHostname(r.value) ? "tailscale.hostname" : "" });
   }
 
-  // node names: each a DNS label, none equal to another after case folding
+  diagnostics.push(...nodeNameProblems(named));
+
+  // imports: files inside the folder, each read once, no cycles
+  const imports = new Imports(dir, root, readText, diagnostics);
+  const kept = hosts.filter((h) => imports.check(h.source));
+  return { loaded: { dir, fleet, hosts: kept, imports: imports.files, diagnostics }, named };
+}
+
+/** A host's node name as the loader checks it: the file's stem, or its own tailscale.hostname (then `path` says so). */
+export interface NamedHost { name: string; file: string; path: string }
+
+/** The node names' problems: each a DNS label, none equal to another after case folding. */
+export function nodeNameProblems(named: NamedHost[]): Diagnostic[] {
+  const out: Diagnostic[] = [];
   for (const n of named) {
     if (!n.path) continue;
     const problem = labelProblem(n.name);
     if (problem) {
       const better = suggestLabel(n.name);
-      diagnostics.push(diag(n.file, n.path, "a node name that is one DNS label (letters, digits, '-', at most 63 characters)", `${quote(n.name)}, which has ${problem}`, better ? `set tailscale.hostname: ${better}` : "set tailscale.hostname to a name of letters, digits and '-', or remove it to use the file name"));
+      out.push(diag(n.file, n.path, "a node name that is one DNS label (letters, digits, '-', at most 63 characters)", `${quote(n.name)}, which has ${problem}`, better ? `set tailscale.hostname: ${better}` : "set tailscale.hostname to a name of letters, digits and '-', or remove it to use the file name"));
     }
   }
   for (const pair of caseCollisions(named.filter((n) => !labelProblem(n.name)))) {
     // Blame the host that chose its name (tailscale.hostname) over one named by its file.
     const [other, culprit] = !pair.second.path && pair.first.path ? [pair.second, pair.first] : [pair.first, pair.second];
-    diagnostics.push(
+    out.push(
       diag(
         culprit.file,
         culprit.path,
@@ -720,11 +748,7 @@ export async function loadFleetDir(dir: string): Promise<LoadedFleet> {
       ),
     );
   }
-
-  // imports: files inside the folder, each read once, no cycles
-  const imports = new Imports(dir, root, readText, diagnostics);
-  const kept = hosts.filter((h) => imports.check(h.source));
-  return { dir, fleet, hosts: kept, imports: imports.files, diagnostics };
+  return out;
 }
 
 function firstLine(e: unknown): string {

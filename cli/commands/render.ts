@@ -1,7 +1,7 @@
 /** meshfleet render: write every host's bundle files, as they land, and the mesh-wide files. */
 import { chmodSync, closeSync, constants, fchmodSync, fstatSync, ftruncateSync, lstatSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, readSync, renameSync, rmdirSync, rmSync, type Stats, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import path from "node:path";
-import { allArtifacts } from "../../core/artifacts.ts";
+import { evaluateParallel } from "../parallel-eval.ts";
 import { evaluateFleet, formatDiagnostics, hasErrors, MeshfleetError } from "../../core/index.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError } from "../args.ts";
@@ -274,13 +274,14 @@ ${flagHelp(flags)}`,
         `render --out ${out}: the folder is not empty and is not an earlier render's output (no ${RENDER_MARKER} file); nothing was written. Fix: pick a new or empty folder`,
       );
     const { dir, stack } = resolveFleet(opts);
-    const r = await evaluateFleet(REGISTRY, dir, stack);
-    if (!r.fleet || hasErrors(r.diagnostics)) {
+    // evaluateFleet + allArtifacts, shared among threads for a large fleet (the same files and diagnostics).
+    const r = await evaluateParallel(dir, stack, { render: true, keepHosts: false });
+    if (!r.artifacts || hasErrors(r.diagnostics)) {
       console.error(formatDiagnostics(r.diagnostics));
       console.error(`nothing written: fix the error(s) above first.`);
       return 1;
     }
-    const arts = allArtifacts(r.fleet);
+    const arts = r.artifacts;
     const files = arts.map((a) => a.path);
     const folders = foldersOf(files);
     // Over an earlier render: check everything that stands in the way first (a conflict leaves it
@@ -343,7 +344,7 @@ ${flagHelp(flags)}`,
       throw e;
     }
     if (opts.json) console.log(JSON.stringify({ stack, dir, out, files }, null, 2));
-    else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${Object.keys(r.fleet.hosts).length} hosts to ${out}`);
+    else console.log(`${fleetLine({ dir, stack })}: wrote ${arts.length} files for ${r.hostNames!.length} hosts to ${out}`);
     return 0;
   },
 };

@@ -1,0 +1,49 @@
+/**
+ * One shard of a parallel evaluation (cli/parallel-eval.ts): load and
+ * evaluate its hosts' options, hand their peers to the main thread, then,
+ * given every peer and the fleet phase's policy, run its hosts' modules and
+ * render their files.
+ */
+import { parentPort } from "node:worker_threads";
+import { shardHosts, shardOptions, Unsharded, type ShardOptions } from "../core/shard.ts";
+import type { PeerView } from "../core/module.ts";
+import { REGISTRY } from "../modules/index.ts";
+import { packArtifacts, threadCpuMs, type FromWorker, type ToWorker } from "./parallel-eval.ts";
+import { tuneForShortRun } from "./short-run.ts";
+
+tuneForShortRun();
+const t0 = performance.now();
+const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] ${what} ${(performance.now() - t0).toFixed(0)} ms (since its modules loaded), thread cpu ${threadCpuMs()}`); };
+const port = parentPort!;
+const send = (m: FromWorker) => port.postMessage(m);
+let own: ShardOptions | undefined;
+let fault: string | undefined;
+
+port.on("message", async (m: ToWorker) => {
+  try {
+    if (m.type === "options") {
+      fault = m.fault;
+      own = await shardOptions(REGISTRY, m.dir, m.only);
+      lap("options");
+      send({ type: "options", peers: own.peers, named: own.named });
+      lap("options sent");
+    } else {
+      lap("hosts message");
+      const peers: Record<string, PeerView> = {};
+      m.peers.forEach((list, k) => {
+        for (const p of k === m.index ? own!.peers : list!) peers[p.name] = p;
+      });
+      const shard = shardHosts(REGISTRY, own!, peers, m.stack, m.pol, m.enforcement, { render: m.render, keepHosts: m.keepHosts });
+      if (fault === "artifact-byte" && shard.artifacts?.[0]?.[0]) shard.artifacts[0][0].content += " ";
+      if (fault === "swap-hosts" && shard.names.length > 1) {
+        for (const list of [shard.names, ...(shard.hosts ? [shard.hosts] : []), shard.warnings, shard.fleetParts, ...(shard.artifacts ? [shard.artifacts] : [])] as unknown[][]) [list[0], list[1]] = [list[1], list[0]];
+      }
+      lap("hosts");
+      const packed = shard.artifacts ? packArtifacts(shard.artifacts) : undefined;
+      send({ type: "hosts", shard: { ...shard, artifacts: undefined }, packed, cpuMs: threadCpuMs() });
+      lap("hosts sent");
+    }
+  } catch (e) {
+    send(e instanceof Unsharded ? { type: "unsharded", why: e.message } : { type: "error", message: (e as Error).stack ?? String(e) });
+  }
+});

@@ -1,0 +1,207 @@
+/**
+ * Evaluate and render a fleet on several threads (issue 19: 10,000 hosts).
+ *
+ * The main thread takes the first shard of the host files, worker threads
+ * (cli/parallel-eval-worker.ts) the others (core/shard.ts): each loads its
+ * hosts and evaluates their options, the main thread runs the fleet phase on
+ * every peer, then each shard runs its hosts' modules and renders their
+ * files, and the main thread joins them in order. The result is the serial
+ * path's (`evaluateFleet`, then `allArtifacts`): the same hosts, files and
+ * diagnostics in the same order; a fleet the shards would not reproduce
+ * exactly (anything to report before phase 3, a `.ts` host, sites) goes
+ * through the serial path, as does a small one (threads cost more than they
+ * save under `MIN_HOSTS`).
+ */
+import { readFileSync } from "node:fs";
+import os from "node:os";
+import { createRequire } from "node:module";
+import { pathToFileURL } from "node:url";
+import { Worker } from "node:worker_threads";
+import type { Artifact } from "../core/artifacts.ts";
+import type { HostEnforcement, ModuleRegistry, PeerView } from "../core/module.ts";
+import type { NamedHost } from "../core/load.ts";
+import {
+  joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
+} from "../core/shard.ts";
+import { REGISTRY } from "../modules/index.ts";
+
+/** Below this many host files the threads' start costs more than they save (bench/eval-scale). */
+export const MIN_HOSTS = 2_000;
+
+export interface ParallelOptions {
+  /** Threads in all, the main one included (default: the machine's cores, at most 4). 1 is the serial path. */
+  threads?: number;
+  /** Render every artifact too (allArtifacts' list). */
+  render?: boolean;
+  /** Give the FleetSystem, every host's HostSystem in it (default). false: only `hostNames`, the diagnostics and the artifacts (the hosts stay in their threads: copying them back costs). */
+  keepHosts?: boolean;
+  /** Shard even a small fleet (tests). */
+  minHosts?: number;
+  /** Fill `threadCpuMs` (bench/eval-scale). */
+  threadTimes?: boolean;
+  /** Tests only: a fault in a worker's shard, to show the comparison catches it. */
+  fault?: "artifact-byte" | "swap-hosts";
+}
+
+export interface ParallelResult extends ShardedResult {
+  /** How it ran: "sharded" on `threads` threads, else why it took the serial path. */
+  path: string;
+  /** With `threadTimes`, on Linux: each thread's own CPU, ms (the main thread's, then each worker's). */
+  threadCpuMs?: number[];
+}
+
+/** This thread's CPU (user + sys), ms, from /proc (10 ms ticks); NaN where there is none. */
+export function threadCpuMs(): number {
+  try {
+    const stat = readFileSync("/proc/thread-self/stat", "utf8");
+    const f = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return ((Number(f[11]) + Number(f[12])) * 1000) / 100;
+  } catch {
+    return NaN;
+  }
+}
+
+/** Messages between the main thread and a shard's worker. */
+export type ToWorker =
+  | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"] }
+  | { type: "hosts"; index: number; peers: (PeerView[] | null)[]; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
+export type FromWorker =
+  | { type: "options"; peers: PeerView[]; named: NamedHost[] }
+  | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
+  | { type: "unsharded"; why: string }
+  | { type: "error"; message: string };
+
+/**
+ * The shard's thread runs the prebuilt worker (dist/cli/parallel-eval-worker.mjs, cli/build.mjs) when
+ * this is the prebuilt CLI (bin/meshfleet.mjs ran dist/cli, which it does only when it is fresh; it
+ * leaves the TypeScript hooks' starter on globalThis), else the TypeScript through tsx.
+ */
+const prebuilt = typeof (globalThis as Record<symbol, unknown>)[Symbol.for("meshfleet.registerTsHooks")] === "function";
+const workerUrl = prebuilt ? new URL("../dist/cli/parallel-eval-worker.mjs", import.meta.url) : new URL("./parallel-eval-worker.ts", import.meta.url);
+
+/** A worker on the shard's file; a .ts one (run through tsx) starts tsx's loader first, as node 20 will not take --import for it. */
+function startWorker(): Worker {
+  if (!workerUrl.pathname.endsWith(".ts")) return new Worker(workerUrl);
+  const api = pathToFileURL(createRequire(import.meta.url).resolve("tsx/esm/api")).href;
+  return new Worker(`import(${JSON.stringify(api)}).then((t) => { t.register(); return import(${JSON.stringify(workerUrl.href)}); });`, { eval: true });
+}
+
+/**
+ * A shard's artifacts as the worker sends them: each distinct text once (most
+ * hosts' files are alike: 112,000 files of 10,000 hosts are 20,000 distinct
+ * texts, 14 of 48 MB), each file as its path, mode and text's index, per host.
+ */
+export interface PackedArtifacts { texts: string[]; hosts: [path: string, mode: string, text: number][][] }
+
+export function packArtifacts(perHost: Artifact[][]): PackedArtifacts {
+  const index = new Map<string, number>();
+  const texts: string[] = [];
+  const hosts = perHost.map((list) =>
+    list.map((a): [string, string, number] => {
+      let i = index.get(a.content);
+      if (i === undefined) index.set(a.content, (i = texts.push(a.content) - 1));
+      return [a.path, a.mode, i];
+    }),
+  );
+  return { texts, hosts };
+}
+
+export function unpackArtifacts(p: PackedArtifacts): Artifact[][] {
+  return p.hosts.map((list) => list.map(([path, mode, i]) => ({ path, content: p.texts[i], mode })));
+}
+
+class ShardWorker {
+  private worker: Worker;
+  private waiting: ((m: FromWorker) => void)[] = [];
+  private queued: FromWorker[] = [];
+  private failed?: Error;
+  constructor() {
+    this.worker = startWorker();
+    this.worker.on("message", (m: FromWorker) => this.deliver(m));
+    this.worker.on("error", (e) => this.deliver({ type: "error", message: e.message }));
+    this.worker.on("exit", (code) => this.deliver({ type: "error", message: `a shard's thread exited (${code})` }));
+  }
+  private deliver(m: FromWorker) {
+    const w = this.waiting.shift();
+    if (w) w(m);
+    else this.queued.push(m);
+  }
+  post(m: ToWorker) {
+    this.worker.postMessage(m);
+  }
+  async next<T extends FromWorker["type"]>(type: T): Promise<Extract<FromWorker, { type: T }>> {
+    const m = this.queued.shift() ?? (await new Promise<FromWorker>((resolve) => this.waiting.push(resolve)));
+    if (m.type === "unsharded") throw new Unsharded(m.why);
+    if (m.type === "error") throw (this.failed = new Error(m.message));
+    if (m.type !== type) throw new Error(`a shard answered ${m.type}, not ${type}`);
+    return m as Extract<FromWorker, { type: T }>;
+  }
+  stop() {
+    this.worker.removeAllListeners("exit");
+    void this.worker.terminate();
+  }
+}
+
+/** `evaluateFleet` (and `allArtifacts` with `render`), its per-host work shared among threads; the same result. */
+export async function evaluateParallel(dir: string, stack: string, opts: ParallelOptions = {}): Promise<ParallelResult> {
+  const render = opts.render ?? false;
+  const keepHosts = opts.keepHosts ?? true;
+  const threads = opts.threads ?? Math.min(os.availableParallelism?.() ?? os.cpus().length, 4);
+  const serial = async (why: string): Promise<ParallelResult> => {
+    const r = await serialEvaluateAndRender(REGISTRY, dir, stack, render);
+    return { ...(keepHosts ? r : { ...r, fleet: undefined }), path: `serial: ${why}` };
+  };
+  if (threads < 2) return serial("one thread");
+  let plan: string[][];
+  try {
+    plan = planShards(dir, threads);
+  } catch (e) {
+    if (e instanceof Unsharded) return serial(e.message);
+    throw e;
+  }
+  const count = plan.reduce((a, s) => a + s.length, 0);
+  if (count < (opts.minHosts ?? MIN_HOSTS)) return serial(`${count} hosts, under ${opts.minHosts ?? MIN_HOSTS}`);
+  const t0 = performance.now();
+  const cpu0 = threadCpuMs();
+  const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[main] ${what} ${(performance.now() - t0).toFixed(0)} ms, thread cpu ${threadCpuMs() - cpu0}`); };
+  const workers = plan.slice(1).map(() => new ShardWorker());
+  try {
+    workers.forEach((w, i) => w.post({ type: "options", dir, only: plan[i + 1], fault: opts.fault }));
+    const own = await shardOptions(REGISTRY, dir, plan[0]);
+    lap("own options");
+    const theirs = [];
+    for (const w of workers) theirs.push(await w.next("options"));
+    lap("their options");
+    const lists = [own.peers, ...theirs.map((t) => t.peers)];
+    const peers = joinPeers(lists);
+    const { pol, enforcement } = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)]);
+    lap("fleet phase");
+    workers.forEach((w, i) => {
+      const index = i + 1;
+      const mine: Record<string, HostEnforcement> = {};
+      for (const p of lists[index]) if (enforcement[p.name]) mine[p.name] = enforcement[p.name];
+      w.post({ type: "hosts", index, peers: lists.map((l, k) => (k === index ? null : l)), stack, pol: { huJson: pol.huJson, autoApprovers: pol.autoApprovers }, enforcement: mine, render, keepHosts });
+    });
+    lap("posted");
+    const shards = [shardHosts(REGISTRY, own, peers, stack, pol, enforcement, { render, keepHosts })];
+    lap("own hosts");
+    const cpu: number[] = [];
+    for (const w of workers) {
+      const m = await w.next("hosts");
+      shards.push(m.packed ? { ...m.shard, artifacts: unpackArtifacts(m.packed) } : m.shard);
+      cpu.push(m.cpuMs);
+    }
+    lap("their hosts");
+    // A shard that found an error renders nothing (it cannot see the others): render none then.
+    const renderAll = render && shards.every((s) => s.artifacts);
+    const joined = joinShards(own, stack, peers, pol, shards, { render: renderAll, keepHosts });
+    return { ...joined, path: `sharded: ${threads} threads, ${plan.map((s) => s.length).join(" + ")} hosts`, ...(opts.threadTimes ? { threadCpuMs: [threadCpuMs() - cpu0, ...cpu] } : {}) };
+  } catch (e) {
+    if (e instanceof Unsharded) return serial(e.message);
+    throw e;
+  } finally {
+    for (const w of workers) w.stop();
+  }
+}
+
+export type { Artifact };
