@@ -33,6 +33,7 @@ port.on("message", async (m: ToWorker) => {
       m.peers.forEach((list, k) => {
         for (const p of k === m.index ? own!.peers : list!) peers[p.name] = p;
       });
+      if (fault === "throw") throw new Error("a fault injected in the shard");
       const shard = shardHosts(REGISTRY, own!, peers, m.stack, m.pol, m.enforcement, { render: m.render, keepHosts: m.keepHosts });
       if (fault === "artifact-byte" && shard.artifacts?.[0]?.[0]) shard.artifacts[0][0].content += " ";
       if (fault === "swap-hosts" && shard.names.length > 1) {

@@ -107,5 +107,9 @@ describe("parallel evaluation and render (issue 19)", () => {
       expect(p.path).toMatch(/^sharded/);
       expect(() => same(p, s)).toThrow();
     }
+    // A shard's thread that fails costs the speed, not the answer: the serial path's result.
+    const { p, s } = await both(dir, { fault: "throw" });
+    expect(p.path).toMatch(/^serial: a shard failed: .*a fault injected/);
+    same(p, s);
   });
 });
