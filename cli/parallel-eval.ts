@@ -10,7 +10,9 @@
  * diagnostics in the same order; a fleet the shards would not reproduce
  * exactly (anything to report before phase 3, a `.ts` host, sites) goes
  * through the serial path, as does a small one (threads cost more than they
- * save under `MIN_HOSTS`).
+ * save under `MIN_HOSTS`), and any fleet while the machine has no free core
+ * (load average above cores - 1), unless the threads are given
+ * (`threads`, MESHFLEET_THREADS).
  */
 import { readFileSync } from "node:fs";
 import os from "node:os";
@@ -29,7 +31,7 @@ import { REGISTRY } from "../modules/index.ts";
 export const MIN_HOSTS = 2_000;
 
 export interface ParallelOptions {
-  /** Threads in all, the main one included (default: MESHFLEET_THREADS, else the machine's cores, at most 4). 1 is the serial path. */
+  /** Threads in all, the main one included (default: MESHFLEET_THREADS, else the machine's cores, at most 4, when the load average leaves one free, else 1). 1 is the serial path. */
   threads?: number;
   /** Render every artifact too (allArtifacts' list). */
   render?: boolean;
@@ -149,13 +151,22 @@ class ShardWorker {
 export async function evaluateParallel(dir: string, stack: string, opts: ParallelOptions = {}): Promise<ParallelResult> {
   const render = opts.render ?? false;
   const keepHosts = opts.keepHosts ?? true;
-  // MESHFLEET_THREADS=N: N threads in all (1: the serial path), to compare or to keep a command to one core.
-  const env = Number(process.env.MESHFLEET_THREADS);
-  const threads = opts.threads ?? (Number.isInteger(env) && env >= 1 ? env : Math.min(os.availableParallelism?.() ?? os.cpus().length, 4));
   const serial = async (why: string): Promise<ParallelResult> => {
     const r = await serialEvaluateAndRender(REGISTRY, dir, stack, render);
     return { ...(keepHosts ? r : { ...r, fleet: undefined }), path: `serial: ${why}` };
   };
+  // MESHFLEET_THREADS=N: N threads in all (1: the serial path), to compare or to keep a command to one core.
+  const env = Number(process.env.MESHFLEET_THREADS);
+  const cores = os.availableParallelism?.() ?? os.cpus().length;
+  let threads = opts.threads ?? (Number.isInteger(env) && env >= 1 ? env : undefined);
+  if (threads === undefined) {
+    // Threads only pay when a core is free: on a busy machine they add CPU (the second thread's start,
+    // each thread's own caches, copying between them: 1.2-1.6x) and no core to run it on
+    // (bench/eval-scale: slower by wall at a load average of 5-6 on 2 cores).
+    const load = os.loadavg()[0];
+    if (load > cores - 1) return serial(`load average ${load.toFixed(1)} on ${cores} cores`);
+    threads = Math.min(cores, 4);
+  }
   if (threads < 2) return serial("one thread");
   let plan: string[][];
   try {

@@ -65,7 +65,7 @@ async function child(mode: string, dir: string) {
     for (const f of readdirSync(dir)) { parse(readFileSync(path.join(dir, f), "utf8")); hosts++; }
   } else if (mode === "parallel") {
     // cli/parallel-eval.ts: the same load + evaluate + render, shards on threads (its worker threads start inside the clock).
-    const r = await evaluateParallel(dir, "bench", { render: true, keepHosts: false, threadTimes: true, minHosts: 0 });
+    const r = await evaluateParallel(dir, "bench", { render: true, keepHosts: false, threadTimes: true, minHosts: 0, threads: os.cpus().length });
     if (!r.hostNames || !r.artifacts) throw new Error(formatDiagnostics(r.diagnostics));
     if (!r.path.startsWith("sharded")) console.error(`parallel: ${r.path}`);
     hosts = r.hostNames.length;
