@@ -17,6 +17,7 @@ const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.e
 const port = parentPort!;
 const send = (m: FromWorker) => port.postMessage(m);
 let own: ShardOptions | undefined;
+let peers: Record<string, PeerView> | undefined;
 let fault: string | undefined;
 
 port.on("message", async (m: ToWorker) => {
@@ -27,14 +28,17 @@ port.on("message", async (m: ToWorker) => {
       lap("options");
       send({ type: "options", peers: own.peers, named: own.named });
       lap("options sent");
+    } else if (m.type === "peers") {
+      // Every peer in file order, this shard's own (the objects phase 1 made) in its place.
+      peers = {};
+      m.peers.forEach((list, k) => {
+        for (const p of k === m.index ? own!.peers : list!) peers![p.name] = p;
+      });
+      lap("peers");
     } else {
       lap("hosts message");
-      const peers: Record<string, PeerView> = {};
-      m.peers.forEach((list, k) => {
-        for (const p of k === m.index ? own!.peers : list!) peers[p.name] = p;
-      });
       if (fault === "throw") throw new Error("a fault injected in the shard");
-      const shard = shardHosts(REGISTRY, own!, peers, m.stack, m.pol, m.enforcement, { render: m.render, keepHosts: m.keepHosts });
+      const shard = shardHosts(REGISTRY, own!, peers!, m.stack, m.pol, m.enforcement, { render: m.render, keepHosts: m.keepHosts });
       if (fault === "artifact-byte" && shard.artifacts?.[0]?.[0]) shard.artifacts[0][0].content += " ";
       if (fault === "swap-hosts" && shard.names.length > 1) {
         for (const list of [shard.names, ...(shard.hosts ? [shard.hosts] : []), shard.warnings, shard.fleetParts, ...(shard.artifacts ? [shard.artifacts] : [])] as unknown[][]) [list[0], list[1]] = [list[1], list[0]];

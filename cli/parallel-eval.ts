@@ -66,7 +66,8 @@ export function threadCpuMs(): number {
 /** Messages between the main thread and a shard's worker. */
 export type ToWorker =
   | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"] }
-  | { type: "hosts"; index: number; peers: (PeerView[] | null)[]; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
+  | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
+  | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
 export type FromWorker =
   | { type: "options"; peers: PeerView[]; named: NamedHost[] }
   | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
@@ -190,13 +191,15 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     lap("their options");
     const lists = [own.peers, ...theirs.map((t) => t.peers)];
     const peers = joinPeers(lists);
+    // Every other shard's peers go out now: a worker takes them in while this thread runs the fleet phase.
+    workers.forEach((w, i) => w.post({ type: "peers", index: i + 1, peers: lists.map((l, k) => (k === i + 1 ? null : l)) }));
     const { pol, enforcement } = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)]);
     lap("fleet phase");
     workers.forEach((w, i) => {
       const index = i + 1;
       const mine: Record<string, HostEnforcement> = {};
       for (const p of lists[index]) if (enforcement[p.name]) mine[p.name] = enforcement[p.name];
-      w.post({ type: "hosts", index, peers: lists.map((l, k) => (k === index ? null : l)), stack, pol: { huJson: pol.huJson, autoApprovers: pol.autoApprovers }, enforcement: mine, render, keepHosts });
+      w.post({ type: "hosts", stack, pol: { huJson: pol.huJson, autoApprovers: pol.autoApprovers }, enforcement: mine, render, keepHosts });
     });
     lap("posted");
     const shards = [shardHosts(REGISTRY, own, peers, stack, pol, enforcement, { render, keepHosts })];
