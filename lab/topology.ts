@@ -16,6 +16,7 @@
  *    │                                 └─ nas           192.168.8.10
  *    └─ laptopnat  198.51.100.20  NAT ─ laptop LAN 10.77.0.0/24 (bridge lan0, .1)
  *                                      └─ laptop        10.77.0.10
+ *                                      └─ client01..NN  10.77.0.100 up (only with `clients`: bench/deploy's scale run)
  *
  * Every booted host also has `mgmt0` on a management subnet whose other end is
  * a bridge in the root namespace; that link carries only the lab's SSH (no
@@ -104,10 +105,31 @@ export interface LabTopology {
 
 export const MAX_INSTANCE = 9;
 
+/** At most this many generated clients (their mgmt addresses are .100 up, their LAN addresses 10.77.0.100 up). */
+export const MAX_CLIENTS = 99;
+
+/** Name of generated client `i` (1-based): client01, client02, ... */
+export function clientName(i: number): string {
+  return `client${String(i).padStart(2, "0")}`;
+}
+
+export interface TopologyOptions {
+  /**
+   * Generated clients (bench/deploy's scale run): `clients` more nspawn
+   * hosts like the laptop, client01..clientNN on the laptop's LAN
+   * (10.77.0.100 up, mgmt .100 up). @default 0: the standard lab
+   */
+  clients?: number;
+}
+
 /** The lab's hosts for instance `instance` (0 is the default lab; tests use others). */
-export function labTopology(instance = 0): LabTopology {
+export function labTopology(instance = 0, o: TopologyOptions = {}): LabTopology {
   if (!Number.isInteger(instance) || instance < 0 || instance > MAX_INSTANCE) {
     throw new Error(`lab instance: expected an integer 0..${MAX_INSTANCE}, found ${instance}`);
+  }
+  const clients = o.clients ?? 0;
+  if (!Number.isInteger(clients) || clients < 0 || clients > MAX_CLIENTS) {
+    throw new Error(`lab clients: expected an integer 0..${MAX_CLIENTS}, found ${clients}`);
   }
   const prefix = `mfl${instance}-`;
   const ns = (name: string) => `${prefix}${name}`;
@@ -210,6 +232,19 @@ export function labTopology(instance = 0): LabTopology {
       mgmt: mgmt(77),
     },
   ];
+  for (let i = 1; i <= clients; i++) {
+    hosts.push({
+      name: clientName(i),
+      id: `c${String(i).padStart(2, "0")}`,
+      role: "client",
+      kind: "nspawn",
+      netns: ns(clientName(i)),
+      links: [{ to: "laptopnat", bridge: "lan0", ifname: "eth0", address: `10.77.0.${99 + i}/24` as Cidr, gateway: "10.77.0.1" }],
+      bridges: [],
+      forwarding: false,
+      mgmt: mgmt(99 + i),
+    });
+  }
 
   return {
     instance,

@@ -33,7 +33,7 @@
  * first when stale, and each run says which it ran.
  */
 import { execa } from "execa";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { runDeploy, type DeployResult } from "../../cli/commands/deploy.ts";
@@ -41,6 +41,7 @@ import { sshArgs } from "../../lab/hosts/index.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO, runPulumi } from "../../lab/e2e/pulumi.ts";
 import { fleetHosts } from "../../lab/e2e/up.ts";
+import { ansible as ansibleIn, ansibleInventory as inventoryOf, cpuNow as cpuNowOf, median, prebuilt, s, SCRATCH } from "./measure.ts";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -52,52 +53,9 @@ const runs = arg("runs", 3);
 const withAnsible = !process.argv.includes("--no-ansible");
 const p = e2ePaths(instance);
 const env = labPulumiEnv(instance);
-const s = (ms: number) => `${(ms / 1000).toFixed(2)} s`;
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-// ---- CPU ----
-
-const TICK_MS = 10; // CLK_TCK is 100 on Linux
-/** utime, stime, cutime, cstime of /proc/PID/stat in ms (the fields after the command's closing parenthesis). */
-function procCpu(pid: number | "self"): { self: number; children: number; ppid: number } | undefined {
-  try {
-    const t = readFileSync(`/proc/${pid}/stat`, "utf8");
-    const f = t.slice(t.lastIndexOf(")") + 2).split(" ");
-    return { ppid: Number(f[1]), self: (Number(f[11]) + Number(f[12])) * TICK_MS, children: (Number(f[13]) + Number(f[14])) * TICK_MS };
-  } catch {
-    return undefined;
-  }
-}
-
-/** CPU ms of the lab hosts' containers: every process under each host's systemd-nspawn, with its reaped children. */
-function hostsCpu(): number {
-  const all = readdirSync("/proc").filter((d) => /^\d+$/.test(d)).map(Number);
-  const roots = new Set<number>();
-  for (const pid of all) {
-    let cmd = "";
-    try {
-      cmd = readFileSync(`/proc/${pid}/cmdline`, "utf8");
-      if (!readlinkSync(`/proc/${pid}/exe`).endsWith("systemd-nspawn")) continue;
-    } catch {
-      continue;
-    }
-    if (fleetHosts().some((h) => cmd.includes(`--machine=mfl${instance}-${h}\0`))) roots.add(pid);
-  }
-  const stats = new Map(all.map((pid) => [pid, procCpu(pid)] as const).filter((x): x is [number, NonNullable<ReturnType<typeof procCpu>>] => x[1] !== undefined));
-  const under = (pid: number): boolean => {
-    for (let x = pid, i = 0; x > 1 && i < 64; x = stats.get(x)?.ppid ?? 0, i++) if (roots.has(x)) return true;
-    return false;
-  };
-  let ms = 0;
-  for (const [pid, st] of stats) if (under(pid)) ms += st.self + st.children;
-  return ms;
-}
 
 /** CPU so far: this process with everything it waited for, and the lab hosts. */
-function cpuNow(): { deploy: number; hosts: number } {
-  const me = procCpu("self")!;
-  return { deploy: me.self + me.children, hosts: hostsCpu() };
-}
+const cpuNow = () => cpuNowOf(instance, fleetHosts());
 
 const cpuText = (a: { deploy: number; hosts: number }, b: { deploy: number; hosts: number }) =>
   `cpu deploy ${s(b.deploy - a.deploy)}, hosts ${s(b.hosts - a.hosts)}`;
@@ -153,68 +111,8 @@ async function floor(): Promise<number> {
   return Date.now() - t;
 }
 
-/** The lab hosts' ssh options as Ansible wants them: its user, address and common args. */
-function ansibleInventory(dir: string, rendered: string, hosts: string[]): string {
-  const lines = ["[lab]"];
-  let common: string[] = [];
-  for (const h of hosts) {
-    const args = sshArgs(h, { instance });
-    const dest = args.at(-1)!;
-    const [user, address] = dest.split("@") as [string, string];
-    // Everything but the destination, with -i given to Ansible as its key file.
-    const opts = args.slice(0, -1);
-    const k = opts.indexOf("-i");
-    const key = opts[k + 1]!;
-    common = opts.filter((_, j) => j !== k && j !== k + 1);
-    const hdir = join(rendered, h);
-    const hasNft = existsSync(join(hdir, "meshfleet", "nftables.nft"));
-    const hasSysctl = existsSync(join(hdir, "etc", "sysctl.d"));
-    lines.push(`${h} ansible_host=${address} ansible_user=${user} ansible_ssh_private_key_file=${key} has_nft=${hasNft} has_sysctl=${hasSysctl}`);
-  }
-  lines.push("", "[lab:vars]", `ansible_ssh_common_args='${common.join(" ")}'`, "ansible_python_interpreter=/usr/bin/python3");
-  const f = join(dir, "inventory.ini");
-  writeFileSync(f, lines.join("\n") + "\n");
-  return f;
-}
-
-const SCRATCH = "/tmp/mf-ansible";
-
-/** One ansible-playbook run; the time is the whole process, as for a user. */
-async function ansible(inventory: string, rendered: string, label: string): Promise<{ ms: number; changed: number }> {
-  const dir = join(p.dir, "bench-ansible");
-  const t = Date.now();
-  const r = await execa("ansible-playbook", ["-i", inventory, join(REPO, "bench", "deploy", "ansible.yml"), "-e", `rendered=${rendered}`, "-e", `scratch=${SCRATCH}`], {
-    reject: false,
-    cwd: dir,
-    env: {
-      ANSIBLE_CONFIG: join(dir, "ansible.cfg"),
-      ANSIBLE_HOST_KEY_CHECKING: "True",
-      ANSIBLE_PIPELINING: "True",
-      ANSIBLE_FORKS: "10",
-      ANSIBLE_NOCOLOR: "1",
-      ANSIBLE_RETRY_FILES_ENABLED: "False",
-      ANSIBLE_LOCAL_TEMP: join(dir, "tmp"),
-      ANSIBLE_SSH_CONTROL_PATH_DIR: join(dir, "cp"),
-      ANSIBLE_HOME: join(dir, "home"),
-    },
-  });
-  const ms = Date.now() - t;
-  if (r.exitCode !== 0) throw new Error(`ansible-playbook (${label}) exited ${r.exitCode}: ${String(r.stdout).trim().split("\n").slice(-12).join("\n")}\n${String(r.stderr).trim()}`);
-  const recap = String(r.stdout).split("PLAY RECAP")[1] ?? "";
-  const changed = [...recap.matchAll(/changed=(\d+)/g)].reduce((a, m) => a + Number(m[1]), 0);
-  console.log(`  ${label.padEnd(34)} ${s(ms).padStart(8)}  changed=${changed}`);
-  return { ms, changed };
-}
-
-/** Whether bin/meshfleet.mjs runs the prebuilt CLI; builds it first when stale. */
-async function prebuilt(): Promise<string> {
-  // @ts-expect-error plain JS, no types
-  const { freshManifest } = (await import("../../bin/meshfleet.mjs")) as { freshManifest: () => Promise<unknown> };
-  if (await freshManifest()) return "prebuilt CLI";
-  const b = await execa(process.execPath, [join(REPO, "cli", "build.mjs")], { reject: false, cwd: REPO });
-  if (b.exitCode !== 0) return `tsx (the prebuilt CLI does not build: ${String(b.stderr).trim().split("\n")[0]})`;
-  return (await freshManifest()) ? "prebuilt CLI (rebuilt)" : "tsx (sources changed while building)";
-}
+/** One ansible-playbook run from the bench's Ansible folder. */
+const ansible = (inventory: string, rendered: string, label: string) => ansibleIn(join(p.dir, "bench-ansible"), inventory, rendered, label);
 
 /** A whole `meshfleet up` command, as a user runs it (Node start, CLI load, the deploy). */
 async function upCommand(label: string): Promise<Measured> {
@@ -268,7 +166,7 @@ async function main(): Promise<void> {
   rmSync(adir, { recursive: true, force: true });
   mkdirSync(join(adir, "tmp"), { recursive: true });
   writeFileSync(join(adir, "ansible.cfg"), "[defaults]\nstdout_callback = default\n");
-  const inventory = ansibleInventory(adir, rendered, hosts);
+  const inventory = inventoryOf(instance, adir, rendered, hosts);
   await Promise.all(hosts.map((h) => execa("ssh", [...sshArgs(h, { instance }), `rm -rf ${SCRATCH}`])));
   aFirst = await ansible(inventory, rendered, "ansible: first run (empty scratch)");
   if (aFirst.changed < hosts.length) throw new Error(`ansible's first run changed ${aFirst.changed} tasks on ${hosts.length} hosts: expected the copy and handlers to run on each`);

@@ -51,6 +51,16 @@ export interface LabUpOptions {
   beforeDeploy?: () => Promise<void>;
   /** The docker variant (issue 20, lab/e2e/docker-variant.ts): the VPS runs headscale, nginx and derper in docker. */
   docker?: boolean;
+  /**
+   * A fleet folder other than hosts/lab, with its own hosts (bench/deploy's
+   * scale run: hosts/lab plus generated clients, `clients` booted for them).
+   * Standard variant only. @default hosts/lab
+   */
+  fleetDir?: string;
+  /** Generated clients to boot (lab/topology.ts `clients`). @default none */
+  clients?: number;
+  /** Called as soon as the deploy returns, before `agent verify` (a bench's clock and CPU). */
+  afterDeploy?: () => void;
 }
 
 /** `agent verify` on every fleet host: exit 0 means the host matches its generation. */
@@ -85,10 +95,10 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     }, (v) => v);
 
     await pr.step("hosts", undefined, async () => {
-      const r = await hostsUp({ instance, ...(opts.docker ? { docker: [COORDINATOR] } : {}), log: (l) => pr.line("hosts", l.trim().replace(/^[\d.]+s\s+/, "")) });
+      const r = await hostsUp({ instance, ...(opts.docker ? { docker: [COORDINATOR] } : {}), ...(opts.clients ? { clients: opts.clients } : {}), log: (l) => pr.line("hosts", l.trim().replace(/^[\d.]+s\s+/, "")) });
       const down = r.hosts.filter((h) => h.kind === "nspawn" && (h.state !== "up" || !h.ssh));
       if (down.length > 0) throw new Error(`hosts without ssh after boot: ${down.map((h) => h.name).join(", ")}`);
-      const fresh = fleetHosts().filter((h) => h in r.bootMs);
+      const fresh = fleetHosts(opts.fleetDir).filter((h) => h in r.bootMs);
       if (fresh.length > 0 && existsSync(join(p.dir, "state"))) {
         // Fresh hosts hold none of the recorded resources; a kept state would make pulumi up a no-op.
         dropStackState(instance);
@@ -98,7 +108,9 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     }, (v) => v);
 
     // The docker variant: images built on the VPS, its fleet written (the standard lab: hosts/lab).
+    if (opts.docker && opts.fleetDir) throw new Error("lab up: a fleet folder of its own is for the standard variant only");
     const variant = await pr.step(opts.docker ? "docker images" : "variant", opts.docker ? COORDINATOR : undefined, () => prepareVariant(instance, !!opts.docker, (l) => pr.line("docker images", l)), (v) => v.detail);
+    if (opts.fleetDir) Object.assign(variant, { fleetDir: opts.fleetDir, stackHostsDir: opts.fleetDir });
     const fleetDir = variant.fleetDir;
 
     await pr.step("agent bundle", undefined, async () => {
@@ -126,7 +138,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
         return `pebble at ${acme.directory}, ${acme.reused ? "already running" : "started"} (pid ${acme.pids.join(", ")})`;
       }, (v) => v);
       await pr.step("acme CA", COORDINATOR, () => pushListenerCa(COORDINATOR, acme!.listenerCa, instance), (v) => v);
-      for (const h of fleetHosts()) {
+      for (const h of fleetHosts(fleetDir)) {
         await pr.step("trust ACME root", h, () => trustAcmeRoot(h, acme!.root, instance), (v) => v);
       }
     }
@@ -157,6 +169,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
         logFile: p.log,
         say: (l) => pr.line("up", l.trim().slice(0, 180)),
       });
+      opts.afterDeploy?.();
       summary.deploy = { ok: r.ok, changes: r.changes, hosts: r.hosts, ms: r.ms, errors: r.errors };
       summary.pulumi = { outputs: r.outputs };
       if (!r.ok) throw new Error(`${r.errors.join("\n  ")}\n  (full log: ${p.log})`);
@@ -166,7 +179,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
 
     // The deploy said ok; the hosts must agree: no drift from the generation just switched to.
     await pr.step("agent verify", undefined, async () => {
-      summary.drift = await agentVerify(instance);
+      summary.drift = await agentVerify(instance, fleetHosts(fleetDir));
       const bad = summary.drift.filter((d) => !d.ok);
       if (bad.length > 0) throw new Error(`drift after the deploy on ${bad.map((d) => `${d.host}: ${d.detail}`).join("; ")}`);
       return `${summary.drift.length}/${summary.drift.length} hosts without drift`;

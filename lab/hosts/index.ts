@@ -41,6 +41,13 @@ export interface UpOptions extends InstanceOption {
   /** Per-host limit from nspawn start to sshd answering. @default 120000 */
   bootTimeoutMs?: number;
   /**
+   * Generated clients (client01..clientNN, `labTopology`'s `clients`) for
+   * bench/deploy's scale run; recorded in the lab's state so every later call
+   * on the instance knows them, until `down`. Never fewer than the lab already
+   * has. @default what the state records, else 0 (the standard lab)
+   */
+  clients?: number;
+  /**
    * Hosts booted as docker hosts (issue 20): Debian's docker.io in a layer
    * above the lab root, and what dockerd needs from nspawn. @default none
    */
@@ -79,10 +86,16 @@ export interface UpResult extends LabStatus {
 
 const lockPath = (instance: number) => `${runDir(instance)}.lock`;
 
+/** The instance's topology, with the generated clients its state records (none for the standard lab). */
+export function topologyOf(instance: number): LabTopology {
+  return labTopology(instance, { clients: readState(instance)?.clients ?? 0 });
+}
+
 /** Bring the lab up (idempotent: what is already up stays as it is). */
 export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
   const instance = opts.instance ?? defaultInstance();
-  const topo = labTopology(instance);
+  const clients = Math.max(opts.clients ?? 0, readState(instance)?.clients ?? 0);
+  const topo = labTopology(instance, { clients });
   const t0 = Date.now();
   const log = (step: string, host = "") =>
     opts.log?.(`${((Date.now() - t0) / 1000).toFixed(1).padStart(6)}s  ${step.padEnd(10)} ${host}`.trimEnd());
@@ -114,6 +127,7 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         state = emptyState(instance);
       }
       state.hosts = hosts.map((h) => h.name);
+      if (clients > 0) state.clients = clients;
       writeState(state);
       log("network", `${hosts.length} namespaces`);
       await applyNetwork(state, networkPlan(topo, hosts));
@@ -305,8 +319,8 @@ function tcpOpen(address: string, port: number, timeoutMs: number): Promise<bool
 /** How the lab is: every host of the topology with its addresses and state. */
 export async function hostsStatus(opts: InstanceOption = {}): Promise<LabStatus> {
   const instance = opts.instance ?? defaultInstance();
-  const topo = labTopology(instance);
   const state = readState(instance);
+  const topo = labTopology(instance, { clients: state?.clients ?? 0 });
   const nsMade = new Set((state?.made ?? []).filter((m) => m.kind === "netns").map((m) => (m as { name: string }).name));
   const hosts = await Promise.all(
     topo.hosts.map(async (h): Promise<HostStatus> => {
@@ -330,17 +344,17 @@ export async function hostsStatus(opts: InstanceOption = {}): Promise<LabStatus>
 
 /** ssh options and destination (everything but the command) for `host` as root. */
 export function sshArgs(host: string, opts: InstanceOption = {}): string[] {
-  return sshArgsFor(labTopology(opts.instance ?? defaultInstance()), host);
+  return sshArgsFor(topologyOf(opts.instance ?? defaultInstance()), host);
 }
 
 /** Run a shell command line on `host` over SSH; returns {code, stdout, stderr}, never throws for a failing command. */
 export function sshExec(host: string, cmd: string, opts: SshExecOptions & InstanceOption = {}): Promise<RunResult> {
-  return sshExecFor(labTopology(opts.instance ?? defaultInstance()), host, cmd, opts);
+  return sshExecFor(topologyOf(opts.instance ?? defaultInstance()), host, cmd, opts);
 }
 
 /** Run argv in a host's network namespace (works for every host, nspawn or not). */
 export function hostNetnsExec(host: string, argv: readonly string[], opts: InstanceOption & { timeoutMs?: number; input?: string } = {}): Promise<RunResult> {
-  const h = findHost(labTopology(opts.instance ?? defaultInstance()), host);
+  const h = findHost(topologyOf(opts.instance ?? defaultInstance()), host);
   return netnsExec(h.netns, argv, { allowFail: true, timeoutMs: opts.timeoutMs, input: opts.input });
 }
 
@@ -354,7 +368,7 @@ export function labKnownHostsPath(opts: InstanceOption = {}): string {
 
 /** A handle bound to one lab instance. */
 export function lab(instance = defaultInstance()) {
-  const topo: LabTopology = labTopology(instance);
+  const topo: LabTopology = topologyOf(instance);
   return {
     instance,
     topology: topo,

@@ -35,6 +35,8 @@ export interface LabState {
   made: Made[];
   /** Boot time per host, ms from nspawn start to sshd answering. */
   bootMs: Record<string, number>;
+  /** Generated clients in this lab's topology (`labTopology`'s `clients`; bench/deploy's scale run). Absent: none. */
+  clients?: number;
 }
 
 export function emptyState(instance: number): LabState {
