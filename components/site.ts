@@ -21,6 +21,7 @@ import * as pulumi from "@pulumi/pulumi";
 import { secretRefs } from "../core/bundle.ts";
 import { derivePrivateKey, publicKeyOf } from "../core/keys.ts";
 import { sha256 } from "../contract/bundle.ts";
+import { unreadableCoreMessage } from "../core/sites.ts";
 import type { FleetSystem, HostSystem, SiteLayout } from "../core/types.ts";
 import { NOISE_PUBLIC_KEY_REF } from "../modules/tailscale.ts";
 import { ExitNode, validateExitNodeArgs } from "./exitNode.ts";
@@ -186,9 +187,7 @@ export async function readCore(name: string, coreStack: string, opts?: pulumi.Cu
   } catch (e) {
     // A core stack that does not exist (yet, or under another name on this backend): the engine's own
     // error names neither the site nor the fix.
-    throw new pulumi.RunError(
-      `the core stack ${coreStack} could not be read (${(e as Error).message.split("\n")[0]}). Fix: deploy the core first (\`meshfleet up --stack ${coreStack}\`), or set meshfleet:coreStack to its name on this backend (org/project/stack on a shared one)`,
-    );
+    throw new pulumi.RunError(unreadableCoreMessage(coreStack, (e as Error).message.split("\n")[0]!));
   }
   const [coordinatorUrl, policySha256, noisePublicKey, sites] = values;
   return { ref, core: { stack: coreStack, coordinatorUrl, policySha256, noisePublicKey, sites } };

@@ -39,6 +39,17 @@ function sitesOf(l: LoadedFleet): string[] {
 const fleetFileOf = (l: LoadedFleet) => l.fleet?.file ?? displayPath(path.join(l.dir, "fleet.yaml"));
 const sameDir = (a: string, b: string) => path.resolve(a) === path.resolve(b);
 
+/**
+ * Why a site stops when its core stack cannot be read, and the fix: said by
+ * the site's program when reading the core's outputs fails (components/site.ts
+ * readCore), and by `meshfleet up` in place of the engine's bare
+ * `unknown stack "core"` when the StackReference itself fails (the engine
+ * fails the read before the program sees an error).
+ */
+export function unreadableCoreMessage(coreStack: string, why: string): string {
+  return `the core stack ${coreStack} could not be read (${why}). Fix: deploy the core first (\`meshfleet up --stack ${coreStack}\`), or set meshfleet:coreStack to its name on this backend (org/project/stack on a shared one)`;
+}
+
 export interface LoadedSites {
   /** The whole fleet as one folder would hold it: the core's fleet.yaml, every site's hosts and imports. */
   loaded: LoadedFleet;

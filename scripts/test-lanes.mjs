@@ -43,6 +43,7 @@ const SECONDS = {
   "test/lab/staged-upgrade-lab.test.ts": 150,
   "test/lab/drills-lab.test.ts": 250,
   "test/lab/acme-lab.test.ts": 90,
+  "test/lab/sites-lab.test.ts": 210,
   "test/cli/fleet-lab.test.ts": 156,
   "test/cli/tailscale-apt-lab.test.ts": 83,
   "test/agent/real.test.ts": 60,

@@ -20,6 +20,7 @@ import { fileURLToPath, pathToFileURL } from "node:url";
 import type { EngineEvent, LocalWorkspace, OpMap, PulumiCommand, PulumiFn, Stack } from "@pulumi/pulumi/automation/index.js";
 import { parse as parseYaml, stringify as stringifyYaml } from "yaml";
 import { MeshfleetError } from "../../core/diagnostics.ts";
+import { unreadableCoreMessage } from "../../core/sites.ts";
 import { projectStackFile, selectHosts, stackConfigFile, stackHostsDir } from "../fleet-hosts.ts";
 import { toolBinary } from "../../lab/tools/index.ts";
 import { automation } from "../pulumi-sdk.ts";
@@ -242,6 +243,18 @@ export async function openStack(o: OpenOptions): Promise<OpenStack> {
  * Any other backend, a qualified name or no checkpoint: false, so the CLI
  * is asked (and creates the stack when it is new).
  */
+/**
+ * A site's StackReference to a core stack the backend does not hold: the
+ * engine fails the read with only `unknown stack "core"` (the site's program
+ * never sees an error to explain), so the site, the core and the fix are said
+ * here (docs/sites.md). Any other message is returned as it is.
+ */
+export function rewriteCoreRead(message: string, urn?: string): string {
+  if (!urn || !urn.includes("::pulumi:pulumi:StackReference::")) return message;
+  const m = /unknown stack "([^"]+)"/.exec(message);
+  return m ? unreadableCoreMessage(m[1]!, message.split("\n")[0]!) : message;
+}
+
 export function stackExists(backend: string | undefined, stack: string, project = PROJECT): boolean {
   if (!backend?.startsWith("file://") || !/^[A-Za-z0-9_.-]+$/.test(stack)) return false;
   const dir = join(backend.slice("file://".length), ".pulumi", "stacks", project);
@@ -495,7 +508,7 @@ export class EventTracker {
       this.line(r, `${m.op} FAILED`);
     } else if (e.diagnosticEvent) {
       const d = e.diagnosticEvent;
-      const message = rewritePendingWarning(redact(d.message).replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim());
+      const message = rewriteCoreRead(rewritePendingWarning(redact(d.message).replace(/\u001b\[[0-9;]*m/g, "").replace(/<\{%[^%]*%\}>/g, "").trim()), d.urn);
       if (!message) return;
       const r = d.urn ? this.resources.get(d.urn) : undefined;
       const host = r?.host ?? (d.urn ? hostInName(urnName(d.urn), this.hosts) : undefined);
