@@ -20,14 +20,14 @@ import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { Artifact } from "../core/artifacts.ts";
-import type { HostEnforcement, ModuleRegistry, PeerView } from "../core/module.ts";
+import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
   joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
 } from "../core/shard.ts";
 import { REGISTRY } from "../modules/index.ts";
 
-/** Below this many host files the threads' start costs more than they save (bench/eval-scale). */
+/** Below this many host files a worker's start (about 250-300 ms of CPU: node's worker, the modules) is too large a share (bench/eval-scale). */
 export const MIN_HOSTS = 2_000;
 
 export interface ParallelOptions {
@@ -117,7 +117,6 @@ class ShardWorker {
   private worker: Worker;
   private waiting: ((m: FromWorker) => void)[] = [];
   private queued: FromWorker[] = [];
-  private failed?: Error;
   private stopped = false;
   constructor() {
     this.worker = startWorker();
@@ -136,7 +135,7 @@ class ShardWorker {
   async next<T extends FromWorker["type"]>(type: T): Promise<Extract<FromWorker, { type: T }>> {
     const m = this.queued.shift() ?? (await new Promise<FromWorker>((resolve) => this.waiting.push(resolve)));
     if (m.type === "unsharded") throw new Unsharded(m.why);
-    if (m.type === "error") throw (this.failed = new Error(m.message));
+    if (m.type === "error") throw new Error(m.message);
     if (m.type !== type) throw new Error(`a shard answered ${m.type}, not ${type}`);
     return m as Extract<FromWorker, { type: T }>;
   }
