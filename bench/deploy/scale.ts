@@ -26,7 +26,7 @@
  * The lab goes down at the end (`--keep` leaves the last one up).
  */
 import { execa } from "execa";
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { runDeploy } from "../../cli/commands/deploy.ts";
@@ -233,11 +233,57 @@ function report(results: Scale[]): void {
   writeFileSync(join(p.dir, "bench-scale.json"), JSON.stringify({ at: new Date().toISOString(), instance, runs, cores: os.cpus().length, results }, null, 2) + "\n");
 }
 
+/** inotify instances open on the machine now (each booted host's systemd, dbus and logind hold about 12). */
+function inotifyInUse(): number {
+  let n = 0;
+  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
+    try {
+      for (const fd of readdirSync(`/proc/${pid}/fd`)) if (readlinkSync(`/proc/${pid}/fd/${fd}`) === "anon_inode:inotify") n++;
+    } catch {
+      // gone, or not ours to read
+    }
+  }
+  return n;
+}
+
+/**
+ * A host's systemd that cannot get its inotify instances exits at boot
+ * ("Failed to allocate manager object"; at the default 128 the machine
+ * boots about a dozen hosts in all labs together): warn before booting,
+ * with what the largest scale needs (the lab's 5 booted hosts plus the
+ * clients).
+ */
+function inotifyCheck(): void {
+  const limit = Number(readFileSync("/proc/sys/fs/inotify/max_user_instances", "utf8"));
+  const used = inotifyInUse();
+  const need = 12 * (5 + Math.max(...scales) - LAB_AGENT_HOSTS);
+  const say = `fs.inotify.max_user_instances ${limit}, ${used} in use on the machine, about ${need} needed for ${Math.max(...scales)} agent hosts`;
+  // The limit is per user, the count is every user's (dbus runs as its own): a warning, not a refusal.
+  if (used + need > limit) console.log(`${say}: a host's systemd may fail to start ("Failed to allocate manager object"); raise it (sysctl -w fs.inotify.max_user_instances=${Math.ceil((used + need) / 128) * 128 + 128}) or ask for fewer hosts`);
+  else console.log(say);
+}
+
 async function main(): Promise<void> {
-  console.log(`bench/deploy scale ${scales.join(", ")} agent hosts on lab ${instance}; load ${load()}`);
+  if (!argOf("child-out")) {
+    console.log(`bench/deploy scale ${scales.join(", ")} agent hosts on lab ${instance}; load ${load()}`);
+    inotifyCheck();
+  }
   const results: Scale[] = [];
+  const child = argOf("child-out");
+  if (child) {
+    writeFileSync(child, JSON.stringify(await measure(scales[0]!)));
+    return;
+  }
   try {
-    for (const n of scales) results.push(await measure(n));
+    // Each count in a process of its own, as a user's runs are: the deploy's code keeps host key pins
+    // for the life of a process (provider/pins.ts), and a lab booted again has new host keys.
+    for (const n of scales) {
+      const out = join(p.dir, `bench-scale${n}.json`);
+      rmSync(out, { force: true });
+      const x = await execa(process.execPath, [...process.execArgv, process.argv[1]!, "--scale", String(n), "--instance", String(instance), "--runs", String(runs), "--child-out", out, ...(withAnsible ? [] : ["--no-ansible"])], { stdio: "inherit", reject: false });
+      if (x.exitCode !== 0) throw new Error(`the run of ${n} agent hosts exited ${x.exitCode}`);
+      results.push(JSON.parse(readFileSync(out, "utf8")) as Scale);
+    }
   } finally {
     if (results.length > 0) report(results);
     if (!keep) {
@@ -247,7 +293,7 @@ async function main(): Promise<void> {
   }
 }
 
-main().then(() => console.log(`load at the end ${load()}`)).catch((e) => {
+main().then(() => argOf("child-out") || console.log(`load at the end ${load()}`)).catch((e) => {
   console.error(`bench/deploy scale: ${(e as Error).message}`);
   process.exitCode = 1;
 });
