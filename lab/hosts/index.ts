@@ -3,7 +3,7 @@
  * are, and run commands on them. This is the surface other code uses (the
  * CLI, the end-to-end lab, tests); the rest of lab/hosts is internal.
  */
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import type { LabHost, LabTopology } from "../topology.ts";
 import { findHost, hostsNeeded, labTopology, primaryAddress } from "../topology.ts";
@@ -92,6 +92,35 @@ export function topologyOf(instance: number): LabTopology {
 }
 
 /** Bring the lab up (idempotent: what is already up stays as it is). */
+/** What the lab's hosts need of fs.inotify.max_user_instances (the kernel's default is 128). */
+export const INOTIFY_INSTANCES = 1024;
+
+/**
+ * Each booted host's systemd, journald, dbus and logind hold about a dozen
+ * inotify instances, all counted against root's fs.inotify.max_user_instances.
+ * At the kernel's default of 128 about ten hosts boot in all labs together,
+ * and the next host's systemd exits at boot ("Failed to allocate manager
+ * object"): two labs at once (npm test's lanes) or a 20-host lab run out. The
+ * lab raises it to INOTIFY_INSTANCES (never lowers it) and says so; the
+ * setting lasts until the machine reboots. Returns the line to log, or null
+ * when it was high enough already.
+ */
+export function ensureInotifyInstances(file = "/proc/sys/fs/inotify/max_user_instances"): string | null {
+  let now: number;
+  try {
+    now = Number(readFileSync(file, "utf8").trim());
+  } catch {
+    return null;
+  }
+  if (!Number.isFinite(now) || now >= INOTIFY_INSTANCES) return null;
+  try {
+    writeFileSync(file, `${INOTIFY_INSTANCES}\n`);
+  } catch (e) {
+    throw new LabError(`lab up: fs.inotify.max_user_instances is ${now}, too few for the lab's hosts (each host's systemd holds about 12), and it could not be raised (${(e as Error).message}). Fix: run as root, or sysctl -w fs.inotify.max_user_instances=${INOTIFY_INSTANCES}`);
+  }
+  return `raised fs.inotify.max_user_instances from ${now} to ${INOTIFY_INSTANCES} (each host's systemd holds about 12; at ${now} a host fails to boot once about ${Math.floor(now / 12)} run on the machine)`;
+}
+
 export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
   const instance = opts.instance ?? defaultInstance();
   const clients = Math.max(opts.clients ?? 0, readState(instance)?.clients ?? 0);
@@ -109,6 +138,9 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
     const layer = await ensureDockerLayer((m) => log("docker", m));
     log("docker", layer.made ? `layer made in ${((layer.installMs ?? 0) / 1000).toFixed(1)}s` : "layer cached");
   }
+
+  const inotify = ensureInotifyInstances();
+  if (inotify) log("inotify", inotify);
 
   const bootMs: Record<string, number> = {};
   await withLock(lockPath(instance), `lab ${instance}`, async () => {
