@@ -316,7 +316,7 @@ export async function labChecks(opts: LabChecksOptions): Promise<ChecksFile> {
 
       await check("after every check: a second run makes no changes and agent verify is clean on every host", () => noChangesCheck(instance));
     }
-    if (opts.drills) await drillChecks(instance, check, tsCli());
+    if (opts.drills) await drillChecks(instance, check, tsCli(), opts.log);
   } finally {
     out.totalMs = Date.now() - t0;
     out.versions = await versionsOnHosts(instance);

@@ -16,12 +16,12 @@ export function e2eCommands(say: (line: string) => void, defaultInstance: () => 
   };
   return {
     up: {
-      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host); --docker: the VPS runs headscale, nginx and derper in docker, from images built on it",
-      usage: "meshfleet lab up [--instance N] [--no-build] [--docker]",
+      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host); --docker: the VPS runs headscale, nginx and derper in docker, from images built on it; --postgres: the coordinator keeps headscale's database in a local Postgres (headscale.backup on), for the Postgres drills of lab check --drills",
+      usage: "meshfleet lab up [--instance N] [--no-build] [--docker | --postgres]",
       run: async (argv, flags) => {
-        unknown("up", argv, ["--no-build", "--docker"]);
+        unknown("up", argv, ["--no-build", "--docker", "--postgres"]);
         const instance = flags.instance ?? defaultInstance();
-        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build"), docker: argv.includes("--docker") });
+        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build"), docker: argv.includes("--docker"), postgres: argv.includes("--postgres") });
         say("");
         say(`lab up: ${r.ok ? "deployed" : "FAILED"} in ${s(r.totalMs)} (instance ${instance})`);
         for (const st of r.steps) say(`  ${st.ok ? "ok  " : "FAIL"} ${`${st.step}${st.host ? ` ${st.host}` : ""}`.padEnd(28)} ${s(st.ms).padStart(7)}${st.ok && st.detail ? `  ${st.detail}` : ""}`);

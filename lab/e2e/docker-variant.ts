@@ -35,14 +35,16 @@ import { labTopology } from "../topology.ts";
 import { COORDINATOR, FLEET_DIR, fleetHosts } from "./fleet.ts";
 import { e2ePaths } from "./paths.ts";
 
-export type LabVariant = "standard" | "docker";
+/** "postgres": `lab up --postgres` (lab/e2e/postgres-variant.ts), the coordinator's database in a local Postgres. */
+export type LabVariant = "standard" | "docker" | "postgres";
 
 const markerFile = (instance: number) => join(e2ePaths(instance).dir, "variant.json");
 
 /** The variant lab up last deployed on this instance ("standard" when none is recorded). */
 export function labVariant(instance: number): LabVariant {
   try {
-    return (JSON.parse(readFileSync(markerFile(instance), "utf8")) as { variant?: LabVariant }).variant === "docker" ? "docker" : "standard";
+    const v = (JSON.parse(readFileSync(markerFile(instance), "utf8")) as { variant?: LabVariant }).variant;
+    return v === "docker" || v === "postgres" ? v : "standard";
   } catch {
     return "standard";
   }
@@ -58,9 +60,15 @@ export function variantFleetDir(instance: number): string {
   return join(e2ePaths(instance).dir, "hosts-docker");
 }
 
+/** Where `lab up --postgres` writes its fleet (lab/e2e/postgres-variant.ts). */
+export function postgresFleetDir(instance: number): string {
+  return join(e2ePaths(instance).dir, "hosts-postgres");
+}
+
 /** The fleet folder the lab deploys on this instance: hosts/lab, or the docker variant's. */
 export function labFleetDir(instance: number): string {
-  return labVariant(instance) === "docker" ? variantFleetDir(instance) : FLEET_DIR;
+  const v = labVariant(instance);
+  return v === "docker" ? variantFleetDir(instance) : v === "postgres" ? postgresFleetDir(instance) : FLEET_DIR;
 }
 
 /** The images of the variant's VPS, by the id docker gave each. */
@@ -294,7 +302,7 @@ export async function prepareVariant(
   const was = labVariant(instance);
   if (!docker) {
     setLabVariant(instance, "standard");
-    return { fleetDir: FLEET_DIR, stackHostsDir: was === "docker" ? FLEET_DIR : undefined, detail: "standard" };
+    return { fleetDir: FLEET_DIR, stackHostsDir: was !== "standard" ? FLEET_DIR : undefined, detail: "standard" };
   }
   // A host just booted may still be starting docker ("activating"): wait for it to settle.
   const d = await sshExec(COORDINATOR, "for i in $(seq 120); do s=$(systemctl is-active docker); [ \"$s\" = activating ] || break; sleep 1; done; echo $s", { instance, timeoutMs: 150_000 });

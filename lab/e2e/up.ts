@@ -22,6 +22,7 @@ import { sshExec } from "../hosts/index.ts";
 import { labPulumiEnv, REPO, STACK } from "./pulumi.ts";
 import { ensureStack } from "./stack.ts";
 import { prepareVariant, provideTls, verifyTls } from "./docker-variant.ts";
+import { preparePostgres, writePostgresFleet } from "./postgres-variant.ts";
 
 import { COORDINATOR, FLEET_DIR, fleetHosts, SERVER_URL } from "./fleet.ts";
 
@@ -49,6 +50,8 @@ export interface LabUpOptions {
   noBuild?: boolean;
   /** Run on the booted hosts before the deploy (a test's own setup the deploy needs, e.g. a binary the lab has no package for). */
   beforeDeploy?: () => Promise<void>;
+  /** The Postgres variant (lab/e2e/postgres-variant.ts): the coordinator keeps headscale's database in a local Postgres, headscale.backup on. */
+  postgres?: boolean;
   /** The docker variant (issue 20, lab/e2e/docker-variant.ts): the VPS runs headscale, nginx and derper in docker. */
   docker?: boolean;
   /**
@@ -111,6 +114,10 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
     if (opts.docker && opts.fleetDir) throw new Error("lab up: a fleet folder of its own is for the standard variant only");
     const variant = await pr.step(opts.docker ? "docker images" : "variant", opts.docker ? COORDINATOR : undefined, () => prepareVariant(instance, !!opts.docker, (l) => pr.line("docker images", l)), (v) => v.detail);
     if (opts.fleetDir) Object.assign(variant, { fleetDir: opts.fleetDir, stackHostsDir: opts.fleetDir });
+    if (opts.postgres) {
+      if (opts.docker || opts.fleetDir) throw new Error("lab up: --postgres is a variant of the standard lab, not of --docker or a fleet folder of its own");
+      Object.assign(variant, await pr.step("postgres fleet", COORDINATOR, async () => writePostgresFleet(instance), (v) => v.detail));
+    }
     const fleetDir = variant.fleetDir;
 
     await pr.step("agent bundle", undefined, async () => {
@@ -158,6 +165,7 @@ export async function labUp(opts: LabUpOptions): Promise<UpSummary> {
       return ensureStack(instance, env, { keyPath: labKeyPath({ instance }), knownHostsPath: labKnownHostsPath({ instance }) }, { hostsDir: variant.stackHostsDir });
     }, (v) => v);
 
+    if (opts.postgres) await pr.step("postgres", COORDINATOR, () => preparePostgres(instance, env), (v) => v);
     // The same code path as `meshfleet up --stack lab --yes --config-file <lab>/Pulumi.lab.yaml`.
     if (opts.beforeDeploy) await pr.step("before deploy", undefined, async () => (await opts.beforeDeploy!(), "done"));
     const up = await pr.step("meshfleet up", STACK, async () => {

@@ -1,6 +1,9 @@
 /**
  * Issue 15 item 1's drill: backup, the coordinator's database removed,
- * restore. Needs a deployed lab whose coordinator has headscale.backup on and
+ * restore; with `database: "postgres"` (issue 15 item 3, on `lab up
+ * --postgres`) the same drill on a coordinator whose headscale keeps its
+ * database in a local Postgres: a pg_dump snapshot, the database dropped
+ * and an empty one made in its place, the live one kept as a dump. Needs a deployed lab whose coordinator has headscale.backup on and
  * sqlite3 on the VPS (`withBackupFleet` brings the deployed lab there and
  * back; backup-lab deploys its own fleet).
  *
@@ -45,6 +48,8 @@ export interface BackupRestoreDrillOptions {
   hs?: string;
   /** tailscale's CLI on the laptop, as a command prefix. */
   ts: string;
+  /** Where the coordinator keeps headscale's database. @default "sqlite" */
+  database?: "sqlite" | "postgres";
   /**
    * Runs right after the first restore, before its checks: the drill's own
    * test injects a fault here (a node deleted, as a restore that loses one
@@ -59,6 +64,8 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
   const on = hostOn(instance);
   const nodes = () => nodesOf(instance, hs);
   const p = e2ePaths(instance);
+  const pg = o.database === "postgres";
+  const psql = (sql: string, db = "postgres") => on("vps", `runuser -u postgres -- psql -X -At -v ON_ERROR_STOP=1 -d ${db}`, { input: sql });
   return runDrill(async (t) => {
     const out = mkdtempSync(join(tmpdir(), "mf-backup-drill-"));
     let ping: Promise<unknown> | undefined;
@@ -73,8 +80,15 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       const said: string[] = [];
       const b = await pullBackup(a, { out, now: true, say: (l) => said.push(l) });
       t.backupMs = Math.round(b.seconds * 1000);
-      must(b.host === "vps" && b.integrity === "ok" && b.took && !b.alreadyHere, `backup --now: host ${b.host}, integrity ${b.integrity}, took ${b.took}, already here ${b.alreadyHere}`);
-      must(b.nodes === before.length, `the snapshot holds ${b.nodes} node(s), headscale had ${before.length}`);
+      if (pg) {
+        must(b.host === "vps" && b.took && !b.alreadyHere, `backup --now: host ${b.host}, took ${b.took}, already here ${b.alreadyHere}`);
+        must(b.files.some((f) => f.name === "db.pgdump"), `the snapshot holds ${b.files.map((f) => f.name).join(", ")}, no db.pgdump`);
+        const head = readFileSync(join(b.path, "db.pgdump")).subarray(0, 5).toString("latin1");
+        must(head === "PGDMP", `db.pgdump starts with ${JSON.stringify(head)}, not pg_dump's custom format`);
+      } else {
+        must(b.host === "vps" && b.integrity === "ok" && b.took && !b.alreadyHere, `backup --now: host ${b.host}, integrity ${b.integrity}, took ${b.took}, already here ${b.alreadyHere}`);
+        must(b.nodes === before.length, `the snapshot holds ${b.nodes} node(s), headscale had ${before.length}`);
+      }
       must(b.ageSeconds !== null && b.ageSeconds < 120, `the snapshot --now pulled is ${b.ageSeconds} s old`);
       must((statSync(b.path).mode & 0o777) === 0o700, `${b.path} is mode ${(statSync(b.path).mode & 0o777).toString(8)}, expected 700`);
       for (const f of b.files) must((statSync(join(b.path, f.name)).mode & 0o777) === 0o600, `${f.name} is not mode 600`);
@@ -92,7 +106,16 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       const pinging = startPing(instance, "laptop", NAS, 120);
       ping = pinging;
       await sleep(2000);
-      await on("vps", "systemctl stop headscale && rm -f /var/lib/headscale/db.sqlite /var/lib/headscale/db.sqlite-wal /var/lib/headscale/db.sqlite-shm && ! test -e /var/lib/headscale/db.sqlite");
+      if (pg) {
+        // Dropped with headscale stopped, an empty one in its place (the restore keeps the live database as a dump first).
+        await on("vps", "systemctl stop headscale");
+        await psql("DROP DATABASE headscale");
+        await psql("CREATE DATABASE headscale OWNER headscale");
+        const tables = await psql("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'", "headscale");
+        must(tables === "0\n", `the new headscale database holds ${tables.trim()} tables, expected none`);
+      } else {
+        await on("vps", "systemctl stop headscale && rm -f /var/lib/headscale/db.sqlite /var/lib/headscale/db.sqlite-wal /var/lib/headscale/db.sqlite-shm && ! test -e /var/lib/headscale/db.sqlite");
+      }
       const tDown = Date.now();
       await sleep(20_000);
       // A new connection through the tunnel while the coordinator is down.
@@ -100,13 +123,18 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
 
       // 3. restore, through the CLI's function (the guarded script, run as a transient unit on the VPS).
       const tr = Date.now();
-      const r = await restore(a, { snapshot: b.path, yes: true, waitSeconds: 60, interactive: false, say: (l) => said.push(l) });
+      const r = await restore(a, { snapshot: b.path, yes: true, waitSeconds: pg ? 90 : 60, interactive: false, say: (l) => said.push(l) });
       t.restoreMs = Date.now() - tr;
       t.coordinatorDownMs = Date.now() - tDown;
       must(r.host === "vps" && r.outcome === "restored", `restore: ${r.host} ${r.outcome}: ${said.slice(-5).join(" | ")}`);
-      must(r.kept === null, `restore kept ${r.kept}, but there was no database to keep`);
-      const dbMode = await on("vps", "stat -c '%a %U' /var/lib/headscale/db.sqlite");
-      must(dbMode === "600 headscale\n", `the restored database: ${dbMode.trim()}, expected 600 headscale`);
+      if (pg) {
+        must(/before-restore\.pgdump$/.test(r.kept ?? ""), `restore kept ${r.kept}, expected the live (empty) database as a before-restore.pgdump`);
+        must((await on("vps", "test ! -e /var/lib/headscale/db.sqlite && echo none")) === "none\n", "a SQLite database appeared beside the Postgres coordinator");
+      } else {
+        must(r.kept === null, `restore kept ${r.kept}, but there was no database to keep`);
+        const dbMode = await on("vps", "stat -c '%a %U' /var/lib/headscale/db.sqlite");
+        must(dbMode === "600 headscale\n", `the restored database: ${dbMode.trim()}, expected 600 headscale`);
+      }
       if (o.afterRestore) await o.afterRestore();
 
       // 4. Every node registered again with the same IPs and approved routes; they come back online.
@@ -132,9 +160,9 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       // (a transient unit, not part of the SSH session), and the CLI reads its outcome over a new connection.
       const said2: string[] = [];
       const tr2 = Date.now();
-      const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
+      const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: pg ? 90 : 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
       t.secondRestoreMs = Date.now() - tr2;
-      must(r2.outcome === "restored" && /^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/.test(r2.kept ?? ""), `second restore: ${r2.outcome}, kept ${r2.kept}: ${said2.slice(-5).join(" | ")}`);
+      must(r2.outcome === "restored" && (pg ? /before-restore\.pgdump$/ : /^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/).test(r2.kept ?? ""), `second restore: ${r2.outcome}, kept ${r2.kept}: ${said2.slice(-5).join(" | ")}`);
       must(/lost the connection while waiting .*Reading its outcome over a new connection/.test(said2.join("\n")), `the second restore did not say it read its outcome over a new connection: ${said2.join(" | ")}`);
       must((await on("vps", `test -f ${r2.kept} && echo kept`)) === "kept\n", `${r2.kept} is not on the VPS`);
       const restored2 = registration(await nodes());
@@ -152,7 +180,7 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       const second = pingsBetween(pl, tr2, tEnd);
       const phase = (x: { sent: number; lost: number[] }) => `${x.sent - x.lost.length}/${x.sent}${x.lost.length ? ` (lost seq ${x.lost.join(",")})` : ""}`;
       const report =
-        `backup --now + pull ${b.seconds}s (${b.bytes} bytes, ${b.nodes} nodes); restore ${(t.restoreMs / 1000).toFixed(1)}s; ` +
+        `backup --now + pull ${b.seconds}s (${b.bytes} bytes${b.nodes !== null ? `, ${b.nodes} nodes` : ""}); restore ${(t.restoreMs / 1000).toFixed(1)}s; ` +
         `coordinator without its database ${(t.coordinatorDownMs / 1000).toFixed(1)}s; laptop -> nas pings: coordinator down ${phase(down)}, ` +
         `restore until all online and routed ${phase(back)}, after ${phase(online)}, second restore ${phase(second)}`;
       must(pl.sent > 100, `${report}; only ${pl.sent} pings sent: ${pl.text.slice(-300)}`);

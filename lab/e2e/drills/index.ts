@@ -8,10 +8,15 @@ import type { DrillResult } from "./drill.ts";
 import { backupRestoreDrill, withBackupFleet } from "./backup-restore.ts";
 import { keyExpiryDrill } from "./key-expiry.ts";
 import { labDeploy } from "../deploy-checks.ts";
+import { labVariant, type LabVariant } from "../docker-variant.ts";
+import { oidcDrill } from "./oidc.ts";
+import { postgresBackupRestoreDrill, postgresGuardDrill } from "./postgres.ts";
 
 export { backupRestoreDrill, provideSqlite3, withBackupOn, withBackupFleet, type BackupRestoreDrillOptions } from "./backup-restore.ts";
 export { keyExpiryDrill, type KeyExpiryDrillOptions } from "./key-expiry.ts";
 export { DrillFailure, must, runDrill, type DrillResult } from "./drill.ts";
+export { postgresBackupRestoreDrill, postgresGuardDrill, type PostgresDrillOptions, type PostgresGuardDrillOptions } from "./postgres.ts";
+export { oidcDrill, withOidc, OIDC_NODE, OIDC_USERS, type OidcDrillOptions } from "./oidc.ts";
 
 /** A `lab check` item runner (checks.ts's `check`): the verdict, with the drill's timings kept for the report. */
 export type DrillCheck = (name: string, fn: () => Promise<DrillResult>) => Promise<boolean>;
@@ -19,19 +24,35 @@ export type DrillCheck = (name: string, fn: () => Promise<DrillResult>) => Promi
 /** The names of the drills `lab check --drills` runs, in order (the report and --help list them). */
 export const DRILLS = {
   backupRestore: "drill: backup --now, headscale's database removed, restore: every node registered with the same IPs and approved routes, traffic kept flowing (issue 15 item 1)",
+  oidc: "drill: a node logs in through a real OpenID Provider and is registered under its OIDC user; users outside allowedUsers or allowedDomains refused; the fleet put back (issue 15 item 4)",
   keyExpiry: "drill: a node whose key expired is seen by status and fixed by up (issue 15 item 5)",
+  postgresBackupRestore: "drill, Postgres lab: the deploy installs postgresql and runs headscale on it; backup --now, the database dropped, restore: every node registered with the same IPs and approved routes, traffic kept flowing (issue 15 item 3)",
+  postgresGuard: "drill, Postgres lab: the database guard refuses a SQLite file beside Postgres and a deploy switching database.type back to sqlite (rolled back, every node kept) (issue 15 item 3)",
 } as const;
 
 /** What the drills prove, in a few words for `lab check --help`. */
-export const DRILL_TOPICS = "backup and restore with the database removed; an expired node key fixed by up";
+export const DRILL_TOPICS = "backup and restore with the database removed; an expired node key fixed by up; a node logged in through an OpenID Provider; on a `lab up --postgres` lab, backup and restore on Postgres and its database guard";
 
 /**
- * `lab check --drills` on the deployed standard lab. The backup drill deploys
- * the fleet with headscale.backup on and back; the key drill's `up` is the
- * lab's deploy in this process.
+ * `lab check --drills` on the deployed lab. On the standard lab: the backup
+ * drill deploys the fleet with headscale.backup on and back, the OIDC drill
+ * with headscale.oidc and back; the key drill's `up` is the lab's deploy in
+ * this process; the Postgres drills are named as not run (they need `lab up
+ * --postgres`). On a `lab up --postgres` lab: the Postgres drills only, the
+ * others named as not run.
  */
-export async function drillChecks(instance: number, check: DrillCheck, ts: string): Promise<void> {
+export async function drillChecks(instance: number, check: DrillCheck, ts: string, log: (line: string) => void = () => {}): Promise<void> {
+  const variant = labVariant(instance);
+  if (variant === "postgres") {
+    // The drills on SQLite (they remove db.sqlite) and those deploying other fleets run on the standard lab.
+    log(`lab check --drills on a Postgres lab: the Postgres drills; not run here (they need \`meshfleet lab up\`): ${drillsNotOn(variant).join(" | ")}`);
+    await check(DRILLS.postgresBackupRestore, () => postgresBackupRestoreDrill({ instance, ts }));
+    await check(DRILLS.postgresGuard, () => postgresGuardDrill({ instance }));
+    return;
+  }
+  log(`lab check --drills: not run here: the Postgres drills need \`meshfleet lab up --postgres\` (this lab keeps headscale's database in SQLite): ${drillsNotOn(variant).join(" | ")}`);
   await check(DRILLS.backupRestore, () => withBackupFleet(instance, () => backupRestoreDrill({ instance, ts })));
+  await check(DRILLS.oidc, () => oidcDrill({ instance, log }));
   await check(DRILLS.keyExpiry, () =>
     keyExpiryDrill({
       instance,
@@ -42,4 +63,16 @@ export async function drillChecks(instance: number, check: DrillCheck, ts: strin
       },
     }),
   );
+}
+
+/** The drills `lab check --drills` runs on a lab of this variant: the Postgres ones on `lab up --postgres`, the others elsewhere. */
+export function drillsOn(variant: LabVariant): string[] {
+  const pg: string[] = [DRILLS.postgresBackupRestore, DRILLS.postgresGuard];
+  return Object.values(DRILLS).filter((d) => pg.includes(d) === (variant === "postgres"));
+}
+
+/** The drills `lab check --drills` does not run on a lab of this variant, named in its output. */
+export function drillsNotOn(variant: LabVariant): string[] {
+  const on = drillsOn(variant);
+  return Object.values(DRILLS).filter((d) => !on.includes(d));
 }
