@@ -24,6 +24,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, join } from "node:path";
+import { parse } from "yaml";
 import { sshArgs, sshExec } from "../hosts/index.ts";
 import { ACME_DEBS, cachedDebs, SETUP_FIX } from "../hosts/debs.ts";
 import { headscaleImage, importImage, type LocalImage } from "../hosts/docker.ts";
@@ -63,6 +64,14 @@ export function variantFleetDir(instance: number): string {
 /** Where `lab up --postgres` writes its fleet (lab/e2e/postgres-variant.ts). */
 export function postgresFleetDir(instance: number): string {
   return join(e2ePaths(instance).dir, "hosts-postgres");
+}
+
+/** The stack config's meshfleet:hostsDir on this instance, if it has one. */
+export function stackHostsDirOf(instance: number): string | undefined {
+  const f = e2ePaths(instance).stackConfig;
+  if (!existsSync(f)) return undefined;
+  const v = (parse(readFileSync(f, "utf8")) as { config?: Record<string, unknown> } | null)?.config?.["meshfleet:hostsDir"];
+  return typeof v === "string" ? v : undefined;
 }
 
 /** The fleet folder the lab deploys on this instance: hosts/lab, or the docker variant's. */
@@ -302,7 +311,10 @@ export async function prepareVariant(
   const was = labVariant(instance);
   if (!docker) {
     setLabVariant(instance, "standard");
-    return { fleetDir: FLEET_DIR, stackHostsDir: was !== "standard" ? FLEET_DIR : undefined, detail: "standard" };
+    // After `lab up --postgres` only while the stack still deploys its fleet: a fleet a test wrote since (its own
+    // hostsDir, after a `lab down` removed the stack config) is kept.
+    const back = was === "docker" || (was === "postgres" && stackHostsDirOf(instance) === postgresFleetDir(instance));
+    return { fleetDir: FLEET_DIR, stackHostsDir: back ? FLEET_DIR : undefined, detail: "standard" };
   }
   // A host just booted may still be starting docker ("activating"): wait for it to settle.
   const d = await sshExec(COORDINATOR, "for i in $(seq 120); do s=$(systemctl is-active docker); [ \"$s\" = activating ] || break; sleep 1; done; echo $s", { instance, timeoutMs: 150_000 });
