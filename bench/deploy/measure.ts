@@ -4,7 +4,7 @@
  * the prebuilt CLI check.
  */
 import { execa } from "execa";
-import { readdirSync, readFileSync, readlinkSync, writeFileSync, existsSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { sshArgs } from "../../lab/hosts/index.ts";
 import { REPO } from "../../lab/e2e/pulumi.ts";
@@ -80,6 +80,16 @@ export function ansibleInventory(instance: number, dir: string, rendered: string
 
 /** The scratch folder Ansible copies into on each host. */
 export const SCRATCH = "/tmp/mf-ansible";
+
+/** A fresh Ansible folder `dir` (its ansible.cfg and inventory) and an empty scratch folder on every host; returns the inventory. */
+export async function ansibleSetup(instance: number, dir: string, rendered: string, hosts: readonly string[]): Promise<string> {
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(join(dir, "tmp"), { recursive: true });
+  writeFileSync(join(dir, "ansible.cfg"), "[defaults]\nstdout_callback = default\n");
+  const inventory = ansibleInventory(instance, dir, rendered, hosts);
+  await Promise.all(hosts.map((h) => execa("ssh", [...sshArgs(h, { instance }), `rm -rf ${SCRATCH}`])));
+  return inventory;
+}
 
 /** One ansible-playbook run from `dir` (its ansible.cfg, temp and ControlPersist folders); the time is the whole process, as for a user. */
 export async function ansible(dir: string, inventory: string, rendered: string, label: string, forks = 10): Promise<{ ms: number; changed: number }> {

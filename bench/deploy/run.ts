@@ -33,7 +33,7 @@
  * first when stale, and each run says which it ran.
  */
 import { execa } from "execa";
-import { cpSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { runDeploy, type DeployResult } from "../../cli/commands/deploy.ts";
@@ -41,7 +41,7 @@ import { sshArgs } from "../../lab/hosts/index.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO, runPulumi } from "../../lab/e2e/pulumi.ts";
 import { fleetHosts } from "../../lab/e2e/up.ts";
-import { ansible as ansibleIn, ansibleInventory as inventoryOf, cpuNow as cpuNowOf, median, prebuilt, s, SCRATCH } from "./measure.ts";
+import { ansible as ansibleIn, ansibleSetup, cpuNow as cpuNowOf, median, prebuilt, s } from "./measure.ts";
 
 const arg = (name: string, dflt: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -162,12 +162,7 @@ async function main(): Promise<void> {
   const aNoop: number[] = [];
   let aFirst = { ms: NaN, changed: 0 };
   if (withAnsible) {
-  const adir = join(p.dir, "bench-ansible");
-  rmSync(adir, { recursive: true, force: true });
-  mkdirSync(join(adir, "tmp"), { recursive: true });
-  writeFileSync(join(adir, "ansible.cfg"), "[defaults]\nstdout_callback = default\n");
-  const inventory = inventoryOf(instance, adir, rendered, hosts);
-  await Promise.all(hosts.map((h) => execa("ssh", [...sshArgs(h, { instance }), `rm -rf ${SCRATCH}`])));
+  const inventory = await ansibleSetup(instance, join(p.dir, "bench-ansible"), rendered, hosts);
   aFirst = await ansible(inventory, rendered, "ansible: first run (empty scratch)");
   if (aFirst.changed < hosts.length) throw new Error(`ansible's first run changed ${aFirst.changed} tasks on ${hosts.length} hosts: expected the copy and handlers to run on each`);
   for (let i = 0; i < runs; i++) {

@@ -30,13 +30,12 @@ import { appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmS
 import os from "node:os";
 import { join } from "node:path";
 import { runDeploy } from "../../cli/commands/deploy.ts";
-import { sshArgs } from "../../lab/hosts/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { fleetHosts } from "../../lab/e2e/fleet.ts";
 import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
 import { labUp } from "../../lab/e2e/up.ts";
-import { ansible, ansibleInventory, cpuNow, median, prebuilt, s, SCRATCH } from "./measure.ts";
+import { ansible, ansibleSetup, cpuNow, median, prebuilt, s } from "./measure.ts";
 import { LAB_AGENT_HOSTS, parseScales, scaleFleet } from "./scale-fleet.ts";
 
 const argOf = (name: string) => {
@@ -166,11 +165,7 @@ async function measure(n: number): Promise<Scale> {
   if (withAnsible) {
     const rendered = join(p.dir, "rendered");
     const adir = join(p.dir, "bench-ansible");
-    rmSync(adir, { recursive: true, force: true });
-    mkdirSync(join(adir, "tmp"), { recursive: true });
-    writeFileSync(join(adir, "ansible.cfg"), "[defaults]\nstdout_callback = default\n");
-    const inventory = ansibleInventory(instance, adir, rendered, hosts);
-    await Promise.all(hosts.map((h) => execa("ssh", [...sshArgs(h, { instance }), `rm -rf ${SCRATCH}`])));
+    const inventory = await ansibleSetup(instance, adir, rendered, hosts);
     const forks = Math.max(10, hosts.length);
     c.start();
     const a = await ansible(adir, inventory, rendered, `ansible: first run, forks ${forks}`, forks);
