@@ -26,7 +26,7 @@
  * The lab goes down at the end (`--keep` leaves the last one up).
  */
 import { execa } from "execa";
-import { appendFileSync, mkdirSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 import { runDeploy } from "../../cli/commands/deploy.ts";
@@ -228,41 +228,8 @@ function report(results: Scale[]): void {
   writeFileSync(join(p.dir, "bench-scale.json"), JSON.stringify({ at: new Date().toISOString(), instance, runs, cores: os.cpus().length, results }, null, 2) + "\n");
 }
 
-/** inotify instances open on the machine now (each booted host's systemd, dbus and logind hold about 12). */
-function inotifyInUse(): number {
-  let n = 0;
-  for (const pid of readdirSync("/proc").filter((d) => /^\d+$/.test(d))) {
-    try {
-      for (const fd of readdirSync(`/proc/${pid}/fd`)) if (readlinkSync(`/proc/${pid}/fd/${fd}`) === "anon_inode:inotify") n++;
-    } catch {
-      // gone, or not ours to read
-    }
-  }
-  return n;
-}
-
-/**
- * A host's systemd that cannot get its inotify instances exits at boot
- * ("Failed to allocate manager object"; at the default 128 the machine
- * boots about a dozen hosts in all labs together): warn before booting,
- * with what the largest scale needs (the lab's 5 booted hosts plus the
- * clients).
- */
-function inotifyCheck(): void {
-  const limit = Number(readFileSync("/proc/sys/fs/inotify/max_user_instances", "utf8"));
-  const used = inotifyInUse();
-  const need = 12 * (5 + Math.max(...scales) - LAB_AGENT_HOSTS);
-  const say = `fs.inotify.max_user_instances ${limit}, ${used} in use on the machine, about ${need} needed for ${Math.max(...scales)} agent hosts`;
-  // The limit is per user, the count is every user's (dbus runs as its own): a warning, not a refusal.
-  if (used + need > limit) console.log(`${say}: a host's systemd may fail to start ("Failed to allocate manager object"); raise it (sysctl -w fs.inotify.max_user_instances=${Math.ceil((used + need) / 128) * 128 + 128}) or ask for fewer hosts`);
-  else console.log(say);
-}
-
 async function main(): Promise<void> {
-  if (!argOf("child-out")) {
-    console.log(`bench/deploy scale ${scales.join(", ")} agent hosts on lab ${instance}; load ${load()}`);
-    inotifyCheck();
-  }
+  if (!argOf("child-out")) console.log(`bench/deploy scale ${scales.join(", ")} agent hosts on lab ${instance}; load ${load()}`);
   const results: Scale[] = [];
   const child = argOf("child-out");
   if (child) {
