@@ -169,7 +169,9 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
 
     const pub = await ensureLabKey(instance);
     const booted = wanted.filter((h) => h.kind === "nspawn");
-    await Promise.all(
+    // Every boot runs to its end (and is recorded) before a failure is thrown, with the lab's lock
+    // still held: hosts still booting when one failed outlived the `down` that followed.
+    const boots = await Promise.allSettled(
       booted.map(async (h) => {
         const running = processOf(state, h.name);
         if (running) {
@@ -222,6 +224,8 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         log("ssh ok", `${h.name} (${(bootMs[h.name]! / 1000).toFixed(1)}s)`);
       }),
     );
+    const failed = boots.find((b): b is PromiseRejectedResult => b.status === "rejected");
+    if (failed) throw failed.reason;
   });
   const status = await hostsStatus({ instance });
   log("up", `${status.hosts.filter((h) => h.state === "up").length} hosts`);
