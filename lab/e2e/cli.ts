@@ -1,7 +1,7 @@
 /** `meshfleet lab up|check|report|down`: the end-to-end lab's commands for cli/commands/lab.ts's table. */
 import type { LabSubcommand } from "../../cli/command.ts";
 import { labChecks } from "./checks.ts";
-import { DRILL_TOPICS, DRILLS } from "./drills/index.ts";
+import { deployPreviousRelease, DRILL_TOPICS, DRILLS } from "./drills/index.ts";
 import { labDown } from "./down.ts";
 import { e2ePaths } from "./paths.ts";
 import { writeReport } from "./report.ts";
@@ -16,12 +16,13 @@ export function e2eCommands(say: (line: string) => void, defaultInstance: () => 
   };
   return {
     up: {
-      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host); --docker: the VPS runs headscale, nginx and derper in docker, from images built on it; --postgres: the coordinator keeps headscale's database in a local Postgres (headscale.backup on), for the Postgres drills of lab check --drills",
-      usage: "meshfleet lab up [--instance N] [--no-build] [--docker | --postgres]",
+      summary: "build tools, boot the hosts and deploy hosts/lab through meshfleet up (then agent verify on every host); --docker: the VPS runs headscale, nginx and derper in docker, from images built on it; --postgres: the coordinator keeps headscale's database in a local Postgres (headscale.backup on), for the Postgres drills of lab check --drills; --headscale-previous: the coordinator runs the headscale release before the pinned one through meshfleet:headscaleBinaryPath, for the upgrade drill of lab check --drills",
+      usage: "meshfleet lab up [--instance N] [--no-build] [--docker | --postgres] [--headscale-previous]",
       run: async (argv, flags) => {
-        unknown("up", argv, ["--no-build", "--docker", "--postgres"]);
+        unknown("up", argv, ["--no-build", "--docker", "--postgres", "--headscale-previous"]);
+        if (argv.includes("--headscale-previous") && (argv.includes("--docker") || argv.includes("--postgres"))) throw new Error("lab up: --headscale-previous is for the standard lab (the docker variant runs headscale from an image, the upgrade drill runs on SQLite)");
         const instance = flags.instance ?? defaultInstance();
-        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build"), docker: argv.includes("--docker"), postgres: argv.includes("--postgres") });
+        const r = await labUp({ instance, log: say, noBuild: argv.includes("--no-build"), docker: argv.includes("--docker"), postgres: argv.includes("--postgres"), ...(argv.includes("--headscale-previous") ? { beforeDeploy: async () => void say(`  headscale-previous: ${await deployPreviousRelease(instance)}`) } : {}) });
         say("");
         say(`lab up: ${r.ok ? "deployed" : "FAILED"} in ${s(r.totalMs)} (instance ${instance})`);
         for (const st of r.steps) say(`  ${st.ok ? "ok  " : "FAIL"} ${`${st.step}${st.host ? ` ${st.host}` : ""}`.padEnd(28)} ${s(st.ms).padStart(7)}${st.ok && st.detail ? `  ${st.detail}` : ""}`);

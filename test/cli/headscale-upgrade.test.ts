@@ -9,7 +9,8 @@
  *   - a binary that cannot serve: the rollback puts the old binary and the
  *     database copy back, headscale answers with the same nodes;
  *   - a staged binary of the wrong release: refused, nothing changed.
- * The lab drill over SSH and systemd is test/lab/coordinator-life-lab.test.ts.
+ * The lab drill over SSH and systemd is lab/e2e/drills/upgrade.ts (a `lab check
+ * --drills` item, run by test/lab/drills-lab.test.ts).
  * In CI nothing skips (test/lab/ci-gate.ts).
  */
 import { execFile, spawnSync } from "node:child_process";

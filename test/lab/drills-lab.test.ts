@@ -1,11 +1,20 @@
 /**
  * `meshfleet lab check --drills` on the real lab (MESHFLEET_LAB_E2E=1, root,
  * tools built; in CI a missing prerequisite fails, never skips). Lab
- * instance 3, booted fresh with hosts/lab at instance 3's addresses and
- * removed afterwards.
+ * instance 3, booted fresh with hosts/lab at instance 3's addresses, its
+ * coordinator at the headscale release before the pinned one (what `lab up
+ * --headscale-previous` deploys, so the upgrade drill runs), and removed
+ * afterwards. One boot for every drill: the upgrade and the coordinator move
+ * had lab files of their own, each booting its lab.
  *
  *   - the CLI's `lab check --quick --drills` passes every item, the drills
  *     among them with their phase times, and `lab report` lists them;
+ *   - the upgrade drill is not run on a lab it does not fit (this one, once
+ *     upgraded), saying why;
+ *   - the move drill fails when the feature is broken: a move that loses a
+ *     route (lxc-tailscale's approved route dropped on vps2 right after the
+ *     move, injected through the drill's `afterMove`) fails the drill naming
+ *     the node, and the drill puts the coordinator back on vps;
  *   - the backup drill fails when the feature is broken: a restore that
  *     loses a node (the laptop deleted from headscale right after the
  *     restore, the fault injected through the drill's `afterRestore`) fails
@@ -16,10 +25,11 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { hsCli, tsCli, type ChecksFile } from "../../lab/e2e/checks.ts";
-import { backupRestoreDrill, DRILLS, drillsNotOn, drillsOn, withBackupFleet } from "../../lab/e2e/drills/index.ts";
+import { backupRestoreDrill, deployPreviousRelease, DRILLS, drillsNotOn, drillsOn, moveDrill, upgradeDrill, withBackupFleet } from "../../lab/e2e/drills/index.ts";
 import { labDown } from "../../lab/e2e/down.ts";
 import { e2ePaths } from "../../lab/e2e/paths.ts";
 import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { waitTailnetRoute } from "../../lab/e2e/ping.ts";
 import { labUp } from "../../lab/e2e/up.ts";
 import { skipUnlessCi } from "./ci-gate.ts";
 import { labMissing, labOn, writeLabFleet } from "./harness.ts";
@@ -34,7 +44,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`lab check --drills on lab instance 
   beforeAll(async () => {
     await labDown({ instance: INSTANCE, log: () => {} }).catch(() => undefined);
     writeLabFleet(INSTANCE);
-    const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true });
+    const r = await labUp({ instance: INSTANCE, log: () => {}, noBuild: true, beforeDeploy: async () => void (await deployPreviousRelease(INSTANCE)) });
     broughtUp = true;
     if (!r.ok) throw new Error(`lab up --instance ${INSTANCE}: ${r.error}`);
   }, 1_800_000);
@@ -44,7 +54,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`lab check --drills on lab instance 
   }, 600_000);
 
   const meshfleet = (...args: string[]) =>
-    execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), ...args], { cwd: REPO, reject: false, env: { ...process.env, ...labPulumiEnv(INSTANCE) }, timeout: 1_500_000 });
+    execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), ...args], { cwd: REPO, reject: false, env: { ...process.env, ...labPulumiEnv(INSTANCE) }, timeout: 2_400_000 });
 
   it("lab check --quick --drills: every item passes, the drills with their times, and lab report lists them", async () => {
     const r = await meshfleet("lab", "check", "--instance", String(INSTANCE), "--quick", "--drills");
@@ -64,7 +74,36 @@ describe.skipIf(skipUnlessCi(labMissing()))(`lab check --drills on lab instance 
     const html = readFileSync(p.report, "utf8");
     for (const name of drillsOn("standard")) expect(html).toMatch(new RegExp(`<tr class="pass"><td>PASS</td><td>${name.replace(/[.*+?^${}()|[\]\\]/g, "\\$&").replace(/'/g, "&#39;")}</td>`));
     expect(html).toMatch(/restoreMs \d+\.\d+s/);
-  }, 1_800_000);
+    expect(checks.checks.find((x) => x.name === DRILLS.upgrade)!.timings).toMatchObject({ backupMs: expect.any(Number), upgradeMs: expect.any(Number), upgradeUpMs: expect.any(Number), rollbackMs: expect.any(Number) });
+    expect(checks.checks.find((x) => x.name === DRILLS.move)!.timings).toMatchObject({ upToVps2Ms: expect.any(Number), onlineToVps2Ms: expect.any(Number), upBackMs: expect.any(Number), onlineBackMs: expect.any(Number), pingLossToVps2Ms: expect.any(Number), pingLossBackMs: expect.any(Number) });
+    expect(String(r.stdout)).not.toMatch(/lab check --drills: drill: (headscale upgraded|the coordinator moved).*: not run/);
+  }, 2_700_000);
+
+  it("the upgrade drill is not run on a lab whose coordinator already runs the pinned release, saying why", async () => {
+    const r = await upgradeDrill({ instance: INSTANCE });
+    expect(r.ok).toBe(false);
+    expect(r.why).toMatch(/^not run: the coordinator runs headscale \S+, not the previous release \S+ \(the drill already ran on this lab\); a lab for it: `meshfleet lab up --headscale-previous`/);
+  }, 120_000);
+
+  it("the move drill fails on a move that loses a route (lxc-tailscale's approval dropped on vps2 right after the move), naming it, and puts the coordinator back", async () => {
+    let router: { id: number | string; approved_routes?: string[] } | undefined;
+    const r = await moveDrill({
+      instance: INSTANCE,
+      afterMove: async (to, lab) => {
+        if (to !== "vps2") return;
+        router = (await headscaleNodesAny(lab)).find((n) => n.given_name === "lxc-tailscale");
+        if (!router) throw new Error("no lxc-tailscale node on vps2");
+        await on(lab, `${hsCli()} nodes approve-routes -i ${router.id} -r ''`);
+      },
+    });
+    console.log(`fault injected: ${r.ok ? "PASS" : "FAIL"} ${r.why}`);
+    expect(r.ok).toBe(false);
+    expect(r.why).toMatch(/^nodes not kept on vps2's headscale \(same id, IPs and routes\): \S+ lxc-tailscale \S+ routes=192\.168\.8\.0\/24 -> \S+ lxc-tailscale \S+ routes=; the coordinator was put back on vps$/);
+    expect(r.timings.upToVps2Ms).toBeGreaterThan(0);
+    // The lab as it was for the next test: the route approved again on vps, the laptop routed to the NAS.
+    await on("vps", `${hsCli()} nodes approve-routes -i ${router!.id} -r '${(router!.approved_routes ?? []).join(",")}'`);
+    await waitTailnetRoute(INSTANCE, "laptop", "192.168.8.10", 90_000);
+  }, 900_000);
 
   it("the backup drill fails on a restore that loses a node (the laptop deleted right after the restore), naming it", async () => {
     const r = await withBackupFleet(INSTANCE, () =>
@@ -85,7 +124,7 @@ describe.skipIf(skipUnlessCi(labMissing()))(`lab check --drills on lab instance 
   }, 900_000);
 });
 
-/** headscale's nodes through the tool binary the standard lab's VPS runs (harness's headscaleNodes reads /usr/local/bin's). */
-async function headscaleNodesAny(): Promise<{ id: number | string; given_name: string }[]> {
-  return JSON.parse((await on("vps", `${hsCli()} nodes list -o json`)) || "[]") as { id: number | string; given_name: string }[];
+/** headscale's nodes on `host` through the tool binary (whichever headscale the host runs: the CLI only talks to it). */
+async function headscaleNodesAny(host = "vps"): Promise<{ id: number | string; given_name: string; approved_routes?: string[] }[]> {
+  return JSON.parse((await on(host, `${hsCli()} nodes list -o json`)) || "[]") as { id: number | string; given_name: string; approved_routes?: string[] }[];
 }

@@ -1,20 +1,19 @@
 /**
- * What the lab test files share (fleet-lab, backup-lab, reboot-lab and
- * coordinator-life-lab wrote it out each): the CI gate of a lab test, the
+ * What the lab test files share (fleet-lab, backup-lab, reboot-lab and the
+ * coordinator lab files wrote it out each): the CI gate of a lab test, the
  * copy of hosts/lab with an instance's SSH addresses set as that instance's
  * fleet folder, and a command on a lab host that throws on failure.
  */
-import { execa } from "execa";
 import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { sshExec } from "../../lab/hosts/index.ts";
-import { e2ePaths, STACK } from "../../lab/e2e/paths.ts";
-import { labPulumiEnv, REPO } from "../../lab/e2e/pulumi.ts";
+import { e2ePaths } from "../../lab/e2e/paths.ts";
+import { REPO } from "../../lab/e2e/pulumi.ts";
 import { labTopology } from "../../lab/topology.ts";
 import { isRoot, NEEDS_ROOT } from "./ci-gate.ts";
-import { loadVersions } from "../../lab/tools/versions.ts";
-import { toolStatus } from "../../lab/tools/status.ts";
+import { labCli } from "../../lab/e2e/drills/lab-cli.ts";
+import { coordinatorBinaryEdit, toolBinary } from "../../lab/e2e/drills/upgrade.ts";
 
 /** What a lab test lacks here (root, MESHFLEET_LAB_E2E=1), or false: `describe.skipIf(skipUnlessCi(labMissing()))`. */
 export function labMissing(env: NodeJS.ProcessEnv = process.env): string | false {
@@ -54,13 +53,8 @@ export function labOn(instance: number): (host: string, cmd: string, o?: { input
   };
 }
 
-/** The first binary of a pinned tool (lab/versions.json) as built here, or null. */
-export function toolBinary(name: string): string | null {
-  const t = loadVersions().tools.find((x) => x.name === name);
-  return t ? toolStatus(t).binaries[0]?.path ?? null : null;
-}
-
-const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/headscale$/m;
+/** The first binary of a pinned tool (lab/versions.json) as built here, or null (lab/e2e/drills/upgrade.ts). */
+export { toolBinary };
 
 /**
  * hosts/lab for `instance` with its coordinator running the headscale binary
@@ -68,16 +62,7 @@ const PACKAGE = /^  package: \/opt\/meshfleet\/tools\/headscale@[\d.]+\/bin\/hea
  * pinned at `version` (coordinator-life and the staged upgrade).
  */
 export function writeCoordinatorFleet(instance: number, version: string, binaryPath: string): void {
-  writeLabFleet(instance, {
-    edit: (f, text) => {
-      if (f === "vps.yaml") {
-        if (!PACKAGE.test(text)) throw new Error(`hosts/lab/vps.yaml no longer names the headscale tool's binary as its headscale package (${PACKAGE})`);
-        return text.replace(PACKAGE, "  package: /usr/local/bin/headscale");
-      }
-      return f === "fleet.yaml" ? text.replace(/^  headscaleVersion: [\d.]+$/m, `  headscaleVersion: ${version}`) : text;
-    },
-    config: { "meshfleet:headscaleBinaryPath": binaryPath },
-  });
+  writeLabFleet(instance, { edit: coordinatorBinaryEdit(version), config: { "meshfleet:headscaleBinaryPath": binaryPath } });
 }
 
 export interface HeadscaleNodeRow {
@@ -101,17 +86,6 @@ export function registration(ns: HeadscaleNodeRow[]): string[] {
 
 /**
  * `meshfleet <verb> --stack lab --config-file <instance's>` as a whole CLI process (`up` with
- * --yes), its state dir given (`stateDir()` is read at each call: tests make it in beforeAll).
+ * --yes), its state dir given (lab/e2e/drills/lab-cli.ts, which the move and upgrade drills use).
  */
-export function labCli(instance: number, stateDir: () => string): (verb: "up" | "preview", ...extra: string[]) => Promise<{ code: number | undefined; out: string; ms: number }> {
-  return async (verb, ...extra) => {
-    const t0 = Date.now();
-    const r = await execa(process.execPath, [join(REPO, "bin", "meshfleet.mjs"), verb, "--stack", STACK, "--config-file", e2ePaths(instance).stackConfig, ...(verb === "up" ? ["--yes"] : []), ...extra], {
-      cwd: REPO,
-      reject: false,
-      env: { ...process.env, ...labPulumiEnv(instance), MESHFLEET_STATE_DIR: stateDir() },
-      timeout: verb === "up" ? 900_000 : 600_000,
-    });
-    return { code: r.exitCode, out: `${r.stdout}\n${r.stderr}`, ms: Date.now() - t0 };
-  };
-}
+export { labCli };

@@ -3,7 +3,7 @@
  * stage headscale's known-good path takes (0.28.0 -> 0.29.2), through
  * `meshfleet up` with its backup and health check (MESHFLEET_LAB_E2E=1, root,
  * headscale 0.28.0 built as the tool headscale-0.28; in CI a missing
- * prerequisite fails, never skips). Lab instance 3 (coordinator-life-lab's:
+ * prerequisite fails, never skips). Lab instance 3 (drills-lab's:
  * the files run one at a time, and each boots it fresh and removes it), with
  * the coordinator running the binary meshfleet installs.
  *

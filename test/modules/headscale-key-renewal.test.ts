@@ -3,7 +3,7 @@
  * that has not joined, and made again for a host whose node key expired, so
  * that `up` logs it in again. The decision is headscale-cli.ts's (pure); the
  * provider's PreAuthKey diff asks headscale for the facts once per run (ssh
- * answered by a recorder here; the lab drill is test/lab/coordinator-life-lab.test.ts).
+ * answered by a recorder here; the lab drill is lab/e2e/drills/key-expiry.ts, run by test/lab/drills-lab.test.ts).
  */
 import { existsSync, readFileSync } from "node:fs";
 import { afterEach, describe, expect, it, vi } from "vitest";
