@@ -32,7 +32,7 @@
  * costs no SSH round trip here.
  */
 import { spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { parse as parseYaml } from "yaml";
 import { isMainThread } from "node:worker_threads";
@@ -302,11 +302,30 @@ export interface UpgradeResult {
 export type DockerHeadscaleReader = (a: StackAccess, host: HostSystem, container: string) => Promise<string | null>;
 
 const readDockerHeadscale: DockerHeadscaleReader = async (a, host, container) => {
-  const r = await tryRun(newSession(), connectionTo(a, host, { connectTimeoutSeconds: 10, dialAttempts: 3 }), `docker exec ${shq(container)} headscale version 2>/dev/null | head -n 1`, {
+  // One short attempt: on a first deploy the host may not answer yet, and preview must not wait long for it.
+  const r = await tryRun(newSession(), connectionTo(a, host, { connectTimeoutSeconds: 5, dialAttempts: 1 }), `docker exec ${shq(container)} headscale version 2>/dev/null | head -n 1`, {
     what: "upgrade: which headscale the coordinator's container runs",
   });
   return r.error || r.code !== 0 || r.stdout.trim() === "" ? null : r.stdout.trim();
 };
+
+/** False when no file of the fleet folder mentions docker or imports from outside it: its coordinator cannot be on the docker runtime. */
+export function mayRunDocker(dir: string): boolean {
+  if (!existsSync(dir)) return false;
+  const walk = (d: string): boolean => {
+    for (const e of readdirSync(d, { withFileTypes: true })) {
+      const p = path.join(d, e.name);
+      if (e.isDirectory()) {
+        if (walk(p)) return true;
+      } else if (/\.(ya?ml|ts)$/.test(e.name)) {
+        const t = readFileSync(p, "utf8");
+        if (t.includes("docker") || t.includes("../")) return true;
+      }
+    }
+    return false;
+  };
+  return walk(dir);
+}
 
 /** The release an image reference names by its tag (`headscale/headscale:0.29.2`, `…:v0.29.2@sha256:…`), or null. */
 export function imageRelease(image: string): string | null {
@@ -325,17 +344,12 @@ export function imageRelease(image: string): string | null {
  * here).
  */
 async function dockerCoordinatorStep(
-  o: { stack: string; configFile?: string; force: boolean; say: (l: string) => void; readDockerHeadscale?: DockerHeadscaleReader },
+  o: { force: boolean; say: (l: string) => void; readDockerHeadscale?: DockerHeadscaleReader },
+  a: StackAccess,
+  h: HostSystem,
   fleetFile: string,
-  fleetRaw: { coordinator?: { host?: unknown } },
   secs: () => number,
-): Promise<UpgradeResult | null> {
-  const hostName = typeof fleetRaw.coordinator?.host === "string" ? fleetRaw.coordinator.host : null;
-  const hostFile = hostName ? path.join(path.dirname(fleetFile), `${hostName}.yaml`) : null;
-  if (!hostFile || !existsSync(hostFile) || !/^runtime:\s*["']?docker\b/m.test(readFileSync(hostFile, "utf8"))) return null;
-  const a = await openStackFleet({ stack: o.stack, configFile: o.configFile });
-  const h = a.fleet.hosts[a.fleet.coordinator.host];
-  if (!h || h.runtime !== "docker") return null;
+): Promise<UpgradeResult> {
   const container = h.containers.find((c) => c.name === "headscale");
   const guard = "the deploy's image switch takes the database backup (the compose unit's guard) and the agent's rollback restores it";
   if (!container) return { action: "skipped", detail: `runtime: docker: no headscale container on ${h.name}`, seconds: secs() };
@@ -398,8 +412,15 @@ export async function headscaleUpgradeStep(o: {
   const binPath = cfg["meshfleet:headscaleBinaryPath"];
   const fleetFile = path.join(stackHostsDir(o.stack, o.configFile), "fleet.yaml");
   const fleetRaw = existsSync(fleetFile) ? ((parseYaml(readFileSync(fleetFile, "utf8")) as { coordinator?: { headscaleVersion?: unknown; host?: unknown } } | null) ?? {}) : {};
-  const docker = await dockerCoordinatorStep(o, fleetFile, fleetRaw, secs);
-  if (docker) return docker;
+  // Whether the coordinator runs on docker is known only from the evaluated fleet (runtime may come from an
+  // imported file); a fleet folder whose files never say "docker" (and import nothing from outside it) is
+  // not evaluated here for it.
+  let opened: StackAccess | undefined;
+  if (mayRunDocker(stackHostsDir(o.stack, o.configFile))) {
+    opened = await openStackFleet({ stack: o.stack, configFile: o.configFile });
+    const h = opened.fleet.hosts[opened.fleet.coordinator.host];
+    if (h?.runtime === "docker") return dockerCoordinatorStep(o, opened, h, fleetFile, secs);
+  }
   if (typeof binPath !== "string") return { action: "skipped", detail: "the stack installs no headscale binary (meshfleet:headscaleBinaryPath unset)", seconds: secs() };
   const wanted = typeof fleetRaw.coordinator?.headscaleVersion === "string" ? fleetRaw.coordinator.headscaleVersion : DEFAULT_HEADSCALE_VERSION;
   // Exactly the file the deploy pushes: runDeploy runs the program in root (a worker thread cannot chdir: then in the working folder).
@@ -426,7 +447,7 @@ export async function headscaleUpgradeStep(o: {
     );
   }
 
-  const a: StackAccess = await openStackFleet({ stack: o.stack, configFile: o.configFile });
+  const a: StackAccess = opened ?? (await openStackFleet({ stack: o.stack, configFile: o.configFile }));
   const c = coordinatorOf(a, "upgrade");
   const conn = connectionTo(a, c.host, { connectTimeoutSeconds: 10, dialAttempts: 3 });
   const session = newSession();

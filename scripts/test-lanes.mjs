@@ -23,7 +23,7 @@
 //   node scripts/test-lanes.mjs --only REGEX    only the files whose path matches
 import { spawn } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import os, { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -72,9 +72,21 @@ export function testFiles(dir = join(root, "test")) {
 }
 
 // Each at the start of a line, as code has them (not inside a string).
-const INSTANCE_PATTERNS = [/^const INSTANCE = (\d+)\b/m, /^const \w+ = lab\((\d+)\)/m, /^\s*(?:const \w+ = )?await labUp\(\{\s*instance:\s*(\d+)/m];
+const INSTANCE_PATTERNS = [
+  /^(?:export )?const INSTANCE(?:: number)? = (\d+)\b/m,
+  /^(?:export )?const \w+ = lab\((\d+)\)/m,
+  /^\s*(?:const \w+ = )?await labUp\(\{\s*instance:\s*(\d+)/m,
+];
+// What a file that uses a lab instance does: boots it, takes it down, runs commands on its hosts, reads its
+// files, or runs the lab's CLI. Any of these makes the file a lab file, which must name its instance.
+const USES_LAB = [
+  /^\s*(?:(?:const|let) \w+ = )?(?:await )?(?:labUp|hostsUp|labDown|hostsDown|labChecks)\(/m,
+  /^(?:export )?const \w+ = lab\(/m,
+  /^\s*(?:(?:const|let) \w+ = )?(?:await )?(?:labOn|e2ePaths|writeLabFleet|writeCoordinatorFleet)\(/m,
+  /^\s*(?:(?:const|let) \w+ = )?(?:await )?[\w.]+\(["']lab["'],\s*["'](?:up|check|down|hosts|report)["']/m,
+];
 
-/** The lab instance a file boots, undefined for a file without a lab; throws for one that boots a lab without naming it. */
+/** The lab instance a file uses, undefined for a file without a lab; throws for one that uses a lab without naming one instance. */
 export function labInstance(file, text) {
   const found = new Set();
   for (const re of INSTANCE_PATTERNS) {
@@ -83,8 +95,8 @@ export function labInstance(file, text) {
   }
   if (found.size > 1) throw new Error(`${file} names lab instances ${[...found].join(" and ")}: a lab file uses one instance (const INSTANCE = N)`);
   if (found.size === 1) return [...found][0];
-  if (/^import .* from "(\.\.\/)+lab\/(hosts\/index|e2e\/up)\.ts";$/m.test(text) && /^\s*(?:const \w+ = )?await (labUp|hostsUp)\(/m.test(text))
-    throw new Error(`${file} boots a lab but names no instance: write const INSTANCE = N (lab/hosts/README.md lists the instances taken)`);
+  if (USES_LAB.some((re) => re.test(text)))
+    throw new Error(`${file} uses a lab but names no instance: write const INSTANCE = N at the top (lab/hosts/README.md lists the instances taken), so npm test keeps it in one lane with that instance's other files`);
   return undefined;
 }
 
@@ -138,7 +150,8 @@ export function joinReports(reports) {
 function runLane(n, files, reportFile) {
   return new Promise((resolve) => {
     const args = ["vitest", "run", "--reporter=default", "--reporter=json", `--outputFile=${reportFile}`, ...files];
-    const child = spawn("npx", args, { cwd: root, stdio: ["ignore", "pipe", "pipe"], env: process.stdout.isTTY ? process.env : { ...process.env, NO_COLOR: "1" } });
+    // A process group of its own, so a signal to the run reaches the lane's vitest and everything under it.
+    const child = spawn("npx", args, { cwd: root, detached: true, stdio: ["ignore", "pipe", "pipe"], env: process.stdout.isTTY ? process.env : { ...process.env, NO_COLOR: "1" } });
     running.add(child);
     const prefix = (stream, out) => {
       let rest = "";
@@ -153,16 +166,24 @@ function runLane(n, files, reportFile) {
     prefix(child.stderr, process.stderr);
     child.on("close", (code, signal) => {
       running.delete(child);
-      resolve(code ?? (signal ? 128 : 1));
+      resolve(code ?? (signal ? 128 + (os.constants.signals[signal] ?? 0) : 1));
     });
   });
 }
 
 const running = new Set();
-for (const sig of ["SIGINT", "SIGTERM"]) {
+let stoppedBy;
+for (const sig of ["SIGINT", "SIGTERM", "SIGHUP"]) {
   process.on(sig, () => {
-    for (const c of running) c.kill(sig);
-    process.exitCode = 130;
+    stoppedBy = sig;
+    say(`${sig}: stopping the lanes (their labs are taken down by their own afterAll hooks where vitest gets to run them)`);
+    for (const c of running) {
+      try {
+        process.kill(-c.pid, sig);
+      } catch {
+        c.kill(sig);
+      }
+    }
   });
 }
 
@@ -176,7 +197,9 @@ async function main() {
   try {
     const at = process.argv.indexOf("--only");
     const only = at > 0 ? new RegExp(process.argv[at + 1]) : undefined;
-    plan = planLanes(testFiles().filter((f) => !only || only.test(f)), (f) => readFileSync(join(root, f), "utf8"), lanes);
+    const files = testFiles().filter((f) => !only || only.test(f));
+    if (files.length === 0) throw new Error(`no test file matches --only ${process.argv[at + 1]}`);
+    plan = planLanes(files, (f) => readFileSync(join(root, f), "utf8"), lanes);
   } catch (e) {
     say(`cannot place the test files in lanes: ${e.message}`);
     process.exit(2);
@@ -198,12 +221,19 @@ async function main() {
   );
   const reports = codes.map((code, i) => {
     const f = join(dir, `lane-${i + 1}.json`);
-    return { lane: i + 1, code, report: existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : undefined };
+    let report;
+    try {
+      report = existsSync(f) ? JSON.parse(readFileSync(f, "utf8")) : undefined;
+    } catch (e) {
+      say(`lane ${i + 1}: its JSON report cannot be read (${e.message}); it counts as a lane without one`);
+    }
+    return { lane: i + 1, code, report };
   });
   const joined = joinReports(reports);
   if (process.env.MESHFLEET_TEST_REPORT) writeFileSync(process.env.MESHFLEET_TEST_REPORT, JSON.stringify(joined));
   rmSync(dir, { recursive: true, force: true });
   say(`all lanes: ${joined.numPassedTests} passed, ${joined.numFailedTests} failed, ${joined.numPendingTests + joined.numTodoTests} skipped or todo, in ${Math.round((Date.now() - started) / 1000)} s`);
+  if (stoppedBy) process.exit(128 + (os.constants.signals[stoppedBy] ?? 0));
   process.exit(codes.some((c) => c !== 0) || !joined.success ? 1 : 0);
 }
 

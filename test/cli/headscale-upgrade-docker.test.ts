@@ -10,18 +10,24 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
-import { headscaleUpgradeStep, imageRelease, type DockerHeadscaleReader } from "../../cli/headscale-upgrade.ts";
+import { headscaleUpgradeStep, imageRelease, mayRunDocker, type DockerHeadscaleReader } from "../../cli/headscale-upgrade.ts";
+
+/** The fleet.yaml of the stack whose config file is `cfg`. */
+const stackHosts = (cfg: string) => path.join(dir, `hosts${/Pulumi\.s(\d+)\.yaml$/.exec(cfg)![1]}`, "fleet.yaml");
 
 const dir = mkdtempSync(path.join(tmpdir(), "mf-upgrade-docker-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 let n = 0;
 /** A stack whose coordinator vps runs `runtime`; `image` undefined leaves headscale.image unset (the image follows headscaleVersion). */
-function stack(o: { runtime: "docker" | "systemd"; version?: string; image?: string; binary?: boolean }): string {
+function stack(o: { runtime: "docker" | "systemd"; version?: string; image?: string; binary?: boolean; viaImport?: boolean; ext?: string }): string {
   const hosts = path.join(dir, `hosts${++n}`);
   mkdirSync(hosts, { recursive: true });
   writeFileSync(path.join(hosts, "fleet.yaml"), `coordinator:\n  host: vps\n  serverUrl: https://hs.example.org\n  headscaleVersion: ${o.version ?? "0.29.2"}\nusers: [alice]\npolicy:\n  acls:\n    - action: accept\n      src: [alice@]\n      dst: [\"*:*\"]\n`);
-  writeFileSync(path.join(hosts, "vps.yaml"), `imports: [coordinator]\naddress: 192.0.2.10\nruntime: ${o.runtime}\nderp:\n  enable: true\n  mode: embedded\n${o.image !== undefined ? `headscale:\n  image: ${o.image}\n` : ""}`);
+  // viaImport: the runtime comes from a shared file the host imports, not from its own file.
+  if (o.viaImport) writeFileSync(path.join(hosts, "_common.yaml"), `runtime: ${o.runtime}\n`);
+  const runtime = o.viaImport ? "" : `runtime: ${o.runtime}\n`;
+  writeFileSync(path.join(hosts, `vps.${o.ext ?? "yaml"}`), `imports: [coordinator${o.viaImport ? ", ./_common.yaml" : ""}]\naddress: 192.0.2.10\n${runtime}derp:\n  enable: true\n  mode: embedded\n${o.image !== undefined ? `headscale:\n  image: ${o.image}\n` : ""}`);
   const cfg = path.join(dir, `Pulumi.s${n}.yaml`);
   let config = `config:\n  meshfleet:hostsDir: ${hosts}\n`;
   if (o.binary) {
@@ -85,6 +91,16 @@ describe("headscaleUpgradeStep with a docker coordinator", () => {
     const said: string[] = [];
     expect(await run(stack({ runtime: "docker", image: "headscale/headscale:0.29.2" }), reader(null), false, said)).toMatchObject({ action: "skipped", detail: expect.stringMatching(/could not be read/) });
     expect(said.join("\n")).toMatch(/vps: cannot read which headscale its container runs/);
+  });
+
+  it("finds the docker runtime however the fleet sets it: from an imported file, in a .yml host file", async () => {
+    const imported = await run(stack({ runtime: "docker", image: "headscale/headscale:0.29.1", viaImport: true }), reader("headscale version v0.29.2")).catch((e: Error) => e);
+    expect((imported as Error).message).toMatch(/headscale\.image: expected 0\.29\.2 or newer/);
+    const yml = await run(stack({ runtime: "docker", version: "0.29.1", ext: "yml", binary: true }), reader("headscale version v0.29.2")).catch((e: Error) => e);
+    expect((yml as Error).message).toMatch(/coordinator\.headscaleVersion: expected 0\.29\.2 or newer/);
+    // A folder whose files never say docker is not evaluated for it.
+    expect(mayRunDocker(path.dirname(stackHosts(stack({ runtime: "systemd" }))))).toBe(false);
+    expect(mayRunDocker(path.dirname(stackHosts(stack({ runtime: "docker", viaImport: true }))))).toBe(true);
   });
 
   it("a systemd coordinator reads nothing from a container", async () => {

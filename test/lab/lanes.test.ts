@@ -54,8 +54,17 @@ describe("npm test's lanes", () => {
 
   it("refuse a file that boots a lab without naming its instance, or names two", () => {
     const boots = `import { labUp } from "../../lab/e2e/up.ts";\nawait labUp({ log: () => {} });\n`;
-    expect(() => labInstance("test/lab/new-lab.test.ts", boots)).toThrow(/test\/lab\/new-lab.test.ts boots a lab but names no instance: write const INSTANCE = N/);
+    expect(() => labInstance("test/lab/new-lab.test.ts", boots)).toThrow(/test\/lab\/new-lab.test.ts uses a lab but names no instance: write const INSTANCE = N/);
     expect(() => planLanes(["test/lab/new-lab.test.ts"], () => boots, 2)).toThrow(/names no instance/);
+    // Using a lab another way than booting it still needs the instance named.
+    for (const uses of [
+      `const r = await meshfleet("lab", "check", "--instance", "3");\n`,
+      `const on = labOn(n);\n`,
+      `  await labDown({ instance: n, log });\n`,
+      `const p = e2ePaths(n);\n`,
+    ])
+      expect(() => labInstance("x.test.ts", uses), uses).toThrow(/uses a lab but names no instance/);
+    expect(labInstance("x.test.ts", `export const INSTANCE = 7;\nconst r = await meshfleet("lab", "up", "--instance", String(INSTANCE));\n`)).toBe(7);
     expect(() => labInstance("x.test.ts", "const INSTANCE = 3;\nconst L = lab(4);\n")).toThrow(/names lab instances 3 and 4/);
     expect(labInstance("x.test.ts", "const INSTANCE = 3;\nawait labUp({ instance: INSTANCE });\n")).toBe(3);
     expect(labInstance("x.test.ts", "  const r = await labUp({ instance: 5, log });\n")).toBe(5);
