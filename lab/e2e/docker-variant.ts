@@ -311,9 +311,10 @@ export async function prepareVariant(
   const was = labVariant(instance);
   if (!docker) {
     setLabVariant(instance, "standard");
-    // After `lab up --postgres` only while the stack still deploys its fleet: a fleet a test wrote since (its own
-    // hostsDir, after a `lab down` removed the stack config) is kept.
-    const back = was === "docker" || (was === "postgres" && stackHostsDirOf(instance) === postgresFleetDir(instance));
+    // After `lab up --docker` or `--postgres` only while the stack still deploys that variant's fleet: a fleet a
+    // test wrote since (its own hostsDir, after a `lab down` removed the stack config) is kept.
+    const back =
+      (was === "docker" && stackHostsDirOf(instance) === variantFleetDir(instance)) || (was === "postgres" && stackHostsDirOf(instance) === postgresFleetDir(instance));
     return { fleetDir: FLEET_DIR, stackHostsDir: back ? FLEET_DIR : undefined, detail: "standard" };
   }
   // A host just booted may still be starting docker ("activating"): wait for it to settle.
