@@ -119,7 +119,7 @@ export interface MoveFacts {
 export function moveNotFit(f: MoveFacts): string | null {
   if (f.variant === "docker") return "not run: the docker variant's VPS is a docker host and the spare host derp is not; the move drill runs on the standard lab (`meshfleet lab up`)";
   if (!f.hasDerp) return "not run: this lab has no spare host derp to become vps2";
-  if (f.coordinatorHost !== "vps") return `not run: the deployed fleet's coordinator is ${f.coordinatorHost ?? "(none)"}, not vps (an earlier move left half done? \`meshfleet lab up\` deploys the lab's fleet again)`;
+  if (f.coordinatorHost !== "vps") return `not run: the deployed fleet's coordinator is ${f.coordinatorHost ?? "(none)"}, not vps (an earlier move left half done? \`meshfleet lab down\`, then \`meshfleet lab up\`, makes the lab afresh)`;
   return null;
 }
 
@@ -206,7 +206,9 @@ export function moveDrill(o: MoveDrillOptions): Promise<DrillResult> {
       setStackConfig(instance, { "meshfleet:hostsDir": dir });
     };
     /** Where 203.0.113.10 is, as the drill moved it. */
-    let addressOn: "vps" | "derp" = "vps";
+    // Set once the drill first writes a fleet with the coordinator elsewhere: from then on a failure puts
+    // the address, the fleet and the coordinator back on vps (each step of that is harmless where it is already so).
+    let touched = false;
     let ping: Promise<unknown> | undefined;
     const said: string[] = [];
     try {
@@ -232,6 +234,7 @@ export function moveDrill(o: MoveDrillOptions): Promise<DrillResult> {
         must(preview.code === 0, `preview of the move to ${to}: exit ${preview.code}: ${preview.out.slice(-1500)}`);
         must(preview.out.includes(`the coordinator moves here from ${fromHost}`), `preview does not state the move to ${to} ("the coordinator moves here from ${fromHost}"): ${preview.out.slice(-1500)}`);
       };
+      touched = true;
       await previewMove("vps2");
       for (const [to, key, next] of [["vps2", "ToVps2", "vps"], ["vps", "Back", null]] as const) {
         const fromHost: Coordinator = to === "vps" ? "vps2" : "vps";
@@ -241,7 +244,6 @@ export function moveDrill(o: MoveDrillOptions): Promise<DrillResult> {
         ping = pinging;
         const t0 = Date.now();
         await moveAddress(lab as "vps" | "derp");
-        addressOn = lab as "vps" | "derp";
         const up = await cli("up");
         t[`up${key}Ms`] = up.ms;
         if (o.afterMove) await o.afterMove(to, lab);
@@ -277,8 +279,9 @@ export function moveDrill(o: MoveDrillOptions): Promise<DrillResult> {
       must(/^before-move-\d{8}T\d{6}Z$/m.test(aside), `vps did not keep the database of its first stay aside (no before-move-<stamp> in /var/lib/headscale): ${aside.trim().split("\n").join(" ")}`);
       return `${before.length} nodes kept their ids, IPs and routes through a move to vps2 (the lab host derp) and back; ${said.join("; ")}; the old coordinator kept its database each time`;
     } catch (e) {
-      // A failed step after the address moved: the coordinator back on vps (address and fleet), so the lab goes on.
-      if (addressOn === "vps") throw e;
+      // A failed step once the drill wrote a moved fleet (its preview, the address, either up, a check after):
+      // the coordinator back on vps (address, fleet, up), so the lab goes on and the next deploy does not move it.
+      if (!touched) throw e;
       let back: string;
       try {
         await moveAddress("vps");

@@ -31,7 +31,7 @@ import { toolStatus } from "../../tools/status.ts";
 import { sshExec } from "../../hosts/index.ts";
 import { labVariant, type LabVariant } from "../docker-variant.ts";
 import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../ping.ts";
-import { diffLines, hostOn, must, nodesOf, registration, runDrill, sleep, type DrillResult } from "./drill.ts";
+import { diffLines, DrillFailure, hostOn, must, nodesOf, registration, runDrill, sleep, type DrillResult } from "./drill.ts";
 import { deployedFleetDir, setStackConfig, stackConfigOf, writeFleetCopy } from "./fleet-copy.ts";
 import { labCli, type LabCliRun } from "./lab-cli.ts";
 
@@ -241,6 +241,7 @@ export function upgradeDrill(o: UpgradeDrillOptions): Promise<DrillResult> {
     const work = mkdtempSync(join(tmpdir(), "mf-upgrade-drill-"));
     const cli = labCli(instance, () => join(work, "state"));
     let ping: Promise<unknown> | undefined;
+    let cleanupProblem: string | null = null;
     try {
       const before = await nodes();
       must(before.length >= 3, `nodes registered before the drill: ${before.length}, expected 3 or more`);
@@ -319,10 +320,19 @@ export function upgradeDrill(o: UpgradeDrillOptions): Promise<DrillResult> {
       return `headscale ${v.previous} -> ${v.pinned} by up (backup ${t.backupMs} ms, kept as ${kept}; new binary and health check ${t.upgradeMs} ms; up ${(r.ms / 1000).toFixed(1)}s): ${before.length} nodes with the same IPs and routes, ${pings}; the up after it changes nothing; a ${failing} that cannot serve rolled back (${t.rollbackMs} ms), nodes unchanged; a downgrade without --force refused`;
     } finally {
       await ping?.catch(() => undefined);
-      // The fleet says what the coordinator runs now: the pinned release once upgraded, else still the previous one.
+      // The fleet says what the coordinator runs now. The previous release only when the coordinator was read
+      // running it: anything else (the pinned one, a version that cannot be read, a failed rollback's binary)
+      // leaves the pinned one, so no later deploy puts the older binary over a database the newer one migrated.
       const now = version(await running().catch(() => null));
-      await upgradeFleetAt(instance, now === v.pinned ? v.pinned : v.previous, (now === v.pinned ? facts.pinnedBinary : facts.previousBinary)!).catch(() => undefined);
+      const previousStill = now === v.previous;
+      try {
+        await upgradeFleetAt(instance, previousStill ? v.previous : v.pinned, (previousStill ? facts.previousBinary : facts.pinnedBinary)!);
+      } catch (e) {
+        cleanupProblem = `the fleet could not be set back to headscale ${previousStill ? v.previous : v.pinned} (${(e as Error).message}): the stack's fleet may name another release than the coordinator runs; \`meshfleet lab down\`, then \`meshfleet lab up\``;
+      }
       rmSync(work, { recursive: true, force: true });
+      // Said, not swallowed: the drill fails with it (over whatever it was going to return).
+      if (cleanupProblem) throw new DrillFailure(cleanupProblem);
     }
   });
 }
