@@ -82,6 +82,9 @@ export function coordinatorBinaryEdit(version: string): (file: string, text: str
   };
 }
 
+/** The lab host that runs headscale in the lab's fleet. */
+const COORDINATOR_HOST = "vps";
+
 /** Points the lab's stack at `<lab>/hosts-upgrade` with the coordinator's headscale at `version`, installed from `binary`. */
 async function upgradeFleetAt(instance: number, version: string, binary: string): Promise<string> {
   const dir = writeFleetCopy(instance, UPGRADE_FLEET, coordinatorBinaryEdit(version));
@@ -99,6 +102,15 @@ export async function deployPreviousRelease(instance: number): Promise<string> {
   const { previous } = headscaleReleases();
   const bin = toolBinary("headscale-previous");
   if (!bin) throw new Error(`--headscale-previous: headscale ${previous} (headscale-previous) is not built; run \`meshfleet tools build\``);
+  // Hosts that were up already may hold a database a newer headscale migrated: the previous release must not
+  // be put over it (this deploy runs without the CLI's downgrade refusal).
+  const db = await sshExec(COORDINATOR_HOST, "test -s /var/lib/headscale/db.sqlite && echo present || true", { instance, timeoutMs: 60_000 });
+  if (db.code !== 0) throw new Error(`--headscale-previous: cannot read whether the coordinator has a database already (ssh exit ${db.code}); nothing was deployed`);
+  if (db.stdout.trim() === "present") {
+    throw new Error(
+      `--headscale-previous: the coordinator has a headscale database already (this lab was up): headscale migrates its database forward only, so headscale ${previous} must not be put over it; nothing was deployed. Fix: \`meshfleet lab down --instance ${instance}\`, then \`meshfleet lab up --instance ${instance} --headscale-previous\``,
+    );
+  }
   const dir = await upgradeFleetAt(instance, previous, bin);
   return `the coordinator at headscale ${previous} (${bin}) through meshfleet:headscaleBinaryPath; fleet ${dir}`;
 }
