@@ -54,7 +54,9 @@ export function headscaleCommand(cli: HeadscaleCli, args: readonly string[]): st
 export function policyReloadArgv(cli: HeadscaleCli): string[] {
   return cli.runtime === "docker"
     ? ["docker", "kill", "--signal=HUP", cli.container ?? "headscale"]
-    : ["systemctl", "kill", "--signal=HUP", "headscale.service"];
+    : // The main process only: while the unit starts or stops, its auxiliary processes (ExecStartPre) may be
+      // past signalling, and systemctl kill then fails for them ("Input/output error").
+      ["systemctl", "kill", "--kill-who=main", "--signal=HUP", "headscale.service"];
 }
 
 /** True when every problem of checkRouteApproval is a route the node announces and headscale has not approved. */

@@ -202,6 +202,10 @@ async function renewalOf(olds: PreAuthKeyOutputs, news: PreAuthKeyInputs): Promi
 
 // ---- route approval ----
 
+/** How many times a policy reload that fails is tried, and how far apart. */
+const RELOAD_TRIES = 3;
+const RELOAD_SPACING_MS = 2_000;
+
 function wanted(n: Pick<RouteApprovalInputs, "routes" | "exitNode">): string[] {
   return [...n.routes, ...(n.exitNode ? EXIT_ROUTES : [])];
 }
@@ -216,6 +220,12 @@ async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
   let last = "";
   let problems: string[] = [];
   let reloaded = false;
+  // A reload that fails (headscale restarting in the same deploy: the coordinator's own generation, a
+  // coordinator move) is tried again, up to RELOAD_TRIES, a few seconds apart; the last failure is said
+  // if the routes are still not approved at the end.
+  let reloadTries = 0;
+  let reloadAt = 0;
+  let reloadFailed: string | null = null;
   const ok = await poll(n.timeoutSeconds * 1000, 500, async () => {
     const r = await hs(n, nodesListArgs(), `nodes list (routes of ${n.host})`, true);
     if (r.code !== 0) throw failed(n.connection.name, "headscale nodes list", r);
@@ -224,15 +234,21 @@ async function approve(n: RouteApprovalInputs): Promise<RouteApprovalOutputs> {
     // The node's generation and the coordinator's (which carries the policy) are deployed side by
     // side: a route announced before headscale restarted with the policy allowing it is not
     // auto-approved until headscale reloads its policy. Once, and approval still comes from the policy.
-    if (!reloaded && onlyUnapproved(problems)) {
-      reloaded = true;
+    if (!reloaded && reloadTries < RELOAD_TRIES && Date.now() - reloadAt >= RELOAD_SPACING_MS && onlyUnapproved(problems)) {
+      reloadTries++;
+      reloadAt = Date.now();
       const hup = await session.run(n.connection, shArgv(policyReloadArgv(n.cli)), { what: `reload headscale's policy (routes of ${n.host} announced, not approved)`, privateKey: n.sshPrivateKey });
-      if (hup.code !== 0) throw failed(n.connection.name, "reloading headscale's policy (SIGHUP)", hup);
+      if (hup.code !== 0) {
+        reloadFailed = failed(n.connection.name, "reloading headscale's policy (SIGHUP)", hup).message;
+        return null;
+      }
+      reloaded = true;
+      reloadFailed = null;
       return null;
     }
     return problems.length === 0 ? true : null;
   });
-  if (!ok) throw new ProviderError(problems.join("\n"));
+  if (!ok) throw new ProviderError([...problems, ...(reloadFailed ? [`${reloadFailed} (tried ${reloadTries} times)`] : [])].join("\n"));
   const node = findNode(last, n.hostname)!;
   const approved = node.approved_routes ?? [];
   const keep = approved.filter((r) => wanted(n).includes(r));

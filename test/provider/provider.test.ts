@@ -202,7 +202,7 @@ describe("headscale resources (ssh answered by a recorder)", () => {
   it("route approval fails naming host and route when headscale did not approve a declared route, after one policy reload", async () => {
     const seen = answer([
       [/nodes list/, () => ({ stdout: nodes([]) })],
-      [/^systemctl kill --signal=HUP headscale\.service$/, () => ({})],
+      [/^systemctl kill --kill-who=main --signal=HUP headscale\.service$/, () => ({})],
     ]);
     await expect(routeApproval.create({ ...ra, timeoutSeconds: 2 })).rejects.toThrow(
       `host router: route 192.168.8.0/24 is declared in the fleet but headscale did not approve it (approved: none); make autoApprovers.routes["192.168.8.0/24"] in the policy cover the node's owner or tags (tag:router), then redeploy`,
@@ -224,6 +224,26 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     const waiting = answer([[/nodes list/, () => ({ stdout: nodes([], []) })]]);
     await expect(routeApproval.create(ra)).rejects.toThrow(/does not announce it to headscale/);
     expect(waiting.some((x) => x.includes("HUP"))).toBe(false);
+  });
+
+  it("a policy reload that fails while headscale restarts is tried again, and the last failure is said if approval never comes", async () => {
+    let tries = 0;
+    let approved = false;
+    const seen = answer([
+      [/nodes list/, () => ({ stdout: nodes(approved ? ["192.168.8.0/24"] : []) })],
+      [/kill --kill-who=main --signal=HUP/, () => (++tries < 2 ? { code: 1, stderr: "Failed to kill unit headscale.service: Input/output error" } : ((approved = true), {}))],
+    ]);
+    const out = await routeApproval.create({ ...ra, timeoutSeconds: 15 });
+    expect(out.outs).toMatchObject({ nodeId: 5, approvedRoutes: ["192.168.8.0/24"] });
+    expect(seen.filter((x) => x.includes("HUP"))).toHaveLength(2);
+    // Every reload failing: the routes' problem and the reload's, with the count.
+    const failing = answer([
+      [/nodes list/, () => ({ stdout: nodes([]) })],
+      [/kill --kill-who=main --signal=HUP/, () => ({ code: 1, stderr: "Failed to kill unit headscale.service: Input/output error" })],
+    ]);
+    const err = await routeApproval.create({ ...ra, timeoutSeconds: 8 }).catch((e: Error) => e);
+    expect((err as Error).message).toMatch(/headscale did not approve it[\s\S]*reloading headscale's policy \(SIGHUP\)[\s\S]*Input\/output error[\s\S]*\(tried 3 times\)/);
+    expect(failing.filter((x) => x.includes("HUP"))).toHaveLength(3);
   });
 
   it("route approval revokes an approval the fleet no longer declares (approve-routes replaces the set)", async () => {
