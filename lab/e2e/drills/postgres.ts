@@ -14,19 +14,18 @@
  *     coordinator, whose agent rolls back, so headscale stays on Postgres
  *     with every node; the lab's fleet is then deployed back as it was.
  */
-import { cpSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parse } from "yaml";
 import { AGENT_HOST_PATH } from "../../../core/types.ts";
 import { PG_SETUP_UNIT } from "../../../modules/headscale-postgres.ts";
 import { hsCli } from "../coordinator-runtime.ts";
 import { labDeploy } from "../deploy-checks.ts";
-import { labFleetDir } from "../docker-variant.ts";
 import { e2ePaths, STACK } from "../paths.ts";
 import { PG_PASSWORD_KEY } from "../postgres-variant.ts";
 import { labPulumiEnv, runPulumi } from "../pulumi.ts";
 import { backupRestoreDrill } from "./backup-restore.ts";
 import { diffLines, hostOn, must, nodesOf, registration, runDrill, sleep, type DrillResult } from "./drill.ts";
+import { deployedFleetDir, setStackConfig, writeFleetCopy } from "./fleet-copy.ts";
 
 const DB = "/var/lib/headscale/db.sqlite";
 
@@ -129,10 +128,8 @@ export function postgresGuardDrill(o: PostgresGuardDrillOptions): Promise<DrillR
     // 2. database.type back to sqlite: the deploy fails on the coordinator, whose agent rolls back; then the fleet as it was.
     const p = e2ePaths(instance);
     const cfgBefore = readFileSync(p.stackConfig, "utf8");
-    const current = ((parse(cfgBefore) as { config?: Record<string, unknown> } | null)?.config?.["meshfleet:hostsDir"] as string | undefined) ?? labFleetDir(instance);
-    const edited = join(p.dir, "hosts-drill-sqlite");
-    rmSync(edited, { recursive: true, force: true });
-    cpSync(current, edited, { recursive: true });
+    const current = deployedFleetDir(instance);
+    let edited = "";
     const status = async () => {
       const x = JSON.parse(await on("vps", `node ${AGENT_HOST_PATH} status --json`)) as { generation: number; hash: string };
       return `${x.generation} ${x.hash}`;
@@ -140,15 +137,12 @@ export function postgresGuardDrill(o: PostgresGuardDrillOptions): Promise<DrillR
     let why = "";
     let failed: unknown;
     try {
-      const vps = join(edited, "vps.yaml");
-      const text = readFileSync(vps, "utf8");
       const pgBlock = /^ {2}database:\n {4}type: postgres\n(?: {4}.*\n| {6}.*\n)*/m;
-      must(pgBlock.test(text), `${current}/vps.yaml has no headscale.database block on Postgres to switch back`);
+      must(pgBlock.test(readFileSync(join(current, "vps.yaml"), "utf8")), `${current}/vps.yaml has no headscale.database block on Postgres to switch back`);
       // SQLite, and headscale.backup off (on SQLite it needs sqlite3, which the lab has no package for): headscale
       // would start on a new, empty db.sqlite.
-      writeFileSync(vps, text.replace(pgBlock, "  database:\n    type: sqlite\n").replace(/^ {2}backup:\n(?: {4}.*\n)*/m, ""));
-      const set = await runPulumi(["config", "set", "--config-file", p.stackConfig, "--stack", STACK, "meshfleet:hostsDir", edited], { env: labPulumiEnv(instance) });
-      must(set.code === 0, `pulumi config set meshfleet:hostsDir: ${set.stderr.trim()}`);
+      edited = writeFleetCopy(instance, "drill-sqlite", (f, text) => (f === "vps.yaml" ? text.replace(pgBlock, "  database:\n    type: sqlite\n").replace(/^ {2}backup:\n(?: {4}.*\n)*/m, "") : text));
+      setStackConfig(instance, { "meshfleet:hostsDir": edited });
       const gen = await status();
       const t2 = Date.now();
       const r = await labDeploy(instance, { verb: "up", on: ["vps"] });
@@ -174,7 +168,7 @@ export function postgresGuardDrill(o: PostgresGuardDrillOptions): Promise<DrillR
     }
     // The fleet as it was (the stack config byte for byte), also after a failed step.
     writeFileSync(p.stackConfig, cfgBefore);
-    rmSync(edited, { recursive: true, force: true });
+    if (edited) rmSync(edited, { recursive: true, force: true });
     const t3 = Date.now();
     const back = await labDeploy(instance, { verb: "up", on: ["vps"] });
     t.deployBackMs = Date.now() - t3;
