@@ -7,6 +7,7 @@
  */
 import { writeFile, lstat } from "node:fs/promises";
 import { formatDiagnostics, hasErrors, loadFleetDir, MeshfleetError } from "../core/index.ts";
+import { inPolicyFile } from "../core/load.ts";
 import { fleetSchema } from "../core/fleet-schema.ts";
 import { stripPrio } from "../core/merge.ts";
 import { compareSaas, saasPolicy, type SaasComparison } from "../core/policy/saas.ts";
@@ -23,8 +24,9 @@ export async function renderPolicyFor(target: string, fleet: FleetSystem, out: s
   const loaded = await loadFleetDir(fleet.dir);
   const cfg = fleetSchema.parse(stripPrio(loaded.fleet?.value ?? {}));
   const exp = saasPolicy(fleet, cfg.tailscaleSaas, file, cfg.prefixes);
-  if (exp.diagnostics.length) console.error(formatDiagnostics(exp.diagnostics));
-  if (hasErrors(exp.diagnostics)) {
+  const problems = inPolicyFile(exp.diagnostics, fleet.dir, loaded.fleet?.policyFile);
+  if (problems.length) console.error(formatDiagnostics(problems));
+  if (hasErrors(problems)) {
     console.error(`nothing written: the policy cannot be written for Tailscale's service until the error(s) above are fixed.`);
     return 1;
   }

@@ -23,7 +23,7 @@ import { readFileSync, existsSync } from "node:fs";
 import { z } from "zod";
 import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
-import { loadFleetDir, parseYaml, displayPath, type LoadedFleet } from "./load.ts";
+import { loadFleetDir, parseYaml, displayPath, inPolicyFile, type LoadedFleet } from "./load.ts";
 import { loadSites } from "./sites.ts";
 import { definitionsAt, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
@@ -86,7 +86,10 @@ export async function evaluateFleet(registry: ModuleRegistry, dir: string, stack
   const { loaded, layout } = await loadSites(dir);
   const r = evaluateLoaded(registry, loaded, stack);
   if (r.fleet && layout) r.fleet.sites = layout;
-  return r;
+  // A policy read from its own file (fleet.yaml policy: ./policy.hujson): its problems are named there.
+  const policyFile = loaded.fleet?.policyFile;
+  if (r.fleet && policyFile) Object.assign(r.fleet, { policyFile, warnings: inPolicyFile(r.fleet.warnings, loaded.dir, policyFile) });
+  return { ...r, diagnostics: inPolicyFile(r.diagnostics, loaded.dir, policyFile) };
 }
 
 /** A host after phase 1: its final options, where each came from, its facts. */

@@ -25,14 +25,24 @@ export class HuJsonError extends Error {
   constructor(
     readonly reason: string,
     readonly position: HuJsonPosition,
+    /** Set when the text is well formed so far but past one of the HuJsonLimits. */
+    readonly limit?: keyof HuJsonLimits,
   ) {
     super(`line ${position.line}, column ${position.col}: ${reason}`);
   }
 }
 
+/** Bounds on what one text may hold; past one, parsing stops with a HuJsonError there. */
+export interface HuJsonLimits {
+  /** Nesting of arrays and objects. @default 200 */
+  depth?: number;
+  /** Values (objects, arrays, strings, numbers, literals), counted as they are read. @default no bound */
+  values?: number;
+}
+
 /** Parse HuJSON text into plain JSON values; throws HuJsonError. */
-export function parseHuJson(text: string): unknown {
-  const p = new Parser(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text);
+export function parseHuJson(text: string, limits: HuJsonLimits = {}): unknown {
+  const p = new Parser(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, limits.depth ?? MAX_DEPTH, limits.values ?? Infinity);
   p.skipSpace();
   if (p.atEnd()) p.fail("expected a JSON value, found the end of the file (an empty file)");
   const v = p.value(0);
@@ -45,7 +55,12 @@ const MAX_DEPTH = 200;
 
 class Parser {
   i = 0;
-  constructor(readonly s: string) {}
+  private values = 0;
+  constructor(
+    readonly s: string,
+    private maxDepth: number,
+    private maxValues: number,
+  ) {}
 
   atEnd(): boolean {
     return this.i >= this.s.length;
@@ -63,8 +78,8 @@ class Parser {
     return { line, col: at - lineStart + 1, offset: at };
   }
 
-  fail(reason: string, at = this.i): never {
-    throw new HuJsonError(reason, this.position(at));
+  fail(reason: string, at = this.i, limit?: keyof HuJsonLimits): never {
+    throw new HuJsonError(reason, this.position(at), limit);
   }
 
   describeHere(): string {
@@ -98,7 +113,8 @@ class Parser {
   }
 
   value(depth: number): unknown {
-    if (depth > MAX_DEPTH) this.fail(`nesting deeper than ${MAX_DEPTH} levels`);
+    if (depth > this.maxDepth) this.fail(`nesting deeper than ${this.maxDepth} levels`, this.i, "depth");
+    if (++this.values > this.maxValues) this.fail(`more than ${this.maxValues} values`, this.i, "values");
     const c = this.s[this.i];
     switch (c) {
       case "{":
@@ -206,7 +222,8 @@ class Parser {
   object(depth: number): Record<string, unknown> {
     this.i++; // {
     const out: Record<string, unknown> = {};
-    const seen = new Map<string, HuJsonPosition>();
+    // Offsets, not positions: a position counts lines from the start of the text, which for every key of a large file is quadratic.
+    const seen = new Map<string, number>();
     this.skipSpace();
     if (this.s[this.i] === "}") {
       this.i++;
@@ -217,9 +234,12 @@ class Parser {
       if (this.s[this.i] !== '"') this.fail(`expected a key in double quotes, found ${this.describeHere()}`);
       const keyAt = this.i;
       const key = this.string();
-      const before = seen.get(key);
-      if (before) this.fail(`the key ${JSON.stringify(key)} appears twice in one object (first at line ${before.line}, column ${before.col})`, keyAt);
-      seen.set(key, this.position(keyAt));
+      const first = seen.get(key);
+      if (first !== undefined) {
+        const before = this.position(first);
+        this.fail(`the key ${JSON.stringify(key)} appears twice in one object (first at line ${before.line}, column ${before.col})`, keyAt);
+      }
+      seen.set(key, keyAt);
       this.skipSpace();
       if (this.s[this.i] !== ":") this.fail(`expected ':' after the key ${JSON.stringify(key)}, found ${this.describeHere()}`);
       this.i++;

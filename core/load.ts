@@ -29,6 +29,7 @@ import { pathToFileURL } from "node:url";
 import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode } from "yaml";
 import { diag, ECHO_MAX, quote, recordTypedScalars, show, type TypedScalar } from "./diagnostics.ts";
 import { checkFleetFile } from "./fleet-schema.ts";
+import { HuJsonError, parseHuJson } from "./hujson.ts";
 import { caseCollisions, labelProblem, suggestLabel } from "./names.ts";
 import { Prio, YAML_PRIORITY_TAGS } from "./priority.ts";
 import type { Diagnostic } from "./types.ts";
@@ -42,7 +43,8 @@ export interface SourceFile {
 
 export interface LoadedFleet {
   dir: string;
-  fleet?: SourceFile;
+  /** fleet.yaml. Its value holds the policy object, also when the file names a policy file (`policyFile`, as shown). */
+  fleet?: SourceFile & { policyFile?: string };
   hosts: { name: string; source: SourceFile }[];
   /**
    * Every file reached through `imports:` (shown path -> parsed file), each
@@ -71,6 +73,45 @@ export const LIMITS = {
   /** Nesting of lists and mappings. */
   depth: 48,
 } as const;
+
+/**
+ * The limits of a policy file (fleet.yaml `policy: ./policy.hujson`). HuJSON
+ * is read by core/hujson.ts in one pass at near JSON.parse's speed, so the
+ * bounds are far above the YAML files': 1 MiB holds ~8,000 rules of the
+ * usual shape. Measured in bench/bad-input: a fresh process loads the largest
+ * allowed file, or refuses a hostile one at these limits, in a small fraction
+ * of the 200 ms the YAML limits are held to.
+ */
+export const POLICY_LIMITS = {
+  /** Bytes in the policy file. */
+  fileBytes: 1024 * 1024,
+  /** Values (objects, arrays, strings, numbers, literals): a 1,000-rule policy has ~6,000. */
+  values: 200_000,
+  /** Nesting of arrays and objects (a policy nests 4 deep). */
+  depth: 32,
+} as const;
+
+/** What the reader holds one kind of file to: its size limit and what to do past it, and the fix for a folder in its place. */
+interface FileKind {
+  bytes: number;
+  expected: string;
+  fix: string;
+  folderFix: (file: string) => string;
+}
+
+const YAML_FILE: FileKind = {
+  bytes: LIMITS.fileBytes,
+  expected: `a fleet file of at most ${LIMITS.fileBytes / 1024} KiB (the documented limit)`,
+  fix: "split it into smaller files with imports, or remove what does not belong in a fleet file",
+  folderFix: (file) => `remove or rename the directory ${file} (a host is one file), or put shared files in a file named _<name>.yaml`,
+};
+
+const POLICY_FILE: FileKind = {
+  bytes: POLICY_LIMITS.fileBytes,
+  expected: `a policy file of at most ${POLICY_LIMITS.fileBytes / 1024 / 1024} MiB (the documented limit)`,
+  fix: "remove rules that are not needed, or name hosts by tags, groups or CIDRs instead of a rule each",
+  folderFix: (file) => `point policy at the policy file itself, not the directory ${file}`,
+};
 
 export function displayPath(p: string): string {
   const rel = path.relative(process.cwd(), p);
@@ -148,7 +189,7 @@ const inside = (root: string, p: string) => p === root || p.startsWith(root.ends
  * file (after symlinks) must be inside it. Nothing outside is ever read, and
  * a refused file's contents are never quoted.
  */
-export function readFleetFile(full: string, file: string, root: string, what = "a file", listedRegular = false): { bytes?: Uint8Array; diagnostics: Diagnostic[] } {
+export function readFleetFile(full: string, file: string, root: string, what = "a file", listedRegular = false, size: FileKind = YAML_FILE): { bytes?: Uint8Array; diagnostics: Diagnostic[] } {
   if (listedRegular) {
     const bytes = readListedRegular(full);
     if (bytes) return { bytes, diagnostics: [] };
@@ -184,17 +225,16 @@ export function readFleetFile(full: string, file: string, root: string, what = "
   } catch (e) {
     return fail(`a file that cannot be read (${(e as NodeJS.ErrnoException).code})`, `make ${file} readable`);
   }
-  if (st.isDirectory()) return fail("a directory", `remove or rename the directory ${file} (a host is one file), or put shared files in a file named _<name>.yaml`);
+  if (st.isDirectory()) return fail("a directory", size.folderFix(file));
   if (!st.isFile()) return fail("a special file (a pipe, socket or device), which is not read", `replace ${file} with a regular file`);
-  if (st.size > LIMITS.fileBytes)
-    return { diagnostics: [diag(file, "", `a fleet file of at most ${kib(LIMITS.fileBytes)} (the documented limit)`, `${st.size} bytes`, "split it into smaller files with imports, or remove what does not belong in a fleet file")] };
+  if (st.size > size.bytes) return { diagnostics: [diag(file, "", size.expected, `${st.size} bytes`, size.fix)] };
   // Open without following a link the checks above did not see (the file
   // could be swapped between the check and the read).
   let fd: number | undefined;
   try {
     fd = openSync(real, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
     const fst = fstatSync(fd);
-    if (!fst.isFile() || fst.size > LIMITS.fileBytes) return fail("a file that changed while it was read", `run the command again`);
+    if (!fst.isFile() || fst.size > size.bytes) return fail("a file that changed while it was read", `run the command again`);
     const buf = Buffer.alloc(fst.size);
     let off = 0;
     while (off < buf.length) {
@@ -562,6 +602,110 @@ class Walker {
 }
 
 // ---------------------------------------------------------------------------
+// Paths to other files of the folder: imports, the policy file
+
+/** How a path to another file of the hosts folder is written, for the messages. */
+interface FolderPathKind {
+  /** The form to write, e.g. ./<file>.yaml. */
+  form: string;
+  /** An example of a real path of that form. */
+  example: string;
+  /** What else the value may be, said when it does not start with ./ or ../ (ends with ", or "). */
+  orElse: string;
+  /** How the fix says to use a file put in the folder ("import it as"). */
+  use: string;
+  ext: RegExp;
+  extExpected: string;
+  extFix: string;
+}
+
+const IMPORT_PATH: FolderPathKind = {
+  form: "./<file>.yaml", example: "./_common.yaml", orElse: "a profile name, or ", use: "import it as", ext: /\.ya?ml$/i,
+  extExpected: "a YAML file (./<file>.yaml)", extFix: "import a .yaml file (a .ts host cannot be imported)",
+};
+
+const POLICY_PATH: FolderPathKind = {
+  form: "./<file>.hujson", example: "./policy.hujson", orElse: "the policy as a mapping, or ", use: "set policy:", ext: /\.(hujson|json)$/i,
+  extExpected: "a HuJSON policy file (./<file>.hujson), headscale's own format", extFix: "name the file <name>.hujson (or .json) and write the policy in it as headscale reads it",
+};
+
+/**
+ * A path written in `file` to another file of the hosts folder `dir`: its
+ * full path, or the problem (expected, found, fix): a control character, an
+ * absolute or Windows path, no ./ or ../ in front, a path that leaves the
+ * folder, another extension. Nothing is read: the reader (readFleetFile) says
+ * whether the file is there, regular, and inside the folder through its links.
+ */
+function folderPath(p: string, file: string, dir: string, kind: FolderPathKind): { full: string } | { problem: [string, string, string] } {
+  if (/[\u0000-\u001f\u007f]/.test(p)) return { problem: ["a file path of printable characters", `${quote(p)}, which has a control character`, `write the path without control characters, e.g. ${kind.example}`] };
+  if (path.isAbsolute(p) || p.includes("\\")) return { problem: [`a file inside the hosts folder, written ${kind.form}`, `${quote(p)}, an absolute or Windows path`, `copy the file into the hosts folder and ${kind.use} ${kind.form}`] };
+  if (!p.startsWith("./") && !p.startsWith("../")) return { problem: [`${kind.orElse}a file written ${kind.form}`, quote(p), p.startsWith(".") ? `write the path as ${kind.form}` : `write it as ./${p}`] };
+  const full = path.resolve(path.dirname(file), p);
+  if (!inside(path.resolve(dir), full)) return { problem: ["a file inside the hosts folder", `${quote(p)}, which leaves the hosts folder (it was not read)`, `copy the file into the hosts folder and ${kind.use} ${kind.form}`] };
+  if (!kind.ext.test(p)) return { problem: [kind.extExpected, quote(p), kind.extFix] };
+  return { full };
+}
+
+/**
+ * fleet.yaml's `policy: ./policy.hujson`: the policy in a file of its own, in
+ * headscale's format (HuJSON: JSON with comments and trailing commas), for a
+ * policy larger than a YAML file may be. Read here, so the fleet value holds
+ * the policy object as if it were written inline, and every check, render and
+ * plan downstream is the same. The path follows an import's rules
+ * (folderPath, readFleetFile); the file has its own limits (POLICY_LIMITS).
+ * A fleet.yaml whose policy is not a string is returned as it is; undefined
+ * when the file cannot be used (its problems in `out`).
+ */
+function policyFromFile(value: unknown, fleetFile: string, dir: string, root: string, out: Diagnostic[]): { value: unknown; policyFile?: string } | undefined {
+  const fleet = stripPrio(value);
+  const ref = fleet && typeof fleet === "object" && !Array.isArray(fleet) ? stripPrio((fleet as Record<string, unknown>).policy) : undefined;
+  if (typeof ref !== "string") return { value };
+  const bad = (file: string, at: string, expected: string, found: string, fix: string) => void out.push(diag(file, at, expected, found, fix));
+  const where = folderPath(ref, fleetFile, dir, POLICY_PATH);
+  if ("problem" in where) return bad(fleetFile, "policy", ...where.problem);
+  const full = where.full;
+  const shown = displayPath(full);
+  if (!exists(full)) return bad(fleetFile, "policy", "a policy file that exists", quote(ref), `create ${shown} (headscale's policy file, or the policy: mapping written as JSON), or fix the path`);
+  const read = readFleetFile(full, shown, root, "a policy file", false, POLICY_FILE);
+  out.push(...read.diagnostics);
+  if (!read.bytes) return undefined;
+  const t = decodeText(read.bytes, shown);
+  out.push(...t.diagnostics);
+  if (t.text === undefined) return undefined;
+  let policy: unknown;
+  try {
+    policy = parseHuJson(t.text, { values: POLICY_LIMITS.values, depth: POLICY_LIMITS.depth });
+  } catch (e) {
+    if (!(e instanceof HuJsonError)) throw e;
+    const at = `line ${e.position.line}:${e.position.col}`;
+    if (e.limit === "values") return bad(shown, at, `a policy of at most ${POLICY_LIMITS.values} values (the documented limit)`, "more", POLICY_FILE.fix);
+    if (e.limit === "depth") return bad(shown, at, `arrays and objects nested at most ${POLICY_LIMITS.depth} deep`, "deeper", "flatten the structure (a policy nests 4 deep)");
+    return bad(shown, at, "HuJSON, headscale's policy format (JSON with // comments and trailing commas)", brief(e.reason), "fix the syntax at that line");
+  }
+  if (!policy || typeof policy !== "object" || Array.isArray(policy))
+    return bad(shown, "", "one policy object, as headscale's policy file holds ({ \"groups\": ..., \"acls\": [...] })", show(policy), "write the policy as one JSON object in braces");
+  return { value: { ...(fleet as Record<string, unknown>), policy }, policyFile: shown };
+}
+
+/**
+ * Problems inside a policy read from its own file, named where they are: the
+ * policy file and the path inside it (`acls[3].dst[0]`), not fleet.yaml at
+ * `policy.acls[3].dst[0]`. Every check of the policy (the fleet schema, the
+ * policy hooks, the policy's tests, the modules) sees one fleet value and
+ * names fleet.yaml; this is the one place that moves them. A fleet without a
+ * policy file keeps its diagnostics as they are.
+ */
+export function inPolicyFile(diagnostics: Diagnostic[], dir: string, policyFile: string | undefined): Diagnostic[] {
+  if (!policyFile) return diagnostics;
+  const folder = path.resolve(dir);
+  const isFleetFile = (f: string) => /^fleet\.ya?ml$/.test(path.basename(f)) && path.resolve(path.dirname(f)) === folder;
+  return diagnostics.map((d) => {
+    const m = /^policy(?:\.|(?=\[)|$)/.exec(d.path);
+    return m && isFleetFile(d.file) ? { ...d, file: policyFile, path: d.path.slice(m[0].length) } : d;
+  });
+}
+
+// ---------------------------------------------------------------------------
 // The fleet folder
 
 const FILE_EXT = /\.(ya?ml|ts)$/i;
@@ -617,7 +761,7 @@ export async function loadFleetShard(dir: string, only?: ReadonlySet<string>): P
   };
 
   // fleet.yaml
-  let fleet: SourceFile | undefined;
+  let fleet: LoadedFleet["fleet"];
   const fleetNames: string[] = entries.filter((e) => e === "fleet.yaml" || e === "fleet.yml");
   const fleetName = fleetNames[0];
   if (fleetNames.length > 1)
@@ -630,11 +774,12 @@ export async function loadFleetShard(dir: string, only?: ReadonlySet<string>): P
     if (text !== undefined) {
       const r = parseYaml(text, file);
       diagnostics.push(...r.diagnostics);
-      if (r.value !== undefined) {
-        const problems = checkFleetFile(stripPrioDeep(r.value), file);
+      const withPolicy = r.value === undefined ? undefined : policyFromFile(r.value, file, dir, root, diagnostics);
+      if (withPolicy) {
+        const problems = inPolicyFile(checkFleetFile(stripPrioDeep(withPolicy.value), file), dir, withPolicy.policyFile);
         diagnostics.push(...problems);
         // A fleet.yaml with errors is not handed on: evaluation would report them a second time.
-        if (!problems.some((d) => d.severity === "error")) fleet = { file, value: r.value };
+        if (!problems.some((d) => d.severity === "error")) fleet = { file, ...withPolicy };
       }
     }
   }
@@ -863,12 +1008,9 @@ class Imports {
         this.out.push(diag(file, at, expected, found, fix));
         ok = false;
       };
-      if (/[\u0000-\u001f\u007f]/.test(imp)) return bad("a file path of printable characters", `${quote(imp)}, which has a control character`, "write the path without control characters, e.g. ./_common.yaml");
-      if (path.isAbsolute(imp) || imp.includes("\\")) return bad("a file inside the hosts folder, written ./<file>.yaml", `${quote(imp)}, an absolute or Windows path`, "copy the file into the hosts folder and import it as ./<file>.yaml");
-      if (!imp.startsWith("./") && !imp.startsWith("../")) return bad("a profile name, or a file written ./<file>.yaml", quote(imp), imp.startsWith(".") ? "write the path as ./<file>.yaml" : `write it as ./${imp}`);
-      const full = path.resolve(path.dirname(file), imp);
-      if (!inside(path.resolve(this.dir), full)) return bad("a file inside the hosts folder", `${quote(imp)}, which leaves the hosts folder (it was not read)`, "copy the file into the hosts folder and import it as ./<file>.yaml");
-      if (!/\.ya?ml$/i.test(imp)) return bad("a YAML file (./<file>.yaml)", quote(imp), "import a .yaml file (a .ts host cannot be imported)");
+      const where = folderPath(imp, file, this.dir, IMPORT_PATH);
+      if ("problem" in where) return bad(...where.problem);
+      const full = where.full;
       const shown = displayPath(full);
       const cycleAt = stack.indexOf(full);
       if (cycleAt >= 0) {

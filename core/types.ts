@@ -359,6 +359,8 @@ export interface FleetSystem {
   warnings: Diagnostic[];
   /** A fleet spread over a core stack and site stacks (core/sites.ts): which folder holds which hosts, and which this stack deploys. */
   sites?: SiteLayout;
+  /** The policy's own file, as shown, when fleet.yaml names one (`policy: ./policy.hujson`): problems in the policy are named there. */
+  policyFile?: string;
 }
 
 /** Which folder of a fleet with sites holds which hosts (docs/sites.md). */

@@ -2,6 +2,7 @@
 // Direct imports, not core/index.ts: check needs neither the bundle format (zod/mini) nor key derivation (@noble),
 // and a cold `meshfleet check` pays for every module it loads.
 import { evaluateFleet } from "../../core/eval.ts";
+import { inPolicyFile } from "../../core/load.ts";
 import { formatDiagnostics, hasErrors } from "../../core/diagnostics.ts";
 import { REGISTRY } from "../../modules/index.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet } from "../args.ts";
@@ -40,7 +41,7 @@ ${flagHelp(flags)}`,
     const live = typeof opts.nodes === "string" ? readNodesFile(opts.nodes) : undefined;
     const r = await evaluateFleet(REGISTRY, dir, stack);
     const tests = r.fleet && !(live && hasErrors(live.diagnostics)) ? runFleetTests(r.fleet, { live: live?.nodes, liveFile: live?.file }) : { results: [], diagnostics: [] };
-    const diagnostics = [...(live?.diagnostics ?? []), ...r.diagnostics, ...tests.diagnostics];
+    const diagnostics = [...(live?.diagnostics ?? []), ...r.diagnostics, ...(r.fleet ? inPolicyFile(tests.diagnostics, r.fleet.dir, r.fleet.policyFile) : [])];
     const ok = !hasErrors(diagnostics);
     if (opts.json) {
       console.log(JSON.stringify({ ok, stack, dir, hosts: r.fleet ? Object.keys(r.fleet.hosts) : [], diagnostics, policyTests: tests.results }, null, 2));
