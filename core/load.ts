@@ -161,12 +161,96 @@ function firstInvalidUtf8(b: Uint8Array): number {
 }
 
 // ---------------------------------------------------------------------------
+// Where files are read: the disk, or a tree mounted in its place
+
+/** What the loader asks of a path's kind and size (fs.Stats has these). */
+export interface FileStat {
+  isFile(): boolean;
+  isDirectory(): boolean;
+  isSymbolicLink(): boolean;
+  size: number;
+}
+
+/**
+ * Everything the loader reads goes through one of these: the disk by
+ * default, or a tree held in memory and mounted at a folder path that is not
+ * on the disk (`meshfleet plan` reads its base revision from git objects
+ * this way, cli/git-tree.ts, instead of writing 10,000 files to read them
+ * back). The loader's checks are written once, against this; a source
+ * answers as the disk would, failures thrown with the disk's codes
+ * (ENOENT, ENOTDIR, ELOOP).
+ */
+export interface FileSource {
+  /** What is at `p`, a link at `p` itself not followed (lstat). */
+  lstat(p: string): FileStat;
+  /** What is at `p`, links followed (stat). */
+  stat(p: string): FileStat;
+  /** `p` with every link resolved (realpath). */
+  realpath(p: string): string;
+  /** A folder's entries; `isFile`: a regular file, not a link (readdir with file types). */
+  readdir(p: string): { name: string; isFile(): boolean }[];
+  /**
+   * The bytes of the regular file at `p`, a link at `p` itself not followed
+   * (opened O_NOFOLLOW); undefined when what opened is not a regular file of
+   * at most `maxBytes`; throws when nothing can be opened.
+   */
+  readRegular(p: string, maxBytes: number): Uint8Array | undefined;
+}
+
+export const diskSource: FileSource = {
+  lstat: (p) => lstatSync(p),
+  stat: (p) => statSync(p),
+  realpath: (p) => realpathSync(p),
+  readdir: (p) => readdirSync(p, { withFileTypes: true }),
+  readRegular(p, maxBytes) {
+    const fd = openSync(p, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
+    try {
+      const st = fstatSync(fd);
+      if (!st.isFile() || st.size > maxBytes) return undefined;
+      const buf = Buffer.allocUnsafe(st.size);
+      let off = 0;
+      while (off < buf.length) {
+        const n = readSync(fd, buf, off, buf.length - off, off);
+        if (n === 0) break;
+        off += n;
+      }
+      return buf.subarray(0, off);
+    } finally {
+      closeSync(fd);
+    }
+  },
+};
+
+/**
+ * Mounted sources by folder. A mount, not a parameter: evaluation reaches the
+ * loader through loadSites and evaluateFleet, and a fleet with sites reads
+ * its sibling folders by path, so a path is what picks the source.
+ */
+const mounts = new Map<string, FileSource>();
+
+/**
+ * Serve every path under the folder `at` (absolute, not on the disk) from
+ * `source` until the returned function is called.
+ */
+export function mountFileSource(at: string, source: FileSource): () => void {
+  const key = path.resolve(at);
+  if (mounts.has(key)) throw new Error(`a file source is already mounted at ${key}`);
+  mounts.set(key, source);
+  return () => void mounts.delete(key);
+}
+
+function sourceOf(p: string): FileSource {
+  if (mounts.size) for (const [at, s] of mounts) if (inside(at, path.resolve(p))) return s;
+  return diskSource;
+}
+
+// ---------------------------------------------------------------------------
 // Files: regular, inside the hosts folder, within the size limit
 
 /** A path's real location (symlinks resolved), or why it has none. */
 function realOf(full: string): { real?: string; code?: string } {
   try {
-    return { real: realpathSync(full) };
+    return { real: sourceOf(full).realpath(full) };
   } catch (e) {
     return { code: (e as NodeJS.ErrnoException).code ?? "EIO" };
   }
@@ -175,7 +259,7 @@ function realOf(full: string): { real?: string; code?: string } {
 /** Something (a file, a folder, a link even if dangling) is at `p`. */
 function exists(p: string): boolean {
   try {
-    lstatSync(p);
+    sourceOf(p).lstat(p);
     return true;
   } catch {
     return false;
@@ -197,7 +281,7 @@ export function readFleetFile(full: string, file: string, root: string, what = "
   const fail = (found: string, fix: string) => ({ diagnostics: [diag(file, "", `${what} inside the hosts folder`, found, fix)] });
   let l;
   try {
-    l = lstatSync(full);
+    l = sourceOf(full).lstat(full);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     return fail(code === "ENOENT" || code === "ENOTDIR" ? "no such file" : `a file that cannot be read (${code})`, code === "ENOENT" || code === "ENOTDIR" ? `create ${file}, or fix the name` : `make ${file} readable`);
@@ -221,7 +305,7 @@ export function readFleetFile(full: string, file: string, root: string, what = "
   }
   let st;
   try {
-    st = statSync(real);
+    st = sourceOf(real).stat(real);
   } catch (e) {
     return fail(`a file that cannot be read (${(e as NodeJS.ErrnoException).code})`, `make ${file} readable`);
   }
@@ -230,23 +314,12 @@ export function readFleetFile(full: string, file: string, root: string, what = "
   if (st.size > size.bytes) return { diagnostics: [diag(file, "", size.expected, `${st.size} bytes`, size.fix)] };
   // Open without following a link the checks above did not see (the file
   // could be swapped between the check and the read).
-  let fd: number | undefined;
   try {
-    fd = openSync(real, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
-    const fst = fstatSync(fd);
-    if (!fst.isFile() || fst.size > size.bytes) return fail("a file that changed while it was read", `run the command again`);
-    const buf = Buffer.alloc(fst.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return { bytes: buf.subarray(0, off), diagnostics: [] };
+    const bytes = sourceOf(real).readRegular(real, size.bytes);
+    if (!bytes) return fail("a file that changed while it was read", `run the command again`);
+    return { bytes, diagnostics: [] };
   } catch (e) {
     return fail(`a file that cannot be read (${(e as NodeJS.ErrnoException).code ?? "error"})`, `make ${file} a readable regular file`);
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -259,23 +332,10 @@ export function readFleetFile(full: string, file: string, root: string, what = "
  * says what is wrong.
  */
 function readListedRegular(full: string): Uint8Array | undefined {
-  let fd: number | undefined;
   try {
-    fd = openSync(full, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
-    const st = fstatSync(fd);
-    if (!st.isFile() || st.size > LIMITS.fileBytes) return undefined;
-    const buf = Buffer.allocUnsafe(st.size);
-    let off = 0;
-    while (off < buf.length) {
-      const n = readSync(fd, buf, off, buf.length - off, off);
-      if (n === 0) break;
-      off += n;
-    }
-    return buf.subarray(0, off);
+    return sourceOf(full).readRegular(full, LIMITS.fileBytes);
   } catch {
     return undefined;
-  } finally {
-    if (fd !== undefined) closeSync(fd);
   }
 }
 
@@ -735,8 +795,8 @@ export async function loadFleetShard(dir: string, only?: ReadonlySet<string>): P
   const regular = new Set<string>();
   try {
     if (!root) throw Object.assign(new Error("missing"), { code: realOf(dir).code });
-    if (!statSync(root).isDirectory()) throw Object.assign(new Error("not a folder"), { code: "ENOTDIR" });
-    const listed = readdirSync(dir, { withFileTypes: true });
+    if (!sourceOf(root).stat(root).isDirectory()) throw Object.assign(new Error("not a folder"), { code: "ENOTDIR" });
+    const listed = sourceOf(dir).readdir(dir);
     for (const d of listed) if (d.isFile()) regular.add(d.name);
     entries = listed.map((d) => d.name).sort();
   } catch (e) {

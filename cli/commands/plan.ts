@@ -1,7 +1,7 @@
 /**
  * meshfleet plan: what a change does to the network. Evaluates the fleet at
- * a base git revision (extracted with `git archive`, so the working tree is
- * never touched) and in the working tree, and prints the difference: hosts,
+ * a base git revision (read from git objects, cli/git-tree.ts, so the
+ * working tree is never touched) and in the working tree, and prints the difference: hosts,
  * roles, routes, exit nodes, who can reach what (and the rule responsible),
  * public ports, DNS records, versions; then warnings and, per host whose
  * generation (bundle) changes, the files, restarts, tailscale settings and
@@ -9,6 +9,7 @@
  * same, as data). Exit 0 when both sides evaluate, 1 otherwise.
  */
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { mkdtempSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -25,6 +26,8 @@ import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, t
 import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
 import { moveSteps } from "../../provider/placement.ts";
+import { mountFileSource } from "../../core/load.ts";
+import { archiveMayRewrite, attributePaths, GitTreeSource, listTree, readBlobs, type GitEntry } from "../git-tree.ts";
 
 const flags: Flag[] = [
   { name: "base", value: true, help: "git revision to compare with (e.g. origin/main, HEAD~1)" },
@@ -278,6 +281,14 @@ function renderGenerations(hs: HostGeneration[]): string {
   return out.join("\n").trimEnd();
 }
 
+/**
+ * Read the base from git objects in memory (cli/git-tree.ts) unless this says
+ * "archive": then it is extracted with `git archive` as before (the bench's
+ * baseline, bench/plan-scale/command.ts, and the tests that hold the two
+ * paths to the same output).
+ */
+export const BASE_READER_ENV = "MESHFLEET_PLAN_BASE";
+
 /** The fleet folder as it was at `ref`; a folder that did not exist yet is an empty fleet. */
 async function atRevision(ref: string, dir: string, stack: string, live?: LiveNode[], withSiblings = false): Promise<Side> {
   const abs = path.resolve(dir);
@@ -291,12 +302,40 @@ async function atRevision(ref: string, dir: string, stack: string, live?: LiveNo
     throw new MeshfleetError(`--base ${ref}: not a git revision of this repository${msg ? ` (${msg.split("\n")[0]})` : ""}; fetch it first (git fetch origin)`);
   }
   const rel = path.relative(top, abs) || ".";
-  const listed = git(["ls-tree", "-d", "--name-only", ref, "--", rel], top);
-  if (!listed) return { model: emptyModel(stack), diagnostics: [] };
+  // The folder read: the fleet's own, or its parent when sibling site folders are read too.
+  const folder = withSiblings && rel !== "." ? path.dirname(rel) : rel;
+  const gitPath = (p: string) => p.split(path.sep).join("/");
+  const entries = listTree(top, ref, [gitPath(folder), ...attributePaths(gitPath(folder))]);
+  if (rel !== "." && !entries.some((e) => e.type === "tree" && e.path === gitPath(rel))) return { model: emptyModel(stack), diagnostics: [] };
+  const why = process.env[BASE_READER_ENV] === "archive" ? BASE_READER_ENV : (tsHostFile(entries, gitPath(rel), withSiblings ? gitPath(folder) : undefined) ?? archiveMayRewrite(top, entries));
+  if (why) return extracted(top, ref, rel, folder, stack, live);
+  // Mounted where an extracted folder would be (its name is never made on the disk): base diagnostics read as before.
+  const at = path.join(tmpdir(), `meshfleet-plan-${randomBytes(6).toString("hex")}`);
+  const unmount = mountFileSource(at, new GitTreeSource(at, entries, readBlobs(top, ref, entries)));
+  try {
+    return await evaluate(path.join(at, rel), stack, live);
+  } finally {
+    unmount();
+  }
+}
+
+/**
+ * A `.ts` host file (or a link named so) in a folder the loader reads host
+ * files from: node imports such a host from the disk, so the base is then
+ * extracted (`extracted`) instead of read in memory.
+ */
+function tsHostFile(entries: GitEntry[], rel: string, siblingsOf?: string): string | undefined {
+  const parent = (p: string) => path.posix.dirname(p);
+  const hit = entries.find((e) => e.type === "blob" && /\.ts$/i.test(e.path) && (parent(e.path) === rel || (siblingsOf !== undefined && parent(parent(e.path)) === siblingsOf)));
+  return hit && `${hit.path} is a TypeScript host file`;
+}
+
+/** The base as a folder on the disk: `git archive | tar -x` into a temporary folder (what `.ts` hosts and git attributes need). */
+async function extracted(top: string, ref: string, rel: string, folder: string, stack: string, live?: LiveNode[]): Promise<Side> {
   const tmp = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-"));
   try {
     // git archive | tar -x: the base's files only, no worktree, no index.
-    const tar = execFileSync("git", ["archive", "--format=tar", ref, "--", withSiblings && rel !== "." ? path.dirname(rel) : rel], { cwd: top, maxBuffer: 1 << 30 });
+    const tar = execFileSync("git", ["archive", "--format=tar", ref, "--", folder], { cwd: top, maxBuffer: 1 << 30 });
     execFileSync("tar", ["-x", "-C", tmp], { input: tar });
     return await evaluate(path.join(tmp, rel), stack, live);
   } finally {

@@ -1,0 +1,226 @@
+/**
+ * A folder of a git revision read straight from git objects, held in memory
+ * and served to the loader as a FileSource (core/load.ts): `git ls-tree`
+ * lists it (paths, modes), one `git cat-file --batch` reads every blob.
+ * `meshfleet plan` reads its base revision this way: at 10,000 hosts,
+ * writing the files to a temporary folder (`git archive | tar -x`) and
+ * reading them back cost 4-5 s of system CPU on ext4, more than evaluating
+ * them (bench/plan-scale/README.md).
+ *
+ * The tree answers what the extracted folder would: a regular file (modes
+ * 100644, 100755), a symbolic link (120000; its blob is the target, resolved
+ * as the kernel would, a path that leaves the tree going on on the disk as
+ * it would from the extracted folder), a folder (a tree, or a submodule,
+ * which git archive writes as an empty folder). Errors carry the disk's
+ * codes (ENOENT, ENOTDIR, ELOOP), so the loader's checks and messages are
+ * the same whichever source they read.
+ */
+import { execFileSync } from "node:child_process";
+import { existsSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { MeshfleetError } from "../core/index.ts";
+import { diskSource, type FileSource, type FileStat } from "../core/load.ts";
+
+/** One `git ls-tree` entry; `path` relative to the repository's top, with '/'. */
+export interface GitEntry {
+  mode: string;
+  type: "blob" | "tree" | "commit";
+  oid: string;
+  path: string;
+}
+
+const git = (top: string, args: string[], input?: string) => execFileSync("git", args, { cwd: top, input, maxBuffer: 1 << 30, stdio: ["pipe", "pipe", "pipe"] });
+const stderrOf = (e: unknown) => String((e as { stderr?: Buffer }).stderr ?? "").trim().split("\n")[0];
+
+/** Every entry of `ref` under `paths` (folders too, recursively): `git ls-tree -r -t -z`. */
+export function listTree(top: string, ref: string, paths: string[]): GitEntry[] {
+  let out: string;
+  try {
+    out = git(top, ["ls-tree", "-r", "-t", "-z", ref, "--", ...paths]).toString("utf8");
+  } catch (e) {
+    throw new MeshfleetError(`--base ${ref}: git could not list ${paths[0]} (${stderrOf(e)})`);
+  }
+  const entries: GitEntry[] = [];
+  for (const line of out.split("\0")) {
+    if (!line) continue;
+    const tab = line.indexOf("\t");
+    const [mode, type, oid] = line.slice(0, tab).split(" ");
+    entries.push({ mode, type: type as GitEntry["type"], oid, path: line.slice(tab + 1) });
+  }
+  return entries;
+}
+
+/**
+ * The bytes of every blob among `entries`, by object id, from one
+ * `git cat-file --batch`. A blob git cannot read (a shallow or partial
+ * clone, a damaged repository) is an error that names its file.
+ */
+export function readBlobs(top: string, ref: string, entries: GitEntry[]): Map<string, Uint8Array> {
+  const wanted = [...new Set(entries.filter((e) => e.type === "blob").map((e) => e.oid))];
+  const blobs = new Map<string, Uint8Array>();
+  if (!wanted.length) return blobs;
+  const pathOf = (oid: string) => entries.find((e) => e.oid === oid)!.path;
+  let out: Buffer;
+  try {
+    out = git(top, ["cat-file", "--batch"], wanted.join("\n") + "\n");
+  } catch (e) {
+    throw new MeshfleetError(`--base ${ref}: git could not read the files of ${pathOf(wanted[0]).split("/")[0]} (${stderrOf(e)})`);
+  }
+  let at = 0;
+  for (const oid of wanted) {
+    const nl = out.indexOf(10, at);
+    const [got, type, size] = out.toString("latin1", at, nl < 0 ? out.length : nl).split(" ");
+    if (nl < 0 || got !== oid || type !== "blob")
+      throw new MeshfleetError(`--base ${ref}: git cannot read ${pathOf(oid)} at that revision (object ${oid} ${type === "missing" ? "is missing" : `came back as ${JSON.stringify(type ?? "")}`}); fetch the revision again (git fetch), or check the repository (git fsck)`);
+    const start = nl + 1;
+    blobs.set(oid, out.subarray(start, start + Number(size)));
+    at = start + Number(size) + 1;
+  }
+  return blobs;
+}
+
+/**
+ * Why `git archive` could write other bytes than the blobs hold, if it
+ * could: it applies the attributes (end-of-line conversion, filters such as
+ * Git LFS's, `ident`, `export-subst`, `export-ignore`) of `.gitattributes`
+ * files in the revision, of the repository's info/attributes and of the
+ * user's attributes file, and `core.autocrlf`. Any of them present sends
+ * plan to the extracted folder, which applies them; a fleet needs none.
+ * `entries` must include the listing of every `.gitattributes` above the
+ * folder (`attributePaths`).
+ */
+export function archiveMayRewrite(top: string, entries: GitEntry[]): string | undefined {
+  const attrs = entries.find((e) => e.type === "blob" && path.posix.basename(e.path) === ".gitattributes");
+  if (attrs) return `${attrs.path} may change the files git archive writes`;
+  let config = "";
+  try {
+    config = git(top, ["config", "-z", "--get-regexp", "^core\\.(autocrlf|attributesfile)$"]).toString("utf8");
+  } catch {
+    // exit 1: neither is set
+  }
+  for (const kv of config.split("\0").filter(Boolean)) {
+    const [key, value] = [kv.slice(0, kv.indexOf("\n")), kv.slice(kv.indexOf("\n") + 1)];
+    if (key === "core.attributesfile" && value) return "core.attributesFile is set";
+    if (key === "core.autocrlf" && /^(true|yes|on|1)$/i.test(value)) return "core.autocrlf is true";
+  }
+  const info = git(top, ["rev-parse", "--git-path", "info/attributes"]).toString("utf8").trim();
+  if (existsSync(path.resolve(top, info))) return `${info} exists`;
+  const user = path.join(process.env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), "git", "attributes");
+  if (existsSync(user)) return "the user's git attributes file exists";
+  return undefined;
+}
+
+/** `folder`'s own `.gitattributes` and every one above it (`a/b` -> .gitattributes, a/.gitattributes). */
+export function attributePaths(folder: string): string[] {
+  const parts = folder === "." ? [] : folder.split("/");
+  return parts.map((_, i) => [...parts.slice(0, i), ".gitattributes"].join("/")).concat(parts.length ? [] : [".gitattributes"]);
+}
+
+type Node = { kind: "dir"; names: string[] } | { kind: "file"; bytes: Uint8Array } | { kind: "link"; target: string };
+
+const errno = (code: string, p: string) => Object.assign(new Error(`${code}: ${p}`), { code });
+const isInside = (root: string, p: string) => p === root || p.startsWith(root + path.sep);
+
+const statOf = (n: Node): FileStat => ({
+  isFile: () => n.kind === "file",
+  isDirectory: () => n.kind === "dir",
+  isSymbolicLink: () => n.kind === "link",
+  size: n.kind === "file" ? n.bytes.length : n.kind === "link" ? Buffer.byteLength(n.target) : 4096,
+});
+
+/** Links followed before ELOOP, as Linux's path walk (MAXSYMLINKS). */
+const MAX_LINKS = 40;
+
+/** The listed entries, mounted at `at` (the repository's top as the extracted folder would hold it). */
+export class GitTreeSource implements FileSource {
+  private nodes = new Map<string, Node>();
+
+  constructor(private at: string, entries: GitEntry[], blobs: Map<string, Uint8Array>) {
+    this.nodes.set(at, { kind: "dir", names: [] });
+    for (const e of entries) {
+      const full = path.join(at, ...e.path.split("/"));
+      if (this.nodes.has(full)) continue; // a folder already made for an entry inside it
+      if (e.type !== "blob") {
+        this.folder(full);
+        continue;
+      }
+      const bytes = blobs.get(e.oid)!;
+      this.folder(path.dirname(full)).names.push(path.basename(full));
+      this.nodes.set(full, e.mode === "120000" ? { kind: "link", target: Buffer.from(bytes).toString("utf8") } : { kind: "file", bytes });
+    }
+  }
+
+  /** The folder node at `full`, made (with its parents) if the listing has not named it yet. */
+  private folder(full: string): { kind: "dir"; names: string[] } {
+    const n = this.nodes.get(full);
+    if (n?.kind === "dir") return n;
+    const made = { kind: "dir" as const, names: [] };
+    this.nodes.set(full, made);
+    if (full !== this.at) this.folder(path.dirname(full)).names.push(path.basename(full));
+    return made;
+  }
+
+  /**
+   * Where `p` leads: the node, links on the way followed (the last one too
+   * with `followLast`), as the kernel's path walk does; or the path to go on
+   * with on the disk when a link or `..` leaves the tree.
+   */
+  private walk(p: string, followLast: boolean): { real: string; node: Node } | { disk: string } {
+    let cur = this.at;
+    const rest = path.relative(this.at, path.resolve(p)).split(path.sep).filter((x) => x !== "");
+    let links = 0;
+    while (rest.length) {
+      const part = rest.shift()!;
+      if (part === ".") continue;
+      const next = part === ".." ? path.dirname(cur) : path.join(cur, part);
+      if (!isInside(this.at, next)) return { disk: path.join(next, ...rest) };
+      const node = this.nodes.get(next);
+      if (!node) throw errno("ENOENT", p);
+      if (node.kind === "link" && (rest.length || followLast)) {
+        if (++links > MAX_LINKS) throw errno("ELOOP", p);
+        if (node.target === "") throw errno("ENOENT", p);
+        if (path.isAbsolute(node.target)) {
+          const abs = path.join(node.target, ...rest);
+          if (!isInside(this.at, abs)) return { disk: abs };
+          cur = this.at;
+          rest.splice(0, rest.length, ...path.relative(this.at, abs).split(path.sep).filter((x) => x !== ""));
+        } else rest.unshift(...node.target.split("/").filter((x) => x !== ""));
+        continue;
+      }
+      if (rest.length && node.kind !== "dir") throw errno("ENOTDIR", p);
+      cur = next;
+    }
+    return { real: cur, node: this.nodes.get(cur)! };
+  }
+
+  lstat(p: string): FileStat {
+    const w = this.walk(p, false);
+    return "disk" in w ? diskSource.lstat(w.disk) : statOf(w.node);
+  }
+
+  stat(p: string): FileStat {
+    const w = this.walk(p, true);
+    return "disk" in w ? diskSource.stat(w.disk) : statOf(w.node);
+  }
+
+  realpath(p: string): string {
+    const w = this.walk(p, true);
+    return "disk" in w ? diskSource.realpath(w.disk) : w.real;
+  }
+
+  readdir(p: string): { name: string; isFile(): boolean }[] {
+    const w = this.walk(p, true);
+    if ("disk" in w) return diskSource.readdir(w.disk);
+    if (w.node.kind !== "dir") throw errno("ENOTDIR", p);
+    return w.node.names.map((name) => ({ name, isFile: () => this.nodes.get(path.join(w.real, name))?.kind === "file" }));
+  }
+
+  readRegular(p: string, maxBytes: number): Uint8Array | undefined {
+    const w = this.walk(p, false);
+    if ("disk" in w) return diskSource.readRegular(w.disk, maxBytes);
+    // O_NOFOLLOW on a link fails with ELOOP; a folder opens, and is not a regular file.
+    if (w.node.kind === "link") throw errno("ELOOP", p);
+    return w.node.kind === "file" && w.node.bytes.length <= maxBytes ? w.node.bytes : undefined;
+  }
+}

@@ -1,0 +1,237 @@
+/**
+ * `meshfleet plan` reads its base revision from git objects in memory
+ * (cli/git-tree.ts, mounted as the loader's file source) instead of
+ * extracting it with `git archive`. Held to the extracted path
+ * (MESHFLEET_PLAN_BASE=archive) on a temp repository: a fleet with imports,
+ * a subfolder, symbolic links (a host, an import, a link out of the folder,
+ * a loop), and sites read with their sibling folders: the same output, byte
+ * for byte, the base's diagnostics too (their temporary folder aside). The
+ * tree source itself is held to the disk on every path of an extracted copy,
+ * and a source that follows links where the disk does not is caught.
+ * Faults: a revision that does not exist, a blob missing from the
+ * repository, links out of the folder at the base.
+ */
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { BASE_READER_ENV, command } from "../../cli/commands/plan.ts";
+import { GitTreeSource, listTree, readBlobs } from "../../cli/git-tree.ts";
+import { diskSource, loadFleetDir, mountFileSource, type FileSource } from "../../core/load.ts";
+
+let repo: string;
+let outside: string;
+const git = (...args: string[]) => execFileSync("git", args, { cwd: repo, encoding: "utf8" }).trim();
+const commit = (msg: string) => {
+  git("add", "-A");
+  git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", msg);
+};
+const at = (...p: string[]) => path.join(repo, "hosts", ...p);
+const write = (file: string, text: string) => {
+  mkdirSync(path.dirname(at(file)), { recursive: true });
+  writeFileSync(at(file), text);
+};
+const link = (file: string, target: string) => symlinkSync(target, at(file));
+
+type Run = { code: number | string; out: string; err: string };
+
+/** One plan, the base read `how`: its exit code (or the message it throws), stdout and stderr. */
+async function plan(stack: string, how: "memory" | "archive", json: boolean, base = "HEAD"): Promise<Run> {
+  let out = "";
+  let err = "";
+  const o = vi.spyOn(process.stdout, "write").mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
+  const e = vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void (err += a.join(" ") + "\n"));
+  const was = process.env[BASE_READER_ENV];
+  if (how === "archive") process.env[BASE_READER_ENV] = "archive";
+  else delete process.env[BASE_READER_ENV];
+  try {
+    const code = await command.run(["--base", base, "--hosts-dir", at(stack), "--stack", stack, ...(json ? ["--json"] : [])]).catch((x: Error) => `throws: ${x.message}`);
+    // Each side names the base's files under its own temporary folder.
+    const norm = (s: string) => s.replace(/meshfleet-plan-[A-Za-z0-9]+/g, "meshfleet-plan-TMP");
+    return { code: typeof code === "string" ? norm(code) : code, out: norm(out), err: norm(err) };
+  } finally {
+    if (was === undefined) delete process.env[BASE_READER_ENV];
+    else process.env[BASE_READER_ENV] = was;
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+/** Both readers on every stack, Markdown and JSON: the same runs. */
+async function same(stacks: string[], base = "HEAD"): Promise<Run[]> {
+  const runs: Run[] = [];
+  for (const stack of stacks)
+    for (const json of [false, true]) {
+      const memory = await plan(stack, "memory", json, base);
+      expect(memory).toEqual(await plan(stack, "archive", json, base));
+      runs.push(memory);
+    }
+  return runs;
+}
+
+beforeAll(() => {
+  repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
+  outside = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-outside-"));
+  writeFileSync(path.join(outside, "stolen.yaml"), "address: 10.9.9.9\n# not to be read\n");
+  for (const s of ["home", "core", "home-site", "office"]) cpSync(path.resolve("hosts", s), at(s), { recursive: true });
+  // Imports from a subfolder, directly and through a link; a host that is a link; a link to a folder.
+  write("home/shared/common.yaml", "tailscale:\n  user: alice\n  acceptRoutes: true\n");
+  write("home/desk.yaml", "imports: [client, ./shared/common.yaml]\naddress: 192.168.8.51\n");
+  link("home/_common.yaml", "shared/common.yaml");
+  write("home/tablet.yaml", "imports: [client, ./_common.yaml]\naddress: 192.168.8.52\n");
+  write("home/shared/mini.yaml", "imports: [client]\naddress: 192.168.8.53\ntailscale:\n  user: alice\n");
+  link("home/mini.yaml", "shared/mini.yaml");
+  link("home/_linked", "shared");
+  write("home/via-folder.yaml", "imports: [client, ./_linked/common.yaml]\naddress: 192.168.8.54\n");
+  write("home/README.md", "not a host\n");
+  // A site's import from its own subfolder.
+  write("office/parts/_desk.yaml", "tailscale:\n  acceptRoutes: true\n");
+  writeFileSync(at("office", "desk.yaml"), readFileSync(at("office", "desk.yaml"), "utf8").replace("imports: [", "imports: [./parts/_desk.yaml, "));
+  git("init", "-q", "-b", "main");
+  commit("fleet with imports, links and sites");
+});
+afterAll(() => {
+  rmSync(repo, { recursive: true, force: true });
+  rmSync(outside, { recursive: true, force: true });
+});
+
+describe("plan's base from git objects, held to git archive", () => {
+  it("no change: the same output from every stack", async () => {
+    const runs = await same(["home", "core", "home-site", "office"]);
+    for (const r of runs) expect(r.err).toBe("");
+    expect(runs.map((r) => r.code)).toEqual([0, 0, 0, 0, 0, 0, 0, 0]);
+  });
+
+  it("a change through an imported file, a linked host and the core's policy: the same output, and the change shows", async () => {
+    write("home/shared/common.yaml", "tailscale:\n  user: alice\n  acceptRoutes: false\n");
+    write("home/shared/mini.yaml", "imports: [client]\naddress: 192.168.8.55\ntailscale:\n  user: alice\n");
+    writeFileSync(at("core", "fleet.yaml"), readFileSync(at("core", "fleet.yaml"), "utf8").replace('"192.168.8.10:445"]', '"192.168.8.10:445", "192.168.8.10:22"]'));
+    const runs = await same(["home", "core", "office"]);
+    expect(runs.map((r) => r.err).join("")).toBe("");
+    const [homeMd, , , coreJson] = runs.map((r) => r.out);
+    expect(homeMd).toContain("desk");
+    expect(homeMd).toContain("tablet");
+    expect(homeMd).toContain("via-folder");
+    expect(JSON.parse(coreJson).policyChanged).toBe(true);
+    commit("the change");
+  });
+
+  it("a fleet folder that did not exist at the base: an empty base on both paths", async () => {
+    cpSync(at("home"), at("new"), { recursive: true, verbatimSymlinks: true });
+    const [md] = await same(["new"]);
+    expect(md.err).toBe("");
+    expect(md.code).toBe(0);
+    expect(md.out).toContain("vps");
+    rmSync(at("new"), { recursive: true });
+  });
+
+  it("fault: links out of the folder at the base are refused on both paths, and never read", async () => {
+    link("home/stolen.yaml", path.join(outside, "stolen.yaml"));
+    link("home/escape.yaml", "../../../../../../../../../.." + path.join(outside, "stolen.yaml"));
+    link("home/gone.yaml", "../core/fleet.yaml"); // a sibling the base's folder alone does not hold
+    link("home/loop.yaml", "loop.yaml");
+    link("office/far.yaml", "../home-site/laptop.yaml"); // a sibling's file, read when the siblings are
+    commit("links out");
+    for (const f of ["home/stolen.yaml", "home/escape.yaml", "home/gone.yaml", "home/loop.yaml", "office/far.yaml"]) unlinkSync(at(f));
+    const [md] = await same(["home"]);
+    expect(md.code).toBe(1);
+    expect(md.err).toContain("stolen.yaml: expected a host file inside the hosts folder, found a symbolic link to a file outside the hosts folder (it was not read)");
+    expect(md.err).toContain("escape.yaml: expected a host file inside the hosts folder, found a symbolic link to a file outside the hosts folder");
+    expect(md.err).toContain("gone.yaml: expected a host file inside the hosts folder, found a symbolic link to a file that does not exist");
+    expect(md.err).toContain("loop.yaml: expected a host file inside the hosts folder, found a symbolic link that loops");
+    expect(md.err).toMatch(/HEAD:\S*meshfleet-plan-TMP\/hosts\/home\/stolen\.yaml/);
+    expect(md.err).not.toContain("10.9.9.9");
+    // From the core, the office is read with its siblings: its link reaches a file that exists, outside its folder.
+    const [core] = await same(["core"]);
+    expect(core.code).toBe(1);
+    expect(core.err).toContain("far.yaml: expected a host file inside the hosts folder, found a symbolic link to a file outside the hosts folder");
+    commit("links removed");
+  });
+
+  it("fault: a revision that does not exist", async () => {
+    const [md] = await same(["home"], "no-such-ref");
+    expect(md.code).toMatch(/^throws: --base no-such-ref: not a git revision of this repository/);
+  });
+});
+
+describe("the git tree source answers as the extracted folder does", () => {
+  const ops = (s: FileSource, p: string, root: string) => {
+    const rel = (x: string) => (x.startsWith(root) ? `<root>${x.slice(root.length)}` : x);
+    const tryOp = (f: () => unknown) => {
+      try {
+        return f();
+      } catch (e) {
+        return `error ${(e as NodeJS.ErrnoException).code}`;
+      }
+    };
+    const st = (x: { isFile(): boolean; isDirectory(): boolean; isSymbolicLink(): boolean; size: number }) => `${x.isFile() ? "file" : x.isDirectory() ? "dir" : x.isSymbolicLink() ? "link" : "other"}${x.isFile() || x.isSymbolicLink() ? ` ${x.size}` : ""}`;
+    return {
+      lstat: tryOp(() => st(s.lstat(p))),
+      stat: tryOp(() => st(s.stat(p))),
+      realpath: tryOp(() => rel(s.realpath(p))),
+      readdir: tryOp(() => s.readdir(p).map((d) => `${d.name}${d.isFile() ? "" : "/"}`).sort()),
+      read: tryOp(() => { const b = s.readRegular(p, 16 * 1024); return b === undefined ? "not a regular file" : Buffer.from(b).toString("utf8"); }),
+    };
+  };
+
+  let extracted: string;
+  let mount: string;
+  let tree: GitTreeSource;
+  const paths = [
+    "", "hosts", "hosts/home", "hosts/home/desk.yaml", "hosts/home/_common.yaml", "hosts/home/mini.yaml", "hosts/home/_linked", "hosts/home/_linked/common.yaml",
+    "hosts/home/shared", "hosts/home/stolen.yaml", "hosts/home/escape.yaml", "hosts/home/gone.yaml", "hosts/home/loop.yaml", "hosts/home/loop.yaml/x",
+    "hosts/home/desk.yaml/x", "hosts/home/nothing.yaml", "hosts/home/_linked/../fleet.yaml", "hosts/home/../core/fleet.yaml", "hosts/core/vps.yaml",
+  ];
+
+  beforeAll(() => {
+    link("home/stolen.yaml", path.join(outside, "stolen.yaml"));
+    link("home/escape.yaml", "../../../../../../../../../.." + path.join(outside, "stolen.yaml"));
+    link("home/gone.yaml", "../core/fleet.yaml");
+    link("home/loop.yaml", "loop.yaml");
+    commit("links for the source test");
+    const top = git("rev-parse", "--show-toplevel");
+    extracted = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-extracted-"));
+    execFileSync("tar", ["-x", "-C", extracted], { input: execFileSync("git", ["archive", "--format=tar", "HEAD", "--", "hosts/home"], { cwd: top }) });
+    const entries = listTree(top, "HEAD", ["hosts/home"]);
+    mount = path.join(tmpdir(), "meshfleet-plan-mounted-test");
+    tree = new GitTreeSource(mount, entries, readBlobs(top, "HEAD", entries));
+  });
+  afterAll(() => rmSync(extracted, { recursive: true, force: true }));
+
+  it("every kind of path: the same kind, size, real path, listing, bytes or error code", () => {
+    for (const p of paths) expect({ p, ...ops(tree, path.join(mount, p), mount) }).toEqual({ p, ...ops(diskSource, path.join(extracted, p), extracted) });
+  });
+
+  it("the loader on the mounted tree: what it loads from the extracted folder; a source that follows links where the disk does not is caught", async () => {
+    const norm = (x: unknown, root: string) => JSON.parse(JSON.stringify(x).replaceAll(root, "<root>"));
+    const fromDisk = norm(await loadFleetDir(path.join(extracted, "hosts/home")), extracted);
+    const mounted = async (s: FileSource) => {
+      const unmount = mountFileSource(mount, s);
+      try {
+        return norm(await loadFleetDir(path.join(mount, "hosts/home")), mount);
+      } finally {
+        unmount();
+      }
+    };
+    expect(fromDisk.diagnostics.length).toBeGreaterThan(0);
+    expect(await mounted(tree)).toEqual(fromDisk);
+    // Fault injected: lstat that follows links (a link out of the folder then reads as a file inside it).
+    const follows: FileSource = { lstat: (p) => tree.stat(p), stat: (p) => tree.stat(p), realpath: (p) => tree.realpath(p), readdir: (p) => tree.readdir(p), readRegular: (p, n) => tree.readRegular(p, n) };
+    expect(await mounted(follows)).not.toEqual(fromDisk);
+  });
+
+  it("fault: a blob missing from the repository is an error naming its file", async () => {
+    const oid = git("rev-parse", "HEAD:hosts/home/desk.yaml");
+    const gitDir = path.resolve(repo, git("rev-parse", "--git-dir"));
+    const object = path.join(gitDir, "objects", oid.slice(0, 2), oid.slice(2));
+    const saved = readFileSync(object);
+    rmSync(object, { force: true });
+    try {
+      const r = await plan("home", "memory", true);
+      expect(r.code).toBe(`throws: --base HEAD: git cannot read hosts/home/desk.yaml at that revision (object ${oid} is missing); fetch the revision again (git fetch), or check the repository (git fsck)`);
+    } finally {
+      writeFileSync(object, saved);
+    }
+  });
+});
