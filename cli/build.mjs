@@ -49,7 +49,7 @@ rmSync(outdir, { recursive: true, force: true });
 mkdirSync(outdir, { recursive: true });
 const result = await build({
   // program: index.ts, the Pulumi program the deploy verbs run inline (cli/commands/deploy.ts loadProgram).
-  entryPoints: { main: join(root, "cli", "main.ts"), program: join(root, "index.ts"), "parallel-eval-worker": join(root, "cli", "parallel-eval-worker.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
+  entryPoints: { main: join(root, "cli", "main.ts"), program: join(root, "index.ts"), "parallel-eval-worker": join(root, "cli", "parallel-eval-worker.ts"), "parallel-eval": join(root, "cli", "parallel-eval.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
   outdir,
   bundle: true,
   splitting: true,
@@ -63,6 +63,8 @@ const result = await build({
   legalComments: "none",
   logLevel: "warning",
   plugins: [keepFileUrls],
+  // The bundle's code knows it is the bundle (cli/parallel-eval.ts starts the bundle's worker, not the TypeScript's).
+  define: { MESHFLEET_PREBUILT: "true" },
 });
 
 const sha = (p) => createHash("sha256").update(readFileSync(p)).digest("hex");

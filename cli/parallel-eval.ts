@@ -30,6 +30,15 @@ import { REGISTRY } from "../modules/index.ts";
 /** Below this many host files a worker's start (about 250-300 ms of CPU: node's worker, the modules) is too large a share (bench/eval-scale). */
 export const MIN_HOSTS = 2_000;
 
+/**
+ * The main thread's shard against a worker's: the main thread starts on its hosts at once, a worker
+ * only once node has started it and loaded its modules (about 250 ms at 10,000 hosts, with the
+ * prebuilt CLI's worker on an idle machine, against about 450 ms for the first phase of 5,000 hosts),
+ * so with equal shards the main thread waited for it. 1.2 puts about 55% of the hosts on the main
+ * thread of two (bench/eval-scale README, "threads").
+ */
+export const MAIN_SHARD_WEIGHT = 1.2;
+
 export interface ParallelOptions {
   /** Threads in all, the main one included (default: MESHFLEET_THREADS, else the machine's cores, at most 4, when the load average leaves one free, else 1). 1 is the serial path. */
   threads?: number;
@@ -75,12 +84,14 @@ export type FromWorker =
   | { type: "error"; message: string };
 
 /**
- * The shard's thread runs the prebuilt worker (dist/cli/parallel-eval-worker.mjs, cli/build.mjs) when
- * this is the prebuilt CLI (bin/meshfleet.mjs ran dist/cli, which it does only when it is fresh; it
- * leaves the TypeScript hooks' starter on globalThis), else the TypeScript through tsx.
+ * The shard's thread runs the prebuilt worker when this code is the prebuilt CLI's (cli/build.mjs
+ * defines MESHFLEET_PREBUILT there): the worker file of the same build, beside this chunk
+ * (import.meta.resolve, which the build leaves as it is, unlike import.meta.url). Else the TypeScript
+ * through tsx.
  */
-const prebuilt = typeof (globalThis as Record<symbol, unknown>)[Symbol.for("meshfleet.registerTsHooks")] === "function";
-const workerUrl = prebuilt ? new URL("../dist/cli/parallel-eval-worker.mjs", import.meta.url) : new URL("./parallel-eval-worker.ts", import.meta.url);
+declare const MESHFLEET_PREBUILT: boolean | undefined;
+const prebuilt = typeof MESHFLEET_PREBUILT !== "undefined" && MESHFLEET_PREBUILT === true;
+const workerUrl = prebuilt ? new URL(import.meta.resolve("./parallel-eval-worker.mjs")) : new URL("./parallel-eval-worker.ts", import.meta.url);
 
 /** A worker on the shard's file; a .ts one (run through tsx) starts tsx's loader first, as node 20 will not take --import for it. */
 function startWorker(): Worker {
@@ -170,7 +181,7 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
   if (threads < 2) return serial("one thread");
   let plan: string[][];
   try {
-    plan = planShards(dir, threads);
+    plan = planShards(dir, threads, [MAIN_SHARD_WEIGHT, ...Array<number>(threads - 1).fill(1)]);
   } catch (e) {
     if (e instanceof Unsharded) return serial(e.message);
     throw e;

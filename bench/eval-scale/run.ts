@@ -23,6 +23,10 @@
  *
  *   node --import tsx bench/eval-scale/run.ts [--sizes 10,100,1000] [--runs 3] [--no-process | --process-only] [--build] [--cli-root DIR] [--tmp DIR]
  *
+ * Each size also runs on threads (cli/parallel-eval.ts) through tsx, and, when dist/cli is fresh, as
+ * `meshfleet render` runs it: the prebuilt CLI's own evaluateParallel and worker, in-process (the
+ * files are not written: see the whole-process runs for that).
+ *
  * --build rebuilds the prebuilt CLI (npm run build:cli) first; --cli-root
  * DIR runs another checkout's bin/meshfleet.mjs (a before and after); without a
  * fresh dist/cli, bin/meshfleet.mjs runs the TypeScript through tsx, and the
@@ -49,6 +53,8 @@ async function child(mode: string, dir: string) {
   const { REGISTRY } = await import("../../modules/index.ts");
   const { allArtifacts } = await import("../../core/artifacts.ts");
   const { evaluateParallel } = await import("../../cli/parallel-eval.ts");
+  // The prebuilt CLI's own copy (only asked for when dist/cli is fresh: main() checks before it runs this mode).
+  const prebuiltEvaluate: typeof evaluateParallel = mode === "prebuilt" ? (await import(pathToFileURL(path.join(here, "dist", "cli", "parallel-eval.mjs")).href)).evaluateParallel : evaluateParallel;
   // V8 tuned as `meshfleet check` and `render` run (cli/short-run.ts: no optimizing tier).
   if (mode !== "baseline") (await import("../../cli/short-run.ts")).tuneForShortRun();
   const phases: Record<string, Phase> = {};
@@ -63,6 +69,15 @@ async function child(mode: string, dir: string) {
   let hosts = 0;
   if (mode === "baseline") {
     for (const f of readdirSync(dir)) { parse(readFileSync(path.join(dir, f), "utf8")); hosts++; }
+  } else if (mode === "prebuilt") {
+    // As `meshfleet render` runs it: the prebuilt CLI's evaluateParallel (dist/cli/parallel-eval.mjs, its
+    // worker dist/cli/parallel-eval-worker.mjs), on every core (render's default when the load leaves a core free).
+    const r = await prebuiltEvaluate(dir, "bench", { render: true, keepHosts: false, threadTimes: true, threads: os.cpus().length });
+    if (!r.hostNames || !r.artifacts) throw new Error(formatDiagnostics(r.diagnostics));
+    if (!r.path.startsWith("sharded")) console.error(`prebuilt: ${r.path}`);
+    hosts = r.hostNames.length;
+    at = lap("load+evaluate+render", at);
+    phases.threads = { cpu: Math.max(...(r.threadCpuMs ?? [phases["load+evaluate+render"].cpu])), wall: 0 };
   } else if (mode === "parallel") {
     // cli/parallel-eval.ts: the same load + evaluate + render, shards on threads (its worker threads start inside the clock).
     const r = await evaluateParallel(dir, "bench", { render: true, keepHosts: false, threadTimes: true, minHosts: 0, threads: os.cpus().length });
@@ -106,6 +121,8 @@ const cw = (p: Phase | undefined) => (p ? `${p.cpu.toFixed(0).padStart(5)} / ${p
 const cliArg = process.argv.indexOf("--cli-root");
 const repo = path.resolve(cliArg > 0 ? process.argv[cliArg + 1] : path.join(path.dirname(self), "../.."));
 const bin = path.join(repo, "bin", "meshfleet.mjs");
+/** This checkout (the in-process modes always run its code; --cli-root changes only the whole-process runs). */
+const here = path.resolve(path.dirname(self), "../..");
 
 /** CPU (user + sys) of this process's waited-for children, ms; undefined without /proc. */
 function childrenCpu(): number | undefined {
@@ -141,8 +158,8 @@ for (const [f, n] of list) fs.writeFileSync(path.join(out, f), "x".repeat(n));
 `;
 
 /** The prebuilt CLI's state: fresh (bin/meshfleet.mjs runs it) or not (bin runs tsx). */
-async function prebuiltFresh(): Promise<boolean> {
-  const { freshManifest } = (await import(pathToFileURL(bin).href)) as { freshManifest: () => Promise<unknown> };
+async function prebuiltFresh(root = repo): Promise<boolean> {
+  const { freshManifest } = (await import(pathToFileURL(path.join(root, "bin", "meshfleet.mjs")).href)) as { freshManifest: () => Promise<unknown> };
   return (await freshManifest()) !== null;
 }
 
@@ -151,9 +168,7 @@ const median = (xs: Phase[]): Phase => {
   return { cpu: by("cpu"), wall: by("wall") };
 };
 
-async function wholeProcess(root: string, dir: string, hosts: number, runs: number, build: boolean) {
-  if (build) execFileSync(process.execPath, [path.join(repo, "cli", "build.mjs")], { cwd: repo, stdio: "ignore" });
-  const fresh = await prebuiltFresh();
+async function wholeProcess(root: string, dir: string, hosts: number, runs: number, fresh: boolean) {
   const cases: [string, (i: number) => string[]][] = [
     ["node -e 0 (starting node)", () => ["-e", "0"]],
     ["meshfleet --help", () => [bin, "--help"]],
@@ -195,19 +210,23 @@ async function main() {
   const runs = argv.includes("--runs") ? Number(argv[argv.indexOf("--runs") + 1]) : 3;
   // --tmp DIR: where the fleets and the renders go (another filesystem, e.g. a fresh one with no recent deletions).
   const root = mkdtempSync(path.join(argv.includes("--tmp") ? argv[argv.indexOf("--tmp") + 1] : os.tmpdir(), "mf-bench-"));
-  const results: Record<number, { eval: Sample; base: Sample; par: Sample }> = {};
+  const results: Record<number, { eval: Sample; base: Sample; par: Sample; pre?: Sample }> = {};
+  // The prebuilt CLI's path is measured too when dist/cli is fresh (--build makes it so).
+  if (argv.includes("--build")) for (const r of new Set([here, repo])) execFileSync(process.execPath, [path.join(r, "cli", "build.mjs")], { cwd: r, stdio: "ignore" });
+  const [fresh, freshHere] = [await prebuiltFresh(), await prebuiltFresh(here)];
   try {
     console.log(`load average ${os.loadavg().map((x) => x.toFixed(1)).join(" ")} on ${os.cpus().length} cores`);
     console.log(`eval-scale: load + evaluate + render, each size in a cold process, median (by CPU) of ${runs} runs; ms as CPU / wall`);
     console.log(process.env.MESHFLEET_FULL_JIT === "1" ? "V8 default tiers (MESHFLEET_FULL_JIT=1)" : "V8 as check/render run it: baseline tier only (cli/short-run.ts; MESHFLEET_FULL_JIT=1 for V8's default)");
+    if (!freshHere) console.log("dist/cli is not fresh (sources changed since its build): the prebuilt CLI's path is not measured; --build builds it first");
     console.log("hosts        load       evaluate         render          total   peak RSS   baseline read+parse   ratio cpu (wall)");
     for (const n of sizes) {
       const dir = path.join(root, String(n));
       execFileSync("mkdir", [dir]);
       generateFleet(dir, n);
       if (argv.includes("--process-only")) continue;
-      const [e, b, par] = measure(["eval", "baseline", "parallel"], dir, runs);
-      results[n] = { eval: e, base: b, par };
+      const [e, b, par, pre] = measure(["eval", "baseline", "parallel", ...(freshHere ? ["prebuilt"] : [])], dir, runs);
+      results[n] = { eval: e, base: b, par, pre };
       const p = e.phases;
       console.log(
         `${String(e.hosts).padStart(5)}  ${cw(p.load)}  ${cw(p.evaluate)}  ${cw(p.render)}  ${cw(p.total)}  ${e.maxRssMb.toFixed(0).padStart(6)} MB  ${cw(b.phases.total).padStart(20)}   ${(e.ms / b.ms).toFixed(2)}x (${(e.wallMs / b.wallMs).toFixed(2)}x)`,
@@ -215,6 +234,10 @@ async function main() {
       console.log(
         `  parallel (cli/parallel-eval.ts, ${os.cpus().length} threads): ${cw(par.phases.total)} in all, busiest thread ${par.phases.threads.cpu.toFixed(0)} ms CPU, ${par.maxRssMb.toFixed(0)} MB; of serial: ${(par.ms / e.ms).toFixed(2)}x CPU, ${(par.wallMs / e.wallMs).toFixed(2)}x wall, busiest thread ${(par.phases.threads.cpu / e.ms).toFixed(2)}x`,
       );
+      if (pre)
+        console.log(
+          `  as meshfleet render runs it (prebuilt dist/cli, ${os.cpus().length} threads): ${cw(pre.phases.total)} in all, busiest thread ${pre.phases.threads.cpu.toFixed(0)} ms CPU, ${pre.maxRssMb.toFixed(0)} MB; of serial: ${(pre.ms / e.ms).toFixed(2)}x CPU, ${(pre.wallMs / e.wallMs).toFixed(2)}x wall`,
+        );
     }
     if (results[1000] && results[100]) {
       const g = results[1000].eval.ms / results[100].eval.ms;
@@ -238,9 +261,13 @@ async function main() {
       const [pa, pb] = [results[1000].par, results[10000].par];
       const pok = pb.wallMs < 2000 && pb.maxRssMb < 500;
       console.log(`  parallel: growth 10000/1000 ${(pb.ms / pa.ms).toFixed(2)}x CPU, ${(pb.wallMs / pa.wallMs).toFixed(2)}x wall; target ${pok ? "met" : "NOT met"} (${pb.wallMs.toFixed(0)} ms wall, ${pb.ms.toFixed(0)} ms CPU in all, busiest thread ${pb.phases.threads.cpu.toFixed(0)} ms, ${pb.maxRssMb.toFixed(0)} MB); by the busiest thread's CPU ${pb.phases.threads.cpu < 2000 ? "met" : "NOT met"}`);
+      const [qa, qb] = [results[1000].pre, results[10000].pre];
+      if (qa && qb)
+        console.log(`  as meshfleet render runs it: growth 10000/1000 ${(qb.ms / qa.ms).toFixed(2)}x CPU, ${(qb.wallMs / qa.wallMs).toFixed(2)}x wall; target ${qb.wallMs < 2000 && qb.maxRssMb < 500 ? "met" : "NOT met"} (${qb.wallMs.toFixed(0)} ms wall, ${qb.ms.toFixed(0)} ms CPU in all, busiest thread ${qb.phases.threads.cpu.toFixed(0)} ms, ${qb.maxRssMb.toFixed(0)} MB)`);
+      else console.log("  as meshfleet render runs it: not measured, dist/cli is not fresh (--build builds it)");
     }
     const largest = Math.max(...sizes);
-    if (!argv.includes("--no-process")) await wholeProcess(root, path.join(root, String(largest)), largest, runs, argv.includes("--build"));
+    if (!argv.includes("--no-process")) await wholeProcess(root, path.join(root, String(largest)), largest, runs, fresh);
   } finally {
     rmSync(root, { recursive: true, force: true });
   }

@@ -4,12 +4,15 @@
  * sha256), and the built CLI answers as the TypeScript does, including for
  * a `.ts` host file, which it compiles on first use (cli/ts-hooks.mjs).
  */
-import { execFileSync, spawnSync } from "node:child_process";
-import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { execFile, execFileSync, spawnSync } from "node:child_process";
+import { promisify } from "node:util";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { pathToFileURL } from "node:url";
 import { afterAll, describe, expect, it } from "vitest";
+import { generateFleet } from "../../bench/eval-scale/generate.ts";
+import { MIN_HOSTS } from "../../cli/parallel-eval.ts";
 // @ts-expect-error plain JS, no types
 import { freshManifest } from "../../bin/meshfleet.mjs";
 
@@ -49,15 +52,30 @@ describe("the built CLI", () => {
   const out = path.join(REPO, "dist", `cli-test-${process.pid}`);
   afterAll(() => rmSync(out, { recursive: true, force: true }));
   const hooks = pathToFileURL(path.join(REPO, "cli", "ts-hooks.mjs")).href;
-  const built = (args: string[]) =>
-    spawnSync(process.execPath, ["--import", "data:text/javascript," + encodeURIComponent(`import{register}from"node:module";register(${JSON.stringify(hooks)},{data:{dist:${JSON.stringify(pathToFileURL(out).href)}}})`), path.join(out, "main.mjs"), ...args], {
+  /** node running the build's main.mjs with the hooks pointed at the build (as bin/meshfleet.mjs runs dist/cli). */
+  const builtArgv = (args: string[]) => ["--import", "data:text/javascript," + encodeURIComponent(`import{register}from"node:module";register(${JSON.stringify(hooks)},{data:{dist:${JSON.stringify(pathToFileURL(out).href)}}})`), path.join(out, "main.mjs"), ...args];
+  const built = (args: string[], env: Record<string, string> = {}) =>
+    spawnSync(process.execPath, builtArgv(args), {
       cwd: REPO,
       encoding: "utf8",
       timeout: 120_000,
+      env: { ...process.env, ...env },
     });
+  const builtAsync = (args: string[], env: Record<string, string>) =>
+    promisify(execFile)(process.execPath, builtArgv(args), {
+      cwd: REPO,
+      encoding: "utf8",
+      timeout: 120_000,
+      env: { ...process.env, ...env },
+    });
+  let isBuilt = false;
+  const build = () => {
+    if (!isBuilt) execFileSync(process.execPath, [path.join(REPO, "cli", "build.mjs"), "--outdir", out], { cwd: REPO, encoding: "utf8", timeout: 240_000 });
+    isBuilt = true;
+  };
 
   it("answers as the TypeScript does, and reads a .ts host file", { timeout: 300_000 }, () => {
-    execFileSync(process.execPath, [path.join(REPO, "cli", "build.mjs"), "--outdir", out], { cwd: REPO, encoding: "utf8", timeout: 240_000 });
+    build();
     const m = JSON.parse(readFileSync(path.join(out, "manifest.json"), "utf8"));
     expect(Object.keys(m.inputs)).toEqual(expect.arrayContaining(["cli/main.ts", "cli/args.ts", "core/eval.ts", "package.json"]));
     expect(Object.keys(m.inputs).some((p) => p.startsWith("node_modules/"))).toBe(false);
@@ -84,5 +102,24 @@ describe("the built CLI", () => {
     expect(ok.status, ok.stderr).toBe(0);
     const bad = built(["check", "home"]);
     expect(bad.status).toBe(2);
+  });
+
+  it("renders a large fleet on two threads with its own build's worker, the files the same as on one", { timeout: 300_000 }, async () => {
+    build();
+    const fleet = path.join(tmp, "large");
+    mkdirSync(fleet);
+    generateFleet(fleet, MIN_HOSTS);
+    const [one, two] = [path.join(tmp, "render-1"), path.join(tmp, "render-2")];
+    // Not spawnSync: a render of this size blocks the test's thread for longer than vitest's calls to it may wait.
+    await builtAsync(["render", "--hosts-dir", fleet, "--out", one], { MESHFLEET_THREADS: "1" });
+    // The worker's steps show only when the bundle started its own worker (a worker that cannot
+    // start sends the render down the serial path, which would show none).
+    const threads = await builtAsync(["render", "--hosts-dir", fleet, "--out", two], { MESHFLEET_THREADS: "2", MESHFLEET_SHARD_TIMES: "1" });
+    expect(threads.stderr).toMatch(/\[worker\] hosts sent/);
+    const files = (dir: string) => (readdirSync(dir, { recursive: true }) as string[]).filter((f) => statSync(path.join(dir, f)).isFile()).sort();
+    const list = files(one);
+    expect(list.length).toBeGreaterThan(MIN_HOSTS * 10);
+    expect(files(two)).toEqual(list);
+    for (const f of list) expect(readFileSync(path.join(two, f), "utf8"), f).toBe(readFileSync(path.join(one, f), "utf8"));
   });
 });
