@@ -115,7 +115,7 @@ export const fleetSchema = z
       .strict()
       .default({ after: "0", exemptTags: [] })
       .describe("Node key expiry for user devices, with tagged servers exempt."),
-    policy: z.any().default({}).describe("The tailnet policy (groups, tagOwners, hosts, acls, grants, ssh, autoApprovers, nodeAttrs, tests)."),
+    policy: z.any().default({}).describe("The tailnet policy (groups, tagOwners, hosts, acls, grants, ssh, autoApprovers, nodeAttrs, tests), as a mapping here, or the path of a file of this folder holding it in headscale's own format (HuJSON: JSON with comments and trailing commas), e.g. policy: ./policy.hujson. A file is for a policy larger than fleet.yaml may be (16 KiB, about 120 rules); it may be up to 1 MiB, 200,000 values, nested 32 deep, and a problem in it is named in it (policy.hujson: acls[3].dst[0])."),
     tailscaleSaas: z
       .object({
         loginDomain: z

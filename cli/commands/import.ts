@@ -18,6 +18,7 @@ import path from "node:path";
 import { Document, isScalar, parse as parseYaml, visit } from "yaml";
 import { MeshfleetError, oneLine } from "../../core/diagnostics.ts";
 import { HuJsonError, parseHuJson } from "../../core/hujson.ts";
+import { LIMITS, parseYaml as loaderYaml } from "../../core/load.ts";
 import { policySchema } from "../../core/policy/schema.ts";
 import { userName } from "../../core/schema-types.ts";
 import type { Diagnostic } from "../../core/types.ts";
@@ -33,7 +34,7 @@ const flags: Flag[] = [
   { name: "known-hosts", value: true, help: "known_hosts file holding HOST's pinned key (default: the stack's meshfleet:knownHostsPath)" },
   { name: "identity", value: true, help: "SSH private key file (default: the stack's meshfleet:sshPrivateKeyPath, else ssh's own)" },
   { name: "config", value: true, help: "headscale's config file on HOST (default /etc/headscale/config.yaml)" },
-  { name: "force", help: "write into a folder that is not empty (only the four files import writes are replaced; nothing is deleted)" },
+  { name: "force", help: "write into a folder that is not empty (only the files import writes are replaced; nothing is deleted)" },
   { name: "json", help: "print the import report as JSON" },
 ];
 
@@ -122,6 +123,13 @@ export interface ImportResult {
   nodes: unknown[] | undefined;
   items: ReportItem[];
   problems: Diagnostic[];
+  /**
+   * The policy as its own file would hold it (headscale's HuJSON): the text
+   * as headscale had it, comments kept, when the import changed nothing in
+   * it; else the policy fleet.yaml holds, as JSON. Written to policy.hujson
+   * when the policy would take fleet.yaml past the loader's YAML limits.
+   */
+  policyText?: string;
 }
 
 /** Keys whose value is a map of data, not more config keys. */
@@ -240,8 +248,9 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
   const problem = (file: string, p: string, expected: string, found: string, fix: string) => problems.push({ severity: "error", file, path: p, expected, found, fix });
   // Keys come from the file as typed: escaped, so a report cannot drive the terminal.
   const item = (key: string, kind: ItemKind, rest: Omit<ReportItem, "key" | "kind"> = {}) => items.push({ key: oneLine(key, 200), kind, ...rest });
+  let policyText: string | undefined;
   const result = (fleet: Record<string, unknown> = {}, host: Record<string, unknown> = {}, nodes?: unknown[]): ImportResult => ({
-    ok: problems.length === 0, origin: src.origin, hostName: o.hostName, fleet, host, nodes, items, problems,
+    ok: problems.length === 0, origin: src.origin, hostName: o.hostName, fleet, host, nodes, items, problems, ...(policyText !== undefined ? { policyText } : {}),
   });
 
   // config.yaml
@@ -585,6 +594,7 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
   const mode = flat.get("policy.mode") ?? "file";
   if (flat.has("acl_policy_path")) item("acl_policy_path", "unmapped", { value: show(flat.get("acl_policy_path")), note: LEGACY.acl_policy_path });
   let policy: Record<string, unknown> | undefined;
+  let policySource: { shown: string; text: string } | undefined;
   const readPolicy = (shown: string, text: string) => {
     try {
       const v = parseHuJson(text);
@@ -593,6 +603,7 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
         return;
       }
       policy = v as Record<string, unknown>;
+      policySource = { shown, text };
     } catch (e) {
       if (!(e instanceof HuJsonError)) throw e;
       const m = /^expected (.*), found (.*)$/.exec(e.reason);
@@ -628,6 +639,10 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
       item("policy.acls", "changed", { value: "no acls and no grants (allow-all)", note: 'written as one rule allowing every node everything ({action: accept, src: ["*"], dst: ["*:*"]}): the same traffic, said explicitly, as meshfleet requires' });
     }
     fleet.policy = clean;
+    policyText =
+      policySource && same(clean, policy)
+        ? policySource.text
+        : `// The policy meshfleet import took from ${policySource?.shown ?? src.origin}, with the changes IMPORT.md lists (the original's comments are not kept).\n${JSON.stringify(clean, null, 2)}\n`;
     if (Object.keys(clean).length) item("policy", "mapped", { to: "fleet.yaml policy", note: `${Object.keys(clean).join(", ")}` });
   }
 
@@ -900,11 +915,31 @@ export function reportMarkdown(r: ImportResult, keyMeta: FileMeta[]): string {
   ].join("\n");
 }
 
+/** The policy file an import writes when the policy is too large for fleet.yaml. */
+const POLICY_FILE = "policy.hujson";
+
+/**
+ * A policy too large for fleet.yaml (past the loader's YAML limits: headscale
+ * policies of more than ~120 rules) goes to policy.hujson in headscale's own
+ * text, and fleet.yaml names it (`policy: ./policy.hujson`); the report says
+ * so. Undefined when fleet.yaml holds it, as before.
+ */
+function policyInItsFile(r: ImportResult, origin: string): { fleetText: string } | undefined {
+  const inline = header(origin, "fleet settings and policy") + yamlText(r.fleet);
+  if (r.policyText === undefined || !loaderYaml(inline, "(import) fleet.yaml").diagnostics.length) return undefined;
+  const bytes = Buffer.byteLength(inline);
+  const policyItem = r.items.find((i) => i.key === "policy" && i.kind === "mapped");
+  const note = `too large for fleet.yaml (${bytes} bytes of YAML, past meshfleet's ${LIMITS.fileBytes / 1024} KiB, ${LIMITS.lines}-line limits): written to ${POLICY_FILE} as headscale's policy file, and fleet.yaml says policy: ./${POLICY_FILE}`;
+  if (policyItem) Object.assign(policyItem, { to: `${POLICY_FILE} (fleet.yaml policy: ./${POLICY_FILE})`, note: `${policyItem.note}; ${note}` });
+  else r.items.push({ key: "policy", kind: "changed", to: POLICY_FILE, note });
+  return { fleetText: header(origin, "fleet settings; the policy is in policy.hujson") + yamlText({ ...r.fleet, policy: `./${POLICY_FILE}` }) };
+}
+
 function outDirProblem(dir: string, force: boolean): string | undefined {
   if (!existsSync(dir)) return undefined;
   if (!statSync(dir).isDirectory()) return `--out ${dir}: exists and is not a folder. Fix: choose another --out`;
   const entries = readdirSync(dir);
-  if (entries.length > 0 && !force) return `--out ${dir}: not empty (${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, the host file, nodes.json and IMPORT.md there (nothing is deleted)`;
+  if (entries.length > 0 && !force) return `--out ${dir}: not empty (${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, policy.hujson, the host file, nodes.json and IMPORT.md there (nothing is deleted)`;
   return undefined;
 }
 
@@ -965,8 +1000,10 @@ export const command: Command = {
     let check: { ok: boolean; diagnostics: Diagnostic[] } | undefined;
     if (r.problems.length === 0) {
       mkdirSync(outAbs, { recursive: true });
+      const policyFile = policyInItsFile(r, src.origin);
       const files: [string, string][] = [
-        ["fleet.yaml", header(src.origin, "fleet settings and policy") + yamlText(r.fleet)],
+        ["fleet.yaml", policyFile?.fleetText ?? header(src.origin, "fleet settings and policy") + yamlText(r.fleet)],
+        ...(policyFile ? [[POLICY_FILE, r.policyText!] as [string, string]] : []),
         [`${name}.yaml`, header(src.origin, "the coordinator") + yamlText(r.host)],
         ["nodes.json", nodesFileText(r.nodes ?? [])],
         ["IMPORT.md", reportMarkdown(r, keyMeta)],

@@ -1,0 +1,110 @@
+/**
+ * `meshfleet import` of a headscale whose policy is too large for fleet.yaml
+ * (the loader's YAML limits hold ~120 rules): the policy goes to
+ * policy.hujson as headscale's text, comments kept, fleet.yaml says
+ * `policy: ./policy.hujson`, and the imported fleet passes check. A policy
+ * that fits stays inline, as before.
+ */
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it, vi } from "vitest";
+import { command } from "../../cli/commands/import.ts";
+import { parseHuJson } from "../../core/hujson.ts";
+import { LIMITS, loadFleetDir } from "../../core/load.ts";
+
+const tmp = mkdtempSync(path.join(tmpdir(), "mf-import-policy-file-"));
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+let n = 0;
+
+const CONFIG = `server_url: https://hs.example.org
+listen_addr: 127.0.0.1:8080
+noise:
+  private_key_path: /var/lib/headscale/noise_private.key
+prefixes:
+  v4: 100.64.0.0/10
+  v6: fd7a:115c:a1e0::/48
+database:
+  type: sqlite
+  sqlite:
+    path: /var/lib/headscale/db.sqlite
+derp:
+  urls: [https://controlplane.tailscale.com/derpmap/default]
+dns:
+  magic_dns: true
+  base_domain: ts.example.net
+  nameservers:
+    global: [1.1.1.1]
+policy:
+  mode: file
+  path: /etc/headscale/policy.hujson
+`;
+
+/** headscale's policy file with `rules` ACLs, a comment on each: past fleet.yaml's limits from ~120 rules. */
+function policy(rules: number, extra = ""): string {
+  const acls = Array.from({ length: rules }, (_, i) => `    // rule ${i}: admins reach the servers of LAN ${i % 250}\n    {"action": "accept", "src": ["group:admins"], "dst": ["10.${i % 250}.${i % 200}.0/24:${1 + i}"],},`);
+  return `// The tailnet's policy, as headscale reads it.\n{\n  "groups": {"group:admins": ["alice@",],},${extra}\n  "acls": [\n${acls.join("\n")}\n  ],\n}\n`;
+}
+
+async function importFrom(pol: string): Promise<{ code: number; out: string; json: { ok: boolean; written: string[]; check: { ok: boolean }; items: { key: string; kind: string; to?: string; note?: string }[] } }> {
+  const from = path.join(tmp, `from${n}`);
+  const out = path.join(tmp, `out${n++}`);
+  mkdirSync(from);
+  writeFileSync(path.join(from, "config.yaml"), CONFIG);
+  writeFileSync(path.join(from, "policy.hujson"), pol);
+  writeFileSync(path.join(from, "users.json"), '[{"id": 1, "name": "alice"}]');
+  writeFileSync(path.join(from, "nodes.json"), "[]");
+  let text = "";
+  const log = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void (text += a.join(" ") + "\n"));
+  const err = vi.spyOn(console, "error").mockImplementation(() => {});
+  try {
+    const code = await command.run(["--from-dir", from, "--out", out, "--json"]);
+    return { code, out, json: JSON.parse(text) };
+  } finally {
+    log.mockRestore();
+    err.mockRestore();
+  }
+}
+
+describe("meshfleet import: a policy too large for fleet.yaml", () => {
+  it("writes policy.hujson as headscale had it, comments kept, and fleet.yaml names it; the fleet passes check", async () => {
+    const text = policy(400);
+    const r = await importFrom(text);
+    expect(r.code).toBe(0);
+    expect(r.json.check.ok).toBe(true);
+    expect(r.json.written.map((w) => path.basename(w))).toEqual(["fleet.yaml", "policy.hujson", "coordinator.yaml", "nodes.json", "IMPORT.md"]);
+    expect(readFileSync(path.join(r.out, "policy.hujson"), "utf8")).toBe(text);
+    const fleetYaml = readFileSync(path.join(r.out, "fleet.yaml"), "utf8");
+    expect(fleetYaml).toMatch(/^policy: \.\/policy\.hujson$/m);
+    expect(fleetYaml).not.toContain("acls");
+    const loaded = await loadFleetDir(r.out);
+    expect(loaded.diagnostics).toEqual([]);
+    expect((loaded.fleet!.value as { policy: unknown }).policy).toEqual(parseHuJson(text));
+    const item = r.json.items.find((i) => i.key === "policy" && i.kind === "mapped")!;
+    expect(item.to).toBe("policy.hujson (fleet.yaml policy: ./policy.hujson)");
+    expect(item.note).toMatch(/too large for fleet\.yaml \(\d+ bytes of YAML, past meshfleet's 16 KiB, 2500-line limits\)/);
+    expect(readFileSync(path.join(r.out, "IMPORT.md"), "utf8")).toContain("`policy` → policy.hujson (fleet.yaml policy: ./policy.hujson)");
+  });
+
+  it("a policy the import changed (a key headscale 0.29 does not know, left out) is written as the policy fleet.yaml would hold", async () => {
+    const r = await importFrom(policy(400, '\n  "derpMap": {"regions": {}},'));
+    expect(r.code).toBe(0);
+    expect(r.json.check.ok).toBe(true);
+    const written = readFileSync(path.join(r.out, "policy.hujson"), "utf8");
+    expect(written).toMatch(/^\/\/ The policy meshfleet import took from .*policy\.hujson, with the changes IMPORT\.md lists/);
+    expect(written).not.toContain("derpMap");
+    expect((parseHuJson(written) as { acls: unknown[] }).acls).toHaveLength(400);
+    expect(r.json.items.find((i) => i.key === "policy.derpMap")?.kind).toBe("unmapped");
+  });
+
+  it("a policy that fits stays inline in fleet.yaml, with no policy.hujson, as before", async () => {
+    const r = await importFrom(policy(20));
+    expect(r.code).toBe(0);
+    expect(r.json.check.ok).toBe(true);
+    expect(existsSync(path.join(r.out, "policy.hujson"))).toBe(false);
+    const fleetYaml = readFileSync(path.join(r.out, "fleet.yaml"), "utf8");
+    expect(Buffer.byteLength(fleetYaml)).toBeLessThan(LIMITS.fileBytes);
+    expect(fleetYaml).toContain("acls:");
+    expect(r.json.items.find((i) => i.key === "policy" && i.kind === "mapped")!.to).toBe("fleet.yaml policy");
+  });
+});
