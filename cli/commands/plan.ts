@@ -146,11 +146,53 @@ function lineDiff(a: string[], b: string[]): { added: string[]; removed: string[
   return { added, removed };
 }
 
+/**
+ * The same host on both sides: every field of its HostSystem equal but
+ * `file` (the base names it in a temporary folder) and `warnings` (which
+ * name that file), so the same bundle and containers, and no entry. The
+ * render is a pure function of the rest (core/render.ts reads `file` only in
+ * its error messages); skipping it for the hosts a change leaves alone saves
+ * two renders a host, most of plan's per-host work at 10,000 hosts
+ * (bench/plan-scale/README.md). Plain data only: anything else (a Map, a
+ * class instance, a function) is not called equal, and is rendered.
+ */
+export function sameHost(a: HostSystem | undefined, b: HostSystem | undefined): boolean {
+  if (!a || !b) return false;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  for (let i = 0; i < ka.length; i++) {
+    const k = ka[i] as keyof HostSystem;
+    if (k !== kb[i]) return false;
+    if (k !== "file" && k !== "warnings" && !samePlain(a[k], b[k])) return false;
+  }
+  return true;
+}
+
+/** Equal plain data: primitives, arrays, and objects of Object's prototype with the same keys in the same order. */
+function samePlain(a: unknown, b: unknown): boolean {
+  if (a === b) return true;
+  if (typeof a !== "object" || typeof b !== "object" || a === null || b === null) return false;
+  if (Array.isArray(a)) {
+    if (!Array.isArray(b) || a.length !== b.length) return false;
+    for (let i = 0; i < a.length; i++) if (!samePlain(a[i], b[i])) return false;
+    return true;
+  }
+  if (Object.getPrototypeOf(a) !== Object.prototype || Object.getPrototypeOf(b) !== Object.prototype) return false;
+  const ka = Object.keys(a), kb = Object.keys(b);
+  if (ka.length !== kb.length) return false;
+  for (let i = 0; i < ka.length; i++) {
+    if (ka[i] !== kb[i]) return false;
+    if (!samePlain((a as Record<string, unknown>)[ka[i]], (b as Record<string, unknown>)[kb[i]])) return false;
+  }
+  return true;
+}
+
 /** One entry per agent host whose bundle (its generation) differs between the two fleets. */
 export function diffGenerations(base: Fleetish, head: Fleetish): HostGeneration[] {
   const out: HostGeneration[] = [];
   const names = [...new Set([...Object.keys(base.hosts), ...Object.keys(head.hosts)])].sort();
   for (const name of names) {
+    if (sameHost(base.hosts[name], head.hosts[name])) continue;
     const b = base.hosts[name]?.agent ? bundleOf(base.hosts[name]) : undefined;
     const h = head.hosts[name]?.agent ? bundleOf(head.hosts[name]) : undefined;
     if (!b && !h) continue;
