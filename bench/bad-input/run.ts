@@ -7,6 +7,11 @@
  * The baseline, measured in the same run and the same way, is loading a
  * normal fleet (the base test fleet: fleet.yaml and three hosts).
  *
+ * The policy file (fleet.yaml `policy: ./policy.hujson`, HuJSON) has limits
+ * of its own (POLICY_LIMITS): its cases load the largest allowed file of
+ * realistic rules, a file of the most values allowed, and hostile files past
+ * each limit.
+ *
  * Then what a person waits for: `meshfleet check` end to end, through the
  * prebuilt CLI (this bench bundles cli/main.ts the way cli/build.mjs does,
  * into dist/bench-cli), one fresh process per run, wall and CPU from the
@@ -72,6 +77,28 @@ function bigPolicyFleet(bytes: number): string {
   }
 }
 
+/** fleet.yaml naming its policy file (policy: ./policy.hujson), the rest as the base fleet's. */
+const POLICY_FILE_FLEET = BASE["fleet.yaml"].replace(/policy:[\s\S]*$/, "policy: ./policy.hujson\n");
+
+/** A policy file (HuJSON) of realistic content, bigPolicyFleet's rules in headscale's format after one rule that keeps the coordinator reachable (so check evaluates it all and passes), just under `bytes`. */
+function bigPolicyFile(bytes: number): string {
+  const head = `// the tailnet's policy\n{\n  "groups": { "group:admins": ["alice@"] },\n  "tagOwners": { "tag:router": ["alice@"], "tag:server": ["group:admins"] },\n  "acls": [\n    { "action": "accept", "src": ["alice@"], "dst": ["*:*"] },\n`;
+  const tail = "  ],\n}\n";
+  const rules: string[] = [];
+  let size = head.length + tail.length; // ASCII: characters are bytes
+  for (let i = 0; ; i++) {
+    const rule = `    { "action": "accept", "src": ["group:admins", "tag:server"], "dst": ["tag:server:${1000 + (i % 60000)}", "10.${i % 250}.0.0/16:22,443"] },\n`;
+    if (size + rule.length > bytes) return head + rules.join("") + tail;
+    rules.push(rule);
+    size += rule.length;
+  }
+}
+
+/** A hostile policy file: `values` values, nearly all as small as a group member comes ("a@", 5 bytes), in a policy the loader accepts. */
+function manyValuesPolicy(values: number): string {
+  return `{ "acls": [{ "action": "accept", "src": ["alice@"], "dst": ["*:*"] }], "groups": { "group:big": [${'"a@",'.repeat(values - 11)}"a@"] } }\n`;
+}
+
 function flowList(items: number): string {
   return `${BASE["laptop.yaml"]}lan: [${Array(items).fill("10.0.0.0/24").join(", ")}]\n`;
 }
@@ -80,8 +107,9 @@ const KIB = 1024;
 
 async function main() {
   const runs = Number(process.argv[process.argv.indexOf("--runs") + 1]) || 5;
-  const { LIMITS } = await import("../../core/load.ts");
+  const { LIMITS, POLICY_LIMITS } = await import("../../core/load.ts");
   const root = mkdtempSync(path.join(os.tmpdir(), "mf-bench-bad-"));
+  const MIB = 1024 * 1024;
   const aliasFan = (levels: number, fan: number) => {
     let s = `a0: &a0 [${Array(fan).fill("x").join(", ")}]\n`;
     for (let l = 1; l < levels; l++) s += `a${l}: &a${l} [${Array(fan).fill(`*a${l - 1}`).join(", ")}]\n`;
@@ -98,6 +126,14 @@ async function main() {
     [`refused: a list of ${LIMITS.listItems + 1} items`, { "laptop.yaml": flowList(LIMITS.listItems + 1) }],
     [`refused: ${LIMITS.lines + 1} values in ${Math.round((2 * LIMITS.lines) / KIB)} KiB`, { "laptop.yaml": `lan: [${"1,".repeat(LIMITS.lines)}1]\n` }],
     ["refused: an alias bomb (9^9 values)", { "laptop.yaml": aliasFan(9, 9) }],
+    // The policy file (fleet.yaml policy: ./policy.hujson): HuJSON, with limits of its own.
+    [`largest allowed policy file: just under ${POLICY_LIMITS.fileBytes / MIB} MiB`, { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": bigPolicyFile(POLICY_LIMITS.fileBytes - 16) }],
+    [`policy file of ${POLICY_LIMITS.values - 10} tiny values (allowed)`, { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": manyValuesPolicy(POLICY_LIMITS.values - 10) }],
+    [`refused: policy file of ${POLICY_LIMITS.values + 1} values`, { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": manyValuesPolicy(POLICY_LIMITS.values + 1) }],
+    [`refused: policy file nested ${POLICY_LIMITS.depth + 1} deep`, { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": `{ "tests": ${"[".repeat(POLICY_LIMITS.depth + 1)}${"]".repeat(POLICY_LIMITS.depth + 1)} }` }],
+    [`refused: policy file nested 100,000 deep`, { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": `{ "tests": ${"[".repeat(100_000)}${"]".repeat(100_000)} }` }],
+    ["refused: policy file of one 1 MiB string, unclosed", { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": `{ "tests": "${"a".repeat(POLICY_LIMITS.fileBytes - 16)}` }],
+    ["refused: a 10 MB policy file", { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": bigPolicyFile(10 * MIB) }],
   ];
   try {
     const results: { name: string; cold: number; cpu: number; warm: number; verdict: string }[] = [];
@@ -114,7 +150,7 @@ async function main() {
     });
     const base = results[0];
     console.log(`bench/bad-input: loadFleetDir, fresh process per case; cold = first load (wall, and its CPU), warm = median of ${runs - 1} more (wall)`);
-    console.log(`limits: ${LIMITS.fileBytes / KIB} KiB a file, ${LIMITS.lines} lines+commas, ${LIMITS.listItems} items a list, ${LIMITS.values} values; load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs`);
+    console.log(`limits: ${LIMITS.fileBytes / KIB} KiB a file, ${LIMITS.lines} lines+commas, ${LIMITS.listItems} items a list, ${LIMITS.values} values; a policy file ${POLICY_LIMITS.fileBytes / MIB} MiB, ${POLICY_LIMITS.values} values, ${POLICY_LIMITS.depth} deep; load average ${os.loadavg()[0].toFixed(1)} on ${os.cpus().length} CPUs`);
     console.log("case                                                    cold ms   cold cpu ms   warm ms   cold/baseline   verdict");
     for (const r of results)
       console.log(`${r.name.padEnd(54)} ${r.cold.toFixed(1).padStart(8)} ${r.cpu.toFixed(1).padStart(12)} ${r.warm.toFixed(1).padStart(9)} ${(r.cold / base.cold).toFixed(2).padStart(12)}x   ${r.verdict.slice(0, 70)}`);
@@ -164,7 +200,7 @@ function runE2e(argv: string[], runs: number): { wall: number; cpu: number; code
 async function endToEnd(runs: number) {
   const root = path.resolve(path.dirname(self), "../..");
   const main = await buildCli(path.join(root, "dist", "bench-cli"));
-  const { LIMITS } = await import("../../core/load.ts");
+  const { LIMITS, POLICY_LIMITS } = await import("../../core/load.ts");
   const tmp = mkdtempSync(path.join(os.tmpdir(), "mf-bench-e2e-"));
   try {
     const fleetOf = (name: string, files: Record<string, string>) => {
@@ -179,6 +215,8 @@ async function endToEnd(runs: number) {
       [`check, largest allowed fleet.yaml (${LIMITS.fileBytes / KIB} KiB policy)`, [main, "check", "--hosts-dir", fleetOf("big", { "fleet.yaml": bigPolicyFleet(LIMITS.fileBytes - 16) })]],
       [`check, a list of ${LIMITS.listItems + 1} items (refused)`, [main, "check", "--hosts-dir", fleetOf("list", { "laptop.yaml": flowList(LIMITS.listItems + 1) })]],
       ["check, a 10 MB fleet.yaml (refused)", [main, "check", "--hosts-dir", fleetOf("huge", { "fleet.yaml": `${BASE["fleet.yaml"]}extra: [${"1,".repeat(5 * 1024 * 1024)}1]\n` })]],
+      [`check, largest allowed policy file (${POLICY_LIMITS.fileBytes / 1024 / 1024} MiB)`, [main, "check", "--hosts-dir", fleetOf("policy", { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": bigPolicyFile(POLICY_LIMITS.fileBytes - 16) })]],
+      [`check, policy file of ${POLICY_LIMITS.values + 1} values (refused)`, [main, "check", "--hosts-dir", fleetOf("values", { "fleet.yaml": POLICY_FILE_FLEET, "policy.hujson": manyValuesPolicy(POLICY_LIMITS.values + 1) })]],
     ];
     const rows = cases.map(([name, argv]) => ({ name, ...runE2e(argv, runs) }));
     const [empty, normal] = rows;
