@@ -12,33 +12,14 @@ import { afterAll, describe, expect, it, vi } from "vitest";
 import { command } from "../../cli/commands/import.ts";
 import { parseHuJson } from "../../core/hujson.ts";
 import { LIMITS, loadFleetDir } from "../../core/load.ts";
+import { hostConfig } from "./import-fixtures.ts";
 
 const tmp = mkdtempSync(path.join(tmpdir(), "mf-import-policy-file-"));
 afterAll(() => rmSync(tmp, { recursive: true, force: true }));
 let n = 0;
 
-const CONFIG = `server_url: https://hs.example.org
-listen_addr: 127.0.0.1:8080
-noise:
-  private_key_path: /var/lib/headscale/noise_private.key
-prefixes:
-  v4: 100.64.0.0/10
-  v6: fd7a:115c:a1e0::/48
-database:
-  type: sqlite
-  sqlite:
-    path: /var/lib/headscale/db.sqlite
-derp:
-  urls: [https://controlplane.tailscale.com/derpmap/default]
-dns:
-  magic_dns: true
-  base_domain: ts.example.net
-  nameservers:
-    global: [1.1.1.1]
-policy:
-  mode: file
-  path: /etc/headscale/policy.hujson
-`;
+/** The existing headscale of the other import tests (its config names /etc/headscale/acl.hujson). */
+const CONFIG = hostConfig({ http: 8080, metrics: 9090, grpc: 50443, stun: 3478 });
 
 /** headscale's policy file with `rules` ACLs, a comment on each: past fleet.yaml's limits from ~120 rules. */
 function policy(rules: number, extra = ""): string {
@@ -51,7 +32,7 @@ async function importFrom(pol: string): Promise<{ code: number; out: string; jso
   const out = path.join(tmp, `out${n++}`);
   mkdirSync(from);
   writeFileSync(path.join(from, "config.yaml"), CONFIG);
-  writeFileSync(path.join(from, "policy.hujson"), pol);
+  writeFileSync(path.join(from, "acl.hujson"), pol);
   writeFileSync(path.join(from, "users.json"), '[{"id": 1, "name": "alice"}]');
   writeFileSync(path.join(from, "nodes.json"), "[]");
   let text = "";
@@ -91,7 +72,7 @@ describe("meshfleet import: a policy too large for fleet.yaml", () => {
     expect(r.code).toBe(0);
     expect(r.json.check.ok).toBe(true);
     const written = readFileSync(path.join(r.out, "policy.hujson"), "utf8");
-    expect(written).toMatch(/^\/\/ The policy meshfleet import took from .*policy\.hujson, with the changes IMPORT\.md lists/);
+    expect(written).toMatch(/^\/\/ The policy meshfleet import took from .*acl\.hujson, with the changes IMPORT\.md lists/);
     expect(written).not.toContain("derpMap");
     expect((parseHuJson(written) as { acls: unknown[] }).acls).toHaveLength(400);
     expect(r.json.items.find((i) => i.key === "policy.derpMap")?.kind).toBe("unmapped");
