@@ -705,7 +705,7 @@ const POLICY_PATH: FolderPathKind = {
 function folderPath(p: string, file: string, dir: string, kind: FolderPathKind): { full: string } | { problem: [string, string, string] } {
   if (/[\u0000-\u001f\u007f]/.test(p)) return { problem: ["a file path of printable characters", `${quote(p)}, which has a control character`, `write the path without control characters, e.g. ${kind.example}`] };
   if (path.isAbsolute(p) || p.includes("\\")) return { problem: [`a file inside the hosts folder, written ${kind.form}`, `${quote(p)}, an absolute or Windows path`, `copy the file into the hosts folder and ${kind.use} ${kind.form}`] };
-  if (!p.startsWith("./") && !p.startsWith("../")) return { problem: [`${kind.orElse}a file written ${kind.form}`, quote(p), p.startsWith(".") ? `write the path as ${kind.form}` : `write it as ./${p}`] };
+  if (!p.startsWith("./") && !p.startsWith("../")) return { problem: [`${kind.orElse}a file written ${kind.form}`, quote(p), p === "" ? `write the path, e.g. ${kind.example}` : p.startsWith(".") ? `write the path as ${kind.form}` : `write it as ./${p}`] };
   const full = path.resolve(path.dirname(file), p);
   if (!inside(path.resolve(dir), full)) return { problem: ["a file inside the hosts folder", `${quote(p)}, which leaves the hosts folder (it was not read)`, `copy the file into the hosts folder and ${kind.use} ${kind.form}`] };
   if (!kind.ext.test(p)) return { problem: [kind.extExpected, quote(p), kind.extFix] };

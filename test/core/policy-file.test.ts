@@ -112,6 +112,7 @@ describe("policy file problems: one diagnostic each, with the fix", () => {
   const cases: [string, Record<string, string | null>, string][] = [
     ["no such file", { "fleet.yaml": FLEET }, 'fleet.yaml: policy: expected a policy file that exists, found "./policy.hujson". Fix: create'],
     ["not written ./", { "fleet.yaml": FLEET.replace("./policy.hujson", "policy.hujson"), "policy.hujson": POLICY }, 'fleet.yaml: policy: expected the policy as a mapping, or a file written ./<file>.hujson, found "policy.hujson". Fix: write it as ./policy.hujson'],
+    ["an empty path", { "fleet.yaml": FLEET.replace("./policy.hujson", '""') }, 'fleet.yaml: policy: expected the policy as a mapping, or a file written ./<file>.hujson, found "". Fix: write the path, e.g. ./policy.hujson'],
     ["outside the folder", { "fleet.yaml": FLEET.replace("./policy.hujson", "../policy.hujson") }, 'fleet.yaml: policy: expected a file inside the hosts folder, found "../policy.hujson", which leaves the hosts folder (it was not read). Fix: copy the file into the hosts folder and set policy: ./<file>.hujson'],
     ["absolute", { "fleet.yaml": FLEET.replace("./policy.hujson", "/etc/headscale/policy.hujson") }, "fleet.yaml: policy: expected a file inside the hosts folder, written ./<file>.hujson, found \"/etc/headscale/policy.hujson\", an absolute or Windows path"],
     ["a YAML name", { "fleet.yaml": FLEET.replace("./policy.hujson", "./_policy.yaml"), "_policy.yaml": "acls: []\n" }, "fleet.yaml: policy: expected a HuJSON policy file (./<file>.hujson), headscale's own format"],
