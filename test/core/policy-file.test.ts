@@ -88,6 +88,13 @@ describe("policy: ./policy.hujson", () => {
     expect(lines(unknown.diagnostics)).toEqual(['policy.hujson: acl: expected one of the options groups, tagOwners, hosts, acls, grants, ssh, autoApprovers, nodeAttrs, tests, sshTests, randomizeClientPort, found unknown option "acl" at policy. Fix: did you mean "acls"? Rename it.']);
   });
 
+  it("a module's problem with the policy (headscale 0.28 has no grants) is named in the policy file too", async () => {
+    const fleet = FLEET.replace("  serverUrl: https://hs.example.com\n", "  serverUrl: https://hs.example.com\n  headscaleVersion: 0.28.0\n");
+    const grants = POLICY.replace('"acls"', '"grants": [{ "src": ["alice@"], "dst": ["*"], "ip": ["*"] }],\n  "acls"');
+    const r = await evaluateFleet(REGISTRY, fleetWith({ "fleet.yaml": fleet, "policy.hujson": grants }), "fx");
+    expect(lines(r.diagnostics)).toEqual([expect.stringMatching(/^policy\.hujson: grants: expected a policy headscale 0\.28\.0 reads/)]);
+  });
+
   it("the policy's tests, as check runs them, are named in the policy file", async () => {
     const failing = POLICY.replace('"acls"', '"tests": [{ "src": "alice@", "deny": ["tag:router:22"] }],\n  "acls"');
     const r = await evaluateFleet(REGISTRY, fleetWith({ "fleet.yaml": FLEET, "policy.hujson": failing }), "fx");
