@@ -746,7 +746,9 @@ function policyFromFile(value: unknown, fleetFile: string, dir: string, root: st
     const at = `line ${e.position.line}:${e.position.col}`;
     if (e.limit === "values") return bad(shown, at, `a policy of at most ${POLICY_LIMITS.values} values (the documented limit)`, "more", POLICY_FILE.fix);
     if (e.limit === "depth") return bad(shown, at, `arrays and objects nested at most ${POLICY_LIMITS.depth} deep`, "deeper", "flatten the structure (a policy nests 4 deep)");
-    return bad(shown, at, "HuJSON, headscale's policy format (JSON with // comments and trailing commas)", brief(e.reason), "fix the syntax at that line");
+    // The parser says "expected X, found Y" (or only what is wrong): split as every diagnostic is.
+    const m = /^expected (.*), found (.*)$/.exec(e.reason);
+    return bad(shown, at, `HuJSON, headscale's policy format (JSON with // comments and trailing commas)${m ? `: ${m[1]}` : ""}`, brief(m ? m[2]! : e.reason), "fix the syntax at that line");
   }
   if (!policy || typeof policy !== "object" || Array.isArray(policy))
     return bad(shown, "", "one policy object, as headscale's policy file holds ({ \"groups\": ..., \"acls\": [...] })", show(policy), "write the policy as one JSON object in braces");
