@@ -25,7 +25,7 @@ import { allArtifacts, fleetArtifacts, hostArtifacts, type Artifact } from "./ar
 import { hasErrors } from "./diagnostics.ts";
 import { evaluateFleetPhase, evaluateHostModules, fleetConfigOf, fleetSystemOf, hostOptions, hostSchema, evaluateFleet, type FleetShared, type HostOptions } from "./eval.ts";
 import type { FleetConfig } from "./fleet-schema.ts";
-import { loadFleetShard, nodeNameProblems, type LoadedFleet, type NamedHost } from "./load.ts";
+import { inPolicyFile, loadFleetShard, nodeNameProblems, type LoadedFleet, type NamedHost } from "./load.ts";
 import type { Contribution, ModuleRegistry, PeerView } from "./module.ts";
 import { Prio } from "./priority.ts";
 import type { Diagnostic, FleetSystem, HostSystem } from "./types.ts";
@@ -176,13 +176,16 @@ export interface ShardedResult {
 export function joinShards(
   own: ShardOptions, stack: string, peers: Record<string, PeerView>, pol: FleetPhasePolicy, shards: ShardHosts[], opts: { render: boolean; keepHosts: boolean },
 ): ShardedResult {
-  const diagnostics = shards.flatMap((s) => s.diagnostics);
-  const fleetWarnings = shards.flatMap((s) => s.warnings.flat());
+  // A policy read from its own file: its problems named there, as evaluateFleet names them.
+  const policyFile = own.loaded.fleet?.policyFile;
+  const diagnostics = inPolicyFile(shards.flatMap((s) => s.diagnostics), own.loaded.dir, policyFile);
+  const fleetWarnings = inPolicyFile(shards.flatMap((s) => s.warnings.flat()), own.loaded.dir, policyFile);
   diagnostics.push(...fleetWarnings);
   if (hasErrors(diagnostics)) return { diagnostics };
   const hosts: Record<string, HostSystem> = {};
   if (opts.keepHosts) for (const s of shards) s.hosts!.forEach((h) => (hosts[h.name] = h));
   const fleet = fleetSystemOf(own.fleetCfg, stack, own.loaded.dir, peers, pol, shards.flatMap((s) => s.fleetParts), hosts, fleetWarnings);
+  if (policyFile) fleet.policyFile = policyFile;
   const out: ShardedResult = { diagnostics, hostNames: shards.flatMap((s) => s.names), ...(opts.keepHosts ? { fleet } : {}) };
   if (!opts.render) return out;
   const artifacts = shards.flatMap((s) => s.artifacts!.flat());

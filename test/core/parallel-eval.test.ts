@@ -8,7 +8,7 @@
  * comparison is shown to fail on a worker's fault: one byte more in one file,
  * two hosts swapped.
  */
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -85,6 +85,25 @@ describe("parallel evaluation and render (issue 19)", () => {
     expect(f.s.fleet).toBeUndefined();
     expect(f.s.diagnostics.map((d) => `${d.severity} ${path.basename(d.file)}`)).toEqual(["error h20.yaml", "error h201.yaml", "warning h3.yaml"]);
     same(f.p, f.s);
+  });
+
+  it("names a policy file's problems found in phase 3 in that file, as the serial path does", async () => {
+    const dir = path.join(root, "policy-file");
+    mkdirSync(dir);
+    generateFleet(dir, 300, 20, { policyFile: true });
+    const clean = await both(dir);
+    expect(clean.p.path).toMatch(/^sharded/);
+    expect(clean.s.fleet?.policyFile).toMatch(/policy\.hujson$/);
+    same(clean.p, clean.s);
+    // headscale 0.28 has no grants: the coordinator's module says so in phase 3, on the main thread's shard.
+    const fleetFile = path.join(dir, "fleet.yaml");
+    writeFileSync(fleetFile, readFileSync(fleetFile, "utf8").replace("  serverUrl: https://hs.example.com\n", "  serverUrl: https://hs.example.com\n  headscaleVersion: 0.28.0\n"));
+    const policy = path.join(dir, "policy.hujson");
+    writeFileSync(policy, readFileSync(policy, "utf8").replace('"acls"', '"grants": [{ "src": ["alice@"], "dst": ["*"], "ip": ["*"] }],\n  "acls"'));
+    const old = await both(dir);
+    expect(old.p.path).toMatch(/^sharded/);
+    expect(old.s.diagnostics.map((d) => `${path.basename(d.file)}: ${d.path}`)).toContain("policy.hujson: grants");
+    same(old.p, old.s);
   });
 
   it("hands a fleet with a problem before phase 3 to the serial path, with its diagnostics", async () => {
