@@ -37,7 +37,7 @@ const link = (file: string, target: string) => symlinkSync(target, at(file));
 type Run = { code: number | string; out: string; err: string };
 
 /** One plan, the base read `how`: its exit code (or the message it throws), stdout and stderr. */
-async function plan(stack: string, how: "memory" | "archive", json: boolean, base = "HEAD"): Promise<Run> {
+async function plan(stack: string, how: "memory" | "archive", json: boolean, base = "HEAD", dir = at(stack)): Promise<Run> {
   let out = "";
   let err = "";
   const o = vi.spyOn(process.stdout, "write").mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
@@ -46,7 +46,7 @@ async function plan(stack: string, how: "memory" | "archive", json: boolean, bas
   if (how === "archive") process.env[BASE_READER_ENV] = "archive";
   else delete process.env[BASE_READER_ENV];
   try {
-    const code = await command.run(["--base", base, "--hosts-dir", at(stack), "--stack", stack, ...(json ? ["--json"] : [])]).catch((x: Error) => `throws: ${x.message}`);
+    const code = await command.run(["--base", base, "--hosts-dir", dir, "--stack", stack, ...(json ? ["--json"] : [])]).catch((x: Error) => `throws: ${x.message}`);
     // Each side names the base's files under its own temporary folder.
     const norm = (s: string) => s.replace(/meshfleet-plan-[A-Za-z0-9]+/g, "meshfleet-plan-TMP");
     return { code: typeof code === "string" ? norm(code) : code, out: norm(out), err: norm(err) };
@@ -59,12 +59,12 @@ async function plan(stack: string, how: "memory" | "archive", json: boolean, bas
 }
 
 /** Both readers on every stack, Markdown and JSON: the same runs. */
-async function same(stacks: string[], base = "HEAD"): Promise<Run[]> {
+async function same(stacks: string[], base = "HEAD", dir?: string): Promise<Run[]> {
   const runs: Run[] = [];
   for (const stack of stacks)
     for (const json of [false, true]) {
-      const memory = await plan(stack, "memory", json, base);
-      expect(memory).toEqual(await plan(stack, "archive", json, base));
+      const memory = await plan(stack, "memory", json, base, dir);
+      expect(memory).toEqual(await plan(stack, "archive", json, base, dir));
       runs.push(memory);
     }
   return runs;
@@ -233,5 +233,49 @@ describe("the git tree source answers as the extracted folder does", () => {
     } finally {
       writeFileSync(object, saved);
     }
+  });
+});
+
+describe("where the base is extracted instead, and a fleet at the repository's top", () => {
+  const repos: string[] = [];
+  /** A fresh repository holding hosts/home, `change` made before its first commit. */
+  const fresh = (change: () => void) => {
+    repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
+    repos.push(repo);
+    cpSync(path.resolve("hosts/home"), at("home"), { recursive: true });
+    git("init", "-q", "-b", "main");
+    change();
+    commit("base");
+  };
+  afterAll(() => repos.forEach((r) => rmSync(r, { recursive: true, force: true })));
+
+  it("a .ts host file at the base: extracted (node imports it from the disk), the same output", async () => {
+    fresh(() => write("home/tablet.ts", 'export default { imports: ["client"], address: "192.168.8.56", tailscale: { user: "alice" } };\n'));
+    write("home/tablet.ts", 'export default { imports: ["client"], address: "192.168.8.56", tailscale: { user: "alice", acceptRoutes: true } };\n');
+    const [md, json] = await same(["home"]);
+    expect(md.code).toBe(0);
+    expect(JSON.parse(json.out).generations.map((g: { host: string }) => g.host)).toEqual(["tablet"]);
+  });
+
+  it("git attributes at the base (export-ignore): extracted, so the base is what git archive writes, the same output", async () => {
+    fresh(() => {
+      write("home/desk.yaml", "imports: [client]\naddress: 192.168.8.51\ntailscale:\n  user: alice\n");
+      writeFileSync(path.join(repo, ".gitattributes"), "hosts/home/desk.yaml export-ignore\n");
+    });
+    const [md, json] = await same(["home"]);
+    expect(md.code).toBe(0);
+    // git archive leaves desk.yaml out of the base: it shows as new, as it did before the base was read in memory.
+    expect(JSON.parse(json.out).hosts.added).toEqual(["desk"]);
+  });
+
+  it("the fleet at the repository's top, no subfolder: the base is read (it used to be planned as an empty fleet)", async () => {
+    repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
+    repos.push(repo);
+    cpSync(path.resolve("hosts/home"), repo, { recursive: true });
+    git("init", "-q", "-b", "main");
+    commit("base");
+    const [md, json] = await same(["top"], "HEAD", repo);
+    expect(md.code).toBe(0);
+    expect(JSON.parse(json.out).empty).toBe(true);
   });
 });
