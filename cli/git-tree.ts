@@ -65,7 +65,7 @@ export function readBlobs(top: string, ref: string, entries: GitEntry[]): Map<st
   try {
     out = git(top, ["cat-file", "--batch"], wanted.join("\n") + "\n");
   } catch (e) {
-    throw new MeshfleetError(`--base ${ref}: git could not read the files of ${pathOf(wanted[0]).split("/")[0]} (${stderrOf(e)})`);
+    throw new MeshfleetError(`--base ${ref}: git could not read the fleet's files at that revision (git cat-file: ${stderrOf(e)})`);
   }
   let at = 0;
   for (const oid of wanted) {
