@@ -26,6 +26,7 @@ import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, t
 import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
 import { moveSteps } from "../../provider/placement.ts";
+import { tuneForShortRun } from "../short-run.ts";
 import { mountFileSource } from "../../core/load.ts";
 import { archiveMayRewrite, attributePaths, GitTreeSource, listTree, readBlobs, type GitEntry } from "../git-tree.ts";
 
@@ -44,6 +45,8 @@ export const command: Command = {
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     if (typeof opts.base !== "string") throw new UsageError("plan needs --base <git ref>, e.g. --base origin/main");
     const { dir, stack } = resolveFleet(opts);
+    // Evaluates two fleets and exits, as check does: V8's optimizing tier costs more than it saves (cli/short-run.ts).
+    tuneForShortRun();
     const live = typeof opts.nodes === "string" ? readNodesFile(opts.nodes) : undefined;
     if (live && hasErrors(live.diagnostics)) {
       console.error(formatDiagnostics(live.diagnostics));
