@@ -21,6 +21,7 @@ import { GitTreeSource, listTree, readBlobs } from "../../cli/git-tree.ts";
 import { diskSource, loadFleetDir, mountFileSource, type FileSource } from "../../core/load.ts";
 
 let repo: string;
+let first: string;
 let outside: string;
 const git = (...args: string[]) => execFileSync("git", args, { cwd: repo, encoding: "utf8" }).trim();
 const commit = (msg: string) => {
@@ -71,7 +72,7 @@ async function same(stacks: string[], base = "HEAD", dir?: string): Promise<Run[
 }
 
 beforeAll(() => {
-  repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
+  repo = first = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
   outside = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-outside-"));
   writeFileSync(path.join(outside, "stolen.yaml"), "address: 10.9.9.9\n# not to be read\n");
   for (const s of ["home", "core", "home-site", "office"]) cpSync(path.resolve("hosts", s), at(s), { recursive: true });
@@ -92,7 +93,7 @@ beforeAll(() => {
   commit("fleet with imports, links and sites");
 });
 afterAll(() => {
-  rmSync(repo, { recursive: true, force: true });
+  rmSync(first, { recursive: true, force: true });
   rmSync(outside, { recursive: true, force: true });
 });
 
