@@ -9,11 +9,12 @@
  *
  * The tree answers what the extracted folder would: a regular file (modes
  * 100644, 100755), a symbolic link (120000; its blob is the target, resolved
- * as the kernel would, a path that leaves the tree going on on the disk as
- * it would from the extracted folder), a folder (a tree, or a submodule,
- * which git archive writes as an empty folder). Errors carry the disk's
- * codes (ENOENT, ENOTDIR, ELOOP), so the loader's checks and messages are
- * the same whichever source they read.
+ * as the kernel would for stat, lstat, readdir and open, and as node's
+ * fs.realpathSync does for realpath; a path that leaves the tree goes on on
+ * the disk as it would from the extracted folder), a folder (a tree, or a
+ * submodule, which git archive writes as an empty folder). Errors carry the
+ * disk's codes (ENOENT, ENOTDIR, ELOOP), so the loader's checks and messages
+ * are the same whichever source they read.
  */
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
@@ -204,9 +205,34 @@ export class GitTreeSource implements FileSource {
     return "disk" in w ? diskSource.stat(w.disk) : statOf(w.node);
   }
 
+  /**
+   * As node's fs.realpathSync, which the loader uses on the disk, and which
+   * is not the kernel's walk: each link is checked with stat, then its
+   * target is joined to the rest of the path as text (a `..` after a link
+   * to a folder is taken from the text, not from where the link leads), and
+   * the walk starts again.
+   */
   realpath(p: string): string {
-    const w = this.walk(p, true);
-    return "disk" in w ? diskSource.realpath(w.disk) : w.real;
+    let full = path.resolve(p);
+    for (let links = 0; ; ) {
+      if (!isInside(this.at, full)) return diskSource.realpath(full);
+      const parts = path.relative(this.at, full).split(path.sep).filter((x) => x !== "");
+      let cur = this.at;
+      let again = false;
+      for (let i = 0; i < parts.length && !again; i++) {
+        const next = path.join(cur, parts[i]);
+        const node = this.nodes.get(next);
+        if (!node) throw errno("ENOENT", p);
+        if (node.kind === "link") {
+          this.stat(next); // a link that loops or leads nowhere fails here, as node's stat does
+          if (++links > MAX_LINKS) throw errno("ELOOP", p);
+          full = path.resolve(cur, node.target, ...parts.slice(i + 1));
+          again = true;
+        } else if (i < parts.length - 1 && node.kind !== "dir") throw errno("ENOTDIR", p);
+        else cur = next;
+      }
+      if (!again) return cur;
+    }
   }
 
   readdir(p: string): { name: string; isFile(): boolean }[] {

@@ -183,6 +183,8 @@ describe("the git tree source answers as the extracted folder does", () => {
     "", "hosts", "hosts/home", "hosts/home/desk.yaml", "hosts/home/_common.yaml", "hosts/home/mini.yaml", "hosts/home/_linked", "hosts/home/_linked/common.yaml",
     "hosts/home/shared", "hosts/home/stolen.yaml", "hosts/home/escape.yaml", "hosts/home/gone.yaml", "hosts/home/loop.yaml", "hosts/home/loop.yaml/x",
     "hosts/home/desk.yaml/x", "hosts/home/nothing.yaml", "hosts/home/_linked/../fleet.yaml", "hosts/home/../core/fleet.yaml", "hosts/core/vps.yaml",
+    // `..` after a link is taken from where the link leads, not from the path's text.
+    "hosts/home/_via.yaml", "hosts/home/_chain.yaml", "hosts/home/_deep", "hosts/home/_deep/x.yaml", "hosts/home/_out", "hosts/home/_out/stolen.yaml", "hosts/home/_dangling",
   ];
 
   beforeAll(() => {
@@ -190,6 +192,12 @@ describe("the git tree source answers as the extracted folder does", () => {
     link("home/escape.yaml", "../../../../../../../../../.." + path.join(outside, "stolen.yaml"));
     link("home/gone.yaml", "../core/fleet.yaml");
     link("home/loop.yaml", "loop.yaml");
+    write("home/shared/sub/x.yaml", "x: 1\n");
+    link("home/_deep", "shared/sub");
+    link("home/_via.yaml", "_deep/../common.yaml");
+    link("home/_chain.yaml", "_common.yaml");
+    link("home/_out", outside);
+    link("home/_dangling", "nowhere/else");
     commit("links for the source test");
     const top = git("rev-parse", "--show-toplevel");
     extracted = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-extracted-"));
