@@ -277,6 +277,18 @@ describe("where the base is extracted instead, and a fleet at the repository's t
     expect(JSON.parse(json.out).hosts.added).toEqual(["desk"]);
   });
 
+  it("core.autocrlf true: extracted, so a host file the CRLF line ends push past the size limit is refused at the base, as before", async () => {
+    // About 16,000 bytes in 1,000 lines: under 16 KiB with LF line ends, over it with CRLF.
+    const lines = Array.from({ length: 1000 }, (_, i) => `# comment ${String(i).padStart(5, "0")}`).join("\n");
+    fresh(() => {
+      git("config", "core.autocrlf", "true");
+      write("home/big.yaml", `imports: [client]\naddress: 192.168.8.58\ntailscale:\n  user: alice\n${lines}\n`);
+    });
+    const [md] = await same(["home"]);
+    expect(md.code).toBe(1);
+    expect(md.err).toMatch(/HEAD:\S*big\.yaml: expected a fleet file of at most 16 KiB/);
+  });
+
   it("the fleet at the repository's top, no subfolder: the base is read (it used to be planned as an empty fleet)", async () => {
     repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-source-"));
     repos.push(repo);
