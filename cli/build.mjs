@@ -49,7 +49,7 @@ rmSync(outdir, { recursive: true, force: true });
 mkdirSync(outdir, { recursive: true });
 const result = await build({
   // program: index.ts, the Pulumi program the deploy verbs run inline (cli/commands/deploy.ts loadProgram).
-  entryPoints: { main: join(root, "cli", "main.ts"), program: join(root, "index.ts"), "parallel-eval-worker": join(root, "cli", "parallel-eval-worker.ts"), "parallel-eval": join(root, "cli", "parallel-eval.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
+  entryPoints: { main: join(root, "cli", "main.ts"), program: join(root, "index.ts"), "parallel-eval-worker": join(root, "cli", "parallel-eval-worker.ts"), "parallel-eval": join(root, "cli", "parallel-eval.ts"), "short-run": join(root, "cli", "short-run.ts"), ...Object.fromEntries(shared.map((p) => [p.replace(/\.ts$/, ""), join(root, p)])) },
   outdir,
   bundle: true,
   splitting: true,

@@ -53,8 +53,6 @@ async function child(mode: string, dir: string) {
   const { REGISTRY } = await import("../../modules/index.ts");
   const { allArtifacts } = await import("../../core/artifacts.ts");
   const { evaluateParallel } = await import("../../cli/parallel-eval.ts");
-  // The prebuilt CLI's own copy (only asked for when dist/cli is fresh: main() checks before it runs this mode).
-  const prebuiltEvaluate: typeof evaluateParallel = mode === "prebuilt" ? (await import(pathToFileURL(path.join(here, "dist", "cli", "parallel-eval.mjs")).href)).evaluateParallel : evaluateParallel;
   // V8 tuned as `meshfleet check` and `render` run (cli/short-run.ts: no optimizing tier).
   if (mode !== "baseline") (await import("../../cli/short-run.ts")).tuneForShortRun();
   const phases: Record<string, Phase> = {};
@@ -69,15 +67,6 @@ async function child(mode: string, dir: string) {
   let hosts = 0;
   if (mode === "baseline") {
     for (const f of readdirSync(dir)) { parse(readFileSync(path.join(dir, f), "utf8")); hosts++; }
-  } else if (mode === "prebuilt") {
-    // As `meshfleet render` runs it: the prebuilt CLI's evaluateParallel (dist/cli/parallel-eval.mjs, its
-    // worker dist/cli/parallel-eval-worker.mjs), on every core (render's default when the load leaves a core free).
-    const r = await prebuiltEvaluate(dir, "bench", { render: true, keepHosts: false, threadTimes: true, threads: os.cpus().length });
-    if (!r.hostNames || !r.artifacts) throw new Error(formatDiagnostics(r.diagnostics));
-    if (!r.path.startsWith("sharded")) console.error(`prebuilt: ${r.path}`);
-    hosts = r.hostNames.length;
-    at = lap("load+evaluate+render", at);
-    phases.threads = { cpu: Math.max(...(r.threadCpuMs ?? [phases["load+evaluate+render"].cpu])), wall: 0 };
   } else if (mode === "parallel") {
     // cli/parallel-eval.ts: the same load + evaluate + render, shards on threads (its worker threads start inside the clock).
     const r = await evaluateParallel(dir, "bench", { render: true, keepHosts: false, threadTimes: true, minHosts: 0, threads: os.cpus().length });
@@ -103,12 +92,20 @@ async function child(mode: string, dir: string) {
   console.log(JSON.stringify(sample));
 }
 
+/**
+ * A child's command line. "prebuilt" (as `meshfleet render` runs it: the prebuilt CLI's modules and
+ * worker, when dist/cli is fresh) is a plain node process: under `--import tsx` node would start the
+ * worker threads with tsx too.
+ */
+const childArgs = (mode: string, dir: string) =>
+  mode === "prebuilt" ? [path.join(path.dirname(self), "prebuilt-child.mjs"), dir] : ["--import", "tsx", self, "--child", mode, dir];
+
 /** `runs` cold processes of each mode, alternating (a change in the machine's load hits both alike); the median by CPU of each. */
 function measure(modes: string[], dir: string, runs: number): Sample[] {
   const out: Sample[][] = modes.map(() => []);
   for (let i = 0; i < runs; i++)
     modes.forEach((mode, m) =>
-      out[m].push(JSON.parse(execFileSync(process.execPath, ["--import", "tsx", self, "--child", mode, dir], { encoding: "utf8" }).trim().split("\n").pop()!)),
+      out[m].push(JSON.parse(execFileSync(process.execPath, childArgs(mode, dir), { encoding: "utf8" }).trim().split("\n").pop()!)),
     );
   return out.map((xs) => xs.sort((a, b) => a.ms - b.ms)[Math.floor(xs.length / 2)]);
 }
@@ -121,7 +118,7 @@ const cw = (p: Phase | undefined) => (p ? `${p.cpu.toFixed(0).padStart(5)} / ${p
 const cliArg = process.argv.indexOf("--cli-root");
 const repo = path.resolve(cliArg > 0 ? process.argv[cliArg + 1] : path.join(path.dirname(self), "../.."));
 const bin = path.join(repo, "bin", "meshfleet.mjs");
-/** This checkout (the in-process modes always run its code; --cli-root changes only the whole-process runs). */
+/** This checkout (the in-process modes always run its code, the prebuilt one its dist/cli; --cli-root changes only the whole-process runs). */
 const here = path.resolve(path.dirname(self), "../..");
 
 /** CPU (user + sys) of this process's waited-for children, ms; undefined without /proc. */
