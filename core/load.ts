@@ -744,8 +744,9 @@ function policyFromFile(value: unknown, fleetFile: string, dir: string, root: st
   } catch (e) {
     if (!(e instanceof HuJsonError)) throw e;
     const at = `line ${e.position.line}:${e.position.col}`;
-    if (e.limit === "values") return bad(shown, at, `a policy of at most ${POLICY_LIMITS.values} values (the documented limit)`, "more", POLICY_FILE.fix);
-    if (e.limit === "depth") return bad(shown, at, `arrays and objects nested at most ${POLICY_LIMITS.depth} deep`, "deeper", "flatten the structure (a policy nests 4 deep)");
+    const where = `line ${e.position.line}, column ${e.position.col}`;
+    if (e.limit === "values") return bad(shown, at, `a policy of at most ${POLICY_LIMITS.values} values (the documented limit)`, `more than ${POLICY_LIMITS.values} values (counting stopped at ${where})`, POLICY_FILE.fix);
+    if (e.limit === "depth") return bad(shown, at, `arrays and objects nested at most ${POLICY_LIMITS.depth} deep`, `more than ${POLICY_LIMITS.depth} levels of nesting (at ${where})`, "flatten the structure (a policy nests 4 deep)");
     // The parser says "expected X, found Y" (or only what is wrong): split as every diagnostic is.
     const m = /^expected (.*), found (.*)$/.exec(e.reason);
     return bad(shown, at, `HuJSON, headscale's policy format (JSON with // comments and trailing commas)${m ? `: ${m[1]}` : ""}`, brief(m ? m[2]! : e.reason), "fix the syntax at that line");

@@ -130,7 +130,7 @@ describe("policy file problems: one diagnostic each, with the fix", () => {
     ["not UTF-8", { "fleet.yaml": FLEET, "policy.hujson": null }, "policy.hujson: expected a UTF-8 text file"],
     ["too large", { "fleet.yaml": FLEET, "policy.hujson": `{ "acls": [], "hosts": { ${Array.from({ length: 60_000 }, (_, i) => `"h${i}": "10.0.0.1"`).join(", ")} } }` }, `policy.hujson: expected a policy file of at most 1 MiB (the documented limit), found`],
     ["too many values", { "fleet.yaml": FLEET, "policy.hujson": `{ "acls": [], "x": [${"0,".repeat(POLICY_LIMITS.values)}0] }` }, `policy.hujson: line 1:`],
-    ["too deep", { "fleet.yaml": FLEET, "policy.hujson": `{ "x": ${"[".repeat(40)}${"]".repeat(40)} }` }, `policy.hujson: line 1:${8 + POLICY_LIMITS.depth}: expected arrays and objects nested at most ${POLICY_LIMITS.depth} deep, found deeper`],
+    ["too deep", { "fleet.yaml": FLEET, "policy.hujson": `{ "x": ${"[".repeat(40)}${"]".repeat(40)} }` }, `policy.hujson: line 1:${8 + POLICY_LIMITS.depth}: expected arrays and objects nested at most ${POLICY_LIMITS.depth} deep, found more than ${POLICY_LIMITS.depth} levels of nesting (at line 1, column ${8 + POLICY_LIMITS.depth})`],
   ];
   it.each(cases)("%s", async (name, files, want) => {
     const dir = fleetWith(files);
@@ -144,7 +144,10 @@ describe("policy file problems: one diagnostic each, with the fix", () => {
 
   it("too many values: said as the limit, with the fix", async () => {
     const r = await loadFleetDir(fleetWith({ "fleet.yaml": FLEET, "policy.hujson": `{ "acls": [], "x": [${"0,".repeat(POLICY_LIMITS.values)}0] }` }));
-    expect(lines(r.diagnostics)[0]).toMatch(/expected a policy of at most 200000 values \(the documented limit\), found more\. Fix: remove rules/);
+    expect(lines(r.diagnostics)[0]).toMatch(/expected a policy of at most 200000 values \(the documented limit\), found more than 200000 values \(counting stopped at line 1, column (\d+)\)\. Fix: remove rules/);
+    // The value past the limit: the object, acls' list and x's list are three, so it is the 199,998th 0 of x, two characters each from column 21.
+    expect(lines(r.diagnostics)[0]).toContain(`line 1:${21 + 2 * (POLICY_LIMITS.values - 3)}: `);
+    expect(lines(r.diagnostics)[0]).toContain(`column ${21 + 2 * (POLICY_LIMITS.values - 3)})`);
   });
 
   it("a directory, and a link out of the folder, are refused without being read", async () => {
