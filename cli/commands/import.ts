@@ -918,21 +918,46 @@ export function reportMarkdown(r: ImportResult, keyMeta: FileMeta[]): string {
 /** The policy file an import writes when the policy is too large for fleet.yaml. */
 const POLICY_FILE = "policy.hujson";
 
+/** The name the inline fleet.yaml is checked under (no file has it). */
+const INLINE = "(import) fleet.yaml";
+
+/**
+ * What a diagnostic of the loader's YAML check says past one of its size
+ * limits (core/load.ts LIMITS: bytes, lines, list items, values, depth), for
+ * the report; undefined for any other diagnostic (syntax, a tag, a key).
+ */
+function limitPassed(d: Diagnostic): string | undefined {
+  const e = d.expected;
+  const at = d.path ? ` at ${d.path}` : "";
+  if (e.startsWith(`a fleet file of at most ${LIMITS.fileBytes / 1024} KiB`)) return `${d.found} of YAML, past meshfleet's ${LIMITS.fileBytes / 1024} KiB limit`;
+  if (e.startsWith(`at most ${LIMITS.lines} lines`)) return `${d.found} lines and list items, past meshfleet's ${LIMITS.lines} limit`;
+  if (e.startsWith(`a mapping of at most ${LIMITS.listItems} keys`) || e.startsWith(`a list of at most ${LIMITS.listItems} items`)) return `${d.found}${at}, past meshfleet's ${LIMITS.listItems}-entry limit`;
+  if (e.startsWith(`at most ${LIMITS.values} values`)) return `more than ${LIMITS.values} values${at}, past meshfleet's limit`;
+  if (e.startsWith(`lists and mappings nested at most ${LIMITS.depth} deep`)) return `nesting deeper than ${LIMITS.depth}${at}, past meshfleet's limit`;
+  return undefined;
+}
+
 /**
  * A policy too large for fleet.yaml (past the loader's YAML limits: headscale
  * policies of more than ~120 rules) goes to policy.hujson in headscale's own
  * text, and fleet.yaml names it (`policy: ./policy.hujson`); the report says
- * so. Undefined when fleet.yaml holds it, as before.
+ * so, naming the limit fleet.yaml would pass. Only a limit moves it, and only
+ * when fleet.yaml without the policy is within them: any other problem of the
+ * inline text stays there for check to report. Undefined when fleet.yaml
+ * holds it, as before.
  */
 function policyInItsFile(r: ImportResult, origin: string): { fleetText: string } | undefined {
+  if (r.policyText === undefined) return undefined;
   const inline = header(origin, "fleet settings and policy") + yamlText(r.fleet);
-  if (r.policyText === undefined || !loaderYaml(inline, "(import) fleet.yaml").diagnostics.length) return undefined;
-  const bytes = Buffer.byteLength(inline);
+  const passed = loaderYaml(inline, INLINE).diagnostics.map(limitPassed).find((l) => l !== undefined);
+  if (!passed) return undefined;
+  const fleetText = header(origin, "fleet settings; the policy is in policy.hujson") + yamlText({ ...r.fleet, policy: `./${POLICY_FILE}` });
+  if (loaderYaml(fleetText, INLINE).diagnostics.some((d) => limitPassed(d) !== undefined)) return undefined;
   const policyItem = r.items.find((i) => i.key === "policy" && i.kind === "mapped");
-  const note = `too large for fleet.yaml (${bytes} bytes of YAML, past meshfleet's ${LIMITS.fileBytes / 1024} KiB, ${LIMITS.lines}-line limits): written to ${POLICY_FILE} as headscale's policy file, and fleet.yaml says policy: ./${POLICY_FILE}`;
+  const note = `too large for fleet.yaml (${passed}): written to ${POLICY_FILE} as headscale's policy file, and fleet.yaml says policy: ./${POLICY_FILE}`;
   if (policyItem) Object.assign(policyItem, { to: `${POLICY_FILE} (fleet.yaml policy: ./${POLICY_FILE})`, note: `${policyItem.note}; ${note}` });
   else r.items.push({ key: "policy", kind: "changed", to: POLICY_FILE, note });
-  return { fleetText: header(origin, "fleet settings; the policy is in policy.hujson") + yamlText({ ...r.fleet, policy: `./${POLICY_FILE}` }) };
+  return { fleetText };
 }
 
 function outDirProblem(dir: string, force: boolean): string | undefined {

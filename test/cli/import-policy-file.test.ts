@@ -63,7 +63,7 @@ describe("meshfleet import: a policy too large for fleet.yaml", () => {
     expect((loaded.fleet!.value as { policy: unknown }).policy).toEqual(parseHuJson(text));
     const item = r.json.items.find((i) => i.key === "policy" && i.kind === "mapped")!;
     expect(item.to).toBe("policy.hujson (fleet.yaml policy: ./policy.hujson)");
-    expect(item.note).toMatch(/too large for fleet\.yaml \(\d+ bytes of YAML, past meshfleet's 16 KiB, 2500-line limits\)/);
+    expect(item.note).toMatch(/too large for fleet\.yaml \(\d+ bytes of YAML, past meshfleet's 16 KiB limit\)/);
     expect(readFileSync(path.join(r.out, "IMPORT.md"), "utf8")).toContain("`policy` → policy.hujson (fleet.yaml policy: ./policy.hujson)");
   });
 
@@ -76,6 +76,23 @@ describe("meshfleet import: a policy too large for fleet.yaml", () => {
     expect(written).not.toContain("derpMap");
     expect((parseHuJson(written) as { acls: unknown[] }).acls).toHaveLength(400);
     expect(r.json.items.find((i) => i.key === "policy.derpMap")?.kind).toBe("unmapped");
+  });
+
+  it("the note names the limit fleet.yaml would pass: here its lines (a group of 2,600 members, in 10 KiB)", async () => {
+    const r = await importFrom(policy(1, `\n  "groups": {"group:many": [${Array(2600).fill('"a@"').join(",")}]},`).replace(/\n  "groups": \{"group:admins": \["alice@",\],\},/, ""));
+    expect(existsSync(path.join(r.out, "policy.hujson"))).toBe(true);
+    const item = r.json.items.find((i) => i.key === "policy" && i.kind === "mapped")!;
+    expect(item.note).toMatch(/too large for fleet\.yaml \(\d+ lines and list items, past meshfleet's 2500 limit\)/);
+    expect(item.note).not.toContain("bytes");
+  });
+
+  it("a problem of the inline fleet.yaml that is not a size limit (a host named <<, read as a YAML merge key) leaves the policy inline, and check reports it", async () => {
+    const r = await importFrom(policy(20, '\n  "hosts": {"<<": "10.1.0.0/16"},'));
+    expect(existsSync(path.join(r.out, "policy.hujson"))).toBe(false);
+    expect(readFileSync(path.join(r.out, "fleet.yaml"), "utf8")).toContain("acls:");
+    expect(JSON.stringify(r.json.items)).not.toContain("too large");
+    expect(r.json.check.ok).toBe(false);
+    expect(JSON.stringify(r.json.check)).toContain("after <<:");
   });
 
   it("a policy that fits stays inline in fleet.yaml, with no policy.hujson, as before", async () => {
