@@ -11,9 +11,11 @@
  * Private keys and the database are never read: over SSH only their
  * metadata is (`stat`); secrets in config.yaml (the Postgres password, the
  * OIDC client secret, the CLI API key) are named, never copied. The source is
- * only read: nothing on the host changes, nothing in --out is deleted.
+ * only read: nothing on the host changes, and nothing in --out is deleted
+ * but a policy.hujson an earlier import wrote, when the policy now fits
+ * fleet.yaml (--force).
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { Document, isScalar, parse as parseYaml, visit } from "yaml";
 import { MeshfleetError, oneLine } from "../../core/diagnostics.ts";
@@ -34,7 +36,7 @@ const flags: Flag[] = [
   { name: "known-hosts", value: true, help: "known_hosts file holding HOST's pinned key (default: the stack's meshfleet:knownHostsPath)" },
   { name: "identity", value: true, help: "SSH private key file (default: the stack's meshfleet:sshPrivateKeyPath, else ssh's own)" },
   { name: "config", value: true, help: "headscale's config file on HOST (default /etc/headscale/config.yaml)" },
-  { name: "force", help: "write into a folder that is not empty (only the files import writes are replaced; nothing is deleted)" },
+  { name: "force", help: "write into a folder that is not empty (only the files import writes are replaced, and a policy.hujson an earlier import wrote is removed when the policy now fits fleet.yaml; nothing else is deleted)" },
   { name: "json", help: "print the import report as JSON" },
 ];
 
@@ -960,11 +962,27 @@ function policyInItsFile(r: ImportResult, origin: string): { fleetText: string }
   return { fleetText };
 }
 
+/**
+ * Whether `dir` holds the policy.hujson of an earlier import: its fleet.yaml
+ * names it (`policy: ./policy.hujson`). A policy.hujson nothing names is not
+ * the import's and stays.
+ */
+function earlierPolicyFile(dir: string): boolean {
+  const fleet = path.join(dir, "fleet.yaml");
+  if (!existsSync(path.join(dir, POLICY_FILE)) || !existsSync(fleet)) return false;
+  try {
+    const v = parseYaml(readFileSync(fleet, "utf8")) as { policy?: unknown } | null;
+    return v?.policy === `./${POLICY_FILE}`;
+  } catch {
+    return false;
+  }
+}
+
 function outDirProblem(dir: string, force: boolean): string | undefined {
   if (!existsSync(dir)) return undefined;
   if (!statSync(dir).isDirectory()) return `--out ${dir}: exists and is not a folder. Fix: choose another --out`;
   const entries = readdirSync(dir);
-  if (entries.length > 0 && !force) return `--out ${dir}: not empty (${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, policy.hujson, the host file, nodes.json and IMPORT.md there (nothing is deleted)`;
+  if (entries.length > 0 && !force) return `--out ${dir}: not empty (${entries.slice(0, 5).join(", ")}${entries.length > 5 ? ", ..." : ""}); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, policy.hujson, the host file, nodes.json and IMPORT.md there (nothing else is deleted; a policy.hujson an earlier import wrote is removed when the policy now fits fleet.yaml)`;
   return undefined;
 }
 
@@ -1022,10 +1040,13 @@ export const command: Command = {
       }
     }
     const written: string[] = [];
+    const removed: string[] = [];
     let check: { ok: boolean; diagnostics: Diagnostic[] } | undefined;
     if (r.problems.length === 0) {
       mkdirSync(outAbs, { recursive: true });
       const policyFile = policyInItsFile(r, src.origin);
+      // --force over an import that wrote policy.hujson, when the policy now fits fleet.yaml: the old file would stay, unused.
+      const stale = !policyFile && earlierPolicyFile(outAbs);
       const files: [string, string][] = [
         ["fleet.yaml", policyFile?.fleetText ?? header(src.origin, "fleet settings and policy") + yamlText(r.fleet)],
         ...(policyFile ? [[POLICY_FILE, r.policyText!] as [string, string]] : []),
@@ -1037,6 +1058,10 @@ export const command: Command = {
         writeFileSync(path.join(outAbs, f), text);
         written.push(path.join(out, f));
       }
+      if (stale) {
+        rmSync(path.join(outAbs, POLICY_FILE));
+        removed.push(path.join(out, POLICY_FILE));
+      }
       // The result must be a fleet meshfleet takes: evaluate it as `meshfleet check` does.
       const { evaluateFleet } = await import("../../core/eval.ts");
       const { REGISTRY } = await import("../../modules/index.ts");
@@ -1046,7 +1071,7 @@ export const command: Command = {
     }
     const ok = r.problems.length === 0 && !!check?.ok;
     if (opts.json) {
-      console.log(JSON.stringify({ ok, origin: r.origin, out, written, host: name, items: r.items, problems: r.problems, check: check ?? null, adopted: keyMeta }, null, 2));
+      console.log(JSON.stringify({ ok, origin: r.origin, out, written, removed, host: name, items: r.items, problems: r.problems, check: check ?? null, adopted: keyMeta }, null, 2));
     } else {
       const { formatDiagnostics } = await import("../../core/diagnostics.ts");
       if (r.problems.length) {
@@ -1059,6 +1084,7 @@ export const command: Command = {
       console.log(`  ${count("mapped")} mapped, ${count("extra")} kept in headscale.extraSettings, ${count("changed")} changed by meshfleet, ${count("unmapped")} not mapped, ${count("secret")} secrets named (not copied)`);
       for (const i of r.items.filter((x) => x.kind === "unmapped" || x.kind === "secret")) console.log(`  ${i.kind === "secret" ? "secret" : "not mapped"}: ${i.key}${i.value !== undefined ? ` = ${i.value}` : ""}: ${i.note}`);
       console.log(`  adopted (kept where they are, never copied): ${[((r.host.headscale as Record<string, Record<string, string>>).adopt?.noisePrivateKeyPath), (r.host.headscale as Record<string, Record<string, string>>).adopt?.derpPrivateKeyPath, (r.host.headscale as Record<string, Record<string, string>>).database?.sqlitePath].filter(Boolean).join(", ")}`);
+      for (const f of removed) console.log(`  removed ${f}: the policy now fits fleet.yaml, which no longer names it (an earlier import wrote it)`);
       console.log(`  details: ${path.join(out, "IMPORT.md")}`);
       if (check && !check.ok) {
         console.error(formatDiagnostics(check.diagnostics.filter((d) => d.severity === "error")));

@@ -27,9 +27,10 @@ function policy(rules: number, extra = ""): string {
   return `// The tailnet's policy, as headscale reads it.\n{\n  "groups": {"group:admins": ["alice@",],},${extra}\n  "acls": [\n${acls.join("\n")}\n  ],\n}\n`;
 }
 
-async function importFrom(pol: string): Promise<{ code: number; out: string; json: { ok: boolean; written: string[]; check: { ok: boolean }; items: { key: string; kind: string; to?: string; note?: string }[] } }> {
+async function importFrom(pol: string, into?: string, json = true): Promise<{ code: number; out: string; text: string; json: { ok: boolean; written: string[]; removed: string[]; check: { ok: boolean }; items: { key: string; kind: string; to?: string; note?: string }[] } }> {
   const from = path.join(tmp, `from${n}`);
-  const out = path.join(tmp, `out${n++}`);
+  const out = into ?? path.join(tmp, `out${n}`);
+  n++;
   mkdirSync(from);
   writeFileSync(path.join(from, "config.yaml"), CONFIG);
   writeFileSync(path.join(from, "acl.hujson"), pol);
@@ -39,8 +40,8 @@ async function importFrom(pol: string): Promise<{ code: number; out: string; jso
   const log = vi.spyOn(console, "log").mockImplementation((...a: unknown[]) => void (text += a.join(" ") + "\n"));
   const err = vi.spyOn(console, "error").mockImplementation(() => {});
   try {
-    const code = await command.run(["--from-dir", from, "--out", out, "--json"]);
-    return { code, out, json: JSON.parse(text) };
+    const code = await command.run(["--from-dir", from, "--out", out, ...(into ? ["--force"] : []), ...(json ? ["--json"] : [])]);
+    return { code, out, text, json: json ? JSON.parse(text) : undefined };
   } finally {
     log.mockRestore();
     err.mockRestore();
@@ -93,6 +94,31 @@ describe("meshfleet import: a policy too large for fleet.yaml", () => {
     expect(JSON.stringify(r.json.items)).not.toContain("too large");
     expect(r.json.check.ok).toBe(false);
     expect(JSON.stringify(r.json.check)).toContain("after <<:");
+  });
+
+  it("--force over an import that wrote policy.hujson, with a policy that now fits: the old file is removed, and the output says so", async () => {
+    const first = await importFrom(policy(400));
+    expect(existsSync(path.join(first.out, "policy.hujson"))).toBe(true);
+    const again = await importFrom(policy(20), first.out);
+    expect(again.code).toBe(0);
+    expect(again.json.check.ok).toBe(true);
+    expect(existsSync(path.join(first.out, "policy.hujson"))).toBe(false);
+    expect(again.json.removed).toEqual([path.join(first.out, "policy.hujson")]);
+    expect(readFileSync(path.join(first.out, "fleet.yaml"), "utf8")).toContain("acls:");
+    // The text output names it too.
+    await importFrom(policy(400), first.out);
+    const text = await importFrom(policy(20), first.out, false);
+    expect(text.text).toContain(`removed ${path.join(first.out, "policy.hujson")}: the policy now fits fleet.yaml`);
+    expect(existsSync(path.join(first.out, "policy.hujson"))).toBe(false);
+    // A policy.hujson the folder's fleet.yaml does not name is not the import's: it stays.
+    writeFileSync(path.join(first.out, "policy.hujson"), "{}\n");
+    const other = await importFrom(policy(20), first.out);
+    expect(other.json.removed).toEqual([]);
+    expect(readFileSync(path.join(first.out, "policy.hujson"), "utf8")).toBe("{}\n");
+    // Still too large: policy.hujson is rewritten, not removed.
+    const large = await importFrom(policy(400), first.out);
+    expect(large.json.removed).toEqual([]);
+    expect(existsSync(path.join(first.out, "policy.hujson"))).toBe(true);
   });
 
   it("a policy that fits stays inline in fleet.yaml, with no policy.hujson, as before", async () => {

@@ -99,7 +99,7 @@ describe("meshfleet import: bad input", () => {
     writeFileSync(path.join(out, "fleet.yaml"), "mine\n");
     const r = cli(["import", "--from-dir", d, "--out", out]);
     expect(r.status).toBe(1);
-    expect(r.stderr).toBe(`meshfleet import: --out ${out}: not empty (fleet.yaml); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, policy.hujson, the host file, nodes.json and IMPORT.md there (nothing is deleted)\n`);
+    expect(r.stderr).toBe(`meshfleet import: --out ${out}: not empty (fleet.yaml); nothing was written. Fix: choose an empty or new folder, or add --force to replace only fleet.yaml, policy.hujson, the host file, nodes.json and IMPORT.md there (nothing else is deleted; a policy.hujson an earlier import wrote is removed when the policy now fits fleet.yaml)\n`);
     expect(readdirSync(out)).toEqual(["fleet.yaml"]);
     expect(readFileSync(path.join(out, "fleet.yaml"), "utf8")).toBe("mine\n");
     // --force replaces import's own files and leaves the rest.
