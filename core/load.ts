@@ -770,8 +770,55 @@ export function inPolicyFile(diagnostics: Diagnostic[], dir: string, policyFile:
   const isFleetFile = (f: string) => /^fleet\.ya?ml$/.test(path.basename(f)) && path.resolve(path.dirname(f)) === folder;
   return diagnostics.map((d) => {
     const m = /^policy(?:\.|(?=\[)|$)/.exec(d.path);
-    return m && isFleetFile(d.file) ? { ...d, file: policyFile, path: d.path.slice(m[0].length) } : d;
+    return m && isFleetFile(d.file) ? { ...d, file: policyFile, path: d.path.slice(m[0].length), expected: inPolicyText(d.expected), fix: jsonFlow(inPolicyText(d.fix)) } : d;
   });
+}
+
+/** A moved diagnostic's text: fleet.yaml's `policy.acls` is `acls` in the policy file (a file name, policy.hujson, stays). */
+function inPolicyText(s: string): string {
+  return s.replace(/(?<![\w.$/-])policy\.(?!(?:hu)?json\b)(?=[A-Za-z])/g, "");
+}
+
+/**
+ * A moved fix's YAML flow collections (`{action: accept, src: [alice@]}`,
+ * `acls: [...]`) written as the JSON the policy file holds
+ * (`{"action": "accept", "src": ["alice@"]}`, `"acls": [...]`). A bracket
+ * that is not one YAML flow value (`acls[3]`, prose) stays as it is.
+ */
+function jsonFlow(s: string): string {
+  if (!/(?:^|\s)[[{]/.test(s)) return s;
+  let out = "";
+  for (let i = 0; i < s.length; ) {
+    const end = (s[i] === "{" || s[i] === "[") && (i === 0 || /\s/.test(s[i - 1]!)) ? flowEnd(s, i) : -1;
+    const doc = end > 0 ? parseDocument(s.slice(i, end + 1), { prettyErrors: false }) : undefined;
+    if (doc && !doc.errors.length && !doc.warnings.length && (isMap(doc.contents) || isSeq(doc.contents))) {
+      const key = /(?<=^|\s)[A-Za-z]\w*: $/.exec(out);
+      if (key) out = `${out.slice(0, key.index)}${JSON.stringify(key[0].slice(0, -2))}: `;
+      out += jsonText(doc.toJS());
+      i = end + 1;
+    } else out += s[i++];
+  }
+  return out;
+}
+
+/** Where the flow collection opening at `start` closes (brackets in double quotes skipped); -1 if it does not. */
+function flowEnd(s: string, start: number): number {
+  let depth = 0;
+  for (let i = start, quoted = false; i < s.length; i++) {
+    const c = s[i];
+    if (c === '"') quoted = !quoted;
+    else if (quoted) continue;
+    else if (c === "{" || c === "[") depth++;
+    else if ((c === "}" || c === "]") && --depth === 0) return i;
+  }
+  return -1;
+}
+
+/** JSON on one line, with a space after each colon and comma, as a policy file is written. */
+function jsonText(v: unknown): string {
+  if (Array.isArray(v)) return `[${v.map(jsonText).join(", ")}]`;
+  if (v && typeof v === "object") return `{${Object.entries(v).map(([k, x]) => `${JSON.stringify(k)}: ${jsonText(x)}`).join(", ")}}`;
+  return JSON.stringify(v);
 }
 
 // ---------------------------------------------------------------------------

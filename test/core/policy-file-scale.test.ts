@@ -63,7 +63,7 @@ describe("a 1,000-rule policy in policy.hujson", () => {
     writeFileSync(file, text.slice(0, at) + '"tag:nope:1507"' + text.slice(at + '"tag:t7:1507"'.length));
     const r = await runCheck(dir);
     expect(r.code).toBe(1);
-    expect(r.err).toContain("policy.hujson: acls[508].dst[0]: expected a tag defined in policy.tagOwners");
+    expect(r.err).toContain("policy.hujson: acls[508].dst[0]: expected a tag defined in tagOwners");
   });
 
   it("the generator writes the same policy either way", async () => {

@@ -105,6 +105,33 @@ describe("policy: ./policy.hujson", () => {
     expect(moved.map((d) => `${d.file.replace(/^.*fx\//, "")}: ${d.path}`)).toEqual(["policy.hujson: tests[0].deny[0]"]);
   });
 
+  it("a moved fix names the key inside the policy file (acls, not policy.acls) and writes rules as JSON; the inline fleet keeps YAML", async () => {
+    const fixes = async (files: Record<string, string>) => (await evaluateFleet(REGISTRY, fleetWith(files), "fx")).diagnostics.filter((d) => d.severity === "error").map((d) => `${d.path}: ${d.expected} | ${d.fix}`);
+    // Neither acls nor grants (fail-closed).
+    const noRules = '{ "tagOwners": { "tag:router": ["alice@"] } }';
+    expect(await fixes({ "fleet.yaml": FLEET, "policy.hujson": noRules })).toEqual([
+      ': acls or grants with at least one rule (a policy fails closed) | write the rules you mean; to allow every node everything, say so: "acls": [{"action": "accept", "src": ["*"], "dst": ["*:*"]}]',
+    ]);
+    expect(await fixes({ "fleet.yaml": BASE["fleet.yaml"].replace(/  acls:[\s\S]*$/, "") })).toEqual([
+      'policy: policy.acls or policy.grants with at least one rule (a policy fails closed) | write the rules you mean; to allow every node everything, say so: policy.acls: [{action: accept, src: ["*"], dst: ["*:*"]}]',
+    ]);
+    // An admin who cannot SSH to the coordinator, and an unknown group.
+    const admin = FLEET.replace("users: [alice]", "users: [alice, bob]\nadmins: [bob]");
+    const rules = '{ "tagOwners": { "tag:router": ["alice@"] }, "acls": [{ "action": "accept", "src": ["alice@", "group:ops"], "dst": ["*:*"] }] }';
+    const filed = await fixes({ "fleet.yaml": admin, "policy.hujson": rules });
+    expect(filed).toContainEqual(expect.stringMatching(/^acls: admin bob@ allowed tcp:22 to the coordinator vps \| add \{"action": "accept", "src": \["bob@"\], "dst": \["[^"]+:22"\]\} to acls$/));
+    expect(filed).toContainEqual('acls[0].src[1]: a group defined in groups | define group:ops under groups, or fix the name');
+    const inline = await fixes({ "fleet.yaml": BASE["fleet.yaml"].replace("users: [alice]", "users: [alice, bob]\nadmins: [bob]").replace("src: [alice@]", "src: [alice@, group:ops]") });
+    expect(inline).toContainEqual(expect.stringMatching(/^policy\.acls: admin bob@ allowed tcp:22 to the coordinator vps \| add \{action: accept, src: \[bob@\], dst: \[[^\]"]+:22\]\} to policy\.acls$/));
+    expect(inline).toContainEqual("policy.acls[0].src[1]: a group defined in policy.groups | define group:ops under policy.groups, or fix the name");
+  });
+
+  it("a moved text keeps file names, paths with brackets and prose; only a policy. key prefix and YAML flow values change", () => {
+    const d = { severity: "error" as const, file: "fx/fleet.yaml", path: "policy.acls[2]", expected: "a tag of policy.tagOwners, as in policy.hujson", found: "policy.acls", fix: 'add "tag:x": [<admin>@] under policy.tagOwners; see acls[3] and policy.hujson, or set x: {a: 1}' };
+    const [m] = inPolicyFile([d], "fx", "fx/p.hujson");
+    expect(m).toEqual({ ...d, file: "fx/p.hujson", path: "acls[2]", expected: "a tag of tagOwners, as in policy.hujson", fix: 'add "tag:x": ["<admin>@"] under tagOwners; see acls[3] and policy.hujson, or set "x": {"a": 1}' });
+  });
+
   it("inPolicyFile moves only fleet.yaml's policy paths, and nothing without a policy file", () => {
     const d = (file: string, p: string) => ({ severity: "error" as const, file, path: p, expected: "", found: "", fix: "" });
     const diags = [d("fx/fleet.yaml", "policy.acls[0]"), d("fx/fleet.yaml", "policy"), d("fx/fleet.yaml", "policyx"), d("fx/fleet.yaml", "users[0]"), d("fx/vps.yaml", "policy.acls"), d("other/fleet.yaml", "policy.acls")];
