@@ -17,7 +17,6 @@
  * are the same whichever source they read.
  */
 import { execFileSync } from "node:child_process";
-import { existsSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { MeshfleetError } from "../core/index.ts";
@@ -31,7 +30,7 @@ export interface GitEntry {
   path: string;
 }
 
-const git = (top: string, args: string[], input?: string) => execFileSync("git", args, { cwd: top, input, maxBuffer: 1 << 30, stdio: ["pipe", "pipe", "pipe"] });
+const git = (top: string, args: string[], input?: string, env?: NodeJS.ProcessEnv, maxBuffer = 1 << 30) => execFileSync("git", args, { cwd: top, input, env, maxBuffer, stdio: ["pipe", "pipe", "pipe"] });
 const stderrOf = (e: unknown) => String((e as { stderr?: Buffer }).stderr ?? "").trim().split("\n")[0];
 
 /** Every entry of `ref` under `paths` (folders too, recursively): `git ls-tree -r -t -z`. */
@@ -55,18 +54,22 @@ export function listTree(top: string, ref: string, paths: string[]): GitEntry[] 
 /**
  * The bytes of every blob among `entries`, by object id, from one
  * `git cat-file --batch`. A blob git cannot read (a shallow or partial
- * clone, a damaged repository) is an error that names its file.
+ * clone, a damaged repository) is an error that names its file; so is a
+ * folder whose files pass `maxBuffer` together, and git that does not start.
  */
-export function readBlobs(top: string, ref: string, entries: GitEntry[]): Map<string, Uint8Array> {
+export function readBlobs(top: string, ref: string, entries: GitEntry[], maxBuffer = 1 << 30): Map<string, Uint8Array> {
   const wanted = [...new Set(entries.filter((e) => e.type === "blob").map((e) => e.oid))];
   const blobs = new Map<string, Uint8Array>();
   if (!wanted.length) return blobs;
   const pathOf = (oid: string) => entries.find((e) => e.oid === oid)!.path;
   let out: Buffer;
   try {
-    out = git(top, ["cat-file", "--batch"], wanted.join("\n") + "\n");
+    out = git(top, ["cat-file", "--batch"], wanted.join("\n") + "\n", undefined, maxBuffer);
   } catch (e) {
-    throw new MeshfleetError(`--base ${ref}: git could not read the fleet's files at that revision (git cat-file: ${stderrOf(e)})`);
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "ENOBUFS")
+      throw new MeshfleetError(`--base ${ref}: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass ${maxBuffer % (1 << 20) ? `${maxBuffer} bytes` : `${maxBuffer / (1 << 20)} MiB`} together, more than it reads at once (git cat-file: ${code}); move what is not the fleet's (large files, archives, images) out of those folders`);
+    throw new MeshfleetError(`--base ${ref}: git could not read the fleet's files at that revision (git cat-file: ${stderrOf(e) || code || (e as Error).message}); check that git runs (git --version) and the repository (git fsck)`);
   }
   let at = 0;
   for (const oid of wanted) {
@@ -84,33 +87,63 @@ export function readBlobs(top: string, ref: string, entries: GitEntry[]): Map<st
 /**
  * Why `git archive` could write other bytes than the blobs hold, if it
  * could: it applies the attributes (end-of-line conversion, filters such as
- * Git LFS's, `ident`, `export-subst`, `export-ignore`) of `.gitattributes`
- * files in the revision, of the repository's info/attributes and of the
- * user's attributes file, and `core.autocrlf`. Any of them present sends
- * plan to the extracted folder, which applies them; a fleet needs none.
- * `entries` must include the listing of every `.gitattributes` above the
- * folder (`attributePaths`).
+ * Git LFS's, `ident`, `export-subst`, `export-ignore`, an encoding) of
+ * `.gitattributes` files in the revision and of the repository's, the
+ * user's and the system's attributes files, and `core.autocrlf`. Any of them
+ * present sends plan to the extracted folder, which applies them; a fleet
+ * needs none. Git answers for itself: the configuration through
+ * `git config` (a bare `autocrlf`, `2` and `yes` are true; `input` converts
+ * on add only, not in git archive), the attributes files through
+ * `git check-attr` on every listed path, against an empty index (so the
+ * working tree's and the index's `.gitattributes`, which git archive does
+ * not read, do not answer). `attr.tree` (newer git reads attributes from
+ * that tree) sends plan to the extracted folder too. `entries` must include the
+ * listing of every `.gitattributes` above the folder (`attributePaths`).
  */
 export function archiveMayRewrite(top: string, entries: GitEntry[]): string | undefined {
   const attrs = entries.find((e) => e.type === "blob" && path.posix.basename(e.path) === ".gitattributes");
   if (attrs) return `${attrs.path} may change the files git archive writes`;
   let config = "";
   try {
-    config = git(top, ["config", "-z", "--get-regexp", "^core\\.(autocrlf|attributesfile)$"]).toString("utf8");
+    config = git(top, ["config", "-z", "--get-regexp", "^(core\\.autocrlf|attr\\.tree)$"]).toString("utf8");
   } catch {
     // exit 1: neither is set
   }
+  let autocrlf: string | undefined;
   for (const kv of config.split("\0").filter(Boolean)) {
-    const [key, value] = [kv.slice(0, kv.indexOf("\n")), kv.slice(kv.indexOf("\n") + 1)];
-    if (key === "core.attributesfile" && value) return "core.attributesFile is set";
-    if (key === "core.autocrlf" && /^(true|yes|on|1)$/i.test(value)) return "core.autocrlf is true";
+    // `key\nvalue`, or `key` alone for a bare key (`[core]\n\tautocrlf`, which is true).
+    const nl = kv.indexOf("\n");
+    const key = nl < 0 ? kv : kv.slice(0, nl);
+    if (key === "attr.tree") return "attr.tree is set";
+    if (key === "core.autocrlf") autocrlf = kv; // the last one counts
   }
-  const info = git(top, ["rev-parse", "--git-path", "info/attributes"]).toString("utf8").trim();
-  if (existsSync(path.resolve(top, info))) return `${info} exists`;
-  const user = path.join(process.env.XDG_CONFIG_HOME || path.join(os.homedir(), ".config"), "git", "attributes");
-  if (existsSync(user)) return "the user's git attributes file exists";
+  const raw = autocrlf?.includes("\n") ? autocrlf.slice(autocrlf.indexOf("\n") + 1) : undefined;
+  if (autocrlf !== undefined && raw?.toLowerCase() !== "input") {
+    // git's own reading of the value: `git -c key[=value]` holds it as a configuration file would.
+    let value: string;
+    try {
+      value = git(top, ["-c", raw === undefined ? "meshfleet.autocrlf" : `meshfleet.autocrlf=${raw}`, "config", "--type=bool", "--get", "meshfleet.autocrlf"]).toString("utf8").trim();
+    } catch {
+      value = "not a boolean";
+    }
+    if (value !== "false") return `core.autocrlf is ${raw === undefined ? "set with no value (true)" : JSON.stringify(raw)}`;
+  }
+  const paths = entries.map((e) => e.path).join("\0") + "\0";
+  let set: string[];
+  try {
+    const noIndex = path.join(os.tmpdir(), `meshfleet-no-index-${process.pid}-${Date.now()}`);
+    set = git(top, ["check-attr", "-z", "--stdin", "--cached", "-a"], paths, { ...process.env, GIT_INDEX_FILE: noIndex }).toString("utf8").split("\0");
+  } catch (e) {
+    return `git check-attr failed (${stderrOf(e)})`;
+  }
+  // Records of three: path, attribute, value; only the attributes git archive applies.
+  for (let i = 0; i + 2 < set.length; i += 3)
+    if (REWRITING.has(set[i + 1])) return `the attribute ${set[i + 1]} (${set[i + 2]}) applies to ${set[i]}`;
   return undefined;
 }
+
+/** The attributes that change what git archive writes (the rest, such as diff or merge, do not). */
+const REWRITING = new Set(["text", "eol", "crlf", "filter", "ident", "export-subst", "export-ignore", "working-tree-encoding"]);
 
 /** `folder`'s own `.gitattributes` and every one above it (`a/b` -> .gitattributes, a/.gitattributes). */
 export function attributePaths(folder: string): string[] {
@@ -133,15 +166,35 @@ const statOf = (n: Node): FileStat => ({
 /** Links followed before ELOOP, as Linux's path walk (MAXSYMLINKS). */
 const MAX_LINKS = 40;
 
-/** The listed entries, mounted at `at` (the repository's top as the extracted folder would hold it). */
+/**
+ * The listed entries, mounted at `at` (the repository's top as the extracted
+ * folder would hold it). A path with an empty, `.` or `..` part, or one listed
+ * twice (a tree entry named `a/b` beside a folder `a`), is refused: git
+ * writes no such tree, path.join would make it another entry's, and
+ * git checkout and git archive refuse it too. `ref` names the revision in
+ * that error.
+ */
 export class GitTreeSource implements FileSource {
   private nodes = new Map<string, Node>();
+  /** The paths the listing named, as against folders made for the entries inside them. */
+  private listed = new Set<string>();
 
-  constructor(private at: string, entries: GitEntry[], blobs: Map<string, Uint8Array>) {
+  constructor(private at: string, entries: GitEntry[], blobs: Map<string, Uint8Array>, ref?: string) {
     this.nodes.set(at, { kind: "dir", names: [] });
+    const refuse = (p: string, why: string) =>
+      new MeshfleetError(`${ref === undefined ? "" : `--base ${ref}: `}the revision's tree holds the path ${JSON.stringify(p)}, ${why}, which git refuses to check out; the tree is damaged or made by hand: check it (git fsck), or compare with another revision`);
     for (const e of entries) {
+      if (e.path.split("/").some((x) => x === "" || x === "." || x === "..")) throw refuse(e.path, 'with an empty, "." or ".." part');
       const full = path.join(at, ...e.path.split("/"));
-      if (this.nodes.has(full)) continue; // a folder already made for an entry inside it
+      if (this.nodes.has(full)) {
+        // A folder already made for an entry inside it is listed once more; anything else is there twice.
+        if (e.type !== "blob" && this.nodes.get(full)!.kind === "dir" && !this.listed.has(full)) {
+          this.listed.add(full);
+          continue;
+        }
+        throw refuse(e.path, "listed twice");
+      }
+      this.listed.add(full);
       if (e.type !== "blob") {
         this.folder(full);
         continue;

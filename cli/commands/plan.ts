@@ -158,6 +158,8 @@ function lineDiff(a: string[], b: string[]): { added: string[]; removed: string[
  * two renders a host, most of plan's per-host work at 10,000 hosts
  * (bench/plan-scale/README.md). Plain data only: anything else (a Map, a
  * class instance, a function) is not called equal, and is rendered.
+ * So a host whose bundle breaks the bundle contract (renderHost throws) and
+ * is the same on both sides no longer fails plan; check and render still do.
  */
 export function sameHost(a: HostSystem | undefined, b: HostSystem | undefined): boolean {
   if (!a || !b) return false;
@@ -334,6 +336,12 @@ function renderGenerations(hs: HostGeneration[]): string {
  */
 export const BASE_READER_ENV = "MESHFLEET_PLAN_BASE";
 
+/** How the note on stderr begins when the base is extracted with git archive, and why (the tests look for it). */
+export const BASE_NOTE = "note: plan extracts the base";
+
+/** How many bases each reader has read in this process: what the tests hold each reader to. */
+export const baseReads = { memory: 0, archive: 0 };
+
 /** The fleet folder as it was at `ref`; a folder that did not exist yet is an empty fleet. */
 async function atRevision(ref: string, dir: string, stack: string, live?: LiveNode[], withSiblings = false): Promise<Side> {
   const abs = path.resolve(dir);
@@ -353,10 +361,16 @@ async function atRevision(ref: string, dir: string, stack: string, live?: LiveNo
   const entries = listTree(top, ref, [gitPath(folder), ...attributePaths(gitPath(folder))]);
   if (rel !== "." && !entries.some((e) => e.type === "tree" && e.path === gitPath(rel))) return { model: emptyModel(stack), diagnostics: [] };
   const why = process.env[BASE_READER_ENV] === "archive" ? BASE_READER_ENV : (tsHostFile(entries, gitPath(rel), withSiblings ? gitPath(folder) : undefined) ?? archiveMayRewrite(top, entries));
-  if (why) return extracted(top, ref, rel, folder, stack, live);
+  if (why) {
+    // Said unless asked for: plan is slower so, and a user's git attributes or settings may be why.
+    if (why !== BASE_READER_ENV) console.error(`${BASE_NOTE} ${ref} with git archive: ${why}`);
+    baseReads.archive++;
+    return extracted(top, ref, rel, folder, stack, live);
+  }
   // Mounted where an extracted folder would be (its name is never made on the disk): base diagnostics read as before.
   const at = path.join(tmpdir(), `meshfleet-plan-${randomBytes(6).toString("hex")}`);
-  const unmount = mountFileSource(at, new GitTreeSource(at, entries, readBlobs(top, ref, entries)));
+  const unmount = mountFileSource(at, new GitTreeSource(at, entries, readBlobs(top, ref, entries), ref));
+  baseReads.memory++;
   try {
     return await evaluate(path.join(at, rel), stack, live);
   } finally {

@@ -134,3 +134,28 @@ describe("git tree source: random trees against the extracted folder", () => {
     expect(paths.filter((p) => real(realpathSync, p) !== real(realpathSync.native, p)).length).toBeGreaterThan(0);
   });
 });
+
+describe("git tree source: what it refuses, and git's failures", () => {
+  const oid = () => listTree(repo, "HEAD", ["trees"]).find((e) => e.type === "blob")!.oid;
+  const blob = (p: string) => ({ mode: "100644", type: "blob" as const, oid: oid(), path: p });
+
+  it("fault: paths with an empty, \".\" or \"..\" part, or listed twice, are refused (path.join would make them other entries)", () => {
+    const blobs = readBlobs(repo, "HEAD", [blob("x")]);
+    for (const bad of ["trees/..", "trees/./x.yaml", "trees//x.yaml", "trees/a/../x.yaml", ""])
+      expect(() => new GitTreeSource(mount(), [blob("trees/x.yaml"), blob(bad)], blobs, "HEAD"), bad).toThrow(`--base HEAD: the revision's tree holds the path ${JSON.stringify(bad)}, with an empty, "." or ".." part`);
+    const twice = [{ ...blob("trees"), type: "tree" as const }, blob("trees/x.yaml"), blob("trees/x.yaml")];
+    expect(() => new GitTreeSource(mount(), twice, blobs)).toThrow(`the revision's tree holds the path "trees/x.yaml", listed twice`);
+    // A folder listed after an entry inside it made it is the same folder, not a second one.
+    const tree = new GitTreeSource(mount(), [blob("trees/x.yaml"), { ...blob("trees"), type: "tree" }], blobs);
+    expect(tree.readdir(path.join(mount(), "trees")).map((d) => d.name)).toEqual(["x.yaml"]);
+  });
+
+  it("fault: more bytes than plan reads at once, and git that does not start: errors that name the revision and what to do", () => {
+    const entries = listTree(repo, "HEAD", ["trees"]);
+    expect(() => readBlobs(repo, "HEAD~0", entries, 64)).toThrow(
+      "--base HEAD~0: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass 64 bytes together, more than it reads at once (git cat-file: ENOBUFS); move what is not the fleet's (large files, archives, images) out of those folders",
+    );
+    expect(readBlobs(repo, "HEAD", entries).size).toBeGreaterThan(0);
+    expect(() => readBlobs(path.join(work, "no-such-folder"), "HEAD", entries)).toThrow(/^--base HEAD: git could not read the fleet's files at that revision \(git cat-file: ENOENT\); check that git runs \(git --version\) and the repository \(git fsck\)$/);
+  });
+});

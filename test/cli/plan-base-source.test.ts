@@ -8,15 +8,21 @@
  * for byte, the base's diagnostics too (their temporary folder aside). The
  * tree source itself is held to the disk on every path of an extracted copy,
  * and a source that follows links where the disk does not is caught.
+ * Each run is held to the reader it should use (plan counts the bases each
+ * reads, and says why it extracts one), under a git configuration of the
+ * test's own: the settings and attributes files that make git archive
+ * write CRLF line ends send plan to git archive, and those that do not
+ * (autocrlf input, a diff attribute) leave it in memory.
  * Faults: a revision that does not exist, a blob missing from the
- * repository, links out of the folder at the base.
+ * repository, links out of the folder at the base, a reader that never
+ * runs, a tree entry named "..".
  */
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { BASE_READER_ENV, command } from "../../cli/commands/plan.ts";
+import { BASE_NOTE, BASE_READER_ENV, baseReads, command } from "../../cli/commands/plan.ts";
 import { GitTreeSource, listTree, readBlobs } from "../../cli/git-tree.ts";
 import { diskSource, loadFleetDir, mountFileSource, type FileSource } from "../../core/load.ts";
 
@@ -36,6 +42,30 @@ const write = (file: string, text: string) => {
 const link = (file: string, target: string) => symlinkSync(target, at(file));
 
 type Run = { code: number | string; out: string; err: string };
+
+/**
+ * The tests' git and the plans under test read no configuration or
+ * attributes of the machine's (a global core.autocrlf true would send every
+ * plan to git archive, and the two readers would never be compared): an
+ * empty global file of the test's own, no system file, the test's own
+ * XDG_CONFIG_HOME. Every run also says which reader ran (`same`).
+ */
+const ISOLATED = ["GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_ATTR_NOSYSTEM", "XDG_CONFIG_HOME"] as const;
+const savedEnv = Object.fromEntries(ISOLATED.map((k) => [k, process.env[k]]));
+let gitEnv: string;
+const globalConfig = () => path.join(gitEnv, "gitconfig");
+const userAttributes = () => path.join(gitEnv, "xdg", "git", "attributes");
+beforeAll(() => {
+  gitEnv = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-gitenv-"));
+  writeFileSync(globalConfig(), "");
+  mkdirSync(path.join(gitEnv, "xdg", "git"), { recursive: true });
+  Object.assign(process.env, { GIT_CONFIG_GLOBAL: globalConfig(), GIT_CONFIG_NOSYSTEM: "1", GIT_ATTR_NOSYSTEM: "1", XDG_CONFIG_HOME: path.join(gitEnv, "xdg") });
+});
+afterAll(() => {
+  for (const k of ISOLATED) if (savedEnv[k] === undefined) delete process.env[k];
+  else process.env[k] = savedEnv[k];
+  rmSync(gitEnv, { recursive: true, force: true });
+});
 
 /** One plan, the base read `how`: its exit code (or the message it throws), stdout and stderr. */
 async function plan(stack: string, how: "memory" | "archive", json: boolean, base = "HEAD", dir = at(stack)): Promise<Run> {
@@ -59,12 +89,25 @@ async function plan(stack: string, how: "memory" | "archive", json: boolean, bas
   }
 }
 
-/** Both readers on every stack, Markdown and JSON: the same runs. */
-async function same(stacks: string[], base = "HEAD", dir?: string): Promise<Run[]> {
+/**
+ * Both readers on every stack, Markdown and JSON: the same runs. The run
+ * left to choose its reader reads the base in memory (plan's count of the
+ * bases each reader read says so), or, with `extracted`, extracts it and
+ * says why (plan's note on stderr, left out of the comparison); `noBase`:
+ * neither reads one (no such revision, or no such folder at it). A reader
+ * that never runs, silently or not, fails here.
+ */
+async function same(stacks: string[], { base = "HEAD", dir, extracted, noBase = false }: { base?: string; dir?: string; extracted?: RegExp; noBase?: boolean } = {}): Promise<Run[]> {
   const runs: Run[] = [];
   for (const stack of stacks)
     for (const json of [false, true]) {
+      const before = { ...baseReads };
       const memory = await plan(stack, "memory", json, base, dir);
+      expect({ memory: baseReads.memory - before.memory, archive: baseReads.archive - before.archive }).toEqual(noBase ? { memory: 0, archive: 0 } : extracted ? { memory: 0, archive: 1 } : { memory: 1, archive: 0 });
+      const lines = memory.err.split("\n");
+      const notes = lines.filter((l) => l.startsWith(BASE_NOTE));
+      expect(notes).toEqual(extracted ? [expect.stringMatching(extracted)] : []);
+      memory.err = lines.filter((l) => !l.startsWith(BASE_NOTE)).join("\n");
       expect(memory).toEqual(await plan(stack, "archive", json, base, dir));
       runs.push(memory);
     }
@@ -120,7 +163,7 @@ describe("plan's base from git objects, held to git archive", () => {
 
   it("a fleet folder that did not exist at the base: an empty base on both paths", async () => {
     cpSync(at("home"), at("new"), { recursive: true, verbatimSymlinks: true });
-    const [md] = await same(["new"]);
+    const [md] = await same(["new"], { noBase: true });
     expect(md.err).toBe("");
     expect(md.code).toBe(0);
     expect(md.out).toContain("vps");
@@ -151,7 +194,7 @@ describe("plan's base from git objects, held to git archive", () => {
   });
 
   it("fault: a revision that does not exist", async () => {
-    const [md] = await same(["home"], "no-such-ref");
+    const [md] = await same(["home"], { base: "no-such-ref", noBase: true });
     expect(md.code).toMatch(/^throws: --base no-such-ref: not a git revision of this repository/);
   });
 });
@@ -261,7 +304,7 @@ describe("where the base is extracted instead, and a fleet at the repository's t
   it("a .ts host file at the base: extracted (node imports it from the disk), the same output", async () => {
     fresh(() => write("home/tablet.ts", 'export default { imports: ["client"], address: "192.168.8.56", tailscale: { user: "alice" } };\n'));
     write("home/tablet.ts", 'export default { imports: ["client"], address: "192.168.8.56", tailscale: { user: "alice", acceptRoutes: true } };\n');
-    const [md, json] = await same(["home"]);
+    const [md, json] = await same(["home"], { extracted: /hosts\/home\/tablet\.ts is a TypeScript host file/ });
     expect(md.code).toBe(0);
     expect(JSON.parse(json.out).generations.map((g: { host: string }) => g.host)).toEqual(["tablet"]);
   });
@@ -271,22 +314,69 @@ describe("where the base is extracted instead, and a fleet at the repository's t
       write("home/desk.yaml", "imports: [client]\naddress: 192.168.8.51\ntailscale:\n  user: alice\n");
       writeFileSync(path.join(repo, ".gitattributes"), "hosts/home/desk.yaml export-ignore\n");
     });
-    const [md, json] = await same(["home"]);
+    const [md, json] = await same(["home"], { extracted: /\.gitattributes may change the files git archive writes/ });
     expect(md.code).toBe(0);
     // git archive leaves desk.yaml out of the base: it shows as new, as it did before the base was read in memory.
     expect(JSON.parse(json.out).hosts.added).toEqual(["desk"]);
   });
 
-  it("core.autocrlf true: extracted, so a host file the CRLF line ends push past the size limit is refused at the base, as before", async () => {
-    // About 16,000 bytes in 1,000 lines: under 16 KiB with LF line ends, over it with CRLF.
-    const lines = Array.from({ length: 1000 }, (_, i) => `# comment ${String(i).padStart(5, "0")}`).join("\n");
-    fresh(() => {
-      git("config", "core.autocrlf", "true");
-      write("home/big.yaml", `imports: [client]\naddress: 192.168.8.58\ntailscale:\n  user: alice\n${lines}\n`);
+  // About 16,000 bytes in 1,000 lines: under 16 KiB with LF line ends, over it with CRLF.
+  const big = `imports: [client]\naddress: 192.168.8.58\ntailscale:\n  user: alice\n${Array.from({ length: 1000 }, (_, i) => `# comment ${String(i).padStart(5, "0")}`).join("\n")}\n`;
+  const refusedBig = /HEAD:\S*big\.yaml: expected a fleet file of at most 16 KiB/;
+  /** Where git archive writes CRLF line ends, and where it does not: what plan reads, and the reader it says it used. */
+  const settings: { name: string; set: () => void; extracted?: RegExp; crlf: boolean }[] = [
+    { name: "core.autocrlf true", set: () => git("config", "core.autocrlf", "true"), extracted: /core\.autocrlf is "true"/, crlf: true },
+    { name: "a bare core.autocrlf (true)", set: () => writeFileSync(path.join(repo, ".git", "config"), "[core]\n\tautocrlf\n", { flag: "a" }), extracted: /core\.autocrlf is set with no value/, crlf: true },
+    { name: "core.autocrlf 2 (true)", set: () => git("config", "core.autocrlf", "2"), extracted: /core\.autocrlf is "2"/, crlf: true },
+    { name: "core.autocrlf true in the user's configuration", set: () => writeFileSync(globalConfig(), "[core]\n\tautocrlf = yes\n"), extracted: /core\.autocrlf is "yes"/, crlf: true },
+    { name: "core.autocrlf input (converts on add only)", set: () => git("config", "core.autocrlf", "input"), crlf: false },
+    { name: "core.autocrlf true, then false", set: () => (git("config", "--add", "core.autocrlf", "true"), git("config", "--add", "core.autocrlf", "off")), crlf: false },
+    { name: "eol=crlf in the user's attributes file", set: () => writeFileSync(userAttributes(), "*.yaml text eol=crlf\n"), extracted: /the attribute (text|eol) \((set|crlf)\) applies to hosts\/home\//, crlf: true },
+    { name: "eol=crlf in core.attributesFile", set: () => (writeFileSync(path.join(gitEnv, "attrs"), "*.yaml eol=crlf\n"), git("config", "core.attributesFile", path.join(gitEnv, "attrs"))), extracted: /the attribute eol \(crlf\) applies/, crlf: true },
+    { name: "eol=crlf in the repository's info/attributes", set: () => (mkdirSync(path.join(repo, ".git", "info"), { recursive: true }), writeFileSync(path.join(repo, ".git", "info", "attributes"), "hosts/home/big.yaml eol=crlf\n")), extracted: /the attribute eol \(crlf\) applies to hosts\/home\/big\.yaml/, crlf: true },
+    { name: "a user's attributes file that rewrites nothing (diff only)", set: () => writeFileSync(userAttributes(), "*.yaml diff=yaml\n*.png binary\n"), crlf: false },
+    { name: "attr.tree (newer git reads attributes from it)", set: () => git("config", "attr.tree", "HEAD"), extracted: /attr\.tree is set/, crlf: false },
+  ];
+  for (const c of settings)
+    it(`${c.name}: ${c.extracted ? "extracted" : "read in memory"}, and the base is what git archive writes (${c.crlf ? "CRLF: a host file pushed past 16 KiB is refused" : "LF"})`, async () => {
+      fresh(() => write("home/big.yaml", big));
+      c.set();
+      try {
+        const [md] = await same(["home"], { extracted: c.extracted });
+        expect(md.code).toBe(c.crlf ? 1 : 0);
+        if (c.crlf) expect(md.err).toMatch(refusedBig);
+        else expect(md.err).toBe("");
+      } finally {
+        writeFileSync(globalConfig(), "");
+        rmSync(userAttributes(), { force: true });
+      }
     });
-    const [md] = await same(["home"]);
-    expect(md.code).toBe(1);
-    expect(md.err).toMatch(/HEAD:\S*big\.yaml: expected a fleet file of at most 16 KiB/);
+
+  it("fault: a reader that never runs is caught: a user's core.autocrlf true sends plan to git archive, and `same` fails on the count and on the note", async () => {
+    fresh(() => undefined);
+    writeFileSync(globalConfig(), "[core]\n\tautocrlf = true\n");
+    try {
+      // The count fails first: it would tell a reader that falls back silently, with no note.
+      await expect(same(["home"])).rejects.toThrow("expected { memory: +0, archive: 1 } to deeply equal { memory: 1, archive: +0 }");
+      const before = baseReads.archive;
+      await expect(same(["home"], { extracted: /core\.autocrlf is "true"/ })).resolves.toHaveLength(2);
+      expect(baseReads.archive - before).toBe(4); // two runs left to choose, two told to extract
+    } finally {
+      writeFileSync(globalConfig(), "");
+    }
+    expect((await same(["home"]))[0].code).toBe(0);
+  });
+
+  it("fault: a tree entry named \"..\" (made by hand; git archive refuses it) is refused with a clear error, never aliased to the folder", async () => {
+    fresh(() => undefined);
+    const blob = git("rev-parse", "HEAD:hosts/home/vps.yaml");
+    // git mktree takes the name "..", which git checkout and git archive refuse.
+    const home = execFileSync("git", ["mktree"], { cwd: repo, input: `100644 blob ${blob}\t..\n100644 blob ${blob}\tvps.yaml\n`, encoding: "utf8" }).trim();
+    const hosts = execFileSync("git", ["mktree"], { cwd: repo, input: `040000 tree ${home}\thome\n`, encoding: "utf8" }).trim();
+    const root = execFileSync("git", ["mktree"], { cwd: repo, input: `040000 tree ${hosts}\thosts\n`, encoding: "utf8" }).trim();
+    const crafted = git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit-tree", "-m", "crafted", root);
+    const r = await plan("home", "memory", true, crafted);
+    expect(r.code).toBe(`throws: --base ${crafted}: the revision's tree holds the path "hosts/home/..", with an empty, "." or ".." part, which git refuses to check out; the tree is damaged or made by hand: check it (git fsck), or compare with another revision`);
   });
 
   it("the fleet at the repository's top, no subfolder: the base is read (it used to be planned as an empty fleet)", async () => {
@@ -295,7 +385,7 @@ describe("where the base is extracted instead, and a fleet at the repository's t
     cpSync(path.resolve("hosts/home"), repo, { recursive: true });
     git("init", "-q", "-b", "main");
     commit("base");
-    const [md, json] = await same(["top"], "HEAD", repo);
+    const [md, json] = await same(["top"], { dir: repo });
     expect(md.code).toBe(0);
     expect(JSON.parse(json.out).empty).toBe(true);
   });

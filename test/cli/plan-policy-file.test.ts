@@ -5,11 +5,11 @@
  * core's folder (a policy.hujson in the site's own folder is never read).
  */
 import { execFileSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { command } from "../../cli/commands/plan.ts";
+import { baseReads, command } from "../../cli/commands/plan.ts";
 import { evaluateFleet } from "../../core/eval.ts";
 import { stripPrio } from "../../core/merge.ts";
 import { loadFleetDir } from "../../core/load.ts";
@@ -23,14 +23,20 @@ const commit = (msg: string) => {
 };
 const core = (f: string) => path.join(repo, "hosts", "core", f);
 let inlineHuJson: string;
+// The machine's git configuration and attributes are not read (a global core.autocrlf true would send plan to git archive).
+const ISOLATED = ["GIT_CONFIG_GLOBAL", "GIT_CONFIG_NOSYSTEM", "GIT_ATTR_NOSYSTEM", "XDG_CONFIG_HOME"] as const;
+const savedEnv = Object.fromEntries(ISOLATED.map((k) => [k, process.env[k]]));
+let gitEnv: string;
 
 async function plan(stack: string): Promise<{ code: number; out: string; err: string }> {
   let out = "";
   let err = "";
   const spy = vi.spyOn(process.stdout, "write").mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
   const e = vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void (err += a.join(" ") + "\n"));
+  const read = baseReads.memory;
   try {
     const code = await command.run(["--base", "HEAD", "--hosts-dir", path.join(repo, "hosts", stack), "--stack", stack, "--json"]);
+    expect(baseReads.memory - read, "the base read from git objects in memory").toBe(1);
     return { code, out, err };
   } finally {
     spy.mockRestore();
@@ -40,6 +46,10 @@ async function plan(stack: string): Promise<{ code: number; out: string; err: st
 
 beforeAll(async () => {
   repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-policy-file-"));
+  gitEnv = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-policy-gitenv-"));
+  mkdirSync(path.join(gitEnv, "xdg"));
+  writeFileSync(path.join(gitEnv, "gitconfig"), "");
+  Object.assign(process.env, { GIT_CONFIG_GLOBAL: path.join(gitEnv, "gitconfig"), GIT_CONFIG_NOSYSTEM: "1", GIT_ATTR_NOSYSTEM: "1", XDG_CONFIG_HOME: path.join(gitEnv, "xdg") });
   for (const s of ["core", "home-site", "office"]) cpSync(path.resolve("hosts", s), path.join(repo, "hosts", s), { recursive: true });
   inlineHuJson = (await evaluateFleet(REGISTRY, path.join(repo, "hosts", "office"), "office")).fleet!.policyHuJson;
   // The core's policy moved into policy.hujson, as headscale's file: the same policy, with a comment.
@@ -52,7 +62,12 @@ beforeAll(async () => {
   git("init", "-q", "-b", "main");
   commit("fleet with sites, the policy in the core's policy.hujson");
 });
-afterAll(() => rmSync(repo, { recursive: true, force: true }));
+afterAll(() => {
+  for (const k of ISOLATED) if (savedEnv[k] === undefined) delete process.env[k];
+  else process.env[k] = savedEnv[k];
+  rmSync(repo, { recursive: true, force: true });
+  rmSync(gitEnv, { recursive: true, force: true });
+});
 
 describe("a policy file in a fleet with sites", () => {
   it("every stack evaluates the core's policy file, resolved against the core's folder, as the inline policy", async () => {
