@@ -26,7 +26,8 @@ export interface GuardedHead {
 /**
  * Shebang, `set -u`, umask 077, hangups ignored (a dropped connection must not
  * stop it halfway), the variables, the log, and `say`, `finish CODE LINE`,
- * `stop_hs`, `start_hs`.
+ * `stop_hs`, `start_hs` (tried twice, each failure said with the start
+ * command's own words).
  */
 export function guardedHead(h: GuardedHead): string[] {
   return [
@@ -41,6 +42,15 @@ export function guardedHead(h: GuardedHead): string[] {
     `say() { echo "${h.who}: $*"; }`,
     `finish() { echo "@@mf:result@@"; echo "$2"; exit "$1"; }`,
     `stop_hs() { ${h.stop}; }`,
-    `start_hs() { ${h.start}; }`,
+    // A start that fails says what the start command said (systemd's reason), and is tried once more 3 s
+    // later: a coordinator busy for a moment must not turn a good restore or upgrade into a put-back.
+    `start_hs() {`,
+    `  for try in 1 2; do`,
+    `    if out=$({ ${h.start}; } 2>&1); then return 0; fi`,
+    `    say "headscale did not start (try $try of 2): $(printf '%s' "$out" | tail -n 3 | tr '\\n' ' ')"`,
+    `    [ "$try" = 2 ] || sleep 3`,
+    `  done`,
+    `  return 1`,
+    `}`,
   ];
 }
