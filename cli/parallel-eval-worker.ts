@@ -12,8 +12,12 @@ import { packArtifacts, threadCpuMs, type FromWorker, type ToWorker } from "./pa
 import { tuneForShortRun } from "./short-run.ts";
 
 tuneForShortRun();
-const t0 = performance.now();
-const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] ${what} ${(performance.now() - t0).toFixed(0)} ms (since its modules loaded), thread cpu ${threadCpuMs()}`); };
+// MESHFLEET_SHARD_TIMES: each step in ms since the main thread began the evaluation (its clock, sent with the first message), as the main thread's own steps.
+const loadedAt = performance.timeOrigin + performance.now();
+let since: number | undefined;
+const lap = (what: string) => {
+  if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] ${what} ${((performance.timeOrigin + performance.now()) - since!).toFixed(0)} ms, thread cpu ${threadCpuMs()}`);
+};
 const port = parentPort!;
 const send = (m: FromWorker) => port.postMessage(m);
 let own: ShardOptions | undefined;
@@ -24,6 +28,8 @@ port.on("message", async (m: ToWorker) => {
   try {
     if (m.type === "options") {
       fault = m.fault;
+      since = m.since;
+      if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
       own = await shardOptions(REGISTRY, m.dir, m.only);
       lap("options");
       send({ type: "options", peers: own.peers, named: own.named });

@@ -74,7 +74,7 @@ export function threadCpuMs(): number {
 
 /** Messages between the main thread and a shard's worker. */
 export type ToWorker =
-  | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"] }
+  | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"]; since: number }
   | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
   | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
 export type FromWorker =
@@ -193,7 +193,7 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
   const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[main] ${what} ${(performance.now() - t0).toFixed(0)} ms, thread cpu ${threadCpuMs() - cpu0}`); };
   const workers = plan.slice(1).map(() => new ShardWorker());
   try {
-    workers.forEach((w, i) => w.post({ type: "options", dir, only: plan[i + 1], fault: opts.fault }));
+    workers.forEach((w, i) => w.post({ type: "options", dir, only: plan[i + 1], fault: opts.fault, since: performance.timeOrigin + t0 }));
     const own = await shardOptions(REGISTRY, dir, plan[0]);
     lap("own options");
     const theirs = [];
