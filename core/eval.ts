@@ -25,7 +25,7 @@ import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
 import { loadFleetDir, parseYaml, displayPath, inPolicyFile, type LoadedFleet } from "./load.ts";
 import { loadSites } from "./sites.ts";
-import { definitionsAt, mergeDefinitions, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
+import { definitionsAt, mergeDefinitions, mergeMore, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
   AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
 } from "./module.ts";
@@ -238,13 +238,16 @@ export function hostOptions(
   defs.push({ file, priority: PRIORITY.plain, value: raw });
 
   const before = diagnostics.length;
-  const parse = (all: Definition[]) => {
-    // No source map here: it is worked out (from the same definitions) only when a problem is reported.
-    const merged = mergeDefinitions(schema, all, "", false);
-    const parsed = merged.diagnostics.length ? undefined : parseOptions(schema, merged.value);
+  // No source map here: it is worked out (from the same definitions) only when a problem is reported.
+  const first = mergeDefinitions(schema, defs, "", false);
+  const firstParsed = first.diagnostics.length ? undefined : parseOptions(schema, first.value);
+  // With the modules' settings: only the options they set are merged and parsed again, the rest is the first round's.
+  const parse = (more: Definition[]) => {
+    const merged = mergeMore(schema, defs, first.value, more);
+    const parsed = merged.diagnostics.length ? undefined : parseOptions(schema, merged.value, firstParsed?.success ? { value: first.value, data: firstParsed.data } : undefined);
     return { merged, parsed };
   };
-  let { merged, parsed } = parse(defs);
+  let [merged, parsed] = [first, firstParsed];
   // The options modules set on each other, merged like a host file's; again until they settle.
   let settings: { module: AnyModule; list: OptionSetting[] }[] = [];
   let settingsKey = "[]";
@@ -266,8 +269,9 @@ export function hostOptions(
     }
     settings = next;
     settingsKey = key;
-    allDefs = [...defs, ...settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }))];
-    ({ merged, parsed } = parse(allDefs));
+    const more = settings.map((s): Definition => ({ file: `${MODULE_LABEL}${s.module.name}`, priority: PRIORITY.plain, value: nest(s.list) }));
+    allDefs = [...defs, ...more];
+    ({ merged, parsed } = parse(more));
   }
   // Where each value came from is only needed to report a problem: the source map is worked out
   // (from the same definitions) on demand, kept while this host is checked, then dropped.
@@ -320,7 +324,9 @@ export function hostOptions(
 const optionMemo = new WeakMap<z.ZodType, Map<string, Map<string, unknown>>>();
 const OPTION_MEMO_MAX = 10_000;
 
-function parseOptions(schema: z.ZodType, value: unknown): { success: true; data: unknown } | { success: false; error: z.ZodError } {
+function parseOptions(
+  schema: z.ZodType, value: unknown, reuse?: { value: unknown; data: unknown },
+): { success: true; data: unknown } | { success: false; error: z.ZodError } {
   const full = () => schema.safeParse(value, { reportInput: true });
   const shape = (schema as unknown as { _zod: { def: { type: string; shape?: Record<string, z.ZodType>; catchall?: unknown } } })._zod.def;
   if (shape.type !== "object" || !shape.shape || !isPlainRecord(value)) return full();
@@ -329,8 +335,14 @@ function parseOptions(schema: z.ZodType, value: unknown): { success: true; data:
   let memo = optionMemo.get(schema);
   if (!memo) optionMemo.set(schema, (memo = new Map()));
   const out: Record<string, unknown> = {};
+  const was = reuse && isPlainRecord(reuse.value) && isPlainRecord(reuse.data) ? reuse : undefined;
   for (const k of Object.keys(fields)) {
     const v = value[k];
+    // The very value an earlier parse of this schema took (merged again, the options a module did not set stay the same objects): its result.
+    if (was && v !== undefined && v === (was.value as Record<string, unknown>)[k] && Object.prototype.hasOwnProperty.call(was.data, k)) {
+      out[k] = (was.data as Record<string, unknown>)[k];
+      continue;
+    }
     const text = v === undefined ? "" : plainJson(v); // "" is no JSON text: it stands for an option not given
     let seen = memo.get(k);
     if (!seen) memo.set(k, (seen = new Map()));

@@ -107,6 +107,36 @@ export function mergeDefinitions(schema: z.ZodType, defs: Definition[], path = "
   return { value, sources, diagnostics };
 }
 
+/**
+ * `mergeDefinitions(schema, [...defs, ...more], "", false)`, given `base`: the
+ * merge of `defs` alone, which found nothing to report. An object merges key
+ * by key, so only the top-level options `more` defines are merged again; every
+ * other one is `base`'s own value (the same object), in the same key order.
+ * Evaluation merges a host again with its modules' settings (`more`), which
+ * set a few options: merging all of them again was a sixth of phase 1.
+ * Anything else (not an object schema, a definition that is not a plain
+ * mapping) takes the whole merge.
+ */
+export function mergeMore(schema: z.ZodType, defs: Definition[], base: unknown, more: Definition[]): MergeResult {
+  const all = [...defs, ...more];
+  const kind = kindOf(schema);
+  if (kind.kind !== "object" || !isPlainObject(base) || !all.every((d) => isPlainObject(d.value))) return mergeDefinitions(schema, all, "", false);
+  const touched = new Set(more.flatMap((d) => Object.keys(d.value as object)));
+  const diagnostics: Diagnostic[] = [];
+  const value: Record<string, unknown> = {};
+  // mergeAt's order: every key of every definition, first seen first.
+  for (const key of new Set(all.flatMap((d) => Object.keys(d.value as object)))) {
+    if (!touched.has(key)) {
+      if (Object.prototype.hasOwnProperty.call(base, key)) value[key] = base[key];
+      continue;
+    }
+    const holders = all.filter((d) => key in (d.value as object));
+    const merged = mergeAt(schema, holders.map((d) => ({ file: d.file, priority: d.priority, value: { [key]: (d.value as Record<string, unknown>)[key] } })), "", undefined, diagnostics) as Record<string, unknown> | undefined;
+    if (merged && merged[key] !== undefined) value[key] = merged[key];
+  }
+  return { value, sources: new Map(), diagnostics };
+}
+
 /** schemaKind per schema: a host's merge asks it for every option of every host. */
 const kinds = new WeakMap<object, Kind>();
 function kindOf(schema: z.ZodType): Kind {
