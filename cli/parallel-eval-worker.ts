@@ -4,6 +4,7 @@
  * given every peer and the fleet phase's policy, run its hosts' modules and
  * render their files.
  */
+import { writeSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import { shardHosts, shardOptions, Unsharded, type ShardOptions } from "../core/shard.ts";
 import type { PeerView } from "../core/module.ts";
@@ -15,8 +16,10 @@ tuneForShortRun();
 // MESHFLEET_SHARD_TIMES: each step in ms since the main thread began the evaluation (its clock, sent with the first message), as the main thread's own steps.
 const loadedAt = performance.timeOrigin + performance.now();
 let since: number | undefined;
+// Written straight to fd 2: a worker's console goes through the main thread, which may end the worker before it is written.
+const say = (line: string) => writeSync(2, line + "\n");
 const lap = (what: string) => {
-  if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] ${what} ${((performance.timeOrigin + performance.now()) - since!).toFixed(0)} ms, thread cpu ${threadCpuMs()}`);
+  if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] ${what} ${((performance.timeOrigin + performance.now()) - since!).toFixed(0)} ms, thread cpu ${threadCpuMs()}`);
 };
 const port = parentPort!;
 const send = (m: FromWorker) => port.postMessage(m);
@@ -39,7 +42,7 @@ async function handle(m: ToWorker): Promise<void> {
     if (m.type === "options") {
       fault = m.fault;
       since = m.since;
-      if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
+      if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
       own = await shardOptions(REGISTRY, m.dir, m.only);
       lap("options");
       send({ type: "options", peers: own.peers, named: own.named });
