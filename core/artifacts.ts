@@ -40,16 +40,17 @@ function nftScriptOf(fw: Firewall): string {
 /** Stand-ins for secrets not known at render time; their files are listed, never written. */
 const standIns = (h: HostSystem) => Object.fromEntries(secretRefs(h).map((k) => [k, ""]));
 
-export function hostArtifacts(h: HostSystem): Artifact[] {
+/** A host's artifacts, each path under `under` (allArtifacts gives `<host>/`). */
+export function hostArtifacts(h: HostSystem, under = ""): Artifact[] {
   const bundle = renderHostBody(h, standIns(h));
   const secretRef = new Map(h.files.map((f) => [f.path, f.secretRef]));
   const out: Artifact[] = [];
   const secrets: string[] = [];
   for (const f of desiredFiles(bundle)) {
     if (f.secret) { secrets.push(`${f.path}\t${secretRef.get(f.path) ?? "secret"}`); continue; }
-    out.push({ path: f.path.replace(/^\//, ""), content: f.content, mode: f.mode });
+    out.push({ path: under + (f.path.startsWith("/") ? f.path.slice(1) : f.path), content: f.content, mode: f.mode });
   }
-  if (bundle.firewall) out.push({ path: "meshfleet/nftables.nft", content: nftScriptOf(bundle.firewall), mode: "0644" });
+  if (bundle.firewall) out.push({ path: under + "meshfleet/nftables.nft", content: nftScriptOf(bundle.firewall), mode: "0644" });
   if (bundle.tailscale) {
     const t = bundle.tailscale;
     const view = {
@@ -57,15 +58,15 @@ export function hostArtifacts(h: HostSystem): Artifact[] {
       up: [t.cli, "up", "--auth-key", `file:${t.authKeyFile}`, ...tailscaleUpFlags(t)],
       set: [t.cli, "set", ...tailscaleSetFlags(t)],
     };
-    out.push({ path: "meshfleet/tailscale.json", content: JSON.stringify(view, null, 2) + "\n", mode: "0644" });
+    out.push({ path: under + "meshfleet/tailscale.json", content: JSON.stringify(view, null, 2) + "\n", mode: "0644" });
   }
-  if (h.containers.length) out.push({ path: "meshfleet/containers.yaml", content: stringify(h.containers), mode: "0644" });
+  if (h.containers.length) out.push({ path: under + "meshfleet/containers.yaml", content: stringify(h.containers), mode: "0644" });
   if (h.lxc) {
-    out.push({ path: `meshfleet/lxc/${h.lxc.ctid}.conf`, content: h.lxc.config.join("\n") + "\n", mode: "0644" });
-    out.push({ path: "meshfleet/lxc/pct.sh", content: "#!/bin/sh\nset -e\n" + h.lxc.pctCommands.map(shellJoin).join("\n") + "\n", mode: "0755" });
+    out.push({ path: under + `meshfleet/lxc/${h.lxc.ctid}.conf`, content: h.lxc.config.join("\n") + "\n", mode: "0644" });
+    out.push({ path: under + "meshfleet/lxc/pct.sh", content: "#!/bin/sh\nset -e\n" + h.lxc.pctCommands.map(shellJoin).join("\n") + "\n", mode: "0755" });
   }
-  if (bundle.bestEffort.length) out.push({ path: "meshfleet/best-effort.sh", content: "#!/bin/sh\n" + bundle.bestEffort.map((c) => `${shellJoin(c.argv)} || true  # ${c.why}`).join("\n") + "\n", mode: "0755" });
-  if (secrets.length) out.push({ path: "meshfleet/SECRETS", content: "# secret files, written by the agent from Pulumi secrets (path, secret)\n" + secrets.join("\n") + "\n", mode: "0644" });
+  if (bundle.bestEffort.length) out.push({ path: under + "meshfleet/best-effort.sh", content: "#!/bin/sh\n" + bundle.bestEffort.map((c) => `${shellJoin(c.argv)} || true  # ${c.why}`).join("\n") + "\n", mode: "0755" });
+  if (secrets.length) out.push({ path: under + "meshfleet/SECRETS", content: "# secret files, written by the agent from Pulumi secrets (path, secret)\n" + secrets.join("\n") + "\n", mode: "0644" });
   return out;
 }
 
@@ -82,7 +83,7 @@ export function fleetArtifacts(f: FleetSystem): Artifact[] {
 
 export function allArtifacts(f: FleetSystem): Artifact[] {
   return [
-    ...Object.values(f.hosts).flatMap((h) => hostArtifacts(h).map((a) => ({ ...a, path: `${h.name}/${a.path}` }))),
+    ...Object.values(f.hosts).flatMap((h) => hostArtifacts(h, `${h.name}/`)),
     ...fleetArtifacts(f).map((a) => ({ ...a, path: `fleet/${a.path}` })),
   ];
 }

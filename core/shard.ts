@@ -158,7 +158,7 @@ export function shardHosts(
   }
   // The serial path renders nothing when phase 3 found an error (anywhere; a shard cannot see the others).
   if (opts.render && !hasErrors(diagnostics))
-    for (const h of built) out.artifacts!.push(hostArtifacts(h).map((a) => ({ ...a, path: `${h.name}/${a.path}` })));
+    for (const h of built) out.artifacts!.push(hostArtifacts(h, `${h.name}/`));
   if (opts.keepHosts) out.hosts = built;
   return out;
 }
