@@ -26,18 +26,8 @@ const send = (m: FromWorker) => port.postMessage(m);
 let own: ShardOptions | undefined;
 let peers: Record<string, PeerView> | undefined;
 let fault: string | undefined;
-let handed: PeerView[] = [];
 
-// One message at a time, in order: the options of the hosts handed on are awaited before the peers and the hosts are taken in.
-let queue = Promise.resolve();
-port.on("message", (m: ToWorker) => {
-  queue = queue.then(() => handle(m));
-});
-
-let failed = false;
-
-async function handle(m: ToWorker): Promise<void> {
-  if (failed) return; // the main thread takes the serial path: nothing more to do
+port.on("message", async (m: ToWorker) => {
   try {
     if (m.type === "options") {
       fault = m.fault;
@@ -47,19 +37,9 @@ async function handle(m: ToWorker): Promise<void> {
       lap("options");
       send({ type: "options", peers: own.peers, named: own.named });
       lap("options sent");
-      // The main thread's last hosts, whose phase 3 runs here: their options again, while it runs the fleet phase.
-      if (m.handed.length) {
-        const more = await shardOptions(REGISTRY, m.dir, m.handed);
-        own = { ...own, evaluated: [...more.evaluated, ...own.evaluated], peers: [...more.peers, ...own.peers] };
-        handed = fault === "handed-changed" ? [{ ...more.peers[0], address: "192.0.2.254" }, ...more.peers.slice(1)] : more.peers;
-        lap(`options of ${m.handed.length} hosts handed on`);
-      }
     } else if (m.type === "peers") {
       // Every peer in file order, this shard's own (the objects phase 1 made) in its place.
       peers = {};
-      // The hosts handed on were read twice: a file changed in between would give phase 3 other options than the fleet phase saw.
-      const theirs = new Map(m.peers.flatMap((list) => list ?? []).map((p) => [p.name, p]));
-      for (const p of handed) if (JSON.stringify(p) !== JSON.stringify(theirs.get(p.name))) throw new Unsharded(`${p.file} changed while it was read`);
       m.peers.forEach((list, k) => {
         for (const p of k === m.index ? own!.peers : list!) peers![p.name] = p;
       });
@@ -78,7 +58,6 @@ async function handle(m: ToWorker): Promise<void> {
       lap("hosts sent");
     }
   } catch (e) {
-    failed = true;
     send(e instanceof Unsharded ? { type: "unsharded", why: e.message } : { type: "error", message: (e as Error).stack ?? String(e) });
   }
-}
+});

@@ -31,22 +31,13 @@ import { REGISTRY } from "../modules/index.ts";
 export const MIN_HOSTS = 2_000;
 
 /**
- * The main thread's share of phase 1 (loading and the hosts' options) against a worker's: the main
- * thread starts on its hosts at once, a worker only once node has started it and loaded its modules
- * (about 200-300 ms at 10,000 hosts with the prebuilt CLI's worker), so with equal shards the main
- * thread waited for it. 1.8 puts about 64% of the hosts' phase 1 on the main thread of two
- * (bench/eval-scale README, "threads").
+ * The main thread's shard against a worker's: the main thread starts on its hosts at once, a worker
+ * only once node has started it and loaded its modules (about 250 ms at 10,000 hosts, with the
+ * prebuilt CLI's worker on an idle machine, against about 450 ms for the first phase of 5,000 hosts),
+ * so with equal shards the main thread waited for it. 1.2 puts about 55% of the hosts on the main
+ * thread of two (bench/eval-scale README, "threads").
  */
-export const MAIN_SHARD_WEIGHT = 1.6;
-
-/**
- * The main thread's share of phase 3 (the hosts' modules and render), as a weight against a worker's.
- * It is smaller than its share of phase 1: the main thread runs the fleet phase while the workers
- * wait for it, so the first worker spends that time loading and evaluating the options of the last
- * of the main thread's phase-1 hosts again (the same files, the same result), then takes their
- * phase 3 too. 1.1: about 52% of phase 3 on the main thread of two.
- */
-export const MAIN_HOSTS_WEIGHT = 1.15;
+export const MAIN_SHARD_WEIGHT = 1.2;
 
 export interface ParallelOptions {
   /** Threads in all, the main one included (default: MESHFLEET_THREADS, else the machine's cores, at most 4, when the load average leaves one free, else 1). 1 is the serial path. */
@@ -60,7 +51,7 @@ export interface ParallelOptions {
   /** Fill `threadCpuMs` (bench/eval-scale). */
   threadTimes?: boolean;
   /** Tests only: a fault in a worker's shard, to show the comparison catches it. */
-  fault?: "artifact-byte" | "swap-hosts" | "throw" | "handed-changed";
+  fault?: "artifact-byte" | "swap-hosts" | "throw";
 }
 
 export interface ParallelResult extends ShardedResult {
@@ -83,7 +74,7 @@ export function threadCpuMs(): number {
 
 /** Messages between the main thread and a shard's worker. */
 export type ToWorker =
-  | { type: "options"; dir: string; only: string[]; handed: string[]; fault?: ParallelOptions["fault"]; since: number }
+  | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"]; since: number }
   | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
   | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
 export type FromWorker =
@@ -197,15 +188,12 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
   }
   const count = plan.reduce((a, s) => a + s.length, 0);
   if (count < (opts.minHosts ?? MIN_HOSTS)) return serial(`${count} hosts, under ${opts.minHosts ?? MIN_HOSTS}`);
-  // Phase 3: the main thread keeps the first `keep` of its hosts; the first worker takes the rest of them (handed).
-  const keep = Math.min(plan[0].length, Math.round((count * MAIN_HOSTS_WEIGHT) / (MAIN_HOSTS_WEIGHT + threads - 1)));
-  const handed = plan[0].slice(keep);
   const t0 = performance.now();
   const cpu0 = threadCpuMs();
   const lap = (what: string) => { if (process.env.MESHFLEET_SHARD_TIMES) console.error(`[main] ${what} ${(performance.now() - t0).toFixed(0)} ms, thread cpu ${threadCpuMs() - cpu0}`); };
   const workers = plan.slice(1).map(() => new ShardWorker());
   try {
-    workers.forEach((w, i) => w.post({ type: "options", dir, only: plan[i + 1], handed: i === 0 ? handed : [], fault: opts.fault, since: performance.timeOrigin + t0 }));
+    workers.forEach((w, i) => w.post({ type: "options", dir, only: plan[i + 1], fault: opts.fault, since: performance.timeOrigin + t0 }));
     const own = await shardOptions(REGISTRY, dir, plan[0]);
     lap("own options");
     const theirs = [];
@@ -220,11 +208,11 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     workers.forEach((w, i) => {
       const index = i + 1;
       const mine: Record<string, HostEnforcement> = {};
-      for (const name of [...(index === 1 ? handed : []), ...lists[index].map((p) => p.name)]) if (enforcement[name]) mine[name] = enforcement[name];
+      for (const p of lists[index]) if (enforcement[p.name]) mine[p.name] = enforcement[p.name];
       w.post({ type: "hosts", stack, pol: { huJson: pol.huJson, autoApprovers: pol.autoApprovers }, enforcement: mine, render, keepHosts });
     });
     lap("posted");
-    const shards = [shardHosts(REGISTRY, { ...own, evaluated: own.evaluated.slice(0, keep) }, peers, stack, pol, enforcement, { render, keepHosts })];
+    const shards = [shardHosts(REGISTRY, own, peers, stack, pol, enforcement, { render, keepHosts })];
     lap("own hosts");
     const cpu: number[] = [];
     for (const w of workers) {
@@ -236,8 +224,7 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     // A shard that found an error renders nothing (it cannot see the others): render none then.
     const renderAll = render && shards.every((s) => s.artifacts);
     const joined = joinShards(own, stack, peers, pol, shards, { render: renderAll, keepHosts });
-    const hosts3 = [keep, plan[1].length + handed.length, ...plan.slice(2).map((s) => s.length)];
-    return { ...joined, path: `sharded: ${threads} threads, ${plan.map((s) => s.length).join(" + ")} hosts' options, ${hosts3.join(" + ")} hosts' modules`, ...(opts.threadTimes ? { threadCpuMs: [threadCpuMs() - cpu0, ...cpu] } : {}) };
+    return { ...joined, path: `sharded: ${threads} threads, ${plan.map((s) => s.length).join(" + ")} hosts`, ...(opts.threadTimes ? { threadCpuMs: [threadCpuMs() - cpu0, ...cpu] } : {}) };
   } catch (e) {
     for (const w of workers) w.stop();
     if (e instanceof Unsharded) return serial(e.message);
