@@ -46,7 +46,9 @@ export function hostArtifacts(h: HostSystem, under = ""): Artifact[] {
   const secretRef = new Map(h.files.map((f) => [f.path, f.secretRef]));
   const out: Artifact[] = [];
   const secrets: string[] = [];
-  for (const f of desiredFiles(bundle)) {
+  const desired = desiredFiles(bundle);
+  for (let i = 0; i < desired.length; i++) {
+    const f = desired[i];
     if (f.secret) { secrets.push(`${f.path}\t${secretRef.get(f.path) ?? "secret"}`); continue; }
     out.push({ path: under + (f.path.startsWith("/") ? f.path.slice(1) : f.path), content: f.content, mode: f.mode });
   }

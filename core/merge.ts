@@ -151,7 +151,9 @@ function kindOf(schema: z.ZodType): Kind {
 function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources: Map<string, string> | undefined, out: Diagnostic[]): unknown {
   const defs: Definition[] = [];
   let top = Infinity;
-  for (const raw of rawDefs) {
+  // Indexed loops: V8's baseline tier (cli/short-run.ts) allocates for every step of a for...of.
+  for (let i = 0; i < rawDefs.length; i++) {
+    const raw = rawDefs[i];
     const d = raw.value instanceof Prio ? unwrap(raw) : raw;
     if (d.value === undefined) continue;
     defs.push(d);
@@ -165,12 +167,13 @@ function mergeAt(schema: z.ZodType, rawDefs: Definition[], path: string, sources
 
   if ((kind.kind === "object" || kind.kind === "record") && defs.every((d) => isPlainObject(d.value))) {
     // Objects merge key by key; priority is decided per leaf, not per object.
-    const keys = [...new Set(defs.flatMap((d) => Object.keys(d.value as object)))];
+    const keys = defs.length === 1 ? Object.keys(defs[0].value as object) : [...new Set(defs.flatMap((d) => Object.keys(d.value as object)))];
     const result: Record<string, unknown> = {};
-    for (const key of keys) {
+    for (let k = 0; k < keys.length; k++) {
+      const key = keys[k];
       const sub = kind.kind === "object" ? kind.shape[key] : kind.value;
       const keyPath = joinPath(path, key);
-      const holders = defs.filter((d) => key in (d.value as object));
+      const holders = defs.length === 1 ? defs : defs.filter((d) => key in (d.value as object));
       if (!sub) {
         const known = Object.keys((kind as { shape: object }).shape);
         const near = suggest(key, known);

@@ -372,7 +372,9 @@ function sealChecked(seal: boolean, body: Omit<Bundle, "hash">): { bundle: Bundl
   const b = body as unknown as Record<string, unknown>;
   let fieldsValid = true;
   let text = "{";
-  for (const k of Object.keys(b).sort()) {
+  const keys = Object.keys(b).sort();
+  for (let i = 0; i < keys.length; i++) {
+    const k = keys[i];
     if (k === "hash") continue; // as bundleHash: the hash covers every other field
     const schema = spec.get(k);
     let json: string | undefined;
