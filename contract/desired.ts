@@ -22,7 +22,8 @@ export function renderSysctl(sysctl: Record<string, string>): string {
   return ["# Written by the meshfleet agent; changes here are reverted on the next switch.", ...keys.map((k) => `${k} = ${sysctl[k]}`), ""].join("\n");
 }
 
-export function desiredFiles(b: Pick<Bundle, "files" | "sysctl" | "units">): DesiredFile[] {
+/** `hashes: false` leaves the sysctl and unit files' sha256 "" (meshfleet render lists the files and never shows it). */
+export function desiredFiles(b: Pick<Bundle, "files" | "sysctl" | "units">, hashes = true): DesiredFile[] {
   const out: DesiredFile[] = b.files.map((f) => ({
     path: f.path,
     kind: "file" as const,
@@ -37,7 +38,7 @@ export function desiredFiles(b: Pick<Bundle, "files" | "sysctl" | "units">): Des
     path,
     kind,
     content,
-    sha256: sha256Shared(content), // unit and sysctl texts: never secret, mostly the same on every host
+    sha256: hashes ? sha256Shared(content) : "", // unit and sysctl texts: never secret, mostly the same on every host
     mode: "0644",
     owner: "root",
     group: "root",

@@ -46,7 +46,7 @@ export function hostArtifacts(h: HostSystem, under = ""): Artifact[] {
   const secretRef = new Map(h.files.map((f) => [f.path, f.secretRef]));
   const out: Artifact[] = [];
   const secrets: string[] = [];
-  const desired = desiredFiles(bundle);
+  const desired = desiredFiles(bundle, false); // no file here shows its sha256
   for (let i = 0; i < desired.length; i++) {
     const f = desired[i];
     if (f.secret) { secrets.push(`${f.path}\t${secretRef.get(f.path) ?? "secret"}`); continue; }

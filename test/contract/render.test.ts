@@ -10,6 +10,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { beforeAll, describe, expect, it } from "vitest";
 import { sealBundle, type Bundle } from "../../contract/bundle.ts";
+import { desiredFiles } from "../../contract/desired.ts";
 import { nftRuleset, nftScript } from "../../contract/nftables.ts";
 import { hostArtifacts } from "../../core/artifacts.ts";
 import { secretRefs } from "../../core/bundle.ts";
@@ -82,6 +83,25 @@ describe("render writes what the agent lands", () => {
       expect(read(root, "sim/nft")?.trim(), h.name).toBe(nftRuleset(b.firewall)?.trim());
     }
   }, 120_000);
+
+  it("the list render takes (desiredFiles without hashes) is the agent's list, only the sysctl and unit files' sha256 left out", () => {
+    let own = 0;
+    for (const h of Object.values(fleet.hosts).filter((x) => x.agent)) {
+      const b = renderHost(h, standInSecrets(secretRefs(h)));
+      const withHashes = desiredFiles(b);
+      const without = desiredFiles(b, false);
+      expect(without.map((f) => ({ ...f, sha256: "" })), h.name).toEqual(withHashes.map((f) => ({ ...f, sha256: "" })));
+      without.forEach((f, i) => {
+        if (f.kind === "file") expect(f.sha256, `${h.name}: ${f.path}`).toBe(withHashes[i].sha256);
+        else {
+          expect(f.sha256, `${h.name}: ${f.path}`).toBe("");
+          expect(withHashes[i].sha256).toMatch(/^[0-9a-f]{64}$/);
+          own++;
+        }
+      });
+    }
+    expect(own).toBeGreaterThan(5);
+  });
 
   it("the sysctl file is the agent's, not a second rendering", () => {
     const h = Object.values(fleet.hosts).find((x) => Object.keys(x.sysctl).length)!;
