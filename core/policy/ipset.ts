@@ -245,6 +245,81 @@ export function overlapsRange(set: IPSet, lo: bigint, hi: bigint): boolean {
   return false;
 }
 
+/**
+ * Which of many sets overlap a range, without going through every set: an
+ * interval index over all their ranges (sorted by start, with a tree of the
+ * largest end below each node). Reachability asks it for each route a subnet
+ * router advertises, against every rule's destination: going through 1,000
+ * rules for each of thousands of routes was a fifth of `plan` at 10,000 hosts.
+ */
+export class OverlapIndex {
+  private readonly los: bigint[];
+  private readonly ids: number[];
+  private readonly maxHi: bigint[];
+  private readonly leaves: number;
+
+  constructor(sets: readonly IPSet[]) {
+    const all: [bigint, bigint, number][] = [];
+    sets.forEach((set, id) => {
+      for (const [lo, hi] of set) all.push([lo, hi, id]);
+    });
+    all.sort((x, y) => (x[0] < y[0] ? -1 : x[0] > y[0] ? 1 : 0));
+    this.los = all.map((r) => r[0]);
+    this.ids = all.map((r) => r[2]);
+    let leaves = 1;
+    while (leaves < all.length) leaves <<= 1;
+    this.leaves = leaves;
+    // Addresses are never negative: -1 is below every range, so an empty leaf is never visited.
+    const maxHi = new Array<bigint>(2 * leaves).fill(-1n);
+    all.forEach((r, i) => (maxHi[leaves + i] = r[1]));
+    for (let i = leaves - 1; i >= 1; i--) maxHi[i] = maxHi[2 * i] > maxHi[2 * i + 1] ? maxHi[2 * i] : maxHi[2 * i + 1];
+    this.maxHi = maxHi;
+  }
+
+  /** The ids (indexes into the sets given) of every set with an address in [lo, hi], ascending. */
+  overlapping(lo: bigint, hi: bigint): number[] {
+    // Ranges starting at or before hi: a prefix of the sorted ranges; of those, the ones ending at or after lo.
+    let a = 0;
+    let b = this.los.length;
+    while (a < b) {
+      const mid = (a + b) >> 1;
+      if (this.los[mid] <= hi) a = mid + 1;
+      else b = mid;
+    }
+    const upto = a;
+    const found: number[] = [];
+    const visit = (node: number, from: number, to: number) => {
+      if (from >= upto || this.maxHi[node] < lo) return;
+      if (node >= this.leaves) {
+        found.push(this.ids[node - this.leaves]);
+        return;
+      }
+      const mid = (from + to) >> 1;
+      visit(2 * node, from, mid);
+      visit(2 * node + 1, mid, to);
+    };
+    visit(1, 0, this.leaves);
+    found.sort((x, y) => x - y);
+    return found.filter((id, i) => i === 0 || found[i - 1] !== id);
+  }
+}
+
+/**
+ * A set's span in each family (its first IPv6 address to its last, the same
+ * for IPv4): at most two ranges that hold the set. A node's addresses sit in
+ * both families, so one span of a rule's destination would reach from its
+ * first IPv6 address to its last IPv4 one, and overlap every route.
+ */
+export function spansOf(set: IPSet): IPSet {
+  const out: (readonly [bigint, bigint])[] = [];
+  let i = 0;
+  while (i < set.length && set[i][0] < V4_BASE) i++;
+  // Ranges [0, i) start in IPv6 (the last may run on into IPv4), [i, end) in IPv4.
+  if (i > 0) out.push([set[0][0], set[i - 1][1]]);
+  if (i < set.length) out.push([set[i][0], set[set.length - 1][1]]);
+  return out;
+}
+
 export function overlaps(a: IPSet, b: IPSet): boolean {
   return intersect(a, b).length > 0;
 }

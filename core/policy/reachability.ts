@@ -18,7 +18,7 @@
  */
 import { formatPorts, type PortRange } from "./alias.ts";
 import { compilePolicy, type Compiled, type CompiledRule, type RuleOrigin } from "./compile.ts";
-import { ALL, THE_INTERNET, coversRange, fromPrefixStrings, intersect, overlapsRange, parsePrefix, toStrings, type IPSet } from "./ipset.ts";
+import { ALL, THE_INTERNET, coversRange, fromPrefixStrings, intersect, OverlapIndex, overlapsRange, parsePrefix, spansOf, toStrings, type IPSet } from "./ipset.ts";
 import { Resolver, type NodeInfo, type PolicyNode } from "./resolve.ts";
 import type { Policy } from "./schema.ts";
 
@@ -275,23 +275,30 @@ export function evaluateReachability(nodes: PolicyNode[], policy: Policy, opts: 
   for (const r of routeTargets) extraTarget.set(r.t, { node: r.node, route: r });
   for (const r of internetTargets) extraTarget.set(r.t, { node: r.node });
   const extraRules = new Map<number, { idx: number; rule: CompiledRule; part?: string }[]>();
+  // Made on the first route: the rules whose destinations overlap one, found by an index (not every rule per route).
+  let byDst: OverlapIndex | undefined;
+  // Per rule, whether it reaches the internet (for exit nodes): the same for every exit node.
+  let toInternet: boolean[] | undefined;
   const rulesReaching = (t: number) => {
     let list = extraRules.get(t);
     // Stryker disable next-line ConditionalExpression: `false` lists the same rules for the target again
     if (list) return list;
     list = [];
     const { node: router, route } = extraTarget.get(t)!;
-    for (let idx = 0; idx < plain.length; idx++) {
-      const rule = plain[idx];
-      if (rule.category === "via" && !rule.via!.some((v) => router.node.tags.includes(v))) continue;
-      if (route) {
-        if (!overlapsRange(rule.dst, route.lo, route.hi)) continue;
+    const through = (rule: CompiledRule) => rule.category !== "via" || rule.via!.some((v) => router.node.tags.includes(v));
+    if (route) {
+      // Indexed by each destination's spans (spansOf): a rule's destination may hold thousands of node
+      // addresses; the spans find the candidates, overlapsRange the ones that overlap.
+      byDst ??= new OverlapIndex(plain.map((rule) => spansOf(rule.dst)));
+      for (const idx of byDst.overlapping(route.lo, route.hi)) {
+        const rule = plain[idx];
+        if (!overlapsRange(rule.dst, route.lo, route.hi) || !through(rule)) continue;
         const part = coversRange(rule.dst, route.lo, route.hi) ? undefined : toStrings(intersect(rule.dst, route.set)).join(",");
         list.push({ idx, rule, part });
-      } else {
-        const ok = rule.category === "via" ? rule.viaInternet === true : intersect(rule.dst, THE_INTERNET).length > 0;
-        if (ok) list.push({ idx, rule });
       }
+    } else {
+      toInternet ??= plain.map((rule) => (rule.category === "via" ? rule.viaInternet === true : intersect(rule.dst, THE_INTERNET).length > 0));
+      for (let idx = 0; idx < plain.length; idx++) if (toInternet[idx] && through(plain[idx])) list.push({ idx, rule: plain[idx] });
     }
     extraRules.set(t, list);
     return list;
