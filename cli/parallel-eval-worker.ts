@@ -17,7 +17,18 @@ tuneForShortRun();
 const loadedAt = performance.timeOrigin + performance.now();
 let since: number | undefined;
 // Written straight to fd 2: a worker's console goes through the main thread, which may end the worker before it is written.
-const say = (line: string) => writeSync(2, line + "\n");
+// A pipe the main thread made non-blocking may refuse a write (EAGAIN): tried again briefly; a timing line never fails the shard.
+const say = (line: string) => {
+  const bytes = Buffer.from(line + "\n");
+  for (let off = 0, tries = 0; off < bytes.length && tries < 50; ) {
+    try {
+      off += writeSync(2, bytes, off);
+    } catch {
+      tries++;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 2);
+    }
+  }
+};
 const lap = (what: string) => {
   if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] ${what} ${((performance.timeOrigin + performance.now()) - since!).toFixed(0)} ms, thread cpu ${threadCpuMs()}`);
 };

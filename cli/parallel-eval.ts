@@ -32,12 +32,14 @@ export const MIN_HOSTS = 2_000;
 
 /**
  * The main thread's shard against a worker's: the main thread starts on its hosts at once, a worker
- * only once node has started it and loaded its modules (about 250 ms at 10,000 hosts, with the
- * prebuilt CLI's worker on an idle machine, against about 450 ms for the first phase of 5,000 hosts),
- * so with equal shards the main thread waited for it. 1.2 puts about 55% of the hosts on the main
- * thread of two (bench/eval-scale README, "threads").
+ * only once node has started it and loaded its modules (about 200-250 ms at 10,000 hosts, with the
+ * prebuilt CLI's worker), and at the end a worker packs its files and the main thread takes them in
+ * (about 100-150 ms), so with equal shards the main thread waited for it at both ends. 1.35 puts
+ * about 57% of the hosts on the main thread of two: over 8 and 10 alternating runs at 10,000 hosts,
+ * medians of 1,848 and 2,257 ms of wall against 2,008 and 2,472 ms with 1.2, and 1,863 and 2,369 ms
+ * with 1.5 and 1.45 (bench/eval-scale README, "threads").
  */
-export const MAIN_SHARD_WEIGHT = 1.2;
+export const MAIN_SHARD_WEIGHT = 1.35;
 
 export interface ParallelOptions {
   /** Threads in all, the main one included (default: MESHFLEET_THREADS, else the machine's cores, at most 4, when the load average leaves one free, else 1). 1 is the serial path. */

@@ -347,8 +347,12 @@ function parseOptions(
     const v = value[k];
     // The very value an earlier parse of this schema took (merged again, the options a module did not set stay the same objects): its result.
     if (was && v !== undefined && v === (was.value as Record<string, unknown>)[k] && Object.prototype.hasOwnProperty.call(was.data, k)) {
-      out[k] = (was.data as Record<string, unknown>)[k];
-      continue;
+      const data = (was.data as Record<string, unknown>)[k];
+      // Shared only when read-only (the memo's frozen values, or a scalar): a module's settings() sees the first round's config.
+      if (data === null || typeof data !== "object" || Object.isFrozen(data)) {
+        out[k] = data;
+        continue;
+      }
     }
     const text = v === undefined ? "" : plainJson(v); // "" is no JSON text: it stands for an option not given
     let seen = memo.get(k);
