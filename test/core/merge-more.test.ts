@@ -11,6 +11,7 @@ import { describe, expect, it } from "vitest";
 import { z } from "zod";
 import { mergeDefinitions, mergeMore, type Definition } from "../../core/merge.ts";
 import { PRIORITY, Prio } from "../../core/priority.ts";
+import { prng } from "../policy/corpus/generate.ts";
 
 const schema = z.strictObject({
   address: z.string().optional(),
@@ -23,16 +24,9 @@ const schema = z.strictObject({
 });
 const TOP = ["address", "roles", "tailscale", "firewall", "ssh", "labels", "agent"] as const;
 
-/** A small seeded generator (mulberry32), so a failure names its seed. */
+/** The policy corpus's seeded generator (mulberry32), with the helpers these cases use; a failure names its seed. */
 function rng(seed: number) {
-  let a = seed >>> 0;
-  const next = () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
+  const next = prng(seed);
   const int = (n: number) => Math.floor(next() * n);
   const pick = <T>(xs: readonly T[]): T => xs[int(xs.length)];
   return { next, int, pick };

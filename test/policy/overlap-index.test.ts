@@ -7,17 +7,9 @@
  */
 import { describe, expect, it } from "vitest";
 import { ALL, EMPTY, fromRanges, OverlapIndex, overlapsRange, spansOf, type IPSet } from "../../core/policy/ipset.ts";
+import { prng } from "./corpus/generate.ts";
 
-function rng(seed: number) {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+const rng = prng;
 
 const brute = (sets: readonly IPSet[], lo: bigint, hi: bigint) => sets.flatMap((s, i) => (overlapsRange(s, lo, hi) ? [i] : []));
 
