@@ -229,7 +229,10 @@ export function rewritePendingWarning(message: string): string {
  * time. Two first runs race twice: in `CREATE TABLE IF NOT EXISTS` (Postgres
  * can refuse the second with a duplicate pg_type key) and in `stack init`
  * ("already exists" when the other created it between select and init, or
- * "currently locked" when it is already updating it).
+ * "currently locked" when it is already updating it). A third, seen in CI:
+ * `stack init` lists the backend's blobs while the other run writes them,
+ * and a blob listed is gone when read ("could not list bucket: blob
+ * (code=NotFound)"): tried again, like the table race.
  */
 export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, select: () => Promise<S>): Promise<S> {
   for (let attempt = 1; ; attempt++) {
@@ -240,7 +243,8 @@ export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, 
       // "could not create stack: the stack is currently locked": the other run created it and is updating it
       // (seen in CI); select it, and the update's own lock wait takes over.
       if (/already exists|could not create stack: the stack is currently locked/.test(text)) return select();
-      if (attempt >= 3 || !/failed to create table [\s\S]*duplicate key value violates unique constraint/.test(text)) throw e;
+      const transient = /failed to create table [\s\S]*duplicate key value violates unique constraint|could not list bucket: blob \(code=NotFound\)/.test(text);
+      if (attempt >= 3 || !transient) throw e;
       await sleep(200 + Math.floor(Math.random() * 600));
     }
   }

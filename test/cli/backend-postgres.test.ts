@@ -130,6 +130,12 @@ describe("two first runs on a shared backend", () => {
     expect(await createOrSelectShared(seq([new Error("error: stack 'organization/meshfleet/x' already exists")]), async () => "selected")).toBe("selected");
     // CI saw this one: the other run created the stack and already holds its update lock.
     expect(await createOrSelectShared(seq([new Error("error: could not create stack: the stack is currently locked by 1 lock(s). Either wait for the other process(es) to end or delete the lock file with `pulumi cancel`.")]), async () => "selected")).toBe("selected");
+    // CI saw this one too: stack init listed a blob the other run was replacing.
+    const gone = new Error("error: could not create stack: could not list bucket: blob (code=NotFound): sql: no rows in result set");
+    calls.length = 0;
+    expect(await createOrSelectShared(seq([gone, null]), async () => "selected")).toBe("stack");
+    expect(calls).toEqual(["fail", "ok"]);
+    await expect(createOrSelectShared(seq([gone, gone, gone]), async () => "selected")).rejects.toBe(gone);
     await expect(createOrSelectShared(seq([race, race, race]), async () => "selected")).rejects.toBe(race);
     await expect(createOrSelectShared(seq([new Error("password authentication failed")]), async () => "selected")).rejects.toThrow("password authentication failed");
   });
