@@ -232,9 +232,12 @@ export function rewritePendingWarning(message: string): string {
  * "currently locked" when it is already updating it). A third, seen in CI:
  * `stack init` lists the backend's blobs while the other run writes them,
  * and a blob listed is gone when read ("could not list bucket: blob
- * (code=NotFound)"): tried again, like the table race.
+ * (code=NotFound)"): tried again, like the table race. And a fourth: init
+ * says the stack exists, and select does not find it yet ("no stack named
+ * ... found"): from the top again. Up to 5 attempts in all.
  */
 export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, select: () => Promise<S>): Promise<S> {
+  const ATTEMPTS = 5;
   for (let attempt = 1; ; attempt++) {
     try {
       return await createOrSelect();
@@ -242,9 +245,18 @@ export async function createOrSelectShared<S>(createOrSelect: () => Promise<S>, 
       const text = String((e as Error)?.message ?? e);
       // "could not create stack: the stack is currently locked": the other run created it and is updating it
       // (seen in CI); select it, and the update's own lock wait takes over.
-      if (/already exists|could not create stack: the stack is currently locked/.test(text)) return select();
+      if (/already exists|could not create stack: the stack is currently locked/.test(text)) {
+        try {
+          return await select();
+        } catch (e2) {
+          // Seen in CI too: the stack the other run is making is not listed yet ("no stack named ... found"): from the top again.
+          if (attempt >= ATTEMPTS || !/no stack named .* found/.test(String((e2 as Error)?.message ?? e2))) throw e2;
+          await sleep(200 + Math.floor(Math.random() * 600));
+          continue;
+        }
+      }
       const transient = /failed to create table [\s\S]*duplicate key value violates unique constraint|could not list bucket: blob \(code=NotFound\)/.test(text);
-      if (attempt >= 3 || !transient) throw e;
+      if (attempt >= ATTEMPTS || !transient) throw e;
       await sleep(200 + Math.floor(Math.random() * 600));
     }
   }

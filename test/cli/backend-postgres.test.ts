@@ -135,8 +135,23 @@ describe("two first runs on a shared backend", () => {
     calls.length = 0;
     expect(await createOrSelectShared(seq([gone, null]), async () => "selected")).toBe("stack");
     expect(calls).toEqual(["fail", "ok"]);
-    await expect(createOrSelectShared(seq([gone, gone, gone]), async () => "selected")).rejects.toBe(gone);
-    await expect(createOrSelectShared(seq([race, race, race]), async () => "selected")).rejects.toBe(race);
+    await expect(createOrSelectShared(seq([gone, gone, gone, gone, gone]), async () => "selected")).rejects.toBe(gone);
+    // And this one: init says the stack exists, select does not find it yet; from the top again, then selected there.
+    const exists = new Error("error: stack 'organization/meshfleet/pgtest' already exists");
+    const notYet = new Error("error: no stack named 'pgtest' found");
+    const selects: Error[] = [notYet];
+    const select = async () => {
+      const e = selects.shift();
+      if (e) throw e;
+      return "selected";
+    };
+    calls.length = 0;
+    expect(await createOrSelectShared(seq([exists, exists]), select)).toBe("selected");
+    expect(calls).toEqual(["fail", "fail"]);
+    await expect(createOrSelectShared(seq([exists, exists, exists, exists, exists]), async () => { throw notYet; })).rejects.toBe(notYet);
+    // Another error from select is not retried.
+    await expect(createOrSelectShared(seq([exists]), async () => { throw new Error("password authentication failed"); })).rejects.toThrow("password authentication failed");
+    await expect(createOrSelectShared(seq([race, race, race, race, race]), async () => "selected")).rejects.toBe(race);
     await expect(createOrSelectShared(seq([new Error("password authentication failed")]), async () => "selected")).rejects.toThrow("password authentication failed");
   });
 });
