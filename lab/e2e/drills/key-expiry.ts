@@ -77,7 +77,16 @@ export function keyExpiryDrill(o: KeyExpiryDrillOptions): Promise<DrillResult> {
       const keyAfter = await nodeKey();
       // The router's peer sets follow tailscale status on a timer; run it now, so the ping below does not depend on
       // whether the timer ran since the new login: the laptop must still be let through to the nas.
-      await on("lxc-tailscale", "systemctl start meshfleet-peers.service");
+      // It failed once in a local CI run, with no reason shown: tried once more after 3 s, and a second failure says the unit's own log.
+      await on("lxc-tailscale", "systemctl start meshfleet-peers.service").catch(async (e: Error) => {
+        const log = await on("lxc-tailscale", "journalctl -u meshfleet-peers.service -n 15 --no-pager").catch(() => "(no journal)");
+        console.log(`meshfleet-peers.service failed once on lxc-tailscale (${e.message.split("\n")[0]}); its log:\n${log}`);
+        await sleep(3000);
+        await on("lxc-tailscale", "systemctl start meshfleet-peers.service").catch(async (e2: Error) => {
+          const log2 = await on("lxc-tailscale", "journalctl -u meshfleet-peers.service -n 15 --no-pager").catch(() => "(no journal)");
+          throw new Error(`${e2.message}\nmeshfleet-peers.service's log:\n${log2}`);
+        });
+      });
       await on(HOST, `ping -n -q -c 3 -W 2 ${NAS}`);
       return `${HOST}'s node key expired on headscale: NeedsLogin after ${(t.untilNeedsLoginMs / 1000).toFixed(1)}s, status said EXPIRED; up (${(t.upMs / 1000).toFixed(1)}s) logged it in again (node key ${keyAfter === keyBefore ? "the same, its expiry extended" : "a new one"}) with the same IPs ${ips}; status lists nothing expired; ${HOST} pings the nas`;
     } finally {
