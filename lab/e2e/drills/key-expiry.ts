@@ -77,14 +77,14 @@ export function keyExpiryDrill(o: KeyExpiryDrillOptions): Promise<DrillResult> {
       const keyAfter = await nodeKey();
       // The router's peer sets follow tailscale status on a timer; run it now, so the ping below does not depend on
       // whether the timer ran since the new login: the laptop must still be let through to the nas.
-      // It failed once in a local CI run, with no reason shown: tried once more after 3 s, and a second failure says the unit's own log.
-      await on("lxc-tailscale", "systemctl start meshfleet-peers.service").catch(async (e: Error) => {
-        const log = await on("lxc-tailscale", "journalctl -u meshfleet-peers.service -n 15 --no-pager").catch(() => "(no journal)");
-        console.log(`meshfleet-peers.service failed once on lxc-tailscale (${e.message.split("\n")[0]}); its log:\n${log}`);
+      // It failed once in a local CI run, with no reason shown: tried once more after 3 s, and each failure says the unit's own log.
+      const peersNow = () => on("lxc-tailscale", "systemctl start meshfleet-peers.service");
+      const peersLog = () => on("lxc-tailscale", "journalctl -u meshfleet-peers.service -n 15 --no-pager").catch(() => "(no journal)");
+      await peersNow().catch(async (e: Error) => {
+        console.log(`meshfleet-peers.service failed once on lxc-tailscale (${e.message.split("\n")[0]}); its log:\n${await peersLog()}`);
         await sleep(3000);
-        await on("lxc-tailscale", "systemctl start meshfleet-peers.service").catch(async (e2: Error) => {
-          const log2 = await on("lxc-tailscale", "journalctl -u meshfleet-peers.service -n 15 --no-pager").catch(() => "(no journal)");
-          throw new Error(`${e2.message}\nmeshfleet-peers.service's log:\n${log2}`);
+        await peersNow().catch(async (e2: Error) => {
+          throw new Error(`${e2.message}\nmeshfleet-peers.service's log:\n${await peersLog()}`);
         });
       });
       await on(HOST, `ping -n -q -c 3 -W 2 ${NAS}`);
