@@ -222,6 +222,7 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         state.bootMs[h.name] = bootMs[h.name]!;
         writeState(state);
         log("ssh ok", `${h.name} (${(bootMs[h.name]! / 1000).toFixed(1)}s)`);
+        if (docker) await waitForDocker(topo, h.name, log);
       }),
     );
     const failed = boots.find((b): b is PromiseRejectedResult => b.status === "rejected");
@@ -230,6 +231,22 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
   const status = await hostsStatus({ instance });
   log("up", `${status.hosts.filter((h) => h.state === "up").length} hosts`);
   return { ...status, totalMs: Date.now() - t0, rootfs, bootMs };
+}
+
+/**
+ * A docker host answers ssh before its docker has started: `systemctl is-active docker` says "activating" for
+ * a few seconds (seen once in CI, where a test's first docker command then failed). Wait until it settles; a
+ * docker that does not become active fails the boot with its state and journal.
+ */
+async function waitForDocker(topo: LabTopology, host: string, log: (step: string, what?: string) => void): Promise<void> {
+  const t = Date.now();
+  const r = await sshExecFor(topo, host, 'for i in $(seq 120); do s=$(systemctl is-active docker); [ "$s" = activating ] || break; sleep 1; done; echo "$s"', { timeoutMs: 150_000 });
+  const state = r.stdout.trim();
+  if (state !== "active") {
+    const j = await sshExecFor(topo, host, "journalctl -u docker.service -n 20 --no-pager", { timeoutMs: 30_000 });
+    throw new LabError(`lab up: docker on ${host} is ${state || "(no answer)"} after ${((Date.now() - t) / 1000).toFixed(0)}s, expected active. Its journal:\n${j.stdout.trim() || j.stderr.trim()}\nFix: lab down, then lab up again; if it stays, remake the docker layer (delete it, the next lab up makes it)`);
+  }
+  log("docker ok", `${host} (${((Date.now() - t) / 1000).toFixed(1)}s)`);
 }
 
 /** The last lines of a host's console log, on one line, for a message. */
