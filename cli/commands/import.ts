@@ -860,12 +860,18 @@ async function sshSource(target: string, o: { knownHosts?: string; identity?: st
 // ---------------------------------------------------------------------------
 // Writing
 
-/** YAML as the example fleets are written: lists of plain values on one line (`src: [group:admins]`). */
-function yamlText(v: unknown): string {
+/**
+ * YAML as the example fleets are written: lists of plain values on one line (`src: [group:admins]`). A key
+ * `<<` (a policy host may be named so) is quoted: plain, the loader would read it as a merge key.
+ */
+export function yamlText(v: unknown): string {
   const doc = new Document(v);
   visit(doc, {
     Seq(_, node) {
       if (node.items.every((i) => isScalar(i))) node.flow = true;
+    },
+    Pair(_, pair) {
+      if (isScalar(pair.key) && pair.key.value === "<<") pair.key.type = "QUOTE_DOUBLE";
     },
   });
   return doc.toString({ lineWidth: 0, flowCollectionPadding: false });
