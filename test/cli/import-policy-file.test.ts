@@ -87,13 +87,19 @@ describe("meshfleet import: a policy too large for fleet.yaml", () => {
     expect(item.note).not.toContain("bytes");
   });
 
-  it("a problem of the inline fleet.yaml that is not a size limit (a host named <<, read as a YAML merge key) leaves the policy inline, and check reports it", async () => {
-    const r = await importFrom(policy(20, '\n  "hosts": {"<<": "10.1.0.0/16"},'));
+  it("a problem of the inline fleet.yaml that is not a size limit (a policy host that is not an address) leaves the policy inline, and check reports it", async () => {
+    const r = await importFrom(policy(20, '\n  "hosts": {"lan": "10.1.0.0/33"},'));
     expect(existsSync(path.join(r.out, "policy.hujson"))).toBe(false);
     expect(readFileSync(path.join(r.out, "fleet.yaml"), "utf8")).toContain("acls:");
     expect(JSON.stringify(r.json.items)).not.toContain("too large");
     expect(r.json.check.ok).toBe(false);
-    expect(JSON.stringify(r.json.check)).toContain("after <<:");
+    expect(JSON.stringify(r.json.check)).toContain("10.1.0.0/33");
+  });
+
+  it("a policy host named << is written as a quoted key and imports clean (plain, YAML would read it as a merge key)", async () => {
+    const r = await importFrom(policy(20, '\n  "hosts": {"<<": "10.1.0.0/16"},'));
+    expect(readFileSync(path.join(r.out, "fleet.yaml"), "utf8")).toContain('"<<": 10.1.0.0/16');
+    expect(r.json.check.ok, JSON.stringify(r.json.check)).toBe(true);
   });
 
   it("--force over an import that wrote policy.hujson, with a policy that now fits: the old file is removed, and the output says so", async () => {
