@@ -6,7 +6,9 @@
  */
 import { writeSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
+import { evaluateSites } from "../core/eval.ts";
 import { shardHosts, shardOptions, Unsharded, type ShardOptions } from "../core/shard.ts";
+import { loadSites } from "../core/sites.ts";
 import type { PeerView } from "../core/module.ts";
 import { REGISTRY } from "../modules/index.ts";
 import { packArtifacts, threadCpuMs, type FromWorker, type ToWorker } from "./parallel-eval.ts";
@@ -48,6 +50,16 @@ port.on("message", async (m: ToWorker) => {
       lap("options");
       send({ type: "options", peers: own.peers, named: own.named });
       lap("options sent");
+    } else if (m.type === "fleet") {
+      // A whole fleet (plan's working tree): a fleet with sites reads its sibling folders, which the shards' checks do not cover.
+      since = m.since;
+      if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
+      const sites = await loadSites(m.dir);
+      if (sites.layout) throw new Unsharded("a fleet with sites");
+      const r = evaluateSites(REGISTRY, sites, m.stack);
+      lap("fleet evaluated");
+      send({ type: "fleet", fleet: r.fleet, diagnostics: r.diagnostics });
+      lap("fleet sent");
     } else if (m.type === "peers") {
       // Every peer in file order, this shard's own (the objects phase 1 made) in its place.
       peers = {};

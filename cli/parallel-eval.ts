@@ -20,6 +20,8 @@ import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { Artifact } from "../core/artifacts.ts";
+import type { EvalResult } from "../core/eval.ts";
+import type { Diagnostic, FleetSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
@@ -78,10 +80,12 @@ export function threadCpuMs(): number {
 export type ToWorker =
   | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"]; since: number }
   | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
-  | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean };
+  | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean }
+  | { type: "fleet"; dir: string; stack: string; since: number };
 export type FromWorker =
   | { type: "options"; peers: PeerView[]; named: NamedHost[] }
   | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
+  | { type: "fleet"; fleet?: FleetSystem; diagnostics: Diagnostic[] }
   | { type: "unsharded"; why: string }
   | { type: "error"; message: string };
 
@@ -160,14 +164,8 @@ class ShardWorker {
   }
 }
 
-/** `evaluateFleet` (and `allArtifacts` with `render`), its per-host work shared among threads; the same result. */
-export async function evaluateParallel(dir: string, stack: string, opts: ParallelOptions = {}): Promise<ParallelResult> {
-  const render = opts.render ?? false;
-  const keepHosts = opts.keepHosts ?? true;
-  const serial = async (why: string): Promise<ParallelResult> => {
-    const r = await serialEvaluateAndRender(REGISTRY, dir, stack, render);
-    return { ...(keepHosts ? r : { ...r, fleet: undefined }), path: `serial: ${why}` };
-  };
+/** How many threads in all (2 or more), else why one. */
+function threadsFor(opts: Pick<ParallelOptions, "threads">): number | string {
   // MESHFLEET_THREADS=N: N threads in all (1: the serial path), to compare or to keep a command to one core.
   const env = Number(process.env.MESHFLEET_THREADS);
   const cores = os.availableParallelism?.() ?? os.cpus().length;
@@ -177,10 +175,66 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     // each thread's own caches, copying between them: 1.2-1.6x) and no core to run it on
     // (bench/eval-scale: slower by wall at a load average of 5-6 on 2 cores).
     const load = os.loadavg()[0];
-    if (load > cores - 1) return serial(`load average ${load.toFixed(1)} on ${cores} cores`);
+    if (load > cores - 1) return `load average ${load.toFixed(1)} on ${cores} cores`;
     threads = Math.min(cores, 4);
   }
-  if (threads < 2) return serial("one thread");
+  return threads < 2 ? "one thread" : threads;
+}
+
+/** A whole fleet's evaluation on a worker thread (`evaluateOnWorker`). */
+export interface WorkerEvaluation {
+  /** `evaluateFleet`'s result, cloned; undefined when the worker would not or could not evaluate it (`why`): evaluate it on this thread then. */
+  result: Promise<EvalResult | undefined>;
+  /** Why the result is undefined, once it is. */
+  why?: string;
+  stop(): void;
+}
+
+/**
+ * `evaluateFleet(dir, stack)` on a worker thread while this one does other
+ * work (plan: the working tree there, the base here). A string (why not)
+ * where a thread would not pay: the gate of `evaluateParallel` (threads, load
+ * average, `MIN_HOSTS` host files), or a folder the shards do not read (a
+ * `.ts` host). A fleet with sites is declined by the worker once loaded.
+ */
+export function evaluateOnWorker(dir: string, stack: string, opts: Pick<ParallelOptions, "threads" | "minHosts"> = {}): WorkerEvaluation | string {
+  const threads = threadsFor(opts);
+  if (typeof threads === "string") return threads;
+  let count: number;
+  try {
+    count = planShards(dir, 1)[0].length;
+  } catch (e) {
+    if (e instanceof Unsharded) return e.message;
+    throw e;
+  }
+  if (count < (opts.minHosts ?? MIN_HOSTS)) return `${count} hosts, under ${opts.minHosts ?? MIN_HOSTS}`;
+  const w = new ShardWorker();
+  const job: WorkerEvaluation = { result: Promise.resolve(undefined), stop: () => w.stop() };
+  job.result = (async () => {
+    try {
+      w.post({ type: "fleet", dir, stack, since: performance.timeOrigin + performance.now() });
+      const m = await w.next("fleet");
+      return { fleet: m.fleet, diagnostics: m.diagnostics };
+    } catch (e) {
+      job.why = e instanceof Unsharded ? e.message : `the worker failed: ${(e as Error).message.split("\n")[0]}`;
+      return undefined;
+    } finally {
+      w.stop();
+    }
+  })();
+  return job;
+}
+
+/** `evaluateFleet` (and `allArtifacts` with `render`), its per-host work shared among threads; the same result. */
+export async function evaluateParallel(dir: string, stack: string, opts: ParallelOptions = {}): Promise<ParallelResult> {
+  const render = opts.render ?? false;
+  const keepHosts = opts.keepHosts ?? true;
+  const serial = async (why: string): Promise<ParallelResult> => {
+    const r = await serialEvaluateAndRender(REGISTRY, dir, stack, render);
+    return { ...(keepHosts ? r : { ...r, fleet: undefined }), path: `serial: ${why}` };
+  };
+  const threads = threadsFor(opts);
+  if (typeof threads === "string") return serial(threads);
   let plan: string[][];
   try {
     plan = planShards(dir, threads, [MAIN_SHARD_WEIGHT, ...Array<number>(threads - 1).fill(1)]);

@@ -24,7 +24,7 @@ import { z } from "zod";
 import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
 import { loadFleetDir, parseYaml, displayPath, inPolicyFile, type LoadedFleet } from "./load.ts";
-import { loadSites } from "./sites.ts";
+import { loadSites, type LoadedSites } from "./sites.ts";
 import { definitionsAt, mergeDefinitions, mergeMore, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
   AnyModule, Contribution, HostConfig, HostEnforcement, HostFacts, HostIdentity, ModuleContext, ModuleRegistry, OptionSetting, PeerView,
@@ -83,7 +83,11 @@ export interface EvalResult {
 export async function evaluateFleet(registry: ModuleRegistry, dir: string, stack = path.basename(path.resolve(dir))): Promise<EvalResult> {
   checkRegistry(registry);
   // A site or a core with sites evaluates as the whole fleet; the layout says what this stack deploys (core/sites.ts).
-  const { loaded, layout } = await loadSites(dir);
+  return evaluateSites(registry, await loadSites(dir), stack);
+}
+
+/** `evaluateFleet` of a fleet `loadSites` has read (plan's worker looks at the layout first). */
+export function evaluateSites(registry: ModuleRegistry, { loaded, layout }: LoadedSites, stack: string): EvalResult {
   const r = evaluateLoaded(registry, loaded, stack);
   if (r.fleet && layout) r.fleet.sites = layout;
   // A policy read from its own file (fleet.yaml policy: ./policy.hujson): its problems are named there.

@@ -27,6 +27,8 @@ import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
 import { moveSteps } from "../../provider/placement.ts";
 import { tuneForShortRun } from "../short-run.ts";
+import { evaluateOnWorker, MIN_HOSTS } from "../parallel-eval.ts";
+import type { EvalResult } from "../../core/eval.ts";
 import { mountFileSource } from "../../core/load.ts";
 import { archiveMayRewrite, attributePaths, GitTreeSource, listTree, readBlobs, type GitEntry } from "../git-tree.ts";
 
@@ -53,9 +55,7 @@ export const command: Command = {
       console.error(`cannot plan: --nodes ${opts.nodes} is not the coordinator's nodes list`);
       return 1;
     }
-    const head = await evaluate(dir, stack, live?.nodes);
-    // A fleet with sites is read from its sibling folders: the base needs them too (core/sites.ts).
-    const base = await atRevision(opts.base, dir, stack, live?.nodes, head.fleet?.sites !== undefined);
+    const { head, base } = await bothSides(opts.base, dir, stack, live?.nodes);
     const problems = [...base.diagnostics.map((d) => ({ ...d, file: `${opts.base}:${d.file}` })), ...head.diagnostics];
     if (hasErrors(problems)) {
       console.error(formatDiagnostics(problems.filter((d) => d.severity === "error")));
@@ -80,9 +80,51 @@ export const command: Command = {
 type Side = { model?: NetworkModel; fleet?: FleetSystem; diagnostics: Diagnostic[] };
 
 async function evaluate(dir: string, stack: string, live?: LiveNode[]): Promise<Side> {
-  const r = await evaluateFleet(REGISTRY, dir, stack);
+  return sideOf(await evaluateFleet(REGISTRY, dir, stack), live);
+}
+
+function sideOf(r: EvalResult, live?: LiveNode[]): Side {
   if (!r.fleet || hasErrors(r.diagnostics)) return { diagnostics: r.diagnostics };
   return { model: networkModel(r.fleet, live), fleet: r.fleet, diagnostics: r.diagnostics };
+}
+
+/** Where each plan evaluated its working tree, in this process, and the least host files for the worker (what the tests hold it to). */
+export const headReads = { worker: 0, here: 0, minHosts: MIN_HOSTS };
+
+/**
+ * Both sides. A large fleet's working tree is evaluated on a worker thread
+ * while this one reads and evaluates the base (cli/parallel-eval.ts
+ * `evaluateOnWorker`: when a core is free, as render's threads); else the
+ * working tree first, then the base. Either way the same result: the worker
+ * runs `evaluateFleet` and sends it back.
+ */
+async function bothSides(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<{ head: Side; base: Side }> {
+  const beside = evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts });
+  const say = (why: string) => process.env.MESHFLEET_SHARD_TIMES && console.error(`[plan] working tree ${why}`);
+  if (typeof beside === "string") {
+    say(`on this thread: ${beside}`);
+    headReads.here++;
+    const head = await evaluate(dir, stack, live);
+    // A fleet with sites is read from its sibling folders: the base needs them too (core/sites.ts).
+    return { head, base: await atRevision(ref, dir, stack, live, head.fleet?.sites !== undefined) };
+  }
+  try {
+    let base = await atRevision(ref, dir, stack, live);
+    const r = await beside.result;
+    if (r) {
+      say("on a worker");
+      headReads.worker++;
+      return { head: sideOf(r, live), base };
+    }
+    say(`on this thread: ${beside.why}`);
+    headReads.here++;
+    const head = await evaluate(dir, stack, live);
+    // Declined by the worker as a fleet with sites: the base is read again with its sibling folders.
+    if (head.fleet?.sites !== undefined) base = await atRevision(ref, dir, stack, live, true);
+    return { head, base };
+  } finally {
+    beside.stop();
+  }
 }
 
 // ---------------------------------------------------------------------------

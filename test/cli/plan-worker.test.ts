@@ -1,0 +1,145 @@
+/**
+ * `meshfleet plan` evaluates a large fleet's working tree on a worker thread
+ * while the main thread reads and evaluates the base (cli/parallel-eval.ts
+ * `evaluateOnWorker`). Held to the one-thread path (MESHFLEET_THREADS=1) on
+ * a temp repository, with the worker let in at any size: the same exit
+ * code, Markdown, JSON and errors, byte for byte, with no change, with a
+ * change to the policy and a host, and with a working tree that does not
+ * evaluate. Each run is held to the path it should take (plan counts where
+ * it evaluated the working tree): a fleet with sites is declined by the
+ * worker once loaded, and a folder with a TypeScript host never reaches it.
+ */
+import { execFileSync } from "node:child_process";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { command, headReads } from "../../cli/commands/plan.ts";
+import { evaluateOnWorker } from "../../cli/parallel-eval.ts";
+import { evaluateFleet } from "../../core/eval.ts";
+import { REGISTRY } from "../../modules/index.ts";
+
+let repo: string;
+const at = (...p: string[]) => path.join(repo, "hosts", ...p);
+const git = (...args: string[]) => execFileSync("git", args, { cwd: repo, encoding: "utf8", env: { ...process.env, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" } }).trim();
+const commit = (msg: string) => {
+  git("add", "-A");
+  git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-q", "-m", msg);
+};
+const edit = (file: string, from: string, to: string) => {
+  const text = readFileSync(at(file), "utf8");
+  expect(text).toContain(from);
+  writeFileSync(at(file), text.replace(from, to));
+};
+
+type Run = { code: number | string; out: string; err: string };
+
+/** One plan on `threads` threads: its exit code (or the message it throws), stdout and stderr. */
+async function plan(stack: string, threads: 1 | 2, json: boolean): Promise<Run> {
+  let out = "";
+  let err = "";
+  const o = vi.spyOn(process.stdout, "write").mockImplementation((s: string | Uint8Array) => ((out += String(s)), true));
+  const e = vi.spyOn(console, "error").mockImplementation((...a: unknown[]) => void (err += a.join(" ") + "\n"));
+  const was = process.env.MESHFLEET_THREADS;
+  process.env.MESHFLEET_THREADS = String(threads);
+  try {
+    const code = await command.run(["--base", "HEAD", "--hosts-dir", at(stack), "--stack", stack, ...(json ? ["--json"] : [])]).catch((x: Error) => `throws: ${x.message}`);
+    // Each run mounts the base under a temporary folder of its own.
+    const norm = (s: string) => s.replace(/meshfleet-plan-[A-Za-z0-9]+/g, "meshfleet-plan-TMP");
+    return { code: typeof code === "string" ? norm(code) : code, out: norm(out), err: norm(err) };
+  } finally {
+    if (was === undefined) delete process.env.MESHFLEET_THREADS;
+    else process.env.MESHFLEET_THREADS = was;
+    o.mockRestore();
+    e.mockRestore();
+  }
+}
+
+/** Both paths on `stack`, Markdown and JSON: the same runs; the two-thread run took `path`. */
+async function same(stack: string, path: "worker" | "here"): Promise<Run[]> {
+  const runs: Run[] = [];
+  for (const json of [false, true]) {
+    const before = { ...headReads };
+    const two = await plan(stack, 2, json);
+    expect({ worker: headReads.worker - before.worker, here: headReads.here - before.here }).toEqual(path === "worker" ? { worker: 1, here: 0 } : { worker: 0, here: 1 });
+    const one = await plan(stack, 1, json);
+    expect(two).toEqual(one);
+    runs.push(two);
+  }
+  return runs;
+}
+
+beforeAll(() => {
+  headReads.minHosts = 1;
+  repo = mkdtempSync(path.join(tmpdir(), "meshfleet-plan-worker-"));
+  for (const s of ["home", "core", "home-site", "office"]) cpSync(path.resolve("hosts", s), at(s), { recursive: true });
+  git("init", "-q", "-b", "main");
+  commit("fleets");
+}, 60_000);
+afterAll(() => {
+  headReads.minHosts = 2_000;
+  rmSync(repo, { recursive: true, force: true });
+});
+
+describe("plan's working tree on a worker thread, held to one thread", () => {
+  it("no change: the same output, the working tree evaluated on the worker", async () => {
+    const [md, json] = await same("home", "worker");
+    expect(md.code).toBe(0);
+    expect(md.err).toBe("");
+    expect(JSON.parse(json.out).empty).toBe(true);
+  }, 120_000);
+
+  it("a change to the policy and to a host: the same output, and the change shows", async () => {
+    edit("home/fleet.yaml", 'dst: ["tag:server:*"]', 'dst: ["tag:server:9100"]');
+    edit("home/lxc-tailscale.yaml", "routes: [192.168.8.0/24, 192.168.20.0/24]", "routes: [192.168.8.0/24]");
+    const [md, json] = await same("home", "worker");
+    expect(md.code).toBe(0);
+    expect(md.out).toContain("192.168.20.0/24");
+    expect(md.out).toContain("lxc-tailscale");
+    expect(JSON.parse(json.out).policyChanged).toBe(true);
+    commit("the change");
+  }, 120_000);
+
+  it("a working tree that does not evaluate: the same errors and exit code", async () => {
+    edit("home/lxc-tailscale.yaml", "routes: [192.168.8.0/24]", "routes: [192.168.8.0/33]");
+    const [md] = await same("home", "worker");
+    expect(md.code).toBe(1);
+    expect(md.err).toContain("192.168.8.0/33");
+    expect(md.err).toContain("cannot plan: the fleet does not evaluate");
+    git("checkout", "-q", "--", ".");
+  }, 120_000);
+
+  it("a fleet with sites: declined by the worker, evaluated here with the base's sibling folders", async () => {
+    edit("core/fleet.yaml", '"192.168.8.10:445"]', '"192.168.8.10:445", "192.168.8.10:22"]');
+    const [md] = await same("core", "here");
+    expect(md.code).toBe(0);
+    git("checkout", "-q", "--", ".");
+  }, 120_000);
+
+  it("the worker's FleetSystem is evaluateFleet's, field for field, warnings and diagnostics included", async () => {
+    // A warning (exempt tags with no expiry) in the fleet's warnings and the diagnostics.
+    writeFileSync(at("home/fleet.yaml"), readFileSync(at("home/fleet.yaml"), "utf8") + 'nodeExpiry:\n  after: "0"\n  exemptTags: [tag:server]\n');
+    for (const [dir, stack] of [[at("home"), "home"], [path.resolve("hosts/lab"), "lab"]] as const) {
+      const job = evaluateOnWorker(dir, stack, { threads: 2, minHosts: 1 });
+      if (typeof job === "string") throw new Error(`no worker for ${dir}: ${job}`);
+      const got = await job.result;
+      expect(got, job.why).toBeDefined();
+      const want = await evaluateFleet(REGISTRY, dir, stack);
+      expect(got).toStrictEqual(JSON.parse(JSON.stringify(want)));
+      expect(got).toEqual(want);
+      if (stack === "home") expect(want.fleet?.warnings.map((w) => w.path)).toEqual(["nodeExpiry.exemptTags"]);
+    }
+    git("checkout", "-q", "--", ".");
+  }, 120_000);
+
+  it("a TypeScript host in the folder: the worker is never started", async () => {
+    writeFileSync(at("home", "extra.ts"), 'export default { imports: ["client"], address: "192.168.8.77", tailscale: { user: "alice" } };\n');
+    try {
+      const [md] = await same("home", "here");
+      expect(md.code).toBe(0);
+      expect(md.out).toContain("extra");
+    } finally {
+      rmSync(at("home", "extra.ts"));
+    }
+  }, 120_000);
+});
