@@ -10,6 +10,10 @@
  *  - the same with MESHFLEET_PLAN_BASE=archive: the base extracted with
  *    `git archive | tar -x` into a temporary folder, as before;
  *  - `check` on the same fleet: one evaluation, the baseline;
+ *  - `plan --base HEAD` on one thread (MESHFLEET_THREADS=1): the working
+ *    tree evaluated before the base, not beside it (the two plans above
+ *    ask for two threads: left to choose, plan takes a worker only while
+ *    the load average leaves a core free);
  *  - with `--before DIR` (a copy of an earlier revision with its CLI built),
  *    that revision's `plan --base HEAD`.
  *
@@ -41,10 +45,13 @@ const TIME = "/usr/bin/time";
 type Mode = { name: string; args: string[]; env?: Record<string, string>; cli?: string };
 type Sample = { cpu: number; user: number; sys: number; wall: number; rssMb: number; out: string; code: number };
 
+// The plans on two threads are asked for (MESHFLEET_THREADS=2): left to choose, plan uses a worker only while
+// the load average leaves a core free, and the runs of a bench one after another keep it near 1 on 2 cores.
 const modes: Mode[] = [
-  { name: "plan, base from git objects", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"] },
-  { name: "plan, base extracted", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"], env: { MESHFLEET_PLAN_BASE: "archive" } },
+  { name: "plan, base from git objects", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"], env: { MESHFLEET_THREADS: "2" } },
+  { name: "plan, base extracted", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"], env: { MESHFLEET_PLAN_BASE: "archive", MESHFLEET_THREADS: "2" } },
   { name: "check (baseline)", args: ["check", "--hosts-dir", "hosts/bench", "--stack", "bench"] },
+  { name: "plan, one thread", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"], env: { MESHFLEET_THREADS: "1" } },
 ];
 const before = arg("--before", "");
 if (before) modes.push({ name: "plan before (--before)", args: modes[0].args, cli: path.resolve(before) });
@@ -109,6 +116,9 @@ function main() {
       console.log(`${mode.name.padEnd(31)} ${ms(m[j].cpu)}  ${ms(m[j].user)}  ${ms(m[j].sys)}  ${ms(m[j].wall)}  ${m[j].rssMb.toFixed(0).padStart(6)} MB   ${(m[j].cpu / m[2].cpu).toFixed(2).padStart(8)}x   ${(m[j].cpu / m[1].cpu).toFixed(2).padStart(8)}x`),
     );
     console.log(`every run, CPU ms: ${modes.map((mode, j) => `${mode.name} ${samples[j].map((s) => s.cpu.toFixed(0)).join(" ")}`).join("; ")}`);
+    console.log(`every run, wall ms: ${modes.map((mode, j) => `${mode.name} ${samples[j].map((s) => s.wall.toFixed(0)).join(" ")}`).join("; ")}`);
+    const wallMedian = (j: number) => [...samples[j].map((s) => s.wall)].sort((a, b) => a - b)[Math.floor(runs / 2)];
+    console.log(`median wall: plan on two threads ${wallMedian(0).toFixed(0)} ms, one thread ${wallMedian(3).toFixed(0)} ms (${(wallMedian(0) / wallMedian(3)).toFixed(2)}x)`);
     console.log(`plan output: ${samples[0][0].out.length} bytes, the same from every plan; check exited ${m[2].code}`);
     console.log(`load average ${load()} at the end`);
   } finally {

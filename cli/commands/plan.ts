@@ -100,7 +100,8 @@ export const headReads = { worker: 0, here: 0, minHosts: MIN_HOSTS };
  */
 async function bothSides(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<{ head: Side; base: Side }> {
   const beside = evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts });
-  const say = (why: string) => process.env.MESHFLEET_SHARD_TIMES && console.error(`[plan] working tree ${why}`);
+  const t0 = performance.now();
+  const say = (why: string) => process.env.MESHFLEET_SHARD_TIMES && console.error(`[plan] working tree ${why} (${(performance.now() - t0).toFixed(0)} ms)`);
   if (typeof beside === "string") {
     say(`on this thread: ${beside}`);
     headReads.here++;
@@ -110,6 +111,7 @@ async function bothSides(ref: string, dir: string, stack: string, live?: LiveNod
   }
   try {
     let base = await atRevision(ref, dir, stack, live);
+    say("base done; waiting for the worker");
     const r = await beside.result;
     if (r) {
       say("on a worker");
