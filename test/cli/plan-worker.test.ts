@@ -20,6 +20,7 @@ import { evaluateFleet } from "../../core/eval.ts";
 import { REGISTRY } from "../../modules/index.ts";
 
 let repo: string;
+const minHosts = headReads.minHosts;
 const at = (...p: string[]) => path.join(repo, "hosts", ...p);
 const git = (...args: string[]) => execFileSync("git", args, { cwd: repo, encoding: "utf8", env: { ...process.env, GIT_CONFIG_GLOBAL: "/dev/null", GIT_CONFIG_NOSYSTEM: "1" } }).trim();
 const commit = (msg: string) => {
@@ -77,7 +78,7 @@ beforeAll(() => {
   commit("fleets");
 }, 60_000);
 afterAll(() => {
-  headReads.minHosts = 2_000;
+  headReads.minHosts = minHosts;
   rmSync(repo, { recursive: true, force: true });
 });
 
