@@ -25,7 +25,7 @@ import type { Diagnostic, FleetSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
-  joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
+  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
 } from "../core/shard.ts";
 import { REGISTRY } from "../modules/index.ts";
 
@@ -194,10 +194,12 @@ export interface WorkerEvaluation {
  * `evaluateFleet(dir, stack)` on a worker thread while this one does other
  * work (plan: the working tree there, the base here). A string (why not)
  * where a thread would not pay: the gate of `evaluateParallel` (threads, load
- * average, `MIN_HOSTS` host files), or a folder the shards do not read (a
- * `.ts` host). A fleet with sites is declined by the worker once loaded.
+ * average, `MIN_HOSTS` host files), a folder the shards do not read (a `.ts`
+ * host, a host named by digits), or a fleet with sites (its fleet.yaml is
+ * read while the worker starts: the caller then reads the base with the
+ * sibling folders, once).
  */
-export function evaluateOnWorker(dir: string, stack: string, opts: Pick<ParallelOptions, "threads" | "minHosts"> = {}): WorkerEvaluation | string {
+export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<ParallelOptions, "threads" | "minHosts"> = {}): Promise<WorkerEvaluation | string> {
   const threads = threadsFor(opts);
   if (typeof threads === "string") return threads;
   let count: number;
@@ -209,6 +211,10 @@ export function evaluateOnWorker(dir: string, stack: string, opts: Pick<Parallel
   }
   if (count < (opts.minHosts ?? MIN_HOSTS)) return `${count} hosts, under ${opts.minHosts ?? MIN_HOSTS}`;
   const w = new ShardWorker();
+  if (await fleetHasSites(dir)) {
+    w.stop();
+    return "a fleet with sites";
+  }
   const job: WorkerEvaluation = { result: Promise.resolve(undefined), stop: () => w.stop() };
   job.result = (async () => {
     try {

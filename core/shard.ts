@@ -83,13 +83,20 @@ const fieldOf = (v: unknown, k: string): unknown => {
   return o && typeof o === "object" && !Array.isArray(o) ? (o as Record<string, unknown>)[k] : undefined;
 };
 
+/** A site, or a core with sites (core/sites.ts): it evaluates as a whole fleet of several folders. */
+const withSites = (loaded: LoadedFleet) => fieldOf(loaded.fleet?.value, "core") !== undefined || fieldOf(loaded.fleet?.value, "sites") !== undefined;
+
+/** Whether the fleet.yaml of `dir` makes it a site or a core with sites (only fleet.yaml is read). */
+export async function fleetHasSites(dir: string): Promise<boolean> {
+  return withSites((await loadFleetShard(dir, new Set())).loaded);
+}
+
 /** Load one shard's hosts and evaluate their options (phase 1). Throws Unsharded on anything the serial path would report. */
 export async function shardOptions(registry: ModuleRegistry, dir: string, only: string[]): Promise<ShardOptions> {
   const { loaded, named } = await loadFleetShard(dir, new Set(only));
   if (loaded.diagnostics.length) throw new Unsharded("the loader has something to say");
   if (loaded.hosts.length !== only.length) throw new Unsharded("a host file was not loaded");
-  // A site, or a core with sites (core/sites.ts), evaluates as a whole fleet of several folders.
-  if (fieldOf(loaded.fleet?.value, "core") !== undefined || fieldOf(loaded.fleet?.value, "sites") !== undefined) throw new Unsharded("a fleet with sites");
+  if (withSites(loaded)) throw new Unsharded("a fleet with sites");
   const diagnostics: Diagnostic[] = [];
   const schema = hostSchema(registry);
   const { fleetCfg, fleetFile } = fleetConfigOf(loaded, diagnostics);

@@ -934,7 +934,7 @@ const INLINE = "(import) fleet.yaml";
  * limits (core/load.ts LIMITS: bytes, lines, list items, values, depth), for
  * the report; undefined for any other diagnostic (syntax, a tag, a key).
  */
-function limitPassed(d: Diagnostic): string | undefined {
+export function limitPassed(d: Diagnostic): string | undefined {
   const e = d.expected;
   const at = d.path ? ` at ${d.path}` : "";
   if (e.startsWith(`a fleet file of at most ${LIMITS.fileBytes / 1024} KiB`)) return `${d.found} of YAML, past meshfleet's ${LIMITS.fileBytes / 1024} KiB limit`;

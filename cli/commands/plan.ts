@@ -42,7 +42,7 @@ export const command: Command = {
   name: "plan",
   flags,
   summary: "show what a change does to the network (hosts, routes, reachability, ports, DNS, versions)",
-  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--nodes FILE] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON: the network\n(hosts, routes, reachability, public ports, DNS, versions), warnings (a\ndowngrade, a client losing the routes it used, a host losing reachability\nor starting to drop traffic), and a section per host whose generation\nchanges: files changed, units and containers restarted, tailscale settings,\nfirewall lines added and removed. Secrets are not read: a changed secret\nvalue does not show. With --nodes, both sides are evaluated on the\ncoordinator's node addresses (and its other nodes) instead of stand-ins.\nA fleet of 2,000 host files or more is evaluated on two threads (the\nworking tree beside the base) while a core is free; MESHFLEET_THREADS=1\nkeeps plan on one.\n\n${flagHelp(flags)}`,
+  usage: `usage: meshfleet plan --base <git ref> [--stack S | --hosts-dir DIR] [--nodes FILE] [--json]\n\nEvaluates the fleet at <git ref> and in the working tree and prints the\ndifference as Markdown (for a pull-request comment) or JSON: the network\n(hosts, routes, reachability, public ports, DNS, versions), warnings (a\ndowngrade, a client losing the routes it used, a host losing reachability\nor starting to drop traffic), and a section per host whose generation\nchanges: files changed, units and containers restarted, tailscale settings,\nfirewall lines added and removed. Secrets are not read: a changed secret\nvalue does not show. With --nodes, both sides are evaluated on the\ncoordinator's node addresses (and its other nodes) instead of stand-ins.\nA fleet of 2,000 host files or more, without sites, is evaluated on two\nthreads (the working tree beside the base) while a core is free;\nMESHFLEET_THREADS=1 keeps plan on one.\n\n${flagHelp(flags)}`,
   async run(argv) {
     const { opts } = parseArgs(argv, flags, { positionals: [] });
     if (typeof opts.base !== "string") throw new UsageError("plan needs --base <git ref>, e.g. --base origin/main");
@@ -99,7 +99,7 @@ export const headReads = { worker: 0, here: 0, minHosts: MIN_HOSTS };
  * runs `evaluateFleet` and sends it back.
  */
 async function bothSides(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<{ head: Side; base: Side }> {
-  const beside = evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts });
+  const beside = await evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts });
   const t0 = performance.now();
   const say = (what: string) => process.env.MESHFLEET_SHARD_TIMES && console.error(`[plan] ${what} (${(performance.now() - t0).toFixed(0)} ms)`);
   if (typeof beside === "string") {
@@ -118,10 +118,10 @@ async function bothSides(ref: string, dir: string, stack: string, live?: LiveNod
       headReads.worker++;
       return { head: sideOf(r, live), base };
     }
+    // The worker failed (a fleet with sites is declined before it starts): the working tree here.
     say(`working tree on this thread: ${beside.why}`);
     headReads.here++;
     const head = await evaluate(dir, stack, live);
-    // Declined by the worker as a fleet with sites: the base is read again with its sibling folders.
     if (head.fleet?.sites !== undefined) base = await atRevision(ref, dir, stack, live, true);
     return { head, base };
   } finally {

@@ -177,6 +177,8 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
         if (running) {
           await waitForSsh(topo, h.name, opts.bootTimeoutMs ?? 120_000, () => isOurProcess(running.pid, running.startTime));
           log("running", h.name);
+          // A lab up after one whose docker wait failed: the host runs, its docker may still not.
+          if (dockerHosts.has(h.name)) await waitForDocker(topo, h.name, log);
           return;
         }
         // nspawn gone: a container it left behind (nspawn killed hard) must go
@@ -235,16 +237,19 @@ export async function hostsUp(opts: UpOptions = {}): Promise<UpResult> {
 
 /**
  * A docker host answers ssh before its docker has started: `systemctl is-active docker` says "activating" for
- * a few seconds (seen once in CI, where a test's first docker command then failed). Wait until it settles; a
- * docker that does not become active fails the boot with its state and journal.
+ * a few seconds (seen once in CI, where a test's first docker command then failed), or "inactive" while its
+ * start job still waits in the queue. Wait until it is active or failed, up to 120 s; a docker that does not
+ * become active fails the boot with its state and journal.
  */
 async function waitForDocker(topo: LabTopology, host: string, log: (step: string, what?: string) => void): Promise<void> {
   const t = Date.now();
-  const r = await sshExecFor(topo, host, 'for i in $(seq 120); do s=$(systemctl is-active docker); [ "$s" = activating ] || break; sleep 1; done; echo "$s"', { timeoutMs: 150_000 });
+  const r = await sshExecFor(topo, host, 'systemctl cat docker.service >/dev/null 2>&1 || { echo "not installed"; exit 0; }; for i in $(seq 120); do s=$(systemctl is-active docker); case "$s" in active|failed) break;; esac; sleep 1; done; echo "$s"', { timeoutMs: 150_000 });
   const state = r.stdout.trim();
+  if (state === "not installed") throw new LabError(`lab up: ${host} runs without docker: it was booted by a lab up without docker. Fix: lab down, then lab up with docker`);
   if (state !== "active") {
     const j = await sshExecFor(topo, host, "journalctl -u docker.service -n 20 --no-pager", { timeoutMs: 30_000 });
-    throw new LabError(`lab up: docker on ${host} is ${state || "(no answer)"} after ${((Date.now() - t) / 1000).toFixed(0)}s, expected active. Its journal:\n${j.stdout.trim() || j.stderr.trim()}\nFix: lab down, then lab up again; if it stays, remake the docker layer (delete it, the next lab up makes it)`);
+    const said = state || `no answer (ssh exit ${r.code}: ${r.stderr.trim().slice(-300)})`;
+    throw new LabError(`lab up: docker on ${host} is ${said} after ${((Date.now() - t) / 1000).toFixed(0)}s, expected active. Its journal:\n${j.stdout.trim() || j.stderr.trim()}\nFix: lab down, then lab up again; if it stays, remake the docker layer (delete it, the next lab up makes it)`);
   }
   log("docker ok", `${host} (${((Date.now() - t) / 1000).toFixed(1)}s)`);
 }

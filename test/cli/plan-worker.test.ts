@@ -6,15 +6,16 @@
  * code, Markdown, JSON and errors, byte for byte, with no change, with a
  * change to the policy and a host, and with a working tree that does not
  * evaluate. Each run is held to the path it should take (plan counts where
- * it evaluated the working tree): a fleet with sites is declined by the
- * worker once loaded, and a folder with a TypeScript host never reaches it.
+ * it evaluated the working tree, and the bases it read): a fleet with sites
+ * is declined before the worker starts, and a folder with a TypeScript host
+ * never reaches it.
  */
 import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { command, headReads } from "../../cli/commands/plan.ts";
+import { baseReads, command, headReads } from "../../cli/commands/plan.ts";
 import { evaluateOnWorker } from "../../cli/parallel-eval.ts";
 import { evaluateFleet } from "../../core/eval.ts";
 import { REGISTRY } from "../../modules/index.ts";
@@ -61,8 +62,11 @@ async function same(stack: string, path: "worker" | "here"): Promise<Run[]> {
   const runs: Run[] = [];
   for (const json of [false, true]) {
     const before = { ...headReads };
+    const bases = baseReads.memory + baseReads.archive;
     const two = await plan(stack, 2, json);
     expect({ worker: headReads.worker - before.worker, here: headReads.here - before.here }).toEqual(path === "worker" ? { worker: 1, here: 0 } : { worker: 0, here: 1 });
+    // The base is read once, on either path.
+    expect(baseReads.memory + baseReads.archive - bases).toBe(1);
     const one = await plan(stack, 1, json);
     expect(two).toEqual(one);
     runs.push(two);
@@ -110,7 +114,7 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
     git("checkout", "-q", "--", ".");
   }, 120_000);
 
-  it("a fleet with sites: declined by the worker, evaluated here with the base's sibling folders", async () => {
+  it("a fleet with sites: declined before the worker starts, evaluated here with the base's sibling folders, read once", async () => {
     edit("core/fleet.yaml", '"192.168.8.10:445"]', '"192.168.8.10:445", "192.168.8.10:22"]');
     const [md] = await same("core", "here");
     expect(md.code).toBe(0);
@@ -121,11 +125,13 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
     // A warning (exempt tags with no expiry) in the fleet's warnings and the diagnostics.
     writeFileSync(at("home/fleet.yaml"), readFileSync(at("home/fleet.yaml"), "utf8") + 'nodeExpiry:\n  after: "0"\n  exemptTags: [tag:server]\n');
     for (const [dir, stack] of [[at("home"), "home"], [path.resolve("hosts/lab"), "lab"]] as const) {
-      const job = evaluateOnWorker(dir, stack, { threads: 2, minHosts: 1 });
+      const job = await evaluateOnWorker(dir, stack, { threads: 2, minHosts: 1 });
       if (typeof job === "string") throw new Error(`no worker for ${dir}: ${job}`);
       const got = await job.result;
       expect(got, job.why).toBeDefined();
       const want = await evaluateFleet(REGISTRY, dir, stack);
+      // evaluateFleet's result is plain data (no class instance, Map or function the copy would lose), and the copy is it.
+      expect(want).toStrictEqual(JSON.parse(JSON.stringify(want)));
       expect(got).toStrictEqual(JSON.parse(JSON.stringify(want)));
       expect(got).toEqual(want);
       if (stack === "home") expect(want.fleet?.warnings.map((w) => w.path)).toEqual(["nodeExpiry.exemptTags"]);
