@@ -211,7 +211,12 @@ export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<Pa
   }
   if (count < (opts.minHosts ?? MIN_HOSTS)) return `${count} hosts, under ${opts.minHosts ?? MIN_HOSTS}`;
   const w = new ShardWorker();
-  if (await fleetHasSites(dir)) {
+  // Read while the worker loads its modules; the worker is stopped on every way out (a running one keeps the process alive).
+  const sites = await fleetHasSites(dir).catch((e: unknown) => {
+    w.stop();
+    throw e;
+  });
+  if (sites) {
     w.stop();
     return "a fleet with sites";
   }
