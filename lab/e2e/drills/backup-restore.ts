@@ -41,6 +41,10 @@ import { PING_INTERVAL_MS, pingsBetween, startPing, waitTailnetRoute } from "../
 import { diffLines, hostOn, must, nodesOf, registration, runDrill, sleep, type DrillResult } from "./drill.ts";
 
 const NAS = "192.168.8.10";
+/** The second restore's slow start: a runtime drop-in (gone at reboot), removed right after that restore. */
+const SLOW_START_DIR = "/run/systemd/system/headscale.service.d";
+const SLOW_START_FILE = "zz-meshfleet-drill-slow-start.conf";
+const SLOW_START_S = 4;
 
 export interface BackupRestoreDrillOptions {
   instance: number;
@@ -69,6 +73,11 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
   return runDrill(async (t) => {
     const out = mkdtempSync(join(tmpdir(), "mf-backup-drill-"));
     let ping: Promise<unknown> | undefined;
+    let slowStart = false;
+    const removeSlowStart = async () => {
+      await on("vps", `rm -f ${SLOW_START_DIR}/${SLOW_START_FILE} && systemctl daemon-reload`);
+      slowStart = false;
+    };
     try {
       const a = await openStackFleet({ stack: STACK, configFile: p.stackConfig });
       const before = await nodes();
@@ -158,10 +167,17 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
 
       // 5. The connection drops while the CLI waits for a restore's outcome: the restore goes on by itself
       // (a transient unit, not part of the SSH session), and the CLI reads its outcome over a new connection.
+      // The cut must land while the restore runs. A restore can finish in under 1.5 s (the landing CI of stop 11
+      // saw it), so headscale's start is held for SLOW_START_S by a runtime drop-in for this restore only: the
+      // cut after 1.5 s then always finds the restore unfinished, as a slow coordinator would leave it.
       const said2: string[] = [];
+      await on("vps", `mkdir -p ${SLOW_START_DIR} && printf '[Service]\\nExecStartPre=/bin/sleep ${SLOW_START_S}\\n' > ${SLOW_START_DIR}/${SLOW_START_FILE} && systemctl daemon-reload`);
+      slowStart = true;
       const tr2 = Date.now();
       const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: pg ? 90 : 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
       t.secondRestoreMs = Date.now() - tr2;
+      await removeSlowStart();
+      must(t.secondRestoreMs >= SLOW_START_S * 1000, `the second restore took ${t.secondRestoreMs} ms, less than headscale's held start (${SLOW_START_S} s): the drop-in did not take`);
       must(r2.outcome === "restored" && (pg ? /before-restore\.pgdump$/ : /^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/).test(r2.kept ?? ""), `second restore: ${r2.outcome}, kept ${r2.kept}: ${said2.slice(-5).join(" | ")}`);
       must(/lost the connection while waiting .*Reading its outcome over a new connection/.test(said2.join("\n")), `the second restore did not say it read its outcome over a new connection: ${said2.join(" | ")}`);
       must((await on("vps", `test -f ${r2.kept} && echo kept`)) === "kept\n", `${r2.kept} is not on the VPS`);
@@ -194,6 +210,7 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       }
       return `${before.length} nodes with the same IPs and approved routes after each restore; ${report}`;
     } finally {
+      if (slowStart) await removeSlowStart().catch(() => undefined);
       // A failed step leaves the ping running on the laptop: let it end (it stops by itself) before the lab moves on.
       await ping?.catch(() => undefined);
       rmSync(out, { recursive: true, force: true });
