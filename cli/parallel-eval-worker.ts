@@ -11,7 +11,8 @@ import { shardHosts, shardOptions, Unsharded, type ShardOptions } from "../core/
 import { loadSites } from "../core/sites.ts";
 import type { PeerView } from "../core/module.ts";
 import { REGISTRY } from "../modules/index.ts";
-import { packArtifacts, threadCpuMs, type FromWorker, type ToWorker } from "./parallel-eval.ts";
+import type { HostSystem } from "../core/types.ts";
+import { hostDigest, packArtifacts, threadCpuMs, type FromWorker, type KeptHost, type ToWorker } from "./parallel-eval.ts";
 import { tuneForShortRun } from "./short-run.ts";
 
 tuneForShortRun();
@@ -39,6 +40,9 @@ const send = (m: FromWorker) => port.postMessage(m);
 let own: ShardOptions | undefined;
 let peers: Record<string, PeerView> | undefined;
 let fault: string | undefined;
+// plan's base, as digests by host name: sent by the main thread once it has evaluated the base (a "fleet" job withBase waits for it).
+let baseDigests: (d: Record<string, string>) => void;
+const base = new Promise<Record<string, string>>((resolve) => (baseDigests = resolve));
 
 port.on("message", async (m: ToWorker) => {
   try {
@@ -58,8 +62,29 @@ port.on("message", async (m: ToWorker) => {
       if (sites.layout) throw new Unsharded("a fleet with sites");
       const r = evaluateSites(REGISTRY, sites, m.stack);
       lap("fleet evaluated");
-      send({ type: "fleet", fleet: r.fleet, diagnostics: r.diagnostics });
+      if (!m.withBase || !r.fleet) {
+        send({ type: "fleet", fleet: r.fleet, diagnostics: r.diagnostics });
+      } else {
+        // Only the hosts the main thread does not already hold the same (most, in a change to a few files): copying 10,000 HostSystems costs both threads.
+        // Its own digests while the main thread makes the base's.
+        const order = Object.keys(r.fleet.hosts);
+        const mine = order.map((name) => hostDigest(r.fleet!.hosts[name]));
+        lap("digests");
+        const digests = await base;
+        lap("base digests");
+        const hosts: Record<string, HostSystem> = {};
+        const kept: Record<string, KeptHost> = {};
+        order.forEach((name, i) => {
+          const h = r.fleet!.hosts[name];
+          if (digests[name] === mine[i]) kept[name] = { file: h.file, warnings: h.warnings };
+          else hosts[name] = h;
+        });
+        lap(`compared: ${Object.keys(hosts).length} of ${order.length} hosts to send`);
+        send({ type: "fleet", fleet: { ...r.fleet, hosts }, diagnostics: r.diagnostics, order, kept });
+      }
       lap("fleet sent");
+    } else if (m.type === "base") {
+      baseDigests(m.digests);
     } else if (m.type === "peers") {
       // Every peer in file order, this shard's own (the objects phase 1 made) in its place.
       peers = {};

@@ -14,6 +14,7 @@
  * (load average above cores - 1), unless the threads are given
  * (`threads`, MESHFLEET_THREADS).
  */
+import { createHash } from "node:crypto";
 import { readFileSync } from "node:fs";
 import os from "node:os";
 import { createRequire } from "node:module";
@@ -21,7 +22,7 @@ import { pathToFileURL } from "node:url";
 import { Worker } from "node:worker_threads";
 import type { Artifact } from "../core/artifacts.ts";
 import type { EvalResult } from "../core/eval.ts";
-import type { Diagnostic, FleetSystem } from "../core/types.ts";
+import type { Diagnostic, FleetSystem, HostSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
@@ -81,11 +82,12 @@ export type ToWorker =
   | { type: "options"; dir: string; only: string[]; fault?: ParallelOptions["fault"]; since: number }
   | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
   | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean }
-  | { type: "fleet"; dir: string; stack: string; since: number };
+  | { type: "fleet"; dir: string; stack: string; since: number; withBase: boolean }
+  | { type: "base"; digests: Record<string, string> };
 export type FromWorker =
   | { type: "options"; peers: PeerView[]; named: NamedHost[] }
   | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
-  | { type: "fleet"; fleet?: FleetSystem; diagnostics: Diagnostic[] }
+  | { type: "fleet"; fleet?: FleetSystem; diagnostics: Diagnostic[]; order?: string[]; kept?: Record<string, KeptHost> }
   | { type: "unsharded"; why: string }
   | { type: "error"; message: string };
 
@@ -181,12 +183,35 @@ function threadsFor(opts: Pick<ParallelOptions, "threads">): number | string {
   return threads < 2 ? "one thread" : threads;
 }
 
+/**
+ * A HostSystem's digest but for its file and warnings (plan reads the base
+ * from a folder of another name): its JSON's (sha1, base64). The same digest
+ * on both threads means the same plain data, key order included
+ * (evaluateFleet's result is plain data: test/cli/plan-worker.test.ts), so
+ * the worker need not send a host the main thread already holds the same:
+ * only its file and warnings.
+ */
+export function hostDigest(h: HostSystem): string {
+  return createHash("sha1").update(JSON.stringify({ ...h, file: "", warnings: [] })).digest("base64");
+}
+
+/** What the worker sends of a host whose digest is the base's. */
+export type KeptHost = Pick<HostSystem, "file" | "warnings">;
+
 /** A whole fleet's evaluation on a worker thread (`evaluateOnWorker`). */
 export interface WorkerEvaluation {
   /** `evaluateFleet`'s result, cloned; undefined when the worker would not or could not evaluate it (`why`): evaluate it on this thread then. */
   result: Promise<EvalResult | undefined>;
   /** Why the result is undefined, once it is. */
   why?: string;
+  /**
+   * With `withBase`: the hosts this thread already has (plan's base; none
+   * when it did not evaluate), which the worker waits for. It sends only the
+   * hosts whose digest differs; the others in `result` are these objects.
+   */
+  base(hosts: Record<string, HostSystem> | undefined): void;
+  /** How many hosts of `result` came from `base` (bench and tests). */
+  reused: number;
   stop(): void;
 }
 
@@ -197,9 +222,10 @@ export interface WorkerEvaluation {
  * average, `MIN_HOSTS` host files), a folder the shards do not read (a `.ts`
  * host, a host named by digits), or a fleet with sites (its fleet.yaml is
  * read while the worker starts: the caller then reads the base with the
- * sibling folders, once).
+ * sibling folders, once). With `withBase` the worker, once done, waits for
+ * `base()` and sends only the hosts that differ from it.
  */
-export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<ParallelOptions, "threads" | "minHosts"> = {}): Promise<WorkerEvaluation | string> {
+export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<ParallelOptions, "threads" | "minHosts"> & { withBase?: boolean } = {}): Promise<WorkerEvaluation | string> {
   const threads = threadsFor(opts);
   if (typeof threads === "string") return threads;
   let count: number;
@@ -220,12 +246,39 @@ export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<Pa
     w.stop();
     return "a fleet with sites";
   }
-  const job: WorkerEvaluation = { result: Promise.resolve(undefined), stop: () => w.stop() };
+  const withBase = opts.withBase ?? false;
+  let baseHosts: Record<string, HostSystem> = {};
+  const job: WorkerEvaluation = {
+    result: Promise.resolve(undefined),
+    reused: 0,
+    base(hosts) {
+      if (!withBase) return;
+      baseHosts = hosts ?? {};
+      const digests: Record<string, string> = {};
+      for (const name of Object.keys(baseHosts)) digests[name] = hostDigest(baseHosts[name]);
+      w.post({ type: "base", digests });
+    },
+    stop: () => w.stop(),
+  };
   job.result = (async () => {
     try {
-      w.post({ type: "fleet", dir, stack, since: performance.timeOrigin + performance.now() });
+      w.post({ type: "fleet", dir, stack, since: performance.timeOrigin + performance.now(), withBase });
       const m = await w.next("fleet");
-      return { fleet: m.fleet, diagnostics: m.diagnostics };
+      if (!m.fleet || !m.order || !m.kept) return { fleet: m.fleet, diagnostics: m.diagnostics };
+      // The hosts in the worker's order; those it did not send, the base's with their own file and warnings.
+      const sent = m.fleet.hosts;
+      const hosts: Record<string, HostSystem> = {};
+      for (const name of m.order) {
+        const kept = m.kept[name];
+        if (!kept) {
+          hosts[name] = sent[name];
+          continue;
+        }
+        if (!baseHosts[name]) throw new Error(`the worker left out ${name}, which this thread does not have`);
+        hosts[name] = { ...baseHosts[name], ...kept };
+        job.reused++;
+      }
+      return { fleet: { ...m.fleet, hosts }, diagnostics: m.diagnostics };
     } catch (e) {
       job.why = e instanceof Unsharded ? e.message : `the worker failed: ${(e as Error).message.split("\n")[0]}`;
       return undefined;

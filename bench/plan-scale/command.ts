@@ -14,7 +14,8 @@
  *    tree evaluated before the base, not beside it (the two plans above
  *    ask for two threads: left to choose, plan takes a worker only while
  *    the load average leaves a core free);
- *  - with `--before DIR` (a copy of an earlier revision with its CLI built),
+ *  - with `--before DIR` (a copy of an earlier revision with its CLI built,
+ *    asked for two threads as the first plan),
  *    that revision's `plan --base HEAD`.
  *
  * and prints the median (by CPU) of each: CPU (user + sys of the process and
@@ -54,7 +55,7 @@ const modes: Mode[] = [
   { name: "plan, one thread", args: ["plan", "--base", "HEAD", "--hosts-dir", "hosts/bench", "--stack", "bench"], env: { MESHFLEET_THREADS: "1" } },
 ];
 const before = arg("--before", "");
-if (before) modes.push({ name: "plan before (--before)", args: modes[0].args, cli: path.resolve(before) });
+if (before) modes.push({ name: "plan before (--before)", args: modes[0].args, env: modes[0].env, cli: path.resolve(before) });
 
 function once(repo: string, m: Mode): Sample {
   const times = path.join(repo, ".time");

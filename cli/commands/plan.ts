@@ -89,17 +89,20 @@ function sideOf(r: EvalResult, live?: LiveNode[]): Side {
 }
 
 /** Where each plan evaluated its working tree, in this process, and the least host files for the worker (what the tests hold it to). */
-export const headReads = { worker: 0, here: 0, minHosts: MIN_HOSTS };
+export const headReads = { worker: 0, here: 0, reused: 0, minHosts: MIN_HOSTS };
 
 /**
  * Both sides. A large fleet's working tree is evaluated on a worker thread
  * while this one reads and evaluates the base (cli/parallel-eval.ts
  * `evaluateOnWorker`: when a core is free, as render's threads); else the
  * working tree first, then the base. Either way the same result: the worker
- * runs `evaluateFleet` and sends it back.
+ * runs `evaluateFleet` and sends it back, but for the hosts whose HostSystem
+ * is the base's (all but their file and warnings): those are the base's
+ * objects here, so neither thread copies them, and the per-host comparison
+ * finds them the same at once.
  */
 async function bothSides(ref: string, dir: string, stack: string, live?: LiveNode[]): Promise<{ head: Side; base: Side }> {
-  const beside = await evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts });
+  const beside = await evaluateOnWorker(dir, stack, { minHosts: headReads.minHosts, withBase: true });
   const t0 = performance.now();
   const say = (what: string) => process.env.MESHFLEET_SHARD_TIMES && console.error(`[plan] ${what} (${(performance.now() - t0).toFixed(0)} ms)`);
   if (typeof beside === "string") {
@@ -111,11 +114,15 @@ async function bothSides(ref: string, dir: string, stack: string, live?: LiveNod
   }
   try {
     let base = await atRevision(ref, dir, stack, live);
-    say("base evaluated; waiting for the worker's working tree");
+    say("base evaluated");
+    // The worker sends only the hosts whose HostSystem differs from the base's; the others are the base's own objects.
+    beside.base(base.fleet?.hosts);
+    say("base's digests sent; waiting for the worker's working tree");
     const r = await beside.result;
     if (r) {
-      say("working tree from the worker");
+      say(`working tree from the worker (${beside.reused} hosts the same as the base's)`);
       headReads.worker++;
+      headReads.reused += beside.reused;
       return { head: sideOf(r, live), base };
     }
     // The worker failed (a fleet with sites is declined before it starts): the working tree here.

@@ -14,6 +14,7 @@ import { execFileSync } from "node:child_process";
 import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import { isDeepStrictEqual } from "node:util";
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { baseReads, command, headReads } from "../../cli/commands/plan.ts";
 import { evaluateOnWorker } from "../../cli/parallel-eval.ts";
@@ -57,9 +58,13 @@ async function plan(stack: string, threads: 1 | 2, json: boolean): Promise<Run> 
   }
 }
 
+/** Hosts the worker did not send in the last `same` (the base's, its digest the same), per run. */
+let reused: number[] = [];
+
 /** Both paths on `stack`, Markdown and JSON: the same runs; the two-thread run took `path`. */
 async function same(stack: string, path: "worker" | "here"): Promise<Run[]> {
   const runs: Run[] = [];
+  reused = [];
   for (const json of [false, true]) {
     const before = { ...headReads };
     const bases = baseReads.memory + baseReads.archive;
@@ -67,6 +72,7 @@ async function same(stack: string, path: "worker" | "here"): Promise<Run[]> {
     expect({ worker: headReads.worker - before.worker, here: headReads.here - before.here }).toEqual(path === "worker" ? { worker: 1, here: 0 } : { worker: 0, here: 1 });
     // The base is read once, on either path.
     expect(baseReads.memory + baseReads.archive - bases).toBe(1);
+    reused.push(headReads.reused - before.reused);
     const one = await plan(stack, 1, json);
     expect(two).toEqual(one);
     runs.push(two);
@@ -92,6 +98,9 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
     expect(md.code).toBe(0);
     expect(md.err).toBe("");
     expect(JSON.parse(json.out).empty).toBe(true);
+    // Every host is the base's: the worker sent none.
+    const hosts = Object.keys((await evaluateFleet(REGISTRY, at("home"), "home")).fleet!.hosts).length;
+    expect(reused).toEqual([hosts, hosts]);
   }, 120_000);
 
   it("a change to the policy and to a host: the same output, and the change shows", async () => {
@@ -102,6 +111,11 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
     expect(md.out).toContain("192.168.20.0/24");
     expect(md.out).toContain("lxc-tailscale");
     expect(JSON.parse(json.out).policyChanged).toBe(true);
+    // The changed hosts came from the worker, the others from the base.
+    const hosts = Object.keys((await evaluateFleet(REGISTRY, at("home"), "home")).fleet!.hosts).length;
+    expect(reused[0]).toBeGreaterThan(0);
+    expect(reused[0]).toBeLessThan(hosts);
+    expect(reused[1]).toBe(reused[0]);
     commit("the change");
   }, 120_000);
 
@@ -137,6 +151,33 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
       if (stack === "home") expect(want.fleet?.warnings.map((w) => w.path)).toEqual(["nodeExpiry.exemptTags"]);
     }
     git("checkout", "-q", "--", ".");
+  }, 120_000);
+
+  it("with the base's hosts: only the hosts that differ are sent, and the FleetSystem is still evaluateFleet's", async () => {
+    // The base: the same fleet in a folder of another name (every file differs), with one host changed.
+    const base = at("home-base");
+    cpSync(at("home"), base, { recursive: true });
+    try {
+      writeFileSync(path.join(base, "lxc-tailscale.yaml"), readFileSync(path.join(base, "lxc-tailscale.yaml"), "utf8").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.20.0/24]"));
+      const baseFleet = (await evaluateFleet(REGISTRY, base, "home")).fleet!;
+      const job = await evaluateOnWorker(at("home"), "home", { threads: 2, minHosts: 1, withBase: true });
+      if (typeof job === "string") throw new Error(`no worker: ${job}`);
+      job.base(baseFleet.hosts);
+      const got = await job.result;
+      expect(got, job.why).toBeDefined();
+      const want = await evaluateFleet(REGISTRY, at("home"), "home");
+      const names = Object.keys(want.fleet!.hosts);
+      // The hosts the change leaves alone (but for their file: the base's folder has another name) are the base's objects.
+      const alike = names.filter((n) => isDeepStrictEqual({ ...want.fleet!.hosts[n], file: "", warnings: [] }, { ...baseFleet.hosts[n], file: "", warnings: [] }));
+      expect(alike).not.toContain("lxc-tailscale");
+      expect(alike.length).toBeGreaterThan(0);
+      expect(job.reused).toBe(alike.length);
+      expect(got).toStrictEqual(JSON.parse(JSON.stringify(want)));
+      expect(Object.keys(got!.fleet!.hosts)).toEqual(names);
+      for (const n of alike) expect(got!.fleet!.hosts[n].tailscale).toBe(baseFleet.hosts[n].tailscale);
+    } finally {
+      rmSync(base, { recursive: true, force: true });
+    }
   }, 120_000);
 
   it("a TypeScript host in the folder: the worker is never started", async () => {
