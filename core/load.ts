@@ -783,9 +783,15 @@ export function inPolicyFile(diagnostics: Diagnostic[], dir: string, policyFile:
   const isFleetFile = (f: string) => /^fleet\.ya?ml$/.test(path.basename(f)) && path.resolve(path.dirname(f)) === folder;
   return diagnostics.map((d) => {
     const m = /^policy(?:\.|(?=\[)|$)/.exec(d.path);
-    return m && isFleetFile(d.file) ? { ...d, file: policyFile, path: d.path.slice(m[0].length), expected: inPolicyText(d.expected), fix: jsonFlow(inPolicyText(d.fix)) } : d;
+    if (m && isFleetFile(d.file)) return { ...d, file: policyFile, path: d.path.slice(m[0].length), expected: inPolicyText(d.expected), fix: jsonFlow(inPolicyText(d.fix)) };
+    // A problem elsewhere (nodeExpiry.exemptTags, a host's tags) that names a part of the policy: named in its file.
+    const named = (t: string) => t.replace(POLICY_PART, (_, part: string) => `${part} in ${policyFile}`);
+    return `${d.expected}\n${d.found}\n${d.fix}`.search(POLICY_PART) >= 0 ? { ...d, expected: named(d.expected), found: named(d.found), fix: named(d.fix) } : d;
   });
 }
+
+/** fleet.yaml's `policy.tagOwners`, `policy.acls[3].dst` in prose (a file name, policy.hujson, is not one). */
+const POLICY_PART = /(?<![\w.$/-])policy\.(?!(?:hu)?json\b)([A-Za-z]\w*(?:\[\d+\]|\["[^"\]]*"\]|\.[A-Za-z]\w*)*)/g;
 
 /** A moved diagnostic's text: fleet.yaml's `policy.acls` is `acls` in the policy file (a file name, policy.hujson, stays). */
 function inPolicyText(s: string): string {

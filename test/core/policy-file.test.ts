@@ -132,6 +132,26 @@ describe("policy: ./policy.hujson", () => {
     expect(m).toEqual({ ...d, file: "fx/p.hujson", path: "acls[2]", expected: "a tag of tagOwners, as in policy.hujson", fix: 'add "tag:x": ["<admin>@"] under tagOwners; see acls[3] and policy.hujson, or set "x": {"a": 1}' });
   });
 
+  it("a problem outside the policy that names a part of it (nodeExpiry.exemptTags) names that part in the policy file; inline, as before", async () => {
+    const expiry = 'nodeExpiry:\n  after: 180d\n  exemptTags: [tag:router, tag:nope]\n';
+    const fixes = async (files: Record<string, string>) =>
+      (await evaluateFleet(REGISTRY, fleetWith(files), "fx")).diagnostics.filter((d) => d.path.startsWith("nodeExpiry")).map((d) => `${d.file.replace(/^.*fx\//, "")}: ${d.path}: ${d.expected} | ${d.found} | ${d.fix}`.replace(/\S*fx\//g, ""));
+    expect(await fixes({ "fleet.yaml": FLEET + expiry, "policy.hujson": POLICY })).toEqual([
+      'fleet.yaml: nodeExpiry.exemptTags[1]: a tag of tagOwners in policy.hujson (tag:server) | "tag:nope", which tagOwners in policy.hujson does not define | add tag:nope to tagOwners in policy.hujson, or remove it here',
+    ]);
+    expect(await fixes({ "fleet.yaml": BASE["fleet.yaml"] + expiry })).toEqual([
+      'fleet.yaml: nodeExpiry.exemptTags[1]: a tag of policy.tagOwners (tag:server) | "tag:nope", which policy.tagOwners does not define | add tag:nope to policy.tagOwners, or remove it here',
+    ]);
+  });
+
+  it("a part of the policy named outside it: its path kept, brackets and all; file names and other words left alone", () => {
+    const d = { severity: "warning" as const, file: "fx/vps.yaml", path: "tailscale.tags", expected: 'an owner in policy.tagOwners["tag:x"] or policy.groups', found: "mypolicy.acls, policy.hujson", fix: "see policy.acls[3].dst, then run check" };
+    expect(inPolicyFile([d], "fx", "fx/p.hujson")).toEqual([
+      { ...d, expected: 'an owner in tagOwners["tag:x"] in fx/p.hujson or groups in fx/p.hujson', fix: "see acls[3].dst in fx/p.hujson, then run check" },
+    ]);
+    expect(inPolicyFile([d], "fx", undefined)).toEqual([d]);
+  });
+
   it("inPolicyFile moves only fleet.yaml's policy paths, and nothing without a policy file", () => {
     const d = (file: string, p: string) => ({ severity: "error" as const, file, path: p, expected: "", found: "", fix: "" });
     const diags = [d("fx/fleet.yaml", "policy.acls[0]"), d("fx/fleet.yaml", "policy"), d("fx/fleet.yaml", "policyx"), d("fx/fleet.yaml", "users[0]"), d("fx/vps.yaml", "policy.acls"), d("other/fleet.yaml", "policy.acls")];
