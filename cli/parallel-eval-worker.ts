@@ -76,7 +76,7 @@ port.on("message", async (m: ToWorker) => {
         const kept: Record<string, KeptHost> = {};
         order.forEach((name, i) => {
           const h = r.fleet!.hosts[name];
-          if (digests[name] === mine[i]) kept[name] = { file: h.file, warnings: h.warnings };
+          if (Object.hasOwn(digests, name) && digests[name] === mine[i]) kept[name] = { file: h.file, warnings: h.warnings };
           else hosts[name] = h;
         });
         lap(`compared: ${Object.keys(hosts).length} of ${order.length} hosts to send`);

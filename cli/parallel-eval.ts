@@ -208,6 +208,7 @@ export interface WorkerEvaluation {
    * With `withBase`: the hosts this thread already has (plan's base; none
    * when it did not evaluate), which the worker waits for. It sends only the
    * hosts whose digest differs; the others in `result` are these objects.
+   * Call it once, before awaiting `result` (the worker waits for it).
    */
   base(hosts: Record<string, HostSystem> | undefined): void;
   /** How many hosts of `result` came from `base` (bench and tests). */
@@ -248,11 +249,14 @@ export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<Pa
   }
   const withBase = opts.withBase ?? false;
   let baseHosts: Record<string, HostSystem> = {};
+  let baseSent = false;
   const job: WorkerEvaluation = {
     result: Promise.resolve(undefined),
     reused: 0,
     base(hosts) {
       if (!withBase) return;
+      if (baseSent) throw new Error("evaluateOnWorker: base() is called once");
+      baseSent = true;
       baseHosts = hosts ?? {};
       const digests: Record<string, string> = {};
       for (const name of Object.keys(baseHosts)) digests[name] = hostDigest(baseHosts[name]);
@@ -269,12 +273,13 @@ export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<Pa
       const sent = m.fleet.hosts;
       const hosts: Record<string, HostSystem> = {};
       for (const name of m.order) {
-        const kept = m.kept[name];
-        if (!kept) {
+        // Own keys only: a host may be named like an Object method (constructor).
+        if (!Object.hasOwn(m.kept, name)) {
           hosts[name] = sent[name];
           continue;
         }
-        if (!baseHosts[name]) throw new Error(`the worker left out ${name}, which this thread does not have`);
+        const kept = m.kept[name];
+        if (!Object.hasOwn(baseHosts, name)) throw new Error(`the worker left out ${name}, which this thread does not have`);
         hosts[name] = { ...baseHosts[name], ...kept };
         job.reused++;
       }

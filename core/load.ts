@@ -32,6 +32,7 @@ import { isAlias, isMap, isScalar, isSeq, LineCounter, parseDocument, type Docum
 import { diag, ECHO_MAX, quote, recordTypedScalars, show, type TypedScalar } from "./diagnostics.ts";
 import { checkFleetFile } from "./fleet-schema.ts";
 import { HuJsonError, parseHuJson } from "./hujson.ts";
+import { ORDER as POLICY_KEYS } from "./policy/render.ts";
 import { caseCollisions, labelProblem, suggestLabel } from "./names.ts";
 import { Prio, YAML_PRIORITY_TAGS } from "./priority.ts";
 import type { Diagnostic } from "./types.ts";
@@ -790,8 +791,12 @@ export function inPolicyFile(diagnostics: Diagnostic[], dir: string, policyFile:
   });
 }
 
-/** fleet.yaml's `policy.tagOwners`, `policy.acls[3].dst` in prose (a file name, policy.hujson, is not one). */
-const POLICY_PART = /(?<![\w.$/-])policy\.(?!(?:hu)?json\b)([A-Za-z]\w*(?:\[\d+\]|\["[^"\]]*"\]|\.[A-Za-z]\w*)*)/g;
+/**
+ * fleet.yaml's `policy.tagOwners`, `policy.acls[3].dst`, `policy.hosts.my-nas` in prose: a key of
+ * headscale's policy after `policy.`, so a file name (policy.hujson) or a value a user wrote
+ * (policy.example.com) is not one.
+ */
+const POLICY_PART = new RegExp(`(?<![\\w.$/-])policy\\.((?:${POLICY_KEYS.join("|")})\\b(?:\\[\\d+\\]|\\["[^"\\]]*"\\]|\\['[^'\\]]*'\\]|\\.[A-Za-z0-9][\\w-]*)*)`, "g");
 
 /** A moved diagnostic's text: fleet.yaml's `policy.acls` is `acls` in the policy file (a file name, policy.hujson, stays). */
 function inPolicyText(s: string): string {
@@ -934,16 +939,23 @@ export async function loadFleetShard(dir: string, only?: ReadonlySet<string>): P
     }
     const ext = /\.([^.]+)$/.exec(entry)![1];
     const stem = entry.slice(0, -(ext.length + 1));
-    const problem = labelProblem(stem, { lowercase: true }) ?? (ext !== ext.toLowerCase() ? `the extension .${ext} (write it in lowercase)` : undefined);
+    // A host's name keys every record of hosts: `constructor` would find what every JavaScript object has.
+    const reserved = Object.hasOwn(Object.prototype, stem);
+    const problem =
+      labelProblem(stem, { lowercase: true }) ??
+      (ext !== ext.toLowerCase() ? `the extension .${ext} (write it in lowercase)` : undefined) ??
+      (reserved ? "the name of a key every JavaScript object has, and meshfleet looks hosts up by name" : undefined);
     if (problem) {
       const file = shownEntry(entry);
-      const better = suggestLabel(stem);
+      const better = reserved ? `${stem}-host` : suggestLabel(stem);
       const taken = better !== undefined && entries.some((e) => e.replace(FILE_EXT, "") === better && e !== entry);
       diagnostics.push(
         diag(
           file,
           "",
-          "a host file named <host>.yaml whose name is a DNS label (lowercase letters, digits, '-', at most 63 characters)",
+          reserved
+            ? "a host file named <host>.yaml whose name meshfleet can take (not constructor)"
+            : "a host file named <host>.yaml whose name is a DNS label (lowercase letters, digits, '-', at most 63 characters)",
           `${quote(entry)}, which has ${problem}`,
           better && !taken
             ? `rename the file to ${better}.${ext.toLowerCase()} (prefix it with _ to keep it out of the fleet)`

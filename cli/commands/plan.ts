@@ -320,7 +320,8 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
   const routesOf = (f: Fleetish, except: string) =>
     Object.values(f.hosts).filter((x) => x.name !== except && x.tailscale.enable).flatMap((x) => x.tailscale.advertiseRoutes.map((r) => `${r} (via ${x.name})`));
   for (const [name, h] of Object.entries(head.hosts)) {
-    const was = base.hosts[name];
+    // Own keys only: a host may be named like an Object method (constructor).
+    const was = Object.hasOwn(base.hosts, name) ? base.hosts[name] : undefined;
     if (!was) continue;
     // Only a host that stops accepting routes can lose them: the routes are listed for it alone (listing
     // them for every host that accepts routes was quadratic: 10,000 hosts, 100 million host visits).

@@ -6,7 +6,8 @@
  */
 import type { AutoApprovers, Policy } from "./schema.ts";
 
-const ORDER = ["groups", "tagOwners", "hosts", "acls", "grants", "ssh", "autoApprovers", "nodeAttrs", "tests", "sshTests", "randomizeClientPort"] as const;
+/** The policy's keys headscale 0.29 knows, in the order they are written (core/load.ts names them in moved diagnostics). */
+export const ORDER = ["groups", "tagOwners", "hosts", "acls", "grants", "ssh", "autoApprovers", "nodeAttrs", "tests", "sshTests", "randomizeClientPort"] as const;
 
 export function renderPolicyHuJson(policy: Policy, generated?: AutoApprovers): string {
   const out: Record<string, unknown> = {};

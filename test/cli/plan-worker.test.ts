@@ -154,31 +154,52 @@ describe("plan's working tree on a worker thread, held to one thread", () => {
   }, 120_000);
 
   it("with the base's hosts: only the hosts that differ are sent, and the FleetSystem is still evaluateFleet's", async () => {
-    // The base: the same fleet in a folder of another name (every file differs), with one host changed.
+    // A warning on the coordinator's HostSystem, naming fleet.yaml (in the base, under the base's folder).
+    writeFileSync(at("home/fleet.yaml"), readFileSync(at("home/fleet.yaml"), "utf8") + 'nodeExpiry:\n  after: "0"\n  exemptTags: [tag:server]\n');
+    // The base: the same fleet in a folder of another name (every file differs), the laptop not accepting routes.
     const base = at("home-base");
     cpSync(at("home"), base, { recursive: true });
     try {
-      writeFileSync(path.join(base, "lxc-tailscale.yaml"), readFileSync(path.join(base, "lxc-tailscale.yaml"), "utf8").replace("routes: [192.168.8.0/24]", "routes: [192.168.8.0/24, 192.168.20.0/24]"));
+      const laptop = readFileSync(path.join(base, "laptop.yaml"), "utf8");
+      expect(laptop).toContain("acceptRoutes: true");
+      writeFileSync(path.join(base, "laptop.yaml"), laptop.replace("acceptRoutes: true", "acceptRoutes: false"));
+      const want = await evaluateFleet(REGISTRY, at("home"), "home");
+      const names = Object.keys(want.fleet!.hosts);
+      expect(want.fleet!.warnings.map((w) => w.path)).toEqual(["nodeExpiry.exemptTags"]);
       const baseFleet = (await evaluateFleet(REGISTRY, base, "home")).fleet!;
       const job = await evaluateOnWorker(at("home"), "home", { threads: 2, minHosts: 1, withBase: true });
       if (typeof job === "string") throw new Error(`no worker: ${job}`);
       job.base(baseFleet.hosts);
+      expect(() => job.base(baseFleet.hosts), "base() twice").toThrow(/once/);
       const got = await job.result;
       expect(got, job.why).toBeDefined();
-      const want = await evaluateFleet(REGISTRY, at("home"), "home");
-      const names = Object.keys(want.fleet!.hosts);
-      // The hosts the change leaves alone (but for their file: the base's folder has another name) are the base's objects.
+      // The hosts the change leaves alone (but for their file and warnings: the base's folder has another name) are the base's objects.
       const alike = names.filter((n) => isDeepStrictEqual({ ...want.fleet!.hosts[n], file: "", warnings: [] }, { ...baseFleet.hosts[n], file: "", warnings: [] }));
-      expect(alike).not.toContain("lxc-tailscale");
-      expect(alike.length).toBeGreaterThan(0);
+      expect(alike).not.toContain("laptop");
+      // The coordinator, with the fleet's warning: taken from the base, with its own warnings.
+      expect(alike).toContain(want.fleet!.coordinator.host);
+      expect(want.fleet!.hosts[want.fleet!.coordinator.host].warnings).toHaveLength(1);
       expect(job.reused).toBe(alike.length);
+      // Its own file and warnings, the rest the base's: evaluateFleet's result, field for field.
       expect(got).toStrictEqual(JSON.parse(JSON.stringify(want)));
       expect(Object.keys(got!.fleet!.hosts)).toEqual(names);
-      for (const n of alike) expect(got!.fleet!.hosts[n].tailscale).toBe(baseFleet.hosts[n].tailscale);
+      for (const n of alike) expect(got!.fleet!.hosts[n].tailscale, n).toBe(baseFleet.hosts[n].tailscale);
     } finally {
       rmSync(base, { recursive: true, force: true });
+      git("checkout", "-q", "--", ".");
     }
   }, 120_000);
+
+  it("a host file named constructor (a key every object has) is refused before anything is evaluated", async () => {
+    writeFileSync(at("home/constructor.yaml"), readFileSync(at("home/laptop.yaml"), "utf8").replace(/^address: .*$/m, "address: 192.168.8.77"));
+    try {
+      const r = await evaluateFleet(REGISTRY, at("home"), "home");
+      expect(r.fleet).toBeUndefined();
+      expect(r.diagnostics.map((d) => `${path.basename(d.file)}: ${d.fix}`)).toEqual(["constructor.yaml: rename the file to constructor-host.yaml (prefix it with _ to keep it out of the fleet)"]);
+    } finally {
+      rmSync(at("home/constructor.yaml"));
+    }
+  }, 60_000);
 
   it("a TypeScript host in the folder: the worker is never started", async () => {
     writeFileSync(at("home", "extra.ts"), 'export default { imports: ["client"], address: "192.168.8.77", tailscale: { user: "alice" } };\n');

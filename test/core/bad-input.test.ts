@@ -18,6 +18,7 @@ const CASES: Record<string, Record<string, string | null>> = {
   "yaml unknown tag": { "laptop.yaml": "imports: [client]\naddress: !mkWhatever 10.0.0.5\n" },
   "host file not a mapping": { "laptop.yaml": "- just\n- a list\n" },
   "bad host file name": { "Laptop_1.yaml": "imports: [client]\naddress: 10.0.0.9\n" },
+  "host named like a key every object has": { "constructor.yaml": "imports: [client]\naddress: 10.0.0.9\ntailscale:\n  user: alice\n" },
   "duplicate host (yaml and yml)": { "laptop.yml": "imports: [client]\naddress: 10.0.0.6\n" },
   "missing fleet.yaml": { "fleet.yaml": null },
   "unknown top-level option": { "laptop.yaml": BASE["laptop.yaml"] + "adress: 1.2.3.4\n" },

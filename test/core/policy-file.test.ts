@@ -145,10 +145,20 @@ describe("policy: ./policy.hujson", () => {
   });
 
   it("a part of the policy named outside it: its path kept, brackets and all; file names and other words left alone", () => {
-    const d = { severity: "warning" as const, file: "fx/vps.yaml", path: "tailscale.tags", expected: 'an owner in policy.tagOwners["tag:x"] or policy.groups', found: "mypolicy.acls, policy.hujson", fix: "see policy.acls[3].dst, then run check" };
-    expect(inPolicyFile([d], "fx", "fx/p.hujson")).toEqual([
-      { ...d, expected: 'an owner in tagOwners["tag:x"] in fx/p.hujson or groups in fx/p.hujson', fix: "see acls[3].dst in fx/p.hujson, then run check" },
-    ]);
+    const d = {
+      severity: "warning" as const, file: "fx/vps.yaml", path: "tailscale.tags",
+      expected: "an owner in policy.tagOwners[\"tag:x\"] or policy.groups, or policy.hosts.my-nas, or policy.tagOwners['tag:y']",
+      found: "mypolicy.acls, policy.hujson, policy.JSON, policy.example.com, policy.aclsx",
+      fix: "see policy.acls[3].dst, then run check",
+    };
+    const [moved] = inPolicyFile([d], "fx", "fx/p.hujson");
+    expect(moved).toEqual({
+      ...d,
+      expected: "an owner in tagOwners[\"tag:x\"] in fx/p.hujson or groups in fx/p.hujson, or hosts.my-nas in fx/p.hujson, or tagOwners['tag:y'] in fx/p.hujson",
+      fix: "see acls[3].dst in fx/p.hujson, then run check",
+    });
+    // Twice through (the loader's diagnostics go through it again when the fleet is evaluated): the same.
+    expect(inPolicyFile([moved], "fx", "fx/p.hujson")).toEqual([moved]);
     expect(inPolicyFile([d], "fx", undefined)).toEqual([d]);
   });
 

@@ -79,6 +79,8 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       slowStart = false;
     };
     try {
+      // A drop-in left by a run that was killed (its finally never ran) goes first.
+      await removeSlowStart();
       const a = await openStackFleet({ stack: STACK, configFile: p.stackConfig });
       const before = await nodes();
       must(before.length >= 3, `nodes registered before the drill: ${before.length}, expected 3 or more`);
@@ -171,13 +173,15 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       // saw it), so headscale's start is held for SLOW_START_S by a runtime drop-in for this restore only: the
       // cut after 1.5 s then always finds the restore unfinished, as a slow coordinator would leave it.
       const said2: string[] = [];
-      await on("vps", `mkdir -p ${SLOW_START_DIR} && printf '[Service]\\nExecStartPre=/bin/sleep ${SLOW_START_S}\\n' > ${SLOW_START_DIR}/${SLOW_START_FILE} && systemctl daemon-reload`);
+      // Removed on every way out, even when writing it fails halfway.
       slowStart = true;
+      await on("vps", `mkdir -p ${SLOW_START_DIR} && printf '[Service]\\nExecStartPre=/bin/sleep ${SLOW_START_S}\\n' > ${SLOW_START_DIR}/${SLOW_START_FILE} && systemctl daemon-reload`);
+      const dropIns = await on("vps", "systemctl show -p DropInPaths headscale.service");
+      must(dropIns.includes(SLOW_START_FILE), `headscale.service does not have the drill's drop-in after daemon-reload: ${dropIns.trim()}`);
       const tr2 = Date.now();
       const r2 = await restore(a, { snapshot: b.path, yes: true, waitSeconds: pg ? 90 : 60, interactive: false, say: (l) => said2.push(l), firstWaitTimeoutMs: 1500 });
       t.secondRestoreMs = Date.now() - tr2;
       await removeSlowStart();
-      must(t.secondRestoreMs >= SLOW_START_S * 1000, `the second restore took ${t.secondRestoreMs} ms, less than headscale's held start (${SLOW_START_S} s): the drop-in did not take`);
       must(r2.outcome === "restored" && (pg ? /before-restore\.pgdump$/ : /^\/var\/lib\/headscale\/db\.sqlite\.before-restore-/).test(r2.kept ?? ""), `second restore: ${r2.outcome}, kept ${r2.kept}: ${said2.slice(-5).join(" | ")}`);
       must(/lost the connection while waiting .*Reading its outcome over a new connection/.test(said2.join("\n")), `the second restore did not say it read its outcome over a new connection: ${said2.join(" | ")}`);
       must((await on("vps", `test -f ${r2.kept} && echo kept`)) === "kept\n", `${r2.kept} is not on the VPS`);
@@ -210,7 +214,8 @@ export function backupRestoreDrill(o: BackupRestoreDrillOptions): Promise<DrillR
       }
       return `${before.length} nodes with the same IPs and approved routes after each restore; ${report}`;
     } finally {
-      if (slowStart) await removeSlowStart().catch(() => undefined);
+      // A drop-in left behind would hold every later start of headscale on the lab's VPS: said, never hidden.
+      if (slowStart) await removeSlowStart().catch((e: Error) => console.error(`backup drill: could not remove ${SLOW_START_DIR}/${SLOW_START_FILE} on vps: ${e.message}`));
       // A failed step leaves the ping running on the laptop: let it end (it stops by itself) before the lab moves on.
       await ping?.catch(() => undefined);
       rmSync(out, { recursive: true, force: true });
