@@ -48,7 +48,8 @@ export function peerPaths(ts: TsStatus | undefined): PeerPath[] {
 
 export interface HostStatus {
   host: string;
-  reachable: boolean;
+  /** Whether it answered over SSH; null: not asked (no agent: a device joined by hand, whose row is headscale's). */
+  reachable: boolean | null;
   error?: string;
   /** ms for the host's SSH round trip. */
   ms: number;
@@ -233,7 +234,7 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
       const exp = (node as { expiry?: { seconds?: number | string } } | undefined)?.expiry?.seconds;
       return {
         host: h.name,
-        reachable: !r.error,
+        reachable: h.agent ? !r.error : null,
         ...(r.error ? { error: r.error } : {}),
         ms: r.ms,
         generation: st
@@ -304,22 +305,28 @@ export function expiry(iso: string | null, now = Date.now()): string {
 
 export function statusLines(s: FleetStatus): string[] {
   const rows = s.hosts.map((h) => {
-    if (!h.reachable) return [h.host, "UNREACHABLE", "", "", "", "", "", "", (h.error ?? "").slice(0, 120)];
+    if (h.reachable === false) return [h.host, "UNREACHABLE", "", "", "", "", "", "", (h.error ?? "").slice(0, 120)];
     const g = h.generation;
     const gen = g ? (g.n ? `${g.n} ${g.hash?.slice(0, 12)} ${g.ageSeconds !== null ? age(g.ageSeconds * 1000) : "?"}${g.confirmed ? "" : " UNCONFIRMED"}` : "none") : "no agent";
     const drift = h.drift ? (h.drift.clean ? "clean" : `${h.drift.items.length} item(s)`) : "-";
     const t = h.tailscale;
-    const tsState = !t.enabled ? "off" : `${t.state ?? "?"}${t.online === null ? "" : t.online ? " online" : " OFFLINE"}`;
+    const hs = h.headscale;
+    // A host without an agent is not asked: headscale says whether its node is online.
+    const tsState = !t.enabled
+      ? "off"
+      : h.reachable === null
+        ? !hs ? "?" : !hs.registered ? "not registered" : hs.online === null ? "?" : hs.online ? "online (headscale)" : "OFFLINE (headscale)"
+        : `${t.state ?? "?"}${t.online === null ? "" : t.online ? " online" : " OFFLINE"}`;
     const online = t.peers.filter((p) => p.online);
     const paths = !t.enabled ? "-" : `${online.filter((p) => p.path === "direct").length} direct, ${online.filter((p) => p.path === "relayed").length} relayed`;
-    const hs = h.headscale;
     const routes = !hs ? "-" : !hs.registered ? "not registered" : hs.advertised.length === 0 ? "none" : hs.advertised.map((r) => (hs.approved.includes(r) ? r : `${r} (NOT APPROVED)`)).join(" ");
     const keyExp = !t.enabled ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
     const tooOld = t.version !== null && t.minimum !== null && compareVersions(t.version, t.minimum) < 0;
     const below = t.version !== null && compareVersions(t.version, t.wanted) < 0;
     const flag = tooOld ? ` (BELOW headscale's minimum ${t.minimum}: it cannot connect)` : below ? ` (BELOW the fleet's ${t.wanted})` : "";
-    const versions = `agent ${h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing"}, ts ${t.version ?? "-"}${flag}`;
-    return [h.host, gen, drift, tsState, paths, routes, keyExp, versions, ""];
+    const agent = h.reachable === null ? "none" : h.agent.sha256 ? h.agent.sha256.slice(0, 8) + (h.agent.matchesLocal === false ? " (not dist's)" : "") : "missing";
+    const versions = `agent ${agent}, ts ${t.version ?? "-"}${flag}`;
+    return [h.host, gen, drift, tsState, paths, routes, keyExp, versions, h.reachable === null ? "joined by hand: headscale's view" : ""];
   });
   const out = table(["HOST", "GENERATION", "DRIFT", "TAILSCALE", "PEERS", "ROUTES", "KEY EXPIRY", "VERSIONS", "NOTE"], rows);
   if (s.headscaleError) out.push(`headscale (${s.coordinator}): ${s.headscaleError}`);
@@ -365,7 +372,7 @@ Exit code: 0 read every host, 1 some host could not be read, 2 bad usage.`,
       const { status } = await collectStatus(a, session);
       if (opts.json) process.stdout.write(JSON.stringify(status, null, 2) + "\n");
       else for (const l of statusLines(status)) process.stdout.write(l + "\n");
-      return status.hosts.every((h) => h.reachable) ? 0 : 1;
+      return status.hosts.every((h) => h.reachable !== false) ? 0 : 1;
     } finally {
       session.close();
     }

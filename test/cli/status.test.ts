@@ -38,6 +38,24 @@ describe("status and the fleet's tailscaleVersion", () => {
     expect(row("unknown")).not.toContain("BELOW");
   });
 
+  it("a host without an agent is not asked: not UNREACHABLE, no missing agent, headscale's view of its node", () => {
+    const phone: HostStatus = {
+      ...host("phone", null),
+      reachable: null,
+      generation: null,
+      drift: null,
+      tailscale: { ...host("phone", null).tailscale, state: null, online: null },
+      headscale: { registered: true, online: false, advertised: [], approved: [], expiry: null },
+      agent: { sha256: null, matchesLocal: null },
+    };
+    const down: HostStatus = { ...host("nas", null), reachable: false, error: "ssh: connect timed out" };
+    const lines = statusLines({ stack: "home", at: "", ms: 900, coordinator: "vps", hosts: [phone, down] });
+    const row = (n: string) => lines.find((l) => l.startsWith(n + " "))!;
+    expect(row("phone")).not.toContain("UNREACHABLE");
+    expect(row("phone")).toMatch(/no agent .* OFFLINE \(headscale\) .* agent none, ts - +joined by hand: headscale's view/);
+    expect(row("nas")).toContain("UNREACHABLE");
+  });
+
   it("names a node below headscale's own minimum first: it cannot connect at all", () => {
     const s: FleetStatus = { stack: "lab", at: "", ms: 900, coordinator: "vps", hosts: [host("ancient", "1.78.1")] };
     expect(statusLines(s).join("\n")).toContain("ts 1.78.1 (BELOW headscale's minimum 1.80.0: it cannot connect)");
