@@ -17,11 +17,11 @@ import * as pulumi from "@pulumi/pulumi";
 import { createHash } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { CoordinatorInfo, HostSystem } from "../core/types.ts";
-import { parse as parseYaml } from "yaml";
 import { CoordinatorPlacement, HeadscaleReady, HostFile } from "../provider/sdk.ts";
 import type { PlacementInputs } from "../provider/types.ts";
+import { placementFacts } from "./placement-facts.ts";
 import { composeHost, IMAGE_ID_PATTERN, pinnedImage, validateContainerSpec, validateImagePin } from "./dockerService.ts";
-import { headscaleDatabaseOf, HS } from "../modules/headscale.ts";
+import { HS } from "../modules/headscale.ts";
 import type { HeadscaleCli } from "./headscaleCli.ts";
 import { headscaleBinaryFile } from "./headscale-binary.ts";
 import { bootstrapHost, HostAgent, type HostAgentArgs } from "./hostAgent.ts";
@@ -189,29 +189,6 @@ export function coordinatorImages(h: HostSystem, args: Pick<CoordinatorArgs, "im
   const digests: Record<string, string> = { ...(args.imageDigests ?? {}) };
   if (args.imageDigest) digests[args.containerName ?? "headscale"] = args.imageDigest;
   return Object.fromEntries(h.containers.map((c) => [c.name, pinnedImage(c.image, digests[c.name])]));
-}
-
-/**
- * What a move of the coordinator needs to know of its database and keys, read
- * from the host's rendered headscale config: the database (type, SQLite path,
- * Postgres host), and whether its Noise key is one meshfleet writes (derived
- * from keySeed) or an adopted file it cannot carry. On the docker runtime the
- * files headscale reads are uploads into its container: found by the path
- * the container sees.
- */
-export function placementFacts(h: HostSystem, containerName = "headscale"): Pick<PlacementInputs, "databaseType" | "databasePath" | "postgresHost" | "adopted"> {
-  const uploads = h.runtime === "docker" ? (h.containers.find((c) => c.name === containerName)?.uploads ?? []) : [];
-  const onHost = (p: string) => uploads.find((u) => u.containerPath === p)?.source ?? p;
-  const has = (p: string) => h.files.some((f) => f.path === p || f.path === onHost(p));
-  const text = h.files.find((f) => f.path === onHost(HS.config))?.content ?? "";
-  const db = headscaleDatabaseOf(text, HS.pgpass);
-  const noise = ((parseYaml(text) ?? {}) as { noise?: { private_key_path?: string } }).noise?.private_key_path ?? HS.noiseKey;
-  return {
-    databaseType: db.type,
-    databasePath: db.type === "sqlite" ? db.path : `${HS.stateDir}/db.sqlite`,
-    ...(db.type === "postgres" ? { postgresHost: db.host } : {}),
-    adopted: !has(noise),
-  };
 }
 
 export class Coordinator extends pulumi.ComponentResource {

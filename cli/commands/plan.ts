@@ -25,7 +25,8 @@ import { unitDependencies } from "../../agent/desired.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
-import { moveSteps } from "../../provider/placement.ts";
+import { moveRefusal, moveSteps, MOVED_BY_HAND } from "../../provider/placement.ts";
+import { placementFacts } from "../../components/placement-facts.ts";
 import { tuneForShortRun } from "../short-run.ts";
 import { evaluateOnWorker, MIN_HOSTS } from "../parallel-eval.ts";
 import type { EvalResult } from "../../core/eval.ts";
@@ -306,8 +307,17 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
   const out: PlanWarning[] = [];
   const from = base.coordinator?.host, to = head.coordinator?.host;
   if (from && to && from !== to) {
-    const steps = moveSteps(from, to, head.coordinator!.serverUrl);
-    out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });
+    // What the deploy will do: refuse a move it cannot carry (the provider's own test, on the same facts), else its steps.
+    const was = Object.hasOwn(base.hosts, from) ? base.hosts[from] : undefined;
+    const next = Object.hasOwn(head.hosts, to) ? head.hosts[to] : undefined;
+    const facts = next && placementFacts(next);
+    const refusal = facts && moveRefusal({ from, to, databaseType: facts.databaseType, postgresHost: facts.postgresHost, adopted: facts.adopted || (was ? placementFacts(was).adopted : false) });
+    if (refusal) {
+      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal.replace(/ Nothing was changed\.$/, "")}` });
+    } else {
+      const steps = moveSteps(from, to, head.coordinator!.serverUrl);
+      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });
+    }
   }
   for (const v of diff.versions) {
     const a = version(v.before), b = version(v.after);

@@ -17,7 +17,7 @@ import { session, type RunResult } from "../../provider/ssh.ts";
 import type { GenerationOutputs, PlacementInputs, PlacementOutputs, SshConnection } from "../../provider/types.ts";
 import { planWarnings } from "../../cli/commands/plan.ts";
 import { diffNetwork, emptyModel } from "../../core/netdiff/index.ts";
-import type { FleetSystem } from "../../core/types.ts";
+import type { FleetSystem, HostSystem } from "../../core/types.ts";
 
 let dir: string;
 let calls: string;
@@ -263,11 +263,32 @@ describe("plan", () => {
     expect(planWarnings(f("vps"), f("vps"), diffNetwork(emptyModel("lab"), emptyModel("lab"))).some((x) => x.kind === "coordinator-moves")).toBe(false);
     expect(existsSync(dir)).toBe(true);
   });
+
+  it("says when up will refuse the move (an adopted coordinator's keys, a Postgres on the coordinator), with the way by hand", () => {
+    const config = (db: string, noise = "/var/lib/headscale/noise_private.key") => `database:\n${db}noise:\n  private_key_path: ${noise}\n`;
+    const coordinator = (name: string, text: string, keyFile = true) =>
+      ({ name, runtime: "systemd", containers: [], files: [{ path: "/etc/headscale/config.yaml", content: text }, ...(keyFile ? [{ path: "/var/lib/headscale/noise_private.key", content: "" }] : [])] }) as unknown as HostSystem;
+    const f = (host: string, h: HostSystem) => ({ hosts: { [host]: h }, coordinator: { host, serverUrl: "https://hs.example.com", headscaleVersion: "0.29.2", baseDomain: "x", runtime: "systemd" } }) as unknown as FleetSystem;
+    const sqlite = config("  type: sqlite\n  sqlite:\n    path: /var/lib/headscale/db.sqlite\n");
+    const move = (from: HostSystem, to: HostSystem) => planWarnings(f("vps", from), f("vps2", to), diffNetwork(emptyModel("lab"), emptyModel("lab"))).find((x) => x.kind === "coordinator-moves")?.message;
+    // meshfleet's own keys and SQLite: the steps.
+    expect(move(coordinator("vps", sqlite), coordinator("vps2", sqlite))).toContain("(1) headscale on vps is stopped");
+    // Adopted on the old host (its Noise key a file meshfleet did not write): refused, said with the fix.
+    const adopted = move(coordinator("vps", config("  type: sqlite\n  sqlite:\n    path: /var/lib/headscale/db.sqlite\n", "/etc/old/noise.key"), false), coordinator("vps2", sqlite));
+    expect(adopted).toMatch(/^the coordinator moves from vps to vps2, which `meshfleet up` will refuse \(unless meshfleet:coordinatorMovedByHand is set\): coordinator vps -> vps2: the coordinator was taken over with headscale.adopt/);
+    expect(adopted).not.toContain("Nothing was changed");
+    // Postgres on the coordinator itself.
+    const pg = config("  type: postgres\n  postgres:\n    host: localhost\n");
+    expect(move(coordinator("vps", pg), coordinator("vps2", pg))).toMatch(/will refuse .*Postgres database is on the coordinator itself/);
+    // Postgres on a server both reach: the steps.
+    const remote = config("  type: postgres\n  postgres:\n    host: db.internal\n");
+    expect(move(coordinator("vps", remote), coordinator("vps2", remote))).toContain("(1) headscale on vps is stopped");
+  });
 });
 
 describe("placementFacts on the docker runtime (the home fleet's VPS)", () => {
   it("reads the config headscale's container gets, and its Noise key is meshfleet's (not adopted)", async () => {
-    const { placementFacts } = await import("../../components/coordinator.ts");
+    const { placementFacts } = await import("../../components/placement-facts.ts");
     const { evaluateStack } = await import("../components/fixtures.ts");
     const { fleet } = await evaluateStack("home");
     const vps = fleet.hosts[fleet.coordinator.host]!;
@@ -278,7 +299,7 @@ describe("placementFacts on the docker runtime (the home fleet's VPS)", () => {
 
 describe("placementFacts: what the Coordinator reads from the rendered config", () => {
   it("the database, and whether the Noise key is a file meshfleet writes", async () => {
-    const { placementFacts } = await import("../../components/coordinator.ts");
+    const { placementFacts } = await import("../../components/placement-facts.ts");
     const host = (config: string, files: string[] = []) =>
       ({ files: [{ path: "/etc/headscale/config.yaml", content: config }, ...files.map((path) => ({ path, content: "" }))] }) as never;
     expect(placementFacts(host("database:\n  type: sqlite\n  sqlite:\n    path: /srv/hs/db.sqlite\nnoise:\n  private_key_path: /var/lib/headscale/noise_private.key\n", ["/var/lib/headscale/noise_private.key"]))).toEqual({
