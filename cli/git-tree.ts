@@ -28,6 +28,8 @@ export interface GitEntry {
   type: "blob" | "tree" | "commit";
   oid: string;
   path: string;
+  /** A blob's size in bytes, as `git ls-tree -l` gives it. */
+  size?: number;
 }
 
 const git = (top: string, args: string[], input?: string, env?: NodeJS.ProcessEnv, maxBuffer = 1 << 30) => execFileSync("git", args, { cwd: top, input, env, maxBuffer, stdio: ["pipe", "pipe", "pipe"] });
@@ -37,7 +39,7 @@ const stderrOf = (e: unknown) => String((e as { stderr?: Buffer }).stderr ?? "")
 export function listTree(top: string, ref: string, paths: string[]): GitEntry[] {
   let out: string;
   try {
-    out = git(top, ["ls-tree", "-r", "-t", "-z", ref, "--", ...paths]).toString("utf8");
+    out = git(top, ["ls-tree", "-r", "-t", "-l", "-z", ref, "--", ...paths]).toString("utf8");
   } catch (e) {
     throw new MeshfleetError(`--base ${ref}: git could not list ${paths[0]} (${stderrOf(e)})`);
   }
@@ -45,8 +47,9 @@ export function listTree(top: string, ref: string, paths: string[]): GitEntry[] 
   for (const line of out.split("\0")) {
     if (!line) continue;
     const tab = line.indexOf("\t");
-    const [mode, type, oid] = line.slice(0, tab).split(" ");
-    entries.push({ mode, type: type as GitEntry["type"], oid, path: line.slice(tab + 1) });
+    // "<mode> <type> <oid> <size, padded; - for a folder>"
+    const [mode, type, oid, size] = line.slice(0, tab).split(/ +/);
+    entries.push({ mode, type: type as GitEntry["type"], oid, path: line.slice(tab + 1), ...(type === "blob" && /^\d+$/.test(size ?? "") ? { size: Number(size) } : {}) });
   }
   return entries;
 }
@@ -62,13 +65,24 @@ export function readBlobs(top: string, ref: string, entries: GitEntry[], maxBuff
   const blobs = new Map<string, Uint8Array>();
   if (!wanted.length) return blobs;
   const pathOf = (oid: string) => entries.find((e) => e.oid === oid)!.path;
+  const mib = (n: number) => (n % (1 << 20) ? `${n} bytes` : `${n / (1 << 20)} MiB`);
+  const tooMuch = (total: string, why: string) =>
+    new MeshfleetError(`--base ${ref}: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass ${total} together, more than it reads at once (${why}); move what is not the fleet's (large files, archives, images) out of those folders`);
+  // Sized by the listing, refused before anything is read: git would send every byte first.
+  const sized = new Map(entries.filter((e) => e.type === "blob" && e.size !== undefined).map((e) => [e.oid, e]));
+  if (sized.size === wanted.length) {
+    const total = [...sized.values()].reduce((a, e) => a + e.size! + 64, 0);
+    if (total > maxBuffer) {
+      const largest = [...sized.values()].sort((a, b) => b.size! - a.size!).slice(0, 3).map((e) => `${e.path}: ${e.size} bytes`);
+      throw tooMuch(mib(maxBuffer), `${total} bytes with git's headers; the largest: ${largest.join(", ")}`);
+    }
+  }
   let out: Buffer;
   try {
     out = git(top, ["cat-file", "--batch"], wanted.join("\n") + "\n", undefined, maxBuffer);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    if (code === "ENOBUFS")
-      throw new MeshfleetError(`--base ${ref}: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass ${maxBuffer % (1 << 20) ? `${maxBuffer} bytes` : `${maxBuffer / (1 << 20)} MiB`} together, more than it reads at once (git cat-file: ${code}); move what is not the fleet's (large files, archives, images) out of those folders`);
+    if (code === "ENOBUFS") throw tooMuch(mib(maxBuffer), `git cat-file: ${code}`);
     throw new MeshfleetError(`--base ${ref}: git could not read the fleet's files at that revision (git cat-file: ${stderrOf(e) || code || (e as Error).message}); check that git runs (git --version) and the repository (git fsck)`);
   }
   let at = 0;

@@ -152,7 +152,14 @@ describe("git tree source: what it refuses, and git's failures", () => {
 
   it("fault: more bytes than plan reads at once, and git that does not start: errors that name the revision and what to do", () => {
     const entries = listTree(repo, "HEAD", ["trees"]);
+    // Sized by the listing: refused before git sends a byte, naming the largest files.
+    expect(entries.filter((e) => e.type === "blob").every((e) => Number.isInteger(e.size) && e.size! > 0)).toBe(true);
+    const largest = entries.filter((e) => e.type === "blob").sort((a, b) => b.size! - a.size!)[0];
     expect(() => readBlobs(repo, "HEAD~0", entries, 64)).toThrow(
+      new RegExp(`^--base HEAD~0: the files plan reads at that revision \\(the fleet's folder, with its sibling site folders for a fleet with sites\\) pass 64 bytes together, more than it reads at once \\(\\d+ bytes with git's headers; the largest: [^:]+: ${largest.size} bytes, .*\\); move what is not the fleet's \\(large files, archives, images\\) out of those folders$`),
+    );
+    // Not sized (entries made by hand): git's own limit says it.
+    expect(() => readBlobs(repo, "HEAD~0", entries.map(({ size: _, ...e }) => e), 64)).toThrow(
       "--base HEAD~0: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass 64 bytes together, more than it reads at once (git cat-file: ENOBUFS); move what is not the fleet's (large files, archives, images) out of those folders",
     );
     expect(readBlobs(repo, "HEAD", entries).size).toBeGreaterThan(0);
