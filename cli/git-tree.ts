@@ -71,7 +71,8 @@ export function readBlobs(top: string, ref: string, entries: GitEntry[], maxBuff
   // Sized by the listing, refused before anything is read: git would send every byte first.
   const sized = new Map(entries.filter((e) => e.type === "blob" && e.size !== undefined).map((e) => [e.oid, e]));
   if (sized.size === wanted.length) {
-    const total = [...sized.values()].reduce((a, e) => a + e.size! + 64, 0);
+    // What cat-file --batch sends of each: "<oid> blob <size>\n", the bytes, "\n".
+    const total = [...sized.values()].reduce((a, e) => a + e.oid.length + 8 + String(e.size).length + e.size!, 0);
     if (total > maxBuffer) {
       const largest = [...sized.values()].sort((a, b) => b.size! - a.size!).slice(0, 3).map((e) => `${e.path}: ${e.size} bytes`);
       throw tooMuch(mib(maxBuffer), `${total} bytes with git's headers; the largest: ${largest.join(", ")}`);

@@ -313,7 +313,7 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
     const facts = next && placementFacts(next);
     const refusal = facts && moveRefusal({ from, to, databaseType: facts.databaseType, postgresHost: facts.postgresHost, adopted: facts.adopted || (was ? placementFacts(was).adopted : false) });
     if (refusal) {
-      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal.replace(/ Nothing was changed\.$/, "")}` });
+      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal.replace(`coordinator ${from} -> ${to}: `, "").replace(/ Nothing was changed\.$/, "")}` });
     } else {
       const steps = moveSteps(from, to, head.coordinator!.serverUrl);
       out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });

@@ -318,9 +318,9 @@ export function statusLines(s: FleetStatus): string[] {
         ? !hs ? "?" : !hs.registered ? "not registered" : hs.online === null ? "?" : hs.online ? "online (headscale)" : "OFFLINE (headscale)"
         : `${t.state ?? "?"}${t.online === null ? "" : t.online ? " online" : " OFFLINE"}`;
     const online = t.peers.filter((p) => p.online);
-    const paths = !t.enabled ? "-" : `${online.filter((p) => p.path === "direct").length} direct, ${online.filter((p) => p.path === "relayed").length} relayed`;
+    const paths = !t.enabled || h.reachable === null ? "-" : `${online.filter((p) => p.path === "direct").length} direct, ${online.filter((p) => p.path === "relayed").length} relayed`;
     const routes = !hs ? "-" : !hs.registered ? "not registered" : hs.advertised.length === 0 ? "none" : hs.advertised.map((r) => (hs.approved.includes(r) ? r : `${r} (NOT APPROVED)`)).join(" ");
-    const keyExp = !t.enabled ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
+    const keyExp = !t.enabled || (hs && !hs.registered) ? "-" : expiry(hs?.expiry ?? t.keyExpiry);
     const tooOld = t.version !== null && t.minimum !== null && compareVersions(t.version, t.minimum) < 0;
     const below = t.version !== null && compareVersions(t.version, t.wanted) < 0;
     const flag = tooOld ? ` (BELOW headscale's minimum ${t.minimum}: it cannot connect)` : below ? ` (BELOW the fleet's ${t.wanted})` : "";
@@ -332,7 +332,8 @@ export function statusLines(s: FleetStatus): string[] {
   if (s.headscaleError) out.push(`headscale (${s.coordinator}): ${s.headscaleError}`);
   for (const e of s.expiring ?? []) out.push(`${e.expired ? "EXPIRED" : "expires within 14 days"}: ${e.kind} of ${e.host} (${e.expired ? "at" : "on"} ${e.at}): ${e.fix}`);
   for (const h of s.hosts) for (const d of h.drift?.items ?? []) out.push(`drift ${h.host}: ${d.kind} ${d.subject}: ${d.detail}`);
-  out.push(`read ${s.hosts.length} host(s) in ${(s.ms / 1000).toFixed(1)}s`);
+  const asked = s.hosts.filter((h) => h.reachable !== null).length;
+  out.push(`read ${asked} host(s) in ${(s.ms / 1000).toFixed(1)}s${asked < s.hosts.length ? `; ${s.hosts.length - asked} without an agent from headscale's node list` : ""}`);
   return out;
 }
 
@@ -359,6 +360,9 @@ After the table, every key that expires within 14 days or has expired:
 node keys, and the pre-auth key of each host that has not joined yet, with
 what to do (\`meshfleet up\` renews a waiting host's key, and logs in again
 a host whose node key expired).
+A host without an agent (agent: false, a device joined by hand) is not
+asked: its row is headscale's view of its node ("reachable": null in
+--json).
 
 ${flagHelp(stackFlags)}
 

@@ -158,6 +158,11 @@ describe("git tree source: what it refuses, and git's failures", () => {
     expect(() => readBlobs(repo, "HEAD~0", entries, 64)).toThrow(
       new RegExp(`^--base HEAD~0: the files plan reads at that revision \\(the fleet's folder, with its sibling site folders for a fleet with sites\\) pass 64 bytes together, more than it reads at once \\(\\d+ bytes with git's headers; the largest: [^:]+: ${largest.size} bytes, .*\\); move what is not the fleet's \\(large files, archives, images\\) out of those folders$`),
     );
+    // At the boundary: exactly what git sends is read, a byte less is refused before git runs.
+    const wanted = [...new Set(entries.filter((e) => e.type === "blob").map((e) => e.oid))];
+    const exact = execFileSync("git", ["cat-file", "--batch"], { cwd: repo, input: wanted.join("\n") + "\n", maxBuffer: 1 << 26 }).length;
+    expect(readBlobs(repo, "HEAD", entries, exact).size).toBe(wanted.length);
+    expect(() => readBlobs(repo, "HEAD", entries, exact - 1)).toThrow(`more than it reads at once (${exact} bytes with git's headers; the largest: `);
     // Not sized (entries made by hand): git's own limit says it.
     expect(() => readBlobs(repo, "HEAD~0", entries.map(({ size: _, ...e }) => e), 64)).toThrow(
       "--base HEAD~0: the files plan reads at that revision (the fleet's folder, with its sibling site folders for a fleet with sites) pass 64 bytes together, more than it reads at once (git cat-file: ENOBUFS); move what is not the fleet's (large files, archives, images) out of those folders",

@@ -52,7 +52,8 @@ describe("status and the fleet's tailscaleVersion", () => {
     const lines = statusLines({ stack: "home", at: "", ms: 900, coordinator: "vps", hosts: [phone, down] });
     const row = (n: string) => lines.find((l) => l.startsWith(n + " "))!;
     expect(row("phone")).not.toContain("UNREACHABLE");
-    expect(row("phone")).toMatch(/no agent .* OFFLINE \(headscale\) .* agent none, ts - +joined by hand: headscale's view/);
+    expect(row("phone")).toMatch(/no agent +- +OFFLINE \(headscale\) +- +none +never +agent none, ts - +joined by hand: headscale's view/);
+    expect(lines.at(-1)).toMatch(/^read 1 host\(s\) in 0\.9s; 1 without an agent from headscale's node list$/);
     expect(row("nas")).toContain("UNREACHABLE");
   });
 

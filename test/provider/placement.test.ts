@@ -275,7 +275,7 @@ describe("plan", () => {
     expect(move(coordinator("vps", sqlite), coordinator("vps2", sqlite))).toContain("(1) headscale on vps is stopped");
     // Adopted on the old host (its Noise key a file meshfleet did not write): refused, said with the fix.
     const adopted = move(coordinator("vps", config("  type: sqlite\n  sqlite:\n    path: /var/lib/headscale/db.sqlite\n", "/etc/old/noise.key"), false), coordinator("vps2", sqlite));
-    expect(adopted).toMatch(/^the coordinator moves from vps to vps2, which `meshfleet up` will refuse \(unless meshfleet:coordinatorMovedByHand is set\): coordinator vps -> vps2: the coordinator was taken over with headscale.adopt/);
+    expect(adopted).toMatch(/^the coordinator moves from vps to vps2, which `meshfleet up` will refuse \(unless meshfleet:coordinatorMovedByHand is set\): the coordinator was taken over with headscale.adopt/);
     expect(adopted).not.toContain("Nothing was changed");
     // Postgres on the coordinator itself.
     const pg = config("  type: postgres\n  postgres:\n    host: localhost\n");
