@@ -53,11 +53,23 @@ export function moveRefusal(o: { from: string; to: string; databaseType: "sqlite
   return null;
 }
 
-/** The steps of a move, as `plan`, `preview` and the deploy's log state them. */
-export function moveSteps(from: string, to: string, serverUrl: string): string[] {
+/**
+ * The steps of a move, as `plan`, `preview` and the deploy's log state them.
+ * With `postgresHost` (a database server both hosts reach) nothing is carried:
+ * the old headscale only stops.
+ */
+export function moveSteps(from: string, to: string, serverUrl: string, postgresHost?: string): string[] {
+  const database = postgresHost
+    ? [
+        `headscale on ${from} is stopped (two headscales on one database would both hand out addresses)`,
+        `the database stays on ${postgresHost}: nothing is copied`,
+      ]
+    : [
+        `headscale on ${from} is stopped and its database read (it stays on ${from}, stopped, for a move back)`,
+        `the database goes to ${to} (a database already there is kept aside, not deleted), 0600 headscale:headscale`,
+      ];
   return [
-    `headscale on ${from} is stopped and its database read (it stays on ${from}, stopped, for a move back)`,
-    `the database goes to ${to} (a database already there is kept aside, not deleted), 0600 headscale:headscale`,
+    ...database,
     `${to}'s generation starts headscale with the same Noise and DERP keys (they derive from keySeed), so nodes need no new login`,
     `${from}'s generation no longer runs headscale`,
     `you point ${serverUrl} at ${to} (its DNS record, or the address moves), before this \`up\` when ${to}'s proxy gets its certificate by ACME (the CA checks ${to}); until then nodes keep their tunnels but reach no coordinator`,

@@ -315,7 +315,7 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
     if (refusal) {
       out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal.replace(`coordinator ${from} -> ${to}: `, "").replace(/ Nothing was changed\.$/, "")}` });
     } else {
-      const steps = moveSteps(from, to, head.coordinator!.serverUrl);
+      const steps = moveSteps(from, to, head.coordinator!.serverUrl, facts?.databaseType === "postgres" ? facts.postgresHost : undefined);
       out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });
     }
   }

@@ -91,7 +91,7 @@ export const placement: AsyncDiffHandler<PlacementInputs, PlacementOutputs> = {
     // movedByHand is a one-off instruction for a move, not a state of the coordinator: no change by itself.
     const d = topLevelDiff(olds as never, news as never, { ignore: ["movedFrom", "movedAt", "movedByHand"] });
     if (d.changes && !isUnknown(news.host) && olds.host !== news.host) {
-      await progress(news.host, `the coordinator moves here from ${olds.host}: ${moveSteps(olds.host, news.host, news.serverUrl).map((s, i) => `${i + 1}. ${s}`).join("; ")}`);
+      await progress(news.host, `the coordinator moves here from ${olds.host}: ${moveSteps(olds.host, news.host, news.serverUrl, news.databaseType === "postgres" ? news.postgresHost : undefined).map((s, i) => `${i + 1}. ${s}`).join("; ")}`);
       const refusal = news.movedByHand ? null : moveRefusal({ from: olds.host, to: news.host, databaseType: news.databaseType, postgresHost: news.postgresHost, adopted: news.adopted || olds.adopted });
       if (refusal) throw new ProviderError(refusal);
     }

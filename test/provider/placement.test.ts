@@ -280,9 +280,11 @@ describe("plan", () => {
     // Postgres on the coordinator itself.
     const pg = config("  type: postgres\n  postgres:\n    host: localhost\n");
     expect(move(coordinator("vps", pg), coordinator("vps2", pg))).toMatch(/will refuse .*Postgres database is on the coordinator itself/);
-    // Postgres on a server both reach: the steps.
+    // Postgres on a server both reach: the steps, and nothing carried.
     const remote = config("  type: postgres\n  postgres:\n    host: db.internal\n");
-    expect(move(coordinator("vps", remote), coordinator("vps2", remote))).toContain("(1) headscale on vps is stopped");
+    const shared = move(coordinator("vps", remote), coordinator("vps2", remote));
+    expect(shared).toContain("(1) headscale on vps is stopped (two headscales on one database would both hand out addresses); (2) the database stays on db.internal: nothing is copied; (3) vps2's generation starts headscale");
+    expect(shared).not.toContain("the database goes to");
   });
 });
 
