@@ -273,7 +273,7 @@ export async function evaluateOnWorker(dir: string, stack: string, opts: Pick<Pa
       const sent = m.fleet.hosts;
       const hosts: Record<string, HostSystem> = {};
       for (const name of m.order) {
-        // Own keys only: a host may be named like an Object method (constructor).
+        // Own keys only, as every lookup by host name should be (the loader refuses a host named constructor).
         if (!Object.hasOwn(m.kept, name)) {
           hosts[name] = sent[name];
           continue;

@@ -36,21 +36,29 @@ export interface PlacementSide {
 export const MOVED_BY_HAND = "meshfleet:coordinatorMovedByHand";
 const byHand = (to: string) => `then \`pulumi config set ${MOVED_BY_HAND} true\` and \`meshfleet up\` (headscale starts on ${to} with what you put there; unset it after: \`pulumi config rm ${MOVED_BY_HAND}\`)`;
 
-/** Why a move cannot be done by meshfleet, with the steps to do it by hand; null when it can. */
-export function moveRefusal(o: { from: string; to: string; databaseType: "sqlite" | "postgres"; postgresHost?: string; adopted: boolean }): string | null {
+type MoveFacts = { from: string; to: string; databaseType: "sqlite" | "postgres"; postgresHost?: string; adopted: boolean };
+
+/** Why a move cannot be done by meshfleet, with the steps to do it by hand; null when it can (plan states it as is). */
+export function moveRefusalReason(o: MoveFacts): string | null {
   if (o.adopted) {
     return (
-      `coordinator ${o.from} -> ${o.to}: the coordinator was taken over with headscale.adopt, so its Noise and DERP keys are files on ${o.from} that derive from nothing meshfleet holds. ` +
-      `Moving it would give the nodes a coordinator with another key. Fix: stop headscale on ${o.from}, copy its database and noise_private.key and derp_server_private.key (a snapshot from \`npx meshfleet backup --stack S --now\` holds them) into ${STATE_DIR} on ${o.to} (0600, owned by headscale), ${byHand(o.to)}; or keep coordinator.host: ${o.from}. Nothing was changed.`
+      `the coordinator was taken over with headscale.adopt, so its Noise and DERP keys are files on ${o.from} that derive from nothing meshfleet holds. ` +
+      `Moving it would give the nodes a coordinator with another key. Fix: stop headscale on ${o.from}, copy its database and noise_private.key and derp_server_private.key (a snapshot from \`npx meshfleet backup --stack S --now\` holds them) into ${STATE_DIR} on ${o.to} (0600, owned by headscale), ${byHand(o.to)}; or keep coordinator.host: ${o.from}.`
     );
   }
   if (o.databaseType === "postgres" && /^(localhost|127\.|::1$|\/)/.test(o.postgresHost ?? "localhost")) {
     return (
-      `coordinator ${o.from} -> ${o.to}: headscale's Postgres database is on the coordinator itself (database.postgres.host: ${o.postgresHost ?? "localhost"}), and meshfleet moves SQLite databases only. ` +
-      `Fix: \`npx meshfleet backup --stack S --now\` (a pg_dump), stop headscale on ${o.from}, make the database on ${o.to} and pg_restore the dump there, ${byHand(o.to)}; or point database.postgres.host at a server both hosts reach. Nothing was changed.`
+      `headscale's Postgres database is on the coordinator itself (database.postgres.host: ${o.postgresHost ?? "localhost"}), and meshfleet moves SQLite databases only. ` +
+      `Fix: \`npx meshfleet backup --stack S --now\` (a pg_dump), stop headscale on ${o.from}, make the database on ${o.to} and pg_restore the dump there, ${byHand(o.to)}; or point database.postgres.host at a server both hosts reach.`
     );
   }
   return null;
+}
+
+/** The deploy's refusal of a move (`moveRefusalReason`, as the provider's error says it); null when it can. */
+export function moveRefusal(o: MoveFacts): string | null {
+  const why = moveRefusalReason(o);
+  return why && `coordinator ${o.from} -> ${o.to}: ${why} Nothing was changed.`;
 }
 
 /**

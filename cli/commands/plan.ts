@@ -25,7 +25,7 @@ import { unitDependencies } from "../../agent/desired.ts";
 import { fleetFlags, fleetLine, flagHelp, parseArgs, resolveFleet, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
 import { readNodesFile, type LiveNode } from "../../core/policy/index.ts";
-import { moveRefusal, moveSteps, MOVED_BY_HAND } from "../../provider/placement.ts";
+import { moveRefusalReason, moveSteps, MOVED_BY_HAND } from "../../provider/placement.ts";
 import { placementFacts } from "../../components/placement-facts.ts";
 import { tuneForShortRun } from "../short-run.ts";
 import { evaluateOnWorker, MIN_HOSTS } from "../parallel-eval.ts";
@@ -311,9 +311,9 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
     const was = Object.hasOwn(base.hosts, from) ? base.hosts[from] : undefined;
     const next = Object.hasOwn(head.hosts, to) ? head.hosts[to] : undefined;
     const facts = next && placementFacts(next);
-    const refusal = facts && moveRefusal({ from, to, databaseType: facts.databaseType, postgresHost: facts.postgresHost, adopted: facts.adopted || (was ? placementFacts(was).adopted : false) });
+    const refusal = facts && moveRefusalReason({ from, to, databaseType: facts.databaseType, postgresHost: facts.postgresHost, adopted: facts.adopted || (was ? placementFacts(was).adopted : false) });
     if (refusal) {
-      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal.replace(`coordinator ${from} -> ${to}: `, "").replace(/ Nothing was changed\.$/, "")}` });
+      out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}, which \`meshfleet up\` will refuse (unless ${MOVED_BY_HAND} is set): ${refusal}` });
     } else {
       const steps = moveSteps(from, to, head.coordinator!.serverUrl, facts?.databaseType === "postgres" ? facts.postgresHost : undefined);
       out.push({ kind: "coordinator-moves", host: to, message: `the coordinator moves from ${from} to ${to}: ${steps.map((x, i) => `(${i + 1}) ${x}`).join("; ")}` });
@@ -330,7 +330,7 @@ export function planWarnings(base: Fleetish, head: Fleetish, diff: ReturnType<ty
   const routesOf = (f: Fleetish, except: string) =>
     Object.values(f.hosts).filter((x) => x.name !== except && x.tailscale.enable).flatMap((x) => x.tailscale.advertiseRoutes.map((r) => `${r} (via ${x.name})`));
   for (const [name, h] of Object.entries(head.hosts)) {
-    // Own keys only: a host may be named like an Object method (constructor).
+    // Own keys only, as every lookup by host name should be (the loader refuses a host named constructor).
     const was = Object.hasOwn(base.hosts, name) ? base.hosts[name] : undefined;
     if (!was) continue;
     // Only a host that stops accepting routes can lose them: the routes are listed for it alone (listing
