@@ -380,7 +380,11 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
 /**
  * The guard the compose unit runs before `up` (POSIX sh, pure). With the
  * image `image` resolved to its id and the id headscale last started from:
- *   - the same, or none recorded (a first start): it records the id;
+ *   - the same: it records the id;
+ *   - none recorded (a host deployed before the guard, or its state folder
+ *     lost): this start may be a switch, so the database is copied as for
+ *     one, with "unknown" as the image it left; a database not made yet needs
+ *     no copy (a first start);
  *   - another, while the agent rolls back (its journal says so) to the image
  *     the last snapshot was taken leaving: the database goes back to that
  *     snapshot (SQLite: the file, the one the new image used kept beside it;
@@ -390,7 +394,9 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
  * A snapshot or a restore that fails stops the unit: the switch fails and the
  * agent rolls back; a failed restore leaves headscale stopped rather than
  * starting the old release on what the new one left. Only the last switch's
- * snapshot is kept: a rollback to an older generation restores nothing.
+ * snapshot is kept: a rollback to an older generation restores nothing. The
+ * agent's rollback of a start that had no record puts its copy back too: the
+ * generation it goes back to ran before that start.
  */
 export function dbGuardScript(o: {
   container: string;
@@ -446,12 +452,13 @@ export function dbGuardScript(o: {
     // An image that is not on the host: compose's `up` fails and says so; nothing to guard.
     `want=$(docker image inspect --format '{{.Id}}' ${shq(o.image)} 2>/dev/null) || { say "image ${o.image} is not on this host"; exit 0; }`,
     `had=$(cat "$dir"/${o.container}.image 2>/dev/null || true)`,
-    `if [ -z "$had" ] || [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
+    `if [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
     `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
     // A rollback of the switch the snapshot was taken for, soon after it (the agent rolls a failed switch
     // back within its health wait and lockout window): a rollback days later (meshfleet rollback to an
     // older generation) keeps the database as it is, with what registered since.
-    `if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && [ "$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null)" = "$want" ] && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
+    `from=$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null || true)`,
+    `if [ -n "$had" ] && grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && { [ "$from" = "$want" ] || [ "$from" = unknown ]; } && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
     `  age=$(( $(date +%s) - $(stat -c %Y "$dir"/${o.container}.snapshot.to) ))`,
     `  if [ "$age" -gt ${RESTORE_WINDOW_S} ]; then`,
     `    rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
@@ -466,9 +473,14 @@ export function dbGuardScript(o: {
     `  exit 0`,
     `fi`,
     `rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
+    // No record: the copy is taken as for a switch; a failed copy then names the way out when the image did not change.
+    `if [ -z "$had" ]; then`,
+    `  fail() { say "$* (there was no record of the image headscale ran before, so this start may be an image switch; if ${o.container}'s image did not change, record it and restart: echo $want > $dir/${o.container}.image; systemctl restart ${COMPOSE_UNIT})"; exit 1; }`,
+    `fi`,
     ...take.map((l) => l.slice(2)),
-    `printf '%s\\n' "$had" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
+    `printf '%s\\n' "\${had:-unknown}" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
     `printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
+    `if [ -z "$had" ]; then say "no record of the image headscale ran before this start (a host deployed before this guard, or its state folder lost), so it may be an image switch: $what (headscale stopped)"; exit 0; fi`,
     `say "image $had -> $want: $what (headscale stopped)"`,
     "",
   ].join("\n");

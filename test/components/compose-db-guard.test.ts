@@ -38,10 +38,13 @@ function guard(image: string, op?: "switch" | "rollback") {
 
 describe("the compose unit's database guard (SQLite, real sh)", () => {
   it("a first start records the image; a switch copies the database; the agent's rollback puts that copy back and keeps the new image's", () => {
+    const first = guard(OLD, "switch");
+    expect(first.code, first.said).toBe(0);
+    expect(first.said).toMatch(/no database at .*db\.sqlite yet: nothing to keep/);
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
     writeFileSync(db(), "before the switch");
     writeFileSync(`${db()}-wal`, "wal before");
     expect(guard(OLD, "switch")).toMatchObject({ code: 0, said: "" });
-    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
 
     const sw = guard(NEW, "switch");
     expect(sw.code, sw.said).toBe(0);
@@ -65,6 +68,46 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
     // The same image again: nothing to do.
     expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
+  });
+
+  it("no record of the image headscale ran (a host deployed before the guard): the database is copied as for a switch, and the agent's rollback puts it back", () => {
+    writeFileSync(db(), "made under an image meshfleet never recorded");
+    const sw = guard(NEW, "switch");
+    expect(sw.code, sw.said).toBe(0);
+    expect(sw.said).toMatch(/no record of the image headscale ran before this start .*so it may be an image switch: .*db\.sqlite copied to .*headscale\.snapshot\.sqlite \(headscale stopped\)/);
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite"), "utf8")).toBe("made under an image meshfleet never recorded");
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.from"), "utf8")).toBe("unknown\n");
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${NEW}\n`);
+    // The new image migrates the database and fails; the agent goes back to the generation before it.
+    writeFileSync(db(), "migrated by the new release");
+    const rb = guard(OLD, "rollback");
+    expect(rb.code, rb.said).toBe(0);
+    expect(rb.said).toMatch(/rollback from image sha256:b+ to sha256:a+: .*put back from the snapshot/);
+    expect(readFileSync(db(), "utf8")).toBe("made under an image meshfleet never recorded");
+    // Recorded from here on: the same image again is nothing to do.
+    expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
+  });
+
+  it("no record and the same image after all: a copy too (the guard cannot tell), and a later rollback outside the window restores nothing", () => {
+    writeFileSync(db(), "v1");
+    expect(guard(OLD).said).toMatch(/no record .* copied/);
+    writeFileSync(db(), "v2");
+    expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
+    expect(readFileSync(db(), "utf8")).toBe("v2");
+    // The agent's rollback without a switch (the same image) touches nothing either.
+    expect(guard(OLD, "rollback")).toMatchObject({ code: 0, said: "" });
+    expect(readFileSync(db(), "utf8")).toBe("v2");
+  });
+
+  it("no record and the copy fails: the unit stops (exit 1) and the message says how to record the image when it did not change", () => {
+    mkdirSync(db());
+    const r = guard(NEW, "switch");
+    expect(r.code).toBe(1);
+    expect(r.said).toMatch(/could not copy .*db\.sqlite .*no record of the image headscale ran before.*echo sha256:b+ > .*headscale\.image; systemctl restart meshfleet-compose\.service/);
+    expect(existsSync(join(dir, "state", "headscale.image"))).toBe(false);
+    // Doing what it says lets the start through without a copy.
+    writeFileSync(join(dir, "state", "headscale.image"), `${NEW}\n`);
+    expect(guard(NEW, "switch")).toMatchObject({ code: 0, said: "" });
   });
 
   it("going back to the old image by a new switch (not the agent's rollback) takes a new copy and restores nothing", () => {
@@ -135,6 +178,25 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     const r = spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: NEW } });
     expect(r.status).toBe(1);
     expect(r.stderr).toContain("pg_dump of hs$prod on db`touch /tmp/x`:5432 failed");
+  });
+
+  it("Postgres with no record: pg_dump runs before the start, as for a switch", () => {
+    const script = dbGuardScript({
+      container: "headscale",
+      image: "x",
+      database: { type: "postgres", host: "127.0.0.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
+      stateDir: join(dir, "state"),
+      journal: journal(),
+    });
+    // The stub writes what it was asked to dump into --file=.
+    writeFileSync(join(dir, "bin", "pg_dump"), '#!/bin/sh\nfor a; do case "$a" in --file=*) f="${a#--file=}";; esac; done\necho "dump of $*" > "$f"\n');
+    chmodSync(join(dir, "bin", "pg_dump"), 0o755);
+    const f = join(dir, "pg.sh");
+    writeFileSync(f, script);
+    const r = spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: NEW } });
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/no record of the image headscale ran before this start .*Postgres database hs dumped to .*headscale\.snapshot\.pgdump/);
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.pgdump"), "utf8")).toContain("--dbname=hs --format=custom");
   });
 
   it("a copy that cannot be made stops the unit (exit 1) and records nothing, so the switch fails before the new image runs", () => {
