@@ -396,7 +396,9 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
  * starting the old release on what the new one left. Only the last switch's
  * snapshot is kept: a rollback to an older generation restores nothing. The
  * agent's rollback of a start that had no record puts its copy back too: the
- * generation it goes back to ran before that start.
+ * generation it goes back to ran before that start. (Postgres: when that
+ * copy cannot be made, the start goes on without one, as on a new host, where
+ * the server at the compose network's gateway is not reachable yet.)
  */
 export function dbGuardScript(o: {
   container: string;
@@ -473,9 +475,13 @@ export function dbGuardScript(o: {
     `  exit 0`,
     `fi`,
     `rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
-    // No record: the copy is taken as for a switch; a failed copy then names the way out when the image did not change.
+    // No record: the copy is taken as for a switch. SQLite: a failed copy stops the unit as for a switch, naming the
+    // way out when the image did not change. Postgres: a first start cannot reach the server at the compose network's
+    // gateway (`up` makes the network after this), so a failed dump is said and the start goes on, as before the guard.
     `if [ -z "$had" ]; then`,
-    `  fail() { say "$* (there was no record of the image headscale ran before, so this start may be an image switch; if ${o.container}'s image did not change, record it and restart: echo $want > $dir/${o.container}.image; systemctl restart ${COMPOSE_UNIT})"; exit 1; }`,
+    db.type === "sqlite"
+      ? `  fail() { say "$* (there was no record of the image headscale ran before, so this start may be an image switch; if ${o.container}'s image did not change, record it and restart: echo $want > $dir/${o.container}.image; systemctl restart ${COMPOSE_UNIT})"; exit 1; }`
+      : `  fail() { say "no record of the image headscale ran before this start, and no copy: $* (a first start, when the server is reached at the compose network's gateway, which docker compose makes after this); starting without one"; rm -f ${snap}.new; printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; }`,
     `fi`,
     ...take.map((l) => l.slice(2)),
     `printf '%s\\n' "\${had:-unknown}" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,

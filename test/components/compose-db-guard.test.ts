@@ -199,6 +199,30 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     expect(readFileSync(join(dir, "state", "headscale.snapshot.pgdump"), "utf8")).toContain("--dbname=hs --format=custom");
   });
 
+  it("Postgres with no record on a first start: the server is not reachable before compose makes its network, so the start goes on without a copy, and says so", () => {
+    const script = dbGuardScript({
+      container: "headscale",
+      image: "x",
+      database: { type: "postgres", host: "172.16.238.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
+      stateDir: join(dir, "state"),
+      journal: journal(),
+    });
+    writeFileSync(join(dir, "bin", "pg_dump"), '#!/bin/sh\necho "pg_dump: error: connection to server at \\"172.16.238.1\\", port 5432 failed: No route to host" >&2\nexit 1\n');
+    chmodSync(join(dir, "bin", "pg_dump"), 0o755);
+    const f = join(dir, "pg.sh");
+    writeFileSync(f, script);
+    const run = (id: string) => spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: id } });
+    const r = run(OLD);
+    expect(r.status, r.stderr).toBe(0);
+    expect(r.stderr).toMatch(/no record of the image headscale ran before this start, and no copy: pg_dump of hs on 172\.16\.238\.1:5432 failed.*starting without one/);
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+    expect(existsSync(join(dir, "state", "headscale.snapshot.from"))).toBe(false);
+    // Recorded: a later switch whose dump fails stops the unit, as before.
+    const sw = run(NEW);
+    expect(sw.status).toBe(1);
+    expect(sw.stderr).toMatch(/pg_dump of hs on 172\.16\.238\.1:5432 failed, so the database could not be kept; headscale's image was not switched/);
+  });
+
   it("a copy that cannot be made stops the unit (exit 1) and records nothing, so the switch fails before the new image runs", () => {
     writeFileSync(db(), "v1");
     guard(OLD, "switch");

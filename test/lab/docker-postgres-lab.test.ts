@@ -128,7 +128,16 @@ describe.skipIf(skipUnlessCi(gate))(`lab up --docker on PostgreSQL, instance ${I
       },
     });
     timings.labUp = Date.now() - t;
-    if (!up.ok) throw new Error(`lab up --docker --instance ${INSTANCE}: ${up.failedStep}: ${up.error}`);
+    if (!up.ok) {
+      // The compose unit's own words (the db guard's among them), which the agent's error does not carry.
+      let journal: string;
+      try {
+        journal = await on("vps", "journalctl -u meshfleet-compose.service --no-pager -o cat | tail -n 40");
+      } catch (e) {
+        journal = `(not read: ${(e as Error).message})`;
+      }
+      throw new Error(`lab up --docker --instance ${INSTANCE}: ${up.failedStep}: ${up.error}\nmeshfleet-compose.service's journal:\n${journal}`);
+    }
   }, 30 * 60_000);
 
   afterAll(async () => {
