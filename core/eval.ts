@@ -32,7 +32,7 @@ import type {
 import { PRIORITY, Prio } from "./priority.ts";
 import { cidr, parseCidr } from "./schema-types.ts";
 import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
-import { hostEnforcement, policyNodesOf } from "./policy/fleet.ts";
+import { hostEnforcement, policyNodesOf, policyUserNames } from "./policy/fleet.ts";
 import type { Policy } from "./policy/index.ts";
 import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings, UnitSpec } from "./types.ts";
 
@@ -217,6 +217,7 @@ export function fleetSystemOf(
     },
     tailscaleVersion: fleetCfg.tailscaleVersion,
     users: [...users],
+    ...(fleetCfg.oidcUsers.length ? { oidcUsers: [...fleetCfg.oidcUsers] } : {}),
     policy: pol.policy as FleetSystem["policy"],
     policyHuJson: pol.huJson,
     dnsRecords,
@@ -594,7 +595,7 @@ export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loa
     for (const p of enforced) {
       // A router's routed prefixes as git has them (advertised, approved or not): its forward chain filters them.
       const t = p.facts.tailnet!;
-      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: fleetCfg.users, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
+      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: policyUserNames(fleetCfg), routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
     }
   }
   return { pol, enforcement };

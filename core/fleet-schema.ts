@@ -7,7 +7,7 @@ import { diag, quote, show, suggest } from "./diagnostics.ts";
 import { schemaKind, zodDiagnostics } from "./merge.ts";
 import { labelProblem } from "./names.ts";
 import { policySchema } from "./policy/schema.ts";
-import { cidr, duration, hostName, ipv4, isNetworkAddress, parseCidr, parseIpv4, parseIpv6, url, userName, type ParsedCidr } from "./schema-types.ts";
+import { cidr, duration, email, hostName, ipv4, isNetworkAddress, parseCidr, parseIpv4, parseIpv6, url, userName, type ParsedCidr } from "./schema-types.ts";
 import type { Diagnostic } from "./types.ts";
 
 /** A resolver headscale accepts: an IP address, or a DNS-over-HTTPS URL. Anything else it drops silently, leaving nodes with no resolver. */
@@ -57,6 +57,10 @@ export const fleetSchema = z
     tailscaleVersion: z.string().regex(/^\d+\.\d+\.\d+$/).default("1.98.10").describe("The Tailscale release the fleet expects: `meshfleet status` flags a node running an older one, and join instructions for hand-joined nodes ask for it."),
     users: z.array(userName).default([]).describe("Headscale users to create (nodes log in as one of them unless tagged)."),
     admins: z.array(userName).default([]).describe("Users who must keep SSH to the coordinator (checked against the policy)."),
+    oidcUsers: z
+      .array(email)
+      .default([])
+      .describe("People who log in through OpenID Connect (the coordinator's headscale.oidc), by e-mail address: the policy may name them so (carol@example.com). meshfleet does not create them; their first login does."),
     prefixes: z
       .object({
         v4: cidr.default("100.64.0.0/10").describe("IPv4 range node addresses come from."),

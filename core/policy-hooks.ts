@@ -45,6 +45,7 @@ export const policyHooks = {
       file: input.fleetFile,
       basePath: "policy",
       users: input.fleet.users,
+      oidcUsers: input.fleet.oidcUsers,
       hostTags: Object.fromEntries(nodes.map((n) => [n.name, n.tags])),
       hostNames: input.hostNames,
       advertisedRoutes: Object.fromEntries(nodes.map((n) => [n.name, n.routes])),

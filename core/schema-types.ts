@@ -24,6 +24,15 @@ export const userName = z
   .regex(/^[A-Za-z][A-Za-z0-9._-]*(@[A-Za-z0-9._-]*)?$/, { message: "a user name that starts with a letter (letters, digits, - . _)" })
   .min(2);
 
+/**
+ * An e-mail address as a policy names a person who logs in through OpenID Connect: headscale
+ * matches the token `carol@example.com` against each user's e-mail (and name), exactly.
+ */
+export const email = z
+  .string()
+  .max(254)
+  .regex(/^[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$/, { message: "an e-mail address such as carol@example.com" });
+
 export const hostName = z
   .string()
   .regex(/^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$/, { message: "a DNS label: lowercase letters, digits and '-'" });

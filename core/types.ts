@@ -346,6 +346,8 @@ export interface FleetSystem {
   /** The Tailscale release the fleet expects (fleet.yaml `tailscaleVersion`): `status` names nodes below it; join instructions ask for it. */
   tailscaleVersion: string;
   users: string[];
+  /** fleet.yaml's oidcUsers, when it names any: people who log in through OpenID Connect, whom the policy names by e-mail (not created by meshfleet). */
+  oidcUsers?: string[];
   /** The policy as typed data (core/policy). */
   policy: unknown;
   /** The policy rendered to the HuJSON headscale 0.29 reads. */

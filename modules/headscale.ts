@@ -415,10 +415,47 @@ export function oidcAssertions(o: HeadscaleOptions): Assertion[] {
   return a;
 }
 
+/** fleet.yaml's oidcUsers against the coordinator's OIDC: people who can log in, and not also a user meshfleet creates. */
+export function oidcUserAssertions(o: HeadscaleOptions, f: ModuleContext["fleet"], ff: string): Assertion[] {
+  const c = o.oidc;
+  const a: Assertion[] = [];
+  if (f.oidcUsers.length === 0) return a;
+  a.push({
+    assertion: c.enable,
+    file: ff,
+    path: "oidcUsers",
+    expected: "people who log in through OpenID Connect, which the coordinator offers (headscale.oidc.enable)",
+    found: `${f.oidcUsers.length} address${f.oidcUsers.length === 1 ? "" : "es"} with headscale.oidc.enable: false on ${f.coordinator.host}`,
+    fix: `set up headscale.oidc on ${f.coordinator.host} (docs/oidc.md), or remove oidcUsers`,
+  });
+  f.oidcUsers.forEach((e, i) => {
+    a.push({
+      assertion: !f.users.includes(e),
+      file: ff,
+      path: `oidcUsers[${i}]`,
+      expected: "a person meshfleet does not also create (not in users)",
+      found: `${JSON.stringify(e)}, also in users: headscale would find two users for the token ${e}`,
+      fix: `remove ${e} from users (its OIDC login creates it)`,
+    });
+    if (!c.enable) return;
+    const domain = e.slice(e.indexOf("@") + 1);
+    const refused = c.allowedUsers.length > 0 && !c.allowedUsers.includes(e) ? "headscale.oidc.allowedUsers" : c.allowedDomains.length > 0 && !c.allowedDomains.includes(domain) ? "headscale.oidc.allowedDomains" : "";
+    a.push({
+      assertion: refused === "",
+      file: ff,
+      path: `oidcUsers[${i}]`,
+      expected: `a person headscale lets log in (headscale.oidc.allowedUsers and allowedDomains on ${f.coordinator.host})`,
+      found: `${JSON.stringify(e)}, which ${refused} leaves out`,
+      fix: refused === "headscale.oidc.allowedUsers" ? `add ${e} to headscale.oidc.allowedUsers, or remove it here` : `add ${domain} to headscale.oidc.allowedDomains, or remove it here`,
+    });
+  });
+  return a;
+}
+
 export function headscaleAssertions(o: HeadscaleOptions, ctx: ModuleContext, embedded: boolean): Assertion[] {
   const f = ctx.fleet;
   const ff = ctx.fleetFile;
-  const a: Assertion[] = [...oidcAssertions(o), ...versionAssertions(f, ff)];
+  const a: Assertion[] = [...oidcAssertions(o), ...oidcUserAssertions(o, f, ff), ...versionAssertions(f, ff)];
   a.push({
     assertion: ctx.host === f.coordinator.host,
     path: "headscale.enable",

@@ -109,13 +109,30 @@ export function fleetPolicyNodes(fleet: FleetSystem, live?: LiveNode[]): PolicyN
       const tags = h.tailscale.tags.length > 0 ? h.tailscale.tags : (key?.tags ?? []);
       return { name: h.name, tags, user: key?.user ?? "", routes: h.tailscale.advertiseRoutes, exitNode: h.tailscale.advertiseExitNode, nodeName: h.tailscale.hostname || h.name };
     });
-  return policyNodesOf(hosts, (fleet.policy ?? {}) as Policy, fleet.autoApprovers, live);
+  return policyNodesOf(hosts, (fleet.policy ?? {}) as Policy, fleet.autoApprovers, byPolicyName(fleet, live));
 }
 
-/** The users the policy is evaluated with: the fleet's, and with live nodes the users owning them. */
+/**
+ * The user names the policy may use: fleet.yaml's users (meshfleet creates them) and its oidcUsers,
+ * people who log in through OpenID Connect, named by e-mail (their first login creates them).
+ */
+export function policyUserNames(f: { users: string[]; oidcUsers?: string[] }): string[] {
+  const users = f.users.map((u) => u.replace(/@$/, ""));
+  for (const e of f.oidcUsers ?? []) if (!users.includes(e)) users.push(e);
+  return users;
+}
+
+/** Live nodes of the fleet's OIDC people owned by their e-mail, the token the policy names them by (headscale matches it). */
+function byPolicyName(fleet: Pick<FleetSystem, "oidcUsers">, live?: LiveNode[]): LiveNode[] | undefined {
+  const oidc = new Set(fleet.oidcUsers ?? []);
+  if (!live || oidc.size === 0) return live;
+  return live.map((l) => (l.email !== undefined && oidc.has(l.email) ? { ...l, user: l.email } : l));
+}
+
+/** The users the policy is evaluated with: the fleet's (policyUserNames), and with live nodes the users owning them. */
 export function fleetUsers(fleet: FleetSystem, live?: LiveNode[]): string[] {
-  const users = fleet.users.map((u) => u.replace(/@$/, ""));
-  for (const l of live ?? []) if (l.user !== undefined && l.tags.length === 0 && !users.includes(l.user)) users.push(l.user);
+  const users = policyUserNames(fleet);
+  for (const l of byPolicyName(fleet, live) ?? []) if (l.user !== undefined && l.tags.length === 0 && !users.includes(l.user)) users.push(l.user);
   return users;
 }
 

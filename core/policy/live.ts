@@ -23,6 +23,8 @@ export interface LiveNode {
   /** Both names headscale reports, for matching. */
   names: string[];
   user?: string;
+  /** The owning user's e-mail, when headscale has one (an OIDC login's): the policy names such a person by it (fleet.yaml oidcUsers). */
+  email?: string;
   tags: string[];
   ips: string[];
   approvedRoutes: string[];
@@ -107,7 +109,9 @@ export function parseNodesList(text: string, file: string): { nodes: LiveNode[];
       }
     });
     const user = o.user && typeof o.user === "object" && typeof (o.user as { name?: unknown }).name === "string" ? (o.user as { name: string }).name : undefined;
-    if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, tags, ips, approvedRoutes: routes });
+    const mail = o.user && typeof o.user === "object" ? (o.user as { email?: unknown }).email : undefined;
+    const email = typeof mail === "string" && mail !== "" ? mail : undefined;
+    if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), tags, ips, approvedRoutes: routes });
   });
   return { nodes, diagnostics };
 }

@@ -25,6 +25,7 @@ import type { Diagnostic } from "../types.ts";
 import { parseAlias, parseDestination, parseIpSpec, parsePorts, parseProto, protoSupportsPorts, type Alias } from "./alias.ts";
 import { hasHostBits, parsePrefix } from "./ipset.ts";
 import { evaluateReachability } from "./reachability.ts";
+import { policyUserNames } from "./fleet.ts";
 import { syntheticIps } from "./synthetic.ts";
 import type { Policy } from "./schema.ts";
 import type { PolicyNode } from "./resolve.ts";
@@ -34,6 +35,8 @@ export interface PolicyContext {
   /** Option path of the policy in the file, usually `policy`. */
   basePath: string;
   users: string[];
+  /** fleet.yaml's oidcUsers: people who log in through OpenID Connect, named by e-mail (meshfleet does not create them). */
+  oidcUsers?: string[];
   hostTags: Record<string, string[]>;
   hostNames: string[];
   advertisedRoutes: Record<string, string[]>;
@@ -63,10 +66,27 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
   const err = (path: string, expected: string, found: string, fix: string, severity: Diagnostic["severity"] = "error") =>
     out.push({ severity, file: ctx.file, path: path ? `${base}.${path}` : base, expected, found, fix });
 
+  const oidcUsers = new Set(ctx.oidcUsers ?? []);
+  // The part before @ of each OIDC person's e-mail: headscale names an OIDC user after its preferred_username, which is usually that.
+  const oidcLocal = new Map<string, string>();
+  for (const e of oidcUsers) if (!oidcLocal.has(e.slice(0, e.indexOf("@")))) oidcLocal.set(e.slice(0, e.indexOf("@")), e);
   const checkUser = (u: string, path: string) => {
-    if (!users.has(u.replace(/@$/, ""))) {
-      err(path, `a user from fleet.yaml users (${[...users].map((x) => `${x}@`).join(", ") || "none declared"})`, `unknown user ${JSON.stringify(u)}`, `add ${u.replace(/@$/, "")} to users in fleet.yaml, or fix the name`);
+    const name = u.replace(/@$/, "");
+    if (users.has(name)) {
+      // headscale matches `carol@` against every user's name and e-mail: with meshfleet's carol and an OIDC carol it finds two and refuses the whole policy.
+      const twin = oidcLocal.get(name);
+      if (twin && !name.includes("@"))
+        err(path, `a user token headscale finds one user for (${name}@ matches every user named ${name}, and ${twin} will most likely log in as ${name})`, JSON.stringify(u),
+          `name the OIDC person ${twin} in the policy and give meshfleet's user another name in fleet.yaml users, or remove ${twin} from oidcUsers`, "warning");
+      return;
     }
+    if (oidcUsers.has(name)) return;
+    const local = name.includes("@") ? undefined : oidcLocal.get(name);
+    const known = [...[...users].map((x) => `${x}@`), ...oidcUsers];
+    err(path, `a user from fleet.yaml users${oidcUsers.size ? " or oidcUsers" : ""} (${known.join(", ") || "none declared"})`, `unknown user ${JSON.stringify(u)}`,
+      local ? `write the OIDC person as ${local} (headscale matches ${name}@ by name, which an OIDC login only usually gives)`
+        : name.includes("@") ? `add ${name} to oidcUsers in fleet.yaml if this person logs in through OpenID Connect, or fix the address`
+        : `add ${name} to users in fleet.yaml, or fix the name`);
   };
   const checkRef = (a: Alias, path: string, where: Where) => {
     switch (a.kind) {
@@ -337,7 +357,7 @@ function lockout(policy: Policy, ctx: PolicyContext, err: (path: string, expecte
   const nodes = syntheticIps([...hostNodes, ...adminNodes]);
   let reach;
   try {
-    reach = evaluateReachability(nodes, policy, { users: ctx.users.map((u) => u.replace(/@$/, "")) });
+    reach = evaluateReachability(nodes, policy, { users: policyUserNames(ctx) });
   } catch {
     return [];
   }
