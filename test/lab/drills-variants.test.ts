@@ -23,11 +23,14 @@ describe("the Postgres and OIDC drills", () => {
     const o = (parse(withOidc("vps.yaml", vps)) as { headscale: { oidc: Record<string, unknown> } }).headscale.oidc;
     expect(o).toMatchObject({ enable: true, clientId: "headscale", allowedDomains: ["lab.test"], allowedUsers: [OIDC_USERS.carol] });
     expect(o).not.toHaveProperty("clientSecret");
-    const acls = (parse(withOidc("fleet.yaml", fleet)) as { policy: { acls: { src: string[]; dst: string[] }[] } }).policy.acls;
-    expect(acls[0]).toEqual({ action: "accept", src: ["autogroup:member"], dst: ["tag:server:*"] });
+    const edited = parse(withOidc("fleet.yaml", fleet)) as { users: string[]; oidcUsers: string[]; policy: { acls: { src: string[]; dst: string[] }[] } };
+    expect(edited.policy.acls[0]).toEqual({ action: "accept", src: [OIDC_USERS.carol], dst: ["tag:server:*"] });
+    expect(edited.oidcUsers).toEqual([OIDC_USERS.carol]);
+    expect(edited.users).toEqual((parse(fleet) as { users: string[] }).users);
     expect(withOidc("laptop.yaml", "address: x\n")).toBe("address: x\n");
     expect(() => withOidc("vps.yaml", "address: x\n")).toThrow("vps.yaml has no headscale: section to add oidc to");
     expect(() => withOidc("fleet.yaml", "users: []\n")).toThrow("fleet.yaml has no policy.acls to add the drill's rule to");
+    expect(() => withOidc("fleet.yaml", "policy:\n  acls:\n")).toThrow("fleet.yaml has no users: line to put oidcUsers after");
   });
 
   it("drillsOn: the Postgres drills only on a Postgres lab, every other drill (OIDC among them) elsewhere; drillsNotOn names the rest", () => {

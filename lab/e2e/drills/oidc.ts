@@ -25,13 +25,16 @@
  *       - the allowed user's login registers the node as that OIDC user
  *         (provider oidc, her e-mail, register method OIDC), with an address,
  *         and it pings the VPS over the tailnet;
+ *       - the fleet names her in its policy by e-mail (fleet.yaml oidcUsers):
+ *         that rule alone lets her node reach the VPS's sshd over the tailnet
+ *         (tag:server), and nothing lets it reach the subnet router's;
  *   - then the fleet as it was: the drill's node and users deleted from
  *     headscale, its tailscaled and the provider stopped, the CA taken off
  *     the VPS, the stack config back byte for byte (the client secret gone
  *     with it) and the VPS deployed back.
  *
- * An OIDC user cannot be named in the fleet's policy today (see POLICY_EDIT),
- * so the drill's fleet lets autogroup:member reach tag:server.
+ * (`tailscale ping` is disco, which no policy filters: the sshd banners over
+ * `tailscale nc` are what show the rule at work.)
  */
 import { spawn, type ChildProcess } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -76,11 +79,9 @@ export const OIDC_OPTIONS = [
   "    allowedDomains: [lab.test]",
   `    allowedUsers: [${OIDC_USERS.carol}]`,
 ].join("\n");
-// POLICY_EDIT: meshfleet's check wants every user the policy names in fleet.yaml's users, and
-// meshfleet creates those users in headscale; an OIDC login then makes a second user whose
-// name or e-mail matches the same token, which headscale's policy (v2 resolveUser) refuses
-// as ambiguous. So the drill does not name carol: any user's node may reach the servers.
-const POLICY_EDIT = ["    - action: accept", "      src: [autogroup:member]", '      dst: ["tag:server:*"]'].join("\n");
+// The drill's rule names carol by e-mail, the token headscale matches an OIDC login's user by;
+// fleet.yaml's oidcUsers lists her, so meshfleet's check takes it and meshfleet does not create her.
+const POLICY_EDIT = ["    - action: accept", `      src: [${OIDC_USERS.carol}]`, '      dst: ["tag:server:*"]'].join("\n");
 
 /** A fleet folder's file with the drill's OIDC options (vps.yaml) and policy rule (fleet.yaml). Pure; throws when the block it edits is gone. */
 export function withOidc(file: string, text: string): string {
@@ -90,7 +91,8 @@ export function withOidc(file: string, text: string): string {
   }
   if (file === "fleet.yaml") {
     if (!/^ {2}acls:\n/m.test(text)) throw new Error("fleet.yaml has no policy.acls to add the drill's rule to");
-    return text.replace(/^ {2}acls:\n/m, `  acls:\n${POLICY_EDIT}\n`);
+    if (!/^users: .*\n/m.test(text) || /^oidcUsers:/m.test(text)) throw new Error("fleet.yaml has no users: line to put oidcUsers after, or has oidcUsers already");
+    return text.replace(/^ {2}acls:\n/m, `  acls:\n${POLICY_EDIT}\n`).replace(/^users: .*\n/m, (l) => `${l}oidcUsers: [${OIDC_USERS.carol}]\n`);
   }
   return text;
 }
@@ -319,7 +321,21 @@ export function oidcDrill(o: OidcDrillOptions): Promise<DrillResult> {
       must(vpsIp, "headscale lists no vps node with an IPv4 address");
       const pong = await on("laptop", `${ts} ping --until-direct=false -c 5 --timeout 5s ${vpsIp}`, { timeoutMs: 120_000 });
       must(/pong from vps /.test(pong), `${OIDC_NODE} -> vps ${vpsIp}: ${pong.trim().split("\n").at(-1)}`);
-      return `headscale up with the typed oidc options in ${(t.oidcUpMs / 1000).toFixed(1)}s (secret in its 0600 file only); mallory and eve refused (401, the reasons in the journal); carol's login through the provider registered ${OIDC_NODE} as the OIDC user ${OIDC_USERS.carol} (${me.ip_addresses.join(", ")}) in ${(t.loginMs / 1000).toFixed(1)}s, and it pings vps`;
+      // 9. The policy at work: the rule naming carol@… by e-mail lets her node reach tag:server (the VPS's sshd answers over the
+      //    tailnet); no rule lets it reach the subnet router (tag:router), whose sshd stays silent. Each stdin stays open a few
+      //    seconds so the banner can arrive; a connection the peer's filter drops never opens.
+      const banner = async (ip: string) => (await on("laptop", `sleep 4 | timeout 12 ${ts} nc ${ip} 22 2>/dev/null | head -c 8; true`, { timeoutMs: 30_000 })).trim();
+      const routerIp = all.find((n) => n.given_name === "lxc-tailscale")?.ip_addresses.find((a) => a.includes("."));
+      must(routerIp, "headscale lists no lxc-tailscale node with an IPv4 address");
+      let toVps = "";
+      for (let i = 0; i < 10 && !toVps.startsWith("SSH-2.0"); i++) {
+        toVps = await banner(vpsIp);
+        if (!toVps.startsWith("SSH-2.0")) await sleep(1000);
+      }
+      must(toVps.startsWith("SSH-2.0"), `${OIDC_NODE} -> vps ${vpsIp}:22 over the tailnet (the rule naming ${OIDC_USERS.carol}): ${JSON.stringify(toVps) || "no answer"}`);
+      const toRouter = await banner(routerIp);
+      must(toRouter === "", `${OIDC_NODE} -> lxc-tailscale ${routerIp}:22 answered ${JSON.stringify(toRouter)}, but no rule lets ${OIDC_USERS.carol} reach tag:router`);
+      return `headscale up with the typed oidc options in ${(t.oidcUpMs / 1000).toFixed(1)}s (secret in its 0600 file only); mallory and eve refused (401, the reasons in the journal); carol's login through the provider registered ${OIDC_NODE} as the OIDC user ${OIDC_USERS.carol} (${me.ip_addresses.join(", ")}) in ${(t.loginMs / 1000).toFixed(1)}s, and it pings vps; the policy's rule naming ${OIDC_USERS.carol} (oidcUsers) lets it reach vps's sshd, and nothing lets it reach lxc-tailscale's`;
     }
   });
 }
