@@ -382,9 +382,13 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
  * image `image` resolved to its id and the id headscale last started from:
  *   - the same: it records the id;
  *   - none recorded (a host deployed before the guard, or its state folder
- *     lost): this start may be a switch, so the database is copied as for
- *     one, with "unknown" as the image it left; a database not made yet needs
- *     no copy (a first start);
+ *     lost): this start may be a switch, so the database is copied as for one,
+ *     into a `no-record-<time>` file that no switch overwrites and no rollback
+ *     restores (the image it was made under is not known): for a restore by
+ *     hand. Nothing to copy on a first start (SQLite: no database yet;
+ *     Postgres: no compose network yet, whose gateway the server is reached
+ *     at). A copy that fails stops the unit, naming how to record an image
+ *     that did not change; the agent's rollback with no record goes through;
  *   - another, while the agent rolls back (its journal says so) to the image
  *     the last snapshot was taken leaving: the database goes back to that
  *     snapshot (SQLite: the file, the one the new image used kept beside it;
@@ -394,11 +398,9 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
  * A snapshot or a restore that fails stops the unit: the switch fails and the
  * agent rolls back; a failed restore leaves headscale stopped rather than
  * starting the old release on what the new one left. Only the last switch's
- * snapshot is kept: a rollback to an older generation restores nothing. The
- * agent's rollback of a start that had no record puts its copy back too: the
- * generation it goes back to ran before that start. (Postgres: when that
- * copy cannot be made, the start goes on without one, as on a new host, where
- * the server at the compose network's gateway is not reachable yet.)
+ * snapshot is kept: a rollback to an older generation restores nothing. A
+ * rollback to a generation from before the guard runs no guard: the record
+ * then names the image rolled back from until the next guarded start.
  */
 export function dbGuardScript(o: {
   container: string;
@@ -441,6 +443,33 @@ export function dbGuardScript(o: {
           `  pg_restore ${pgConn} --clean --if-exists --no-owner --single-transaction --exit-on-error ${snap}.pgdump || fail "pg_restore of $pgname from $dir/${o.container}.snapshot.pgdump failed (one transaction: the database is as the new image left it); headscale is not started. Fix: pg_restore --clean --if-exists --no-owner --single-transaction -d $pgname that file, then systemctl restart ${COMPOSE_UNIT}"`,
           `  what="Postgres database $pgname restored from $dir/${o.container}.snapshot.pgdump (as the new image left it: $dir/${o.container}.failed-switch-$stamp.pgdump)"`,
         ];
+  const kept = `"$dir"/${o.container}.no-record-$stamp`;
+  const keepAside =
+    db.type === "sqlite"
+      ? [`  for x in "" -wal -shm; do if [ -e ${snap}.sqlite$x ]; then mv -f ${snap}.sqlite$x ${kept}.sqlite$x || fail "could not keep the copy"; fi; done`, `  what="${db.path} copied to $dir/${o.container}.no-record-$stamp.sqlite"`]
+      : [`  mv -f ${snap}.pgdump ${kept}.pgdump || fail "could not keep the dump"`, `  what="Postgres database $pgname dumped to $dir/${o.container}.no-record-$stamp.pgdump"`];
+  // No record of the image headscale last ran (a host deployed before the guard, or its state folder lost): this start
+  // may switch the image, so the database is copied as for a switch, into a file of its own that no later switch
+  // overwrites and no rollback restores (the image it was made under is not known), for a restore by hand.
+  const noRecord = [
+    `if [ -z "$had" ]; then`,
+    `  rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
+    // The agent's rollback gets through: a copy that failed on the way in must not hold headscale stopped on the way back.
+    `  if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; say "rollback to image $want with no record of the image headscale ran: the database is kept as it is"; exit 0; fi`,
+    ...(db.type === "postgres"
+      ? [
+          // A first start: no compose network yet, and the server at its gateway is not reachable from here before `up` makes it.
+          `  if [ -z "$(docker network ls -q --filter label=com.docker.compose.project=${COMPOSE_PROJECT} 2>/dev/null)" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; say "a first start (no compose network yet): nothing to keep"; exit 0; fi`,
+        ]
+      : []),
+    `  fail() { say "$* (there was no record of the image headscale ran before, so this start may be an image switch; if ${o.container}'s image did not change, record it and restart: echo $want > '$dir/${o.container}.image'; systemctl restart ${COMPOSE_UNIT})"; exit 1; }`,
+    ...take,
+    ...keepAside,
+    `  printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
+    `  say "no record of the image headscale ran before this start (a host deployed before this guard, or its state folder lost), so it may be an image switch: $what (headscale stopped; restored by hand only: the image it was made under is not known)"`,
+    `  exit 0`,
+    `fi`,
+  ];
   return [
     "#!/bin/sh",
     `# meshfleet (components/dockerService.ts dbGuardScript): ${o.container}'s database around an image switch.`,
@@ -449,18 +478,18 @@ export function dbGuardScript(o: {
     `dir=${shq(stateDir)}`,
     `say() { echo "meshfleet db guard: ${o.container}: $*" >&2; }`,
     `fail() { say "$*"; exit 1; }`,
-    ...(db.type === "postgres" ? [`export PGPASSFILE=${shq(db.pgpass)} PGSSLMODE=${shq(db.sslmode)}`, `pgname=${shq(db.name)} pghost=${shq(db.host)}`] : []),
+    ...(db.type === "postgres" ? [`export PGPASSFILE=${shq(db.pgpass)} PGSSLMODE=${shq(db.sslmode)} PGCONNECT_TIMEOUT=15`, `pgname=${shq(db.name)} pghost=${shq(db.host)}`] : []),
     `mkdir -p "$dir" && chmod 0700 "$dir" || fail "cannot make $dir"`,
     // An image that is not on the host: compose's `up` fails and says so; nothing to guard.
     `want=$(docker image inspect --format '{{.Id}}' ${shq(o.image)} 2>/dev/null) || { say "image ${o.image} is not on this host"; exit 0; }`,
     `had=$(cat "$dir"/${o.container}.image 2>/dev/null || true)`,
     `if [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
-    `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
     // A rollback of the switch the snapshot was taken for, soon after it (the agent rolls a failed switch
     // back within its health wait and lockout window): a rollback days later (meshfleet rollback to an
     // older generation) keeps the database as it is, with what registered since.
-    `from=$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null || true)`,
-    `if [ -n "$had" ] && grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && { [ "$from" = "$want" ] || [ "$from" = unknown ]; } && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
+    `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
+    ...noRecord,
+    `if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && [ "$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null)" = "$want" ] && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
     `  age=$(( $(date +%s) - $(stat -c %Y "$dir"/${o.container}.snapshot.to) ))`,
     `  if [ "$age" -gt ${RESTORE_WINDOW_S} ]; then`,
     `    rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
@@ -475,18 +504,9 @@ export function dbGuardScript(o: {
     `  exit 0`,
     `fi`,
     `rm -f "$dir"/${o.container}.snapshot.from "$dir"/${o.container}.snapshot.to`,
-    // No record: the copy is taken as for a switch. SQLite: a failed copy stops the unit as for a switch, naming the
-    // way out when the image did not change. Postgres: a first start cannot reach the server at the compose network's
-    // gateway (`up` makes the network after this), so a failed dump is said and the start goes on, as before the guard.
-    `if [ -z "$had" ]; then`,
-    db.type === "sqlite"
-      ? `  fail() { say "$* (there was no record of the image headscale ran before, so this start may be an image switch; if ${o.container}'s image did not change, record it and restart: echo $want > $dir/${o.container}.image; systemctl restart ${COMPOSE_UNIT})"; exit 1; }`
-      : `  fail() { say "no record of the image headscale ran before this start, and no copy: $* (a first start, when the server is reached at the compose network's gateway, which docker compose makes after this); starting without one"; rm -f ${snap}.new; printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; }`,
-    `fi`,
     ...take.map((l) => l.slice(2)),
-    `printf '%s\\n' "\${had:-unknown}" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
+    `printf '%s\\n' "$had" > "$dir"/${o.container}.snapshot.from && printf '%s\\n' "$want" > "$dir"/${o.container}.snapshot.to || fail "could not record the snapshot"`,
     `printf '%s\\n' "$want" > "$dir"/${o.container}.image`,
-    `if [ -z "$had" ]; then say "no record of the image headscale ran before this start (a host deployed before this guard, or its state folder lost), so it may be an image switch: $what (headscale stopped)"; exit 0; fi`,
     `say "image $had -> $want: $what (headscale stopped)"`,
     "",
   ].join("\n");

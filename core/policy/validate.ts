@@ -67,9 +67,13 @@ export function validatePolicy(policy: Policy, ctx: PolicyContext): Diagnostic[]
     out.push({ severity, file: ctx.file, path: path ? `${base}.${path}` : base, expected, found, fix });
 
   const oidcUsers = new Set(ctx.oidcUsers ?? []);
-  // The part before @ of each OIDC person's e-mail: headscale names an OIDC user after its preferred_username, which is usually that.
+  // The part before @ of each OIDC person's e-mail, to their addresses: headscale names an OIDC user after its
+  // preferred_username, which is usually that.
   const oidcLocal = new Map<string, string>();
-  for (const e of oidcUsers) if (!oidcLocal.has(e.slice(0, e.indexOf("@")))) oidcLocal.set(e.slice(0, e.indexOf("@")), e);
+  for (const e of oidcUsers) {
+    const local = e.slice(0, e.indexOf("@"));
+    oidcLocal.set(local, oidcLocal.has(local) ? `${oidcLocal.get(local)} or ${e}` : e);
+  }
   const checkUser = (u: string, path: string) => {
     const name = u.replace(/@$/, "");
     if (users.has(name)) {
@@ -349,7 +353,8 @@ function lockout(policy: Policy, ctx: PolicyContext, err: (path: string, expecte
   // the tailnet; one outside it is reached over its own address, which the policy does not govern.
   if (!Object.hasOwn(ctx.hostTags, ctx.coordinatorHost)) return [];
   const admins = (ctx.adminUsers ?? []).map((u) => u.replace(/@$/, ""));
-  const candidates = admins.length > 0 ? admins : ctx.users.map((u) => u.replace(/@$/, ""));
+  // Without admins, any user of the fleet will do: its own (users) or one who logs in through OIDC (oidcUsers).
+  const candidates = admins.length > 0 ? admins : policyUserNames(ctx);
   // Whether an admin's device reaches the coordinator depends on those two nodes only (no routes are
   // involved), so the other hosts are left out: the check costs the same for 3 hosts or 1,000.
   const hostNodes: PolicyNode[] = [{ name: ctx.coordinatorHost, tags: ctx.hostTags[ctx.coordinatorHost] ?? [], ips: [], approvedRoutes: [] }];
@@ -369,7 +374,9 @@ function lockout(policy: Policy, ctx: PolicyContext, err: (path: string, expecte
     for (const u of admins) {
       const r = okFor(u);
       if (!r.allowed) {
-        err(where, `admin ${u}@ allowed tcp:22 to the coordinator ${ctx.coordinatorHost}`, r.why, `add {action: accept, src: [${u}@], dst: [${dstHint}]} to ${ctx.basePath}.acls`);
+        // A token is the name with a trailing @ (alice@), or an e-mail as it is (carol@example.com).
+        const token = u.includes("@") ? u : `${u}@`;
+        err(where, `admin ${token} allowed tcp:22 to the coordinator ${ctx.coordinatorHost}`, r.why, `add {action: accept, src: [${token}], dst: [${dstHint}]} to ${ctx.basePath}.acls`);
       }
     }
   } else if (candidates.length > 0 && !candidates.some((u) => okFor(u).allowed)) {

@@ -20,7 +20,8 @@ beforeEach(() => {
   dir = mkdtempSync(join(tmpdir(), "mf-compose-db-guard-"));
   mkdirSync(join(dir, "bin"));
   // The stub answers the id in $IMAGE_ID for any reference.
-  writeFileSync(join(dir, "bin", "docker"), '#!/bin/sh\n[ "$1 $2" = "image inspect" ] || exit 2\necho "$IMAGE_ID"\n');
+  // The stub answers the id in $IMAGE_ID for any image, and lists the compose network $NETWORK_ID when set.
+  writeFileSync(join(dir, "bin", "docker"), '#!/bin/sh\nif [ "$1 $2" = "network ls" ]; then [ -z "$NETWORK_ID" ] || echo "$NETWORK_ID"; exit 0; fi\n[ "$1 $2" = "image inspect" ] || exit 2\necho "$IMAGE_ID"\n');
   chmodSync(join(dir, "bin", "docker"), 0o755);
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -70,42 +71,48 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
   });
 
-  it("no record of the image headscale ran (a host deployed before the guard): the database is copied as for a switch, and the agent's rollback puts it back", () => {
+  it("no record of the image headscale ran (a host deployed before the guard): the database is copied into a file of its own, which no later switch overwrites and no rollback restores", () => {
     writeFileSync(db(), "made under an image meshfleet never recorded");
+    writeFileSync(`${db()}-wal`, "its wal");
     const sw = guard(NEW, "switch");
     expect(sw.code, sw.said).toBe(0);
-    expect(sw.said).toMatch(/no record of the image headscale ran before this start .*so it may be an image switch: .*db\.sqlite copied to .*headscale\.snapshot\.sqlite \(headscale stopped\)/);
-    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite"), "utf8")).toBe("made under an image meshfleet never recorded");
-    expect(readFileSync(join(dir, "state", "headscale.snapshot.from"), "utf8")).toBe("unknown\n");
+    expect(sw.said).toMatch(/no record of the image headscale ran before this start .*so it may be an image switch: .*db\.sqlite copied to .*headscale\.no-record-\d{8}T\d{6}Z\.sqlite \(headscale stopped; restored by hand only/);
+    const kept = /(headscale\.no-record-\d{8}T\d{6}Z\.sqlite)/.exec(sw.said)![1];
+    expect(readFileSync(join(dir, "state", kept), "utf8")).toBe("made under an image meshfleet never recorded");
+    expect(readFileSync(join(dir, "state", `${kept}-wal`), "utf8")).toBe("its wal");
+    expect(existsSync(join(dir, "state", "headscale.snapshot.from"))).toBe(false);
     expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${NEW}\n`);
-    // The new image migrates the database and fails; the agent goes back to the generation before it.
+    // The new image migrates the database and fails; the agent goes back: the database is kept as it is (copied as a switch's).
     writeFileSync(db(), "migrated by the new release");
     const rb = guard(OLD, "rollback");
     expect(rb.code, rb.said).toBe(0);
-    expect(rb.said).toMatch(/rollback from image sha256:b+ to sha256:a+: .*put back from the snapshot/);
-    expect(readFileSync(db(), "utf8")).toBe("made under an image meshfleet never recorded");
-    // Recorded from here on: the same image again is nothing to do.
-    expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
+    expect(rb.said).not.toMatch(/put back/);
+    expect(readFileSync(db(), "utf8")).toBe("migrated by the new release");
+    // The no-record copy is still there, for a restore by hand.
+    expect(readFileSync(join(dir, "state", kept), "utf8")).toBe("made under an image meshfleet never recorded");
   });
 
-  it("no record and the same image after all: a copy too (the guard cannot tell), and a later rollback outside the window restores nothing", () => {
+  it("no record and the same image after all: a copy too (the guard cannot tell), then nothing to do", () => {
     writeFileSync(db(), "v1");
     expect(guard(OLD).said).toMatch(/no record .* copied/);
     writeFileSync(db(), "v2");
     expect(guard(OLD)).toMatchObject({ code: 0, said: "" });
-    expect(readFileSync(db(), "utf8")).toBe("v2");
-    // The agent's rollback without a switch (the same image) touches nothing either.
     expect(guard(OLD, "rollback")).toMatchObject({ code: 0, said: "" });
     expect(readFileSync(db(), "utf8")).toBe("v2");
   });
 
-  it("no record and the copy fails: the unit stops (exit 1) and the message says how to record the image when it did not change", () => {
+  it("no record and the copy fails: the unit stops (exit 1) with how to record an unchanged image; the agent's rollback then gets through", () => {
     mkdirSync(db());
     const r = guard(NEW, "switch");
     expect(r.code).toBe(1);
-    expect(r.said).toMatch(/could not copy .*db\.sqlite .*no record of the image headscale ran before.*echo sha256:b+ > .*headscale\.image; systemctl restart meshfleet-compose\.service/);
+    expect(r.said).toMatch(/could not copy .*db\.sqlite .*no record of the image headscale ran before.*echo sha256:b+ > '.*headscale\.image'; systemctl restart meshfleet-compose\.service/);
     expect(existsSync(join(dir, "state", "headscale.image"))).toBe(false);
-    // Doing what it says lets the start through without a copy.
+    // The agent rolls the switch back: with no record and the copy failing again, headscale would stay stopped.
+    const rb = guard(OLD, "rollback");
+    expect(rb.code, rb.said).toBe(0);
+    expect(rb.said).toMatch(/rollback to image sha256:a+ with no record of the image headscale ran: the database is kept as it is/);
+    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+    // Doing what the message said lets the start through without a copy.
     writeFileSync(join(dir, "state", "headscale.image"), `${NEW}\n`);
     expect(guard(NEW, "switch")).toMatchObject({ code: 0, said: "" });
   });
@@ -180,47 +187,57 @@ describe("the compose unit's database guard (SQLite, real sh)", () => {
     expect(r.stderr).toContain("pg_dump of hs$prod on db`touch /tmp/x`:5432 failed");
   });
 
-  it("Postgres with no record: pg_dump runs before the start, as for a switch", () => {
-    const script = dbGuardScript({
-      container: "headscale",
-      image: "x",
-      database: { type: "postgres", host: "127.0.0.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
-      stateDir: join(dir, "state"),
-      journal: journal(),
-    });
+  describe("Postgres with no record", () => {
+    const script = () =>
+      dbGuardScript({
+        container: "headscale",
+        image: "x",
+        database: { type: "postgres", host: "172.16.238.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
+        stateDir: join(dir, "state"),
+        journal: journal(),
+      });
+    const pgDump = (body: string) => {
+      writeFileSync(join(dir, "bin", "pg_dump"), `#!/bin/sh\n${body}\n`);
+      chmodSync(join(dir, "bin", "pg_dump"), 0o755);
+    };
     // The stub writes what it was asked to dump into --file=.
-    writeFileSync(join(dir, "bin", "pg_dump"), '#!/bin/sh\nfor a; do case "$a" in --file=*) f="${a#--file=}";; esac; done\necho "dump of $*" > "$f"\n');
-    chmodSync(join(dir, "bin", "pg_dump"), 0o755);
-    const f = join(dir, "pg.sh");
-    writeFileSync(f, script);
-    const r = spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: NEW } });
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/no record of the image headscale ran before this start .*Postgres database hs dumped to .*headscale\.snapshot\.pgdump/);
-    expect(readFileSync(join(dir, "state", "headscale.snapshot.pgdump"), "utf8")).toContain("--dbname=hs --format=custom");
-  });
+    const dumps = 'for a; do case "$a" in --file=*) f="${a#--file=}";; esac; done\necho "dump of $* with PGCONNECT_TIMEOUT=$PGCONNECT_TIMEOUT" > "$f"';
+    const run = (id: string, network: string) => {
+      const f = join(dir, "pg.sh");
+      writeFileSync(f, script());
+      return spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: id, NETWORK_ID: network } });
+    };
 
-  it("Postgres with no record on a first start: the server is not reachable before compose makes its network, so the start goes on without a copy, and says so", () => {
-    const script = dbGuardScript({
-      container: "headscale",
-      image: "x",
-      database: { type: "postgres", host: "172.16.238.1", port: 5432, name: "hs", user: "hs", sslmode: "disable", pgpass: "/etc/headscale/pgpass" },
-      stateDir: join(dir, "state"),
-      journal: journal(),
+    it("a start with the compose network there (a host deployed before the guard): pg_dump into a file of its own", () => {
+      pgDump(dumps);
+      const r = run(NEW, "net1");
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/no record of the image headscale ran before this start .*Postgres database hs dumped to .*headscale\.no-record-\d{8}T\d{6}Z\.pgdump/);
+      const kept = /(headscale\.no-record-\d{8}T\d{6}Z\.pgdump)/.exec(r.stderr)![1];
+      expect(readFileSync(join(dir, "state", kept), "utf8")).toContain("--dbname=hs --format=custom");
+      expect(readFileSync(join(dir, "state", kept), "utf8")).toContain("PGCONNECT_TIMEOUT=15");
     });
-    writeFileSync(join(dir, "bin", "pg_dump"), '#!/bin/sh\necho "pg_dump: error: connection to server at \\"172.16.238.1\\", port 5432 failed: No route to host" >&2\nexit 1\n');
-    chmodSync(join(dir, "bin", "pg_dump"), 0o755);
-    const f = join(dir, "pg.sh");
-    writeFileSync(f, script);
-    const run = (id: string) => spawnSync("/bin/sh", [f], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, IMAGE_ID: id } });
-    const r = run(OLD);
-    expect(r.status, r.stderr).toBe(0);
-    expect(r.stderr).toMatch(/no record of the image headscale ran before this start, and no copy: pg_dump of hs on 172\.16\.238\.1:5432 failed.*starting without one/);
-    expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
-    expect(existsSync(join(dir, "state", "headscale.snapshot.from"))).toBe(false);
-    // Recorded: a later switch whose dump fails stops the unit, as before.
-    const sw = run(NEW);
-    expect(sw.status).toBe(1);
-    expect(sw.stderr).toMatch(/pg_dump of hs on 172\.16\.238\.1:5432 failed, so the database could not be kept; headscale's image was not switched/);
+
+    it("a first start (no compose network yet: the server at its gateway is not reachable from here): nothing to keep, no dump tried", () => {
+      pgDump('echo "pg_dump must not run" >&2; exit 1');
+      const r = run(OLD, "");
+      expect(r.status, r.stderr).toBe(0);
+      expect(r.stderr).toMatch(/a first start \(no compose network yet\): nothing to keep/);
+      expect(r.stderr).not.toContain("must not run");
+      expect(readFileSync(join(dir, "state", "headscale.image"), "utf8")).toBe(`${OLD}\n`);
+      // Recorded: a later switch whose dump fails stops the unit, as before.
+      const sw = run(NEW, "net1");
+      expect(sw.status).toBe(1);
+      expect(sw.stderr).toMatch(/pg_dump of hs on 172\.16\.238\.1:5432 failed, so the database could not be kept; headscale's image was not switched/);
+    });
+
+    it("the network there and the dump failing (a version mismatch, bad auth): the unit stops, as for a switch", () => {
+      pgDump('echo "pg_dump: error: aborting because of server version mismatch" >&2; exit 1');
+      const r = run(NEW, "net1");
+      expect(r.status).toBe(1);
+      expect(r.stderr).toMatch(/pg_dump of hs on 172\.16\.238\.1:5432 failed.*no record of the image headscale ran before/);
+      expect(existsSync(join(dir, "state", "headscale.image"))).toBe(false);
+    });
   });
 
   it("a copy that cannot be made stops the unit (exit 1) and records nothing, so the switch fails before the new image runs", () => {

@@ -84,6 +84,20 @@ describe("fleet.yaml oidcUsers", () => {
     expect(bad.errors.join("\n")).toMatch(/oidcUsers\[0\]: expected an e-mail address such as carol@example\.com/);
   });
 
+  it("the coordinator's lockout check counts OIDC people: SSH to it from carol@example.com alone is enough; an e-mail admin's fix is written as its token", async () => {
+    const only = (extra: string) =>
+      BASE["fleet.yaml"].replace(/policy:[\s\S]*$/, "") + extra +
+      "policy:\n  tagOwners:\n    tag:router: [alice@]\n  acls:\n    - action: accept\n      src: [carol@example.com]\n      dst: [\"tag:router:443\"]\n";
+    const ssh = "    - action: accept\n      src: [carol@example.com]\n      dst: [\"autogroup:member:22\"]\n";
+    const ok = await evaluate({ "fleet.yaml": only("oidcUsers: [carol@example.com]\n") + ssh, "vps.yaml": OIDC_VPS });
+    expect(ok.errors).toEqual([]);
+    // Without that rule nobody reaches it: the lockout error, as for a fleet without OIDC people.
+    const none = await evaluate({ "fleet.yaml": only("oidcUsers: [carol@example.com]\n"), "vps.yaml": OIDC_VPS });
+    expect(none.errors.join("\n")).toMatch(/expected some user allowed tcp:22 to the coordinator vps, found no user device can SSH to it/);
+    const admin = await evaluate({ "fleet.yaml": only("oidcUsers: [carol@example.com]\nadmins: [carol@example.com]\n"), "vps.yaml": OIDC_VPS });
+    expect(admin.errors.join("\n")).toMatch(/expected admin carol@example\.com allowed tcp:22 to the coordinator vps, .*Fix: add \{action: accept, src: \[carol@example\.com\], dst: \[autogroup:member:22\]\}/);
+  });
+
   it("with the coordinator's nodes (plan --nodes), an OIDC person's node is theirs by e-mail: the rule naming them reaches the router", async () => {
     const r = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n"), "vps.yaml": OIDC_VPS });
     const node = (id: number, name: string, user: { name: string; email?: string }, ip: string, tags: string[] = []) => ({
