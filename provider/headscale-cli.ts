@@ -73,6 +73,9 @@ export const usersDestroyArgs = (name: string): string[] => ["users", "destroy",
 export interface HeadscaleUserInfo {
   id: number;
   name: string;
+  /** `oidc` for a user an OpenID Connect login made (users list gives it; users create makes none). */
+  provider?: string;
+  email?: string;
 }
 
 /** Parse `users create NAME -o json`; throws a message naming the user on anything else. */
@@ -150,7 +153,12 @@ export const usersListArgs = (): string[] => ["users", "list", "-o", "json"];
 export function parseUsersList(stdout: string): HeadscaleUserInfo[] {
   const v = parseJson(stdout, "headscale users list");
   if (v !== null && !Array.isArray(v)) throw new Error(`headscale users list: ${errorOf(v) ?? clip(stdout)}`);
-  return ((v ?? []) as { id?: unknown; name?: unknown }[]).map((u) => ({ id: Number(u.id), name: String(u.name ?? "") }));
+  return ((v ?? []) as { id?: unknown; name?: unknown; provider?: unknown; email?: unknown }[]).map((u) => ({
+    id: Number(u.id),
+    name: String(u.name ?? ""),
+    ...(typeof u.provider === "string" && u.provider !== "" ? { provider: u.provider } : {}),
+    ...(typeof u.email === "string" && u.email !== "" ? { email: u.email } : {}),
+  }));
 }
 
 function errorOf(v: unknown): string | undefined {

@@ -22,7 +22,7 @@ import { MeshfleetError, oneLine } from "../../core/diagnostics.ts";
 import { HuJsonError, parseHuJson } from "../../core/hujson.ts";
 import { LIMITS, parseYaml as loaderYaml } from "../../core/load.ts";
 import { policySchema } from "../../core/policy/schema.ts";
-import { userName } from "../../core/schema-types.ts";
+import { email, userName } from "../../core/schema-types.ts";
 import type { Diagnostic } from "../../core/types.ts";
 import { flagHelp, parseArgs, UsageError, type Flag } from "../args.ts";
 import type { Command } from "../command.ts";
@@ -648,19 +648,51 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
     if (Object.keys(clean).length) item("policy", "mapped", { to: "fleet.yaml policy", note: `${Object.keys(clean).join(", ")}` });
   }
 
-  // Users
+  // Users: headscale's own become fleet.yaml users (adopted by the deploy); those an OIDC login made, oidcUsers by e-mail.
   const users: string[] = [];
+  const oidcUsers: string[] = [];
+  /** An OIDC login's user name -> its e-mail, the token the policy names it by in meshfleet. */
+  const oidcByName = new Map<string, string>();
   if (!src.usersJson) problem(src.origin, "users", "the users list (headscale users list -o json)", "none", src.ssh ? "is headscale running on the host? (users list needs the server)" : "save it beside config.yaml: headscale users list -o json > users.json");
   else {
     const list = parseList(src.usersJson, "users", problem);
     for (const u of list ?? []) {
-      const name = (u as Record<string, unknown>)?.name;
+      const { name, provider, email: mail } = (u ?? {}) as Record<string, unknown>;
+      if (provider === "oidc") {
+        if (typeof mail === "string" && email.safeParse(mail).success) {
+          oidcUsers.push(mail);
+          if (typeof name === "string") oidcByName.set(name, mail);
+        } else item("users", "unmapped", { value: show(name ?? u), note: `a user an OpenID Connect login made, with no e-mail meshfleet can name it by (${show(mail)}): it stays in the adopted database, but the policy cannot name it in fleet.yaml` });
+        continue;
+      }
       if (typeof name === "string" && userName.safeParse(name).success) users.push(name);
       else item("users", "unmapped", { value: show(name ?? u), note: "not a name meshfleet's users take (a letter, then letters, digits, - . _); the user stays in the adopted database, but the policy cannot name it in fleet.yaml" });
     }
     if (list) item("users", "mapped", { to: "fleet.yaml users", value: show(users), note: `${users.length} of ${list.length}; the existing users are adopted by the deploy (not created again)` });
+    if (oidcUsers.length) item("users", "mapped", { to: "fleet.yaml oidcUsers", value: show(oidcUsers), note: "users OpenID Connect logins made, by e-mail: meshfleet neither creates nor adopts them (docs/oidc.md)" });
   }
   fleet.users = users;
+  if (oidcUsers.length) fleet.oidcUsers = oidcUsers;
+  // The policy names an OIDC login's user by e-mail in meshfleet (its name is the provider's preferred_username).
+  if (oidcByName.size && fleet.policy && typeof fleet.policy === "object") {
+    const renamed: string[] = [];
+    const rename = (v: unknown): unknown => {
+      if (Array.isArray(v)) return v.map(rename);
+      if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rename(x)]));
+      if (typeof v !== "string") return v;
+      const m = /^([^@:]+)@(:.*)?$/.exec(v);
+      const to = m ? oidcByName.get(m[1]) : undefined;
+      if (!m || !to) return v;
+      renamed.push(`${v} -> ${to}${m[2] ?? ""}`);
+      return `${to}${m[2] ?? ""}`;
+    };
+    const clean = rename(fleet.policy) as Record<string, unknown>;
+    if (renamed.length) {
+      fleet.policy = clean;
+      policyText = `// The policy meshfleet import took from ${policySource?.shown ?? src.origin}, with the changes IMPORT.md lists (the original's comments are not kept).\n${JSON.stringify(clean, null, 2)}\n`;
+      item("policy", "changed", { value: [...new Set(renamed)].join(", "), note: "OIDC logins' users named by e-mail, as fleet.yaml oidcUsers lists them (headscale matches the token against name and e-mail alike)" });
+    }
+  }
 
   // Nodes: reported; the list is written for check --nodes.
   let nodes: unknown[] | undefined;
@@ -697,7 +729,7 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
   hostFile.headscale = hs;
   Object.assign(hostFile, host);
   if (proxied) item("reverse proxy", "changed", { note: `the host imports reverse-proxy (Caddy, TLS by ACME for ${url ? new URL(url).hostname : "the server name"}); if nginx or another proxy serves it today, set reverse-proxy.kind or stop it before the first deploy` });
-  const order = ["coordinator", "users", "prefixes", "dns", "derp", "nodeExpiry", "policy"];
+  const order = ["coordinator", "users", "oidcUsers", "prefixes", "dns", "derp", "nodeExpiry", "policy"];
   const ordered = Object.fromEntries(order.filter((k) => k in fleet).map((k) => [k, fleet[k]]));
   return result(ordered, hostFile, nodes);
 }

@@ -73,11 +73,19 @@ export const user: ResourceHandler<UserInputs, UserOutputs> = {
   async create(n) {
     const list = await hs(n, usersListArgs(), "users list");
     if (list.code !== 0) throw failed(n.connection.name, "headscale users list", list);
-    const existing = parseUsersList(list.stdout).find((u) => u.name === n.name);
+    const named = parseUsersList(list.stdout).filter((u) => u.name === n.name);
+    const existing = named.find((u) => u.provider !== "oidc");
     if (existing) {
       log(`headscale user ${n.name} exists (id ${existing.id}); adopted`);
       return { id: String(existing.id), outs: { ...n, userId: existing.id } };
     }
+    // A person's OIDC login of that name is not taken over: removing the name from users would then delete their user and nodes.
+    const person = named.find((u) => u.provider === "oidc");
+    if (person)
+      throw new ProviderError(
+        `coordinator ${n.connection.name}: headscale already has a user named ${n.name} that an OpenID Connect login made${person.email ? ` (${person.email})` : ""}; meshfleet does not take it over, since removing ${n.name} from users would then delete that person's user and nodes. ` +
+          `Fix: list ${person.email ?? "their e-mail"} in fleet.yaml oidcUsers instead of ${n.name} in users, or give meshfleet's user another name`,
+      );
     const r = await hs(n, usersCreateArgs(n.name), `users create ${n.name}`);
     if (r.code !== 0) throw failed(n.connection.name, `headscale users create ${n.name}`, r);
     const info = parseUserJson(r.stdout, n.name);
@@ -89,7 +97,8 @@ export const user: ResourceHandler<UserInputs, UserOutputs> = {
   async read(_id, o) {
     const list = await hs(o, usersListArgs(), "users list (refresh)");
     if (list.code !== 0) throw failed(o.connection.name, "headscale users list", list);
-    const u = parseUsersList(list.stdout).find((x) => x.name === o.name);
+    // meshfleet's user, never a person's OIDC login of the same name (create does not take one over).
+    const u = parseUsersList(list.stdout).find((x) => x.name === o.name && x.provider !== "oidc");
     return u ? { ...o, userId: u.id } : null;
   },
   async delete(_id, o) {

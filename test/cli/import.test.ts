@@ -171,6 +171,25 @@ describe("meshfleet import: bad input", () => {
     expect(r.status, r.stderr).toBe(0);
   }, 120_000);
 
+  it("a user an OIDC login made goes to oidcUsers by e-mail, and the policy names it so; the written fleet passes check", () => {
+    const users = JSON.stringify([{ id: 1, name: "alice", provider: "" }, { id: 2, name: "carol", email: "carol@example.com", provider: "oidc", provider_id: "https://id.example.com/2" }]);
+    const policy = '{"groups": {"group:admins": ["alice@", "carol@"]}, "acls": [{"action": "accept", "src": ["group:admins"], "dst": ["*:*"]}, {"action": "accept", "src": ["carol@"], "dst": ["alice@:22"]}]}\n';
+    const oidc = "oidc:\n  issuer: https://id.example.com/\n  client_id: headscale\n  client_secret_path: /etc/headscale/oidc_secret\n";
+    const d = copyDir({ users, policy, config: BASE + oidc });
+    const r = imp(d);
+    expect(r.problems).toEqual([]);
+    expect(r.fleet.users).toEqual(["alice"]);
+    expect(r.fleet.oidcUsers).toEqual(["carol@example.com"]);
+    const p = r.fleet.policy as { groups: Record<string, string[]>; acls: { src: string[]; dst: string[] }[] };
+    expect(p.groups["group:admins"]).toEqual(["alice@", "carol@example.com"]);
+    expect(p.acls[1]).toEqual({ action: "accept", src: ["carol@example.com"], dst: ["alice@:22"] });
+    expect(byKey(r, "policy").find((i) => i.kind === "changed")).toMatchObject({ value: "carol@ -> carol@example.com" });
+    const out = path.join(tmp, "out-oidc-users");
+    const c = cli(["import", "--from-dir", d, "--out", out, "--json"]);
+    expect(c.status, c.stderr).toBe(0);
+    expect(JSON.parse(c.stdout).check.ok, c.stdout).toBe(true);
+  }, 120_000);
+
   it("maps legacy keys: randomize_client_port into the policy, dns_config named as refused", () => {
     const r = imp(copyDir({ config: `${BASE}randomize_client_port: true\ndns_config:\n  magic_dns: true\nephemeral_node_inactivity_timeout: 40m\n` }));
     expect((r.fleet.policy as Record<string, unknown>).randomizeClientPort).toBe(true);

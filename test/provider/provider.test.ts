@@ -324,6 +324,19 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     expect(seen).toEqual(["/usr/local/bin/headscale users list -o json"]);
     expect(user.diff(r.outs, { ...base, name: "bob" })).toMatchObject({ changes: true, replaces: ["name"], deleteBeforeReplace: true });
   });
+
+  it("a user of that name an OIDC login made is not taken over: create says to list the person in oidcUsers; read does not find meshfleet's user in it", async () => {
+    const oidc = { id: 7, name: "carol", email: "carol@example.com", provider: "oidc", provider_id: "https://id.example.com/7" };
+    const seen = answer([[/users list/, () => ({ stdout: JSON.stringify([{ id: 3, name: "alice", provider: "" }, oidc]) })]]);
+    await expect(user.create({ ...base, name: "carol" })).rejects.toThrow(
+      "coordinator vps: headscale already has a user named carol that an OpenID Connect login made (carol@example.com); meshfleet does not take it over, since removing carol from users would then delete that person's user and nodes. Fix: list carol@example.com in fleet.yaml oidcUsers instead of carol in users, or give meshfleet's user another name",
+    );
+    expect(seen).toEqual(["/usr/local/bin/headscale users list -o json"]);
+    expect(await user.read("4", { ...base, name: "carol", userId: 4 })).toBeNull();
+    // A local user of the same name beside it is meshfleet's, and is adopted.
+    answer([[/users list/, () => ({ stdout: JSON.stringify([oidc, { id: 9, name: "carol", provider: "" }]) })]]);
+    expect(await user.create({ ...base, name: "carol" })).toMatchObject({ id: "9", outs: { userId: 9 } });
+  });
 });
 
 describe("the lockout guard's confirm gives up when the guard's window closes", () => {
