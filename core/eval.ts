@@ -32,7 +32,7 @@ import type {
 import { PRIORITY, Prio } from "./priority.ts";
 import { cidr, parseCidr } from "./schema-types.ts";
 import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
-import { hostEnforcement, policyNodesOf, policyUserNames } from "./policy/fleet.ts";
+import { hostEnforcement, oidcReachingEnforced, policyNodesOf, policyUserNames } from "./policy/fleet.ts";
 import type { Policy } from "./policy/index.ts";
 import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings, UnitSpec } from "./types.ts";
 
@@ -596,6 +596,15 @@ export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loa
       // A router's routed prefixes as git has them (advertised, approved or not): its forward chain filters them.
       const t = p.facts.tailnet!;
       enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: policyUserNames(fleetCfg), routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
+    }
+    // A person who logs in through OIDC has no host in the fleet: an enforcing host does not know their nodes' addresses.
+    const enforcing = new Set(fleetCfg.oidcUsers.length ? enforced.map((p) => p.name) : []);
+    const enforcedNodes = enforcing.size ? nodes.filter((n) => enforcing.has(n.name)) : [];
+    for (const w of oidcReachingEnforced(pol.policy as Policy, enforcedNodes, fleetCfg.oidcUsers, policyUserNames(fleetCfg))) {
+      const at = evaluated[w.host].origin("firewall.trustTailnet");
+      diagnostics.push(diag(at.file, at.path, `a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true)`,
+        `firewall.trustTailnet: false on ${w.host}, and the policy lets ${w.person} reach it (${w.why}): ${w.host} enforces the policy with the fleet's own nodes' addresses only, so it drops that person's traffic`,
+        `set firewall.trustTailnet: true on ${w.host} (headscale's policy still filters what reaches it), or leave ${w.person} out of the rules that reach it`, "warning"));
     }
   }
   return { pol, enforcement };

@@ -12,6 +12,7 @@ import { contains, fromPrefixStrings, parsePrefix } from "./ipset.ts";
 import { tailnetRulesForHost } from "./enforce.ts";
 import { runPolicyTests, type PolicyTestsReport } from "./tests.ts";
 import { runSshTests } from "./sshtests.ts";
+import { evaluateReachability } from "./reachability.ts";
 import { syntheticIps } from "./synthetic.ts";
 import type { LiveNode } from "./live.ts";
 import type { PolicyNode } from "./resolve.ts";
@@ -127,6 +128,28 @@ function byPolicyName(fleet: Pick<FleetSystem, "oidcUsers">, live?: LiveNode[]):
   const oidc = new Set(fleet.oidcUsers ?? []);
   if (!live || oidc.size === 0) return live;
   return live.map((l) => (l.email !== undefined && oidc.has(l.email) ? { ...l, user: l.email } : l));
+}
+
+/**
+ * The OIDC people (fleet.yaml oidcUsers) the policy lets reach a host that enforces the policy itself
+ * (firewall.trustTailnet: false). Such a host knows only the fleet's own nodes' addresses, so it drops
+ * theirs. Worked out as the coordinator's lockout check is: the hosts, and a device of each person.
+ */
+export function oidcReachingEnforced(policy: Policy, enforced: FleetNode[], oidcUsers: string[], users: string[]): { host: string; person: string; why: string }[] {
+  if (!enforced.length || !oidcUsers.length) return [];
+  const device = (e: string) => `\u0000device of ${e}`;
+  const nodes = syntheticIps([
+    ...enforced.map((h): PolicyNode => ({ name: h.name, user: h.tags.length ? undefined : h.user || undefined, tags: h.tags, ips: [], approvedRoutes: [] })),
+    ...oidcUsers.map((e): PolicyNode => ({ name: device(e), user: e, tags: [], ips: [], approvedRoutes: [] })),
+  ]);
+  const reach = evaluateReachability(nodes, policy, { users });
+  const out: { host: string; person: string; why: string }[] = [];
+  for (const h of enforced)
+    for (const e of oidcUsers) {
+      const r = reach.explain(device(e), h.name);
+      if (r.allowed) out.push({ host: h.name, person: e, why: r.why });
+    }
+  return out;
 }
 
 /** The users the policy is evaluated with: the fleet's (policyUserNames), and with live nodes the users owning them. */

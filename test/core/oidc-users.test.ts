@@ -98,6 +98,19 @@ describe("fleet.yaml oidcUsers", () => {
     expect(admin.errors.join("\n")).toMatch(/expected admin carol@example\.com allowed tcp:22 to the coordinator vps, .*Fix: add \{action: accept, src: \[carol@example\.com\], dst: \[autogroup:member:22\]\}/);
   });
 
+  it("a host that enforces the policy itself (trustTailnet: false) and that a rule lets an OIDC person reach is warned about: it drops their traffic", async () => {
+    const router = BASE["router.yaml"] + "firewall:\n  trustTailnet: false\n";
+    const r = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
+    expect(r.errors).toEqual([]);
+    expect(r.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([
+      "router.yaml: firewall.trustTailnet: expected a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true), found firewall.trustTailnet: false on router, and the policy lets carol@example.com reach it (acls[1]: carol@example.com -> tag:router:22): router enforces the policy with the fleet's own nodes' addresses only, so it drops that person's traffic. Fix: set firewall.trustTailnet: true on router (headscale's policy still filters what reaches it), or leave carol@example.com out of the rules that reach it",
+    ]);
+    // A rule that does not reach the enforcing host: nothing to say.
+    const other = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n", "      src: [carol@example.com]\n      dst: [\"alice@:22\"]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
+    expect(other.errors).toEqual([]);
+    expect(other.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([]);
+  });
+
   it("with the coordinator's nodes (plan --nodes), an OIDC person's node is theirs by e-mail: the rule naming them reaches the router", async () => {
     const r = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n"), "vps.yaml": OIDC_VPS });
     const node = (id: number, name: string, user: { name: string; email?: string }, ip: string, tags: string[] = []) => ({
