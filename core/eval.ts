@@ -602,9 +602,10 @@ export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loa
     const enforcedNodes = enforcing.size ? nodes.filter((n) => enforcing.has(n.name)) : [];
     for (const w of oidcReachingEnforced(pol.policy as Policy, enforcedNodes, fleetCfg.oidcUsers, policyUserNames(fleetCfg))) {
       const at = evaluated[w.host].origin("firewall.trustTailnet");
+      const who = w.people.join(", ");
       diagnostics.push(diag(at.file, at.path, `a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true)`,
-        `firewall.trustTailnet: false on ${w.host}, and the policy lets ${w.person} reach it (${w.why}): ${w.host} enforces the policy with the fleet's own nodes' addresses only, so it drops that person's traffic`,
-        `set firewall.trustTailnet: true on ${w.host} (headscale's policy still filters what reaches it), or leave ${w.person} out of the rules that reach it`, "warning"));
+        `firewall.trustTailnet: false on ${w.host}, and the policy lets ${who} reach it or what it routes (${w.why}): ${w.host} enforces the policy with the fleet's own nodes' addresses only, so it drops their traffic`,
+        `set firewall.trustTailnet: true on ${w.host} (headscale's policy still filters what reaches it), or leave ${who} out of the rules that reach it`, "warning"));
     }
   }
   return { pol, enforcement };

@@ -68,7 +68,8 @@ export function onlyUnapproved(problems: readonly string[]): boolean {
 
 export const usersCreateArgs = (name: string): string[] => ["users", "create", name, "-o", "json"];
 // `--force` skips the interactive confirmation (cmd/headscale/cli/root.go); destroy also removes the user's pre-auth keys.
-export const usersDestroyArgs = (name: string): string[] => ["users", "destroy", "--name", name, "--force"];
+// By id: `--name` would find every user of that name (an OIDC login's too) and refuse when two match.
+export const usersDestroyArgs = (id: number): string[] => ["users", "destroy", "--identifier", String(id), "--force"];
 
 export interface HeadscaleUserInfo {
   id: number;

@@ -651,47 +651,74 @@ export function mapImport(src: ImportSource, o: { hostName: string; address?: st
   // Users: headscale's own become fleet.yaml users (adopted by the deploy); those an OIDC login made, oidcUsers by e-mail.
   const users: string[] = [];
   const oidcUsers: string[] = [];
-  /** An OIDC login's user name -> its e-mail, the token the policy names it by in meshfleet. */
-  const oidcByName = new Map<string, string>();
+  /** Every user's name, with how many users have it, and an OIDC login's e-mail by its name. */
+  const nameCount = new Map<string, number>();
+  const oidcEmailOf = new Map<string, string>();
   if (!src.usersJson) problem(src.origin, "users", "the users list (headscale users list -o json)", "none", src.ssh ? "is headscale running on the host? (users list needs the server)" : "save it beside config.yaml: headscale users list -o json > users.json");
   else {
     const list = parseList(src.usersJson, "users", problem);
+    let local = 0;
     for (const u of list ?? []) {
       const { name, provider, email: mail } = (u ?? {}) as Record<string, unknown>;
+      if (typeof name === "string") nameCount.set(name, (nameCount.get(name) ?? 0) + 1);
       if (provider === "oidc") {
         if (typeof mail === "string" && email.safeParse(mail).success) {
           oidcUsers.push(mail);
-          if (typeof name === "string") oidcByName.set(name, mail);
+          if (typeof name === "string") oidcEmailOf.set(name, mail);
         } else item("users", "unmapped", { value: show(name ?? u), note: `a user an OpenID Connect login made, with no e-mail meshfleet can name it by (${show(mail)}): it stays in the adopted database, but the policy cannot name it in fleet.yaml` });
         continue;
       }
+      local++;
       if (typeof name === "string" && userName.safeParse(name).success) users.push(name);
       else item("users", "unmapped", { value: show(name ?? u), note: "not a name meshfleet's users take (a letter, then letters, digits, - . _); the user stays in the adopted database, but the policy cannot name it in fleet.yaml" });
     }
-    if (list) item("users", "mapped", { to: "fleet.yaml users", value: show(users), note: `${users.length} of ${list.length}; the existing users are adopted by the deploy (not created again)` });
+    if (list) item("users", "mapped", { to: "fleet.yaml users", value: show(users), note: `${users.length} of ${local} headscale's own; the existing users are adopted by the deploy (not created again)` });
     if (oidcUsers.length) item("users", "mapped", { to: "fleet.yaml oidcUsers", value: show(oidcUsers), note: "users OpenID Connect logins made, by e-mail: meshfleet neither creates nor adopts them (docs/oidc.md)" });
   }
   fleet.users = users;
   if (oidcUsers.length) fleet.oidcUsers = oidcUsers;
-  // The policy names an OIDC login's user by e-mail in meshfleet (its name is the provider's preferred_username).
-  if (oidcByName.size && fleet.policy && typeof fleet.policy === "object") {
-    const renamed: string[] = [];
-    const rename = (v: unknown): unknown => {
-      if (Array.isArray(v)) return v.map(rename);
-      if (v && typeof v === "object") return Object.fromEntries(Object.entries(v).map(([k, x]) => [k, rename(x)]));
-      if (typeof v !== "string") return v;
-      const m = /^([^@:]+)@(:.*)?$/.exec(v);
-      const to = m ? oidcByName.get(m[1]) : undefined;
+  // The policy names an OIDC login's user by e-mail in meshfleet (its name is the provider's preferred_username): its
+  // tokens are rewritten where the policy names users (never ssh login names, hosts or grants' app payloads), for a
+  // name only that login has; a name two users share is left as it is and said (headscale refuses such a token).
+  if (oidcEmailOf.size && fleet.policy && typeof fleet.policy === "object") {
+    const renamed = new Set<string>();
+    const shared = new Set<string>();
+    const one = (v: unknown): unknown => {
+      const m = typeof v === "string" ? /^([^@:]+)@(:.*)?$/.exec(v) : null;
+      const to = m ? oidcEmailOf.get(m[1]) : undefined;
       if (!m || !to) return v;
-      renamed.push(`${v} -> ${to}${m[2] ?? ""}`);
+      if ((nameCount.get(m[1]) ?? 0) > 1) {
+        shared.add(m[1]);
+        return v;
+      }
+      renamed.add(`${v} -> ${to}${m[2] ?? ""}`);
       return `${to}${m[2] ?? ""}`;
     };
-    const clean = rename(fleet.policy) as Record<string, unknown>;
-    if (renamed.length) {
+    const list = (v: unknown) => (Array.isArray(v) ? v.map(one) : typeof v === "string" ? one(v) : v);
+    const values = (o: unknown) => (o && typeof o === "object" && !Array.isArray(o) ? Object.fromEntries(Object.entries(o).map(([k, x]) => [k, list(x)])) : o);
+    const rules = (v: unknown, keys: string[]) =>
+      Array.isArray(v) ? v.map((r) => (r && typeof r === "object" ? { ...r, ...Object.fromEntries(keys.filter((k) => k in r).map((k) => [k, list((r as Record<string, unknown>)[k])])) } : r)) : v;
+    const p = fleet.policy as Record<string, unknown>;
+    const aa = p.autoApprovers as Record<string, unknown> | undefined;
+    const parts: Record<string, unknown> = {
+      groups: values(p.groups),
+      tagOwners: values(p.tagOwners),
+      acls: rules(p.acls, ["src", "dst"]),
+      grants: rules(p.grants, ["src", "dst"]),
+      ssh: rules(p.ssh, ["src", "dst"]),
+      autoApprovers: aa && typeof aa === "object" ? { ...aa, ...("routes" in aa ? { routes: values(aa.routes) } : {}), ...("exitNode" in aa ? { exitNode: list(aa.exitNode) } : {}) } : aa,
+      nodeAttrs: rules(p.nodeAttrs, ["target"]),
+      tests: rules(p.tests, ["src", "accept", "deny"]),
+      sshTests: rules(p.sshTests, ["src", "dst"]),
+    };
+    const clean = { ...p, ...Object.fromEntries(Object.entries(parts).filter(([k]) => k in p)) };
+    if (renamed.size) {
       fleet.policy = clean;
       policyText = `// The policy meshfleet import took from ${policySource?.shown ?? src.origin}, with the changes IMPORT.md lists (the original's comments are not kept).\n${JSON.stringify(clean, null, 2)}\n`;
-      item("policy", "changed", { value: [...new Set(renamed)].join(", "), note: "OIDC logins' users named by e-mail, as fleet.yaml oidcUsers lists them (headscale matches the token against name and e-mail alike)" });
+      item("policy", "changed", { value: [...renamed].join(", "), note: "OIDC logins' users named by e-mail, as fleet.yaml oidcUsers lists them (headscale matches the token against name and e-mail alike)" });
     }
+    for (const n of shared)
+      item("policy", "unmapped", { value: `${n}@`, note: `${nameCount.get(n)} headscale users are named ${n}, an OpenID Connect login's among them: headscale finds two users for ${n}@ and refuses a policy naming it; left as it is: name the person by e-mail (${oidcEmailOf.get(n)}) and give the other user another name` });
   }
 
   // Nodes: reported; the list is written for check --nodes.

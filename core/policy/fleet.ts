@@ -132,23 +132,37 @@ function byPolicyName(fleet: Pick<FleetSystem, "oidcUsers">, live?: LiveNode[]):
 
 /**
  * The OIDC people (fleet.yaml oidcUsers) the policy lets reach a host that enforces the policy itself
- * (firewall.trustTailnet: false). Such a host knows only the fleet's own nodes' addresses, so it drops
- * theirs. Worked out as the coordinator's lockout check is: the hosts, and a device of each person.
+ * (firewall.trustTailnet: false), or what it routes: such a host admits only the fleet's own nodes'
+ * addresses, on its input chain and on what it forwards, so it drops theirs. Worked out as the
+ * coordinator's lockout check is, on the enforcing hosts (with their routes) and a device of each
+ * person; one entry per host, with the first rule that lets one of them in.
  */
-export function oidcReachingEnforced(policy: Policy, enforced: FleetNode[], oidcUsers: string[], users: string[]): { host: string; person: string; why: string }[] {
+export function oidcReachingEnforced(policy: Policy, enforced: FleetNode[], oidcUsers: string[], users: string[]): { host: string; people: string[]; why: string }[] {
   if (!enforced.length || !oidcUsers.length) return [];
   const device = (e: string) => `\u0000device of ${e}`;
   const nodes = syntheticIps([
-    ...enforced.map((h): PolicyNode => ({ name: h.name, user: h.tags.length ? undefined : h.user || undefined, tags: h.tags, ips: [], approvedRoutes: [] })),
+    ...enforced.map((h): PolicyNode => ({
+      name: h.name, user: h.tags.length ? undefined : h.user || undefined, tags: h.tags, ips: [], approvedRoutes: [...h.routes, ...(h.exitNode ? EXIT_ROUTES : [])],
+    })),
     ...oidcUsers.map((e): PolicyNode => ({ name: device(e), user: e, tags: [], ips: [], approvedRoutes: [] })),
   ]);
   const reach = evaluateReachability(nodes, policy, { users });
-  const out: { host: string; person: string; why: string }[] = [];
-  for (const h of enforced)
+  const index = new Map(reach.nodes.map((n, i) => [n, i]));
+  // Each host's targets: itself, each route through it, the internet through it.
+  const targetsOf = new Map<string, number[]>();
+  reach.targets.forEach((t, i) => targetsOf.set(t.node, [...(targetsOf.get(t.node) ?? []), i]));
+  const out: { host: string; people: string[]; why: string }[] = [];
+  for (const h of enforced) {
+    const people: string[] = [];
+    let why = "";
     for (const e of oidcUsers) {
-      const r = reach.explain(device(e), h.name);
-      if (r.allowed) out.push({ host: h.name, person: e, why: r.why });
+      const t = (targetsOf.get(h.name) ?? []).find((x) => reach.access(index.get(device(e))!, x) !== null);
+      if (t === undefined) continue;
+      people.push(e);
+      if (!why) why = `${reach.targets[t].id}: ${reach.explain(device(e), reach.targets[t].id).why}`;
     }
+    if (people.length) out.push({ host: h.name, people, why });
+  }
   return out;
 }
 

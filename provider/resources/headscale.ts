@@ -74,18 +74,19 @@ export const user: ResourceHandler<UserInputs, UserOutputs> = {
     const list = await hs(n, usersListArgs(), "users list");
     if (list.code !== 0) throw failed(n.connection.name, "headscale users list", list);
     const named = parseUsersList(list.stdout).filter((u) => u.name === n.name);
-    const existing = named.find((u) => u.provider !== "oidc");
+    // A person's OIDC login of that name: not taken over (removing the name from users would then delete their user), and
+    // not beside it either (headscale finds two users for the token carol@ and refuses any policy that names it).
+    const person = named.find((u) => u.provider === "oidc");
+    if (person)
+      throw new ProviderError(
+        `coordinator ${n.connection.name}: headscale already has a user named ${n.name} that an OpenID Connect login made${person.email ? ` (${person.email})` : ""}; meshfleet neither takes it over (removing ${n.name} from users would then delete that person's user) nor keeps a user of the same name beside it (headscale refuses any policy naming ${n.name}@ then). ` +
+          `Fix: list ${person.email ?? "their e-mail"} in fleet.yaml oidcUsers instead of ${n.name} in users, or give meshfleet's user another name`,
+      );
+    const existing = named[0];
     if (existing) {
       log(`headscale user ${n.name} exists (id ${existing.id}); adopted`);
       return { id: String(existing.id), outs: { ...n, userId: existing.id } };
     }
-    // A person's OIDC login of that name is not taken over: removing the name from users would then delete their user and nodes.
-    const person = named.find((u) => u.provider === "oidc");
-    if (person)
-      throw new ProviderError(
-        `coordinator ${n.connection.name}: headscale already has a user named ${n.name} that an OpenID Connect login made${person.email ? ` (${person.email})` : ""}; meshfleet does not take it over, since removing ${n.name} from users would then delete that person's user and nodes. ` +
-          `Fix: list ${person.email ?? "their e-mail"} in fleet.yaml oidcUsers instead of ${n.name} in users, or give meshfleet's user another name`,
-      );
     const r = await hs(n, usersCreateArgs(n.name), `users create ${n.name}`);
     if (r.code !== 0) throw failed(n.connection.name, `headscale users create ${n.name}`, r);
     const info = parseUserJson(r.stdout, n.name);
@@ -102,8 +103,13 @@ export const user: ResourceHandler<UserInputs, UserOutputs> = {
     return u ? { ...o, userId: u.id } : null;
   },
   async delete(_id, o) {
-    const r = await hs(o, usersDestroyArgs(o.name), `users destroy ${o.name}`);
-    if (r.code !== 0 && !/not found|does not exist/i.test(r.stderr + r.stdout)) throw failed(o.connection.name, `headscale users destroy ${o.name}`, r);
+    // meshfleet's own user, by its id; one already gone is done, and a person's OIDC login is never destroyed.
+    const list = await hs(o, usersListArgs(), "users list (delete)");
+    if (list.code !== 0) throw failed(o.connection.name, "headscale users list", list);
+    const mine = parseUsersList(list.stdout).find((u) => (o.userId !== undefined ? u.id === o.userId : u.name === o.name) && u.provider !== "oidc");
+    if (!mine) return;
+    const r = await hs(o, usersDestroyArgs(mine.id), `users destroy ${o.name}`);
+    if (r.code !== 0) throw failed(o.connection.name, `headscale users destroy ${o.name} (id ${mine.id})`, r);
   },
 };
 

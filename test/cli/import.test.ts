@@ -45,6 +45,9 @@ policy:
 `;
 const POLICY = '// p\n{"groups": {"group:admins": ["alice@",],}, "acls": [{"action": "accept", "src": ["group:admins"], "dst": ["*:*"],},],}\n';
 
+/** config.yaml's oidc section, for a headscale whose users include OIDC logins. */
+const OIDC_CONFIG = "oidc:\n  issuer: https://id.example.com/\n  client_id: headscale\n  client_secret_path: /etc/headscale/oidc_secret\n";
+
 /** A --from-dir folder: config.yaml, policy.hujson, users.json, nodes.json. */
 function copyDir(o: { config?: string; policy?: string | null; users?: string | null; nodes?: string | null; extra?: Record<string, string> } = {}): string {
   const d = path.join(tmp, `copy${n++}`);
@@ -174,8 +177,7 @@ describe("meshfleet import: bad input", () => {
   it("a user an OIDC login made goes to oidcUsers by e-mail, and the policy names it so; the written fleet passes check", () => {
     const users = JSON.stringify([{ id: 1, name: "alice", provider: "" }, { id: 2, name: "carol", email: "carol@example.com", provider: "oidc", provider_id: "https://id.example.com/2" }]);
     const policy = '{"groups": {"group:admins": ["alice@", "carol@"]}, "acls": [{"action": "accept", "src": ["group:admins"], "dst": ["*:*"]}, {"action": "accept", "src": ["carol@"], "dst": ["alice@:22"]}]}\n';
-    const oidc = "oidc:\n  issuer: https://id.example.com/\n  client_id: headscale\n  client_secret_path: /etc/headscale/oidc_secret\n";
-    const d = copyDir({ users, policy, config: BASE + oidc });
+    const d = copyDir({ users, policy, config: BASE + OIDC_CONFIG });
     const r = imp(d);
     expect(r.problems).toEqual([]);
     expect(r.fleet.users).toEqual(["alice"]);
@@ -184,11 +186,45 @@ describe("meshfleet import: bad input", () => {
     expect(p.groups["group:admins"]).toEqual(["alice@", "carol@example.com"]);
     expect(p.acls[1]).toEqual({ action: "accept", src: ["carol@example.com"], dst: ["alice@:22"] });
     expect(byKey(r, "policy").find((i) => i.kind === "changed")).toMatchObject({ value: "carol@ -> carol@example.com" });
+    expect(byKey(r, "users").find((i) => i.to === "fleet.yaml users")).toMatchObject({ note: expect.stringMatching(/^1 of 1 headscale's own;/) });
     const out = path.join(tmp, "out-oidc-users");
     const c = cli(["import", "--from-dir", d, "--out", out, "--json"]);
     expect(c.status, c.stderr).toBe(0);
     expect(JSON.parse(c.stdout).check.ok, c.stdout).toBe(true);
   }, 120_000);
+
+  it("OIDC users: only alias positions are rewritten (not ssh login names, hosts or grants' app), and a name two users share is left and said", () => {
+    const users = JSON.stringify([
+      { id: 1, name: "alice" },
+      { id: 2, name: "carol", email: "carol@example.com", provider: "oidc" },
+      { id: 3, name: "dave", email: "dave@example.com", provider: "oidc" },
+      { id: 4, name: "dave" },
+    ]);
+    const policy = JSON.stringify({
+      hosts: { carol: "10.0.0.1/32" },
+      tagOwners: { "tag:x": ["carol@"] },
+      acls: [{ action: "accept", src: ["carol@", "dave@"], dst: ["carol@:22"] }],
+      grants: [{ src: ["carol@"], dst: ["tag:x"], app: { "example.com/cap": [{ owner: "carol@" }] } }],
+      ssh: [{ action: "accept", src: ["carol@"], dst: ["autogroup:self"], users: ["autogroup:nonroot"] }],
+      autoApprovers: { routes: { "10.1.0.0/24": ["carol@"] }, exitNode: ["carol@"] },
+      tests: [{ src: "carol@", accept: ["carol@:22"] }],
+    });
+    const r = imp(copyDir({ users, policy, config: BASE + OIDC_CONFIG }));
+    expect(r.problems).toEqual([]);
+    expect(r.fleet.users).toEqual(["alice", "dave"]);
+    expect(r.fleet.oidcUsers).toEqual(["carol@example.com", "dave@example.com"]);
+    const p = r.fleet.policy as Record<string, unknown>;
+    expect(p).toEqual({
+      hosts: { carol: "10.0.0.1/32" },
+      tagOwners: { "tag:x": ["carol@example.com"] },
+      acls: [{ action: "accept", src: ["carol@example.com", "dave@"], dst: ["carol@example.com:22"] }],
+      grants: [{ src: ["carol@example.com"], dst: ["tag:x"], app: { "example.com/cap": [{ owner: "carol@" }] } }],
+      ssh: [{ action: "accept", src: ["carol@example.com"], dst: ["autogroup:self"], users: ["autogroup:nonroot"] }],
+      autoApprovers: { routes: { "10.1.0.0/24": ["carol@example.com"] }, exitNode: ["carol@example.com"] },
+      tests: [{ src: "carol@example.com", accept: ["carol@example.com:22"] }],
+    });
+    expect(byKey(r, "policy").find((i) => i.kind === "unmapped")).toMatchObject({ value: "dave@", note: expect.stringContaining("2 headscale users are named dave") });
+  });
 
   it("maps legacy keys: randomize_client_port into the policy, dns_config named as refused", () => {
     const r = imp(copyDir({ config: `${BASE}randomize_client_port: true\ndns_config:\n  magic_dns: true\nephemeral_node_inactivity_timeout: 40m\n` }));

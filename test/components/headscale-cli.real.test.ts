@@ -92,7 +92,8 @@ describe.skipIf(skipUnlessCi(!HEADSCALE && "headscale 0.29.2 is not built: run `
           expect.stringContaining('host lxc-tailscale: no node named "lxc-tailscale" is registered with headscale'),
         ]);
 
-        const destroy = sh(headscaleCommand(cli, usersDestroyArgs("alice")));
+        const aliceId = (JSON.parse(sh(headscaleCommand(cli, ["users", "list", "-o", "json"])).stdout) as { id: number; name: string }[]).find((u) => u.name === "alice")!.id;
+        const destroy = sh(headscaleCommand(cli, usersDestroyArgs(aliceId)));
         expect(destroy.status, destroy.stderr).toBe(0);
         const users = sh(headscaleCommand(cli, ["users", "list", "-o", "json"]));
         expect(users.stdout).not.toContain('"alice"');

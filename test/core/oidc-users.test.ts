@@ -103,8 +103,12 @@ describe("fleet.yaml oidcUsers", () => {
     const r = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
     expect(r.errors).toEqual([]);
     expect(r.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([
-      "router.yaml: firewall.trustTailnet: expected a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true), found firewall.trustTailnet: false on router, and the policy lets carol@example.com reach it (acls[1]: carol@example.com -> tag:router:22): router enforces the policy with the fleet's own nodes' addresses only, so it drops that person's traffic. Fix: set firewall.trustTailnet: true on router (headscale's policy still filters what reaches it), or leave carol@example.com out of the rules that reach it",
+      "router.yaml: firewall.trustTailnet: expected a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true), found firewall.trustTailnet: false on router, and the policy lets carol@example.com reach it or what it routes (router: acls[1]: carol@example.com -> tag:router:22): router enforces the policy with the fleet's own nodes' addresses only, so it drops their traffic. Fix: set firewall.trustTailnet: true on router (headscale's policy still filters what reaches it), or leave carol@example.com out of the rules that reach it",
     ]);
+    // What it routes counts too: its forward chain admits only the fleet's own nodes.
+    const routed = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n", "      src: [carol@example.com]\n      dst: [\"192.168.8.0/24:*\"]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
+    expect(routed.errors).toEqual([]);
+    expect(routed.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([expect.stringContaining("the policy lets carol@example.com reach it or what it routes (192.168.8.0/24 via router: acls[1]")]);
     // A rule that does not reach the enforcing host: nothing to say.
     const other = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n", "      src: [carol@example.com]\n      dst: [\"alice@:22\"]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
     expect(other.errors).toEqual([]);

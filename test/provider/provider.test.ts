@@ -325,17 +325,25 @@ describe("headscale resources (ssh answered by a recorder)", () => {
     expect(user.diff(r.outs, { ...base, name: "bob" })).toMatchObject({ changes: true, replaces: ["name"], deleteBeforeReplace: true });
   });
 
-  it("a user of that name an OIDC login made is not taken over: create says to list the person in oidcUsers; read does not find meshfleet's user in it", async () => {
+  it("a user of that name an OIDC login made is neither taken over nor joined: create says to list the person in oidcUsers; read and delete never touch it", async () => {
     const oidc = { id: 7, name: "carol", email: "carol@example.com", provider: "oidc", provider_id: "https://id.example.com/7" };
-    const seen = answer([[/users list/, () => ({ stdout: JSON.stringify([{ id: 3, name: "alice", provider: "" }, oidc]) })]]);
-    await expect(user.create({ ...base, name: "carol" })).rejects.toThrow(
-      "coordinator vps: headscale already has a user named carol that an OpenID Connect login made (carol@example.com); meshfleet does not take it over, since removing carol from users would then delete that person's user and nodes. Fix: list carol@example.com in fleet.yaml oidcUsers instead of carol in users, or give meshfleet's user another name",
-    );
+    const message =
+      "coordinator vps: headscale already has a user named carol that an OpenID Connect login made (carol@example.com); meshfleet neither takes it over (removing carol from users would then delete that person's user) nor keeps a user of the same name beside it (headscale refuses any policy naming carol@ then). Fix: list carol@example.com in fleet.yaml oidcUsers instead of carol in users, or give meshfleet's user another name";
+    const seen = answer([[/users list/, () => ({ stdout: JSON.stringify([{ id: 3, name: "alice" }, oidc]) })]]);
+    await expect(user.create({ ...base, name: "carol" })).rejects.toThrow(message);
     expect(seen).toEqual(["/usr/local/bin/headscale users list -o json"]);
     expect(await user.read("4", { ...base, name: "carol", userId: 4 })).toBeNull();
-    // A local user of the same name beside it is meshfleet's, and is adopted.
-    answer([[/users list/, () => ({ stdout: JSON.stringify([oidc, { id: 9, name: "carol", provider: "" }]) })]]);
-    expect(await user.create({ ...base, name: "carol" })).toMatchObject({ id: "9", outs: { userId: 9 } });
+    // A local carol beside it (made by hand): still refused, since any policy naming carol@ would stop headscale.
+    answer([[/users list/, () => ({ stdout: JSON.stringify([oidc, { id: 9, name: "carol" }]) })]]);
+    await expect(user.create({ ...base, name: "carol" })).rejects.toThrow(message);
+    // Delete: meshfleet's own user by its id; the person's OIDC login (state that once adopted it) is left alone; one gone is done.
+    const del = answer([[/users list/, () => ({ stdout: JSON.stringify([oidc, { id: 9, name: "carol" }]) })], [/users destroy/, () => ({ stdout: "" })]]);
+    await user.delete("9", { ...base, name: "carol", userId: 9 });
+    expect(del).toEqual(["/usr/local/bin/headscale users list -o json", "/usr/local/bin/headscale users destroy --identifier 9 --force"]);
+    const none = answer([[/users list/, () => ({ stdout: JSON.stringify([oidc]) })]]);
+    await user.delete("7", { ...base, name: "carol", userId: 7 });
+    await user.delete("9", { ...base, name: "carol", userId: 9 });
+    expect(none).toEqual(["/usr/local/bin/headscale users list -o json", "/usr/local/bin/headscale users list -o json"]);
   });
 });
 
