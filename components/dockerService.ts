@@ -484,11 +484,11 @@ export function dbGuardScript(o: {
     `want=$(docker image inspect --format '{{.Id}}' ${shq(o.image)} 2>/dev/null) || { say "image ${o.image} is not on this host"; exit 0; }`,
     `had=$(cat "$dir"/${o.container}.image 2>/dev/null || true)`,
     `if [ "$had" = "$want" ]; then printf '%s\\n' "$want" > "$dir"/${o.container}.image; exit 0; fi`,
+    `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
+    ...noRecord,
     // A rollback of the switch the snapshot was taken for, soon after it (the agent rolls a failed switch
     // back within its health wait and lockout window): a rollback days later (meshfleet rollback to an
     // older generation) keeps the database as it is, with what registered since.
-    `stamp=$(date -u +%Y%m%dT%H%M%SZ)`,
-    ...noRecord,
     `if grep -Eq '"op": *"rollback"' ${shq(journal)} 2>/dev/null && [ "$(cat "$dir"/${o.container}.snapshot.from 2>/dev/null)" = "$want" ] && [ "$(cat "$dir"/${o.container}.snapshot.to 2>/dev/null)" = "$had" ]; then`,
     `  age=$(( $(date +%s) - $(stat -c %Y "$dir"/${o.container}.snapshot.to) ))`,
     `  if [ "$age" -gt ${RESTORE_WINDOW_S} ]; then`,

@@ -592,15 +592,16 @@ export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loa
   const enforced = peers.filter((p) => p.facts.enforcePolicy && p.facts.tailnet);
   if (enforced.length) {
     const policyNodes = policyNodesOf(nodes, pol.policy, pol.autoApprovers);
+    const users = policyUserNames(fleetCfg);
     for (const p of enforced) {
       // A router's routed prefixes as git has them (advertised, approved or not): its forward chain filters them.
       const t = p.facts.tailnet!;
-      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users: policyUserNames(fleetCfg), routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
+      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
     }
     // A person who logs in through OIDC has no host in the fleet: an enforcing host does not know their nodes' addresses.
     const enforcing = new Set(fleetCfg.oidcUsers.length ? enforced.map((p) => p.name) : []);
     const enforcedNodes = enforcing.size ? nodes.filter((n) => enforcing.has(n.name)) : [];
-    for (const w of oidcReachingEnforced(pol.policy as Policy, enforcedNodes, fleetCfg.oidcUsers, policyUserNames(fleetCfg))) {
+    for (const w of oidcReachingEnforced(pol.policy as Policy, enforcedNodes, fleetCfg.oidcUsers, users)) {
       const at = evaluated[w.host].origin("firewall.trustTailnet");
       const who = w.people.join(", ");
       diagnostics.push(diag(at.file, at.path, `a host the policy's OIDC people can reach, with the policy left to headscale (trustTailnet: true)`,
