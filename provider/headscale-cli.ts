@@ -204,6 +204,32 @@ export interface HeadscaleNode {
   approved_routes?: string[];
   available_routes?: string[];
   subnet_routes?: string[];
+  /** The owner; an OpenID Connect login has `provider: "oidc"` (tagged nodes show `tagged-devices`). */
+  user?: { id?: number | string; name?: string; provider?: string; email?: string };
+  /** How it joined: 1 a pre-auth key, 2 the CLI, 3 an OpenID Connect login (encoding/json: a number, absent when 0). */
+  register_method?: number | string;
+}
+
+/** headscale's RegisterMethod for an OpenID Connect login, as a number (encoding/json) or its name. */
+const OIDC_REGISTERED = new Set<unknown>([3, "3", "REGISTER_METHOD_OIDC"]);
+
+/**
+ * The node of a fleet host: the newest registration (highest id; a reinstall
+ * leaves several) named `hostname`, by given name or by the name it reported.
+ * A fleet host joins with a pre-auth key meshfleet made for a fleet user or
+ * for tags, never through an OpenID Connect login, so a person's device that
+ * logged in that way and reports the same name is not taken for the host
+ * (its routes approved, its key taken as the host's). The one matcher behind
+ * route approval, key renewal and `status`.
+ */
+export function nodeOfHost(nodes: readonly HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
+  let best: HeadscaleNode | undefined;
+  for (const n of nodes) {
+    if (n.given_name !== hostname && n.name !== hostname) continue;
+    if (OIDC_REGISTERED.has(n.register_method) || n.user?.provider === "oidc") continue;
+    if (!best || Number(n.id ?? 0) > Number(best.id ?? 0)) best = n;
+  }
+  return best;
 }
 
 export interface RouteExpectation {
@@ -230,15 +256,12 @@ export function checkRouteApproval(nodesJson: string, want: RouteExpectation): s
     const err = (parsed as { error?: unknown }).error;
     return [`host ${want.host}: headscale nodes list failed: ${typeof err === "string" ? err : clip(nodesJson)}`];
   }
-  const nodes = (parsed ?? []) as HeadscaleNode[];
-  const matches = nodes.filter((n) => n.given_name === want.hostname || n.name === want.hostname);
-  if (matches.length === 0) {
+  const node = nodeOfHost((parsed ?? []) as HeadscaleNode[], want.hostname);
+  if (!node) {
     return [
       `host ${want.host}: no node named "${want.hostname}" is registered with headscale, so its routes (${[...want.routes, ...(want.exitNode ? ["exit-node"] : [])].join(", ")}) cannot be approved; check that the agent ran \`tailscale up\` on ${want.host} (meshfleet-agent status)`,
     ];
   }
-  // Several registrations of one hostname happen after a reinstall; the newest (highest id) is the live one.
-  const node = matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
   const approved = new Set(node.approved_routes ?? []);
   const available = new Set(node.available_routes ?? []);
   const problems: string[] = [];
@@ -280,13 +303,7 @@ function clip(s: string): string {
 export function findNode(nodesJson: string, hostname: string): HeadscaleNode | null {
   const parsed = parseJson(nodesJson, "headscale nodes list");
   if (parsed !== null && !Array.isArray(parsed)) throw new Error(`headscale nodes list: ${errorOf(parsed) ?? clip(nodesJson)}`);
-  return findNodeIn((parsed ?? []) as HeadscaleNode[], hostname);
-}
-
-/** findNode over a parsed list. */
-export function findNodeIn(nodes: HeadscaleNode[], hostname: string): HeadscaleNode | null {
-  const matches = nodes.filter((n) => n.given_name === hostname || n.name === hostname);
-  return matches.sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0] ?? null;
+  return nodeOfHost((parsed ?? []) as HeadscaleNode[], hostname) ?? null;
 }
 
 // ---- key renewal (issue 15 item 5) ----
@@ -309,9 +326,6 @@ export function nodeExpirySeconds(n: HeadscaleNode): number | null {
 }
 
 /** The newest node registered under this name (given name or hostname). */
-export function nodeNamed(nodes: readonly HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
-  return nodes.filter((n) => n.given_name === hostname || n.name === hostname).sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
-}
 
 export interface KeyRenewal {
   renew: boolean;
@@ -333,7 +347,7 @@ export function preAuthKeyRenewal(
   keys: readonly PreAuthKeyListed[],
   nowSeconds: number,
 ): KeyRenewal {
-  const node = nodeNamed(nodes, k.hostname);
+  const node = nodeOfHost(nodes, k.hostname);
   if (node) {
     const exp = nodeExpirySeconds(node);
     if (exp !== null && exp <= nowSeconds) return { renew: true, why: `the node key of ${k.host} expired ${new Date(exp * 1000).toISOString()}: a new pre-auth key for it to log in again` };

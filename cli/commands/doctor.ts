@@ -9,7 +9,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import type { HostSystem } from "../../core/types.ts";
-import { checkRouteApproval, EXIT_ROUTES, headscaleCommand, parsePreAuthKeyList, preAuthKeysListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
+import { checkRouteApproval, EXIT_ROUTES, headscaleCommand, nodeOfHost, parsePreAuthKeyList, preAuthKeysListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
 import { shq } from "../../provider/quote.ts";
 import { flagHelp, parseArgs } from "../args.ts";
 import type { Command } from "../command.ts";
@@ -306,7 +306,7 @@ function coordinatorFindings(h: HostSystem, st: HostStatus, s: Record<string, st
   }
   // Pre-auth keys: a host still to join needs one that is unused and not expired.
   const now = Date.now() / 1000;
-  const pending = Object.values(a.fleet.hosts).filter((x) => x.tailscale.enable && nodes && !nodes.some((n) => n.given_name === (x.tailscale.hostname || x.name) || n.name === (x.tailscale.hostname || x.name)));
+  const pending = Object.values(a.fleet.hosts).filter((x) => x.tailscale.enable && nodes && !nodeOfHost(nodes, x.tailscale.hostname || x.name));
   let keys: ReturnType<typeof parsePreAuthKeyList> | null = null;
   try {
     keys = s.preauth !== undefined ? parsePreAuthKeyList(s.preauth) : null;
@@ -379,7 +379,7 @@ function meshFindings(h: HostSystem, st: HostStatus, s: Record<string, string>, 
   const want = { host: h.name, hostname: h.tailscale.hostname || h.name, routes: h.tailscale.advertiseRoutes, exitNode: h.tailscale.advertiseExitNode };
   if ((want.routes.length > 0 || want.exitNode) && nodesJson && nodes) {
     const problems = checkRouteApproval(nodesJson, want);
-    const node = nodes.filter((n) => n.given_name === want.hostname || n.name === want.hostname).sort((x, y) => Number(y.id ?? 0) - Number(x.id ?? 0))[0];
+    const node = nodeOfHost(nodes, want.hostname);
     const wanted = [...want.routes, ...(want.exitNode ? EXIT_ROUTES : [])];
     if (problems.length === 0) out.push({ host: h.name, check: "routes", level: "ok", what: `${wanted.join(", ")} advertised and approved` });
     for (const p of problems) {

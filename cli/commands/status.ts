@@ -11,7 +11,7 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { MeshfleetError } from "../../core/diagnostics.ts";
 import type { HostSystem } from "../../core/types.ts";
-import { headscaleCommand, nodeExpirySeconds, nodesListArgs, preAuthKeysListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
+import { headscaleCommand, nodeExpirySeconds, nodeOfHost, nodesListArgs, preAuthKeysListArgs, type HeadscaleNode } from "../../provider/headscale-cli.ts";
 import type { PreAuthKeyRequest } from "../../core/types.ts";
 import { shq } from "../../provider/quote.ts";
 import type { SshSession } from "../../provider/ssh.ts";
@@ -121,7 +121,7 @@ export function expiringKeys(
   const soon = (ms: number) => ms - nowMs < SOON_MS;
   for (const h of hosts) {
     if (!h.tailscale) continue;
-    const node = findNodeIn([...nodes], h.hostname);
+    const node = nodeOfHost(nodes, h.hostname);
     const req = requests.find((r) => r.host === h.name);
     if (node) {
       const exp = nodeExpirySeconds(node);
@@ -186,10 +186,6 @@ export function headscaleNodesCommand(fleetAccess: StackAccess): string | undefi
   return cli ? headscaleCommand(cli, nodesListArgs()) : undefined;
 }
 
-function findNodeIn(nodes: HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
-  return nodes.filter((n) => n.given_name === hostname || n.name === hostname).sort((a, b) => Number(b.id ?? 0) - Number(a.id ?? 0))[0];
-}
-
 function localAgentSha(a: StackAccess): string | null {
   const p = typeof a.config["meshfleet:agentPath"] === "string" ? (a.config["meshfleet:agentPath"] as string) : "dist/meshfleet-agent.mjs";
   const file = path.isAbsolute(p) ? p : path.join(REPO_ROOT, p);
@@ -230,7 +226,7 @@ export async function collectStatus(a: StackAccess, session: SshSession, extra: 
       const vf = (st as { verify?: Verify } | null)?.verify ?? jsonOr<Verify>(s.verify);
       const ts = jsonOr<TsStatus>(s.ts);
       const now = Number(s.now) || Date.now();
-      const node = nodeList ? findNodeIn(nodeList, h.tailscale.hostname || h.name) : undefined;
+      const node = nodeList ? nodeOfHost(nodeList, h.tailscale.hostname || h.name) : undefined;
       const exp = (node as { expiry?: { seconds?: number | string } } | undefined)?.expiry?.seconds;
       return {
         host: h.name,

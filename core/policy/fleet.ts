@@ -68,10 +68,13 @@ export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers:
  */
 export function withLiveNodes(nodes: PolicyNode[], tailnetName: Map<string, string>, live: LiveNode[]): PolicyNode[] {
   const used = new Set<LiveNode>();
+  // A person's device that logged in through OpenID Connect is never a fleet host, whatever name it
+  // reports: it joins below as a node of its own.
+  const hostLike = live.filter((l) => !l.oidc);
   const find = (want: string) =>
-    live.find((l) => !used.has(l) && l.names[0] === want) ??
-    live.find((l) => !used.has(l) && l.names.includes(want)) ??
-    live.find((l) => !used.has(l) && l.names.some((n) => n.toLowerCase() === want.toLowerCase()));
+    hostLike.find((l) => !used.has(l) && l.names[0] === want) ??
+    hostLike.find((l) => !used.has(l) && l.names.includes(want)) ??
+    hostLike.find((l) => !used.has(l) && l.names.some((n) => n.toLowerCase() === want.toLowerCase()));
   const out: PolicyNode[] = nodes.map((n) => {
     const l = find(tailnetName.get(n.name) ?? n.name);
     if (!l) return { ...n, ips: [] };

@@ -25,6 +25,8 @@ export interface LiveNode {
   user?: string;
   /** The owning user's e-mail, when headscale has one (an OIDC login's): the policy names such a person by it (fleet.yaml oidcUsers). */
   email?: string;
+  /** Joined through an OpenID Connect login (a person's device): never taken for a fleet host of the same name. */
+  oidc?: true;
   tags: string[];
   ips: string[];
   approvedRoutes: string[];
@@ -111,7 +113,8 @@ export function parseNodesList(text: string, file: string): { nodes: LiveNode[];
     const user = o.user && typeof o.user === "object" && typeof (o.user as { name?: unknown }).name === "string" ? (o.user as { name: string }).name : undefined;
     const mail = o.user && typeof o.user === "object" ? (o.user as { email?: unknown }).email : undefined;
     const email = typeof mail === "string" && mail !== "" ? mail : undefined;
-    if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), tags, ips, approvedRoutes: routes });
+    const oidc = (o.user as { provider?: unknown } | undefined)?.provider === "oidc" || [3, "3", "REGISTER_METHOD_OIDC"].includes(o.register_method as number);
+    if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), ...(oidc ? { oidc: true as const } : {}), tags, ips, approvedRoutes: routes });
   });
   return { nodes, diagnostics };
 }

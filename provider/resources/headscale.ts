@@ -9,8 +9,8 @@ import {
   checkRouteApproval,
   EXIT_ROUTES,
   findNode,
-  findNodeIn,
   headscaleCommand,
+  nodeOfHost,
   nodesListArgs,
   onlyUnapproved,
   parsePreAuthKeyJson,
@@ -285,7 +285,7 @@ export const routeApproval: AsyncDiffHandler<RouteApprovalInputs, RouteApprovalO
     // (shared with the key renewal's lookup): a deploy that failed halfway left the state's last
     // read behind, and headscale may have auto-approved a route since.
     const facts = await factsOf(news, `the approvals of ${news.host} are compared with the last deploy's read`);
-    const live = facts ? findNodeIn(facts.nodes, news.hostname) : null;
+    const live = facts ? nodeOfHost(facts.nodes, news.hostname) ?? null : null;
     // headscale answered but lists no such node (deleted by hand): approve() waits for it and names it.
     if (facts && !live) {
       d.detailedDiff!.approvedRoutes = "update";
