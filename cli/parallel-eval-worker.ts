@@ -52,7 +52,7 @@ port.on("message", async (m: ToWorker) => {
       if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
       own = await shardOptions(REGISTRY, m.dir, m.only);
       lap("options");
-      send({ type: "options", peers: own.peers, named: own.named });
+      send({ type: "options", peers: own.peers, named: own.named, origins: own.origins });
       lap("options sent");
     } else if (m.type === "fleet") {
       // A whole fleet (plan's working tree): a fleet with sites reads its sibling folders, which the shards' checks do not cover.

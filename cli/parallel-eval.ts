@@ -26,7 +26,7 @@ import type { Diagnostic, FleetSystem, HostSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
-  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
+  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhaseOrigins, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
 } from "../core/shard.ts";
 import { REGISTRY } from "../modules/index.ts";
 
@@ -85,7 +85,7 @@ export type ToWorker =
   | { type: "fleet"; dir: string; stack: string; since: number; withBase: boolean }
   | { type: "base"; digests: Record<string, string> };
 export type FromWorker =
-  | { type: "options"; peers: PeerView[]; named: NamedHost[] }
+  | { type: "options"; peers: PeerView[]; named: NamedHost[]; origins: FleetPhaseOrigins }
   | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
   | { type: "fleet"; fleet?: FleetSystem; diagnostics: Diagnostic[]; order?: string[]; kept?: Record<string, KeptHost> }
   | { type: "unsharded"; why: string }
@@ -328,7 +328,8 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     const peers = joinPeers(lists);
     // Every other shard's peers go out now: a worker takes them in while this thread runs the fleet phase.
     workers.forEach((w, i) => w.post({ type: "peers", index: i + 1, peers: lists.map((l, k) => (k === i + 1 ? null : l)) }));
-    const { pol, enforcement } = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)]);
+    const origins = Object.assign({}, own.origins, ...theirs.map((t) => t.origins)) as FleetPhaseOrigins;
+    const { pol, enforcement, warnings } = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)], origins);
     lap("fleet phase");
     workers.forEach((w, i) => {
       const index = i + 1;
@@ -348,7 +349,7 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     lap("their hosts");
     // A shard that found an error renders nothing (it cannot see the others): render none then.
     const renderAll = render && shards.every((s) => s.artifacts);
-    const joined = joinShards(own, stack, peers, pol, shards, { render: renderAll, keepHosts });
+    const joined = joinShards(own, stack, peers, pol, shards, { render: renderAll, keepHosts }, warnings);
     return { ...joined, path: `sharded: ${threads} threads, ${plan.map((s) => s.length).join(" + ")} hosts`, ...(opts.threadTimes ? { threadCpuMs: [threadCpuMs() - cpu0, ...cpu] } : {}) };
   } catch (e) {
     for (const w of workers) w.stop();

@@ -13,11 +13,14 @@
  * order (shards are joined in order).
  *
  * The shards only take the path where the serial one finds nothing to say
- * before phase 3: any diagnostic of the loader, of phase 1 or of the fleet
- * phase, a `.ts` host file, a fleet with sites, or a host named by digits
- * alone (a JS object puts such keys first, so the serial order is not the
- * file order) sends the whole fleet through the serial path instead
- * (`Unsharded`). Phase 3's diagnostics are per host, and joined in order.
+ * before phase 3 but the fleet phase's warnings: any diagnostic of the loader
+ * or of phase 1, an error of the fleet phase (or a warning that asks where an
+ * option was set beyond what the shards handed on), a `.ts` host file, a
+ * fleet with sites, or a host named by digits alone (a JS object puts such
+ * keys first, so the serial order is not the file order) sends the whole
+ * fleet through the serial path instead (`Unsharded`). The fleet phase's
+ * warnings go first, as in the serial path; phase 3's diagnostics are per
+ * host, and joined in order.
  */
 import { readdirSync } from "node:fs";
 import type { z } from "zod";
@@ -76,6 +79,25 @@ export interface ShardOptions {
   /** Handed on: the peers in file order, the node names for the loader's check across shards. */
   peers: PeerView[];
   named: NamedHost[];
+  /** Handed on: where the options the fleet phase may warn about were set, per host (`fleetPhaseOrigins`). */
+  origins: FleetPhaseOrigins;
+}
+
+/** Host -> option path -> where it was set: what the fleet phase's warnings name, worked out by the shard that holds the host. */
+export type FleetPhaseOrigins = Record<string, Record<string, { file: string; path: string }>>;
+
+/**
+ * The options the fleet phase may name in a warning, where the shard that
+ * holds the host can still say where they were set (the main thread holds
+ * only the peers): `firewall.trustTailnet` of an enforcing host, when the
+ * fleet has OIDC people (core/eval.ts evaluateFleetPhase). Any other origin
+ * the fleet phase asks for sends the fleet to the serial path.
+ */
+function fleetPhaseOrigins(fleetCfg: FleetConfig, evaluated: HostOptions[]): FleetPhaseOrigins {
+  const out: FleetPhaseOrigins = {};
+  if (!fleetCfg.oidcUsers.length) return out;
+  for (const h of evaluated) if (h.peer.facts.enforcePolicy && h.peer.facts.tailnet) out[h.peer.name] = { "firewall.trustTailnet": h.origin("firewall.trustTailnet") };
+  return out;
 }
 
 const fieldOf = (v: unknown, k: string): unknown => {
@@ -107,7 +129,7 @@ export async function shardOptions(registry: ModuleRegistry, dir: string, only: 
     if (diagnostics.length || !h) throw new Unsharded(`${source.file}: phase 1 has something to say`);
     evaluated.push(h);
   }
-  return { loaded, fleetCfg, fleetFile, schema, evaluated, peers: evaluated.map((h) => h.peer), named };
+  return { loaded, fleetCfg, fleetFile, schema, evaluated, peers: evaluated.map((h) => h.peer), named, origins: fleetPhaseOrigins(fleetCfg, evaluated) };
 }
 
 /** Every shard's peers, in shard order, as the serial path's record (keyed by name, in file order). */
@@ -117,20 +139,32 @@ export function joinPeers(shards: PeerView[][]): Record<string, PeerView> {
   return out;
 }
 
-/** Phase 2 on every peer, as the serial path runs it; throws Unsharded on any diagnostic. */
-export function shardedFleetPhase(own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[]): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"] } {
+/**
+ * Phase 2 on every peer, as the serial path runs it. Its warnings go on with
+ * the shards (joinShards puts them where the serial path does); an error, or
+ * a diagnostic that asks where an option was set beyond what the shards
+ * handed on (`origins`), throws Unsharded.
+ */
+export function shardedFleetPhase(
+  own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[], origins: FleetPhaseOrigins,
+): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"]; warnings: Diagnostic[] } {
   if (nodeNameProblems(named).length) throw new Unsharded("node names across shards");
-  const noOrigin = (): never => {
-    // Only a problem asks where a value came from; the shard that holds the host would know.
-    throw new Unsharded("the fleet phase has something to say");
-  };
   const evaluated: Record<string, HostOptions> = {};
-  for (const [name, peer] of Object.entries(peers)) evaluated[name] = { peer, origin: noOrigin, defs: [] };
+  for (const [name, peer] of Object.entries(peers)) {
+    const known = origins[name];
+    const origin = (option: string) => {
+      const at = known?.[option];
+      // The shard that holds the host would know; it did not hand this one on.
+      if (!at) throw new Unsharded("the fleet phase has something to say");
+      return at;
+    };
+    evaluated[name] = { peer, origin, defs: [] };
+  }
   const diagnostics: Diagnostic[] = [];
   const loaded: LoadedFleet = { dir: own.loaded.dir, hosts: [], diagnostics: [] };
   const r = evaluateFleetPhase(own.fleetCfg, own.fleetFile, loaded, evaluated, diagnostics);
-  if (!r || diagnostics.length) throw new Unsharded("the fleet phase has something to say");
-  return { pol: { policy: r.pol.policy, huJson: r.pol.huJson, autoApprovers: r.pol.autoApprovers }, enforcement: r.enforcement };
+  if (!r || hasErrors(diagnostics)) throw new Unsharded("the fleet phase has something to say");
+  return { pol: { policy: r.pol.policy, huJson: r.pol.huJson, autoApprovers: r.pol.autoApprovers }, enforcement: r.enforcement, warnings: diagnostics };
 }
 
 export type FleetPhasePolicy = { policy?: unknown; huJson: string; autoApprovers: FleetSystem["autoApprovers"] };
@@ -179,13 +213,18 @@ export interface ShardedResult {
   hostNames?: string[];
 }
 
-/** Phase 4: the shards joined in order, as the serial path gives them. With `keepHosts`, `hosts` must be set on every shard. */
+/**
+ * Phase 4: the shards joined in order, as the serial path gives them: the
+ * fleet phase's warnings, then phase 3's problems, then the hosts' warnings.
+ * With `keepHosts`, `hosts` must be set on every shard.
+ */
 export function joinShards(
   own: ShardOptions, stack: string, peers: Record<string, PeerView>, pol: FleetPhasePolicy, shards: ShardHosts[], opts: { render: boolean; keepHosts: boolean },
+  phaseWarnings: Diagnostic[] = [],
 ): ShardedResult {
   // A policy read from its own file: its problems named there, as evaluateFleet names them.
   const policyFile = own.loaded.fleet?.policyFile;
-  const diagnostics = inPolicyFile(shards.flatMap((s) => s.diagnostics), own.loaded.dir, policyFile);
+  const diagnostics = inPolicyFile([...phaseWarnings, ...shards.flatMap((s) => s.diagnostics)], own.loaded.dir, policyFile);
   const fleetWarnings = inPolicyFile(shards.flatMap((s) => s.warnings.flat()), own.loaded.dir, policyFile);
   diagnostics.push(...fleetWarnings);
   if (hasErrors(diagnostics)) return { diagnostics };

@@ -87,6 +87,32 @@ describe("parallel evaluation and render (issue 19)", () => {
     same(f.p, f.s);
   });
 
+  it("keeps the sharded path when the fleet phase only warns, its warnings first as in the serial path", async () => {
+    // An auto-approver tag no host carries (the policy's check), and three routers that enforce the policy
+    // themselves while a rule lets an OIDC person reach them (the enforcement check: it names where each
+    // router's firewall.trustTailnet was set, which only the shard holding the router knows).
+    const dir = fleet("phase-warned", 300, (d) => {
+      const f = path.join(d, "fleet.yaml");
+      writeFileSync(f, readFileSync(f, "utf8")
+        .replace("users: [alice, bob]\n", "users: [alice, bob]\noidcUsers: [carol@example.com]\n")
+        .replace("  acls:\n", '  autoApprovers:\n    routes:\n      10.200.0.0/24: ["tag:t1"]\n  acls:\n    - action: accept\n      src: [carol@example.com]\n      dst: ["tag:router:22"]\n'));
+      appendFileSync(path.join(d, "vps.yaml"), "headscale:\n  oidc:\n    enable: true\n    issuer: https://id.example.com/\n    clientId: headscale\n");
+      for (const h of ["h10", "h150", "h290"]) appendFileSync(path.join(d, `${h}.yaml`), "firewall:\n  trustTailnet: false\n");
+    });
+    const { p, s } = await both(dir);
+    expect(s.fleet).toBeDefined();
+    const phase = s.diagnostics.map((d) => `${path.basename(d.file)}: ${d.path}`);
+    expect(phase).toEqual(['fleet.yaml: policy.autoApprovers.routes["10.200.0.0/24"][0]', "h10.yaml: firewall.trustTailnet", "h150.yaml: firewall.trustTailnet", "h290.yaml: firewall.trustTailnet"]);
+    expect(p.path).toMatch(/^sharded: 2 threads/);
+    same(p, s);
+    // With a warning of phase 3 as well: the fleet phase's come first.
+    warnOn(dir, "h3");
+    const more = await both(dir);
+    expect(more.p.path).toMatch(/^sharded/);
+    expect(more.s.diagnostics.map((d) => path.basename(d.file)).slice(-2)).toEqual(["h290.yaml", "h3.yaml"]);
+    same(more.p, more.s);
+  });
+
   it("names a policy file's problems found in phase 3 in that file, as the serial path does", async () => {
     const dir = path.join(root, "policy-file");
     mkdirSync(dir);
