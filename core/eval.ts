@@ -19,11 +19,10 @@
  * Every problem found is returned, none thrown.
  */
 import path from "node:path";
-import { readFileSync, existsSync } from "node:fs";
 import { z } from "zod";
 import { diag, hasErrors, MeshfleetError, show } from "./diagnostics.ts";
 import { fleetSchema, type FleetConfig } from "./fleet-schema.ts";
-import { loadFleetDir, parseYaml, displayPath, inPolicyFile, type LoadedFleet } from "./load.ts";
+import { loadFleetDir, displayPath, inPolicyFile, readImportFile, type LoadedFleet } from "./load.ts";
 import { loadSites, type LoadedSites } from "./sites.ts";
 import { definitionsAt, mergeDefinitions, mergeMore, schemaKind, sourceOf, stripPrio, zodDiagnostics, type Definition } from "./merge.ts";
 import type {
@@ -528,11 +527,12 @@ function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, file: str
       const vetted = loaded.imports?.[shown];
       if (vetted) value = vetted.value;
       else {
-        if (!existsSync(full)) {
+        // Through the loader's source and checks: a base read from git is not on the disk.
+        const r = readImportFile(loaded.dir, full, shown);
+        if (r.missing) {
           out.push(diag(file, `imports[${i}]`, "a file that exists", JSON.stringify(imp), `create ${shown} or fix the path`));
           return;
         }
-        const r = parseYaml(readFileSync(full, "utf8"), shown);
         out.push(...r.diagnostics);
         value = r.value;
       }

@@ -289,6 +289,24 @@ function exists(p: string): boolean {
 const inside = (root: string, p: string) => p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
 
 /**
+ * A file an import names that the loader did not read (a LoadedFleet made
+ * without it): read as the loader reads one, from the folder's mounted
+ * source (plan's base from git) or the disk, inside `dir`, regular, within
+ * the size limit, then parsed. A missing file: `missing`.
+ */
+export function readImportFile(dir: string, full: string, shown: string): { value?: unknown; missing?: true; diagnostics: Diagnostic[] } {
+  if (!exists(full)) return { missing: true, diagnostics: [] };
+  const root = realOf(dir).real;
+  if (!root) return { missing: true, diagnostics: [] };
+  const r = readFleetFile(full, shown, root, "an imported file");
+  if (!r.bytes) return { diagnostics: r.diagnostics };
+  const t = decodeText(r.bytes, shown);
+  if (t.text === undefined) return { diagnostics: [...r.diagnostics, ...t.diagnostics] };
+  const y = parseYaml(t.text, shown);
+  return { value: y.value, diagnostics: [...r.diagnostics, ...t.diagnostics, ...y.diagnostics] };
+}
+
+/**
  * Read one fleet file safely. `root` is the hosts folder's real path: the
  * file (after symlinks) must be inside it. Nothing outside is ever read, and
  * a refused file's contents are never quoted.

@@ -1,0 +1,72 @@
+/**
+ * An import the loader did not read (a LoadedFleet made without `imports`,
+ * as a caller of the exported evaluateLoaded may make one) is read as the
+ * loader reads one: from the folder's mounted source (plan's base from git is
+ * not on the disk), inside the folder, then parsed. Before, evaluation read
+ * it straight from the disk: on a mounted folder it found nothing, and a path
+ * out of the folder was read.
+ */
+import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import os from "node:os";
+import path from "node:path";
+import { afterAll, describe, expect, it } from "vitest";
+import { generateFleet } from "../../bench/eval-scale/generate.ts";
+import { evaluateLoaded } from "../../core/eval.ts";
+import { diskSource, loadFleetDir, mountFileSource, type FileSource, type LoadedFleet } from "../../core/load.ts";
+import { REGISTRY } from "../../modules/index.ts";
+
+const root = mkdtempSync(path.join(os.tmpdir(), "mf-unvetted-"));
+afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+/** The folder `real` served at `at` (a path not on the disk), links and errors as the disk gives them. */
+function servedAt(at: string, real: string): FileSource {
+  const to = (p: string) => real + p.slice(at.length);
+  const back = (p: string) => (p.startsWith(real) ? at + p.slice(real.length) : p);
+  return {
+    lstat: (p) => diskSource.lstat(to(p)),
+    stat: (p) => diskSource.stat(to(p)),
+    realpath: (p) => back(diskSource.realpath(to(p))),
+    readdir: (p) => diskSource.readdir(to(p)),
+    readRegular: (p, n) => diskSource.readRegular(to(p), n),
+  };
+}
+
+const withoutImports = (l: LoadedFleet): LoadedFleet => ({ ...l, imports: undefined });
+const texts = (r: { diagnostics: { file: string; path: string; found: string }[] }) => r.diagnostics.map((d) => `${path.basename(d.file)}: ${d.path}: ${d.found}`);
+
+describe("an import the loader did not read", () => {
+  const dir = path.join(root, "fleet");
+  mkdirSync(dir);
+  generateFleet(dir, 12, 5);
+  writeFileSync(path.join(dir, "_common.yaml"), "firewall:\n  allowedTCPPorts: [8080]\n");
+  writeFileSync(path.join(dir, "h1.yaml"), "imports: [client, ./_common.yaml]\naddress: 198.51.100.1\ntailscale:\n  user: alice\n");
+
+  it("is read through the folder's mounted source, as the loader read it", async () => {
+    const vetted = evaluateLoaded(REGISTRY, await loadFleetDir(dir), "stack");
+    expect(JSON.stringify(vetted.fleet!.hosts.h1!.firewall.inbound)).toMatch(/8080/);
+    const mount = path.join(root, "not-on-the-disk");
+    const unmount = mountFileSource(mount, servedAt(mount, dir));
+    try {
+      const loaded = await loadFleetDir(mount);
+      expect(Object.keys(loaded.imports ?? {})).toHaveLength(1);
+      const r = evaluateLoaded(REGISTRY, withoutImports(loaded), "stack");
+      expect(texts(r)).toEqual(texts(vetted)); // one warning of the imported file's, the same
+      expect(r.fleet!.hosts.h1!.firewall).toEqual(vetted.fleet!.hosts.h1!.firewall);
+    } finally {
+      unmount();
+    }
+  });
+
+  it("out of the folder: refused, not read; missing: named", async () => {
+    const loaded = withoutImports(await loadFleetDir(dir));
+    writeFileSync(path.join(root, "outside.yaml"), "firewall:\n  allowedTCPPorts: [9999]\n");
+    const h1 = loaded.hosts.find((h) => h.name === "h1")!;
+    const out = { ...loaded, hosts: loaded.hosts.map((h) => (h === h1 ? { ...h, source: { ...h.source, value: { ...(h.source.value as object), imports: ["client", "../outside.yaml"] } } } : h)) };
+    const r = evaluateLoaded(REGISTRY, out, "stack");
+    expect(r.fleet).toBeUndefined();
+    expect(texts(r).join("\n")).toMatch(/outside\.yaml/);
+    expect(JSON.stringify(r)).not.toMatch(/9999/);
+    const missing = { ...loaded, hosts: loaded.hosts.map((h) => (h === h1 ? { ...h, source: { ...h.source, value: { ...(h.source.value as object), imports: ["client", "./_gone.yaml"] } } } : h)) };
+    expect(texts(evaluateLoaded(REGISTRY, missing, "stack"))).toEqual(['h1.yaml: imports[1]: "./_gone.yaml"']);
+  });
+});
