@@ -12,8 +12,10 @@
  * the agent must declare them with `flags interval`.
  *
  * Limits: nft rules here carry tcp/udp ports or "any"; a rule for another
- * protocol (icmp, sctp, …) is left out (that traffic stays governed by
- * tailscaled alone). Port ranges are expanded into port lists.
+ * protocol (icmp, sctp, …) is left out, so that traffic is dropped by the
+ * host's tailnet and routed chains unless a rule for every protocol admits
+ * its source (core/render.ts; a ping the firewall's allowPing accepts before
+ * the tailnet chain aside). Port ranges are expanded into port lists.
  */
 import { MeshfleetError } from "../diagnostics.ts";
 import type { FirewallSpec, RoutedRule, TailnetRule } from "../types.ts";

@@ -12,7 +12,7 @@ import { contains, fromPrefixStrings, parsePrefix } from "./ipset.ts";
 import { tailnetRulesForHost } from "./enforce.ts";
 import { runPolicyTests, type PolicyTestsReport } from "./tests.ts";
 import { runSshTests } from "./sshtests.ts";
-import { evaluateReachability, type PairAccess } from "./reachability.ts";
+import { evaluateReachability } from "./reachability.ts";
 import { syntheticIps } from "./synthetic.ts";
 import type { LiveNode } from "./live.ts";
 import type { PolicyNode } from "./resolve.ts";
@@ -159,7 +159,7 @@ export function oidcReachingEnforced(policy: Policy, enforced: FleetNode[], oidc
     const people: string[] = [];
     let why = "";
     for (const e of oidcUsers) {
-      const t = (targetsOf.get(h.name) ?? []).find((x) => enforcedProtocol(reach.access(index.get(device(e))!, x)));
+      const t = (targetsOf.get(h.name) ?? []).find((x) => reach.access(index.get(device(e))!, x) !== null);
       if (t === undefined) continue;
       people.push(e);
       if (!why) why = `${reach.targets[t].id}: ${reach.explain(device(e), reach.targets[t].id).why}`;
@@ -167,15 +167,6 @@ export function oidcReachingEnforced(policy: Policy, enforced: FleetNode[], oidc
     if (people.length) out.push({ host: h.name, people, why });
   }
   return out;
-}
-
-/**
- * Whether an access holds traffic host enforcement filters by source: TCP,
- * UDP or every protocol (core/policy/enforce.ts). A rule for ICMP or another
- * protocol alone is left to tailscaled on the host, for every source alike.
- */
-function enforcedProtocol(a: PairAccess | null): boolean {
-  return a !== null && a.spec.split(" ").some((part) => /^(tcp|udp|any):/.test(part));
 }
 
 /** The users the policy is evaluated with: the fleet's (policyUserNames), and with live nodes the users owning them. */

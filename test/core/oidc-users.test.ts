@@ -113,10 +113,6 @@ describe("fleet.yaml oidcUsers", () => {
     const other = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n", "      src: [carol@example.com]\n      dst: [\"alice@:22\"]\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
     expect(other.errors).toEqual([]);
     expect(other.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([]);
-    // ICMP alone: host enforcement carries TCP and UDP rules only, and leaves ICMP to tailscaled for every source alike.
-    const ping = await evaluate({ "fleet.yaml": fleetYaml("oidcUsers: [carol@example.com]\n", "      src: [carol@example.com]\n      dst: [\"tag:router:*\"]\n      proto: icmp\n"), "vps.yaml": OIDC_VPS, "router.yaml": router });
-    expect(ping.errors).toEqual([]);
-    expect(ping.warnings.filter((w) => w.includes("trustTailnet"))).toEqual([]);
   });
 
   it("with the coordinator's nodes (plan --nodes), an OIDC person's node is theirs by e-mail: the rule naming them reaches the router", async () => {
