@@ -241,7 +241,7 @@ export function hostOptions(
     return undefined;
   }
   const defs: Definition[] = [];
-  collectImports(registry, loaded, file, raw as Record<string, unknown>, defs, diagnostics, new Set([file]));
+  collectImports(registry, loaded, path.dirname(path.resolve(file)), file, raw as Record<string, unknown>, defs, diagnostics, new Set([file]));
   defs.push({ file, priority: PRIORITY.plain, value: raw });
 
   const before = diagnostics.length;
@@ -505,7 +505,8 @@ function profileEnables(registry: ModuleRegistry) {
   return cached;
 }
 
-function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {
+/** `hostDir`: the folder of the host whose imports these are (a site's own, in a fleet with sites), which they may not leave. */
+function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, hostDir: string, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {
   const profiles = registry.profiles;
   const imports = stripPrio(raw.imports);
   if (imports === undefined) return;
@@ -522,23 +523,19 @@ function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, file: str
       const full = path.resolve(path.dirname(file), imp);
       const shown = displayPath(full);
       if (seen.has(shown)) return;
-      // The loader has read (and vetted) every imported file; read it here only when it did not.
+      // The loader has read (and vetted) every file a host it loaded imports; a LoadedFleet made without
+      // them has it read here, as the loader reads one (a base read from git is not on the disk).
       let value: unknown;
       const vetted = loaded.imports?.[shown];
       if (vetted) value = vetted.value;
       else {
-        // Through the loader's source and checks: a base read from git is not on the disk.
-        const r = readImportFile(loaded.dir, full, shown);
-        if (r.missing) {
-          out.push(diag(file, `imports[${i}]`, "a file that exists", JSON.stringify(imp), `create ${shown} or fix the path`));
-          return;
-        }
+        const r = readImportFile(hostDir, imp, file, `imports[${i}]`);
         out.push(...r.diagnostics);
         value = r.value;
       }
       if (value && typeof value === "object") {
         seen.add(shown);
-        collectImports(registry, loaded, shown, value as Record<string, unknown>, defs, out, seen);
+        collectImports(registry, loaded, hostDir, shown, value as Record<string, unknown>, defs, out, seen);
         defs.push({ file: shown, priority: PRIORITY.plain, value });
       }
       return;

@@ -289,16 +289,19 @@ function exists(p: string): boolean {
 const inside = (root: string, p: string) => p === root || p.startsWith(root.endsWith(path.sep) ? root : root + path.sep);
 
 /**
- * A file an import names that the loader did not read (a LoadedFleet made
- * without it): read as the loader reads one, from the folder's mounted
- * source (plan's base from git) or the disk, inside `dir`, regular, within
- * the size limit, then parsed. A missing file: `missing`.
+ * The file `imp` (written in `file`'s imports, at option path `at`) names,
+ * when the loader did not read it (a LoadedFleet made without it): checked
+ * and read as the loader checks and reads an import, under the hosts folder
+ * `dir` (the importing host's own: a site's, in a fleet with sites), from
+ * its mounted source (plan's base from git) or the disk, then parsed.
  */
-export function readImportFile(dir: string, full: string, shown: string): { value?: unknown; missing?: true; diagnostics: Diagnostic[] } {
-  if (!exists(full)) return { missing: true, diagnostics: [] };
+export function readImportFile(dir: string, imp: string, file: string, at: string): { value?: unknown; diagnostics: Diagnostic[] } {
+  const where = folderPath(imp, file, dir, IMPORT_PATH);
+  if ("problem" in where) return { diagnostics: [diag(file, at, ...where.problem)] };
+  const shown = displayPath(where.full);
   const root = realOf(dir).real;
-  if (!root) return { missing: true, diagnostics: [] };
-  const r = readFleetFile(full, shown, root, "an imported file");
+  if (!root || !exists(where.full)) return { diagnostics: [diag(file, at, "a file that exists", quote(imp), `create ${shown} or fix the path`)] };
+  const r = readFleetFile(where.full, shown, root, "an imported file");
   if (!r.bytes) return { diagnostics: r.diagnostics };
   const t = decodeText(r.bytes, shown);
   if (t.text === undefined) return { diagnostics: [...r.diagnostics, ...t.diagnostics] };
@@ -1199,7 +1202,7 @@ class Imports {
       if (source === undefined) {
         source = this.read(full, shown);
         this.parsed.set(full, source);
-      }
+      } else if (source) this.files[shown] = source; // a host file imported by another: evaluation finds it here too
       if (source === null || !this.visit(full, source, stack)) ok = false;
     });
     return ok;

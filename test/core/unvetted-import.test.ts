@@ -2,16 +2,18 @@
  * An import the loader did not read (a LoadedFleet made without `imports`,
  * as a caller of the exported evaluateLoaded may make one) is read as the
  * loader reads one: from the folder's mounted source (plan's base from git is
- * not on the disk), inside the folder, then parsed. Before, evaluation read
- * it straight from the disk: on a mounted folder it found nothing, and a path
- * out of the folder was read.
+ * not on the disk), inside the host's own folder (a site's, in a fleet with
+ * sites), then parsed. Before, evaluation read it straight from the disk: on
+ * a mounted folder it found nothing, and a path out of the folder was read.
+ * The loader now also hands on a host file another host imports.
  */
-import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 import { generateFleet } from "../../bench/eval-scale/generate.ts";
 import { evaluateLoaded } from "../../core/eval.ts";
+import { loadSites } from "../../core/sites.ts";
 import { diskSource, loadFleetDir, mountFileSource, type FileSource, type LoadedFleet } from "../../core/load.ts";
 import { REGISTRY } from "../../modules/index.ts";
 
@@ -55,6 +57,32 @@ describe("an import the loader did not read", () => {
     } finally {
       unmount();
     }
+  });
+
+  it("a host file another host imports is handed on by the loader; the same result read here", async () => {
+    const two = path.join(root, "two");
+    mkdirSync(two);
+    generateFleet(two, 12, 5);
+    writeFileSync(path.join(two, "h2.yaml"), "imports: [./h1.yaml]\n");
+    const loaded = await loadFleetDir(two);
+    expect(Object.keys(loaded.imports ?? {}).map((f) => path.basename(f))).toEqual(["h1.yaml"]);
+    const vetted = evaluateLoaded(REGISTRY, loaded, "stack");
+    expect(texts(evaluateLoaded(REGISTRY, withoutImports(loaded), "stack"))).toEqual(texts(vetted));
+  });
+
+  it("in a fleet with sites, an import inside the site's own folder", async () => {
+    const hosts = path.join(root, "sites");
+    for (const f of ["core", "office", "home-site"]) cpSync(path.join(import.meta.dirname, "../../hosts", f), path.join(hosts, f), { recursive: true });
+    const office = path.join(hosts, "office");
+    writeFileSync(path.join(office, "_common.yaml"), "firewall:\n  allowedTCPPorts: [8080]\n");
+    writeFileSync(path.join(office, "desk.yaml"), readFileSync(path.join(office, "desk.yaml"), "utf8").replace("imports: [client]", "imports: [client, ./_common.yaml]"));
+    const { loaded } = await loadSites(office);
+    expect(loaded.diagnostics).toEqual([]);
+    const vetted = evaluateLoaded(REGISTRY, loaded, "office");
+    expect(vetted.fleet, texts(vetted).join("\n")).toBeDefined();
+    const r = evaluateLoaded(REGISTRY, withoutImports(loaded), "office");
+    expect(texts(r)).toEqual(texts(vetted));
+    expect(JSON.stringify(r.fleet!.hosts.desk!.firewall.inbound)).toMatch(/8080/);
   });
 
   it("out of the folder: refused, not read; missing: named", async () => {
