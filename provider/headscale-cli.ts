@@ -7,6 +7,7 @@
  * json.MarshalIndent of the protobuf structs with tab indentation, snake_case
  * keys, empty fields omitted, uint64 ids as numbers.
  */
+import { personDevice } from "../core/policy/live.ts";
 import { shArgv, shq } from "./quote.ts";
 
 type Runtime = "docker" | "systemd";
@@ -210,26 +211,29 @@ export interface HeadscaleNode {
   register_method?: number | string;
 }
 
-/** headscale's RegisterMethod for an OpenID Connect login, as a number (encoding/json) or its name. */
-const OIDC_REGISTERED = new Set<unknown>([3, "3", "REGISTER_METHOD_OIDC"]);
-
 /**
  * The node of a fleet host: the newest registration (highest id; a reinstall
  * leaves several) named `hostname`, by given name or by the name it reported.
  * A fleet host joins with a pre-auth key meshfleet made for a fleet user or
- * for tags, never through an OpenID Connect login, so a person's device that
- * logged in that way and reports the same name is not taken for the host
- * (its routes approved, its key taken as the host's). The one matcher behind
- * route approval, key renewal and `status`.
+ * for tags, so a person's device that logged in through OpenID Connect and
+ * reports the same name (core/policy/live.ts personDevice) is not taken for
+ * the host (its routes approved, its key taken as the host's). The matcher
+ * behind route approval, key renewal, `status` and `doctor`.
  */
 export function nodeOfHost(nodes: readonly HeadscaleNode[], hostname: string): HeadscaleNode | undefined {
   let best: HeadscaleNode | undefined;
   for (const n of nodes) {
     if (n.given_name !== hostname && n.name !== hostname) continue;
-    if (OIDC_REGISTERED.has(n.register_method) || n.user?.provider === "oidc") continue;
+    if (personDevice(n)) continue;
     if (!best || Number(n.id ?? 0) > Number(best.id ?? 0)) best = n;
   }
   return best;
+}
+
+/** A person's OIDC device holding the name, when no fleet node does: what a "no node" message says about it. */
+function personHolding(nodes: readonly HeadscaleNode[], hostname: string): string {
+  const n = nodes.find((x) => (x.given_name === hostname || x.name === hostname) && personDevice(x));
+  return n ? ` (node ${n.id ?? "?"} of that name is ${n.user?.email || n.user?.name || "a person"}'s device, logged in through OpenID Connect: not this host)` : "";
 }
 
 export interface RouteExpectation {
@@ -256,10 +260,11 @@ export function checkRouteApproval(nodesJson: string, want: RouteExpectation): s
     const err = (parsed as { error?: unknown }).error;
     return [`host ${want.host}: headscale nodes list failed: ${typeof err === "string" ? err : clip(nodesJson)}`];
   }
-  const node = nodeOfHost((parsed ?? []) as HeadscaleNode[], want.hostname);
+  const nodes = (parsed ?? []) as HeadscaleNode[];
+  const node = nodeOfHost(nodes, want.hostname);
   if (!node) {
     return [
-      `host ${want.host}: no node named "${want.hostname}" is registered with headscale, so its routes (${[...want.routes, ...(want.exitNode ? ["exit-node"] : [])].join(", ")}) cannot be approved; check that the agent ran \`tailscale up\` on ${want.host} (meshfleet-agent status)`,
+      `host ${want.host}: no node named "${want.hostname}" is registered with headscale${personHolding(nodes, want.hostname)}, so its routes (${[...want.routes, ...(want.exitNode ? ["exit-node"] : [])].join(", ")}) cannot be approved; check that the agent ran \`tailscale up\` on ${want.host} (meshfleet-agent status)`,
     ];
   }
   const approved = new Set(node.approved_routes ?? []);
@@ -324,8 +329,6 @@ export function nodeExpirySeconds(n: HeadscaleNode): number | null {
   const s = Number(n.expiry?.seconds ?? 0);
   return Number.isFinite(s) && s > 0 ? s : null;
 }
-
-/** The newest node registered under this name (given name or hostname). */
 
 export interface KeyRenewal {
   renew: boolean;

@@ -25,7 +25,7 @@ export interface LiveNode {
   user?: string;
   /** The owning user's e-mail, when headscale has one (an OIDC login's): the policy names such a person by it (fleet.yaml oidcUsers). */
   email?: string;
-  /** Joined through an OpenID Connect login (a person's device): never taken for a fleet host of the same name. */
+  /** A person's device that logged in through OpenID Connect (personDevice): never taken for a fleet host of the same name. */
   oidc?: true;
   tags: string[];
   ips: string[];
@@ -33,6 +33,21 @@ export interface LiveNode {
 }
 
 const MAX_NODES = 100_000;
+
+/**
+ * Whether a node of headscale's list (`nodes list -o json`) is a person's
+ * device that logged in through OpenID Connect: untagged, and owned by an
+ * OIDC user (`user.provider: "oidc"`) or registered by an OIDC login
+ * (`register_method` 3, REGISTER_METHOD_OIDC). Such a node is never taken for
+ * a fleet host of the same name. A tagged node is a server's, however it
+ * logged in (headscale lets a web login register tagged nodes): it may be a
+ * fleet host that joined before meshfleet took over.
+ */
+export function personDevice(n: { tags?: unknown; user?: unknown; register_method?: unknown }): boolean {
+  if (Array.isArray(n.tags) && n.tags.length > 0) return false;
+  const provider = n.user && typeof n.user === "object" ? (n.user as { provider?: unknown }).provider : undefined;
+  return provider === "oidc" || n.register_method === 3 || n.register_method === "3" || n.register_method === "REGISTER_METHOD_OIDC";
+}
 
 const short = (v: unknown): string => {
   let s: string;
@@ -113,7 +128,7 @@ export function parseNodesList(text: string, file: string): { nodes: LiveNode[];
     const user = o.user && typeof o.user === "object" && typeof (o.user as { name?: unknown }).name === "string" ? (o.user as { name: string }).name : undefined;
     const mail = o.user && typeof o.user === "object" ? (o.user as { email?: unknown }).email : undefined;
     const email = typeof mail === "string" && mail !== "" ? mail : undefined;
-    const oidc = (o.user as { provider?: unknown } | undefined)?.provider === "oidc" || [3, "3", "REGISTER_METHOD_OIDC"].includes(o.register_method as number);
+    const oidc = personDevice(o);
     if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), ...(oidc ? { oidc: true as const } : {}), tags, ips, approvedRoutes: routes });
   });
   return { nodes, diagnostics };

@@ -31,6 +31,9 @@ describe("nodeOfHost", () => {
     expect(nodeOfHost([router, { ...laptop, user: { name: "carol" } }], "lxc-router")).toBe(router); // register_method 3 alone
     expect(nodeOfHost([router, { ...laptop, register_method: undefined }], "lxc-router")).toBe(router); // provider "oidc" alone
     expect(nodeOfHost([laptop], "lxc-router")).toBeUndefined();
+    // A tagged node is a server's however it logged in (a web login may register tagged nodes; an adopted fleet host).
+    const adopted = { ...laptop, tags: ["tag:router"], user: { id: 2, name: "tagged-devices" } };
+    expect(nodeOfHost([router, adopted], "lxc-router")).toBe(adopted);
     expect(findNode(JSON.stringify([laptop, router]), "lxc-router")).toEqual(router);
   });
 
@@ -48,7 +51,7 @@ describe("the readers of nodeOfHost", () => {
   it("route approval reads the router's node, not the laptop of the same name", () => {
     expect(checkRouteApproval(JSON.stringify([router, laptop]), want)).toEqual([]);
     expect(checkRouteApproval(JSON.stringify([laptop]), want)).toEqual([
-      'host lxc-router: no node named "lxc-router" is registered with headscale, so its routes (192.168.1.0/24) cannot be approved; check that the agent ran `tailscale up` on lxc-router (meshfleet-agent status)',
+      'host lxc-router: no node named "lxc-router" is registered with headscale (node 9 of that name is carol@example.com\'s device, logged in through OpenID Connect: not this host), so its routes (192.168.1.0/24) cannot be approved; check that the agent ran `tailscale up` on lxc-router (meshfleet-agent status)',
     ]);
   });
 
