@@ -241,7 +241,7 @@ export function hostOptions(
     return undefined;
   }
   const defs: Definition[] = [];
-  collectImports(registry, loaded, path.dirname(path.resolve(file)), file, raw as Record<string, unknown>, defs, diagnostics, new Set([file]));
+  collectImports(registry, loaded, file, file, raw as Record<string, unknown>, defs, diagnostics, new Set([file]));
   defs.push({ file, priority: PRIORITY.plain, value: raw });
 
   const before = diagnostics.length;
@@ -505,8 +505,8 @@ function profileEnables(registry: ModuleRegistry) {
   return cached;
 }
 
-/** `hostDir`: the folder of the host whose imports these are (a site's own, in a fleet with sites), which they may not leave. */
-function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, hostDir: string, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {
+/** `hostFile`: the host whose imports these are; its folder (a site's own, in a fleet with sites) is the one they may not leave. */
+function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, hostFile: string, file: string, raw: Record<string, unknown>, defs: Definition[], out: Diagnostic[], seen: Set<string>) {
   const profiles = registry.profiles;
   const imports = stripPrio(raw.imports);
   if (imports === undefined) return;
@@ -529,13 +529,13 @@ function collectImports(registry: ModuleRegistry, loaded: LoadedFleet, hostDir: 
       const vetted = loaded.imports?.[shown];
       if (vetted) value = vetted.value;
       else {
-        const r = readImportFile(hostDir, imp, file, `imports[${i}]`);
+        const r = readImportFile(path.dirname(path.resolve(hostFile)), imp, file, `imports[${i}]`);
         out.push(...r.diagnostics);
         value = r.value;
       }
       if (value && typeof value === "object") {
         seen.add(shown);
-        collectImports(registry, loaded, hostDir, shown, value as Record<string, unknown>, defs, out, seen);
+        collectImports(registry, loaded, hostFile, shown, value as Record<string, unknown>, defs, out, seen);
         defs.push({ file: shown, priority: PRIORITY.plain, value });
       }
       return;
