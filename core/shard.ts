@@ -149,16 +149,14 @@ export function shardedFleetPhase(
   own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[], origins: FleetPhaseOrigins,
 ): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"]; warnings: Diagnostic[] } {
   if (nodeNameProblems(named).length) throw new Unsharded("node names across shards");
+  // The shard that holds a host would know where any of its options was set; it handed on only `origins`.
+  const unknown = (): never => {
+    throw new Unsharded("the fleet phase has something to say");
+  };
   const evaluated: Record<string, HostOptions> = {};
   for (const [name, peer] of Object.entries(peers)) {
     const known = origins[name];
-    const origin = (option: string) => {
-      const at = known?.[option];
-      // The shard that holds the host would know; it did not hand this one on.
-      if (!at) throw new Unsharded("the fleet phase has something to say");
-      return at;
-    };
-    evaluated[name] = { peer, origin, defs: [] };
+    evaluated[name] = { peer, origin: known ? (option: string) => known[option] ?? unknown() : unknown, defs: [] };
   }
   const diagnostics: Diagnostic[] = [];
   const loaded: LoadedFleet = { dir: own.loaded.dir, hosts: [], diagnostics: [] };
