@@ -57,12 +57,15 @@ describe("move drill verdicts", () => {
     expect(nodesKeptProblem(before, byId([rows[0], rows[1]]), "vps2")).toContain("3 laptop 100.64.0.3 routes= -> gone");
   });
 
-  it("movePingProblem: a blip of at most 15 s passes; more, too few pings, or a loss in the last 10 s fails", () => {
-    expect(movePingProblem({ sent: 150, lost: [40, 41, 42] }, 150)).toBeNull();
-    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 30 }, (_, i) => i + 10) }, 150)).toBeNull();
-    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 31 }, (_, i) => i + 10) }, 150)).toMatch(/more than 15 s without the NAS/);
-    expect(movePingProblem({ sent: 20, lost: [] }, 20)).toMatch(/too few pings/);
-    expect(movePingProblem({ sent: 150, lost: [145] }, 150)).toMatch(/pings lost in the last 10 s of the window \(seq 145\): traffic did not come back/);
+  it("movePingProblem: a blip of at most 15 s, or of the deploy's time and 5 s, passes; more, too few pings, or a loss in the last 10 s fails", () => {
+    expect(movePingProblem({ sent: 150, lost: [40, 41, 42] }, 150, 8_000)).toBeNull();
+    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 30 }, (_, i) => i + 10) }, 150, 8_000)).toBeNull();
+    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 31 }, (_, i) => i + 10) }, 150, 8_000)).toMatch(/more than 15\.0 s without the NAS during the move \(15 s, or the deploy's 8\.0 s and 5 s\)/);
+    // A deploy of 20 s: the relay may be away for all of it, and 5 s more.
+    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 50 }, (_, i) => i + 10) }, 150, 20_000)).toBeNull();
+    expect(movePingProblem({ sent: 150, lost: Array.from({ length: 51 }, (_, i) => i + 10) }, 150, 20_000)).toMatch(/more than 25\.0 s without the NAS/);
+    expect(movePingProblem({ sent: 20, lost: [] }, 20, 8_000)).toMatch(/too few pings/);
+    expect(movePingProblem({ sent: 150, lost: [145] }, 150, 8_000)).toMatch(/pings lost in the last 10 s of the window \(seq 145\): traffic did not come back/);
   });
 
   it("oldCoordinatorProblem: headscale still running on the old host, its database gone, or a move's copy left on the new one", () => {
