@@ -61,20 +61,43 @@ export function policyNodesOf(hosts: FleetNode[], policy: Policy, autoApprovers:
 
 /**
  * The fleet's nodes on the coordinator's real addresses: a host that has joined
- * takes its node's addresses (matched by tailnet name, given_name first, then
- * case-insensitively); nodes that are no fleet host join as they are (their
- * user, tags and approved routes). Hosts not joined keep `ips: []` (stand-ins
- * are chosen later, away from the real addresses).
+ * takes its node's addresses (matched by tailnet name: any of a node's names,
+ * the newest registration first, as the deploy's route approval and key
+ * renewal pick it (provider/headscale-cli.ts nodeOfHost), then the given
+ * name, then list order; else a name in another case); nodes that are no
+ * fleet host join as they are (their user, tags and approved routes). Hosts
+ * not joined keep `ips: []` (stand-ins are chosen later, away from the real
+ * addresses).
  */
 export function withLiveNodes(nodes: PolicyNode[], tailnetName: Map<string, string>, live: LiveNode[]): PolicyNode[] {
   const used = new Set<LiveNode>();
   // A person's device that logged in through OpenID Connect is never a fleet host, whatever name it
   // reports: it joins below as a node of its own.
-  const hostLike = live.filter((l) => !l.oidc);
-  const find = (want: string) =>
-    hostLike.find((l) => !used.has(l) && l.names[0] === want) ??
-    hostLike.find((l) => !used.has(l) && l.names.includes(want)) ??
-    hostLike.find((l) => !used.has(l) && l.names.some((n) => n.toLowerCase() === want.toLowerCase()));
+  // Indexed by each name and by each name in lower case: a scan per host was quadratic on a large tailnet.
+  const byName = new Map<string, LiveNode[]>();
+  const byLower = new Map<string, LiveNode[]>();
+  const index = (m: Map<string, LiveNode[]>, k: string, l: LiveNode) => {
+    const xs = m.get(k);
+    if (!xs) m.set(k, [l]);
+    else if (xs[xs.length - 1] !== l) xs.push(l);
+  };
+  for (const l of live) {
+    if (l.oidc) continue;
+    for (const n of l.names) {
+      index(byName, n, l);
+      index(byLower, n.toLowerCase(), l);
+    }
+  }
+  const find = (want: string) => {
+    // After a reinstall headscale holds the old registration and the new one (its given name suffixed):
+    // the newest is the host's.
+    let best: LiveNode | undefined;
+    for (const l of byName.get(want) ?? []) {
+      if (used.has(l)) continue;
+      if (!best || (l.id ?? -1) > (best.id ?? -1) || ((l.id ?? -1) === (best.id ?? -1) && l.names[0] === want && best.names[0] !== want)) best = l;
+    }
+    return best ?? byLower.get(want.toLowerCase())?.find((l) => !used.has(l));
+  };
   const out: PolicyNode[] = nodes.map((n) => {
     const l = find(tailnetName.get(n.name) ?? n.name);
     if (!l) return { ...n, ips: [] };

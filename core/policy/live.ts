@@ -18,6 +18,8 @@ import type { Diagnostic } from "../types.ts";
 import { parseAddr, parsePrefix } from "./ipset.ts";
 
 export interface LiveNode {
+  /** headscale's node id, when the list gives one: a newer registration of the same name (a reinstall) has a higher one. */
+  id?: number;
   /** given_name when set (what `tailscale --hostname` and renames give), else name. */
   name: string;
   /** Both names headscale reports, for matching. */
@@ -129,7 +131,8 @@ export function parseNodesList(text: string, file: string): { nodes: LiveNode[];
     const mail = o.user && typeof o.user === "object" ? (o.user as { email?: unknown }).email : undefined;
     const email = typeof mail === "string" && mail !== "" ? mail : undefined;
     const oidc = personDevice(o);
-    if (ok) nodes.push({ name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), ...(oidc ? { oidc: true as const } : {}), tags, ips, approvedRoutes: routes });
+    const id = typeof o.id === "number" || (typeof o.id === "string" && /^\d+$/.test(o.id)) ? Number(o.id) : undefined;
+    if (ok) nodes.push({ ...(id !== undefined ? { id } : {}), name: given || name, names: [...new Set([given, name].filter(Boolean))], user, ...(email ? { email } : {}), ...(oidc ? { oidc: true as const } : {}), tags, ips, approvedRoutes: routes });
   });
   return { nodes, diagnostics };
 }

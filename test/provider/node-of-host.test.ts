@@ -67,7 +67,7 @@ describe("the readers of nodeOfHost", () => {
     expect(expiringKeys(hosts, [], [router, laptop], [], NOW * 1000)).toEqual([]);
   });
 
-  it("plan --nodes: the laptop keeps its own addresses and joins as a node of its own", () => {
+  it("plan --nodes: the laptop keeps its own addresses and joins as a node of its own; after a reinstall the newest registration is the host's", () => {
     const { nodes: live, diagnostics } = parseNodesList(JSON.stringify([laptop, router]), "nodes.json");
     expect(diagnostics).toEqual([]);
     expect(live.map((l) => l.oidc ?? false)).toEqual([true, false]);
@@ -75,6 +75,17 @@ describe("the readers of nodeOfHost", () => {
     expect(out.map((n) => [n.name, n.ips])).toEqual([
       ["lxc-router", ["100.64.0.4"]],
       ["lxc-router-x7k2", ["100.64.0.9"]],
+    ]);
+    // A reinstall: the old registration keeps the given name, the new one (higher id) is suffixed. plan --nodes
+    // takes the node route approval takes (the newest), and the old one joins as a node of its own.
+    const reinstalled = { ...router, id: 12, given_name: "lxc-router-q3m1", ip_addresses: ["100.64.0.12"] };
+    const both = parseNodesList(JSON.stringify([router, reinstalled]), "nodes.json").nodes;
+    expect(both.map((l) => l.id)).toEqual([4, 12]);
+    expect(nodeOfHost([router, reinstalled], "lxc-router")).toBe(reinstalled);
+    const after = withLiveNodes([{ name: "lxc-router", tags: ["tag:router"], ips: [], approvedRoutes: [] }], new Map([["lxc-router", "lxc-router"]]), both);
+    expect(after.map((n) => [n.name, n.ips])).toEqual([
+      ["lxc-router", ["100.64.0.12"]],
+      ["lxc-router#2", ["100.64.0.4"]],
     ]);
     // The router not joined yet, the laptop holding the very name: the host still has no address of its own.
     const only = parseNodesList(JSON.stringify([{ ...laptop, given_name: "lxc-router" }]), "nodes.json").nodes;
