@@ -32,6 +32,7 @@ import { PRIORITY, Prio } from "./priority.ts";
 import { cidr, parseCidr } from "./schema-types.ts";
 import { policyHooks, type PolicyHost } from "./policy-hooks.ts";
 import { hostEnforcement, oidcReachingEnforced, policyNodesOf, policyUserNames } from "./policy/fleet.ts";
+import { compiledForHosts } from "./policy/enforce.ts";
 import type { Policy } from "./policy/index.ts";
 import type { Diagnostic, FleetSystem, HostServices, HostSystem, InboundRule, TailscaleSettings, UnitSpec } from "./types.ts";
 
@@ -590,10 +591,12 @@ export function evaluateFleetPhase(fleetCfg: FleetConfig, fleetFile: string, loa
   if (enforced.length) {
     const policyNodes = policyNodesOf(nodes, pol.policy, pol.autoApprovers);
     const users = policyUserNames(fleetCfg);
+    // The policy compiled once for every enforcing host (once per host was quadratic).
+    const compiled = compiledForHosts(policyNodes, pol.policy as Policy, users);
     for (const p of enforced) {
       // A router's routed prefixes as git has them (advertised, approved or not): its forward chain filters them.
       const t = p.facts.tailnet!;
-      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode });
+      enforcement[p.name] = hostEnforcement(p.name, policyNodes, pol.policy as Policy, { users, routes: t.routes.map((r) => r.cidr), exitNode: t.exitNode }, compiled);
     }
     // A person who logs in through OIDC has no host in the fleet: an enforcing host does not know their nodes' addresses.
     const enforcing = new Set(fleetCfg.oidcUsers.length ? enforced.map((p) => p.name) : []);

@@ -9,7 +9,7 @@
 import { EXIT_ROUTES } from "../../contract/constants.ts";
 import type { Diagnostic, FleetSystem } from "../types.ts";
 import { contains, fromPrefixStrings, parsePrefix } from "./ipset.ts";
-import { tailnetRulesForHost } from "./enforce.ts";
+import { compiledForHosts } from "./enforce.ts";
 import { runPolicyTests, type PolicyTestsReport } from "./tests.ts";
 import { runSshTests } from "./sshtests.ts";
 import { evaluateReachability } from "./reachability.ts";
@@ -205,16 +205,26 @@ export function fleetUsers(fleet: FleetSystem, live?: LiveNode[]): string[] {
  * live tailnet addresses the agent adds. Members come from the policy
  * model's own nodes; the stand-in addresses never leave it.
  */
-export function hostEnforcement(host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; routes?: string[]; exitNode?: boolean } = {}) {
+export function hostEnforcement(
+  host: string, nodes: PolicyNode[], policy: Policy, opts: { users?: string[]; routes?: string[]; exitNode?: boolean } = {},
+  compiled: ReturnType<typeof compiledForHosts> = compiledForHosts(nodes, policy, opts.users),
+) {
   // What the host routes, as git says (approved or not): an exit node routes everything.
   const routes = [...(opts.routes ?? []), ...(opts.exitNode ? EXIT_ROUTES : [])];
-  const r = tailnetRulesForHost(host, nodes, policy, { users: opts.users, members: true, routes });
+  const r = compiled.rulesFor(host, { members: true, routes });
   const sets: Record<string, string[]> = {};
   // Addresses inside the tailnet's ranges stand for nodes; the rest (LANs, `hosts:` entries) are literal.
-  for (const [name, cidrs] of Object.entries(r.sets)) sets[name] = cidrs.filter((c) => !insideTailnet(c));
+  for (const [name, cidrs] of Object.entries(r.sets)) {
+    // A set's list is shared by the hosts compiledForHosts answers: filtered once, a copy for each host.
+    let literal = literalOf.get(cidrs);
+    if (!literal) literalOf.set(cidrs, (literal = cidrs.filter((c) => !insideTailnet(c))));
+    sets[name] = [...literal];
+  }
   return { tailnet: r.tailnet, sets, setMembers: r.setMembers ?? {}, ...(r.routed ? { routed: r.routed } : {}) };
 }
 
+/** A set's addresses outside the tailnet's ranges, by the set's list (hostEnforcement). */
+const literalOf = new WeakMap<string[], string[]>();
 const TAILNET_RANGES = fromPrefixStrings(["100.64.0.0/10", "fd7a:115c:a1e0::/48"]);
 function insideTailnet(c: string): boolean {
   const p = parsePrefix(c);

@@ -6,6 +6,8 @@
  * case is test/core/enforce.test.ts.
  */
 import { describe, expect, it } from "vitest";
+import { compiledForHosts } from "../../core/policy/enforce.ts";
+import { hostEnforcement } from "../../core/policy/fleet.ts";
 import { policySchema, tailnetRulesForHost, type Policy, type PolicyNode } from "../../core/policy/index.ts";
 
 const N = (name: string, ip: number, o: Partial<PolicyNode> = {}): PolicyNode => ({ name, tags: [], ips: [`100.64.0.${ip}`, `fd7a:115c:a1e0::${ip}`], approvedRoutes: [], ...o });
@@ -217,5 +219,55 @@ describe("tailnetRulesForHost: what a router forwards to its routes", () => {
     expect(tailnetRulesForHost("router", nodes, policy, { users }).routed).toBeUndefined();
     expect(tailnetRulesForHost("router", nodes, policy, { users, routes: [] }).routed).toBeUndefined();
     expect(tailnetRulesForHost("router", nodes, policy, { users, routes: ["10.9.0.0/16"] }).routed).toEqual({ prefixes: ["10.9.0.0/16"], rules: [] });
+  });
+});
+
+describe("compiledForHosts: the policy compiled once for every enforcing host", () => {
+  // Rules that give hosts overlapping sets (tag:web for db and router), a self rule (built per host) and routed rules.
+  const policy = P({
+    acls: [
+      { action: "accept", src: ["tag:web"], dst: ["tag:db:5432", "tag:router:22"] },
+      { action: "accept", src: ["group:admins"], dst: ["*:22"] },
+      { action: "accept", src: ["bob@"], dst: ["lan:445", "tag:db:6432"] },
+      { action: "accept", src: ["tag:web", "bob@"], dst: ["nas:80"] },
+    ],
+    grants: [{ src: ["alice@"], dst: ["autogroup:self"], ip: ["*"] }],
+  });
+  const asks: [string, { members?: boolean; routes?: string[] }][] = [
+    ["db", { members: true }],
+    ["router", { members: true, routes: ["192.168.8.0/24"] }],
+    ["laptop", { members: true }],
+    ["phone", {}],
+    ["db", { members: true, routes: ["192.168.8.0/24"] }],
+    ["router", { members: true, routes: ["0.0.0.0/0", "::/0"] }],
+  ];
+
+  it("asked host after host, each result is the one compiling the policy for that host alone gives", () => {
+    const once = compiledForHosts(nodes, policy, users);
+    for (const [host, opts] of asks) expect(once.rulesFor(host, opts), host).toEqual(tailnetRulesForHost(host, nodes, policy, { users, ...opts }));
+    // And in the other order: nothing one host's answer left behind changes the next.
+    const again = compiledForHosts(nodes, policy, users);
+    for (const [host, opts] of [...asks].reverse()) expect(again.rulesFor(host, opts), host).toEqual(tailnetRulesForHost(host, nodes, policy, { users, ...opts }));
+  });
+
+  it("each host's members are its own lists: changing one host's does not change the next's", () => {
+    const once = compiledForHosts(nodes, policy, users);
+    const db = once.rulesFor("db", { members: true });
+    const name = Object.keys(db.setMembers!).find((k) => db.setMembers![k].includes("web"))!;
+    db.setMembers![name].push("intruder");
+    const router = once.rulesFor("router", { members: true });
+    expect(Object.values(router.setMembers!).flat()).not.toContain("intruder");
+  });
+
+  it("hostEnforcement: the same per host from one compiled policy, each host's sets its own lists", () => {
+    const once = compiledForHosts(nodes, policy, users);
+    for (const [host, opts] of asks) {
+      const shared = hostEnforcement(host, nodes, policy, { users, routes: opts.routes }, once);
+      expect(shared, host).toEqual(hostEnforcement(host, nodes, policy, { users, routes: opts.routes }));
+    }
+    const a = hostEnforcement("router", nodes, policy, { users, routes: ["192.168.8.0/24"] }, once);
+    for (const list of Object.values(a.sets)) list.push("203.0.113.99/32");
+    const b = hostEnforcement("router", nodes, policy, { users, routes: ["192.168.8.0/24"] }, once);
+    expect(Object.values(b.sets).flat()).not.toContain("203.0.113.99/32");
   });
 });
