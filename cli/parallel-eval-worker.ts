@@ -7,7 +7,7 @@
 import { writeSync } from "node:fs";
 import { parentPort } from "node:worker_threads";
 import { evaluateSites } from "../core/eval.ts";
-import { shardHosts, shardOptions, Unsharded, type ShardOptions } from "../core/shard.ts";
+import { shardHosts, shardOptions, shardOrigins, Unsharded, type ShardOptions } from "../core/shard.ts";
 import { loadSites } from "../core/sites.ts";
 import type { PeerView } from "../core/module.ts";
 import { REGISTRY } from "../modules/index.ts";
@@ -52,7 +52,7 @@ port.on("message", async (m: ToWorker) => {
       if (process.env.MESHFLEET_SHARD_TIMES) say(`[worker] modules loaded ${(loadedAt - since).toFixed(0)} ms`);
       own = await shardOptions(REGISTRY, m.dir, m.only);
       lap("options");
-      send({ type: "options", peers: own.peers, named: own.named, origins: own.origins });
+      send({ type: "options", peers: own.peers, named: own.named });
       lap("options sent");
     } else if (m.type === "fleet") {
       // A whole fleet (plan's working tree): a fleet with sites reads its sibling folders, which the shards' checks do not cover.
@@ -83,6 +83,8 @@ port.on("message", async (m: ToWorker) => {
         send({ type: "fleet", fleet: { ...r.fleet, hosts }, diagnostics: r.diagnostics, order, kept });
       }
       lap("fleet sent");
+    } else if (m.type === "origins") {
+      send({ type: "origins", origins: shardOrigins(own!, m.wants) });
     } else if (m.type === "base") {
       baseDigests(m.digests);
     } else if (m.type === "peers") {

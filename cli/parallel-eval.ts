@@ -26,7 +26,7 @@ import type { Diagnostic, FleetSystem, HostSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
-  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, Unsharded, type FleetPhaseOrigins, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
+  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, shardOrigins, Unsharded, withOrigins, type FleetPhaseOrigins, type OriginAsk, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
 } from "../core/shard.ts";
 import { REGISTRY } from "../modules/index.ts";
 
@@ -83,9 +83,11 @@ export type ToWorker =
   | { type: "peers"; index: number; peers: (PeerView[] | null)[] }
   | { type: "hosts"; stack: string; pol: Omit<FleetPhasePolicy, "policy">; enforcement: Record<string, HostEnforcement>; render: boolean; keepHosts: boolean }
   | { type: "fleet"; dir: string; stack: string; since: number; withBase: boolean }
-  | { type: "base"; digests: Record<string, string> };
+  | { type: "base"; digests: Record<string, string> }
+  | { type: "origins"; wants: OriginAsk[] };
 export type FromWorker =
-  | { type: "options"; peers: PeerView[]; named: NamedHost[]; origins: FleetPhaseOrigins }
+  | { type: "options"; peers: PeerView[]; named: NamedHost[] }
+  | { type: "origins"; origins: FleetPhaseOrigins }
   | { type: "hosts"; shard: ShardHosts; packed?: PackedArtifacts; cpuMs: number }
   | { type: "fleet"; fleet?: FleetSystem; diagnostics: Diagnostic[]; order?: string[]; kept?: Record<string, KeptHost> }
   | { type: "unsharded"; why: string }
@@ -328,8 +330,20 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     const peers = joinPeers(lists);
     // Every other shard's peers go out now: a worker takes them in while this thread runs the fleet phase.
     workers.forEach((w, i) => w.post({ type: "peers", index: i + 1, peers: lists.map((l, k) => (k === i + 1 ? null : l)) }));
-    const origins = Object.assign({}, own.origins, ...theirs.map((t) => t.origins)) as FleetPhaseOrigins;
-    const { pol, enforcement, warnings } = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)], origins);
+    const phase = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)]);
+    const { pol, enforcement } = phase;
+    let warnings = phase.warnings;
+    if (phase.asks.length) {
+      // Where a warned host's option was set: asked of the shard that holds the host, only for those hosts.
+      const shardOf = new Map<string, number>();
+      lists.forEach((l, k) => { for (const p of l) shardOf.set(p.name, k); });
+      const wants = lists.map((): OriginAsk[] => []);
+      for (const a of phase.asks) wants[shardOf.get(a.host)!].push(a);
+      const asked = workers.flatMap((w, i) => (wants[i + 1].length ? (w.post({ type: "origins", wants: wants[i + 1] }), [w]) : []));
+      const answers: FleetPhaseOrigins = shardOrigins(own, wants[0]);
+      for (const w of asked) Object.assign(answers, (await w.next("origins")).origins);
+      warnings = withOrigins(warnings, phase.asks, answers);
+    }
     lap("fleet phase");
     workers.forEach((w, i) => {
       const index = i + 1;

@@ -79,25 +79,58 @@ export interface ShardOptions {
   /** Handed on: the peers in file order, the node names for the loader's check across shards. */
   peers: PeerView[];
   named: NamedHost[];
-  /** Handed on: where the options the fleet phase may warn about were set, per host (`fleetPhaseOrigins`). */
-  origins: FleetPhaseOrigins;
 }
 
-/** Host -> option path -> where it was set: what the fleet phase's warnings name, worked out by the shard that holds the host. */
+/** Host -> option path -> where it was set: what a fleet-phase warning names, worked out by the shard that holds the host. */
 export type FleetPhaseOrigins = Record<string, Record<string, { file: string; path: string }>>;
 
+/** An origin the fleet phase asked for on the main thread, which only the shard holding the host can tell. */
+export interface OriginAsk {
+  host: string;
+  option: string;
+}
+
 /**
- * The options the fleet phase may name in a warning, where the shard that
- * holds the host can still say where they were set (the main thread holds
- * only the peers): `firewall.trustTailnet` of an enforcing host, when the
- * fleet has OIDC people (core/eval.ts evaluateFleetPhase). Any other origin
- * the fleet phase asks for sends the fleet to the serial path.
+ * Stands for the origin of asks[i] in a diagnostic's file until the shard's
+ * answer replaces it: printable (a diagnostic's text is escaped), and no
+ * fleet file's name (host files are named as hosts are, [a-z0-9-]).
  */
-function fleetPhaseOrigins(fleetCfg: FleetConfig, evaluated: HostOptions[]): FleetPhaseOrigins {
+const ASKED = "<origin asked of its shard #";
+const asked = (d: Diagnostic): number | undefined => {
+  const m = /^<origin asked of its shard #(\d+)>$/.exec(d.file);
+  return m && d.path === "" ? Number(m[1]) : undefined;
+};
+
+/**
+ * Where `wants` were set, for the hosts of this shard (`ShardOptions`): the
+ * answer to the asks of the fleet phase (`shardedFleetPhase`). Worked out
+ * only for the hosts a warning names, as the serial path does: a source map
+ * per host is the dearest part of phase 1.
+ */
+export function shardOrigins(own: ShardOptions, wants: readonly OriginAsk[]): FleetPhaseOrigins {
+  const byName = new Map(own.evaluated.map((h) => [h.peer.name, h]));
   const out: FleetPhaseOrigins = {};
-  if (!fleetCfg.oidcUsers.length) return out;
-  for (const h of evaluated) if (h.peer.facts.enforcePolicy && h.peer.facts.tailnet) out[h.peer.name] = { "firewall.trustTailnet": h.origin("firewall.trustTailnet") };
+  for (const { host, option } of wants) {
+    const h = byName.get(host);
+    if (!h) throw new Unsharded(`an origin asked of the wrong shard (${host})`);
+    (out[host] ??= {})[option] = h.origin(option);
+  }
   return out;
+}
+
+/**
+ * The fleet phase's warnings with each asked origin in its place
+ * (`answers`, every shard's, joined), as the serial path writes them.
+ */
+export function withOrigins(warnings: Diagnostic[], asks: readonly OriginAsk[], answers: FleetPhaseOrigins): Diagnostic[] {
+  return warnings.map((d) => {
+    const i = asked(d);
+    if (i === undefined) return d;
+    const a = asks[i];
+    const at = a && answers[a.host]?.[a.option];
+    if (!at) throw new Unsharded("an origin no shard answered");
+    return { ...d, file: at.file, path: at.path };
+  });
 }
 
 const fieldOf = (v: unknown, k: string): unknown => {
@@ -129,7 +162,7 @@ export async function shardOptions(registry: ModuleRegistry, dir: string, only: 
     if (diagnostics.length || !h) throw new Unsharded(`${source.file}: phase 1 has something to say`);
     evaluated.push(h);
   }
-  return { loaded, fleetCfg, fleetFile, schema, evaluated, peers: evaluated.map((h) => h.peer), named, origins: fleetPhaseOrigins(fleetCfg, evaluated) };
+  return { loaded, fleetCfg, fleetFile, schema, evaluated, peers: evaluated.map((h) => h.peer), named };
 }
 
 /** Every shard's peers, in shard order, as the serial path's record (keyed by name, in file order). */
@@ -141,28 +174,32 @@ export function joinPeers(shards: PeerView[][]): Record<string, PeerView> {
 
 /**
  * Phase 2 on every peer, as the serial path runs it. Its warnings go on with
- * the shards (joinShards puts them where the serial path does); an error, or
- * a diagnostic that asks where an option was set beyond what the shards
- * handed on (`origins`), throws Unsharded.
+ * the shards (joinShards puts them where the serial path does); an error
+ * throws Unsharded. A warning that names where a host's option was set names
+ * it in `asks` (its file stands for the ask until `withOrigins` puts the
+ * shard's answer there); an origin used anywhere else in a diagnostic (its
+ * text) throws Unsharded.
  */
 export function shardedFleetPhase(
-  own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[], origins: FleetPhaseOrigins,
-): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"]; warnings: Diagnostic[] } {
+  own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[],
+): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"]; warnings: Diagnostic[]; asks: OriginAsk[] } {
   if (nodeNameProblems(named).length) throw new Unsharded("node names across shards");
-  // The shard that holds a host would know where any of its options was set; it handed on only `origins`.
-  const unknown = (): never => {
-    throw new Unsharded("the fleet phase has something to say");
-  };
+  const asks: OriginAsk[] = [];
   const evaluated: Record<string, HostOptions> = {};
   for (const [name, peer] of Object.entries(peers)) {
-    const known = origins[name];
-    evaluated[name] = { peer, origin: known ? (option: string) => known[option] ?? unknown() : unknown, defs: [] };
+    evaluated[name] = { peer, origin: (option: string) => ({ file: `${ASKED}${asks.push({ host: name, option }) - 1}>`, path: "" }), defs: [] };
   }
   const diagnostics: Diagnostic[] = [];
   const loaded: LoadedFleet = { dir: own.loaded.dir, hosts: [], diagnostics: [] };
   const r = evaluateFleetPhase(own.fleetCfg, own.fleetFile, loaded, evaluated, diagnostics);
   if (!r || hasErrors(diagnostics)) throw new Unsharded("the fleet phase has something to say");
-  return { pol: { policy: r.pol.policy, huJson: r.pol.huJson, autoApprovers: r.pol.autoApprovers }, enforcement: r.enforcement, warnings: diagnostics };
+  if (asks.length) {
+    for (const d of diagnostics) {
+      const text = asked(d) === undefined ? [d.file, d.path, d.expected, d.found, d.fix] : [d.expected, d.found, d.fix];
+      if (text.some((x) => x.includes(ASKED))) throw new Unsharded("a fleet-phase warning names an origin in its text");
+    }
+  }
+  return { pol: { policy: r.pol.policy, huJson: r.pol.huJson, autoApprovers: r.pol.autoApprovers }, enforcement: r.enforcement, warnings: diagnostics, asks };
 }
 
 export type FleetPhasePolicy = { policy?: unknown; huJson: string; autoApprovers: FleetSystem["autoApprovers"] };
