@@ -4,11 +4,13 @@
  * The main thread takes the first shard of the host files, worker threads
  * (cli/parallel-eval-worker.ts) the others (core/shard.ts): each loads its
  * hosts and evaluates their options, the main thread runs the fleet phase on
- * every peer, then each shard runs its hosts' modules and renders their
- * files, and the main thread joins them in order. The result is the serial
- * path's (`evaluateFleet`, then `allArtifacts`): the same hosts, files and
- * diagnostics in the same order; a fleet the shards would not reproduce
- * exactly (anything to report before phase 3, a `.ts` host, sites) goes
+ * every peer (a warning of it that names where a host's option was set asks
+ * the shard holding that host), then each shard runs its hosts' modules and
+ * renders their files, and the main thread joins them in order. The result
+ * is the serial path's (`evaluateFleet`, then `allArtifacts`): the same
+ * hosts, files and diagnostics in the same order; a fleet the shards would
+ * not reproduce exactly (an error before phase 3, anything the loader or
+ * phase 1 has to say, a `.ts` host, sites) goes
  * through the serial path, as does a small one (threads cost more than they
  * save under `MIN_HOSTS`), and any fleet while the machine has no free core
  * (load average above cores - 1), unless the threads are given
