@@ -28,7 +28,7 @@ import type { Diagnostic, FleetSystem, HostSystem } from "../core/types.ts";
 import type { HostEnforcement, PeerView } from "../core/module.ts";
 import type { NamedHost } from "../core/load.ts";
 import {
-  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, shardOrigins, Unsharded, withOrigins, type FleetPhaseOrigins, type OriginAsk, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
+  fleetHasSites, joinPeers, joinShards, planShards, serialEvaluateAndRender, shardedFleetPhase, shardHosts, shardOptions, shardOrigins, Unsharded, type FleetPhaseOrigins, type OriginAsk, type FleetPhasePolicy, type ShardedResult, type ShardHosts,
 } from "../core/shard.ts";
 import { REGISTRY } from "../modules/index.ts";
 
@@ -332,11 +332,11 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
     const peers = joinPeers(lists);
     // Every other shard's peers go out now: a worker takes them in while this thread runs the fleet phase.
     workers.forEach((w, i) => w.post({ type: "peers", index: i + 1, peers: lists.map((l, k) => (k === i + 1 ? null : l)) }));
-    const phase = shardedFleetPhase(own, peers, [...own.named, ...theirs.flatMap((t) => t.named)]);
-    const { pol, enforcement } = phase;
-    let warnings = phase.warnings;
+    const named = [...own.named, ...theirs.flatMap((t) => t.named)];
+    let phase = shardedFleetPhase(own, peers, named);
     if (phase.asks.length) {
-      // Where a warned host's option was set: asked of the shard that holds the host, only for those hosts.
+      // A warning names where a host's option was set: asked of the shard that holds the host, only for
+      // those hosts, then the phase again with the answers (it is the serial path's exactly then).
       const shardOf = new Map<string, number>();
       lists.forEach((l, k) => { for (const p of l) shardOf.set(p.name, k); });
       const wants = lists.map((): OriginAsk[] => []);
@@ -344,8 +344,9 @@ export async function evaluateParallel(dir: string, stack: string, opts: Paralle
       const asked = workers.flatMap((w, i) => (wants[i + 1].length ? (w.post({ type: "origins", wants: wants[i + 1] }), [w]) : []));
       const answers: FleetPhaseOrigins = shardOrigins(own, wants[0]);
       for (const w of asked) Object.assign(answers, (await w.next("origins")).origins);
-      warnings = withOrigins(warnings, phase.asks, answers);
+      phase = shardedFleetPhase(own, peers, named, answers);
     }
+    const { pol, enforcement, warnings } = phase;
     lap("fleet phase");
     workers.forEach((w, i) => {
       const index = i + 1;

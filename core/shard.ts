@@ -91,17 +91,6 @@ export interface OriginAsk {
 }
 
 /**
- * Stands for the origin of asks[i] in a diagnostic's file until the shard's
- * answer replaces it: printable (a diagnostic's text is escaped), and no
- * fleet file's name (host files are named as hosts are, [a-z0-9-]).
- */
-const ASKED = "<origin asked of its shard #";
-const asked = (d: Diagnostic): number | undefined => {
-  const m = /^<origin asked of its shard #(\d+)>$/.exec(d.file);
-  return m && d.path === "" ? Number(m[1]) : undefined;
-};
-
-/**
  * Where `wants` were set, for the hosts of this shard (`ShardOptions`): the
  * answer to the asks of the fleet phase (`shardedFleetPhase`). Worked out
  * only for the hosts a warning names, as the serial path does: a source map
@@ -116,21 +105,6 @@ export function shardOrigins(own: ShardOptions, wants: readonly OriginAsk[]): Fl
     (out[host] ??= {})[option] = h.origin(option);
   }
   return out;
-}
-
-/**
- * The fleet phase's warnings with each asked origin in its place
- * (`answers`, every shard's, joined), as the serial path writes them.
- */
-export function withOrigins(warnings: Diagnostic[], asks: readonly OriginAsk[], answers: FleetPhaseOrigins): Diagnostic[] {
-  return warnings.map((d) => {
-    const i = asked(d);
-    if (i === undefined) return d;
-    const a = asks[i];
-    const at = a && answers[a.host]?.[a.option];
-    if (!at) throw new Unsharded("an origin no shard answered");
-    return { ...d, file: at.file, path: at.path };
-  });
 }
 
 const fieldOf = (v: unknown, k: string): unknown => {
@@ -175,30 +149,35 @@ export function joinPeers(shards: PeerView[][]): Record<string, PeerView> {
 /**
  * Phase 2 on every peer, as the serial path runs it. Its warnings go on with
  * the shards (joinShards puts them where the serial path does); an error
- * throws Unsharded. A warning that names where a host's option was set names
- * it in `asks` (its file stands for the ask until `withOrigins` puts the
- * shard's answer there); an origin used anywhere else in a diagnostic (its
- * text) throws Unsharded.
+ * throws Unsharded. Only the shard holding a host can say where one of its
+ * options was set: without `answers`, a warning that needs it is listed in
+ * `asks` (the origins given meanwhile stand in, and the warnings are not to
+ * be used); the caller asks the shards (`shardOrigins`) and runs the phase
+ * again with their answers, which then gives the serial path's warnings
+ * exactly (a diagnostic's file and path go through the same shortening and
+ * escaping, and its fix may depend on them). Any other ask then throws
+ * Unsharded.
  */
 export function shardedFleetPhase(
-  own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[],
+  own: ShardOptions, peers: Record<string, PeerView>, named: NamedHost[], answers?: FleetPhaseOrigins,
 ): { pol: FleetPhasePolicy; enforcement: FleetShared["enforcement"]; warnings: Diagnostic[]; asks: OriginAsk[] } {
   if (nodeNameProblems(named).length) throw new Unsharded("node names across shards");
   const asks: OriginAsk[] = [];
+  const originOf = (host: string) => (option: string) => {
+    if (!answers) {
+      asks.push({ host, option });
+      return { file: "", path: "" };
+    }
+    const at = answers[host]?.[option];
+    if (!at) throw new Unsharded("the fleet phase asked where an option was set of no shard");
+    return at;
+  };
   const evaluated: Record<string, HostOptions> = {};
-  for (const [name, peer] of Object.entries(peers)) {
-    evaluated[name] = { peer, origin: (option: string) => ({ file: `${ASKED}${asks.push({ host: name, option }) - 1}>`, path: "" }), defs: [] };
-  }
+  for (const [name, peer] of Object.entries(peers)) evaluated[name] = { peer, origin: originOf(name), defs: [] };
   const diagnostics: Diagnostic[] = [];
   const loaded: LoadedFleet = { dir: own.loaded.dir, hosts: [], diagnostics: [] };
   const r = evaluateFleetPhase(own.fleetCfg, own.fleetFile, loaded, evaluated, diagnostics);
   if (!r || hasErrors(diagnostics)) throw new Unsharded("the fleet phase has something to say");
-  if (asks.length) {
-    for (const d of diagnostics) {
-      const text = asked(d) === undefined ? [d.file, d.path, d.expected, d.found, d.fix] : [d.expected, d.found, d.fix];
-      if (text.some((x) => x.includes(ASKED))) throw new Unsharded("a fleet-phase warning names an origin in its text");
-    }
-  }
   return { pol: { policy: r.pol.policy, huJson: r.pol.huJson, autoApprovers: r.pol.autoApprovers }, enforcement: r.enforcement, warnings: diagnostics, asks };
 }
 

@@ -96,7 +96,10 @@ export function withLiveNodes(nodes: PolicyNode[], tailnetName: Map<string, stri
       if (used.has(l)) continue;
       if (!best || (l.id ?? -1) > (best.id ?? -1) || ((l.id ?? -1) === (best.id ?? -1) && l.names[0] === want && best.names[0] !== want)) best = l;
     }
-    return best ?? byLower.get(want.toLowerCase())?.find((l) => !used.has(l));
+    if (best) return best;
+    // A name in another case: the newest too, else the first in the list.
+    for (const l of byLower.get(want.toLowerCase()) ?? []) if (!used.has(l) && (!best || (l.id ?? -1) > (best.id ?? -1))) best = l;
+    return best;
   };
   const out: PolicyNode[] = nodes.map((n) => {
     const l = find(tailnetName.get(n.name) ?? n.name);

@@ -8,7 +8,7 @@
  * comparison is shown to fail on a worker's fault: one byte more in one file,
  * two hosts swapped.
  */
-import { appendFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { appendFileSync, cpSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import path from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
@@ -111,6 +111,15 @@ describe("parallel evaluation and render (issue 19)", () => {
     expect(more.p.path).toMatch(/^sharded/);
     expect(more.s.diagnostics.map((d) => path.basename(d.file)).slice(-2)).toEqual(["h290.yaml", "h3.yaml"]);
     same(more.p, more.s);
+    // In a folder whose path a diagnostic cuts short (240 characters), on 3 threads: the shards' answers
+    // go through the same shortening as the serial path's origins.
+    const deep = path.join(root, "x".repeat(120), "y".repeat(120));
+    mkdirSync(deep, { recursive: true });
+    cpSync(dir, deep, { recursive: true });
+    const long = await both(deep, { threads: 3 });
+    expect(long.p.path).toMatch(/^sharded: 3 threads/);
+    expect(long.s.diagnostics.filter((d) => d.path === "firewall.trustTailnet").map((d) => d.file.length)).toEqual([240, 240, 240]);
+    same(long.p, long.s);
   });
 
   it("names a policy file's problems found in phase 3 in that file, as the serial path does", async () => {

@@ -87,6 +87,9 @@ describe("the readers of nodeOfHost", () => {
       ["lxc-router", ["100.64.0.12"]],
       ["lxc-router#2", ["100.64.0.4"]],
     ]);
+    // Named in another case only: the newest as well.
+    const upper = parseNodesList(JSON.stringify([{ ...router, name: "LXC-Router", given_name: "LXC-Router" }, { ...reinstalled, name: "LXC-Router", given_name: "LXC-Router-q3m1" }]), "nodes.json").nodes;
+    expect(withLiveNodes([{ name: "lxc-router", tags: ["tag:router"], ips: [], approvedRoutes: [] }], new Map([["lxc-router", "lxc-router"]]), upper)[0].ips).toEqual(["100.64.0.12"]);
     // The router not joined yet, the laptop holding the very name: the host still has no address of its own.
     const only = parseNodesList(JSON.stringify([{ ...laptop, given_name: "lxc-router" }]), "nodes.json").nodes;
     const alone = withLiveNodes([{ name: "lxc-router", tags: ["tag:router"], ips: [], approvedRoutes: [] }], new Map([["lxc-router", "lxc-router"]]), only);
