@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Reads vitest's JSON report and prints "passed failed skipped" (one line) for
-// .ci/run; lists every skipped or todo test on stderr. A file that failed
+// .ci/run; lists every failed, skipped or todo test on stderr (failures last,
+// so the tail of a long CI log names them). A file that failed
 // before its tests ran (a gate that refuses to skip in CI, a syntax error)
 // counts as one failure. Usage: node scripts/ci-verdict.mjs <report.json>
 import { existsSync, readFileSync } from "node:fs";
@@ -21,6 +22,13 @@ for (const t of files) {
   }
 }
 for (const s of skipped) console.error(`[ci] skipped: ${s}`);
+for (const t of files) {
+  for (const a of t.assertionResults ?? []) {
+    if (a.status !== "failed") continue;
+    const why = (a.failureMessages ?? []).join("\n").split("\n").find((l) => l.trim() !== "") ?? "";
+    console.error(`[ci] failed: ${t.name.replace(process.cwd() + "/", "")}: ${a.fullName}${why ? ` (${why.trim().slice(0, 300)})` : ""}`);
+  }
+}
 const passed = r.numPassedTests ?? 0;
 const failed = (r.numFailedTests ?? 0) + emptyFailed.length;
 console.log(`${passed} ${failed} ${Math.max(skipped.length, (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0))}`);

@@ -47,7 +47,7 @@ describe(".ci/run's verdict", () => {
     writeFileSync(report, JSON.stringify({
       numPassedTests: 3, numFailedTests: 1, numPendingTests: 1, numTodoTests: 1,
       testResults: [
-        { name: join(REPO, "test/x.test.ts"), status: "failed", assertionResults: [{ status: "passed", fullName: "a" }, { status: "failed", fullName: "f" }, { status: "pending", fullName: "b" }, { status: "todo", fullName: "c" }] },
+        { name: join(REPO, "test/x.test.ts"), status: "failed", assertionResults: [{ status: "passed", fullName: "a" }, { status: "failed", fullName: "f", failureMessages: ["\nAssertionError: expected true to be false\n    at x.test.ts:3"] }, { status: "pending", fullName: "b" }, { status: "todo", fullName: "c" }] },
         { name: join(REPO, "test/y.test.ts"), status: "failed", message: "CI: cannot skip: needs root", assertionResults: [] },
       ],
     }));
@@ -57,6 +57,8 @@ describe(".ci/run's verdict", () => {
     expect(r.stderr).toContain("[ci] failed before any test ran: test/y.test.ts: CI: cannot skip: needs root");
     expect(r.stderr).toContain("[ci] skipped: test/x.test.ts: b");
     expect(r.stderr).toContain("[ci] skipped: test/x.test.ts: c");
+    expect(r.stderr).toContain("[ci] failed: test/x.test.ts: f (AssertionError: expected true to be false)");
+    expect(r.stderr.trimEnd().split("\n").at(-1)).toMatch(/^\[ci\] failed: test\/x\.test\.ts: f /);
     expect(spawnSync(process.execPath, [join(REPO, "scripts", "ci-verdict.mjs"), join(dir, "none.json")]).status).toBe(2);
   });
 
