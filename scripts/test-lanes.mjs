@@ -146,6 +146,27 @@ export function joinReports(reports) {
   };
 }
 
+/**
+ * One line per failed test of a (joined) vitest JSON report, and per file that
+ * failed before any of its tests ran: the file (relative to `base`), the
+ * test's full name, and the first line of its failure. Printed last by
+ * `npm test` and by .ci/run, so the end of a long log names them.
+ */
+export function failedLines(report, base = root) {
+  const rel = (f) => relative(base, f) || f;
+  const out = [];
+  for (const t of report.testResults ?? []) {
+    const tests = t.assertionResults ?? [];
+    if (t.status === "failed" && tests.length === 0) out.push(`failed before any test ran: ${rel(t.name)}: ${(t.message ?? "").split("\n")[0]}`);
+    for (const a of tests) {
+      if (a.status !== "failed") continue;
+      const why = (a.failureMessages ?? []).join("\n").split("\n").find((l) => l.trim() !== "") ?? "";
+      out.push(`failed: ${rel(t.name)}: ${a.fullName}${why ? ` (${why.trim().slice(0, 300)})` : ""}`);
+    }
+  }
+  return out;
+}
+
 function runLane(n, files, reportFile) {
   return new Promise((resolve) => {
     const args = ["vitest", "run", "--reporter=default", "--reporter=json", `--outputFile=${reportFile}`, ...files];
@@ -232,6 +253,7 @@ async function main() {
   if (process.env.MESHFLEET_TEST_REPORT) writeFileSync(process.env.MESHFLEET_TEST_REPORT, JSON.stringify(joined));
   rmSync(dir, { recursive: true, force: true });
   say(`all lanes: ${joined.numPassedTests} passed, ${joined.numFailedTests} failed, ${joined.numPendingTests + joined.numTodoTests} skipped or todo, in ${Math.round((Date.now() - started) / 1000)} s`);
+  for (const l of failedLines(joined)) say(l);
   if (stoppedBy) process.exit(128 + (os.constants.signals[stoppedBy] ?? 0));
   process.exit(codes.some((c) => c !== 0) || !joined.success ? 1 : 0);
 }

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, describe, expect, it } from "vitest";
 // @ts-expect-error: a plain ES module without types
-import { joinReports, labInstance, planLanes, testFiles } from "../../scripts/test-lanes.mjs";
+import { failedLines, joinReports, labInstance, planLanes, testFiles } from "../../scripts/test-lanes.mjs";
 
 const REPO = join(import.meta.dirname, "..", "..");
 const read = (f: string) => readFileSync(join(REPO, f), "utf8");
@@ -91,6 +91,12 @@ describe("npm test's lanes", () => {
     const v = verdict(lost);
     expect(v.stdout.trim()).toBe("2 1 0");
     expect(v.stderr).toMatch(/lane 2 ended \(exit 137\) without a JSON report/);
+    // What npm test prints last: each failed test with its first line, each lane or file that failed before its tests.
+    const failing = { ...lane1, numFailedTests: 1, success: false, testResults: [{ name: join(REPO, "test/c.test.ts"), status: "failed", assertionResults: [{ fullName: "c1", status: "failed", failureMessages: ["Error: boom\n    at c.test.ts:1"] }, { fullName: "c2", status: "passed" }] }] };
+    expect(failedLines(joinReports([{ lane: 1, code: 1, report: failing }, { lane: 2, code: 137 }]))).toEqual([
+      "failed: test/c.test.ts: c1 (Error: boom)",
+      "failed before any test ran: lane 2: lane 2 ended (exit 137) without a JSON report",
+    ]);
     // A lane that failed with a report still fails the whole.
     expect(joinReports([{ lane: 1, code: 1, report: { ...lane1, success: false } }]).success).toBe(false);
   });
