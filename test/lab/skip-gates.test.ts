@@ -71,6 +71,8 @@ describe("skip gates in test/", () => {
         if (/\b(it|test|describe)\.runIf\(/.test(l) && !/^\s*(\*|\/\/)/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()} (use skipIf(skipUnlessCi(...)))`);
         if (/\b(it|test|describe)\.(skip|todo)\b(?!If)/.test(l) && !/strict\(\)/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()}`);
         if (/\bctx\.skip\(|\bcontext\.skip\(/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()} (use skipOrFail)`);
+        // A bare return when a tool, a file or root is missing passes the rest of the test silently, in CI too.
+        if (/^\s*if \(.*\b(existsSync|isRoot|getuid|command -v)\b.*\) *\{? *return *;/.test(l) && !/skipUnlessCi\(/.test(l)) bad.push(`${path.relative(TEST_DIR, f)}:${i + 1}: ${l.trim()} (use if (skipUnlessCi(...)) return;)`);
       });
     }
     expect(bad).toEqual([]);
