@@ -42,6 +42,7 @@ const loadFailures = {
 export default defineConfig({
   test: {
     include: process.env.MESHFLEET_MUTATE_TESTS?.split(",").filter(Boolean) ?? all,
+    globalSetup: ["test/scratch.ts"], // scratch folders under one per run, removed at its end
     testTimeout: 60_000,
     reporters: ["default", loadFailures],
   },

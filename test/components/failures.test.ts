@@ -5,12 +5,12 @@
  */
 import { describe, expect, it } from "vitest";
 import * as pulumi from "@pulumi/pulumi";
-import { cpSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import program from "../../index.ts";
 import { DeployError, Mesh, validateMesh } from "../../components/index.ts";
 import { installMocks, settle, valueOf } from "./harness.ts";
+import { scratchDir } from "../scratch.ts";
 import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile } from "./fixtures.ts";
 
 describe("route approval is verified, not assumed", () => {
@@ -30,7 +30,7 @@ describe("route approval is verified, not assumed", () => {
 describe("a broken fleet stops before any resource exists", () => {
   it("index.ts throws a RunError with the foundation's diagnostics, and registers nothing", async () => {
     const { dirUsed } = await evaluateStack("home");
-    const broken = mkdtempSync(join(tmpdir(), "meshfleet-broken-"));
+    const broken = scratchDir("meshfleet-broken-");
     cpSync(dirUsed, broken, { recursive: true });
     const router = join(broken, "lxc-tailscale.yaml");
     writeFileSync(router, readFileSync(router, "utf8").replace("routes: [192.168.8.0/24, 192.168.20.0/24]", "routes: [192.168.8.0/33]"));

@@ -3,8 +3,7 @@
  * from hosts/<stack>, and a simulated headscale/agent for the mock engine.
  */
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { randomBytes } from "node:crypto";
 import { evaluateFleet, formatDiagnostics } from "../../core/index.ts";
@@ -12,6 +11,7 @@ import { REGISTRY } from "../../modules/index.ts";
 import type { FleetSystem } from "../../core/types.ts";
 import { EXIT_ROUTES } from "../../components/headscaleCli.ts";
 import type { Responder } from "./harness.ts";
+import { scratchDir } from "../scratch.ts";
 
 export const REPO = join(import.meta.dirname, "..", "..");
 
@@ -31,7 +31,7 @@ export async function evaluateStack(stack: "home" | "lab"): Promise<EvaluatedFle
 
 /** A stand-in agent bundle (the real one is built by `npm run build:agent`). */
 export function fakeAgentFile(): string {
-  const dir = mkdtempSync(join(tmpdir(), "meshfleet-agent-"));
+  const dir = scratchDir("meshfleet-agent-");
   const p = join(dir, "meshfleet-agent.mjs");
   writeFileSync(p, "// test stand-in for the bundled agent\n");
   return p;
@@ -48,7 +48,7 @@ export const hostKeyOf = (name: string) => `ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAA
  * hashed entries (`ssh-keygen -H`), which only `ssh-keygen -F` can match.
  */
 export function knownHostsFile(fleet: FleetSystem, o: { hashed?: string[]; leaveOut?: string[] } = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), "meshfleet-known-"));
+  const dir = scratchDir("meshfleet-known-");
   const lines: string[] = [];
   const entry = (address: string, port: number, key: string) => `${port === 22 ? address : `[${address}]:${port}`} ${key}`;
   for (const h of Object.values(fleet.hosts)) {

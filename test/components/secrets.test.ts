@@ -10,8 +10,8 @@ import program from "../../index.ts";
 import { derivePrivateKey } from "../../core/keys.ts";
 import { clearSecrets, installMocks, settle, SIG, SECRET_SIG, type Recorder } from "./harness.ts";
 import { evaluateStack, fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile } from "./fixtures.ts";
-import { writeFileSync, mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
+import { scratchDir } from "../scratch.ts";
 import { join } from "node:path";
 
 import { SSH_KEY_TEXT } from "../fixtures/keys.ts";
@@ -33,7 +33,7 @@ beforeAll(async () => {
   const { fleet, dirUsed } = await evaluateStack("home");
   const knownHosts = knownHostsFile(fleet);
   const hs = fakeHeadscale(fleet);
-  const keyDir = mkdtempSync(join(tmpdir(), "meshfleet-ssh-"));
+  const keyDir = scratchDir("meshfleet-ssh-");
   keyFile = join(keyDir, "id_test");
   writeFileSync(keyFile, SSH_KEY_TEXT, { mode: 0o600 });
   rec = await installMocks(hs.respond, {

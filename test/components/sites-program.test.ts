@@ -5,8 +5,7 @@
  * office's hosts carry the keys the core's headscale made for them. The site
  * run needs no key seed and declares nothing of the core's.
  */
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 import * as pulumi from "@pulumi/pulumi";
 import { beforeAll, describe, expect, it } from "vitest";
@@ -18,6 +17,7 @@ import { REGISTRY } from "../../modules/index.ts";
 import { SSH_KEY_TEXT } from "../fixtures/keys.ts";
 import { installMocks, isSecret, settle, unwrap, valueOf, SIG, SECRET_SIG, clearSecrets, type Responder } from "./harness.ts";
 import { fakeAgentFile, fakeHeadscale, KEY_SEED, knownHostsFile, REPO } from "./fixtures.ts";
+import { scratchDir } from "../scratch.ts";
 
 const dir = (s: string) => path.join(REPO, "hosts", s);
 let keyFile: string;
@@ -28,7 +28,7 @@ let coreKeys: Map<string, string>;
 
 beforeAll(async () => {
   core = (await evaluateFleet(REGISTRY, dir("core"), "core")).fleet!;
-  keyFile = path.join(mkdtempSync(path.join(tmpdir(), "meshfleet-ssh-")), "id_test");
+  keyFile = path.join(scratchDir("meshfleet-ssh-"), "id_test");
   writeFileSync(keyFile, SSH_KEY_TEXT, { mode: 0o600 });
   agentPath = fakeAgentFile();
   const hs = fakeHeadscale(core);
