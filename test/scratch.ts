@@ -1,8 +1,8 @@
 /**
- * Scratch folders for tests. Vitest ends its worker processes without running
- * their exit handlers, so a folder a test makes in the system's temp folder and
- * means to remove on exit stays there for good (about 60 per run of the suite,
- * before this). `scratchDir` makes its folders under one folder per test run
+ * Scratch folders for tests. A folder a test makes in the system's temp folder
+ * and never removes, or means to remove in a process exit handler (vitest ends
+ * its workers without running those), stays there for good: 35 to 50 per run
+ * of the suite, before this. `scratchDir` makes its folders under one folder per test run
  * (`MESHFLEET_TEST_SCRATCH`, made by `globalSetup` below, which vitest.config.ts
  * names), and the run's teardown removes that folder, whatever the tests did.
  */
