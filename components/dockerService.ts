@@ -259,8 +259,11 @@ export function renderCompose(host: HostSystem, images: Record<string, string> =
   };
 }
 
-/** The unit that runs the compose file (oneshot: `up -d` returns once the containers are created). */
-export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/docker-compose", dbGuard = false): UnitSpec {
+/**
+ * The unit that runs the compose file (oneshot: `up -d` returns once the containers are created).
+ * `guarded`: the container whose database the guard (COMPOSE_DB_GUARD) keeps around an image switch.
+ */
+export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/docker-compose", guarded?: string): UnitSpec {
   const dc = `${composeCommand} -p ${COMPOSE_PROJECT} -f ${COMPOSE_FILE}`;
   const dirs = [...new Set(Object.values(compose.volumes ?? {}).map((v) => v.driver_opts?.device).filter((d): d is string => !!d))].sort();
   return {
@@ -284,12 +287,15 @@ export function composeUnit(compose: ComposeFile, composeCommand = "/usr/bin/doc
       // headscale's database around an image switch (COMPOSE_DB_GUARD): a restart has removed the containers
       // (ExecStop), so the database is as the old image left it. Before the network prune: a Postgres
       // reached at the compose network's gateway is reached there from the host too.
-      ...(dbGuard ? [`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`] : []),
+      ...(guarded ? [`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`] : []),
       // A network compose made before (docker's pick, or another subnet) is not changed by `up`, which
       // stops with "needs to be recreated": drop the project's unused networks (ExecStop removed the
       // containers), so `up` makes the network as the compose file declares it.
       `ExecStartPre=-/bin/sh -c 'docker network prune -f --filter label=com.docker.compose.project=${COMPOSE_PROJECT} >/dev/null'`,
       `ExecStart=${dc} up -d --remove-orphans`,
+      // Before they go, the image the guarded container ran is recorded for the guard: a start the guard did
+      // not see (a rollback to a generation from before it) ran another image than the guard last recorded.
+      ...(guarded ? [ranImageRecorder(guarded)] : []),
       // Stop finds the project's containers by compose's label, not through the compose file: a
       // generation without containers has removed that file by the time its unit is stopped.
       // Volumes stay: they hold the database.
@@ -314,7 +320,7 @@ export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSyste
   const compose = renderCompose(host, o.images);
   const db = containerDatabaseOf(host);
   const guarded = db ? compose.services[db.container] : undefined;
-  const unit = composeUnit(compose, o.composeCommand, !!guarded);
+  const unit = composeUnit(compose, o.composeCommand, guarded ? db!.container : undefined);
   // Files a container sees inside a named volume are written at that path on the host, where the
   // volume's folder is (a file mounted into a volume would leave an empty mount point in it instead).
   const moved = new Map<string, string>();
@@ -352,6 +358,20 @@ export function composeHost(host: HostSystem, o: ComposeOptions = {}): HostSyste
 export const COMPOSE_DB_GUARD_DIR = `${STATE_DIR}/compose-db`;
 /** The guard, one script per generation (it names that generation's image). */
 export const COMPOSE_DB_GUARD = "/usr/local/lib/meshfleet/compose-image-switch-db.sh";
+/**
+ * The compose unit's first ExecStop when a container's database is guarded: the image that container
+ * ran (docker's id, as the guard's `docker image inspect` gives it), written where the guard keeps its
+ * record, before ExecStop removes the containers. Without it, a start the guard did not run in (a
+ * rollback to a generation from before the guard) left the record naming the image rolled back from,
+ * and the next guarded start to that image took no copy of the database though the image did switch.
+ * Nothing is written when the container is not there (it never started, or was removed by hand); a
+ * failure here does not hold the stop (`-`).
+ */
+export function ranImageRecorder(container: string): string {
+  const dir = COMPOSE_DB_GUARD_DIR;
+  return `ExecStop=-/bin/sh -c 'umask 077; img=$$(docker container inspect --format "{{.Image}}" ${container} 2>/dev/null) && [ -n "$$img" ] && mkdir -p ${dir} && echo "$$img" > ${dir}/${container}.image'`;
+}
+
 /** Seconds after an image switch within which a rollback of it puts the database back (a failed switch's automatic rollback comes within minutes). */
 export const RESTORE_WINDOW_S = 900;
 
@@ -399,8 +419,10 @@ export function containerDatabaseOf(host: HostSystem): { container: string; data
  * agent rolls back; a failed restore leaves headscale stopped rather than
  * starting the old release on what the new one left. Only the last switch's
  * snapshot is kept: a rollback to an older generation restores nothing. A
- * rollback to a generation from before the guard runs no guard: the record
- * then names the image rolled back from until the next guarded start.
+ * rollback to a generation from before the guard runs no guard, and restores
+ * nothing; the record is put right at the next guarded generation's stop
+ * (`ranImageRecorder`: the image the container ran), so the start after it
+ * sees the switch and copies the database.
  */
 export function dbGuardScript(o: {
   container: string;

@@ -5,11 +5,11 @@
  * lab proves it with docker and PostgreSQL: test/lab/docker-postgres-lab.test.ts).
  */
 import { spawnSync } from "node:child_process";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { COMPOSE_DB_GUARD, composeHost, containerDatabaseOf, dbGuardScript, RESTORE_WINDOW_S } from "../../components/dockerService.ts";
+import { COMPOSE_DB_GUARD, COMPOSE_DB_GUARD_DIR, composeHost, containerDatabaseOf, dbGuardScript, ranImageRecorder, RESTORE_WINDOW_S } from "../../components/dockerService.ts";
 import type { ContainerSpec, HostSystem } from "../../core/types.ts";
 
 const OLD = `sha256:${"a".repeat(64)}`;
@@ -21,7 +21,13 @@ beforeEach(() => {
   mkdirSync(join(dir, "bin"));
   // The stub answers the id in $IMAGE_ID for any reference.
   // The stub answers the id in $IMAGE_ID for any image, and lists the compose network $NETWORK_ID when set.
-  writeFileSync(join(dir, "bin", "docker"), '#!/bin/sh\nif [ "$1 $2" = "network ls" ]; then [ -z "$NETWORK_ID" ] || echo "$NETWORK_ID"; exit 0; fi\n[ "$1 $2" = "image inspect" ] || exit 2\necho "$IMAGE_ID"\n');
+  // `container inspect` answers $RAN_ID (the image the container ran), and fails as for no such container when it is unset.
+  writeFileSync(
+    join(dir, "bin", "docker"),
+    '#!/bin/sh\nif [ "$1 $2" = "network ls" ]; then [ -z "$NETWORK_ID" ] || echo "$NETWORK_ID"; exit 0; fi\n' +
+      'if [ "$1 $2" = "container inspect" ]; then [ -n "$RAN_ID" ] || { echo "Error: No such container" >&2; exit 1; }; echo "$RAN_ID"; exit 0; fi\n' +
+      '[ "$1 $2" = "image inspect" ] || exit 2\necho "$IMAGE_ID"\n',
+  );
   chmodSync(join(dir, "bin", "docker"), 0o755);
 });
 afterEach(() => rmSync(dir, { recursive: true, force: true }));
@@ -37,7 +43,52 @@ function guard(image: string, op?: "switch" | "rollback") {
   return { code: r.status, said: r.stderr };
 }
 
+/** The compose unit's ExecStop that records the image the container ran (ranImageRecorder), as systemd runs it: `$$` is `$`, by /bin/sh. */
+function stop(ran?: string) {
+  const m = /^ExecStop=-\/bin\/sh -c '(.*)'$/.exec(ranImageRecorder("headscale"));
+  if (!m) throw new Error(`not an ExecStop=-/bin/sh -c '...' line: ${ranImageRecorder("headscale")}`);
+  const cmd = m[1].replaceAll("$$", "$").replaceAll(COMPOSE_DB_GUARD_DIR, join(dir, "state"));
+  const r = spawnSync("/bin/sh", ["-c", cmd], { encoding: "utf8", env: { ...process.env, PATH: `${join(dir, "bin")}:/usr/bin:/bin`, RAN_ID: ran ?? "" } });
+  return { code: r.status, said: r.stderr };
+}
+const record = () => readFileSync(join(dir, "state", "headscale.image"), "utf8");
+
 describe("the compose unit's database guard (SQLite, real sh)", () => {
+  it("a rollback to a generation from before the guard: the next guarded generation's stop records the image that really ran, so its start sees the switch and copies the database", () => {
+    writeFileSync(db(), "v1");
+    guard(NEW, "switch");
+    expect(record()).toBe(`${NEW}\n`);
+    // The agent rolls back to a generation without the guard: its unit starts OLD and no guard runs, so the
+    // record still names NEW. Had the next switch to NEW relied on the record alone, it would copy nothing:
+    writeFileSync(db(), "v2, written under the old image");
+    expect(guard(NEW, "switch")).toMatchObject({ code: 0, said: "" });
+    expect(existsSync(join(dir, "state", "headscale.snapshot.sqlite"))).toBe(false);
+    // The next guarded generation's unit stops the container OLD ran in, and records OLD first.
+    writeFileSync(join(dir, "state", "headscale.image"), `${NEW}\n`);
+    expect(stop(OLD)).toMatchObject({ code: 0 });
+    expect(record()).toBe(`${OLD}\n`);
+    const sw = guard(NEW, "switch");
+    expect(sw.code, sw.said).toBe(0);
+    expect(sw.said).toMatch(/image sha256:a+ -> sha256:b+: .*db\.sqlite copied to .*headscale\.snapshot\.sqlite/);
+    expect(readFileSync(join(dir, "state", "headscale.snapshot.sqlite"), "utf8")).toBe("v2, written under the old image");
+  });
+
+  it("the stop's record: the image the container ran, over the guard's; nothing when there is no container; the same image changes nothing", () => {
+    writeFileSync(db(), "v1");
+    guard(OLD, "switch");
+    expect(stop()).toMatchObject({ code: 1 }); // no container: nothing written, and ExecStop=- does not hold the stop
+    expect(record()).toBe(`${OLD}\n`);
+    expect(stop(OLD)).toMatchObject({ code: 0 });
+    expect(guard(OLD, "switch")).toMatchObject({ code: 0, said: "" });
+    // A stop before any guard ran (a host deployed before it, now getting a guarded generation): the folder is made, 0700.
+    rmSync(join(dir, "state"), { recursive: true });
+    expect(stop(OLD)).toMatchObject({ code: 0 });
+    expect(record()).toBe(`${OLD}\n`);
+    expect(statSync(join(dir, "state")).mode & 0o777).toBe(0o700);
+    expect(statSync(join(dir, "state", "headscale.image")).mode & 0o777).toBe(0o600);
+    expect(guard(OLD, "switch")).toMatchObject({ code: 0, said: "" });
+  });
+
   it("a first start records the image; a switch copies the database; the agent's rollback puts that copy back and keeps the new image's", () => {
     const first = guard(OLD, "switch");
     expect(first.code, first.said).toBe(0);
@@ -294,11 +345,16 @@ describe("containerDatabaseOf and composeHost", () => {
     const lines = unit.split("\n");
     expect(lines.indexOf(`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`)).toBeGreaterThan(-1);
     expect(lines.indexOf(`ExecStartPre=/bin/sh ${COMPOSE_DB_GUARD}`)).toBeLessThan(lines.findIndex((l) => l.includes("network prune")));
+    // The image the container ran is recorded before the containers are removed.
+    const recorder = lines.indexOf(ranImageRecorder("headscale"));
+    expect(recorder).toBeGreaterThan(-1);
+    expect(recorder).toBeLessThan(lines.findIndex((l) => l.startsWith("ExecStop=") && l.includes("docker rm -f")));
   });
 
   it("no headscale container: no guard", () => {
     const h = host("database:\n  type: sqlite\n", { ...spec({}), name: "nginx" });
     expect(containerDatabaseOf(h)).toBeNull();
     expect(composeHost(h).files.some((f) => f.path === COMPOSE_DB_GUARD)).toBe(false);
+    expect(composeHost(h).units.find((u) => u.name === "meshfleet-compose.service")!.content).not.toContain("container inspect");
   });
 });

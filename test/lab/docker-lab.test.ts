@@ -215,6 +215,22 @@ describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "t
     expect((await nodes()).map((n) => n.name)).toEqual(["laptop"]);
   }, 300_000);
 
+  it("the compose unit's stop records the image the container ran, over a record that names another (a start the guard did not see): no copy, no restore", async () => {
+    // As after a rollback to a generation from before the guard: the record names an image headscale no longer runs.
+    const record = "/var/lib/meshfleet/compose-db/headscale.image";
+    await ok(VPS, `echo ${id2} > ${record}`);
+    const since = (await ok(VPS, "date '+%Y-%m-%d %H:%M:%S'")).trim();
+    await ok(VPS, "systemctl restart meshfleet-compose.service");
+    // systemd ran the first ExecStop as written (its $$ and quoting), on the real container, before the removal.
+    expect((await ok(VPS, `cat ${record}`)).trim()).toBe(id1);
+    const journal = await ok(VPS, `journalctl -u meshfleet-compose.service --since '${since}' --no-pager -o cat`);
+    expect(journal).not.toMatch(/copied|put back|no record/);
+    await ok(VPS, "for i in $(seq 120); do [ \"$(docker inspect --format '{{.State.Health.Status}}' headscale 2>/dev/null)\" = healthy ] && exit 0; sleep 0.5; done; echo 'headscale is not healthy after 60 s' >&2; exit 1");
+    expect(await imageOf("headscale")).toBe(id1);
+    expect(await ok(VPS, agent("verify"))).toMatch(/no drift/);
+    expect((await nodes()).map((n) => n.name)).toEqual(["laptop"]);
+  }, 300_000);
+
   it("an upgrade whose container cannot start fails its health wait and is rolled back by the agent", async () => {
     const before = JSON.parse(await ok(VPS, agent("status --json"))) as { generation: number };
     const nodesBefore = await nodes();
