@@ -216,12 +216,22 @@ describe.skipIf(skipUnlessCi(!real ? (process.getuid?.() !== 0 ? NEEDS_ROOT : "t
   }, 300_000);
 
   it("the compose unit's stop records the image the container ran, over a record that names another (a start the guard did not see): no copy, no restore", async () => {
-    // As after a rollback to a generation from before the guard: the record names an image headscale no longer runs.
+    // As after a rollback to a generation from before the guard: systemd holds a unit without the recorder, and
+    // the record names an image headscale no longer runs. Then the next generation's unit file lands (with it),
+    // the agent reloads systemd and restarts the unit.
+    const unit = "/etc/systemd/system/meshfleet-compose.service";
     const record = "/var/lib/meshfleet/compose-db/headscale.image";
+    const current = await ok(VPS, `cat ${unit}`);
+    const recorder = current.split("\n").filter((l) => l.startsWith("ExecStop=") && l.includes("container inspect"));
+    expect(recorder).toHaveLength(1);
+    await ok(VPS, `cp ${unit} /root/compose-unit.now && grep -vF 'container inspect' /root/compose-unit.now > ${unit} && systemctl daemon-reload`);
+    expect(await ok(VPS, "systemctl show -p ExecStop --value meshfleet-compose.service")).not.toContain("container inspect");
     await ok(VPS, `echo ${id2} > ${record}`);
+    await ok(VPS, `cp /root/compose-unit.now ${unit} && systemctl daemon-reload`);
     const since = (await ok(VPS, "date '+%Y-%m-%d %H:%M:%S'")).trim();
     await ok(VPS, "systemctl restart meshfleet-compose.service");
-    // systemd ran the first ExecStop as written (its $$ and quoting), on the real container, before the removal.
+    // systemd stopped it with the unit it had reloaded, ran the recorder as written (its $$ and quoting) on the real
+    // container before the removal, and the guard found the image the same.
     expect((await ok(VPS, `cat ${record}`)).trim()).toBe(id1);
     const journal = await ok(VPS, `journalctl -u meshfleet-compose.service --since '${since}' --no-pager -o cat`);
     expect(journal).not.toMatch(/copied|put back|no record/);
